@@ -1,0 +1,43 @@
+import { describe, expect, test } from "bun:test";
+import { bigintToIp, cidrContains, parseCidr, parseIp, poolFromCidr, poolSize } from "./cidr.ts";
+
+describe("poolFromCidr", () => {
+  test("an IPv4 /24 leaves out network, gateway and broadcast", () => {
+    const p = poolFromCidr("10.244.1.0/24");
+    expect(bigintToIp(p.first, 4)).toBe("10.244.1.2");
+    expect(bigintToIp(p.last, 4)).toBe("10.244.1.254");
+    expect(bigintToIp(p.gateway, 4)).toBe("10.244.1.1");
+    expect(poolSize(p)).toBe(253n);
+  });
+
+  test("an IPv6 /64 has no broadcast to leave out", () => {
+    const p = poolFromCidr("fd00:10:244:1::/64");
+    expect(bigintToIp(p.first, 6)).toBe("fd00:10:244:1::2");
+    expect(bigintToIp(p.last, 6)).toBe("fd00:10:244:1:ffff:ffff:ffff:ffff");
+    expect(p.family).toBe(6);
+  });
+
+  test.each([
+    ["10.244.1.0/33", /not a CIDR/],
+    ["10.244.1.0", /not a CIDR/],
+    ["banana", /not a CIDR/],
+    ["10.244.1.5/24", /host bits set \(the network is 10\.244\.1\.0\/24\)/],
+    ["10.244.1.0/31", /too small/],
+    ["10.244.1.0/30", /^$/],
+  ])("%s", (cidr, err) => {
+    if (err.source === "^$") expect(poolSize(poolFromCidr(cidr))).toBe(1n);
+    else expect(() => poolFromCidr(cidr)).toThrow(err);
+  });
+});
+
+test("parseIp folds IPv4-mapped IPv6 into IPv4", () => {
+  expect(parseIp("::ffff:10.0.0.1")).toEqual(parseIp("10.0.0.1"));
+  expect(() => parseIp("10.0.0.256")).toThrow(/not an IP/);
+});
+
+test("parseCidr normalises and cidrContains respects families", () => {
+  expect(parseCidr("FD00::/8").cidr).toBe("fd00::/8");
+  expect(cidrContains("10.244.0.0/16", "10.244.9.9")).toBe(true);
+  expect(cidrContains("10.244.0.0/16", "10.245.0.1")).toBe(false);
+  expect(cidrContains("10.244.0.0/16", "fd00::1")).toBe(false);
+});

@@ -1,0 +1,94 @@
+// IPAM state on disk: one CBOR file per network, replaced atomically (write, fsync, rename)
+// under a kernel file lock. A file that does not decode is reported and never reset: it is
+// the only record of which pod holds which address.
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { decode, encode } from "cbor-x";
+import * as v from "valibot";
+import { withFileLock } from "../sys/flock.ts";
+import { emptyState, type IpamState } from "./allocator.ts";
+import type { IpamStore } from "./store.ts";
+
+const FORMAT = "skein-ipam";
+const VERSION = 1;
+
+const AllocationSchema = v.object({
+  containerId: v.string(),
+  ifname: v.string(),
+  ip: v.string(),
+  pool: v.string(),
+  at: v.number(),
+});
+const FileSchema = v.object({
+  format: v.literal(FORMAT),
+  version: v.literal(VERSION),
+  allocations: v.array(AllocationSchema),
+  cursors: v.record(v.string(), v.string()),
+});
+
+export class StoreCorruptError extends Error {
+  constructor(readonly path: string, why: string) {
+    super(`IPAM state ${path} is corrupt (${why}); it was left untouched: restore it from a backup, or remove it only when no pod on this node holds an address`);
+    this.name = "StoreCorruptError";
+  }
+}
+
+export class DiskStore implements IpamStore {
+  readonly path: string;
+  private readonly lockPath: string;
+
+  constructor(readonly dir: string, network: string) {
+    if (!/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/.test(network)) throw new Error(`invalid network name for an IPAM store: ${JSON.stringify(network)}`);
+    this.path = `${dir}/${network}.cbor`;
+    this.lockPath = `${dir}/${network}.lock`;
+  }
+
+  read(): IpamState {
+    if (!existsSync(this.path)) return emptyState();
+    let raw: unknown;
+    try {
+      raw = decode(readFileSync(this.path));
+    } catch (e) {
+      throw new StoreCorruptError(this.path, `does not decode as CBOR: ${(e as Error).message}`);
+    }
+    const parsed = v.safeParse(FileSchema, raw);
+    if (!parsed.success) {
+      const issue = parsed.issues[0];
+      const where = issue?.path?.map((p) => String(p.key)).join(".") || "top level";
+      throw new StoreCorruptError(this.path, `unexpected content at ${where}: ${issue?.message}`);
+    }
+    const state = emptyState();
+    for (const a of parsed.output.allocations) {
+      if (state.allocations[a.ip]) throw new StoreCorruptError(this.path, `address ${a.ip} is allocated twice`);
+      state.allocations[a.ip] = a;
+    }
+    state.cursors = parsed.output.cursors;
+    return state;
+  }
+
+  update<T>(fn: (state: IpamState) => { state?: IpamState; result: T }): T {
+    mkdirSync(this.dir, { recursive: true, mode: 0o700 });
+    return withFileLock(this.lockPath, () => {
+      const { state, result } = fn(this.read());
+      if (state) this.write(state);
+      return result;
+    });
+  }
+
+  private write(state: IpamState): void {
+    const body = encode({
+      format: FORMAT,
+      version: VERSION,
+      allocations: Object.values(state.allocations),
+      cursors: state.cursors,
+    });
+    const tmp = `${this.path}.tmp-${process.pid}`;
+    const fd = openSync(tmp, "w", 0o600);
+    try {
+      writeSync(fd, body);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(tmp, this.path);
+  }
+}

@@ -1,0 +1,58 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { allocate } from "./allocator.ts";
+import { poolFromCidr } from "./cidr.ts";
+import { DiskStore, StoreCorruptError } from "./disk-store.ts";
+import { runStoreContract } from "./store.case.ts";
+import { MemoryStore } from "./store.ts";
+
+const dirs: string[] = [];
+const freshDir = () => {
+  const d = mkdtempSync(`${tmpdir()}/skein-ipam-`);
+  dirs.push(d);
+  return d;
+};
+afterAll(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+runStoreContract("memory", () => new MemoryStore());
+runStoreContract("disk", () => new DiskStore(freshDir(), "net"));
+
+describe("DiskStore", () => {
+  const pools = [poolFromCidr("10.244.1.0/24")];
+  const seed = (s: DiskStore) => s.update((st) => ({ state: allocate(st, pools, { containerId: "keep", ifname: "eth0" }, 1).state, result: null }));
+
+  test("survives a new process's view: state is re-read from disk", () => {
+    const dir = freshDir();
+    seed(new DiskStore(dir, "net"));
+    expect(Object.values(new DiskStore(dir, "net").read().allocations)[0]?.containerId).toBe("keep");
+  });
+
+  test.each([
+    ["truncated", (b: Buffer) => b.subarray(0, b.length - 5)],
+    ["garbage", () => Buffer.from("not cbor at all \xff\xfe")],
+    ["empty", () => Buffer.alloc(0)],
+  ])("a %s file is reported, and left exactly as it was", (_name, mangle) => {
+    const dir = freshDir();
+    const s = new DiskStore(dir, "net");
+    seed(s);
+    const bad = mangle(readFileSync(s.path));
+    writeFileSync(s.path, bad);
+    expect(() => s.read()).toThrow(StoreCorruptError);
+    expect(() => s.update((st) => ({ state: allocate(st, pools, { containerId: "new", ifname: "eth0" }, 2).state, result: null }))).toThrow(
+      new RegExp(`IPAM state ${s.path} is corrupt`),
+    );
+    expect(readFileSync(s.path).equals(bad)).toBe(true);
+  });
+
+  test("a file of another shape names the field", () => {
+    const dir = freshDir();
+    const s = new DiskStore(dir, "net");
+    writeFileSync(s.path, Buffer.from(require("cbor-x").encode({ format: "skein-ipam", version: 1, allocations: [{ ip: 5 }], cursors: {} })));
+    expect(() => s.read()).toThrow(/allocations\.0\.containerId/);
+  });
+
+  test("rejects a network name that would escape the directory", () => {
+    expect(() => new DiskStore(freshDir(), "../etc")).toThrow(/invalid network name/);
+  });
+});

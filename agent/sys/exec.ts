@@ -1,0 +1,60 @@
+// Runs host tools (ip, nsenter, nft). Every failure carries the command line and what the
+// tool printed, because "exit status 2" alone never tells an operator what went wrong.
+
+export interface ExecResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+export class ExecError extends Error {
+  constructor(
+    readonly argv: string[],
+    readonly result: ExecResult,
+  ) {
+    const detail = (result.stderr || result.stdout).trim();
+    super(`${argv.join(" ")} exited ${result.exitCode}${detail ? `: ${detail}` : ""}`);
+    this.name = "ExecError";
+  }
+}
+
+export function run(argv: string[], opts: { stdin?: string; allowFail?: boolean } = {}): ExecResult {
+  const proc = Bun.spawnSync(argv, {
+    stdin: opts.stdin === undefined ? "ignore" : Buffer.from(opts.stdin),
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const result: ExecResult = {
+    stdout: proc.stdout.toString(),
+    stderr: proc.stderr.toString(),
+    exitCode: proc.exitCode ?? -1,
+  };
+  if (result.exitCode !== 0 && !opts.allowFail) throw new ExecError(argv, result);
+  return result;
+}
+
+export async function runAsync(
+  argv: string[],
+  opts: { stdin?: string; allowFail?: boolean; env?: Record<string, string | undefined>; timeoutMs?: number } = {},
+): Promise<ExecResult> {
+  const proc = Bun.spawn(argv, {
+    stdin: opts.stdin === undefined ? "ignore" : Buffer.from(opts.stdin),
+    stdout: "pipe",
+    stderr: "pipe",
+    env: opts.env,
+    timeout: opts.timeoutMs,
+  });
+  const [stdout, stderr, exitCode] = await Promise.all([
+    new Response(proc.stdout).text(),
+    new Response(proc.stderr).text(),
+    proc.exited,
+  ]);
+  const result = { stdout, stderr, exitCode };
+  if (exitCode !== 0 && !opts.allowFail) throw new ExecError(argv, result);
+  return result;
+}
+
+/** argv prefix that runs a command inside the network namespace at `path`. */
+export function inNetns(path: string | undefined, argv: string[]): string[] {
+  return path ? ["nsenter", `--net=${path}`, ...argv] : argv;
+}
