@@ -1,0 +1,90 @@
+// `skein probe`: a built-in netcat for connectivity checks from inside a pod or node
+// namespace (`nsenter --net=… skein probe …`), so the demo and the tests need nothing but
+// the skein binary. The server answers every TCP connection and UDP datagram with its name
+// and the peer address it saw, which is how masquerade and service NAT become visible.
+
+/** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; people expect a.b.c.d. */
+const plain = (addr: string) => addr.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, "$1");
+
+export async function serve(o: { name: string; tcp?: number; udp?: number; host: string; log: (s: string) => void }): Promise<never> {
+  if (o.tcp !== undefined) {
+    Bun.listen({
+      hostname: o.host,
+      port: o.tcp,
+      socket: {
+        open(s) {
+          s.end(`${o.name} ${plain(s.remoteAddress)}\n`);
+        },
+        data() {},
+      },
+    });
+  }
+  if (o.udp !== undefined) {
+    const sock = await Bun.udpSocket({
+      hostname: o.host,
+      port: o.udp,
+      socket: {
+        data(s, _buf, port, addr) {
+          s.send(`${o.name} ${plain(addr)}\n`, port, addr);
+        },
+      },
+    });
+    void sock;
+  }
+  o.log(`ready ${o.name}${o.tcp !== undefined ? ` tcp/${o.tcp}` : ""}${o.udp !== undefined ? ` udp/${o.udp}` : ""}\n`);
+  return new Promise<never>(() => {});
+}
+
+export async function connect(proto: "tcp" | "udp", host: string, port: number, timeoutMs: number): Promise<string> {
+  if (proto === "tcp") {
+    return new Promise<string>((resolve, reject) => {
+      let buf = "";
+      const timer = setTimeout(() => reject(new Error(`tcp ${host}:${port}: no answer within ${timeoutMs} ms`)), timeoutMs);
+      Bun.connect({
+        hostname: host,
+        port,
+        socket: {
+          data(_s, d) {
+            buf += d.toString();
+          },
+          close() {
+            clearTimeout(timer);
+            resolve(buf.trim());
+          },
+          connectError(_s, e) {
+            clearTimeout(timer);
+            reject(new Error(`tcp ${host}:${port}: ${e.message}`));
+          },
+          error(_s, e) {
+            clearTimeout(timer);
+            reject(new Error(`tcp ${host}:${port}: ${e.message}`));
+          },
+        },
+      }).catch((e: Error) => {
+        clearTimeout(timer);
+        reject(new Error(`tcp ${host}:${port}: ${e.message}`));
+      });
+    });
+  }
+  let answered: (s: string) => void = () => {};
+  const answer = new Promise<string>((resolve) => (answered = resolve));
+  const sock = await Bun.udpSocket({
+    hostname: host.includes(":") ? "::" : "0.0.0.0",
+    socket: {
+      data(_s, d) {
+        answered(d.toString().trim());
+      },
+    },
+  });
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`udp ${host}:${port}: no answer within ${timeoutMs} ms`)), timeoutMs);
+    });
+    sock.send("probe", port, host);
+    return await Promise.race([answer, timeout]);
+  } finally {
+    clearTimeout(timer);
+    sock.close();
+  }
+}

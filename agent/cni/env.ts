@@ -1,0 +1,43 @@
+// CNI_* environment variables, checked per command as the spec requires.
+import { COMMANDS, CniError, ErrorCode, type CniCommand } from "./spec.ts";
+
+export interface CniEnv {
+  command: CniCommand;
+  containerId: string;
+  netns: string;
+  ifname: string;
+  args: string;
+  path: string[];
+}
+
+const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
+function invalid(msg: string): CniError {
+  return new CniError(ErrorCode.InvalidEnv, msg);
+}
+
+export function checkIfname(name: string): void {
+  if (name.length === 0 || name.length > 15) throw invalid(`CNI_IFNAME ${JSON.stringify(name)} must be 1 to 15 characters`);
+  if (name === "." || name === ".." || /[\s/:]/.test(name)) throw invalid(`CNI_IFNAME ${JSON.stringify(name)} is not a valid interface name`);
+}
+
+export function parseEnv(env: Record<string, string | undefined>): CniEnv {
+  const command = env.CNI_COMMAND ?? "";
+  if (!(COMMANDS as readonly string[]).includes(command)) {
+    throw invalid(`CNI_COMMAND ${JSON.stringify(command)} is not one of ${COMMANDS.join(", ")}`);
+  }
+  const c = command as CniCommand;
+  const need = (name: string, when: CniCommand[]) => {
+    const val = env[name] ?? "";
+    if (when.includes(c) && val === "") throw invalid(`${name} is required for ${c}`);
+    return val;
+  };
+  const containerId = need("CNI_CONTAINERID", ["ADD", "DEL", "CHECK"]);
+  const netns = need("CNI_NETNS", ["ADD", "CHECK"]);
+  const ifname = need("CNI_IFNAME", ["ADD", "DEL", "CHECK"]);
+  if (containerId && !CONTAINER_ID.test(containerId)) {
+    throw invalid(`CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.', '-'`);
+  }
+  if (ifname) checkIfname(ifname);
+  return { command: c, containerId, netns, ifname, args: env.CNI_ARGS ?? "", path: (env.CNI_PATH ?? "").split(":").filter(Boolean) };
+}

@@ -1,0 +1,38 @@
+// The node's masquerade for pod traffic leaving the cluster, as one nftables table that the
+// plugin replaces atomically. It is per node, not per pod: ADD re-asserts it, DEL leaves it.
+import type { Pool } from "../ipam/cidr.ts";
+import { parseCidr } from "../ipam/cidr.ts";
+
+export const MASQ_TABLE = "skein_cni";
+
+function set(name: string, type: string, cidrs: string[]): string {
+  const elems = cidrs.length ? ` elements = { ${cidrs.join(", ")} };` : "";
+  return `  set ${name} { type ${type}; flags interval;${elems} }`;
+}
+
+/** nft script that (re)creates the table in one transaction. */
+export function renderMasquerade(pools: Pool[], clusterCIDRs: string[]): string {
+  const cluster = clusterCIDRs.length ? clusterCIDRs.map((c) => parseCidr(c)) : pools.map((p) => parseCidr(p.cidr));
+  const of = (f: 4 | 6) => ({
+    pods: pools.filter((p) => p.family === f).map((p) => p.cidr),
+    cluster: cluster.filter((c) => c.family === f).map((c) => c.cidr),
+  });
+  const v4 = of(4);
+  const v6 = of(6);
+  return [
+    `add table inet ${MASQ_TABLE}`,
+    `delete table inet ${MASQ_TABLE}`,
+    `table inet ${MASQ_TABLE} {`,
+    set("pods4", "ipv4_addr", v4.pods),
+    set("cluster4", "ipv4_addr", v4.cluster),
+    set("pods6", "ipv6_addr", v6.pods),
+    set("cluster6", "ipv6_addr", v6.cluster),
+    `  chain postrouting {`,
+    `    type nat hook postrouting priority srcnat; policy accept;`,
+    `    ip saddr @pods4 ip daddr != @cluster4 masquerade comment "skein: pod traffic leaving the cluster"`,
+    `    ip6 saddr @pods6 ip6 daddr != @cluster6 masquerade comment "skein: pod traffic leaving the cluster"`,
+    `  }`,
+    `}`,
+    "",
+  ].join("\n");
+}

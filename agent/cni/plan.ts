@@ -1,0 +1,68 @@
+// Pure planning of the routed pod wiring: which links, addresses, routes and neighbours ADD
+// creates, as `ip -batch` lines, and what CHECK expects to find. No I/O here.
+//
+// Routed model: a veth per pod, no bridge. The pod's default route points at a link-local
+// gateway whose MAC is pinned by a permanent neighbour entry to the host side's fixed MAC,
+// so the pod never ARPs for its gateway: no proxy-ARP delay, and nothing depends on the
+// node's own routes to the gateway address.
+import { createHash } from "node:crypto";
+import { parseIp, type Family } from "../ipam/cidr.ts";
+
+export const GATEWAY4 = "169.254.1.1";
+export const GATEWAY6 = "fe80::1";
+/** every host-side veth carries this MAC (it only ever talks to its own pod) */
+export const HOST_MAC = "ee:ee:ee:ee:ee:ee";
+
+export interface PodAddress {
+  ip: string;
+  family: Family;
+}
+
+export interface WiringPlan {
+  hostIf: string;
+  podIf: string;
+  podMac: string;
+  /** `ip -batch` lines for the node's namespace */
+  host: string[];
+  /** `ip -batch` lines for the pod's namespace */
+  pod: string[];
+}
+
+/** Stable per (container, interface), so DEL finds the link even when the netns is gone. */
+export function hostVethName(containerId: string, ifname: string): string {
+  return `sk${createHash("sha256").update(`${containerId}/${ifname}`).digest("hex").slice(0, 13)}`;
+}
+
+/** A locally administered MAC derived from the pod's IPv4 address, as Kubernetes' kubenet did. */
+export function podMac(addrs: PodAddress[], containerId: string, ifname: string): string {
+  const v4 = addrs.find((a) => a.family === 4);
+  let tail: number[];
+  if (v4) {
+    tail = [...Array(4)].map((_, i) => Number((parseIp(v4.ip).value >> BigInt(24 - 8 * i)) & 0xffn));
+  } else {
+    tail = [...createHash("sha256").update(`${containerId}/${ifname}`).digest().subarray(0, 4)];
+  }
+  return ["0a", "58", ...tail.map((b) => b.toString(16).padStart(2, "0"))].join(":");
+}
+
+export const hostPrefix = (a: PodAddress) => `${a.ip}/${a.family === 4 ? 32 : 128}`;
+export const gatewayOf = (f: Family) => (f === 4 ? GATEWAY4 : GATEWAY6);
+
+export function planAdd(p: { containerId: string; ifname: string; netnsPath: string; mtu: number; addrs: PodAddress[] }): WiringPlan {
+  const hostIf = hostVethName(p.containerId, p.ifname);
+  const mac = podMac(p.addrs, p.containerId, p.ifname);
+  const host = [
+    `link add ${hostIf} mtu ${p.mtu} address ${HOST_MAC} type veth peer name ${p.ifname} mtu ${p.mtu} address ${mac} netns ${p.netnsPath}`,
+    `link set ${hostIf} up`,
+    ...p.addrs.map((a) => `route replace ${hostPrefix(a)} dev ${hostIf} scope link`),
+  ];
+  const pod = [`link set lo up`, `link set ${p.ifname} up`];
+  for (const a of p.addrs) {
+    const gw = gatewayOf(a.family);
+    pod.push(`addr add ${hostPrefix(a)} dev ${p.ifname}${a.family === 6 ? " nodad" : ""}`);
+    pod.push(`neigh replace ${gw} lladdr ${HOST_MAC} dev ${p.ifname} nud permanent`);
+    if (a.family === 4) pod.push(`route add ${gw} dev ${p.ifname} scope link`);
+    pod.push(`route add default via ${gw} dev ${p.ifname}`);
+  }
+  return { hostIf, podIf: p.ifname, podMac: mac, host, pod };
+}
