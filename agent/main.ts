@@ -8,3 +8,4 @@ if (process.env.CNI_COMMAND) {
   const { cliMain } = await import("./cli/index.ts");
   process.exitCode = await cliMain(process.argv.slice(2));
 }
+export {};

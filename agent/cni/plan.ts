@@ -22,7 +22,11 @@ export interface WiringPlan {
   hostIf: string;
   podIf: string;
   podMac: string;
-  /** `ip -batch` lines for the node's namespace */
+  /** `ip -batch` lines for the node's namespace: create the pair */
+  hostCreate: string[];
+  /** sysctls (relative to /proc/sys/net) to set on the host side between create and up */
+  hostSysctls: Array<[string, string]>;
+  /** `ip -batch` lines for the node's namespace: bring the host side up and route to the pod */
   host: string[];
   /** `ip -batch` lines for the pod's namespace */
   pod: string[];
@@ -51,8 +55,13 @@ export const gatewayOf = (f: Family) => (f === 4 ? GATEWAY4 : GATEWAY6);
 export function planAdd(p: { containerId: string; ifname: string; netnsPath: string; mtu: number; addrs: PodAddress[] }): WiringPlan {
   const hostIf = hostVethName(p.containerId, p.ifname);
   const mac = podMac(p.addrs, p.containerId, p.ifname);
+  const hostCreate = [`link add ${hostIf} mtu ${p.mtu} address ${HOST_MAC} type veth peer name ${p.ifname} mtu ${p.mtu} address ${mac} netns ${p.netnsPath}`];
+  // Duplicate address detection would hold the host side's link-local address tentative for
+  // a second or more, and neighbour discovery toward the pod waits for it: the pod's first
+  // IPv6 packets would be lost. The address is unique by construction (one pod per link).
+  const hostSysctls: Array<[string, string]> = p.addrs.some((a) => a.family === 6) ? [[`ipv6/conf/${hostIf}/accept_dad`, "0"]] : [];
   const host = [
-    `link add ${hostIf} mtu ${p.mtu} address ${HOST_MAC} type veth peer name ${p.ifname} mtu ${p.mtu} address ${mac} netns ${p.netnsPath}`,
+    ...(hostSysctls.length ? [] : hostCreate),
     `link set ${hostIf} up`,
     ...p.addrs.map((a) => `route replace ${hostPrefix(a)} dev ${hostIf} scope link`),
   ];
@@ -64,5 +73,5 @@ export function planAdd(p: { containerId: string; ifname: string; netnsPath: str
     if (a.family === 4) pod.push(`route add ${gw} dev ${p.ifname} scope link`);
     pod.push(`route add default via ${gw} dev ${p.ifname}`);
   }
-  return { hostIf, podIf: p.ifname, podMac: mac, host, pod };
+  return { hostIf, podIf: p.ifname, podMac: mac, hostCreate: hostSysctls.length ? hostCreate : [], hostSysctls, host, pod };
 }

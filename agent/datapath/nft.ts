@@ -48,7 +48,7 @@ class LibNft implements Nft {
   readonly backend = "libnftables" as const;
   private readonly ctx: Pointer;
   constructor(private readonly lib: ReturnType<typeof openLib>) {
-    const ctx = lib.symbols.nft_ctx_new(0);
+    const ctx = lib.symbols.nft_ctx_new(0) as Pointer | null;
     if (!ctx) throw new Error("nft_ctx_new failed");
     this.ctx = ctx;
     lib.symbols.nft_ctx_buffer_output(ctx);

@@ -1,0 +1,87 @@
+// The namespace harness: every test gets a Lab whose namespaces carry a prefix unique to the
+// run, and they are torn down in afterAll, on process exit, and by `skein cleanup --prefix skt-`.
+import { afterAll } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolve } from "node:path";
+import { Lab } from "../../agent/demo/lab.ts";
+import { inNetns, run } from "../../agent/sys/exec.ts";
+
+export const SKEIN = resolve(import.meta.dir, "../../dist/skein");
+export const REFERENCE_CNI = "/usr/lib/cni";
+export const TEST_PREFIX = "skt-";
+
+if (!existsSync(SKEIN)) throw new Error(`${SKEIN} is missing: run 'bun run build' before the tests`);
+
+const cleanups: Array<() => void> = [];
+process.on("exit", () => cleanups.splice(0).forEach((f) => f()));
+
+/** A lab torn down after this test file, even when its tests fail. */
+export function useLab(tag: string): Lab {
+  const id = Math.random().toString(36).slice(2, 6);
+  const lab = new Lab(`${TEST_PREFIX}${tag.slice(0, 8)}${id}-`, SKEIN);
+  const destroy = () => lab.destroy();
+  cleanups.push(destroy);
+  afterAll(destroy);
+  return lab;
+}
+
+/** A temporary directory removed after this test file. */
+export function useTempDir(tag: string): string {
+  const d = mkdtempSync(`${tmpdir()}/skein-${tag}-`);
+  const rm = () => rmSync(d, { recursive: true, force: true });
+  cleanups.push(rm);
+  afterAll(rm);
+  return d;
+}
+
+/** A CNI_PATH directory holding `skein` (the built binary). */
+export function pluginDir(tmp: string): string {
+  const dir = `${tmp}/cni-bin`;
+  mkdirSync(dir, { recursive: true });
+  if (!existsSync(`${dir}/skein`)) symlinkSync(SKEIN, `${dir}/skein`);
+  return dir;
+}
+
+/** Waits for a condition with a deadline; never a fixed sleep. */
+export async function waitFor<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 5000, everyMs = 50): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await probe();
+      if (v !== undefined && v !== false) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ""}`);
+    await Bun.sleep(everyMs);
+  }
+}
+
+export interface PluginRun {
+  exitCode: number;
+  stdout: string;
+  json: Record<string, unknown> | undefined;
+}
+
+/** Execs the skein binary as a CNI plugin (in a namespace when given), as a runtime would. */
+export function runPlugin(o: { command: string; conf: unknown; netnsOfPlugin?: string; env?: Record<string, string> }): PluginRun {
+  const stdin = typeof o.conf === "string" ? o.conf : JSON.stringify(o.conf);
+  const p = Bun.spawnSync(inNetns(o.netnsOfPlugin, [SKEIN]), {
+    stdin: Buffer.from(stdin),
+    env: { PATH: process.env.PATH, CNI_COMMAND: o.command, ...o.env },
+  });
+  const stdout = p.stdout.toString();
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = stdout.trim() ? JSON.parse(stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { exitCode: p.exitCode ?? -1, stdout, json };
+}
+
+export function hostLinks(lab: Lab, ns: string): string[] {
+  return run(inNetns(lab.path(ns), ["ip", "-o", "link", "show"])).stdout.match(/\bsk[0-9a-f]{13}\b/g) ?? [];
+}
