@@ -1,7 +1,7 @@
 // Side effects of pod wiring: `ip` in the node's namespace and, through nsenter, in the pod's.
 // Reads use `ip -j` so CHECK compares structured state, not scraped text.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
-import { inNetns, run } from "../sys/exec.ts";
+import { ipIn, run } from "../sys/exec.ts";
 
 /** /proc/sys/net follows the calling process's network namespace (/sys does not under nsenter). */
 export function hostLinkExists(name: string): boolean {
@@ -13,7 +13,7 @@ export function listHostLinks(): string[] {
 }
 
 export function ipBatch(netns: string | undefined, lines: string[]): void {
-  if (lines.length) run(inNetns(netns, ["ip", "-batch", "-"]), { stdin: lines.join("\n") + "\n" });
+  if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
 }
 
 export function deleteHostLink(name: string): boolean {
@@ -57,7 +57,7 @@ interface IpAddrJson {
 }
 
 export function readLink(netns: string | undefined, name: string): LinkState | undefined {
-  const r = run(inNetns(netns, ["ip", "-j", "addr", "show", "dev", name]), { allowFail: true });
+  const r = run(ipIn(netns, ["-j", "addr", "show", "dev", name]), { allowFail: true });
   if (r.exitCode !== 0) return undefined;
   const j = (JSON.parse(r.stdout) as IpAddrJson[])[0];
   if (!j) return undefined;
@@ -71,12 +71,12 @@ export function readLink(netns: string | undefined, name: string): LinkState | u
 }
 
 export function readRoutes(netns: string | undefined, family: 4 | 6): RouteState[] {
-  const r = run(inNetns(netns, ["ip", "-j", `-${family}`, "route", "show"]));
+  const r = run(ipIn(netns, ["-j", `-${family}`, "route", "show"]));
   return (JSON.parse(r.stdout || "[]") as Array<{ dst: string; gateway?: string; dev?: string }>).map((x) => ({ dst: x.dst, gateway: x.gateway, dev: x.dev }));
 }
 
 export function readNeighbours(netns: string | undefined, dev: string): NeighState[] {
-  const r = run(inNetns(netns, ["ip", "-j", "neigh", "show", "dev", dev]));
+  const r = run(ipIn(netns, ["-j", "neigh", "show", "dev", dev]));
   return (JSON.parse(r.stdout || "[]") as Array<{ dst: string; lladdr?: string; state?: string[] }>).map((n) => ({
     dst: n.dst,
     mac: n.lladdr,

@@ -1,6 +1,7 @@
 // CNI entrance: the binary runs as a CNI plugin when CNI_COMMAND is set. It reads the network
 // configuration from stdin, prints a result or the spec's error object on stdout, and exits
 // non-zero on error. Imports stay light: no Kubernetes client, NATS, HTTP or compiler here.
+import { readFileSync } from "node:fs";
 import { ExecError } from "../sys/exec.ts";
 import { NftError, openNft, type Nft } from "../datapath/nft.ts";
 import { StoreCorruptError } from "../ipam/disk-store.ts";
@@ -72,7 +73,12 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
 }
 
 export async function cniMain(): Promise<never> {
-  const stdin = await Bun.stdin.text();
+  let stdin = "";
+  try {
+    stdin = readFileSync(0, "utf8");
+  } catch {
+    // no stdin at all (closed): VERSION needs none, the others report an empty config
+  }
   const out = runCni({ env: process.env, stdin });
   if (out.stdout) process.stdout.write(out.stdout + "\n");
   process.exit(out.exitCode);

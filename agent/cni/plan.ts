@@ -5,7 +5,6 @@
 // gateway whose MAC is pinned by a permanent neighbour entry to the host side's fixed MAC,
 // so the pod never ARPs for its gateway: no proxy-ARP delay, and nothing depends on the
 // node's own routes to the gateway address.
-import { createHash } from "node:crypto";
 import { parseIp, type Family } from "../ipam/cidr.ts";
 
 export const GATEWAY4 = "169.254.1.1";
@@ -32,9 +31,12 @@ export interface WiringPlan {
   pod: string[];
 }
 
+// Bun's native hasher: node:crypto would cost a CNI exec several ms of start-up.
+const sha256Hex = (s: string) => new Bun.CryptoHasher("sha256").update(s).digest("hex");
+
 /** Stable per (container, interface), so DEL finds the link even when the netns is gone. */
 export function hostVethName(containerId: string, ifname: string): string {
-  return `sk${createHash("sha256").update(`${containerId}/${ifname}`).digest("hex").slice(0, 13)}`;
+  return `sk${sha256Hex(`${containerId}/${ifname}`).slice(0, 13)}`;
 }
 
 /** A locally administered MAC derived from the pod's IPv4 address, as Kubernetes' kubenet did. */
@@ -44,7 +46,8 @@ export function podMac(addrs: PodAddress[], containerId: string, ifname: string)
   if (v4) {
     tail = [...Array(4)].map((_, i) => Number((parseIp(v4.ip).value >> BigInt(24 - 8 * i)) & 0xffn));
   } else {
-    tail = [...createHash("sha256").update(`${containerId}/${ifname}`).digest().subarray(0, 4)];
+    const h = sha256Hex(`${containerId}/${ifname}`);
+    tail = [0, 2, 4, 6].map((i) => parseInt(h.slice(i, i + 2), 16));
   }
   return ["0a", "58", ...tail.map((b) => b.toString(16).padStart(2, "0"))].join(":");
 }

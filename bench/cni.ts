@@ -1,0 +1,64 @@
+// bench/cni: ADD+DEL of one pod, skein against Debian's reference ptp + host-local, in the
+// same run on the same machine, interleaved pod by pod so that drift hits both alike.
+// Usage (root): bun bench/cni.ts [pods=50]
+import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolve } from "node:path";
+import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
+import { Lab } from "../agent/demo/lab.ts";
+
+const PODS = Number(process.argv[2] ?? 50);
+const SKEIN = resolve(import.meta.dir, "../dist/skein");
+const work = mkdtempSync(`${tmpdir()}/skein-bench-cni-`);
+const lab = new Lab(`skt-bcni${Math.random().toString(36).slice(2, 6)}-`, SKEIN);
+
+const contenders: Array<{ label: string; list: Conflist }> = [
+  {
+    label: "skein (masquerade on)",
+    list: { cniVersion: "1.0.0", name: "bskein", plugins: [{ type: "skein", podCIDRs: ["10.244.9.0/24"], dataDir: `${work}/skein` }] },
+  },
+  {
+    label: "ptp + host-local",
+    list: { cniVersion: "1.0.0", name: "bref", plugins: [{ type: "ptp", ipMasq: false, ipam: { type: "host-local", ranges: [[{ subnet: "10.244.10.0/24" }]], dataDir: `${work}/hl` } }] },
+  },
+  {
+    label: "ptp + host-local, ipMasq",
+    list: { cniVersion: "1.0.0", name: "brefm", plugins: [{ type: "ptp", ipMasq: true, ipam: { type: "host-local", ranges: [[{ subnet: "10.244.11.0/24" }]], dataDir: `${work}/hlm` } }] },
+  },
+];
+
+const pct = (xs: number[], p: number) => {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
+};
+
+try {
+  mkdirSync(`${work}/bin`);
+  symlinkSync(SKEIN, `${work}/bin/skein`);
+  lab.host("node");
+  const cni = new CniRuntime({ path: [`${work}/bin`, "/usr/lib/cni"], hostNetns: lab.path("node") });
+  const times = contenders.map(() => [] as number[]);
+  // one warm-up round, not counted
+  for (let i = -1; i < PODS; i++) {
+    for (const [k, c] of contenders.entries()) {
+      const ns = `${k}p${i + 1}`;
+      lab.host(ns);
+      const att = { containerId: `bench-${k}-${i + 1}`, netns: lab.path(ns), ifname: "eth0" };
+      const t0 = performance.now();
+      await cni.add(c.list, att);
+      await cni.del(c.list, att);
+      const dt = performance.now() - t0;
+      if (i >= 0) times[k]!.push(dt);
+    }
+  }
+  const base = pct(times[1]!, 50);
+  console.log(`CNI ADD+DEL of one pod, ${PODS} pods each, interleaved (ms, whole exec path incl. nsenter into the node namespace)`);
+  console.log(`${"plugin chain".padEnd(28)} ${"p50".padStart(8)} ${"p99".padStart(8)} ${"p50 / ptp".padStart(10)}`);
+  for (const [k, c] of contenders.entries()) {
+    const t = times[k]!;
+    console.log(`${c.label.padEnd(28)} ${pct(t, 50).toFixed(1).padStart(8)} ${pct(t, 99).toFixed(1).padStart(8)} ${(pct(t, 50) / base).toFixed(2).padStart(9)}x`);
+  }
+} finally {
+  lab.destroy();
+  rmSync(work, { recursive: true, force: true });
+}
