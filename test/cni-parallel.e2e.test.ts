@@ -14,6 +14,8 @@ let cni: CniRuntime;
 
 beforeAll(() => {
   lab.host("node");
+  lab.host("uplink"); // gives the node an address to ping from
+  lab.wire({ ns: "node", addr: "198.18.0.1/24" }, { ns: "uplink", addr: "198.18.0.2/24" });
   for (const p of pods) lab.host(p);
   cni = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node") });
 });
