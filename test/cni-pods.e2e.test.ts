@@ -152,3 +152,19 @@ describe("GC", () => {
     await cni.del(list, att("gc2"));
   });
 });
+
+describe("the ip fallback (SKEIN_NETLINK=off)", () => {
+  test("wires, checks and removes a dual-stack pod the same way", async () => {
+    const viaIp = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node"), env: { SKEIN_NETLINK: "off" } });
+    const list = conflist("1.1.0", "ipnet");
+    lab.host("viaip");
+    const r = (await viaIp.add(list, att("viaip"))) as { ips: Array<{ address: string }> };
+    const [v4, v6] = r.ips.map((i) => i.address.split("/")[0]!);
+    await viaIp.check(list, att("viaip"));
+    await cni.check(list, att("viaip")); // the netlink build agrees on what was built
+    expect(await lab.ping("viaip", NODE_IP)).toBe(true);
+    expect(await lab.ping("node", v4!)).toBe(true);
+    await viaIp.del(list, att("viaip"));
+    expect(hostLinks(lab, "node")).toEqual([]);
+  });
+});

@@ -1,6 +1,6 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
-import { existsSync, writeFileSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
@@ -9,7 +9,7 @@ import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
 import { poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
-import { deleteHostLink, ensureForwarding, hostLinkExists, ipBatch, listHostLinks, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, listHostLinks, readLink, readNeighbours, readRoutes } from "./links.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
 import { buildResult, type CniResult } from "./result.ts";
@@ -70,10 +70,8 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
     // A link left by an ADD that died half-way (or a retried ADD) would make `link add` fail.
     if (hostLinkExists(plan.hostIf)) deleteHostLink(plan.hostIf);
     ensureForwarding([...new Set(addrs.map((a) => a.family))]);
-    ipBatch(undefined, plan.hostCreate);
-    for (const [key, value] of plan.hostSysctls) writeFileSync(`/proc/sys/net/${key}`, value);
-    ipBatch(undefined, plan.host);
-    ipBatch(env.netns, plan.pod);
+    applyOps(undefined, plan.host);
+    applyOps(env.netns, plan.pod);
     if (conf.masquerade) deps.nft().run(renderMasquerade(net.pools, net.clusterCIDRs));
   } catch (e) {
     // A failed ADD leaves nothing behind: no link, no address held.

@@ -1,7 +1,77 @@
-// Side effects of pod wiring: `ip` in the node's namespace and, through nsenter, in the pod's.
-// Reads use `ip -j` so CHECK compares structured state, not scraped text.
+// Side effects of pod wiring. Changes go through rtnetlink in-process (agent/sys/netlink.ts),
+// or through `ip -batch` when SKEIN_NETLINK=off or netlink cannot be used; reads, which only
+// CHECK needs, use `ip -j` so CHECK compares structured state, not scraped text.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { ipIn, run } from "../sys/exec.ts";
+import { Netlink } from "../sys/netlink.ts";
+import { renderIpBatch, type LinkOp } from "./plan.ts";
+
+const useNetlink = () => process.env.SKEIN_NETLINK !== "off";
+
+/** Carries out ops in the namespace at `netns` (undefined: this process's). */
+export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
+  if (useNetlink()) applyNetlink(netns, ops);
+  else applyIp(netns, ops);
+}
+
+function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
+  const nl = Netlink.open(netns);
+  const indexes = new Map<string, number>();
+  const index = (dev: string) => {
+    let i = indexes.get(dev);
+    if (i === undefined) indexes.set(dev, (i = nl.index(dev)));
+    return i;
+  };
+  try {
+    for (const o of ops) {
+      switch (o.op) {
+        case "veth":
+          nl.addVeth({ name: o.name, mac: o.mac, mtu: o.mtu, peer: o.peer });
+          break;
+        case "sysctl":
+          if (netns) throw new Error(`sysctl ${o.key} can only be set in the node's namespace`);
+          writeFileSync(`/proc/sys/net/${o.key}`, o.value);
+          break;
+        case "up":
+          nl.setUp(o.dev);
+          break;
+        case "addr":
+          nl.addAddress(index(o.dev), o.ip, o.prefix, o.nodad);
+          break;
+        case "route":
+          nl.replaceRoute({ family: o.family, dst: o.dst, prefix: o.prefix, gateway: o.gateway, dev: index(o.dev), scopeLink: o.scopeLink });
+          break;
+        case "neigh":
+          nl.replacePermanentNeighbour(index(o.dev), o.ip, o.mac);
+          break;
+      }
+    }
+  } finally {
+    nl.close();
+  }
+}
+
+/** `ip -batch` runs of ops, with sysctl ops written between them. */
+function applyIp(netns: string | undefined, ops: LinkOp[]): void {
+  let lines: string[] = [];
+  const flush = () => {
+    if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
+    lines = [];
+  };
+  for (const o of ops) {
+    const line = renderIpBatch(o);
+    if (line !== undefined) {
+      lines.push(line);
+      continue;
+    }
+    if (o.op === "sysctl") {
+      if (netns) throw new Error(`sysctl ${o.key} can only be set in the node's namespace`);
+      flush();
+      writeFileSync(`/proc/sys/net/${o.key}`, o.value);
+    }
+  }
+  flush();
+}
 
 /** /proc/sys/net follows the calling process's network namespace (/sys does not under nsenter). */
 export function hostLinkExists(name: string): boolean {
@@ -12,11 +82,16 @@ export function listHostLinks(): string[] {
   return readdirSync("/proc/sys/net/ipv4/conf").filter((n) => n !== "all" && n !== "default");
 }
 
-export function ipBatch(netns: string | undefined, lines: string[]): void {
-  if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
-}
-
+/** Deletes a link of this namespace; false when there was none. */
 export function deleteHostLink(name: string): boolean {
+  if (useNetlink()) {
+    const nl = Netlink.open();
+    try {
+      return nl.deleteLink(name);
+    } finally {
+      nl.close();
+    }
+  }
   const r = run(["ip", "link", "del", "dev", name], { allowFail: true });
   if (r.exitCode !== 0 && hostLinkExists(name)) throw new Error(`cannot delete ${name}: ${r.stderr.trim()}`);
   return r.exitCode === 0;

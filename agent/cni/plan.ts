@@ -1,5 +1,6 @@
 // Pure planning of the routed pod wiring: which links, addresses, routes and neighbours ADD
-// creates, as `ip -batch` lines, and what CHECK expects to find. No I/O here.
+// creates, as data. links.ts carries the plan out (netlink in-process, or `ip -batch`, for
+// which renderIpBatch gives the text). No I/O here.
 //
 // Routed model: a veth per pod, no bridge. The pod's default route points at a link-local
 // gateway whose MAC is pinned by a permanent neighbour entry to the host side's fixed MAC,
@@ -17,18 +18,23 @@ export interface PodAddress {
   family: Family;
 }
 
+export type LinkOp =
+  | { op: "veth"; name: string; mac: string; mtu: number; peer: { name: string; mac: string; mtu: number; netnsPath: string } }
+  /** a sysctl under /proc/sys/net of the namespace the op runs in */
+  | { op: "sysctl"; key: string; value: string }
+  | { op: "up"; dev: string }
+  | { op: "addr"; dev: string; ip: string; prefix: number; nodad: boolean }
+  | { op: "route"; family: Family; dst?: string; prefix: number; gateway?: string; dev: string; scopeLink: boolean }
+  | { op: "neigh"; dev: string; ip: string; mac: string };
+
 export interface WiringPlan {
   hostIf: string;
   podIf: string;
   podMac: string;
-  /** `ip -batch` lines for the node's namespace: create the pair */
-  hostCreate: string[];
-  /** sysctls (relative to /proc/sys/net) to set on the host side between create and up */
-  hostSysctls: Array<[string, string]>;
-  /** `ip -batch` lines for the node's namespace: bring the host side up and route to the pod */
-  host: string[];
-  /** `ip -batch` lines for the pod's namespace */
-  pod: string[];
+  /** in the node's namespace */
+  host: LinkOp[];
+  /** in the pod's namespace */
+  pod: LinkOp[];
 }
 
 // Bun's native hasher: node:crypto would cost a CNI exec several ms of start-up.
@@ -58,23 +64,42 @@ export const gatewayOf = (f: Family) => (f === 4 ? GATEWAY4 : GATEWAY6);
 export function planAdd(p: { containerId: string; ifname: string; netnsPath: string; mtu: number; addrs: PodAddress[] }): WiringPlan {
   const hostIf = hostVethName(p.containerId, p.ifname);
   const mac = podMac(p.addrs, p.containerId, p.ifname);
-  const hostCreate = [`link add ${hostIf} mtu ${p.mtu} address ${HOST_MAC} type veth peer name ${p.ifname} mtu ${p.mtu} address ${mac} netns ${p.netnsPath}`];
+  const host: LinkOp[] = [{ op: "veth", name: hostIf, mac: HOST_MAC, mtu: p.mtu, peer: { name: p.ifname, mac, mtu: p.mtu, netnsPath: p.netnsPath } }];
   // Duplicate address detection would hold the host side's link-local address tentative for
   // a second or more, and neighbour discovery toward the pod waits for it: the pod's first
   // IPv6 packets would be lost. The address is unique by construction (one pod per link).
-  const hostSysctls: Array<[string, string]> = p.addrs.some((a) => a.family === 6) ? [[`ipv6/conf/${hostIf}/accept_dad`, "0"]] : [];
-  const host = [
-    ...(hostSysctls.length ? [] : hostCreate),
-    `link set ${hostIf} up`,
-    ...p.addrs.map((a) => `route replace ${hostPrefix(a)} dev ${hostIf} scope link`),
+  if (p.addrs.some((a) => a.family === 6)) host.push({ op: "sysctl", key: `ipv6/conf/${hostIf}/accept_dad`, value: "0" });
+  host.push({ op: "up", dev: hostIf });
+  for (const a of p.addrs) host.push({ op: "route", family: a.family, dst: a.ip, prefix: a.family === 4 ? 32 : 128, dev: hostIf, scopeLink: true });
+
+  const pod: LinkOp[] = [
+    { op: "up", dev: "lo" },
+    { op: "up", dev: p.ifname },
   ];
-  const pod = [`link set lo up`, `link set ${p.ifname} up`];
   for (const a of p.addrs) {
     const gw = gatewayOf(a.family);
-    pod.push(`addr add ${hostPrefix(a)} dev ${p.ifname}${a.family === 6 ? " nodad" : ""}`);
-    pod.push(`neigh replace ${gw} lladdr ${HOST_MAC} dev ${p.ifname} nud permanent`);
-    if (a.family === 4) pod.push(`route add ${gw} dev ${p.ifname} scope link`);
-    pod.push(`route add default via ${gw} dev ${p.ifname}`);
+    pod.push({ op: "addr", dev: p.ifname, ip: a.ip, prefix: a.family === 4 ? 32 : 128, nodad: a.family === 6 });
+    pod.push({ op: "neigh", dev: p.ifname, ip: gw, mac: HOST_MAC });
+    if (a.family === 4) pod.push({ op: "route", family: 4, dst: gw, prefix: 32, dev: p.ifname, scopeLink: true });
+    pod.push({ op: "route", family: a.family, prefix: 0, gateway: gw, dev: p.ifname, scopeLink: false });
   }
-  return { hostIf, podIf: p.ifname, podMac: mac, hostCreate: hostSysctls.length ? hostCreate : [], hostSysctls, host, pod };
+  return { hostIf, podIf: p.ifname, podMac: mac, host, pod };
+}
+
+/** The `ip -batch` line for an op (sysctl ops have none: the caller writes them). */
+export function renderIpBatch(o: LinkOp): string | undefined {
+  switch (o.op) {
+    case "veth":
+      return `link add ${o.name} mtu ${o.mtu} address ${o.mac} type veth peer name ${o.peer.name} mtu ${o.peer.mtu} address ${o.peer.mac} netns ${o.peer.netnsPath}`;
+    case "sysctl":
+      return undefined;
+    case "up":
+      return `link set ${o.dev} up`;
+    case "addr":
+      return `addr add ${o.ip}/${o.prefix} dev ${o.dev}${o.nodad ? " nodad" : ""}`;
+    case "route":
+      return `route replace ${o.dst ? `${o.dst}/${o.prefix}` : "default"}${o.gateway ? ` via ${o.gateway}` : ""} dev ${o.dev}${o.scopeLink ? " scope link" : ""}`;
+    case "neigh":
+      return `neigh replace ${o.ip} lladdr ${o.mac} dev ${o.dev} nud permanent`;
+  }
 }

@@ -39,8 +39,9 @@ type Result = Record<string, unknown>;
 export class CniRuntime {
   private readonly cache = new Map<string, Result>();
 
-  /** `hostNetns`: path of the node's namespace the plugins run in (undefined: this one). */
-  constructor(private readonly opts: { path: string[]; hostNetns?: string }) {}
+  /** `hostNetns`: path of the node's namespace the plugins run in (undefined: this one);
+   * `env`: extra environment for every plugin. */
+  constructor(private readonly opts: { path: string[]; hostNetns?: string; env?: Record<string, string> }) {}
 
   private find(type: string): string {
     for (const dir of this.opts.path) if (existsSync(`${dir}/${type}`)) return `${dir}/${type}`;
@@ -56,6 +57,7 @@ export class CniRuntime {
       CNI_IFNAME: att?.ifname,
       CNI_ARGS: att?.args,
       CNI_PATH: this.opts.path.join(":"),
+      ...this.opts.env,
     };
     const r = await runAsync(inNetns(this.opts.hostNetns, [this.find(plugin.type)]), { stdin: JSON.stringify(conf), env, allowFail: true, timeoutMs: 60_000 });
     let parsed: Result | undefined;
