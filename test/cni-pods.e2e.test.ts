@@ -86,6 +86,17 @@ describe("two pods on one node", () => {
     expect(r.exitCode).toBe(0);
   });
 
+  test("a deleted masquerade table fails CHECK and the next ADD restores it", async () => {
+    await lab.exec("node", ["nft", "delete", "table", "inet", "skein_cni"]);
+    const err = await cni.check(list, att("a")).catch((e: Error) => e);
+    expect((err as Error).message).toContain("masquerade table inet skein_cni is missing");
+    lab.host("c");
+    await cni.add(list, att("c"));
+    await cni.check(list, att("a"));
+    expect((await lab.connect("a", "tcp", OUTSIDE_IP, 8080)).answer).toBe(`outside ${NODE_IP}`);
+    await cni.del(list, att("c"));
+  });
+
   test("CHECK fails once the pod's address is removed by hand", async () => {
     await lab.exec("b", ["ip", "addr", "del", `${ip.b}/32`, "dev", "eth0"]);
     const err = await cni.check(list, att("b")).catch((e: Error) => e);

@@ -9,7 +9,7 @@ import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
 import { poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
-import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, listHostLinks, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, listHostLinks, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
 import { buildResult, type CniResult } from "./result.ts";
@@ -72,7 +72,10 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
     ensureForwarding([...new Set(addrs.map((a) => a.family))]);
     applyOps(undefined, plan.host);
     applyOps(env.netns, plan.pod);
-    if (conf.masquerade) deps.nft().run(renderMasquerade(net.pools, net.clusterCIDRs));
+    if (conf.masquerade) {
+      const m = renderMasquerade(net.pools, net.clusterCIDRs);
+      if (!nftTableHas("inet", MASQ_TABLE, m.fingerprint)) deps.nft().run(m.script);
+    }
   } catch (e) {
     // A failed ADD leaves nothing behind: no link, no address held.
     try {
@@ -138,10 +141,14 @@ export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
     }
   }
   if (conf.masquerade) {
+    let net: Network | undefined;
     try {
-      deps.nft().run(`list table inet ${MASQ_TABLE}`);
-    } catch {
-      problems.push(`masquerade table inet ${MASQ_TABLE} is missing`);
+      net = resolveNetwork(conf);
+    } catch (e) {
+      problems.push((e as Error).message);
+    }
+    if (net && !nftTableHas("inet", MASQ_TABLE, renderMasquerade(net.pools, net.clusterCIDRs).fingerprint)) {
+      problems.push(`masquerade table inet ${MASQ_TABLE} is missing or not what this configuration asks for`);
     }
   }
   if (problems.length) throw new CniError(CHECK_FAILED, `CHECK of container ${env.containerId} ${env.ifname}: ${problems.join("; ")}`);

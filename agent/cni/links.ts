@@ -158,3 +158,22 @@ export function readNeighbours(netns: string | undefined, dev: string): NeighSta
     permanent: (n.state ?? []).includes("PERMANENT"),
   }));
 }
+
+/**
+ * Whether an nftables table of this namespace carries `fingerprint` in its comment: one
+ * netlink read. Rules changed by hand inside the table without touching its comment go
+ * unnoticed here; the table is skein's alone.
+ */
+export function nftTableHas(family: "inet" | "ip" | "ip6", table: string, fingerprint: string): boolean {
+  try {
+    const nl = Netlink.openNetfilter();
+    try {
+      const ud = nl.tableUserdata(family, table);
+      return ud !== undefined && new TextDecoder().decode(ud).includes(fingerprint);
+    } finally {
+      nl.close();
+    }
+  } catch {
+    return false; // cannot tell: the caller rewrites the table
+  }
+}

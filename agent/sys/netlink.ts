@@ -14,6 +14,12 @@ const AF_NETLINK = 16;
 const SOCK_RAW = 3;
 const SOCK_CLOEXEC = 0x80000;
 const NETLINK_ROUTE = 0;
+const NETLINK_NETFILTER = 12;
+const NFNL_SUBSYS_NFTABLES = 10;
+const NFT_MSG_GETTABLE = 1;
+const NFTA_TABLE_NAME = 1;
+const NFTA_TABLE_USERDATA = 6;
+const NFPROTO: Record<string, number> = { inet: 1, ip: 2, ip6: 10 };
 const CLONE_NEWNET = 0x40000000;
 
 const NLM_F_REQUEST = 0x1;
@@ -143,6 +149,12 @@ export class Netlink {
   private readonly buf = new Uint8Array(65536);
   private constructor(private readonly fd: number) {}
 
+  /** A netfilter (nftables) netlink socket in the caller's namespace, for cheap reads. */
+  static openNetfilter(): Netlink {
+    libc ??= openLibc();
+    return new Netlink(Netlink.socket(NETLINK_NETFILTER));
+  }
+
   /** A socket in the namespace at `netnsPath`, or in the caller's when undefined. */
   static open(netnsPath?: string): Netlink {
     libc ??= openLibc();
@@ -166,8 +178,8 @@ export class Netlink {
     }
   }
 
-  private static socket(): number {
-    const fd = libc!.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  private static socket(protocol = NETLINK_ROUTE): number {
+    const fd = libc!.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
     if (fd < 0) throw new Error("cannot open a netlink socket");
     return fd;
   }
@@ -201,6 +213,32 @@ export class Netlink {
         off += align4(len);
       }
     }
+  }
+
+  /**
+   * The user data (where nft keeps a table's comment) of an nftables table, or undefined when
+   * the table does not exist. One request: far cheaper than loading libnftables to ask.
+   */
+  tableUserdata(family: "inet" | "ip" | "ip6", name: string): Uint8Array | undefined {
+    const head = new Uint8Array(4);
+    head[0] = NFPROTO[family]!;
+    let replies: Uint8Array[];
+    try {
+      replies = this.request(`look up table ${family} ${name}`, new Msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, 0, head).attr(NFTA_TABLE_NAME, cstr(name)));
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === 2) return undefined;
+      throw e;
+    }
+    const r = replies[0];
+    if (!r) return undefined;
+    const dv = new DataView(r.buffer);
+    for (let off = 16 + 4; off + 4 <= r.length; ) {
+      const len = dv.getUint16(off, true);
+      if (len < 4) break;
+      if ((dv.getUint16(off + 2, true) & 0x3fff) === NFTA_TABLE_USERDATA) return r.slice(off + 4, off + len);
+      off += align4(len);
+    }
+    return new Uint8Array(0);
   }
 
   index(name: string): number {
