@@ -169,17 +169,21 @@ export function cmdStatus(conf: NetConf, deps: Deps): void {
   }
 }
 
-/** Releases every allocation, and removes every skein host link, not among the valid attachments. */
+/**
+ * Releases every allocation of this network not among the valid attachments, and removes the
+ * host links of those released. Links are matched through the allocations, never by name
+ * pattern alone, so another network's pods on the same node are left alone.
+ */
 export function cmdGc(conf: NetConf, deps: Deps): void {
   const valid = (conf["cni.dev/valid-attachments"] ?? []).map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
-  deps.store(conf).update((st) => {
+  const released = deps.store(conf).update((st) => {
     const r = releaseAllBut(st, valid);
-    return { state: r.released.length ? r.state : undefined, result: null };
+    return { state: r.released.length ? r.state : undefined, result: r.released };
   });
-  const keep = new Set(valid.map((o) => hostVethName(o.containerId, o.ifname)));
+  const present = new Set(listHostLinks());
   const errors: string[] = [];
-  for (const link of listHostLinks()) {
-    if (!/^sk[0-9a-f]{13}$/.test(link) || keep.has(link)) continue;
+  for (const link of new Set(released.map((a) => hostVethName(a.containerId, a.ifname)))) {
+    if (!present.has(link)) continue;
     try {
       deleteHostLink(link);
     } catch (e) {
