@@ -1,0 +1,71 @@
+import { describe, expect, test } from "bun:test";
+import { clusterStateFrom } from "./state.ts";
+
+const svc = (name: string, spec: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ kind: "Service", metadata: { name, namespace: "default" }, spec, ...extra });
+const slice = (name: string, service: string, body: Record<string, unknown>) => ({
+  kind: "EndpointSlice",
+  metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": service } },
+  addressType: "IPv4",
+  ...body,
+});
+
+describe("clusterStateFrom", () => {
+  test("reads every Service type's frontends and the slice conditions", () => {
+    const { state, errors } = clusterStateFrom([
+      svc("web", { clusterIP: "10.96.0.10", ports: [{ name: "http", port: 80, targetPort: "http" }, { port: 53, protocol: "UDP", targetPort: 5353 }] }),
+      svc("np", { type: "NodePort", clusterIP: "10.96.0.11", externalTrafficPolicy: "Local", ports: [{ port: 80, nodePort: 30080 }] }),
+      svc("lb", { type: "LoadBalancer", clusterIPs: ["10.96.0.12"], externalIPs: ["198.18.5.5"], sessionAffinity: "ClientIP", ports: [{ port: 443 }] }, { status: { loadBalancer: { ingress: [{ ip: "198.18.9.9" }, { hostname: "x.example" }] } } }),
+      svc("headless", { clusterIP: "None", ports: [{ port: 80 }] }),
+      svc("alias", { type: "ExternalName", externalName: "example.org" }),
+      slice("web-1", "web", {
+        ports: [{ name: "http", port: 8080 }],
+        endpoints: [
+          { addresses: ["10.244.1.2"], conditions: { ready: true }, nodeName: "n1" },
+          { addresses: ["10.244.1.3"], conditions: { ready: false, serving: true, terminating: true } },
+          { addresses: ["10.244.1.4"] },
+        ],
+      }),
+    ]);
+    expect(errors).toEqual([]);
+    expect(state.services.map((s) => s.name)).toEqual(["web", "np", "lb", "headless"]);
+    const [web, np, lb, headless] = state.services;
+    expect(web!.ports).toEqual([
+      { name: "http", protocol: "TCP", port: 80, targetPort: "http", nodePort: 0 },
+      { name: "", protocol: "UDP", port: 53, targetPort: 5353, nodePort: 0 },
+    ]);
+    expect(np!.ports[0]!.nodePort).toBe(30080);
+    expect(np!.externalTrafficLocal).toBe(true);
+    expect(lb!.loadBalancerIPs).toEqual(["198.18.9.9"]);
+    expect(lb!.affinityTimeout).toBe(10800);
+    expect(headless!.clusterIPs).toEqual([]);
+    expect(state.slices[0]!.endpoints.map((e) => [e.ready, e.serving, e.terminating])).toEqual([
+      [true, true, false],
+      [false, true, true],
+      [true, true, false],
+    ]);
+  });
+
+  test("bad objects are reported by name and field, and the rest is kept", () => {
+    const manyPorts = [...Array(65536).keys()].map((i) => ({ port: (i % 65535) + 1 }));
+    const { state, errors } = clusterStateFrom([
+      svc("badip", { clusterIP: "10.96.0.300", ports: [{ port: 80 }] }),
+      svc("badport", { clusterIP: "10.96.0.20", ports: [{ port: 80 }, { port: 70000 }] }),
+      svc("many", { clusterIP: "10.96.0.21", ports: manyPorts }),
+      svc("badname", { clusterIP: "10.96.0.22", ports: [{ port: 80, targetPort: "Not_A_Name" }] }),
+      svc("good", { clusterIP: "10.96.0.23", ports: [{ port: 80 }] }),
+      slice("orphan-1", "nosuch", { endpoints: [] }),
+      slice("mixed-1", "good", { endpoints: [{ addresses: ["fd00::1"] }] }),
+      "junk",
+    ]);
+    expect(errors).toEqual([
+      'Service default/badip: spec.clusterIPs[0]: "10.96.0.300" is not an IP address',
+      "Service default/badport: spec.ports[1].port: 70000 is not a port (1-65535)",
+      "Service default/many: spec.ports[65535].port: TCP port 1 is listed twice",
+      'Service default/badname: spec.ports[0].targetPort: "Not_A_Name" is not a port name',
+      "EndpointSlice default/mixed-1: endpoints[0].addresses[0]: fd00::1 is not an IPv4 address",
+      "object 7: not a Kubernetes object",
+      "EndpointSlice default/orphan-1: Service default/nosuch does not exist",
+    ]);
+    expect(state.services.map((s) => s.name)).toEqual(["good"]);
+  });
+});

@@ -1,0 +1,212 @@
+// ClusterState: the minimal, plain view of the cluster that the rule compiler needs, and the
+// checks that turn Kubernetes objects into it. An invalid object is reported (which object,
+// which field) and left out; every other object is still compiled.
+import { CidrError, parseIp, type Family } from "../agent/ipam/cidr.ts";
+
+export type Protocol = "TCP" | "UDP" | "SCTP";
+
+export interface ServicePort {
+  name: string;
+  protocol: Protocol;
+  port: number;
+  /** a number, or the name of a container port resolved per endpoint */
+  targetPort: number | string;
+  /** 0 when the Service has none */
+  nodePort: number;
+}
+
+export interface Service {
+  namespace: string;
+  name: string;
+  type: "ClusterIP" | "NodePort" | "LoadBalancer";
+  /** empty for a headless Service: it gets no frontend */
+  clusterIPs: string[];
+  externalIPs: string[];
+  loadBalancerIPs: string[];
+  ports: ServicePort[];
+  externalTrafficLocal: boolean;
+  internalTrafficLocal: boolean;
+  /** sessionAffinity ClientIP timeout in seconds; 0 for none */
+  affinityTimeout: number;
+}
+
+export interface Endpoint {
+  addresses: string[];
+  ready: boolean;
+  serving: boolean;
+  terminating: boolean;
+  nodeName: string;
+  zone: string;
+}
+
+export interface EndpointSlice {
+  namespace: string;
+  name: string;
+  /** the owning Service's name (label kubernetes.io/service-name) */
+  service: string;
+  family: Family;
+  ports: Array<{ name: string; protocol: Protocol; port: number }>;
+  endpoints: Endpoint[];
+}
+
+export interface ClusterState {
+  services: Service[];
+  slices: EndpointSlice[];
+}
+
+export class ObjectError extends Error {
+  constructor(readonly object: string, readonly field: string, why: string) {
+    super(`${object}: ${field}: ${why}`);
+    this.name = "ObjectError";
+  }
+}
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+const PROTOCOLS: Protocol[] = ["TCP", "UDP", "SCTP"];
+// IANA service names, as Kubernetes validates named ports
+const PORT_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
+
+function port(v: unknown, obj: string, field: string): number {
+  if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) throw new ObjectError(obj, field, `${JSON.stringify(v)} is not a port (1-65535)`);
+  return v;
+}
+
+function protocol(v: unknown, obj: string, field: string): Protocol {
+  const p = v ?? "TCP";
+  if (!PROTOCOLS.includes(p as Protocol)) throw new ObjectError(obj, field, `${JSON.stringify(p)} is not one of TCP, UDP, SCTP`);
+  return p as Protocol;
+}
+
+function ip(v: unknown, obj: string, field: string): string {
+  if (typeof v !== "string") throw new ObjectError(obj, field, `${JSON.stringify(v)} is not an IP address`);
+  try {
+    parseIp(v);
+  } catch (e) {
+    if (e instanceof CidrError) throw new ObjectError(obj, field, e.message);
+    throw e;
+  }
+  return v;
+}
+
+function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {
+  const m = isObj(o.metadata) ? o.metadata : {};
+  const name = typeof m.name === "string" ? m.name : "";
+  const namespace = typeof m.namespace === "string" ? m.namespace : "default";
+  const id = `${kind} ${namespace}/${name || "?"}`;
+  if (!name) throw new ObjectError(id, "metadata.name", "missing");
+  return { namespace, name, id, labels: isObj(m.labels) ? m.labels : {} };
+}
+
+export function parseService(o: Obj): Service | undefined {
+  const m = meta(o, "Service");
+  const spec = isObj(o.spec) ? o.spec : {};
+  const type = (spec.type ?? "ClusterIP") as string;
+  if (type === "ExternalName") return undefined; // a DNS alias: nothing to program
+  if (!["ClusterIP", "NodePort", "LoadBalancer"].includes(type)) throw new ObjectError(m.id, "spec.type", `${JSON.stringify(type)} is not a Service type`);
+  const rawIPs = Array.isArray(spec.clusterIPs) ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  const clusterIPs = rawIPs[0] === "None" ? [] : rawIPs.map((v, i) => ip(v, m.id, `spec.clusterIPs[${i}]`));
+  const rawPorts = Array.isArray(spec.ports) ? spec.ports : [];
+  const seen = new Set<string>();
+  const ports = rawPorts.map((p: unknown, i: number): ServicePort => {
+    const f = `spec.ports[${i}]`;
+    if (!isObj(p)) throw new ObjectError(m.id, f, "not an object");
+    const proto = protocol(p.protocol, m.id, `${f}.protocol`);
+    const num = port(p.port, m.id, `${f}.port`);
+    const key = `${proto}/${num}`;
+    if (seen.has(key)) throw new ObjectError(m.id, `${f}.port`, `${proto} port ${num} is listed twice`);
+    seen.add(key);
+    let target: number | string = num;
+    if (typeof p.targetPort === "string") {
+      if (!PORT_NAME.test(p.targetPort)) throw new ObjectError(m.id, `${f}.targetPort`, `${JSON.stringify(p.targetPort)} is not a port name`);
+      target = p.targetPort;
+    } else if (p.targetPort !== undefined) target = port(p.targetPort, m.id, `${f}.targetPort`);
+    const nodePort = p.nodePort === undefined || p.nodePort === 0 ? 0 : port(p.nodePort, m.id, `${f}.nodePort`);
+    return { name: typeof p.name === "string" ? p.name : "", protocol: proto, port: num, targetPort: target, nodePort: type === "ClusterIP" ? 0 : nodePort };
+  });
+  const status = isObj(o.status) && isObj(o.status.loadBalancer) ? o.status.loadBalancer : {};
+  const ingress = Array.isArray(status.ingress) ? status.ingress : [];
+  const affinity = spec.sessionAffinity === "ClientIP";
+  const cfg = isObj(spec.sessionAffinityConfig) && isObj(spec.sessionAffinityConfig.clientIP) ? spec.sessionAffinityConfig.clientIP : {};
+  const timeout = typeof cfg.timeoutSeconds === "number" ? cfg.timeoutSeconds : 10800;
+  if (affinity && (!Number.isInteger(timeout) || timeout < 1 || timeout > 86400)) {
+    throw new ObjectError(m.id, "spec.sessionAffinityConfig.clientIP.timeoutSeconds", `${timeout} is not within 1-86400`);
+  }
+  return {
+    namespace: m.namespace,
+    name: m.name,
+    type: type as Service["type"],
+    clusterIPs,
+    externalIPs: (Array.isArray(spec.externalIPs) ? spec.externalIPs : []).map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`)),
+    loadBalancerIPs: type === "LoadBalancer" ? ingress.filter((g) => isObj(g) && g.ip !== undefined).map((g, i) => ip((g as Obj).ip, m.id, `status.loadBalancer.ingress[${i}].ip`)) : [],
+    ports,
+    externalTrafficLocal: spec.externalTrafficPolicy === "Local",
+    internalTrafficLocal: spec.internalTrafficPolicy === "Local",
+    affinityTimeout: affinity ? timeout : 0,
+  };
+}
+
+export function parseEndpointSlice(o: Obj): EndpointSlice | undefined {
+  const m = meta(o, "EndpointSlice");
+  const service = m.labels["kubernetes.io/service-name"];
+  if (typeof service !== "string" || !service) throw new ObjectError(m.id, "metadata.labels[kubernetes.io/service-name]", "missing: the slice names no Service");
+  const at = o.addressType;
+  if (at === "FQDN") return undefined;
+  if (at !== "IPv4" && at !== "IPv6") throw new ObjectError(m.id, "addressType", `${JSON.stringify(at)} is not IPv4, IPv6 or FQDN`);
+  const family: Family = at === "IPv4" ? 4 : 6;
+  const ports = (Array.isArray(o.ports) ? o.ports : []).map((p: unknown, i: number) => {
+    if (!isObj(p)) throw new ObjectError(m.id, `ports[${i}]`, "not an object");
+    return { name: typeof p.name === "string" ? p.name : "", protocol: protocol(p.protocol, m.id, `ports[${i}].protocol`), port: port(p.port, m.id, `ports[${i}].port`) };
+  });
+  const endpoints = (Array.isArray(o.endpoints) ? o.endpoints : []).map((e: unknown, i: number): Endpoint => {
+    if (!isObj(e)) throw new ObjectError(m.id, `endpoints[${i}]`, "not an object");
+    const c = isObj(e.conditions) ? e.conditions : {};
+    const addresses = (Array.isArray(e.addresses) ? e.addresses : []).map((a, j) => {
+      const s = ip(a, m.id, `endpoints[${i}].addresses[${j}]`);
+      if (parseIp(s).family !== family) throw new ObjectError(m.id, `endpoints[${i}].addresses[${j}]`, `${s} is not an ${at} address`);
+      return s;
+    });
+    // Kubernetes: a nil ready condition means ready; serving defaults to ready.
+    const ready = c.ready !== false;
+    return {
+      addresses,
+      ready,
+      serving: c.serving === undefined ? ready : c.serving === true,
+      terminating: c.terminating === true,
+      nodeName: typeof e.nodeName === "string" ? e.nodeName : "",
+      zone: typeof e.zone === "string" ? e.zone : "",
+    };
+  });
+  return { namespace: m.namespace, name: m.name, service, family, ports, endpoints };
+}
+
+/** Kubernetes objects (any order, any kinds) to a ClusterState, with one error per bad object. */
+export function clusterStateFrom(objects: unknown[]): { state: ClusterState; errors: string[] } {
+  const state: ClusterState = { services: [], slices: [] };
+  const errors: string[] = [];
+  for (const [i, o] of objects.entries()) {
+    if (!isObj(o)) {
+      errors.push(`object ${i}: not a Kubernetes object`);
+      continue;
+    }
+    try {
+      if (o.kind === "Service") {
+        const s = parseService(o);
+        if (s) state.services.push(s);
+      } else if (o.kind === "EndpointSlice") {
+        const s = parseEndpointSlice(o);
+        if (s) state.slices.push(s);
+      }
+    } catch (e) {
+      if (e instanceof ObjectError) errors.push(e.message);
+      else throw e;
+    }
+  }
+  const known = new Set(state.services.map((s) => `${s.namespace}/${s.name}`));
+  state.slices = state.slices.filter((s) => {
+    if (known.has(`${s.namespace}/${s.service}`)) return true;
+    errors.push(`EndpointSlice ${s.namespace}/${s.name}: Service ${s.namespace}/${s.service} does not exist`);
+    return false;
+  });
+  return { state, errors };
+}
