@@ -1,0 +1,131 @@
+// The TypeScript reference of the rule compiler: ClusterState in, datapath tables out. A pure
+// function: the same state gives the same tables whatever the order of its objects.
+// compiler.wasm will compute the same tables from packed input; the tests hold the two equal.
+import type { Family } from "../../agent/ipam/cidr.ts";
+import { parseIp } from "../../agent/ipam/cidr.ts";
+import type { ClusterState, EndpointSlice, Protocol, Service, ServicePort } from "../state.ts";
+import { maglevRing, ringSize } from "./maglev.ts";
+
+export interface CompileOptions {
+  /** this node's name: selects node-local endpoints for the Local traffic policies */
+  nodeName: string;
+  /** this node's addresses, on which NodePorts listen */
+  nodeIPs: string[];
+  /** ring size = smallest prime ≥ ringFactor × backends */
+  ringFactor: number;
+}
+
+export type FrontendKind = "cluster" | "external" | "loadbalancer" | "nodeport";
+
+export interface Frontend {
+  family: Family;
+  ip: string;
+  protocol: Protocol;
+  port: number;
+  kind: FrontendKind;
+  /** the target it dispatches to */
+  target: number;
+}
+
+export interface Backend {
+  ip: string;
+  port: number;
+}
+
+/** One backend set of one service port, family and traffic scope, with its Maglev ring. */
+export interface Target {
+  id: number;
+  /** namespace/name:port-name/protocol, for people */
+  service: string;
+  family: Family;
+  scope: "internal" | "external";
+  backends: Backend[];
+  /** 0 when there are no backends (the frontend rejects) */
+  ringSize: number;
+  ring: Int32Array;
+  /** sessionAffinity ClientIP: hash the client address only */
+  affinity: boolean;
+}
+
+export interface Tables {
+  frontends: Frontend[];
+  targets: Target[];
+}
+
+const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
+
+/**
+ * Backends of a service port from its slices: ready endpoints; if there are none, serving
+ * and terminating ones (as kube-proxy does, so connections drain rather than fail).
+ * Named target ports resolve per slice, through the slice's port of the same name.
+ */
+function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: EndpointSlice[], local: boolean, nodeName: string): Backend[] {
+  const ready = new Map<string, Backend>();
+  const draining = new Map<string, Backend>();
+  for (const sl of slices) {
+    if (sl.family !== family) continue;
+    const p = sl.ports.find((x) => x.name === sp.name && x.protocol === sp.protocol);
+    if (!p) continue;
+    for (const e of sl.endpoints) {
+      if (local && e.nodeName !== nodeName) continue;
+      for (const ip of e.addresses) {
+        const b = { ip, port: p.port };
+        const key = `${ip}|${p.port}`;
+        if (e.ready) ready.set(key, b);
+        else if (e.serving && e.terminating) draining.set(key, b);
+      }
+    }
+  }
+  const chosen = ready.size ? ready : draining;
+  return [...chosen.entries()].sort(([a], [b]) => cmp(a, b)).map(([, b]) => b);
+}
+
+export function compile(state: ClusterState, opts: CompileOptions): Tables {
+  const services = [...state.services].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`));
+  const slicesBySvc = new Map<string, EndpointSlice[]>();
+  for (const sl of [...state.slices].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`))) {
+    const k = `${sl.namespace}/${sl.service}`;
+    slicesBySvc.set(k, [...(slicesBySvc.get(k) ?? []), sl]);
+  }
+  const frontends: Frontend[] = [];
+  const targets: Target[] = [];
+  const nodeIPs = opts.nodeIPs.map((ip) => ({ ip, family: parseIp(ip).family }));
+
+  for (const svc of services) {
+    const slices = slicesBySvc.get(`${svc.namespace}/${svc.name}`) ?? [];
+    const ports = [...svc.ports].sort((a, b) => cmp(`${a.protocol}/${a.port}`, `${b.protocol}/${b.port}`));
+    for (const sp of ports) {
+      const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => parseIp(ip).family))];
+      if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
+      for (const family of families.sort()) {
+        const make = (scope: "internal" | "external", local: boolean): number => {
+          const backends = backendsOf(svc, sp, family, slices, local, opts.nodeName);
+          const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
+          const keyed = backends.map((b) => `${b.ip}|${b.port}`);
+          const { ring } = maglevRing(keyed, m || 7);
+          targets.push({
+            id: targets.length + 1,
+            service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
+            family,
+            scope,
+            backends,
+            ringSize: m,
+            ring: m ? ring : new Int32Array(0),
+            affinity: svc.affinityTimeout > 0,
+          });
+          return targets.length;
+        };
+        const internal = make("internal", svc.internalTrafficLocal);
+        const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
+        const add = (ip: string, kind: FrontendKind, port: number, target: number) => {
+          if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target });
+        };
+        for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
+        for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);
+        for (const ip of svc.loadBalancerIPs) add(ip, "loadbalancer", sp.port, external);
+        if (sp.nodePort) for (const n of nodeIPs) add(n.ip, "nodeport", sp.nodePort, external);
+      }
+    }
+  }
+  return { frontends, targets };
+}
