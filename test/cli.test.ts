@@ -1,6 +1,6 @@
 // The binary as a person meets it.
 import { expect, test } from "bun:test";
-import { copyFileSync } from "node:fs";
+import { copyFileSync, writeFileSync } from "node:fs";
 import { SKEIN, useLab, useTempDir } from "./harness/index.ts";
 import { listNetns } from "../agent/sys/netns.ts";
 
@@ -64,4 +64,23 @@ test("cleanup removes namespaces by prefix, and only those", () => {
   expect(r.code).toBe(0);
   expect(listNetns().filter((n) => n.startsWith(lab.prefix))).toEqual([]);
   expect(listNetns()).toContain(other.name("z"));
+});
+
+test("tables --state compiles a YAML file, names every rejected object and keeps the rest", () => {
+  const dir = useTempDir("tables");
+  writeFileSync(`${dir}/state.yaml`, [
+    "kind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80, targetPort: 8080}]}",
+    "kind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [10.244.1.2]}]",
+    "kind: Service\nmetadata: {name: bad, namespace: default}\nspec: {clusterIP: 10.96.0.11, ports: [{port: 0}]}",
+  ].join("\n---\n"));
+  {
+    const r = skein(["tables", "--state", `${dir}/state.yaml`]);
+    expect(r.code).toBe(1);
+    expect(r.err).toContain("skipped Service default/bad: spec.ports[0].port: 0 is not a port (1-65535)");
+    expect(r.out).toMatch(/10\.96\.0\.10:80\/TCP\s+cluster\s+t1/);
+    expect(r.out).toMatch(/default\/web:80\/TCP\s+internal\s+29\s+10\.244\.1\.2:8080/);
+    const j = JSON.parse(skein(["tables", "--state", `${dir}/state.yaml`, "--json"]).out);
+    expect(j.targets[0].ring).toHaveLength(29);
+    expect(skein(["tables", "--state", `${dir}/missing.yaml`]).err).toContain("missing.yaml");
+  }
 });

@@ -53,16 +53,17 @@ export async function connect(proto: "tcp" | "udp", host: string, port: number, 
           },
           connectError(_s, e) {
             clearTimeout(timer);
-            reject(new Error(`tcp ${host}:${port}: ${e.message}`));
+            const code = (e as Error & { code?: string }).code;
+            reject(new Error(`tcp ${host}:${port}: ${e.message}${code ? ` (${code})` : ""}`));
           },
           error(_s, e) {
             clearTimeout(timer);
             reject(new Error(`tcp ${host}:${port}: ${e.message}`));
           },
         },
-      }).catch((e: Error) => {
+      }).catch((e: Error & { code?: string }) => {
         clearTimeout(timer);
-        reject(new Error(`tcp ${host}:${port}: ${e.message}`));
+        reject(new Error(`tcp ${host}:${port}: ${e.message}${e.code ? ` (${e.code})` : ""}`));
       });
     });
   }

@@ -1,0 +1,69 @@
+// `skein tables --state FILE`: compiles a file of Kubernetes objects (a JSON list, a List
+// object, or YAML documents) and prints the datapath tables: readable, --json, or --nft (the
+// exact transaction the agent would apply for a full resync). Until compiler.wasm compiles
+// Services, this runs the TypeScript reference compiler, which defines the tables.
+import { readFileSync } from "node:fs";
+import { parseAllDocuments } from "yaml";
+import { compile, type Tables } from "../../compiler/reference/compile.ts";
+import { clusterStateFrom } from "../../compiler/state.ts";
+import { renderFull } from "../datapath/render.ts";
+
+export interface TablesOptions {
+  state: string;
+  json?: boolean;
+  nft?: boolean;
+  nodeName: string;
+  nodeIp: string[];
+  ringFactor: number;
+}
+
+export function readObjects(path: string): unknown[] {
+  const text = readFileSync(path, "utf8");
+  let docs: unknown[];
+  if (/^\s*[[{]/.test(text)) {
+    try {
+      docs = [JSON.parse(text)];
+    } catch (e) {
+      throw new Error(`${path} is not valid JSON: ${(e as Error).message}`);
+    }
+  } else {
+    const parsed = parseAllDocuments(text);
+    const bad = parsed.find((d) => d.errors.length);
+    if (bad) throw new Error(`${path} is not valid YAML: ${bad.errors[0]!.message}`);
+    docs = parsed.map((d) => d.toJS());
+  }
+  const out: unknown[] = [];
+  for (const d of docs) {
+    if (d === null || d === undefined) continue;
+    if (Array.isArray(d)) out.push(...d);
+    else if (typeof d === "object" && Array.isArray((d as { items?: unknown }).items)) out.push(...(d as { items: unknown[] }).items);
+    else out.push(d);
+  }
+  return out;
+}
+
+function readable(t: Tables): string {
+  const byId = new Map(t.targets.map((x) => [x.id, x]));
+  const lines = ["FRONTEND                                      KIND          TARGET"];
+  for (const f of t.frontends) {
+    const fe = `${f.family === 6 ? `[${f.ip}]` : f.ip}:${f.port}/${f.protocol}`;
+    lines.push(`${fe.padEnd(45)} ${f.kind.padEnd(13)} t${f.target}${byId.get(f.target)?.ringSize ? "" : " (no endpoints: rejected)"}`);
+  }
+  lines.push("", "TARGET  SERVICE                                  SCOPE     RING  BACKENDS");
+  for (const x of t.targets) {
+    const backends = x.backends.map((b) => `${x.family === 6 ? `[${b.ip}]` : b.ip}:${b.port}`).join(" ") || "-";
+    lines.push(`t${String(x.id).padEnd(6)} ${x.service.padEnd(40)} ${x.scope.padEnd(9)} ${String(x.ringSize).padStart(4)}  ${backends}${x.affinity ? "  (ClientIP affinity)" : ""}`);
+  }
+  return lines.join("\n") + "\n";
+}
+
+/** Returns the exit code: 1 when some object was rejected (its error is on stderr). */
+export function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): number {
+  const { state, errors } = clusterStateFrom(readObjects(o.state));
+  for (const e of errors) err(`skein tables: skipped ${e}\n`);
+  const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor });
+  if (o.nft) out(renderFull(tables));
+  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map((t) => ({ ...t, ring: [...t.ring] })) }) + "\n");
+  else out(readable(tables));
+  return errors.length ? 1 : 0;
+}
