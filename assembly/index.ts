@@ -1,8 +1,81 @@
-// The rule compiler. For now it only states the ABI version of the flat tables it will
-// exchange with the TypeScript host (compiler/), so that the host can refuse a
-// compiler.wasm built for another layout instead of misreading its memory.
-export const ABI_VERSION: i32 = 1;
+// The rule compiler, compiled to compiler.wasm. The TypeScript host (compiler/wasm.ts) packs
+// its input into this module's memory as flat arrays and reads the output back as typed-array
+// views; compiler/reference/ defines what every export must compute, and the tests hold the
+// two equal.
+//
+// ABI 2: fillRings, the Maglev ring fill of every target (the hot loop of a compile).
+
+export const ABI_VERSION: i32 = 2;
 
 export function abiVersion(): i32 {
   return ABI_VERSION;
+}
+
+/** Grows the memory so that `bytes` are usable from __heap_base; returns that address. */
+export function reserve(bytes: usize): usize {
+  const base = __heap_base;
+  const need = <i32>(((base + bytes + 0xffff) >> 16) - <usize>memory.size());
+  if (need > 0 && memory.grow(need) < 0) unreachable();
+  return base;
+}
+
+const FNV_PRIME: u32 = 0x01000193;
+const SEED_OFFSET: u32 = 0x811c9dc5;
+const SEED_SKIP: u32 = 0x3c6ef372;
+
+@inline
+function fnv1a(ptr: usize, len: u32, seed: u32): u32 {
+  let h = seed;
+  for (let i: u32 = 0; i < len; i++) {
+    h ^= <u32>load<u8>(ptr + i);
+    h *= FNV_PRIME;
+  }
+  return h;
+}
+
+/**
+ * Fills the Maglev ring of each target.
+ *   targets: nTargets × 4 u32 — first backend (global index), backend count, ring size M
+ *            (prime; 0 for no backends), offset of the ring in `out` (in slots)
+ *   keyOff:  (backends + 1) u32 — byte offset of each backend's key in `keys`
+ *   keys:    the backends' keys (sorted within each target), UTF-8
+ *   out:     i32 per slot — the index of the slot's backend within its target
+ *   scratch: 3 u32 per backend of the largest target
+ */
+export function fillRings(nTargets: u32, targets: usize, keyOff: usize, keys: usize, out: usize, scratch: usize): void {
+  for (let t: u32 = 0; t < nTargets; t++) {
+    const rec = targets + (<usize>t << 4);
+    const first = load<u32>(rec);
+    const n = load<u32>(rec, 4);
+    const m = load<u32>(rec, 8);
+    const ring = out + (<usize>load<u32>(rec, 12) << 2);
+    if (n == 0 || m == 0) continue;
+    for (let s: u32 = 0; s < m; s++) store<i32>(ring + (<usize>s << 2), -1);
+    for (let i: u32 = 0; i < n; i++) {
+      const start = load<u32>(keyOff + (<usize>(first + i) << 2));
+      const end = load<u32>(keyOff + (<usize>(first + i + 1) << 2));
+      const sc = scratch + <usize>i * 12;
+      store<u32>(sc, fnv1a(keys + start, end - start, SEED_OFFSET) % m);
+      store<u32>(sc, fnv1a(keys + start, end - start, SEED_SKIP) % (m - 1) + 1, 4);
+      store<u32>(sc, 0, 8);
+    }
+    let filled: u32 = 0;
+    while (true) {
+      for (let i: u32 = 0; i < n; i++) {
+        const sc = scratch + <usize>i * 12;
+        const offset = <u64>load<u32>(sc);
+        const skip = <u64>load<u32>(sc, 4);
+        let next = load<u32>(sc, 8);
+        let c = <u32>((offset + <u64>next * skip) % <u64>m);
+        while (load<i32>(ring + (<usize>c << 2)) >= 0) {
+          next++;
+          c = <u32>((offset + <u64>next * skip) % <u64>m);
+        }
+        store<i32>(ring + (<usize>c << 2), <i32>i);
+        store<u32>(sc, next + 1, 8);
+        if (++filled == m) break;
+      }
+      if (filled == m) break;
+    }
+  }
 }

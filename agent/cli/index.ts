@@ -70,7 +70,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .action(async (o: { state?: string; json?: boolean; nft?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number }) => {
       if (!o.state) notYet("tables");
       const { tablesCommand } = await import("./tables.ts");
-      process.exitCode = tablesCommand({ ...o, state: o.state }, out, err);
+      process.exitCode = await tablesCommand({ ...o, state: o.state }, out, err);
     });
 
   program

@@ -1,10 +1,11 @@
 // `skein tables --state FILE`: compiles a file of Kubernetes objects (a JSON list, a List
 // object, or YAML documents) and prints the datapath tables: readable, --json, or --nft (the
-// exact transaction the agent would apply for a full resync). Until compiler.wasm compiles
-// Services, this runs the TypeScript reference compiler, which defines the tables.
+// exact transaction the agent would apply for a full resync). The Maglev rings are filled by
+// the embedded compiler.wasm; the rest of the compile is still the TypeScript reference.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
+import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { renderFull } from "../datapath/render.ts";
 
@@ -58,10 +59,10 @@ function readable(t: Tables): string {
 }
 
 /** Returns the exit code: 1 when some object was rejected (its error is on stderr). */
-export function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): number {
+export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const { state, errors } = clusterStateFrom(readObjects(o.state));
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
-  const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor });
+  const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor }, wasmRings(await loadCompiler()));
   if (o.nft) out(renderFull(tables));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map((t) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));

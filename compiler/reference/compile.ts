@@ -52,6 +52,24 @@ export interface Tables {
   targets: Target[];
 }
 
+/** Fills every target's ring from its (sorted) backends and ring size. */
+export type RingFiller = (targets: Target[]) => void;
+
+/** The reference ring fill: maglevRing per target. */
+export const referenceRings: RingFiller = (targets) => {
+  for (const t of targets) {
+    if (!t.ringSize) continue;
+    const keys = t.backends.map(backendKey);
+    const { backends, ring } = maglevRing(keys, t.ringSize);
+    // ring entries index the sorted keys; they must be the target's own order
+    if (backends.some((k, i) => k !== keys[i])) throw new Error(`backends of target ${t.id} (${t.service}) are not sorted by key`);
+    t.ring = ring;
+  }
+};
+
+/** The key a backend is hashed by; backends are kept sorted by it. */
+export const backendKey = (b: Backend) => `${b.ip}|${b.port}`;
+
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
@@ -70,17 +88,18 @@ function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: Endpo
       if (local && e.nodeName !== nodeName) continue;
       for (const ip of e.addresses) {
         const b = { ip, port: p.port };
-        const key = `${ip}|${p.port}`;
+        const key = backendKey(b);
         if (e.ready) ready.set(key, b);
         else if (e.serving && e.terminating) draining.set(key, b);
       }
     }
   }
   const chosen = ready.size ? ready : draining;
-  return [...chosen.entries()].sort(([a], [b]) => cmp(a, b)).map(([, b]) => b);
+  // sorted by the key the ring hashes (ip|port), so the ring's indexes follow this order
+  return [...chosen.values()].sort((a, b) => cmp(backendKey(a), backendKey(b)));
 }
 
-export function compile(state: ClusterState, opts: CompileOptions): Tables {
+export function compile(state: ClusterState, opts: CompileOptions, fillRings: RingFiller = referenceRings): Tables {
   const services = [...state.services].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`));
   const slicesBySvc = new Map<string, EndpointSlice[]>();
   for (const sl of [...state.slices].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`))) {
@@ -101,8 +120,6 @@ export function compile(state: ClusterState, opts: CompileOptions): Tables {
         const make = (scope: "internal" | "external", local: boolean): number => {
           const backends = backendsOf(svc, sp, family, slices, local, opts.nodeName);
           const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
-          const keyed = backends.map((b) => `${b.ip}|${b.port}`);
-          const { ring } = maglevRing(keyed, m || 7);
           targets.push({
             id: targets.length + 1,
             service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
@@ -110,7 +127,7 @@ export function compile(state: ClusterState, opts: CompileOptions): Tables {
             scope,
             backends,
             ringSize: m,
-            ring: m ? ring : new Int32Array(0),
+            ring: new Int32Array(0),
             affinity: svc.affinityTimeout > 0,
           });
           return targets.length;
@@ -127,5 +144,6 @@ export function compile(state: ClusterState, opts: CompileOptions): Tables {
       }
     }
   }
+  fillRings(targets);
   return { frontends, targets };
 }
