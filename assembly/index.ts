@@ -40,7 +40,7 @@ function fnv1a(ptr: usize, len: u32, seed: u32): u32 {
  *   keyOff:  (backends + 1) u32 — byte offset of each backend's key in `keys`
  *   keys:    the backends' keys (sorted within each target), UTF-8
  *   out:     i32 per slot — the index of the slot's backend within its target
- *   scratch: 3 u32 per backend of the largest target
+ *   scratch: 2 u32 per backend of the largest target
  */
 export function fillRings(nTargets: u32, targets: usize, keyOff: usize, keys: usize, out: usize, scratch: usize): void {
   for (let t: u32 = 0; t < nTargets; t++) {
@@ -51,31 +51,32 @@ export function fillRings(nTargets: u32, targets: usize, keyOff: usize, keys: us
     const ring = out + (<usize>load<u32>(rec, 12) << 2);
     if (n == 0 || m == 0) continue;
     for (let s: u32 = 0; s < m; s++) store<i32>(ring + (<usize>s << 2), -1);
+    // scratch per backend: its current slot of its permutation, and its skip. Stepping the
+    // permutation by adding skip modulo M keeps divisions out of the inner loop (slot j of
+    // the permutation is (offset + j·skip) mod M, exactly as the reference computes it).
     for (let i: u32 = 0; i < n; i++) {
       const start = load<u32>(keyOff + (<usize>(first + i) << 2));
       const end = load<u32>(keyOff + (<usize>(first + i + 1) << 2));
-      const sc = scratch + <usize>i * 12;
+      const sc = scratch + (<usize>i << 3);
       store<u32>(sc, fnv1a(keys + start, end - start, SEED_OFFSET) % m);
-      store<u32>(sc, fnv1a(keys + start, end - start, SEED_SKIP) % (m - 1) + 1, 4);
-      store<u32>(sc, 0, 8);
+      store<u32>(sc, (fnv1a(keys + start, end - start, SEED_SKIP) % (m - 1)) + 1, 4);
     }
     let filled: u32 = 0;
-    while (true) {
+    while (filled < m) {
       for (let i: u32 = 0; i < n; i++) {
-        const sc = scratch + <usize>i * 12;
-        const offset = <u64>load<u32>(sc);
-        const skip = <u64>load<u32>(sc, 4);
-        let next = load<u32>(sc, 8);
-        let c = <u32>((offset + <u64>next * skip) % <u64>m);
+        const sc = scratch + (<usize>i << 3);
+        let c = load<u32>(sc);
+        const skip = load<u32>(sc, 4);
         while (load<i32>(ring + (<usize>c << 2)) >= 0) {
-          next++;
-          c = <u32>((offset + <u64>next * skip) % <u64>m);
+          c += skip;
+          if (c >= m) c -= m;
         }
         store<i32>(ring + (<usize>c << 2), <i32>i);
-        store<u32>(sc, next + 1, 8);
+        c += skip;
+        if (c >= m) c -= m;
+        store<u32>(sc, c);
         if (++filled == m) break;
       }
-      if (filled == m) break;
     }
   }
 }

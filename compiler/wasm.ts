@@ -46,7 +46,7 @@ export function wasmRings(c: CompilerExports): RingFiller {
     const keyBytes = keys.reduce((n, k) => n + k.length * 3, 0);
     const slots = live.reduce((n, t) => n + t.ringSize, 0);
     const maxN = live.reduce((n, t) => Math.max(n, t.backends.length), 0);
-    const sizes = [live.length * 16, (keys.length + 1) * 4, keyBytes, slots * 4, maxN * 12].map(align8);
+    const sizes = [live.length * 16, (keys.length + 1) * 4, keyBytes, slots * 4, maxN * 8].map(align8);
     const base = c.reserve(sizes.reduce((a, b) => a + b, 0));
     const at = sizes.reduce<number[]>((acc, _s, i) => [...acc, i === 0 ? base : acc[i - 1]! + sizes[i - 1]!], []);
     const [pTargets, pKeyOff, pKeys, pOut, pScratch] = at as [number, number, number, number, number];
