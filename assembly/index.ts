@@ -3,9 +3,11 @@
 // views; compiler/reference/ defines what every export must compute, and the tests hold the
 // two equal.
 //
-// ABI 2: fillRings, the Maglev ring fill of every target (the hot loop of a compile).
+// ABI 3: fillRings, the Maglev ring fill of every target (the hot loop of a compile), over
+// fixed-width binary backend keys (compiler/keys.ts).
 
-export const ABI_VERSION: i32 = 2;
+export const ABI_VERSION: i32 = 3;
+const KEY_BYTES: usize = 18;
 
 export function abiVersion(): i32 {
   return ABI_VERSION;
@@ -37,12 +39,11 @@ function fnv1a(ptr: usize, len: u32, seed: u32): u32 {
  * Fills the Maglev ring of each target.
  *   targets: nTargets × 4 u32 — first backend (global index), backend count, ring size M
  *            (prime; 0 for no backends), offset of the ring in `out` (in slots)
- *   keyOff:  (backends + 1) u32 — byte offset of each backend's key in `keys`
- *   keys:    the backends' keys (sorted within each target), UTF-8
+ *   keys:    18 bytes per backend (sorted within each target)
  *   out:     i32 per slot — the index of the slot's backend within its target
  *   scratch: 2 u32 per backend of the largest target
  */
-export function fillRings(nTargets: u32, targets: usize, keyOff: usize, keys: usize, out: usize, scratch: usize): void {
+export function fillRings(nTargets: u32, targets: usize, keys: usize, out: usize, scratch: usize): void {
   for (let t: u32 = 0; t < nTargets; t++) {
     const rec = targets + (<usize>t << 4);
     const first = load<u32>(rec);
@@ -55,11 +56,10 @@ export function fillRings(nTargets: u32, targets: usize, keyOff: usize, keys: us
     // permutation by adding skip modulo M keeps divisions out of the inner loop (slot j of
     // the permutation is (offset + j·skip) mod M, exactly as the reference computes it).
     for (let i: u32 = 0; i < n; i++) {
-      const start = load<u32>(keyOff + (<usize>(first + i) << 2));
-      const end = load<u32>(keyOff + (<usize>(first + i + 1) << 2));
+      const key = keys + <usize>(first + i) * KEY_BYTES;
       const sc = scratch + (<usize>i << 3);
-      store<u32>(sc, fnv1a(keys + start, end - start, SEED_OFFSET) % m);
-      store<u32>(sc, (fnv1a(keys + start, end - start, SEED_SKIP) % (m - 1)) + 1, 4);
+      store<u32>(sc, fnv1a(key, <u32>KEY_BYTES, SEED_OFFSET) % m);
+      store<u32>(sc, (fnv1a(key, <u32>KEY_BYTES, SEED_SKIP) % (m - 1)) + 1, 4);
     }
     let filled: u32 = 0;
     while (filled < m) {

@@ -1,6 +1,7 @@
 // ClusterState: the minimal, plain view of the cluster that the rule compiler needs, and the
 // checks that turn Kubernetes objects into it. An invalid object is reported (which object,
 // which field) and left out; every other object is still compiled.
+import ipaddr from "ipaddr.js";
 import { CidrError, parseIp, type Family } from "../agent/ipam/cidr.ts";
 
 export type Protocol = "TCP" | "UDP" | "SCTP";
@@ -78,6 +79,8 @@ function protocol(v: unknown, obj: string, field: string): Protocol {
   return p as Protocol;
 }
 
+/** A validated address in canonical text (IPv4-mapped IPv6 folded to IPv4), so that one
+ * address has one spelling everywhere after this point. */
 function ip(v: unknown, obj: string, field: string): string {
   if (typeof v !== "string") throw new ObjectError(obj, field, `${JSON.stringify(v)} is not an IP address`);
   try {
@@ -86,7 +89,7 @@ function ip(v: unknown, obj: string, field: string): string {
     if (e instanceof CidrError) throw new ObjectError(obj, field, e.message);
     throw e;
   }
-  return v;
+  return ipaddr.process(v).toString();
 }
 
 function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {

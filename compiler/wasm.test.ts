@@ -3,6 +3,7 @@ import { describe, expect, test } from "bun:test";
 import { compile, referenceRings, type Tables } from "./reference/compile.ts";
 import { ringSize } from "./reference/maglev.ts";
 import { clusterStateFrom } from "./state.ts";
+import { KEY_BYTES, writeBackendKey } from "./keys.ts";
 import { EXPECTED_ABI, loadCompiler, wasmRings } from "./wasm.ts";
 
 const c = await loadCompiler();
@@ -90,8 +91,11 @@ describe("WASM rings equal the reference", () => {
   }
 
   test("large rings: 1,000 backends at ring factor 100", () => {
-    const backends = [...Array(1000).keys()].map((i) => ({ ip: `10.${i >> 8}.${i & 255}.9`, port: 80 })).sort((a, b) => (`${a.ip}|80` < `${b.ip}|80` ? -1 : 1));
-    const mk = () => [{ id: 1, service: "x", family: 4 as const, scope: "internal" as const, backends, ringSize: ringSize(1000, 100), ring: new Int32Array(0), affinity: false }];
+    // 10.x.y.9 in numeric order is also key order
+    const backends = [...Array(1000).keys()].map((i) => ({ ip: `10.${i >> 8}.${i & 255}.9`, port: 80 }));
+    const keys = new Uint8Array(backends.length * KEY_BYTES);
+    backends.forEach((b, i) => writeBackendKey(keys, i * KEY_BYTES, b.ip, b.port));
+    const mk = () => [{ id: 1, service: "x", family: 4 as const, scope: "internal" as const, backends, keys, ringSize: ringSize(1000, 100), ring: new Int32Array(0), affinity: false }];
     const a = mk();
     const b = mk();
     referenceRings(a);

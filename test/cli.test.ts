@@ -21,7 +21,7 @@ test("the compiler is embedded: a lone copy of the binary loads it", () => {
   copyFileSync(SKEIN, `${dir}/skein`);
   const p = Bun.spawnSync([`${dir}/skein`, "version", "--verbose"], { cwd: dir });
   expect(p.exitCode).toBe(0);
-  expect(p.stdout.toString()).toContain("compiler.wasm ABI 2");
+  expect(p.stdout.toString()).toContain("compiler.wasm ABI 3");
 });
 
 test("help lists every subcommand, and each has --help", () => {

@@ -64,7 +64,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
   const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor }, wasmRings(await loadCompiler()));
   if (o.nft) out(renderFull(tables));
-  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map((t) => ({ ...t, ring: [...t.ring] })) }) + "\n");
+  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length ? 1 : 0;
 }

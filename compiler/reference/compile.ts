@@ -5,6 +5,7 @@ import type { Family } from "../../agent/ipam/cidr.ts";
 import { parseIp } from "../../agent/ipam/cidr.ts";
 import type { ClusterState, EndpointSlice, Protocol, Service, ServicePort } from "../state.ts";
 import { maglevRing, ringSize } from "./maglev.ts";
+import { backendKeyBytes, compareKeys, KEY_BYTES } from "../keys.ts";
 
 export interface CompileOptions {
   /** this node's name: selects node-local endpoints for the Local traffic policies */
@@ -40,6 +41,8 @@ export interface Target {
   family: Family;
   scope: "internal" | "external";
   backends: Backend[];
+  /** the backends' keys (compiler/keys.ts), packed in the backends' order: what the ring hashes */
+  keys: Uint8Array;
   /** 0 when there are no backends (the frontend rejects) */
   ringSize: number;
   ring: Int32Array;
@@ -59,16 +62,13 @@ export type RingFiller = (targets: Target[]) => void;
 export const referenceRings: RingFiller = (targets) => {
   for (const t of targets) {
     if (!t.ringSize) continue;
-    const keys = t.backends.map(backendKey);
+    const keys = t.backends.map((_, i) => t.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES));
     const { backends, ring } = maglevRing(keys, t.ringSize);
     // ring entries index the sorted keys; they must be the target's own order
     if (backends.some((k, i) => k !== keys[i])) throw new Error(`backends of target ${t.id} (${t.service}) are not sorted by key`);
     t.ring = ring;
   }
 };
-
-/** The key a backend is hashed by; backends are kept sorted by it. */
-export const backendKey = (b: Backend) => `${b.ip}|${b.port}`;
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -77,7 +77,8 @@ const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
  * and terminating ones (as kube-proxy does, so connections drain rather than fail).
  * Named target ports resolve per slice, through the slice's port of the same name.
  */
-function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: EndpointSlice[], local: boolean, nodeName: string): Backend[] {
+function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: EndpointSlice[], local: boolean, nodeName: string): { backends: Backend[]; keys: Uint8Array } {
+  // addresses are canonical (compiler/state.ts), so ip|port identifies a backend
   const ready = new Map<string, Backend>();
   const draining = new Map<string, Backend>();
   for (const sl of slices) {
@@ -87,16 +88,18 @@ function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: Endpo
     for (const e of sl.endpoints) {
       if (local && e.nodeName !== nodeName) continue;
       for (const ip of e.addresses) {
-        const b = { ip, port: p.port };
-        const key = backendKey(b);
-        if (e.ready) ready.set(key, b);
-        else if (e.serving && e.terminating) draining.set(key, b);
+        const id = `${ip}|${p.port}`;
+        if (e.ready) ready.set(id, { ip, port: p.port });
+        else if (e.serving && e.terminating) draining.set(id, { ip, port: p.port });
       }
     }
   }
-  const chosen = ready.size ? ready : draining;
-  // sorted by the key the ring hashes (ip|port), so the ring's indexes follow this order
-  return [...chosen.values()].sort((a, b) => cmp(backendKey(a), backendKey(b)));
+  const chosen = [...(ready.size ? ready : draining).values()].map((b) => ({ b, k: backendKeyBytes(b.ip, b.port) }));
+  // sorted by the key the ring hashes, so the ring's indexes follow this order
+  chosen.sort((x, y) => compareKeys(x.k, y.k));
+  const keys = new Uint8Array(chosen.length * KEY_BYTES);
+  chosen.forEach((c, i) => keys.set(c.k, i * KEY_BYTES));
+  return { backends: chosen.map((c) => c.b), keys };
 }
 
 export function compile(state: ClusterState, opts: CompileOptions, fillRings: RingFiller = referenceRings): Tables {
@@ -118,7 +121,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
       if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
       for (const family of families.sort()) {
         const make = (scope: "internal" | "external", local: boolean): number => {
-          const backends = backendsOf(svc, sp, family, slices, local, opts.nodeName);
+          const { backends, keys } = backendsOf(svc, sp, family, slices, local, opts.nodeName);
           const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
           targets.push({
             id: targets.length + 1,
@@ -126,6 +129,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
             family,
             scope,
             backends,
+            keys,
             ringSize: m,
             ring: new Int32Array(0),
             affinity: svc.affinityTimeout > 0,

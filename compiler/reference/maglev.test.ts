@@ -1,8 +1,9 @@
 import { describe, expect, test } from "bun:test";
+import { backendKeyBytes } from "../keys.ts";
 import { fnv1a, isPrime, maglevRing, nextPrime, ringSize } from "./maglev.ts";
 
-const keys = (n: number, tag = "") => [...Array(n).keys()].map((i) => `10.244.${(i >> 8) & 255}.${i & 255}:8080${tag}`);
-const owners = (r: { backends: string[]; ring: Int32Array }) => [...r.ring].map((i) => r.backends[i]!);
+const keys = (n: number) => [...Array(n).keys()].map((i) => backendKeyBytes(`10.244.${(i >> 8) & 255}.${i & 255}`, 8080));
+const owners = (r: { backends: Uint8Array[]; ring: Int32Array }) => [...r.ring].map((i) => r.backends[i]!.join("."));
 
 describe("helpers", () => {
   test("FNV-1a matches the published test vectors", () => {
@@ -44,7 +45,7 @@ describe("maglevRing", () => {
       const all = keys(n);
       const before = owners(maglevRing(all, m));
       const after = owners(maglevRing(all.filter((_, i) => i !== 2), m));
-      const removed = all[2]!;
+      const removed = all[2]!.join(".");
       const moved = before.filter((o, s) => o !== after[s]).length;
       const mustMove = before.filter((o) => o === removed).length;
       expect(moved).toBeGreaterThanOrEqual(mustMove);
@@ -58,6 +59,18 @@ describe("maglevRing", () => {
   test("an empty backend set gives an empty ring; bad input is refused", () => {
     expect(maglevRing([], 251).ring.length).toBe(0);
     expect(() => maglevRing(keys(3), 250)).toThrow(/not prime/);
-    expect(() => maglevRing(["a", "a"], 7)).toThrow(/appears twice/);
+    expect(() => maglevRing([backendKeyBytes("10.0.0.1", 80), backendKeyBytes("::ffff:10.0.0.1", 80)], 7)).toThrow(/appears twice/);
   });
+});
+
+test("backend keys: the dotted-quad fast path writes what ipaddr.js does", async () => {
+  const { writeBackendKey, KEY_BYTES } = await import("../keys.ts");
+  const ipaddr = (await import("ipaddr.js")).default;
+  for (const ip of ["10.244.1.2", "0.0.0.0", "255.255.255.255", "192.0.2.33"]) {
+    const fast = new Uint8Array(KEY_BYTES + 2).fill(7);
+    writeBackendKey(fast, 1, ip, 0x1f90);
+    const slow = [...ipaddr.IPv4.parse(ip).toIPv4MappedAddress().toByteArray(), 0x1f, 0x90];
+    expect([...fast.subarray(1, 1 + KEY_BYTES)]).toEqual(slow);
+    expect([fast[0], fast[KEY_BYTES + 1]]).toEqual([7, 7]);
+  }
 });

@@ -4,8 +4,9 @@
 // backends moves only about 1/N of the slots. Backends are sorted first, so the ring depends
 // on the set of backends, never on the order they arrived in.
 //
-// The hashes are 32-bit FNV-1a over the backend's key with two offset bases, in u32
-// arithmetic that AssemblyScript reproduces bit for bit.
+// The hashes are 32-bit FNV-1a over the backend's binary key (compiler/keys.ts) with two
+// offset bases, in u32 arithmetic that AssemblyScript reproduces bit for bit.
+import { compareKeys } from "../keys.ts";
 
 const FNV_PRIME = 0x01000193;
 const SEED_OFFSET = 0x811c9dc5;
@@ -38,17 +39,15 @@ export function ringSize(backends: number, ringFactor: number): number {
   return nextPrime(Math.max(7, ringFactor * backends));
 }
 
-const enc = new TextEncoder();
-
 /**
  * The ring: slot → index into the sorted backend keys. `keys` must be distinct; an empty set
  * gives an empty ring (the service rejects instead).
  */
-export function maglevRing(keys: string[], m: number): { backends: string[]; ring: Int32Array } {
+export function maglevRing(keys: Uint8Array[], m: number): { backends: Uint8Array[]; ring: Int32Array } {
   if (!isPrime(m)) throw new Error(`Maglev ring size ${m} is not prime`);
-  const backends = [...keys].sort();
+  const backends = [...keys].sort(compareKeys);
   for (let i = 1; i < backends.length; i++) {
-    if (backends[i] === backends[i - 1]) throw new Error(`backend ${backends[i]} appears twice`);
+    if (compareKeys(backends[i]!, backends[i - 1]!) === 0) throw new Error(`backend ${[...backends[i]!].join(".")} appears twice`);
   }
   const ring = new Int32Array(backends.length ? m : 0).fill(-1);
   const n = backends.length;
@@ -57,7 +56,7 @@ export function maglevRing(keys: string[], m: number): { backends: string[]; rin
   const skip = new Uint32Array(n);
   const next = new Uint32Array(n);
   for (let i = 0; i < n; i++) {
-    const k = enc.encode(backends[i]!);
+    const k = backends[i]!;
     offset[i] = fnv1a(k, SEED_OFFSET) % m;
     skip[i] = (fnv1a(k, SEED_SKIP) % (m - 1)) + 1;
   }
