@@ -13,6 +13,33 @@ const list: Conflist = { cniVersion: "1.1.0", name: "svcnet", plugins: [{ type: 
 const backends = ["b1", "b2", "b3"];
 const ips: Record<string, string> = {};
 
+/** A Service and one EndpointSlice of the given pods (all on "node" unless moved). */
+function service(name: string, spec: Record<string, unknown>, pods: string[], nodeOf: Record<string, string> = {}) {
+  return [
+    { kind: "Service", metadata: { name, namespace: "default" }, spec },
+    {
+      kind: "EndpointSlice",
+      metadata: { name: `${name}-1`, namespace: "default", labels: { "kubernetes.io/service-name": name } },
+      addressType: "IPv4",
+      ports: [{ port: 8080 }],
+      endpoints: pods.map((p) => ({ addresses: [ips[p]], conditions: { ready: true }, nodeName: nodeOf[p] ?? "node" })),
+    },
+  ];
+}
+
+async function backendsSeen(from: string, ip: string, port: number, tries = 40): Promise<{ pods: Set<string>; peers: Set<string> }> {
+  const pods = new Set<string>();
+  const peers = new Set<string>();
+  for (let i = 0; i < tries; i++) {
+    const r = await lab.connect(from, "tcp", ip, port);
+    expect(r.error).toBe("");
+    const [pod, peer] = r.answer.split(" ");
+    pods.add(pod!);
+    peers.add(peer!);
+  }
+  return { pods, peers };
+}
+
 beforeAll(async () => {
   lab.host("node");
   lab.host("outside");
@@ -38,14 +65,18 @@ beforeAll(async () => {
       endpoints: backends.map((b) => ({ addresses: [ips[b]], conditions: { ready: true }, nodeName: "node" })),
     },
     { kind: "Service", metadata: { name: "empty", namespace: "default" }, spec: { clusterIP: "10.96.0.99", ports: [{ port: 80 }] } },
+    ...service("np", { type: "NodePort", clusterIP: "10.96.0.30", ports: [{ port: 80, targetPort: 8080, nodePort: 30080 }] }, backends),
+    ...service("nplocal", { type: "NodePort", clusterIP: "10.96.0.31", externalTrafficPolicy: "Local", ports: [{ port: 80, targetPort: 8080, nodePort: 30081 }] }, backends, { b3: "elsewhere" }),
+    ...service("solo", { clusterIP: "10.96.0.20", ports: [{ port: 80, targetPort: 8080 }] }, ["b1"]),
+    ...service("sticky", { clusterIP: "10.96.0.40", sessionAffinity: "ClientIP", ports: [{ port: 80, targetPort: 8080 }] }, backends),
   ];
   writeFileSync(`${tmp}/state.json`, JSON.stringify(objects));
-  const script = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/state.json`, "--nft", "--node-name", "node"]);
+  const script = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/state.json`, "--nft", "--node-name", "node", "--node-ip", "198.18.0.1"]);
   expect(script.exitCode).toBe(0);
   await lab.exec("node", ["nft", "-f", "-"], { stdin: script.stdout.toString() });
 });
 
-describe("ClusterIP through nftables", () => {
+describe("Services through nftables", () => {
   test("TCP to the ClusterIP reaches every backend over many connections, named targetPort resolved", async () => {
     const seen = new Set<string>();
     for (let i = 0; i < 40 && seen.size < 3; i++) {
@@ -78,5 +109,28 @@ describe("ClusterIP through nftables", () => {
   test("the node itself reaches the ClusterIP (output hook)", async () => {
     const r = await lab.connect("node", "tcp", "10.96.0.10", 80);
     expect(r.answer).toMatch(/^pod-b\d 198\.18\.0\.1$/);
+  });
+
+  test("NodePort from outside (Cluster policy) reaches every backend, source-NATed to the node", async () => {
+    const { pods, peers } = await backendsSeen("outside", "198.18.0.1", 30080);
+    expect([...pods].sort()).toEqual(["pod-b1", "pod-b2", "pod-b3"]);
+    expect([...peers]).toEqual(["198.18.0.1"]);
+  });
+
+  test("NodePort with externalTrafficPolicy Local: node-local backends only, client address kept", async () => {
+    const { pods, peers } = await backendsSeen("outside", "198.18.0.1", 30081);
+    expect([...pods].sort()).toEqual(["pod-b1", "pod-b2"]);
+    expect([...peers]).toEqual(["198.18.0.2"]);
+  });
+
+  test("a pod reaches itself through its own service (hairpin)", async () => {
+    const r = await lab.connect("b1", "tcp", "10.96.0.20", 80);
+    expect(r.error).toBe("");
+    expect(r.answer).toStartWith("pod-b1 ");
+  });
+
+  test("sessionAffinity ClientIP pins a client to one backend", async () => {
+    const { pods } = await backendsSeen("client", "10.96.0.40", 80, 15);
+    expect(pods.size).toBe(1);
   });
 });

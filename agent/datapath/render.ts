@@ -9,10 +9,19 @@
 //   ring…_<M>   one chain per (family, ring size, affinity): DNAT through the shared map
 //               be4/be6 keyed by mark . jhash(client) mod M
 //   noep4/noep6 frontends whose target has no backend: rejected at once, never black-holed
-// The whole 32-bit mark carries the target id for now; policy will need some of its bits.
+//   t_<target>_m  the same for frontends that must be source-NATed (Cluster-policy NodePort,
+//               external and load-balancer addresses): it also sets MASQ_BIT in the
+//               connection's ct mark, which postrouting masquerades on
+//   hairpin4/6  every backend as (addr . addr): a pod reaching itself through a service is
+//               masqueraded, or its reply would bypass the translation
+// The packet mark carries the target id for the ring lookup (the first packet only, NAT runs
+// once per connection); the ct mark's top bit is the masquerade flag, and its other bits are
+// left for policy.
 import type { Frontend, Tables, Target } from "../../compiler/reference/compile.ts";
 
 export const TABLE = "skein";
+export const MASQ_BIT = 0x80000000;
+const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
 
 const proto = (p: string) => p.toLowerCase();
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
@@ -30,7 +39,11 @@ export function renderFull(tables: Tables): string {
 
   for (const fam of [4, 6] as const) {
     const fes = tables.frontends.filter((f) => f.family === fam);
-    out.push(`  map svc${fam} { type ${fam === 4 ? "ipv4_addr" : "ipv6_addr"} . inet_proto . inet_service : verdict;${elements(fes.filter(live).map((f) => `${key(f)} : goto t_${f.target}`))} }`);
+    const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
+    out.push(`  map svc${fam} { type ${type} . inet_proto . inet_service : verdict;${elements(fes.filter(live).map((f) => `${key(f)} : goto t_${f.target}${f.masquerade ? "_m" : ""}`))} }`);
+    const pairs = new Set<string>();
+    for (const t of tables.targets) if (t.family === fam) for (const b of t.backends) pairs.add(`${b.ip} . ${b.ip}`);
+    out.push(`  set hairpin${fam} { type ${type} . ${type};${elements([...pairs].sort())} }`);
     out.push(`  set noep${fam} { type ${fam === 4 ? "ipv4_addr" : "ipv6_addr"} . inet_proto . inet_service;${elements(fes.filter((f) => !live(f)).map(key))} }`);
     const be: string[] = [];
     for (const t of tables.targets) {
@@ -54,10 +67,17 @@ export function renderFull(tables: Tables): string {
     out.push(`    meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${t.ringSize} seed 0x0 map @be${t.family}`);
     out.push(`  }`);
   }
+  const masqTargets = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
     if (!t.ringSize) continue;
     out.push(`  chain t_${t.id} {`, `    meta mark set ${t.id} goto ${ringChain(t)} comment "${t.service} ${t.scope}"`, `  }`);
+    if (masqTargets.has(t.id)) {
+      out.push(`  chain t_${t.id}_m {`, `    ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${ringChain(t)}`, `  }`);
+    }
   }
+  out.push(`  chain nat_postrouting {`, `    type nat hook postrouting priority srcnat; policy accept;`);
+  out.push(`    ct mark & ${hex(MASQ_BIT)} == ${hex(MASQ_BIT)} masquerade`);
+  out.push(`    ct status dnat ip saddr . ip daddr @hairpin4 masquerade`, `    ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade`, `  }`);
   // -100 is dstnat; nft 1.0.6 accepts the name only in prerouting. Rejects come just before.
   for (const hook of ["prerouting", "output"] as const) {
     out.push(`  chain nat_${hook} {`, `    type nat hook ${hook} priority -100; policy accept;`);

@@ -56,7 +56,7 @@ describe("compile (reference)", () => {
     expect(target("np", "internal").backends.map((b) => b.ip)).toEqual(["10.244.1.5", "10.244.2.5"]);
     expect(target("np", "external").backends.map((b) => b.ip)).toEqual(["10.244.1.5"]);
     const fe = t.frontends.filter((f) => f.port === 30080);
-    expect(fe).toEqual([{ family: 4, ip: "198.18.0.1", protocol: "TCP", port: 30080, kind: "nodeport", target: target("np", "external").id }]);
+    expect(fe).toEqual([{ family: 4, ip: "198.18.0.1", protocol: "TCP", port: 30080, kind: "nodeport", target: target("np", "external").id, masquerade: false }]);
   });
 
   test("the same state in any order compiles to the same tables", () => {

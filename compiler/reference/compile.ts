@@ -26,6 +26,9 @@ export interface Frontend {
   kind: FrontendKind;
   /** the target it dispatches to */
   target: number;
+  /** source-NAT to the node: traffic from outside to a Cluster-policy NodePort, external or
+   * load-balancer address, so that replies come back through this node */
+  masquerade: boolean;
 }
 
 export interface Backend {
@@ -139,7 +142,8 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
         const internal = make("internal", svc.internalTrafficLocal);
         const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
         const add = (ip: string, kind: FrontendKind, port: number, target: number) => {
-          if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target });
+          const masquerade = kind !== "cluster" && !svc.externalTrafficLocal;
+          if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
         };
         for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
         for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);
