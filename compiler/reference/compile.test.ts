@@ -64,3 +64,21 @@ describe("compile (reference)", () => {
     expect(show(reversed)).toEqual(show(t));
   });
 });
+
+describe("target ids", () => {
+  test("a target keeps its id when other services come and go", () => {
+    const first = tablesOf(objects);
+    const fewer = objects.filter((o) => !JSON.stringify(o).includes('"web'));
+    const { state } = clusterStateFrom([...fewer, svc("new", { clusterIP: "10.96.0.77", ports: [{ port: 80 }] })]);
+    const second = compile(state, { ...opts, previous: first });
+    for (const t of second.targets) {
+      const old = first.targets.find((x) => x.service === t.service && x.scope === t.scope);
+      if (old) expect(t.id).toBe(old.id);
+    }
+    const ids = second.targets.map((t) => t.id);
+    expect(new Set(ids).size).toBe(ids.length);
+    // the new service takes the smallest id left free by the removed one
+    const freed = first.targets.filter((t) => t.service.startsWith("default/web")).map((t) => t.id);
+    expect(second.targets.find((t) => t.service.startsWith("default/new"))!.id).toBe(Math.min(...freed));
+  });
+});

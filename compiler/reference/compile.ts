@@ -14,7 +14,13 @@ export interface CompileOptions {
   nodeIPs: string[];
   /** ring size = smallest prime ≥ ringFactor × backends */
   ringFactor: number;
+  /** the previous compile's tables: a target keeps its id from one compile to the next, so
+   * that a change elsewhere never renumbers it (and the datapath delta stays small) */
+  previous?: Tables;
 }
+
+/** What identifies a target across compiles. */
+export const targetKey = (t: Pick<Target, "service" | "family" | "scope">) => `${t.service}|${t.family}|${t.scope}`;
 
 export type FrontendKind = "cluster" | "external" | "loadbalancer" | "nodeport";
 
@@ -127,7 +133,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
           const { backends, keys } = backendsOf(svc, sp, family, slices, local, opts.nodeName);
           const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
           targets.push({
-            id: targets.length + 1,
+            id: 0, // assigned below, once every target is known
             service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
             family,
             scope,
@@ -137,7 +143,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
             ring: new Int32Array(0),
             affinity: svc.affinityTimeout > 0,
           });
-          return targets.length;
+          return targets.length - 1;
         };
         const internal = make("internal", svc.internalTrafficLocal);
         const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
@@ -145,6 +151,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
           const masquerade = kind !== "cluster" && !svc.externalTrafficLocal;
           if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
         };
+        // `target` holds an index into `targets` until ids are assigned
         for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
         for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);
         for (const ip of svc.loadBalancerIPs) add(ip, "loadbalancer", sp.port, external);
@@ -152,6 +159,28 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
       }
     }
   }
+  assignIds(targets, opts.previous);
+  for (const f of frontends) f.target = targets[f.target]!.id;
   fillRings(targets);
   return { frontends, targets };
+}
+
+/** Previous ids where the target existed before, else the smallest free ones, in order. */
+function assignIds(targets: Target[], previous: Tables | undefined): void {
+  const before = new Map((previous?.targets ?? []).map((t) => [targetKey(t), t.id]));
+  const used = new Set<number>();
+  for (const t of targets) {
+    const id = before.get(targetKey(t));
+    if (id !== undefined && !used.has(id)) {
+      t.id = id;
+      used.add(id);
+    }
+  }
+  let next = 1;
+  for (const t of targets) {
+    if (t.id) continue;
+    while (used.has(next)) next++;
+    t.id = next;
+    used.add(next);
+  }
 }
