@@ -4,7 +4,7 @@
 import { compile, referenceRings } from "../compiler/reference/compile.ts";
 import { clusterStateFrom } from "../compiler/state.ts";
 import { loadCompiler, wasmRings } from "../compiler/wasm.ts";
-import { renderFull } from "../agent/datapath/render.ts";
+import { model, renderFull } from "../agent/datapath/render.ts";
 
 const ringFactor = Number(process.argv[2] ?? 25);
 const wasm = wasmRings(await loadCompiler());
@@ -46,7 +46,7 @@ for (const n of [100, 1000, 10000]) {
   const w = time(() => compile(state, opts, wasm), runs);
   const tables = compile(state, opts, wasm);
   let script = "";
-  const r = time(() => (script = renderFull(tables)), runs);
+  const r = time(() => (script = renderFull(model(tables, ringFactor))), runs);
   console.log(
     `${String(n).padStart(8)} ${String(tables.targets[0]!.ringSize).padStart(5)} ${ref.toFixed(1).padStart(10)} ${w.toFixed(1).padStart(8)} ${(ref / w).toFixed(2).padStart(8)}x ${r.toFixed(1).padStart(8)} ${(script.length / 1e6).toFixed(1).padStart(7)}MB`,
   );

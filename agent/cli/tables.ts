@@ -7,7 +7,7 @@ import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
 import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { renderFull } from "../datapath/render.ts";
+import { model, renderFull } from "../datapath/render.ts";
 
 export interface TablesOptions {
   state: string;
@@ -63,7 +63,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   const { state, errors } = clusterStateFrom(readObjects(o.state));
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
   const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor }, wasmRings(await loadCompiler()));
-  if (o.nft) out(renderFull(tables));
+  if (o.nft) out(renderFull(model(tables, o.ringFactor)));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length ? 1 : 0;

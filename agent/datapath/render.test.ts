@@ -1,33 +1,113 @@
-import { expect, test } from "bun:test";
-import { compile } from "../../compiler/reference/compile.ts";
+// The renderer as text (no root), and the same text against a real kernel in a private
+// namespace: a delta applied on top of the previous tables must leave exactly what a full
+// load of the new tables leaves.
+import { afterAll, describe, expect, test } from "bun:test";
+import { compile, type Tables } from "../../compiler/reference/compile.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { renderFull } from "./render.ts";
+import { addNetns, deleteNetns } from "../sys/netns.ts";
+import { inNetns, run } from "../sys/exec.ts";
+import { model as modelOf, PRESET_BACKENDS, renderDelta, renderFull } from "./render.ts";
 
-const many = (n: number) => {
+const model = (t: Tables) => modelOf(t, 25);
+
+type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean };
+function objects(n: number, tw: Tweak = {}): unknown[] {
   const objs: unknown[] = [];
   for (let i = 0; i < n; i++) {
-    objs.push({ kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port: 80 }] } });
+    if (tw.skip?.(i)) continue;
+    objs.push({
+      kind: "Service",
+      metadata: { name: `s${i}`, namespace: "default" },
+      spec: { type: i % 5 === 0 ? "NodePort" : "ClusterIP", clusterIP: `10.96.${i >> 8}.${i & 255}`, sessionAffinity: tw.affinity?.(i) ? "ClientIP" : "None", ports: [{ port: 80, nodePort: 30000 + i }] },
+    });
+    const eps = tw.endpoints?.(i) ?? [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`];
     objs.push({
       kind: "EndpointSlice",
       metadata: { name: `s${i}-1`, namespace: "default", labels: { "kubernetes.io/service-name": `s${i}` } },
       addressType: "IPv4",
       ports: [{ port: 8080 }],
-      endpoints: [{ addresses: [`10.244.${i >> 8}.${i & 255}`] }, { addresses: [`10.245.${i >> 8}.${i & 255}`] }],
+      endpoints: eps.map((a) => ({ addresses: [a] })),
     });
   }
-  return renderFull(compile(clusterStateFrom(objs).state, { nodeName: "", nodeIPs: [], ringFactor: 25 }));
-};
+  return objs;
+}
+const opts = { nodeName: "", nodeIPs: ["198.18.0.1"], ringFactor: 25 };
+const tablesOf = (objs: unknown[], previous?: Tables) => compile(clusterStateFrom(objs).state, { ...opts, previous });
 
-test("sets, maps and rules that look them up stay constant as services grow", () => {
-  const count = (s: string, re: RegExp) => (s.match(re) ?? []).length;
-  const small = many(3);
-  const large = many(300);
-  for (const re of [/^\s*(map|set) /gm, /@be4/g, /vmap @svc4/g]) expect(count(large, re)).toBe(count(small, re));
-  // one chain per target, one ring chain per distinct ring size (both have 2 backends: 53)
-  expect(count(large, /^\s*chain t_/gm)).toBe(300);
-  expect(count(large, /^\s*chain ring4_/gm)).toBe(1);
+describe("renderFull", () => {
+  test("sets, maps and rules that look them up stay constant as services grow", () => {
+    const count = (s: string, re: RegExp) => (s.match(re) ?? []).length;
+    const small = renderFull(model(tablesOf(objects(3))));
+    const large = renderFull(model(tablesOf(objects(300))));
+    for (const re of [/^add (map|set) /gm, /@be4/g, /vmap @svc4/g]) expect(count(large, re)).toBe(count(small, re));
+    expect(count(large, /^add chain inet skein t_\d+$/gm)).toBe(300);
+    expect(count(large, /^add chain inet skein ring4_/gm)).toBe(PRESET_BACKENDS); // made up front
+  });
+
+  test("replaces the table atomically", () => {
+    expect(renderFull(model(tablesOf(objects(1)))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", "add table inet skein"]);
+  });
 });
 
-test("the full resync replaces the table atomically", () => {
-  expect(many(1).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", "table inet skein {"]);
+describe("renderDelta", () => {
+  const before = tablesOf(objects(50));
+  test("no change, no transaction", () => {
+    expect(renderDelta(model(before), model(tablesOf(objects(50), before)))).toBe("");
+  });
+
+  test("one endpoint of one service: only that target's ring slots and the hairpin pair", () => {
+    const after = tablesOf(objects(50, { endpoints: (i) => (i === 7 ? ["10.244.0.7", "10.246.0.7"] : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]) }), before);
+    const delta = renderDelta(model(before), model(after));
+    const lines = delta!.trim().split("\n");
+    expect(lines.every((l) => /^(add|delete) element inet skein (be4|hairpin4) /.test(l))).toBe(true);
+    const target = after.targets.find((t) => t.service === "default/s7:80/TCP")!.id;
+    expect(delta!.match(/ (\d+) \. \d+ :/g)!.every((m) => m.startsWith(` ${target} .`))).toBe(true);
+  });
+});
+
+const ns = `skt-rend${Math.random().toString(36).slice(2, 6)}`;
+afterAll(() => deleteNetns(ns));
+
+describe("in a kernel", () => {
+  const nft = (path: string, script: string) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script });
+  // The kernel lists chains in creation order and hash-set elements in its own order, so
+  // compare the JSON listing as sets of objects, without handles.
+  const listing = (path: string) => {
+    const j = JSON.parse(run(inNetns(path, ["nft", "-j", "list", "table", "inet", "skein"])).stdout) as { nftables: Array<Record<string, Record<string, unknown>>> };
+    const norm = j.nftables.map((o) => {
+      const [kind, body] = Object.entries(o)[0]!;
+      const { handle: _h, ...rest } = body as Record<string, unknown>;
+      if (Array.isArray(rest.elem)) rest.elem = rest.elem.map((e) => JSON.stringify(e)).sort();
+      return JSON.stringify({ [kind]: rest });
+    });
+    return norm.sort();
+  };
+
+  test("a delta over the previous tables leaves what a full load of the new ones does", () => {
+    const path = addNetns(ns);
+    const a = tablesOf(objects(40));
+    const b = tablesOf(
+      objects(45, {
+        skip: (i) => i === 3 || i === 11, // services removed
+        endpoints: (i) => (i === 5 ? [] : i === 6 ? ["10.244.0.6", "10.245.0.6", "10.247.0.6"] : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]),
+        affinity: (i) => i === 8,
+      }),
+      a,
+    );
+    nft(path, renderFull(model(a)));
+    const delta = renderDelta(model(a), model(b));
+    expect(delta).toBeString();
+    expect(delta).not.toContain("table");
+    nft(path, delta!);
+    const viaDelta = listing(path);
+    nft(path, renderFull(model(b)));
+    expect(viaDelta).toEqual(listing(path));
+  });
+
+  test("a ring size beyond the preset ones asks for a full load", () => {
+    const many = [...Array(PRESET_BACKENDS + 1).keys()].map((i) => `10.250.${i >> 8}.${i & 255}`);
+    const a = tablesOf(objects(3));
+    const b = tablesOf(objects(3, { endpoints: (i) => (i === 1 ? many : [`10.244.0.${i}`]) }), a);
+    expect(renderDelta(model(a), model(b))).toBeUndefined();
+  });
 });

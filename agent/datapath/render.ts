@@ -1,5 +1,6 @@
-// Renders compiled tables as one nftables transaction that replaces the table `inet skein`
-// atomically (a full resync). Pure: text in, text out.
+// Renders compiled tables into nftables: a model of the table `inet skein` (its chains and
+// the elements of its sets and maps), a full transaction that replaces the table atomically,
+// and a delta transaction between two models that touches only what changed. Pure.
 //
 // Shape, chosen so that the number of sets, maps and rules that look them up stays constant
 // as services grow (the kernel finds a set by walking a list, and every element insert into a
@@ -17,7 +18,8 @@
 // The packet mark carries the target id for the ring lookup (the first packet only, NAT runs
 // once per connection); the ct mark's top bit is the masquerade flag, and its other bits are
 // left for policy.
-import type { Frontend, Tables, Target } from "../../compiler/reference/compile.ts";
+import type { Tables, Target } from "../../compiler/reference/compile.ts";
+import { ringSize } from "../../compiler/reference/maglev.ts";
 
 export const TABLE = "skein";
 export const MASQ_BIT = 0x80000000;
@@ -25,70 +27,149 @@ const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
 
 const proto = (p: string) => p.toLowerCase();
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
-const ringChain = (t: Target) => `ring${t.family}${t.affinity ? "a" : ""}_${t.ringSize}`;
+const ringChain = (t: Pick<Target, "family" | "affinity" | "ringSize">) => `ring${t.family}${t.affinity ? "a" : ""}_${t.ringSize}`;
 
-function elements(items: string[]): string {
-  return items.length ? ` elements = { ${items.join(", ")} };` : "";
+function ringRule(t: Pick<Target, "family" | "affinity" | "ringSize">): string {
+  const a = addr(t.family);
+  const client = t.affinity ? `${a} saddr` : `${a} saddr . th sport`;
+  return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${t.ringSize} seed 0x0 map @be${t.family}`;
 }
 
-export function renderFull(tables: Tables): string {
-  const byId = new Map(tables.targets.map((t) => [t.id, t]));
-  const live = (f: Frontend) => (byId.get(f.target)?.ringSize ?? 0) > 0;
-  const key = (f: Frontend) => `${f.ip} . ${proto(f.protocol)} . ${f.port}`;
-  const out: string[] = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `table inet ${TABLE} {`];
+/**
+ * Ring chains made with every full load: those for 1 to PRESET_BACKENDS backends. nft 1.0.6
+ * cannot add a rule that looks up `be4` once the map exists in the kernel (it re-reads the
+ * map's `typeof … th dport` as conflicting with the rule's protocols), so a delta can never
+ * create a ring chain; with these made up front, only a service growing past this many
+ * backends (or a new ring factor) costs a full resync.
+ */
+export const PRESET_BACKENDS = 64;
 
-  for (const fam of [4, 6] as const) {
-    const fes = tables.frontends.filter((f) => f.family === fam);
-    const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
-    out.push(`  map svc${fam} { type ${type} . inet_proto . inet_service : verdict;${elements(fes.filter(live).map((f) => `${key(f)} : goto t_${f.target}${f.masquerade ? "_m" : ""}`))} }`);
-    const pairs = new Set<string>();
-    for (const t of tables.targets) if (t.family === fam) for (const b of t.backends) pairs.add(`${b.ip} . ${b.ip}`);
-    out.push(`  set hairpin${fam} { type ${type} . ${type};${elements([...pairs].sort())} }`);
-    out.push(`  set noep${fam} { type ${fam === 4 ? "ipv4_addr" : "ipv6_addr"} . inet_proto . inet_service;${elements(fes.filter((f) => !live(f)).map(key))} }`);
-    const be: string[] = [];
-    for (const t of tables.targets) {
-      if (t.family !== fam) continue;
-      for (let slot = 0; slot < t.ringSize; slot++) {
-        const b = t.backends[t.ring[slot]!]!;
-        be.push(`${t.id} . ${slot} : ${b.ip} . ${b.port}`);
+/** Set and map declarations: fixed, whatever the services. */
+const SETS: Record<string, string> = {};
+for (const fam of [4, 6] as const) {
+  const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
+  SETS[`svc${fam}`] = `map svc${fam} { type ${type} . inet_proto . inet_service : verdict; }`;
+  SETS[`noep${fam}`] = `set noep${fam} { type ${type} . inet_proto . inet_service; }`;
+  SETS[`hairpin${fam}`] = `set hairpin${fam} { type ${type} . ${type}; }`;
+  // `typeof` gives the key the width of a mark and a hash; the syntax needs some
+  // transport-free expression for it.
+  SETS[`be${fam}`] = `map be${fam} { typeof meta mark . numgen inc mod 2 : ${addr(fam)} daddr . th dport; }`;
+}
+
+/** Base chains: fixed too. -100 is dstnat (nft 1.0.6 takes the name only in prerouting). */
+function baseChains(): Map<string, string[]> {
+  const c = new Map<string, string[]>();
+  for (const hook of ["prerouting", "output"] as const) {
+    c.set(`nat_${hook}`, [`type nat hook ${hook} priority -100; policy accept;`, `ip daddr . meta l4proto . th dport vmap @svc4`, `ip6 daddr . meta l4proto . th dport vmap @svc6`]);
+    const rej = [`type filter hook ${hook} priority -110; policy accept;`];
+    for (const fam of [4, 6] as const) {
+      rej.push(`${addr(fam)} daddr . meta l4proto . th dport @noep${fam} meta l4proto tcp reject with tcp reset`);
+      rej.push(`${addr(fam)} daddr . meta l4proto . th dport @noep${fam} reject`);
+    }
+    c.set(`reject_${hook}`, rej);
+  }
+  c.set(`nat_postrouting`, [
+    `type nat hook postrouting priority srcnat; policy accept;`,
+    `ct mark & ${hex(MASQ_BIT)} == ${hex(MASQ_BIT)} masquerade`,
+    `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`,
+    `ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade`,
+  ]);
+  return c;
+}
+
+export interface Model {
+  /** regular chains (ring and target chains) with their rules */
+  chains: Map<string, string[]>;
+  /** set/map name -> element key -> value ("" for a set) */
+  elements: Map<string, Map<string, string>>;
+}
+
+export function model(tables: Tables, ringFactor: number): Model {
+  const elements = new Map<string, Map<string, string>>(Object.keys(SETS).map((n) => [n, new Map()]));
+  const el = (set: string, k: string, v = "") => elements.get(set)!.set(k, v);
+  const chains = new Map<string, string[]>();
+  for (let n = 1; n <= PRESET_BACKENDS; n++) {
+    for (const family of [4, 6] as const) {
+      for (const affinity of [false, true]) {
+        const r = { family, affinity, ringSize: ringSize(n, ringFactor) };
+        chains.set(ringChain(r), [ringRule(r)]);
       }
     }
-    // `typeof` gives the key the width of a mark and a hash; the syntax needs some
-    // transport-free expression for it.
-    out.push(`  map be${fam} { typeof meta mark . numgen inc mod 2 : ${addr(fam)} daddr . th dport;${elements(be)} }`);
   }
-
-  const rings = new Map<string, Target>();
-  for (const t of tables.targets) if (t.ringSize) rings.set(ringChain(t), t);
-  for (const [name, t] of [...rings.entries()].sort()) {
-    const a = addr(t.family);
-    const client = t.affinity ? `${a} saddr` : `${a} saddr . th sport`;
-    out.push(`  chain ${name} {`);
-    out.push(`    meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${t.ringSize} seed 0x0 map @be${t.family}`);
-    out.push(`  }`);
+  const byId = new Map(tables.targets.map((t) => [t.id, t]));
+  for (const f of tables.frontends) {
+    const k = `${f.ip} . ${proto(f.protocol)} . ${f.port}`;
+    if ((byId.get(f.target)?.ringSize ?? 0) > 0) el(`svc${f.family}`, k, `goto t_${f.target}${f.masquerade ? "_m" : ""}`);
+    else el(`noep${f.family}`, k);
   }
-  const masqTargets = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
+  const masq = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
+    for (const b of t.backends) el(`hairpin${t.family}`, `${b.ip} . ${b.ip}`);
     if (!t.ringSize) continue;
-    out.push(`  chain t_${t.id} {`, `    meta mark set ${t.id} goto ${ringChain(t)} comment "${t.service} ${t.scope}"`, `  }`);
-    if (masqTargets.has(t.id)) {
-      out.push(`  chain t_${t.id}_m {`, `    ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${ringChain(t)}`, `  }`);
+    for (let slot = 0; slot < t.ringSize; slot++) {
+      const b = t.backends[t.ring[slot]!]!;
+      el(`be${t.family}`, `${t.id} . ${slot}`, `${b.ip} . ${b.port}`);
     }
+    chains.set(ringChain(t), [ringRule(t)]);
+    chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${ringChain(t)} comment "${t.service} ${t.scope}"`]);
+    if (masq.has(t.id)) chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${ringChain(t)}`]);
   }
-  out.push(`  chain nat_postrouting {`, `    type nat hook postrouting priority srcnat; policy accept;`);
-  out.push(`    ct mark & ${hex(MASQ_BIT)} == ${hex(MASQ_BIT)} masquerade`);
-  out.push(`    ct status dnat ip saddr . ip daddr @hairpin4 masquerade`, `    ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade`, `  }`);
-  // -100 is dstnat; nft 1.0.6 accepts the name only in prerouting. Rejects come just before.
-  for (const hook of ["prerouting", "output"] as const) {
-    out.push(`  chain nat_${hook} {`, `    type nat hook ${hook} priority -100; policy accept;`);
-    out.push(`    ip daddr . meta l4proto . th dport vmap @svc4`, `    ip6 daddr . meta l4proto . th dport vmap @svc6`, `  }`);
-    out.push(`  chain reject_${hook} {`, `    type filter hook ${hook} priority -110; policy accept;`);
-    for (const fam of [4, 6] as const) {
-      out.push(`    ${addr(fam)} daddr . meta l4proto . th dport @noep${fam} meta l4proto tcp reject with tcp reset`);
-      out.push(`    ${addr(fam)} daddr . meta l4proto . th dport @noep${fam} reject`);
+  return { chains, elements };
+}
+
+const elem = (k: string, v: string) => (v ? `${k} : ${v}` : k);
+/** Elements per command line: nft parses one huge line slower than several. */
+const CHUNK = 2000;
+
+function elementLines(verb: "add" | "delete", set: string, items: string[]): string[] {
+  const out: string[] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(`${verb} element inet ${TABLE} ${set} { ${items.slice(i, i + CHUNK).join(", ")} }`);
+  return out;
+}
+
+const chainBlock = (name: string, rules: string[]) => [`add chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`)];
+
+/** One transaction that replaces the table whole. */
+export function renderFull(md: Model): string {
+  const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE}`];
+  for (const decl of Object.values(SETS)) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
+  for (const [name, rules] of md.chains) out.push(...chainBlock(name, rules));
+  for (const [name, [head, ...rules]] of baseChains()) {
+    out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
+  }
+  for (const [set, items] of md.elements) out.push(...elementLines("add", set, [...items].map(([k, v]) => elem(k, v))));
+  return out.join("\n") + "\n";
+}
+
+/**
+ * One transaction from `prev` to `next`: element deletes and adds, new chains, rewritten
+ * chains and removed chains, ordered so that nothing is referenced before it exists or after
+ * it is gone. Empty when nothing changed; undefined when only a full load can get there
+ * (a new ring chain: see PRESET_BACKENDS).
+ */
+export function renderDelta(prev: Model, next: Model): string | undefined {
+  for (const name of next.chains.keys()) if (name.startsWith("ring") && !prev.chains.has(name)) return undefined;
+  const out: string[] = [];
+  // 1. chains that are new, or whose rules changed (flush and refill: one chain, not a table)
+  for (const [name, rules] of next.chains) {
+    const before = prev.chains.get(name);
+    if (!before) out.push(...chainBlock(name, rules));
+    else if (before.join("\n") !== rules.join("\n")) out.push(`flush chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
+  }
+  // 2. elements: removed or changed ones out, new or changed ones in
+  for (const [set, items] of next.elements) {
+    const before = prev.elements.get(set) ?? new Map<string, string>();
+    const del: string[] = [];
+    const add: string[] = [];
+    for (const [k, v] of before) {
+      const now = items.get(k);
+      if (now === undefined || now !== v) del.push(elem(k, v));
     }
-    out.push(`  }`);
+    for (const [k, v] of items) if (before.get(k) !== v) add.push(elem(k, v));
+    out.push(...elementLines("delete", set, del), ...elementLines("add", set, add));
   }
-  out.push(`}`, "");
-  return out.join("\n");
+  // 3. chains no longer wanted: target chains first, then the ring chains they jumped to
+  const gone = [...prev.chains.keys()].filter((n) => !next.chains.has(n)).sort((a, b) => Number(a.startsWith("ring")) - Number(b.startsWith("ring")));
+  for (const name of gone) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
+  return out.length ? out.join("\n") + "\n" : "";
 }
