@@ -134,3 +134,34 @@ describe("Services through nftables", () => {
     expect(pods.size).toBe(1);
   });
 });
+
+describe("incremental updates", () => {
+  test("one endpoint of one service among 1,000 changes as a small delta, and traffic follows it", async () => {
+    const many = (moved: boolean) => {
+      const objs: unknown[] = [];
+      for (let i = 0; i < 1000; i++) {
+        const pods = i === 500 ? (moved ? ["b1", "b3"] : ["b1", "b2"]) : ["b1", "b2", "b3"];
+        objs.push(...service(`bulk${i}`, { clusterIP: `10.97.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] }, pods));
+      }
+      return objs;
+    };
+    writeFileSync(`${tmp}/bulk-a.json`, JSON.stringify(many(false)));
+    writeFileSync(`${tmp}/bulk-b.json`, JSON.stringify(many(true)));
+    const full = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/bulk-a.json`, "--nft"]).stdout.toString();
+    const delta = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/bulk-b.json`, "--since", `${tmp}/bulk-a.json`, "--nft"]).stdout.toString();
+    expect(full.length).toBeGreaterThan(100_000);
+    // only the ring slots of the one service move: element lines for be4 (and no table rebuild)
+    expect(delta).not.toContain("table inet skein\n");
+    const lines = delta.trim().split("\n");
+    expect(lines.length).toBeLessThanOrEqual(4);
+    expect(lines.every((l) => /^(add|delete) element inet skein be4 /.test(l))).toBe(true);
+
+    await lab.exec("node", ["nft", "-f", "-"], { stdin: full });
+    const svc = "10.97.1.244"; // bulk500
+    const before = await backendsSeen("client", svc, 80, 20);
+    expect([...before.pods].sort()).toEqual(["pod-b1", "pod-b2"]);
+    await lab.exec("node", ["nft", "-f", "-"], { stdin: delta });
+    const after = await backendsSeen("client", svc, 80, 20);
+    expect([...after.pods].sort()).toEqual(["pod-b1", "pod-b3"]);
+  });
+});

@@ -7,10 +7,12 @@ import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
 import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model, renderFull } from "../datapath/render.ts";
+import { model, renderDelta, renderFull } from "../datapath/render.ts";
 
 export interface TablesOptions {
   state: string;
+  /** with --nft: print the delta from the tables of this earlier state file instead */
+  since?: string;
   json?: boolean;
   nft?: boolean;
   nodeName: string;
@@ -62,8 +64,15 @@ function readable(t: Tables): string {
 export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const { state, errors } = clusterStateFrom(readObjects(o.state));
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
-  const tables = compile(state, { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor }, wasmRings(await loadCompiler()));
-  if (o.nft) out(renderFull(model(tables, o.ringFactor)));
+  const rings = wasmRings(await loadCompiler());
+  const copts = { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor };
+  // The earlier state compiles first, so that targets keep their ids into the new tables.
+  const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, rings) : undefined;
+  const tables = compile(state, { ...copts, previous: before }, rings);
+  if (o.nft && before) {
+    const delta = renderDelta(model(before, o.ringFactor), model(tables, o.ringFactor));
+    out(delta ?? renderFull(model(tables, o.ringFactor)));
+  } else if (o.nft) out(renderFull(model(tables, o.ringFactor)));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length ? 1 : 0;
