@@ -77,15 +77,27 @@ function baseChains(): Map<string, string[]> {
   return c;
 }
 
+export interface RingModel {
+  family: 4 | 6;
+  /** "addr . port" per backend */
+  backends: string[];
+  /** slot -> index into backends */
+  ring: Int32Array;
+}
+
 export interface Model {
   /** regular chains (ring and target chains) with their rules */
   chains: Map<string, string[]>;
-  /** set/map name -> element key -> value ("" for a set) */
+  /** set/map name -> element key -> value ("" for a set); the rings are kept apart */
   elements: Map<string, Map<string, string>>;
+  /** target id -> its ring: the elements `id . slot : backend` of be4/be6, kept as arrays
+   * (millions of slots at 10k services would not fit a Map of strings in time) */
+  rings: Map<number, RingModel>;
 }
 
 export function model(tables: Tables, ringFactor: number): Model {
-  const elements = new Map<string, Map<string, string>>(Object.keys(SETS).map((n) => [n, new Map()]));
+  const elements = new Map<string, Map<string, string>>(Object.keys(SETS).filter((n) => !n.startsWith("be")).map((n) => [n, new Map()]));
+  const rings = new Map<number, RingModel>();
   const el = (set: string, k: string, v = "") => elements.get(set)!.set(k, v);
   const chains = new Map<string, string[]>();
   for (let n = 1; n <= PRESET_BACKENDS; n++) {
@@ -106,16 +118,23 @@ export function model(tables: Tables, ringFactor: number): Model {
   for (const t of tables.targets) {
     for (const b of t.backends) el(`hairpin${t.family}`, `${b.ip} . ${b.ip}`);
     if (!t.ringSize) continue;
-    for (let slot = 0; slot < t.ringSize; slot++) {
-      const b = t.backends[t.ring[slot]!]!;
-      el(`be${t.family}`, `${t.id} . ${slot}`, `${b.ip} . ${b.port}`);
-    }
+    rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), ring: t.ring });
     chains.set(ringChain(t), [ringRule(t)]);
     chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${ringChain(t)} comment "${t.service} ${t.scope}"`]);
     if (masq.has(t.id)) chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${ringChain(t)}`]);
   }
-  return { chains, elements };
+  return { chains, elements, rings };
 }
+
+function ringElements(id: number, r: RingModel, slots?: number[]): string[] {
+  const out: string[] = [];
+  if (slots) for (const s of slots) out.push(`${id} . ${s} : ${r.backends[r.ring[s]!]}`);
+  else for (let s = 0; s < r.ring.length; s++) out.push(`${id} . ${s} : ${r.backends[r.ring[s]!]}`);
+  return out;
+}
+
+const sameRing = (a: RingModel, b: RingModel) =>
+  a.family === b.family && a.ring.length === b.ring.length && a.backends.length === b.backends.length && a.backends.every((x, i) => x === b.backends[i]) && a.ring.every((x, i) => x === b.ring[i]);
 
 const elem = (k: string, v: string) => (v ? `${k} : ${v}` : k);
 /** Elements per command line: nft parses one huge line slower than several. */
@@ -138,6 +157,11 @@ export function renderFull(md: Model): string {
     out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
   }
   for (const [set, items] of md.elements) out.push(...elementLines("add", set, [...items].map(([k, v]) => elem(k, v))));
+  for (const fam of [4, 6] as const) {
+    const items: string[] = [];
+    for (const [id, r] of md.rings) if (r.family === fam) items.push(...ringElements(id, r));
+    out.push(...elementLines("add", `be${fam}`, items));
+  }
   return out.join("\n") + "\n";
 }
 
@@ -167,6 +191,32 @@ export function renderDelta(prev: Model, next: Model): string | undefined {
     }
     for (const [k, v] of items) if (before.get(k) !== v) add.push(elem(k, v));
     out.push(...elementLines("delete", set, del), ...elementLines("add", set, add));
+  }
+  for (const fam of [4, 6] as const) {
+    const del: string[] = [];
+    const add: string[] = [];
+    for (const [id, before] of prev.rings) {
+      if (before.family !== fam) continue;
+      const now = next.rings.get(id);
+      if (!now || now.family !== fam) for (let s = 0; s < before.ring.length; s++) del.push(`${id} . ${s}`);
+    }
+    for (const [id, now] of next.rings) {
+      if (now.family !== fam) continue;
+      const before = prev.rings.get(id);
+      if (!before || before.family !== fam) {
+        add.push(...ringElements(id, now));
+        continue;
+      }
+      if (sameRing(before, now)) continue;
+      const changed: number[] = [];
+      for (let s = 0; s < now.ring.length; s++) {
+        if (s >= before.ring.length || before.backends[before.ring[s]!] !== now.backends[now.ring[s]!]) changed.push(s);
+      }
+      for (let s = now.ring.length; s < before.ring.length; s++) del.push(`${id} . ${s}`);
+      for (const s of changed) if (s < before.ring.length) del.push(`${id} . ${s}`);
+      add.push(...ringElements(id, now, changed));
+    }
+    out.push(...elementLines("delete", `be${fam}`, del), ...elementLines("add", `be${fam}`, add));
   }
   // 3. chains no longer wanted: target chains first, then the ring chains they jumped to
   const gone = [...prev.chains.keys()].filter((n) => !next.chains.has(n)).sort((a, b) => Number(a.startsWith("ring")) - Number(b.startsWith("ring")));
