@@ -5,6 +5,7 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
+import { inNetns } from "../agent/sys/exec.ts";
 import { SKEIN, pluginDir, useLab, useTempDir } from "./harness/index.ts";
 
 const lab = useLab("svc");
@@ -53,7 +54,10 @@ beforeAll(async () => {
     const r = (await cni.add(list, { containerId: `ctr-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
     ips[p] = r.ips[0]!.address.split("/")[0]!;
   }
-  for (const p of backends) await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
+  for (const p of backends) {
+    await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
+    await lab.serve(p, { name: `pod-${p}`, tcp: 8081, hold: true });
+  }
 
   const objects = [
     { kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.96.0.10", ports: [{ name: "http", port: 80, targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: 8080 }] } },
@@ -156,6 +160,7 @@ describe("incremental updates", () => {
     expect(lines.length).toBeLessThanOrEqual(4);
     expect(lines.every((l) => /^(add|delete) element inet skein be4 /.test(l))).toBe(true);
 
+
     await lab.exec("node", ["nft", "-f", "-"], { stdin: full });
     const svc = "10.97.1.244"; // bulk500
     const before = await backendsSeen("client", svc, 80, 20);
@@ -163,5 +168,49 @@ describe("incremental updates", () => {
     await lab.exec("node", ["nft", "-f", "-"], { stdin: delta });
     const after = await backendsSeen("client", svc, 80, 20);
     expect([...after.pods].sort()).toEqual(["pod-b1", "pod-b3"]);
-  });
+  }, 60_000);
+});
+
+describe("established connections across an update", () => {
+  test("a TCP connection to one backend keeps flowing while another backend is removed", async () => {
+    const live = (pods: string[]) => service("live", { clusterIP: "10.96.0.50", ports: [{ port: 80, targetPort: 8081 }] }, pods).map((o) =>
+      (o as { kind: string }).kind === "EndpointSlice" ? { ...o, ports: [{ port: 8081 }] } : o,
+    );
+    writeFileSync(`${tmp}/live-a.json`, JSON.stringify(live(backends)));
+    const full = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/live-a.json`, "--nft"]).stdout.toString();
+    await lab.exec("node", ["nft", "-f", "-"], { stdin: full });
+
+    const proc = Bun.spawn(inNetns(lab.path("client"), [SKEIN, "probe", "session", "10.96.0.50", "80"]), { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    const reader = proc.stdout.getReader();
+    let seen = "";
+    const waitFor = async (what: string, ms = 3000) => {
+      const deadline = Date.now() + ms;
+      while (!seen.includes(what)) {
+        const left = deadline - Date.now();
+        if (left <= 0) throw new Error(`no ${JSON.stringify(what)} from the session within ${ms} ms; got ${JSON.stringify(seen)}`);
+        const r = await Promise.race([reader.read(), Bun.sleep(left).then(() => ({ done: true, value: undefined }))]);
+        if (r.done) throw new Error(`session ended; got ${JSON.stringify(seen)}`);
+        seen += new TextDecoder().decode(r.value);
+      }
+    };
+    try {
+      await waitFor("\n");
+      const pinned = seen.split(" ")[0]!.replace("pod-", "");
+      const removed = backends.find((b) => b !== pinned)!;
+      writeFileSync(`${tmp}/live-b.json`, JSON.stringify(live(backends.filter((b) => b !== removed))));
+      const delta = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/live-b.json`, "--since", `${tmp}/live-a.json`, "--nft"]).stdout.toString();
+      expect(delta).toContain("element inet skein be4");
+      await lab.exec("node", ["nft", "-f", "-"], { stdin: delta });
+
+      proc.stdin.write("still-here\n");
+      proc.stdin.flush();
+      await waitFor("still-here");
+      const fresh = new Set<string>();
+      for (let i = 0; i < 15; i++) fresh.add((await lab.connect("client", "tcp", "10.96.0.50", 80)).answer.split(" ")[0]!);
+      expect(fresh.has(`pod-${removed}`)).toBe(false);
+    } finally {
+      proc.stdin.end();
+      proc.kill();
+    }
+  }, 60_000);
 });

@@ -104,7 +104,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--tcp <port>", "TCP port", parsePort)
     .option("--udp <port>", "UDP port", parsePort)
     .option("--host <addr>", "address to bind", "::")
-    .action(async (o: { name: string; tcp?: number; udp?: number; host: string }) => {
+    .option("--hold", "keep TCP connections open and echo what arrives")
+    .action(async (o: { name: string; tcp?: number; udp?: number; host: string; hold?: boolean }) => {
       if (o.tcp === undefined && o.udp === undefined) throw new UsageError("skein probe serve: give --tcp and/or --udp");
       const { serve } = await import("./probe.ts");
       await serve({ ...o, log: out });
@@ -120,6 +121,16 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       if (proto !== "tcp" && proto !== "udp") throw new UsageError(`skein probe connect: protocol must be tcp or udp, not ${JSON.stringify(proto)}`);
       const { connect } = await import("./probe.ts");
       out((await connect(proto, host, port, o.timeout)) + "\n");
+    });
+
+  probe
+    .command("session")
+    .description("a long-lived TCP connection: print what comes, send stdin; ends with stdin")
+    .argument("<host>", "address")
+    .argument("<port>", "port", parsePort)
+    .action(async (host: string, port: number) => {
+      const { session } = await import("./probe.ts");
+      process.exitCode = await session(host, port, out);
     });
 
   program

@@ -6,16 +6,21 @@
 /** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; people expect a.b.c.d. */
 const plain = (addr: string) => addr.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, "$1");
 
-export async function serve(o: { name: string; tcp?: number; udp?: number; host: string; log: (s: string) => void }): Promise<never> {
+export async function serve(o: { name: string; tcp?: number; udp?: number; host: string; hold?: boolean; log: (s: string) => void }): Promise<never> {
   if (o.tcp !== undefined) {
     Bun.listen({
       hostname: o.host,
       port: o.tcp,
       socket: {
         open(s) {
-          s.end(`${o.name} ${plain(s.remoteAddress)}\n`);
+          const hello = `${o.name} ${plain(s.remoteAddress)}\n`;
+          // --hold keeps the connection and echoes what arrives: a long-lived flow
+          if (o.hold) s.write(hello);
+          else s.end(hello);
         },
-        data() {},
+        data(s, d) {
+          if (o.hold) s.write(d);
+        },
       },
     });
   }
@@ -44,8 +49,15 @@ export async function connect(proto: "tcp" | "udp", host: string, port: number, 
         hostname: host,
         port,
         socket: {
-          data(_s, d) {
+          data(s, d) {
             buf += d.toString();
+            // an answer is one line; a server that holds the connection open still answers
+            const nl = buf.indexOf("\n");
+            if (nl >= 0) {
+              clearTimeout(timer);
+              resolve(buf.slice(0, nl).trim());
+              s.end();
+            }
           },
           close() {
             clearTimeout(timer);
@@ -88,4 +100,35 @@ export async function connect(proto: "tcp" | "udp", host: string, port: number, 
     clearTimeout(timer);
     sock.close();
   }
+}
+
+/**
+ * A long-lived TCP session: prints what the server sends, sends what arrives on stdin, and
+ * ends when stdin closes (then exits 0) or the connection does (exit 1 if stdin was open).
+ */
+export async function session(host: string, port: number, out: (s: string) => void): Promise<number> {
+  let closed: (code: number) => void = () => {};
+  const done = new Promise<number>((r) => (closed = r));
+  let inputEnded = false;
+  const sock = await Bun.connect({
+    hostname: host,
+    port,
+    socket: {
+      data(_s, d) {
+        out(d.toString());
+      },
+      close() {
+        closed(inputEnded ? 0 : 1);
+      },
+      error() {
+        closed(1);
+      },
+    },
+  });
+  (async () => {
+    for await (const chunk of Bun.stdin.stream()) sock.write(chunk);
+    inputEnded = true;
+    sock.end();
+  })();
+  return done;
 }

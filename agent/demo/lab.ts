@@ -58,8 +58,8 @@ export class Lab {
   }
 
   /** Starts `skein probe serve` in a namespace and resolves once it listens. */
-  async serve(short: string, o: { name: string; tcp?: number; udp?: number }, timeoutMs = 5000): Promise<void> {
-    const argv = [this.skeinBin, "probe", "serve", "--name", o.name];
+  async serve(short: string, o: { name: string; tcp?: number; udp?: number; hold?: boolean }, timeoutMs = 5000): Promise<void> {
+    const argv = [this.skeinBin, "probe", "serve", "--name", o.name, ...(o.hold ? ["--hold"] : [])];
     if (o.tcp !== undefined) argv.push("--tcp", String(o.tcp));
     if (o.udp !== undefined) argv.push("--udp", String(o.udp));
     const proc = Bun.spawn(inNetns(this.path(short), argv), { stdout: "pipe", stderr: "pipe" });
