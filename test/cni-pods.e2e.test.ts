@@ -147,6 +147,19 @@ describe("every supported spec version", () => {
   }
 });
 
+describe("the node file", () => {
+  test("without podCIDRs in the config, ADD takes them from the node file the agent writes", async () => {
+    const { writeNodeFile } = await import("../agent/ipam/node-file.ts");
+    writeNodeFile(`${tmp}/node.json`, { nodeName: "node", podCIDRs: ["10.244.9.0/24"], clusterCIDRs: ["10.244.0.0/16"] });
+    const list: Conflist = { cniVersion: "1.1.0", name: "nodefile", plugins: [{ type: "skein", nodeFile: `${tmp}/node.json`, dataDir: `${tmp}/ipam` }] };
+    lab.host("nf");
+    const r = (await cni.add(list, att("nf"))) as { ips: Array<{ address: string }> };
+    expect(r.ips.map((i) => i.address)).toEqual([expect.stringMatching(/^10\.244\.9\.\d+\/32$/)]);
+    expect(await lab.ping("nf", NODE_IP)).toBe(true);
+    await cni.del(list, att("nf"));
+  });
+});
+
 describe("GC", () => {
   test("releases every allocation and link not among the valid attachments", async () => {
     const list = conflist("1.1.0", "gcnet");

@@ -86,11 +86,3 @@ export function poolContains(p: Pool, v: bigint): boolean {
 export function poolSize(p: Pool): bigint {
   return p.last - p.first + 1n;
 }
-
-export function cidrContains(cidr: string, ip: string): boolean {
-  const c = parseCidr(cidr);
-  const a = parseIp(ip);
-  if (c.family !== a.family) return false;
-  const hostBits = BigInt(bitsOf(c.family) - c.prefix);
-  return a.value >> hostBits === c.network >> hostBits;
-}

@@ -1,7 +1,7 @@
 // Named network namespaces for the demo, the tests and `skein cleanup`. Everything made here
 // carries a caller-chosen prefix, so that teardown can find it again even after a crash.
 import { existsSync, readdirSync } from "node:fs";
-import { run, runAsync } from "./exec.ts";
+import { run } from "./exec.ts";
 
 export const NETNS_DIR = "/var/run/netns";
 
@@ -42,9 +42,4 @@ export function deleteNetnsWithPrefix(prefix: string): string[] {
   const victims = listNetns().filter((n) => n.startsWith(prefix));
   for (const n of victims) deleteNetns(n);
   return victims;
-}
-
-/** Runs argv inside the named namespace (nsenter: no /sys remount, cheaper than `ip netns exec`). */
-export function nsExec(name: string, argv: string[], opts: { stdin?: string; allowFail?: boolean; env?: Record<string, string | undefined>; timeoutMs?: number } = {}) {
-  return runAsync(["nsenter", `--net=${netnsPath(name)}`, ...argv], opts);
 }
