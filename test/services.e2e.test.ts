@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { inNetns } from "../agent/sys/exec.ts";
+import { OutputWatcher } from "../agent/demo/lab.ts";
 import { SKEIN, pluginDir, useLab, useTempDir } from "./harness/index.ts";
 
 const lab = useLab("svc");
@@ -181,21 +182,14 @@ describe("established connections across an update", () => {
     await lab.exec("node", ["nft", "-f", "-"], { stdin: full });
 
     const proc = Bun.spawn(inNetns(lab.path("client"), [SKEIN, "probe", "session", "10.96.0.50", "80"]), { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
-    const reader = proc.stdout.getReader();
-    let seen = "";
+    const output = new OutputWatcher(proc.stdout);
     const waitFor = async (what: string, ms = 3000) => {
-      const deadline = Date.now() + ms;
-      while (!seen.includes(what)) {
-        const left = deadline - Date.now();
-        if (left <= 0) throw new Error(`no ${JSON.stringify(what)} from the session within ${ms} ms; got ${JSON.stringify(seen)}`);
-        const r = await Promise.race([reader.read(), Bun.sleep(left).then(() => ({ done: true, value: undefined }))]);
-        if (r.done) throw new Error(`session ended; got ${JSON.stringify(seen)}`);
-        seen += new TextDecoder().decode(r.value);
-      }
+      const r = await output.until(what, ms);
+      if (r !== "found") throw new Error(`no ${JSON.stringify(what)} from the session (${r} after ${ms} ms); got ${JSON.stringify(output.text)}`);
     };
     try {
       await waitFor("\n");
-      const pinned = seen.split(" ")[0]!.replace("pod-", "");
+      const pinned = output.text.split(" ")[0]!.replace("pod-", "");
       const removed = backends.find((b) => b !== pinned)!;
       writeFileSync(`${tmp}/live-b.json`, JSON.stringify(live(backends.filter((b) => b !== removed))));
       const delta = Bun.spawnSync([SKEIN, "tables", "--state", `${tmp}/live-b.json`, "--since", `${tmp}/live-a.json`, "--nft"]).stdout.toString();

@@ -1,6 +1,7 @@
 // The CLI dispatcher. Subcommands that a later part of skein fills in say so and exit 69
 // (EX_UNAVAILABLE) instead of pretending; usage errors exit 2.
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { DEMO_PREFIX, TEST_PREFIX } from "../demo/lab.ts";
 import { versionInfo } from "../version.ts";
 
 export const EXIT_USAGE = 2;
@@ -136,7 +137,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   program
     .command("cleanup")
     .description("remove what the demo and the tests left behind, and optionally skein's datapath on this host")
-    .addOption(new Option("--prefix <prefix...>", "network namespace name prefixes to remove").default(["skdemo-", "skt-"]))
+    .addOption(new Option("--prefix <prefix...>", "network namespace name prefixes to remove").default([DEMO_PREFIX, TEST_PREFIX]))
     .option("--datapath", "also remove skein's nftables tables and pod host links in the current network namespace")
     .option("--dry-run", "only print what would be removed")
     .action(async (o: { prefix: string[]; datapath?: boolean; dryRun?: boolean }) => {

@@ -1,12 +1,18 @@
 // Side effects of pod wiring. Changes go through rtnetlink in-process (agent/sys/netlink.ts),
-// or through `ip -batch` when SKEIN_NETLINK=off or netlink cannot be used; reads, which only
-// CHECK needs, use `ip -j` so CHECK compares structured state, not scraped text.
+// or through `ip -batch` when SKEIN_NETLINK=off; reads, which only CHECK needs, use `ip -j`
+// so CHECK compares structured state, not scraped text.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { ipIn, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { renderIpBatch, type LinkOp } from "./plan.ts";
 
 const useNetlink = () => process.env.SKEIN_NETLINK !== "off";
+
+/** /proc/sys/net is this process's namespace's: a sysctl op can only be for the node. */
+function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl" }>): void {
+  if (netns) throw new Error(`sysctl ${o.key} can only be set in the node's namespace`);
+  writeFileSync(`/proc/sys/net/${o.key}`, o.value);
+}
 
 /** Carries out ops in the namespace at `netns` (undefined: this process's). */
 export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
@@ -29,8 +35,7 @@ function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
           nl.addVeth({ name: o.name, mac: o.mac, mtu: o.mtu, peer: o.peer });
           break;
         case "sysctl":
-          if (netns) throw new Error(`sysctl ${o.key} can only be set in the node's namespace`);
-          writeFileSync(`/proc/sys/net/${o.key}`, o.value);
+          writeSysctl(netns, o);
           break;
         case "up":
           nl.setUp(o.dev);
@@ -65,9 +70,8 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
       continue;
     }
     if (o.op === "sysctl") {
-      if (netns) throw new Error(`sysctl ${o.key} can only be set in the node's namespace`);
       flush();
-      writeFileSync(`/proc/sys/net/${o.key}`, o.value);
+      writeSysctl(netns, o);
     }
   }
   flush();

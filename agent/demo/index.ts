@@ -4,10 +4,9 @@
 import { mkdtempSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { CniRuntime, type Conflist } from "../cni/runtime.ts";
-import { Lab } from "./lab.ts";
+import { DEMO_PREFIX, Lab } from "./lab.ts";
 import { skeinBinary } from "./skein-bin.ts";
 
-export const DEMO_PREFIX = "skdemo-";
 
 interface Check {
   what: string;

@@ -5,11 +5,46 @@ import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../sys/netns.ts";
 import { inNetns, run, runAsync, type ExecResult } from "../sys/exec.ts";
 import type { Subprocess } from "bun";
 
+/** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup` default). */
+export const DEMO_PREFIX = "skdemo-";
+export const TEST_PREFIX = "skt-";
+
 export interface ProbeResult {
   ok: boolean;
   /** the server's answer: "<server name> <peer address it saw>" */
   answer: string;
   error: string;
+}
+
+/**
+ * What a child process prints, read as it comes: `until` waits, with a deadline, for the
+ * output to contain some text. A read that a deadline interrupts is kept for the next call,
+ * so no chunk is lost.
+ */
+export class OutputWatcher {
+  text = "";
+  private readonly reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> };
+  private readonly decoder = new TextDecoder();
+  private pending: Promise<{ done: boolean; value?: Uint8Array }> | undefined;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    this.reader = stream.getReader();
+  }
+
+  async until(what: string, timeoutMs: number): Promise<"found" | "ended" | "timeout"> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.text.includes(what)) {
+      const left = deadline - Date.now();
+      if (left <= 0) return "timeout";
+      this.pending ??= this.reader.read();
+      const chunk = await Promise.race([this.pending, Bun.sleep(left).then(() => undefined)]);
+      if (chunk === undefined) return "timeout";
+      this.pending = undefined;
+      if (chunk.done) return "ended";
+      this.text += this.decoder.decode(chunk.value, { stream: true });
+    }
+    return "found";
+  }
 }
 
 export class Lab {
@@ -64,20 +99,12 @@ export class Lab {
     if (o.udp !== undefined) argv.push("--udp", String(o.udp));
     const proc = Bun.spawn(inNetns(this.path(short), argv), { stdout: "pipe", stderr: "pipe" });
     this.servers.push(proc);
-    const reader = proc.stdout.getReader();
-    const deadline = Date.now() + timeoutMs;
-    let seen = "";
-    while (!seen.includes("ready")) {
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`probe server ${o.name} in ${this.name(short)} not ready within ${timeoutMs} ms`);
-      const chunk = await Promise.race([reader.read(), Bun.sleep(left).then(() => ({ done: true, value: undefined }))]);
-      if (chunk.done) {
-        const err = await new Response(proc.stderr).text();
-        throw new Error(`probe server ${o.name} in ${this.name(short)} exited: ${err.trim()}`);
-      }
-      seen += new TextDecoder().decode(chunk.value);
+    const ready = await new OutputWatcher(proc.stdout).until("ready", timeoutMs);
+    if (ready === "timeout") throw new Error(`probe server ${o.name} in ${this.name(short)} not ready within ${timeoutMs} ms`);
+    if (ready === "ended") {
+      const err = await new Response(proc.stderr).text();
+      throw new Error(`probe server ${o.name} in ${this.name(short)} exited: ${err.trim()}`);
     }
-    reader.releaseLock();
   }
 
   async connect(short: string, proto: "tcp" | "udp", host: string, port: number, timeoutMs = 2000): Promise<ProbeResult> {

@@ -4,12 +4,11 @@ import { afterAll } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import { Lab } from "../../agent/demo/lab.ts";
+import { Lab, TEST_PREFIX } from "../../agent/demo/lab.ts";
 import { inNetns, run } from "../../agent/sys/exec.ts";
 
 export const SKEIN = resolve(import.meta.dir, "../../dist/skein");
 export const REFERENCE_CNI = "/usr/lib/cni";
-export const TEST_PREFIX = "skt-";
 
 if (!existsSync(SKEIN)) throw new Error(`${SKEIN} is missing: run 'bun run build' before the tests`);
 
