@@ -77,8 +77,14 @@ describe("target ids", () => {
     }
     const ids = second.targets.map((t) => t.id);
     expect(new Set(ids).size).toBe(ids.length);
-    // the new service takes the smallest id left free by the removed one
+    // the new service never takes an id freed by the same change (a delta would repoint a
+    // live id at other backends); the smallest id unused by both compiles
     const freed = first.targets.filter((t) => t.service.startsWith("default/web")).map((t) => t.id);
-    expect(second.targets.find((t) => t.service.startsWith("default/new"))!.id).toBe(Math.min(...freed));
+    const newId = second.targets.find((t) => t.service.startsWith("default/new"))!.id;
+    expect(freed).not.toContain(newId);
+    expect(newId).toBe(Math.max(...first.targets.map((t) => t.id)) + 1);
+    // one compile later, freed ids are free again
+    const third = compile(clusterStateFrom([...fewer, svc("new", { clusterIP: "10.96.0.77", ports: [{ port: 80 }] }), svc("later", { clusterIP: "10.96.0.78", ports: [{ port: 80 }] })]).state, { ...opts, previous: second });
+    expect(third.targets.find((t) => t.service.startsWith("default/later"))!.id).toBe(Math.min(...freed));
   });
 });

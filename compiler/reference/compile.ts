@@ -165,15 +165,20 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
   return { frontends, targets };
 }
 
-/** Previous ids where the target existed before, else the smallest free ones, in order. */
+/**
+ * Previous ids where the target existed before, else the smallest ids free now and not used
+ * by the previous compile either: an id freed by this change is never handed to another
+ * target in the same change, so a delta never repoints a live id at other backends.
+ */
 function assignIds(targets: Target[], previous: Tables | undefined): void {
   const before = new Map((previous?.targets ?? []).map((t) => [targetKey(t), t.id]));
-  const used = new Set<number>();
+  const used = new Set<number>(before.values());
+  const kept = new Set<number>();
   for (const t of targets) {
     const id = before.get(targetKey(t));
-    if (id !== undefined && !used.has(id)) {
+    if (id !== undefined && !kept.has(id)) {
       t.id = id;
-      used.add(id);
+      kept.add(id);
     }
   }
   let next = 1;
