@@ -1,31 +1,170 @@
-// Keeps the kernel's table `inet skein` in step with compiled tables: the first sync (or one
-// that needs it) loads the table whole in one transaction; every later one applies only the
-// delta. A rejected transaction leaves the previous tables in force and is reported with
-// nft's message and the offending line; the next sync starts again from what is in force.
+// Keeps the kernel's table `inet skein` in step with compiled tables. The rings go to the
+// kernel as netlink batches (nfnl.ts), everything else as nft text through libnftables, in an
+// order that never lets traffic see a half-made state:
+//   delta:   1. ring batch: new ring chains, new and changed ring slots (a shrinking ring
+//               keeps its old slots, pointing at current backends, see ringBridge)
+//            2. nft text: target chains, verdict-map and set elements, removed target chains
+//            3. ring batch: slots and ring chains nothing reaches any more
+//   rebuild: the other bank's ring maps and chains are made and filled beside the live ones,
+//            then one nft transaction switches every target chain to them, then the old bank
+//            goes. Needed when the rings outgrow their maps' size. With no table of ours
+//            known yet (the first sync), the table is made new: skeleton, rings, targets.
+// Each step is one kernel transaction. A rejected step 1 or 2 leaves the previous tables in
+// force (step 2 undoes step 1) and is reported with what was refused; the next sync starts
+// again from what is in force.
 import type { Tables } from "../../compiler/reference/compile.ts";
+import { BatchBuilder, encodeRingOps, type Batch } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
-import { model, renderDelta, renderFull, type Model } from "./render.ts";
+import {
+  addRingMap,
+  emptyModel,
+  model,
+  ringBridge,
+  ringCapacity,
+  ringDiff,
+  ringMap,
+  ringOpsEmpty,
+  ringSlots,
+  renderDelta,
+  renderSkeleton,
+  TABLE,
+  type Capacity,
+  type Model,
+  type RingOps,
+} from "./render.ts";
+
+/** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
+export interface BatchSink {
+  send(batch: Batch): void;
+}
 
 export interface SyncResult {
-  kind: "full" | "delta" | "none";
-  /** size of the transaction, in lines of nft script */
+  kind: "full" | "rebuild" | "delta" | "none";
+  /** lines of nft text applied */
   lines: number;
+  /** ring slots written or removed, and ring chains made or removed, over netlink */
+  ringOps: number;
   ms: number;
 }
 
+const count = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
+const lines = (s: string) => (s ? s.split("\n").length - 1 : 0);
+
 export class Datapath {
   private current: Model | undefined;
+  private capacity: Capacity = { 4: 0, 6: 0 };
+  /** step 3 of a delta that failed: retried before the next sync */
+  private pending: RingOps | undefined;
 
-  constructor(private readonly nft: Nft, private readonly ringFactor: number) {}
+  constructor(
+    private readonly nft: Nft,
+    private readonly sink: BatchSink,
+  ) {}
+
+  /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
+  assume(tables: Tables): void {
+    this.current = model(tables, 0);
+    const slots = ringSlots(this.current);
+    this.capacity = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+  }
 
   sync(tables: Tables, opts: { full?: boolean } = {}): SyncResult {
     const t0 = performance.now();
-    const next = model(tables, this.ringFactor);
-    let script = this.current && !opts.full ? renderDelta(this.current, next) : undefined;
-    const kind = script === undefined ? "full" : script === "" ? "none" : "delta";
-    script ??= renderFull(next);
-    if (script) this.nft.run(script); // throws NftError; `current` stays what is in force
+    if (this.pending) {
+      this.batch(this.pending);
+      this.pending = undefined;
+    }
+    const prev = this.current;
+    const bank = prev?.bank ?? 0;
+    let next = model(tables, bank);
+    const slots = ringSlots(next);
+    const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
+    let r: Omit<SyncResult, "ms">;
+    if (!prev || opts.full) r = this.cold(next, slots);
+    else if (!fits) {
+      next = model(tables, 1 - bank);
+      r = this.rebuild(prev, next, slots);
+    } else r = this.delta(prev, next);
     this.current = next;
-    return { kind, lines: script ? script.split("\n").length - 1 : 0, ms: performance.now() - t0 };
+    return { ...r, ms: performance.now() - t0 };
+  }
+
+  private batch(ops: RingOps, extra?: (b: BatchBuilder) => void): number {
+    const n = count(ops);
+    if (!n && !extra) return 0;
+    const b = new BatchBuilder(TABLE);
+    encodeRingOps(b, ops);
+    extra?.(b);
+    if (b.messages) this.sink.send(b.build());
+    return n;
+  }
+
+  /** A new table: skeleton, then every ring, then every target. */
+  private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
+    const cap = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+    const skeleton = renderSkeleton(next.bank, cap);
+    this.nft.run(skeleton);
+    this.capacity = cap;
+    const empty = emptyModel(next.bank);
+    const ringOps = this.batch(ringDiff(empty, next));
+    const text = renderDelta(empty, next);
+    if (text) this.nft.run(text);
+    return { kind: "full", lines: lines(skeleton) + lines(text), ringOps };
+  }
+
+  /** The other bank beside the live one, then one switch, then the old bank goes. */
+  private rebuild(prev: Model, next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
+    const cap = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+    const maps = [`${addRingMap(4, next.bank, cap[4])}`, `${addRingMap(6, next.bank, cap[6])}`].join("\n") + "\n";
+    this.nft.run(maps);
+    const fill = ringDiff(emptyModel(next.bank), next);
+    let ringOps: number;
+    try {
+      ringOps = this.batch(fill);
+    } catch (e) {
+      this.dropBank(next.bank, []);
+      throw e;
+    }
+    const text = renderDelta(prev, next);
+    try {
+      if (text) this.nft.run(text);
+    } catch (e) {
+      this.dropBank(next.bank, [...next.ringChains.keys()]);
+      throw e;
+    }
+    this.capacity = cap;
+    this.dropBank(prev.bank, [...prev.ringChains.keys()]);
+    return { kind: "rebuild", lines: lines(maps) + lines(text), ringOps: ringOps + prev.ringChains.size };
+  }
+
+  private dropBank(bank: number, chains: string[]): void {
+    this.batch({ addChains: [], delChains: chains, del: new Map(), add: new Map() }, (b) => {
+      b.deleteSet(ringMap(4, bank));
+      b.deleteSet(ringMap(6, bank));
+    });
+  }
+
+  private delta(prev: Model, next: Model): Omit<SyncResult, "ms"> {
+    const bridge = ringBridge(prev, next);
+    const before = ringDiff(prev, bridge);
+    const text = renderDelta(prev, next);
+    const after = ringDiff(bridge, next);
+    if (ringOpsEmpty(before) && !text && ringOpsEmpty(after)) return { kind: "none", lines: 0, ringOps: 0 };
+    let ringOps = this.batch(before);
+    try {
+      if (text) this.nft.run(text);
+    } catch (e) {
+      if (ringOps) this.batch(ringDiff(bridge, prev)); // undo step 1: the previous tables stay in force
+      throw e;
+    }
+    try {
+      ringOps += this.batch(after);
+    } catch (e) {
+      // what is in force is `next`, with some unreachable slots or chains left over
+      this.current = next;
+      this.pending = after;
+      throw e;
+    }
+    return { kind: "delta", lines: lines(text), ringOps };
   }
 }

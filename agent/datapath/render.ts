@@ -1,14 +1,15 @@
-// Renders compiled tables into nftables: a model of the table `inet skein` (its chains and
-// the elements of its sets and maps), a full transaction that replaces the table atomically,
-// and a delta transaction between two models that touches only what changed. Pure.
+// Renders compiled tables into nftables: a model of the table `inet skein` (its chains, the
+// elements of its sets and maps, and the Maglev rings), the nft text of a delta between two
+// models, and the ring operations between two models that go to the kernel as a netlink
+// batch (agent/datapath/nfnl.ts). Pure.
 //
 // Shape, chosen so that the number of sets, maps and rules that look them up stays constant
 // as services grow (the kernel finds a set by walking a list, and every element insert into a
 // map costs in proportion to the rules referencing it):
 //   svc4/svc6   verdict maps  daddr . l4proto . dport -> goto t_<target>
 //   t_<target>  one chain per target: set the mark to the target id, goto its ring chain
-//   ring…_<M>   one chain per (family, ring size, affinity): DNAT through the shared map
-//               be4/be6 keyed by mark . jhash(client) mod M
+//   ring…_<bank>_<M>  one chain per (family, affinity, ring size): DNAT through the shared
+//               map be4_<bank>/be6_<bank> keyed by mark . jhash(client) mod M
 //   noep4/noep6 frontends whose target has no backend: rejected at once, never black-holed
 //   t_<target>_m  the same for frontends that must be source-NATed (Cluster-policy NodePort,
 //               external and load-balancer addresses): it also sets MASQ_BIT in the
@@ -18,8 +19,13 @@
 // The packet mark carries the target id for the ring lookup (the first packet only, NAT runs
 // once per connection); the ct mark's top bit is the masquerade flag, and its other bits are
 // left for policy.
+//
+// The ring maps are fixed-size hashes (`size`: the kernel inserts into those ~3.5x faster
+// than into its resizable default). A bank (0 or 1) names one generation of ring maps and
+// ring chains: outgrowing a map's size builds the other bank beside the live one and switches
+// the target chains over in one transaction.
 import type { Tables, Target } from "../../compiler/reference/compile.ts";
-import { ringSize } from "../../compiler/reference/maglev.ts";
+import type { RingRule } from "./nfnl.ts";
 
 export const TABLE = "skein";
 export const MASQ_BIT = 0x80000000;
@@ -27,34 +33,45 @@ const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
 
 const proto = (p: string) => p.toLowerCase();
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
-const ringChain = (t: Pick<Target, "family" | "affinity" | "ringSize">) => `ring${t.family}${t.affinity ? "a" : ""}_${t.ringSize}`;
+export const ringMap = (family: 4 | 6, bank: number) => `be${family}_${bank}`;
+const ringChain = (t: Pick<Target, "family" | "affinity" | "ringSize">, bank: number) => `ring${t.family}${t.affinity ? "a" : ""}_${bank}_${t.ringSize}`;
 
-function ringRule(t: Pick<Target, "family" | "affinity" | "ringSize">): string {
-  const a = addr(t.family);
-  const client = t.affinity ? `${a} saddr` : `${a} saddr . th sport`;
-  return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${t.ringSize} seed 0x0 map @be${t.family}`;
+/** The ring rule as nft text: what nfnl.ts encodes, for listings and the one-file form. */
+function ringRuleText(r: RingRule): string {
+  const a = addr(r.family);
+  const client = r.affinity ? `${a} saddr` : `${a} saddr . th sport`;
+  return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${r.ringSize} seed 0x0 map @${r.map}`;
 }
 
-/**
- * Ring chains made with every full load: those for 1 to PRESET_BACKENDS backends. nft 1.0.6
- * cannot add a rule that looks up `be4` once the map exists in the kernel (it re-reads the
- * map's `typeof … th dport` as conflicting with the rule's protocols), so a delta can never
- * create a ring chain; with these made up front, only a service growing past this many
- * backends (or a new ring factor) costs a full resync.
- */
-export const PRESET_BACKENDS = 64;
-
-/** Set and map declarations: fixed, whatever the services. */
-const SETS: Record<string, string> = {};
-for (const fam of [4, 6] as const) {
-  const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
-  SETS[`svc${fam}`] = `map svc${fam} { type ${type} . inet_proto . inet_service : verdict; }`;
-  SETS[`noep${fam}`] = `set noep${fam} { type ${type} . inet_proto . inet_service; }`;
-  SETS[`hairpin${fam}`] = `set hairpin${fam} { type ${type} . ${type}; }`;
-  // `typeof` gives the key the width of a mark and a hash; the syntax needs some
-  // transport-free expression for it.
-  SETS[`be${fam}`] = `map be${fam} { typeof meta mark . numgen inc mod 2 : ${addr(fam)} daddr . th dport; }`;
+/** Ring map sizes: room for 25% growth before a bank switch, and never below 4096. */
+export function ringCapacity(slots: number): number {
+  let c = 4096;
+  while (c < slots * 1.25) c *= 2;
+  return c;
 }
+
+export interface Capacity {
+  4: number;
+  6: number;
+}
+
+/** Set and map declarations: fixed, whatever the services (the ring maps per bank). */
+function sets(bank: number, cap: Capacity): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const fam of [4, 6] as const) {
+    const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
+    out[`svc${fam}`] = `map svc${fam} { type ${type} . inet_proto . inet_service : verdict; }`;
+    out[`noep${fam}`] = `set noep${fam} { type ${type} . inet_proto . inet_service; }`;
+    out[`hairpin${fam}`] = `set hairpin${fam} { type ${type} . ${type}; }`;
+  }
+  for (const fam of [4, 6] as const) out[ringMap(fam, bank)] = ringMapDecl(fam, bank, cap[fam]);
+  return out;
+}
+
+// `typeof` gives the key the width of a mark and a hash; the syntax needs some transport-free
+// expression for it.
+const ringMapDecl = (fam: 4 | 6, bank: number, size: number) => `map ${ringMap(fam, bank)} { typeof meta mark . numgen inc mod 2 : ${addr(fam)} daddr . th dport; size ${size}; }`;
+export const addRingMap = (fam: 4 | 6, bank: number, size: number) => `add ${ringMapDecl(fam, bank, size).replace(/^map /, `map inet ${TABLE} `)}`;
 
 /** Base chains: fixed too. -100 is dstnat (nft 1.0.6 takes the name only in prerouting). */
 function baseChains(): Map<string, string[]> {
@@ -83,31 +100,33 @@ export interface RingModel {
   backends: string[];
   /** slot -> index into backends */
   ring: Int32Array;
+  /** a ring of ringBridge: its slots are not those its backends and size alone give */
+  bridged?: boolean;
 }
 
 export interface Model {
-  /** regular chains (ring and target chains) with their rules */
+  /** which generation of ring maps and ring chains the target chains use */
+  bank: number;
+  /** target chains with their rules */
   chains: Map<string, string[]>;
   /** set/map name -> element key -> value ("" for a set); the rings are kept apart */
   elements: Map<string, Map<string, string>>;
-  /** target id -> its ring: the elements `id . slot : backend` of be4/be6, kept as arrays
+  /** target id -> its ring: the elements `id . slot : backend` of the ring map, kept as arrays
    * (millions of slots at 10k services would not fit a Map of strings in time) */
   rings: Map<number, RingModel>;
+  /** ring chains the targets use, with their rule */
+  ringChains: Map<string, RingRule>;
 }
 
-export function model(tables: Tables, ringFactor: number): Model {
-  const elements = new Map<string, Map<string, string>>(Object.keys(SETS).filter((n) => !n.startsWith("be")).map((n) => [n, new Map()]));
-  const rings = new Map<number, RingModel>();
-  const el = (set: string, k: string, v = "") => elements.get(set)!.set(k, v);
-  const chains = new Map<string, string[]>();
-  for (let n = 1; n <= PRESET_BACKENDS; n++) {
-    for (const family of [4, 6] as const) {
-      for (const affinity of [false, true]) {
-        const r = { family, affinity, ringSize: ringSize(n, ringFactor) };
-        chains.set(ringChain(r), [ringRule(r)]);
-      }
-    }
-  }
+const ELEMENT_SETS = ["svc4", "noep4", "hairpin4", "svc6", "noep6", "hairpin6"];
+
+export function emptyModel(bank: number): Model {
+  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), rings: new Map(), ringChains: new Map() };
+}
+
+export function model(tables: Tables, bank = 0): Model {
+  const md = emptyModel(bank);
+  const el = (set: string, k: string, v = "") => md.elements.get(set)!.set(k, v);
   const byId = new Map(tables.targets.map((t) => [t.id, t]));
   for (const f of tables.frontends) {
     const k = `${f.ip} . ${proto(f.protocol)} . ${f.port}`;
@@ -118,23 +137,21 @@ export function model(tables: Tables, ringFactor: number): Model {
   for (const t of tables.targets) {
     for (const b of t.backends) el(`hairpin${t.family}`, `${b.ip} . ${b.ip}`);
     if (!t.ringSize) continue;
-    rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), ring: t.ring });
-    chains.set(ringChain(t), [ringRule(t)]);
-    chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${ringChain(t)} comment "${t.service} ${t.scope}"`]);
-    if (masq.has(t.id)) chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${ringChain(t)}`]);
+    md.rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), ring: t.ring });
+    const chain = ringChain(t, bank);
+    md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
+    md.chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`]);
+    if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${chain}`]);
   }
-  return { chains, elements, rings };
+  return md;
 }
 
-function ringElements(id: number, r: RingModel, slots?: number[]): string[] {
-  const out: string[] = [];
-  if (slots) for (const s of slots) out.push(`${id} . ${s} : ${r.backends[r.ring[s]!]}`);
-  else for (let s = 0; s < r.ring.length; s++) out.push(`${id} . ${s} : ${r.backends[r.ring[s]!]}`);
-  return out;
+/** Ring slots in use per family: what the ring maps must hold. */
+export function ringSlots(md: Pick<Model, "rings">): Capacity {
+  const n = { 4: 0, 6: 0 };
+  for (const r of md.rings.values()) n[r.family] += r.ring.length;
+  return n;
 }
-
-const sameRing = (a: RingModel, b: RingModel) =>
-  a.family === b.family && a.ring.length === b.ring.length && a.backends.length === b.backends.length && a.backends.every((x, i) => x === b.backends[i]) && a.ring.every((x, i) => x === b.ring[i]);
 
 const elem = (k: string, v: string) => (v ? `${k} : ${v}` : k);
 /** Elements per command line: nft parses one huge line slower than several. */
@@ -148,31 +165,36 @@ function elementLines(verb: "add" | "delete", set: string, items: string[]): str
 
 const chainBlock = (name: string, rules: string[]) => [`add chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`)];
 
-/** One transaction that replaces the table whole. */
-export function renderFull(md: Model): string {
+/**
+ * The table without targets: sets, ring maps of `bank`, base chains. Replaces whatever table
+ * was there; what the targets need follows as ring batches and a delta from emptyModel.
+ */
+export function renderSkeleton(bank: number, cap: Capacity): string {
   const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE}`];
-  for (const decl of Object.values(SETS)) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
-  for (const [name, rules] of md.chains) out.push(...chainBlock(name, rules));
+  for (const decl of Object.values(sets(bank, cap))) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
   for (const [name, [head, ...rules]] of baseChains()) {
     out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
-  }
-  for (const [set, items] of md.elements) out.push(...elementLines("add", set, [...items].map(([k, v]) => elem(k, v))));
-  for (const fam of [4, 6] as const) {
-    const items: string[] = [];
-    for (const [id, r] of md.rings) if (r.family === fam) items.push(...ringElements(id, r));
-    out.push(...elementLines("add", `be${fam}`, items));
   }
   return out.join("\n") + "\n";
 }
 
 /**
- * One transaction from `prev` to `next`: element deletes and adds, new chains, rewritten
- * chains and removed chains, ordered so that nothing is referenced before it exists or after
- * it is gone. Empty when nothing changed; undefined when only a full load can get there
- * (a new ring chain: see PRESET_BACKENDS).
+ * The whole table as one nft transaction, rings included: what `skein tables --nft` prints
+ * and what `nft -f` can load by itself. The agent loads the same content faster, as the
+ * skeleton, a ring batch and a delta.
  */
-export function renderDelta(prev: Model, next: Model): string | undefined {
-  for (const name of next.chains.keys()) if (name.startsWith("ring") && !prev.chains.has(name)) return undefined;
+export function renderFull(md: Model, cap: Capacity = { 4: ringCapacity(ringSlots(md)[4]), 6: ringCapacity(ringSlots(md)[6]) }): string {
+  const skeleton = renderSkeleton(md.bank, cap);
+  const rings = renderRingOps(ringDiff(emptyModel(md.bank), md));
+  return skeleton + rings + renderDelta(emptyModel(md.bank), md);
+}
+
+/**
+ * The nft text from `prev` to `next` for everything but the rings: target chains that are
+ * new or changed, element deletes and adds, and removed target chains. Ring chains and ring
+ * slots a new target needs must be in place before it (ringDiff); empty when nothing changed.
+ */
+export function renderDelta(prev: Model, next: Model): string {
   const out: string[] = [];
   // 1. chains that are new, or whose rules changed (flush and refill: one chain, not a table)
   for (const [name, rules] of next.chains) {
@@ -192,34 +214,103 @@ export function renderDelta(prev: Model, next: Model): string | undefined {
     for (const [k, v] of items) if (before.get(k) !== v) add.push(elem(k, v));
     out.push(...elementLines("delete", set, del), ...elementLines("add", set, add));
   }
-  for (const fam of [4, 6] as const) {
-    const del: string[] = [];
-    const add: string[] = [];
-    for (const [id, before] of prev.rings) {
-      if (before.family !== fam) continue;
-      const now = next.rings.get(id);
-      if (!now || now.family !== fam) for (let s = 0; s < before.ring.length; s++) del.push(`${id} . ${s}`);
-    }
-    for (const [id, now] of next.rings) {
-      if (now.family !== fam) continue;
-      const before = prev.rings.get(id);
-      if (!before || before.family !== fam) {
-        add.push(...ringElements(id, now));
-        continue;
-      }
-      if (sameRing(before, now)) continue;
-      const changed: number[] = [];
-      for (let s = 0; s < now.ring.length; s++) {
-        if (s >= before.ring.length || before.backends[before.ring[s]!] !== now.backends[now.ring[s]!]) changed.push(s);
-      }
-      for (let s = now.ring.length; s < before.ring.length; s++) del.push(`${id} . ${s}`);
-      for (const s of changed) if (s < before.ring.length) del.push(`${id} . ${s}`);
-      add.push(...ringElements(id, now, changed));
-    }
-    out.push(...elementLines("delete", `be${fam}`, del), ...elementLines("add", `be${fam}`, add));
+  // 3. target chains no longer wanted (the verdict map elements that jumped to them are gone)
+  for (const name of prev.chains.keys()) if (!next.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
+  return out.length ? out.join("\n") + "\n" : "";
+}
+
+/** One ring slot to write or remove: slot `slot` of target `id`; `r` holds the new value. */
+export interface SlotOp {
+  id: number;
+  slot: number;
+  r?: RingModel;
+}
+
+/** Ring chains to make or remove and ring slots to remove (`del`) or write (`add`). */
+export interface RingOps {
+  addChains: Array<[string, RingRule]>;
+  delChains: string[];
+  /** map name -> slots */
+  del: Map<string, SlotOp[]>;
+  add: Map<string, SlotOp[]>;
+}
+
+const ringOpCount = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
+export const ringOpsEmpty = (o: RingOps) => ringOpCount(o) === 0;
+
+/**
+ * The ring operations from the rings of `a` to those of `b` (both of one bank): chains `b`
+ * needs and `a` lacks, slots that differ (removed, then written: the kernel refuses to
+ * overwrite an element's value), slots `a` had and `b` does not, chains only `a` used.
+ */
+export function ringDiff(a: Pick<Model, "rings" | "ringChains" | "bank">, b: Pick<Model, "rings" | "ringChains" | "bank">): RingOps {
+  const ops: RingOps = { addChains: [], delChains: [], del: new Map(), add: new Map() };
+  const list = (m: Map<string, SlotOp[]>, fam: 4 | 6, bank: number) => {
+    const name = ringMap(fam, bank);
+    let l = m.get(name);
+    if (!l) m.set(name, (l = []));
+    return l;
+  };
+  for (const [name, rule] of b.ringChains) if (!a.ringChains.has(name)) ops.addChains.push([name, rule]);
+  for (const name of a.ringChains.keys()) if (!b.ringChains.has(name)) ops.delChains.push(name);
+  for (const [id, ra] of a.rings) {
+    const rb = b.rings.get(id);
+    if (rb && rb.family === ra.family && a.bank === b.bank) continue;
+    const dl = list(ops.del, ra.family, a.bank);
+    for (let s = 0; s < ra.ring.length; s++) dl.push({ id, slot: s });
   }
-  // 3. chains no longer wanted: target chains first, then the ring chains they jumped to
-  const gone = [...prev.chains.keys()].filter((n) => !next.chains.has(n)).sort((a, b) => Number(a.startsWith("ring")) - Number(b.startsWith("ring")));
-  for (const name of gone) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
+  for (const [id, rb] of b.rings) {
+    const ra = a.rings.get(id);
+    const ad = list(ops.add, rb.family, b.bank);
+    if (!ra || ra.family !== rb.family || a.bank !== b.bank) {
+      for (let s = 0; s < rb.ring.length; s++) ad.push({ id, slot: s, r: rb });
+      continue;
+    }
+    // a ring is a function of its backends and its size: same both, same slots
+    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && ra.backends.length === rb.backends.length && ra.backends.every((x, i) => x === rb.backends[i]))) continue;
+    const dl = list(ops.del, rb.family, b.bank);
+    const n = Math.min(ra.ring.length, rb.ring.length);
+    for (let s = 0; s < n; s++) {
+      if (ra.backends[ra.ring[s]!] === rb.backends[rb.ring[s]!]) continue;
+      dl.push({ id, slot: s });
+      ad.push({ id, slot: s, r: rb });
+    }
+    for (let s = n; s < rb.ring.length; s++) ad.push({ id, slot: s, r: rb });
+    for (let s = n; s < ra.ring.length; s++) dl.push({ id, slot: s });
+  }
+  for (const m of [ops.del, ops.add]) for (const [k, v] of m) if (!v.length) m.delete(k);
+  return ops;
+}
+
+/**
+ * The rings half-way from `a` to `b`, what the first batch of a delta leaves: every ring of
+ * `b` in place, rings only `a` has still there (their target chains are still reachable until
+ * the nft delta removes them), chains of both, and a shrinking ring keeping its old slots
+ * beyond the new size, filled from the new ring, so that a lookup through the old modulus
+ * finds a current backend until the target chain switches.
+ */
+export function ringBridge(a: Model, b: Model): Pick<Model, "rings" | "ringChains" | "bank"> {
+  const rings = new Map(a.rings);
+  for (const [id, rb] of b.rings) {
+    const ra = a.rings.get(id);
+    if (!ra || ra.ring.length <= rb.ring.length || ra.family !== rb.family) {
+      rings.set(id, rb);
+      continue;
+    }
+    const ring = new Int32Array(ra.ring.length);
+    for (let s = 0; s < ring.length; s++) ring[s] = rb.ring[s % rb.ring.length]!;
+    rings.set(id, { ...rb, ring, bridged: true });
+  }
+  return { bank: b.bank, rings, ringChains: new Map([...a.ringChains, ...b.ringChains]) };
+}
+
+/** Ring operations as nft text (for `skein tables --nft` and for people). */
+export function renderRingOps(o: RingOps): string {
+  const out: string[] = [];
+  for (const [name, rule] of o.addChains) out.push(...chainBlock(name, [ringRuleText(rule)]));
+  const slot = (op: SlotOp) => `${op.id} . ${op.slot}`;
+  for (const [set, ops] of o.del) out.push(...elementLines("delete", set, ops.map(slot)));
+  for (const [set, ops] of o.add) out.push(...elementLines("add", set, ops.map((op) => `${slot(op)} : ${op.r!.backends[op.r!.ring[op.slot]!]}`)));
+  for (const name of o.delChains) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
   return out.length ? out.join("\n") + "\n" : "";
 }

@@ -56,7 +56,11 @@ const NDA_DST = 1;
 const NDA_LLADDR = 2;
 const NUD_PERMANENT = 0x80;
 
-const ERRNO: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 17: "EEXIST", 19: "ENODEV", 22: "EINVAL", 95: "EOPNOTSUPP", 101: "ENETUNREACH" };
+const ERRNO: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 16: "EBUSY", 17: "EEXIST", 19: "ENODEV", 22: "EINVAL", 23: "ENFILE", 34: "ERANGE", 95: "EOPNOTSUPP", 101: "ENETUNREACH" };
+const SOL_SOCKET = 1;
+const SO_SNDBUFFORCE = 32;
+const SOL_NETLINK = 270;
+const NETLINK_CAP_ACK = 10;
 
 let libc: ReturnType<typeof openLibc> | undefined;
 function openLibc() {
@@ -66,6 +70,7 @@ function openLibc() {
     recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64 },
     close: { args: [FFIType.i32], returns: FFIType.i32 },
     setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
+    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
   }).symbols;
 }
 
@@ -149,22 +154,21 @@ export class Netlink {
   private readonly buf = new Uint8Array(65536);
   private constructor(private readonly fd: number) {}
 
-  /** A netfilter (nftables) netlink socket in the caller's namespace, for cheap reads. */
-  static openNetfilter(): Netlink {
-    libc ??= openLibc();
-    return new Netlink(Netlink.socket(NETLINK_NETFILTER));
+  /** A netfilter (nftables) netlink socket in the caller's namespace or the one at `netnsPath`. */
+  static openNetfilter(netnsPath?: string): Netlink {
+    return Netlink.open(netnsPath, NETLINK_NETFILTER);
   }
 
   /** A socket in the namespace at `netnsPath`, or in the caller's when undefined. */
-  static open(netnsPath?: string): Netlink {
+  static open(netnsPath?: string, protocol = NETLINK_ROUTE): Netlink {
     libc ??= openLibc();
-    if (!netnsPath) return new Netlink(Netlink.socket());
+    if (!netnsPath) return new Netlink(Netlink.socket(protocol));
     const target = openSync(netnsPath, "r");
     const home = openSync("/proc/thread-self/ns/net", "r");
     try {
       if (libc.setns(target, CLONE_NEWNET) !== 0) throw new Error(`cannot enter network namespace ${netnsPath}`);
       try {
-        return new Netlink(Netlink.socket());
+        return new Netlink(Netlink.socket(protocol));
       } finally {
         if (libc.setns(home, CLONE_NEWNET) !== 0) {
           // Staying in the pod's namespace would misdirect everything after this: stop here.
@@ -208,6 +212,41 @@ export class Netlink {
             return replies;
           }
           replies.push(this.buf.slice(off, off + len));
+        }
+        if (len < 16) break;
+        off += align4(len);
+      }
+    }
+  }
+
+  /**
+   * Sends an nftables batch (agent/datapath/nfnl.ts) as one message and waits for the ack of
+   * its last message. The kernel applies a batch whole or not at all; a refused one is
+   * reported with what its first failing message did. Root may size the socket's send buffer
+   * to the batch, so a million ring slots go in one send.
+   */
+  sendBatch(b: { bytes: Uint8Array; what: Map<number, string>; lastSeq: number }): void {
+    const size = new Int32Array([Math.min(0x7fffffff, b.bytes.length + 65536)]);
+    libc!.setsockopt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, ptr(size), 4);
+    const one = new Int32Array([1]);
+    libc!.setsockopt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, ptr(one), 4); // errors without the echoed request
+    const sent = Number(libc!.send(this.fd, ptr(b.bytes), b.bytes.length, 0));
+    if (sent !== b.bytes.length) throw new Error(`nftables batch of ${b.bytes.length} bytes: netlink send failed (${sent})`);
+    let failure: NetlinkError | undefined;
+    for (;;) {
+      const n = Number(libc!.recv(this.fd, ptr(this.buf), this.buf.length, 0));
+      if (n <= 0) throw new Error("nftables batch: netlink recv failed");
+      const dv = new DataView(this.buf.buffer, 0, n);
+      for (let off = 0; off + 16 <= n; ) {
+        const len = dv.getUint32(off, true);
+        const seq = dv.getUint32(off + 8, true);
+        if (dv.getUint16(off + 4, true) === NLMSG_ERROR) {
+          const err = -dv.getInt32(off + 16, true);
+          if (err !== 0) failure ??= new NetlinkError(`nftables refused the batch at "${b.what.get(seq) ?? `message ${seq}`}"`, err);
+          if (seq === b.lastSeq) {
+            if (failure) throw failure;
+            return;
+          }
         }
         if (len < 16) break;
         off += align4(len);
