@@ -78,9 +78,9 @@ test("tables --state compiles a YAML file, names every rejected object and keeps
     expect(r.code).toBe(1);
     expect(r.err).toContain("skipped Service default/bad: spec.ports[0].port: 0 is not a port (1-65535)");
     expect(r.out).toMatch(/10\.96\.0\.10:80\/TCP\s+cluster\s+t1/);
-    expect(r.out).toMatch(/default\/web:80\/TCP\s+internal\s+29\s+10\.244\.1\.2:8080/);
+    expect(r.out).toMatch(/default\/web:80\/TCP\s+internal\s+11\s+10\.244\.1\.2:8080/); // default ring factor 10: smallest prime >= 10
     const j = JSON.parse(skein(["tables", "--state", `${dir}/state.yaml`, "--json"]).out);
-    expect(j.targets[0].ring).toHaveLength(29);
+    expect(j.targets[0].ring).toHaveLength(11);
     expect(skein(["tables", "--state", `${dir}/missing.yaml`]).err).toContain("missing.yaml");
   }
 });

@@ -60,16 +60,17 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .description("compile cluster state and print the datapath tables")
     .option("--state <file>", "YAML or JSON list of Kubernetes objects (offline; without it: the running agent's tables)")
     .option("--json", "print JSON")
-    .option("--nft", "print the exact nftables transaction")
-    .option("--since <file>", "with --nft: the delta transaction from the tables of this earlier state file")
+    .option("--nft", "print the table as one nftables transaction (with --since: the three steps of the delta)")
+    .option("--since <file>", "with --nft or --apply: the delta from the tables of this earlier state file")
+    .option("--apply", "load the tables into this network namespace's nftables as the agent does (root)")
     .option("--node-name <name>", "node whose local endpoints the Local traffic policies select", "")
     .option("--node-ip <addr...>", "node addresses NodePorts listen on", [])
-    .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(25).argParser((s) => {
+    .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser((s) => {
       const n = Number(s);
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from 1 to 1000`);
       return n;
     }))
-    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number }) => {
+    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number }) => {
       if (!o.state) notYet("tables");
       const { tablesCommand } = await import("./tables.ts");
       process.exitCode = await tablesCommand({ ...o, state: o.state }, out, err);

@@ -1,13 +1,15 @@
 // `skein tables --state FILE`: compiles a file of Kubernetes objects (a JSON list, a List
 // object, or YAML documents) and prints the datapath tables: readable, --json, or --nft (the
-// exact transaction the agent would apply for a full resync). The Maglev rings are filled by
-// the embedded compiler.wasm; the rest of the compile is still the TypeScript reference.
+// table as one nft transaction; with --since, the delta's steps). --apply loads them into the
+// current network namespace the way the agent does (with --since: as a delta over the tables
+// of that earlier file, which the kernel must hold). The Maglev rings are filled by the
+// embedded compiler.wasm; the rest of the compile is still the TypeScript reference.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
 import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model, renderDelta, renderFull } from "../datapath/render.ts";
+import { model, renderDelta, renderFull, renderRingOps, ringBridge, ringDiff } from "../datapath/render.ts";
 
 export interface TablesOptions {
   state: string;
@@ -15,6 +17,7 @@ export interface TablesOptions {
   since?: string;
   json?: boolean;
   nft?: boolean;
+  apply?: boolean;
   nodeName: string;
   nodeIp: string[];
   ringFactor: number;
@@ -69,10 +72,25 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   // The earlier state compiles first, so that targets keep their ids into the new tables.
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, rings) : undefined;
   const tables = compile(state, { ...copts, previous: before }, rings);
-  if (o.nft && before) {
-    const delta = renderDelta(model(before, o.ringFactor), model(tables, o.ringFactor));
-    out(delta ?? renderFull(model(tables, o.ringFactor)));
-  } else if (o.nft) out(renderFull(model(tables, o.ringFactor)));
+  if (o.apply) {
+    const { Datapath } = await import("../datapath/datapath.ts");
+    const { openNft } = await import("../datapath/nft.ts");
+    const { Netlink } = await import("../sys/netlink.ts");
+    const nl = Netlink.openNetfilter();
+    try {
+      const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) });
+      if (before) dp.assume(before);
+      const r = dp.sync(tables);
+      out(o.json ? JSON.stringify(r) + "\n" : `applied ${r.kind}: ${r.lines} lines of nft, ${r.ringOps} ring operations over netlink, ${r.ms.toFixed(1)} ms\n`);
+    } finally {
+      nl.close();
+    }
+  } else if (o.nft && before) {
+    const prev = model(before);
+    const next = model(tables);
+    const bridge = ringBridge(prev, next);
+    out(`# 1. ring batch (netlink)\n${renderRingOps(ringDiff(prev, bridge))}# 2. nft\n${renderDelta(prev, next)}# 3. ring batch (netlink)\n${renderRingOps(ringDiff(bridge, next))}`);
+  } else if (o.nft) out(renderFull(model(tables)));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length ? 1 : 0;

@@ -1,7 +1,7 @@
 // `skein demo`: a virtual node in network namespaces, pods wired by skein's own CNI plugin
 // through the same conflist path a container runtime takes, and real packets proving who
 // reaches whom. Services and policy join the demo as those parts of skein land.
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
+import { mkdtempSync, mkdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { CniRuntime, type Conflist } from "../cni/runtime.ts";
 import { DEMO_PREFIX, Lab } from "./lab.ts";
@@ -82,11 +82,8 @@ export async function runDemo(o: { keep: boolean; log: (s: string) => void }): P
     }
 
     step("a Service: ClusterIP 10.96.0.10:80 -> pod-a, pod-b :8080, and one without endpoints");
-    const { clusterStateFrom } = await import("../../compiler/state.ts");
-    const { compile } = await import("../../compiler/reference/compile.ts");
-    const { loadCompiler, wasmRings } = await import("../../compiler/wasm.ts");
-    const { model, renderFull } = await import("../datapath/render.ts");
-    const { state, errors } = clusterStateFrom([
+    // loaded the way the agent loads them: compiled, then applied through the datapath
+    writeFileSync(`${work}/services.json`, JSON.stringify([
       { kind: "Service", metadata: { name: "web", namespace: "demo" }, spec: { clusterIP: "10.96.0.10", ports: [{ name: "http", port: 80, targetPort: "http" }] } },
       {
         kind: "EndpointSlice",
@@ -96,10 +93,8 @@ export async function runDemo(o: { keep: boolean; log: (s: string) => void }): P
         endpoints: [a, b].map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: "node1" })),
       },
       { kind: "Service", metadata: { name: "empty", namespace: "demo" }, spec: { clusterIP: "10.96.0.99", ports: [{ port: 80 }] } },
-    ]);
-    if (errors.length) throw new Error(errors.join("; "));
-    const tables = compile(state, { nodeName: "node1", nodeIPs: ["198.18.0.1"], ringFactor: 25 }, wasmRings(await loadCompiler()));
-    await lab.exec("node1", ["nft", "-f", "-"], { stdin: renderFull(model(tables, 25)) });
+    ]));
+    await lab.exec("node1", [bin, "tables", "--state", `${work}/services.json`, "--apply", "--node-name", "node1", "--node-ip", "198.18.0.1"]);
     const seen = new Set<string>();
     for (let i = 0; i < 20 && seen.size < 2; i++) {
       const r = await lab.connect("pod-a", "tcp", "10.96.0.10", 80);
