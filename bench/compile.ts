@@ -1,34 +1,18 @@
-// bench/compile: full compile of S services × 10 endpoints, the Maglev rings filled by
-// compiler.wasm against the TypeScript reference in the same run; the nft script rendered
-// from the result; and, as root, the kernel load of that script and of a one-endpoint delta
-// through libnftables, in a throwaway network namespace.
-// Usage: bun bench/compile.ts [ringFactor=25]
+// bench/compile: S services × 10 endpoints. The full compile with the Maglev rings filled by
+// compiler.wasm against the TypeScript reference in the same run; and, as root, in a
+// throwaway network namespace: the cold kernel load and a one-endpoint delta through the
+// datapath (as the agent applies them), beside iptables-restore of the same services in
+// kube-proxy's iptables shape (legacy and nft backends).
+// Usage: bun bench/compile.ts [ringFactor=10] [sizes=100,1000,10000]
 import { compile, referenceRings } from "../compiler/reference/compile.ts";
-import { clusterStateFrom } from "../compiler/state.ts";
 import { loadCompiler, wasmRings } from "../compiler/wasm.ts";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import { model, renderDelta, renderFull } from "../agent/datapath/render.ts";
 import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
+import { cluster } from "./cluster.ts";
 
-const ringFactor = Number(process.argv[2] ?? 25);
+const ringFactor = Number(process.argv[2] ?? 10);
+const sizes = (process.argv[3] ?? "100,1000,10000").split(",").map(Number);
 const wasm = wasmRings(await loadCompiler());
-
-function cluster(n: number, moved = -1) {
-  const objs: unknown[] = [];
-  for (let i = 0; i < n; i++) {
-    objs.push({ kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port: 80, targetPort: 8080 }] } });
-    objs.push({
-      kind: "EndpointSlice",
-      metadata: { name: `s${i}-1`, namespace: "default", labels: { "kubernetes.io/service-name": `s${i}` } },
-      addressType: "IPv4",
-      ports: [{ port: 8080 }],
-      endpoints: [...Array(10).keys()].map((e) => ({ addresses: [`10.${64 + e + (i === moved && e === 0 ? 100 : 0)}.${i >> 8}.${i & 255}`], conditions: { ready: true } })),
-    });
-  }
-  return clusterStateFrom(objs).state;
-}
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 function time(f: () => void, runs: number): number {
@@ -42,41 +26,58 @@ function time(f: () => void, runs: number): number {
   return median(t);
 }
 
+interface Kernel {
+  full: { ms: number; lines: number; ringOps: number };
+  delta: { ms: number; lines: number; ringOps: number };
+  rssMB: number;
+  iptRules: number;
+  legacyMs: number | null;
+  nftMs: number | null;
+}
+
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
 const root = process.getuid?.() === 0;
-const work = mkdtempSync(`${tmpdir()}/skein-bench-compile-`);
-console.log(`full compile, services × 10 endpoints, ring factor ${ringFactor} (median ms; rings by compiler.wasm vs the TypeScript reference;`);
-console.log(`kernel: one cold full load and one one-endpoint delta through libnftables in a fresh namespace${root ? "" : ", skipped: not root"})`);
-console.log(`${"services".padStart(8)} ${"ring".padStart(5)} ${"reference".padStart(10)} ${"wasm".padStart(8)} ${"ref/wasm".padStart(9)} ${"render".padStart(8)} ${"nft text".padStart(9)} ${"load".padStart(9)} ${"delta".padStart(7)} ${"delta lines".padStart(12)}`);
-for (const n of [100, 1000, 10000]) {
+const col = (s: string | number, w: number) => String(s).padStart(w);
+console.log(`services × 10 endpoints, ring factor ${ringFactor}. compile: median ms, rings by compiler.wasm vs the TypeScript reference.`);
+console.log(`kernel (fresh namespace${root ? "" : ", skipped: not root"}): skein cold load and one-endpoint delta through the datapath, ms;`);
+console.log(`iptables-restore of the same services in kube-proxy's iptables shape, ms (cut off after $IPT_LIMIT_MS, default 60 s); RSS of the loading process, MB`);
+console.log(
+  [col("services", 8), col("ring", 5), col("slots", 9), col("reference", 10), col("wasm", 8), col("ref/wasm", 9), col("skein load", 11), col("delta", 7), col("delta ops", 10), col("ipt-legacy", 11), col("ipt-nft", 9), col("ipt rules", 10), col("RSS", 6)].join(" "),
+);
+for (const n of sizes) {
   const state = cluster(n);
   const runs = n >= 10000 ? 5 : 15;
   const ref = time(() => compile(state, opts, referenceRings), runs);
   const w = time(() => compile(state, opts, wasm), runs);
   const tables = compile(state, opts, wasm);
-  let script = "";
-  const r = time(() => (script = renderFull(model(tables, ringFactor))), runs);
-  const moved = compile(cluster(n, Math.floor(n / 2)), { ...opts, previous: tables }, wasm);
-  const delta = renderDelta(model(tables, ringFactor), model(moved, ringFactor)) ?? "";
-  let load = "-";
-  let dms = "-";
+  const slots = tables.targets.reduce((s, t) => s + t.ringSize, 0);
+  let k: Kernel | undefined;
   if (root) {
     const ns = `skt-bcmp${Math.random().toString(36).slice(2, 6)}`;
     try {
       addNetns(ns);
-      writeFileSync(`${work}/full.nft`, script);
-      writeFileSync(`${work}/delta.nft`, delta);
-      const p = Bun.spawnSync(["nsenter", `--net=${netnsPath(ns)}`, process.execPath, resolve(import.meta.dir, "nft-apply.ts"), `${work}/full.nft`, `${work}/delta.nft`]);
+      const p = Bun.spawnSync(["nsenter", `--net=${netnsPath(ns)}`, process.execPath, resolve(import.meta.dir, "nft-apply.ts"), String(n), String(ringFactor)]);
       if (p.exitCode !== 0) throw new Error(p.stderr.toString());
-      const j = JSON.parse(p.stdout.toString()) as { fullMs: number; deltaMs: number };
-      load = `${j.fullMs.toFixed(0)}`;
-      dms = j.deltaMs.toFixed(1);
+      k = JSON.parse(p.stdout.toString()) as Kernel;
     } finally {
       deleteNetns(ns);
     }
   }
   console.log(
-    `${String(n).padStart(8)} ${String(tables.targets[0]!.ringSize).padStart(5)} ${ref.toFixed(1).padStart(10)} ${w.toFixed(1).padStart(8)} ${(ref / w).toFixed(2).padStart(8)}x ${r.toFixed(1).padStart(8)} ${(script.length / 1e6).toFixed(1).padStart(7)}MB ${load.padStart(9)} ${dms.padStart(7)} ${String(delta.split("\n").length - 1).padStart(12)}`,
+    [
+      col(n, 8),
+      col(tables.targets[0]!.ringSize, 5),
+      col(slots, 9),
+      col(ref.toFixed(1), 10),
+      col(w.toFixed(1), 8),
+      col(`${(ref / w).toFixed(2)}x`, 9),
+      col(k ? k.full.ms.toFixed(0) : "-", 11),
+      col(k ? k.delta.ms.toFixed(1) : "-", 7),
+      col(k ? `${k.delta.ringOps}+${k.delta.lines}` : "-", 10),
+      col(k ? (k.legacyMs === null ? "cut off" : k.legacyMs.toFixed(0)) : "-", 11),
+      col(k ? (k.nftMs === null ? "cut off" : k.nftMs.toFixed(0)) : "-", 9),
+      col(k ? k.iptRules : "-", 10),
+      col(k ? k.rssMB.toFixed(0) : "-", 6),
+    ].join(" "),
   );
 }
-rmSync(work, { recursive: true, force: true });
