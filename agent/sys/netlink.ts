@@ -198,21 +198,28 @@ export class Netlink {
     const bytes = m.bytes(seq);
     if (Number(libc!.send(this.fd, ptr(bytes), bytes.length, 0)) !== bytes.length) throw new Error(`${what}: netlink send failed`);
     const replies: Uint8Array[] = [];
+    this.receive(what, (type, msgSeq, off, len, dv) => {
+      if (msgSeq !== seq) return false;
+      if (type === NLMSG_ERROR) {
+        const err = -dv.getInt32(off + 16, true);
+        if (err !== 0) throw new NetlinkError(what, err);
+        return true;
+      }
+      replies.push(this.buf.slice(off, off + len));
+      return false;
+    });
+    return replies;
+  }
+
+  /** Reads messages and hands each to `visit` until it says the exchange is over. */
+  private receive(what: string, visit: (type: number, seq: number, off: number, len: number, dv: DataView) => boolean): void {
     for (;;) {
       const n = Number(libc!.recv(this.fd, ptr(this.buf), this.buf.length, 0));
       if (n <= 0) throw new Error(`${what}: netlink recv failed`);
       const dv = new DataView(this.buf.buffer, 0, n);
       for (let off = 0; off + 16 <= n; ) {
         const len = dv.getUint32(off, true);
-        const type = dv.getUint16(off + 4, true);
-        if (dv.getUint32(off + 8, true) === seq) {
-          if (type === NLMSG_ERROR) {
-            const err = -dv.getInt32(off + 16, true);
-            if (err !== 0) throw new NetlinkError(what, err);
-            return replies;
-          }
-          replies.push(this.buf.slice(off, off + len));
-        }
+        if (visit(dv.getUint16(off + 4, true), dv.getUint32(off + 8, true), off, len, dv)) return;
         if (len < 16) break;
         off += align4(len);
       }
@@ -233,25 +240,13 @@ export class Netlink {
     const sent = Number(libc!.send(this.fd, ptr(b.bytes), b.bytes.length, 0));
     if (sent !== b.bytes.length) throw new Error(`nftables batch of ${b.bytes.length} bytes: netlink send failed (${sent})`);
     let failure: NetlinkError | undefined;
-    for (;;) {
-      const n = Number(libc!.recv(this.fd, ptr(this.buf), this.buf.length, 0));
-      if (n <= 0) throw new Error("nftables batch: netlink recv failed");
-      const dv = new DataView(this.buf.buffer, 0, n);
-      for (let off = 0; off + 16 <= n; ) {
-        const len = dv.getUint32(off, true);
-        const seq = dv.getUint32(off + 8, true);
-        if (dv.getUint16(off + 4, true) === NLMSG_ERROR) {
-          const err = -dv.getInt32(off + 16, true);
-          if (err !== 0) failure ??= new NetlinkError(`nftables refused the batch at "${b.what.get(seq) ?? `message ${seq}`}"`, err);
-          if (seq === b.lastSeq) {
-            if (failure) throw failure;
-            return;
-          }
-        }
-        if (len < 16) break;
-        off += align4(len);
-      }
-    }
+    this.receive("nftables batch", (type, seq, off, _len, dv) => {
+      if (type !== NLMSG_ERROR) return false;
+      const err = -dv.getInt32(off + 16, true);
+      if (err !== 0) failure ??= new NetlinkError(`nftables refused the batch at "${b.what.get(seq) ?? `message ${seq}`}"`, err);
+      return seq === b.lastSeq;
+    });
+    if (failure) throw failure;
   }
 
   /**
