@@ -9,7 +9,7 @@ import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
 import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model, renderDelta, renderFull, renderRingOps, ringBridge, ringDiff } from "../datapath/render.ts";
+import { model, planDelta, renderFull, renderPlan } from "../datapath/render.ts";
 
 export interface TablesOptions {
   state: string;
@@ -85,12 +85,8 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
     } finally {
       nl.close();
     }
-  } else if (o.nft && before) {
-    const prev = model(before);
-    const next = model(tables);
-    const bridge = ringBridge(prev, next);
-    out(`# 1. ring batch (netlink)\n${renderRingOps(ringDiff(prev, bridge))}# 2. nft\n${renderDelta(prev, next)}# 3. ring batch (netlink)\n${renderRingOps(ringDiff(bridge, next))}`);
-  } else if (o.nft) out(renderFull(model(tables)));
+  } else if (o.nft && before) out(renderPlan(planDelta(model(before), model(tables))));
+  else if (o.nft) out(renderFull(tables));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length ? 1 : 0;

@@ -19,11 +19,11 @@ import {
   addRingMap,
   emptyModel,
   model,
-  ringBridge,
+  planDelta,
   ringCapacity,
   ringDiff,
   ringMap,
-  ringOpsEmpty,
+  ringOpCount,
   ringSlots,
   renderDelta,
   renderSkeleton,
@@ -47,7 +47,6 @@ export interface SyncResult {
   ms: number;
 }
 
-const count = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
 const lines = (s: string) => (s ? s.split("\n").length - 1 : 0);
 
 export class Datapath {
@@ -64,8 +63,7 @@ export class Datapath {
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
     this.current = model(tables, 0);
-    const slots = ringSlots(this.current);
-    this.capacity = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+    this.capacity = ringCapacity(ringSlots(tables));
   }
 
   sync(tables: Tables, opts: { full?: boolean } = {}): SyncResult {
@@ -75,22 +73,20 @@ export class Datapath {
       this.pending = undefined;
     }
     const prev = this.current;
-    const bank = prev?.bank ?? 0;
-    let next = model(tables, bank);
-    const slots = ringSlots(next);
+    const slots = ringSlots(tables);
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
+    // a bank switch when the rings outgrow their maps: the model names the other bank
+    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0));
     let r: Omit<SyncResult, "ms">;
     if (!prev || opts.full) r = this.cold(next, slots);
-    else if (!fits) {
-      next = model(tables, 1 - bank);
-      r = this.rebuild(prev, next, slots);
-    } else r = this.delta(prev, next);
+    else if (!fits) r = this.rebuild(prev, next, slots);
+    else r = this.delta(prev, next);
     this.current = next;
     return { ...r, ms: performance.now() - t0 };
   }
 
   private batch(ops: RingOps, extra?: (b: BatchBuilder) => void): number {
-    const n = count(ops);
+    const n = ringOpCount(ops);
     if (!n && !extra) return 0;
     const b = new BatchBuilder(TABLE);
     encodeRingOps(b, ops);
@@ -101,7 +97,7 @@ export class Datapath {
 
   /** A new table: skeleton, then every ring, then every target. */
   private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
-    const cap = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+    const cap = ringCapacity(slots);
     const skeleton = renderSkeleton(next.bank, cap);
     this.nft.run(skeleton);
     this.capacity = cap;
@@ -114,7 +110,7 @@ export class Datapath {
 
   /** The other bank beside the live one, then one switch, then the old bank goes. */
   private rebuild(prev: Model, next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
-    const cap = { 4: ringCapacity(slots[4]), 6: ringCapacity(slots[6]) };
+    const cap = ringCapacity(slots);
     const maps = [`${addRingMap(4, next.bank, cap[4])}`, `${addRingMap(6, next.bank, cap[6])}`].join("\n") + "\n";
     this.nft.run(maps);
     const fill = ringDiff(emptyModel(next.bank), next);
@@ -145,11 +141,8 @@ export class Datapath {
   }
 
   private delta(prev: Model, next: Model): Omit<SyncResult, "ms"> {
-    const bridge = ringBridge(prev, next);
-    const before = ringDiff(prev, bridge);
-    const text = renderDelta(prev, next);
-    const after = ringDiff(bridge, next);
-    if (ringOpsEmpty(before) && !text && ringOpsEmpty(after)) return { kind: "none", lines: 0, ringOps: 0 };
+    const { before, text, after, bridge } = planDelta(prev, next);
+    if (!ringOpCount(before) && !text && !ringOpCount(after)) return { kind: "none", lines: 0, ringOps: 0 };
     let ringOps = this.batch(before);
     try {
       if (text) this.nft.run(text);

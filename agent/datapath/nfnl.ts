@@ -14,7 +14,7 @@
 // { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
-import ipaddr from "ipaddr.js";
+import { KEY_BYTES } from "../../compiler/keys.ts";
 import type { RingModel, RingOps } from "./render.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -312,23 +312,6 @@ const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const KEY_LEN = 8;
 const dataLen = (family: 4 | 6) => (family === 4 ? 8 : 20);
 
-const backendData = new WeakMap<RingModel, Uint8Array>();
-/** The ring value of each of r's backends ("addr . port"), packed, computed once per ring. */
-function dataOf(r: RingModel): Uint8Array {
-  let d = backendData.get(r);
-  if (d) return d;
-  const len = dataLen(r.family);
-  d = new Uint8Array(r.backends.length * len);
-  r.backends.forEach((b, i) => {
-    const [ip, port] = b.split(" . ") as [string, string];
-    d!.set(ipaddr.parse(ip).toByteArray(), i * len);
-    d![i * len + len - 4] = Number(port) >> 8;
-    d![i * len + len - 3] = Number(port) & 0xff;
-  });
-  backendData.set(r, d);
-  return d;
-}
-
 function keysOf(ops: Array<{ id: number; slot: number }>): Uint8Array {
   const k = new Uint8Array(ops.length * KEY_LEN);
   const dv = new DataView(k.buffer);
@@ -350,10 +333,18 @@ export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
     const family = list[0]!.r!.family;
     const len = dataLen(family);
     const data = new Uint8Array(list.length * len);
+    // the value straight from the backend's key (compiler/keys.ts: 16 bytes of address, IPv4
+    // mapped into its last 4, then the port): address, port, two bytes of register padding
+    const from = family === 4 ? 12 : 0;
+    const addrLen = len - 4;
     for (let i = 0; i < list.length; i++) {
       const op = list[i]!;
-      const src = dataOf(op.r!);
-      for (let b = 0, k = op.r!.ring[op.slot]! * len; b < len; b++) data[i * len + b] = src[k + b]!;
+      const k = op.r!.ring[op.slot]! * KEY_BYTES;
+      const keys = op.r!.keys;
+      const o = i * len;
+      for (let b = 0; b < addrLen; b++) data[o + b] = keys[k + from + b]!;
+      data[o + addrLen] = keys[k + 16]!;
+      data[o + addrLen + 1] = keys[k + 17]!;
     }
     b.elements("add", set, keysOf(list), KEY_LEN, data, len);
   }

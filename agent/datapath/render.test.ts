@@ -8,6 +8,7 @@ import { addNetns, deleteNetns } from "../sys/netns.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
+import { BatchBuilder } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { model, renderDelta, renderFull, ringDiff } from "./render.ts";
 
@@ -38,15 +39,15 @@ const tablesOf = (objs: unknown[], previous?: Tables) => compile(clusterStateFro
 describe("renderFull", () => {
   test("sets, maps and rules that look them up stay constant as services grow", () => {
     const count = (s: string, re: RegExp) => (s.match(re) ?? []).length;
-    const small = renderFull(model(tablesOf(objects(3))));
-    const large = renderFull(model(tablesOf(objects(300))));
+    const small = renderFull(tablesOf(objects(3)));
+    const large = renderFull(tablesOf(objects(300)));
     for (const re of [/^add (map|set) /gm, /@be4_0/g, /vmap @svc4/g]) expect(count(large, re)).toBe(count(small, re));
     expect(count(large, /^add chain inet skein t_\d+$/gm)).toBe(300);
     expect(count(large, /^add chain inet skein ring4_/gm)).toBe(1); // one ring size, one ring chain
   });
 
   test("replaces the table atomically", () => {
-    expect(renderFull(model(tablesOf(objects(1)))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", "add table inet skein"]);
+    expect(renderFull(tablesOf(objects(1))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", "add table inet skein"]);
   });
 });
 
@@ -76,6 +77,7 @@ const ns = `skt-rend${Math.random().toString(36).slice(2, 6)}`;
 afterAll(() => {
   deleteNetns(ns);
   deleteNetns(`${ns}b`);
+  deleteNetns(`${ns}c`);
 });
 
 describe("in a kernel", () => {
@@ -133,10 +135,32 @@ describe("in a kernel", () => {
     }
   });
 
+  test("a refused ring batch names what it did and changes nothing", () => {
+    const path = addNetns(`${ns}c`);
+    const live = datapath(path);
+    try {
+      const a = tablesOf(objects(5));
+      live.dp.sync(a);
+      const before = listing(path);
+      const nl = Netlink.openNetfilter(path);
+      try {
+        const b = new BatchBuilder("skein");
+        b.elements("add", "be4_0", new Uint8Array(8), 8, new Uint8Array(8), 8); // valid
+        b.elements("add", "no_such_map", new Uint8Array(8), 8, new Uint8Array(8), 8);
+        expect(() => nl.sendBatch(b.build())).toThrow(/refused the batch at "add 1 elements of no_such_map": ENOENT/);
+      } finally {
+        nl.close();
+      }
+      expect(listing(path)).toEqual(before);
+    } finally {
+      live.close();
+    }
+  });
+
   test("the one-file form (skein tables --nft) loads with nft alone and holds the same table", () => {
     const path = addNetns(`${ns}b`);
     const b = tablesOf(objects(20, { affinity: (i) => i === 4 }));
-    run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderFull(model(b)) });
+    run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderFull(b) });
     // nft text needs its `meta l4proto` guard in front of a transport mapping; the batch has none
     const text = listing(path).map((l) => l.replace(/\{"match":\{"op":"==","left":\{"meta":\{"key":"l4proto"\}\},"right":\{"set":\["tcp","udp","sctp"\]\}\}\},/g, ""));
     const live = datapath(path);

@@ -43,16 +43,19 @@ function ringRuleText(r: RingRule): string {
   return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${r.ringSize} seed 0x0 map @${r.map}`;
 }
 
-/** Ring map sizes: room for 25% growth before a bank switch, and never below 4096. */
-export function ringCapacity(slots: number): number {
-  let c = 4096;
-  while (c < slots * 1.25) c *= 2;
-  return c;
-}
-
 export interface Capacity {
   4: number;
   6: number;
+}
+
+/** Ring map sizes per family: room for 25% growth before a bank switch, never below 4096. */
+export function ringCapacity(slots: Capacity): Capacity {
+  const size = (n: number) => {
+    let c = 4096;
+    while (c < n * 1.25) c *= 2;
+    return c;
+  };
+  return { 4: size(slots[4]), 6: size(slots[6]) };
 }
 
 /** Set and map declarations: fixed, whatever the services (the ring maps per bank). */
@@ -98,6 +101,8 @@ export interface RingModel {
   family: 4 | 6;
   /** "addr . port" per backend */
   backends: string[];
+  /** the backends' binary keys (compiler/keys.ts), in the same order: what nfnl.ts writes */
+  keys: Uint8Array;
   /** slot -> index into backends */
   ring: Int32Array;
   /** a ring of ringBridge: its slots are not those its backends and size alone give */
@@ -137,7 +142,7 @@ export function model(tables: Tables, bank = 0): Model {
   for (const t of tables.targets) {
     for (const b of t.backends) el(`hairpin${t.family}`, `${b.ip} . ${b.ip}`);
     if (!t.ringSize) continue;
-    md.rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), ring: t.ring });
+    md.rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
     md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
     md.chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`]);
@@ -146,10 +151,10 @@ export function model(tables: Tables, bank = 0): Model {
   return md;
 }
 
-/** Ring slots in use per family: what the ring maps must hold. */
-export function ringSlots(md: Pick<Model, "rings">): Capacity {
+/** Ring slots per family: what the ring maps must hold (a target without backends has none). */
+export function ringSlots(tables: Tables): Capacity {
   const n = { 4: 0, 6: 0 };
-  for (const r of md.rings.values()) n[r.family] += r.ring.length;
+  for (const t of tables.targets) n[t.family] += t.ringSize;
   return n;
 }
 
@@ -183,8 +188,9 @@ export function renderSkeleton(bank: number, cap: Capacity): string {
  * and what `nft -f` can load by itself. The agent loads the same content faster, as the
  * skeleton, a ring batch and a delta.
  */
-export function renderFull(md: Model, cap: Capacity = { 4: ringCapacity(ringSlots(md)[4]), 6: ringCapacity(ringSlots(md)[6]) }): string {
-  const skeleton = renderSkeleton(md.bank, cap);
+export function renderFull(tables: Tables, bank = 0): string {
+  const md = model(tables, bank);
+  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)));
   const rings = renderRingOps(ringDiff(emptyModel(md.bank), md));
   return skeleton + rings + renderDelta(emptyModel(md.bank), md);
 }
@@ -235,8 +241,7 @@ export interface RingOps {
   add: Map<string, SlotOp[]>;
 }
 
-const ringOpCount = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
-export const ringOpsEmpty = (o: RingOps) => ringOpCount(o) === 0;
+export const ringOpCount = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
 
 /**
  * The ring operations from the rings of `a` to those of `b` (both of one bank): chains `b`
@@ -253,22 +258,24 @@ export function ringDiff(a: Pick<Model, "rings" | "ringChains" | "bank">, b: Pic
   };
   for (const [name, rule] of b.ringChains) if (!a.ringChains.has(name)) ops.addChains.push([name, rule]);
   for (const name of a.ringChains.keys()) if (!b.ringChains.has(name)) ops.delChains.push(name);
+  if (a.bank !== b.bank) throw new Error(`ring diff across banks (${a.bank} -> ${b.bank}): a bank switch builds the new bank from empty`);
+  const bank = b.bank;
   for (const [id, ra] of a.rings) {
     const rb = b.rings.get(id);
-    if (rb && rb.family === ra.family && a.bank === b.bank) continue;
-    const dl = list(ops.del, ra.family, a.bank);
+    if (rb && rb.family === ra.family) continue;
+    const dl = list(ops.del, ra.family, bank);
     for (let s = 0; s < ra.ring.length; s++) dl.push({ id, slot: s });
   }
   for (const [id, rb] of b.rings) {
     const ra = a.rings.get(id);
-    const ad = list(ops.add, rb.family, b.bank);
-    if (!ra || ra.family !== rb.family || a.bank !== b.bank) {
+    const ad = list(ops.add, rb.family, bank);
+    if (!ra || ra.family !== rb.family) {
       for (let s = 0; s < rb.ring.length; s++) ad.push({ id, slot: s, r: rb });
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
     if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && ra.backends.length === rb.backends.length && ra.backends.every((x, i) => x === rb.backends[i]))) continue;
-    const dl = list(ops.del, rb.family, b.bank);
+    const dl = list(ops.del, rb.family, bank);
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
       if (ra.backends[ra.ring[s]!] === rb.backends[rb.ring[s]!]) continue;
@@ -302,6 +309,28 @@ export function ringBridge(a: Model, b: Model): Pick<Model, "rings" | "ringChain
     rings.set(id, { ...rb, ring, bridged: true });
   }
   return { bank: b.bank, rings, ringChains: new Map([...a.ringChains, ...b.ringChains]) };
+}
+
+/** The three steps of a delta from `prev` to `next` (agent/datapath/datapath.ts). */
+export interface DeltaPlan {
+  /** step 1: new ring chains, new and changed slots */
+  before: RingOps;
+  /** step 2: nft text */
+  text: string;
+  /** step 3: slots and ring chains nothing reaches any more */
+  after: RingOps;
+  /** the rings between steps 1 and 3; undoing step 1 is ringDiff(bridge, prev) */
+  bridge: Pick<Model, "rings" | "ringChains" | "bank">;
+}
+
+export function planDelta(prev: Model, next: Model): DeltaPlan {
+  const bridge = ringBridge(prev, next);
+  return { before: ringDiff(prev, bridge), text: renderDelta(prev, next), after: ringDiff(bridge, next), bridge };
+}
+
+/** A delta's steps as text, for people (`skein tables --nft --since`). */
+export function renderPlan(p: DeltaPlan): string {
+  return `# 1. ring batch (netlink)\n${renderRingOps(p.before)}# 2. nft\n${p.text}# 3. ring batch (netlink)\n${renderRingOps(p.after)}`;
 }
 
 /** Ring operations as nft text (for `skein tables --nft` and for people). */
