@@ -111,81 +111,148 @@ function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: Endpo
   return { backends: chosen.map((c) => c.b), keys };
 }
 
-export function compile(state: ClusterState, opts: CompileOptions, fillRings: RingFiller = referenceRings): Tables {
-  const services = [...state.services].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`));
-  const slicesBySvc = new Map<string, EndpointSlice[]>();
-  for (const sl of [...state.slices].sort((a, b) => cmp(`${a.namespace}/${a.name}`, `${b.namespace}/${b.name}`))) {
-    const k = `${sl.namespace}/${sl.service}`;
-    slicesBySvc.set(k, [...(slicesBySvc.get(k) ?? []), sl]);
-  }
+/** One service's share of the tables: its frontends (`target` indexes `targets`) and its
+ * targets (id 0, ring empty) in a fixed order. A service's share depends on that service and
+ * its own slices only, which is what lets a recompile touch just the changed service. */
+export interface ServiceUnit {
+  frontends: Frontend[];
+  targets: Target[];
+}
+
+export const serviceKey = (s: { namespace: string; name: string }) => `${s.namespace}/${s.name}`;
+export const byName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }) => cmp(serviceKey(a), serviceKey(b));
+
+/** One service with its slices (in name order) to its unit. */
+export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): ServiceUnit {
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
   const nodeIPs = opts.nodeIPs.map((ip) => ({ ip, family: parseIp(ip).family }));
-
-  for (const svc of services) {
-    const slices = slicesBySvc.get(`${svc.namespace}/${svc.name}`) ?? [];
-    const ports = [...svc.ports].sort((a, b) => cmp(`${a.protocol}/${a.port}`, `${b.protocol}/${b.port}`));
-    for (const sp of ports) {
-      const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => parseIp(ip).family))];
-      if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
-      for (const family of families.sort()) {
-        const make = (scope: "internal" | "external", local: boolean): number => {
-          const { backends, keys } = backendsOf(svc, sp, family, slices, local, opts.nodeName);
-          const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
-          targets.push({
-            id: 0, // assigned below, once every target is known
-            service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
-            family,
-            scope,
-            backends,
-            keys,
-            ringSize: m,
-            ring: new Int32Array(0),
-            affinity: svc.affinityTimeout > 0,
-          });
-          return targets.length - 1;
-        };
-        const internal = make("internal", svc.internalTrafficLocal);
-        const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
-        const add = (ip: string, kind: FrontendKind, port: number, target: number) => {
-          const masquerade = kind !== "cluster" && !svc.externalTrafficLocal;
-          if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
-        };
-        // `target` holds an index into `targets` until ids are assigned
-        for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
-        for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);
-        for (const ip of svc.loadBalancerIPs) add(ip, "loadbalancer", sp.port, external);
-        if (sp.nodePort) for (const n of nodeIPs) add(n.ip, "nodeport", sp.nodePort, external);
-      }
+  const ports = [...svc.ports].sort((a, b) => cmp(`${a.protocol}/${a.port}`, `${b.protocol}/${b.port}`));
+  for (const sp of ports) {
+    const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => parseIp(ip).family))];
+    if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
+    for (const family of families.sort()) {
+      const make = (scope: "internal" | "external", local: boolean): number => {
+        const { backends, keys } = backendsOf(svc, sp, family, slices, local, opts.nodeName);
+        const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
+        targets.push({
+          id: 0, // assigned once every target of the compile is known
+          service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
+          family,
+          scope,
+          backends,
+          keys,
+          ringSize: m,
+          ring: new Int32Array(0),
+          affinity: svc.affinityTimeout > 0,
+        });
+        return targets.length - 1;
+      };
+      const internal = make("internal", svc.internalTrafficLocal);
+      const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
+      const add = (ip: string, kind: FrontendKind, port: number, target: number) => {
+        const masquerade = kind !== "cluster" && !svc.externalTrafficLocal;
+        if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
+      };
+      for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
+      for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);
+      for (const ip of svc.loadBalancerIPs) add(ip, "loadbalancer", sp.port, external);
+      if (sp.nodePort) for (const n of nodeIPs) add(n.ip, "nodeport", sp.nodePort, external);
     }
   }
-  assignIds(targets, opts.previous);
+  return { frontends, targets };
+}
+
+/** Slices grouped by their service's key, each group in name order. */
+export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSlice[]> {
+  const out = new Map<string, EndpointSlice[]>();
+  for (const sl of [...slices].sort(byName)) {
+    const k = `${sl.namespace}/${sl.service}`;
+    let l = out.get(k);
+    if (!l) out.set(k, (l = []));
+    l.push(sl);
+  }
+  return out;
+}
+
+export function compile(state: ClusterState, opts: CompileOptions, fillRings: RingFiller = referenceRings): Tables {
+  const slices = slicesByService(state.slices);
+  const frontends: Frontend[] = [];
+  const targets: Target[] = [];
+  for (const svc of [...state.services].sort(byName)) {
+    const u = compileService(svc, slices.get(serviceKey(svc)) ?? [], opts);
+    // `target` holds an index into `targets` until ids are assigned
+    for (const f of u.frontends) frontends.push({ ...f, target: f.target + targets.length });
+    targets.push(...u.targets);
+  }
+  const ids = new IdAllocator(opts.previous?.targets ?? []);
+  ids.assign(targets);
+  ids.done();
   for (const f of frontends) f.target = targets[f.target]!.id;
   fillRings(targets);
   return { frontends, targets };
 }
 
 /**
- * Previous ids where the target existed before, else the smallest ids free now and not used
- * by the previous compile either: an id freed by this change is never handed to another
- * target in the same change, so a delta never repoints a live id at other backends.
+ * Target ids. A target keeps its id from one compile to the next (found by targetKey); a new
+ * target takes the smallest id that neither this compile nor the previous one uses: an id
+ * freed by a change is never handed to another target in the same change, so a delta never
+ * repoints a live id at other backends. Kept across compiles by the incremental compiler;
+ * built from the previous tables by the full one.
  */
-function assignIds(targets: Target[], previous: Tables | undefined): void {
-  const before = new Map((previous?.targets ?? []).map((t) => [targetKey(t), t.id]));
-  const used = new Set<number>(before.values());
-  const kept = new Set<number>();
-  for (const t of targets) {
-    const id = before.get(targetKey(t));
-    if (id !== undefined && !kept.has(id)) {
-      t.id = id;
-      kept.add(id);
+export class IdAllocator {
+  private readonly byKey = new Map<string, number>();
+  /** ids below `top` that no target holds, ascending */
+  private holes: number[] = [];
+  private top = 1;
+  private freed: number[] = [];
+
+  constructor(live: Array<Pick<Target, "id" | "service" | "family" | "scope">> = []) {
+    for (const t of live) {
+      this.byKey.set(targetKey(t), t.id);
+      this.top = Math.max(this.top, t.id + 1);
     }
+    const used = new Set(this.byKey.values());
+    for (let i = 1; i < this.top; i++) if (!used.has(i)) this.holes.push(i);
   }
-  let next = 1;
-  for (const t of targets) {
-    if (t.id) continue;
-    while (used.has(next)) next++;
-    t.id = next;
-    used.add(next);
+
+  /**
+   * Ids for `targets`, the whole of what replaces `gone` (targets of the previous compile that
+   * this one recompiled): previous ids where the key was live, new ids otherwise. `gone`'s ids
+   * that nothing keeps become free once the compile ends (`done`), not within it.
+   */
+  assign(targets: Target[], gone?: Array<Pick<Target, "service" | "family" | "scope">>): void {
+    const kept = new Set<number>();
+    const fresh: Target[] = [];
+    for (const t of targets) {
+      const id = this.byKey.get(targetKey(t));
+      if (id !== undefined && !kept.has(id)) {
+        t.id = id;
+        kept.add(id);
+      } else fresh.push(t);
+    }
+    // with no `gone` list the targets are the whole compile: every other key is gone
+    const dropped = gone ? gone.map(targetKey) : [...this.byKey.keys()];
+    const freed: number[] = [];
+    for (const k of dropped) {
+      const id = this.byKey.get(k);
+      if (id !== undefined && !kept.has(id)) {
+        freed.push(id);
+        this.byKey.delete(k);
+      }
+    }
+    let h = 0;
+    for (const t of fresh) {
+      t.id = h < this.holes.length ? this.holes[h++]! : this.top++;
+      this.byKey.set(targetKey(t), t.id);
+    }
+    this.holes = this.holes.slice(h);
+    this.freed.push(...freed);
+  }
+
+  /** The compile is over: ids it freed may be handed out by the next one. */
+  done(): void {
+    if (this.freed.length) this.holes = [...this.holes, ...this.freed].sort((a, b) => a - b);
+    this.freed = [];
   }
 }
