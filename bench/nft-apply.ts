@@ -1,9 +1,10 @@
 // Helper of bench/compile.ts, run inside a throwaway namespace: loads n services × 10
 // endpoints through the datapath as the agent does (libnftables for the text, netlink
-// batches for the rings), cold, then one one-endpoint delta; then, as the baseline, the same
+// batches for the rings), cold, then one one-endpoint change (recompile of that service and
+// its delta, timed together); then, as the baseline, the same
 // services in kube-proxy's iptables shape through iptables-restore (legacy and nft), each
 // into an empty namespace state, each cut off after IPT_LIMIT_MS (default 60 s). Prints JSON.
-import { compile } from "../compiler/reference/compile.ts";
+import { IncrementalCompiler } from "../compiler/incremental.ts";
 import { loadCompiler, wasmRings } from "../compiler/wasm.ts";
 import { Datapath } from "../agent/datapath/datapath.ts";
 import { openNft } from "../agent/datapath/nft.ts";
@@ -14,12 +15,19 @@ import { cluster, kubeProxyIptables } from "./cluster.ts";
 const [n, ringFactor] = process.argv.slice(2).map(Number) as [number, number];
 const rings = wasmRings(await loadCompiler());
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
-const a = compile(cluster(n), opts, rings);
-const b = compile(cluster(n, 10, n >> 1), { ...opts, previous: a }, rings);
+const ic = new IncrementalCompiler(opts, rings);
+const state = cluster(n);
+for (const s of state.services) ic.setService(s);
+for (const s of state.slices) ic.setSlice(s);
 const nl = Netlink.openNetfilter();
 const dp = new Datapath(openNft(), { send: (batch) => nl.sendBatch(batch) });
-const full = dp.sync(a);
-const delta = dp.sync(b);
+const full = dp.sync((ic.compile(), ic.tables()));
+// the one-endpoint change as the agent meets it: one slice updated, recompiled, applied
+const moved = cluster(n, 10, n >> 1).slices[n >> 1]!;
+const t0 = performance.now();
+ic.setSlice(moved);
+const delta = dp.apply(ic.compile(), () => ic.tables());
+delta.ms = performance.now() - t0;
 const rssMB = process.memoryUsage().rss / 2 ** 20;
 run(["nft", "delete", "table", "inet", "skein"]);
 

@@ -1,5 +1,35 @@
 // Generated cluster states for the compiler's property tests: services of every kind the
 // compiler handles, with slices of ready, terminating and non-local endpoints.
+import type { IncrementalCompiler } from "./incremental.ts";
+import { parseEndpointSlice, parseService } from "./state.ts";
+
+export type Obj = { kind: string; metadata: { namespace: string; name: string } };
+export const keyOf = (o: unknown) => {
+  const x = o as Obj;
+  return `${x.kind} ${x.metadata.namespace}/${x.metadata.name}`;
+};
+export const asMap = (objs: unknown[]) => new Map(objs.map((o) => [keyOf(o), o]));
+
+/** Hands the difference between two object lists to the compiler, as a watcher would. */
+export function feed(ic: IncrementalCompiler, before: Map<string, unknown>, after: Map<string, unknown>): Set<string> {
+  const touched = new Set<string>();
+  for (const [k, o] of before) {
+    if (after.has(k)) continue;
+    const x = o as Obj;
+    if (x.kind === "Service") ic.deleteService(x.metadata.namespace, x.metadata.name);
+    else ic.deleteSlice(x.metadata.namespace, x.metadata.name);
+    touched.add(k);
+  }
+  for (const [k, o] of after) {
+    if (JSON.stringify(before.get(k)) === JSON.stringify(o)) continue;
+    const x = o as Obj & Record<string, unknown>;
+    if (x.kind === "Service") ic.setService(parseService(x)!);
+    else ic.setSlice(parseEndpointSlice(x)!);
+    touched.add(k);
+  }
+  return touched;
+}
+
 // A small deterministic generator (mulberry32), so that a failure names a seed to replay.
 export function rng(seed: number) {
   return () => {

@@ -5,37 +5,12 @@ import { describe, expect, test } from "bun:test";
 import { compile, type Tables } from "./reference/compile.ts";
 import { clusterStateFrom, parseEndpointSlice, parseService } from "./state.ts";
 import { IncrementalCompiler } from "./incremental.ts";
-import { generate, rng } from "./generate.ts";
+import { asMap, feed, generate, rng, type Obj } from "./generate.ts";
 import { loadCompiler, wasmRings } from "./wasm.ts";
 
-type Obj = { kind: string; metadata: { namespace: string; name: string } };
-const keyOf = (o: unknown) => {
-  const x = o as Obj;
-  return `${x.kind} ${x.metadata.namespace}/${x.metadata.name}`;
-};
 const show = (t: Tables) => JSON.stringify({ f: t.frontends, t: t.targets.map((x) => ({ ...x, ring: [...x.ring] })) });
 const opts = { nodeName: "n1", nodeIPs: ["198.18.0.1", "fd00:18::1"], ringFactor: 25 };
 const rings = wasmRings(await loadCompiler());
-
-/** Hands the difference between two object lists to the compiler, as a watcher would. */
-function feed(ic: IncrementalCompiler, before: Map<string, unknown>, after: Map<string, unknown>): Set<string> {
-  const touched = new Set<string>();
-  for (const [k, o] of before) {
-    if (after.has(k)) continue;
-    const x = o as Obj;
-    if (x.kind === "Service") ic.deleteService(x.metadata.namespace, x.metadata.name);
-    else ic.deleteSlice(x.metadata.namespace, x.metadata.name);
-    touched.add(k);
-  }
-  for (const [k, o] of after) {
-    if (JSON.stringify(before.get(k)) === JSON.stringify(o)) continue;
-    const x = o as Obj & Record<string, unknown>;
-    if (x.kind === "Service") ic.setService(parseService(x)!);
-    else ic.setSlice(parseEndpointSlice(x)!);
-    touched.add(k);
-  }
-  return touched;
-}
 
 /** A step: each object of `a` kept, dropped or swapped for its namesake in `b`, plus `b`'s new ones. */
 function step(a: Map<string, unknown>, b: Map<string, unknown>, seed: number): Map<string, unknown> {
@@ -49,7 +24,6 @@ function step(a: Map<string, unknown>, b: Map<string, unknown>, seed: number): M
   return out;
 }
 
-const asMap = (objs: unknown[]) => new Map(objs.map((o) => [keyOf(o), o]));
 
 describe("incremental compile equals the full compile", () => {
   for (let seed = 1; seed <= 15; seed++) {

@@ -4,6 +4,7 @@ import { expect, test } from "bun:test";
 import { compile } from "../../compiler/reference/compile.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { Datapath } from "./datapath.ts";
+import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import type { Batch } from "./nfnl.ts";
 import { NftError, type Nft } from "./nft.ts";
 
@@ -44,10 +45,10 @@ test("first a new table (skeleton, ring batch, targets), then deltas, nothing wh
   const b = compile(state(["10.244.0.2", "10.244.0.4"]), { ...opts, previous: a });
   const r = dp.sync(b);
   expect(r.kind).toBe("delta");
-  // the ring slots first, then the hairpin set; no table, no chain
-  expect(rec.log.map((l) => l.split(":")[0])).toEqual(["batch", "nft"]);
-  expect(rec.log[0]).toMatch(/^batch: delete \d+ elements of be4_0; add \d+ elements of be4_0$/);
-  expect(rec.log[1]).not.toContain("chain");
+  // netlink only: the changed slots and the new hairpin address, then the gone address
+  expect(rec.log.map((l) => l.split(":")[0])).toEqual(["batch", "batch"]);
+  expect(rec.log[0]).toMatch(/^batch: delete \d+ elements of be4_0; add \d+ elements of be4_0; add 1 elements of hairpin4$/);
+  expect(rec.log[1]).toBe("batch: delete 1 elements of hairpin4");
   expect(dp.sync(b)).toMatchObject({ kind: "none", lines: 0, ringOps: 0 });
 });
 
@@ -57,16 +58,17 @@ test("a rejected nft step undoes the ring batch and keeps the previous tables as
   const a = compile(state(["10.244.0.2"]), opts);
   dp.sync(a);
   rec.log = [];
-  const b = compile(state(["10.244.0.9"]), { ...opts, previous: a });
+  // another service in its place: a new target chain, so an nft step
+  const b = compile(state(["10.244.0.9"], "other"), { ...opts, previous: a });
   rec.failNext = true;
   expect(() => dp.sync(b)).toThrow(/injected/);
-  // forward batch, then the batch that puts the old slots back
-  expect(rec.log).toHaveLength(2);
-  expect(rec.log.every((l) => l.startsWith("batch: delete 29 elements of be4_0; add 29 elements of be4_0"))).toBe(true);
+  // forward batch, then the batch that takes it back
+  expect(rec.log).toEqual(["batch: add 29 elements of be4_0; add 1 elements of hairpin4", "batch: delete 29 elements of be4_0; delete 1 elements of hairpin4"]);
   rec.log = [];
   dp.sync(b);
   // the retried delta still removes what a put there, so it starts from a, not from b
-  expect(rec.log[1]).toContain("delete element inet skein hairpin4 { 10.244.0.2 . 10.244.0.2 }");
+  expect(rec.log.map((l) => l.split(":")[0])).toEqual(["batch", "nft", "batch"]);
+  expect(rec.log[2]).toBe("batch: delete 29 elements of be4_0; delete 1 elements of hairpin4");
 });
 
 test("a removed service: its target chain goes in the nft step, its ring slots and chain after", () => {
@@ -78,7 +80,7 @@ test("a removed service: its target chain goes in the nft step, its ring slots a
   dp.sync(compile(state([], "other"), { ...opts, previous: a }));
   expect(rec.log.map((l) => l.split(":")[0])).toEqual(["nft", "batch"]);
   expect(rec.log[0]).toContain("delete chain inet skein t_1");
-  expect(rec.log[1]).toBe("batch: delete 29 elements of be4_0; flush chain ring4_0_29; delete chain ring4_0_29");
+  expect(rec.log[1]).toBe("batch: delete 29 elements of be4_0; delete 1 elements of hairpin4; flush chain ring4_0_29; delete chain ring4_0_29");
 });
 
 test("rings outgrowing their maps switch banks: new maps and ring chains beside the old, one switch, old bank gone", () => {
@@ -96,5 +98,28 @@ test("rings outgrowing their maps switch banks: new maps and ring chains beside 
   expect(rec.log[0]).toContain("size 8192;");
   expect(rec.log[1]).toContain("add chain ring4_1_5003");
   expect(rec.log[2]).toContain("goto ring4_1_5003");
-  expect(rec.log[3]).toBe("batch: flush chain ring4_0_29; delete chain ring4_0_29; delete map be4_0; delete map be6_0");
+  expect(rec.log[1]).toContain("add 200 elements of hairpin4");
+  expect(rec.log[3]).toBe("batch: delete 1 elements of hairpin4; flush chain ring4_0_29; delete chain ring4_0_29; delete map be4_0; delete map be6_0");
+});
+
+test("a change of one service among many is planned from that service alone", () => {
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  const ic = new IncrementalCompiler(opts);
+  const st = (i: number, eps: string[]) => state(eps, `s${i}`);
+  for (let i = 0; i < 300; i++) {
+    const s = st(i, [`10.244.${i >> 8}.${i & 255}`, "10.249.0.1"]); // every service shares 10.249.0.1
+    ic.setService({ ...s.services[0]!, clusterIPs: [`10.96.${i >> 8}.${i & 255}`] });
+    ic.setSlice(s.slices[0]!);
+  }
+  expect(dp.apply(ic.compile(), () => ic.tables()).kind).toBe("full");
+  rec.log = [];
+  // s7 swaps the shared backend for its own: its slots change, the new address goes in, the
+  // shared one stays for the others
+  ic.setSlice(st(7, ["10.244.0.7", "10.248.0.7"]).slices[0]!);
+  const r = dp.apply(ic.compile(), () => { throw new Error("the whole tables are not needed for a delta"); });
+  expect(r).toMatchObject({ kind: "delta", lines: 0 });
+  expect(rec.log).toHaveLength(1);
+  expect(rec.log[0]).toMatch(/^batch: delete \d+ elements of be4_0; add \d+ elements of be4_0; add 1 elements of hairpin4$/);
+  expect(dp.apply(ic.compile(), () => ic.tables()).kind).toBe("none");
 });

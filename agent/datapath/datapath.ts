@@ -13,14 +13,19 @@
 // force (step 2 undoes step 1) and is reported with what was refused; the next sync starts
 // again from what is in force.
 import type { Tables } from "../../compiler/reference/compile.ts";
+import type { UnitChange } from "../../compiler/incremental.ts";
 import { BatchBuilder, encodeRingOps, type Batch } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import {
   addRingMap,
   emptyModel,
   model,
+  noRingOps,
+  patchModel,
   planDelta,
+  planUnits,
   ringCapacity,
+  ringBridge,
   ringDiff,
   ringMap,
   ringOpCount,
@@ -30,6 +35,7 @@ import {
   TABLE,
   type Capacity,
   type Model,
+  type DeltaPlan,
   type RingOps,
 } from "./render.ts";
 
@@ -52,6 +58,8 @@ const lines = (s: string) => (s ? s.split("\n").length - 1 : 0);
 export class Datapath {
   private current: Model | undefined;
   private capacity: Capacity = { 4: 0, 6: 0 };
+  /** ring slots in force, per family */
+  private slots: Capacity = { 4: 0, 6: 0 };
   /** step 3 of a delta that failed: retried before the next sync */
   private pending: RingOps | undefined;
 
@@ -63,15 +71,47 @@ export class Datapath {
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
     this.current = model(tables, 0);
-    this.capacity = ringCapacity(ringSlots(tables));
+    this.slots = ringSlots(tables);
+    this.capacity = ringCapacity(this.slots);
   }
 
-  sync(tables: Tables, opts: { full?: boolean } = {}): SyncResult {
+  /**
+   * Applies what one incremental compile changed (compiler/incremental.ts): the delta is
+   * planned from the changed services' units alone, so its cost follows the change, not the
+   * cluster. `all` gives the whole tables, for the first sync and for a bank switch.
+   */
+  apply(changes: UnitChange[], all: () => Tables): SyncResult {
     const t0 = performance.now();
+    const cur = this.current;
+    const slots = { ...this.slots };
+    for (const c of changes) {
+      for (const t of c.before.targets) slots[t.family] -= t.ringSize;
+      for (const t of c.after.targets) slots[t.family] += t.ringSize;
+    }
+    if (!cur || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
+    if (!changes.length) return { kind: "none", lines: 0, ringOps: 0, ms: performance.now() - t0 };
+    this.flushPending();
+    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank);
+    const before = unit("before");
+    const after = unit("after");
+    const plan = planUnits(cur, before, after);
+    const r = this.run(plan, before, () => {
+      patchModel(cur, before, after);
+      this.slots = slots;
+    });
+    return { ...r, ms: performance.now() - t0 };
+  }
+
+  private flushPending(): void {
     if (this.pending) {
       this.batch(this.pending);
       this.pending = undefined;
     }
+  }
+
+  sync(tables: Tables, opts: { full?: boolean } = {}): SyncResult {
+    const t0 = performance.now();
+    this.flushPending();
     const prev = this.current;
     const slots = ringSlots(tables);
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
@@ -80,8 +120,14 @@ export class Datapath {
     let r: Omit<SyncResult, "ms">;
     if (!prev || opts.full) r = this.cold(next, slots);
     else if (!fits) r = this.rebuild(prev, next, slots);
-    else r = this.delta(prev, next);
+    else {
+      r = this.run(planDelta(prev, next), prev, () => {
+        this.current = next;
+        this.slots = slots;
+      });
+    }
     this.current = next;
+    this.slots = slots;
     return { ...r, ms: performance.now() - t0 };
   }
 
@@ -113,10 +159,13 @@ export class Datapath {
     const cap = ringCapacity(slots);
     const maps = [`${addRingMap(4, next.bank, cap[4])}`, `${addRingMap(6, next.bank, cap[6])}`].join("\n") + "\n";
     this.nft.run(maps);
-    const fill = ringDiff(emptyModel(next.bank), next);
+    // hairpins belong to no bank: the new ones go in with the new bank's rings, the gone ones
+    // out with the old bank
+    const only = (bank: number, hairpins: Model["hairpins"]) => ({ ...emptyModel(bank), hairpins });
+    const both = ringBridge(prev, next).hairpins;
     let ringOps: number;
     try {
-      ringOps = this.batch(fill);
+      ringOps = this.batch(ringDiff(only(next.bank, prev.hairpins), { ...next, hairpins: both }));
     } catch (e) {
       this.dropBank(next.bank, []);
       throw e;
@@ -125,23 +174,27 @@ export class Datapath {
     try {
       if (text) this.nft.run(text);
     } catch (e) {
-      this.dropBank(next.bank, [...next.ringChains.keys()]);
+      this.dropBank(next.bank, [...next.ringChains.keys()], ringDiff(only(next.bank, both), only(next.bank, prev.hairpins)));
       throw e;
     }
     this.capacity = cap;
-    this.dropBank(prev.bank, [...prev.ringChains.keys()]);
+    this.dropBank(prev.bank, [...prev.ringChains.keys()], ringDiff(only(prev.bank, both), only(prev.bank, next.hairpins)));
     return { kind: "rebuild", lines: lines(maps) + lines(text), ringOps: ringOps + prev.ringChains.size };
   }
 
-  private dropBank(bank: number, chains: string[]): void {
-    this.batch({ addChains: [], delChains: chains, del: new Map(), add: new Map() }, (b) => {
+  private dropBank(bank: number, chains: string[], also = noRingOps()): void {
+    this.batch({ ...also, delChains: chains }, (b) => {
       b.deleteSet(ringMap(4, bank));
       b.deleteSet(ringMap(6, bank));
     });
   }
 
-  private delta(prev: Model, next: Model): Omit<SyncResult, "ms"> {
-    const { before, text, after, bridge } = planDelta(prev, next);
+  /**
+   * A delta's three steps. `prev` is what step 1 is undone to if step 2 is refused; `commit`
+   * makes the delta's result the model in force, once step 2 went in.
+   */
+  private run(plan: DeltaPlan, prev: Model, commit: () => void): Omit<SyncResult, "ms"> {
+    const { before, text, after, bridge } = plan;
     if (!ringOpCount(before) && !text && !ringOpCount(after)) return { kind: "none", lines: 0, ringOps: 0 };
     let ringOps = this.batch(before);
     try {
@@ -150,11 +203,11 @@ export class Datapath {
       if (ringOps) this.batch(ringDiff(bridge, prev)); // undo step 1: the previous tables stay in force
       throw e;
     }
+    commit();
     try {
       ringOps += this.batch(after);
     } catch (e) {
-      // what is in force is `next`, with some unreachable slots or chains left over
-      this.current = next;
+      // what is in force is the new model, with some unreachable slots or chains left over
       this.pending = after;
       throw e;
     }

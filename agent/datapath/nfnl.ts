@@ -14,7 +14,7 @@
 // { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
-import { KEY_BYTES } from "../../compiler/keys.ts";
+import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
 import type { RingModel, RingOps } from "./render.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
@@ -348,5 +348,27 @@ export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
     }
     b.elements("add", set, keysOf(list), KEY_LEN, data, len);
   }
+  for (const fam of [4, 6] as const) {
+    if (ops.hairpinDel[fam].length) b.elements("delete", `hairpin${fam}`, hairpinKeys(fam, ops.hairpinDel[fam]), hairpinLen(fam));
+    if (ops.hairpinAdd[fam].length) b.elements("add", `hairpin${fam}`, hairpinKeys(fam, ops.hairpinAdd[fam]), hairpinLen(fam));
+  }
   for (const name of ops.delChains) b.deleteChain(name);
+}
+
+// hairpin keys are `addr . addr`, each field the address in network order
+const hairpinLen = (family: 4 | 6) => (family === 4 ? 8 : 32);
+
+function hairpinKeys(family: 4 | 6, ips: string[]): Uint8Array {
+  const len = hairpinLen(family);
+  const half = len / 2;
+  const from = family === 4 ? 12 : 0; // where the address sits in a backend key
+  const scratch = new Uint8Array(KEY_BYTES);
+  const out = new Uint8Array(ips.length * len);
+  for (let i = 0; i < ips.length; i++) {
+    writeBackendKey(scratch, 0, ips[i]!, 0);
+    const addr = scratch.subarray(from, from + half);
+    out.set(addr, i * len);
+    out.set(addr, i * len + half);
+  }
+  return out;
 }

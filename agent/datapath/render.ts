@@ -114,22 +114,34 @@ export interface Model {
   bank: number;
   /** target chains with their rules */
   chains: Map<string, string[]>;
-  /** set/map name -> element key -> value ("" for a set); the rings are kept apart */
+  /** set/map name -> element key -> value ("" for a set); the rings and hairpins are kept apart */
   elements: Map<string, Map<string, string>>;
+  /** backend addresses per family: the elements `addr . addr` of hairpin4/6, loaded over
+   * netlink with the rings (one per backend: 100,000 at 10k services) */
+  hairpins: { 4: Set<string>; 6: Set<string> };
   /** target id -> its ring: the elements `id . slot : backend` of the ring map, kept as arrays
    * (millions of slots at 10k services would not fit a Map of strings in time) */
   rings: Map<number, RingModel>;
   /** ring chains the targets use, with their rule */
   ringChains: Map<string, RingRule>;
+  /** how many targets share each hairpin address (`hairpin4 <addr>`) and ring chain (its
+   * name): what a change of some services (planUnits) may remove only with its last user */
+  refs: Map<string, number>;
 }
 
-const ELEMENT_SETS = ["svc4", "noep4", "hairpin4", "svc6", "noep6", "hairpin6"];
+const ELEMENT_SETS = ["svc4", "noep4", "svc6", "noep6"];
 
 export function emptyModel(bank: number): Model {
-  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), rings: new Map(), ringChains: new Map() };
+  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Set(), 6: new Set() }, rings: new Map(), ringChains: new Map(), refs: new Map() };
 }
 
-export function model(tables: Tables, bank = 0): Model {
+const count = (refs: Map<string, number>, k: string, by = 1) => {
+  const n = (refs.get(k) ?? 0) + by;
+  if (n) refs.set(k, n);
+  else refs.delete(k);
+};
+
+export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): Model {
   const md = emptyModel(bank);
   const el = (set: string, k: string, v = "") => md.elements.get(set)!.set(k, v);
   const byId = new Map(tables.targets.map((t) => [t.id, t]));
@@ -140,10 +152,15 @@ export function model(tables: Tables, bank = 0): Model {
   }
   const masq = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
-    for (const b of t.backends) el(`hairpin${t.family}`, `${b.ip} . ${b.ip}`);
+    // one element per address, counted per target: two ports of a pod are one element
+    for (const ip of new Set(t.backends.map((b) => b.ip))) {
+      md.hairpins[t.family].add(ip);
+      count(md.refs, `hairpin${t.family} ${ip}`);
+    }
     if (!t.ringSize) continue;
     md.rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
+    count(md.refs, chain);
     md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
     md.chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`]);
     if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${chain}`]);
@@ -232,24 +249,37 @@ export interface SlotOp {
   r?: RingModel;
 }
 
-/** Ring chains to make or remove and ring slots to remove (`del`) or write (`add`). */
+/** What goes over netlink: ring chains to make or remove, ring slots to remove (`del`) or
+ * write (`add`), hairpin addresses to add or remove. */
 export interface RingOps {
   addChains: Array<[string, RingRule]>;
   delChains: string[];
   /** map name -> slots */
   del: Map<string, SlotOp[]>;
   add: Map<string, SlotOp[]>;
+  hairpinAdd: { 4: string[]; 6: string[] };
+  hairpinDel: { 4: string[]; 6: string[] };
 }
 
-export const ringOpCount = (o: RingOps) => o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values()].reduce((n, x) => n + x.length, 0);
+export const noRingOps = (): RingOps => ({ addChains: [], delChains: [], del: new Map(), add: new Map(), hairpinAdd: { 4: [], 6: [] }, hairpinDel: { 4: [], 6: [] } });
+
+export const ringOpCount = (o: RingOps) =>
+  o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values(), o.hairpinAdd[4], o.hairpinAdd[6], o.hairpinDel[4], o.hairpinDel[6]].reduce((n, x) => n + x.length, 0);
+
+/** The part of a model that goes over netlink. */
+export type NetlinkPart = Pick<Model, "rings" | "ringChains" | "hairpins" | "bank">;
 
 /**
  * The ring operations from the rings of `a` to those of `b` (both of one bank): chains `b`
  * needs and `a` lacks, slots that differ (removed, then written: the kernel refuses to
  * overwrite an element's value), slots `a` had and `b` does not, chains only `a` used.
  */
-export function ringDiff(a: Pick<Model, "rings" | "ringChains" | "bank">, b: Pick<Model, "rings" | "ringChains" | "bank">): RingOps {
-  const ops: RingOps = { addChains: [], delChains: [], del: new Map(), add: new Map() };
+export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
+  const ops = noRingOps();
+  for (const fam of [4, 6] as const) {
+    for (const ip of b.hairpins[fam]) if (!a.hairpins[fam].has(ip)) ops.hairpinAdd[fam].push(ip);
+    for (const ip of a.hairpins[fam]) if (!b.hairpins[fam].has(ip)) ops.hairpinDel[fam].push(ip);
+  }
   const list = (m: Map<string, SlotOp[]>, fam: 4 | 6, bank: number) => {
     const name = ringMap(fam, bank);
     let l = m.get(name);
@@ -296,7 +326,7 @@ export function ringDiff(a: Pick<Model, "rings" | "ringChains" | "bank">, b: Pic
  * beyond the new size, filled from the new ring, so that a lookup through the old modulus
  * finds a current backend until the target chain switches.
  */
-export function ringBridge(a: Model, b: Model): Pick<Model, "rings" | "ringChains" | "bank"> {
+export function ringBridge(a: Model, b: Model): NetlinkPart {
   const rings = new Map(a.rings);
   for (const [id, rb] of b.rings) {
     const ra = a.rings.get(id);
@@ -308,7 +338,8 @@ export function ringBridge(a: Model, b: Model): Pick<Model, "rings" | "ringChain
     for (let s = 0; s < ring.length; s++) ring[s] = rb.ring[s % rb.ring.length]!;
     rings.set(id, { ...rb, ring, bridged: true });
   }
-  return { bank: b.bank, rings, ringChains: new Map([...a.ringChains, ...b.ringChains]) };
+  const hairpins = { 4: new Set([...a.hairpins[4], ...b.hairpins[4]]), 6: new Set([...a.hairpins[6], ...b.hairpins[6]]) };
+  return { bank: b.bank, rings, ringChains: new Map([...a.ringChains, ...b.ringChains]), hairpins };
 }
 
 /** The three steps of a delta from `prev` to `next` (agent/datapath/datapath.ts). */
@@ -320,12 +351,53 @@ export interface DeltaPlan {
   /** step 3: slots and ring chains nothing reaches any more */
   after: RingOps;
   /** the rings between steps 1 and 3; undoing step 1 is ringDiff(bridge, prev) */
-  bridge: Pick<Model, "rings" | "ringChains" | "bank">;
+  bridge: NetlinkPart;
 }
 
 export function planDelta(prev: Model, next: Model): DeltaPlan {
   const bridge = ringBridge(prev, next);
   return { before: ringDiff(prev, bridge), text: renderDelta(prev, next), after: ringDiff(bridge, next), bridge };
+}
+
+/**
+ * The delta for a change of some services: `before` and `after` are the models of just their
+ * units (same bank as `current`, the model of everything in force). Elements and ring chains
+ * other services share stay: `before` gains those `after` adds but others already hold, and
+ * `after` those `before` drops but others still use. Mutates both; pass fresh ones.
+ */
+export function planUnits(current: Model, before: Model, after: Model): DeltaPlan {
+  const stays = (k: string) => (current.refs.get(k) ?? 0) - (before.refs.get(k) ?? 0) + (after.refs.get(k) ?? 0) > 0;
+  for (const fam of [4, 6] as const) {
+    const b = before.hairpins[fam];
+    const a = after.hairpins[fam];
+    for (const ip of b) if (!a.has(ip) && stays(`hairpin${fam} ${ip}`)) a.add(ip);
+    for (const ip of a) if (!b.has(ip) && current.refs.has(`hairpin${fam} ${ip}`)) b.add(ip);
+  }
+  for (const [name, rule] of before.ringChains) if (!after.ringChains.has(name) && stays(name)) after.ringChains.set(name, rule);
+  for (const [name, rule] of after.ringChains) if (!before.ringChains.has(name) && current.ringChains.has(name)) before.ringChains.set(name, rule);
+  return planDelta(before, after);
+}
+
+/** `current` after a planUnits delta from `before` to `after` went in. */
+export function patchModel(current: Model, before: Model, after: Model): void {
+  for (const name of before.chains.keys()) if (!after.chains.has(name)) current.chains.delete(name);
+  for (const [name, rules] of after.chains) current.chains.set(name, rules);
+  for (const [set, items] of before.elements) {
+    const cur = current.elements.get(set)!;
+    const now = after.elements.get(set)!;
+    for (const k of items.keys()) if (!now.has(k)) cur.delete(k);
+    for (const [k, v] of now) cur.set(k, v);
+  }
+  for (const fam of [4, 6] as const) {
+    for (const ip of before.hairpins[fam]) if (!after.hairpins[fam].has(ip)) current.hairpins[fam].delete(ip);
+    for (const ip of after.hairpins[fam]) current.hairpins[fam].add(ip);
+  }
+  for (const id of before.rings.keys()) if (!after.rings.has(id)) current.rings.delete(id);
+  for (const [id, r] of after.rings) current.rings.set(id, r);
+  for (const name of before.ringChains.keys()) if (!after.ringChains.has(name)) current.ringChains.delete(name);
+  for (const [name, rule] of after.ringChains) current.ringChains.set(name, rule);
+  for (const [k, n] of before.refs) count(current.refs, k, -n);
+  for (const [k, n] of after.refs) count(current.refs, k, n);
 }
 
 /** A delta's steps as text, for people (`skein tables --nft --since`). */
@@ -340,6 +412,10 @@ export function renderRingOps(o: RingOps): string {
   const slot = (op: SlotOp) => `${op.id} . ${op.slot}`;
   for (const [set, ops] of o.del) out.push(...elementLines("delete", set, ops.map(slot)));
   for (const [set, ops] of o.add) out.push(...elementLines("add", set, ops.map((op) => `${slot(op)} : ${op.r!.backends[op.r!.ring[op.slot]!]}`)));
+  for (const fam of [4, 6] as const) {
+    out.push(...elementLines("delete", `hairpin${fam}`, o.hairpinDel[fam].map((ip) => `${ip} . ${ip}`)));
+    out.push(...elementLines("add", `hairpin${fam}`, o.hairpinAdd[fam].map((ip) => `${ip} . ${ip}`)));
+  }
   for (const name of o.delChains) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
   return out.length ? out.join("\n") + "\n" : "";
 }
