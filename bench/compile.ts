@@ -1,11 +1,13 @@
 // bench/compile: S services × 10 endpoints. The full compile with the Maglev rings filled by
-// compiler.wasm against the TypeScript reference in the same run; and, as root, in a
+// compiler.wasm against the TypeScript reference in the same run; the incremental recompile
+// after one endpoint change (one slice set, its service recompiled); and, as root, in a
 // throwaway network namespace: the cold kernel load and a one-endpoint delta through the
 // datapath (as the agent applies them), beside iptables-restore of the same services in
 // kube-proxy's iptables shape (legacy and nft backends).
 // Usage: bun bench/compile.ts [ringFactor=10] [sizes=100,1000,10000]
 import { compile, referenceRings } from "../compiler/reference/compile.ts";
 import { loadCompiler, wasmRings } from "../compiler/wasm.ts";
+import { IncrementalCompiler } from "../compiler/incremental.ts";
 import { resolve } from "node:path";
 import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
 import { cluster } from "./cluster.ts";
@@ -38,11 +40,11 @@ interface Kernel {
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
 const root = process.getuid?.() === 0;
 const col = (s: string | number, w: number) => String(s).padStart(w);
-console.log(`services × 10 endpoints, ring factor ${ringFactor}. compile: median ms, rings by compiler.wasm vs the TypeScript reference.`);
+console.log(`services × 10 endpoints, ring factor ${ringFactor}. compile: median ms, rings by compiler.wasm vs the TypeScript reference; recompile after one endpoint change, ms.`);
 console.log(`kernel (fresh namespace${root ? "" : ", skipped: not root"}): skein cold load and one-endpoint delta through the datapath, ms;`);
 console.log(`iptables-restore of the same services in kube-proxy's iptables shape, ms (cut off after $IPT_LIMIT_MS, default 60 s); RSS of the loading process, MB`);
 console.log(
-  [col("services", 8), col("ring", 5), col("slots", 9), col("reference", 10), col("wasm", 8), col("ref/wasm", 9), col("skein load", 11), col("delta", 7), col("delta ops", 10), col("ipt-legacy", 11), col("ipt-nft", 9), col("ipt rules", 10), col("RSS", 6)].join(" "),
+  [col("services", 8), col("ring", 5), col("slots", 9), col("reference", 10), col("wasm", 8), col("ref/wasm", 9), col("recompile", 10), col("skein load", 11), col("delta", 7), col("delta ops", 10), col("ipt-legacy", 11), col("ipt-nft", 9), col("ipt rules", 10), col("RSS", 6)].join(" "),
 );
 for (const n of sizes) {
   const state = cluster(n);
@@ -50,6 +52,17 @@ for (const n of sizes) {
   const ref = time(() => compile(state, opts, referenceRings), runs);
   const w = time(() => compile(state, opts, wasm), runs);
   const tables = compile(state, opts, wasm);
+  // the recompile after one endpoint change: one slice set, only its service recompiled
+  const ic = new IncrementalCompiler(opts, wasm);
+  for (const s of state.services) ic.setService(s);
+  for (const s of state.slices) ic.setSlice(s);
+  ic.compile();
+  const slices = [cluster(n, 10, n >> 1).slices[n >> 1]!, state.slices[n >> 1]!];
+  let flip = 0;
+  const recompile = time(() => {
+    ic.setSlice(slices[flip++ & 1]!);
+    if (ic.compile().length !== 1) throw new Error("a one-slice change recompiled more than its service");
+  }, 101);
   const slots = tables.targets.reduce((s, t) => s + t.ringSize, 0);
   let k: Kernel | undefined;
   if (root) {
@@ -71,6 +84,7 @@ for (const n of sizes) {
       col(ref.toFixed(1), 10),
       col(w.toFixed(1), 8),
       col(`${(ref / w).toFixed(2)}x`, 9),
+      col(recompile.toFixed(3), 10),
       col(k ? k.full.ms.toFixed(0) : "-", 11),
       col(k ? k.delta.ms.toFixed(1) : "-", 7),
       col(k ? `${k.delta.ringOps}+${k.delta.lines}` : "-", 10),
