@@ -55,6 +55,8 @@ export function generate(seed: number): unknown[] {
         type: r() < 0.2 ? "NodePort" : "ClusterIP",
         clusterIPs: dual ? [`10.96.${s}.1`, `fd00:96::${s.toString(16)}:1`] : [`10.96.${s}.1`],
         externalTrafficPolicy: r() < 0.3 ? "Local" : "Cluster",
+        // a small pool, so that services collide on external addresses now and then
+        externalIPs: r() < 0.3 ? [`198.51.100.${int(3)}`] : [],
         sessionAffinity: r() < 0.2 ? "ClientIP" : "None",
         ports: ports.map((p, i) => ({ ...p, nodePort: 30000 + s * 4 + i })),
       },

@@ -26,27 +26,35 @@ function step(a: Map<string, unknown>, b: Map<string, unknown>, seed: number): M
 
 
 describe("incremental compile equals the full compile", () => {
+  let seen = 0;
   for (let seed = 1; seed <= 15; seed++) {
     test(`seed ${seed}: 8 steps of adds, removals and changes`, () => {
       const ic = new IncrementalCompiler(opts, rings);
       let objs = new Map<string, unknown>();
       let ref: Tables | undefined;
+      let conflicts = 0;
       for (let i = 0; i < 8; i++) {
         const next = i === 0 ? asMap(generate(seed)) : step(objs, asMap(generate(seed * 100 + i)), seed * 1000 + i);
         const touched = feed(ic, objs, next);
         const changes = ic.compile();
         ref = compile(clusterStateFrom([...next.values()]).state, { ...opts, previous: ref }, rings);
         expect(show(ic.tables())).toBe(show(ref));
-        // only services whose Service or slices were touched are recompiled
+        expect(ic.conflicts()).toEqual(ref.conflicts);
+        conflicts += ref.conflicts.length;
+        // only services whose Service or slices were touched are recompiled…
         const touchedSvc = new Set([...touched].map((k) => {
           const o = (next.get(k) ?? objs.get(k)) as Obj & { metadata: { labels?: Record<string, string> } };
           return o.kind === "Service" ? `${o.metadata.namespace}/${o.metadata.name}` : `${o.metadata.namespace}/${o.metadata.labels!["kubernetes.io/service-name"]}`;
         }));
-        for (const c of changes) expect(touchedSvc.has(c.service)).toBe(true);
+        // and services that gained or lost a shared frontend, with their targets as they were
+        for (const c of changes) if (!touchedSvc.has(c.service)) expect(c.after.targets).toBe(c.before.targets);
         objs = next;
       }
+      seen += conflicts;
     });
   }
+
+  test("the generated states do collide on frontends", () => expect(seen).toBeGreaterThan(0));
 
   test("nothing changed: nothing recompiled", () => {
     const ic = new IncrementalCompiler(opts, rings);
@@ -69,4 +77,25 @@ describe("incremental compile equals the full compile", () => {
     expect(ic.compile().map((c) => c.service)).toEqual(["default/a", "default/b"]);
     expect(ic.tables().targets.map((t) => t.backends.length)).toEqual([0, 1]);
   });
+});
+
+test("two Services on one external address and port: the first by name serves it, the other takes over when it goes", () => {
+  const ic = new IncrementalCompiler(opts, rings);
+  const svc = (name: string, clusterIP: string) =>
+    parseService({ kind: "Service", metadata: { name, namespace: "default" }, spec: { clusterIP, externalIPs: ["203.0.113.7"], ports: [{ port: 80 }] } })!;
+  ic.setService(svc("b", "10.96.0.2"));
+  ic.setService(svc("a", "10.96.0.1"));
+  ic.compile();
+  const servedBy = () => ic.tables().frontends.filter((f) => f.ip === "203.0.113.7").map((f) => ic.tables().targets.find((t) => t.id === f.target)!.service);
+  expect(servedBy()).toEqual(["default/a:80/TCP"]);
+  expect(ic.conflicts()).toEqual(["Service default/b: external frontend 203.0.113.7 TCP/80 is already served by Service default/a; left out"]);
+  ic.deleteService("default", "a");
+  const changes = ic.compile();
+  // b was not touched, yet its unit changes: it gains the frontend
+  expect(changes.map((c) => [c.service, c.before.frontends.length, c.after.frontends.length])).toEqual([
+    ["default/a", 2, 0],
+    ["default/b", 1, 2],
+  ]);
+  expect(servedBy()).toEqual(["default/b:80/TCP"]);
+  expect(ic.conflicts()).toEqual([]);
 });

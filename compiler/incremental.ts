@@ -7,7 +7,10 @@ import type { EndpointSlice, Service } from "./state.ts";
 import {
   byName,
   compileService,
+  conflictMessage,
+  frontendKey,
   IdAllocator,
+  ownFrontends,
   referenceRings,
   serviceKey,
   type CompileOptions,
@@ -18,8 +21,10 @@ import {
   type Target,
 } from "./reference/compile.ts";
 
-/** What one compile changed: for each recompiled service, its unit before and after
- * (an empty unit for a service that did not exist on that side). */
+/** What one compile changed: for each recompiled service, its unit before and after (an
+ * empty unit for a service that did not exist on that side). A service that was not
+ * recompiled can change too, when a frontend key it shares with another service changes
+ * hands (compiler/reference/compile.ts: the first by name owns it). */
 export interface UnitChange {
   service: string;
   before: ServiceUnit;
@@ -32,8 +37,12 @@ export class IncrementalCompiler {
   private readonly services = new Map<string, Service>();
   /** service key -> slice name -> slice */
   private readonly slices = new Map<string, Map<string, EndpointSlice>>();
-  /** compiled units, frontends pointing at target ids */
+  /** compiled units with every frontend they claim, pointing at target ids */
+  private readonly raw = new Map<string, ServiceUnit>();
+  /** the same with only the frontends they own: what the tables hold */
   private readonly units = new Map<string, ServiceUnit>();
+  /** frontend key -> services claiming it */
+  private readonly claims = new Map<string, Set<string>>();
   private readonly dirty = new Set<string>();
   private readonly ids = new IdAllocator();
 
@@ -77,22 +86,65 @@ export class IncrementalCompiler {
   compile(): UnitChange[] {
     const keys = [...this.dirty].sort();
     this.dirty.clear();
-    const changes: UnitChange[] = [];
     const fresh: Target[] = [];
+    /** services whose owned frontends may have changed: the recompiled ones, and every
+     * claimant of a frontend key they gave up or took */
+    const recheck = new Set(keys);
+    const claim = (u: ServiceUnit, k: string, on: boolean) => {
+      for (const f of u.frontends) {
+        const fk = frontendKey(f);
+        let c = this.claims.get(fk);
+        if (!c) this.claims.set(fk, (c = new Set()));
+        if (on) c.add(k);
+        else c.delete(k);
+        for (const other of c) recheck.add(other);
+        if (!c.size) this.claims.delete(fk);
+      }
+    };
     for (const k of keys) {
-      const before = this.units.get(k) ?? EMPTY;
+      const before = this.raw.get(k) ?? EMPTY;
       const svc = this.services.get(k);
       const after = svc ? compileService(svc, [...(this.slices.get(k)?.values() ?? [])].sort(byName), this.opts) : EMPTY;
       this.ids.assign(after.targets, before.targets);
       for (const f of after.frontends) f.target = after.targets[f.target]!.id;
       fresh.push(...after.targets);
-      if (svc) this.units.set(k, after);
-      else this.units.delete(k);
-      changes.push({ service: k, before, after });
+      claim(before, k, false);
+      claim(after, k, true);
+      if (svc) this.raw.set(k, after);
+      else this.raw.delete(k);
     }
     this.ids.done();
     this.fillRings(fresh);
+    const changes: UnitChange[] = [];
+    const dirty = new Set(keys);
+    for (const k of [...recheck].sort()) {
+      const before = this.units.get(k) ?? EMPTY;
+      const r = this.raw.get(k);
+      const after = r ? { frontends: ownFrontends(k, r.frontends, (fk) => this.owner(fk)), targets: r.targets } : EMPTY;
+      if (!dirty.has(k) && after.frontends.length === before.frontends.length && after.frontends.every((f, i) => f === before.frontends[i])) continue;
+      if (r) this.units.set(k, after);
+      else this.units.delete(k);
+      changes.push({ service: k, before, after });
+    }
     return changes;
+  }
+
+  /** Of a frontend key's claimants, the first by name. */
+  private owner(fk: string): string {
+    let o: string | undefined;
+    for (const k of this.claims.get(fk) ?? []) if (o === undefined || k < o) o = k;
+    return o ?? "";
+  }
+
+  /** Frontends left out because another Service owns their key, as the full compile reports them. */
+  conflicts(): string[] {
+    const out: string[] = [];
+    for (const [fk, c] of this.claims) {
+      if (c.size < 2) continue;
+      const o = this.owner(fk);
+      for (const k of c) if (k !== o) for (const f of this.raw.get(k)!.frontends) if (frontendKey(f) === fk) out.push(conflictMessage(k, f, o));
+    }
+    return out.sort();
   }
 
   /** Every unit, flattened in service order: what the full compile returns. */
@@ -104,6 +156,6 @@ export class IncrementalCompiler {
       frontends.push(...u.frontends);
       targets.push(...u.targets);
     }
-    return { frontends, targets };
+    return { frontends, targets, conflicts: this.conflicts() };
   }
 }

@@ -72,15 +72,20 @@ test("tables --state compiles a YAML file, names every rejected object and keeps
     "kind: Service\nmetadata: {name: web, namespace: default}\nspec: {clusterIP: 10.96.0.10, ports: [{port: 80, targetPort: 8080}]}",
     "kind: EndpointSlice\nmetadata: {name: web-1, namespace: default, labels: {kubernetes.io/service-name: web}}\naddressType: IPv4\nports: [{port: 8080}]\nendpoints: [{addresses: [10.244.1.2]}]",
     "kind: Service\nmetadata: {name: bad, namespace: default}\nspec: {clusterIP: 10.96.0.11, ports: [{port: 0}]}",
+    // two Services on one external address and port: the first by name keeps it
+    "kind: Service\nmetadata: {name: ext-a, namespace: default}\nspec: {clusterIP: 10.96.0.12, externalIPs: [203.0.113.9], ports: [{port: 80}]}",
+    "kind: Service\nmetadata: {name: ext-b, namespace: default}\nspec: {clusterIP: 10.96.0.13, externalIPs: [203.0.113.9], ports: [{port: 80}]}",
   ].join("\n---\n"));
   {
     const r = skein(["tables", "--state", `${dir}/state.yaml`]);
     expect(r.code).toBe(1);
     expect(r.err).toContain("skipped Service default/bad: spec.ports[0].port: 0 is not a port (1-65535)");
-    expect(r.out).toMatch(/10\.96\.0\.10:80\/TCP\s+cluster\s+t1/);
+    expect(r.err).toContain("Service default/ext-b: external frontend 203.0.113.9 TCP/80 is already served by Service default/ext-a; left out");
+    expect(r.out).toMatch(/10\.96\.0\.10:80\/TCP\s+cluster\s+t3/);
+    expect(r.out).toMatch(/10\.96\.0\.13:80\/TCP\s+cluster\s+t2/); // ext-b keeps its ClusterIP
     expect(r.out).toMatch(/default\/web:80\/TCP\s+internal\s+11\s+10\.244\.1\.2:8080/); // default ring factor 10: smallest prime >= 10
     const j = JSON.parse(skein(["tables", "--state", `${dir}/state.yaml`, "--json"]).out);
-    expect(j.targets[0].ring).toHaveLength(11);
+    expect(j.targets.find((t: { service: string }) => t.service === "default/web:80/TCP").ring).toHaveLength(11);
     expect(skein(["tables", "--state", `${dir}/missing.yaml`]).err).toContain("missing.yaml");
   }
 });

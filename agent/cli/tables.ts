@@ -63,7 +63,7 @@ function readable(t: Tables): string {
   return lines.join("\n") + "\n";
 }
 
-/** Returns the exit code: 1 when some object was rejected (its error is on stderr). */
+/** Returns the exit code: 1 when some object was rejected or some frontend left out (why is on stderr). */
 export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const { state, errors } = clusterStateFrom(readObjects(o.state));
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
@@ -72,6 +72,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   // The earlier state compiles first, so that targets keep their ids into the new tables.
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, rings) : undefined;
   const tables = compile(state, { ...copts, previous: before }, rings);
+  for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");
     const { openNft } = await import("../datapath/nft.ts");
@@ -89,5 +90,5 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   else if (o.nft) out(renderFull(tables));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
-  return errors.length ? 1 : 0;
+  return errors.length || tables.conflicts.length ? 1 : 0;
 }

@@ -14,7 +14,7 @@ import { BatchBuilder } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { model, renderDelta, renderFull, ringDiff } from "./render.ts";
 
-type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean };
+type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean; external?: (i: number) => string[] };
 function objects(n: number, tw: Tweak = {}): unknown[] {
   const objs: unknown[] = [];
   for (let i = 0; i < n; i++) {
@@ -22,7 +22,7 @@ function objects(n: number, tw: Tweak = {}): unknown[] {
     objs.push({
       kind: "Service",
       metadata: { name: `s${i}`, namespace: "default" },
-      spec: { type: i % 5 === 0 ? "NodePort" : "ClusterIP", clusterIP: `10.96.${i >> 8}.${i & 255}`, sessionAffinity: tw.affinity?.(i) ? "ClientIP" : "None", ports: [{ port: 80, nodePort: 30000 + i }] },
+      spec: { type: i % 5 === 0 ? "NodePort" : "ClusterIP", clusterIP: `10.96.${i >> 8}.${i & 255}`, externalIPs: tw.external?.(i) ?? [], sessionAffinity: tw.affinity?.(i) ? "ClientIP" : "None", ports: [{ port: 80, nodePort: 30000 + i }] },
     });
     const eps = tw.endpoints?.(i) ?? [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`];
     objs.push({
@@ -144,13 +144,16 @@ describe("in a kernel", () => {
     const live = datapath(path);
     const shared = (i: number) => [`10.244.0.${i}`, "10.249.0.1"]; // 10.249.0.1 backs several services
     const steps = [
-      objects(40, { endpoints: (i) => (i < 6 ? shared(i) : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]) }),
-      // services removed (one of the sharers among them), a sharer leaves the shared backend,
+      // s3 and s4 claim one external address: s3 serves it
+      objects(40, { endpoints: (i) => (i < 6 ? shared(i) : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]), external: (i) => (i === 3 || i === 4 ? ["203.0.113.3"] : []) }),
+      // services removed (one of the sharers among them, and s3: s4 takes the external
+      // address over), a sharer leaves the shared backend,
       // one loses its endpoints, one grows to a new ring size, one shrinks, one pins clients
       objects(45, {
         skip: (i) => i === 3 || i === 11,
         endpoints: (i) => (i === 1 ? ["10.244.0.1"] : i < 6 ? shared(i) : i === 7 ? [] : i === 8 ? ["10.244.0.8", "10.245.0.8", "10.247.0.8"] : i === 9 ? ["10.244.0.9"] : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]),
         affinity: (i) => i === 10,
+        external: (i) => (i === 3 || i === 4 ? ["203.0.113.3"] : []),
       }),
       // the last sharers go; the ring size of 8 is no longer used by anyone
       objects(45, { skip: (i) => i < 6, endpoints: (i) => [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`] }),

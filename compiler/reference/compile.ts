@@ -62,6 +62,29 @@ export interface Target {
 export interface Tables {
   frontends: Frontend[];
   targets: Target[];
+  /** frontends left out because another Service serves the same address, protocol and port
+   * (the first by namespace/name keeps it, as the datapath can dispatch a key one way only) */
+  conflicts: string[];
+}
+
+/** What the datapath dispatches a frontend by. */
+export const frontendKey = (f: Pick<Frontend, "ip" | "protocol" | "port">) => `${f.ip}|${f.protocol}|${f.port}`;
+
+export const conflictMessage = (service: string, f: Frontend, owner: string) =>
+  `Service ${service}: ${f.kind} frontend ${f.ip} ${f.protocol}/${f.port} is already served by Service ${owner}; left out`;
+
+/**
+ * A unit's frontends that it owns: those whose key `owner` gives to `service`, each key once
+ * (a Service listing one address twice, as cluster and external IP, dispatches it once).
+ */
+export function ownFrontends(service: string, frontends: Frontend[], owner: (key: string) => string): Frontend[] {
+  const seen = new Set<string>();
+  return frontends.filter((f) => {
+    const k = frontendKey(f);
+    if (seen.has(k) || owner(k) !== service) return false;
+    seen.add(k);
+    return true;
+  });
 }
 
 /** Fills every target's ring from its (sorted) backends and ring size. */
@@ -179,10 +202,19 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
   const slices = slicesByService(state.slices);
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
+  const owners = new Map<string, string>();
+  const conflicts: string[] = [];
   for (const svc of [...state.services].sort(byName)) {
-    const u = compileService(svc, slices.get(serviceKey(svc)) ?? [], opts);
+    const key = serviceKey(svc);
+    const u = compileService(svc, slices.get(key) ?? [], opts);
+    // in name order, the first claim on a key is the owner
+    for (const f of u.frontends) {
+      const k = frontendKey(f);
+      const o = owners.get(k) ?? (owners.set(k, key), key);
+      if (o !== key) conflicts.push(conflictMessage(key, f, o));
+    }
     // `target` holds an index into `targets` until ids are assigned
-    for (const f of u.frontends) frontends.push({ ...f, target: f.target + targets.length });
+    for (const f of ownFrontends(key, u.frontends, (k) => owners.get(k)!)) frontends.push({ ...f, target: f.target + targets.length });
     targets.push(...u.targets);
   }
   const ids = new IdAllocator(opts.previous?.targets ?? []);
@@ -190,7 +222,7 @@ export function compile(state: ClusterState, opts: CompileOptions, fillRings: Ri
   ids.done();
   for (const f of frontends) f.target = targets[f.target]!.id;
   fillRings(targets);
-  return { frontends, targets };
+  return { frontends, targets, conflicts: conflicts.sort() };
 }
 
 /**
