@@ -15,7 +15,7 @@
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
-import type { RingModel, RingOps } from "./render.ts";
+import type { RingModel, RingOps, SlotOp } from "./render.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
@@ -312,17 +312,22 @@ const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const KEY_LEN = 8;
 const dataLen = (family: 4 | 6) => (family === 4 ? 8 : 20);
 
-function keysOf(ops: Array<{ id: number; slot: number }>): Uint8Array {
-  const k = new Uint8Array(ops.length * KEY_LEN);
+const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
+
+function keysOf(ops: SlotOp[]): Uint8Array {
+  const k = new Uint8Array(slotCount(ops) * KEY_LEN);
   const dv = new DataView(k.buffer);
-  for (let i = 0; i < ops.length; i++) {
-    dv.setUint32(i * KEY_LEN, ops[i]!.id, HOST_LE);
-    dv.setUint32(i * KEY_LEN + 4, ops[i]!.slot, HOST_LE);
+  let o = 0;
+  for (const op of ops) {
+    for (let s = op.from; s < op.to; s++, o += KEY_LEN) {
+      dv.setUint32(o, op.id, HOST_LE);
+      dv.setUint32(o + 4, s, HOST_LE);
+    }
   }
   return k;
 }
 
-/** Ring operations (agent/datapath/render.ts) into a batch: chains, removals, writes, chain removals. */
+/** Ring operations (agent/datapath/render.ts) into a batch: chains, removals, writes, hairpins, chain removals. */
 export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
   for (const [name, rule] of ops.addChains) {
     b.addChain(name);
@@ -332,19 +337,21 @@ export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
   for (const [set, list] of ops.add) {
     const family = list[0]!.r!.family;
     const len = dataLen(family);
-    const data = new Uint8Array(list.length * len);
+    const data = new Uint8Array(slotCount(list) * len);
     // the value straight from the backend's key (compiler/keys.ts: 16 bytes of address, IPv4
     // mapped into its last 4, then the port): address, port, two bytes of register padding
     const from = family === 4 ? 12 : 0;
     const addrLen = len - 4;
-    for (let i = 0; i < list.length; i++) {
-      const op = list[i]!;
-      const k = op.r!.ring[op.slot]! * KEY_BYTES;
+    let o = 0;
+    for (const op of list) {
+      const ring = op.r!.ring;
       const keys = op.r!.keys;
-      const o = i * len;
-      for (let b = 0; b < addrLen; b++) data[o + b] = keys[k + from + b]!;
-      data[o + addrLen] = keys[k + 16]!;
-      data[o + addrLen + 1] = keys[k + 17]!;
+      for (let s = op.from; s < op.to; s++, o += len) {
+        const k = ring[s]! * KEY_BYTES;
+        for (let b = 0; b < addrLen; b++) data[o + b] = keys[k + from + b]!;
+        data[o + addrLen] = keys[k + 16]!;
+        data[o + addrLen + 1] = keys[k + 17]!;
+      }
     }
     b.elements("add", set, keysOf(list), KEY_LEN, data, len);
   }

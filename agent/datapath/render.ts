@@ -242,11 +242,22 @@ export function renderDelta(prev: Model, next: Model): string {
   return out.length ? out.join("\n") + "\n" : "";
 }
 
-/** One ring slot to write or remove: slot `slot` of target `id`; `r` holds the new value. */
+/** Ring slots `from` to `to` (exclusive) of target `id`, to write or remove; `r` holds the
+ * new values. A range, not one object per slot: a cold load writes a million slots. */
 export interface SlotOp {
   id: number;
-  slot: number;
+  from: number;
+  to: number;
   r?: RingModel;
+}
+
+const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
+
+/** Adds slot `s` to `ops`, extending the last range when it continues it. */
+function pushSlot(ops: SlotOp[], id: number, s: number, r?: RingModel): void {
+  const last = ops[ops.length - 1];
+  if (last && last.id === id && last.to === s && last.r === r) last.to++;
+  else ops.push({ id, from: s, to: s + 1, r });
 }
 
 /** What goes over netlink: ring chains to make or remove, ring slots to remove (`del`) or
@@ -264,7 +275,10 @@ export interface RingOps {
 export const noRingOps = (): RingOps => ({ addChains: [], delChains: [], del: new Map(), add: new Map(), hairpinAdd: { 4: [], 6: [] }, hairpinDel: { 4: [], 6: [] } });
 
 export const ringOpCount = (o: RingOps) =>
-  o.addChains.length + o.delChains.length + [...o.del.values(), ...o.add.values(), o.hairpinAdd[4], o.hairpinAdd[6], o.hairpinDel[4], o.hairpinDel[6]].reduce((n, x) => n + x.length, 0);
+  o.addChains.length +
+  o.delChains.length +
+  [...o.del.values(), ...o.add.values()].reduce((n, x) => n + slotCount(x), 0) +
+  [o.hairpinAdd[4], o.hairpinAdd[6], o.hairpinDel[4], o.hairpinDel[6]].reduce((n, x) => n + x.length, 0);
 
 /** The part of a model that goes over netlink. */
 export type NetlinkPart = Pick<Model, "rings" | "ringChains" | "hairpins" | "bank">;
@@ -293,14 +307,13 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
   for (const [id, ra] of a.rings) {
     const rb = b.rings.get(id);
     if (rb && rb.family === ra.family) continue;
-    const dl = list(ops.del, ra.family, bank);
-    for (let s = 0; s < ra.ring.length; s++) dl.push({ id, slot: s });
+    list(ops.del, ra.family, bank).push({ id, from: 0, to: ra.ring.length });
   }
   for (const [id, rb] of b.rings) {
     const ra = a.rings.get(id);
     const ad = list(ops.add, rb.family, bank);
     if (!ra || ra.family !== rb.family) {
-      for (let s = 0; s < rb.ring.length; s++) ad.push({ id, slot: s, r: rb });
+      ad.push({ id, from: 0, to: rb.ring.length, r: rb });
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
@@ -309,11 +322,11 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
       if (ra.backends[ra.ring[s]!] === rb.backends[rb.ring[s]!]) continue;
-      dl.push({ id, slot: s });
-      ad.push({ id, slot: s, r: rb });
+      pushSlot(dl, id, s);
+      pushSlot(ad, id, s, rb);
     }
-    for (let s = n; s < rb.ring.length; s++) ad.push({ id, slot: s, r: rb });
-    for (let s = n; s < ra.ring.length; s++) dl.push({ id, slot: s });
+    if (rb.ring.length > n) ad.push({ id, from: n, to: rb.ring.length, r: rb });
+    if (ra.ring.length > n) dl.push({ id, from: n, to: ra.ring.length });
   }
   for (const m of [ops.del, ops.add]) for (const [k, v] of m) if (!v.length) m.delete(k);
   return ops;
@@ -409,9 +422,13 @@ export function renderPlan(p: DeltaPlan): string {
 export function renderRingOps(o: RingOps): string {
   const out: string[] = [];
   for (const [name, rule] of o.addChains) out.push(...chainBlock(name, [ringRuleText(rule)]));
-  const slot = (op: SlotOp) => `${op.id} . ${op.slot}`;
-  for (const [set, ops] of o.del) out.push(...elementLines("delete", set, ops.map(slot)));
-  for (const [set, ops] of o.add) out.push(...elementLines("add", set, ops.map((op) => `${slot(op)} : ${op.r!.backends[op.r!.ring[op.slot]!]}`)));
+  const slots = (ops: SlotOp[], value: (op: SlotOp, s: number) => string) => {
+    const items: string[] = [];
+    for (const op of ops) for (let s = op.from; s < op.to; s++) items.push(`${op.id} . ${s}${value(op, s)}`);
+    return items;
+  };
+  for (const [set, ops] of o.del) out.push(...elementLines("delete", set, slots(ops, () => "")));
+  for (const [set, ops] of o.add) out.push(...elementLines("add", set, slots(ops, (op, s) => ` : ${op.r!.backends[op.r!.ring[s]!]}`)));
   for (const fam of [4, 6] as const) {
     out.push(...elementLines("delete", `hairpin${fam}`, o.hairpinDel[fam].map((ip) => `${ip} . ${ip}`)));
     out.push(...elementLines("add", `hairpin${fam}`, o.hairpinAdd[fam].map((ip) => `${ip} . ${ip}`)));
