@@ -37,6 +37,8 @@ export class IncrementalCompiler {
   private readonly services = new Map<string, Service>();
   /** service key -> slice name -> slice */
   private readonly slices = new Map<string, Map<string, EndpointSlice>>();
+  /** namespace/slice name -> the service key it is filed under */
+  private readonly sliceOwner = new Map<string, string>();
   /** compiled units with every frontend they claim, pointing at target ids */
   private readonly raw = new Map<string, ServiceUnit>();
   /** the same with only the frontends they own: what the tables hold */
@@ -69,17 +71,19 @@ export class IncrementalCompiler {
     let m = this.slices.get(k);
     if (!m) this.slices.set(k, (m = new Map()));
     m.set(sl.name, sl);
+    this.sliceOwner.set(`${sl.namespace}/${sl.name}`, k);
     this.dirty.add(k);
   }
 
   deleteSlice(namespace: string, name: string): void {
-    // slices are few per namespace and service; a reverse index is not worth its upkeep
-    for (const [k, m] of this.slices) {
-      if (!k.startsWith(`${namespace}/`) || !m.delete(name)) continue;
-      if (!m.size) this.slices.delete(k);
-      this.dirty.add(k);
-      return;
-    }
+    const id = `${namespace}/${name}`;
+    const k = this.sliceOwner.get(id);
+    if (k === undefined) return;
+    this.sliceOwner.delete(id);
+    const m = this.slices.get(k)!;
+    m.delete(name);
+    if (!m.size) this.slices.delete(k);
+    this.dirty.add(k);
   }
 
   /** Recompiles the services changed since the last compile, in name order. */
