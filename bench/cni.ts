@@ -6,6 +6,7 @@ import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { Lab } from "../agent/demo/lab.ts";
+import { pct } from "./stats.ts";
 
 const PODS = Number(process.argv[2] ?? 50);
 const SKEIN = resolve(import.meta.dir, "../dist/skein");
@@ -27,10 +28,6 @@ const contenders: Array<{ label: string; list: Conflist }> = [
   },
 ];
 
-const pct = (xs: number[], p: number) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
-};
 
 try {
   mkdirSync(`${work}/bin`);

@@ -11,12 +11,12 @@ import { IncrementalCompiler } from "../compiler/incremental.ts";
 import { resolve } from "node:path";
 import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
 import { cluster } from "./cluster.ts";
+import { col, pct } from "./stats.ts";
 
 const ringFactor = Number(process.argv[2] ?? 10);
 const sizes = (process.argv[3] ?? "100,1000,10000").split(",").map(Number);
 const wasm = wasmRings(await loadCompiler());
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 function time(f: () => void, runs: number): number {
   f(); // warm-up
   const t: number[] = [];
@@ -25,7 +25,7 @@ function time(f: () => void, runs: number): number {
     f();
     t.push(performance.now() - t0);
   }
-  return median(t);
+  return pct(t, 50);
 }
 
 interface Kernel {
@@ -39,7 +39,6 @@ interface Kernel {
 
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
 const root = process.getuid?.() === 0;
-const col = (s: string | number, w: number) => String(s).padStart(w);
 console.log(`services × 10 endpoints, ring factor ${ringFactor}. compile: median ms, rings by compiler.wasm vs the TypeScript reference; recompile after one endpoint change, ms.`);
 console.log(`kernel (fresh namespace${root ? "" : ", skipped: not root"}): skein cold load and one-endpoint delta through the datapath, ms;`);
 console.log(`iptables-restore of the same services in kube-proxy's iptables shape, ms (cut off after $IPT_LIMIT_MS, default 60 s); RSS of the loading process, MB`);
@@ -54,8 +53,7 @@ for (const n of sizes) {
   const tables = compile(state, opts, wasm);
   // the recompile after one endpoint change: one slice set, only its service recompiled
   const ic = new IncrementalCompiler(opts, wasm);
-  for (const s of state.services) ic.setService(s);
-  for (const s of state.slices) ic.setSlice(s);
+  ic.load(state);
   ic.compile();
   const slices = [cluster(n, 10, n >> 1).slices[n >> 1]!, state.slices[n >> 1]!];
   let flip = 0;

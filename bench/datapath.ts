@@ -13,6 +13,7 @@ import { resolve } from "node:path";
 import { Lab, OutputWatcher } from "../agent/demo/lab.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
 import { clusterIP, clusterObjects, endpointIP, kubeProxyIptables } from "./cluster.ts";
+import { col, pct } from "./stats.ts";
 
 const CONNS = Number(process.argv[2] ?? 3000);
 const ROUNDS = Number(process.argv[3] ?? 2);
@@ -58,7 +59,6 @@ const client = (args: string[]) => {
   return JSON.parse(p.stdout.toString()) as unknown;
 };
 
-const pct = (xs: number[], p: number) => [...xs].sort((a, b) => a - b)[Math.min(xs.length - 1, Math.floor((xs.length * p) / 100))]!;
 
 try {
   for (const h of ["cli", "node", "srv"]) lab.host(h);
@@ -93,7 +93,6 @@ try {
   }
   server.kill();
 
-  const col = (s: string | number, w: number) => String(s).padStart(w);
   console.log(`TCP connection setup through a ClusterIP (the last service), ${CONNS} connections × ${ROUNDS} rounds per ruleset; throughput: ${MB} MB over one connection, median of rounds`);
   console.log([col("ruleset", 28), col("services", 9), col("p50 µs", 8), col("p90 µs", 8), col("p99 µs", 8), col("MB/s", 7), col("load ms", 8)].join(" "));
   const p50 = new Map<string, number>();

@@ -3,7 +3,7 @@
 // since the last one (a Service or one of its slices set or removed). The result is the same
 // as the full compile (compiler/reference/compile.ts) of the same state with the previous
 // tables, ids included; the tests hold the two equal.
-import type { EndpointSlice, Service } from "./state.ts";
+import type { ClusterState, EndpointSlice, Service } from "./state.ts";
 import {
   byName,
   compileService,
@@ -13,6 +13,7 @@ import {
   ownFrontends,
   referenceRings,
   serviceKey,
+  sliceServiceKey,
   type CompileOptions,
   type Frontend,
   type RingFiller,
@@ -37,7 +38,7 @@ export class IncrementalCompiler {
   private readonly services = new Map<string, Service>();
   /** service key -> slice name -> slice */
   private readonly slices = new Map<string, Map<string, EndpointSlice>>();
-  /** namespace/slice name -> the service key it is filed under */
+  /** the slice's own namespace/name -> the service key it is filed under */
   private readonly sliceOwner = new Map<string, string>();
   /** compiled units with every frontend they claim, pointing at target ids */
   private readonly raw = new Map<string, ServiceUnit>();
@@ -53,6 +54,12 @@ export class IncrementalCompiler {
     private readonly fillRings: RingFiller = referenceRings,
   ) {}
 
+  /** Every Service and slice of a state, as set one by one. */
+  load(state: ClusterState): void {
+    for (const s of state.services) this.setService(s);
+    for (const s of state.slices) this.setSlice(s);
+  }
+
   setService(svc: Service): void {
     const k = serviceKey(svc);
     this.services.set(k, svc);
@@ -67,16 +74,16 @@ export class IncrementalCompiler {
   /** A slice moving to another service (its label changed) dirties both. */
   setSlice(sl: EndpointSlice): void {
     this.deleteSlice(sl.namespace, sl.name);
-    const k = `${sl.namespace}/${sl.service}`;
+    const k = sliceServiceKey(sl);
     let m = this.slices.get(k);
     if (!m) this.slices.set(k, (m = new Map()));
     m.set(sl.name, sl);
-    this.sliceOwner.set(`${sl.namespace}/${sl.name}`, k);
+    this.sliceOwner.set(serviceKey(sl), k);
     this.dirty.add(k);
   }
 
   deleteSlice(namespace: string, name: string): void {
-    const id = `${namespace}/${name}`;
+    const id = serviceKey({ namespace, name });
     const k = this.sliceOwner.get(id);
     if (k === undefined) return;
     this.sliceOwner.delete(id);

@@ -117,17 +117,15 @@ export class Datapath {
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
     const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0));
+    const commit = () => {
+      this.current = next;
+      this.slots = slots;
+    };
     let r: Omit<SyncResult, "ms">;
     if (!prev || opts.full) r = this.cold(next, slots);
     else if (!fits) r = this.rebuild(prev, next, slots);
-    else {
-      r = this.run(planDelta(prev, next), prev, () => {
-        this.current = next;
-        this.slots = slots;
-      });
-    }
-    this.current = next;
-    this.slots = slots;
+    else r = this.run(planDelta(prev, next), prev, commit);
+    commit();
     return { ...r, ms: performance.now() - t0 };
   }
 

@@ -15,7 +15,7 @@
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
-import type { RingModel, RingOps, SlotOp } from "./render.ts";
+import { slotCount, type RingModel, type RingOps, type SlotOp } from "./render.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
@@ -311,8 +311,6 @@ export class BatchBuilder {
 const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const KEY_LEN = 8;
 const dataLen = (family: 4 | 6) => (family === 4 ? 8 : 20);
-
-const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
 
 function keysOf(ops: SlotOp[]): Uint8Array {
   const k = new Uint8Array(slotCount(ops) * KEY_LEN);

@@ -251,7 +251,7 @@ export interface SlotOp {
   r?: RingModel;
 }
 
-const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
+export const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
 
 /** Adds slot `s` to `ops`, extending the last range when it continues it. */
 function pushSlot(ops: SlotOp[], id: number, s: number, r?: RingModel): void {

@@ -143,6 +143,8 @@ export interface ServiceUnit {
 }
 
 export const serviceKey = (s: { namespace: string; name: string }) => `${s.namespace}/${s.name}`;
+/** The key of the Service a slice belongs to. */
+export const sliceServiceKey = (sl: Pick<EndpointSlice, "namespace" | "service">) => serviceKey({ namespace: sl.namespace, name: sl.service });
 export const byName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }) => cmp(serviceKey(a), serviceKey(b));
 
 /** One service with its slices (in name order) to its unit. */
@@ -190,7 +192,7 @@ export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick
 export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
   for (const sl of [...slices].sort(byName)) {
-    const k = `${sl.namespace}/${sl.service}`;
+    const k = sliceServiceKey(sl);
     let l = out.get(k);
     if (!l) out.set(k, (l = []));
     l.push(sl);
