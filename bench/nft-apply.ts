@@ -5,7 +5,7 @@
 // services in kube-proxy's iptables shape through iptables-restore (legacy and nft), each
 // into an empty namespace state, each cut off after IPT_LIMIT_MS (default 60 s). Prints JSON.
 import { IncrementalCompiler } from "../compiler/incremental.ts";
-import { loadCompiler, wasmRings } from "../compiler/wasm.ts";
+import { loadCompiler, wasmUnits } from "../compiler/wasm.ts";
 import { Datapath } from "../agent/datapath/datapath.ts";
 import { openNft } from "../agent/datapath/nft.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
@@ -13,9 +13,8 @@ import { run } from "../agent/sys/exec.ts";
 import { cluster, kubeProxyIptables } from "./cluster.ts";
 
 const [n, ringFactor] = process.argv.slice(2).map(Number) as [number, number];
-const rings = wasmRings(await loadCompiler());
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
-const ic = new IncrementalCompiler(opts, rings);
+const ic = new IncrementalCompiler(opts, wasmUnits(await loadCompiler(), opts));
 const state = cluster(n);
 ic.load(state);
 const nl = Netlink.openNetfilter();

@@ -47,19 +47,23 @@ export function generate(seed: number): unknown[] {
   const nSvc = 1 + int(30);
   for (let s = 0; s < nSvc; s++) {
     const dual = r() < 0.3;
-    const ports = [...Array(1 + int(3)).keys()].map((i) => ({ name: `p${i}`, port: 80 + i, protocol: r() < 0.3 ? "UDP" : "TCP", targetPort: r() < 0.5 ? `p${i}` : 8080 + i }));
+    // ports 8, 9, 10, 11 so that numeric and text order differ
+    const ports = [...Array(1 + int(4)).keys()].map((i) => ({ name: `p${i}`, port: 11 - i, protocol: ["TCP", "TCP", "UDP", "SCTP"][int(4)], targetPort: r() < 0.5 ? `p${i}` : 8080 + i }));
+    const type = ["ClusterIP", "ClusterIP", "NodePort", "LoadBalancer"][int(4)];
     objs.push({
       kind: "Service",
       metadata: { name: `s${s}`, namespace: r() < 0.5 ? "default" : "prod" },
       spec: {
-        type: r() < 0.2 ? "NodePort" : "ClusterIP",
+        type,
         clusterIPs: dual ? [`10.96.${s}.1`, `fd00:96::${s.toString(16)}:1`] : [`10.96.${s}.1`],
         externalTrafficPolicy: r() < 0.3 ? "Local" : "Cluster",
+        internalTrafficPolicy: r() < 0.2 ? "Local" : "Cluster",
         // a small pool, so that services collide on external addresses now and then
         externalIPs: r() < 0.3 ? [`198.51.100.${int(3)}`] : [],
         sessionAffinity: r() < 0.2 ? "ClientIP" : "None",
         ports: ports.map((p, i) => ({ ...p, nodePort: 30000 + s * 4 + i })),
       },
+      status: type === "LoadBalancer" ? { loadBalancer: { ingress: [{ ip: `203.0.113.${s}` }, ...(dual ? [{ ip: `2001:db8::${s.toString(16)}` }] : [])] } } : {},
     });
     const ns = (objs[objs.length - 1] as { metadata: { namespace: string } }).metadata.namespace;
     for (const fam of dual ? [4, 6] : [4]) {
@@ -68,9 +72,10 @@ export function generate(seed: number): unknown[] {
           kind: "EndpointSlice",
           metadata: { name: `s${s}-${fam}-${k}`, namespace: ns, labels: { "kubernetes.io/service-name": `s${s}` } },
           addressType: fam === 4 ? "IPv4" : "IPv6",
-          ports: ports.map((p, i) => ({ name: p.name, protocol: p.protocol, port: 9000 + i + k })),
+          ports: ports.map((p, i) => ({ name: p.name, protocol: p.protocol, port: 9000 + i + (r() < 0.2 ? 0 : k) })).filter(() => r() < 0.9),
           endpoints: [...Array(int(40)).keys()].map((e) => ({
-            addresses: [fam === 4 ? `10.${100 + k}.${s}.${e + 1}` : `fd00:${k}::${s.toString(16)}:${(e + 1).toString(16)}`],
+            // now and then the same address in two slices of a service
+            addresses: [fam === 4 ? `10.${100 + (r() < 0.1 ? 0 : k)}.${s}.${e + 1}` : `fd00:${k}::${s.toString(16)}:${(e + 1).toString(16)}`],
             conditions: { ready: r() < 0.8, serving: true, terminating: r() < 0.3 },
             nodeName: r() < 0.5 ? "n1" : "n2",
           })),

@@ -6,11 +6,11 @@ import { compile, type Tables } from "./reference/compile.ts";
 import { clusterStateFrom, parseEndpointSlice, parseService } from "./state.ts";
 import { IncrementalCompiler } from "./incremental.ts";
 import { asMap, feed, generate, rng, type Obj } from "./generate.ts";
-import { loadCompiler, wasmRings } from "./wasm.ts";
+import { loadCompiler, wasmUnits } from "./wasm.ts";
 
 const show = (t: Tables) => JSON.stringify({ f: t.frontends, t: t.targets.map((x) => ({ ...x, ring: [...x.ring] })) });
 const opts = { nodeName: "n1", nodeIPs: ["198.18.0.1", "fd00:18::1"], ringFactor: 25 };
-const rings = wasmRings(await loadCompiler());
+const c = await loadCompiler();
 
 /** A step: each object of `a` kept, dropped or swapped for its namesake in `b`, plus `b`'s new ones. */
 function step(a: Map<string, unknown>, b: Map<string, unknown>, seed: number): Map<string, unknown> {
@@ -29,7 +29,7 @@ describe("incremental compile equals the full compile", () => {
   let seen = 0;
   for (let seed = 1; seed <= 15; seed++) {
     test(`seed ${seed}: 8 steps of adds, removals and changes`, () => {
-      const ic = new IncrementalCompiler(opts, rings);
+      const ic = new IncrementalCompiler(opts, wasmUnits(c, opts));
       let objs = new Map<string, unknown>();
       let ref: Tables | undefined;
       let conflicts = 0;
@@ -37,7 +37,7 @@ describe("incremental compile equals the full compile", () => {
         const next = i === 0 ? asMap(generate(seed)) : step(objs, asMap(generate(seed * 100 + i)), seed * 1000 + i);
         const touched = feed(ic, objs, next);
         const changes = ic.compile();
-        ref = compile(clusterStateFrom([...next.values()]).state, { ...opts, previous: ref }, rings);
+        ref = compile(clusterStateFrom([...next.values()]).state, { ...opts, previous: ref });
         expect(show(ic.tables())).toBe(show(ref));
         expect(ic.conflicts()).toEqual(ref.conflicts);
         conflicts += ref.conflicts.length;
@@ -57,14 +57,14 @@ describe("incremental compile equals the full compile", () => {
   test("the generated states do collide on frontends", () => expect(seen).toBeGreaterThan(0));
 
   test("nothing changed: nothing recompiled", () => {
-    const ic = new IncrementalCompiler(opts, rings);
+    const ic = new IncrementalCompiler(opts, wasmUnits(c, opts));
     feed(ic, new Map(), asMap(generate(3)));
     expect(ic.compile().length).toBeGreaterThan(0);
     expect(ic.compile()).toEqual([]);
   });
 
   test("a slice moving to another service recompiles both", () => {
-    const ic = new IncrementalCompiler(opts, rings);
+    const ic = new IncrementalCompiler(opts, wasmUnits(c, opts));
     const svc = (name: string) => parseService({ kind: "Service", metadata: { name, namespace: "default" }, spec: { clusterIP: name === "a" ? "10.96.0.1" : "10.96.0.2", ports: [{ port: 80 }] } })!;
     const slice = (service: string) =>
       parseEndpointSlice({ kind: "EndpointSlice", metadata: { name: "x", namespace: "default", labels: { "kubernetes.io/service-name": service } }, addressType: "IPv4", ports: [{ port: 80 }], endpoints: [{ addresses: ["10.244.0.2"] }] })!;
@@ -80,7 +80,7 @@ describe("incremental compile equals the full compile", () => {
 });
 
 test("two Services on one external address and port: the first by name serves it, the other takes over when it goes", () => {
-  const ic = new IncrementalCompiler(opts, rings);
+  const ic = new IncrementalCompiler(opts, wasmUnits(c, opts));
   const svc = (name: string, clusterIP: string) =>
     parseService({ kind: "Service", metadata: { name, namespace: "default" }, spec: { clusterIP, externalIPs: ["203.0.113.7"], ports: [{ port: 80 }] } })!;
   ic.setService(svc("b", "10.96.0.2"));

@@ -5,18 +5,17 @@
 // tables, ids included; the tests hold the two equal.
 import type { ClusterState, EndpointSlice, Service } from "./state.ts";
 import {
-  byName,
-  compileService,
+  inNameOrder,
   conflictMessage,
   frontendKey,
   IdAllocator,
   ownFrontends,
-  referenceRings,
+  referenceUnits,
   serviceKey,
   sliceServiceKey,
   type CompileOptions,
   type Frontend,
-  type RingFiller,
+  type UnitCompiler,
   type ServiceUnit,
   type Tables,
   type Target,
@@ -49,10 +48,12 @@ export class IncrementalCompiler {
   private readonly dirty = new Set<string>();
   private readonly ids = new IdAllocator();
 
-  constructor(
-    private readonly opts: Omit<CompileOptions, "previous">,
-    private readonly fillRings: RingFiller = referenceRings,
-  ) {}
+  private readonly engine: UnitCompiler;
+
+  /** `units` must be made for the same options (referenceUnits by default). */
+  constructor(opts: Omit<CompileOptions, "previous">, units?: UnitCompiler) {
+    this.engine = units ?? referenceUnits(opts);
+  }
 
   /** Every Service and slice of a state, as set one by one. */
   load(state: ClusterState): void {
@@ -62,6 +63,7 @@ export class IncrementalCompiler {
 
   setService(svc: Service): void {
     const k = serviceKey(svc);
+    this.engine.admit?.(svc);
     this.services.set(k, svc);
     this.dirty.add(k);
   }
@@ -74,6 +76,7 @@ export class IncrementalCompiler {
   /** A slice moving to another service (its label changed) dirties both. */
   setSlice(sl: EndpointSlice): void {
     this.deleteSlice(sl.namespace, sl.name);
+    this.engine.admit?.(sl);
     const k = sliceServiceKey(sl);
     let m = this.slices.get(k);
     if (!m) this.slices.set(k, (m = new Map()));
@@ -97,7 +100,6 @@ export class IncrementalCompiler {
   compile(): UnitChange[] {
     const keys = [...this.dirty].sort();
     this.dirty.clear();
-    const fresh: Target[] = [];
     /** services whose owned frontends may have changed: the recompiled ones, and every
      * claimant of a frontend key they gave up or took */
     const recheck = new Set(keys);
@@ -112,20 +114,21 @@ export class IncrementalCompiler {
         if (!c.size) this.claims.delete(fk);
       }
     };
+    const live = keys.filter((k) => this.services.has(k));
+    const compiled = this.engine.units(live.map((k) => ({ service: this.services.get(k)!, slices: inNameOrder(this.slices.get(k)?.values() ?? []) })));
+    let next = 0;
     for (const k of keys) {
       const before = this.raw.get(k) ?? EMPTY;
       const svc = this.services.get(k);
-      const after = svc ? compileService(svc, [...(this.slices.get(k)?.values() ?? [])].sort(byName), this.opts) : EMPTY;
+      const after = svc ? compiled[next++]! : EMPTY;
       this.ids.assign(after.targets, before.targets);
       for (const f of after.frontends) f.target = after.targets[f.target]!.id;
-      fresh.push(...after.targets);
       claim(before, k, false);
       claim(after, k, true);
       if (svc) this.raw.set(k, after);
       else this.raw.delete(k);
     }
     this.ids.done();
-    this.fillRings(fresh);
     const changes: UnitChange[] = [];
     const dirty = new Set(keys);
     for (const k of [...recheck].sort()) {

@@ -7,22 +7,25 @@ export const KEY_BYTES = 18;
 
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
-export function writeBackendKey(out: Uint8Array, at: number, ip: string, port: number): void {
+/** The 16 bytes of an address (IPv4 as ::ffff:a.b.c.d), network order, at out[at]. */
+export function writeAddress(out: Uint8Array, at: number, ip: string): void {
   // Fast path for plain dotted quads (every address was validated with ipaddr.js when the
-  // state was read); a compile writes one key per backend, 100,000 at 10k services.
+  // state was read); a compile writes one per backend, 100,000 at 10k services.
   const q = DOTTED_QUAD.exec(ip);
   if (q) {
     out.fill(0, at, at + 10);
     out[at + 10] = 0xff;
     out[at + 11] = 0xff;
     for (let i = 0; i < 4; i++) out[at + 12 + i] = Number(q[i + 1]);
-    out[at + 16] = port >> 8;
-    out[at + 17] = port & 0xff;
     return;
   }
   const a = ipaddr.parse(ip);
   const v6 = a.kind() === "ipv4" ? (a as ipaddr.IPv4).toIPv4MappedAddress() : (a as ipaddr.IPv6);
   out.set(v6.toByteArray(), at);
+}
+
+export function writeBackendKey(out: Uint8Array, at: number, ip: string, port: number): void {
+  writeAddress(out, at, ip);
   out[at + 16] = port >> 8;
   out[at + 17] = port & 0xff;
 }

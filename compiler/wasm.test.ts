@@ -1,15 +1,14 @@
-// compiler.wasm against the TypeScript reference, on generated cluster states.
+// compiler.wasm against the TypeScript reference, on generated cluster states: the same
+// units, byte for byte (frontends, backends, keys, rings), whatever the order of the input.
 import { describe, expect, test } from "bun:test";
-import { compile, referenceRings, type Tables } from "./reference/compile.ts";
-import { ringSize } from "./reference/maglev.ts";
-import { clusterStateFrom } from "./state.ts";
-import { KEY_BYTES, writeBackendKey } from "./keys.ts";
-import { EXPECTED_ABI, loadCompiler, wasmRings } from "./wasm.ts";
+import { compile, referenceUnits, type Tables } from "./reference/compile.ts";
+import { clusterStateFrom, parseEndpointSlice, parseService } from "./state.ts";
+import { EXPECTED_ABI, loadCompiler, wasmUnits } from "./wasm.ts";
 import { generate, shuffle } from "./generate.ts";
 
 const c = await loadCompiler();
 
-const bytes = (t: Tables) => JSON.stringify({ f: t.frontends, t: t.targets.map((x) => ({ ...x, ring: [...x.ring] })) });
+const bytes = (t: Pick<Tables, "frontends" | "targets">) => JSON.stringify({ f: t.frontends, t: t.targets.map((x) => ({ ...x, keys: [...x.keys], ring: [...x.ring] })) });
 const opts = { nodeName: "n1", nodeIPs: ["198.18.0.1", "fd00:18::1"], ringFactor: 25 };
 
 test("compiler.wasm speaks the ABI this host expects", () => {
@@ -20,28 +19,61 @@ test("a missing compiler.wasm is reported with its path", async () => {
   await expect(loadCompiler("/nonexistent/compiler.wasm")).rejects.toThrow(/compiler\.wasm/);
 });
 
-describe("WASM rings equal the reference", () => {
+describe("the compile in compiler.wasm equals the reference", () => {
   for (let seed = 1; seed <= 25; seed++) {
     test(`generated cluster state, seed ${seed}, in two orders`, () => {
       const objs = generate(seed);
-      const { state } = clusterStateFrom(objs);
-      const ref = compile(state, opts, referenceRings);
-      const wasm = compile(clusterStateFrom(shuffle(objs, seed + 1000)).state, opts, wasmRings(c));
+      const ref = compile(clusterStateFrom(objs).state, opts);
+      const wasm = compile(clusterStateFrom(shuffle(objs, seed + 1000)).state, opts, wasmUnits(c, opts));
       expect(ref.targets.some((t) => t.ringSize > 0)).toBe(true);
       expect(bytes(wasm)).toBe(bytes(ref));
+      expect(wasm.conflicts).toEqual(ref.conflicts);
     });
   }
 
-  test("large rings: 1,000 backends at ring factor 100", () => {
-    // 10.x.y.9 in numeric order is also key order
-    const backends = [...Array(1000).keys()].map((i) => ({ ip: `10.${i >> 8}.${i & 255}.9`, port: 80 }));
-    const keys = new Uint8Array(backends.length * KEY_BYTES);
-    backends.forEach((b, i) => writeBackendKey(keys, i * KEY_BYTES, b.ip, b.port));
-    const mk = () => [{ id: 1, service: "x", family: 4 as const, scope: "internal" as const, backends, keys, ringSize: ringSize(1000, 100), ring: new Int32Array(0), affinity: false }];
-    const a = mk();
-    const b = mk();
-    referenceRings(a);
-    wasmRings(c)(b);
-    expect([...b[0]!.ring]).toEqual([...a[0]!.ring]);
+  const svc = (name: string, spec: Record<string, unknown>) => parseService({ kind: "Service", metadata: { namespace: "default", name }, spec })!;
+  const slice = (name: string, service: string, endpoints: unknown[], ports: unknown[], addressType = "IPv4") =>
+    parseEndpointSlice({ kind: "EndpointSlice", metadata: { namespace: "default", name, labels: { "kubernetes.io/service-name": service } }, addressType, ports, endpoints })!;
+  const same = (batch: Parameters<ReturnType<typeof referenceUnits>["units"]>[0], o = opts) => {
+    const ref = referenceUnits(o).units(batch);
+    const wasm = wasmUnits(c, o).units(batch);
+    expect(wasm.map(bytes)).toEqual(ref.map(bytes));
+    return wasm;
+  };
+
+  test("large rings: 1,000 backends at ring factor 100, merge-sorted", () => {
+    // addresses listed in reverse key order, one endpoint with many addresses
+    const addrs = [...Array(1000).keys()].reverse().map((i) => `10.${i >> 8}.${i & 255}.9`);
+    const u = same([{ service: svc("big", { clusterIP: "10.96.0.1", ports: [{ port: 80 }] }), slices: [slice("big-a", "big", [{ addresses: addrs.slice(0, 1) }, { addresses: addrs.slice(1) }], [{ port: 8080 }])] }], { ...opts, ringFactor: 100 });
+    expect(u[0]!.targets[0]!.backends.length).toBe(1000);
+    expect(u[0]!.targets[0]!.ringSize).toBeGreaterThanOrEqual(100_000);
+  });
+
+  test("many ports, no endpoints, headless and an empty batch", () => {
+    const ports = [...Array(40).keys()].map((i) => ({ name: `p${i}`, port: 1000 - i * 7, protocol: ["TCP", "UDP", "SCTP"][i % 3], nodePort: 30000 + i }));
+    const u = same([
+      { service: svc("wide", { type: "NodePort", clusterIPs: ["10.96.0.2", "fd00::2"], externalIPs: ["192.0.2.1"], ports }), slices: [] },
+      { service: svc("headless", { clusterIP: "None", ports: [{ port: 80 }] }), slices: [] },
+    ]);
+    expect(u[0]!.targets.length).toBe(80);
+    expect(u[1]).toEqual({ frontends: [], targets: [] });
+    expect(wasmUnits(c, opts).units([])).toEqual([]);
+  });
+
+  test("duplicates across slices, draining endpoints, slices of the other family and without the port", () => {
+    const s = svc("d", { clusterIPs: ["10.96.0.3"], ports: [{ name: "web", port: 80, targetPort: "http" }], internalTrafficPolicy: "Local", externalIPs: ["192.0.2.3"] });
+    const port = [{ name: "web", port: 8080 }];
+    same([
+      {
+        service: s,
+        slices: [
+          slice("d-a", "d", [{ addresses: ["10.1.0.2"], nodeName: "n1" }, { addresses: ["10.1.0.3"], nodeName: "n2" }], port),
+          slice("d-b", "d", [{ addresses: ["10.1.0.2"], nodeName: "n1" }, { addresses: ["10.1.0.4"], conditions: { ready: false, serving: true, terminating: true }, nodeName: "n1" }], port),
+          slice("d-c", "d", [{ addresses: ["10.1.0.5"] }], [{ name: "other", port: 9 }]),
+          slice("d-d", "d", [{ addresses: ["fd00::5"] }], port, "IPv6"),
+        ],
+      },
+      { service: svc("e", { clusterIPs: ["10.96.0.4"], ports: [{ port: 80 }] }), slices: [slice("e-a", "e", [{ addresses: ["10.1.0.6"], conditions: { ready: false, serving: true, terminating: true } }, { addresses: ["10.1.0.7"], conditions: { ready: false, serving: false, terminating: true } }], [{ port: 80 }])] },
+    ]);
   });
 });

@@ -1,17 +1,20 @@
-// Loads compiler.wasm and packs work into its memory. The file import makes `bun build
+// Loads compiler.wasm and runs the unit compile in it. The file import makes `bun build
 // --compile` embed the module in the executable; from a source checkout it resolves to
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
-import type { RingFiller, Target } from "./reference/compile.ts";
+import type { Family } from "../agent/ipam/cidr.ts";
+import type { Backend, CompileOptions, Frontend, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
+import type { EndpointSlice, Service } from "./state.ts";
+import { KINDS, Names, packNodeIPs, packService, packSlice, type Packed } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";
 
-export const EXPECTED_ABI = 3;
+export const EXPECTED_ABI = 4;
 
 export interface CompilerExports {
   memory: WebAssembly.Memory;
   abiVersion(): number;
   reserve(bytes: number): number;
-  fillRings(nTargets: number, targets: number, keys: number, out: number, scratch: number): void;
+  compileUnits(nUnits: number, input: number, scratch: number, maxAddrs: number, output: number): number;
 }
 
 export async function loadCompiler(path: string = wasmPath): Promise<CompilerExports> {
@@ -31,44 +34,126 @@ export async function loadCompiler(path: string = wasmPath): Promise<CompilerExp
   return exports;
 }
 
-const align8 = (n: number) => (n + 7) & ~7;
+const SCOPES = ["internal", "external"] as const;
+// scratch bytes per slice address of the largest unit (assembly/index.ts compileUnits):
+// a slice pointer, a 32-byte candidate, two sort indexes and the Maglev state
+const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
 
 /**
- * A RingFiller that runs the Maglev fill in compiler.wasm: the targets' packed keys are
- * copied into the module's memory block by block, one call fills every ring, and each
- * target's ring is a view into the output (copied out of the module's memory once, whole).
+ * The unit compile in compiler.wasm. Each Service and slice is packed once (when admitted,
+ * or at its first compile) and kept beside the object; a batch is copied into the module's
+ * memory and compiled in one call, and the units are read back from typed-array views, their
+ * addresses taken from the packed objects' text rather than formatted anew.
  */
-export function wasmRings(c: CompilerExports): RingFiller {
-  return (targets: Target[]) => {
-    const live = targets.filter((t) => t.ringSize > 0);
-    const nKeys = live.reduce((n, t) => n + t.backends.length, 0);
-    const slots = live.reduce((n, t) => n + t.ringSize, 0);
-    const maxN = live.reduce((n, t) => Math.max(n, t.backends.length), 0);
-    const sizes = [live.length * 16, nKeys * KEY_BYTES, slots * 4, maxN * 8].map(align8);
-    const pTargets = c.reserve(sizes.reduce((a, b) => a + b, 0));
-    const pKeys = pTargets + sizes[0]!;
-    const pOut = pKeys + sizes[1]!;
-    const pScratch = pOut + sizes[2]!;
-    const buf = c.memory.buffer; // after reserve: growing detaches older views
-    const tv = new Uint32Array(buf, pTargets, live.length * 4);
-    const kb = new Uint8Array(buf, pKeys, nKeys * KEY_BYTES);
-    let first = 0;
-    let ringOff = 0;
-    for (const [i, t] of live.entries()) {
-      tv[i * 4] = first;
-      tv[i * 4 + 1] = t.backends.length;
-      tv[i * 4 + 2] = t.ringSize;
-      tv[i * 4 + 3] = ringOff;
-      kb.set(t.keys, first * KEY_BYTES);
-      first += t.backends.length;
-      ringOff += t.ringSize;
-    }
-    c.fillRings(live.length, pTargets, pKeys, pOut, pScratch);
-    const out = new Int32Array(c.memory.buffer.slice(pOut, pOut + slots * 4));
-    let off = 0;
-    for (const t of live) {
-      t.ring = out.subarray(off, off + t.ringSize);
-      off += t.ringSize;
-    }
+export function wasmUnits(c: CompilerExports, opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler {
+  const names = new Names();
+  const packed = new WeakMap<Service | EndpointSlice, Packed>();
+  const nodeWords = packNodeIPs(opts.nodeIPs);
+  const pack = (o: Service | EndpointSlice): Packed => {
+    let p = packed.get(o);
+    if (!p) packed.set(o, (p = "endpoints" in o ? packSlice(o, names, opts.nodeName) : packService(o, names)));
+    return p;
   };
+
+  function units(batch: Array<{ service: Service; slices: EndpointSlice[] }>): ServiceUnit[] {
+    if (!batch.length) return [];
+    const packs = batch.map(({ service, slices }) => ({ svc: pack(service), slices: slices.map(pack) }));
+    let words = 4 + nodeWords.length;
+    let maxAddrs = 0;
+    for (const u of packs) {
+      words += 2 + u.svc.words.length;
+      let addrs = 0;
+      for (const s of u.slices) {
+        words += 1 + s.words.length;
+        addrs += s.nAddrs;
+      }
+      maxAddrs = Math.max(maxAddrs, addrs, u.slices.length);
+    }
+    const inputBytes = words * 4;
+    const scratchBytes = maxAddrs * SCRATCH_PER_ADDR + 16;
+    const input = c.reserve(inputBytes + scratchBytes + 8);
+    const scratch = input + inputBytes;
+    const output = (scratch + scratchBytes + 7) & ~7;
+    const w = new Uint32Array(c.memory.buffer, input, words);
+    new Float64Array(c.memory.buffer, input, 1)[0] = opts.ringFactor;
+    w[2] = opts.nodeIPs.length;
+    w.set(nodeWords, 3);
+    let at = 3 + nodeWords.length;
+    for (const u of packs) {
+      w[at] = u.slices.length;
+      w[at + 1] = u.svc.words.length;
+      w.set(u.svc.words, at + 2);
+      at += 2 + u.svc.words.length;
+      for (const s of u.slices) {
+        w[at] = s.words.length;
+        w.set(s.words, at + 1);
+        at += 1 + s.words.length;
+      }
+    }
+    const end = c.compileUnits(batch.length, input, scratch, maxAddrs, output);
+    // the module may have grown its memory: views are taken after the call
+    return read(c.memory.buffer, output, end, batch, packs);
+  }
+
+  function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: EndpointSlice[] }>, packs: Array<{ svc: Packed; slices: Packed[] }>): ServiceUnit[] {
+    const u32 = new Uint32Array(buf, 0, end >> 2);
+    // one copy of the output, which every target's keys and ring view (a copy per target
+    // costs an ArrayBuffer each: 20,000 of them at 10k services)
+    const copy = buf.slice(from, end);
+    const base = from;
+    const out: ServiceUnit[] = [];
+    let p = from >> 2;
+    for (let i = 0; i < batch.length; i++) {
+      const service = batch[i]!.service;
+      const pk = packs[i]!;
+      const nF = u32[p]!;
+      const nT = u32[p + 1]!;
+      p += 3 + u32[p + 2]!;
+      const frontends: Frontend[] = [];
+      for (let f = 0; f < nF; f++, p += 7) {
+        const kind = KINDS[u32[p + 1]!]!;
+        frontends.push({
+          family: u32[p + 4] as Family,
+          ip: kind === "nodeport" ? opts.nodeIPs[u32[p]!]! : pk.svc.ips[u32[p]!]!,
+          protocol: service.ports[u32[p + 3]!]!.protocol,
+          port: u32[p + 2]!,
+          kind,
+          target: u32[p + 5]!,
+          masquerade: u32[p + 6] === 1,
+        });
+      }
+      const targets: Target[] = [];
+      for (let t = 0; t < nT; t++) {
+        const sp = service.ports[u32[p]!]!;
+        const family = u32[p + 1] as Family;
+        const scope = SCOPES[u32[p + 2]!]!;
+        const nb = u32[p + 3]!;
+        const size = u32[p + 4]!;
+        p += 5;
+        const backends: Backend[] = [];
+        for (let b = 0; b < nb; b++, p += 3) backends.push({ ip: pk.slices[u32[p]!]!.ips[u32[p + 1]!]!, port: u32[p + 2]! });
+        const keyBytes = nb * KEY_BYTES;
+        const keys = new Uint8Array(copy, p * 4 - base, keyBytes);
+        p += (keyBytes + 3) >> 2;
+        const ring = new Int32Array(copy, p * 4 - base, size);
+        p += size;
+        targets.push({
+          id: 0,
+          service: `${service.namespace}/${service.name}:${sp.name || sp.port}/${sp.protocol}`,
+          family,
+          scope,
+          backends,
+          keys,
+          ringSize: size,
+          ring,
+          affinity: service.affinityTimeout > 0,
+        });
+      }
+      out.push({ frontends, targets });
+    }
+    if (p !== end >> 2) throw new Error(`compiler.wasm wrote ${end - from} bytes of units, ${p * 4 - from} were read`);
+    return out;
+  }
+
+  return { units, admit: (o) => void pack(o) };
 }

@@ -3,6 +3,7 @@ import { expect, test } from "bun:test";
 import { copyFileSync, writeFileSync } from "node:fs";
 import { SKEIN, useLab, useTempDir } from "./harness/index.ts";
 import { listNetns } from "../agent/sys/netns.ts";
+import { EXPECTED_ABI } from "../compiler/wasm.ts";
 
 const skein = (args: string[], env: Record<string, string> = {}) => {
   const p = Bun.spawnSync([SKEIN, ...args], { env: { PATH: process.env.PATH, ...env } });
@@ -21,7 +22,7 @@ test("the compiler is embedded: a lone copy of the binary loads it", () => {
   copyFileSync(SKEIN, `${dir}/skein`);
   const p = Bun.spawnSync([`${dir}/skein`, "version", "--verbose"], { cwd: dir });
   expect(p.exitCode).toBe(0);
-  expect(p.stdout.toString()).toContain("compiler.wasm ABI 3");
+  expect(p.stdout.toString()).toContain(`compiler.wasm ABI ${EXPECTED_ABI}`);
 });
 
 test("help lists every subcommand, and each has --help", () => {

@@ -2,12 +2,12 @@
 // object, or YAML documents) and prints the datapath tables: readable, --json, or --nft (the
 // table as one nft transaction; with --since, the delta's steps). --apply loads them into the
 // current network namespace the way the agent does (with --since: as a delta over the tables
-// of that earlier file, which the kernel must hold). The Maglev rings are filled by the
-// embedded compiler.wasm; the rest of the compile is still the TypeScript reference.
+// of that earlier file, which the kernel must hold). Each service is compiled by the embedded
+// compiler.wasm.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile, type Tables } from "../../compiler/reference/compile.ts";
-import { loadCompiler, wasmRings } from "../../compiler/wasm.ts";
+import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { model, planDelta, renderFull, renderPlan } from "../datapath/render.ts";
 
@@ -67,11 +67,11 @@ function readable(t: Tables): string {
 export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
   const { state, errors } = clusterStateFrom(readObjects(o.state));
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
-  const rings = wasmRings(await loadCompiler());
   const copts = { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor };
+  const units = wasmUnits(await loadCompiler(), copts);
   // The earlier state compiles first, so that targets keep their ids into the new tables.
-  const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, rings) : undefined;
-  const tables = compile(state, { ...copts, previous: before }, rings);
+  const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, units) : undefined;
+  const tables = compile(state, { ...copts, previous: before }, units);
   for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");

@@ -87,20 +87,40 @@ export function ownFrontends(service: string, frontends: Frontend[], owner: (key
   });
 }
 
-/** Fills every target's ring from its (sorted) backends and ring size. */
-export type RingFiller = (targets: Target[]) => void;
+/**
+ * Compiles services, each with its slices in name order, to their units with the rings
+ * filled (ids are the caller's). The reference is referenceUnits; compiler/wasm.ts runs the
+ * same in compiler.wasm. A UnitCompiler is made for one set of options.
+ */
+export interface UnitCompiler {
+  units(batch: Array<{ service: Service; slices: EndpointSlice[] }>): ServiceUnit[];
+  /** Told of each Service and slice as it arrives, so that it can prepare (pack) it ahead
+   * of the compile that needs it. */
+  admit?(o: Service | EndpointSlice): void;
+}
 
-/** The reference ring fill: maglevRing per target. */
-export const referenceRings: RingFiller = (targets) => {
+/** The reference unit compile: compileService, then maglevRing per target. */
+export function referenceUnits(opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler {
+  return {
+    units: (batch) =>
+      batch.map(({ service, slices }) => {
+        const u = compileService(service, slices, opts);
+        referenceRings(u.targets);
+        return u;
+      }),
+  };
+}
+
+function referenceRings(targets: Target[]): void {
   for (const t of targets) {
     if (!t.ringSize) continue;
     const keys = t.backends.map((_, i) => t.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES));
     const { backends, ring } = maglevRing(keys, t.ringSize);
     // ring entries index the sorted keys; they must be the target's own order
-    if (backends.some((k, i) => k !== keys[i])) throw new Error(`backends of target ${t.id} (${t.service}) are not sorted by key`);
+    if (backends.some((k, i) => k !== keys[i])) throw new Error(`backends of target ${t.service} are not sorted by key`);
     t.ring = ring;
   }
-};
+}
 
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -145,14 +165,19 @@ export interface ServiceUnit {
 export const serviceKey = (s: { namespace: string; name: string }) => `${s.namespace}/${s.name}`;
 /** The key of the Service a slice belongs to. */
 export const sliceServiceKey = (sl: Pick<EndpointSlice, "namespace" | "service">) => serviceKey({ namespace: sl.namespace, name: sl.service });
-export const byName = (a: { namespace: string; name: string }, b: { namespace: string; name: string }) => cmp(serviceKey(a), serviceKey(b));
+/** `objects` sorted by namespace/name, keys built once each rather than per comparison. */
+export function inNameOrder<T extends { namespace: string; name: string }>(objects: Iterable<T>): T[] {
+  const keyed = [...objects].map((o) => ({ k: serviceKey(o), o }));
+  keyed.sort((a, b) => cmp(a.k, b.k));
+  return keyed.map((x) => x.o);
+}
 
 /** One service with its slices (in name order) to its unit. */
 export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): ServiceUnit {
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
   const nodeIPs = opts.nodeIPs.map((ip) => ({ ip, family: parseIp(ip).family }));
-  const ports = [...svc.ports].sort((a, b) => cmp(`${a.protocol}/${a.port}`, `${b.protocol}/${b.port}`));
+  const ports = [...svc.ports].sort((a, b) => cmp(a.protocol, b.protocol) || a.port - b.port);
   for (const sp of ports) {
     const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => parseIp(ip).family))];
     if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
@@ -191,39 +216,48 @@ export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick
 /** Slices grouped by their service's key, each group in name order. */
 export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSlice[]> {
   const out = new Map<string, EndpointSlice[]>();
-  for (const sl of [...slices].sort(byName)) {
+  for (const sl of slices) {
     const k = sliceServiceKey(sl);
     let l = out.get(k);
     if (!l) out.set(k, (l = []));
     l.push(sl);
   }
+  // a handful per service: sorting each group is cheaper than sorting them all
+  for (const [k, l] of out) if (l.length > 1) out.set(k, inNameOrder(l));
   return out;
 }
 
-export function compile(state: ClusterState, opts: CompileOptions, fillRings: RingFiller = referenceRings): Tables {
+export function compile(state: ClusterState, opts: CompileOptions, units: UnitCompiler = referenceUnits(opts)): Tables {
   const slices = slicesByService(state.slices);
+  const services = inNameOrder(state.services);
+  const compiled = units.units(services.map((service) => ({ service, slices: slices.get(serviceKey(service)) ?? [] })));
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
   const owners = new Map<string, string>();
   const conflicts: string[] = [];
-  for (const svc of [...state.services].sort(byName)) {
+  for (const [i, svc] of services.entries()) {
     const key = serviceKey(svc);
-    const u = compileService(svc, slices.get(key) ?? [], opts);
-    // in name order, the first claim on a key is the owner
+    const u = compiled[i]!;
+    // in name order, the first claim on a key is the owner; a key its owner lists twice is
+    // dispatched once (as ownFrontends keeps it)
     for (const f of u.frontends) {
       const k = frontendKey(f);
-      const o = owners.get(k) ?? (owners.set(k, key), key);
-      if (o !== key) conflicts.push(conflictMessage(key, f, o));
+      const o = owners.get(k);
+      if (o === undefined) {
+        owners.set(k, key);
+        // `target` holds an index into `targets` until ids are assigned
+        f.target += targets.length;
+        frontends.push(f);
+      } else if (o !== key) conflicts.push(conflictMessage(key, f, o));
     }
-    // `target` holds an index into `targets` until ids are assigned
-    for (const f of ownFrontends(key, u.frontends, (k) => owners.get(k)!)) frontends.push({ ...f, target: f.target + targets.length });
-    targets.push(...u.targets);
+    for (const t of u.targets) targets.push(t);
   }
-  const ids = new IdAllocator(opts.previous?.targets ?? []);
-  ids.assign(targets);
-  ids.done();
+  if (opts.previous?.targets.length) {
+    const ids = new IdAllocator(opts.previous.targets);
+    ids.assign(targets);
+    ids.done();
+  } else targets.forEach((t, i) => (t.id = i + 1)); // what an allocator with no past hands out
   for (const f of frontends) f.target = targets[f.target]!.id;
-  fillRings(targets);
   return { frontends, targets, conflicts: conflicts.sort() };
 }
 
