@@ -1,0 +1,70 @@
+// The resource types the test API server serves, as kube-apiserver describes them in
+// discovery: group, version, plural, kind, scope, subresources, and the fields a field
+// selector may name (kube-apiserver supports metadata.name and metadata.namespace for every
+// type, plus a few per type).
+
+export interface ResourceType {
+  group: string; // "" for the core group
+  version: string;
+  plural: string;
+  singular: string;
+  kind: string;
+  namespaced: boolean;
+  /** has a status subresource: the main resource's writes leave .status alone */
+  status: boolean;
+  shortNames: string[];
+  /** field selector fields beyond metadata.name and metadata.namespace */
+  fields: Record<string, (o: KubeObject) => string>;
+}
+
+export interface KubeObject {
+  apiVersion?: string;
+  kind?: string;
+  metadata: {
+    name?: string;
+    generateName?: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    generation?: number;
+    creationTimestamp?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    [k: string]: unknown;
+  };
+  [k: string]: unknown;
+}
+
+const str = (v: unknown) => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v));
+const at = (o: KubeObject, ...path: string[]): unknown => path.reduce<unknown>((v, k) => (v && typeof v === "object" ? (v as Record<string, unknown>)[k] : undefined), o);
+
+export const BUILTIN: ResourceType[] = [
+  { group: "", version: "v1", plural: "namespaces", singular: "namespace", kind: "Namespace", namespaced: false, status: true, shortNames: ["ns"], fields: { "status.phase": (o) => str(at(o, "status", "phase")) } },
+  { group: "", version: "v1", plural: "nodes", singular: "node", kind: "Node", namespaced: false, status: true, shortNames: ["no"], fields: { "spec.unschedulable": (o) => str(at(o, "spec", "unschedulable") ?? false) } },
+  {
+    group: "",
+    version: "v1",
+    plural: "pods",
+    singular: "pod",
+    kind: "Pod",
+    namespaced: true,
+    status: true,
+    shortNames: ["po"],
+    fields: { "spec.nodeName": (o) => str(at(o, "spec", "nodeName")), "status.phase": (o) => str(at(o, "status", "phase")), "status.podIP": (o) => str(at(o, "status", "podIP")) },
+  },
+  { group: "", version: "v1", plural: "services", singular: "service", kind: "Service", namespaced: true, status: true, shortNames: ["svc"], fields: { "spec.clusterIP": (o) => str(at(o, "spec", "clusterIP")), "spec.type": (o) => str(at(o, "spec", "type")) } },
+  { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true, status: false, shortNames: [], fields: { addressType: (o) => str(o.addressType) } },
+  { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", singular: "networkpolicy", kind: "NetworkPolicy", namespaced: true, status: false, shortNames: ["netpol"], fields: {} },
+];
+
+export const groupVersion = (t: Pick<ResourceType, "group" | "version">) => (t.group ? `${t.group}/${t.version}` : t.version);
+
+/** The fields a field selector can test on `o`. */
+export function fieldsOf(t: ResourceType, o: KubeObject): Record<string, string> {
+  const f: Record<string, string> = { "metadata.name": str(o.metadata.name) };
+  if (t.namespaced) f["metadata.namespace"] = str(o.metadata.namespace);
+  for (const [k, get] of Object.entries(t.fields)) f[k] = get(o);
+  return f;
+}
+
+export const selectableFields = (t: ResourceType) => ["metadata.name", ...(t.namespaced ? ["metadata.namespace"] : []), ...Object.keys(t.fields)];

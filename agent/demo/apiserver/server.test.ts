@@ -1,0 +1,206 @@
+// The test API server over HTTPS, as its clients meet it: discovery, bearer tokens, watch
+// streams (410, bookmarks, initial events, timeouts), patches and subresources by path, and
+// the unmodified clients it exists for: @kubernetes/client-node's ListWatch and kubectl.
+import { afterAll, describe, expect, test } from "bun:test";
+import { KubeConfig, ListWatch } from "@kubernetes/client-node";
+import { TestApiServer } from "./server.ts";
+import { Store } from "./store.ts";
+import { KubeClient, KubeError } from "../../watch/kube.ts";
+import { useTempDir, waitFor } from "../../../test/harness/index.ts";
+
+const servers: TestApiServer[] = [];
+afterAll(async () => {
+  for (const s of servers) await s.stop();
+});
+const start = (o: Partial<Parameters<typeof TestApiServer.start>[0]> = {}) => {
+  const s = TestApiServer.start({ tokens: ["good-token"], bookmarkMs: 50, ...o });
+  servers.push(s);
+  return s;
+};
+const client = (s: TestApiServer, token?: string) => {
+  const kc = new KubeConfig();
+  kc.loadFromString(s.kubeconfig(token));
+  return new KubeClient(kc);
+};
+const svc = (name: string, port = 80) => ({ metadata: { name, labels: { app: name } }, spec: { ports: [{ name: "http", port }] } });
+
+/** The events of a watch until the server ends it (or `n` arrive). */
+async function watchLines(k: KubeClient, path: string, query: Record<string, string>, n = Infinity): Promise<Array<{ type: string; object: Record<string, any> }>> {
+  const ctl = new AbortController();
+  const r = await k.fetch(path, { query: { ...query, watch: "true" }, signal: ctl.signal });
+  expect(r.status).toBe(200);
+  const out: Array<{ type: string; object: Record<string, any> }> = [];
+  const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  while (out.length < n) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    const lines = buf.split("\n");
+    buf = lines.pop()!;
+    for (const l of lines) if (l) out.push(JSON.parse(l));
+  }
+  ctl.abort();
+  return out.slice(0, n);
+}
+
+describe("test API server", () => {
+  const s = start();
+  const k = client(s);
+
+  test("discovery documents", async () => {
+    expect(await k.request("GET", "/api")).toMatchObject({ kind: "APIVersions", versions: ["v1"] });
+    const core = await k.request<{ resources: Array<{ name: string; namespaced: boolean; kind: string; verbs: string[] }> }>("GET", "/api/v1");
+    expect(core.resources.find((r) => r.name === "pods")).toMatchObject({ namespaced: true, kind: "Pod", verbs: expect.arrayContaining(["list", "watch", "patch"]) });
+    expect(core.resources.find((r) => r.name === "pods/status")).toMatchObject({ verbs: ["get", "patch", "update"] });
+    expect(core.resources.find((r) => r.name === "nodes")).toMatchObject({ namespaced: false });
+    const groups = await k.request<{ groups: Array<{ name: string; preferredVersion: { groupVersion: string } }> }>("GET", "/apis");
+    expect(groups.groups.map((g) => g.preferredVersion.groupVersion)).toEqual(["discovery.k8s.io/v1", "networking.k8s.io/v1"]);
+    expect(await k.request("GET", "/apis/discovery.k8s.io/v1")).toMatchObject({ groupVersion: "discovery.k8s.io/v1", resources: [{ name: "endpointslices", kind: "EndpointSlice" }] });
+  });
+
+  test("bearer tokens: none or a wrong one is 401; health needs none", async () => {
+    const anon = await fetch(`${s.url}/api/v1/pods`, { tls: { ca: s.certs.ca } } as RequestInit);
+    expect(anon.status).toBe(401);
+    expect(await anon.json()).toMatchObject({ kind: "Status", reason: "Unauthorized", code: 401 });
+    await expect(client(s, "wrong").request("GET", "/api/v1/pods")).rejects.toMatchObject({ statusCode: 401 });
+    expect((await fetch(`${s.url}/healthz`, { tls: { ca: s.certs.ca } } as RequestInit)).status).toBe(200);
+    expect(await k.request("GET", "/api/v1/pods")).toMatchObject({ kind: "PodList", apiVersion: "v1", items: [] });
+  });
+
+  test("paths: unknown resources are 404, a namespaced create needs a namespace", async () => {
+    await expect(k.request("GET", "/api/v1/bogus")).rejects.toMatchObject({ statusCode: 404 });
+    await expect(k.request("GET", "/apis/discovery.k8s.io/v2/endpointslices")).rejects.toMatchObject({ statusCode: 404 });
+    await expect(k.request("POST", "/api/v1/services", { body: svc("x") })).rejects.toMatchObject({ statusCode: 405 });
+    await expect(k.request("POST", "/api/v1/namespaces/default/services", { body: "{not json" })).rejects.toMatchObject({ statusCode: 400 });
+  });
+
+  test("create, patch (three kinds), status subresource, delete", async () => {
+    await k.request("POST", "/api/v1/namespaces/default/services", { body: svc("web") });
+    const p = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web", { body: { spec: { ports: [{ name: "dns", port: 53 }] } }, contentType: "application/strategic-merge-patch+json" });
+    expect(p.spec.ports.map((x: { port: number }) => x.port)).toEqual([80, 53]);
+    const m = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web", { body: { metadata: { labels: { tier: "front" } } }, contentType: "application/merge-patch+json" });
+    expect(m.metadata.labels).toEqual({ app: "web", tier: "front" });
+    const j = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web", { body: [{ op: "remove", path: "/spec/ports/1" }], contentType: "application/json-patch+json" });
+    expect(j.spec.ports.length).toBe(1);
+    await expect(k.request("PATCH", "/api/v1/namespaces/default/services/web", { body: {}, contentType: "application/yaml" })).rejects.toMatchObject({ statusCode: 415 });
+    // a patch naming a stale resourceVersion conflicts, as an update would
+    await expect(k.request("PATCH", "/api/v1/namespaces/default/services/web", { body: { metadata: { resourceVersion: "2" } }, contentType: "application/merge-patch+json" })).rejects.toMatchObject({ statusCode: 409 });
+    const st = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web/status", { body: { status: { loadBalancer: { ingress: [{ ip: "192.0.2.7" }] } } }, contentType: "application/merge-patch+json" });
+    expect(st.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.7" }]);
+    const ignored = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web", { body: { status: { loadBalancer: {} } }, contentType: "application/merge-patch+json" });
+    expect(ignored.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.7" }]);
+    await k.request("DELETE", "/api/v1/namespaces/default/services/web");
+    await expect(k.request("GET", "/api/v1/namespaces/default/services/web")).rejects.toThrow(/services "web" not found/);
+  });
+
+  test("list pagination over HTTP", async () => {
+    for (let i = 0; i < 5; i++) await k.request("POST", "/api/v1/namespaces/default/services", { body: svc(`page${i}`) });
+    const names: string[] = [];
+    let cont: string | undefined;
+    do {
+      const l = await k.request<any>("GET", "/api/v1/services", { query: { limit: 2, continue: cont, labelSelector: "app" } });
+      names.push(...l.items.map((o: any) => o.metadata.name));
+      cont = l.metadata.continue;
+    } while (cont);
+    expect(names.filter((n) => n.startsWith("page"))).toEqual(["page0", "page1", "page2", "page3", "page4"]);
+  });
+
+  test("watch: an expired resourceVersion is one ERROR event with 410, then the end", async () => {
+    const old = String(s.store.rev - 1);
+    s.store.compact();
+    const events = await watchLines(k, "/api/v1/services", { resourceVersion: old });
+    expect(events).toEqual([{ type: "ERROR", object: expect.objectContaining({ kind: "Status", code: 410, reason: "Expired" }) }]);
+  });
+
+  test("watch: bookmarks when allowed, and initial events ended by an annotated bookmark", async () => {
+    const rv = (await k.request<any>("GET", "/api/v1/services")).metadata.resourceVersion;
+    const b = await watchLines(k, "/api/v1/services", { resourceVersion: rv, allowWatchBookmarks: "true" }, 1);
+    expect(b[0]).toEqual({ type: "BOOKMARK", object: { kind: "Service", apiVersion: "v1", metadata: { resourceVersion: rv } } });
+    const init = await watchLines(k, "/api/v1/namespaces", { sendInitialEvents: "true", resourceVersionMatch: "NotOlderThan", allowWatchBookmarks: "true" }, 5);
+    expect(init.slice(0, 4).map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual(["ADDED default", "ADDED kube-node-lease", "ADDED kube-public", "ADDED kube-system"]);
+    expect(init[4]).toMatchObject({ type: "BOOKMARK", object: { metadata: { annotations: { "k8s.io/initial-events-end": "true" } } } });
+    await expect(k.request("GET", "/api/v1/services", { query: { watch: "true", sendInitialEvents: "true" } })).rejects.toMatchObject({ statusCode: 422 });
+  });
+
+  test("watch: timeoutSeconds ends the stream", async () => {
+    const t0 = performance.now();
+    const events = await watchLines(k, "/api/v1/nodes", { resourceVersion: String(s.store.rev), timeoutSeconds: "1" });
+    expect(events).toEqual([]);
+    expect(performance.now() - t0).toBeGreaterThan(900);
+  });
+});
+
+describe("clients it exists for", () => {
+  test("client-node's ListWatch follows writes, and relists after a restart that lost the history", async () => {
+    const a = start();
+    const k = client(a);
+    await k.request("POST", "/api/v1/namespaces/default/services", { body: svc("one") });
+    const lw = new ListWatch<any>("/api/v1/services", k.watcher(), () => k.request("GET", "/api/v1/services") as Promise<any>, false);
+    const log: string[] = [];
+    lw.on("add", (o) => log.push(`add ${o.metadata.name}`));
+    lw.on("update", (o) => log.push(`update ${o.metadata.name}`));
+    lw.on("delete", (o) => log.push(`delete ${o.metadata.name}`));
+    // client-node's ListWatch stops on a failed connection; whoever runs it restarts it
+    lw.on("error", () => setTimeout(() => void lw.start(), 50));
+    await lw.start();
+    await k.request("POST", "/api/v1/namespaces/default/services", { body: svc("two") });
+    await waitFor("the informer sees two", () => lw.list().length === 2);
+    const port = a.port;
+    await a.stop();
+    // while it is down: one deleted, one changed, one new; and the history is gone
+    const store = new Store(a.store.allTypes(), 100, a.store.snapshot());
+    const t = store.type("", "services")!;
+    store.delete(t, "default", "one");
+    store.update(t, "default", "two", svc("two", 8080));
+    store.create(t, "default", svc("three"));
+    const b = start({ port, store, certs: a.certs });
+    await waitFor("the informer converges", () => lw.list().map((o) => `${o.metadata.name}:${o.spec.ports[0].port}`).sort().join() === "three:80,two:8080", 10_000);
+    expect(log).toEqual(["add one", "add two", "delete one", "update two", "add three"]);
+    await lw.stop();
+    await b.stop();
+  }, 30_000);
+
+  test("kubectl get and apply", async () => {
+    const kubectl = Bun.which("kubectl");
+    if (!kubectl) {
+      console.warn("kubectl is not installed (Debian kubernetes-client); skipped");
+      return;
+    }
+    const s = start();
+    const dir = useTempDir("kubectl");
+    await Bun.write(`${dir}/config`, s.kubeconfig());
+    // not spawnSync: the server answers from this same process
+    const kc = async (...args: string[]) => {
+      const p = Bun.spawn([kubectl, "--kubeconfig", `${dir}/config`, "--cache-dir", `${dir}/cache`, ...args], { stdout: "pipe", stderr: "pipe" });
+      const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      return { code, out, err };
+    };
+    expect((await kc("get", "namespaces", "-o", "name")).out.split("\n").filter(Boolean)).toEqual(["namespace/default", "namespace/kube-node-lease", "namespace/kube-public", "namespace/kube-system"]);
+    const manifest = (port: number) => JSON.stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { ports: [{ name: "http", port, targetPort: 8080 }] } });
+    await Bun.write(`${dir}/svc.json`, manifest(80));
+    // this server serves no OpenAPI documents for kubectl's client-side validation
+    let r = await kc("apply", "--validate=false", "-f", `${dir}/svc.json`);
+    expect(r.out + r.err).toContain("service/web created");
+    await Bun.write(`${dir}/svc.json`, manifest(81));
+    r = await kc("apply", "--validate=false", "-f", `${dir}/svc.json`);
+    expect(r.out + r.err).toContain("service/web configured");
+    expect(JSON.parse((await kc("get", "service", "web", "-o", "json")).out).spec.ports).toEqual([{ name: "http", port: 81, targetPort: 8080 }]);
+    expect((await kc("get", "service", "nope")).err).toContain('services "nope" not found');
+    expect((await kc("--token", "wrong", "get", "pods")).code).not.toBe(0);
+    expect((await kc("delete", "service", "web")).out).toContain('service "web" deleted');
+  }, 60_000);
+});
+
+test("KubeError carries the Status message", async () => {
+  const s = start();
+  const e: KubeError = await client(s)
+    .request("GET", "/api/v1/namespaces/default/pods/missing")
+    .then(() => {
+      throw new Error("no error");
+    })
+    .catch((x: KubeError) => x);
+  expect(e).toBeInstanceOf(KubeError);
+  expect(e.message).toContain('pods "missing" not found');
+  expect(e.reason).toBe("NotFound");
+});

@@ -1,0 +1,257 @@
+// The test API server's storage against what kube-apiserver does: each expectation below is
+// kube-apiserver's answer to the same request (codes, reasons and messages as it words them).
+import { describe, expect, test } from "bun:test";
+import { ApiError, Store, type WatchEvent } from "./store.ts";
+import { newStore } from "./server.ts";
+import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
+import { strategicMergePatch, mergePatch, applyPatch } from "./patch.ts";
+import type { KubeObject } from "./resources.ts";
+
+const setup = (history?: number) => {
+  const s = newStore(history);
+  return { s, svc: s.type("", "services")!, pod: s.type("", "pods")!, node: s.type("", "nodes")!, ns: s.type("", "namespaces")!, eps: s.type("discovery.k8s.io", "endpointslices")! };
+};
+const err = (f: () => unknown): ApiError => {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ApiError) return e;
+    throw e;
+  }
+  throw new Error("no error");
+};
+const svcObj = (name: string, extra: Partial<KubeObject> = {}): KubeObject => ({ metadata: { name, labels: { app: name } }, spec: { ports: [{ port: 80 }] }, ...extra });
+
+describe("selectors", () => {
+  test("label selector operators", () => {
+    const l = { app: "web", tier: "front" };
+    expect(parseLabelSelector("app=web")(l)).toBe(true);
+    expect(parseLabelSelector("app==web,tier!=back")(l)).toBe(true);
+    expect(parseLabelSelector("app in (web, db),tier notin (back)")(l)).toBe(true);
+    expect(parseLabelSelector("app notin (web)")(l)).toBe(false);
+    expect(parseLabelSelector("tier")(l)).toBe(true);
+    expect(parseLabelSelector("!tier")(l)).toBe(false);
+    expect(parseLabelSelector("zone!=a")(l)).toBe(true); // != matches a missing label, as in kube
+    expect(parseLabelSelector("")(l)).toBe(true);
+  });
+
+  test("a bad label selector names the requirement", () => {
+    expect(() => parseLabelSelector("app=(web")).toThrow(/unable to parse requirement: "app=\(web"/);
+    expect(() => parseLabelSelector("a b c")).toThrow(/unable to parse requirement/);
+  });
+
+  test("field selectors: supported fields only", () => {
+    const f = parseFieldSelector("spec.nodeName=n1,metadata.name!=x", ["metadata.name", "spec.nodeName"]);
+    expect(f({ "metadata.name": "p", "spec.nodeName": "n1" })).toBe(true);
+    expect(f({ "metadata.name": "x", "spec.nodeName": "n1" })).toBe(false);
+    expect(() => parseFieldSelector("spec.bogus=1", ["metadata.name"])).toThrow("field label not supported: spec.bogus");
+  });
+});
+
+describe("create, update, delete", () => {
+  test("create fills in metadata; a second create of the name is AlreadyExists", () => {
+    const { s, svc } = setup();
+    const o = s.create(svc, "default", svcObj("web"));
+    expect(o.metadata).toMatchObject({ name: "web", namespace: "default", generation: 1, resourceVersion: String(s.rev) });
+    expect(o.metadata.uid).toMatch(/^[0-9a-f-]{36}$/);
+    expect(o.metadata.creationTimestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(o).toMatchObject({ apiVersion: "v1", kind: "Service", status: { loadBalancer: {} } });
+    const e = err(() => s.create(svc, "default", svcObj("web")));
+    expect(e.status()).toMatchObject({ code: 409, reason: "AlreadyExists", message: 'services "web" already exists', details: { name: "web", kind: "services" } });
+  });
+
+  test("create: a missing namespace is NotFound; a namespace differing from the path is BadRequest; generateName", () => {
+    const { s, svc, eps } = setup();
+    expect(err(() => s.create(svc, "nope", svcObj("web"))).status()).toMatchObject({ code: 404, reason: "NotFound", message: 'namespaces "nope" not found' });
+    expect(err(() => s.create(svc, "default", { metadata: { name: "x", namespace: "kube-system" } })).code).toBe(400);
+    const g = s.create(eps, "default", { metadata: { generateName: "web-" }, addressType: "IPv4", endpoints: [] });
+    expect(g.metadata.name).toMatch(/^web-[a-z0-9]{5}$/);
+    expect(err(() => s.create(svc, "default", { metadata: {} })).status()).toMatchObject({ code: 422, reason: "Invalid" });
+  });
+
+  test("update with a stale resourceVersion is a Conflict; without one it is unconditional", () => {
+    const { s, svc } = setup();
+    const a = s.create(svc, "default", svcObj("web"));
+    const b = s.update(svc, "default", "web", { ...a, spec: { ports: [{ port: 81 }] } });
+    expect(b.metadata.generation).toBe(2);
+    const e = err(() => s.update(svc, "default", "web", { ...a, spec: { ports: [{ port: 82 }] } }));
+    expect(e.status()).toMatchObject({
+      code: 409,
+      reason: "Conflict",
+      message: 'Operation cannot be fulfilled on services "web": the object has been modified; please apply your changes to the latest version and try again',
+    });
+    const c = s.update(svc, "default", "web", { metadata: { name: "web", labels: { v: "2" } }, spec: { ports: [{ port: 82 }] } });
+    expect(c.metadata.uid).toBe(a.metadata.uid);
+    expect(c.metadata.creationTimestamp).toBe(a.metadata.creationTimestamp);
+    expect(err(() => s.update(svc, "default", "other", svcObj("other"))).code).toBe(404);
+    expect(err(() => s.update(svc, "default", "web", svcObj("other"))).code).toBe(400);
+  });
+
+  test("status is written through the status subresource only", () => {
+    const { s, svc } = setup();
+    const a = s.create(svc, "default", { ...svcObj("lb"), status: { loadBalancer: { ingress: [{ ip: "192.0.2.1" }] } } });
+    expect(a.status).toEqual({ loadBalancer: {} }); // as Service's PrepareForCreate
+    const b = s.update(svc, "default", "lb", { ...a, status: { loadBalancer: { ingress: [{ ip: "192.0.2.1" }] } } });
+    expect(b).toBe(a); // nothing the main resource may change changed: no write
+    const c = s.update(svc, "default", "lb", { ...a, spec: { ports: [{ port: 1 }] }, status: { loadBalancer: { ingress: [{ ip: "192.0.2.1" }] } } }, "status");
+    expect(c.status).toEqual({ loadBalancer: { ingress: [{ ip: "192.0.2.1" }] } });
+    expect(c.spec).toEqual(a.spec);
+    expect(c.metadata.generation).toBe(1); // a status write is no spec change
+  });
+
+  test("a write that changes nothing makes no revision", () => {
+    const { s, svc } = setup();
+    const a = s.create(svc, "default", svcObj("web"));
+    const rev = s.rev;
+    expect(s.update(svc, "default", "web", a)).toBe(a);
+    expect(s.rev).toBe(rev);
+  });
+
+  test("delete returns the object; preconditions; a pod on a node is deleted gracefully", () => {
+    const { s, svc, pod } = setup();
+    const a = s.create(svc, "default", svcObj("web"));
+    expect(err(() => s.delete(svc, "default", "web", { preconditions: { resourceVersion: "1" } })).status()).toMatchObject({ code: 409, reason: "Conflict" });
+    expect(err(() => s.delete(svc, "default", "web", { preconditions: { uid: "x" } })).message).toContain("Precondition failed: UID in precondition: x");
+    const d = s.delete(svc, "default", "web");
+    expect(d.metadata.uid).toBe(a.metadata.uid);
+    expect(err(() => s.get(svc, "default", "web")).status()).toMatchObject({ code: 404, message: 'services "web" not found' });
+    s.create(pod, "default", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
+    const t = s.delete(pod, "default", "p");
+    expect(t.metadata.deletionTimestamp).toBeString();
+    expect(s.get(pod, "default", "p").metadata.deletionGracePeriodSeconds).toBe(30);
+    s.delete(pod, "default", "p", { gracePeriodSeconds: 0 });
+    expect(err(() => s.get(pod, "default", "p")).code).toBe(404);
+    s.create(pod, "default", { metadata: { name: "unbound" }, spec: {} });
+    s.delete(pod, "default", "unbound");
+    expect(err(() => s.get(pod, "default", "unbound")).code).toBe(404);
+  });
+});
+
+describe("list", () => {
+  test("namespaces, selectors, order", () => {
+    const { s, svc, pod, ns } = setup();
+    s.create(ns, undefined, { metadata: { name: "prod" } });
+    for (const n of ["c", "a", "b"]) s.create(svc, "default", svcObj(n));
+    s.create(svc, "prod", svcObj("z"));
+    expect(s.list(svc).items.map((o) => `${o.metadata.namespace}/${o.metadata.name}`)).toEqual(["default/a", "default/b", "default/c", "prod/z"]);
+    expect(s.list(svc, { namespace: "prod" }).items.length).toBe(1);
+    expect(s.list(svc, { labelSelector: "app in (a,z)" }).items.map((o) => o.metadata.name)).toEqual(["a", "z"]);
+    s.create(pod, "default", { metadata: { name: "p1" }, spec: { nodeName: "n1" } });
+    s.create(pod, "default", { metadata: { name: "p2" }, spec: { nodeName: "n2" } });
+    expect(s.list(pod, { fieldSelector: "spec.nodeName=n2" }).items.map((o) => o.metadata.name)).toEqual(["p2"]);
+    expect(err(() => s.list(pod, { fieldSelector: "spec.hostname=x" })).status()).toMatchObject({ code: 400, message: "field label not supported: spec.hostname" });
+  });
+
+  test("pages are one consistent snapshot: writes after the first page do not show", () => {
+    const { s, svc } = setup();
+    for (let i = 0; i < 5; i++) s.create(svc, "default", svcObj(`s${i}`));
+    const p1 = s.list(svc, { limit: 2 });
+    expect(p1.items.map((o) => o.metadata.name)).toEqual(["s0", "s1"]);
+    expect(p1.remainingItemCount).toBe(3);
+    s.delete(svc, "default", "s3");
+    s.create(svc, "default", svcObj("s2a"));
+    s.update(svc, "default", "s4", { metadata: { name: "s4", labels: { changed: "yes" } }, spec: {} });
+    const p2 = s.list(svc, { limit: 2, continue: p1.continue });
+    const p3 = s.list(svc, { limit: 2, continue: p2.continue });
+    expect([...p2.items, ...p3.items].map((o) => o.metadata.name)).toEqual(["s2", "s3", "s4"]);
+    expect(p3.items[0]!.metadata.labels).toEqual({ app: "s4" });
+    expect(p3.continue).toBeUndefined();
+    expect(p2.resourceVersion).toBe(p1.resourceVersion);
+  });
+
+  test("a continue token from before a compaction is 410 Expired; a bad one is 400", () => {
+    const { s, svc } = setup(3);
+    for (let i = 0; i < 3; i++) s.create(svc, "default", svcObj(`s${i}`));
+    const p1 = s.list(svc, { limit: 1 });
+    for (let i = 3; i < 8; i++) s.create(svc, "default", svcObj(`s${i}`));
+    const e = err(() => s.list(svc, { limit: 1, continue: p1.continue }));
+    expect(e.status()).toMatchObject({ code: 410, reason: "Expired" });
+    expect(e.message).toStartWith("The provided continue parameter is too old to display a consistent list result.");
+    expect(err(() => s.list(svc, { continue: "garbage" })).code).toBe(400);
+  });
+
+  test("resourceVersion: Exact serves the past, a future one is 504 Too large", () => {
+    const { s, svc } = setup();
+    s.create(svc, "default", svcObj("a"));
+    const rv = String(s.rev);
+    s.create(svc, "default", svcObj("b"));
+    expect(s.list(svc, { resourceVersion: rv, resourceVersionMatch: "Exact" }).items.length).toBe(1);
+    expect(s.list(svc, { resourceVersion: rv }).items.length).toBe(2); // NotOlderThan
+    expect(err(() => s.list(svc, { resourceVersion: String(s.rev + 10) })).status()).toMatchObject({ code: 504, reason: "Timeout" });
+    expect(err(() => s.list(svc, { resourceVersion: "x" })).code).toBe(400);
+  });
+});
+
+describe("watch", () => {
+  test("from a resourceVersion: the writes after it, then live ones", () => {
+    const { s, svc } = setup();
+    s.create(svc, "default", svcObj("a"));
+    const rv = s.rev;
+    s.create(svc, "default", svcObj("b"));
+    const seen: string[] = [];
+    const stop = s.watch(svc, { from: rv }, (e) => seen.push(`${e.type} ${e.object.metadata.name} ${e.object.metadata.resourceVersion}`));
+    s.delete(svc, "default", "a");
+    stop();
+    s.create(svc, "default", svcObj("c"));
+    expect(seen).toEqual([`ADDED b ${rv + 1}`, `DELETED a ${rv + 2}`]);
+  });
+
+  test("without a resourceVersion: the current objects as ADDED first", () => {
+    const { s, svc } = setup();
+    s.create(svc, "default", svcObj("a"));
+    const seen: WatchEvent[] = [];
+    s.watch(svc, {}, (e) => seen.push(e));
+    expect(seen.map((e) => `${e.type} ${e.object.metadata.name}`)).toEqual(["ADDED a"]);
+  });
+
+  test("an object entering or leaving a selector is ADDED or DELETED", () => {
+    const { s, pod } = setup();
+    s.create(pod, "default", { metadata: { name: "p" }, spec: {} });
+    const seen: string[] = [];
+    s.watch(pod, { fieldSelector: "spec.nodeName=n1", from: s.rev }, (e) => seen.push(`${e.type} ${e.object.metadata.resourceVersion}`));
+    const bound = s.update(pod, "default", "p", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
+    const moved = s.update(pod, "default", "p", { metadata: { name: "p" }, spec: { nodeName: "n2" } });
+    expect(seen).toEqual([`ADDED ${bound.metadata.resourceVersion}`, `DELETED ${moved.metadata.resourceVersion}`]);
+  });
+
+  test("from a compacted resourceVersion: 410 too old resource version", () => {
+    const { s, svc } = setup();
+    s.create(svc, "default", svcObj("a"));
+    const rv = s.rev - 1;
+    s.compact();
+    expect(err(() => s.watch(svc, { from: rv }, () => {})).status()).toMatchObject({ code: 410, reason: "Expired", message: `too old resource version: ${rv} (${s.rev + 1})` });
+  });
+
+  test("a store restarted from a snapshot keeps objects and revisions, not history", () => {
+    const { s, svc } = setup();
+    s.create(svc, "default", svcObj("a"));
+    const r = new Store(s.allTypes(), 100, s.snapshot());
+    expect(r.rev).toBe(s.rev);
+    expect(r.get(svc, "default", "a")).toEqual(s.get(svc, "default", "a"));
+    expect(err(() => r.watch(svc, { from: s.rev - 1 }, () => {})).code).toBe(410);
+    r.create(svc, "default", svcObj("b"));
+    expect(Number(r.get(svc, "default", "b").metadata.resourceVersion)).toBe(s.rev + 1);
+  });
+});
+
+describe("patch", () => {
+  test("JSON merge patch: null removes", () => {
+    expect(mergePatch({ a: 1, b: { c: 2, d: 3 } }, { b: { c: null, e: 4 }, f: [1] })).toEqual({ a: 1, b: { d: 3, e: 4 }, f: [1] });
+  });
+
+  test("strategic merge patch as kubectl apply sends it: ports by port, $setElementOrder, $patch delete", () => {
+    const cur = { spec: { ports: [{ name: "http", port: 80, targetPort: 8080 }, { name: "dns", port: 53 }], selector: { app: "web" } } };
+    const patch = { spec: { "$setElementOrder/ports": [{ port: 53 }, { port: 81 }], ports: [{ name: "http", port: 81, targetPort: 8080 }, { $patch: "delete", port: 80 }], selector: { tier: "x" } } };
+    expect(strategicMergePatch(cur, patch)).toEqual({ spec: { ports: [{ name: "dns", port: 53 }, { name: "http", port: 81, targetPort: 8080 }], selector: { app: "web", tier: "x" } } });
+    expect(strategicMergePatch({ spec: { podCIDRs: ["10.0.0.0/24"] } }, { spec: { podCIDRs: ["fd00::/64"] } })).toEqual({ spec: { podCIDRs: ["10.0.0.0/24", "fd00::/64"] } });
+    expect(strategicMergePatch({ metadata: { finalizers: ["a", "b"] } }, { metadata: { "$deleteFromPrimitiveList/finalizers": ["a"] } })).toEqual({ metadata: { finalizers: ["b"] } });
+    expect(strategicMergePatch({ spec: { a: 1, b: 2 } }, { spec: { $patch: "replace", c: 3 } })).toEqual({ spec: { c: 3 } });
+  });
+
+  test("JSON patch, and the errors", () => {
+    expect(applyPatch("application/json-patch+json", { a: [1] }, '[{"op":"add","path":"/a/-","value":2}]')).toEqual({ a: [1, 2] });
+    expect(() => applyPatch("application/json-patch+json", { a: 1 }, '[{"op":"test","path":"/a","value":2}]')).toThrow(ApiError);
+    expect(() => applyPatch("application/yaml", {}, "{}")).toThrow(/unknown format/);
+    expect(() => applyPatch("application/merge-patch+json", {}, "{")).toThrow(/error decoding patch/);
+  });
+});

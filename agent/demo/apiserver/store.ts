@@ -1,0 +1,378 @@
+// The test API server's storage: what etcd and the apiserver's registry do for the types we
+// serve. One revision counter for everything (an object's resourceVersion is the revision of
+// its last write), a bounded history of writes (older revisions are "compacted": a list or
+// watch from before them gets 410 Gone), lists as of a past revision from that history (so
+// that paginated lists are consistent snapshots), and watchers told of every write in order.
+// Pure: no sockets, no timers.
+import { fieldsOf, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
+import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
+
+/** A failure as kube-apiserver reports it: a Status object with a code and a reason. */
+export class ApiError extends Error {
+  constructor(
+    readonly code: number,
+    readonly reason: string,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+  status() {
+    return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: this.message, reason: this.reason, ...(this.details ? { details: this.details } : {}), code: this.code };
+  }
+}
+
+const notFound = (t: ResourceType, name: string) => new ApiError(404, "NotFound", `${resourceName(t)} "${name}" not found`, { name, ...groupOf(t), kind: t.plural });
+const conflict = (t: ResourceType, name: string, why: string) => new ApiError(409, "Conflict", `Operation cannot be fulfilled on ${resourceName(t)} "${name}": ${why}`, { name, ...groupOf(t), kind: t.plural });
+const resourceName = (t: ResourceType) => (t.group ? `${t.plural}.${t.group}` : t.plural);
+const groupOf = (t: ResourceType) => (t.group ? { group: t.group } : {});
+export const typeKey = (t: Pick<ResourceType, "group" | "plural">) => `${t.group}/${t.plural}`;
+
+export type EventType = "ADDED" | "MODIFIED" | "DELETED";
+export interface WatchEvent {
+  type: EventType;
+  object: KubeObject;
+}
+
+interface Write {
+  rev: number;
+  type: string; // typeKey
+  key: string;
+  /** the object after the write; undefined for a deletion */
+  obj?: KubeObject;
+  /** the object before; undefined for a creation */
+  prev?: KubeObject;
+}
+
+export interface WatchOptions {
+  namespace?: string;
+  labelSelector?: string | null;
+  fieldSelector?: string | null;
+  /** revision to start after; undefined or 0: the current objects first, as ADDED events */
+  from?: number;
+}
+
+interface Watcher {
+  type: string;
+  match: (o: KubeObject) => boolean;
+  send: (e: WatchEvent) => void;
+}
+
+export interface ListOptions {
+  namespace?: string;
+  labelSelector?: string | null;
+  fieldSelector?: string | null;
+  limit?: number;
+  continue?: string | null;
+  resourceVersion?: string | null;
+  resourceVersionMatch?: string | null;
+}
+
+export interface ListResult {
+  items: KubeObject[];
+  resourceVersion: string;
+  continue?: string;
+  remainingItemCount?: number;
+}
+
+const objectKey = (namespace: string | undefined, name: string) => `${namespace ?? ""}/${name}`;
+const rand = () => Math.random().toString(36).slice(2, 7).padEnd(5, "x");
+/** what spec-like content is: everything but metadata and status (a change bumps generation) */
+const specOf = (o: KubeObject) => JSON.stringify({ ...o, metadata: undefined, status: undefined });
+
+export class Store {
+  rev: number;
+  /** writes up to this revision are gone from the history */
+  compacted: number;
+  private readonly types = new Map<string, ResourceType>();
+  private readonly objects = new Map<string, Map<string, KubeObject>>();
+  private readonly log: Write[] = [];
+  private readonly watchers = new Set<Watcher>();
+
+  constructor(
+    types: ResourceType[],
+    private readonly history = 10_000,
+    from?: { rev: number; objects: Array<{ type: ResourceType; object: KubeObject }> },
+  ) {
+    for (const t of types) this.addType(t);
+    this.rev = from?.rev ?? 1;
+    // a store restarted from a snapshot has no history: every older revision is compacted
+    this.compacted = this.rev;
+    for (const { type, object } of from?.objects ?? []) this.objects.get(typeKey(type))!.set(objectKey(object.metadata.namespace, object.metadata.name!), object);
+  }
+
+  addType(t: ResourceType): void {
+    this.types.set(typeKey(t), t);
+    if (!this.objects.has(typeKey(t))) this.objects.set(typeKey(t), new Map());
+  }
+
+  allTypes(): ResourceType[] {
+    return [...this.types.values()];
+  }
+
+  type(group: string, plural: string): ResourceType | undefined {
+    return this.types.get(`${group}/${plural}`);
+  }
+
+  /** Every object with its type: what a restarted server starts from. */
+  snapshot(): { rev: number; objects: Array<{ type: ResourceType; object: KubeObject }> } {
+    const objects: Array<{ type: ResourceType; object: KubeObject }> = [];
+    for (const [k, m] of this.objects) for (const o of m.values()) objects.push({ type: this.types.get(k)!, object: o });
+    return { rev: this.rev, objects };
+  }
+
+  /** Drops the whole history, as an etcd compaction does. */
+  compact(): void {
+    this.log.length = 0;
+    this.compacted = this.rev;
+  }
+
+  get(t: ResourceType, namespace: string | undefined, name: string): KubeObject {
+    const o = this.objects.get(typeKey(t))!.get(objectKey(namespace, name));
+    if (!o) throw notFound(t, name);
+    return o;
+  }
+
+  private requireNamespace(t: ResourceType, namespace: string | undefined): void {
+    if (!t.namespaced) return;
+    // the NamespaceLifecycle admission plugin: no objects in a namespace that does not exist
+    const ns = this.type("", "namespaces");
+    if (ns && !this.objects.get(typeKey(ns))!.has(objectKey(undefined, namespace!))) throw new ApiError(404, "NotFound", `namespaces "${namespace}" not found`, { name: namespace, kind: "namespaces" });
+  }
+
+  create(t: ResourceType, namespace: string | undefined, body: KubeObject): KubeObject {
+    const meta = body.metadata ?? {};
+    if (t.namespaced && meta.namespace && meta.namespace !== namespace) {
+      throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
+    }
+    const name = meta.name || (meta.generateName ? meta.generateName + rand() : "");
+    if (!name) throw new ApiError(422, "Invalid", `${t.kind} "" is invalid: metadata.name: Required value: name or generateName is required`, { kind: t.kind });
+    this.requireNamespace(t, namespace);
+    const key = objectKey(t.namespaced ? namespace : undefined, name);
+    if (this.objects.get(typeKey(t))!.has(key)) throw new ApiError(409, "AlreadyExists", `${resourceName(t)} "${name}" already exists`, { name, ...groupOf(t), kind: t.plural });
+    const rev = this.rev + 1;
+    const obj: KubeObject = {
+      ...body,
+      apiVersion: t.group ? `${t.group}/${t.version}` : t.version,
+      kind: t.kind,
+      metadata: {
+        ...meta,
+        name,
+        ...(t.namespaced ? { namespace } : { namespace: undefined }),
+        uid: crypto.randomUUID(),
+        resourceVersion: String(rev),
+        generation: 1,
+        creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+      },
+    };
+    if (!t.namespaced) delete obj.metadata.namespace;
+    initialStatus(t, obj);
+    this.commit(t, key, obj, undefined);
+    return obj;
+  }
+
+  /**
+   * PUT of the object (or, with `subresource` "status", of its status only). A resourceVersion
+   * in the body must be the current one. Fields the write may not change (uid, creation time,
+   * and status or everything but status, by subresource) are taken from the stored object.
+   */
+  update(t: ResourceType, namespace: string | undefined, name: string, body: KubeObject, subresource?: "status"): KubeObject {
+    if (body.metadata?.name !== undefined && body.metadata.name !== name) throw new ApiError(400, "BadRequest", `the name of the object (${body.metadata.name}) does not match the name on the URL (${name})`);
+    if (t.namespaced && body.metadata?.namespace && body.metadata.namespace !== namespace) {
+      throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
+    }
+    const key = objectKey(t.namespaced ? namespace : undefined, name);
+    const cur = this.objects.get(typeKey(t))!.get(key);
+    if (!cur) throw notFound(t, name);
+    const rv = body.metadata?.resourceVersion;
+    if (rv !== undefined && rv !== "" && rv !== cur.metadata.resourceVersion) throw conflict(t, name, "the object has been modified; please apply your changes to the latest version and try again");
+    let next: KubeObject;
+    if (subresource === "status") next = { ...cur, status: body.status };
+    else {
+      next = { ...body, apiVersion: cur.apiVersion, kind: cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, generation: cur.metadata.generation } };
+      if (!t.namespaced) delete next.metadata.namespace;
+      if (t.status) {
+        if (cur.status === undefined) delete next.status;
+        else next.status = cur.status;
+      }
+      if (specOf(next) !== specOf(cur)) next.metadata.generation = (cur.metadata.generation ?? 1) + 1;
+    }
+    // a write that changes nothing is no write: no new revision, no event (as kube-apiserver)
+    next.metadata.resourceVersion = cur.metadata.resourceVersion;
+    if (JSON.stringify(next) === JSON.stringify(cur)) return cur;
+    next.metadata.resourceVersion = String(this.rev + 1);
+    this.commit(t, key, next, cur);
+    return next;
+  }
+
+  /**
+   * DELETE. A pod bound to a node is deleted gracefully, as kube-apiserver does: it gets a
+   * deletionTimestamp and stays until a delete with gracePeriodSeconds 0 (the kubelet's, once
+   * its containers stopped).
+   */
+  delete(t: ResourceType, namespace: string | undefined, name: string, o: { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } } = {}): KubeObject {
+    const key = objectKey(t.namespaced ? namespace : undefined, name);
+    const cur = this.objects.get(typeKey(t))!.get(key);
+    if (!cur) throw notFound(t, name);
+    const p = o.preconditions ?? {};
+    if (p.uid && p.uid !== cur.metadata.uid) throw conflict(t, name, `Precondition failed: UID in precondition: ${p.uid}, UID in object meta: ${cur.metadata.uid}`);
+    if (p.resourceVersion && p.resourceVersion !== cur.metadata.resourceVersion) {
+      throw conflict(t, name, `the ResourceVersion in the precondition (${p.resourceVersion}) does not match the ResourceVersion in record (${cur.metadata.resourceVersion}). The object might have been modified`);
+    }
+    const spec = (cur.spec ?? {}) as { nodeName?: string; terminationGracePeriodSeconds?: number };
+    const grace = o.gracePeriodSeconds ?? spec.terminationGracePeriodSeconds ?? 30;
+    if (t.kind === "Pod" && !t.group && spec.nodeName && grace > 0) {
+      if (cur.metadata.deletionTimestamp) return cur;
+      const next: KubeObject = { ...cur, metadata: { ...cur.metadata, deletionTimestamp: new Date(Date.now() + grace * 1000).toISOString().replace(/\.\d+Z$/, "Z"), deletionGracePeriodSeconds: grace, resourceVersion: String(this.rev + 1) } };
+      this.commit(t, key, next, cur);
+      return next;
+    }
+    const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
+    this.commit(t, key, undefined, cur);
+    return gone;
+  }
+
+  private commit(t: ResourceType, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
+    this.rev++;
+    const m = this.objects.get(typeKey(t))!;
+    if (obj) m.set(key, obj);
+    else m.delete(key);
+    this.log.push({ rev: this.rev, type: typeKey(t), key, obj, prev });
+    if (this.log.length > this.history) this.compacted = this.log.shift()!.rev;
+    for (const w of this.watchers) if (w.type === typeKey(t)) deliver(w, obj, prev, this.rev);
+  }
+
+  /** The objects of `t` as they were at revision `rev` (undoing the later writes). */
+  private at(t: ResourceType, rev: number): Map<string, KubeObject> {
+    if (rev < this.compacted) throw expired(rev, this.compacted);
+    const m = new Map(this.objects.get(typeKey(t))!);
+    const k = typeKey(t);
+    for (let i = this.log.length - 1; i >= 0 && this.log[i]!.rev > rev; i--) {
+      const w = this.log[i]!;
+      if (w.type !== k) continue;
+      if (w.prev) m.set(w.key, w.prev);
+      else m.delete(w.key);
+    }
+    return m;
+  }
+
+  list(t: ResourceType, o: ListOptions = {}): ListResult {
+    const match = matcher(t, o);
+    let rev = this.rev;
+    let after = "";
+    if (o.continue) {
+      const c = decodeContinue(o.continue);
+      if (c.rev < this.compacted) {
+        throw new ApiError(
+          410,
+          "Expired",
+          "The provided continue parameter is too old to display a consistent list result. You can start a new list without the continue parameter, or use the continue token in this response to retrieve the remainder of the results. Continuing with the provided token results in an inconsistent list - objects that were created, modified, or deleted between the time the first chunk was returned and now may show up in the list.",
+        );
+      }
+      rev = c.rev;
+      after = c.after;
+    } else if (o.resourceVersion && o.resourceVersion !== "0") {
+      const want = parseRev(o.resourceVersion);
+      if (want > this.rev) throw new ApiError(504, "Timeout", `Too large resource version: ${want}, current: ${this.rev}`, { causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }], retryAfterSeconds: 1 });
+      if (o.resourceVersionMatch === "Exact") rev = want;
+    } else if (o.resourceVersionMatch) {
+      throw new ApiError(422, "Invalid", `resourceVersionMatch: Forbidden: resourceVersionMatch is forbidden unless resourceVersion is provided`);
+    }
+    const objs = rev === this.rev ? this.objects.get(typeKey(t))! : this.at(t, rev);
+    const keys = [...objs.keys()].filter((k) => k > after).sort();
+    const items: KubeObject[] = [];
+    let last = "";
+    let i = 0;
+    for (; i < keys.length; i++) {
+      const obj = objs.get(keys[i]!)!;
+      if (!match(obj)) continue;
+      if (o.limit && items.length === o.limit) break;
+      items.push(obj);
+      last = keys[i]!;
+    }
+    const more = i < keys.length;
+    const out: ListResult = { items, resourceVersion: String(rev) };
+    if (more) {
+      out.continue = encodeContinue(rev, last);
+      // as kube-apiserver: the count of what is left, only when no selector filters it
+      if (!o.labelSelector && !o.fieldSelector) out.remainingItemCount = keys.length - i;
+    }
+    return out;
+  }
+
+  /**
+   * Starts a watch: the current objects as ADDED (when `from` is absent or 0), else every
+   * write after `from`, then the writes as they happen. A `from` older than the history
+   * throws 410 Expired. Returns the function that stops it.
+   */
+  watch(t: ResourceType, o: WatchOptions, send: (e: WatchEvent) => void): () => void {
+    const match = matcher(t, o);
+    const w: Watcher = { type: typeKey(t), match, send };
+    if (!o.from) {
+      for (const k of [...this.objects.get(typeKey(t))!.keys()].sort()) {
+        const obj = this.objects.get(typeKey(t))!.get(k)!;
+        if (match(obj)) send({ type: "ADDED", object: obj });
+      }
+    } else {
+      if (o.from < this.compacted) throw expired(o.from, this.compacted);
+      for (const e of this.log) if (e.rev > o.from && e.type === w.type) deliver(w, e.obj, e.prev, e.rev);
+    }
+    this.watchers.add(w);
+    return () => this.watchers.delete(w);
+  }
+
+  watcherCount(): number {
+    return this.watchers.size;
+  }
+}
+
+/** One write as a watcher with a selector sees it: an object entering the selection is
+ * ADDED, one leaving it DELETED (the old object at the new revision), as the watch cache. */
+function deliver(w: Watcher, obj: KubeObject | undefined, prev: KubeObject | undefined, rev: number): void {
+  const now = obj !== undefined && w.match(obj);
+  const before = prev !== undefined && w.match(prev);
+  if (now && before) w.send({ type: "MODIFIED", object: obj });
+  else if (now) w.send({ type: "ADDED", object: obj });
+  else if (before) {
+    w.send({ type: "DELETED", object: { ...prev, metadata: { ...prev.metadata, resourceVersion: String(rev) } } });
+  }
+}
+
+function initialStatus(t: ResourceType, o: KubeObject): void {
+  if (t.group) return;
+  // what each type's PrepareForCreate does to a new object's status
+  if (t.kind === "Service") o.status = { loadBalancer: {} };
+  else if (t.kind === "Pod") o.status = { phase: "Pending" };
+  else if (t.kind === "Namespace") o.status = { phase: "Active" };
+}
+
+function matcher(t: ResourceType, o: { namespace?: string; labelSelector?: string | null; fieldSelector?: string | null }): (obj: KubeObject) => boolean {
+  let labels: (l: Record<string, string>) => boolean;
+  let fields: (f: Record<string, string>) => boolean;
+  try {
+    labels = parseLabelSelector(o.labelSelector);
+    fields = parseFieldSelector(o.fieldSelector, selectableFields(t));
+  } catch (e) {
+    throw new ApiError(400, "BadRequest", (e as Error).message);
+  }
+  return (obj) => (o.namespace === undefined || obj.metadata.namespace === o.namespace) && labels(obj.metadata.labels ?? {}) && fields(fieldsOf(t, obj));
+}
+
+const expired = (rev: number, compacted: number) => new ApiError(410, "Expired", `too old resource version: ${rev} (${compacted + 1})`);
+
+export function parseRev(s: string): number {
+  if (!/^\d+$/.test(s)) throw new ApiError(400, "BadRequest", `invalid resource version: ${JSON.stringify(s)}`);
+  return Number(s);
+}
+
+function encodeContinue(rev: number, after: string): string {
+  return Buffer.from(JSON.stringify({ v: "meta.k8s.io/v1", rv: rev, start: after })).toString("base64url");
+}
+
+function decodeContinue(s: string): { rev: number; after: string } {
+  try {
+    const c = JSON.parse(Buffer.from(s, "base64url").toString()) as { v?: string; rv?: unknown; start?: unknown };
+    if (c.v === "meta.k8s.io/v1" && typeof c.rv === "number" && typeof c.start === "string") return { rev: c.rv, after: c.start };
+  } catch {}
+  throw new ApiError(400, "BadRequest", "continue key is not valid: incorrect encoded start resourceVersion (version meta.k8s.io/v1)");
+}
