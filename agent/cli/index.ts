@@ -3,6 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEMO_PREFIX, TEST_PREFIX } from "../demo/lab.ts";
 import { versionInfo } from "../version.ts";
+import { parseCidr } from "../ipam/cidr.ts";
 
 export const EXIT_USAGE = 2;
 export const EXIT_UNAVAILABLE = 69;
@@ -48,12 +49,63 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       );
     });
 
+  const cidrs = (what: string) => (s: string, prev: string[] = []) => {
+    try {
+      return [...prev, parseCidr(s).cidr];
+    } catch (e) {
+      throw new InvalidArgumentError(`${what}: ${(e as Error).message}`);
+    }
+  };
+  const whole = (lo: number, hi: number) => (s: string) => {
+    const n = Number(s);
+    if (!Number.isInteger(n) || n < lo || n > hi) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from ${lo} to ${hi}`);
+    return n;
+  };
   program
     .command("agent")
-    .description("run the node agent: watch the Kubernetes API, program the datapath, gossip with peers")
-    .option("--kubeconfig <path>", "kubeconfig file (default: in-cluster service account)")
-    .option("--node-name <name>", "this node's name (default: $NODE_NAME)")
-    .action(() => notYet("agent"));
+    .description("run the node agent: watch the Kubernetes API and keep this node's service datapath in step (replaces kube-proxy)")
+    .option("--kubeconfig <path>", "kubeconfig file (default: $KUBECONFIG, the in-cluster service account, or ~/.kube/config)")
+    .option("--node-name <name>", "this node's name (default: $NODE_NAME, else the host name)")
+    .option("--cluster-cidr <cidr>", "the pod network, repeatable (IPv4 and IPv6): traffic leaving it is masqueraded by the CNI plugin", cidrs("--cluster-cidr"), [])
+    .option("--service-cidr <cidr>", "the Service ClusterIP range, repeatable", cidrs("--service-cidr"), [])
+    .option("--nodeport-addresses <cidr>", "only node addresses within these CIDRs serve NodePorts, repeatable (default: every InternalIP and ExternalIP of the Node)", cidrs("--nodeport-addresses"), [])
+    .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser(whole(1, 1000)))
+    .addOption(new Option("--coalesce-ms <ms>", "events within this window after the first go into one update").default(10).argParser(whole(0, 10_000)))
+    .option("--node-file <path>", "where this node's pod CIDRs are written for the CNI plugin", "/var/lib/skein/node.json")
+    .option("--no-flush-udp", "do not delete conntrack entries of UDP flows whose backend left")
+    .addOption(new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"))
+    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; logLevel: string }) => {
+      const { hostname } = await import("node:os");
+      const nodeName = o.nodeName ?? process.env.NODE_NAME ?? hostname();
+      const { runAgent } = await import("../loop/main.ts");
+      process.exitCode = await runAgent({
+        kubeconfig: o.kubeconfig,
+        nodeName,
+        clusterCIDRs: o.clusterCidr,
+        serviceCIDRs: o.serviceCidr,
+        nodePortAddresses: o.nodeportAddresses,
+        ringFactor: o.ringFactor,
+        coalesceMs: o.coalesceMs,
+        nodeFile: o.nodeFile,
+        flushUdp: o.flushUdp,
+        logLevel: o.logLevel,
+      });
+    });
+
+  program
+    .command("apiserver")
+    .description("a Kubernetes API server for skein's tests and demo (not for clusters: they have kube-apiserver)")
+    .requiredOption("--dir <path>", "directory for its certificates, kubeconfig and saved objects")
+    .option("--listen <addr:port>", "address and port to serve HTTPS on", "127.0.0.1:6443")
+    .requiredOption("--token <token...>", "bearer tokens it accepts")
+    .option("--unix <path>", "also serve plain HTTP on this Unix socket")
+    .addOption(new Option("--bookmark-ms <ms>", "how often watches that allow bookmarks get one").default(60_000).argParser(whole(10, 3_600_000)))
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number }) => {
+      const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
+      if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
+      const { runApiServer } = await import("../demo/apiserver/main.ts");
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, log: out });
+    });
 
   program
     .command("tables")
@@ -119,10 +171,11 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .argument("<host>", "address")
     .argument("<port>", "port", parsePort)
     .option("--timeout <ms>", "give up after this many milliseconds", (s) => Number(s), 2000)
-    .action(async (proto: string, host: string, port: number, o: { timeout: number }) => {
+    .option("--source-port <port>", "UDP: send from this port (the same flow to conntrack every time)", parsePort)
+    .action(async (proto: string, host: string, port: number, o: { timeout: number; sourcePort?: number }) => {
       if (proto !== "tcp" && proto !== "udp") throw new UsageError(`skein probe connect: protocol must be tcp or udp, not ${JSON.stringify(proto)}`);
       const { connect } = await import("./probe.ts");
-      out((await connect(proto, host, port, o.timeout)) + "\n");
+      out((await connect(proto, host, port, o.timeout, o.sourcePort)) + "\n");
     });
 
   probe

@@ -40,49 +40,44 @@ export async function serve(o: { name: string; tcp?: number; udp?: number; host:
   return new Promise<never>(() => {});
 }
 
-export async function connect(proto: "tcp" | "udp", host: string, port: number, timeoutMs: number): Promise<string> {
+/** `sourcePort` (UDP only): send from this port, so that datagrams of several calls are one flow to conntrack. */
+export async function connect(proto: "tcp" | "udp", host: string, port: number, timeoutMs: number, sourcePort?: number): Promise<string> {
   if (proto === "tcp") {
+    // node:net rather than Bun.connect: a connection attempt still pending at the deadline
+    // must be torn down, or it keeps the process alive until the kernel gives up on the SYN
+    const { createConnection } = await import("node:net");
     return new Promise<string>((resolve, reject) => {
       let buf = "";
-      const timer = setTimeout(() => reject(new Error(`tcp ${host}:${port}: no answer within ${timeoutMs} ms`)), timeoutMs);
-      Bun.connect({
-        hostname: host,
-        port,
-        socket: {
-          data(s, d) {
-            buf += d.toString();
-            // an answer is one line; a server that holds the connection open still answers
-            const nl = buf.indexOf("\n");
-            if (nl >= 0) {
-              clearTimeout(timer);
-              resolve(buf.slice(0, nl).trim());
-              s.end();
-            }
-          },
-          close() {
-            clearTimeout(timer);
-            resolve(buf.trim());
-          },
-          connectError(_s, e) {
-            clearTimeout(timer);
-            const code = (e as Error & { code?: string }).code;
-            reject(new Error(`tcp ${host}:${port}: ${e.message}${code ? ` (${code})` : ""}`));
-          },
-          error(_s, e) {
-            clearTimeout(timer);
-            reject(new Error(`tcp ${host}:${port}: ${e.message}`));
-          },
-        },
-      }).catch((e: Error & { code?: string }) => {
+      const sock = createConnection({ host, port });
+      const fail = (why: string) => {
         clearTimeout(timer);
-        reject(new Error(`tcp ${host}:${port}: ${e.message}${e.code ? ` (${e.code})` : ""}`));
+        sock.destroy();
+        reject(new Error(`tcp ${host}:${port}: ${why}`));
+      };
+      const timer = setTimeout(() => fail(`no answer within ${timeoutMs} ms`), timeoutMs);
+      sock.on("data", (d) => {
+        buf += d.toString();
+        // an answer is one line; a server that holds the connection open still answers
+        const nl = buf.indexOf("\n");
+        if (nl >= 0) {
+          clearTimeout(timer);
+          resolve(buf.slice(0, nl).trim());
+          sock.destroy();
+        }
       });
+      sock.on("end", () => {
+        clearTimeout(timer);
+        resolve(buf.trim());
+        sock.destroy();
+      });
+      sock.on("error", (e: Error & { code?: string }) => fail(`${e.message}${e.code && !e.message.includes(e.code) ? ` (${e.code})` : ""}`));
     });
   }
   let answered: (s: string) => void = () => {};
   const answer = new Promise<string>((resolve) => (answered = resolve));
   const sock = await Bun.udpSocket({
     hostname: host.includes(":") ? "::" : "0.0.0.0",
+    ...(sourcePort ? { port: sourcePort } : {}),
     socket: {
       data(_s, d) {
         answered(d.toString().trim());

@@ -92,19 +92,29 @@ export class Lab {
     return runAsync(inNetns(this.path(short), argv), opts);
   }
 
+  /**
+   * Starts a long-running process in a namespace (stopped by destroy()) and, with `ready`,
+   * resolves once its standard output (or, with `stream: "stderr"`, its error output) says so.
+   */
+  async spawn(short: string, argv: string[], o: { ready?: string; stream?: "stdout" | "stderr"; timeoutMs?: number; what?: string } = {}): Promise<{ proc: Subprocess<"ignore", "pipe", "pipe">; out: OutputWatcher }> {
+    const proc = Bun.spawn(inNetns(this.path(short), argv), { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+    this.servers.push(proc);
+    const other = o.stream === "stderr" ? proc.stdout : proc.stderr;
+    const out = new OutputWatcher(o.stream === "stderr" ? proc.stderr : proc.stdout);
+    if (o.ready === undefined) return { proc, out };
+    const what = o.what ?? argv.join(" ");
+    const ready = await out.until(o.ready, o.timeoutMs ?? 5000);
+    if (ready === "timeout") throw new Error(`${what} in ${this.name(short)} not ready within ${o.timeoutMs ?? 5000} ms: ${out.text.trim()}`);
+    if (ready === "ended") throw new Error(`${what} in ${this.name(short)} exited: ${(out.text + (await new Response(other).text())).trim()}`);
+    return { proc, out };
+  }
+
   /** Starts `skein probe serve` in a namespace and resolves once it listens. */
   async serve(short: string, o: { name: string; tcp?: number; udp?: number; hold?: boolean }, timeoutMs = 5000): Promise<void> {
     const argv = [this.skeinBin, "probe", "serve", "--name", o.name, ...(o.hold ? ["--hold"] : [])];
     if (o.tcp !== undefined) argv.push("--tcp", String(o.tcp));
     if (o.udp !== undefined) argv.push("--udp", String(o.udp));
-    const proc = Bun.spawn(inNetns(this.path(short), argv), { stdout: "pipe", stderr: "pipe" });
-    this.servers.push(proc);
-    const ready = await new OutputWatcher(proc.stdout).until("ready", timeoutMs);
-    if (ready === "timeout") throw new Error(`probe server ${o.name} in ${this.name(short)} not ready within ${timeoutMs} ms`);
-    if (ready === "ended") {
-      const err = await new Response(proc.stderr).text();
-      throw new Error(`probe server ${o.name} in ${this.name(short)} exited: ${err.trim()}`);
-    }
+    await this.spawn(short, argv, { ready: "ready", timeoutMs, what: `probe server ${o.name}` });
   }
 
   async connect(short: string, proto: "tcp" | "udp", host: string, port: number, timeoutMs = 2000): Promise<ProbeResult> {

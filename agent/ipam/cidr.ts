@@ -86,3 +86,12 @@ export function poolContains(p: Pool, v: bigint): boolean {
 export function poolSize(p: Pool): bigint {
   return p.last - p.first + 1n;
 }
+
+/** Whether address `ip` lies in `cidr` (both validated; families must agree). */
+export function cidrContains(cidr: string, ip: string): boolean {
+  const n = parseCidr(cidr);
+  const a = parseIp(ip);
+  if (a.family !== n.family) return false;
+  const bits = n.family === 4 ? 32 : 128;
+  return a.value >> BigInt(bits - n.prefix) === n.network >> BigInt(bits - n.prefix);
+}

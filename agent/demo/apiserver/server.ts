@@ -23,6 +23,9 @@ export interface ApiServerOptions {
   bookmarkMs?: number;
   /** writes of history kept before older revisions expire */
   history?: number;
+  /** also serve plain HTTP on this Unix socket: how a test in another network namespace
+   * than the server's reaches it (the same tokens apply) */
+  unix?: string;
 }
 
 const PUBLIC_PATHS = new Set(["/healthz", "/livez", "/readyz", "/version"]);
@@ -33,6 +36,7 @@ export class TestApiServer {
   readonly store: Store;
   readonly certs: ServingCerts;
   private readonly server: ReturnType<typeof Bun.serve>;
+  private readonly local: ReturnType<typeof Bun.serve> | undefined;
   private readonly streams = new Set<() => void>();
 
   private constructor(private readonly o: ApiServerOptions) {
@@ -52,6 +56,7 @@ export class TestApiServer {
       return c.json(new ApiError(500, "InternalError", `Internal error occurred: ${e.message}`).status(), 500);
     });
     this.server = Bun.serve({ hostname: o.hostname ?? "127.0.0.1", port: o.port ?? 0, tls: { cert: this.certs.cert, key: this.certs.key }, fetch: app.fetch, idleTimeout: 0 });
+    if (o.unix) this.local = Bun.serve({ unix: o.unix, fetch: app.fetch });
   }
 
   static start(o: ApiServerOptions): TestApiServer {
@@ -83,6 +88,7 @@ export class TestApiServer {
   async stop(): Promise<void> {
     for (const end of [...this.streams]) end();
     await this.server.stop(true);
+    await this.local?.stop(true);
   }
 
   private async route(c: Context): Promise<Response> {

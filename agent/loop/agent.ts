@@ -1,0 +1,178 @@
+// `skein agent`: watch → state → compile → datapath, on one node. Events are coalesced: the
+// first one of a burst schedules a sync `coalesceMs` later, and everything that arrived by
+// then goes in as one delta. The agent programs nothing until every resource has been
+// listed once (an empty table from a half-read cluster would cut traffic), keeps the last
+// good tables in force while the API server is unreachable or a transaction is refused, and
+// leaves them in place when it stops, so that a restart never interrupts traffic: the next
+// agent adopts what it finds (Datapath.adopt) and replaces it in one transaction.
+import type { Logger } from "pino";
+import { IncrementalCompiler } from "../../compiler/incremental.ts";
+import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wasm.ts";
+import { writeNodeFile } from "../ipam/node-file.ts";
+import { Datapath, type SyncResult } from "../datapath/datapath.ts";
+import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
+import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
+import { Watcher } from "../watch/watcher.ts";
+import { ClusterStore, type NodeInfo } from "./state.ts";
+import { cidrContains } from "../ipam/cidr.ts";
+
+export interface AgentOptions {
+  kubeconfig?: string;
+  nodeName: string;
+  /** the pod network(s): written to the node file, where the CNI plugin masquerades traffic leaving them */
+  clusterCIDRs: string[];
+  /** the Service ClusterIP range(s): reported, and checked against each Service's ClusterIPs */
+  serviceCIDRs: string[];
+  /** CIDRs selecting the node addresses NodePorts listen on (kube-proxy's --nodeport-addresses);
+   * empty: every InternalIP and ExternalIP of the Node */
+  nodePortAddresses: string[];
+  ringFactor: number;
+  coalesceMs: number;
+  nodeFile: string;
+  /** delete conntrack entries of UDP flows whose backend left (needs conntrack(8)) */
+  flushUdp: boolean;
+}
+
+export interface AgentDeps {
+  log: Logger;
+  datapath: Pick<Datapath, "apply" | "sync">;
+  kube?: KubeClient;
+  compiler?: CompilerExports;
+}
+
+/** The node addresses NodePorts listen on: the Node's, filtered by --nodeport-addresses. */
+export function nodePortIPs(node: NodeInfo | undefined, cidrs: string[]): string[] {
+  const addrs = node?.addresses ?? [];
+  if (!cidrs.length) return [...new Set(addrs)];
+  return [...new Set(addrs.filter((a) => cidrs.some((c) => cidrContains(c, a))))];
+}
+
+export class Agent {
+  private readonly kube: KubeClient;
+  private readonly log: Logger;
+  private watcher: Watcher | undefined;
+  private store!: ClusterStore;
+  private compiler!: IncrementalCompiler;
+  private wasm!: CompilerExports;
+  private nodeIPs: string[] = [];
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private syncing = false;
+  private again = false;
+  /** a sync failed: the next one applies the whole tables, not a delta */
+  private resync = false;
+  private synced = false;
+  generation = 0;
+  lastResult: (SyncResult & { generation: number }) | undefined;
+  lastError: string | undefined;
+
+  constructor(
+    private readonly o: AgentOptions,
+    private readonly deps: AgentDeps,
+  ) {
+    this.kube = deps.kube ?? new KubeClient(loadKubeConfig(o.kubeconfig));
+    this.log = deps.log;
+  }
+
+  async start(): Promise<void> {
+    this.wasm = this.deps.compiler ?? (await loadCompiler());
+    this.compiler = this.newCompiler();
+    this.store = new ClusterStore(this.compiler, this.o.nodeName, {
+      onReject: (what, message) => this.log.warn({ object: what }, `left out: ${message}`),
+      onNode: (n) => this.nodeChanged(n),
+    });
+    this.watcher = new Watcher(this.kube, {
+      nodeName: this.o.nodeName,
+      onEvent: (e) => {
+        if (this.store.apply(e)) this.schedule();
+      },
+      onSynced: () => {
+        this.synced = true;
+        this.log.info(this.store.counts(), "cluster state listed; programming the datapath");
+        this.schedule(0);
+      },
+      onError: (kind, err) => this.log.warn({ resource: kind, err: String((err as Error)?.message ?? err) }, "watch failed; retrying (the tables in force stay)"),
+    });
+    this.log.info({ server: this.kube.server, node: this.o.nodeName, clusterCIDRs: this.o.clusterCIDRs, serviceCIDRs: this.o.serviceCIDRs }, "agent starting");
+    await this.watcher.start();
+  }
+
+  async stop(): Promise<void> {
+    clearTimeout(this.timer);
+    await this.watcher?.stop();
+    this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
+  }
+
+  private newCompiler(): IncrementalCompiler {
+    const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
+    return new IncrementalCompiler(opts, wasmUnits(this.wasm, opts));
+  }
+
+  private nodeChanged(n: NodeInfo | undefined): void {
+    if (n?.podCIDRs.length) {
+      try {
+        writeNodeFile(this.o.nodeFile, { nodeName: this.o.nodeName, podCIDRs: n.podCIDRs, clusterCIDRs: this.o.clusterCIDRs });
+      } catch (e) {
+        this.log.error({ path: this.o.nodeFile, err: (e as Error).message }, "cannot write the node file for CNI IPAM");
+      }
+    } else if (n) this.log.warn({ node: this.o.nodeName }, "the Node has no spec.podCIDRs yet: CNI IPAM waits for them");
+    const ips = nodePortIPs(n, this.o.nodePortAddresses);
+    if (ips.join() === this.nodeIPs.join()) return;
+    // NodePort frontends are compiled per node address: a new set of addresses is a new compile
+    this.nodeIPs = ips;
+    this.compiler = this.newCompiler();
+    this.store.useCompiler(this.compiler);
+    this.resync = true;
+    this.log.info({ nodeIPs: ips }, "NodePort addresses");
+  }
+
+  /** A sync `delay` ms from now, unless one is already due; one after the running sync if busy. */
+  private schedule(delay = this.o.coalesceMs): void {
+    if (!this.synced) return;
+    if (this.syncing) {
+      this.again = true;
+      return;
+    }
+    if (this.timer) return;
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      void this.sync();
+    }, delay);
+  }
+
+  private async sync(): Promise<void> {
+    this.syncing = true;
+    const gen = ++this.generation;
+    try {
+      const changes = this.compiler.compile();
+      const full = this.resync;
+      const r = full ? this.deps.datapath.sync(this.compiler.tables()) : this.deps.datapath.apply(changes, () => this.compiler.tables());
+      this.resync = false;
+      this.lastResult = { ...r, generation: gen };
+      this.lastError = undefined;
+      if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10 }, "tables applied");
+      for (const c of this.compiler.conflicts()) this.log.warn({ generation: gen }, c);
+      if (this.o.flushUdp && !full) {
+        const stale = staleUdpFlows(changes);
+        if (stale.length) {
+          flushStaleFlows(stale).then(
+            (n) => n && this.log.info({ generation: gen, entries: n }, "conntrack entries of removed UDP backends deleted"),
+            (e) => this.log.warn({ err: (e as Error).message }, "conntrack flush failed"),
+          );
+        }
+      }
+    } catch (e) {
+      // the previous tables stay in force (the datapath undoes a refused step); the next sync
+      // starts from them and applies the whole tables
+      this.resync = true;
+      this.lastError = (e as Error).message;
+      this.log.error({ generation: gen, err: this.lastError }, "applying the tables failed; the previous ones stay in force, retrying");
+      this.again = true;
+    } finally {
+      this.syncing = false;
+    }
+    if (this.again) {
+      this.again = false;
+      this.schedule(this.lastError ? 1000 : this.o.coalesceMs);
+    }
+  }
+}

@@ -1,0 +1,39 @@
+// Runs the agent in this process and this network namespace until SIGTERM or SIGINT. The
+// tables stay in the kernel when it stops.
+import pino from "pino";
+import { Datapath } from "../datapath/datapath.ts";
+import { openNft } from "../datapath/nft.ts";
+import { Netlink } from "../sys/netlink.ts";
+import { Agent, type AgentOptions } from "./agent.ts";
+
+export async function runAgent(o: AgentOptions & { logLevel: string }): Promise<number> {
+  const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
+  const nl = Netlink.openNetfilter();
+  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) });
+  let agent: Agent;
+  try {
+    agent = new Agent(o, { log, datapath });
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, "cannot start");
+    return 1;
+  }
+  const done = Promise.withResolvers<number>();
+  const stop = (signal: string) => {
+    log.info({ signal }, "stopping");
+    agent.stop().then(
+      () => done.resolve(0),
+      () => done.resolve(1),
+    );
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+  try {
+    await agent.start();
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, "cannot start");
+    return 1;
+  }
+  const code = await done.promise;
+  nl.close();
+  return code;
+}
