@@ -179,3 +179,40 @@ describe("when the API server goes away", () => {
     await until("tcp", "10.96.0.13", 80, ["b3"], 5000);
   }, 40_000);
 });
+
+describe("restarting the agent", () => {
+  test("under a steady stream of TCP connections through a ClusterIP, none fails; the new agent adopts the tables", async () => {
+    let ok = 0;
+    const errors: string[] = [];
+    let stop = false;
+    const stream = (async () => {
+      for (let i = 0; i < 5000 && !stop; i++) {
+        const r = await lab.connect("client", "tcp", "10.96.0.10", 81, 1000);
+        if (r.ok) ok++;
+        else errors.push(r.error);
+      }
+    })();
+    const more = async (what: string, n: number) => {
+      const from = ok;
+      await waitFor(what, () => ok >= from + n, 10_000, 10);
+    };
+    try {
+      await more("connections before the restart", 5);
+      agent.proc.kill("SIGTERM");
+      expect(await agent.proc.exited).toBe(0);
+      await more("connections while no agent runs", 5);
+      const out = await startAgent();
+      expect(out.text).toContain("adopted the tables in the kernel");
+      expect(out.text).toMatch(/"kind":"rebuild"/);
+      await more("connections after the restart", 10);
+    } finally {
+      stop = true;
+      await stream;
+    }
+    expect(errors).toEqual([]);
+    expect(ok).toBeGreaterThan(20);
+    // and the adopted datapath still follows changes
+    await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice("web-1", "web", ["b1"]).endpoints }));
+    await until("tcp", "10.96.0.10", 81, ["b1"]);
+  }, 60_000);
+});

@@ -68,6 +68,19 @@ export class Datapath {
     private readonly sink: BatchSink,
   ) {}
 
+  /**
+   * The kernel holds a table an earlier agent made (adopt.ts read it): take it as what is in
+   * force, and drop a half-made bank it left. With no ring capacity known, the first sync is
+   * a bank switch: the other bank is filled beside the live one and one nft transaction moves
+   * every target chain to it, so traffic sees the old tables until the new ones are whole.
+   */
+  adopt(md: Model, stale?: { bank: number; chains: string[] }): void {
+    if (stale) this.dropBank(stale.bank, stale.chains);
+    this.current = md;
+    this.capacity = { 4: 0, 6: 0 };
+    this.slots = { 4: 0, 6: 0 };
+  }
+
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
     this.current = model(tables, 0);

@@ -7,6 +7,7 @@ import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { asMap, feed } from "../../compiler/generate.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { addNetns, deleteNetns } from "../sys/netns.ts";
+import { readTable } from "./adopt.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
@@ -81,6 +82,7 @@ afterAll(() => {
   deleteNetns(`${ns}b`);
   deleteNetns(`${ns}c`);
   deleteNetns(`${ns}d`);
+  deleteNetns(`${ns}e`);
 });
 
 describe("in a kernel", () => {
@@ -135,6 +137,48 @@ describe("in a kernel", () => {
       }
     } finally {
       live.close();
+    }
+  });
+
+  test("a new agent adopts the table an earlier one left: one bank switch, then what a fresh load gives", () => {
+    const path = addNetns(`${ns}e`);
+    const a = tablesOf(objects(30));
+    const b = tablesOf(objects(32, { skip: (i) => i === 4, endpoints: (i) => (i === 7 ? [] : [`10.244.${i >> 8}.${i & 255}`, `10.246.${i >> 8}.${i & 255}`]) }));
+    const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
+    const earlier = datapath(path);
+    const later = datapath(path);
+    try {
+      expect(readTable(nftIn)).toBeUndefined();
+      earlier.dp.sync(a);
+      // an interrupted switch left the other bank's maps and a ring chain behind
+      nftIn(["add map inet skein be4_1 { typeof meta mark . numgen inc mod 2 : ip daddr . th dport; size 4096; }"]);
+      nftIn(["add map inet skein be6_1 { typeof meta mark . numgen inc mod 2 : ip6 daddr . th dport; size 4096; }"]);
+      nftIn(["add chain inet skein ring4_1_7"]);
+      const found = readTable(nftIn)!;
+      if (!found.ok) throw new Error(found.why);
+      expect(found.model.bank).toBe(0);
+      expect(found.stale).toEqual({ bank: 1, chains: ["ring4_1_7"] });
+      // the elements read back are the ones skein wrote, key for key
+      expect(found.model.elements).toEqual(model(a).elements);
+      expect(found.model.hairpins).toEqual(model(a).hairpins);
+      later.dp.adopt(found.model, found.stale);
+      // b ids differ from a's (another compile): every target chain is replaced in the switch
+      expect(later.dp.sync(b).kind).toBe("rebuild");
+      const adopted = listing(path);
+      const fresh = datapath(path);
+      try {
+        fresh.dp.sync(b, { full: true });
+        expect(adopted).toEqual(listing(path));
+      } finally {
+        fresh.close();
+      }
+      // a table of the name that skein did not make (or an older layout) is not adopted
+      nftIn(["delete table inet skein"]);
+      nftIn(["add table inet skein"]);
+      expect(readTable(nftIn)).toMatchObject({ ok: false, why: expect.stringContaining("lacks nat_prerouting") });
+    } finally {
+      earlier.close();
+      later.close();
     }
   });
 

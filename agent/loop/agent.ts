@@ -36,6 +36,9 @@ export interface AgentOptions {
 export interface AgentDeps {
   log: Logger;
   datapath: Pick<Datapath, "apply" | "sync">;
+  /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
+   * bank switch), one to replace cold (not one this version can adopt), or none */
+  found?: "adopted" | "replace";
   kube?: KubeClient;
   compiler?: CompilerExports;
 }
@@ -58,8 +61,9 @@ export class Agent {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private syncing = false;
   private again = false;
-  /** a sync failed: the next one applies the whole tables, not a delta */
+  /** a sync failed, or the tables in force were adopted: the next one applies the whole tables, not a delta */
   private resync = false;
+  private replace = false;
   private synced = false;
   generation = 0;
   lastResult: (SyncResult & { generation: number }) | undefined;
@@ -71,6 +75,8 @@ export class Agent {
   ) {
     this.kube = deps.kube ?? new KubeClient(loadKubeConfig(o.kubeconfig));
     this.log = deps.log;
+    this.resync = deps.found === "adopted";
+    this.replace = deps.found === "replace";
   }
 
   async start(): Promise<void> {
@@ -144,9 +150,10 @@ export class Agent {
     const gen = ++this.generation;
     try {
       const changes = this.compiler.compile();
-      const full = this.resync;
-      const r = full ? this.deps.datapath.sync(this.compiler.tables()) : this.deps.datapath.apply(changes, () => this.compiler.tables());
+      const full = this.resync || this.replace;
+      const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
       this.resync = false;
+      this.replace = false;
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10 }, "tables applied");

@@ -4,6 +4,7 @@ import pino from "pino";
 import { Datapath } from "../datapath/datapath.ts";
 import { openNft } from "../datapath/nft.ts";
 import { Netlink } from "../sys/netlink.ts";
+import { readTable } from "../datapath/adopt.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
 
 export async function runAgent(o: AgentOptions & { logLevel: string }): Promise<number> {
@@ -12,7 +13,13 @@ export async function runAgent(o: AgentOptions & { logLevel: string }): Promise<
   const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) });
   let agent: Agent;
   try {
-    agent = new Agent(o, { log, datapath });
+    // the tables an earlier agent left keep serving until the new ones are whole
+    const found = readTable();
+    if (found?.ok) {
+      datapath.adopt(found.model, found.stale);
+      log.info({ bank: found.model.bank, targets: found.model.chains.size }, "adopted the tables in the kernel; they serve until the new ones replace them in one transaction");
+    } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
+    agent = new Agent(o, { log, datapath, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   } catch (e) {
     log.fatal({ err: (e as Error).message }, "cannot start");
     return 1;

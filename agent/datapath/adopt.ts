@@ -1,0 +1,86 @@
+// Adopting the table an earlier agent left: after a restart the kernel still holds `inet
+// skein`, and traffic keeps using it. Rather than replace it cold (a moment with no services),
+// the new agent reads what it needs to plan a bank switch from the kernel (nft -j): which
+// bank of ring maps is live, the target and ring chains, the verdict-map and set elements and
+// the hairpin addresses. Not the ring slots: the switch fills the other bank from scratch, and
+// one nft transaction then points every target chain at it (Datapath.adopt, then sync).
+import { run } from "../sys/exec.ts";
+import { emptyModel, TABLE, type Model } from "./render.ts";
+import type { RingRule } from "./nfnl.ts";
+
+const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
+const SETS = ["svc4", "svc6", "noep4", "noep6", "hairpin4", "hairpin6"];
+const RING_CHAIN = /^ring([46])(a?)_(\d)_(\d+)$/;
+const RING_MAP = /^be([46])_(\d)$/;
+
+type J = Record<string, any>;
+
+export type Adoption =
+  | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
+  | { ok: false; why: string };
+
+/**
+ * The model of a table in the kernel, from `nft -j -t list table` (`terse`: no elements) and
+ * the elements of the verdict maps and sets (`sets`: name → the `elem` arrays nft listed).
+ */
+export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption {
+  const chains = terse.filter((x) => x.chain).map((x) => x.chain as J);
+  const maps = new Set(terse.filter((x) => x.map || x.set).map((x) => (x.map ?? x.set).name as string));
+  const missing = [...BASE_CHAINS.filter((c) => !chains.some((x) => x.name === c)), ...SETS.filter((s) => !maps.has(s))];
+  if (missing.length) return { ok: false, why: `table inet ${TABLE} lacks ${missing.join(", ")}: not one this version of skein made` };
+  // the live bank: the one the target chains' ring chains belong to, else the one with maps
+  const used = new Set<number>();
+  for (const r of terse.filter((x) => x.rule && /^t_\d+(_m)?$/.test(x.rule.chain)).map((x) => x.rule as J)) {
+    for (const e of r.expr ?? []) {
+      const m = RING_CHAIN.exec(e.goto?.target ?? "");
+      if (m) used.add(Number(m[3]));
+    }
+  }
+  const banks = new Set([...maps].map((n) => RING_MAP.exec(n)).filter((m) => m).map((m) => Number(m![2])));
+  if (used.size > 1) return { ok: false, why: `target chains use ring banks ${[...used].join(" and ")} at once` };
+  const bank = used.size ? [...used][0]! : banks.size ? Math.min(...banks) : 0;
+  const md = emptyModel(bank);
+  for (const c of chains) {
+    // rules as the kernel lists them are never the text skein renders: every target chain is
+    // refilled by the switch, which is what it must do anyway (it changes their ring chains)
+    if (/^t_\d+(_m)?$/.test(c.name)) md.chains.set(c.name, ["<as found in the kernel>"]);
+    const m = RING_CHAIN.exec(c.name);
+    if (m && Number(m[3]) === bank) {
+      const family = Number(m[1]) as 4 | 6;
+      const rule: RingRule = { family, affinity: m[2] === "a", ringSize: Number(m[4]), map: `be${family}_${bank}` };
+      md.ringChains.set(c.name, rule);
+    }
+  }
+  for (const name of ["svc4", "svc6", "noep4", "noep6"]) {
+    const el = md.elements.get(name)!;
+    for (const e of sets.get(name) ?? []) {
+      const [k, v] = Array.isArray(e) ? (e as [J, J]) : [e as J, undefined];
+      const key = (k.concat as unknown[]).map(String).join(" . ");
+      el.set(key, v ? `goto ${v.goto?.target ?? v.jump?.target}` : "");
+    }
+  }
+  for (const fam of [4, 6] as const) {
+    for (const e of sets.get(`hairpin${fam}`) ?? []) md.hairpins[fam].add(String((e as J).concat[0]));
+  }
+  const other = [...banks].find((b) => b !== bank);
+  if (other === undefined) return { ok: true, model: md };
+  const chainsOf = chains.map((c) => c.name as string).filter((n) => Number(RING_CHAIN.exec(n)?.[3] ?? -1) === other);
+  return { ok: true, model: md, stale: { bank: other, chains: chainsOf } };
+}
+
+/** Reads `inet skein` from the kernel (nft run by `nft`, this network namespace's by
+ * default); undefined when there is none. */
+export function readTable(nft: (args: string[]) => string = (args) => run(["nft", ...args]).stdout): Adoption | undefined {
+  const nftJson = (args: string[]): J[] => (JSON.parse(nft(["-j", ...args])) as { nftables: J[] }).nftables;
+  const tables = nftJson(["list", "tables", "inet"]).filter((x) => x.table?.name === TABLE);
+  if (!tables.length) return undefined;
+  const terse = nftJson(["-t", "list", "table", "inet", TABLE]);
+  const sets = new Map<string, unknown[]>();
+  for (const x of terse) {
+    const s = x.map ?? x.set;
+    if (!s || !SETS.includes(s.name)) continue;
+    const listed = nftJson(["list", x.map ? "map" : "set", "inet", TABLE, s.name]).find((y) => y.map || y.set);
+    sets.set(s.name, ((listed?.map ?? listed?.set)?.elem as unknown[]) ?? []);
+  }
+  return adoptedModel(terse, sets);
+}
