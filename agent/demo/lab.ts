@@ -31,9 +31,10 @@ export class OutputWatcher {
     this.reader = stream.getReader();
   }
 
-  async until(what: string, timeoutMs: number): Promise<"found" | "ended" | "timeout"> {
+  /** Waits for `what` to appear in the output at or after offset `from`. */
+  async until(what: string, timeoutMs: number, from = 0): Promise<"found" | "ended" | "timeout"> {
     const deadline = Date.now() + timeoutMs;
-    while (!this.text.includes(what)) {
+    while (this.text.indexOf(what, from) < 0) {
       const left = deadline - Date.now();
       if (left <= 0) return "timeout";
       this.pending ??= this.reader.read();

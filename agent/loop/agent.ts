@@ -13,7 +13,7 @@ import { Datapath, type SyncResult } from "../datapath/datapath.ts";
 import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 import { Watcher } from "../watch/watcher.ts";
-import { ClusterStore, type NodeInfo } from "./state.ts";
+import { ClusterStore, keep, type NodeInfo } from "./state.ts";
 import { cidrContains } from "../ipam/cidr.ts";
 
 export interface AgentOptions {
@@ -88,6 +88,7 @@ export class Agent {
     });
     this.watcher = new Watcher(this.kube, {
       nodeName: this.o.nodeName,
+      keep,
       onEvent: (e) => {
         if (this.store.apply(e)) this.schedule();
       },
@@ -157,6 +158,10 @@ export class Agent {
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10 }, "tables applied");
+      // a whole-table load leaves tens of MB of garbage at 10k services (the list pages, the
+      // compile's output, a million ring slots' netlink batch); collect it now rather than
+      // let the heap sit at its peak until the collector gets round to it
+      if (r.kind === "full" || r.kind === "rebuild") Bun.gc(true);
       for (const c of this.compiler.conflicts()) this.log.warn({ generation: gen }, c);
       if (this.o.flushUdp && !full) {
         const stale = staleUdpFlows(changes);

@@ -3,6 +3,11 @@
 // the pod CIDRs and the addresses NodePorts listen on; the rest is kept for the parts that
 // need it (policy). An object that fails its checks is reported and the previous good
 // version of it stays in force: bad input never removes what was there.
+//
+// `keep` decides what of each object is held at all: the informers cache whatever it returns,
+// so a Service or slice is checked once, as it arrives, and held only in its checked form
+// (with the metadata the informer needs), never also as the API server's JSON; other kinds
+// keep just the fields skein reads. managedFields and annotations are never held.
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
@@ -14,6 +19,58 @@ export interface NodeInfo {
 }
 
 type Raw = WatchEvent["object"];
+
+/** What is held of an object: its identity, and the checked form or the fields skein uses. */
+export interface Kept {
+  metadata: { name?: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
+  spec?: unknown;
+  status?: unknown;
+  /** a Service or slice as compiler/state.ts checked it; null: nothing to program (ExternalName, FQDN) */
+  checked?: Service | EndpointSlice | null;
+  /** why the checks refused it */
+  error?: string;
+  [k: string]: unknown;
+}
+
+const pick = (o: unknown, keys: string[]): Record<string, unknown> | undefined => {
+  if (!o || typeof o !== "object") return undefined;
+  const out: Record<string, unknown> = {};
+  for (const k of keys) if ((o as Record<string, unknown>)[k] !== undefined) out[k] = (o as Record<string, unknown>)[k];
+  return out;
+};
+
+/** Trims an object as it arrives (the watcher's `keep`). */
+export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept & WatchEvent["object"] {
+  const metadata = pick(o.metadata, ["name", "namespace", "resourceVersion", "uid", "labels", "deletionTimestamp"]) as Kept["metadata"];
+  const k: Kept = { metadata };
+  try {
+    switch (kind) {
+      case "Service":
+        k.checked = parseService(o) ?? null;
+        break;
+      case "EndpointSlice":
+        k.checked = parseEndpointSlice(o) ?? null;
+        break;
+      case "Node":
+        k.spec = pick(o.spec, ["podCIDRs", "podCIDR", "unschedulable"]);
+        k.status = pick(o.status, ["addresses"]);
+        break;
+      case "Pod":
+        k.spec = pick(o.spec, ["nodeName", "hostNetwork"]);
+        k.status = pick(o.status, ["phase", "podIP", "podIPs"]);
+        break;
+      case "NetworkPolicy":
+        k.spec = o.spec;
+        break;
+      case "Namespace":
+        break;
+    }
+  } catch (e) {
+    if (!(e instanceof ObjectError)) throw e;
+    k.error = e.message;
+  }
+  return k as Kept & WatchEvent["object"];
+}
 const nameOf = (o: Raw) => ({ namespace: o.metadata?.namespace ?? "default", name: o.metadata?.name ?? "" });
 const keyOf = (o: Raw) => `${o.metadata?.namespace ?? "default"}/${o.metadata?.name ?? ""}`;
 
@@ -61,23 +118,29 @@ export class ClusterStore {
     const del = e.op === "delete";
     try {
       switch (e.kind) {
-        case "Service": {
-          const s = del ? undefined : parseService(o);
-          // deleted, or an ExternalName Service now: nothing to program
-          const { namespace, name } = nameOf(o);
-          if (s) {
-            this.services.set(keyOf(o), s);
-            this.compiler.setService(s);
-          } else if (this.services.delete(`${namespace}/${name}`)) this.compiler.deleteService(namespace, name);
-          break;
-        }
+        case "Service":
         case "EndpointSlice": {
-          const s = del ? undefined : parseEndpointSlice(o);
+          const kept = o as Kept;
+          if (!del && kept.error) {
+            // kept.error names the object and the field (compiler/state.ts)
+            this.rejected.set(id, kept.error);
+            this.hooks.onReject?.(id, kept.error);
+            return false;
+          }
           const { namespace, name } = nameOf(o);
-          if (s) {
-            this.slices.set(keyOf(o), s);
-            this.compiler.setSlice(s);
-          } else if (this.slices.delete(`${namespace}/${name}`)) this.compiler.deleteSlice(namespace, name);
+          const k = `${namespace}/${name}`;
+          const checked = del ? undefined : (kept.checked ?? undefined);
+          const svc = e.kind === "Service";
+          const held = svc ? this.services : this.slices;
+          if (checked) {
+            held.set(k, checked as never);
+            if (svc) this.compiler.setService(checked as Service);
+            else this.compiler.setSlice(checked as EndpointSlice);
+          } else if (held.delete(k)) {
+            // deleted, or an ExternalName Service (FQDN slice) now: nothing to program
+            if (svc) this.compiler.deleteService(namespace, name);
+            else this.compiler.deleteSlice(namespace, name);
+          }
           break;
         }
         case "Node":

@@ -98,9 +98,10 @@ export class KubeClient {
     return JSON.parse(text) as T;
   }
 
-  /** A Watch with client-node's contract (ListWatch takes it), over Bun's fetch. */
-  watcher(): Watch {
-    return new BunWatch(this) as unknown as Watch;
+  /** A Watch with client-node's contract (ListWatch takes it), over Bun's fetch. `keep`
+   * turns each object an event carries into what is handed on (and cached by ListWatch). */
+  watcher(keep?: (o: Record<string, unknown>) => unknown): Watch {
+    return new BunWatch(this, keep) as unknown as Watch;
   }
 }
 
@@ -111,7 +112,11 @@ export class KubeClient {
  * for `requestTimeoutMs` ends the watch with a TimeoutError, which ListWatch reconnects from.
  */
 class BunWatch {
-  constructor(private readonly client: KubeClient, readonly requestTimeoutMs = 30_000) {}
+  constructor(
+    private readonly client: KubeClient,
+    private readonly keep?: (o: Record<string, unknown>) => unknown,
+    readonly requestTimeoutMs = 30_000,
+  ) {}
 
   async watch(path: string, query: Record<string, string>, callback: (type: string, obj: unknown, raw: unknown) => void, done: (err: unknown) => void): Promise<AbortController> {
     const controller = new AbortController();
@@ -158,7 +163,8 @@ class BunWatch {
           } catch {
             continue; // as client-node: a line that is not JSON is skipped
           }
-          callback(e.type, e.object, e);
+          const isObject = e.type === "ADDED" || e.type === "MODIFIED" || e.type === "DELETED";
+          callback(e.type, isObject && this.keep ? this.keep(e.object as Record<string, unknown>) : e.object, e);
         }
       }
     })().then(

@@ -43,6 +43,9 @@ export interface WatcherOptions {
   onError?: (kind: Kind, err: unknown) => void;
   pageSize?: number;
   retryMs?: { min: number; max: number };
+  /** what to keep of each object listed or watched (the informers cache what this returns):
+   * by default the object as the API server sent it */
+  keep?: (kind: Kind, o: Record<string, unknown>) => KubernetesObject & Record<string, unknown>;
 }
 
 type ListOf = { metadata?: { resourceVersion?: string; continue?: string }; items: Array<KubernetesObject & Record<string, unknown>> };
@@ -57,7 +60,8 @@ export class Watcher {
     private readonly o: WatcherOptions,
   ) {
     for (const r of resources(o.nodeName)) {
-      const lw = new ListWatch<KubernetesObject & Record<string, unknown>>(r.path, client.watcher(), () => this.list(r) as never, false, undefined, r.fieldSelector);
+      const keep = o.keep ? (x: Record<string, unknown>) => o.keep!(r.kind, x) : undefined;
+      const lw = new ListWatch<KubernetesObject & Record<string, unknown>>(r.path, client.watcher(keep), () => this.list(r) as never, false, undefined, r.fieldSelector);
       const inf = { r, lw, failures: 0, timer: undefined as ReturnType<typeof setTimeout> | undefined };
       const emit = (op: WatchEvent["op"]) => (object: KubernetesObject & Record<string, unknown>) => {
         inf.failures = 0;
@@ -83,7 +87,7 @@ export class Watcher {
       try {
         do {
           const page = await this.client.request<ListOf>("GET", r.path, { query: { limit: this.o.pageSize ?? 500, continue: cont, fieldSelector: r.fieldSelector } });
-          items.push(...page.items);
+          for (const it of page.items) items.push(this.o.keep ? this.o.keep(r.kind, it) : it);
           cont = page.metadata?.continue || undefined;
           rv = page.metadata?.resourceVersion ?? rv;
         } while (cont);

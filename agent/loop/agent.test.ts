@@ -1,0 +1,121 @@
+// The agent loop against the test API server on loopback, with a recording datapath: what
+// it programs, when, and what it keeps when things go wrong. (The kernel side is in
+// test/agent.e2e.test.ts.)
+import { afterAll, expect, test } from "bun:test";
+import pino from "pino";
+import { KubeConfig } from "@kubernetes/client-node";
+import { TestApiServer } from "../demo/apiserver/server.ts";
+import { KubeClient } from "../watch/kube.ts";
+import { Agent, nodePortIPs, type AgentOptions } from "./agent.ts";
+import type { Tables } from "../../compiler/reference/compile.ts";
+import type { UnitChange } from "../../compiler/incremental.ts";
+import type { SyncResult } from "../datapath/datapath.ts";
+import { useTempDir, waitFor } from "../../test/harness/index.ts";
+
+const tmp = useTempDir("agentloop");
+const servers: TestApiServer[] = [];
+const agents: Agent[] = [];
+afterAll(async () => {
+  for (const a of agents) await a.stop();
+  for (const s of servers) await s.stop();
+});
+
+class FakeDatapath {
+  calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean }> = [];
+  failNext = false;
+  last: Tables | undefined;
+  private result(kind: SyncResult["kind"]): SyncResult {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new Error("nftables rejected the transaction: injected");
+    }
+    return { kind, lines: 1, ringOps: 0, ms: 0 };
+  }
+  apply(changes: UnitChange[], all: () => Tables): SyncResult {
+    this.last = all();
+    this.calls.push({ kind: "apply", services: changes.length, frontends: this.last.frontends.length });
+    return this.result("delta");
+  }
+  sync(t: Tables, o: { full?: boolean } = {}): SyncResult {
+    this.last = t;
+    this.calls.push({ kind: "sync", services: -1, frontends: t.frontends.length, full: o.full });
+    return this.result("full");
+  }
+}
+
+const lines: string[] = [];
+const log = pino({ level: "debug" }, { write: (s: string) => void lines.push(s) });
+
+async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace") {
+  const server = TestApiServer.start({ tokens: ["t"] });
+  servers.push(server);
+  const kc = new KubeConfig();
+  kc.loadFromString(server.kubeconfig());
+  const kube = new KubeClient(kc);
+  const dp = new FakeDatapath();
+  const opts: AgentOptions = { nodeName: "n1", clusterCIDRs: ["10.244.0.0/16"], serviceCIDRs: [], nodePortAddresses: [], ringFactor: 10, coalesceMs: 20, nodeFile: `${tmp}/node-${servers.length}.json`, flushUdp: false, ...o };
+  const agent = new Agent(opts, { log, datapath: dp, kube, found });
+  agents.push(agent);
+  return { server, kube, dp, agent };
+}
+
+let nodePorts = 30000;
+const svc = (name: string, ip: string) => ({ metadata: { name }, spec: { clusterIP: ip, type: "NodePort", ports: [{ port: 80, nodePort: nodePorts++ }] } });
+
+test("nothing is programmed before every resource is listed; then one sync with everything", async () => {
+  const { server, kube, dp, agent } = await setup();
+  for (let i = 0; i < 20; i++) await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc(`s${i}`, `10.96.0.${i + 1}`) });
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "Hostname", address: "n1" }] } } });
+  void server;
+  await agent.start();
+  await waitFor("the first sync", () => dp.calls.length > 0);
+  // every Service in the first update, ClusterIP and NodePort frontends
+  expect(dp.calls[0]!.frontends).toBe(40);
+  // the NodePort frontends listen on the Node's InternalIP
+  expect(dp.last!.frontends.filter((f) => f.kind === "nodeport").map((f) => f.ip)).toEqual(Array(20).fill("192.0.2.10"));
+  expect(JSON.parse(await Bun.file(`${tmp}/node-${servers.length}.json`).text())).toEqual({ nodeName: "n1", podCIDRs: ["10.244.3.0/24"], clusterCIDRs: ["10.244.0.0/16"] });
+});
+
+test("a burst of writes goes in as few updates; an invalid write keeps the good version", async () => {
+  const { kube, dp, agent } = await setup({ coalesceMs: 50 });
+  await agent.start();
+  await waitFor("listed", () => lines.some((l) => l.includes("cluster state listed")));
+  const before = dp.calls.length;
+  await Promise.all([...Array(30).keys()].map((i) => kube.request("POST", "/api/v1/namespaces/default/services", { body: svc(`b${i}`, `10.96.1.${i + 1}`) })));
+  await waitFor("all 30 programmed", () => dp.last && dp.last.frontends.filter((f) => f.kind === "cluster").length === 30);
+  expect(dp.calls.length - before).toBeLessThanOrEqual(3);
+  // the API server takes what kube-apiserver's validation would refuse; the agent does not
+  await kube.request("PATCH", "/api/v1/namespaces/default/services/b0", { body: { spec: { ports: [{ port: 70000 }] } }, contentType: "application/merge-patch+json" });
+  await waitFor("the rejection logged", () => lines.some((l) => l.includes("Service default/b0") && l.includes("70000")));
+  expect(dp.last!.frontends.some((f) => f.ip === "10.96.1.1" && f.port === 80)).toBe(true);
+});
+
+test("a refused update keeps the tables in force, is logged, and the next update is whole", async () => {
+  const { kube, dp, agent } = await setup();
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  dp.failNext = true;
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("x", "10.96.2.1") });
+  await waitFor("the failure logged", () => lines.some((l) => l.includes("applying the tables failed")));
+  await waitFor("a whole-table retry", () => dp.calls.at(-1)!.kind === "sync" && dp.calls.length >= 3, 5000);
+  expect(agent.lastError).toBeUndefined();
+  expect(dp.last!.frontends.some((f) => f.ip === "10.96.2.1")).toBe(true);
+});
+
+test("adopted tables are replaced whole by the first sync; an unadoptable table cold", async () => {
+  const a = await setup({}, "adopted");
+  await a.agent.start();
+  await waitFor("first sync", () => a.dp.calls.length > 0);
+  expect(a.dp.calls[0]).toMatchObject({ kind: "sync", full: false });
+  const b = await setup({}, "replace");
+  await b.agent.start();
+  await waitFor("first sync", () => b.dp.calls.length > 0);
+  expect(b.dp.calls[0]).toMatchObject({ kind: "sync", full: true });
+});
+
+test("NodePort addresses: the Node's, filtered by --nodeport-addresses", () => {
+  const node = { podCIDRs: [], addresses: ["192.0.2.10", "198.51.100.7", "2001:db8::7"] };
+  expect(nodePortIPs(node, [])).toEqual(["192.0.2.10", "198.51.100.7", "2001:db8::7"]);
+  expect(nodePortIPs(node, ["198.51.100.0/24", "2001:db8::/64"])).toEqual(["198.51.100.7", "2001:db8::7"]);
+  expect(nodePortIPs(undefined, [])).toEqual([]);
+});

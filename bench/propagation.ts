@@ -1,0 +1,108 @@
+// bench/propagation: how long from an EndpointSlice write to the datapath programmed, seen
+// by a packet: a prober in a client namespace opens connection after connection to one
+// ClusterIP, and the clock stops at the first connection answered by the backend the write
+// moved the service to. `skein apiserver` runs in a control-plane namespace and the agent in
+// a node namespace, with 100 and with 10,000 services × 10 endpoints loaded (the 100-service
+// run is the baseline the 10,000 one is read against). Also: the agent's cold start (process
+// start to the first tables applied) and its resident memory once the tables are in.
+// Usage (root, after the build): bun bench/propagation.ts [rounds=40] [sizes=100,10000]
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { resolve } from "node:path";
+import { Lab, type OutputWatcher } from "../agent/demo/lab.ts";
+import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
+import { clusterIP, endpointIP } from "./cluster.ts";
+import { col, pct } from "./stats.ts";
+import { ApiDriver } from "../test/harness/api.ts";
+
+const ROUNDS = Number(process.argv[2] ?? 40);
+const SIZES = (process.argv[3] ?? "100,10000").split(",").map(Number);
+const SKEIN = resolve(import.meta.dir, "../dist/skein");
+const TOKEN = "bench";
+const now = () => performance.timeOrigin + performance.now();
+
+function stateFile(n: number, podA: string): string {
+  let rev = 1;
+  const meta = (name: string, namespace?: string) => ({ name, ...(namespace ? { namespace } : {}), uid: `u${rev}`, resourceVersion: String(rev++), creationTimestamp: "2026-01-01T00:00:00Z" });
+  const objects: unknown[] = ["default", "kube-system"].map((name) => ({ group: "", plural: "namespaces", object: { apiVersion: "v1", kind: "Namespace", metadata: meta(name), status: { phase: "Active" } } }));
+  objects.push({ group: "", plural: "nodes", object: { apiVersion: "v1", kind: "Node", metadata: meta("node"), spec: { podCIDRs: ["10.244.5.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.2.2" }] } } });
+  for (let i = 0; i < n; i++) {
+    objects.push({ group: "", plural: "services", object: { apiVersion: "v1", kind: "Service", metadata: meta(`s${i}`, "default"), spec: { clusterIP: clusterIP(i), ports: [{ port: 80, targetPort: 8080 }] } } });
+    const eps = i === 0 ? [podA] : [...Array(10).keys()].map((e) => endpointIP(i, e));
+    objects.push({
+      group: "discovery.k8s.io",
+      plural: "endpointslices",
+      object: { apiVersion: "discovery.k8s.io/v1", kind: "EndpointSlice", metadata: { ...meta(`s${i}-1`, "default"), labels: { "kubernetes.io/service-name": `s${i}` } }, addressType: "IPv4", ports: [{ port: 8080 }], endpoints: eps.map((a) => ({ addresses: [a], conditions: { ready: true } })) },
+    });
+  }
+  return JSON.stringify({ rev, objects });
+}
+
+async function lineAfter(out: OutputWatcher, from: number, what: string, timeoutMs: number): Promise<{ t: number; at: number }> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const i = out.text.indexOf(what, from);
+    if (i >= 0) {
+      const start = out.text.lastIndexOf("\n", i) + 1;
+      return { t: Number(out.text.slice(start, i).trim()), at: i + what.length };
+    }
+    const left = deadline - Date.now();
+    if (left <= 0 || (await out.until(`${what}\n`, left, from)) !== "found") throw new Error(`no "${what}" within ${timeoutMs} ms`);
+  }
+}
+
+async function measure(n: number) {
+  const work = mkdtempSync(`${tmpdir()}/skein-bench-prop-`);
+  const lab = new Lab(`skt-bprop${Math.random().toString(36).slice(2, 6)}-`, SKEIN);
+  try {
+    for (const h of ["cp", "node", "a", "b", "client"]) lab.host(h);
+    lab.wire({ ns: "cp", addr: "198.18.2.1/24" }, { ns: "node", addr: "198.18.2.2/24" });
+    await lab.exec("node", ["ip", "route", "add", "default", "via", "198.18.2.1"]);
+    const pluginDir = `${work}/bin`;
+    await Bun.$`mkdir -p ${pluginDir} && ln -s ${SKEIN} ${pluginDir}/skein`.quiet();
+    const conf: Conflist = { cniVersion: "1.1.0", name: "prop", plugins: [{ type: "skein", podCIDRs: ["10.244.5.0/24"], clusterCIDRs: ["10.244.0.0/16"], dataDir: `${work}/ipam` }] };
+    const cni = new CniRuntime({ path: [pluginDir], hostNetns: lab.path("node") });
+    const ips: Record<string, string> = {};
+    for (const p of ["a", "b", "client"]) {
+      const r = (await cni.add(conf, { containerId: `c-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
+      ips[p] = r.ips[0]!.address.split("/")[0]!;
+    }
+    await lab.serve("a", { name: "pod-a", tcp: 8080 });
+    await lab.serve("b", { name: "pod-b", tcp: 8080 });
+    writeFileSync(`${work}/state.json`, stateFile(n, ips.a!));
+    await lab.spawn("cp", [SKEIN, "apiserver", "--dir", work, "--listen", "198.18.2.1:6443", "--token", TOKEN, "--unix", `${work}/api.sock`], { ready: "serving", timeoutMs: 60_000 });
+    const t0 = now();
+    const agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${work}/kubeconfig`, "--node-name", "node", "--node-file", `${work}/node.json`, "--coalesce-ms", "5", "--log-level", "warn"], { timeoutMs: 120_000 });
+    // warn level: the agent is quiet until something goes wrong; the prober says when it is up
+    const prober = await lab.spawn("client", [process.execPath, resolve(import.meta.dir, "propagation-prober.ts"), clusterIP(0), "80", "900"]);
+    const first = await lineAfter(prober.out, 0, "pod-a", 180_000);
+    const cold = first.t - t0;
+    await Bun.sleep(2000); // let the heap settle before reading the agent's memory
+    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.proc.pid}/status`, "utf8"))![1]) / 1024;
+    const api = new ApiDriver(`${work}/api.sock`, TOKEN);
+    const samples: number[] = [];
+    let at = first.at;
+    for (let r = 0; r < ROUNDS; r++) {
+      const to = r % 2 === 0 ? "b" : "a";
+      const path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/s0-1";
+      const cur = await api.request("GET", path);
+      const w0 = now();
+      await api.request("PUT", path, { ...cur, endpoints: [{ addresses: [ips[to]], conditions: { ready: true } }] });
+      const seen = await lineAfter(prober.out, at, `pod-${to}`, 10_000);
+      at = seen.at;
+      samples.push(seen.t - w0);
+    }
+    if (agent.out.text.includes('"level":50')) throw new Error(`the agent logged errors: ${agent.out.text}`);
+    return { n, cold, rss, samples };
+  } finally {
+    lab.destroy();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; agent cold start (start to the first connection served) and RSS`);
+console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("cold start ms", 14), col("agent RSS MB", 13)].join(" "));
+for (const n of SIZES) {
+  const m = await measure(n);
+  console.log([col(n, 9), col(pct(m.samples, 50).toFixed(1), 8), col(pct(m.samples, 90).toFixed(1), 8), col(pct(m.samples, 99).toFixed(1), 8), col(Math.max(...m.samples).toFixed(1), 8), col(m.cold.toFixed(0), 14), col(m.rss.toFixed(0), 13)].join(" "));
+}
