@@ -13,7 +13,7 @@ import { Lab, type OutputWatcher } from "../agent/demo/lab.ts";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { clusterIP, endpointIP } from "./cluster.ts";
 import { col, pct } from "./stats.ts";
-import { ApiDriver } from "../test/harness/api.ts";
+import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
 
 const ROUNDS = Number(process.argv[2] ?? 40);
 const SIZES = (process.argv[3] ?? "100,10000").split(",").map(Number);

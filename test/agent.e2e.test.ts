@@ -6,7 +6,7 @@ import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import type { OutputWatcher } from "../agent/demo/lab.ts";
 import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
-import { ApiDriver } from "./harness/api.ts";
+import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
 
 const lab = useLab("agent");
 const tmp = useTempDir("agent");

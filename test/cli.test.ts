@@ -40,7 +40,16 @@ test.each([[["bogus"]], [["version", "--bogus"]], [["probe", "connect", "tcp", "
   expect(r.err + r.out).not.toBe("");
 });
 
-test.each([["agent"], ["tables"], ["status"]])("%s says plainly it is not available yet (exit 69)", (c) => {
+test("the agent with no cluster to watch says so and exits, without touching anything", () => {
+  const r = skein(["agent", "--node-file", "/nonexistent/node.json"], { HOME: "/nonexistent" });
+  expect(r.code).toBe(1);
+  expect(r.out + r.err).toContain("no Kubernetes API to watch: give --kubeconfig");
+  const bad = skein(["agent", "--cluster-cidr", "10.244.0.0/33"]);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toContain("--cluster-cidr");
+});
+
+test.each([["tables"], ["status"]])("%s says plainly it is not available yet (exit 69)", (c) => {
   const r = skein([c]);
   expect(r.code).toBe(69);
   expect(r.err).toContain(`skein ${c}: not available yet`);

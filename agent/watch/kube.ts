@@ -5,6 +5,7 @@
 // what the KubeConfig says (CA, client certificate, token, skip-verify, server name) and
 // sends the requests with Bun's fetch and its `tls` options instead: for the ListWatch
 // informers (a Watch of the same contract as client-node's) and for plain requests.
+import { existsSync } from "node:fs";
 import { KubeConfig, type Watch } from "@kubernetes/client-node";
 
 export interface KubeTls {
@@ -30,12 +31,21 @@ export class KubeError extends Error {
   }
 }
 
-/** The kubeconfig at `path`; without one, the in-cluster service account, else ~/.kube/config. */
-export function loadKubeConfig(path?: string): KubeConfig {
+/**
+ * The kubeconfig at `path`; without one, $KUBECONFIG, the in-cluster service account, or
+ * ~/.kube/config. Never client-node's last resort (an unauthenticated http://localhost:8080):
+ * an agent that finds no cluster says so and stops.
+ */
+export function loadKubeConfig(path?: string, env = process.env): KubeConfig {
   const kc = new KubeConfig();
+  const home = `${env.HOME ?? "/root"}/.kube/config`;
   if (path) kc.loadFromFile(path);
-  else kc.loadFromDefault();
-  if (!kc.getCurrentCluster()) throw new Error(path ? `kubeconfig ${path}: no current cluster` : "no kubeconfig, and not running in a cluster");
+  else if (env.KUBECONFIG) kc.loadFromFile(env.KUBECONFIG.split(":")[0]!);
+  else if (env.KUBERNETES_SERVICE_HOST && env.KUBERNETES_SERVICE_PORT) kc.loadFromCluster();
+  else if (existsSync(home)) kc.loadFromFile(home);
+  else throw new Error("no Kubernetes API to watch: give --kubeconfig, set KUBECONFIG, or run in a cluster (KUBERNETES_SERVICE_HOST)");
+  const cluster = kc.getCurrentCluster();
+  if (!cluster?.server) throw new Error(`kubeconfig ${path ?? env.KUBECONFIG ?? home}: no current context with a cluster server`);
   return kc;
 }
 

@@ -1,5 +1,5 @@
-// Talks to a `skein apiserver` that runs in another network namespace, through its Unix
-// socket (a socket file crosses namespaces; its TCP port does not).
+// Talks to a `skein apiserver` (the tests' and the demo's) that runs in another network
+// namespace, through its Unix socket (a socket file crosses namespaces; its TCP port does not).
 export class ApiDriver {
   constructor(
     private readonly unix: string,
