@@ -1,7 +1,10 @@
 // Helper of bench/propagation.ts, run inside the client namespace: connects to ip:port over
 // and over (a new TCP connection each time, so each one is translated by the rules in force)
 // and prints "<time ms> <answer>" whenever the answering backend changes. Stops after
-// `limitS` seconds at the latest.
+// `limitS` seconds at the latest. At most one connection per millisecond: a prober that
+// opens thousands a second runs through the ephemeral ports within seconds, and a reused
+// port meets its earlier connection's conntrack entry and TIME_WAIT socket, which lose the
+// new connection (a stall of the timeout below that has nothing to do with the rules).
 import { createConnection } from "node:net";
 
 const [ip, port, limitS] = [process.argv[2]!, Number(process.argv[3]), Number(process.argv[4] ?? 600)];
@@ -33,7 +36,12 @@ function once(): Promise<string> {
 
 let last = "";
 while (now() < until) {
+  const started = now();
   const a = await once();
+  // a connection that got no answer: reported, so that a run can tell lost connections from slow propagation
+  if (!a) process.stdout.write(`${started.toFixed(2)} lost\n`);
+  const left = 1 - (now() - started);
+  if (left > 0) await Bun.sleep(left);
   if (a && a !== last) {
     process.stdout.write(`${now().toFixed(2)} ${a}\n`);
     last = a;

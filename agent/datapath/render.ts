@@ -99,8 +99,8 @@ function baseChains(): Map<string, string[]> {
 
 export interface RingModel {
   family: 4 | 6;
-  /** "addr . port" per backend */
-  backends: string[];
+  /** the target's own backends (no copy: a string per backend would be 100,000 at 10k services) */
+  backends: Array<{ ip: string; port: number }>;
   /** the backends' binary keys (compiler/keys.ts), in the same order: what nfnl.ts writes */
   keys: Uint8Array;
   /** slot -> index into backends */
@@ -108,6 +108,8 @@ export interface RingModel {
   /** a ring of ringBridge: its slots are not those its backends and size alone give */
   bridged?: boolean;
 }
+
+const sameBackend = (a: { ip: string; port: number }, b: { ip: string; port: number }) => a.ip === b.ip && a.port === b.port;
 
 export interface Model {
   /** which generation of ring maps and ring chains the target chains use */
@@ -124,15 +126,17 @@ export interface Model {
   rings: Map<number, RingModel>;
   /** ring chains the targets use, with their rule */
   ringChains: Map<string, RingRule>;
-  /** how many targets share each hairpin address (`hairpin4 <addr>`) and ring chain (its
-   * name): what a change of some services (planUnits) may remove only with its last user */
+  /** how many targets share each ring chain (by name) and each hairpin address (per
+   * family, by address): what a change of some services (planUnits) may remove only with
+   * its last user */
   refs: Map<string, number>;
+  hairpinRefs: { 4: Map<string, number>; 6: Map<string, number> };
 }
 
 const ELEMENT_SETS = ["svc4", "noep4", "svc6", "noep6"];
 
 export function emptyModel(bank: number): Model {
-  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Set(), 6: new Set() }, rings: new Map(), ringChains: new Map(), refs: new Map() };
+  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Set(), 6: new Set() }, rings: new Map(), ringChains: new Map(), refs: new Map(), hairpinRefs: { 4: new Map(), 6: new Map() } };
 }
 
 const count = (refs: Map<string, number>, k: string, by = 1) => {
@@ -155,10 +159,10 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): 
     // one element per address, counted per target: two ports of a pod are one element
     for (const ip of new Set(t.backends.map((b) => b.ip))) {
       md.hairpins[t.family].add(ip);
-      count(md.refs, `hairpin${t.family} ${ip}`);
+      count(md.hairpinRefs[t.family], ip);
     }
     if (!t.ringSize) continue;
-    md.rings.set(t.id, { family: t.family, backends: t.backends.map((b) => `${b.ip} . ${b.port}`), keys: t.keys, ring: t.ring });
+    md.rings.set(t.id, { family: t.family, backends: t.backends, keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
     count(md.refs, chain);
     md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
@@ -317,11 +321,11 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
-    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && ra.backends.length === rb.backends.length && ra.backends.every((x, i) => x === rb.backends[i]))) continue;
+    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && ra.backends.length === rb.backends.length && ra.backends.every((x, i) => sameBackend(x, rb.backends[i]!)))) continue;
     const dl = list(ops.del, rb.family, bank);
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
-      if (ra.backends[ra.ring[s]!] === rb.backends[rb.ring[s]!]) continue;
+      if (sameBackend(ra.backends[ra.ring[s]!]!, rb.backends[rb.ring[s]!]!)) continue;
       pushSlot(dl, id, s);
       pushSlot(ad, id, s, rb);
     }
@@ -379,12 +383,13 @@ export function planDelta(prev: Model, next: Model): DeltaPlan {
  * `after` those `before` drops but others still use. Mutates both; pass fresh ones.
  */
 export function planUnits(current: Model, before: Model, after: Model): DeltaPlan {
-  const stays = (k: string) => (current.refs.get(k) ?? 0) - (before.refs.get(k) ?? 0) + (after.refs.get(k) ?? 0) > 0;
+  const users = (refs: (m: Model) => Map<string, number>, k: string) => (refs(current).get(k) ?? 0) - (refs(before).get(k) ?? 0) + (refs(after).get(k) ?? 0);
+  const stays = (k: string) => users((m) => m.refs, k) > 0;
   for (const fam of [4, 6] as const) {
     const b = before.hairpins[fam];
     const a = after.hairpins[fam];
-    for (const ip of b) if (!a.has(ip) && stays(`hairpin${fam} ${ip}`)) a.add(ip);
-    for (const ip of a) if (!b.has(ip) && current.refs.has(`hairpin${fam} ${ip}`)) b.add(ip);
+    for (const ip of b) if (!a.has(ip) && users((m) => m.hairpinRefs[fam], ip) > 0) a.add(ip);
+    for (const ip of a) if (!b.has(ip) && current.hairpinRefs[fam].has(ip)) b.add(ip);
   }
   for (const [name, rule] of before.ringChains) if (!after.ringChains.has(name) && stays(name)) after.ringChains.set(name, rule);
   for (const [name, rule] of after.ringChains) if (!before.ringChains.has(name) && current.ringChains.has(name)) before.ringChains.set(name, rule);
@@ -411,6 +416,10 @@ export function patchModel(current: Model, before: Model, after: Model): void {
   for (const [name, rule] of after.ringChains) current.ringChains.set(name, rule);
   for (const [k, n] of before.refs) count(current.refs, k, -n);
   for (const [k, n] of after.refs) count(current.refs, k, n);
+  for (const fam of [4, 6] as const) {
+    for (const [ip, n] of before.hairpinRefs[fam]) count(current.hairpinRefs[fam], ip, -n);
+    for (const [ip, n] of after.hairpinRefs[fam]) count(current.hairpinRefs[fam], ip, n);
+  }
 }
 
 /** A delta's steps as text, for people (`skein tables --nft --since`). */
@@ -428,7 +437,12 @@ export function renderRingOps(o: RingOps): string {
     return items;
   };
   for (const [set, ops] of o.del) out.push(...elementLines("delete", set, slots(ops, () => "")));
-  for (const [set, ops] of o.add) out.push(...elementLines("add", set, slots(ops, (op, s) => ` : ${op.r!.backends[op.r!.ring[s]!]}`)));
+  for (const [set, ops] of o.add) {
+    out.push(...elementLines("add", set, slots(ops, (op, s) => {
+      const b = op.r!.backends[op.r!.ring[s]!]!;
+      return ` : ${b.ip} . ${b.port}`;
+    })));
+  }
   for (const fam of [4, 6] as const) {
     out.push(...elementLines("delete", `hairpin${fam}`, o.hairpinDel[fam].map((ip) => `${ip} . ${ip}`)));
     out.push(...elementLines("add", `hairpin${fam}`, o.hairpinAdd[fam].map((ip) => `${ip} . ${ip}`)));

@@ -59,6 +59,8 @@ export class Agent {
   private wasm!: CompilerExports;
   private nodeIPs: string[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
+  /** when the first event not yet applied arrived */
+  private pendingSince: number | undefined;
   private syncing = false;
   private again = false;
   /** a sync failed, or the tables in force were adopted: the next one applies the whole tables, not a delta */
@@ -90,7 +92,9 @@ export class Agent {
       nodeName: this.o.nodeName,
       keep,
       onEvent: (e) => {
-        if (this.store.apply(e)) this.schedule();
+        if (!this.store.apply(e)) return;
+        this.pendingSince ??= performance.now();
+        this.schedule();
       },
       onSynced: () => {
         this.synced = true;
@@ -149,6 +153,8 @@ export class Agent {
   private async sync(): Promise<void> {
     this.syncing = true;
     const gen = ++this.generation;
+    const since = this.pendingSince;
+    this.pendingSince = undefined;
     try {
       const changes = this.compiler.compile();
       const full = this.resync || this.replace;
@@ -157,7 +163,9 @@ export class Agent {
       this.replace = false;
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
-      if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10 }, "tables applied");
+      // latencyMs: from the first event of this update arriving to the kernel holding it
+      const latencyMs = since === undefined ? undefined : Math.round((performance.now() - since) * 10) / 10;
+      if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10, latencyMs }, "tables applied");
       // a whole-table load leaves tens of MB of garbage at 10k services (the list pages, the
       // compile's output, a million ring slots' netlink batch); collect it now rather than
       // let the heap sit at its peak until the collector gets round to it
