@@ -31,6 +31,7 @@ function openLib() {
     try {
       return dlopen(path, {
         nft_ctx_new: { args: [FFIType.u32], returns: FFIType.ptr },
+        nft_ctx_free: { args: [FFIType.ptr], returns: FFIType.void },
         nft_ctx_buffer_output: { args: [FFIType.ptr], returns: FFIType.i32 },
         nft_ctx_buffer_error: { args: [FFIType.ptr], returns: FFIType.i32 },
         nft_ctx_get_output_buffer: { args: [FFIType.ptr], returns: FFIType.cstring },
@@ -44,21 +45,51 @@ function openLib() {
   throw lastErr;
 }
 
+/** Scripts larger than this run in a context of their own, freed afterwards, and the C heap
+ * is trimmed: what libnftables allocated to parse and cache a cold load of 10,000 services
+ * (some 65 MB) would otherwise stay with the agent for good, freed but not returned. */
+const OWN_CONTEXT_BYTES = 256 * 1024;
+
+let libc: { symbols: { malloc_trim: (pad: number) => number } } | null | undefined;
+function mallocTrim(): void {
+  if (libc === undefined) {
+    try {
+      libc = dlopen("libc.so.6", { malloc_trim: { args: [FFIType.u64], returns: FFIType.i32 } }) as never;
+    } catch {
+      libc = null; // not glibc: nothing to trim this way
+    }
+  }
+  libc?.symbols.malloc_trim(0);
+}
+
 class LibNft implements Nft {
   readonly backend = "libnftables" as const;
   private readonly ctx: Pointer;
   constructor(private readonly lib: ReturnType<typeof openLib>) {
-    const ctx = lib.symbols.nft_ctx_new(0) as Pointer | null;
+    this.ctx = this.newContext();
+  }
+  private newContext(): Pointer {
+    const ctx = this.lib.symbols.nft_ctx_new(0) as Pointer | null;
     if (!ctx) throw new Error("nft_ctx_new failed");
-    this.ctx = ctx;
-    lib.symbols.nft_ctx_buffer_output(ctx);
-    lib.symbols.nft_ctx_buffer_error(ctx);
+    this.lib.symbols.nft_ctx_buffer_output(ctx);
+    this.lib.symbols.nft_ctx_buffer_error(ctx);
+    return ctx;
   }
   run(script: string): string {
-    const rc = this.lib.symbols.nft_run_cmd_from_buffer(this.ctx, Buffer.from(`${script}\0`));
+    if (script.length <= OWN_CONTEXT_BYTES) return this.runIn(this.ctx, script);
+    const ctx = this.newContext();
+    try {
+      return this.runIn(ctx, script);
+    } finally {
+      this.lib.symbols.nft_ctx_free(ctx);
+      mallocTrim();
+    }
+  }
+  private runIn(ctx: Pointer, script: string): string {
+    const rc = this.lib.symbols.nft_run_cmd_from_buffer(ctx, Buffer.from(`${script}\0`));
     // Reading a buffer also resets it for the next command.
-    const out = String(this.lib.symbols.nft_ctx_get_output_buffer(this.ctx) ?? "");
-    const err = String(this.lib.symbols.nft_ctx_get_error_buffer(this.ctx) ?? "");
+    const out = String(this.lib.symbols.nft_ctx_get_output_buffer(ctx) ?? "");
+    const err = String(this.lib.symbols.nft_ctx_get_error_buffer(ctx) ?? "");
     if (rc !== 0) {
       // libnftables 1.0.x reports a buffer's errors without their line number; nft's check
       // mode reads the same script from stdin and names it. Only paid on failure.
