@@ -55,7 +55,7 @@ async function measure(n: number) {
   const work = mkdtempSync(`${tmpdir()}/skein-bench-prop-`);
   const lab = new Lab(`skt-bprop${Math.random().toString(36).slice(2, 6)}-`, SKEIN);
   try {
-    for (const h of ["cp", "node", "a", "b", "client"]) lab.host(h);
+    for (const h of ["cp", "node"]) lab.host(h);
     lab.wire({ ns: "cp", addr: "198.18.2.1/24" }, { ns: "node", addr: "198.18.2.2/24" });
     await lab.exec("node", ["ip", "route", "add", "default", "via", "198.18.2.1"]);
     const pluginDir = `${work}/bin`;
@@ -63,10 +63,7 @@ async function measure(n: number) {
     const conf: Conflist = { cniVersion: "1.1.0", name: "prop", plugins: [{ type: "skein", podCIDRs: ["10.244.5.0/24"], clusterCIDRs: ["10.244.0.0/16"], dataDir: `${work}/ipam` }] };
     const cni = new CniRuntime({ path: [pluginDir], hostNetns: lab.path("node") });
     const ips: Record<string, string> = {};
-    for (const p of ["a", "b", "client"]) {
-      const r = (await cni.add(conf, { containerId: `c-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
-      ips[p] = r.ips[0]!.address.split("/")[0]!;
-    }
+    for (const p of ["a", "b", "client"]) ips[p] = (await lab.pod(p, cni, conf)).ip;
     await lab.serve("a", { name: "pod-a", tcp: 8080 });
     await lab.serve("b", { name: "pod-b", tcp: 8080 });
     writeFileSync(`${work}/state.json`, stateFile(n, ips.a!));

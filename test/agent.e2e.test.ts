@@ -62,11 +62,7 @@ beforeAll(async () => {
   lab.wire({ ns: "cp", addr: "198.18.1.1/24" }, { ns: "node", addr: "198.18.1.2/24" });
   await lab.exec("node", ["ip", "route", "add", "default", "via", "198.18.1.1"]);
   const cni = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node") });
-  for (const p of [...pods, "client"]) {
-    lab.host(p);
-    const r = (await cni.add(list, { containerId: `ctr-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
-    ips[p] = r.ips[0]!.address.split("/")[0]!;
-  }
+  for (const p of [...pods, "client"]) ips[p] = (await lab.pod(p, cni, list)).ip;
   for (const p of pods) {
     await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
     await lab.serve(p, { name: `pod-${p}`, tcp: 9090 });

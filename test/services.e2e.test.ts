@@ -57,11 +57,7 @@ beforeAll(async () => {
   // before the output hook could translate them.
   await lab.exec("node", ["ip", "route", "add", "default", "via", "198.18.0.2"]);
   const cni = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node") });
-  for (const p of [...backends, "client"]) {
-    lab.host(p);
-    const r = (await cni.add(list, { containerId: `ctr-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
-    ips[p] = r.ips[0]!.address.split("/")[0]!;
-  }
+  for (const p of [...backends, "client"]) ips[p] = (await lab.pod(p, cni, list)).ip;
   for (const p of backends) {
     await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
     await lab.serve(p, { name: `pod-${p}`, tcp: 8081, hold: true });

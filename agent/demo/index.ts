@@ -65,10 +65,9 @@ export async function runDemo(o: { keep: boolean; log: (s: string) => void }): P
     step("pods: CNI ADD for pod-a and pod-b, as kubelet's runtime would, then registered in the API as kubelet would");
     const pods: Record<string, string> = {};
     for (const p of ["pod-a", "pod-b"]) {
-      lab.host(p);
-      const r = (await cni.add(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" })) as { ips: Array<{ address: string }> };
-      pods[p] = r.ips[0]!.address.split("/")[0]!;
-      o.log(`  ${p}: ${r.ips.map((i) => i.address).join(", ")}\n`);
+      const pod = await lab.pod(p, cni, conflist, "demo");
+      pods[p] = pod.ip;
+      o.log(`  ${p}: ${pod.addresses.join(", ")}\n`);
       await api.create("/api/v1/namespaces/demo/pods", { metadata: { name: p, labels: { app: "web" } }, spec: { nodeName: "node1", containers: [{ name: "probe", image: "skein-probe" }] } });
       await api.request("PATCH", `/api/v1/namespaces/demo/pods/${p}/status`, { status: { phase: "Running", podIP: pods[p], podIPs: [{ ip: pods[p] }] } }, "application/merge-patch+json");
     }

@@ -4,6 +4,7 @@
 import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../sys/netns.ts";
 import { inNetns, run, runAsync, type ExecResult } from "../sys/exec.ts";
 import type { Subprocess } from "bun";
+import type { CniRuntime, Conflist } from "../cni/runtime.ts";
 
 /** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup` default). */
 export const DEMO_PREFIX = "skdemo-";
@@ -71,6 +72,14 @@ export class Lab {
   /** Creates the namespace `<prefix><short>` with loopback up; returns its path. */
   host(short: string): string {
     return addNetns(this.name(short));
+  }
+
+  /** A pod: its namespace, wired by `cni` as a runtime would (container ID `<tag>-<short>`);
+   * returns the pod's first address and all of them (with prefix length). */
+  async pod(short: string, cni: CniRuntime, conf: Conflist, tag = "ctr"): Promise<{ ip: string; addresses: string[] }> {
+    this.host(short);
+    const r = (await cni.add(conf, { containerId: `${tag}-${short}`, netns: this.path(short), ifname: "eth0" })) as { ips: Array<{ address: string }> };
+    return { ip: r.ips[0]!.address.split("/")[0]!, addresses: r.ips.map((i) => i.address) };
   }
 
   /** A veth between two namespaces, with an address (CIDR) on each end. */
