@@ -27,9 +27,9 @@ function once(): Promise<string> {
         resolve(buf.split(" ")[0]!);
       }
     });
-    s.on("error", () => {
+    s.on("error", (e: Error & { code?: string }) => {
       clearTimeout(timer);
-      resolve("");
+      resolve(`!${e.code ?? e.message}`);
     });
   });
 }
@@ -38,8 +38,13 @@ let last = "";
 while (now() < until) {
   const started = now();
   const a = await once();
-  // a connection that got no answer: reported, so that a run can tell lost connections from slow propagation
+  // a connection that got no answer (lost) or failed (an error code): reported, so that a run
+  // can tell failed connections from slow propagation
   if (!a) process.stdout.write(`${started.toFixed(2)} lost\n`);
+  if (a.startsWith("!")) {
+    process.stdout.write(`${started.toFixed(2)} failed ${a.slice(1)}\n`);
+    continue;
+  }
   const left = 1 - (now() - started);
   if (left > 0) await Bun.sleep(left);
   if (a && a !== last) {

@@ -94,7 +94,9 @@ async function measure(n: number) {
     if (agent.out.text.includes('"level":50')) throw new Error(`the agent logged errors: ${agent.out.text}`);
     // probe connections that got no answer within 200 ms once the service first answered
     // (a sample that includes one is 200 ms longer than the propagation itself)
-    const lost = prober.out.text.split("\n").filter((l) => l.endsWith(" lost") && Number(l.split(" ")[0]) > first.t).length;
+    const failures = prober.out.text.split("\n").filter((l) => / (lost|failed)/.test(l) && Number(l.split(" ")[0]) > first.t);
+    const lost = failures.length;
+    if (lost) console.error(`  ${n} services: probe connections without an answer: ${failures.map((l) => `${l.split(" ").slice(1).join(" ")} at +${(Number(l.split(" ")[0]) - first.t).toFixed(0)} ms`).join(", ")}`);
     return { n, cold, rss, samples, lost };
   } finally {
     lab.destroy();
@@ -102,7 +104,7 @@ async function measure(n: number) {
   }
 }
 
-console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; agent cold start (start to the first connection served) and RSS`);
+console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; probe connections (one a millisecond) that got no answer after the service first answered; agent cold start (start to the first connection served) and RSS`);
 console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13)].join(" "));
 for (const n of SIZES) {
   const m = await measure(n);
