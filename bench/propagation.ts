@@ -63,7 +63,7 @@ async function measure(n: number) {
     const conf: Conflist = { cniVersion: "1.1.0", name: "prop", plugins: [{ type: "skein", podCIDRs: ["10.244.5.0/24"], clusterCIDRs: ["10.244.0.0/16"], dataDir: `${work}/ipam` }] };
     const cni = new CniRuntime({ path: [pluginDir], hostNetns: lab.path("node") });
     const ips: Record<string, string> = {};
-    for (const p of ["a", "b", "client"]) ips[p] = (await lab.pod(p, cni, conf)).ip;
+    for (const p of ["a", "b", "client", "client2"]) ips[p] = (await lab.pod(p, cni, conf)).ip;
     await lab.serve("a", { name: "pod-a", tcp: 8080 });
     await lab.serve("b", { name: "pod-b", tcp: 8080 });
     writeFileSync(`${work}/state.json`, stateFile(n, ips.a!));
@@ -73,14 +73,25 @@ async function measure(n: number) {
     // warn level: the agent is quiet until something goes wrong; the prober says when it is up
     // the prober's connections: a wide ephemeral port range, so no port comes round again
     await lab.exec("client", ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"]);
-    const prober = await lab.spawn("client", [process.execPath, resolve(import.meta.dir, "propagation-prober.ts"), clusterIP(0), "80", "900"]);
-    const first = await lineAfter(prober.out, 0, "pod-a", 180_000);
-    const cold = first.t - t0;
+    const cold = await lab.spawn("client", [process.execPath, resolve(import.meta.dir, "propagation-prober.ts"), clusterIP(0), "80", "900"]);
+    const first = await lineAfter(cold.out, 0, "pod-a", 180_000);
+    const coldMs = first.t - t0;
     await Bun.sleep(2000); // let the heap settle before reading the agent's memory
     const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.proc.pid}/status`, "utf8"))![1]) / 1024;
+    // The writes are timed by a second prober in a client of its own. The first one's
+    // connections before the service existed left conntrack entries without a translation
+    // (they went out the node's default route); a later connection of that client that
+    // happens to reuse such a source port within their 2-minute timeout matches one and is
+    // lost. That is a real gap (skein does not yet reject traffic to unallocated addresses
+    // of the service CIDR, which would keep such entries from forming), but it is not
+    // propagation.
+    cold.proc.kill();
+    await lab.exec("client2", ["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"]);
+    const prober = await lab.spawn("client2", [process.execPath, resolve(import.meta.dir, "propagation-prober.ts"), clusterIP(0), "80", "900"]);
+    const ready = await lineAfter(prober.out, 0, "pod-a", 10_000);
     const api = new ApiDriver(`${work}/api.sock`, TOKEN);
     const samples: number[] = [];
-    let at = first.at;
+    let at = ready.at;
     for (let r = 0; r < ROUNDS; r++) {
       const to = r % 2 === 0 ? "b" : "a";
       const path = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/s0-1";
@@ -92,19 +103,19 @@ async function measure(n: number) {
       samples.push(seen.t - w0);
     }
     if (agent.out.text.includes('"level":50')) throw new Error(`the agent logged errors: ${agent.out.text}`);
-    // probe connections that got no answer within 200 ms once the service first answered
+    // the second prober's connections that got no answer within 200 ms
     // (a sample that includes one is 200 ms longer than the propagation itself)
-    const failures = prober.out.text.split("\n").filter((l) => / (lost|failed)/.test(l) && Number(l.split(" ")[0]) > first.t);
+    const failures = prober.out.text.split("\n").filter((l) => / (lost|failed)/.test(l) && Number(l.split(" ")[0]) > ready.t);
     const lost = failures.length;
-    if (lost) console.error(`  ${n} services: probe connections without an answer: ${failures.map((l) => `${l.split(" ").slice(1).join(" ")} at +${(Number(l.split(" ")[0]) - first.t).toFixed(0)} ms`).join(", ")}`);
-    return { n, cold, rss, samples, lost };
+    if (lost) console.error(`  ${n} services: probe connections without an answer: ${failures.map((l) => `${l.split(" ").slice(1).join(" ")} at +${(Number(l.split(" ")[0]) - ready.t).toFixed(0)} ms`).join(", ")}`);
+    return { n, cold: coldMs, rss, samples, lost };
   } finally {
     lab.destroy();
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; probe connections (one a millisecond) that got no answer after the service first answered; agent cold start (start to the first connection served) and RSS`);
+console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; connections of the timing prober (one a millisecond) that got no answer; agent cold start (start to the first connection served) and RSS`);
 console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13)].join(" "));
 for (const n of SIZES) {
   const m = await measure(n);
