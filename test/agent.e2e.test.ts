@@ -148,6 +148,16 @@ describe("skein agent against the API server", () => {
     await waitFor("the service is gone", async () => !(await lab.connect("client", "tcp", "10.96.0.11", 80, 300)).ok, 3000, 20);
   });
 
+  test("an address of the service CIDR that no Service serves is refused at once", async () => {
+    const t0 = performance.now();
+    const r = await lab.connect("client", "tcp", "10.96.0.77", 80, 3000);
+    expect(r.ok).toBe(false);
+    expect(r.error).toMatch(/refused/i);
+    expect(performance.now() - t0).toBeLessThan(1500);
+    // a port the Service does not have, on its ClusterIP, too
+    expect((await lab.connect("client", "tcp", "10.96.0.10", 9999, 3000)).error).toMatch(/refused/i);
+  });
+
   test("an invalid Service is reported by name and the rest keeps working", async () => {
     await api.create(SVC, { metadata: { name: "bad" }, spec: { clusterIP: "10.96.0.12", sessionAffinity: "ClientIP", sessionAffinityConfig: { clientIP: { timeoutSeconds: 0 } }, ports: [{ port: 80 }] } });
     expect(await agent.out.until("Service default/bad", 3000)).toBe("found");

@@ -9,7 +9,7 @@ import { emptyModel, TABLE, type Model } from "./render.ts";
 import type { RingRule } from "./nfnl.ts";
 
 const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
-const SETS = ["svc4", "svc6", "noep4", "noep6", "hairpin4", "hairpin6"];
+const SETS = ["svc4", "svc6", "noep4", "noep6", "front4", "front6", "hairpin4", "hairpin6", "svcnet4", "svcnet6"];
 const RING_CHAIN = /^ring([46])(a?)_(\d)_(\d+)$/;
 const RING_MAP = /^be([46])_(\d)$/;
 
@@ -51,7 +51,7 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
       md.ringChains.set(c.name, rule);
     }
   }
-  for (const name of ["svc4", "svc6", "noep4", "noep6"]) {
+  for (const name of ["svc4", "svc6", "noep4", "noep6", "front4", "front6"]) {
     const el = md.elements.get(name)!;
     for (const e of sets.get(name) ?? []) {
       const [k, v] = Array.isArray(e) ? (e as [J, J]) : [e as J, undefined];

@@ -32,6 +32,7 @@ import {
   ringSlots,
   renderDelta,
   renderSkeleton,
+  serviceCidrScript,
   TABLE,
   type Capacity,
   type Model,
@@ -79,6 +80,11 @@ export class Datapath {
     this.current = md;
     this.capacity = { 4: 0, 6: 0 };
     this.slots = { 4: 0, 6: 0 };
+  }
+
+  /** The node's Service CIDRs, whose unserved addresses are refused (after a first sync). */
+  setServiceCidrs(cidrs: string[]): void {
+    this.nft.run(serviceCidrScript(cidrs));
   }
 
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */

@@ -66,6 +66,11 @@ function sets(bank: number, cap: Capacity): Record<string, string> {
     out[`svc${fam}`] = `map svc${fam} { type ${type} . inet_proto . inet_service : verdict; }`;
     out[`noep${fam}`] = `set noep${fam} { type ${type} . inet_proto . inet_service; }`;
     out[`hairpin${fam}`] = `set hairpin${fam} { type ${type} . ${type}; }`;
+    // the Service CIDRs: an address there that no frontend serves is refused (serviceCidrScript).
+    // front4/6 hold every frontend's key: the reject rule cannot look up svc4/6 itself, as a
+    // filter chain bound to that map would have to accept its verdicts' dnat chains
+    out[`svcnet${fam}`] = `set svcnet${fam} { type ${type}; flags interval; }`;
+    out[`front${fam}`] = `set front${fam} { type ${type} . inet_proto . inet_service; }`;
   }
   for (const fam of [4, 6] as const) out[ringMap(fam, bank)] = ringMapDecl(fam, bank, cap[fam]);
   return out;
@@ -85,6 +90,11 @@ function baseChains(): Map<string, string[]> {
     for (const fam of [4, 6] as const) {
       rej.push(`${addr(fam)} daddr . meta l4proto . th dport @noep${fam} meta l4proto tcp reject with tcp reset`);
       rej.push(`${addr(fam)} daddr . meta l4proto . th dport @noep${fam} reject`);
+      // traffic to an address of the service CIDR on no frontend: refused at once, as
+      // kube-proxy's nftables mode does, rather than sent out untranslated (which would also
+      // leave a conntrack entry that keeps a retried SYN untranslated once the Service exists)
+      rej.push(`${addr(fam)} daddr @svcnet${fam} ${addr(fam)} daddr . meta l4proto . th dport != @front${fam} meta l4proto tcp reject with tcp reset`);
+      rej.push(`${addr(fam)} daddr @svcnet${fam} ${addr(fam)} daddr . meta l4proto . th dport != @front${fam} reject`);
     }
     c.set(`reject_${hook}`, rej);
   }
@@ -133,7 +143,7 @@ export interface Model {
   hairpinRefs: { 4: Map<string, number>; 6: Map<string, number> };
 }
 
-const ELEMENT_SETS = ["svc4", "noep4", "svc6", "noep6"];
+const ELEMENT_SETS = ["svc4", "noep4", "front4", "svc6", "noep6", "front6"];
 
 export function emptyModel(bank: number): Model {
   return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Set(), 6: new Set() }, rings: new Map(), ringChains: new Map(), refs: new Map(), hairpinRefs: { 4: new Map(), 6: new Map() } };
@@ -153,6 +163,7 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): 
     const k = `${f.ip} . ${proto(f.protocol)} . ${f.port}`;
     if ((byId.get(f.target)?.ringSize ?? 0) > 0) el(`svc${f.family}`, k, `goto t_${f.target}${f.masquerade ? "_m" : ""}`);
     else el(`noep${f.family}`, k);
+    el(`front${f.family}`, k);
   }
   const masq = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
@@ -200,6 +211,16 @@ export function renderSkeleton(bank: number, cap: Capacity): string {
   for (const decl of Object.values(sets(bank, cap))) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
   for (const [name, [head, ...rules]] of baseChains()) {
     out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
+  }
+  return out.join("\n") + "\n";
+}
+
+/** The Service CIDRs of the node (flag --service-cidr) into svcnet4/6, in one transaction. */
+export function serviceCidrScript(cidrs: string[]): string {
+  const out = [`flush set inet ${TABLE} svcnet4`, `flush set inet ${TABLE} svcnet6`];
+  for (const fam of [4, 6] as const) {
+    const mine = cidrs.filter((c) => c.includes(":") === (fam === 6));
+    if (mine.length) out.push(`add element inet ${TABLE} svcnet${fam} { ${mine.join(", ")} }`);
   }
   return out.join("\n") + "\n";
 }

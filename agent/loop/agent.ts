@@ -21,7 +21,7 @@ export interface AgentOptions {
   nodeName: string;
   /** the pod network(s): written to the node file, where the CNI plugin masquerades traffic leaving them */
   clusterCIDRs: string[];
-  /** the Service ClusterIP range(s): reported, and checked against each Service's ClusterIPs */
+  /** the Service ClusterIP range(s): an address there that no Service serves is refused */
   serviceCIDRs: string[];
   /** CIDRs selecting the node addresses NodePorts listen on (kube-proxy's --nodeport-addresses);
    * empty: every InternalIP and ExternalIP of the Node */
@@ -35,7 +35,7 @@ export interface AgentOptions {
 
 export interface AgentDeps {
   log: Logger;
-  datapath: Pick<Datapath, "apply" | "sync">;
+  datapath: Pick<Datapath, "apply" | "sync"> & Partial<Pick<Datapath, "setServiceCidrs">>;
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
@@ -161,6 +161,7 @@ export class Agent {
       const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
       this.resync = false;
       this.replace = false;
+      if (full || gen === 1) this.deps.datapath.setServiceCidrs?.(this.o.serviceCIDRs);
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       // latencyMs: from the first event of this update arriving to the kernel holding it
