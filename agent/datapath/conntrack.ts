@@ -5,7 +5,7 @@
 // TCP needs none of this: a connection to a removed backend ends, and an established one to
 // a terminating backend should go on.
 import type { UnitChange } from "../../compiler/incremental.ts";
-import type { Frontend, Target } from "../../compiler/reference/compile.ts";
+import { frontendKey, type Target } from "../../compiler/reference/compile.ts";
 import { runAsync } from "../sys/exec.ts";
 
 export interface StaleFlow {
@@ -18,7 +18,6 @@ export interface StaleFlow {
 }
 
 const backendKey = (b: { ip: string; port: number }) => `${b.ip}|${b.port}`;
-const frontendKey = (f: Frontend) => `${f.ip}|${f.port}`;
 
 /** The UDP flows a change leaves pointing at backends that no longer serve their frontend. */
 export function staleUdpFlows(changes: UnitChange[]): StaleFlow[] {

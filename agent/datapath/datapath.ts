@@ -64,9 +64,12 @@ export class Datapath {
   /** step 3 of a delta that failed: retried before the next sync */
   private pending: RingOps | undefined;
 
+  /** `serviceCIDRs`: the node's Service CIDRs, whose unserved addresses are refused; written
+   * with every new table and every bank switch (so an adopted table takes the current ones) */
   constructor(
     private readonly nft: Nft,
     private readonly sink: BatchSink,
+    private readonly serviceCIDRs: string[] = [],
   ) {}
 
   /**
@@ -80,11 +83,6 @@ export class Datapath {
     this.current = md;
     this.capacity = { 4: 0, 6: 0 };
     this.slots = { 4: 0, 6: 0 };
-  }
-
-  /** The node's Service CIDRs, whose unserved addresses are refused (after a first sync). */
-  setServiceCidrs(cidrs: string[]): void {
-    this.nft.run(serviceCidrScript(cidrs));
   }
 
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
@@ -161,7 +159,7 @@ export class Datapath {
   /** A new table: skeleton, then every ring, then every target. */
   private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
     const cap = ringCapacity(slots);
-    const skeleton = renderSkeleton(next.bank, cap);
+    const skeleton = renderSkeleton(next.bank, cap) + serviceCidrScript(this.serviceCIDRs);
     this.nft.run(skeleton);
     this.capacity = cap;
     const empty = emptyModel(next.bank);
@@ -174,7 +172,7 @@ export class Datapath {
   /** The other bank beside the live one, then one switch, then the old bank goes. */
   private rebuild(prev: Model, next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
     const cap = ringCapacity(slots);
-    const maps = [`${addRingMap(4, next.bank, cap[4])}`, `${addRingMap(6, next.bank, cap[6])}`].join("\n") + "\n";
+    const maps = [`${addRingMap(4, next.bank, cap[4])}`, `${addRingMap(6, next.bank, cap[6])}`].join("\n") + "\n" + serviceCidrScript(this.serviceCIDRs);
     this.nft.run(maps);
     // hairpins belong to no bank: the new ones go in with the new bank's rings, the gone ones
     // out with the old bank

@@ -11,17 +11,16 @@ import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wa
 import { writeNodeFile } from "../ipam/node-file.ts";
 import { Datapath, type SyncResult } from "../datapath/datapath.ts";
 import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
-import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
+import type { KubeClient } from "../watch/kube.ts";
 import { Watcher } from "../watch/watcher.ts";
 import { ClusterStore, keep, type NodeInfo } from "./state.ts";
 import { cidrContains } from "../ipam/cidr.ts";
 
 export interface AgentOptions {
-  kubeconfig?: string;
   nodeName: string;
   /** the pod network(s): written to the node file, where the CNI plugin masquerades traffic leaving them */
   clusterCIDRs: string[];
-  /** the Service ClusterIP range(s): an address there that no Service serves is refused */
+  /** the Service ClusterIP range(s), logged (the datapath refuses their unserved addresses) */
   serviceCIDRs: string[];
   /** CIDRs selecting the node addresses NodePorts listen on (kube-proxy's --nodeport-addresses);
    * empty: every InternalIP and ExternalIP of the Node */
@@ -35,11 +34,11 @@ export interface AgentOptions {
 
 export interface AgentDeps {
   log: Logger;
-  datapath: Pick<Datapath, "apply" | "sync"> & Partial<Pick<Datapath, "setServiceCidrs">>;
+  datapath: Pick<Datapath, "apply" | "sync">;
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
-  kube?: KubeClient;
+  kube: KubeClient;
   compiler?: CompilerExports;
 }
 
@@ -75,7 +74,7 @@ export class Agent {
     private readonly o: AgentOptions,
     private readonly deps: AgentDeps,
   ) {
-    this.kube = deps.kube ?? new KubeClient(loadKubeConfig(o.kubeconfig));
+    this.kube = deps.kube;
     this.log = deps.log;
     this.resync = deps.found === "adopted";
     this.replace = deps.found === "replace";
@@ -161,7 +160,6 @@ export class Agent {
       const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
       this.resync = false;
       this.replace = false;
-      if (full || gen === 1) this.deps.datapath.setServiceCidrs?.(this.o.serviceCIDRs);
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       // latencyMs: from the first event of this update arriving to the kernel holding it

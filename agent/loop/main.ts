@@ -8,7 +8,7 @@ import { readTable } from "../datapath/adopt.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 
-export async function runAgent(o: AgentOptions & { logLevel: string }): Promise<number> {
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -19,7 +19,7 @@ export async function runAgent(o: AgentOptions & { logLevel: string }): Promise<
     return 1;
   }
   const nl = Netlink.openNetfilter();
-  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) });
+  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, o.serviceCIDRs);
   // the tables an earlier agent left keep serving until the new ones are whole
   let found: ReturnType<typeof readTable>;
   try {

@@ -114,58 +114,50 @@ export class ClusterStore {
   /** Applies one event; returns whether the compiled state may have changed. */
   apply(e: WatchEvent): boolean {
     const o = e.object;
-    const id = `${e.kind} ${keyOf(o)}`;
+    const key = keyOf(o);
+    const id = `${e.kind} ${key}`;
     const del = e.op === "delete";
-    try {
-      switch (e.kind) {
-        case "Service":
-        case "EndpointSlice": {
-          const kept = o as Kept;
-          if (!del && kept.error) {
-            // kept.error names the object and the field (compiler/state.ts)
-            this.rejected.set(id, kept.error);
-            this.hooks.onReject?.(id, kept.error);
-            return false;
-          }
-          const { namespace, name } = nameOf(o);
-          const k = `${namespace}/${name}`;
-          const checked = del ? undefined : (kept.checked ?? undefined);
-          const svc = e.kind === "Service";
-          const held = svc ? this.services : this.slices;
-          if (checked) {
-            held.set(k, checked as never);
-            if (svc) this.compiler.setService(checked as Service);
-            else this.compiler.setSlice(checked as EndpointSlice);
-          } else if (held.delete(k)) {
-            // deleted, or an ExternalName Service (FQDN slice) now: nothing to program
-            if (svc) this.compiler.deleteService(namespace, name);
-            else this.compiler.deleteSlice(namespace, name);
-          }
-          break;
+    switch (e.kind) {
+      case "Service":
+      case "EndpointSlice": {
+        const kept = o as Kept;
+        if (!del && kept.error) {
+          // kept.error names the object and the field (compiler/state.ts)
+          this.rejected.set(id, kept.error);
+          this.hooks.onReject?.(id, kept.error);
+          return false;
         }
-        case "Node":
-          if (o.metadata?.name !== this.nodeName) return false;
-          this.node = del ? undefined : nodeInfo(o);
-          this.hooks.onNode?.(this.node);
-          return true;
-        case "Namespace":
-          this.keep(this.namespaces, o, del);
-          return false;
-        case "Pod":
-          this.keep(this.pods, o, del);
-          return false;
-        case "NetworkPolicy":
-          this.keep(this.policies, o, del);
-          return false;
+        const checked = del ? undefined : (kept.checked ?? undefined);
+        const svc = e.kind === "Service";
+        const held = svc ? this.services : this.slices;
+        if (checked) {
+          held.set(key, checked as never);
+          if (svc) this.compiler.setService(checked as Service);
+          else this.compiler.setSlice(checked as EndpointSlice);
+        } else if (held.delete(key)) {
+          // deleted, or an ExternalName Service (FQDN slice) now: nothing to program
+          const { namespace, name } = nameOf(o);
+          if (svc) this.compiler.deleteService(namespace, name);
+          else this.compiler.deleteSlice(namespace, name);
+        }
+        this.rejected.delete(id);
+        return true;
       }
-    } catch (err) {
-      if (!(err instanceof ObjectError)) throw err;
-      this.rejected.set(id, err.message);
-      this.hooks.onReject?.(id, err.message);
-      return false;
+      case "Node":
+        if (o.metadata?.name !== this.nodeName) return false;
+        this.node = del ? undefined : nodeInfo(o);
+        this.hooks.onNode?.(this.node);
+        return true;
+      case "Namespace":
+        this.keep(this.namespaces, o, del);
+        return false;
+      case "Pod":
+        this.keep(this.pods, o, del);
+        return false;
+      case "NetworkPolicy":
+        this.keep(this.policies, o, del);
+        return false;
     }
-    this.rejected.delete(id);
-    return true;
   }
 
   private keep(m: Map<string, Raw>, o: Raw, del: boolean): void {
