@@ -7,6 +7,7 @@
 // Usage: bun bench/compile.ts [ringFactor=10] [sizes=100,1000,10000]
 import { compile } from "../compiler/reference/compile.ts";
 import { loadCompiler, wasmUnits } from "../compiler/wasm.ts";
+import { Names, packService, packSlice } from "../compiler/pack.ts";
 import { IncrementalCompiler } from "../compiler/incremental.ts";
 import { resolve } from "node:path";
 import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
@@ -55,9 +56,9 @@ for (const n of sizes) {
   // packing happens as objects arrive (the agent's watcher hands each one over once), so it
   // is timed on its own; the compile then reads packed objects
   const pack = time(() => {
-    const w = wasmUnits(compiler, opts);
-    for (const s of state.services) w.admit!(s);
-    for (const s of state.slices) w.admit!(s);
+    const names = new Names();
+    for (const s of state.services) packService(s, names);
+    for (const s of state.slices) packSlice(s, names, opts.nodeName);
   }, runs, true);
   const wasm = wasmUnits(compiler, opts);
   const w = time(() => compile(state, opts, wasm), runs, true);

@@ -11,7 +11,7 @@ export const keyOf = (o: unknown) => {
 export const asMap = (objs: unknown[]) => new Map(objs.map((o) => [keyOf(o), o]));
 
 /** Hands the difference between two object lists to the compiler, as a watcher would. */
-export function feed(ic: IncrementalCompiler, before: Map<string, unknown>, after: Map<string, unknown>): Set<string> {
+export function feed(ic: Pick<IncrementalCompiler, "setService" | "setSlice" | "deleteService" | "deleteSlice">, before: Map<string, unknown>, after: Map<string, unknown>): Set<string> {
   const touched = new Set<string>();
   for (const [k, o] of before) {
     if (after.has(k)) continue;

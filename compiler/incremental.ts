@@ -5,7 +5,6 @@
 // tables, ids included; the tests hold the two equal.
 import type { ClusterState, EndpointSlice, Service } from "./state.ts";
 import {
-  inNameOrder,
   conflictMessage,
   frontendKey,
   IdAllocator,
@@ -33,10 +32,13 @@ export interface UnitChange {
 
 const EMPTY: ServiceUnit = { frontends: [], targets: [] };
 
-export class IncrementalCompiler {
+/** The services claiming a frontend key: one (nearly always), or several in conflict. */
+type Claim = string | string[];
+
+export class IncrementalCompiler<L = EndpointSlice> {
   private readonly services = new Map<string, Service>();
-  /** service key -> slice name -> slice */
-  private readonly slices = new Map<string, Map<string, EndpointSlice>>();
+  /** service key -> its slices in name order, as the unit compiler holds them */
+  private readonly slices = new Map<string, Array<{ name: string; slice: L }>>();
   /** the slice's own namespace/name -> the service key it is filed under */
   private readonly sliceOwner = new Map<string, string>();
   /** compiled units with every frontend they claim, pointing at target ids */
@@ -44,15 +46,15 @@ export class IncrementalCompiler {
   /** the same with only the frontends they own: what the tables hold */
   private readonly units = new Map<string, ServiceUnit>();
   /** frontend key -> services claiming it */
-  private readonly claims = new Map<string, Set<string>>();
+  private readonly claims = new Map<string, Claim>();
   private readonly dirty = new Set<string>();
   private readonly ids = new IdAllocator();
 
-  private readonly engine: UnitCompiler;
+  private readonly engine: UnitCompiler<L>;
 
   /** `units` must be made for the same options (referenceUnits by default). */
-  constructor(opts: Omit<CompileOptions, "previous">, units?: UnitCompiler) {
-    this.engine = units ?? referenceUnits(opts);
+  constructor(opts: Omit<CompileOptions, "previous">, units?: UnitCompiler<L>) {
+    this.engine = units ?? (referenceUnits(opts) as unknown as UnitCompiler<L>);
   }
 
   /** Every Service and slice of a state, as set one by one. */
@@ -61,9 +63,12 @@ export class IncrementalCompiler {
     for (const s of state.slices) this.setSlice(s);
   }
 
+  counts(): { services: number; slices: number } {
+    return { services: this.services.size, slices: this.sliceOwner.size };
+  }
+
   setService(svc: Service): void {
     const k = serviceKey(svc);
-    this.engine.admit?.(svc);
     this.services.set(k, svc);
     this.dirty.add(k);
   }
@@ -73,14 +78,19 @@ export class IncrementalCompiler {
     if (this.services.delete(k)) this.dirty.add(k);
   }
 
-  /** A slice moving to another service (its label changed) dirties both. */
+  /** A slice moving to another service (its label changed) dirties both. Only what the unit
+   * compiler makes of the slice is held, not the slice. */
   setSlice(sl: EndpointSlice): void {
     this.deleteSlice(sl.namespace, sl.name);
-    this.engine.admit?.(sl);
     const k = sliceServiceKey(sl);
-    let m = this.slices.get(k);
-    if (!m) this.slices.set(k, (m = new Map()));
-    m.set(sl.name, sl);
+    const entry = { name: sl.name, slice: this.engine.slice(sl) };
+    const list = this.slices.get(k);
+    if (!list) this.slices.set(k, [entry]);
+    else {
+      let i = list.length;
+      while (i > 0 && list[i - 1]!.name > sl.name) i--;
+      list.splice(i, 0, entry);
+    }
     this.sliceOwner.set(serviceKey(sl), k);
     this.dirty.add(k);
   }
@@ -90,10 +100,19 @@ export class IncrementalCompiler {
     const k = this.sliceOwner.get(id);
     if (k === undefined) return;
     this.sliceOwner.delete(id);
-    const m = this.slices.get(k)!;
-    m.delete(name);
-    if (!m.size) this.slices.delete(k);
+    const list = this.slices.get(k)!;
+    list.splice(
+      list.findIndex((e) => e.name === name),
+      1,
+    );
+    if (!list.length) this.slices.delete(k);
     this.dirty.add(k);
+  }
+
+  /** NodePorts listen on `ips` from the next compile on: every Service with one is recompiled. */
+  setNodeIPs(ips: string[]): void {
+    this.engine.setNodeIPs(ips);
+    for (const [k, svc] of this.services) if (svc.ports.some((p) => p.nodePort)) this.dirty.add(k);
   }
 
   /** Recompiles the services changed since the last compile, in name order. */
@@ -106,16 +125,16 @@ export class IncrementalCompiler {
     const claim = (u: ServiceUnit, k: string, on: boolean) => {
       for (const f of u.frontends) {
         const fk = frontendKey(f);
-        let c = this.claims.get(fk);
-        if (!c) this.claims.set(fk, (c = new Set()));
-        if (on) c.add(k);
-        else c.delete(k);
-        for (const other of c) recheck.add(other);
-        if (!c.size) this.claims.delete(fk);
+        const c = this.claims.get(fk);
+        const was = c === undefined ? [] : typeof c === "string" ? [c] : c;
+        const now = on ? (was.includes(k) ? was : [...was, k]) : was.filter((x) => x !== k);
+        for (const other of was) recheck.add(other);
+        if (!now.length) this.claims.delete(fk);
+        else this.claims.set(fk, now.length === 1 ? now[0]! : now);
       }
     };
     const live = keys.filter((k) => this.services.has(k));
-    const compiled = this.engine.units(live.map((k) => ({ service: this.services.get(k)!, slices: inNameOrder(this.slices.get(k)?.values() ?? []) })));
+    const compiled = this.engine.units(live.map((k) => ({ service: this.services.get(k)!, slices: (this.slices.get(k) ?? []).map((e) => e.slice) })));
     let next = 0;
     for (const k of keys) {
       const before = this.raw.get(k) ?? EMPTY;
@@ -145,16 +164,18 @@ export class IncrementalCompiler {
 
   /** Of a frontend key's claimants, the first by name. */
   private owner(fk: string): string {
-    let o: string | undefined;
-    for (const k of this.claims.get(fk) ?? []) if (o === undefined || k < o) o = k;
-    return o ?? "";
+    const c = this.claims.get(fk);
+    if (c === undefined || typeof c === "string") return c ?? "";
+    let o = c[0]!;
+    for (const k of c) if (k < o) o = k;
+    return o;
   }
 
   /** Frontends left out because another Service owns their key, as the full compile reports them. */
   conflicts(): string[] {
     const out: string[] = [];
     for (const [fk, c] of this.claims) {
-      if (c.size < 2) continue;
+      if (typeof c === "string") continue;
       const o = this.owner(fk);
       for (const k of c) if (k !== o) for (const f of this.raw.get(k)!.frontends) if (frontendKey(f) === fk) out.push(conflictMessage(k, f, o));
     }

@@ -43,8 +43,13 @@ export class Names {
 
 const protocolCode = (p: Protocol) => PROTOCOLS.indexOf(p);
 
+// the address goes through a scratch buffer: a byte view of `words` itself would give each of
+// them an ArrayBuffer object for as long as it lives (20,000 at 10k services)
+const scratch = new Uint8Array(16);
+const scratchWords = new Uint32Array(scratch.buffer);
 function address(words: Uint32Array, at: number, ip: string): void {
-  writeAddress(new Uint8Array(words.buffer, words.byteOffset), at * 4, ip);
+  writeAddress(scratch, 0, ip);
+  words.set(scratchWords, at);
 }
 
 export function packService(svc: Service, names: Names): Packed {

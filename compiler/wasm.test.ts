@@ -1,7 +1,7 @@
 // compiler.wasm against the TypeScript reference, on generated cluster states: the same
 // units, byte for byte (frontends, backends, keys, rings), whatever the order of the input.
 import { describe, expect, test } from "bun:test";
-import { compile, referenceUnits, type Tables } from "./reference/compile.ts";
+import { compile, referenceUnits, unitsOf, type Tables } from "./reference/compile.ts";
 import { clusterStateFrom, parseEndpointSlice, parseService } from "./state.ts";
 import { EXPECTED_ABI, loadCompiler, wasmUnits } from "./wasm.ts";
 import { generate, shuffle } from "./generate.ts";
@@ -36,7 +36,7 @@ describe("the compile in compiler.wasm equals the reference", () => {
     parseEndpointSlice({ kind: "EndpointSlice", metadata: { namespace: "default", name, labels: { "kubernetes.io/service-name": service } }, addressType, ports, endpoints })!;
   const same = (batch: Parameters<ReturnType<typeof referenceUnits>["units"]>[0], o = opts) => {
     const ref = referenceUnits(o).units(batch);
-    const wasm = wasmUnits(c, o).units(batch);
+    const wasm = unitsOf(wasmUnits(c, o), batch);
     expect(wasm.map(bytes)).toEqual(ref.map(bytes));
     return wasm;
   };

@@ -39,25 +39,47 @@ const SCOPES = ["internal", "external"] as const;
 // a slice pointer, a 32-byte candidate, two sort indexes and the Maglev state
 const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
 
+/** Input words per call into compiler.wasm: a whole-cluster compile runs in batches of about
+ * this size, so that the module's memory (which never shrinks) stays near one batch's input,
+ * scratch and output (about 1 MB) instead of the whole cluster's (11 MB at 10k services). */
+const BATCH_WORDS = 1 << 16;
+
 /**
- * The unit compile in compiler.wasm. Each Service and slice is packed once (when admitted,
- * or at its first compile) and kept beside the object; a batch is copied into the module's
- * memory and compiled in one call, and the units are read back from typed-array views, their
- * addresses taken from the packed objects' text rather than formatted anew.
+ * The unit compile in compiler.wasm. A slice is held packed (`slice`), and a Service is
+ * packed at its first compile and kept beside the object; a batch is copied into the
+ * module's memory and compiled in one call, and the units are read back from typed-array
+ * views, their addresses taken from the packed objects' text rather than formatted anew.
  */
-export function wasmUnits(c: CompilerExports, opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler {
+export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler<Packed> {
+  const opts = { ...options };
   const names = new Names();
   const packed = new WeakMap<Service | EndpointSlice, Packed>();
-  const nodeWords = packNodeIPs(opts.nodeIPs);
+  let nodeWords = packNodeIPs(opts.nodeIPs);
   const pack = (o: Service | EndpointSlice): Packed => {
     let p = packed.get(o);
     if (!p) packed.set(o, (p = "endpoints" in o ? packSlice(o, names, opts.nodeName) : packService(o, names)));
     return p;
   };
 
-  function units(batch: Array<{ service: Service; slices: EndpointSlice[] }>): ServiceUnit[] {
-    if (!batch.length) return [];
-    const packs = batch.map(({ service, slices }) => ({ svc: pack(service), slices: slices.map(pack) }));
+  function units(batch: Array<{ service: Service; slices: Packed[] }>): ServiceUnit[] {
+    const out: ServiceUnit[] = [];
+    let from = 0;
+    let words = 0;
+    for (let i = 0; i < batch.length; i++) {
+      const u = batch[i]!;
+      words += 2 + pack(u.service).words.length;
+      for (const s of u.slices) words += 1 + s.words.length;
+      if (words >= BATCH_WORDS || i === batch.length - 1) {
+        for (const x of call(batch.slice(from, i + 1))) out.push(x);
+        from = i + 1;
+        words = 0;
+      }
+    }
+    return out;
+  }
+
+  function call(batch: Array<{ service: Service; slices: Packed[] }>): ServiceUnit[] {
+    const packs = batch.map(({ service, slices }) => ({ svc: pack(service), slices }));
     let words = 4 + nodeWords.length;
     let maxAddrs = 0;
     for (const u of packs) {
@@ -95,7 +117,7 @@ export function wasmUnits(c: CompilerExports, opts: Pick<CompileOptions, "nodeNa
     return read(c.memory.buffer, output, end, batch, packs);
   }
 
-  function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: EndpointSlice[] }>, packs: Array<{ svc: Packed; slices: Packed[] }>): ServiceUnit[] {
+  function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: Packed[] }>, packs: Array<{ svc: Packed; slices: Packed[] }>): ServiceUnit[] {
     const u32 = new Uint32Array(buf, 0, end >> 2);
     // one copy of the output, which every target's keys and ring view (a copy per target
     // costs an ArrayBuffer each: 20,000 of them at 10k services)
@@ -155,5 +177,12 @@ export function wasmUnits(c: CompilerExports, opts: Pick<CompileOptions, "nodeNa
     return out;
   }
 
-  return { units, admit: (o) => void pack(o) };
+  return {
+    slice: pack,
+    units,
+    setNodeIPs(ips) {
+      opts.nodeIPs = ips;
+      nodeWords = packNodeIPs(ips);
+    },
+  };
 }

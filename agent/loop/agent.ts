@@ -8,6 +8,7 @@
 import type { Logger } from "pino";
 import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wasm.ts";
+import type { Packed } from "../../compiler/pack.ts";
 import { writeNodeFile } from "../ipam/node-file.ts";
 import { Datapath, type SyncResult } from "../datapath/datapath.ts";
 import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
@@ -54,8 +55,7 @@ export class Agent {
   private readonly log: Logger;
   private watcher: Watcher | undefined;
   private store!: ClusterStore;
-  private compiler!: IncrementalCompiler;
-  private wasm!: CompilerExports;
+  private compiler!: IncrementalCompiler<Packed>;
   private nodeIPs: string[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** when the first event not yet applied arrived */
@@ -81,8 +81,9 @@ export class Agent {
   }
 
   async start(): Promise<void> {
-    this.wasm = this.deps.compiler ?? (await loadCompiler());
-    this.compiler = this.newCompiler();
+    const wasm = this.deps.compiler ?? (await loadCompiler());
+    const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
+    this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
     this.store = new ClusterStore(this.compiler, this.o.nodeName, {
       onReject: (what, message) => this.log.warn({ object: what }, `left out: ${message}`),
       onNode: (n) => this.nodeChanged(n),
@@ -112,11 +113,6 @@ export class Agent {
     this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
   }
 
-  private newCompiler(): IncrementalCompiler {
-    const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
-    return new IncrementalCompiler(opts, wasmUnits(this.wasm, opts));
-  }
-
   private nodeChanged(n: NodeInfo | undefined): void {
     if (n?.podCIDRs.length) {
       try {
@@ -127,11 +123,9 @@ export class Agent {
     } else if (n) this.log.warn({ node: this.o.nodeName }, "the Node has no spec.podCIDRs yet: CNI IPAM waits for them");
     const ips = nodePortIPs(n, this.o.nodePortAddresses);
     if (ips.join() === this.nodeIPs.join()) return;
-    // NodePort frontends are compiled per node address: a new set of addresses is a new compile
+    // NodePort frontends are compiled per node address: the Services with NodePorts recompile
     this.nodeIPs = ips;
-    this.compiler = this.newCompiler();
-    this.store.useCompiler(this.compiler);
-    this.resync = true;
+    this.compiler.setNodeIPs(ips);
     this.log.info({ nodeIPs: ips }, "NodePort addresses");
   }
 

@@ -4,10 +4,11 @@
 // need it (policy). An object that fails its checks is reported and the previous good
 // version of it stays in force: bad input never removes what was there.
 //
-// `keep` decides what of each object is held at all: the informers cache whatever it returns,
-// so a Service or slice is checked once, as it arrives, and held only in its checked form
-// (with the metadata the informer needs), never also as the API server's JSON; other kinds
-// keep just the fields skein reads. managedFields and annotations are never held.
+// `keep` decides what of each object is held at all: the informers cache whatever it returns.
+// A Service or slice is checked once, as it arrives, and its checked form handed to the
+// compiler, which holds it from then on (a slice packed, not as objects); the informer keeps
+// only the name and resourceVersion it needs to tell a change from a repeat. Other kinds keep
+// just the fields skein reads. managedFields and annotations are never held.
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
@@ -25,7 +26,8 @@ export interface Kept {
   metadata: { name?: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
   spec?: unknown;
   status?: unknown;
-  /** a Service or slice as compiler/state.ts checked it; null: nothing to program (ExternalName, FQDN) */
+  /** a Service or slice as compiler/state.ts checked it, until ClusterStore hands it to the
+   * compiler; null: nothing to program (ExternalName, FQDN) */
   checked?: Service | EndpointSlice | null;
   /** why the checks refused it */
   error?: string;
@@ -40,8 +42,11 @@ const pick = (o: unknown, keys: string[]): Record<string, unknown> | undefined =
 };
 
 /** Trims an object as it arrives (the watcher's `keep`). */
+const COMPILED = ["name", "namespace", "resourceVersion"];
+const OTHERS = ["name", "namespace", "resourceVersion", "uid", "labels", "deletionTimestamp"];
+
 export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept & WatchEvent["object"] {
-  const metadata = pick(o.metadata, ["name", "namespace", "resourceVersion", "uid", "labels", "deletionTimestamp"]) as Kept["metadata"];
+  const metadata = pick(o.metadata, kind === "Service" || kind === "EndpointSlice" ? COMPILED : OTHERS) as Kept["metadata"];
   const k: Kept = { metadata };
   try {
     switch (kind) {
@@ -91,24 +96,14 @@ export class ClusterStore {
   /** objects that failed their checks, by kind/namespace/name: the message */
   readonly rejected = new Map<string, string>();
 
-  /** the checked Services and slices in force: what a new compiler is loaded with */
-  private readonly services = new Map<string, Service>();
-  private readonly slices = new Map<string, EndpointSlice>();
-
   constructor(
-    private compiler: IncrementalCompiler,
+    private readonly compiler: Pick<IncrementalCompiler, "setService" | "setSlice" | "deleteService" | "deleteSlice" | "counts">,
     private readonly nodeName: string,
     private readonly hooks: { onReject?: (what: string, message: string) => void; onNode?: (n: NodeInfo | undefined) => void } = {},
   ) {}
 
-  /** Hands every Service and slice to `c`, which from now on gets the changes. */
-  useCompiler(c: IncrementalCompiler): void {
-    this.compiler = c;
-    c.load({ services: [...this.services.values()], slices: [...this.slices.values()] });
-  }
-
   counts(): { services: number; slices: number; pods: number } {
-    return { services: this.services.size, slices: this.slices.size, pods: this.pods.size };
+    return { ...this.compiler.counts(), pods: this.pods.size };
   }
 
   /** Applies one event; returns whether the compiled state may have changed. */
@@ -127,14 +122,16 @@ export class ClusterStore {
           this.hooks.onReject?.(id, kept.error);
           return false;
         }
+        // this very object was handed over before (the informer repeats what it caches)
+        if (!del && kept.checked === undefined) return false;
         const checked = del ? undefined : (kept.checked ?? undefined);
         const svc = e.kind === "Service";
-        const held = svc ? this.services : this.slices;
         if (checked) {
-          held.set(key, checked as never);
           if (svc) this.compiler.setService(checked as Service);
           else this.compiler.setSlice(checked as EndpointSlice);
-        } else if (held.delete(key)) {
+          // the compiler holds it now; the informer's copy keeps only the metadata
+          kept.checked = undefined;
+        } else {
           // deleted, or an ExternalName Service (FQDN slice) now: nothing to program
           const { namespace, name } = nameOf(o);
           if (svc) this.compiler.deleteService(namespace, name);

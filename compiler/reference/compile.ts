@@ -90,24 +90,35 @@ export function ownFrontends(service: string, frontends: Frontend[], owner: (key
 /**
  * Compiles services, each with its slices in name order, to their units with the rings
  * filled (ids are the caller's). The reference is referenceUnits; compiler/wasm.ts runs the
- * same in compiler.wasm. A UnitCompiler is made for one set of options.
+ * same in compiler.wasm. `L` is what a caller holds of a slice between compiles: the slice
+ * itself for the reference, its packed words for compiler.wasm (an agent at 10k services
+ * holds 100,000 endpoints, which as objects would cost several times their packed size).
  */
-export interface UnitCompiler {
-  units(batch: Array<{ service: Service; slices: EndpointSlice[] }>): ServiceUnit[];
-  /** Told of each Service and slice as it arrives, so that it can prepare (pack) it ahead
-   * of the compile that needs it. */
-  admit?(o: Service | EndpointSlice): void;
+export interface UnitCompiler<L = EndpointSlice> {
+  /** What to hold of a slice: `units` reads this, not the slice. */
+  slice(sl: EndpointSlice): L;
+  units(batch: Array<{ service: Service; slices: L[] }>): ServiceUnit[];
+  /** The node addresses NodePorts listen on, from the next `units` on. */
+  setNodeIPs(ips: string[]): void;
+}
+
+/** `batch` of slices as they come, through the compiler's own form of them. */
+export function unitsOf<L>(c: UnitCompiler<L>, batch: Array<{ service: Service; slices: EndpointSlice[] }>): ServiceUnit[] {
+  return c.units(batch.map(({ service, slices }) => ({ service, slices: slices.map((sl) => c.slice(sl)) })));
 }
 
 /** The reference unit compile: compileService, then maglevRing per target. */
-export function referenceUnits(opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler {
+export function referenceUnits(options: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler {
+  const opts = { ...options };
   return {
+    slice: (sl) => sl,
     units: (batch) =>
       batch.map(({ service, slices }) => {
         const u = compileService(service, slices, opts);
         referenceRings(u.targets);
         return u;
       }),
+    setNodeIPs: (ips) => void (opts.nodeIPs = ips),
   };
 }
 
@@ -227,10 +238,10 @@ export function slicesByService(slices: EndpointSlice[]): Map<string, EndpointSl
   return out;
 }
 
-export function compile(state: ClusterState, opts: CompileOptions, units: UnitCompiler = referenceUnits(opts)): Tables {
+export function compile<L>(state: ClusterState, opts: CompileOptions, units: UnitCompiler<L> | UnitCompiler = referenceUnits(opts)): Tables {
   const slices = slicesByService(state.slices);
   const services = inNameOrder(state.services);
-  const compiled = units.units(services.map((service) => ({ service, slices: slices.get(serviceKey(service)) ?? [] })));
+  const compiled = unitsOf(units as UnitCompiler<L>, services.map((service) => ({ service, slices: slices.get(serviceKey(service)) ?? [] })));
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
   const owners = new Map<string, string>();
