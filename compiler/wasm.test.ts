@@ -49,6 +49,19 @@ describe("the compile in compiler.wasm equals the reference", () => {
     expect(u[0]!.targets[0]!.ringSize).toBeGreaterThanOrEqual(100_000);
   });
 
+  test("a whole-cluster compile runs in several calls, with the module's memory bounded, and the same units", async () => {
+    const batch = [...Array(3000).keys()].map((i) => ({
+      service: svc(`s${i}`, { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port: 80 }] }),
+      slices: [slice(`s${i}-a`, `s${i}`, [...Array(10).keys()].map((e) => ({ addresses: [`10.${64 + e}.${i >> 8}.${i & 255}`] })), [{ port: 8080 }])],
+    }));
+    const fresh = await loadCompiler();
+    const before = fresh.memory.buffer.byteLength;
+    const u = unitsOf(wasmUnits(fresh, opts), batch);
+    expect(u.map(bytes)).toEqual(referenceUnits(opts).units(batch).map(bytes));
+    // about 240k input words: four calls, none needing more than about 2 MB
+    expect(fresh.memory.buffer.byteLength - before).toBeLessThan(3 << 20);
+  });
+
   test("many ports, no endpoints, headless and an empty batch", () => {
     const ports = [...Array(40).keys()].map((i) => ({ name: `p${i}`, port: 1000 - i * 7, protocol: ["TCP", "UDP", "SCTP"][i % 3], nodePort: 30000 + i }));
     const u = same([
