@@ -60,7 +60,9 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
     }
   }
   for (const fam of [4, 6] as const) {
-    for (const e of sets.get(`hairpin${fam}`) ?? []) md.hairpins[fam].add(String((e as J).concat[0]));
+    // how many targets use an address is not in the kernel; the sync after an adoption
+    // replaces the whole model, counts included
+    for (const e of sets.get(`hairpin${fam}`) ?? []) md.hairpins[fam].set(String((e as J).concat[0]), 1);
   }
   const other = [...banks].find((b) => b !== bank);
   if (other === undefined) return { ok: true, model: md };

@@ -128,25 +128,25 @@ export interface Model {
   chains: Map<string, string[]>;
   /** set/map name -> element key -> value ("" for a set); the rings and hairpins are kept apart */
   elements: Map<string, Map<string, string>>;
-  /** backend addresses per family: the elements `addr . addr` of hairpin4/6, loaded over
-   * netlink with the rings (one per backend: 100,000 at 10k services) */
-  hairpins: { 4: Set<string>; 6: Set<string> };
+  /** backend addresses per family, each with the number of targets that use it (a count of
+   * what is in force, or of the services a delta is about): the elements `addr . addr` of
+   * hairpin4/6, loaded over netlink with the rings. A change of some services (planUnits)
+   * removes an address only with its last user. */
+  hairpins: { 4: Map<string, number>; 6: Map<string, number> };
   /** target id -> its ring: the elements `id . slot : backend` of the ring map, kept as arrays
    * (millions of slots at 10k services would not fit a Map of strings in time) */
   rings: Map<number, RingModel>;
   /** ring chains the targets use, with their rule */
   ringChains: Map<string, RingRule>;
-  /** how many targets share each ring chain (by name) and each hairpin address (per
-   * family, by address): what a change of some services (planUnits) may remove only with
-   * its last user */
+  /** how many targets share each ring chain (by name): what a change of some services
+   * (planUnits) may remove only with its last user */
   refs: Map<string, number>;
-  hairpinRefs: { 4: Map<string, number>; 6: Map<string, number> };
 }
 
 const ELEMENT_SETS = ["svc4", "noep4", "front4", "svc6", "noep6", "front6"];
 
 export function emptyModel(bank: number): Model {
-  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Set(), 6: new Set() }, rings: new Map(), ringChains: new Map(), refs: new Map(), hairpinRefs: { 4: new Map(), 6: new Map() } };
+  return { bank, chains: new Map(), elements: new Map(ELEMENT_SETS.map((n) => [n, new Map()])), hairpins: { 4: new Map(), 6: new Map() }, rings: new Map(), ringChains: new Map(), refs: new Map() };
 }
 
 const count = (refs: Map<string, number>, k: string, by = 1) => {
@@ -168,10 +168,7 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): 
   const masq = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
     // one element per address, counted per target: two ports of a pod are one element
-    for (const ip of new Set(t.backends.map((b) => b.ip))) {
-      md.hairpins[t.family].add(ip);
-      count(md.hairpinRefs[t.family], ip);
-    }
+    for (const ip of new Set(t.backends.map((b) => b.ip))) count(md.hairpins[t.family], ip);
     if (!t.ringSize) continue;
     md.rings.set(t.id, { family: t.family, backends: t.backends, keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
@@ -316,8 +313,8 @@ export type NetlinkPart = Pick<Model, "rings" | "ringChains" | "hairpins" | "ban
 export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
   const ops = noRingOps();
   for (const fam of [4, 6] as const) {
-    for (const ip of b.hairpins[fam]) if (!a.hairpins[fam].has(ip)) ops.hairpinAdd[fam].push(ip);
-    for (const ip of a.hairpins[fam]) if (!b.hairpins[fam].has(ip)) ops.hairpinDel[fam].push(ip);
+    for (const ip of b.hairpins[fam].keys()) if (!a.hairpins[fam].has(ip)) ops.hairpinAdd[fam].push(ip);
+    for (const ip of a.hairpins[fam].keys()) if (!b.hairpins[fam].has(ip)) ops.hairpinDel[fam].push(ip);
   }
   const list = (m: Map<string, SlotOp[]>, fam: 4 | 6, bank: number) => {
     const name = ringMap(fam, bank);
@@ -376,7 +373,7 @@ export function ringBridge(a: Model, b: Model): NetlinkPart {
     for (let s = 0; s < ring.length; s++) ring[s] = rb.ring[s % rb.ring.length]!;
     rings.set(id, { ...rb, ring, bridged: true });
   }
-  const hairpins = { 4: new Set([...a.hairpins[4], ...b.hairpins[4]]), 6: new Set([...a.hairpins[6], ...b.hairpins[6]]) };
+  const hairpins = { 4: new Map([...a.hairpins[4], ...b.hairpins[4]]), 6: new Map([...a.hairpins[6], ...b.hairpins[6]]) };
   return { bank: b.bank, rings, ringChains: new Map([...a.ringChains, ...b.ringChains]), hairpins };
 }
 
@@ -406,11 +403,12 @@ export function planDelta(prev: Model, next: Model): DeltaPlan {
 export function planUnits(current: Model, before: Model, after: Model): DeltaPlan {
   const users = (refs: (m: Model) => Map<string, number>, k: string) => (refs(current).get(k) ?? 0) - (refs(before).get(k) ?? 0) + (refs(after).get(k) ?? 0);
   const stays = (k: string) => users((m) => m.refs, k) > 0;
+  // an address taken in on either side with no users of its own (0): the counts stay right
   for (const fam of [4, 6] as const) {
     const b = before.hairpins[fam];
     const a = after.hairpins[fam];
-    for (const ip of b) if (!a.has(ip) && users((m) => m.hairpinRefs[fam], ip) > 0) a.add(ip);
-    for (const ip of a) if (!b.has(ip) && current.hairpinRefs[fam].has(ip)) b.add(ip);
+    for (const ip of b.keys()) if (!a.has(ip) && users((m) => m.hairpins[fam], ip) > 0) a.set(ip, 0);
+    for (const ip of a.keys()) if (!b.has(ip) && current.hairpins[fam].has(ip)) b.set(ip, 0);
   }
   for (const [name, rule] of before.ringChains) if (!after.ringChains.has(name) && stays(name)) after.ringChains.set(name, rule);
   for (const [name, rule] of after.ringChains) if (!before.ringChains.has(name) && current.ringChains.has(name)) before.ringChains.set(name, rule);
@@ -427,10 +425,6 @@ export function patchModel(current: Model, before: Model, after: Model): void {
     for (const k of items.keys()) if (!now.has(k)) cur.delete(k);
     for (const [k, v] of now) cur.set(k, v);
   }
-  for (const fam of [4, 6] as const) {
-    for (const ip of before.hairpins[fam]) if (!after.hairpins[fam].has(ip)) current.hairpins[fam].delete(ip);
-    for (const ip of after.hairpins[fam]) current.hairpins[fam].add(ip);
-  }
   for (const id of before.rings.keys()) if (!after.rings.has(id)) current.rings.delete(id);
   for (const [id, r] of after.rings) current.rings.set(id, r);
   for (const name of before.ringChains.keys()) if (!after.ringChains.has(name)) current.ringChains.delete(name);
@@ -438,8 +432,8 @@ export function patchModel(current: Model, before: Model, after: Model): void {
   for (const [k, n] of before.refs) count(current.refs, k, -n);
   for (const [k, n] of after.refs) count(current.refs, k, n);
   for (const fam of [4, 6] as const) {
-    for (const [ip, n] of before.hairpinRefs[fam]) count(current.hairpinRefs[fam], ip, -n);
-    for (const [ip, n] of after.hairpinRefs[fam]) count(current.hairpinRefs[fam], ip, n);
+    for (const [ip, n] of before.hairpins[fam]) count(current.hairpins[fam], ip, -n);
+    for (const [ip, n] of after.hairpins[fam]) count(current.hairpins[fam], ip, n);
   }
 }
 
