@@ -42,3 +42,43 @@ export function compareKeys(a: Uint8Array, b: Uint8Array): number {
   for (let i = 0; i < n; i++) if (a[i] !== b[i]) return a[i]! - b[i]!;
   return a.length - b.length;
 }
+
+/** The address at keys[at] (16 bytes, as writeAddress wrote it) as canonical text: dotted quad
+ * for family 4, ipaddr.js's compressed form for 6 (as compiler/state.ts writes addresses). */
+export function addressText(keys: Uint8Array, at: number, family: 4 | 6): string {
+  if (family === 4) return `${keys[at + 12]}.${keys[at + 13]}.${keys[at + 14]}.${keys[at + 15]}`;
+  return ipaddr.fromByteArray([...keys.subarray(at, at + 16)]).toString();
+}
+
+/** The port of the backend key at keys[at]. */
+export const keyPort = (keys: Uint8Array, at: number) => (keys[at + 16]! << 8) | keys[at + 17]!;
+
+/** Whether the backend keys at a[i] and b[j] (key indexes) are the same bytes. */
+export function sameKey(a: Uint8Array, i: number, b: Uint8Array, j: number): boolean {
+  const x = i * KEY_BYTES;
+  const y = j * KEY_BYTES;
+  for (let k = 0; k < KEY_BYTES; k++) if (a[x + k] !== b[y + k]) return false;
+  return true;
+}
+
+/** Whether the address of a backend key lies in one of some CIDRs. */
+export type AddressTest = (keys: Uint8Array, at: number, family: 4 | 6) => boolean;
+
+/** An AddressTest for `cidrs` (both families), on the key's bytes: no text per address. */
+export function inCidrs(cidrs: string[]): AddressTest {
+  const nets = cidrs.map((c) => {
+    const [addr, bits] = ipaddr.parseCIDR(c);
+    const v4 = addr.kind() === "ipv4";
+    return { family: v4 ? 4 : 6, bytes: addr.toByteArray(), from: v4 ? 12 : 0, bits };
+  });
+  return (keys, at, family) =>
+    nets.some((n) => {
+      if (n.family !== family) return false;
+      const full = n.bits >> 3;
+      for (let i = 0; i < full; i++) if (keys[at + n.from + i] !== n.bytes[i]) return false;
+      const rest = n.bits & 7;
+      if (!rest) return true;
+      const mask = (0xff << (8 - rest)) & 0xff;
+      return (keys[at + n.from + full]! & mask) === (n.bytes[full]! & mask);
+    });
+}

@@ -24,11 +24,10 @@ import { writeAddress } from "./keys.ts";
 export const PROTOCOLS: Protocol[] = ["SCTP", "TCP", "UDP"];
 export const KINDS: FrontendKind[] = ["cluster", "external", "loadbalancer", "nodeport"];
 
-export interface Packed {
+export interface PackedService {
   words: Uint32Array;
   /** the addresses' text, in the packed order: what the compiled output refers to by index */
   ips: string[];
-  nAddrs: number;
 }
 
 /** Port names to small ids; "" (an unnamed port) is 0. */
@@ -52,7 +51,7 @@ function address(words: Uint32Array, at: number, ip: string): void {
   words.set(scratchWords, at);
 }
 
-export function packService(svc: Service, names: Names): Packed {
+export function packService(svc: Service, names: Names): PackedService {
   const ips: Array<[number, string]> = [
     ...svc.clusterIPs.map((ip) => [0, ip] as [number, string]),
     ...svc.externalIPs.map((ip) => [1, ip] as [number, string]),
@@ -76,10 +75,12 @@ export function packService(svc: Service, names: Names): Packed {
     words[w + 3] = p.nodePort;
     w += 4;
   }
-  return { words, ips: ips.map((x) => x[1]), nAddrs: ips.length };
+  return { words, ips: ips.map((x) => x[1]) };
 }
 
-export function packSlice(sl: EndpointSlice, names: Names, nodeName: string): Packed {
+/** A slice is its words alone: a compiled backend is read back as its key (address and port),
+ * so the addresses' text is not kept. */
+export function packSlice(sl: EndpointSlice, names: Names, nodeName: string): Uint32Array {
   const ips = sl.endpoints.flatMap((e) => e.addresses);
   const words = new Uint32Array(4 + sl.ports.length * 3 + sl.endpoints.length * 3 + ips.length * 4);
   words[0] = sl.family;
@@ -105,7 +106,7 @@ export function packSlice(sl: EndpointSlice, names: Names, nodeName: string): Pa
     address(words, w, ip);
     w += 4;
   }
-  return { words, ips, nAddrs: ips.length };
+  return words;
 }
 
 export function packNodeIPs(ips: string[]): Uint32Array {

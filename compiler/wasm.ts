@@ -3,9 +3,9 @@
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
 import type { Family } from "../agent/ipam/cidr.ts";
-import type { Backend, CompileOptions, Frontend, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
+import type { CompileOptions, Frontend, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
 import type { EndpointSlice, Service } from "./state.ts";
-import { KINDS, Names, packNodeIPs, packService, packSlice, type Packed } from "./pack.ts";
+import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";
 
 export const EXPECTED_ABI = 4;
@@ -50,25 +50,31 @@ const BATCH_WORDS = 1 << 16;
  * module's memory and compiled in one call, and the units are read back from typed-array
  * views, their addresses taken from the packed objects' text rather than formatted anew.
  */
-export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler<Packed> {
+export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): UnitCompiler<Uint32Array> {
   const opts = { ...options };
   const names = new Names();
-  const packed = new WeakMap<Service | EndpointSlice, Packed>();
+  const services = new WeakMap<Service, PackedService>();
+  const slices = new WeakMap<EndpointSlice, Uint32Array>();
   let nodeWords = packNodeIPs(opts.nodeIPs);
-  const pack = (o: Service | EndpointSlice): Packed => {
-    let p = packed.get(o);
-    if (!p) packed.set(o, (p = "endpoints" in o ? packSlice(o, names, opts.nodeName) : packService(o, names)));
+  const pack = (o: Service): PackedService => {
+    let p = services.get(o);
+    if (!p) services.set(o, (p = packService(o, names)));
+    return p;
+  };
+  const slice = (o: EndpointSlice): Uint32Array => {
+    let p = slices.get(o);
+    if (!p) slices.set(o, (p = packSlice(o, names, opts.nodeName)));
     return p;
   };
 
-  function units(batch: Array<{ service: Service; slices: Packed[] }>): ServiceUnit[] {
+  function units(batch: Array<{ service: Service; slices: Uint32Array[] }>): ServiceUnit[] {
     const out: ServiceUnit[] = [];
     let from = 0;
     let words = 0;
     for (let i = 0; i < batch.length; i++) {
       const u = batch[i]!;
       words += 2 + pack(u.service).words.length;
-      for (const s of u.slices) words += 1 + s.words.length;
+      for (const s of u.slices) words += 1 + s.length;
       if (words >= BATCH_WORDS || i === batch.length - 1) {
         for (const x of call(batch.slice(from, i + 1))) out.push(x);
         from = i + 1;
@@ -78,7 +84,7 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
     return out;
   }
 
-  function call(batch: Array<{ service: Service; slices: Packed[] }>): ServiceUnit[] {
+  function call(batch: Array<{ service: Service; slices: Uint32Array[] }>): ServiceUnit[] {
     const packs = batch.map(({ service, slices }) => ({ svc: pack(service), slices }));
     let words = 4 + nodeWords.length;
     let maxAddrs = 0;
@@ -86,8 +92,8 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
       words += 2 + u.svc.words.length;
       let addrs = 0;
       for (const s of u.slices) {
-        words += 1 + s.words.length;
-        addrs += s.nAddrs;
+        words += 1 + s.length;
+        addrs += s[3]!; // the slice's address count (pack.ts)
       }
       maxAddrs = Math.max(maxAddrs, addrs, u.slices.length);
     }
@@ -107,9 +113,9 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
       w.set(u.svc.words, at + 2);
       at += 2 + u.svc.words.length;
       for (const s of u.slices) {
-        w[at] = s.words.length;
-        w.set(s.words, at + 1);
-        at += 1 + s.words.length;
+        w[at] = s.length;
+        w.set(s, at + 1);
+        at += 1 + s.length;
       }
     }
     const end = c.compileUnits(batch.length, input, scratch, maxAddrs, output);
@@ -117,7 +123,7 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
     return read(c.memory.buffer, output, end, batch, packs);
   }
 
-  function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: Packed[] }>, packs: Array<{ svc: Packed; slices: Packed[] }>): ServiceUnit[] {
+  function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: Uint32Array[] }>, packs: Array<{ svc: PackedService }>): ServiceUnit[] {
     const u32 = new Uint32Array(buf, 0, end >> 2);
     // one copy of the output, which every target's keys and ring view (a copy per target
     // costs an ArrayBuffer each: 20,000 of them at 10k services)
@@ -152,8 +158,7 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
         const nb = u32[p + 3]!;
         const size = u32[p + 4]!;
         p += 5;
-        const backends: Backend[] = [];
-        for (let b = 0; b < nb; b++, p += 3) backends.push({ ip: pk.slices[u32[p]!]!.ips[u32[p + 1]!]!, port: u32[p + 2]! });
+        p += 3 * nb; // each backend's slice, address and port: its key below says the same
         const keyBytes = nb * KEY_BYTES;
         const keys = new Uint8Array(copy, p * 4 - base, keyBytes);
         p += (keyBytes + 3) >> 2;
@@ -164,7 +169,6 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
           service: `${service.namespace}/${service.name}:${sp.name || sp.port}/${sp.protocol}`,
           family,
           scope,
-          backends,
           keys,
           ringSize: size,
           ring,
@@ -178,7 +182,7 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
   }
 
   return {
-    slice: pack,
+    slice,
     units,
     setNodeIPs(ips) {
       opts.nodeIPs = ips;

@@ -101,6 +101,25 @@ describe("skein agent against the API server", () => {
     expect([...(await answers("udp", "10.96.0.10", 53))].sort()).toEqual(["pod-b1", "pod-b2", "pod-b3"]);
   });
 
+  test("a pod reaches itself through the Service (hairpin); only this node's pod addresses are hairpin elements", async () => {
+    // a Service whose one endpoint is a pod of another node (never reached here)
+    await api.create(SVC, { metadata: { name: "remote" }, spec: { clusterIP: "10.96.0.11", ports: [{ port: 80, targetPort: 8080 }] } });
+    await api.create(EPS, { ...slice("remote-1", "remote", [], [{ name: "", port: 8080 }]), endpoints: [{ addresses: ["10.244.77.5"], conditions: { ready: true }, nodeName: "elsewhere" }] });
+    const self = new Set<string>();
+    for (let i = 0; i < 40 && !self.has("pod-b1"); i++) {
+      const r = await lab.connect("b1", "tcp", "10.96.0.10", 80);
+      expect(r.error).toBe("");
+      self.add(r.answer.split(" ")[0]!);
+    }
+    expect(self.has("pod-b1")).toBe(true);
+    const elements = async () => (await lab.exec("node", ["nft", "-j", "list", "set", "inet", "skein", "hairpin4"])).stdout;
+    await waitFor("the remote Service programmed", async () => (await lab.exec("node", ["nft", "list", "map", "inet", "skein", "svc4"])).stdout.includes("10.96.0.11"), 2000, 20);
+    const hairpins = [...(await elements()).matchAll(/"(10\.244\.\d+\.\d+)"/g)].map((m) => m[1]!);
+    expect([...new Set(hairpins)].sort()).toEqual(pods.map((p) => ips[p]!).sort());
+    await api.delete(`${SVC}/remote`);
+    await api.delete(`${EPS}/remote-1`);
+  });
+
   test("scaling the endpoints down and up converges", async () => {
     await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice("web-1", "web", ["b2"]).endpoints }));
     await until("tcp", "10.96.0.10", 80, ["b2"]);

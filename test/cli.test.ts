@@ -95,7 +95,9 @@ test("tables --state compiles a YAML file, names every rejected object and keeps
     expect(r.out).toMatch(/10\.96\.0\.13:80\/TCP\s+cluster\s+t2/); // ext-b keeps its ClusterIP
     expect(r.out).toMatch(/default\/web:80\/TCP\s+internal\s+11\s+10\.244\.1\.2:8080/); // default ring factor 10: smallest prime >= 10
     const j = JSON.parse(skein(["tables", "--state", `${dir}/state.yaml`, "--json"]).out);
-    expect(j.targets.find((t: { service: string }) => t.service === "default/web:80/TCP").ring).toHaveLength(11);
+    const web = j.targets.find((t: { service: string }) => t.service === "default/web:80/TCP");
+    expect(web.ring).toHaveLength(11);
+    expect(web.backends).toContainEqual({ ip: "10.244.1.2", port: 8080 });
     expect(skein(["tables", "--state", `${dir}/missing.yaml`]).err).toContain("missing.yaml");
   }
 });

@@ -6,7 +6,7 @@
 // compiler.wasm.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
-import { compile, type Tables } from "../../compiler/reference/compile.ts";
+import { compile, targetBackends, type Tables } from "../../compiler/reference/compile.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { model, planDelta, renderFull, renderPlan } from "../datapath/render.ts";
@@ -57,7 +57,7 @@ function readable(t: Tables): string {
   }
   lines.push("", "TARGET  SERVICE                                  SCOPE     RING  BACKENDS");
   for (const x of t.targets) {
-    const backends = x.backends.map((b) => `${x.family === 6 ? `[${b.ip}]` : b.ip}:${b.port}`).join(" ") || "-";
+    const backends = targetBackends(x).map((b) => `${x.family === 6 ? `[${b.ip}]` : b.ip}:${b.port}`).join(" ") || "-";
     lines.push(`t${String(x.id).padEnd(6)} ${x.service.padEnd(40)} ${x.scope.padEnd(9)} ${String(x.ringSize).padStart(4)}  ${backends}${x.affinity ? "  (ClientIP affinity)" : ""}`);
   }
   return lines.join("\n") + "\n";
@@ -88,7 +88,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
     }
   } else if (o.nft && before) out(renderPlan(planDelta(model(before), model(tables))));
   else if (o.nft) out(renderFull(tables));
-  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys: _k, ...t }) => ({ ...t, ring: [...t.ring] })) }) + "\n");
+  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length || tables.conflicts.length ? 1 : 0;
 }

@@ -1,10 +1,17 @@
 import { expect, test } from "bun:test";
 import { conntrackArgs, staleUdpFlows } from "./conntrack.ts";
 import type { ServiceUnit } from "../../compiler/reference/compile.ts";
+import { backendKeyBytes, KEY_BYTES } from "../../compiler/keys.ts";
+
+const keysOf = (ips: string[]) => {
+  const k = new Uint8Array(ips.length * KEY_BYTES);
+  ips.forEach((ip, i) => k.set(backendKeyBytes(ip, 5353), i * KEY_BYTES));
+  return k;
+};
 
 const unit = (backends: string[], protocol: "UDP" | "TCP" = "UDP", ip = "10.96.0.10"): ServiceUnit => ({
   frontends: [{ family: 4, ip, protocol, port: 53, kind: "cluster", target: 7, masquerade: false }],
-  targets: [{ id: 7, service: "default/dns:53/UDP", family: 4, scope: "internal", backends: backends.map((b) => ({ ip: b, port: 5353 })), keys: new Uint8Array(0), ringSize: 0, ring: new Int32Array(0), affinity: false }],
+  targets: [{ id: 7, service: "default/dns:53/UDP", family: 4, scope: "internal", keys: keysOf(backends), ringSize: 0, ring: new Int32Array(0), affinity: false }],
 });
 const change = (before: ServiceUnit, after: ServiceUnit) => [{ service: "default/dns", before, after }];
 

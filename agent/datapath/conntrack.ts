@@ -5,7 +5,7 @@
 // TCP needs none of this: a connection to a removed backend ends, and an established one to
 // a terminating backend should go on.
 import type { UnitChange } from "../../compiler/incremental.ts";
-import { frontendKey, type Target } from "../../compiler/reference/compile.ts";
+import { frontendKey, targetBackends, type Target } from "../../compiler/reference/compile.ts";
 import { runAsync } from "../sys/exec.ts";
 
 export interface StaleFlow {
@@ -28,7 +28,7 @@ export function staleUdpFlows(changes: UnitChange[]): StaleFlow[] {
     for (const f of c.after.frontends) {
       if (f.protocol !== "UDP") continue;
       const t = targetsAfter.get(f.target);
-      after.set(frontendKey(f), new Set((t?.backends ?? []).map(backendKey)));
+      after.set(frontendKey(f), new Set((t ? targetBackends(t) : []).map(backendKey)));
     }
     const targetsBefore = new Map<number, Target>(c.before.targets.map((t) => [t.id, t]));
     for (const f of c.before.frontends) {
@@ -38,7 +38,8 @@ export function staleUdpFlows(changes: UnitChange[]): StaleFlow[] {
         out.push({ family: f.family, dst: f.ip, dport: f.port });
         continue;
       }
-      for (const b of targetsBefore.get(f.target)?.backends ?? []) if (!now.has(backendKey(b))) out.push({ family: f.family, dst: f.ip, dport: f.port, backend: b });
+      const t = targetsBefore.get(f.target);
+      for (const b of t ? targetBackends(t) : []) if (!now.has(backendKey(b))) out.push({ family: f.family, dst: f.ip, dport: f.port, backend: b });
     }
   }
   return out;

@@ -16,6 +16,7 @@ import type { Tables } from "../../compiler/reference/compile.ts";
 import type { UnitChange } from "../../compiler/incremental.ts";
 import { BatchBuilder, encodeRingOps, type Batch } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
+import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import {
   addRingMap,
   emptyModel,
@@ -63,6 +64,11 @@ export class Datapath {
   private slots: Capacity = { 4: 0, 6: 0 };
   /** step 3 of a delta that failed: retried before the next sync */
   private pending: RingOps | undefined;
+  /** this node's pod CIDRs: the hairpin addresses (render.ts model); none known: every backend */
+  private localCIDRs: string[] = [];
+  private hairpin: AddressTest | undefined;
+  /** the hairpin addresses in force were picked with other CIDRs: the next sync is whole */
+  private hairpinStale = false;
 
   /** `serviceCIDRs`: the node's Service CIDRs, whose unserved addresses are refused; written
    * with every new table and every bank switch (so an adopted table takes the current ones) */
@@ -71,6 +77,15 @@ export class Datapath {
     private readonly sink: BatchSink,
     private readonly serviceCIDRs: string[] = [],
   ) {}
+
+  /** This node's pod CIDRs, whose addresses are the only ones a pod can hairpin from (empty:
+   * every backend's). A change takes effect with the next sync, which is then a whole one. */
+  setLocalCIDRs(cidrs: string[]): void {
+    if (cidrs.join() === this.localCIDRs.join()) return;
+    this.localCIDRs = [...cidrs];
+    this.hairpin = cidrs.length ? inCidrs(cidrs) : undefined;
+    this.hairpinStale = true;
+  }
 
   /**
    * The kernel holds a table an earlier agent made (adopt.ts read it): take it as what is in
@@ -87,7 +102,7 @@ export class Datapath {
 
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
-    this.current = model(tables, 0);
+    this.current = model(tables, 0, this.hairpin);
     this.slots = ringSlots(tables);
     this.capacity = ringCapacity(this.slots);
   }
@@ -105,10 +120,10 @@ export class Datapath {
       for (const t of c.before.targets) slots[t.family] -= t.ringSize;
       for (const t of c.after.targets) slots[t.family] += t.ringSize;
     }
-    if (!cur || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
+    if (!cur || this.hairpinStale || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
     if (!changes.length) return { kind: "none", lines: 0, ringOps: 0, ms: performance.now() - t0 };
     this.flushPending();
-    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank);
+    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin);
     const before = unit("before");
     const after = unit("after");
     const plan = planUnits(cur, before, after);
@@ -133,10 +148,11 @@ export class Datapath {
     const slots = ringSlots(tables);
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
-    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0));
+    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0), this.hairpin);
     const commit = () => {
       this.current = next;
       this.slots = slots;
+      this.hairpinStale = false;
     };
     let r: Omit<SyncResult, "ms">;
     if (!prev || opts.full) r = this.cold(next, slots);

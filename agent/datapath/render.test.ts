@@ -13,6 +13,7 @@ import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
 import { BatchBuilder } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
+import { inCidrs } from "../../compiler/keys.ts";
 import { emptyModel, model, patchModel, planUnits, renderDelta, renderFull, ringDiff } from "./render.ts";
 
 type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean; external?: (i: number) => string[] };
@@ -73,6 +74,26 @@ describe("renderDelta", () => {
       expect([...m.keys()]).toEqual(["be4_0"]);
       expect(m.get("be4_0")!.every((op) => op.id === target)).toBe(true);
     }
+  });
+});
+
+describe("hairpin addresses", () => {
+  test("only this node's pods when its pod CIDRs are known, every backend otherwise", () => {
+    // a dual-stack service and v4 ones: backends 10.244.x.y and 10.245.x.y, and an IPv6 one
+    const objs = [
+      ...objects(3),
+      { kind: "Service", metadata: { name: "v6", namespace: "default" }, spec: { clusterIPs: ["fd00:96::6"], ipFamilies: ["IPv6"], ports: [{ port: 80 }] } },
+      { kind: "EndpointSlice", metadata: { name: "v6-a", namespace: "default", labels: { "kubernetes.io/service-name": "v6" } }, addressType: "IPv6", ports: [{ port: 80 }], endpoints: [{ addresses: ["fd00:244:0:1::5"] }, { addresses: ["fd00:245::5"] }] },
+    ];
+    const t = tablesOf(objs);
+    const all = model(t).hairpins;
+    expect([...all[4].keys()].sort()).toEqual(["10.244.0.0", "10.244.0.1", "10.244.0.2", "10.245.0.0", "10.245.0.1", "10.245.0.2"]);
+    expect([...all[6].keys()].sort()).toEqual(["fd00:244:0:1::5", "fd00:245::5"]);
+    // a /23 and a /60: prefixes that end inside a byte
+    const local = model(t, 0, inCidrs(["10.244.0.0/23", "fd00:244::/60"])).hairpins;
+    expect([...local[4].keys()].sort()).toEqual(["10.244.0.0", "10.244.0.1", "10.244.0.2"]);
+    expect([...local[6].keys()]).toEqual(["fd00:244:0:1::5"]);
+    expect([...model(t, 0, inCidrs(["10.244.1.0/24"])).hairpins[4].keys()]).toEqual([]);
   });
 });
 

@@ -26,6 +26,9 @@
 // the target chains over in one transaction.
 import type { Tables, Target } from "../../compiler/reference/compile.ts";
 import type { RingRule } from "./nfnl.ts";
+import { addressText, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
+
+const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
 
 export const TABLE = "skein";
 export const MASQ_BIT = 0x80000000;
@@ -109,17 +112,14 @@ function baseChains(): Map<string, string[]> {
 
 export interface RingModel {
   family: 4 | 6;
-  /** the target's own backends (no copy: a string per backend would be 100,000 at 10k services) */
-  backends: Array<{ ip: string; port: number }>;
-  /** the backends' binary keys (compiler/keys.ts), in the same order: what nfnl.ts writes */
+  /** the target's backends, as their keys (compiler/keys.ts): what nfnl.ts writes */
   keys: Uint8Array;
-  /** slot -> index into backends */
+  /** slot -> index of a backend in keys */
   ring: Int32Array;
   /** a ring of ringBridge: its slots are not those its backends and size alone give */
   bridged?: boolean;
 }
 
-const sameBackend = (a: { ip: string; port: number }, b: { ip: string; port: number }) => a.ip === b.ip && a.port === b.port;
 
 export interface Model {
   /** which generation of ring maps and ring chains the target chains use */
@@ -155,7 +155,13 @@ const count = (refs: Map<string, number>, k: string, by = 1) => {
   else refs.delete(k);
 };
 
-export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): Model {
+/**
+ * The model of `tables`. `hairpin` picks the backend addresses that go in hairpin4/6: a
+ * connection from a pod to itself through a Service is translated on the pod's own node, so
+ * only this node's pods ever need it (the agent passes its pod CIDRs); every address when
+ * it is not given.
+ */
+export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, hairpin?: AddressTest): Model {
   const md = emptyModel(bank);
   const el = (set: string, k: string, v = "") => md.elements.get(set)!.set(k, v);
   const byId = new Map(tables.targets.map((t) => [t.id, t]));
@@ -168,9 +174,11 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0): 
   const masq = new Set(tables.frontends.filter((f) => f.masquerade).map((f) => f.target));
   for (const t of tables.targets) {
     // one element per address, counted per target: two ports of a pod are one element
-    for (const ip of new Set(t.backends.map((b) => b.ip))) count(md.hairpins[t.family], ip);
+    const ips = new Set<string>();
+    for (let at = 0; at < t.keys.length; at += KEY_BYTES) if (!hairpin || hairpin(t.keys, at, t.family)) ips.add(addressText(t.keys, at, t.family));
+    for (const ip of ips) count(md.hairpins[t.family], ip);
     if (!t.ringSize) continue;
-    md.rings.set(t.id, { family: t.family, backends: t.backends, keys: t.keys, ring: t.ring });
+    md.rings.set(t.id, { family: t.family, keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
     count(md.refs, chain);
     md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
@@ -339,11 +347,11 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
-    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && ra.backends.length === rb.backends.length && ra.backends.every((x, i) => sameBackend(x, rb.backends[i]!)))) continue;
+    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && sameBytes(ra.keys, rb.keys))) continue;
     const dl = list(ops.del, rb.family, bank);
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
-      if (sameBackend(ra.backends[ra.ring[s]!]!, rb.backends[rb.ring[s]!]!)) continue;
+      if (sameKey(ra.keys, ra.ring[s]!, rb.keys, rb.ring[s]!)) continue;
       pushSlot(dl, id, s);
       pushSlot(ad, id, s, rb);
     }
@@ -454,8 +462,8 @@ export function renderRingOps(o: RingOps): string {
   for (const [set, ops] of o.del) out.push(...elementLines("delete", set, slots(ops, () => "")));
   for (const [set, ops] of o.add) {
     out.push(...elementLines("add", set, slots(ops, (op, s) => {
-      const b = op.r!.backends[op.r!.ring[s]!]!;
-      return ` : ${b.ip} . ${b.port}`;
+      const at = op.r!.ring[s]! * KEY_BYTES;
+      return ` : ${addressText(op.r!.keys, at, op.r!.family)} . ${keyPort(op.r!.keys, at)}`;
     })));
   }
   for (const fam of [4, 6] as const) {

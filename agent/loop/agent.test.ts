@@ -24,6 +24,10 @@ class FakeDatapath {
   calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean }> = [];
   failNext = false;
   last: Tables | undefined;
+  localCIDRs: string[] = [];
+  setLocalCIDRs(c: string[]): void {
+    this.localCIDRs = c;
+  }
   private result(kind: SyncResult["kind"]): SyncResult {
     if (this.failNext) {
       this.failNext = false;
@@ -74,6 +78,20 @@ test("nothing is programmed before every resource is listed; then one sync with 
   // the NodePort frontends listen on the Node's InternalIP
   expect(dp.last!.frontends.filter((f) => f.kind === "nodeport").map((f) => f.ip)).toEqual(Array(20).fill("192.0.2.10"));
   expect(JSON.parse(await Bun.file(`${tmp}/node-${servers.length}.json`).text())).toEqual({ nodeName: "n1", podCIDRs: ["10.244.3.0/24"], clusterCIDRs: ["10.244.0.0/16"] });
+});
+
+test("a new Node address moves the NodePorts, recompiling only the Services with one; the pod CIDRs go to the datapath", async () => {
+  const { kube, dp, agent } = await setup();
+  for (let i = 0; i < 4; i++) await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc(`np${i}`, `10.96.4.${i + 1}`) });
+  for (let i = 0; i < 3; i++) await kube.request("POST", "/api/v1/namespaces/default/services", { body: { metadata: { name: `c${i}` }, spec: { clusterIP: `10.96.5.${i + 1}`, ports: [{ port: 80 }] } } });
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } } });
+  await agent.start();
+  await waitFor("the first sync", () => dp.calls.length > 0);
+  expect(dp.localCIDRs).toEqual(["10.244.3.0/24"]);
+  const before = dp.calls.length;
+  await kube.request("PATCH", "/api/v1/nodes/n1/status", { body: { status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } }, contentType: "application/merge-patch+json" });
+  await waitFor("the NodePorts moved", () => dp.last!.frontends.filter((f) => f.kind === "nodeport").every((f) => f.ip === "192.0.2.11"));
+  expect(dp.calls.slice(before).map((c) => [c.kind, c.services])).toEqual([["apply", 4]]);
 });
 
 test("a burst of writes goes in as few updates; an invalid write keeps the good version", async () => {

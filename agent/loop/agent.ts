@@ -8,7 +8,6 @@
 import type { Logger } from "pino";
 import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wasm.ts";
-import type { Packed } from "../../compiler/pack.ts";
 import { writeNodeFile } from "../ipam/node-file.ts";
 import { Datapath, type SyncResult } from "../datapath/datapath.ts";
 import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
@@ -35,7 +34,7 @@ export interface AgentOptions {
 
 export interface AgentDeps {
   log: Logger;
-  datapath: Pick<Datapath, "apply" | "sync">;
+  datapath: Pick<Datapath, "apply" | "sync" | "setLocalCIDRs">;
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
@@ -55,7 +54,7 @@ export class Agent {
   private readonly log: Logger;
   private watcher: Watcher | undefined;
   private store!: ClusterStore;
-  private compiler!: IncrementalCompiler<Packed>;
+  private compiler!: IncrementalCompiler<Uint32Array>;
   private nodeIPs: string[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   /** when the first event not yet applied arrived */
@@ -114,6 +113,7 @@ export class Agent {
   }
 
   private nodeChanged(n: NodeInfo | undefined): void {
+    this.deps.datapath.setLocalCIDRs(n?.podCIDRs ?? []);
     if (n?.podCIDRs.length) {
       try {
         writeNodeFile(this.o.nodeFile, { nodeName: this.o.nodeName, podCIDRs: n.podCIDRs, clusterCIDRs: this.o.clusterCIDRs });

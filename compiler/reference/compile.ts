@@ -5,7 +5,7 @@ import type { Family } from "../../agent/ipam/cidr.ts";
 import { parseIp } from "../../agent/ipam/cidr.ts";
 import type { ClusterState, EndpointSlice, Protocol, Service, ServicePort } from "../state.ts";
 import { maglevRing, ringSize } from "./maglev.ts";
-import { backendKeyBytes, compareKeys, KEY_BYTES } from "../keys.ts";
+import { addressText, backendKeyBytes, compareKeys, KEY_BYTES, keyPort } from "../keys.ts";
 
 export interface CompileOptions {
   /** this node's name: selects node-local endpoints for the Local traffic policies */
@@ -49,8 +49,9 @@ export interface Target {
   service: string;
   family: Family;
   scope: "internal" | "external";
-  backends: Backend[];
-  /** the backends' keys (compiler/keys.ts), packed in the backends' order: what the ring hashes */
+  /** the backends, as their keys (compiler/keys.ts: address and port, KEY_BYTES each) in
+   * key order: what the ring hashes and indexes, and what the datapath writes. Their text is
+   * targetBackends' (an agent at 10k services would hold 100,000 backend objects besides) */
   keys: Uint8Array;
   /** 0 when there are no backends (the frontend rejects) */
   ringSize: number;
@@ -65,6 +66,16 @@ export interface Tables {
   /** frontends left out because another Service serves the same address, protocol and port
    * (the first by namespace/name keeps it, as the datapath can dispatch a key one way only) */
   conflicts: string[];
+}
+
+/** How many backends a target has. */
+export const backendCount = (t: Pick<Target, "keys">) => t.keys.length / KEY_BYTES;
+
+/** A target's backends as text, in key order (ring slots index this order). */
+export function targetBackends(t: Pick<Target, "keys" | "family">): Backend[] {
+  const out: Backend[] = [];
+  for (let at = 0; at < t.keys.length; at += KEY_BYTES) out.push({ ip: addressText(t.keys, at, t.family), port: keyPort(t.keys, at) });
+  return out;
 }
 
 /** What the datapath dispatches a frontend by. */
@@ -125,7 +136,7 @@ export function referenceUnits(options: Pick<CompileOptions, "nodeName" | "nodeI
 function referenceRings(targets: Target[]): void {
   for (const t of targets) {
     if (!t.ringSize) continue;
-    const keys = t.backends.map((_, i) => t.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES));
+    const keys = Array.from({ length: backendCount(t) }, (_, i) => t.keys.subarray(i * KEY_BYTES, (i + 1) * KEY_BYTES));
     const { backends, ring } = maglevRing(keys, t.ringSize);
     // ring entries index the sorted keys; they must be the target's own order
     if (backends.some((k, i) => k !== keys[i])) throw new Error(`backends of target ${t.service} are not sorted by key`);
@@ -136,11 +147,12 @@ function referenceRings(targets: Target[]): void {
 const cmp = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
- * Backends of a service port from its slices: ready endpoints; if there are none, serving
- * and terminating ones (as kube-proxy does, so connections drain rather than fail).
+ * The backends of a service port from its slices, as their keys in key order: ready
+ * endpoints; if there are none, serving and terminating ones (as kube-proxy does, so
+ * connections drain rather than fail).
  * Named target ports resolve per slice, through the slice's port of the same name.
  */
-function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: EndpointSlice[], local: boolean, nodeName: string): { backends: Backend[]; keys: Uint8Array } {
+function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: EndpointSlice[], local: boolean, nodeName: string): Uint8Array {
   // addresses are canonical (compiler/state.ts), so ip|port identifies a backend
   const ready = new Map<string, Backend>();
   const draining = new Map<string, Backend>();
@@ -157,12 +169,12 @@ function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: Endpo
       }
     }
   }
-  const chosen = [...(ready.size ? ready : draining).values()].map((b) => ({ b, k: backendKeyBytes(b.ip, b.port) }));
+  const chosen = [...(ready.size ? ready : draining).values()].map((b) => backendKeyBytes(b.ip, b.port));
   // sorted by the key the ring hashes, so the ring's indexes follow this order
-  chosen.sort((x, y) => compareKeys(x.k, y.k));
+  chosen.sort(compareKeys);
   const keys = new Uint8Array(chosen.length * KEY_BYTES);
-  chosen.forEach((c, i) => keys.set(c.k, i * KEY_BYTES));
-  return { backends: chosen.map((c) => c.b), keys };
+  chosen.forEach((k, i) => keys.set(k, i * KEY_BYTES));
+  return keys;
 }
 
 /** One service's share of the tables: its frontends (`target` indexes `targets`) and its
@@ -194,14 +206,14 @@ export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick
     if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
     for (const family of families.sort()) {
       const make = (scope: "internal" | "external", local: boolean): number => {
-        const { backends, keys } = backendsOf(svc, sp, family, slices, local, opts.nodeName);
-        const m = backends.length ? ringSize(backends.length, opts.ringFactor) : 0;
+        const keys = backendsOf(svc, sp, family, slices, local, opts.nodeName);
+        const n = keys.length / KEY_BYTES;
+        const m = n ? ringSize(n, opts.ringFactor) : 0;
         targets.push({
           id: 0, // assigned once every target of the compile is known
           service: `${svc.namespace}/${svc.name}:${sp.name || sp.port}/${sp.protocol}`,
           family,
           scope,
-          backends,
           keys,
           ringSize: m,
           ring: new Int32Array(0),
