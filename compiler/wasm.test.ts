@@ -46,6 +46,8 @@ describe("the compile in compiler.wasm equals the reference", () => {
     const addrs = [...Array(1000).keys()].reverse().map((i) => `10.${i >> 8}.${i & 255}.9`);
     const u = same([{ service: svc("big", { clusterIP: "10.96.0.1", ports: [{ port: 80 }] }), slices: [slice("big-a", "big", [{ addresses: addrs.slice(0, 1) }, { addresses: addrs.slice(1) }], [{ port: 8080 }])] }], { ...opts, ringFactor: 100 });
     expect(backendCount(u[0]!.targets[0]!)).toBe(1000);
+    // a slot indexes 1,000 backends: two bytes each
+    expect(u[0]!.targets[0]!.ring).toBeInstanceOf(Uint16Array);
     expect(u[0]!.targets[0]!.ringSize).toBeGreaterThanOrEqual(100_000);
   });
 
@@ -58,6 +60,7 @@ describe("the compile in compiler.wasm equals the reference", () => {
     const before = fresh.memory.buffer.byteLength;
     const u = unitsOf(wasmUnits(fresh, opts), batch);
     expect(u.map(bytes)).toEqual(referenceUnits(opts).units(batch).map(bytes));
+    expect(u[0]!.targets[0]!.ring).toBeInstanceOf(Uint8Array);
     // about 240k input words: four calls, none needing more than about 2 MB
     expect(fresh.memory.buffer.byteLength - before).toBeLessThan(3 << 20);
   });

@@ -24,7 +24,7 @@
 // than into its resizable default). A bank (0 or 1) names one generation of ring maps and
 // ring chains: outgrowing a map's size builds the other bank beside the live one and switches
 // the target chains over in one transaction.
-import type { Tables, Target } from "../../compiler/reference/compile.ts";
+import type { Ring, Tables, Target } from "../../compiler/reference/compile.ts";
 import type { RingRule } from "./nfnl.ts";
 import { addressText, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
 
@@ -115,7 +115,7 @@ export interface RingModel {
   /** the target's backends, as their keys (compiler/keys.ts): what nfnl.ts writes */
   keys: Uint8Array;
   /** slot -> index of a backend in keys */
-  ring: Int32Array;
+  ring: Ring;
   /** a ring of ringBridge: its slots are not those its backends and size alone give */
   bridged?: boolean;
 }

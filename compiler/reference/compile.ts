@@ -19,6 +19,10 @@ export interface CompileOptions {
   previous?: Tables;
 }
 
+/** Ring slots, each the index of a backend (in key order): in the narrowest type that holds
+ * the target's backend count (a byte per slot below 257 backends). */
+export type Ring = Uint8Array | Uint16Array | Int32Array;
+
 /** What identifies a target across compiles. */
 export const targetKey = (t: Pick<Target, "service" | "family" | "scope">) => `${t.service}|${t.family}|${t.scope}`;
 
@@ -55,7 +59,7 @@ export interface Target {
   keys: Uint8Array;
   /** 0 when there are no backends (the frontend rejects) */
   ringSize: number;
-  ring: Int32Array;
+  ring: Ring;
   /** sessionAffinity ClientIP: hash the client address only */
   affinity: boolean;
 }
