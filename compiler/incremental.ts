@@ -153,7 +153,9 @@ export class IncrementalCompiler<L = EndpointSlice> {
     for (const k of [...recheck].sort()) {
       const before = this.units.get(k) ?? EMPTY;
       const r = this.raw.get(k);
-      const after = r ? { frontends: ownFrontends(k, r.frontends, (fk) => this.owner(fk)), targets: r.targets } : EMPTY;
+      const owned = r ? ownFrontends(k, r.frontends, (fk) => this.owner(fk)) : [];
+      // a unit that owns all it claims (nearly every one) is held once, not twice
+      const after = !r ? EMPTY : owned.length === r.frontends.length ? r : { frontends: owned, targets: r.targets };
       if (!dirty.has(k) && after.frontends.length === before.frontends.length && after.frontends.every((f, i) => f === before.frontends[i])) continue;
       if (r) this.units.set(k, after);
       else this.units.delete(k);

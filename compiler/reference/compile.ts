@@ -281,7 +281,7 @@ export function compile<L>(state: ClusterState, opts: CompileOptions, units: Uni
   }
   if (opts.previous?.targets.length) {
     const ids = new IdAllocator(opts.previous.targets);
-    ids.assign(targets);
+    ids.assign(targets, opts.previous.targets);
     ids.done();
   } else targets.forEach((t, i) => (t.id = i + 1)); // what an allocator with no past hands out
   for (const f of frontends) f.target = targets[f.target]!.id;
@@ -289,60 +289,49 @@ export function compile<L>(state: ClusterState, opts: CompileOptions, units: Uni
 }
 
 /**
- * Target ids. A target keeps its id from one compile to the next (found by targetKey); a new
- * target takes the smallest id that neither this compile nor the previous one uses: an id
- * freed by a change is never handed to another target in the same change, so a delta never
- * repoints a live id at other backends. Kept across compiles by the incremental compiler;
- * built from the previous tables by the full one.
+ * Target ids. A target keeps its id from one compile to the next (found by targetKey among
+ * the targets it replaces); a new target takes the smallest id that neither this compile nor
+ * the previous one uses: an id freed by a change is never handed to another target in the
+ * same change, so a delta never repoints a live id at other backends. Kept across compiles
+ * by the incremental compiler; built from the previous tables by the full one. Only the free
+ * ids are held: which target has which id is in the targets themselves.
  */
 export class IdAllocator {
-  private readonly byKey = new Map<string, number>();
   /** ids below `top` that no target holds, ascending */
   private holes: number[] = [];
   private top = 1;
   private freed: number[] = [];
 
-  constructor(live: Array<Pick<Target, "id" | "service" | "family" | "scope">> = []) {
+  constructor(live: Array<Pick<Target, "id">> = []) {
+    const used = new Set<number>();
     for (const t of live) {
-      this.byKey.set(targetKey(t), t.id);
+      used.add(t.id);
       this.top = Math.max(this.top, t.id + 1);
     }
-    const used = new Set(this.byKey.values());
     for (let i = 1; i < this.top; i++) if (!used.has(i)) this.holes.push(i);
   }
 
   /**
-   * Ids for `targets`, the whole of what replaces `gone` (targets of the previous compile that
-   * this one recompiled): previous ids where the key was live, new ids otherwise. `gone`'s ids
-   * that nothing keeps become free once the compile ends (`done`), not within it.
+   * Ids for `targets`, the whole of what replaces `gone` (the targets, with their ids, that
+   * this compile recompiled): a target whose key was among them keeps its id, the others
+   * get new ones. `gone`'s ids that nothing keeps become free once the compile ends
+   * (`done`), not within it.
    */
-  assign(targets: Target[], gone?: Array<Pick<Target, "service" | "family" | "scope">>): void {
+  assign(targets: Target[], gone: Array<Pick<Target, "id" | "service" | "family" | "scope">>): void {
+    const before = new Map(gone.map((t) => [targetKey(t), t.id]));
     const kept = new Set<number>();
     const fresh: Target[] = [];
     for (const t of targets) {
-      const id = this.byKey.get(targetKey(t));
+      const id = before.get(targetKey(t));
       if (id !== undefined && !kept.has(id)) {
         t.id = id;
         kept.add(id);
       } else fresh.push(t);
     }
-    // with no `gone` list the targets are the whole compile: every other key is gone
-    const dropped = gone ? gone.map(targetKey) : [...this.byKey.keys()];
-    const freed: number[] = [];
-    for (const k of dropped) {
-      const id = this.byKey.get(k);
-      if (id !== undefined && !kept.has(id)) {
-        freed.push(id);
-        this.byKey.delete(k);
-      }
-    }
+    for (const t of gone) if (!kept.has(t.id)) this.freed.push(t.id);
     let h = 0;
-    for (const t of fresh) {
-      t.id = h < this.holes.length ? this.holes[h++]! : this.top++;
-      this.byKey.set(targetKey(t), t.id);
-    }
+    for (const t of fresh) t.id = h < this.holes.length ? this.holes[h++]! : this.top++;
     this.holes = this.holes.slice(h);
-    this.freed.push(...freed);
   }
 
   /** The compile is over: ids it freed may be handed out by the next one. */
