@@ -35,16 +35,22 @@ const EMPTY: ServiceUnit = { frontends: [], targets: [] };
 /** The services claiming a frontend key: one (nearly always), or several in conflict. */
 type Claim = string | string[];
 
+/** What is held of one service (by its key): one record, not a map per part of it. */
+interface Entry<L> {
+  service?: Service;
+  /** its slices in name order, as the unit compiler holds them (they may come before it) */
+  slices: Array<{ name: string; slice: L }>;
+  /** its compiled unit with every frontend it claims, pointing at target ids */
+  raw?: ServiceUnit;
+  /** the same with only the frontends it owns: what the tables hold */
+  unit?: ServiceUnit;
+}
+
 export class IncrementalCompiler<L = EndpointSlice> {
-  private readonly services = new Map<string, Service>();
-  /** service key -> its slices in name order, as the unit compiler holds them */
-  private readonly slices = new Map<string, Array<{ name: string; slice: L }>>();
+  private readonly entries = new Map<string, Entry<L>>();
+  private services = 0;
   /** the slice's own namespace/name -> the service key it is filed under */
   private readonly sliceOwner = new Map<string, string>();
-  /** compiled units with every frontend they claim, pointing at target ids */
-  private readonly raw = new Map<string, ServiceUnit>();
-  /** the same with only the frontends they own: what the tables hold */
-  private readonly units = new Map<string, ServiceUnit>();
   /** frontend key -> services claiming it */
   private readonly claims = new Map<string, Claim>();
   private readonly dirty = new Set<string>();
@@ -64,18 +70,30 @@ export class IncrementalCompiler<L = EndpointSlice> {
   }
 
   counts(): { services: number; slices: number } {
-    return { services: this.services.size, slices: this.sliceOwner.size };
+    return { services: this.services, slices: this.sliceOwner.size };
+  }
+
+  private entry(k: string): Entry<L> {
+    let e = this.entries.get(k);
+    if (!e) this.entries.set(k, (e = { slices: [] }));
+    return e;
   }
 
   setService(svc: Service): void {
     const k = serviceKey(svc);
-    this.services.set(k, svc);
+    const e = this.entry(k);
+    if (!e.service) this.services++;
+    e.service = svc;
     this.dirty.add(k);
   }
 
   deleteService(namespace: string, name: string): void {
     const k = serviceKey({ namespace, name });
-    if (this.services.delete(k)) this.dirty.add(k);
+    const e = this.entries.get(k);
+    if (!e?.service) return;
+    e.service = undefined;
+    this.services--;
+    this.dirty.add(k);
   }
 
   /** A slice moving to another service (its label changed) dirties both. Only what the unit
@@ -83,14 +101,10 @@ export class IncrementalCompiler<L = EndpointSlice> {
   setSlice(sl: EndpointSlice): void {
     this.deleteSlice(sl.namespace, sl.name);
     const k = sliceServiceKey(sl);
-    const entry = { name: sl.name, slice: this.engine.slice(sl) };
-    const list = this.slices.get(k);
-    if (!list) this.slices.set(k, [entry]);
-    else {
-      let i = list.length;
-      while (i > 0 && list[i - 1]!.name > sl.name) i--;
-      list.splice(i, 0, entry);
-    }
+    const list = this.entry(k).slices;
+    let i = list.length;
+    while (i > 0 && list[i - 1]!.name > sl.name) i--;
+    list.splice(i, 0, { name: sl.name, slice: this.engine.slice(sl) });
     this.sliceOwner.set(serviceKey(sl), k);
     this.dirty.add(k);
   }
@@ -100,19 +114,18 @@ export class IncrementalCompiler<L = EndpointSlice> {
     const k = this.sliceOwner.get(id);
     if (k === undefined) return;
     this.sliceOwner.delete(id);
-    const list = this.slices.get(k)!;
+    const list = this.entries.get(k)!.slices;
     list.splice(
       list.findIndex((e) => e.name === name),
       1,
     );
-    if (!list.length) this.slices.delete(k);
     this.dirty.add(k);
   }
 
   /** NodePorts listen on `ips` from the next compile on: every Service with one is recompiled. */
   setNodeIPs(ips: string[]): void {
     this.engine.setNodeIPs(ips);
-    for (const [k, svc] of this.services) if (svc.ports.some((p) => p.nodePort)) this.dirty.add(k);
+    for (const [k, e] of this.entries) if (e.service?.ports.some((p) => p.nodePort)) this.dirty.add(k);
   }
 
   /** Recompiles the services changed since the last compile, in name order. */
@@ -133,33 +146,36 @@ export class IncrementalCompiler<L = EndpointSlice> {
         else this.claims.set(fk, now.length === 1 ? now[0]! : now);
       }
     };
-    const live = keys.filter((k) => this.services.has(k));
-    const compiled = this.engine.units(live.map((k) => ({ service: this.services.get(k)!, slices: (this.slices.get(k) ?? []).map((e) => e.slice) })));
+    const live = keys.map((k) => this.entries.get(k)!).filter((e) => e.service);
+    const compiled = this.engine.units(live.map((e) => ({ service: e.service!, slices: e.slices.map((x) => x.slice) })));
     let next = 0;
     for (const k of keys) {
-      const before = this.raw.get(k) ?? EMPTY;
-      const svc = this.services.get(k);
-      const after = svc ? compiled[next++]! : EMPTY;
+      const e = this.entries.get(k)!;
+      const before = e.raw ?? EMPTY;
+      const after = e.service ? compiled[next++]! : EMPTY;
       this.ids.assign(after.targets, before.targets);
       for (const f of after.frontends) f.target = after.targets[f.target]!.id;
       claim(before, k, false);
       claim(after, k, true);
-      if (svc) this.raw.set(k, after);
-      else this.raw.delete(k);
+      e.raw = e.service ? after : undefined;
     }
     this.ids.done();
     const changes: UnitChange[] = [];
     const dirty = new Set(keys);
     for (const k of [...recheck].sort()) {
-      const before = this.units.get(k) ?? EMPTY;
-      const r = this.raw.get(k);
+      const e = this.entries.get(k)!;
+      const before = e.unit ?? EMPTY;
+      const r = e.raw;
       const owned = r ? ownFrontends(k, r.frontends, (fk) => this.owner(fk)) : [];
       // a unit that owns all it claims (nearly every one) is held once, not twice
       const after = !r ? EMPTY : owned.length === r.frontends.length ? r : { frontends: owned, targets: r.targets };
       if (!dirty.has(k) && after.frontends.length === before.frontends.length && after.frontends.every((f, i) => f === before.frontends[i])) continue;
-      if (r) this.units.set(k, after);
-      else this.units.delete(k);
+      e.unit = r ? after : undefined;
       changes.push({ service: k, before, after });
+    }
+    for (const k of keys) {
+      const e = this.entries.get(k)!;
+      if (!e.service && !e.slices.length && !e.raw && !e.unit) this.entries.delete(k);
     }
     return changes;
   }
@@ -179,7 +195,7 @@ export class IncrementalCompiler<L = EndpointSlice> {
     for (const [fk, c] of this.claims) {
       if (typeof c === "string") continue;
       const o = this.owner(fk);
-      for (const k of c) if (k !== o) for (const f of this.raw.get(k)!.frontends) if (frontendKey(f) === fk) out.push(conflictMessage(k, f, o));
+      for (const k of c) if (k !== o) for (const f of this.entries.get(k)!.raw!.frontends) if (frontendKey(f) === fk) out.push(conflictMessage(k, f, o));
     }
     return out.sort();
   }
@@ -188,8 +204,9 @@ export class IncrementalCompiler<L = EndpointSlice> {
   tables(): Tables {
     const frontends: Frontend[] = [];
     const targets: Target[] = [];
-    for (const k of [...this.units.keys()].sort()) {
-      const u = this.units.get(k)!;
+    for (const k of [...this.entries.keys()].sort()) {
+      const u = this.entries.get(k)!.unit;
+      if (!u) continue;
       frontends.push(...u.frontends);
       targets.push(...u.targets);
     }

@@ -55,6 +55,11 @@ export interface ClusterState {
   slices: EndpointSlice[];
 }
 
+/** One shared empty list for the address lists most Services leave empty (an agent holds
+ * 10,000 Services at 10k services: each with its own empty arrays is 20,000 objects). */
+const NONE: string[] = Object.freeze([]) as unknown as string[];
+const none = (l: string[]) => (l.length ? l : NONE);
+
 export class ObjectError extends Error {
   constructor(readonly object: string, readonly field: string, why: string) {
     super(`${object}: ${field}: ${why}`);
@@ -140,8 +145,8 @@ export function parseService(o: Obj): Service | undefined {
     name: m.name,
     type: type as Service["type"],
     clusterIPs,
-    externalIPs: (Array.isArray(spec.externalIPs) ? spec.externalIPs : []).map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`)),
-    loadBalancerIPs: type === "LoadBalancer" ? ingress.filter((g) => isObj(g) && g.ip !== undefined).map((g, i) => ip((g as Obj).ip, m.id, `status.loadBalancer.ingress[${i}].ip`)) : [],
+    externalIPs: none((Array.isArray(spec.externalIPs) ? spec.externalIPs : []).map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`))),
+    loadBalancerIPs: none(type === "LoadBalancer" ? ingress.filter((g) => isObj(g) && g.ip !== undefined).map((g, i) => ip((g as Obj).ip, m.id, `status.loadBalancer.ingress[${i}].ip`)) : []),
     ports,
     externalTrafficLocal: spec.externalTrafficPolicy === "Local",
     internalTrafficLocal: spec.internalTrafficPolicy === "Local",

@@ -43,7 +43,7 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
   for (const c of chains) {
     // rules as the kernel lists them are never the text skein renders: every target chain is
     // refilled by the switch, which is what it must do anyway (it changes their ring chains)
-    if (/^t_\d+(_m)?$/.test(c.name)) md.chains.set(c.name, ["<as found in the kernel>"]);
+    if (/^t_\d+(_m)?$/.test(c.name)) md.chains.set(c.name, "<as found in the kernel>");
     const m = RING_CHAIN.exec(c.name);
     if (m && Number(m[3]) === bank) {
       const family = Number(m[1]) as 4 | 6;

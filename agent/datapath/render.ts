@@ -124,8 +124,8 @@ export interface RingModel {
 export interface Model {
   /** which generation of ring maps and ring chains the target chains use */
   bank: number;
-  /** target chains with their rules */
-  chains: Map<string, string[]>;
+  /** target chains with their rule (each has one) */
+  chains: Map<string, string>;
   /** set/map name -> element key -> value ("" for a set); the rings and hairpins are kept apart */
   elements: Map<string, Map<string, string>>;
   /** backend addresses per family, each with the number of targets that use it (a count of
@@ -182,8 +182,8 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, h
     const chain = ringChain(t, bank);
     count(md.refs, chain);
     md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
-    md.chains.set(`t_${t.id}`, [`meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`]);
-    if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, [`ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${chain}`]);
+    md.chains.set(`t_${t.id}`, `meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`);
+    if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, `ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${chain}`);
   }
   return md;
 }
@@ -250,10 +250,10 @@ export function renderFull(tables: Tables, bank = 0): string {
 export function renderDelta(prev: Model, next: Model): string {
   const out: string[] = [];
   // 1. chains that are new, or whose rules changed (flush and refill: one chain, not a table)
-  for (const [name, rules] of next.chains) {
+  for (const [name, rule] of next.chains) {
     const before = prev.chains.get(name);
-    if (!before) out.push(...chainBlock(name, rules));
-    else if (before.join("\n") !== rules.join("\n")) out.push(`flush chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
+    if (before === undefined) out.push(...chainBlock(name, [rule]));
+    else if (before !== rule) out.push(`flush chain inet ${TABLE} ${name}`, `add rule inet ${TABLE} ${name} ${rule}`);
   }
   // 2. elements: removed or changed ones out, new or changed ones in
   for (const [set, items] of next.elements) {
@@ -426,7 +426,7 @@ export function planUnits(current: Model, before: Model, after: Model): DeltaPla
 /** `current` after a planUnits delta from `before` to `after` went in. */
 export function patchModel(current: Model, before: Model, after: Model): void {
   for (const name of before.chains.keys()) if (!after.chains.has(name)) current.chains.delete(name);
-  for (const [name, rules] of after.chains) current.chains.set(name, rules);
+  for (const [name, rule] of after.chains) current.chains.set(name, rule);
   for (const [set, items] of before.elements) {
     const cur = current.elements.get(set)!;
     const now = after.elements.get(set)!;
