@@ -67,9 +67,11 @@ const enc = new TextEncoder();
 
 /** Growable byte buffer with netlink attribute helpers. */
 class Writer {
-  buf = new Uint8Array(1 << 16);
-  dv = new DataView(this.buf.buffer);
+  dv: DataView;
   o = 0;
+  constructor(public buf: Uint8Array<ArrayBuffer> = new Uint8Array(1 << 16)) {
+    this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  }
   ensure(n: number): void {
     if (this.o + n <= this.buf.length) return;
     let size = this.buf.length * 2;
@@ -117,14 +119,26 @@ class Writer {
 }
 
 /** Builds one batch: messages between BATCH_BEGIN and BATCH_END, applied atomically. */
+/** A buffer batches are built in, handed from one batch to the next (the buffer a batch grew
+ * to is the next one's start): a fill of a million ring slots in batches then allocates it
+ * once rather than growing a new one, by doubling, for every batch. */
+export interface BatchBuffer {
+  buf: Uint8Array<ArrayBuffer>;
+}
+
 export class BatchBuilder {
-  private readonly w = new Writer();
+  private readonly w: Writer;
   private seq: number;
   private readonly what = new Map<number, string>();
   private lastMsg = -1;
   private count = 0;
 
-  constructor(private readonly table: string, firstSeq = 1) {
+  constructor(
+    private readonly table: string,
+    firstSeq = 1,
+    private readonly reuse?: BatchBuffer,
+  ) {
+    this.w = new Writer(reuse?.buf);
     this.seq = firstSeq;
     this.control(NFNL_MSG_BATCH_BEGIN);
   }
@@ -302,6 +316,7 @@ export class BatchBuilder {
     }
     const lastSeq = this.seq - 1;
     this.control(NFNL_MSG_BATCH_END);
+    if (this.reuse) this.reuse.buf = this.w.buf;
     return { bytes: this.w.buf.subarray(0, this.w.o), what: this.what, lastSeq, messages: this.count };
   }
 }

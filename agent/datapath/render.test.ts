@@ -14,7 +14,7 @@ import { Datapath } from "./datapath.ts";
 import { BatchBuilder } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { inCidrs } from "../../compiler/keys.ts";
-import { emptyModel, model, patchModel, planUnits, renderDelta, renderFull, ringDiff } from "./render.ts";
+import { emptyModel, model, patchModel, planUnits, renderDelta, renderFull, ringDiff, splitFill } from "./render.ts";
 
 type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean; external?: (i: number) => string[] };
 function objects(n: number, tw: Tweak = {}): unknown[] {
@@ -77,6 +77,20 @@ describe("renderDelta", () => {
   });
 });
 
+test("a fill split into batches: every slot once, none over the limit, chains and hairpins first", () => {
+  const md = model(tablesOf(objects(5)));
+  const fill = ringDiff(emptyModel(0), md);
+  const parts = splitFill(fill, 40);
+  const slots = (o: typeof fill) => [...o.add.values()].flat().flatMap((op) => Array.from({ length: op.to - op.from }, (_, i) => `${op.id}/${op.from + i}`));
+  expect(parts.length).toBe(Math.ceil(slots(fill).length / 40));
+  for (const p of parts) expect(slots(p).length).toBeLessThanOrEqual(40);
+  expect(parts.flatMap(slots)).toEqual(slots(fill));
+  expect(parts[0]!.addChains).toEqual(fill.addChains);
+  expect(parts[0]!.hairpinAdd).toEqual(fill.hairpinAdd);
+  for (const p of parts.slice(1)) expect([p.addChains.length, p.hairpinAdd[4].length]).toEqual([0, 0]);
+  expect(() => splitFill(ringDiff(md, emptyModel(0)), 40)).toThrow(/removes no/);
+});
+
 describe("hairpin addresses", () => {
   test("only this node's pods when its pod CIDRs are known, every backend otherwise", () => {
     // a dual-stack service and v4 ones: backends 10.244.x.y and 10.245.x.y, and an IPv6 one
@@ -104,6 +118,7 @@ afterAll(() => {
   deleteNetns(`${ns}c`);
   deleteNetns(`${ns}d`);
   deleteNetns(`${ns}e`);
+  deleteNetns(`${ns}f`);
 });
 
 describe("in a kernel", () => {
@@ -280,6 +295,31 @@ describe("in a kernel", () => {
     } finally {
       live.close();
     }
+  });
+
+  test("a cold load and a bank switch in many ring batches leave what one batch each does", () => {
+    const path = addNetns(`${ns}f`);
+    const a = tablesOf(objects(30));
+    const b = tablesOf(objects(90), a); // 4,770 slots, more than a's maps hold (4,096): a bank switch
+    const load = (fillSlots: number) => {
+      const nl = Netlink.openNetfilter(path);
+      const batches: number[] = [];
+      const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
+      const dp = new Datapath(nft, { send: (x) => (batches.push(x.messages), nl.sendBatch(x)) }, [], fillSlots);
+      try {
+        expect(dp.sync(a).kind).toBe("full");
+        const cold = listing(path);
+        expect(dp.sync(b).kind).toBe("rebuild");
+        return { cold, switched: listing(path), batches: batches.length };
+      } finally {
+        nl.close();
+      }
+    };
+    const whole = load(1 << 16);
+    const parts = load(100);
+    expect(parts.batches).toBeGreaterThan(whole.batches + 20);
+    expect(parts.cold).toEqual(whole.cold);
+    expect(parts.switched).toEqual(whole.switched);
   });
 
   test("the one-file form (skein tables --nft) loads with nft alone and holds the same table", () => {

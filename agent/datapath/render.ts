@@ -283,6 +283,37 @@ export interface SlotOp {
 
 export const slotCount = (ops: SlotOp[]) => ops.reduce((n, op) => n + op.to - op.from, 0);
 
+/**
+ * A fill (ring operations that only add: a new table, the other bank) in parts of at most
+ * `maxSlots` slots each, for maps nothing looks up yet. The first part carries the ring
+ * chains and the hairpin changes; the rest, slots only.
+ */
+export function splitFill(o: RingOps, maxSlots: number): RingOps[] {
+  if (o.del.size || o.delChains.length) throw new Error("splitFill: a fill removes no slots or chains");
+  const parts: RingOps[] = [];
+  let cur: RingOps = { ...noRingOps(), addChains: o.addChains, hairpinAdd: o.hairpinAdd, hairpinDel: o.hairpinDel };
+  let n = 0;
+  for (const [set, list] of o.add) {
+    for (const op of list) {
+      for (let from = op.from; from < op.to; ) {
+        if (n === maxSlots) {
+          parts.push(cur);
+          cur = noRingOps();
+          n = 0;
+        }
+        const to = Math.min(op.to, from + maxSlots - n);
+        let l = cur.add.get(set);
+        if (!l) cur.add.set(set, (l = []));
+        l.push({ ...op, from, to });
+        n += to - from;
+        from = to;
+      }
+    }
+  }
+  parts.push(cur);
+  return parts;
+}
+
 /** Adds slot `s` to `ops`, extending the last range when it continues it. */
 function pushSlot(ops: SlotOp[], id: number, s: number, r?: RingModel): void {
   const last = ops[ops.length - 1];
