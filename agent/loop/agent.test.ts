@@ -108,6 +108,24 @@ test("a burst of writes goes in as few updates; an invalid write keeps the good 
   expect(dp.last!.frontends.some((f) => f.ip === "10.96.1.1" && f.port === 80)).toBe(true);
 });
 
+test("two Services on one external address: the conflict is logged once, and again when it ends", async () => {
+  const { kube, dp, agent } = await setup();
+  const ext = (name: string, ip: string) => ({ metadata: { name }, spec: { clusterIP: ip, externalIPs: ["203.0.113.50"], ports: [{ port: 80 }] } });
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: ext("xa", "10.96.6.1") });
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: ext("xb", "10.96.6.2") });
+  await agent.start();
+  const said = (what: string) => lines.filter((l) => l.includes(what)).length;
+  const conflict = "Service default/xb: external frontend 203.0.113.50 TCP/80 is already served by Service default/xa";
+  await waitFor("the conflict logged", () => said(conflict) === 1);
+  // another change, another sync: not logged again
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: { metadata: { name: "other" }, spec: { clusterIP: "10.96.6.3", ports: [{ port: 80 }] } } });
+  await waitFor("the other Service programmed", () => dp.last!.frontends.some((f) => f.ip === "10.96.6.3"));
+  expect(said(conflict)).toBe(1);
+  await kube.request("DELETE", "/api/v1/namespaces/default/services/xa");
+  await waitFor("the end of the conflict logged", () => lines.some((l) => l.includes(`resolved: ${conflict}`)));
+  expect(dp.last!.frontends.filter((f) => f.ip === "203.0.113.50").length).toBe(1);
+});
+
 test("a refused update keeps the tables in force, is logged, and the next update is whole", async () => {
   const { kube, dp, agent } = await setup();
   await agent.start();

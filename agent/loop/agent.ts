@@ -68,6 +68,8 @@ export class Agent {
   generation = 0;
   lastResult: (SyncResult & { generation: number }) | undefined;
   lastError: string | undefined;
+  /** frontends left out because another Service serves them, as last logged */
+  private conflicts = new Set<string>();
 
   constructor(
     private readonly o: AgentOptions,
@@ -174,7 +176,11 @@ export class Agent {
         // (Bun.shrink: about 9 MB at 10k services); it is deprecated, so only asked for
         (Bun as { shrink?: () => void }).shrink?.();
       }
-      for (const c of this.compiler.conflicts()) this.log.warn({ generation: gen }, c);
+      // a conflict is logged when it arises and when it ends, not again at every sync
+      const conflicts = new Set(this.compiler.conflicts());
+      for (const c of conflicts) if (!this.conflicts.has(c)) this.log.warn({ generation: gen }, c);
+      for (const c of this.conflicts) if (!conflicts.has(c)) this.log.info({ generation: gen }, `resolved: ${c}`);
+      this.conflicts = conflicts;
       if (this.o.flushUdp && !full) {
         const stale = staleUdpFlows(changes);
         if (stale.length) {
