@@ -4,7 +4,8 @@
 // moved the service to. `skein apiserver` runs in a control-plane namespace and the agent in
 // a node namespace, with 100 and with 10,000 services × 10 endpoints loaded (the 100-service
 // run is the baseline the 10,000 one is read against). Also: the agent's cold start (process
-// start to the first tables applied) and its resident memory once the tables are in.
+// start to the first tables applied), its resident memory once the tables are in, and the
+// most it held at once (while loading them).
 // Usage (root, after the build): bun bench/propagation.ts [rounds=40] [sizes=100,10000]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -77,7 +78,10 @@ async function measure(n: number) {
     const first = await lineAfter(cold.out, 0, "pod-a", 180_000);
     const coldMs = first.t - t0;
     await Bun.sleep(2000); // let the heap settle before reading the agent's memory
-    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.proc.pid}/status`, "utf8"))![1]) / 1024;
+    const status = readFileSync(`/proc/${agent.proc.pid}/status`, "utf8");
+    const rss = Number(/VmRSS:\s+(\d+) kB/.exec(status)![1]) / 1024;
+    // the most it held at once: while loading the tables
+    const peak = Number(/VmHWM:\s+(\d+) kB/.exec(status)![1]) / 1024;
     // The writes are timed by a second prober in a client of its own, whose conntrack
     // entries all come from after the load. (Without --service-cidr, the first one's
     // connections from before the service existed went out the node's default route
@@ -106,16 +110,16 @@ async function measure(n: number) {
     const failures = prober.out.text.split("\n").filter((l) => / (lost|failed)/.test(l) && Number(l.split(" ")[0]) > ready.t);
     const lost = failures.length;
     if (lost) console.error(`  ${n} services: probe connections without an answer: ${failures.map((l) => `${l.split(" ").slice(1).join(" ")} at +${(Number(l.split(" ")[0]) - ready.t).toFixed(0)} ms`).join(", ")}`);
-    return { n, cold: coldMs, rss, samples, lost };
+    return { n, cold: coldMs, rss, peak, samples, lost };
   } finally {
     lab.destroy();
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; connections of the timing prober (one a millisecond) that got no answer; agent cold start (start to the first connection served) and RSS`);
-console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13)].join(" "));
+console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; connections of the timing prober (one a millisecond) that got no answer; agent cold start (start to the first connection served), RSS once loaded and at its peak`);
+console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13), col("peak RSS MB", 12)].join(" "));
 for (const n of SIZES) {
   const m = await measure(n);
-  console.log([col(n, 9), col(pct(m.samples, 50).toFixed(1), 8), col(pct(m.samples, 90).toFixed(1), 8), col(pct(m.samples, 99).toFixed(1), 8), col(Math.max(...m.samples).toFixed(1), 8), col(m.lost, 12), col(m.cold.toFixed(0), 14), col(m.rss.toFixed(0), 13)].join(" "));
+  console.log([col(n, 9), col(pct(m.samples, 50).toFixed(1), 8), col(pct(m.samples, 90).toFixed(1), 8), col(pct(m.samples, 99).toFixed(1), 8), col(Math.max(...m.samples).toFixed(1), 8), col(m.lost, 12), col(m.cold.toFixed(0), 14), col(m.rss.toFixed(0), 13), col(m.peak.toFixed(0), 12)].join(" "));
 }
