@@ -99,13 +99,22 @@ export class IncrementalCompiler<L = EndpointSlice> {
   /** A slice moving to another service (its label changed) dirties both. Only what the unit
    * compiler makes of the slice is held, not the slice. */
   setSlice(sl: EndpointSlice): void {
-    this.deleteSlice(sl.namespace, sl.name);
+    const id = serviceKey(sl);
     const k = sliceServiceKey(sl);
-    const list = this.entry(k).slices;
-    let i = list.length;
-    while (i > 0 && list[i - 1]!.name > sl.name) i--;
-    list.splice(i, 0, { name: sl.name, slice: this.engine.slice(sl) });
-    this.sliceOwner.set(serviceKey(sl), k);
+    const slice = this.engine.slice(sl);
+    // an update in place (nearly every one) leaves the maps' keys alone: a key deleted and
+    // set again at every update grows a JS Map's table, 2.5 times over 12k updates at 10k
+    const was = this.sliceOwner.get(id);
+    if (was === k) {
+      this.entries.get(k)!.slices.find((e) => e.name === sl.name)!.slice = slice;
+    } else {
+      if (was !== undefined) this.unfile(was, sl.name);
+      const list = this.entry(k).slices;
+      let i = list.length;
+      while (i > 0 && list[i - 1]!.name > sl.name) i--;
+      list.splice(i, 0, { name: sl.name, slice });
+      this.sliceOwner.set(id, k);
+    }
     this.dirty.add(k);
   }
 
@@ -114,6 +123,11 @@ export class IncrementalCompiler<L = EndpointSlice> {
     const k = this.sliceOwner.get(id);
     if (k === undefined) return;
     this.sliceOwner.delete(id);
+    this.unfile(k, name);
+  }
+
+  /** Takes a slice off its service's list. */
+  private unfile(k: string, name: string): void {
     const list = this.entries.get(k)!.slices;
     list.splice(
       list.findIndex((e) => e.name === name),
@@ -135,9 +149,11 @@ export class IncrementalCompiler<L = EndpointSlice> {
     /** services whose owned frontends may have changed: the recompiled ones, and every
      * claimant of a frontend key they gave up or took */
     const recheck = new Set(keys);
-    const claim = (u: ServiceUnit, k: string, on: boolean) => {
+    const claim = (u: ServiceUnit, k: string, on: boolean, keeps?: ServiceUnit) => {
+      const kept = keeps && new Set(keeps.frontends.map(frontendKey));
       for (const f of u.frontends) {
         const fk = frontendKey(f);
+        if (kept?.has(fk)) continue;
         const c = this.claims.get(fk);
         const was = c === undefined ? [] : typeof c === "string" ? [c] : c;
         const now = on ? (was.includes(k) ? was : [...was, k]) : was.filter((x) => x !== k);
@@ -155,8 +171,9 @@ export class IncrementalCompiler<L = EndpointSlice> {
       const after = e.service ? compiled[next++]! : EMPTY;
       this.ids.assign(after.targets, before.targets);
       for (const f of after.frontends) f.target = after.targets[f.target]!.id;
-      claim(before, k, false);
+      // claims taken before those given up, so that a key kept is never deleted and set again
       claim(after, k, true);
+      claim(before, k, false, after);
       e.raw = e.service ? after : undefined;
     }
     this.ids.done();

@@ -39,7 +39,6 @@ const NO_KEYS = new Uint8Array(0);
 const NO_RING = new Uint8Array(0);
 /** Bytes per ring slot: a slot holds a backend's index. */
 const ringWidth = (backends: number) => (backends <= 0x100 ? 1 : backends <= 0x10000 ? 2 : 4);
-const align = (n: number, to: number) => Math.ceil(n / to) * to;
 // scratch bytes per slice address of the largest unit (assembly/index.ts compileUnits):
 // a slice pointer, a 32-byte candidate, two sort indexes and the Maglev state
 const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
@@ -131,9 +130,10 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
   function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: Uint32Array[] }>, packs: Array<{ svc: PackedService }>): ServiceUnit[] {
     const u32 = new Uint32Array(buf, 0, end >> 2);
     const out: ServiceUnit[] = [];
-    // the targets' keys and rings, copied out of the module's memory once the walk has sized
-    // them: into one buffer per call (one per target would cost an ArrayBuffer each, 20,000
-    // at 10k services), each ring in the narrowest type that indexes its backends
+    // the targets' keys and rings, copied out of the module's memory once the walk is done,
+    // each ring in the narrowest type that indexes its backends, each its own small typed
+    // array: views into one buffer per call would hold an ArrayBuffer object and its buffer
+    // per recompiled service, and keep a whole call's buffer while any of its targets lives
     const copies: Array<{ t: Target; keys: number; nb: number; ring: number; size: number }> = [];
     let p = from >> 2;
     for (let i = 0; i < batch.length; i++) {
@@ -184,20 +184,13 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
       out.push({ frontends, targets });
     }
     if (p !== end >> 2) throw new Error(`compiler.wasm wrote ${end - from} bytes of units, ${p * 4 - from} were read`);
-    let bytes = 0;
-    for (const c of copies) bytes = align(bytes + c.nb * KEY_BYTES, ringWidth(c.nb)) + c.size * ringWidth(c.nb);
-    const store = new ArrayBuffer(bytes);
     const src = new Uint8Array(buf);
     const ringSrc = new Int32Array(buf);
-    let at = 0;
     for (const c of copies) {
-      const keys = new Uint8Array(store, at, c.nb * KEY_BYTES);
-      keys.set(src.subarray(c.keys, c.keys + keys.length));
+      const keys = src.slice(c.keys, c.keys + c.nb * KEY_BYTES);
       const w = ringWidth(c.nb);
-      at = align(at + keys.length, w);
-      const ring = w === 1 ? new Uint8Array(store, at, c.size) : w === 2 ? new Uint16Array(store, at, c.size) : new Int32Array(store, at, c.size);
+      const ring = w === 1 ? new Uint8Array(c.size) : w === 2 ? new Uint16Array(c.size) : new Int32Array(c.size);
       ring.set(ringSrc.subarray(c.ring >> 2, (c.ring >> 2) + c.size));
-      at += c.size * w;
       c.t.keys = keys;
       c.t.ring = ring;
     }

@@ -468,11 +468,12 @@ export function patchModel(current: Model, before: Model, after: Model): void {
   for (const [id, r] of after.rings) current.rings.set(id, r);
   for (const name of before.ringChains.keys()) if (!after.ringChains.has(name)) current.ringChains.delete(name);
   for (const [name, rule] of after.ringChains) current.ringChains.set(name, rule);
-  for (const [k, n] of before.refs) count(current.refs, k, -n);
+  // users added before users taken away: a count that stays above 0 never leaves its map
   for (const [k, n] of after.refs) count(current.refs, k, n);
+  for (const [k, n] of before.refs) count(current.refs, k, -n);
   for (const fam of [4, 6] as const) {
-    for (const [ip, n] of before.hairpins[fam]) count(current.hairpins[fam], ip, -n);
     for (const [ip, n] of after.hairpins[fam]) count(current.hairpins[fam], ip, n);
+    for (const [ip, n] of before.hairpins[fam]) count(current.hairpins[fam], ip, -n);
   }
 }
 
