@@ -6,7 +6,8 @@
 // run is the baseline the 10,000 one is read against). Also: the agent's cold start (process
 // start to the first tables applied), its resident memory once the tables are in, and the
 // most it held at once (while loading them).
-// Usage (root, after the build): bun bench/propagation.ts [rounds=40] [sizes=100,10000]
+// Then a stream of slice updates across the other services, and the agent's RSS after them.
+// Usage (root, after the build): bun bench/propagation.ts [rounds=40] [sizes=100,10000] [updates=2000]
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
@@ -18,6 +19,7 @@ import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
 
 const ROUNDS = Number(process.argv[2] ?? 40);
 const SIZES = (process.argv[3] ?? "100,10000").split(",").map(Number);
+const UPDATES = Number(process.argv[4] ?? 2000);
 const SKEIN = resolve(import.meta.dir, "../dist/skein");
 const TOKEN = "bench";
 const now = () => performance.timeOrigin + performance.now();
@@ -110,16 +112,32 @@ async function measure(n: number) {
     const failures = prober.out.text.split("\n").filter((l) => / (lost|failed)/.test(l) && Number(l.split(" ")[0]) > ready.t);
     const lost = failures.length;
     if (lost) console.error(`  ${n} services: probe connections without an answer: ${failures.map((l) => `${l.split(" ").slice(1).join(" ")} at +${(Number(l.split(" ")[0]) - ready.t).toFixed(0)} ms`).join(", ")}`);
-    return { n, cold: coldMs, rss, peak, samples, lost };
+    // a stream of updates, one endpoint of another service each, as rollouts make them; the
+    // last write moves s0 again, and the prober seeing it means everything before is applied
+    for (let k = 0; k < UPDATES && n > 1; k++) {
+      const i = 1 + ((k * 7919) % (n - 1));
+      const path = `/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/s${i}-1`;
+      const cur = await api.request("GET", path);
+      cur.endpoints[k % cur.endpoints.length].addresses = [endpointIP(i, 10 + (k % 50))];
+      await api.request("PUT", path, cur);
+    }
+    const last = ROUNDS % 2 === 0 ? "b" : "a";
+    const s0 = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/s0-1";
+    await api.request("PUT", s0, { ...(await api.request("GET", s0)), endpoints: [{ addresses: [ips[last]], conditions: { ready: true } }] });
+    await lineAfter(prober.out, at, `pod-${last}`, 60_000);
+    await Bun.sleep(2000);
+    const rssAfter = Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${agent.proc.pid}/status`, "utf8"))![1]) / 1024;
+    if (agent.out.text.includes('"level":50')) throw new Error(`the agent logged errors: ${agent.out.text}`);
+    return { n, cold: coldMs, rss, peak, rssAfter, samples, lost };
   } finally {
     lab.destroy();
     rmSync(work, { recursive: true, force: true });
   }
 }
 
-console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; connections of the timing prober (one a millisecond) that got no answer; agent cold start (start to the first connection served), RSS once loaded and at its peak`);
-console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13), col("peak RSS MB", 12)].join(" "));
+console.log(`EndpointSlice write to the first connection answered by the new backend, ${ROUNDS} writes per size; connections of the timing prober (one a millisecond) that got no answer; agent cold start (start to the first connection served), RSS once loaded, at its peak, and after ${UPDATES} slice updates across the services`);
+console.log([col("services", 9), col("p50 ms", 8), col("p90 ms", 8), col("p99 ms", 8), col("max ms", 8), col("lost probes", 12), col("cold start ms", 14), col("agent RSS MB", 13), col("peak RSS MB", 12), col("after updates MB", 17)].join(" "));
 for (const n of SIZES) {
   const m = await measure(n);
-  console.log([col(n, 9), col(pct(m.samples, 50).toFixed(1), 8), col(pct(m.samples, 90).toFixed(1), 8), col(pct(m.samples, 99).toFixed(1), 8), col(Math.max(...m.samples).toFixed(1), 8), col(m.lost, 12), col(m.cold.toFixed(0), 14), col(m.rss.toFixed(0), 13), col(m.peak.toFixed(0), 12)].join(" "));
+  console.log([col(n, 9), col(pct(m.samples, 50).toFixed(1), 8), col(pct(m.samples, 90).toFixed(1), 8), col(pct(m.samples, 99).toFixed(1), 8), col(Math.max(...m.samples).toFixed(1), 8), col(m.lost, 12), col(m.cold.toFixed(0), 14), col(m.rss.toFixed(0), 13), col(m.peak.toFixed(0), 12), col(m.rssAfter.toFixed(0), 17)].join(" "));
 }

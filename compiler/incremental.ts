@@ -1,5 +1,6 @@
-// The compiler as the agent runs it: it holds the cluster's Services and EndpointSlices and
-// the compiled unit of every service, and a compile recompiles only the services that changed
+// The compiler as the agent runs it: it holds the cluster's Services, its EndpointSlices in
+// the form the unit compiler reads (packed, for compiler.wasm) and the compiled unit of every
+// service, and a compile recompiles only the services that changed
 // since the last one (a Service or one of its slices set or removed). The result is the same
 // as the full compile (compiler/reference/compile.ts) of the same state with the previous
 // tables, ids included; the tests hold the two equal.

@@ -14,8 +14,9 @@
 //   t_<target>_m  the same for frontends that must be source-NATed (Cluster-policy NodePort,
 //               external and load-balancer addresses): it also sets MASQ_BIT in the
 //               connection's ct mark, which postrouting masquerades on
-//   hairpin4/6  every backend as (addr . addr): a pod reaching itself through a service is
-//               masqueraded, or its reply would bypass the translation
+//   hairpin4/6  backends as (addr . addr): a pod reaching itself through a service is
+//               masqueraded, or its reply would bypass the translation (only this node's
+//               pods, when the model is given their CIDRs: see model())
 // The packet mark carries the target id for the ring lookup (the first packet only, NAT runs
 // once per connection); the ct mark's top bit is the masquerade flag, and its other bits are
 // left for policy.
@@ -119,7 +120,6 @@ export interface RingModel {
   /** a ring of ringBridge: its slots are not those its backends and size alone give */
   bridged?: boolean;
 }
-
 
 export interface Model {
   /** which generation of ring maps and ring chains the target chains use */

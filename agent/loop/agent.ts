@@ -57,6 +57,7 @@ export class Agent {
   private compiler!: IncrementalCompiler<Uint32Array>;
   private nodeIPs: string[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
+  private idle: ReturnType<typeof setTimeout> | undefined;
   /** when the first event not yet applied arrived */
   private pendingSince: number | undefined;
   private syncing = false;
@@ -116,6 +117,7 @@ export class Agent {
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
+    clearTimeout(this.idle);
     await this.watcher?.stop();
     this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
   }
@@ -135,6 +137,18 @@ export class Agent {
     this.nodeIPs = ips;
     this.compiler.setNodeIPs(ips);
     this.log.info({ nodeIPs: ips }, "NodePort addresses");
+  }
+
+  /**
+   * A full collection once updates have stopped for a second. The collector runs as memory
+   * is allocated, so the garbage of the last updates (their compiles, deltas and batches)
+   * would otherwise stay resident for as long as the cluster is quiet (at 10k services:
+   * 149 MB instead of 156 after 2,000 slice updates, 148 instead of 172 after 12,000).
+   */
+  private collectWhenIdle(): void {
+    clearTimeout(this.idle);
+    this.idle = setTimeout(() => Bun.gc(true), 1000);
+    this.idle.unref?.();
   }
 
   /** A sync `delay` ms from now, unless one is already due; one after the running sync if busy. */
@@ -200,6 +214,7 @@ export class Agent {
     } finally {
       this.syncing = false;
     }
+    this.collectWhenIdle();
     if (this.again) {
       this.again = false;
       this.schedule(this.lastError ? 1000 : this.o.coalesceMs);

@@ -41,7 +41,7 @@ const pick = (o: unknown, keys: string[]): Record<string, unknown> | undefined =
   return out;
 };
 
-/** Trims an object as it arrives (the watcher's `keep`). */
+/** The metadata held of compiled kinds (what ListWatch needs), and of the others. */
 const COMPILED = ["name", "namespace", "resourceVersion"];
 const OTHERS = ["name", "namespace", "resourceVersion", "uid", "labels", "deletionTimestamp"];
 
@@ -57,6 +57,7 @@ function intern(ns: string): string {
   return s;
 }
 
+/** Trims an object as it arrives (the watcher's `keep`). */
 export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept & WatchEvent["object"] {
   const m = o.metadata as { namespace?: unknown } | undefined;
   if (m && typeof m.namespace === "string") m.namespace = intern(m.namespace);
