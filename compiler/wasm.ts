@@ -3,7 +3,7 @@
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
 import type { Family } from "../agent/ipam/cidr.ts";
-import type { CompileOptions, Frontend, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
+import type { CompileOptions, Frontend, Ring, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
 import type { EndpointSlice, Service } from "./state.ts";
 import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";
@@ -35,10 +35,12 @@ export async function loadCompiler(path: string = wasmPath): Promise<CompilerExp
 }
 
 const SCOPES = ["internal", "external"] as const;
-const NO_KEYS = new Uint8Array(0);
-const NO_RING = new Uint8Array(0);
-/** Bytes per ring slot: a slot holds a backend's index. */
-const ringWidth = (backends: number) => (backends <= 0x100 ? 1 : backends <= 0x10000 ? 2 : 4);
+/** A copy of `slots` in the narrowest type that holds an index of `backends`. */
+function narrowRing(backends: number, slots: Int32Array): Ring {
+  const ring = backends <= 0x100 ? new Uint8Array(slots.length) : backends <= 0x10000 ? new Uint16Array(slots.length) : new Int32Array(slots.length);
+  ring.set(slots);
+  return ring;
+}
 // scratch bytes per slice address of the largest unit (assembly/index.ts compileUnits):
 // a slice pointer, a 32-byte candidate, two sort indexes and the Maglev state
 const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
@@ -129,12 +131,9 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
 
   function read(buf: ArrayBuffer, from: number, end: number, batch: Array<{ service: Service; slices: Uint32Array[] }>, packs: Array<{ svc: PackedService }>): ServiceUnit[] {
     const u32 = new Uint32Array(buf, 0, end >> 2);
+    const bytes = new Uint8Array(buf, 0, end);
+    const i32 = new Int32Array(buf, 0, end >> 2);
     const out: ServiceUnit[] = [];
-    // the targets' keys and rings, copied out of the module's memory once the walk is done,
-    // each ring in the narrowest type that indexes its backends, each its own small typed
-    // array: views into one buffer per call would hold an ArrayBuffer object and its buffer
-    // per recompiled service, and keep a whole call's buffer while any of its targets lives
-    const copies: Array<{ t: Target; keys: number; nb: number; ring: number; size: number }> = [];
     let p = from >> 2;
     for (let i = 0; i < batch.length; i++) {
       const service = batch[i]!.service;
@@ -164,36 +163,27 @@ export function wasmUnits(c: CompilerExports, options: Pick<CompileOptions, "nod
         const size = u32[p + 4]!;
         p += 5;
         p += 3 * nb; // each backend's slice, address and port: its key below says the same
-        const keys = p * 4;
+        // keys and ring copied out of the module's memory, each its own small typed array
+        // (views into one buffer per call would hold an ArrayBuffer object per recompiled
+        // service, and a whole call's buffer while any of its targets lives)
+        const keys = bytes.slice(p * 4, p * 4 + nb * KEY_BYTES);
         p += (nb * KEY_BYTES + 3) >> 2;
-        const ring = p * 4;
+        const ring = narrowRing(nb, i32.subarray(p, p + size));
         p += size;
-        const target: Target = {
+        targets.push({
           id: 0,
           service: `${service.namespace}/${service.name}:${sp.name || sp.port}/${sp.protocol}`,
           family,
           scope,
-          keys: NO_KEYS,
+          keys,
           ringSize: size,
-          ring: NO_RING,
+          ring,
           affinity: service.affinityTimeout > 0,
-        };
-        targets.push(target);
-        copies.push({ t: target, keys, nb, ring, size });
+        });
       }
       out.push({ frontends, targets });
     }
     if (p !== end >> 2) throw new Error(`compiler.wasm wrote ${end - from} bytes of units, ${p * 4 - from} were read`);
-    const src = new Uint8Array(buf);
-    const ringSrc = new Int32Array(buf);
-    for (const c of copies) {
-      const keys = src.slice(c.keys, c.keys + c.nb * KEY_BYTES);
-      const w = ringWidth(c.nb);
-      const ring = w === 1 ? new Uint8Array(c.size) : w === 2 ? new Uint16Array(c.size) : new Int32Array(c.size);
-      ring.set(ringSrc.subarray(c.ring >> 2, (c.ring >> 2) + c.size));
-      c.t.keys = keys;
-      c.t.ring = ring;
-    }
     return out;
   }
 
