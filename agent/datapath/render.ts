@@ -27,9 +27,7 @@
 // the target chains over in one transaction.
 import type { Ring, Tables, Target } from "../../compiler/reference/compile.ts";
 import type { RingRule } from "./nfnl.ts";
-import { addressText, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
-
-const sameBytes = (a: Uint8Array, b: Uint8Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+import { addressText, compareKeys, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
 
 export const TABLE = "skein";
 export const MASQ_BIT = 0x80000000;
@@ -378,7 +376,7 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
-    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && sameBytes(ra.keys, rb.keys))) continue;
+    if (ra === rb || (!ra.bridged && !rb.bridged && ra.ring.length === rb.ring.length && compareKeys(ra.keys, rb.keys) === 0)) continue;
     const dl = list(ops.del, rb.family, bank);
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
