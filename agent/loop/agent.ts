@@ -170,6 +170,7 @@ export class Agent {
     const gen = ++this.generation;
     const since = this.pendingSince;
     this.pendingSince = undefined;
+    let collected = false;
     try {
       const changes = this.compiler.compile();
       const full = this.resync || this.replace;
@@ -189,6 +190,7 @@ export class Agent {
         // and hand the freed heap blocks and the startup's compiled code back to the OS
         // (Bun.shrink: about 9 MB at 10k services); it is deprecated, so only asked for
         (Bun as { shrink?: () => void }).shrink?.();
+        collected = true;
       }
       // a conflict is logged when it arises and when it ends, not again at every sync
       const conflicts = new Set(this.compiler.conflicts());
@@ -214,7 +216,9 @@ export class Agent {
     } finally {
       this.syncing = false;
     }
-    this.collectWhenIdle();
+    // the collection just made needs no second one a second later
+    if (collected) clearTimeout(this.idle);
+    else this.collectWhenIdle();
     if (this.again) {
       this.again = false;
       this.schedule(this.lastError ? 1000 : this.o.coalesceMs);
