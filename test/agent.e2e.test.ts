@@ -190,7 +190,9 @@ describe("when the API server goes away", () => {
     await apiserver.proc.exited;
     expect(existsSync(`${tmp}/state.json`)).toBe(true);
     expect(await agent.out.until("watch failed", 5000)).toBe("found");
-    expect([...(await answers("tcp", "10.96.0.10", 81, 10))].sort()).toEqual(["pod-b1", "pod-b2", "pod-b3"]);
+    // every backend still answers (sampled until all three are seen: 10 fixed tries missed
+    // one of them about one run in twenty)
+    await until("tcp", "10.96.0.10", 81, ["b1", "b2", "b3"]);
     // while it is down, the objects change: web loses b1, a new Service appears
     const state = JSON.parse(readFileSync(`${tmp}/state.json`, "utf8"));
     const web = state.objects.find((o: any) => o.plural === "endpointslices" && o.object.metadata.name === "web-1").object;
