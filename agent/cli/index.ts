@@ -73,8 +73,10 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .addOption(new Option("--coalesce-ms <ms>", "events within this window after the first go into one update").default(10).argParser(whole(0, 10_000)))
     .option("--node-file <path>", "where this node's pod CIDRs are written for the CNI plugin", "/var/lib/skein/node.json")
     .option("--no-flush-udp", "do not delete conntrack entries of UDP flows whose backend left")
+    .option("--no-masquerade", "do not keep the CNI plugin's masquerade table (inet skein_cni) in place (for a conflist with masquerade: false)")
+    .addOption(new Option("--verify-interval <s>", "how often the kernel's tables are compared with the agent's when nothing was heard (seconds; 0: never)").default(60).argParser(whole(0, 86_400)))
     .addOption(new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"))
-    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; logLevel: string }) => {
+    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; masquerade: boolean; verifyInterval: number; logLevel: string }) => {
       const { hostname } = await import("node:os");
       const nodeName = o.nodeName ?? process.env.NODE_NAME ?? hostname();
       const { runAgent } = await import("../loop/main.ts");
@@ -88,6 +90,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         coalesceMs: o.coalesceMs,
         nodeFile: o.nodeFile,
         flushUdp: o.flushUdp,
+        masquerade: o.masquerade,
+        verifyMs: o.verifyInterval * 1000,
         logLevel: o.logLevel,
       });
     });

@@ -70,9 +70,19 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
   return { ok: true, model: md, stale: { bank: other, chains: chainsOf } };
 }
 
-/** Reads `inet skein` from the kernel (nft run by `nft`, this network namespace's by
- * default); undefined when there is none. */
-export function readTable(nft: (args: string[]) => string = (args) => run(["nft", ...args]).stdout): Adoption | undefined {
+/** What `nft -j` lists of `inet skein`: the table without elements (`terse`) and the elements
+ * of the verdict maps and sets adoption and drift checks read (`sets`). */
+export interface Listing {
+  terse: J[];
+  sets: Map<string, unknown[]>;
+}
+
+export type NftReader = (args: string[]) => string;
+const nftExec: NftReader = (args) => run(["nft", ...args]).stdout;
+
+/** Lists `inet skein` (nft run by `nft`, this network namespace's by default); undefined when
+ * there is none. */
+export function listTable(nft: NftReader = nftExec): Listing | undefined {
   const nftJson = (args: string[]): J[] => (JSON.parse(nft(["-j", ...args])) as { nftables: J[] }).nftables;
   const tables = nftJson(["list", "tables", "inet"]).filter((x) => x.table?.name === TABLE);
   if (!tables.length) return undefined;
@@ -84,5 +94,12 @@ export function readTable(nft: (args: string[]) => string = (args) => run(["nft"
     const listed = nftJson(["list", x.map ? "map" : "set", "inet", TABLE, s.name]).find((y) => y.map || y.set);
     sets.set(s.name, ((listed?.map ?? listed?.set)?.elem as unknown[]) ?? []);
   }
-  return adoptedModel(terse, sets);
+  return { terse, sets };
+}
+
+/** Reads `inet skein` from the kernel into a model a bank switch can replace; undefined when
+ * there is none. */
+export function readTable(nft: NftReader = nftExec): Adoption | undefined {
+  const l = listTable(nft);
+  return l && adoptedModel(l.terse, l.sets);
 }

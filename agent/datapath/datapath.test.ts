@@ -12,6 +12,8 @@ class Recorder implements Nft {
   readonly backend = "exec" as const;
   log: string[] = [];
   failNext = false;
+  /** batches to refuse from now on (0: none) */
+  failBatches = 0;
   run(script: string): string {
     if (this.failNext) {
       this.failNext = false;
@@ -21,6 +23,10 @@ class Recorder implements Nft {
     return "";
   }
   send(b: Batch): void {
+    if (this.failBatches > 0) {
+      this.failBatches--;
+      throw new Error("nftables refused the batch: injected");
+    }
     this.log.push(`batch: ${[...b.what.values()].join("; ")}`);
   }
 }
@@ -122,4 +128,54 @@ test("a change of one service among many is planned from that service alone", ()
   expect(rec.log).toHaveLength(1);
   expect(rec.log[0]).toMatch(/^batch: delete \d+ elements of be4_0; add \d+ elements of be4_0; add 1 elements of hairpin4$/);
   expect(dp.apply(ic.compile(), () => ic.tables()).kind).toBe("none");
+});
+
+test("a cleanup step that keeps failing is tried once more, then dropped: it never blocks the syncs after it", () => {
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  const a = compile(state(["10.244.0.2"], "web"), opts);
+  dp.sync(a);
+  // the service goes: its target chain in the nft step, then the cleanup batch, which fails
+  const b = compile(state([], "other"), { ...opts, previous: a });
+  rec.failBatches = 1;
+  expect(() => dp.sync(b)).toThrow(/injected/);
+  // the next sync tries it once more, fails, and gives the error up
+  rec.failBatches = 1;
+  rec.log = [];
+  expect(() => dp.sync(b)).toThrow(/injected/);
+  // the one after is not held by it: the cleanup is gone, the sync has nothing to do
+  rec.log = [];
+  expect(dp.sync(b).kind).toBe("none");
+  expect(rec.log).toEqual([]);
+  // and a new table drops a cleanup still waiting without trying it
+  dp.sync(a);
+  rec.failBatches = 1;
+  expect(() => dp.sync(b)).toThrow(/injected/);
+  rec.log = [];
+  expect(dp.sync(b, { full: true }).kind).toBe("full");
+  expect(rec.log.some((l) => l.includes("delete 29 elements"))).toBe(false);
+  expect(rec.log[0]).toContain("delete table inet skein");
+});
+
+test("rebuild: the whole tables in a bank switch though the rings fit, every ring written anew", () => {
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  const a = compile(state(["10.244.0.2", "10.244.0.3"]), opts);
+  dp.sync(a);
+  rec.log = [];
+  const r = dp.sync(a, { rebuild: true });
+  expect(r.kind).toBe("rebuild");
+  expect(rec.log.map((l) => l.split(":")[0])).toEqual(["nft", "batch", "nft", "batch"]);
+  expect(rec.log[1]).toContain("add chain ring4_1_53; add rule to ring4_1_53; add 53 elements of be4_1");
+  expect(rec.log[3]).toContain("delete map be4_0");
+});
+
+test("drift(): nothing to compare before a table is in force; then the kernel's listing against the model", () => {
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  let listed = 0;
+  expect(dp.drift(() => (listed++, undefined))).toEqual([]);
+  expect(listed).toBe(0);
+  dp.sync(compile(state(["10.244.0.2"]), opts));
+  expect(dp.drift(() => undefined)).toEqual(["table inet skein is missing"]);
 });

@@ -17,6 +17,8 @@ import type { Tables } from "../../compiler/reference/compile.ts";
 import type { UnitChange } from "../../compiler/incremental.ts";
 import { BatchBuilder, encodeRingOps, type Batch, type BatchBuffer } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
+import type { Listing } from "./adopt.ts";
+import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import {
   addRingMap,
@@ -141,21 +143,39 @@ export class Datapath {
     return { ...r, ms: performance.now() - t0 };
   }
 
+  /** Step 3 of an earlier delta, which failed: tried once more. Failing again, it is dropped
+   * and the error goes up, so that the next sync is a whole new table (the agent asks for
+   * one after any failure) rather than the same cleanup failing before every later sync. */
   private flushPending(): void {
-    if (this.pending) {
-      this.batch(this.pending);
-      this.pending = undefined;
-    }
+    const p = this.pending;
+    if (!p) return;
+    this.pending = undefined;
+    this.batch(p);
   }
 
-  sync(tables: Tables, opts: { full?: boolean } = {}): SyncResult {
+  /** Where the table in the kernel differs from the model in force (drift.ts): empty when they
+   * agree, or when no table is in force yet. `list` reads the kernel's. */
+  drift(list: () => Listing | undefined): string[] {
+    return this.current ? tableDrift(this.current, list()) : [];
+  }
+
+  /**
+   * `full`: a new table, whatever the kernel holds (the table in force was changed by someone
+   * else, or a step failed and what is in force is not known for sure). The ring cleanup left
+   * by a failed delta is dropped then: the new table replaces it. `rebuild`: the whole tables in
+   * a bank switch even when the rings fit their maps (every ring written anew, and the tables
+   * in force kept if a step is refused).
+   */
+  sync(tables: Tables, opts: { full?: boolean; rebuild?: boolean } = {}): SyncResult {
     const t0 = performance.now();
-    this.flushPending();
+    if (opts.full) this.pending = undefined;
+    else this.flushPending();
     const prev = this.current;
     const slots = ringSlots(tables);
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
-    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0), this.hairpin);
+    const switchBank = !!prev && !opts.full && (!fits || !!opts.rebuild);
+    const next = model(tables, switchBank ? 1 - prev!.bank : (prev?.bank ?? 0), this.hairpin);
     const commit = () => {
       this.current = next;
       this.slots = slots;
@@ -163,7 +183,7 @@ export class Datapath {
     };
     let r: Omit<SyncResult, "ms">;
     if (!prev || opts.full) r = this.cold(next, slots);
-    else if (!fits) r = this.rebuild(prev, next, slots);
+    else if (switchBank) r = this.rebuild(prev, next, slots);
     else r = this.run(planDelta(prev, next), prev, commit);
     commit();
     return { ...r, ms: performance.now() - t0 };

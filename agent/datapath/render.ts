@@ -109,6 +109,9 @@ function baseChains(): Map<string, string[]> {
   return c;
 }
 
+/** The base chains with the number of rules each holds: what a drift check expects. */
+export const baseRuleCounts = (): Map<string, number> => new Map([...baseChains()].map(([name, [, ...rules]]) => [name, rules.length]));
+
 export interface RingModel {
   family: 4 | 6;
   /** the target's backends, as their keys (compiler/keys.ts): what nfnl.ts writes */

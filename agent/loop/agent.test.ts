@@ -6,7 +6,8 @@ import pino from "pino";
 import { KubeConfig } from "@kubernetes/client-node";
 import { TestApiServer } from "../demo/apiserver/server.ts";
 import { KubeClient } from "../watch/kube.ts";
-import { Agent, nodePortIPs, type AgentOptions } from "./agent.ts";
+import { Agent, nodePortIPs, type AgentOptions, type KernelWatch, type MasqueradeKeeper } from "./agent.ts";
+import type { Findings } from "../datapath/owner.ts";
 import type { Tables } from "../../compiler/reference/compile.ts";
 import type { UnitChange } from "../../compiler/incremental.ts";
 import type { SyncResult } from "../datapath/datapath.ts";
@@ -21,7 +22,10 @@ afterAll(async () => {
 });
 
 class FakeDatapath {
-  calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean }> = [];
+  calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean; rebuild?: boolean }> = [];
+  /** what drift() reports: the kernel's table against the model */
+  differs: string[] = [];
+  drifts = 0;
   failNext = false;
   last: Tables | undefined;
   localCIDRs: string[] = [];
@@ -40,17 +44,61 @@ class FakeDatapath {
     this.calls.push({ kind: "apply", services: changes.length, frontends: this.last.frontends.length });
     return this.result("delta");
   }
-  sync(t: Tables, o: { full?: boolean } = {}): SyncResult {
+  sync(t: Tables, o: { full?: boolean; rebuild?: boolean } = {}): SyncResult {
     this.last = t;
-    this.calls.push({ kind: "sync", services: -1, frontends: t.frontends.length, full: o.full });
+    this.calls.push({ kind: "sync", services: -1, frontends: t.frontends.length, full: o.full, rebuild: o.rebuild });
     return this.result("full");
+  }
+  drift(): string[] {
+    this.drifts++;
+    return this.differs;
+  }
+}
+
+/** The kernel side as the agent sees it: findings to hand out, a ruleset generation. */
+class FakeKernel implements KernelWatch {
+  next: Findings = { skein: [], cni: [], doubt: [] };
+  gen = 1;
+  known = 1;
+  settles = 0;
+  poll(): Findings {
+    const f = this.next;
+    this.next = { skein: [], cni: [], doubt: [] };
+    return f;
+  }
+  checks = 0;
+  changed(): boolean {
+    this.checks++;
+    return this.gen !== this.known;
+  }
+  settle(): void {
+    this.known = this.gen;
+    this.settles++;
+  }
+  list(): undefined {
+    return undefined;
+  }
+}
+
+class FakeMasquerade implements MasqueradeKeeper {
+  sets: string[][] = [];
+  forced = 0;
+  missing = true;
+  set(pod: string[], cluster: string[]): void {
+    this.sets.push([...pod, "|", ...cluster]);
+  }
+  ensure(force?: boolean): string | undefined {
+    if (force) this.forced++;
+    if (!force && !this.missing) return undefined;
+    this.missing = false;
+    return force ? "was changed by another process" : "was missing";
   }
 }
 
 const lines: string[] = [];
 const log = pino({ level: "debug" }, { write: (s: string) => void lines.push(s) });
 
-async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace") {
+async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace", kernel?: FakeKernel, masquerade?: FakeMasquerade) {
   const server = TestApiServer.start({ tokens: ["t"] });
   servers.push(server);
   const kc = new KubeConfig();
@@ -58,7 +106,7 @@ async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace
   const kube = new KubeClient(kc);
   const dp = new FakeDatapath();
   const opts: AgentOptions = { nodeName: "n1", clusterCIDRs: ["10.244.0.0/16"], serviceCIDRs: [], nodePortAddresses: [], ringFactor: 10, coalesceMs: 20, nodeFile: `${tmp}/node-${servers.length}.json`, flushUdp: false, ...o };
-  const agent = new Agent(opts, { log, datapath: dp, kube, found });
+  const agent = new Agent(opts, { log, datapath: dp, kube, found, kernel, masquerade });
   agents.push(agent);
   return { server, kube, dp, agent };
 }
@@ -126,16 +174,81 @@ test("two Services on one external address: the conflict is logged once, and aga
   expect(dp.last!.frontends.filter((f) => f.ip === "203.0.113.50").length).toBe(1);
 });
 
-test("a refused update keeps the tables in force, is logged, and the next update is whole", async () => {
-  const { kube, dp, agent } = await setup();
+test("a refused update keeps the tables in force, is logged, and the next update is whole: a bank switch when the kernel agrees with the model", async () => {
+  const kernel = new FakeKernel();
+  const { kube, dp, agent } = await setup({}, undefined, kernel);
   await agent.start();
   await waitFor("first sync", () => dp.calls.length > 0);
   dp.failNext = true;
   await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("x", "10.96.2.1") });
   await waitFor("the failure logged", () => lines.some((l) => l.includes("applying the tables failed")));
   await waitFor("a whole-table retry", () => dp.calls.at(-1)!.kind === "sync" && dp.calls.length >= 3, 5000);
+  // the kernel was compared with the model first, and agreed: every ring anew in a bank switch
+  expect(dp.drifts).toBe(1);
+  expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: false, rebuild: true });
   expect(agent.lastError).toBeUndefined();
   expect(dp.last!.frontends.some((f) => f.ip === "10.96.2.1")).toBe(true);
+  // and the one after is a delta again
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("y", "10.96.2.2") });
+  await waitFor("the next update", () => dp.last!.frontends.some((f) => f.ip === "10.96.2.2"));
+  expect(dp.calls.at(-1)!.kind).toBe("apply");
+});
+
+test("a refused update when the kernel's table differs from the model: the retry is a new table", async () => {
+  const kernel = new FakeKernel();
+  const { kube, dp, agent } = await setup({}, undefined, kernel);
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  const before = dp.calls.length;
+  dp.differs = ["table inet skein is missing"];
+  dp.failNext = true;
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("z", "10.96.2.3") });
+  await waitFor("a cold retry", () => dp.calls.length >= before + 2, 5000);
+  expect(dp.calls.slice(before).map((c) => [c.kind, c.full ?? false])).toEqual([["apply", false], ["sync", true]]);
+  expect(lines.some((l) => l.includes("differs from the model: making it new"))).toBe(true);
+});
+
+test("a change by someone else that the listener names makes the next sync a new table at once, without a comparison", async () => {
+  const kernel = new FakeKernel();
+  const masq = new FakeMasquerade();
+  const { kube, dp, agent } = await setup({}, undefined, kernel, masq);
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] } } });
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  // the masquerade table from the Node's pod CIDRs and the cluster CIDRs
+  expect(masq.sets).toEqual([["10.244.3.0/24", "|", "10.244.0.0/16"]]);
+  expect(masq.missing).toBe(false);
+  const before = dp.calls.length;
+  kernel.next = { skein: ["deleted the table by nft (pid 42)"], cni: ["deleted the table by nft (pid 42)"], doubt: [] };
+  const t0 = performance.now();
+  await waitFor("a new table", () => dp.calls.length > before, 2000, 10);
+  expect(performance.now() - t0).toBeLessThan(1000);
+  expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
+  expect(dp.drifts).toBe(0);
+  expect(masq.forced).toBe(1);
+  expect(lines.some((l) => l.includes("restoring the whole table") && l.includes("pid 42"))).toBe(true);
+  expect(lines.some((l) => l.includes("the masquerade table was changed by another process: restored"))).toBe(true);
+});
+
+test("a doubt, and the periodic check when the ruleset changed, compare the table; a quiet ruleset is not read", async () => {
+  const kernel = new FakeKernel();
+  const { dp, agent } = await setup({ verifyMs: 100 }, undefined, kernel);
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  const before = dp.calls.length;
+  // quiet: several periodic checks ask for the generation and read nothing
+  await waitFor("three periodic checks", () => kernel.checks >= 3, 2000, 10);
+  expect(dp.drifts).toBe(0);
+  // a doubt: compared, agrees, nothing done
+  kernel.next = { skein: [], cni: [], doubt: ["the kernel dropped nftables notifications"] };
+  await waitFor("compared", () => dp.drifts === 1, 2000, 10);
+  expect(dp.calls.length).toBe(before);
+  // the ruleset changed unheard: the periodic check compares, finds a difference, repairs
+  dp.differs = ["elements of svc4: 1 missing (10.96.0.1 . tcp . 80)"];
+  kernel.gen++;
+  await waitFor("repaired", () => dp.calls.length > before, 2000, 10);
+  expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
+  expect(kernel.settles).toBeGreaterThanOrEqual(2);
 });
 
 test("adopted tables are replaced whole by the first sync; an unadoptable table cold", async () => {

@@ -15,6 +15,8 @@ import type { KubeClient } from "../watch/kube.ts";
 import { Watcher } from "../watch/watcher.ts";
 import { ClusterStore, keep, type NodeInfo } from "./state.ts";
 import { cidrContains } from "../ipam/cidr.ts";
+import type { Listing } from "../datapath/adopt.ts";
+import type { Findings } from "../datapath/owner.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -30,16 +32,46 @@ export interface AgentOptions {
   nodeFile: string;
   /** delete conntrack entries of UDP flows whose backend left (needs conntrack(8)) */
   flushUdp: boolean;
+  /** how often the kernel's tables are checked against what the agent holds when no
+   * notification said anything (ms; 0: never) */
+  verifyMs?: number;
 }
+
+/** The kernel side of owning the tables (datapath/owner.ts, adopt.ts): what others changed. */
+export interface KernelWatch {
+  /** what other processes changed since the last call, never blocking */
+  poll(): Findings;
+  /** whether the ruleset changed at all since everything was last accounted for */
+  changed(): boolean;
+  /** take the ruleset as it is now as accounted for (before reading it for a comparison) */
+  settle(): void;
+  /** the kernel's `inet skein`, listed */
+  list(): Listing | undefined;
+}
+
+/** The CNI plugin's masquerade table, which the agent keeps in place while it runs. */
+export interface MasqueradeKeeper {
+  /** the node's pod CIDRs and the cluster's: what the table holds from now on */
+  set(podCIDRs: string[], clusterCIDRs: string[]): void;
+  /** puts the table back when it is missing or not as set (`force`: whatever it holds); says
+   * what it found, or undefined when it was as set */
+  ensure(force?: boolean): string | undefined;
+}
+
+/** How often the listener is read: a change by someone else is repaired within about this. */
+const POLL_MS = 200;
 
 export interface AgentDeps {
   log: Logger;
-  datapath: Pick<Datapath, "apply" | "sync" | "setLocalCIDRs">;
+  datapath: Pick<Datapath, "apply" | "sync" | "setLocalCIDRs" | "drift">;
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
   kube: KubeClient;
   compiler?: CompilerExports;
+  /** the kernel's change notifications and listings; without it, no drift is looked for */
+  kernel?: KernelWatch;
+  masquerade?: MasqueradeKeeper;
 }
 
 /** The node addresses NodePorts listen on: the Node's, filtered by --nodeport-addresses. */
@@ -65,7 +97,13 @@ export class Agent {
   /** a sync failed, or the tables in force were adopted: the next one applies the whole tables, not a delta */
   private resync = false;
   private replace = false;
+  /** a sync failed: the next one checks the kernel against the model and applies the whole
+   * tables, as a new table when they differ, else in a bank switch */
+  private recover = false;
+  /** syncs failed in a row: the retry waits longer each time, up to 30 s */
+  private failures = 0;
   private synced = false;
+  private kernelTimers: ReturnType<typeof setInterval>[] = [];
   generation = 0;
   lastResult: (SyncResult & { generation: number }) | undefined;
   lastError: string | undefined;
@@ -113,17 +151,66 @@ export class Agent {
     });
     this.log.info({ server: this.kube.server, node: this.o.nodeName, clusterCIDRs: this.o.clusterCIDRs, serviceCIDRs: this.o.serviceCIDRs }, "agent starting");
     await this.watcher.start();
+    if (this.deps.kernel) {
+      this.kernelTimers.push(setInterval(() => this.checkKernel(false), POLL_MS));
+      if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => this.checkKernel(true), this.o.verifyMs));
+      for (const t of this.kernelTimers) t.unref?.();
+    }
   }
 
   async stop(): Promise<void> {
     clearTimeout(this.timer);
     clearTimeout(this.idle);
+    for (const t of this.kernelTimers.splice(0)) clearInterval(t);
     await this.watcher?.stop();
     this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
   }
 
+  /**
+   * What someone else did to the kernel's tables. The listener names what they changed; a
+   * doubt (notifications lost, a generation unaccounted for) or the periodic check with the
+   * ruleset changed since it was last accounted for compares the table with the model. Any
+   * difference in `inet skein` makes the next sync a new table, at once; the masquerade table
+   * is put back when it is not as the agent set it.
+   */
+  checkKernel(periodic: boolean): void {
+    const k = this.deps.kernel;
+    if (!k) return;
+    try {
+      const f = k.poll();
+      const found = [...f.skein];
+      if (!found.length && (f.doubt.length || (periodic && k.changed()))) {
+        k.settle();
+        const d = this.deps.datapath.drift(() => k.list());
+        this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
+        found.push(...d);
+      }
+      if (found.length) {
+        this.log.warn({ found: found.slice(0, 20), more: Math.max(0, found.length - 20) }, "table inet skein was changed by someone else: restoring the whole table");
+        this.replace = true;
+        this.pendingSince ??= performance.now();
+        this.schedule(0);
+      }
+      if (this.deps.masquerade && (f.cni.length || periodic)) {
+        const restored = this.deps.masquerade.ensure(f.cni.length > 0);
+        if (restored) this.log.warn({ found: f.cni.length ? f.cni : [restored] }, `the masquerade table ${restored}: restored`);
+      }
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "checking the kernel's tables failed; trying again");
+    }
+  }
+
   private nodeChanged(n: NodeInfo | undefined): void {
     this.deps.datapath.setLocalCIDRs(n?.podCIDRs ?? []);
+    if (n?.podCIDRs.length && this.deps.masquerade) {
+      try {
+        this.deps.masquerade.set(n.podCIDRs, this.o.clusterCIDRs);
+        const restored = this.deps.masquerade.ensure();
+        if (restored) this.log.info({ podCIDRs: n.podCIDRs }, `the masquerade table ${restored}: written`);
+      } catch (e) {
+        this.log.error({ err: (e as Error).message }, "cannot write the masquerade table");
+      }
+    }
     if (n?.podCIDRs.length) {
       try {
         writeNodeFile(this.o.nodeFile, { nodeName: this.o.nodeName, podCIDRs: n.podCIDRs, clusterCIDRs: this.o.clusterCIDRs });
@@ -173,10 +260,23 @@ export class Agent {
     let collected = false;
     try {
       const changes = this.compiler.compile();
-      const full = this.resync || this.replace;
-      const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
+      if (this.recover && !this.replace && this.deps.kernel) {
+        // after a failure the kernel may not hold what the model says: a table that differs is
+        // made new; one that agrees gets the whole tables in a bank switch, which keeps the
+        // tables in force if it is refused too
+        this.deps.kernel.settle();
+        const found = this.deps.datapath.drift(() => this.deps.kernel!.list());
+        if (found.length) {
+          this.log.warn({ generation: gen, found: found.slice(0, 20) }, "after the failure the kernel's table differs from the model: making it new");
+          this.replace = true;
+        }
+      }
+      const full = this.resync || this.replace || this.recover;
+      const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace, rebuild: this.recover }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
       this.resync = false;
       this.replace = false;
+      this.recover = false;
+      this.failures = 0;
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       // latencyMs: from the first event of this update arriving to the kernel holding it
@@ -208,8 +308,9 @@ export class Agent {
       }
     } catch (e) {
       // the previous tables stay in force (the datapath undoes a refused step); the next sync
-      // starts from them and applies the whole tables
-      this.resync = true;
+      // checks them against the kernel and applies the whole tables
+      this.recover = true;
+      this.failures++;
       this.lastError = (e as Error).message;
       this.log.error({ generation: gen, err: this.lastError }, "applying the tables failed; the previous ones stay in force, retrying");
       this.again = true;
@@ -221,7 +322,7 @@ export class Agent {
     else this.collectWhenIdle();
     if (this.again) {
       this.again = false;
-      this.schedule(this.lastError ? 1000 : this.o.coalesceMs);
+      this.schedule(this.lastError ? Math.min(30_000, 1000 * 2 ** Math.min(5, this.failures - 1)) : this.o.coalesceMs);
     }
   }
 }

@@ -4,11 +4,15 @@ import pino from "pino";
 import { Datapath } from "../datapath/datapath.ts";
 import { openNft } from "../datapath/nft.ts";
 import { Netlink } from "../sys/netlink.ts";
-import { readTable } from "../datapath/adopt.ts";
+import { listTable, readTable } from "../datapath/adopt.ts";
+import { KernelOwner } from "../datapath/owner.ts";
+import { NftEvents } from "../sys/nfevents.ts";
+import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
+import { Masquerade } from "./masquerade.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string }): Promise<number> {
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -19,7 +23,13 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     return 1;
   }
   const nl = Netlink.openNetfilter();
-  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, o.serviceCIDRs);
+  // what the agent writes it does not hear; everything else changed in nftables it does
+  const events = NftEvents.open();
+  const owner = new KernelOwner(events, nl);
+  const nft = owner.nft(openNft());
+  const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs);
+  const kernel = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), list: () => listTable() };
+  const masquerade = o.masquerade ? new Masquerade(nft, () => nl.tableUserdata("inet", MASQ_TABLE)) : undefined;
   // the tables an earlier agent left keep serving until the new ones are whole
   let found: ReturnType<typeof readTable>;
   try {
@@ -32,7 +42,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     datapath.adopt(found.model, found.stale);
     log.info({ bank: found.model.bank, targets: found.model.chains.size }, "adopted the tables in the kernel; they serve until the new ones replace them in one transaction");
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
-  const agent = new Agent(o, { log, datapath, kube, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   const done = Promise.withResolvers<number>();
   const stop = (signal: string) => {
     log.info({ signal }, "stopping");
@@ -50,6 +60,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     return 1;
   }
   const code = await done.promise;
+  events.close();
   nl.close();
   return code;
 }

@@ -1,0 +1,132 @@
+// Someone else changes the node's tables while the agent runs (an operator's `nft delete
+// table`, `nft flush ruleset` as a firewall reload does, a deleted chain or map element): the
+// agent hears it, restores the tables, and traffic through a ClusterIP is right again within
+// 2 s; the next EndpointSlice change still reaches the datapath. The CNI plugin's masquerade
+// table is put back too.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
+import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
+
+const lab = useLab("drift");
+const tmp = useTempDir("drift");
+const TOKEN = "e2e-token";
+const api = new ApiDriver(`${tmp}/api.sock`, TOKEN);
+const list: Conflist = { cniVersion: "1.1.0", name: "driftnet", plugins: [{ type: "skein", podCIDRs: ["10.244.7.0/24"], clusterCIDRs: ["10.244.0.0/16"], dataDir: `${tmp}/ipam` }] };
+const pods = ["b1", "b2"];
+const ips: Record<string, string> = {};
+let apiserver: Awaited<ReturnType<typeof lab.spawn>>;
+let agent: Awaited<ReturnType<typeof lab.spawn>>;
+
+const SVC = "/api/v1/namespaces/default/services";
+const EPS = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
+const VIP = "10.96.0.10";
+
+const slice = (members: string[]) => ({
+  metadata: { name: "web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } },
+  addressType: "IPv4",
+  ports: [{ name: "http", port: 8080 }, { name: "dns", port: 8080, protocol: "UDP" }],
+  endpoints: members.map((p) => ({ addresses: [ips[p]], conditions: { ready: true }, nodeName: "node", targetRef: { kind: "Pod", name: p, namespace: "default" } })),
+});
+
+/** The pods that answer `proto` connections to the ClusterIP, over a few tries. */
+async function answering(proto: "tcp" | "udp", tries = 10): Promise<string> {
+  const seen = new Set<string>();
+  for (let i = 0; i < tries; i++) {
+    const r = await lab.connect("client", proto, VIP, proto === "tcp" ? 80 : 53, 300);
+    if (r.ok) seen.add(r.answer.split(" ")[0]!);
+  }
+  return [...seen].sort().join();
+}
+
+const all = pods.map((p) => `pod-${p}`).join();
+const nft = async (...args: string[]) => (await lab.exec("node", ["nft", ...args])).stdout;
+
+beforeAll(async () => {
+  lab.host("cp");
+  lab.host("node");
+  lab.wire({ ns: "cp", addr: "198.18.2.1/24" }, { ns: "node", addr: "198.18.2.2/24" });
+  await lab.exec("node", ["ip", "route", "add", "default", "via", "198.18.2.1"]);
+  const cni = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node") });
+  for (const p of [...pods, "client"]) ips[p] = (await lab.pod(p, cni, list)).ip;
+  for (const p of pods) await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
+  apiserver = await lab.spawn("cp", [SKEIN, "apiserver", "--dir", tmp, "--listen", "198.18.2.1:6443", "--token", TOKEN, "--unix", `${tmp}/api.sock`], { ready: "serving", what: "skein apiserver" });
+  await api.create("/api/v1/nodes", { metadata: { name: "node" }, spec: { podCIDRs: ["10.244.7.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.2.2" }] } });
+  await api.create(SVC, { metadata: { name: "web" }, spec: { clusterIP: VIP, ports: [{ name: "http", port: 80, targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: "dns" }] } });
+  await api.create(EPS, slice(pods));
+  agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], {
+    ready: "tables applied",
+    timeoutMs: 10_000,
+    what: "skein agent",
+  });
+  await waitFor("both pods answer", async () => (await answering("tcp")) === all, 5000, 20);
+}, 60_000);
+
+afterAll(() => {
+  if (process.env.E2E_DEBUG) console.log("AGENT", agent?.out.text.slice(-5000));
+  agent?.proc.kill("SIGKILL");
+  apiserver?.proc.kill("SIGKILL");
+});
+
+/** After `edit` in the node's namespace: right again within 2 s (TCP and UDP), the agent
+ * said what it found, and a slice change still reaches the datapath. */
+async function survives(edit: () => Promise<unknown>, found: RegExp): Promise<void> {
+  const logged = agent.out.text.length;
+  await edit();
+  const t0 = performance.now();
+  await waitFor("both pods answer through the ClusterIP again (TCP)", async () => (await answering("tcp", 6)) === all, 2000, 10);
+  await waitFor("both pods answer through the ClusterIP again (UDP)", async () => (await answering("udp", 6)) === all, 2000 - (performance.now() - t0), 10);
+  expect(performance.now() - t0).toBeLessThan(2000);
+  const said = agent.out.text.slice(logged);
+  expect(said).toContain("restoring the whole table");
+  expect(said).toMatch(found);
+  await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice(["b2"]).endpoints }));
+  await waitFor("only b2 answers after the slice change", async () => (await answering("tcp", 6)) === "pod-b2", 2000, 10);
+  await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice(pods).endpoints }));
+  await waitFor("both answer again", async () => (await answering("tcp", 10)) === all, 2000, 10);
+}
+
+describe("the agent restores what someone else changes", () => {
+  test("the table deleted", async () => {
+    await survives(() => nft("delete", "table", "inet", "skein"), /deleted the table by nft/);
+  }, 20_000);
+
+  test("the whole ruleset flushed: both skein's table and the CNI's masquerade table come back", async () => {
+    const masq = await nft("list", "table", "inet", "skein_cni");
+    expect(masq).toContain("masquerade");
+    await survives(() => nft("flush", "ruleset"), /deleted the table by nft/);
+    await waitFor("the masquerade table back as it was", async () => (await nft("list", "table", "inet", "skein_cni")) === masq, 2000, 20);
+    expect(agent.out.text).toContain("the masquerade table was changed by another process: restored");
+  }, 20_000);
+
+  test("one service chain deleted", async () => {
+    const svc4 = await nft("list", "map", "inet", "skein", "svc4");
+    const m = new RegExp(`${VIP.replace(/\./g, "\\.")} \\. tcp \\. 80 : goto (t_\\d+)`).exec(svc4);
+    expect(m).not.toBeNull();
+    const chain = m![1]!;
+    // the chain is referenced by the map element: both go in one transaction, as a person would do it
+    await survives(() => lab.exec("node", ["nft", "-f", "-"], { stdin: `delete element inet skein svc4 { ${VIP} . tcp . 80 }\ndelete chain inet skein ${chain}\n` }), new RegExp(`deleted chain ${chain}`));
+  }, 20_000);
+
+  test("one map element deleted", async () => {
+    await survives(() => nft("delete", "element", "inet", "skein", "svc4", "{", VIP, ".", "udp", ".", "53", "}"), /deleted elements of svc4/);
+  }, 20_000);
+
+  test("a ring chain's rule deleted (flush chain)", async () => {
+    const ring = /chain (ring4_\d_\d+)/.exec(await nft("list", "table", "inet", "skein"))![1]!;
+    await survives(() => nft("flush", "chain", "inet", "skein", ring), new RegExp(`deleted a rule of chain ${ring}`));
+  }, 20_000);
+
+  test("changes to other tables are left alone: no restore", async () => {
+    const logged = agent.out.text.length;
+    await nft("add", "table", "inet", "someone_else");
+    await nft("add", "chain", "inet", "someone_else", "c");
+    await nft("delete", "table", "inet", "someone_else");
+    // a change of skein's after it, to know the agent has read past them
+    await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice(["b1"]).endpoints }));
+    await waitFor("only b1 answers", async () => (await answering("tcp", 6)) === "pod-b1", 2000, 10);
+    await api.replace(`${EPS}/web-1`, (o) => ({ ...o, endpoints: slice(pods).endpoints }));
+    await waitFor("both answer again", async () => (await answering("tcp", 10)) === all, 2000, 10);
+    expect(agent.out.text.slice(logged)).not.toContain("restoring the whole table");
+  }, 20_000);
+});
