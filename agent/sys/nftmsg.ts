@@ -17,6 +17,22 @@ export interface NftChange {
   name?: string;
 }
 
+/** One committed transaction, as its notifications told it. */
+export interface NftTransaction {
+  /** NFTA_GEN_ID of the generation this transaction committed */
+  genid: number;
+  /** NFTA_GEN_PROC_PID: the committing thread, as the initial pid namespace numbers it
+   * (process.pid for the main thread of a process not in a pid namespace of its own; compare
+   * with Netlink.generation().pid, which the kernel numbers the same way) */
+  pid: number;
+  /** NFTA_GEN_PROC_NAME: the committing thread's name */
+  proc: string;
+  /** every object the transaction changed, in order (at most MAX_CHANGES) */
+  changes: NftChange[];
+  /** changes past MAX_CHANGES: counted, not listed */
+  unlisted: number;
+}
+
 export interface NftGeneration {
   /** NFTA_GEN_ID */
   genid: number;
@@ -87,15 +103,15 @@ export function attrs(b: Uint8Array, from: number, to: number, visit: (type: num
 export type Decoded = { gen: NftGeneration } | { change: NftChange } | { malformed: string } | { ignored: true };
 
 /**
- * Decodes the nftables message at b[at, at+len) (len from its netlink header, already
- * checked to lie within b): a generation (NEWGEN), a change, something else of nftables, or
- * malformed.
+ * Decodes the nftables message at b[at, at+len) (len from its netlink header; at least
+ * the 16 bytes of that header lie within b): a generation (NEWGEN), a change, something
+ * else of nftables, or malformed.
  */
 export function decodeNft(b: Uint8Array, at: number, len: number): Decoded {
   const dv = new DataView(b.buffer, b.byteOffset, b.byteLength);
   const type = dv.getUint16(at + 4, true);
   if (type >> 8 !== NFNL_SUBSYS_NFTABLES) return { ignored: true };
-  if (len < 20) return { malformed: `nftables message type ${type & 0xff} of ${len} bytes` };
+  if (len < 20 || at + len > b.length) return { malformed: `nftables message type ${type & 0xff} of ${len} bytes` };
   const msg = type & 0xff;
   const family = FAMILY[b[at + 16]!] ?? String(b[at + 16]);
   const end = at + len;
@@ -122,4 +138,72 @@ export function decodeNft(b: Uint8Array, at: number, len: number): Decoded {
   const change: NftChange = { op: k?.[0] ?? "new", kind: k?.[1] ?? "other", family, table };
   if (name !== undefined) change.name = name;
   return { change };
+}
+
+/** changes listed per transaction; a flush of a huge map is counted past this, not listed */
+export const MAX_CHANGES = 100_000;
+const NLMSG_OVERRUN = 4;
+
+/**
+ * Assembles transactions from the datagrams of the NFNLGRP_NFTABLES group: changes are held
+ * until their transaction's generation message, which closes it.
+ */
+export class TransactionAssembler {
+  private pending: NftChange[] = [];
+  private unlisted = 0;
+  private done: NftTransaction[] = [];
+  private lost = false;
+
+  /** A transaction has changes but no generation message yet. */
+  get open(): boolean {
+    return this.pending.length > 0 || this.unlisted > 0;
+  }
+
+  /** One datagram's messages, b[0, n). */
+  datagram(b: Uint8Array, n: number): void {
+    const dv = new DataView(b.buffer, b.byteOffset, Math.min(n, b.byteLength));
+    n = dv.byteLength;
+    for (let off = 0; off < n; ) {
+      const len = n - off >= 16 ? dv.getUint32(off, true) : 0;
+      if (len < 16 || len > n - off) {
+        this.gap(); // the rest of the datagram cannot be delimited
+        return;
+      }
+      const type = dv.getUint16(off + 4, true);
+      if (type === NLMSG_OVERRUN) this.gap();
+      else if (type >= 16) this.add(decodeNft(b, off, len));
+      off += (len + 3) & ~3;
+    }
+  }
+
+  /** Notifications were lost here: the transaction being read may lack changes or its
+   * generation message (its changes would be credited to the next one's committer), so it
+   * is dropped. */
+  gap(): void {
+    this.lost = true;
+    this.pending = [];
+    this.unlisted = 0;
+  }
+
+  /** The transactions closed since the last take, and whether anything was lost meanwhile. */
+  take(): { transactions: NftTransaction[]; lost: boolean } {
+    const out = { transactions: this.done, lost: this.lost };
+    this.done = [];
+    this.lost = false;
+    return out;
+  }
+
+  private add(d: Decoded): void {
+    if ("gen" in d) {
+      this.done.push({ ...d.gen, changes: this.pending, unlisted: this.unlisted });
+      this.pending = [];
+      this.unlisted = 0;
+    } else if ("change" in d) {
+      if (this.pending.length < MAX_CHANGES) this.pending.push(d.change);
+      else this.unlisted++;
+    } else if ("malformed" in d) {
+      // the transaction's committer is still known: keep it, but say something went unread
+      this.lost = true;
+    }
+  }
 }
