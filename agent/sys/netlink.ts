@@ -13,6 +13,7 @@ import {
   closeSocket,
   EAGAIN,
   EBADF,
+  EINTR,
   EMSGSIZE,
   ENOBUFS,
   ETIMEDOUT,
@@ -250,7 +251,14 @@ export class Netlink {
     const deadline = performance.now() + ms;
     const late = () => new NetlinkError(what, ETIMEDOUT, `no answer from the kernel within ${ms} ms`);
     for (;;) {
-      const n = receive(this.fd, this.buf);
+      const n = receive(this.fd, this.buf, 0, true);
+      if (n === -EINTR) {
+        // a signal: wait on, but only for what is left of the time
+        const left = Math.ceil(deadline - performance.now());
+        if (left <= 0) throw late();
+        this.setTimeout(what, left);
+        continue;
+      }
       if (n === -EAGAIN) throw late();
       if (n === -ENOBUFS) throw new NetlinkError(what, ENOBUFS, "the kernel dropped replies: the socket's receive buffer overflowed");
       if (n < 0) throw new NetlinkError(what, -n);

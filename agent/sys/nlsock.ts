@@ -191,14 +191,15 @@ export function sendAll(fd: number, bytes: Uint8Array, what: string): void {
  * Receives one datagram into `buf`: its whole length (more than buf.length when it did not
  * fit: the rest is lost), or -errno (EAGAIN: nothing within the timeout, or nothing queued
  * with MSG_DONTWAIT; ENOBUFS: the kernel dropped messages for this socket). Interrupted
- * calls are retried.
+ * calls are retried, unless `interrupted` is set: -EINTR is then returned, for a caller that
+ * bounds its whole wait (a retried call waits the socket's full timeout again).
  */
-export function receive(fd: number, buf: Uint8Array, flags = 0): number {
+export function receive(fd: number, buf: Uint8Array, flags = 0, interrupted = false): number {
   const c = libc();
   for (;;) {
     const n = Number(c.recv(fd, ptr(buf), buf.length, flags | MSG_TRUNC));
     if (n >= 0) return n;
     const e = errno();
-    if (e !== EINTR) return -(e === 0 ? EAGAIN : e);
+    if (e !== EINTR || interrupted) return -(e === 0 ? EAGAIN : e);
   }
 }
