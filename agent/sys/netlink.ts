@@ -284,7 +284,9 @@ export class Netlink {
     this.receive(what, this.requestTimeoutMs, (type, msgSeq, off, len, dv) => {
       if (msgSeq !== seq || type === NLMSG_NOOP) return false;
       if (type === NLMSG_ERROR || type === NLMSG_DONE) {
-        // an ack holds 0 or -errno, and so does the end of a dump that failed part-way
+        // an ack holds 0 or -errno, and so does the end of a dump that failed part-way (very
+        // old kernels end a dump with the header alone)
+        if (type === NLMSG_ERROR && len < 20) throw new NetlinkError(what, EMSGSIZE, `a malformed ack of ${len} bytes`);
         const err = len >= 20 ? -dv.getInt32(off + 16, true) : 0;
         if (err !== 0) throw new NetlinkError(what, err);
         return true;
@@ -351,7 +353,8 @@ export class Netlink {
     let failure: NetlinkError | undefined;
     this.receive(what, this.batchTimeoutMs, (type, seq, off, len, rdv) => {
       if (type !== NLMSG_ERROR || seq < base || seq >= base + offs.length) return false;
-      const err = len >= 20 ? -rdv.getInt32(off + 16, true) : 0;
+      if (len < 20) throw new NetlinkError(what, EMSGSIZE, `a malformed ack of ${len} bytes`);
+      const err = -rdv.getInt32(off + 16, true);
       if (err !== 0) {
         failure = new NetlinkError(`nftables refused the batch at "${label(seq - base)}"`, err);
         return true;
