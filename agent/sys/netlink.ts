@@ -16,6 +16,7 @@ import {
   EINTR,
   EMSGSIZE,
   ENOBUFS,
+  EPROTO,
   ETIMEDOUT,
   MSG_DONTWAIT,
   NETLINK_CAP_ACK,
@@ -266,7 +267,7 @@ export class Netlink {
       const dv = new DataView(this.buf.buffer, 0, n);
       for (let off = 0; off < n; ) {
         const len = n - off >= 16 ? dv.getUint32(off, true) : 0;
-        if (len < 16 || len > n - off) throw new NetlinkError(what, EMSGSIZE, `a malformed reply: a message of ${len} bytes at offset ${off} of ${n}`);
+        if (len < 16 || len > n - off) throw new NetlinkError(what, EPROTO, `a malformed reply: a message of ${len} bytes at offset ${off} of ${n}`);
         if (visit(dv.getUint16(off + 4, true), dv.getUint32(off + 8, true), off, len, dv)) return;
         off += align4(len);
       }
@@ -286,7 +287,7 @@ export class Netlink {
       if (type === NLMSG_ERROR || type === NLMSG_DONE) {
         // an ack holds 0 or -errno, and so does the end of a dump that failed part-way (very
         // old kernels end a dump with the header alone)
-        if (type === NLMSG_ERROR && len < 20) throw new NetlinkError(what, EMSGSIZE, `a malformed ack of ${len} bytes`);
+        if (type === NLMSG_ERROR && len < 20) throw new NetlinkError(what, EPROTO, `a malformed ack of ${len} bytes`);
         const err = len >= 20 ? -dv.getInt32(off + 16, true) : 0;
         if (err !== 0) throw new NetlinkError(what, err);
         return true;
@@ -353,7 +354,7 @@ export class Netlink {
     let failure: NetlinkError | undefined;
     this.receive(what, this.batchTimeoutMs, (type, seq, off, len, rdv) => {
       if (type !== NLMSG_ERROR || seq < base || seq >= base + offs.length) return false;
-      if (len < 20) throw new NetlinkError(what, EMSGSIZE, `a malformed ack of ${len} bytes`);
+      if (len < 20) throw new NetlinkError(what, EPROTO, `a malformed ack of ${len} bytes`);
       const err = -rdv.getInt32(off + 16, true);
       if (err !== 0) {
         failure = new NetlinkError(`nftables refused the batch at "${label(seq - base)}"`, err);

@@ -36,6 +36,7 @@ export const EAGAIN = 11;
 export const ENOBUFS = 105;
 export const ETIMEDOUT = 110;
 export const EMSGSIZE = 90;
+export const EPROTO = 71;
 export const EBADF = 9;
 
 const ERRNO: Record<number, string> = {
@@ -53,6 +54,7 @@ const ERRNO: Record<number, string> = {
   23: "ENFILE",
   24: "EMFILE",
   34: "ERANGE",
+  71: "EPROTO",
   85: "ERESTART",
   90: "EMSGSIZE",
   93: "EPROTONOSUPPORT",
