@@ -55,11 +55,11 @@ export interface RingRule {
 }
 
 export interface Batch {
+  /** the messages, numbered from the builder's first sequence number; the sender
+   * (agent/sys/netlink.ts sendBatch) renumbers them in place from its socket's sequence */
   bytes: Uint8Array;
-  /** sequence number of each message, and what it does (for errors) */
+  /** what each message does (for errors), by the number the builder gave it */
   what: Map<number, string>;
-  /** the last message's sequence number: its ack ends the batch */
-  lastSeq: number;
   messages: number;
 }
 
@@ -135,6 +135,8 @@ export class BatchBuilder {
 
   constructor(
     private readonly table: string,
+    /** the number the builder starts from: `what` is keyed by these; the socket that sends
+     * the batch numbers its messages anew from its own sequence */
     firstSeq = 1,
     private readonly reuse?: BatchBuffer,
   ) {
@@ -314,10 +316,9 @@ export class BatchBuilder {
       const f = this.w.dv.getUint16(this.lastMsg + 6, true);
       this.w.dv.setUint16(this.lastMsg + 6, f | NLM_F_ACK, true);
     }
-    const lastSeq = this.seq - 1;
     this.control(NFNL_MSG_BATCH_END);
     if (this.reuse) this.reuse.buf = this.w.buf;
-    return { bytes: this.w.buf.subarray(0, this.w.o), what: this.what, lastSeq, messages: this.count };
+    return { bytes: this.w.buf.subarray(0, this.w.o), what: this.what, messages: this.count };
   }
 }
 

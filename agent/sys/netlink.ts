@@ -3,31 +3,57 @@
 // DEL several milliseconds (measured: 6-8 ms per exec in-process, against well under 1 ms
 // for the request), and a CNI exec's time is what kubelet waits for.
 //
-// A socket serves the namespace it was opened in. To reach a pod's namespace the opening
-// thread enters it for the one socket() call and returns at once, synchronously, as the
-// reference plugins do with a locked OS thread; nothing else runs on that thread meanwhile.
+// Every exchange ends: an error for any message ends the wait for it, replies are matched
+// by sequence number (increasing per socket, so a late reply to an earlier exchange is never
+// read as this one's), and the socket has a receive timeout, reported with the request it
+// cut short. The socket itself (opening one in a namespace, errno) is nlsock.ts's.
 import { closeSync, openSync } from "node:fs";
-import { dlopen, FFIType, ptr } from "bun:ffi";
 import ipaddr from "ipaddr.js";
+import {
+  closeSocket,
+  EAGAIN,
+  EBADF,
+  EINTR,
+  EMSGSIZE,
+  ENOBUFS,
+  EPROTO,
+  ETIMEDOUT,
+  MSG_DONTWAIT,
+  NETLINK_CAP_ACK,
+  NETLINK_NETFILTER,
+  NETLINK_ROUTE,
+  NetlinkError,
+  openSocket,
+  receive,
+  sendAll,
+  setInt,
+  setReceiveTimeout,
+  SO_SNDBUF,
+  SO_SNDBUFFORCE,
+  SOL_NETLINK,
+  SOL_SOCKET,
+} from "./nlsock.ts";
+import { decodeNft, type NftGeneration } from "./nftmsg.ts";
 
-const AF_NETLINK = 16;
-const SOCK_RAW = 3;
-const SOCK_CLOEXEC = 0x80000;
-const NETLINK_ROUTE = 0;
-const NETLINK_NETFILTER = 12;
+export { NetlinkError } from "./nlsock.ts";
+
 const NFNL_SUBSYS_NFTABLES = 10;
+const NFNL_MSG_BATCH_BEGIN = 0x10;
+const NFNL_MSG_BATCH_END = 0x11;
 const NFT_MSG_GETTABLE = 1;
+const NFT_MSG_GETGEN = 16;
 const NFTA_TABLE_NAME = 1;
 const NFTA_TABLE_USERDATA = 6;
 const NFPROTO: Record<string, number> = { inet: 1, ip: 2, ip6: 10 };
-const CLONE_NEWNET = 0x40000000;
 
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
+const NLMSG_NOOP = 1;
 const NLMSG_ERROR = 2;
+const NLMSG_DONE = 3;
 
 const RTM_NEWLINK = 16;
 const RTM_DELLINK = 17;
@@ -55,31 +81,6 @@ const RTA_GATEWAY = 5;
 const NDA_DST = 1;
 const NDA_LLADDR = 2;
 const NUD_PERMANENT = 0x80;
-
-const ERRNO: Record<number, string> = { 1: "EPERM", 2: "ENOENT", 16: "EBUSY", 17: "EEXIST", 19: "ENODEV", 22: "EINVAL", 23: "ENFILE", 34: "ERANGE", 95: "EOPNOTSUPP", 101: "ENETUNREACH" };
-const SOL_SOCKET = 1;
-const SO_SNDBUFFORCE = 32;
-const SOL_NETLINK = 270;
-const NETLINK_CAP_ACK = 10;
-
-let libc: ReturnType<typeof openLibc> | undefined;
-function openLibc() {
-  return dlopen("libc.so.6", {
-    socket: { args: [FFIType.i32, FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    send: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64 },
-    recv: { args: [FFIType.i32, FFIType.ptr, FFIType.u64, FFIType.i32], returns: FFIType.i64 },
-    close: { args: [FFIType.i32], returns: FFIType.i32 },
-    setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
-    setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
-  }).symbols;
-}
-
-export class NetlinkError extends Error {
-  constructor(readonly what: string, readonly errno: number) {
-    super(`${what}: ${ERRNO[errno] ?? `errno ${errno}`}`);
-    this.name = "NetlinkError";
-  }
-}
 
 /** Builds one netlink message: a fixed header struct followed by attributes. */
 class Msg {
@@ -149,59 +150,145 @@ function ifinfomsg(index: number, flags: number, change: number): Uint8Array {
   return b;
 }
 
+export interface NetlinkOptions {
+  /** how long a request waits for its answer, in ms */
+  requestTimeoutMs?: number;
+  /** how long an nftables batch waits for its answer once sent, in ms */
+  batchTimeoutMs?: number;
+}
+
+/** An nftables batch: agent/datapath/nfnl.ts's Batch. */
+export interface NftBatch {
+  bytes: Uint8Array;
+  /** what each message does, keyed by the sequence number the builder gave it (for errors) */
+  what: Map<number, string>;
+}
+
+// Requests are answered within the send (the kernel handles them in the sender's system
+// call) except dumps, which it fills as they are read; the timeouts only bound what a
+// kernel that does not answer would otherwise make an endless wait.
+const REQUEST_TIMEOUT_MS = 5_000;
+const BATCH_TIMEOUT_MS = 10_000;
+/** datagrams a drain reads at most: what an earlier exchange left is a few acks */
+const DRAIN_MAX = 1024;
+
 export class Netlink {
+  private fd: number;
+  /** the next sequence number: each exchange takes a range of its own */
   private seq = 1;
-  private readonly buf = new Uint8Array(65536);
-  private constructor(private readonly fd: number) {}
+  private readonly buf = new Uint8Array(1 << 16);
+  /** the receive timeout set on the socket (ms) */
+  private timeoutMs = 0;
+  private sndbuf = 0;
+  private readonly requestTimeoutMs: number;
+  private readonly batchTimeoutMs: number;
+
+  private constructor(fd: number, o: NetlinkOptions) {
+    this.fd = fd;
+    this.requestTimeoutMs = o.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
+    this.batchTimeoutMs = o.batchTimeoutMs ?? BATCH_TIMEOUT_MS;
+  }
 
   /** A netfilter (nftables) netlink socket in the caller's namespace or the one at `netnsPath`. */
-  static openNetfilter(netnsPath?: string): Netlink {
-    return Netlink.open(netnsPath, NETLINK_NETFILTER);
+  static openNetfilter(netnsPath?: string, o: NetlinkOptions = {}): Netlink {
+    return Netlink.open(netnsPath, NETLINK_NETFILTER, o);
   }
 
   /** A socket in the namespace at `netnsPath`, or in the caller's when undefined. */
-  static open(netnsPath?: string, protocol = NETLINK_ROUTE): Netlink {
-    libc ??= openLibc();
-    if (!netnsPath) return new Netlink(Netlink.socket(protocol));
-    const target = openSync(netnsPath, "r");
-    const home = openSync("/proc/thread-self/ns/net", "r");
-    try {
-      if (libc.setns(target, CLONE_NEWNET) !== 0) throw new Error(`cannot enter network namespace ${netnsPath}`);
-      try {
-        return new Netlink(Netlink.socket(protocol));
-      } finally {
-        if (libc.setns(home, CLONE_NEWNET) !== 0) {
-          // Staying in the pod's namespace would misdirect everything after this: stop here.
-          process.stderr.write(`skein: cannot return from network namespace ${netnsPath}; aborting\n`);
-          process.exit(70);
-        }
-      }
-    } finally {
-      closeSync(target);
-      closeSync(home);
+  static open(netnsPath?: string, protocol = NETLINK_ROUTE, o: NetlinkOptions = {}): Netlink {
+    const fd = openSocket(protocol, netnsPath, (fd) => {
+      // errors come back without the request they refuse: the ack of a 60 KB batch message
+      // is then 36 bytes, not 60 KB
+      const e = setInt(fd, SOL_NETLINK, NETLINK_CAP_ACK, 1);
+      if (e) throw new NetlinkError(`netlink socket${netnsPath ? ` in ${netnsPath}` : ""}: set NETLINK_CAP_ACK`, e);
+    });
+    return new Netlink(fd, o);
+  }
+
+  /** Closes the socket; closing again does nothing. */
+  close(): void {
+    if (this.fd < 0) return;
+    closeSocket(this.fd);
+    this.fd = -1;
+  }
+
+  private live(what: string): void {
+    if (this.fd < 0) throw new NetlinkError(what, EBADF, "the netlink socket is closed");
+  }
+
+  /** Takes `n` consecutive sequence numbers; returns the first. 0 is never used: the
+   * kernel's own messages carry it. */
+  private take(n: number): number {
+    if (this.seq + n > 0xffffffff) this.seq = 1;
+    const first = this.seq;
+    this.seq += n;
+    return first;
+  }
+
+  private setTimeout(what: string, ms: number): void {
+    if (ms === this.timeoutMs) return;
+    const e = setReceiveTimeout(this.fd, ms);
+    if (e) throw new NetlinkError(`${what}: set SO_RCVTIMEO`, e);
+    this.timeoutMs = ms;
+  }
+
+  /**
+   * Reads and drops whatever is queued: the rest of the answer to an exchange that ended on
+   * its first error (the kernel queues a whole batch's answer before its send returns).
+   * Anything a drain leaves is still told apart by its sequence number.
+   */
+  private drain(): void {
+    for (let i = 0; i < DRAIN_MAX; i++) {
+      const n = receive(this.fd, this.buf, MSG_DONTWAIT);
+      // an overflow reported now concerns an exchange that has ended: read on
+      if (n < 0 && n !== -ENOBUFS) return;
     }
   }
 
-  private static socket(protocol = NETLINK_ROUTE): number {
-    const fd = libc!.socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
-    if (fd < 0) throw new Error("cannot open a netlink socket");
-    return fd;
+  /** Receives messages and hands each to `visit` until it says the exchange is over; `ms`
+   * bounds the whole wait. */
+  private receive(what: string, ms: number, visit: (type: number, seq: number, off: number, len: number, dv: DataView) => boolean): void {
+    this.setTimeout(what, ms);
+    const deadline = performance.now() + ms;
+    const late = () => new NetlinkError(what, ETIMEDOUT, `no answer from the kernel within ${ms} ms`);
+    for (;;) {
+      const n = receive(this.fd, this.buf, 0, true);
+      if (n === -EINTR) {
+        // a signal: wait on, but only for what is left of the time
+        const left = Math.ceil(deadline - performance.now());
+        if (left <= 0) throw late();
+        this.setTimeout(what, left);
+        continue;
+      }
+      if (n === -EAGAIN) throw late();
+      if (n === -ENOBUFS) throw new NetlinkError(what, ENOBUFS, "the kernel dropped replies: the socket's receive buffer overflowed");
+      if (n < 0) throw new NetlinkError(what, -n);
+      if (n > this.buf.length) throw new NetlinkError(what, EMSGSIZE, `a reply of ${n} bytes did not fit the ${this.buf.length}-byte buffer`);
+      const dv = new DataView(this.buf.buffer, 0, n);
+      for (let off = 0; off < n; ) {
+        const len = n - off >= 16 ? dv.getUint32(off, true) : 0;
+        if (len < 16 || len > n - off) throw new NetlinkError(what, EPROTO, `a malformed reply: a message of ${len} bytes at offset ${off} of ${n}`);
+        if (visit(dv.getUint16(off + 4, true), dv.getUint32(off + 8, true), off, len, dv)) return;
+        off += align4(len);
+      }
+      if (performance.now() > deadline) throw late();
+    }
   }
 
-  close(): void {
-    libc!.close(this.fd);
-  }
-
-  /** Sends one request and waits for its ack; returns the replies before the ack. */
+  /** Sends one request and waits for its ack (or a dump's end); returns the replies before it. */
   private request(what: string, m: Msg): Uint8Array[] {
-    const seq = this.seq++;
-    const bytes = m.bytes(seq);
-    if (Number(libc!.send(this.fd, ptr(bytes), bytes.length, 0)) !== bytes.length) throw new Error(`${what}: netlink send failed`);
+    this.live(what);
+    this.drain();
+    const seq = this.take(1);
+    sendAll(this.fd, m.bytes(seq), what);
     const replies: Uint8Array[] = [];
-    this.receive(what, (type, msgSeq, off, len, dv) => {
-      if (msgSeq !== seq) return false;
-      if (type === NLMSG_ERROR) {
-        const err = -dv.getInt32(off + 16, true);
+    this.receive(what, this.requestTimeoutMs, (type, msgSeq, off, len, dv) => {
+      if (msgSeq !== seq || type === NLMSG_NOOP) return false;
+      if (type === NLMSG_ERROR || type === NLMSG_DONE) {
+        // an ack holds 0 or -errno, and so does the end of a dump that failed part-way (very
+        // old kernels end a dump with the header alone)
+        if (type === NLMSG_ERROR && len < 20) throw new NetlinkError(what, EPROTO, `a malformed ack of ${len} bytes`);
+        const err = len >= 20 ? -dv.getInt32(off + 16, true) : 0;
         if (err !== 0) throw new NetlinkError(what, err);
         return true;
       }
@@ -211,42 +298,95 @@ export class Netlink {
     return replies;
   }
 
-  /** Reads messages and hands each to `visit` until it says the exchange is over. */
-  private receive(what: string, visit: (type: number, seq: number, off: number, len: number, dv: DataView) => boolean): void {
-    for (;;) {
-      const n = Number(libc!.recv(this.fd, ptr(this.buf), this.buf.length, 0));
-      if (n <= 0) throw new Error(`${what}: netlink recv failed`);
-      const dv = new DataView(this.buf.buffer, 0, n);
-      for (let off = 0; off + 16 <= n; ) {
-        const len = dv.getUint32(off, true);
-        if (visit(dv.getUint16(off + 4, true), dv.getUint32(off + 8, true), off, len, dv)) return;
-        if (len < 16) break;
-        off += align4(len);
+  /**
+   * Sends an nftables batch (agent/datapath/nfnl.ts) as one datagram and waits for its
+   * answer. The kernel applies a batch whole or not at all. It answers with the ack the last
+   * message asks for, or with errors: for the batch header alone (no CAP_NET_ADMIN, an
+   * unknown subsystem, no memory to start), for each message it refused (the rest of the
+   * batch is then aborted, but still answered), or for the first message when the commit
+   * itself failed. The first error is the batch's answer; what the kernel queued after it
+   * is drained. The messages are numbered here from this socket's sequence (renumbered in
+   * place, no copy); the builder's numbers only key `what`. Root may size the socket's send
+   * buffer to the batch, so a million ring slots go in one send.
+   */
+  sendBatch(b: NftBatch): void {
+    const what = "nftables batch";
+    this.live(what);
+    const bytes = b.bytes;
+    const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    const offs: number[] = [];
+    const given: number[] = [];
+    let last = -1;
+    for (let off = 0; off < bytes.length; ) {
+      const len = bytes.length - off >= 16 ? dv.getUint32(off, true) : 0;
+      if (len < 16 || len > bytes.length - off) throw new Error(`${what}: message ${offs.length + 1} has a bad length (${len} bytes at offset ${off} of ${bytes.length})`);
+      const type = dv.getUint16(off + 4, true);
+      if (type !== NFNL_MSG_BATCH_BEGIN && type !== NFNL_MSG_BATCH_END) last = offs.length;
+      offs.push(off);
+      given.push(dv.getUint32(off + 8, true));
+      off += align4(len);
+    }
+    const typeOf = (i: number) => dv.getUint16(offs[i]! + 4, true);
+    if (!offs.length || typeOf(0) !== NFNL_MSG_BATCH_BEGIN || typeOf(offs.length - 1) !== NFNL_MSG_BATCH_END) {
+      throw new Error(`${what}: not a batch (it must begin with NFNL_MSG_BATCH_BEGIN and end with NFNL_MSG_BATCH_END)`);
+    }
+    if (last < 0) return; // an empty batch: nothing to apply, and no ack would come
+    // the ack that ends a batch is the one its last real message asks for (none is sent for
+    // the batch's end)
+    const flagsAt = offs[last]! + 6;
+    dv.setUint16(flagsAt, dv.getUint16(flagsAt, true) | NLM_F_ACK, true);
+    const base = this.take(offs.length);
+    for (let i = 0; i < offs.length; i++) dv.setUint32(offs[i]! + 8, base + i, true);
+    const ackSeq = base + last;
+    const label = (i: number) => {
+      const t = typeOf(i);
+      return t === NFNL_MSG_BATCH_BEGIN ? "its start (the batch header)" : t === NFNL_MSG_BATCH_END ? "its end" : (b.what.get(given[i]!) ?? `message ${i}`);
+    };
+
+    if (bytes.length + 65536 > this.sndbuf) {
+      const size = Math.min(0x3fffffff, bytes.length + 65536);
+      if (setInt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, size) === 0) this.sndbuf = size;
+      // without CAP_NET_ADMIN: as much as net.core.wmem_max allows; a larger batch then fails its send with EMSGSIZE
+      else setInt(this.fd, SOL_SOCKET, SO_SNDBUF, size);
+    }
+    this.drain();
+    sendAll(this.fd, bytes, `${what} of ${bytes.length} bytes`);
+    let failure: NetlinkError | undefined;
+    this.receive(what, this.batchTimeoutMs, (type, seq, off, len, rdv) => {
+      if (type !== NLMSG_ERROR || seq < base || seq >= base + offs.length) return false;
+      if (len < 20) throw new NetlinkError(what, EPROTO, `a malformed ack of ${len} bytes`);
+      const err = -rdv.getInt32(off + 16, true);
+      if (err !== 0) {
+        failure = new NetlinkError(`nftables refused the batch at "${label(seq - base)}"`, err);
+        return true;
       }
+      return seq === ackSeq;
+    });
+    if (failure) {
+      this.drain();
+      throw failure;
     }
   }
 
   /**
-   * Sends an nftables batch (agent/datapath/nfnl.ts) as one message and waits for the ack of
-   * its last message. The kernel applies a batch whole or not at all; a refused one is
-   * reported with what its first failing message did. Root may size the socket's send buffer
-   * to the batch, so a million ring slots go in one send.
+   * The ruleset's generation, with the pid and name the kernel gives the calling thread:
+   * what it will report in the generation message of a transaction this thread commits (the
+   * pid is the thread's in the initial pid namespace, so it differs from process.pid when
+   * the agent runs in a pid namespace of its own).
    */
-  sendBatch(b: { bytes: Uint8Array; what: Map<number, string>; lastSeq: number }): void {
-    const size = new Int32Array([Math.min(0x7fffffff, b.bytes.length + 65536)]);
-    libc!.setsockopt(this.fd, SOL_SOCKET, SO_SNDBUFFORCE, ptr(size), 4);
-    const one = new Int32Array([1]);
-    libc!.setsockopt(this.fd, SOL_NETLINK, NETLINK_CAP_ACK, ptr(one), 4); // errors without the echoed request
-    const sent = Number(libc!.send(this.fd, ptr(b.bytes), b.bytes.length, 0));
-    if (sent !== b.bytes.length) throw new Error(`nftables batch of ${b.bytes.length} bytes: netlink send failed (${sent})`);
-    let failure: NetlinkError | undefined;
-    this.receive("nftables batch", (type, seq, off, _len, dv) => {
-      if (type !== NLMSG_ERROR) return false;
-      const err = -dv.getInt32(off + 16, true);
-      if (err !== 0) failure ??= new NetlinkError(`nftables refused the batch at "${b.what.get(seq) ?? `message ${seq}`}"`, err);
-      return seq === b.lastSeq;
-    });
-    if (failure) throw failure;
+  generation(): NftGeneration {
+    const what = "read the nftables generation";
+    const head = new Uint8Array(4); // nfgenmsg: AF_UNSPEC, version 0, res_id 0
+    for (const r of this.request(what, new Msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETGEN, 0, head))) {
+      const d = decodeNft(r, 0, r.length);
+      if ("gen" in d) return d.gen;
+    }
+    throw new Error(`${what}: the kernel's answer held no generation`);
+  }
+
+  /** The ruleset's current generation id (NFT_MSG_GETGEN). */
+  genid(): number {
+    return this.generation().genid;
   }
 
   /**
@@ -268,7 +408,7 @@ export class Netlink {
     const dv = new DataView(r.buffer);
     for (let off = 16 + 4; off + 4 <= r.length; ) {
       const len = dv.getUint16(off, true);
-      if (len < 4) break;
+      if (len < 4 || off + len > r.length) break;
       if ((dv.getUint16(off + 2, true) & 0x3fff) === NFTA_TABLE_USERDATA) return r.slice(off + 4, off + len);
       off += align4(len);
     }
