@@ -13,7 +13,7 @@ import { describeForeign, tableDrift } from "./drift.ts";
 import type { Nft } from "./nft.ts";
 import { model } from "./render.ts";
 
-const tx = (pid: number, changes: NftTransaction["changes"], proc = "nft"): NftTransaction => ({ genid: 7, pid, proc, changes });
+const tx = (pid: number, changes: NftTransaction["changes"], proc = "nft"): NftTransaction => ({ genid: 7, pid, proc, changes, unlisted: 0 });
 
 describe("describeForeign", () => {
   test("names what others did to inet skein and inet skein_cni, counting repeats; skips this process and other tables", () => {
@@ -34,6 +34,9 @@ describe("describeForeign", () => {
     expect(f.skein).toEqual(["deleted elements of svc4 (2 times) by nft (pid 100)", "deleted a rule of chain t_5 by nft (pid 100)", "deleted the table by firewalld (pid 101)"]);
     expect(f.cni).toEqual(["deleted the table by firewalld (pid 101)"]);
     expect(describeForeign([tx(100, [{ op: "new", kind: "table", family: "inet", table: "mine" }])], 5)).toEqual({ skein: [], cni: [] });
+    // what a table's deletion took along is not listed
+    const gone = describeForeign([tx(100, [{ op: "del", kind: "rule", family: "inet", table: "skein", name: "nat_output" }, { op: "del", kind: "set", family: "inet", table: "skein", name: "svc4" }, { op: "del", kind: "table", family: "inet", table: "skein" }])], 5);
+    expect(gone.skein).toEqual(["deleted the table by nft (pid 100)"]);
   });
 });
 

@@ -42,7 +42,10 @@ export function describeForeign(transactions: NftTransaction[], self: number): F
     }
     const by = `by ${t.proc || "a process"} (pid ${t.pid})`;
     for (const k of ["skein", "cni"] as const) {
-      for (const [line, n] of per[k]) out[k].push(`${line}${n > 1 ? ` (${n} times)` : ""} ${by}`);
+      // a table deleted (or made anew) took everything in it along: that is the one line
+      const whole = [...per[k].keys()].filter((l) => l.endsWith(NOUN.table!));
+      const lines = whole.length ? whole.map((l) => [l, 1] as const) : [...per[k]];
+      for (const [line, n] of lines) out[k].push(`${line}${n > 1 ? ` (${n} times)` : ""} ${by}`);
     }
   }
   return out;

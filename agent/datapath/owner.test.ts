@@ -16,7 +16,7 @@ class Ruleset implements NftEventSource {
   }
   commit(pid: number, table = "skein", heard = this.listening): void {
     this.gen++;
-    if (heard) this.queue.push({ genid: this.gen, pid, proc: pid === 1 ? "skein" : "nft", changes: [{ op: "del", kind: "setelem", family: "inet", table, name: "svc4" }] });
+    if (heard) this.queue.push({ genid: this.gen, pid, proc: pid === 1 ? "skein" : "nft", changes: [{ op: "del", kind: "setelem", family: "inet", table, name: "svc4" }], unlisted: 0 });
   }
   read() {
     const r = { transactions: this.queue.splice(0), lost: this.lost };
@@ -87,7 +87,7 @@ test("a generation committed before a write and heard only after it is no doubt;
   // committed (and counted in the generation) before the agent's write; its notification
   // arrives after: the poll between sees a gap below the agent's generation
   rs.gen++;
-  const late: NftTransaction = { genid: rs.gen, pid: 77, proc: "nft", changes: [] };
+  const late: NftTransaction = { genid: rs.gen, pid: 77, proc: "nft", changes: [], unlisted: 0 };
   owner.own(() => rs.commit(1));
   expect(owner.poll().doubt).toEqual([]);
   expect(owner.changed()).toBe(true);
@@ -109,4 +109,15 @@ test("settle(): the ruleset as it is now is accounted for", () => {
   expect(owner.changed()).toBe(true);
   owner.settle();
   expect(owner.changed()).toBe(false);
+});
+
+test("a transaction of someone else's with more changes than the listener lists is a doubt", () => {
+  const rs = new Ruleset();
+  const owner = new KernelOwner(rs, rs, 1);
+  rs.gen++;
+  rs.queue.push({ genid: rs.gen, pid: 77, proc: "nft", changes: [], unlisted: 5000 });
+  expect(owner.poll().doubt).toEqual(["nft (pid 77) changed 5000 objects more than the notifications list"]);
+  rs.gen++;
+  rs.queue.push({ genid: rs.gen, pid: 1, proc: "skein", changes: [], unlisted: 5000 });
+  expect(owner.poll().doubt).toEqual([]);
 });

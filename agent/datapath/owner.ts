@@ -95,6 +95,7 @@ export class KernelOwner {
     const { transactions, lost } = this.events.read();
     const f: Findings = { ...describeForeign(transactions, this.self), doubt: this.doubts.splice(0) };
     if (lost) f.doubt.push("the kernel dropped nftables notifications (the listener's buffer overflowed)");
+    for (const t of transactions) if (t.unlisted && t.pid !== this.self) f.doubt.push(`${t.proc || "a process"} (pid ${t.pid}) changed ${t.unlisted} objects more than the notifications list`);
     for (const t of transactions) this.account(t.genid);
     // a transaction still being committed may be counted in a generation the agent read
     // before its notifications arrive: a gap is a doubt only when it outlives a poll

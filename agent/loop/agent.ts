@@ -150,12 +150,12 @@ export class Agent {
       onError: (kind, err) => this.log.warn({ resource: kind, err: String((err as Error)?.message ?? err) }, "watch failed; retrying (the tables in force stay)"),
     });
     this.log.info({ server: this.kube.server, node: this.o.nodeName, clusterCIDRs: this.o.clusterCIDRs, serviceCIDRs: this.o.serviceCIDRs }, "agent starting");
-    await this.watcher.start();
     if (this.deps.kernel) {
       this.kernelTimers.push(setInterval(() => this.checkKernel(false), POLL_MS));
       if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => this.checkKernel(true), this.o.verifyMs));
       for (const t of this.kernelTimers) t.unref?.();
     }
+    await this.watcher.start();
   }
 
   async stop(): Promise<void> {

@@ -25,7 +25,8 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const nl = Netlink.openNetfilter();
   // what the agent writes it does not hear; everything else changed in nftables it does
   const events = NftEvents.open();
-  const owner = new KernelOwner(events, nl);
+  // the pid the kernel names this thread with (in a pid namespace of its own, not process.pid)
+  const owner = new KernelOwner(events, nl, nl.generation().pid);
   const nft = owner.nft(openNft());
   const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs);
   const kernel = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), list: () => listTable() };
