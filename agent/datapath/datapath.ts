@@ -18,6 +18,7 @@ import type { UnitChange } from "../../compiler/incremental.ts";
 import { BatchBuilder, encodeRingOps, type Batch, type BatchBuffer } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
+import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 import {
   addRingMap,
   emptyModel,
@@ -83,6 +84,7 @@ export class Datapath {
     private readonly serviceCIDRs: string[] = [],
     /** ring slots per batch when filling maps nothing looks up yet */
     private readonly fillSlots = FILL_SLOTS,
+    private readonly marks: Marks = DEFAULT_MARKS, // skein's bits of the packet and conntrack marks
   ) {}
 
   /** This node's pod CIDRs, whose addresses are the only ones a pod can hairpin from (empty:
@@ -109,7 +111,7 @@ export class Datapath {
 
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
-    this.current = model(tables, 0, this.hairpin);
+    this.current = model(tables, 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = ringCapacity(this.slots);
   }
@@ -130,7 +132,7 @@ export class Datapath {
     if (!cur || this.hairpinStale || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
     if (!changes.length) return { kind: "none", lines: 0, ringOps: 0, ms: performance.now() - t0 };
     this.flushPending();
-    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin);
+    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin, this.marks);
     const before = unit("before");
     const after = unit("after");
     const plan = planUnits(cur, before, after);
@@ -155,7 +157,7 @@ export class Datapath {
     const slots = ringSlots(tables);
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
-    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0), this.hairpin);
+    const next = model(tables, prev && !fits && !opts.full ? 1 - prev.bank : (prev?.bank ?? 0), this.hairpin, this.marks);
     const commit = () => {
       this.current = next;
       this.slots = slots;
@@ -204,7 +206,7 @@ export class Datapath {
   /** A new table: skeleton, then every ring, then every target. */
   private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
     const cap = ringCapacity(slots);
-    const skeleton = renderSkeleton(next.bank, cap) + serviceCidrScript(this.serviceCIDRs);
+    const skeleton = renderSkeleton(next.bank, cap, this.marks) + serviceCidrScript(this.serviceCIDRs);
     this.nft.run(skeleton);
     this.capacity = cap;
     const empty = emptyModel(next.bank);

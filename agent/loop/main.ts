@@ -7,8 +7,9 @@ import { Netlink } from "../sys/netlink.ts";
 import { readTable } from "../datapath/adopt.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
+import type { Marks } from "../datapath/marks.ts";
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string }): Promise<number> {
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; marks: Marks }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -19,11 +20,11 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     return 1;
   }
   const nl = Netlink.openNetfilter();
-  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, o.serviceCIDRs);
+  const datapath = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, o.serviceCIDRs, undefined, o.marks);
   // the tables an earlier agent left keep serving until the new ones are whole
   let found: ReturnType<typeof readTable>;
   try {
-    found = readTable();
+    found = readTable(undefined, o.marks);
   } catch (e) {
     log.fatal({ err: (e as Error).message }, "cannot read the nftables state of this node");
     return 1;
