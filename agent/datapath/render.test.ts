@@ -89,6 +89,8 @@ describe("mark ranges", () => {
     const dp = new Datapath({ backend: "exec", run: () => { throw new Error("no nft text expected"); } }, { send: () => { throw new Error("no batch expected"); } }, [], undefined, narrow);
     expect(() => dp.sync(many)).toThrow(why);
     expect(model(tablesOf(objects(255)), 0, undefined, narrow).rings.size).toBe(255);
+    // a range that is no range is refused before anything is rendered
+    expect(() => model(tablesOf(objects(1)), 0, undefined, { mark: 0xff00ff00, ctMark: 1 })).toThrow("packet mark range: 0xff00ff00 is not one run of contiguous bits");
   });
 });
 

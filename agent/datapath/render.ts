@@ -29,7 +29,7 @@
 import type { Ring, Tables, Target } from "../../compiler/reference/compile.ts";
 import type { RingRule } from "./nfnl.ts";
 import { addressText, compareKeys, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
-import { DEFAULT_MARKS, hex32 as hex, marksComment, markValue, masqBit, type Marks } from "./marks.ts";
+import { checkMarks, DEFAULT_MARKS, hex32 as hex, marksComment, markValue, masqBit, type Marks } from "./marks.ts";
 
 export const TABLE = "skein";
 
@@ -161,6 +161,7 @@ const count = (refs: Map<string, number>, k: string, by = 1) => {
  * it is not given.
  */
 export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, hairpin?: AddressTest, marks: Marks = DEFAULT_MARKS): Model {
+  checkMarks(marks);
   const md = emptyModel(bank);
   const el = (set: string, k: string, v = "") => md.elements.get(set)!.set(k, v);
   const byId = new Map(tables.targets.map((t) => [t.id, t]));
@@ -216,6 +217,7 @@ const chainBlock = (name: string, rules: string[]) => [`add chain inet ${TABLE} 
 export function renderSkeleton(bank: number, cap: Capacity, marks: Marks = DEFAULT_MARKS): string {
   // the comment records the mark ranges the rings are keyed with: a table made with others
   // is not adopted (adopt.ts)
+  checkMarks(marks);
   const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE} { comment "${marksComment(marks)}"; }`];
   for (const decl of Object.values(sets(bank, cap))) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
   for (const [name, [head, ...rules]] of baseChains(marks)) {
