@@ -110,3 +110,28 @@ test("skein demo builds its cluster, passes every check and leaves nothing behin
   expect(r.out).toContain("pod-a -> ClusterIP 10.96.0.10:80");
   expect(listNetns().filter((n) => n.startsWith("skdemo-"))).toEqual([]);
 }, 120_000);
+
+test("tables --nft uses skein's bits of the marks only; ids the range cannot hold are an error naming the target", () => {
+  const dir = useTempDir("marks");
+  const objs = (n: number) =>
+    Array.from({ length: n }, (_, i) => [
+      { kind: "Service", metadata: { name: `s${i}`, namespace: "default" }, spec: { clusterIP: `10.96.${i >> 8}.${i & 255}`, ports: [{ port: 80 }] } },
+      { kind: "EndpointSlice", metadata: { name: `s${i}-1`, namespace: "default", labels: { "kubernetes.io/service-name": `s${i}` } }, addressType: "IPv4", ports: [{ port: 80 }], endpoints: [{ addresses: [`10.244.${i >> 8}.${i & 255}`] }] },
+    ]).flat();
+  writeFileSync(`${dir}/few.json`, JSON.stringify(objs(3)));
+  writeFileSync(`${dir}/many.json`, JSON.stringify(objs(256)));
+  const r = skein(["tables", "--state", `${dir}/few.json`, "--nft", "--mark-mask", "0x000ff000", "--ct-mark-mask", "0x00000100"]);
+  expect(r.err).toBe("");
+  expect(r.out).toContain('add table inet skein { comment "skein marks: packet 0x000ff000 conntrack 0x00000100"; }');
+  expect(r.out).toMatch(/add rule inet skein t_3 meta mark set meta mark & 0xfff00fff \| 0x00003000 goto ring4_0_11 comment "default\/s\d:80\/TCP internal"/);
+  expect(r.out).toContain("dnat ip to meta mark & 0x000ff000 . jhash");
+  expect(r.out).toContain("ct mark & 0x00000100 == 0x00000100 masquerade");
+  const narrow = skein(["tables", "--state", `${dir}/many.json`, "--nft", "--mark-mask", "0xff000000"]);
+  expect(narrow.code).toBe(1);
+  expect(narrow.err).toMatch(/^skein: target 256 \(default\/s\d+:80\/TCP internal\) does not fit the packet mark range 0xff000000, which holds ids 1-255: give --mark-mask more bits\n$/);
+  expect(narrow.out).toBe("");
+  expect(skein(["tables", "--state", `${dir}/many.json`, "--nft", "--mark-mask", "0xffff0000"]).code).toBe(0);
+  const bad = skein(["tables", "--state", `${dir}/few.json`, "--ct-mark-mask", "0x0"]);
+  expect(bad.code).toBe(2);
+  expect(bad.err).toContain("--ct-mark-mask: must be a non-zero 32-bit value");
+});

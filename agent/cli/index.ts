@@ -4,6 +4,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from "commander
 import { DEMO_PREFIX, TEST_PREFIX } from "../demo/lab.ts";
 import { versionInfo } from "../version.ts";
 import { parseCidr } from "../ipam/cidr.ts";
+import { DEFAULT_MARKS, hex32, MIN_MARK_BITS, parseMask } from "../datapath/marks.ts";
 
 export const EXIT_USAGE = 2;
 export const EXIT_UNAVAILABLE = 69;
@@ -56,13 +57,26 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       throw new InvalidArgumentError(`${what}: ${(e as Error).message}`);
     }
   };
+  // skein's bits of the packet and conntrack marks (datapath/marks.ts), for the agent and for
+  // the tables it would load
+  const mask = (flag: string, minBits: number) => (s: string) => {
+    try {
+      return parseMask(s, minBits);
+    } catch (e) {
+      throw new InvalidArgumentError(`${flag}: ${(e as Error).message}`);
+    }
+  };
+  const markOptions = (c: Command) =>
+    c
+      .addOption(new Option("--mark-mask <mask>", `bits of the packet mark skein uses (contiguous, at least ${MIN_MARK_BITS}): they carry the target id; every other bit is left as found`).default(DEFAULT_MARKS.mark, hex32(DEFAULT_MARKS.mark)).argParser(mask("--mark-mask", MIN_MARK_BITS)))
+      .addOption(new Option("--ct-mark-mask <mask>", "bits of the conntrack mark skein uses (contiguous): the highest is the masquerade flag; every other bit is left as found").default(DEFAULT_MARKS.ctMark, hex32(DEFAULT_MARKS.ctMark)).argParser(mask("--ct-mark-mask", 1)));
   const whole = (lo: number, hi: number) => (s: string) => {
     const n = Number(s);
     if (!Number.isInteger(n) || n < lo || n > hi) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from ${lo} to ${hi}`);
     return n;
   };
-  program
-    .command("agent")
+  markOptions(program
+    .command("agent"))
     .description("run the node agent: watch the Kubernetes API and keep this node's service datapath in step (replaces kube-proxy)")
     .option("--kubeconfig <path>", "kubeconfig file (default: $KUBECONFIG, the in-cluster service account, or ~/.kube/config)")
     .option("--node-name <name>", "this node's name (default: $NODE_NAME, else the host name)")
@@ -76,7 +90,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--no-masquerade", "do not keep the CNI plugin's masquerade table (inet skein_cni) in place (for a conflist with masquerade: false)")
     .addOption(new Option("--verify-interval <s>", "how often the kernel's tables are compared with the agent's when nothing was heard (seconds; 0: never)").default(60).argParser(whole(0, 86_400)))
     .addOption(new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"))
-    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; masquerade: boolean; verifyInterval: number; logLevel: string }) => {
+    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; masquerade: boolean; verifyInterval: number; logLevel: string; markMask: number; ctMarkMask: number }) => {
       const { hostname } = await import("node:os");
       const nodeName = o.nodeName ?? process.env.NODE_NAME ?? hostname();
       const { runAgent } = await import("../loop/main.ts");
@@ -93,6 +107,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         masquerade: o.masquerade,
         verifyMs: o.verifyInterval * 1000,
         logLevel: o.logLevel,
+        marks: { mark: o.markMask, ctMark: o.ctMarkMask },
       });
     });
 
@@ -111,8 +126,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, log: out });
     });
 
-  program
-    .command("tables")
+  markOptions(program
+    .command("tables"))
     .description("compile cluster state and print the datapath tables")
     .option("--state <file>", "YAML or JSON list of Kubernetes objects (offline; without it: the running agent's tables)")
     .option("--json", "print JSON")
@@ -126,10 +141,10 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from 1 to 1000`);
       return n;
     }))
-    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number }) => {
+    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number; markMask: number; ctMarkMask: number }) => {
       if (!o.state) notYet("tables");
       const { tablesCommand } = await import("./tables.ts");
-      process.exitCode = await tablesCommand({ ...o, state: o.state }, out, err);
+      process.exitCode = await tablesCommand({ ...o, state: o.state, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, out, err);
     });
 
   program

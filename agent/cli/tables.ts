@@ -10,6 +10,7 @@ import { compile, targetBackends, type Tables } from "../../compiler/reference/c
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { model, planDelta, renderFull, renderPlan } from "../datapath/render.ts";
+import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
 
 export interface TablesOptions {
   state: string;
@@ -21,6 +22,8 @@ export interface TablesOptions {
   nodeName: string;
   nodeIp: string[];
   ringFactor: number;
+  /** skein's bits of the packet and conntrack marks (default: the agent's) */
+  marks?: Marks;
 }
 
 export function readObjects(path: string): unknown[] {
@@ -73,21 +76,22 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, units) : undefined;
   const tables = compile(state, { ...copts, previous: before }, units);
   for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
+  const marks = o.marks ?? DEFAULT_MARKS;
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");
     const { openNft } = await import("../datapath/nft.ts");
     const { Netlink } = await import("../sys/netlink.ts");
     const nl = Netlink.openNetfilter();
     try {
-      const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) });
+      const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, [], undefined, marks);
       if (before) dp.assume(before);
       const r = dp.sync(tables);
       out(o.json ? JSON.stringify(r) + "\n" : `applied ${r.kind}: ${r.lines} lines of nft, ${r.ringOps} ring operations over netlink, ${r.ms.toFixed(1)} ms\n`);
     } finally {
       nl.close();
     }
-  } else if (o.nft && before) out(renderPlan(planDelta(model(before), model(tables))));
-  else if (o.nft) out(renderFull(tables));
+  } else if (o.nft && before) out(renderPlan(planDelta(model(before, 0, undefined, marks), model(tables, 0, undefined, marks))));
+  else if (o.nft) out(renderFull(tables, 0, marks));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length || tables.conflicts.length ? 1 : 0;

@@ -4,9 +4,13 @@
 // bank of ring maps is live, the target and ring chains, the verdict-map and set elements and
 // the hairpin addresses. Not the ring slots: the switch fills the other bank from scratch, and
 // one nft transaction then points every target chain at it (Datapath.adopt, then sync).
+// Only a table made with the same mark ranges (marks.ts), recorded in its comment: the ring
+// slots the switch keeps reachable until it is done are keyed by the mark, and the
+// masquerade rule that stays tests one bit of the conntrack mark.
 import { run } from "../sys/exec.ts";
 import { emptyModel, TABLE, type Model } from "./render.ts";
 import type { RingRule } from "./nfnl.ts";
+import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
 
 const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
 const SETS = ["svc4", "svc6", "noep4", "noep6", "front4", "front6", "hairpin4", "hairpin6", "svcnet4", "svcnet6"];
@@ -19,15 +23,26 @@ export type Adoption =
   | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
   | { ok: false; why: string };
 
+/** The table's comment, from nft's text listing (its JSON leaves table comments out). */
+export function tableComment(listing: string): string | undefined {
+  const head = listing.split("\n").slice(1).find((l) => l.trim());
+  return /^\s*comment "(.*)"$/.exec(head ?? "")?.[1];
+}
+
 /**
  * The model of a table in the kernel, from `nft -j -t list table` (`terse`: no elements) and
- * the elements of the verdict maps and sets (`sets`: name → the `elem` arrays nft listed).
+ * the elements of the verdict maps and sets (`sets`: name → the `elem` arrays nft listed);
+ * `comment` is the table's, `marks` the ranges the adopting agent uses.
  */
-export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption {
+export function adoptedModel(terse: J[], sets: Map<string, unknown[]>, comment?: string, marks: Marks = DEFAULT_MARKS): Adoption {
   const chains = terse.filter((x) => x.chain).map((x) => x.chain as J);
   const maps = new Set(terse.filter((x) => x.map || x.set).map((x) => (x.map ?? x.set).name as string));
   const missing = [...BASE_CHAINS.filter((c) => !chains.some((x) => x.name === c)), ...SETS.filter((s) => !maps.has(s))];
   if (missing.length) return { ok: false, why: `table inet ${TABLE} lacks ${missing.join(", ")}: not one this version of skein made` };
+  const recorded = marksFromComment(comment);
+  const want = `packet ${hex32(marks.mark)}, conntrack ${hex32(marks.ctMark)}`;
+  if (!recorded) return { ok: false, why: `table inet ${TABLE} records no mark ranges (made by an earlier version of skein, or not by skein); this agent uses ${want}` };
+  if (!sameMarks(recorded, marks)) return { ok: false, why: `table inet ${TABLE} was made with the mark ranges packet ${hex32(recorded.mark)}, conntrack ${hex32(recorded.ctMark)}; this agent uses ${want}` };
   // the live bank: the one the target chains' ring chains belong to, else the one with maps
   const used = new Set<number>();
   for (const r of terse.filter((x) => x.rule && /^t_\d+(_m)?$/.test(x.rule.chain)).map((x) => x.rule as J)) {
@@ -47,7 +62,7 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
     const m = RING_CHAIN.exec(c.name);
     if (m && Number(m[3]) === bank) {
       const family = Number(m[1]) as 4 | 6;
-      const rule: RingRule = { family, affinity: m[2] === "a", ringSize: Number(m[4]), map: `be${family}_${bank}` };
+      const rule: RingRule = { family, affinity: m[2] === "a", ringSize: Number(m[4]), map: `be${family}_${bank}`, mark: marks.mark };
       md.ringChains.set(c.name, rule);
     }
   }
@@ -75,6 +90,8 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>): Adoption
 export interface Listing {
   terse: J[];
   sets: Map<string, unknown[]>;
+  /** the table's comment, where skein records its mark ranges */
+  comment?: string;
 }
 
 export type NftReader = (args: string[]) => string;
@@ -94,12 +111,12 @@ export function listTable(nft: NftReader = nftExec): Listing | undefined {
     const listed = nftJson(["list", x.map ? "map" : "set", "inet", TABLE, s.name]).find((y) => y.map || y.set);
     sets.set(s.name, ((listed?.map ?? listed?.set)?.elem as unknown[]) ?? []);
   }
-  return { terse, sets };
+  return { terse, sets, comment: tableComment(nft(["-t", "list", "table", "inet", TABLE])) };
 }
 
-/** Reads `inet skein` from the kernel into a model a bank switch can replace; undefined when
- * there is none. */
-export function readTable(nft: NftReader = nftExec): Adoption | undefined {
+/** Reads `inet skein` from the kernel into a model a bank switch can replace, for an agent
+ * using `marks`; undefined when there is none. */
+export function readTable(nft: NftReader = nftExec, marks: Marks = DEFAULT_MARKS): Adoption | undefined {
   const l = listTable(nft);
-  return l && adoptedModel(l.terse, l.sets);
+  return l && adoptedModel(l.terse, l.sets, l.comment, marks);
 }

@@ -20,6 +20,7 @@ import type { Nft } from "./nft.ts";
 import type { Listing } from "./adopt.ts";
 import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
+import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 import {
   addRingMap,
   emptyModel,
@@ -85,6 +86,7 @@ export class Datapath {
     private readonly serviceCIDRs: string[] = [],
     /** ring slots per batch when filling maps nothing looks up yet */
     private readonly fillSlots = FILL_SLOTS,
+    private readonly marks: Marks = DEFAULT_MARKS, // skein's bits of the packet and conntrack marks
   ) {}
 
   /** This node's pod CIDRs, whose addresses are the only ones a pod can hairpin from (empty:
@@ -111,7 +113,7 @@ export class Datapath {
 
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
   assume(tables: Tables): void {
-    this.current = model(tables, 0, this.hairpin);
+    this.current = model(tables, 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = ringCapacity(this.slots);
   }
@@ -132,7 +134,7 @@ export class Datapath {
     if (!cur || this.hairpinStale || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
     if (!changes.length) return { kind: "none", lines: 0, ringOps: 0, ms: performance.now() - t0 };
     this.flushPending();
-    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin);
+    const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin, this.marks);
     const before = unit("before");
     const after = unit("after");
     const plan = planUnits(cur, before, after);
@@ -156,7 +158,7 @@ export class Datapath {
   /** Where the table in the kernel differs from the model in force (drift.ts): empty when they
    * agree, or when no table is in force yet. `list` reads the kernel's. */
   drift(list: () => Listing | undefined): string[] {
-    return this.current ? tableDrift(this.current, list()) : [];
+    return this.current ? tableDrift(this.current, list(), this.marks) : [];
   }
 
   /**
@@ -175,7 +177,7 @@ export class Datapath {
     const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
     const switchBank = !!prev && !opts.full && (!fits || !!opts.rebuild);
-    const next = model(tables, switchBank ? 1 - prev!.bank : (prev?.bank ?? 0), this.hairpin);
+    const next = model(tables, switchBank ? 1 - prev!.bank : (prev?.bank ?? 0), this.hairpin, this.marks);
     const commit = () => {
       this.current = next;
       this.slots = slots;
@@ -224,7 +226,7 @@ export class Datapath {
   /** A new table: skeleton, then every ring, then every target. */
   private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
     const cap = ringCapacity(slots);
-    const skeleton = renderSkeleton(next.bank, cap) + serviceCidrScript(this.serviceCIDRs);
+    const skeleton = renderSkeleton(next.bank, cap, this.marks) + serviceCidrScript(this.serviceCIDRs);
     this.nft.run(skeleton);
     this.capacity = cap;
     const empty = emptyModel(next.bank);

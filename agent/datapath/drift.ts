@@ -12,6 +12,7 @@ import type { NftTransaction } from "../sys/nfevents.ts";
 import { adoptedModel, type Listing } from "./adopt.ts";
 import { baseRuleCounts, TABLE, type Model } from "./render.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
+import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 
 export interface Foreign {
   /** what happened to `inet skein`, one line per kind of change */
@@ -53,23 +54,24 @@ export function describeForeign(transactions: NftTransaction[], self: number): F
 
 /**
  * Where the table the kernel lists differs from the model in force: empty when they agree.
- * Compared: that the table is there and has skein's base chains and sets, the rule count of
+ * Compared: that the table is there, has skein's base chains and sets and records `marks` as
+ * the ranges it was made with, the rule count of
  * every chain (the base chains', and one in each target and ring chain), the target and ring
  * chains by name, the elements of the verdict maps and sets, the hairpin addresses, and
  * which ring bank is live. Not compared: the million ring slots (listing them would cost
  * seconds at 10,000 services; a change to them is seen through the notifications) and rule
  * text (a rule replaced by another is seen the same way).
  */
-export function tableDrift(expected: Model, kernel: Listing | undefined): string[] {
+export function tableDrift(expected: Model, kernel: Listing | undefined, marks: Marks = DEFAULT_MARKS): string[] {
   if (!kernel) return [`table inet ${TABLE} is missing`];
-  const found = adoptedModel(kernel.terse, kernel.sets);
+  const found = adoptedModel(kernel.terse, kernel.sets, kernel.comment, marks);
   if (!found.ok) return [found.why];
   const got = found.model;
   const out: string[] = [];
   if (got.bank !== expected.bank) out.push(`ring bank ${got.bank} is live, not ${expected.bank}`);
   const rules = new Map<string, number>();
   for (const x of kernel.terse) if (x.rule) rules.set(x.rule.chain, (rules.get(x.rule.chain) ?? 0) + 1);
-  for (const [chain, n] of baseRuleCounts()) {
+  for (const [chain, n] of baseRuleCounts(marks)) {
     const have = rules.get(chain) ?? 0;
     if (have !== n) out.push(`chain ${chain} has ${have} rules, not ${n}`);
   }

@@ -9,8 +9,9 @@
 // protocols tcp vs. th"), so ring chains made here are what lets a delta add one.
 //
 // The ring rule is the one nft itself emits for
-//   dnat ip to meta mark . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
-// (checked against `nft --debug=netlink` in nfnl.test.ts), minus nft's `meta l4proto
+//   dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
+// (RANGE: skein's bits of the packet mark, marks.ts; render.test.ts holds the rule listed from
+// the kernel equal to the one nft makes of that text), minus nft's `meta l4proto
 // { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
@@ -52,6 +53,8 @@ export interface RingRule {
   ringSize: number;
   /** the ring map the rule looks up */
   map: string;
+  /** skein's bits of the packet mark (marks.ts): only they select the ring */
+  mark: number;
 }
 
 export interface Batch {
@@ -64,6 +67,7 @@ export interface Batch {
 }
 
 const enc = new TextEncoder();
+const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 /** Growable byte buffer with netlink attribute helpers. */
 class Writer {
@@ -108,6 +112,16 @@ class Writer {
   }
   str(type: number, s: string): void {
     this.bytes(type, enc.encode(`${s}\0`));
+  }
+  /** a register value (host byte order, as the mark is held), as nested NFTA_DATA_VALUE */
+  host32(type: number, n: number): void {
+    const d = this.begin(type | NLA_F_NESTED);
+    const at = this.begin(1); // NFTA_DATA_VALUE
+    this.ensure(4);
+    this.dv.setUint32(this.o, n >>> 0, HOST_LE);
+    this.o += 4;
+    this.end(at);
+    this.end(d);
   }
   be32(type: number, n: number): void {
     const at = this.begin(type);
@@ -229,8 +243,15 @@ export class BatchBuilder {
       w.bytes(1, Uint8Array.of(v6 ? NFPROTO_IPV6 : NFPROTO_IPV4)); // NFTA_DATA_VALUE
       w.end(d);
     });
-    // key: mark (reg32 0) . jhash(client) mod M (reg32 1); client read into reg32 6..
+    // key: mark & range (reg32 0) . jhash(client) mod M (reg32 1); client read into reg32 6..
     expr("meta", () => (w.be32(2, 3), w.be32(1, REG_1))); // mark
+    expr("bitwise", () => {
+      w.be32(1, REG_1); // NFTA_BITWISE_SREG
+      w.be32(2, REG_1); // NFTA_BITWISE_DREG
+      w.be32(3, 4); // NFTA_BITWISE_LEN
+      w.host32(4, r.mark); // NFTA_BITWISE_MASK
+      w.host32(5, 0); // NFTA_BITWISE_XOR
+    });
     const payload = (base: number, offset: number, len: number, dreg: number) =>
       expr("payload", () => (w.be32(1, dreg), w.be32(2, base), w.be32(3, offset), w.be32(4, len)));
     payload(1, v6 ? 8 : 12, addrLen, REG32(6)); // network header: saddr
@@ -324,7 +345,6 @@ export class BatchBuilder {
 
 // Ring map keys are two host-order u32 registers (mark . hash); values are the address in
 // network order and the port in network order, padded to a register.
-const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 const KEY_LEN = 8;
 const dataLen = (family: 4 | 6) => (family === 4 ? 8 : 20);
 
@@ -334,7 +354,7 @@ function keysOf(ops: SlotOp[]): Uint8Array {
   let o = 0;
   for (const op of ops) {
     for (let s = op.from; s < op.to; s++, o += KEY_LEN) {
-      dv.setUint32(o, op.id, HOST_LE);
+      dv.setUint32(o, op.mark, HOST_LE);
       dv.setUint32(o + 4, s, HOST_LE);
     }
   }

@@ -7,7 +7,7 @@ import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { asMap, feed } from "../../compiler/generate.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { addNetns, deleteNetns } from "../sys/netns.ts";
-import { readTable } from "./adopt.ts";
+import { adoptedModel, readTable, tableComment } from "./adopt.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
@@ -15,6 +15,7 @@ import { BatchBuilder } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { inCidrs } from "../../compiler/keys.ts";
 import { emptyModel, model, patchModel, planUnits, renderDelta, renderFull, ringDiff, splitFill } from "./render.ts";
+import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 
 type Tweak = { endpoints?: (i: number) => string[]; skip?: (i: number) => boolean; affinity?: (i: number) => boolean; external?: (i: number) => string[] };
 function objects(n: number, tw: Tweak = {}): unknown[] {
@@ -51,7 +52,45 @@ describe("renderFull", () => {
   });
 
   test("replaces the table atomically", () => {
-    expect(renderFull(tablesOf(objects(1))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", "add table inet skein"]);
+    expect(renderFull(tablesOf(objects(1))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", 'add table inet skein { comment "skein marks: packet 0xffff0000 conntrack 0x80000000"; }']);
+  });
+});
+
+describe("mark ranges", () => {
+  // the id in bits 8-23 of the packet mark, the masquerade flag in bit 30 of the ct mark
+  const marks: Marks = { mark: 0x00ffff00, ctMark: 0x7f000000 };
+  const t = tablesOf(objects(12));
+  const text = renderFull(t, 0, marks);
+
+  test("target chains change only skein's bits of the packet mark; rings are keyed by them", () => {
+    for (const x of t.targets) {
+      const v = `0x${(x.id << 8).toString(16).padStart(8, "0")}`;
+      expect(text).toContain(`add rule inet skein t_${x.id} meta mark set meta mark & 0xff0000ff | ${v} goto ring4_0_53 comment`);
+      expect(text).toMatch(new RegExp(`add element inet skein be4_0 \\{ (.*, )?${v} \\. 0 : `));
+    }
+    // NodePorts (every fifth service) masquerade: one bit of the ct mark, the others kept
+    const nodePort = t.frontends.find((f) => f.masquerade)!.target;
+    expect(text).toContain(`add rule inet skein t_${nodePort}_m ct mark set ct mark | 0x40000000 meta mark set meta mark & 0xff0000ff | 0x0000${(nodePort << 8).toString(16).padStart(4, "0")} goto ring4_0_53`);
+    expect(text).toContain("add rule inet skein nat_postrouting ct mark & 0x40000000 == 0x40000000 masquerade");
+    expect(text).toContain("dnat ip to meta mark & 0x00ffff00 . jhash ip saddr . th sport mod 53 seed 0x0 map @be4_0");
+    expect(text).toContain('add table inet skein { comment "skein marks: packet 0x00ffff00 conntrack 0x7f000000"; }');
+    // nothing sets the whole mark any more, nor looks the whole mark up
+    expect(text).not.toMatch(/meta mark set \d|meta mark set 0x|to meta mark \./);
+    expect(renderFull(t)).toContain("meta mark set meta mark & 0x0000ffff | 0x00010000 goto");
+  });
+
+  test("ids the range cannot hold are an error naming the target, at render and at sync", () => {
+    const many = tablesOf(objects(300)); // ids up to 300; 8 bits hold 255
+    const narrow: Marks = { mark: 0xff000000, ctMark: 0x80000000 };
+    const last = many.targets.find((x) => x.id === 256)!;
+    const why = `target 256 (${last.service} ${last.scope}) does not fit the packet mark range 0xff000000, which holds ids 1-255: give --mark-mask more bits`;
+    expect(() => model(many, 0, undefined, narrow)).toThrow(why);
+    expect(() => renderFull(many, 0, narrow)).toThrow(why);
+    const dp = new Datapath({ backend: "exec", run: () => { throw new Error("no nft text expected"); } }, { send: () => { throw new Error("no batch expected"); } }, [], undefined, narrow);
+    expect(() => dp.sync(many)).toThrow(why);
+    expect(model(tablesOf(objects(255)), 0, undefined, narrow).rings.size).toBe(255);
+    // a range that is no range is refused before anything is rendered
+    expect(() => model(tablesOf(objects(1)), 0, undefined, { mark: 0xff00ff00, ctMark: 1 })).toThrow("packet mark range: 0xff00ff00 is not one run of contiguous bits");
   });
 });
 
@@ -72,7 +111,7 @@ describe("renderDelta", () => {
     expect(rings.delChains).toEqual([]);
     for (const m of [rings.add, rings.del]) {
       expect([...m.keys()]).toEqual(["be4_0"]);
-      expect(m.get("be4_0")!.every((op) => op.id === target)).toBe(true);
+      expect(m.get("be4_0")!.every((op) => op.mark === target << 16)).toBe(true); // the default range: the upper 16 bits
     }
   });
 });
@@ -81,7 +120,7 @@ test("a fill split into batches: every slot once, none over the limit, chains an
   const md = model(tablesOf(objects(5)));
   const fill = ringDiff(emptyModel(0), md);
   const parts = splitFill(fill, 40);
-  const slots = (o: typeof fill) => [...o.add.values()].flat().flatMap((op) => Array.from({ length: op.to - op.from }, (_, i) => `${op.id}/${op.from + i}`));
+  const slots = (o: typeof fill) => [...o.add.values()].flat().flatMap((op) => Array.from({ length: op.to - op.from }, (_, i) => `${op.mark}/${op.from + i}`));
   expect(parts.length).toBe(Math.ceil(slots(fill).length / 40));
   for (const p of parts) expect(slots(p).length).toBeLessThanOrEqual(40);
   expect(parts.flatMap(slots)).toEqual(slots(fill));
@@ -119,14 +158,15 @@ afterAll(() => {
   deleteNetns(`${ns}d`);
   deleteNetns(`${ns}e`);
   deleteNetns(`${ns}f`);
+  deleteNetns(`${ns}g`);
 });
 
 describe("in a kernel", () => {
   // nft through an exec in the namespace, ring batches over a netlink socket opened in it
-  const datapath = (path: string) => {
+  const datapath = (path: string, marks?: Marks) => {
     const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
     const nl = Netlink.openNetfilter(path);
-    return { dp: new Datapath(nft, { send: (b) => nl.sendBatch(b) }), close: () => nl.close() };
+    return { dp: new Datapath(nft, { send: (b) => nl.sendBatch(b) }, [], undefined, marks), close: () => nl.close() };
   };
   // The kernel lists chains in creation order and hash-set elements in its own order, so
   // compare the JSON listing as sets of objects, without handles; banks renamed to one.
@@ -322,16 +362,43 @@ describe("in a kernel", () => {
     expect(parts.switched).toEqual(whole.switched);
   });
 
-  test("the one-file form (skein tables --nft) loads with nft alone and holds the same table", () => {
+  // also what holds the ring rule and ring keys nfnl.ts encodes equal to those nft makes of
+  // the text, in the default mark range and in another
+  test.each([DEFAULT_MARKS, { mark: 0x0fffff00, ctMark: 0x00000f00 }])("the one-file form (skein tables --nft) loads with nft alone and holds the same table (marks %o)", (marks) => {
     const path = addNetns(`${ns}b`);
-    const b = tablesOf(objects(20, { affinity: (i) => i === 4 }));
-    run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderFull(b) });
-    // nft text needs its `meta l4proto` guard in front of a transport mapping; the batch has none
-    const text = listing(path).map((l) => l.replace(/\{"match":\{"op":"==","left":\{"meta":\{"key":"l4proto"\}\},"right":\{"set":\["tcp","udp","sctp"\]\}\}\},/g, ""));
-    const live = datapath(path);
     try {
-      live.dp.sync(b);
-      expect(text).toEqual(listing(path));
+      const b = tablesOf(objects(20, { affinity: (i) => i === 4 }));
+      run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderFull(b, 0, marks) });
+      // nft text needs its `meta l4proto` guard in front of a transport mapping; the batch has none
+      const text = listing(path).map((l) => l.replace(/\{"match":\{"op":"==","left":\{"meta":\{"key":"l4proto"\}\},"right":\{"set":\["tcp","udp","sctp"\]\}\}\},/g, ""));
+      expect(text.join()).toContain(`{"&":[{"meta":{"key":"mark"}},${marks.mark}]}`);
+      const live = datapath(path, marks);
+      try {
+        live.dp.sync(b);
+        expect(text).toEqual(listing(path));
+      } finally {
+        live.close();
+      }
+    } finally {
+      deleteNetns(`${ns}b`);
+    }
+  });
+
+  test("a table made with other mark ranges, or by an earlier version (none recorded), is not adopted", () => {
+    const path = addNetns(`${ns}g`);
+    const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
+    const marks: Marks = { mark: 0x00ffff00, ctMark: 0x40000000 };
+    const live = datapath(path, marks);
+    try {
+      live.dp.sync(tablesOf(objects(5)));
+      expect(readTable(nftIn, marks)).toMatchObject({ ok: true });
+      expect(readTable(nftIn)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
+      expect(readTable(nftIn, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
+      // the comment as the kernel lists it; a table without one (what earlier versions made)
+      expect(tableComment(nftIn(["-t", "list", "table", "inet", "skein"]))).toBe("skein marks: packet 0x00ffff00 conntrack 0x40000000");
+      const terse = (JSON.parse(nftIn(["-j", "-t", "list", "table", "inet", "skein"])) as { nftables: Array<Record<string, any>> }).nftables;
+      expect(adoptedModel(terse, new Map(), undefined, marks)).toMatchObject({ ok: false, why: expect.stringContaining("records no mark ranges (made by an earlier version of skein") });
+      expect(adoptedModel(terse, new Map(), "skein marks: packet 0x00ffff00 conntrack 0x40000000", marks)).toMatchObject({ ok: true });
     } finally {
       live.close();
     }

@@ -7,19 +7,20 @@
 // as services grow (the kernel finds a set by walking a list, and every element insert into a
 // map costs in proportion to the rules referencing it):
 //   svc4/svc6   verdict maps  daddr . l4proto . dport -> goto t_<target>
-//   t_<target>  one chain per target: set the mark to the target id, goto its ring chain
+//   t_<target>  one chain per target: put the target id in skein's bits of the packet mark,
+//               goto its ring chain
 //   ring…_<bank>_<M>  one chain per (family, affinity, ring size): DNAT through the shared
-//               map be4_<bank>/be6_<bank> keyed by mark . jhash(client) mod M
+//               map be4_<bank>/be6_<bank> keyed by (mark & skein's bits) . jhash(client) mod M
 //   noep4/noep6 frontends whose target has no backend: rejected at once, never black-holed
 //   t_<target>_m  the same for frontends that must be source-NATed (Cluster-policy NodePort,
-//               external and load-balancer addresses): it also sets MASQ_BIT in the
-//               connection's ct mark, which postrouting masquerades on
+//               external and load-balancer addresses): it also sets the masquerade bit in
+//               the connection's ct mark, which postrouting masquerades on
 //   hairpin4/6  backends as (addr . addr): a pod reaching itself through a service is
 //               masqueraded, or its reply would bypass the translation (only this node's
 //               pods, when the model is given their CIDRs: see model())
 // The packet mark carries the target id for the ring lookup (the first packet only, NAT runs
-// once per connection); the ct mark's top bit is the masquerade flag, and its other bits are
-// left for policy.
+// once per connection); a bit of the ct mark is the masquerade flag. Both only in the bit
+// ranges marks.ts gives skein: every other bit of either mark passes through unchanged.
 //
 // The ring maps are fixed-size hashes (`size`: the kernel inserts into those ~3.5x faster
 // than into its resizable default). A bank (0 or 1) names one generation of ring maps and
@@ -28,10 +29,9 @@
 import type { Ring, Tables, Target } from "../../compiler/reference/compile.ts";
 import type { RingRule } from "./nfnl.ts";
 import { addressText, compareKeys, KEY_BYTES, keyPort, sameKey, type AddressTest } from "../../compiler/keys.ts";
+import { checkMarks, DEFAULT_MARKS, hex32 as hex, marksComment, markValue, masqBit, type Marks } from "./marks.ts";
 
 export const TABLE = "skein";
-export const MASQ_BIT = 0x80000000;
-const hex = (n: number) => `0x${n.toString(16).padStart(8, "0")}`;
 
 const proto = (p: string) => p.toLowerCase();
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
@@ -42,7 +42,7 @@ const ringChain = (t: Pick<Target, "family" | "affinity" | "ringSize">, bank: nu
 function ringRuleText(r: RingRule): string {
   const a = addr(r.family);
   const client = r.affinity ? `${a} saddr` : `${a} saddr . th sport`;
-  return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark . jhash ${client} mod ${r.ringSize} seed 0x0 map @${r.map}`;
+  return `meta l4proto { tcp, udp, sctp } dnat ${a} to meta mark & ${hex(r.mark)} . jhash ${client} mod ${r.ringSize} seed 0x0 map @${r.map}`;
 }
 
 export interface Capacity {
@@ -84,7 +84,7 @@ const ringMapDecl = (fam: 4 | 6, bank: number, size: number) => `map ${ringMap(f
 export const addRingMap = (fam: 4 | 6, bank: number, size: number) => `add ${ringMapDecl(fam, bank, size).replace(/^map /, `map inet ${TABLE} `)}`;
 
 /** Base chains: fixed too. -100 is dstnat (nft 1.0.6 takes the name only in prerouting). */
-function baseChains(): Map<string, string[]> {
+function baseChains(marks: Marks): Map<string, string[]> {
   const c = new Map<string, string[]>();
   for (const hook of ["prerouting", "output"] as const) {
     c.set(`nat_${hook}`, [`type nat hook ${hook} priority -100; policy accept;`, `ip daddr . meta l4proto . th dport vmap @svc4`, `ip6 daddr . meta l4proto . th dport vmap @svc6`]);
@@ -102,7 +102,7 @@ function baseChains(): Map<string, string[]> {
   }
   c.set(`nat_postrouting`, [
     `type nat hook postrouting priority srcnat; policy accept;`,
-    `ct mark & ${hex(MASQ_BIT)} == ${hex(MASQ_BIT)} masquerade`,
+    `ct mark & ${hex(masqBit(marks))} == ${hex(masqBit(marks))} masquerade`,
     `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`,
     `ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade`,
   ]);
@@ -110,7 +110,7 @@ function baseChains(): Map<string, string[]> {
 }
 
 /** The base chains with the number of rules each holds: what a drift check expects. */
-export const baseRuleCounts = (): Map<string, number> => new Map([...baseChains()].map(([name, [, ...rules]]) => [name, rules.length]));
+export const baseRuleCounts = (marks: Marks): Map<string, number> => new Map([...baseChains(marks)].map(([name, [, ...rules]]) => [name, rules.length]));
 
 export interface RingModel {
   family: 4 | 6;
@@ -134,8 +134,9 @@ export interface Model {
    * hairpin4/6, loaded over netlink with the rings. A change of some services (planUnits)
    * removes an address only with its last user. */
   hairpins: { 4: Map<string, number>; 6: Map<string, number> };
-  /** target id -> its ring: the elements `id . slot : backend` of the ring map, kept as arrays
-   * (millions of slots at 10k services would not fit a Map of strings in time) */
+  /** a target's mark value (its id in skein's bits of the packet mark: marks.ts) -> its ring:
+   * the elements `mark . slot : backend` of the ring map, kept as arrays (millions of slots at
+   * 10k services would not fit a Map of strings in time) */
   rings: Map<number, RingModel>;
   /** ring chains the targets use, with their rule */
   ringChains: Map<string, RingRule>;
@@ -162,7 +163,8 @@ const count = (refs: Map<string, number>, k: string, by = 1) => {
  * only this node's pods ever need it (the agent passes its pod CIDRs); every address when
  * it is not given.
  */
-export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, hairpin?: AddressTest): Model {
+export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, hairpin?: AddressTest, marks: Marks = DEFAULT_MARKS): Model {
+  checkMarks(marks);
   const md = emptyModel(bank);
   const el = (set: string, k: string, v = "") => md.elements.get(set)!.set(k, v);
   const byId = new Map(tables.targets.map((t) => [t.id, t]));
@@ -179,12 +181,15 @@ export function model(tables: Pick<Tables, "frontends" | "targets">, bank = 0, h
     for (let at = 0; at < t.keys.length; at += KEY_BYTES) if (!hairpin || hairpin(t.keys, at, t.family)) ips.add(addressText(t.keys, at, t.family));
     for (const ip of ips) count(md.hairpins[t.family], ip);
     if (!t.ringSize) continue;
-    md.rings.set(t.id, { family: t.family, keys: t.keys, ring: t.ring });
+    const mark = markValue(marks, t.id, `${t.service} ${t.scope}`);
+    md.rings.set(mark, { family: t.family, keys: t.keys, ring: t.ring });
     const chain = ringChain(t, bank);
     count(md.refs, chain);
-    md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank) });
-    md.chains.set(`t_${t.id}`, `meta mark set ${t.id} goto ${chain} comment "${t.service} ${t.scope}"`);
-    if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, `ct mark set ct mark | ${hex(MASQ_BIT)} meta mark set ${t.id} goto ${chain}`);
+    md.ringChains.set(chain, { family: t.family, affinity: t.affinity, ringSize: t.ringSize, map: ringMap(t.family, bank), mark: marks.mark });
+    // only skein's bits change: the mask keeps every other bit, the xor puts the id in
+    const setMark = `meta mark set meta mark & ${hex(~marks.mark)} | ${hex(mark)}`;
+    md.chains.set(`t_${t.id}`, `${setMark} goto ${chain} comment "${t.service} ${t.scope}"`);
+    if (masq.has(t.id)) md.chains.set(`t_${t.id}_m`, `ct mark set ct mark | ${hex(masqBit(marks))} ${setMark} goto ${chain}`);
   }
   return md;
 }
@@ -212,10 +217,13 @@ const chainBlock = (name: string, rules: string[]) => [`add chain inet ${TABLE} 
  * The table without targets: sets, ring maps of `bank`, base chains. Replaces whatever table
  * was there; what the targets need follows as ring batches and a delta from emptyModel.
  */
-export function renderSkeleton(bank: number, cap: Capacity): string {
-  const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE}`];
+export function renderSkeleton(bank: number, cap: Capacity, marks: Marks = DEFAULT_MARKS): string {
+  // the comment records the mark ranges the rings are keyed with: a table made with others
+  // is not adopted (adopt.ts)
+  checkMarks(marks);
+  const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE} { comment "${marksComment(marks)}"; }`];
   for (const decl of Object.values(sets(bank, cap))) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
-  for (const [name, [head, ...rules]] of baseChains()) {
+  for (const [name, [head, ...rules]] of baseChains(marks)) {
     out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
   }
   return out.join("\n") + "\n";
@@ -236,9 +244,9 @@ export function serviceCidrScript(cidrs: string[]): string {
  * and what `nft -f` can load by itself. The agent loads the same content faster, as the
  * skeleton, a ring batch and a delta.
  */
-export function renderFull(tables: Tables, bank = 0): string {
-  const md = model(tables, bank);
-  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)));
+export function renderFull(tables: Tables, bank = 0, marks: Marks = DEFAULT_MARKS): string {
+  const md = model(tables, bank, undefined, marks);
+  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)), marks);
   const rings = renderRingOps(ringDiff(emptyModel(md.bank), md));
   return skeleton + rings + renderDelta(emptyModel(md.bank), md);
 }
@@ -273,10 +281,11 @@ export function renderDelta(prev: Model, next: Model): string {
   return out.length ? out.join("\n") + "\n" : "";
 }
 
-/** Ring slots `from` to `to` (exclusive) of target `id`, to write or remove; `r` holds the
- * new values. A range, not one object per slot: a cold load writes a million slots. */
+/** Ring slots `from` to `to` (exclusive) of the target whose mark value is `mark`, to write
+ * or remove; `r` holds the new values. A range, not one object per slot: a cold load writes a
+ * million slots. */
 export interface SlotOp {
-  id: number;
+  mark: number;
   from: number;
   to: number;
   r?: RingModel;
@@ -316,10 +325,10 @@ export function splitFill(o: RingOps, maxSlots: number): RingOps[] {
 }
 
 /** Adds slot `s` to `ops`, extending the last range when it continues it. */
-function pushSlot(ops: SlotOp[], id: number, s: number, r?: RingModel): void {
+function pushSlot(ops: SlotOp[], mark: number, s: number, r?: RingModel): void {
   const last = ops[ops.length - 1];
-  if (last && last.id === id && last.to === s && last.r === r) last.to++;
-  else ops.push({ id, from: s, to: s + 1, r });
+  if (last && last.mark === mark && last.to === s && last.r === r) last.to++;
+  else ops.push({ mark, from: s, to: s + 1, r });
 }
 
 /** What goes over netlink: ring chains to make or remove, ring slots to remove (`del`) or
@@ -366,16 +375,16 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
   for (const name of a.ringChains.keys()) if (!b.ringChains.has(name)) ops.delChains.push(name);
   if (a.bank !== b.bank) throw new Error(`ring diff across banks (${a.bank} -> ${b.bank}): a bank switch builds the new bank from empty`);
   const bank = b.bank;
-  for (const [id, ra] of a.rings) {
-    const rb = b.rings.get(id);
+  for (const [mark, ra] of a.rings) {
+    const rb = b.rings.get(mark);
     if (rb && rb.family === ra.family) continue;
-    list(ops.del, ra.family, bank).push({ id, from: 0, to: ra.ring.length });
+    list(ops.del, ra.family, bank).push({ mark, from: 0, to: ra.ring.length });
   }
-  for (const [id, rb] of b.rings) {
-    const ra = a.rings.get(id);
+  for (const [mark, rb] of b.rings) {
+    const ra = a.rings.get(mark);
     const ad = list(ops.add, rb.family, bank);
     if (!ra || ra.family !== rb.family) {
-      ad.push({ id, from: 0, to: rb.ring.length, r: rb });
+      ad.push({ mark, from: 0, to: rb.ring.length, r: rb });
       continue;
     }
     // a ring is a function of its backends and its size: same both, same slots
@@ -384,11 +393,11 @@ export function ringDiff(a: NetlinkPart, b: NetlinkPart): RingOps {
     const n = Math.min(ra.ring.length, rb.ring.length);
     for (let s = 0; s < n; s++) {
       if (sameKey(ra.keys, ra.ring[s]!, rb.keys, rb.ring[s]!)) continue;
-      pushSlot(dl, id, s);
-      pushSlot(ad, id, s, rb);
+      pushSlot(dl, mark, s);
+      pushSlot(ad, mark, s, rb);
     }
-    if (rb.ring.length > n) ad.push({ id, from: n, to: rb.ring.length, r: rb });
-    if (ra.ring.length > n) dl.push({ id, from: n, to: ra.ring.length });
+    if (rb.ring.length > n) ad.push({ mark, from: n, to: rb.ring.length, r: rb });
+    if (ra.ring.length > n) dl.push({ mark, from: n, to: ra.ring.length });
   }
   for (const m of [ops.del, ops.add]) for (const [k, v] of m) if (!v.length) m.delete(k);
   return ops;
@@ -489,7 +498,7 @@ export function renderRingOps(o: RingOps): string {
   for (const [name, rule] of o.addChains) out.push(...chainBlock(name, [ringRuleText(rule)]));
   const slots = (ops: SlotOp[], value: (op: SlotOp, s: number) => string) => {
     const items: string[] = [];
-    for (const op of ops) for (let s = op.from; s < op.to; s++) items.push(`${op.id} . ${s}${value(op, s)}`);
+    for (const op of ops) for (let s = op.from; s < op.to; s++) items.push(`${hex(op.mark)} . ${s}${value(op, s)}`);
     return items;
   };
   for (const [set, ops] of o.del) out.push(...elementLines("delete", set, slots(ops, () => "")));

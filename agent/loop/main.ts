@@ -11,8 +11,9 @@ import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
 import { Masquerade } from "./masquerade.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
+import type { Marks } from "../datapath/marks.ts";
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean }): Promise<number> {
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -28,13 +29,13 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   // the pid the kernel names this thread with (in a pid namespace of its own, not process.pid)
   const owner = new KernelOwner(events, nl, nl.generation().pid);
   const nft = owner.nft(openNft());
-  const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs);
+  const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs, undefined, o.marks);
   const kernel = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), list: () => listTable() };
   const masquerade = o.masquerade ? new Masquerade(nft, () => nl.tableUserdata("inet", MASQ_TABLE)) : undefined;
   // the tables an earlier agent left keep serving until the new ones are whole
   let found: ReturnType<typeof readTable>;
   try {
-    found = readTable();
+    found = readTable(undefined, o.marks);
   } catch (e) {
     log.fatal({ err: (e as Error).message }, "cannot read the nftables state of this node");
     return 1;
