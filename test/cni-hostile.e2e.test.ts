@@ -2,7 +2,7 @@
 // plugin never harms what is already on the node (its routes, links, other pods, the IPAM
 // state) and answers with the spec's error code.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { hostVethName } from "../agent/cni/plan.ts";
 import { DiskStore } from "../agent/ipam/disk-store.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
@@ -144,6 +144,17 @@ describe("a second network over the same pod CIDR", () => {
     oldIp = ipv4Of(r);
   });
 
+  test("the same container id and interface in another network: ADD refused (code 4), the old pod's link untouched", async () => {
+    lab.host("dup");
+    const linksBefore = hostLinks(lab, "node");
+    const r = plugin("ADD", net("ovdup", "10.244.28.0/24"), env("old", { CNI_NETNS: lab.path("dup") }));
+    expect(r.json?.code).toBe(4);
+    expect(String(r.json?.msg)).toMatch(/^host interface sk[0-9a-f]{13} of container ctr-old eth0 already exists, wired to another namespace/);
+    expect(hostLinks(lab, "node")).toEqual(linksBefore);
+    expect(podInterfaces("dup")).toEqual([]);
+    expect(await lab.ping("node", oldIp)).toBe(true);
+  });
+
   for (const [i, [what, second]] of others.entries()) {
     test(`${what}: ADD refused (code 103), nothing of it left; the old pod keeps its route through the newcomer's DEL`, async () => {
       const pod = `new${i}`;
@@ -178,6 +189,21 @@ test("GC without cni.dev/valid-attachments: code 7 naming the field, every pod k
   expect(held(conf, "ctr-gckept").map((a) => a.ip)).toEqual([ipv4Of(r)]);
   expect(await lab.ping("node", ipv4Of(r))).toBe(true);
   expect(plugin("DEL", conf, env("gckept")).exitCode).toBe(0);
+});
+
+test("GC removes the lock files of the containers it does not keep", () => {
+  const conf = net("gclocks", "10.244.29.0/24");
+  for (const p of ["gl1", "gl2"]) {
+    lab.host(p);
+    expect(plugin("ADD", conf, env(p)).exitCode).toBe(0);
+  }
+  const locks = () => readdirSync(`${conf.dataDir}/containers`).sort();
+  expect(locks()).toEqual(["ctr-gl1.lock", "ctr-gl2.lock"]);
+  const gc = runPlugin({ command: "GC", conf: { ...conf, "cni.dev/valid-attachments": [{ containerID: "ctr-gl2", ifname: "eth0" }] }, env: {}, netnsOfPlugin: lab.path("node") });
+  expect(gc.exitCode).toBe(0);
+  expect(locks()).toEqual(["ctr-gl2.lock"]);
+  expect(plugin("DEL", conf, env("gl2")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
 });
 
 describe("reads are bounded", () => {

@@ -1,6 +1,6 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
-import { existsSync, mkdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
@@ -180,7 +180,7 @@ export function cmdDelLenient(env: CniEnv, stdin: string, confError: CniError, d
 }
 
 /** The network name and data directory of a configuration that failed validation, or why not. */
-function storeOf(stdin: string): { name: string; dataDir: string } | string {
+export function storeOf(stdin: string): { name: string; dataDir: string } | string {
   let raw: unknown;
   try {
     raw = JSON.parse(stdin);
@@ -200,11 +200,29 @@ function storeOf(stdin: string): { name: string; dataDir: string } | string {
  * DEL removes the lock file, so they do not pile up over a node's life.
  */
 export function withContainerLock<T>(dataDir: string, containerId: string, remove: boolean, fn: () => T): T {
-  const dir = `${dataDir}/containers`;
-  mkdirSync(dir, { recursive: true, mode: 0o700 });
-  // A container id is a file name (checked in env.ts); a very long one is hashed to fit.
-  const base = containerId.length <= 200 ? containerId : `sha256-${new Bun.CryptoHasher("sha256").update(containerId).digest("hex")}`;
-  return withFileLock(`${dir}/${base}.lock`, fn, { remove });
+  mkdirSync(lockDir(dataDir), { recursive: true, mode: 0o700 });
+  return withFileLock(lockPath(dataDir, containerId), fn, { remove });
+}
+
+const lockDir = (dataDir: string) => `${dataDir}/containers`;
+// A container id is a file name (checked in env.ts); a very long one is hashed to fit.
+const lockPath = (dataDir: string, containerId: string) =>
+  `${lockDir(dataDir)}/${containerId.length <= 200 ? containerId : `sha256-${new Bun.CryptoHasher("sha256").update(containerId).digest("hex")}`}.lock`;
+
+/** Removes the lock files of containers not kept (an ADD never followed by DEL leaves one). */
+function removeStaleLocks(dataDir: string, keep: string[]): void {
+  let files: string[];
+  try {
+    files = readdirSync(lockDir(dataDir));
+  } catch {
+    return; // no container has been locked here yet
+  }
+  const kept = new Set(keep.map((id) => lockPath(dataDir, id)));
+  for (const f of files) {
+    const path = `${lockDir(dataDir)}/${f}`;
+    // Taken first: a command still running for that container finishes before its file goes.
+    if (f.endsWith(".lock") && !kept.has(path)) withFileLock(path, () => undefined, { remove: true });
+  }
 }
 
 const CHECK_FAILED = 101;
@@ -306,5 +324,6 @@ export function cmdGc(conf: NetConf, deps: Deps): void {
       errors.push((e as Error).message);
     }
   }
+  removeStaleLocks(conf.dataDir, valid.map((v) => v.containerId));
   if (errors.length) throw new CniError(ErrorCode.IoFailure, `GC released addresses but could not remove links: ${errors.join("; ")}`);
 }

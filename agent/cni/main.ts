@@ -4,8 +4,8 @@
 import { writeSync } from "node:fs";
 import { openNft, type Nft } from "../datapath/nft.ts";
 import { readFdBounded, TooLargeError } from "../sys/bounded-read.ts";
-import { cmdAdd, cmdCheck, cmdDel, cmdDelLenient, cmdGc, cmdStatus, defaultStore, withContainerLock, type Deps } from "./commands.ts";
-import { DEFAULT_DATA_DIR, parseNetConf, type NetConf } from "./config.ts";
+import { cmdAdd, cmdCheck, cmdDel, cmdDelLenient, cmdGc, cmdStatus, defaultStore, storeOf, withContainerLock, type Deps } from "./commands.ts";
+import { parseNetConf, type NetConf } from "./config.ts";
 import { parseEnv } from "./env.ts";
 import { INTERNAL_ERROR, toCniError } from "./errors.ts";
 import { CniError, compareVersions, ErrorCode, isSupported, LATEST, SUPPORTED_VERSIONS } from "./spec.ts";
@@ -46,8 +46,11 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
       conf = parseNetConf(io.stdin);
     } catch (e) {
       if (env.command !== "DEL" || !(e instanceof CniError)) throw e;
-      const dataDir = lenientDataDir(io.stdin);
-      const report = withContainerLock(dataDir, env.containerId, true, () => cmdDelLenient(env, io.stdin, e, { store: defaultStore, ...deps }));
+      const del = () => cmdDelLenient(env, io.stdin, e, { store: defaultStore, ...deps });
+      const where = storeOf(io.stdin);
+      // Without a readable network name and data directory there is no state to touch, only
+      // the veth (by name), and no lock file to take.
+      const report = typeof where === "string" ? del() : withContainerLock(where.dataDir, env.containerId, true, del);
       return { stdout: "", exitCode: 0, stderr: report };
     }
     version = conf.cniVersion;
@@ -77,17 +80,6 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
     const err = toCniError(e);
     return { stdout: JSON.stringify(err.toJSON(version)), exitCode: 1, stderr: err.code === INTERNAL_ERROR ? (e as Error)?.stack : undefined };
   }
-}
-
-/** Where the container lock of a DEL lives when its configuration does not validate. */
-function lenientDataDir(stdin: string): string {
-  try {
-    const d = (JSON.parse(stdin) as { dataDir?: unknown }).dataDir;
-    if (typeof d === "string" && d.startsWith("/")) return d;
-  } catch {
-    // not JSON: the default directory
-  }
-  return DEFAULT_DATA_DIR;
 }
 
 export async function cniMain(): Promise<never> {
