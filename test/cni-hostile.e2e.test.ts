@@ -124,8 +124,23 @@ test(`20 concurrent ADDs of one container (${ROUNDS} rounds): one succeeds, the 
 
     expect((await pluginAsync("DEL", conf, env(pod))).exitCode).toBe(0);
     expect(held(conf)).toEqual([]);
+    expect(readdirSync(`${conf.dataDir}/containers`)).toEqual([]);
     expect(podInterfaces(pod)).toEqual([]);
     expect(hostLinks(lab, "node")).not.toContain(hostVethName(`ctr-${pod}`, "eth0"));
+  }
+}, 90_000);
+
+test("two networks over one pod CIDR, ADDs at the same instant (10 rounds): never both; the one wired keeps its route", async () => {
+  for (let round = 0; round < 10; round++) {
+    const nets = [net(`race${round}a`, "10.244.30.0/24"), net(`race${round}b`, "10.244.30.0/24")];
+    const pods = nets.map((_, k) => `race${round}${k}`);
+    pods.forEach((p) => lab.host(p));
+    const runs = await Promise.all(nets.map((c, k) => pluginAsync("ADD", c, env(pods[k]!))));
+    const ok = runs.filter((r) => r.exitCode === 0);
+    expect(ok).toHaveLength(1);
+    expect(runs.find((r) => r.exitCode !== 0)?.json?.code).toBe(103);
+    expect(await lab.ping("node", ipv4Of(ok[0]!))).toBe(true);
+    for (const [k, c] of nets.entries()) expect((await pluginAsync("DEL", c, env(pods[k]!))).exitCode).toBe(0);
   }
 }, 90_000);
 

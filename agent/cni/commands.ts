@@ -7,7 +7,7 @@ import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
-import { withFileLock } from "../sys/flock.ts";
+import { withFileLock, withNetnsLock } from "../sys/flock.ts";
 import { DEFAULT_DATA_DIR, NETWORK_NAME, poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
 import { withCleanupFailures, toCniError } from "./errors.ts";
@@ -92,20 +92,24 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
   const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: env.netns, mtu: conf.mtu, addrs });
   let madeLink = false;
   try {
-    for (const a of addrs) {
-      const taken = hostRoutesTo(a.ip, a.family);
-      if (taken.length) {
-        throw new CniError(
-          ADDRESS_CONFLICT,
-          `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already routed to ${taken.join(", ")} on this node: another network over the same pod CIDR, or a pod this network's state does not know; refusing to take it over`,
-        );
+    // Looking for a route to the address and adding ours is one step for every ADD on the
+    // node, whatever its network: two networks' ADDs of one address at once cannot both pass.
+    withNetnsLock(() => {
+      for (const a of addrs) {
+        const taken = hostRoutesTo(a.ip, a.family);
+        if (taken.length) {
+          throw new CniError(
+            ADDRESS_CONFLICT,
+            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already routed to ${taken.join(", ")} on this node: another network over the same pod CIDR, or a pod this network's state does not know; refusing to take it over`,
+          );
+        }
       }
-    }
-    ensureForwarding([...new Set(addrs.map((a) => a.family))]);
-    const [veth, ...hostRest] = plan.host;
-    applyOps(undefined, [veth!]);
-    madeLink = true;
-    applyOps(undefined, hostRest);
+      ensureForwarding([...new Set(addrs.map((a) => a.family))]);
+      const [veth, ...hostRest] = plan.host;
+      applyOps(undefined, [veth!]);
+      madeLink = true;
+      applyOps(undefined, hostRest);
+    });
     applyOps(env.netns, plan.pod);
     if (conf.masquerade) {
       const m = renderMasquerade(net.pools, net.clusterCIDRs);

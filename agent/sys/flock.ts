@@ -53,3 +53,22 @@ export function withFileLock<T>(path: string, fn: () => T, opts: { remove?: bool
   }
   throw new Error(`cannot lock ${path}: it was removed ${MAX_REOPENS} times while waiting`);
 }
+
+/**
+ * Runs `fn` while holding an exclusive lock on this thread's network namespace itself (its
+ * nsfs file): a mutex shared by every process working in that namespace, whatever data
+ * directory or configuration each one uses, and gone with them.
+ */
+export function withNetnsLock<T>(fn: () => T): T {
+  const fd = openSync("/proc/thread-self/ns/net", "r");
+  try {
+    if (flock(fd, LOCK_EX) !== 0) throw new Error("cannot lock this network namespace (flock on /proc/thread-self/ns/net)");
+    try {
+      return fn();
+    } finally {
+      flock(fd, LOCK_UN);
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
