@@ -2,7 +2,6 @@
 // or through `ip -batch` when SKEIN_NETLINK=off; reads, which only CHECK needs, use `ip -j`
 // so CHECK compares structured state, not scraped text.
 import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { endianness } from "node:os";
 import { parseIp, type Family } from "../ipam/cidr.ts";
 import { ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
@@ -88,7 +87,9 @@ export function netnsLinkExists(netns: string, name: string): boolean {
 export function hostRoutesTo(ip: string, family: Family): string[] {
   const bytes = [...parseIpBytes(ip, family)];
   if (family === 4) {
-    const hex = (endianness() === "LE" ? [...bytes].reverse() : bytes).map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+    // The kernel prints the address as a host-order word.
+    const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+    const hex = (littleEndian ? [...bytes].reverse() : bytes).map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
     const lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
     return lines.map((l) => l.split("\t")).filter((f) => f[1] === hex && f[7] === "FFFFFFFF").map((f) => f[0]!);
   }
