@@ -1,15 +1,17 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
-import { existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
-import { poolsFrom, type NetConf } from "./config.ts";
+import { withFileLock, withNetnsLock } from "../sys/flock.ts";
+import { DEFAULT_DATA_DIR, NETWORK_NAME, poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
-import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, listHostLinks, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { withCleanupFailures, toCniError } from "./errors.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostRoutesTo, isOwnNetns, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
 import { buildResult, type CniResult } from "./result.ts";
@@ -49,8 +51,30 @@ export function resolveNetwork(conf: NetConf): Network {
 
 const addrsOf = (allocs: Allocation[]): PodAddress[] => allocs.map((a) => ({ ip: a.ip, family: parseIp(a.ip).family }));
 
+/** plugin-specific (100+): an address this ADD got is already routed to another interface */
+export const ADDRESS_CONFLICT = 103;
+
+/** Refuses a target namespace that is the node's own: wiring it would rewrite the node's routes. */
+function refuseNodeNetns(env: CniEnv): void {
+  if (isOwnNetns(env.netns)) {
+    throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} is the node's own network namespace (the plugin's), not a pod's: refused`);
+  }
+}
+
 export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
   if (!existsSync(env.netns)) throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} does not exist`);
+  refuseNodeNetns(env);
+  const hostIf = hostVethName(env.containerId, env.ifname);
+  // The spec: an interface of the requested name that already exists is an error. A repeated
+  // ADD must not touch what the first one made (it is serialized behind it by the container lock).
+  if (netnsLinkExists(env.netns, env.ifname)) {
+    throw new CniError(ErrorCode.InvalidEnv, `CNI_IFNAME ${env.ifname} already exists in ${env.netns}: container ${env.containerId} is already attached (DEL it first)`);
+  }
+  // Its peer is alive elsewhere (a veth pair dies whole): another attachment of this
+  // container id and interface name, which must not be cut off.
+  if (hostLinkExists(hostIf)) {
+    throw new CniError(ErrorCode.InvalidEnv, `host interface ${hostIf} of container ${env.containerId} ${env.ifname} already exists, wired to another namespace than ${env.netns}: DEL that attachment first`);
+  }
   const net = resolveNetwork(conf);
   const store = deps.store(conf);
   const owner = { containerId: env.containerId, ifname: env.ifname };
@@ -66,29 +90,57 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
   }
   const addrs = addrsOf(allocations);
   const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: env.netns, mtu: conf.mtu, addrs });
+  let madeLink = false;
   try {
-    // A link left by an ADD that died half-way (or a retried ADD) would make `link add` fail.
-    if (hostLinkExists(plan.hostIf)) deleteHostLink(plan.hostIf);
-    ensureForwarding([...new Set(addrs.map((a) => a.family))]);
-    applyOps(undefined, plan.host);
+    // Looking for a route to the address and adding ours is one step for every ADD on the
+    // node, whatever its network: two networks' ADDs of one address at once cannot both pass.
+    withNetnsLock(() => {
+      for (const a of addrs) {
+        const taken = hostRoutesTo(a.ip, a.family);
+        if (taken.length) {
+          throw new CniError(
+            ADDRESS_CONFLICT,
+            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already routed to ${taken.join(", ")} on this node: another network over the same pod CIDR, or a pod this network's state does not know; refusing to take it over`,
+          );
+        }
+      }
+      ensureForwarding([...new Set(addrs.map((a) => a.family))]);
+      const [veth, ...hostRest] = plan.host;
+      applyOps(undefined, [veth!]);
+      madeLink = true;
+      applyOps(undefined, hostRest);
+    });
     applyOps(env.netns, plan.pod);
     if (conf.masquerade) {
       const m = renderMasquerade(net.pools, net.clusterCIDRs);
       if (!nftTableHas("inet", MASQ_TABLE, m.fingerprint)) deps.nft().run(m.script);
     }
   } catch (e) {
-    // A failed ADD leaves nothing behind: no link, no address held.
-    try {
-      deleteHostLink(plan.hostIf);
-    } finally {
-      store.update((st) => ({ state: release(st, owner).state, result: null }));
+    // A failed ADD leaves nothing behind: no link, no address held. Only what this ADD made
+    // is removed: a link of the same name it failed to create belongs to someone else.
+    const cleanup: unknown[] = [];
+    if (madeLink) {
+      try {
+        deleteHostLink(plan.hostIf);
+      } catch (c) {
+        cleanup.push(c);
+      }
     }
-    throw e;
+    try {
+      store.update((st) => ({ state: release(st, owner).state, result: null }));
+    } catch (c) {
+      cleanup.push(c);
+    }
+    throw withCleanupFailures(e, cleanup);
   }
   return buildResult(conf.cniVersion, { plan, netns: env.netns, mtu: conf.mtu, allocations, dns: conf.dns });
 }
 
-/** Idempotent: a missing link, netns or allocation is what DEL wants anyway. */
+/**
+ * Idempotent: a missing link, netns or allocation is what DEL wants anyway. The host routes
+ * to the pod go with its veth; DEL removes no route itself, so it cannot cut off another
+ * pod that holds the same address through another network.
+ */
 export function cmdDel(env: CniEnv, conf: NetConf, deps: Deps): void {
   deleteHostLink(hostVethName(env.containerId, env.ifname));
   deps.store(conf).update((st) => {
@@ -97,9 +149,90 @@ export function cmdDel(env: CniEnv, conf: NetConf, deps: Deps): void {
   });
 }
 
+/**
+ * DEL under a configuration that does not validate (kubelet must still be able to tear the
+ * pod down): removes the container's host veth, found by name, and releases its addresses
+ * when the network's name and data directory can still be read from the configuration.
+ * Returns what it did; throws, naming the configuration's problem, only when something of
+ * the container may be left.
+ */
+export function cmdDelLenient(env: CniEnv, stdin: string, confError: CniError, deps: Pick<Deps, "store">): string {
+  const done: string[] = [];
+  const failed: string[] = [];
+  const hostIf = hostVethName(env.containerId, env.ifname);
+  try {
+    done.push(deleteHostLink(hostIf) ? `removed host interface ${hostIf}` : `host interface ${hostIf} was already gone`);
+  } catch (e) {
+    failed.push(toCniError(e).message);
+  }
+  const where = storeOf(stdin);
+  if (typeof where === "string") failed.push(`cannot release its addresses: ${where}`);
+  else {
+    try {
+      const n = deps.store(where as NetConf).update((st) => {
+        const r = release(st, { containerId: env.containerId, ifname: env.ifname });
+        return { state: r.released.length ? r.state : undefined, result: r.released.length };
+      });
+      done.push(`released ${n} address(es) of network ${where.name} in ${where.dataDir}`);
+    } catch (e) {
+      failed.push(`cannot release its addresses: ${toCniError(e).message}`);
+    }
+  }
+  const report = `DEL of container ${env.containerId} ${env.ifname} under an invalid configuration (${confError.message}): ${done.join("; ")}`;
+  if (failed.length) throw new CniError(confError.code, `${report}; ${failed.join("; ")}`);
+  return report;
+}
+
+/** The network name and data directory of a configuration that failed validation, or why not. */
+export function storeOf(stdin: string): { name: string; dataDir: string } | string {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(stdin);
+  } catch {
+    return "the configuration is not JSON, so the network's name is unknown";
+  }
+  const o = (typeof raw === "object" && raw !== null ? raw : {}) as { name?: unknown; dataDir?: unknown };
+  if (typeof o.name !== "string" || !NETWORK_NAME.test(o.name)) return `the network name ${JSON.stringify(o.name ?? null)} is unusable`;
+  const dataDir = o.dataDir === undefined ? DEFAULT_DATA_DIR : o.dataDir;
+  if (typeof dataDir !== "string" || !dataDir.startsWith("/")) return `dataDir ${JSON.stringify(dataDir)} is not an absolute path`;
+  return { name: o.name, dataDir };
+}
+
+/**
+ * Runs one container's ADD, DEL or CHECK end to end under a lock of its own, in the data
+ * directory: calls for the same container wait for each other, other containers' do not.
+ * DEL removes the lock file, so they do not pile up over a node's life.
+ */
+export function withContainerLock<T>(dataDir: string, containerId: string, remove: boolean, fn: () => T): T {
+  mkdirSync(lockDir(dataDir), { recursive: true, mode: 0o700 });
+  return withFileLock(lockPath(dataDir, containerId), fn, { remove });
+}
+
+const lockDir = (dataDir: string) => `${dataDir}/containers`;
+// A container id is a file name (checked in env.ts); a very long one is hashed to fit.
+const lockPath = (dataDir: string, containerId: string) =>
+  `${lockDir(dataDir)}/${containerId.length <= 200 ? containerId : `sha256-${new Bun.CryptoHasher("sha256").update(containerId).digest("hex")}`}.lock`;
+
+/** Removes the lock files of containers not kept (an ADD never followed by DEL leaves one). */
+function removeStaleLocks(dataDir: string, keep: string[]): void {
+  let files: string[];
+  try {
+    files = readdirSync(lockDir(dataDir));
+  } catch {
+    return; // no container has been locked here yet
+  }
+  const kept = new Set(keep.map((id) => lockPath(dataDir, id)));
+  for (const f of files) {
+    const path = `${lockDir(dataDir)}/${f}`;
+    // Taken first: a command still running for that container finishes before its file goes.
+    if (f.endsWith(".lock") && !kept.has(path)) withFileLock(path, () => undefined, { remove: true });
+  }
+}
+
 const CHECK_FAILED = 101;
 
 export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
+  if (existsSync(env.netns)) refuseNodeNetns(env);
   const held = allocationsOf(deps.store(conf).read(), { containerId: env.containerId, ifname: env.ifname });
   if (held.length === 0) throw new CniError(ErrorCode.UnknownContainer, `no address is allocated to container ${env.containerId} interface ${env.ifname}`);
   if (!existsSync(env.netns)) throw new CniError(ErrorCode.UnknownContainer, `CNI_NETNS ${env.netns} of container ${env.containerId} does not exist`);
@@ -175,7 +308,12 @@ export function cmdStatus(conf: NetConf, deps: Deps): void {
  * pattern alone, so another network's pods on the same node are left alone.
  */
 export function cmdGc(conf: NetConf, deps: Deps): void {
-  const valid = (conf["cni.dev/valid-attachments"] ?? []).map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
+  const list = conf["cni.dev/valid-attachments"];
+  // Without the list, "nothing is valid" would release every pod of the network.
+  if (!list) {
+    throw new CniError(ErrorCode.InvalidNetworkConfig, "invalid network configuration: cni.dev/valid-attachments is missing: GC needs the list of attachments to keep (an empty list, given explicitly, releases all)");
+  }
+  const valid = list.map((a) => ({ containerId: a.containerID, ifname: a.ifname }));
   const released = deps.store(conf).update((st) => {
     const r = releaseAllBut(st, valid);
     return { state: r.released.length ? r.state : undefined, result: r.released };
@@ -190,5 +328,6 @@ export function cmdGc(conf: NetConf, deps: Deps): void {
       errors.push((e as Error).message);
     }
   }
+  removeStaleLocks(conf.dataDir, valid.map((v) => v.containerId));
   if (errors.length) throw new CniError(ErrorCode.IoFailure, `GC released addresses but could not remove links: ${errors.join("; ")}`);
 }

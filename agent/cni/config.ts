@@ -7,11 +7,14 @@ import { CniError, ErrorCode, isSupported, SUPPORTED_VERSIONS, type CniVersion }
 export const DEFAULT_NODE_FILE = "/var/lib/skein/node.json";
 export const DEFAULT_DATA_DIR = "/var/lib/skein/ipam";
 
+/** a network name is also a file name in the data directory */
+export const NETWORK_NAME = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+
 const Attachment = v.object({ containerID: v.pipe(v.string(), v.minLength(1)), ifname: v.pipe(v.string(), v.minLength(1)) });
 
 const NetConfSchema = v.looseObject({
   cniVersion: v.string(),
-  name: v.pipe(v.string(), v.regex(/^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/, "must start with a letter or digit and hold only letters, digits, '_', '.', '-'")),
+  name: v.pipe(v.string(), v.regex(NETWORK_NAME, "must start with a letter or digit and hold only letters, digits, '_', '.', '-'")),
   type: v.string(),
   podCIDRs: v.optional(v.pipe(v.array(v.string()), v.minLength(1), v.maxLength(2))),
   clusterCIDRs: v.optional(v.array(v.string())),

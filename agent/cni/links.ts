@@ -1,12 +1,110 @@
 // Side effects of pod wiring. Changes go through rtnetlink in-process (agent/sys/netlink.ts),
 // or through `ip -batch` when SKEIN_NETLINK=off; reads, which only CHECK needs, use `ip -j`
 // so CHECK compares structured state, not scraped text.
-import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { parseIp, type Family } from "../ipam/cidr.ts";
 import { ipIn, run } from "../sys/exec.ts";
-import { Netlink } from "../sys/netlink.ts";
+import { Netlink, NetlinkError } from "../sys/netlink.ts";
 import { renderIpBatch, type LinkOp } from "./plan.ts";
 
 const useNetlink = () => process.env.SKEIN_NETLINK !== "off";
+
+/** errno values after which the same request may well succeed a moment later */
+const TRANSIENT_ERRNO = new Set([4 /* EINTR */, 11 /* EAGAIN */, 12 /* ENOMEM */, 16 /* EBUSY */, 23 /* ENFILE */, 24 /* EMFILE */, 105 /* ENOBUFS */, 110 /* ETIMEDOUT */]);
+const TRANSIENT_CODE = new Set(["EINTR", "EAGAIN", "ENOMEM", "EBUSY", "ENFILE", "EMFILE", "ENOBUFS", "ETIMEDOUT"]);
+
+/**
+ * A failed change or read of the kernel's network state, in one line. `transient` says
+ * whether trying again later may help (the CNI spec's code 11) rather than not (code 5).
+ */
+export class LinkError extends Error {
+  constructor(
+    msg: string,
+    readonly transient: boolean,
+  ) {
+    super(msg);
+    this.name = "LinkError";
+  }
+}
+
+/** Classifies what netlink, a sysctl write or `ip` threw; a LinkError passes through. */
+export function toLinkError(e: unknown): LinkError {
+  if (e instanceof LinkError) return e;
+  const msg = oneLine((e as Error)?.message ?? String(e));
+  if (e instanceof NetlinkError) return new LinkError(msg, TRANSIENT_ERRNO.has(e.errno));
+  const code = (e as { code?: unknown })?.code;
+  return new LinkError(msg, typeof code === "string" && TRANSIENT_CODE.has(code));
+}
+
+export const oneLine = (s: string) => s.trim().replace(/\s*\n\s*/g, "; ");
+
+function linkOp<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    throw toLinkError(e);
+  }
+}
+
+/**
+ * Whether `path` names the network namespace this thread is in (the node's): compared by
+ * the namespace's identity, so /proc/PID/ns/net of any process in it, a bind mount of it or
+ * a symlink to either are caught, not only the path itself.
+ */
+export function isOwnNetns(path: string): boolean {
+  const target = statSync(path, { bigint: true });
+  let own;
+  try {
+    own = statSync("/proc/thread-self/ns/net", { bigint: true });
+  } catch {
+    own = statSync("/proc/self/ns/net", { bigint: true }); // kernels before 3.17
+  }
+  return target.dev === own.dev && target.ino === own.ino;
+}
+
+/** Whether the namespace at `netns` has a link named `name`. */
+export function netnsLinkExists(netns: string, name: string): boolean {
+  if (!useNetlink()) return run(ipIn(netns, ["link", "show", "dev", name]), { allowFail: true }).exitCode === 0;
+  return linkOp(() => {
+    const nl = Netlink.open(netns);
+    try {
+      nl.index(name);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === 19) return false;
+      throw e;
+    } finally {
+      nl.close();
+    }
+  });
+}
+
+/**
+ * The devices of this namespace's main-table routes to exactly `ip` (a /32 or /128), read
+ * from /proc/net: no exec, no netlink dump. ADD replaces such a route, so one that exists
+ * belongs to someone else (another pod's veth, another network over the same CIDR).
+ */
+export function hostRoutesTo(ip: string, family: Family): string[] {
+  const bytes = [...parseIpBytes(ip, family)];
+  if (family === 4) {
+    // The kernel prints the address as a host-order word.
+    const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+    const hex = (littleEndian ? [...bytes].reverse() : bytes).map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
+    const lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
+    return lines.map((l) => l.split("\t")).filter((f) => f[1] === hex && f[7] === "FFFFFFFF").map((f) => f[0]!);
+  }
+  if (!existsSync("/proc/net/ipv6_route")) return [];
+  const hex = bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
+  const lines = readFileSync("/proc/net/ipv6_route", "utf8").split("\n");
+  // The file lists every table; `local` entries (an address of the node itself) conflict too.
+  return lines.map((l) => l.trim().split(/\s+/)).filter((f) => f[0] === hex && f[1] === "80" && f[9] !== undefined).map((f) => f[9]!);
+}
+
+function parseIpBytes(ip: string, family: Family): number[] {
+  const v = parseIp(ip).value;
+  const n = family === 4 ? 4 : 16;
+  return [...Array(n)].map((_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
+}
 
 /** /proc/sys/net is this process's namespace's: a sysctl op can only be for the node. */
 function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl" }>): void {
@@ -16,8 +114,7 @@ function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl
 
 /** Carries out ops in the namespace at `netns` (undefined: this process's). */
 export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
-  if (useNetlink()) applyNetlink(netns, ops);
-  else applyIp(netns, ops);
+  linkOp(() => (useNetlink() ? applyNetlink(netns, ops) : applyIp(netns, ops)));
 }
 
 function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
@@ -88,6 +185,10 @@ export function listHostLinks(): string[] {
 
 /** Deletes a link of this namespace; false when there was none. */
 export function deleteHostLink(name: string): boolean {
+  return linkOp(() => deleteLinkHere(name));
+}
+
+function deleteLinkHere(name: string): boolean {
   if (useNetlink()) {
     const nl = Netlink.open();
     try {

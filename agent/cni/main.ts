@@ -1,14 +1,17 @@
 // CNI entrance: the binary runs as a CNI plugin when CNI_COMMAND is set. It reads the network
 // configuration from stdin, prints a result or the spec's error object on stdout, and exits
 // non-zero on error. Imports stay light: no Kubernetes client, NATS, HTTP or compiler here.
-import { readFileSync, writeSync } from "node:fs";
-import { ExecError } from "../sys/exec.ts";
-import { NftError, openNft, type Nft } from "../datapath/nft.ts";
-import { StoreCorruptError } from "../ipam/disk-store.ts";
-import { cmdAdd, cmdCheck, cmdDel, cmdGc, cmdStatus, defaultStore, type Deps } from "./commands.ts";
-import { parseNetConf } from "./config.ts";
+import { writeSync } from "node:fs";
+import { openNft, type Nft } from "../datapath/nft.ts";
+import { readFdBounded, TooLargeError } from "../sys/bounded-read.ts";
+import { cmdAdd, cmdCheck, cmdDel, cmdDelLenient, cmdGc, cmdStatus, defaultStore, storeOf, withContainerLock, type Deps } from "./commands.ts";
+import { parseNetConf, type NetConf } from "./config.ts";
 import { parseEnv } from "./env.ts";
+import { INTERNAL_ERROR, toCniError } from "./errors.ts";
 import { CniError, compareVersions, ErrorCode, isSupported, LATEST, SUPPORTED_VERSIONS } from "./spec.ts";
+
+/** A configuration with a prevResult is a few KiB; this is far above any real one. */
+export const STDIN_LIMIT = 1024 * 1024;
 
 export interface CniIo {
   env: Record<string, string | undefined>;
@@ -18,13 +21,8 @@ export interface CniIo {
 export interface CniOutcome {
   stdout: string;
   exitCode: number;
-}
-
-function toCniError(e: unknown): CniError {
-  if (e instanceof CniError) return e;
-  if (e instanceof StoreCorruptError) return new CniError(ErrorCode.IoFailure, e.message);
-  if (e instanceof ExecError || e instanceof NftError) return new CniError(ErrorCode.IoFailure, e.message);
-  return new CniError(102, `internal error: ${(e as Error)?.message ?? String(e)}`, (e as Error)?.stack);
+  /** for the runtime's log: what a lenient DEL did, or an internal error's stack */
+  stderr?: string;
 }
 
 export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
@@ -43,7 +41,18 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
         exitCode: 0,
       };
     }
-    const conf = parseNetConf(io.stdin);
+    let conf: NetConf;
+    try {
+      conf = parseNetConf(io.stdin);
+    } catch (e) {
+      if (env.command !== "DEL" || !(e instanceof CniError)) throw e;
+      const del = () => cmdDelLenient(env, io.stdin, e, { store: defaultStore, ...deps });
+      const where = storeOf(io.stdin);
+      // Without a readable network name and data directory there is no state to touch, only
+      // the veth (by name), and no lock file to take.
+      const report = typeof where === "string" ? del() : withContainerLock(where.dataDir, env.containerId, true, del);
+      return { stdout: "", exitCode: 0, stderr: report };
+    }
     version = conf.cniVersion;
     if ((env.command === "STATUS" || env.command === "GC") && compareVersions(conf.cniVersion, "1.1.0") < 0) {
       throw new CniError(ErrorCode.IncompatibleVersion, `${env.command} needs cniVersion 1.1.0 or later, the configuration says ${conf.cniVersion}`);
@@ -52,12 +61,12 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
     const d: Deps = { store: defaultStore, nft: () => (nft ??= openNft()), now: Date.now, ...deps };
     switch (env.command) {
       case "ADD":
-        return { stdout: JSON.stringify(cmdAdd(env, conf, d)), exitCode: 0 };
+        return { stdout: JSON.stringify(withContainerLock(conf.dataDir, env.containerId, false, () => cmdAdd(env, conf, d))), exitCode: 0 };
       case "DEL":
-        cmdDel(env, conf, d);
+        withContainerLock(conf.dataDir, env.containerId, true, () => cmdDel(env, conf, d));
         break;
       case "CHECK":
-        cmdCheck(env, conf, d);
+        withContainerLock(conf.dataDir, env.containerId, false, () => cmdCheck(env, conf, d));
         break;
       case "STATUS":
         cmdStatus(conf, d);
@@ -68,18 +77,23 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
     }
     return { stdout: "", exitCode: 0 };
   } catch (e) {
-    return { stdout: JSON.stringify(toCniError(e).toJSON(version)), exitCode: 1 };
+    const err = toCniError(e);
+    return { stdout: JSON.stringify(err.toJSON(version)), exitCode: 1, stderr: err.code === INTERNAL_ERROR ? (e as Error)?.stack : undefined };
   }
 }
 
 export async function cniMain(): Promise<never> {
   let stdin = "";
+  let out: CniOutcome | undefined;
   try {
-    stdin = readFileSync(0, "utf8");
-  } catch {
-    // no stdin at all (closed): VERSION needs none, the others report an empty config
+    stdin = readFdBounded(0, STDIN_LIMIT, "the network configuration on stdin").toString("utf8");
+  } catch (e) {
+    // An endless writer ends here, at the limit; no stdin at all (closed) reads as empty:
+    // VERSION needs none, the others report an empty config.
+    if (e instanceof TooLargeError) out = { stdout: JSON.stringify(new CniError(ErrorCode.DecodeFailure, e.message).toJSON(LATEST)), exitCode: 1 };
   }
-  const out = runCni({ env: process.env, stdin });
+  out ??= runCni({ env: process.env, stdin });
+  if (out.stderr) writeSync(2, `skein: ${out.stderr}\n`);
   // writeSync on fd 1, not process.stdout: setting up Node's stream machinery costs a CNI
   // exec ~9 ms (measured with strace between the last read of stdin and exit).
   if (out.stdout) writeSync(1, out.stdout + "\n");

@@ -1,17 +1,20 @@
 // IPAM state on disk: one CBOR file per network, replaced atomically (write, fsync, rename)
 // under a kernel file lock. A file that does not decode is reported and never reset: it is
 // the only record of which pod holds which address.
-import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
 // The subpath entries skip cbor-x's attempt to load its optional native addon, which cost a
 // CNI exec ~30 ms of start-up (measured on the compiled binary).
 import { decode } from "cbor-x/decode";
 import { encode } from "cbor-x/encode";
 import * as v from "valibot";
+import { readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
 import { withFileLock } from "../sys/flock.ts";
 import { emptyState, type IpamState } from "./allocator.ts";
 import type { IpamStore } from "./store.ts";
 
 const FORMAT = "skein-ipam";
+/** A /16 pod CIDR taken in full is about 6 MiB of state; a node holds a few hundred pods. */
+export const STATE_LIMIT = 16 * 1024 * 1024;
 const VERSION = 1;
 
 const AllocationSchema = v.object({
@@ -47,9 +50,16 @@ export class DiskStore implements IpamStore {
 
   read(): IpamState {
     if (!existsSync(this.path)) return emptyState();
+    let bytes: Buffer;
+    try {
+      bytes = readFileBounded(this.path, STATE_LIMIT, `IPAM state ${this.path}`);
+    } catch (e) {
+      if (e instanceof TooLargeError) throw new StoreCorruptError(this.path, `larger than ${STATE_LIMIT / 1048576} MiB`);
+      throw e;
+    }
     let raw: unknown;
     try {
-      raw = decode(readFileSync(this.path));
+      raw = decode(bytes);
     } catch (e) {
       throw new StoreCorruptError(this.path, `does not decode as CBOR: ${(e as Error).message}`);
     }

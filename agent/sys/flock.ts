@@ -1,10 +1,12 @@
 // An exclusive advisory lock on a file, held by the kernel: it dies with the process, so a
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
-import { closeSync, openSync } from "node:fs";
+import { closeSync, fstatSync, openSync, statSync, unlinkSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 
 const LOCK_EX = 2;
 const LOCK_UN = 8;
+/** bound on re-opens when the lock file is removed under us (each one means a holder finished) */
+const MAX_REOPENS = 1000;
 
 let libc: { symbols: { flock(fd: number, op: number): number } } | undefined;
 
@@ -13,11 +15,54 @@ function flock(fd: number, op: number): number {
   return libc.symbols.flock(fd, op);
 }
 
-/** Runs `fn` while holding an exclusive lock on `path` (created if missing). */
-export function withFileLock<T>(path: string, fn: () => T): T {
-  const fd = openSync(path, "a", 0o600);
+/** Whether `path` still names the file open at `fd` (it may have been removed meanwhile). */
+function stillNamed(path: string, fd: number): boolean {
+  const held = fstatSync(fd, { bigint: true });
   try {
-    if (flock(fd, LOCK_EX) !== 0) throw new Error(`cannot lock ${path}`);
+    const named = statSync(path, { bigint: true });
+    return named.ino === held.ino && named.dev === held.dev;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Runs `fn` while holding an exclusive lock on `path` (created if missing). With `remove`,
+ * the lock file is unlinked before it is released, so per-object lock files do not pile up:
+ * a waiter that then gets the lock on the unlinked file sees it no longer has that name and
+ * starts over on a fresh file, so two holders never overlap.
+ */
+export function withFileLock<T>(path: string, fn: () => T, opts: { remove?: boolean } = {}): T {
+  for (let attempt = 0; attempt < MAX_REOPENS; attempt++) {
+    const fd = openSync(path, "a", 0o600);
+    try {
+      if (flock(fd, LOCK_EX) !== 0) throw new Error(`cannot lock ${path}`);
+      try {
+        if (!stillNamed(path, fd)) continue;
+        try {
+          return fn();
+        } finally {
+          if (opts.remove) unlinkSync(path);
+        }
+      } finally {
+        flock(fd, LOCK_UN);
+      }
+    } finally {
+      closeSync(fd);
+    }
+  }
+  throw new Error(`cannot lock ${path}: it was removed ${MAX_REOPENS} times while waiting`);
+}
+
+/**
+ * Runs `fn` while holding an exclusive lock on this thread's network namespace itself (its
+ * nsfs file): a mutex shared by every process working in that namespace, whatever data
+ * directory or configuration each one uses, and gone with them.
+ */
+export function withNetnsLock<T>(fn: () => T): T {
+  const fd = openSync("/proc/thread-self/ns/net", "r");
+  try {
+    if (flock(fd, LOCK_EX) !== 0) throw new Error("cannot lock this network namespace (flock on /proc/thread-self/ns/net)");
     try {
       return fn();
     } finally {

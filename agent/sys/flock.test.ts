@@ -1,0 +1,63 @@
+import { afterAll, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { OutputWatcher } from "../demo/lab.ts";
+import { withFileLock } from "./flock.ts";
+
+const dir = mkdtempSync(`${tmpdir()}/skein-flock-`);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("remove: the lock file is gone afterwards, also when fn throws; a later lock starts afresh", () => {
+  const path = `${dir}/c.lock`;
+  expect(withFileLock(path, () => existsSync(path), { remove: true })).toBe(true);
+  expect(existsSync(path)).toBe(false);
+  expect(() =>
+    withFileLock(
+      path,
+      () => {
+        throw new Error("inner");
+      },
+      { remove: true },
+    ),
+  ).toThrow("inner");
+  expect(existsSync(path)).toBe(false);
+  expect(withFileLock(path, () => 7)).toBe(7);
+  expect(existsSync(path)).toBe(true);
+});
+
+// A child process holding the lock: says "held", then waits for a line on stdin before it
+// lets go; with "remove" it unlinks the file first, as a finishing DEL does.
+const holder = (path: string, remove: boolean) => `
+  import { readSync, existsSync } from "node:fs";
+  import { withFileLock } from ${JSON.stringify(`${import.meta.dir}/flock.ts`)};
+  withFileLock(${JSON.stringify(path)}, () => {
+    process.stdout.write("held " + existsSync(${JSON.stringify(path)}) + "\\n");
+    readSync(0, Buffer.alloc(1));
+  }, { remove: ${remove} });
+`;
+
+test("a waiter whose lock file was removed by the holder starts over on a fresh one, never holding a nameless lock", async () => {
+  const path = `${dir}/w.lock`;
+  const spawn = (remove: boolean) => {
+    const p = Bun.spawn([process.execPath, "-e", holder(path, remove)], { stdin: "pipe", stdout: "pipe", stderr: "inherit" });
+    return { p, out: new OutputWatcher(p.stdout) };
+  };
+  const first = spawn(true);
+  expect(await first.out.until("held", 10_000)).toBe("found");
+  const ino = statSync(path).ino;
+  const second = spawn(false);
+  // The second blocks in flock while the first holds the file (the kernel lists it as a
+  // waiter in /proc/locks); then the first removes the file and lets go.
+  const waiting = () => readFileSync("/proc/locks", "utf8").split("\n").some((l) => l.includes("-> FLOCK") && l.includes(`:${ino} `));
+  for (const deadline = Date.now() + 10_000; !waiting(); await Bun.sleep(10)) {
+    if (Date.now() > deadline) throw new Error("the second holder never waited for the lock");
+  }
+  first.p.stdin.write("x");
+  await first.p.stdin.end();
+  expect(await first.p.exited).toBe(0);
+  expect(await second.out.until("held", 10_000)).toBe("found");
+  expect(second.out.text.trim()).toBe("held true");
+  second.p.stdin.write("x");
+  await second.p.stdin.end();
+  expect(await second.p.exited).toBe(0);
+});

@@ -1,0 +1,321 @@
+// Hostile calls, as a buggy or compromised runtime would make them: whatever they ask, the
+// plugin never harms what is already on the node (its routes, links, other pods, the IPAM
+// state) and answers with the spec's error code.
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, readdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { hostVethName } from "../agent/cni/plan.ts";
+import { DiskStore } from "../agent/ipam/disk-store.ts";
+import { inNetns, run } from "../agent/sys/exec.ts";
+import { hostLinks, runPlugin, SKEIN, useLab, useTempDir, type PluginRun } from "./harness/index.ts";
+
+const lab = useLab("hostile");
+const tmp = useTempDir("hostile");
+const NODE_IP = "198.18.0.1";
+const UPLINK_IP = "198.18.0.2";
+const net = (name: string, cidr: string, extra: Record<string, unknown> = {}) => ({
+  cniVersion: "1.1.0",
+  name,
+  type: "skein",
+  podCIDRs: [cidr],
+  dataDir: `${tmp}/${name}`,
+  nodeFile: `${tmp}/absent-node.json`,
+  masquerade: false,
+  ...extra,
+});
+const store = (c: { name: string; dataDir: string }) => new DiskStore(c.dataDir, c.name);
+const held = (c: { name: string; dataDir: string }, containerId?: string) =>
+  Object.values(store(c).read().allocations).filter((a) => containerId === undefined || a.containerId === containerId);
+const env = (pod: string, extra: Record<string, string> = {}) => ({ CNI_CONTAINERID: `ctr-${pod}`, CNI_NETNS: lab.path(pod), CNI_IFNAME: "eth0", CNI_PATH: "/nonexistent", ...extra });
+const plugin = (command: string, conf: unknown, e: Record<string, string>) => runPlugin({ command, conf, env: e, netnsOfPlugin: lab.path("node") });
+const ipv4Of = (r: PluginRun) => String((r.json?.ips as Array<{ address: string }>)[0]!.address).split("/")[0]!;
+
+/** Runs the plugin without blocking the test, so that many can run at once. */
+async function pluginAsync(command: string, conf: unknown, e: Record<string, string>): Promise<PluginRun> {
+  const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: Buffer.from(JSON.stringify(conf)), stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH, CNI_COMMAND: command, ...e } });
+  const [stdout, exitCode] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = stdout.trim() ? JSON.parse(stdout) : undefined;
+  } catch {
+    json = undefined;
+  }
+  return { exitCode, stdout, json };
+}
+
+/** What the node has that a hostile call must leave alone: its routes and its links. */
+function nodeState(): string {
+  const ip = (args: string[]) => run(["ip", "-n", lab.name("node"), ...args]).stdout;
+  return [ip(["-4", "route", "show"]), ip(["-6", "route", "show"]), ip(["-o", "link", "show"]).replace(/^\d+: /gm, "").replace(/ +link\/.*$/gm, "")].join("\n");
+}
+
+/** The pod namespace's interfaces other than loopback, with their global addresses. */
+function podInterfaces(pod: string): Array<{ name: string; addrs: string[] }> {
+  const j = JSON.parse(run(["ip", "-n", lab.name(pod), "-j", "addr", "show"]).stdout) as Array<{ ifname: string; addr_info?: Array<{ local: string; scope: string }> }>;
+  return j.filter((l) => l.ifname !== "lo").map((l) => ({ name: l.ifname, addrs: (l.addr_info ?? []).filter((a) => a.scope === "global").map((a) => a.local) }));
+}
+
+beforeAll(() => {
+  lab.host("node");
+  lab.host("uplink");
+  lab.wire({ ns: "node", addr: `${NODE_IP}/24` }, { ns: "uplink", addr: `${UPLINK_IP}/24` });
+  run(["ip", "-n", lab.name("node"), "route", "add", "default", "via", UPLINK_IP]);
+});
+
+describe("CNI_NETNS naming the node's own namespace", () => {
+  const conf = net("ownns", "10.244.20.0/24");
+  const bind = `${tmp}/ns-bind`;
+  let sleeper = 0;
+
+  beforeAll(async () => {
+    const { proc } = await lab.spawn("node", ["sleep", "120"]);
+    sleeper = proc.pid;
+    symlinkSync(lab.path("node"), `${tmp}/ns-link`);
+    writeFileSync(bind, "");
+    run(["mount", "--bind", lab.path("node"), bind]);
+  });
+  afterAll(() => {
+    run(["umount", "-l", bind], { allowFail: true });
+  });
+
+  const paths: Array<[string, () => string]> = [
+    ["its named path", () => lab.path("node")],
+    ["/proc/self/ns/net of the plugin itself", () => "/proc/self/ns/net"],
+    ["/proc/PID/ns/net of another process in it", () => `/proc/${sleeper}/ns/net`],
+    ["a symlink to it", () => `${tmp}/ns-link`],
+    ["a bind mount of it", () => bind],
+  ];
+  for (const [what, path] of paths) {
+    test(`${what}: ADD and CHECK refused with code 4, DEL harmless; the node's routes and links untouched`, () => {
+      const before = nodeState();
+      expect(before).toContain(`default via ${UPLINK_IP}`);
+      const e = env("none", { CNI_NETNS: path() });
+      for (const command of ["ADD", "CHECK"]) {
+        const r = plugin(command, conf, e);
+        expect(r.exitCode).not.toBe(0);
+        expect(r.json?.code).toBe(4);
+        expect(String(r.json?.msg)).toMatch(/^CNI_NETNS .* is the node's own network namespace/);
+        expect(nodeState()).toBe(before);
+      }
+      expect(plugin("DEL", conf, e).exitCode).toBe(0);
+      expect(nodeState()).toBe(before);
+      expect(held(conf)).toEqual([]);
+    });
+  }
+});
+
+// A race shows only now and then: the rounds make a run without serialization fail nearly always.
+const ROUNDS = 4;
+test(`20 concurrent ADDs of one container (${ROUNDS} rounds): one succeeds, the others are refused; one interface, recorded; DEL leaves nothing`, async () => {
+  const conf = net("twenty", "10.244.21.0/24");
+  for (let round = 0; round < ROUNDS; round++) {
+    const pod = `twenty${round}`;
+    lab.host(pod);
+    const runs = await Promise.all([...Array(20)].map(() => pluginAsync("ADD", conf, env(pod))));
+    const ok = runs.filter((r) => r.exitCode === 0);
+    expect(ok).toHaveLength(1);
+    for (const r of runs.filter((x) => x.exitCode !== 0)) {
+      expect(r.json?.code).toBe(4);
+      expect(String(r.json?.msg)).toMatch(new RegExp(`CNI_IFNAME eth0 already exists in .*: container ctr-${pod} is already attached`));
+    }
+    const ip = ipv4Of(ok[0]!);
+    expect(podInterfaces(pod)).toEqual([{ name: "eth0", addrs: [ip] }]);
+    expect(held(conf).map((a) => [a.containerId, a.ip])).toEqual([[`ctr-${pod}`, ip]]);
+    expect(await lab.ping("node", ip)).toBe(true);
+
+    expect((await pluginAsync("DEL", conf, env(pod))).exitCode).toBe(0);
+    expect(held(conf)).toEqual([]);
+    expect(readdirSync(`${conf.dataDir}/containers`)).toEqual([]);
+    expect(podInterfaces(pod)).toEqual([]);
+    expect(hostLinks(lab, "node")).not.toContain(hostVethName(`ctr-${pod}`, "eth0"));
+  }
+}, 90_000);
+
+test("two networks over one pod CIDR, ADDs at the same instant (10 rounds): never both; the one wired keeps its route", async () => {
+  for (let round = 0; round < 10; round++) {
+    const nets = [net(`race${round}a`, "10.244.30.0/24"), net(`race${round}b`, "10.244.30.0/24")];
+    const pods = nets.map((_, k) => `race${round}${k}`);
+    pods.forEach((p) => lab.host(p));
+    const runs = await Promise.all(nets.map((c, k) => pluginAsync("ADD", c, env(pods[k]!))));
+    const ok = runs.filter((r) => r.exitCode === 0);
+    expect(ok).toHaveLength(1);
+    expect(runs.find((r) => r.exitCode !== 0)?.json?.code).toBe(103);
+    expect(await lab.ping("node", ipv4Of(ok[0]!))).toBe(true);
+    for (const [k, c] of nets.entries()) expect((await pluginAsync("DEL", c, env(pods[k]!))).exitCode).toBe(0);
+  }
+}, 90_000);
+
+describe("a second network over the same pod CIDR", () => {
+  const first = net("ovfirst", "10.244.22.0/24");
+  const others: Array<[string, ReturnType<typeof net>]> = [
+    ["another network name, same data directory", { ...first, name: "ovname" }],
+    ["the same network name, another data directory", { ...first, dataDir: `${tmp}/ovdir` }],
+  ];
+  let oldIp = "";
+
+  beforeAll(() => {
+    lab.host("old");
+    const r = plugin("ADD", first, env("old"));
+    expect(r.exitCode).toBe(0);
+    oldIp = ipv4Of(r);
+  });
+
+  test("the same container id and interface in another network: ADD refused (code 4), the old pod's link untouched", async () => {
+    lab.host("dup");
+    const linksBefore = hostLinks(lab, "node");
+    const r = plugin("ADD", net("ovdup", "10.244.28.0/24"), env("old", { CNI_NETNS: lab.path("dup") }));
+    expect(r.json?.code).toBe(4);
+    expect(String(r.json?.msg)).toMatch(/^host interface sk[0-9a-f]{13} of container ctr-old eth0 already exists, wired to another namespace/);
+    expect(hostLinks(lab, "node")).toEqual(linksBefore);
+    expect(podInterfaces("dup")).toEqual([]);
+    expect(await lab.ping("node", oldIp)).toBe(true);
+  });
+
+  for (const [i, [what, second]] of others.entries()) {
+    test(`${what}: ADD refused (code 103), nothing of it left; the old pod keeps its route through the newcomer's DEL`, async () => {
+      const pod = `new${i}`;
+      lab.host(pod);
+      const linksBefore = hostLinks(lab, "node");
+      const r = plugin("ADD", second, env(pod));
+      expect(r.exitCode).not.toBe(0);
+      expect(r.json?.code).toBe(103);
+      expect(String(r.json?.msg)).toMatch(new RegExp(`address ${oldIp.replaceAll(".", "\\.")} allocated by network ${second.name} .* is already routed to sk[0-9a-f]{13} on this node`));
+      expect(held(second, `ctr-${pod}`)).toEqual([]);
+      expect(podInterfaces(pod)).toEqual([]);
+      expect(hostLinks(lab, "node")).toEqual(linksBefore);
+      expect(await lab.ping("node", oldIp)).toBe(true);
+
+      expect(plugin("DEL", second, env(pod)).exitCode).toBe(0);
+      expect(await lab.ping("node", oldIp)).toBe(true);
+      expect(await lab.ping("old", NODE_IP)).toBe(true);
+      expect(held(first, "ctr-old").map((a) => a.ip)).toEqual([oldIp]);
+    });
+  }
+});
+
+test("GC without cni.dev/valid-attachments: code 7 naming the field, every pod kept", async () => {
+  const conf = net("gcmiss", "10.244.23.0/24");
+  lab.host("gckept");
+  const r = plugin("ADD", conf, env("gckept"));
+  expect(r.exitCode).toBe(0);
+  const gc = runPlugin({ command: "GC", conf, env: {}, netnsOfPlugin: lab.path("node") });
+  expect(gc.exitCode).not.toBe(0);
+  expect(gc.json?.code).toBe(7);
+  expect(String(gc.json?.msg)).toMatch(/cni\.dev\/valid-attachments is missing/);
+  expect(held(conf, "ctr-gckept").map((a) => a.ip)).toEqual([ipv4Of(r)]);
+  expect(await lab.ping("node", ipv4Of(r))).toBe(true);
+  expect(plugin("DEL", conf, env("gckept")).exitCode).toBe(0);
+});
+
+test("GC removes the lock files of the containers it does not keep", () => {
+  const conf = net("gclocks", "10.244.29.0/24");
+  for (const p of ["gl1", "gl2"]) {
+    lab.host(p);
+    expect(plugin("ADD", conf, env(p)).exitCode).toBe(0);
+  }
+  const locks = () => readdirSync(`${conf.dataDir}/containers`).sort();
+  expect(locks()).toEqual(["ctr-gl1.lock", "ctr-gl2.lock"]);
+  const gc = runPlugin({ command: "GC", conf: { ...conf, "cni.dev/valid-attachments": [{ containerID: "ctr-gl2", ifname: "eth0" }] }, env: {}, netnsOfPlugin: lab.path("node") });
+  expect(gc.exitCode).toBe(0);
+  expect(locks()).toEqual(["ctr-gl2.lock"]);
+  expect(plugin("DEL", conf, env("gl2")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
+});
+
+describe("reads are bounded", () => {
+  test("an endless stdin: code 6 within a few seconds, not a plugin running until killed", async () => {
+    const writer = Bun.spawn(["yes", '{"cniVersion": "1.1.0"}'], { stdout: "pipe", stderr: "ignore" });
+    try {
+      const t0 = performance.now();
+      const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: writer.stdout, stdout: "pipe", stderr: "ignore", env: { PATH: process.env.PATH, CNI_COMMAND: "ADD", ...env("none") }, timeout: 20_000 });
+      const [stdout, exitCode] = await Promise.all([new Response(p.stdout).text(), p.exited]);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+      expect(exitCode).toBe(1);
+      const j = JSON.parse(stdout) as { code: number; msg: string };
+      expect(j.code).toBe(6);
+      expect(j.msg).toMatch(/network configuration on stdin is larger than 1 MiB/);
+    } finally {
+      writer.kill("SIGKILL");
+    }
+  }, 30_000);
+
+  test("a node file past its limit: code 5 naming the file and the limit", () => {
+    const file = `${tmp}/big-node.json`;
+    // Valid JSON (trailing whitespace), so only the size can be the reason to refuse it.
+    writeFileSync(file, `{"podCIDRs": ["10.244.24.0/24"]}${" ".repeat(70 * 1024)}`);
+    lab.host("bignode");
+    const r = plugin("ADD", { ...net("bignode", "10.244.24.0/24"), podCIDRs: undefined, nodeFile: file }, env("bignode"));
+    expect(r.json?.code).toBe(5);
+    expect(String(r.json?.msg)).toBe(`node file ${file} is larger than 64 KiB: refused`);
+    expect(podInterfaces("bignode")).toEqual([]);
+  });
+
+  test("an IPAM state past its limit: code 5 naming the file and the limit, left as it was", () => {
+    const conf = net("bigstate", "10.244.25.0/24");
+    mkdirSync(conf.dataDir, { recursive: true });
+    const path = store(conf).path;
+    writeFileSync(path, "");
+    truncateSync(path, 17 * 1024 * 1024); // sparse: costs no disk
+    lab.host("bigstate");
+    for (const command of ["ADD", "DEL"]) {
+      const r = plugin(command, conf, env("bigstate"));
+      expect(r.json?.code).toBe(5);
+      expect(String(r.json?.msg)).toMatch(new RegExp(`IPAM state ${path} is corrupt \\(larger than 16 MiB\\)`));
+    }
+    expect(Bun.file(path).size).toBe(17 * 1024 * 1024);
+    expect(podInterfaces("bigstate")).toEqual([]);
+  });
+});
+
+describe("DEL under a configuration that no longer validates", () => {
+  const conf = net("delbad", "10.244.26.0/24");
+  const ips: Record<string, string> = {};
+
+  beforeAll(() => {
+    for (const p of ["d1", "d2"]) {
+      lab.host(p);
+      const r = plugin("ADD", conf, env(p));
+      expect(r.exitCode).toBe(0);
+      ips[p] = ipv4Of(r);
+    }
+  });
+
+  test("an invalid field: the host veth and the addresses are released, exit 0; other pods untouched", async () => {
+    const r = plugin("DEL", { ...conf, mtu: 10, ipam: { type: "host-local" } }, env("d1"));
+    expect(r.exitCode).toBe(0);
+    expect(held(conf, "ctr-d1")).toEqual([]);
+    expect(podInterfaces("d1")).toEqual([]);
+    expect(hostLinks(lab, "node")).not.toContain(hostVethName("ctr-d1", "eth0"));
+    expect(hostLinks(lab, "node")).toContain(hostVethName("ctr-d2", "eth0"));
+    expect(held(conf, "ctr-d2").map((a) => a.ip)).toEqual([ips.d2!]);
+    expect(await lab.ping("node", ips.d2!)).toBe(true);
+    // Repeated: what is gone stays gone, and that is success.
+    expect(plugin("DEL", { ...conf, mtu: 10 }, env("d1")).exitCode).toBe(0);
+  });
+
+  test("a configuration that is not JSON: the host veth goes; the error says the addresses could not be released", () => {
+    const r = plugin("DEL", '{"cniVersion": "1.1.0", "name": ', env("d2"));
+    expect(r.exitCode).not.toBe(0);
+    expect(r.json?.code).toBe(6);
+    expect(String(r.json?.msg)).toMatch(/^DEL of container ctr-d2 eth0 under an invalid configuration \(.*not valid JSON.*\): removed host interface sk[0-9a-f]{13}; cannot release its addresses: the configuration is not JSON/);
+    expect(podInterfaces("d2")).toEqual([]);
+    expect(hostLinks(lab, "node")).not.toContain(hostVethName("ctr-d2", "eth0"));
+    expect(held(conf, "ctr-d2")).toHaveLength(1);
+    expect(plugin("DEL", conf, env("d2")).exitCode).toBe(0);
+    expect(held(conf)).toEqual([]);
+  });
+});
+
+test("a netlink failure during ADD: code 5, one line, no stack; nothing left behind", () => {
+  const conf = net("nlfail", "10.244.27.0/24", { podCIDRs: ["10.244.27.0/24", "fd00:10:244:27::/64"] });
+  lab.host("noipv6");
+  // The pod's namespace refuses IPv6 addresses: the ADD fails half-way, in the pod.
+  run(["ip", "netns", "exec", lab.name("noipv6"), "sysctl", "-q", "-w", "net.ipv6.conf.all.disable_ipv6=1", "net.ipv6.conf.default.disable_ipv6=1"]);
+  const r = plugin("ADD", conf, env("noipv6"));
+  expect(r.exitCode).not.toBe(0);
+  expect(r.json?.code).toBe(5);
+  expect(String(r.json?.msg)).toMatch(/^add address fd00:10:244:27::[0-9a-f:]+\/128: (EACCES|errno 13)$/);
+  expect(r.json?.details).toBeUndefined();
+  expect(held(conf)).toEqual([]);
+  expect(podInterfaces("noipv6")).toEqual([]);
+  expect(hostLinks(lab, "node")).not.toContain(hostVethName("ctr-noipv6", "eth0"));
+});
