@@ -58,11 +58,11 @@ describe("clusterStateFrom", () => {
       "junk",
     ]);
     expect(errors).toEqual([
-      'Service default/badip: spec.clusterIPs[0]: "10.96.0.300" is not an IP address',
+      'Service default/badip: spec.clusterIP: "10.96.0.300" is not a valid IPv4 address (each part must be 0-255)',
       "Service default/badport: spec.ports[1].port: 70000 is not a port (1-65535)",
       "Service default/many: spec.ports[65535].port: TCP port 1 is listed twice",
       'Service default/badname: spec.ports[0].targetPort: "Not_A_Name" is not a port name',
-      "EndpointSlice default/mixed-1: endpoints[0].addresses[0]: fd00::1 is not an IPv4 address",
+      'EndpointSlice default/mixed-1: endpoints[0].addresses[0]: "fd00::1" is not an IPv4 address',
       "object 7: not a Kubernetes object",
       "EndpointSlice default/orphan-1: Service default/nosuch does not exist",
     ]);

@@ -30,7 +30,7 @@ describe("parseNetConf", () => {
     ["missing name", JSON.stringify({ cniVersion: "1.0.0", type: "skein" }), 7, /name \(missing\)/],
     ["relative dataDir", JSON.stringify({ ...ok, dataDir: "ipam" }), 7, /dataDir \("ipam"\): must be an absolute path/],
     ["three podCIDRs", JSON.stringify({ ...ok, podCIDRs: ["10.0.0.0/24", "10.1.0.0/24", "fd00::/64"] }), 7, /podCIDRs/],
-    ["bad clusterCIDR", JSON.stringify({ ...ok, clusterCIDRs: ["10.0.0.0/8", "x"] }), 7, /clusterCIDRs\[1\]: "x" is not a CIDR/],
+    ["bad clusterCIDR", JSON.stringify({ ...ok, clusterCIDRs: ["10.0.0.0/8", "x"] }), 7, /clusterCIDRs\[1\]: "x" is not a valid CIDR/],
     ["bad nameserver", JSON.stringify({ ...ok, dns: { nameservers: ["10.0.0.300"] } }), 7, /dns\.nameservers\[0\]/],
     ["host-local ipam", JSON.stringify({ ...ok, ipam: { type: "host-local" } }), 2, /ipam\.type/],
   ])("%s", (_n, input, code, msg) => {

@@ -2,6 +2,8 @@
 // plugin reads. The agent writes it; the plugin only reads it.
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
+import { AddressError } from "../../compiler/address.ts";
+import { parseCidr, poolsFromCidrs } from "./cidr.ts";
 
 const NodeFileSchema = v.object({
   nodeName: v.optional(v.string()),
@@ -11,6 +13,9 @@ const NodeFileSchema = v.object({
 export type NodeFile = v.InferOutput<typeof NodeFileSchema>;
 
 export class NodeFileError extends Error {}
+/** The file reads but what it holds is refused (a field and why): an invalid configuration,
+ * where NodeFileError alone is a file that cannot be read. */
+export class NodeFileInvalid extends NodeFileError {}
 
 /** undefined while the file does not exist yet (the agent has not seen spec.podCIDRs). */
 export function readNodeFile(path: string): NodeFile | undefined {
@@ -24,8 +29,21 @@ export function readNodeFile(path: string): NodeFile | undefined {
   const r = v.safeParse(NodeFileSchema, raw);
   if (!r.success) {
     const i = r.issues[0]!;
-    throw new NodeFileError(`node file ${path}: ${i.path?.map((p) => String(p.key)).join(".") || "top level"}: ${i.message}`);
+    throw new NodeFileInvalid(`node file ${path}: ${i.path?.map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`)).join("").replace(/^\./, "") || "top level"}: ${i.message}`);
   }
+  // read strictly (compiler/address.ts), the pod CIDRs also for whether they can work: the
+  // agent writes only such values, so anything else was not written by it
+  const field = (name: string, check: () => unknown) => {
+    try {
+      check();
+    } catch (e) {
+      if (e instanceof AddressError) throw new NodeFileInvalid(`node file ${path}: ${name}: ${e.message}`);
+      throw e;
+    }
+  };
+  r.output.podCIDRs.forEach((c, i) => field(`podCIDRs[${i}]`, () => poolsFromCidrs([c])));
+  field("podCIDRs", () => poolsFromCidrs(r.output.podCIDRs));
+  r.output.clusterCIDRs?.forEach((c, i) => field(`clusterCIDRs[${i}]`, () => parseCidr(c)));
   return r.output;
 }
 
