@@ -96,7 +96,7 @@ export function poolFromCidr(s: string): Pool {
   const size = 1n << BigInt(bitsOf(family) - prefix);
   const last = family === 4 ? network + size - 2n : network + size - 1n;
   const first = network + 2n;
-  if (last < first) throw new CidrError(`${JSON.stringify(cidr)} cannot be a pod CIDR: it is too small, leaving no address after network, gateway${family === 4 ? " and broadcast" : ""}`);
+  if (last < first) throw new CidrError(`${JSON.stringify(cidr)} cannot be a pod CIDR: it is too small, leaving no address after ${family === 4 ? "network, gateway and broadcast" : "network and gateway"}`);
   return { cidr, family, prefix, network, first, last, gateway: network + 1n };
 }
 
