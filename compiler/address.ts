@@ -62,10 +62,12 @@ function ipv4Problem(s: string): string {
 /** An address read, or why not: `what` it failed to be and the detail. */
 type Read = { family: Family; v6?: ipaddr.IPv6 } | { what: string; detail?: string };
 
+const V4: Read = Object.freeze({ family: 4 });
+
 function readAddress(v: unknown): Read {
   // the common case first, at the cost of one ipaddr.js call: the agent reads 100,000
   // endpoint addresses at 10k services
-  if (typeof v === "string" && v.length <= 15 && ipaddr.IPv4.isValidFourPartDecimal(v)) return { family: 4 };
+  if (typeof v === "string" && v.length <= 15 && ipaddr.IPv4.isValidFourPartDecimal(v)) return V4;
   const bad = textProblem(v);
   if (bad) return { what: "IP address", detail: bad };
   const s = v as string;
@@ -108,10 +110,14 @@ const detail = (r: { detail?: string }) => (r.detail ? ` (${r.detail})` : "");
  * that family. The text checked is the text to keep (it is canonical).
  */
 export function addressFamily(v: unknown, family?: Family): Family {
+  return read(v, family).family;
+}
+
+function read(v: unknown, family: Family | undefined): { family: Family; v6?: ipaddr.IPv6 } {
   const r = readAddress(v);
   if (!("family" in r)) throw new AddressError(`${quote(v)} is not a valid ${r.what}${detail(r)}`);
   if (family !== undefined && r.family !== family) throw new AddressError(`${quote(v)} is not an IPv${family} address`);
-  return r.family;
+  return r;
 }
 
 function bytesOf(s: string, r: { family: Family; v6?: ipaddr.IPv6 }): number[] {
@@ -120,8 +126,7 @@ function bytesOf(s: string, r: { family: Family; v6?: ipaddr.IPv6 }): number[] {
 
 /** The bytes (4 or 16) of an address checked strictly. */
 export function addressBytes(v: unknown, family?: Family): number[] {
-  const f = addressFamily(v, family);
-  return bytesOf(v as string, { family: f });
+  return bytesOf(v as string, read(v, family));
 }
 
 /** Reads a CIDR strictly: canonical address, prefix length in range, no host bits set. */
