@@ -92,7 +92,8 @@ export function poolFromCidr(s: string): Pool {
   for (const [bad, what] of NOT_FOR_PODS) {
     if (cidrsOverlap(c, bad)) throw new CidrError(`${JSON.stringify(s)} cannot be a pod CIDR: it overlaps ${what}`);
   }
-  const { network, prefix, family, cidr } = { network: toBigint(c.bytes), prefix: c.prefix, family: c.family, cidr: c.text };
+  const { prefix, family, text: cidr } = c;
+  const network = toBigint(c.bytes);
   const size = 1n << BigInt(bitsOf(family) - prefix);
   const last = family === 4 ? network + size - 2n : network + size - 1n;
   const first = network + 2n;

@@ -3,7 +3,7 @@
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
 import { AddressError } from "../../compiler/address.ts";
-import { parseCidr, poolsFromCidrs } from "./cidr.ts";
+import { parseCidr, poolFromCidr, poolsFromCidrs } from "./cidr.ts";
 
 const NodeFileSchema = v.object({
   nodeName: v.optional(v.string()),
@@ -41,7 +41,7 @@ export function readNodeFile(path: string): NodeFile | undefined {
       throw e;
     }
   };
-  r.output.podCIDRs.forEach((c, i) => field(`podCIDRs[${i}]`, () => poolsFromCidrs([c])));
+  r.output.podCIDRs.forEach((c, i) => field(`podCIDRs[${i}]`, () => poolFromCidr(c)));
   field("podCIDRs", () => poolsFromCidrs(r.output.podCIDRs));
   r.output.clusterCIDRs?.forEach((c, i) => field(`clusterCIDRs[${i}]`, () => parseCidr(c)));
   return r.output;

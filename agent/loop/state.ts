@@ -12,7 +12,7 @@
 import { AddressError, addressFamily, quote } from "../../compiler/address.ts";
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
-import { poolsFromCidrs } from "../ipam/cidr.ts";
+import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
 export interface NodeInfo {
@@ -117,7 +117,7 @@ export function nodeInfo(node: Raw): NodeInfo {
   const byList = spec.podCIDRs !== undefined && spec.podCIDRs !== null;
   const raw = byList ? spec.podCIDRs : spec.podCIDR === undefined || spec.podCIDR === null ? [] : [spec.podCIDR];
   if (!Array.isArray(raw)) throw new ObjectError(id, "spec.podCIDRs", `${quote(raw)} is not a list`);
-  const cidrs = raw.map((c, i) => field(byList ? `spec.podCIDRs[${i}]` : "spec.podCIDR", () => (poolsFromCidrs([c as string]), c as string)));
+  const cidrs = raw.map((c, i) => field(byList ? `spec.podCIDRs[${i}]` : "spec.podCIDR", () => poolFromCidr(c as string).cidr));
   field("spec.podCIDRs", () => poolsFromCidrs(cidrs));
   const list = status.addresses === undefined || status.addresses === null ? [] : status.addresses;
   if (!Array.isArray(list)) throw new ObjectError(id, "status.addresses", `${quote(list)} is not a list`);
