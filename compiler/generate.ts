@@ -1,7 +1,11 @@
 // Generated cluster states for the compiler's property tests: services of every kind the
 // compiler handles, with slices of ready, terminating and non-local endpoints.
+import ipaddr from "ipaddr.js";
 import type { IncrementalCompiler } from "./incremental.ts";
 import { parseEndpointSlice, parseService } from "./state.ts";
+
+/** IPv6 text in its canonical form, the only one the state reads (compiler/address.ts) */
+const v6 = (s: string) => ipaddr.IPv6.parse(s).toRFC5952String();
 
 export type Obj = { kind: string; metadata: { namespace: string; name: string } };
 export const keyOf = (o: unknown) => {
@@ -55,7 +59,7 @@ export function generate(seed: number): unknown[] {
       metadata: { name: `s${s}`, namespace: r() < 0.5 ? "default" : "prod" },
       spec: {
         type,
-        clusterIPs: dual ? [`10.96.${s}.1`, `fd00:96::${s.toString(16)}:1`] : [`10.96.${s}.1`],
+        clusterIPs: dual ? [`10.96.${s}.1`, v6(`fd00:96::${s.toString(16)}:1`)] : [`10.96.${s}.1`],
         externalTrafficPolicy: r() < 0.3 ? "Local" : "Cluster",
         internalTrafficPolicy: r() < 0.2 ? "Local" : "Cluster",
         // a small pool, so that services collide on external addresses now and then
@@ -63,7 +67,7 @@ export function generate(seed: number): unknown[] {
         sessionAffinity: r() < 0.2 ? "ClientIP" : "None",
         ports: ports.map((p, i) => ({ ...p, nodePort: 30000 + s * 4 + i })),
       },
-      status: type === "LoadBalancer" ? { loadBalancer: { ingress: [{ ip: `203.0.113.${s}` }, ...(dual ? [{ ip: `2001:db8::${s.toString(16)}` }] : [])] } } : {},
+      status: type === "LoadBalancer" ? { loadBalancer: { ingress: [{ ip: `203.0.113.${s}` }, ...(dual ? [{ ip: v6(`2001:db8::${s.toString(16)}`) }] : [])] } } : {},
     });
     const ns = (objs[objs.length - 1] as { metadata: { namespace: string } }).metadata.namespace;
     for (const fam of dual ? [4, 6] : [4]) {
@@ -75,7 +79,7 @@ export function generate(seed: number): unknown[] {
           ports: ports.map((p, i) => ({ name: p.name, protocol: p.protocol, port: 9000 + i + (r() < 0.2 ? 0 : k) })).filter(() => r() < 0.9),
           endpoints: [...Array(int(40)).keys()].map((e) => ({
             // now and then the same address in two slices of a service
-            addresses: [fam === 4 ? `10.${100 + (r() < 0.1 ? 0 : k)}.${s}.${e + 1}` : `fd00:${k}::${s.toString(16)}:${(e + 1).toString(16)}`],
+            addresses: [fam === 4 ? `10.${100 + (r() < 0.1 ? 0 : k)}.${s}.${e + 1}` : v6(`fd00:${k}::${s.toString(16)}:${(e + 1).toString(16)}`)],
             conditions: { ready: r() < 0.8, serving: true, terminating: r() < 0.3 },
             nodeName: r() < 0.5 ? "n1" : "n2",
           })),

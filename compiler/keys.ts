@@ -2,6 +2,7 @@
 // TypeScript and in compiler.wasm: 16 bytes of address (IPv4 as ::ffff:a.b.c.d) and the port,
 // big-endian. Text keys would cost a string build and an encode per backend on every compile.
 import ipaddr from "ipaddr.js";
+import { addressBytes, parseCidr } from "./address.ts";
 
 export const KEY_BYTES = 18;
 
@@ -9,8 +10,8 @@ const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
 /** The 16 bytes of an address (IPv4 as ::ffff:a.b.c.d), network order, at out[at]. */
 export function writeAddress(out: Uint8Array, at: number, ip: string): void {
-  // Fast path for plain dotted quads (every address was validated with ipaddr.js when the
-  // state was read); a compile writes one per backend, 100,000 at 10k services.
+  // Fast path for plain dotted quads (every address was read strictly, compiler/address.ts,
+  // when the state was read); a compile writes one per backend, 100,000 at 10k services.
   const q = DOTTED_QUAD.exec(ip);
   if (q) {
     out.fill(0, at, at + 10);
@@ -19,9 +20,13 @@ export function writeAddress(out: Uint8Array, at: number, ip: string): void {
     for (let i = 0; i < 4; i++) out[at + 12 + i] = Number(q[i + 1]);
     return;
   }
-  const a = ipaddr.parse(ip);
-  const v6 = a.kind() === "ipv4" ? (a as ipaddr.IPv4).toIPv4MappedAddress() : (a as ipaddr.IPv6);
-  out.set(v6.toByteArray(), at);
+  const b = addressBytes(ip);
+  if (b.length === 4) {
+    out.fill(0, at, at + 10);
+    out[at + 10] = 0xff;
+    out[at + 11] = 0xff;
+    out.set(b, at + 12);
+  } else out.set(b, at);
 }
 
 export function writeBackendKey(out: Uint8Array, at: number, ip: string, port: number): void {
@@ -67,9 +72,8 @@ export type AddressTest = (keys: Uint8Array, at: number, family: 4 | 6) => boole
 /** An AddressTest for `cidrs` (both families), on the key's bytes: no text per address. */
 export function inCidrs(cidrs: string[]): AddressTest {
   const nets = cidrs.map((c) => {
-    const [addr, bits] = ipaddr.parseCIDR(c);
-    const v4 = addr.kind() === "ipv4";
-    return { family: v4 ? 4 : 6, bytes: addr.toByteArray(), from: v4 ? 12 : 0, bits };
+    const { family, bytes, prefix } = parseCidr(c);
+    return { family, bytes, from: family === 4 ? 12 : 0, bits: prefix };
   });
   return (keys, at, family) =>
     nets.some((n) => {

@@ -15,7 +15,7 @@
 //            first address, address count],
 //            per address 4 words of address
 //   node addresses: per address [family, 4 words of address]
-import type { Family } from "../agent/ipam/cidr.ts";
+import type { Family } from "./address.ts";
 import type { EndpointSlice, Protocol, Service } from "./state.ts";
 import type { FrontendKind } from "./reference/compile.ts";
 import { writeAddress } from "./keys.ts";

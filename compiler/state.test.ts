@@ -1,4 +1,6 @@
 import { describe, expect, test } from "bun:test";
+import { HOSTILE, VALID_ADDRESSES } from "./address.case.ts";
+import { quote } from "./address.ts";
 import { clusterStateFrom } from "./state.ts";
 
 const svc = (name: string, spec: Record<string, unknown>, extra: Record<string, unknown> = {}) => ({ kind: "Service", metadata: { name, namespace: "default" }, spec, ...extra });
@@ -58,14 +60,53 @@ describe("clusterStateFrom", () => {
       "junk",
     ]);
     expect(errors).toEqual([
-      'Service default/badip: spec.clusterIPs[0]: "10.96.0.300" is not an IP address',
+      'Service default/badip: spec.clusterIP: "10.96.0.300" is not a valid IPv4 address (each part must be 0-255)',
       "Service default/badport: spec.ports[1].port: 70000 is not a port (1-65535)",
       "Service default/many: spec.ports[65535].port: TCP port 1 is listed twice",
       'Service default/badname: spec.ports[0].targetPort: "Not_A_Name" is not a port name',
-      "EndpointSlice default/mixed-1: endpoints[0].addresses[0]: fd00::1 is not an IPv4 address",
+      'EndpointSlice default/mixed-1: endpoints[0].addresses[0]: "fd00::1" is not an IPv4 address',
       "object 7: not a Kubernetes object",
       "EndpointSlice default/orphan-1: Service default/nosuch does not exist",
     ]);
     expect(state.services.map((s) => s.name)).toEqual(["good"]);
+  });
+});
+
+describe("every address field is read strictly (compiler/address.case.ts)", () => {
+  // each field of a Service or slice that holds an address, as a function putting a value there
+  const fields: Array<[string, string, (v: unknown) => unknown]> = [
+    ["Service", "spec.clusterIP", (v) => svc("web", { clusterIP: v, ports: [{ port: 80 }] })],
+    ["Service", "spec.clusterIPs[1]", (v) => svc("web", { clusterIPs: ["10.96.0.10", v], ports: [{ port: 80 }] })],
+    ["Service", "spec.externalIPs[0]", (v) => svc("web", { clusterIP: "10.96.0.10", externalIPs: [v], ports: [{ port: 80 }] })],
+    [
+      "Service",
+      "status.loadBalancer.ingress[1].ip",
+      (v) => svc("web", { type: "LoadBalancer", clusterIP: "10.96.0.10", ports: [{ port: 80 }] }, { status: { loadBalancer: { ingress: [{ hostname: "lb.example" }, { ip: v }] } } }),
+    ],
+    ["EndpointSlice", "endpoints[1].addresses[0]", (v) => slice("web-1", "web", { endpoints: [{ addresses: ["10.244.1.2"] }, { addresses: [v] }] })],
+    ["EndpointSlice", "endpoints[0].addresses[0]", (v) => slice("web-1", "web", { addressType: "IPv6", endpoints: [{ addresses: [v] }] })],
+  ];
+  const web = svc("web", { clusterIP: "10.96.0.10", ports: [{ port: 80 }] });
+  const cases = fields.flatMap(([kind, field, put]) => HOSTILE.map((h) => [`${kind} ${field} = ${quote(h.value)}`, kind, field, put(h.value)] as const));
+
+  test.each(cases)("%s is refused, naming the object and field", (_n, kind, field, obj) => {
+    const { state, errors } = clusterStateFrom(kind === "Service" ? [obj] : [web, obj]);
+    expect(errors).toHaveLength(1);
+    expect(errors[0]!.startsWith(`${kind} default/${kind === "Service" ? "web" : "web-1"}: ${field}: `)).toBe(true);
+    expect(kind === "Service" ? state.services : state.slices).toEqual([]);
+  });
+
+  test.each(fields.map(([kind, field, put]) => [`${kind} ${field}`, kind, field, put] as const))("%s takes valid addresses as they are", (_n, kind, field, put) => {
+    const v6 = field === "endpoints[0].addresses[0]";
+    for (const a of VALID_ADDRESSES.filter((a) => a.includes(":") === v6)) {
+      const { state, errors } = clusterStateFrom(kind === "Service" ? [put(a)] : [web, put(a)]);
+      expect(errors).toEqual([]);
+      expect(JSON.stringify(state)).toContain(`"${a}"`);
+    }
+  });
+
+  test("the issue's example, word for word", () => {
+    const { errors } = clusterStateFrom([svc("web", { clusterIPs: ["10.0.0.2", "010.0.0.1"], ports: [{ port: 80 }] })]);
+    expect(errors).toEqual(['Service default/web: spec.clusterIPs[1]: "010.0.0.1" is not a valid IPv4 address (leading zero)']);
   });
 });

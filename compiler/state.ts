@@ -1,8 +1,7 @@
 // ClusterState: the minimal, plain view of the cluster that the rule compiler needs, and the
 // checks that turn Kubernetes objects into it. An invalid object is reported (which object,
 // which field) and left out; every other object is still compiled.
-import ipaddr from "ipaddr.js";
-import { CidrError, parseIp, type Family } from "../agent/ipam/cidr.ts";
+import { AddressError, addressFamily, quote, type Family } from "./address.ts";
 
 export type Protocol = "TCP" | "UDP" | "SCTP";
 
@@ -84,17 +83,23 @@ function protocol(v: unknown, obj: string, field: string): Protocol {
   return p as Protocol;
 }
 
-/** A validated address in canonical text (IPv4-mapped IPv6 folded to IPv4), so that one
- * address has one spelling everywhere after this point. */
-function ip(v: unknown, obj: string, field: string): string {
-  if (typeof v !== "string") throw new ObjectError(obj, field, `${JSON.stringify(v)} is not an IP address`);
+/** An address read strictly (compiler/address.ts): what passes is canonical text, so one
+ * address has one spelling everywhere after this point. With `family`, of that family. */
+function ip(v: unknown, obj: string, field: string, family?: Family): string {
   try {
-    parseIp(v);
+    addressFamily(v, family);
   } catch (e) {
-    if (e instanceof CidrError) throw new ObjectError(obj, field, e.message);
+    if (e instanceof AddressError) throw new ObjectError(obj, field, e.message);
     throw e;
   }
-  return ipaddr.process(v).toString();
+  return v as string;
+}
+
+/** A list field: absent is empty, anything but a list is refused. */
+function list(v: unknown, obj: string, field: string): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (!Array.isArray(v)) throw new ObjectError(obj, field, `${quote(v)} is not a list`);
+  return v;
 }
 
 function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {
@@ -112,8 +117,10 @@ export function parseService(o: Obj): Service | undefined {
   const type = (spec.type ?? "ClusterIP") as string;
   if (type === "ExternalName") return undefined; // a DNS alias: nothing to program
   if (!["ClusterIP", "NodePort", "LoadBalancer"].includes(type)) throw new ObjectError(m.id, "spec.type", `${JSON.stringify(type)} is not a Service type`);
-  const rawIPs = Array.isArray(spec.clusterIPs) ? spec.clusterIPs : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
-  const clusterIPs = rawIPs[0] === "None" ? [] : rawIPs.map((v, i) => ip(v, m.id, `spec.clusterIPs[${i}]`));
+  // clusterIPs when given (clusterIP is its first element), else the older clusterIP alone
+  const byList = spec.clusterIPs !== undefined && spec.clusterIPs !== null;
+  const rawIPs = byList ? list(spec.clusterIPs, m.id, "spec.clusterIPs") : spec.clusterIP !== undefined ? [spec.clusterIP] : [];
+  const clusterIPs = rawIPs[0] === "None" ? [] : rawIPs.map((v, i) => ip(v, m.id, byList ? `spec.clusterIPs[${i}]` : "spec.clusterIP"));
   const rawPorts = Array.isArray(spec.ports) ? spec.ports : [];
   const seen = new Set<string>();
   const ports = rawPorts.map((p: unknown, i: number): ServicePort => {
@@ -133,7 +140,7 @@ export function parseService(o: Obj): Service | undefined {
     return { name: typeof p.name === "string" ? p.name : "", protocol: proto, port: num, targetPort: target, nodePort: type === "ClusterIP" ? 0 : nodePort };
   });
   const status = isObj(o.status) && isObj(o.status.loadBalancer) ? o.status.loadBalancer : {};
-  const ingress = Array.isArray(status.ingress) ? status.ingress : [];
+  const ingress = list(status.ingress, m.id, "status.loadBalancer.ingress");
   const affinity = spec.sessionAffinity === "ClientIP";
   const cfg = isObj(spec.sessionAffinityConfig) && isObj(spec.sessionAffinityConfig.clientIP) ? spec.sessionAffinityConfig.clientIP : {};
   const timeout = typeof cfg.timeoutSeconds === "number" ? cfg.timeoutSeconds : 10800;
@@ -145,8 +152,9 @@ export function parseService(o: Obj): Service | undefined {
     name: m.name,
     type: type as Service["type"],
     clusterIPs,
-    externalIPs: none((Array.isArray(spec.externalIPs) ? spec.externalIPs : []).map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`))),
-    loadBalancerIPs: none(type === "LoadBalancer" ? ingress.filter((g) => isObj(g) && g.ip !== undefined).map((g, i) => ip((g as Obj).ip, m.id, `status.loadBalancer.ingress[${i}].ip`)) : []),
+    externalIPs: none(list(spec.externalIPs, m.id, "spec.externalIPs").map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`))),
+    // an ingress point may be a hostname instead: only its ip is read
+    loadBalancerIPs: none(type === "LoadBalancer" ? ingress.flatMap((g, i) => (isObj(g) && g.ip !== undefined ? [ip(g.ip, m.id, `status.loadBalancer.ingress[${i}].ip`)] : [])) : []),
     ports,
     externalTrafficLocal: spec.externalTrafficPolicy === "Local",
     internalTrafficLocal: spec.internalTrafficPolicy === "Local",
@@ -166,14 +174,11 @@ export function parseEndpointSlice(o: Obj): EndpointSlice | undefined {
     if (!isObj(p)) throw new ObjectError(m.id, `ports[${i}]`, "not an object");
     return { name: typeof p.name === "string" ? p.name : "", protocol: protocol(p.protocol, m.id, `ports[${i}].protocol`), port: port(p.port, m.id, `ports[${i}].port`) };
   });
-  const endpoints = (Array.isArray(o.endpoints) ? o.endpoints : []).map((e: unknown, i: number): Endpoint => {
+  const endpoints = list(o.endpoints, m.id, "endpoints").map((e: unknown, i: number): Endpoint => {
     if (!isObj(e)) throw new ObjectError(m.id, `endpoints[${i}]`, "not an object");
     const c = isObj(e.conditions) ? e.conditions : {};
-    const addresses = (Array.isArray(e.addresses) ? e.addresses : []).map((a, j) => {
-      const s = ip(a, m.id, `endpoints[${i}].addresses[${j}]`);
-      if (parseIp(s).family !== family) throw new ObjectError(m.id, `endpoints[${i}].addresses[${j}]`, `${s} is not an ${at} address`);
-      return s;
-    });
+    // addressType decides the family: an address of the other one is refused
+    const addresses = list(e.addresses, m.id, `endpoints[${i}].addresses`).map((a, j) => ip(a, m.id, `endpoints[${i}].addresses[${j}]`, family));
     // Kubernetes: a nil ready condition means ready; serving defaults to ready.
     const ready = c.ready !== false;
     return {

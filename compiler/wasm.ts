@@ -2,7 +2,7 @@
 // --compile` embed the module in the executable; from a source checkout it resolves to
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
-import type { Family } from "../agent/ipam/cidr.ts";
+import type { Family } from "./address.ts";
 import type { CompileOptions, Frontend, Ring, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
 import type { EndpointSlice, Service } from "./state.ts";
 import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";

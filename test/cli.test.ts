@@ -1,9 +1,11 @@
 // The binary as a person meets it.
-import { expect, test } from "bun:test";
-import { copyFileSync, writeFileSync } from "node:fs";
-import { SKEIN, useLab, useTempDir } from "./harness/index.ts";
+import { afterAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, writeFileSync } from "node:fs";
+import { SKEIN, useLab, useTempDir, waitFor } from "./harness/index.ts";
 import { listNetns } from "../agent/sys/netns.ts";
 import { EXPECTED_ABI } from "../compiler/wasm.ts";
+import { HOSTILE } from "../compiler/address.case.ts";
+import { quote } from "../compiler/address.ts";
 
 const skein = (args: string[], env: Record<string, string> = {}) => {
   const p = Bun.spawnSync([SKEIN, ...args], { env: { PATH: process.env.PATH, ...env } });
@@ -47,6 +49,57 @@ test("the agent with no cluster to watch says so and exits, without touching any
   const bad = skein(["agent", "--cluster-cidr", "10.244.0.0/33"]);
   expect(bad.code).toBe(2);
   expect(bad.err).toContain("--cluster-cidr");
+});
+
+describe("addresses and CIDRs on the command line (compiler/address.case.ts)", () => {
+  // an API server that only counts connections: a refused flag must stop the agent before it
+  // contacts anything
+  let connections = 0;
+  const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { open: (s) => void (connections++, s.end()), data() {} } });
+  afterAll(() => server.stop(true));
+  const dir = useTempDir("cliaddr");
+  writeFileSync(
+    `${dir}/kubeconfig`,
+    `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:${server.port}", insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`,
+  );
+  const agent = (flag: string, v: string) => [SKEIN, "agent", "--kubeconfig", `${dir}/kubeconfig`, "--node-file", `${dir}/node.json`, flag, v];
+  const FLAGS: Array<[string, (v: string) => string[]]> = [
+    ["--service-cidr", (v) => agent("--service-cidr", v)],
+    ["--cluster-cidr", (v) => agent("--cluster-cidr", v)],
+    ["--nodeport-addresses", (v) => agent("--nodeport-addresses", v)],
+    ["--node-ip", (v) => [SKEIN, "tables", "--state", `${dir}/none.yaml`, "--node-ip", v]],
+  ];
+  // every string of the table (argv holds no NUL), each through one of the flags in turn
+  // (agent/cli/index.test.ts runs every value through every flag in-process)
+  const values = HOSTILE.map((h) => h.value).filter((v): v is string => typeof v === "string" && !v.includes("\0"));
+  const cases = values.map((v, i) => [`${FLAGS[i % FLAGS.length]![0]} ${quote(v)}`, FLAGS[i % FLAGS.length]![0], FLAGS[i % FLAGS.length]![1](v)] as const);
+
+  test.each(cases)("%s: exit 2 naming the flag, nothing contacted", async (_n, flag, argv) => {
+    const p = Bun.spawn(argv, { env: { PATH: process.env.PATH }, stdout: "pipe", stderr: "pipe" });
+    const [code, err] = await Promise.all([p.exited, new Response(p.stderr).text()]);
+    expect(code).toBe(2);
+    expect(err).toContain(`${flag}: `);
+    expect(err).toMatch(/is not (a valid|an IPv|a network)/);
+    expect(connections).toBe(0);
+    expect(existsSync(`${dir}/node.json`)).toBe(false);
+  });
+
+  test("at least 30 values, and the issue's example in words", () => {
+    expect(values.length).toBeGreaterThanOrEqual(30);
+    const r = skein(["agent", "--kubeconfig", `${dir}/kubeconfig`, "--service-cidr", "010.0.0.0/8"]);
+    expect(r.code).toBe(2);
+    expect(r.err).toContain('--service-cidr: "010.0.0.0/8" is not a valid CIDR (IPv4 address: leading zero)');
+  });
+
+  test("with valid values the agent does go on to contact its API server (the check above can fail)", async () => {
+    const p = Bun.spawn(agent("--service-cidr", "10.96.0.0/16").concat(["--nodeport-addresses", "0.0.0.0/0", "--cluster-cidr", "fd00:10:244::/56"]), { env: { PATH: process.env.PATH }, stdout: "ignore", stderr: "ignore" });
+    try {
+      await waitFor("a connection to the API server", () => connections > 0, 10_000);
+    } finally {
+      p.kill();
+      await p.exited;
+    }
+  });
 });
 
 test.each([["tables"], ["status"]])("%s says plainly it is not available yet (exit 69)", (c) => {

@@ -3,6 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEMO_PREFIX, TEST_PREFIX } from "../demo/lab.ts";
 import { versionInfo } from "../version.ts";
+import { addressFamily } from "../../compiler/address.ts";
 import { parseCidr } from "../ipam/cidr.ts";
 import { DEFAULT_MARKS, hex32, MIN_MARK_BITS, parseMask } from "../datapath/marks.ts";
 
@@ -50,13 +51,17 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       );
     });
 
-  const cidrs = (what: string) => (s: string, prev: string[] = []) => {
+  // every address and CIDR given on the command line is read strictly (compiler/address.ts)
+  // before anything is contacted
+  const strictly = (what: string, read: (s: string) => unknown) => (s: string, prev: string[] = []) => {
     try {
-      return [...prev, parseCidr(s).cidr];
+      read(s);
     } catch (e) {
       throw new InvalidArgumentError(`${what}: ${(e as Error).message}`);
     }
+    return [...prev, s];
   };
+  const cidrs = (what: string) => strictly(what, parseCidr);
   // skein's bits of the packet and conntrack marks (datapath/marks.ts), for the agent and for
   // the tables it would load
   const mask = (flag: string, minBits: number) => (s: string) => {
@@ -135,7 +140,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--since <file>", "with --nft or --apply: the delta from the tables of this earlier state file")
     .option("--apply", "load the tables into this network namespace's nftables as the agent does (root)")
     .option("--node-name <name>", "node whose local endpoints the Local traffic policies select", "")
-    .option("--node-ip <addr...>", "node addresses NodePorts listen on", [])
+    .option("--node-ip <addr...>", "node addresses NodePorts listen on", strictly("--node-ip", (s) => addressFamily(s)), [])
     .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser((s) => {
       const n = Number(s);
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from 1 to 1000`);

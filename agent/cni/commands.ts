@@ -4,7 +4,7 @@ import { existsSync, mkdirSync, readdirSync } from "node:fs";
 import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
-import { NodeFileError, readNodeFile } from "../ipam/node-file.ts";
+import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
 import { withFileLock, withNetnsLock } from "../sys/flock.ts";
@@ -37,7 +37,7 @@ export function resolveNetwork(conf: NetConf): Network {
   try {
     node = readNodeFile(conf.nodeFile);
   } catch (e) {
-    if (e instanceof NodeFileError) throw new CniError(ErrorCode.IoFailure, e.message);
+    if (e instanceof NodeFileError) throw new CniError(e instanceof NodeFileInvalid ? ErrorCode.InvalidNetworkConfig : ErrorCode.IoFailure, e.message);
     throw e;
   }
   if (!node) {

@@ -1,7 +1,8 @@
 // The network configuration kubelet's runtime hands the plugin on stdin, validated with a
 // schema so that every rejection names the field and the value.
 import * as v from "valibot";
-import { CidrError, poolFromCidr, parseCidr, parseIp, type Pool } from "../ipam/cidr.ts";
+import { AddressError, addressFamily } from "../../compiler/address.ts";
+import { poolFromCidr, parseCidr, type Pool } from "../ipam/cidr.ts";
 import { CniError, ErrorCode, isSupported, SUPPORTED_VERSIONS, type CniVersion } from "./spec.ts";
 
 export const DEFAULT_NODE_FILE = "/var/lib/skein/node.json";
@@ -68,29 +69,26 @@ export function parseNetConf(stdin: string): NetConf {
       `unsupported field ipam.type: ${JSON.stringify(conf.ipam.type)}: skein allocates addresses itself from the node's pod CIDRs; leave ipam out`,
     );
   }
-  for (const [i, ns] of (conf.dns?.nameservers ?? []).entries()) {
-    try {
-      parseIp(ns);
-    } catch {
-      throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: dns.nameservers[${i}] (${JSON.stringify(ns)}) is not an IP address`);
-    }
-  }
-  for (const [i, c] of (conf.clusterCIDRs ?? []).entries()) checkedCidr(c, `clusterCIDRs[${i}]`, parseCidr);
+  // every address and CIDR read strictly (compiler/address.ts), pod CIDRs also for whether
+  // they can work, so that ADD, CHECK and STATUS never meet one they cannot use
+  for (const [i, ns] of (conf.dns?.nameservers ?? []).entries()) checked(ns, `dns.nameservers[${i}]`, addressFamily);
+  for (const [i, c] of (conf.clusterCIDRs ?? []).entries()) checked(c, `clusterCIDRs[${i}]`, parseCidr);
+  if (conf.podCIDRs) poolsFrom(conf.podCIDRs, "podCIDRs");
   return conf;
 }
 
-function checkedCidr<T>(s: string, field: string, parse: (s: string) => T): T {
+function checked<T>(s: string, field: string, parse: (s: string) => T): T {
   try {
     return parse(s);
   } catch (e) {
-    if (e instanceof CidrError) throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: ${field}: ${e.message}`);
+    if (e instanceof AddressError) throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: ${field}: ${e.message}`);
     throw e;
   }
 }
 
 /** Pools from CIDR strings, at most one per address family, as Kubernetes' spec.podCIDRs. */
 export function poolsFrom(cidrs: string[], source: string): Pool[] {
-  const pools = cidrs.map((c, i) => checkedCidr(c, `${source}[${i}]`, poolFromCidr));
+  const pools = cidrs.map((c, i) => checked(c, `${source}[${i}]`, poolFromCidr));
   const fams = pools.map((p) => p.family);
   if (new Set(fams).size !== fams.length) {
     throw new CniError(ErrorCode.InvalidNetworkConfig, `invalid network configuration: ${source} has two CIDRs of one address family (${cidrs.join(", ")})`);

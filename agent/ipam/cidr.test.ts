@@ -18,9 +18,9 @@ describe("poolFromCidr", () => {
   });
 
   test.each([
-    ["10.244.1.0/33", /not a CIDR/],
-    ["10.244.1.0", /not a CIDR/],
-    ["banana", /not a CIDR/],
+    ["10.244.1.0/33", /not a valid IPv4 CIDR \(the prefix length must be 0-32\)/],
+    ["10.244.1.0", /not a valid CIDR/],
+    ["banana", /not a valid CIDR/],
     ["10.244.1.5/24", /host bits set \(the network is 10\.244\.1\.0\/24\)/],
     ["10.244.1.0/31", /too small/],
     ["10.244.1.0/30", /^$/],
@@ -30,12 +30,14 @@ describe("poolFromCidr", () => {
   });
 });
 
-test("parseIp folds IPv4-mapped IPv6 into IPv4", () => {
-  expect(parseIp("::ffff:10.0.0.1")).toEqual(parseIp("10.0.0.1"));
-  expect(() => parseIp("10.0.0.256")).toThrow(/not an IP/);
+test("parseIp reads strictly: an IPv4-mapped IPv6 address is refused, not folded into IPv4", () => {
+  expect(parseIp("10.0.0.1")).toEqual({ value: 0x0a000001n, family: 4 });
+  expect(() => parseIp("::ffff:10.0.0.1")).toThrow(/IPv4-mapped/);
+  expect(() => parseIp("10.0.0.256")).toThrow(/not a valid IPv4 address/);
 });
 
-test("parseCidr normalises", () => {
-  expect(parseCidr("FD00::/8").cidr).toBe("fd00::/8");
+test("parseCidr reads strictly: a non-canonical spelling is refused, not normalised", () => {
+  expect(() => parseCidr("FD00::/8")).toThrow(/not in canonical form, which is fd00::/);
+  expect(parseCidr("fd00::/8").cidr).toBe("fd00::/8");
   expect(parseCidr("10.244.0.0/16")).toMatchObject({ prefix: 16, family: 4, cidr: "10.244.0.0/16" });
 });

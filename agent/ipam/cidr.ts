@@ -1,11 +1,13 @@
-// Address arithmetic for pod CIDRs. Parsing is ipaddr.js's; this file only turns a CIDR into
-// the bigint range IPAM walks, and names what is never handed out.
+// Address arithmetic for pod CIDRs. Parsing is compiler/address.ts's (strict: one spelling
+// per address, no host bits); this file turns a CIDR into the bigint range IPAM walks, names
+// what is never handed out, and refuses pod CIDRs that cannot work.
 import ipaddr from "ipaddr.js";
+import { AddressError, addressBytes, cidrsOverlap, parseCidr as strictCidr, type Cidr, type Family } from "../../compiler/address.ts";
 
-export type Family = 4 | 6;
+export type { Family };
 
 export interface Pool {
-  /** the CIDR as configured, normalised, e.g. "10.244.1.0/24" */
+  /** the CIDR as configured, e.g. "10.244.1.0/24" (canonical: nothing else is accepted) */
   cidr: string;
   family: Family;
   prefix: number;
@@ -17,13 +19,14 @@ export interface Pool {
   gateway: bigint;
 }
 
-export class CidrError extends Error {}
+/** A refused address or CIDR; its message quotes the value and says why. */
+export class CidrError extends AddressError {}
 
 const bitsOf = (f: Family) => (f === 4 ? 32 : 128);
 
-export function ipToBigint(addr: ipaddr.IPv4 | ipaddr.IPv6): bigint {
+function toBigint(bytes: number[]): bigint {
   let v = 0n;
-  for (const b of addr.toByteArray()) v = (v << 8n) | BigInt(b);
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
   return v;
 }
 
@@ -37,46 +40,74 @@ export function bigintToIp(v: bigint, family: Family): string {
   return ipaddr.fromByteArray(bytes).toString();
 }
 
-export function parseIp(s: string): { value: bigint; family: Family } {
-  if (!ipaddr.isValid(s)) throw new CidrError(`${JSON.stringify(s)} is not an IP address`);
-  const a = ipaddr.parse(s);
-  // An IPv4-mapped IPv6 address is an IPv4 address for every purpose here.
-  const addr = a.kind() === "ipv6" && (a as ipaddr.IPv6).isIPv4MappedAddress() ? (a as ipaddr.IPv6).toIPv4Address() : a;
-  return { value: ipToBigint(addr), family: addr.kind() === "ipv4" ? 4 : 6 };
+function strict<T>(f: () => T): T {
+  try {
+    return f();
+  } catch (e) {
+    if (e instanceof AddressError && !(e instanceof CidrError)) throw new CidrError(e.message);
+    throw e;
+  }
 }
 
-/** Parses a CIDR that must name a network (no host bits set). */
+/** An address, read strictly (compiler/address.ts). */
+export function parseIp(s: string): { value: bigint; family: Family } {
+  const bytes = strict(() => addressBytes(s));
+  return { value: toBigint(bytes), family: bytes.length === 4 ? 4 : 6 };
+}
+
+/** A CIDR that must name a network, read strictly (compiler/address.ts). */
 export function parseCidr(s: string): { network: bigint; prefix: number; family: Family; cidr: string } {
-  let parsed: [ipaddr.IPv4 | ipaddr.IPv6, number];
-  try {
-    parsed = ipaddr.parseCIDR(s);
-  } catch {
-    throw new CidrError(`${JSON.stringify(s)} is not a CIDR`);
-  }
-  const [addr, prefix] = parsed;
-  const family: Family = addr.kind() === "ipv4" ? 4 : 6;
-  const bits = bitsOf(family);
-  const value = ipToBigint(addr);
-  const hostMask = (1n << BigInt(bits - prefix)) - 1n;
-  const network = value & ~hostMask;
-  if (network !== value) {
-    throw new CidrError(`${JSON.stringify(s)} has host bits set (the network is ${bigintToIp(network, family)}/${prefix})`);
-  }
-  return { network, prefix, family, cidr: `${bigintToIp(network, family)}/${prefix}` };
+  const c = strict(() => strictCidr(s));
+  return { network: toBigint(c.bytes), prefix: c.prefix, family: c.family, cidr: c.text };
 }
 
 /**
- * The pool IPAM hands addresses from. Never handed out: the network address, the first host
- * address (kept for the node, as the reference host-local plugin keeps its gateway) and, in
- * IPv4, the broadcast address.
+ * Ranges a pod CIDR may not touch. Pods are routed to by address and reach their gateway in
+ * the link-local range (agent/cni/plan.ts): a pod address there, or one the kernel treats as
+ * loopback, multicast, broadcast or "no address", cannot work.
+ */
+const NOT_FOR_PODS: Array<[Cidr, string]> = [
+  [strictCidr("0.0.0.0/8"), "the unspecified range 0.0.0.0/8"],
+  [strictCidr("127.0.0.0/8"), "loopback 127.0.0.0/8"],
+  [strictCidr("169.254.0.0/16"), "link-local 169.254.0.0/16, where the pods' gateway lives"],
+  [strictCidr("224.0.0.0/4"), "multicast 224.0.0.0/4"],
+  [strictCidr("255.255.255.255/32"), "the broadcast address 255.255.255.255"],
+  [strictCidr("::/128"), "the unspecified address ::"],
+  [strictCidr("::1/128"), "loopback ::1"],
+  // written as bytes: the strict reader refuses IPv4-mapped text, as it should
+  [{ family: 6, bytes: [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0], prefix: 96, text: "::ffff:0:0/96" }, "IPv4-mapped ::ffff:0:0/96"],
+  [strictCidr("fe80::/10"), "link-local fe80::/10, where the pods' gateway lives"],
+  [strictCidr("ff00::/8"), "multicast ff00::/8"],
+];
+
+/**
+ * The pool IPAM hands addresses from, from a pod CIDR read strictly. Never handed out: the
+ * network address, the first host address (kept for the node, as the reference host-local
+ * plugin keeps its gateway) and, in IPv4, the broadcast address. A CIDR that covers every
+ * address, touches a range of NOT_FOR_PODS or leaves no address to hand out is refused.
  */
 export function poolFromCidr(s: string): Pool {
-  const { network, prefix, family, cidr } = parseCidr(s);
+  const c = strict(() => strictCidr(s));
+  if (c.prefix === 0) throw new CidrError(`${JSON.stringify(s)} cannot be a pod CIDR: it covers every address`);
+  for (const [bad, what] of NOT_FOR_PODS) {
+    if (cidrsOverlap(c, bad)) throw new CidrError(`${JSON.stringify(s)} cannot be a pod CIDR: it overlaps ${what}`);
+  }
+  const { prefix, family, text: cidr } = c;
+  const network = toBigint(c.bytes);
   const size = 1n << BigInt(bitsOf(family) - prefix);
   const last = family === 4 ? network + size - 2n : network + size - 1n;
   const first = network + 2n;
-  if (last < first) throw new CidrError(`${cidr} is too small for pods: it leaves no address after network, gateway and broadcast`);
+  if (last < first) throw new CidrError(`${JSON.stringify(cidr)} cannot be a pod CIDR: it is too small, leaving no address after ${family === 4 ? "network, gateway and broadcast" : "network and gateway"}`);
   return { cidr, family, prefix, network, first, last, gateway: network + 1n };
+}
+
+/** Pools from a list of pod CIDRs (as a Node's spec.podCIDRs): at most one per family. */
+export function poolsFromCidrs(cidrs: string[]): Pool[] {
+  const pools = cidrs.map(poolFromCidr);
+  if (pools.length > 2 || new Set(pools.map((p) => p.family)).size !== pools.length) {
+    throw new CidrError(`at most one pod CIDR per address family, not ${cidrs.join(", ")}`);
+  }
+  return pools;
 }
 
 export function poolContains(p: Pool, v: bigint): boolean {

@@ -3,6 +3,8 @@
 import { existsSync, renameSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
 import { readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
+import { AddressError } from "../../compiler/address.ts";
+import { parseCidr, poolFromCidr, poolsFromCidrs } from "./cidr.ts";
 
 /** far above any real node file (two pod CIDRs and a few cluster CIDRs) */
 export const NODE_FILE_LIMIT = 64 * 1024;
@@ -15,6 +17,9 @@ const NodeFileSchema = v.object({
 export type NodeFile = v.InferOutput<typeof NodeFileSchema>;
 
 export class NodeFileError extends Error {}
+/** The file reads but what it holds is refused (a field and why): an invalid configuration,
+ * where NodeFileError alone is a file that cannot be read. */
+export class NodeFileInvalid extends NodeFileError {}
 
 /** undefined while the file does not exist yet (the agent has not seen spec.podCIDRs). */
 export function readNodeFile(path: string): NodeFile | undefined {
@@ -35,8 +40,21 @@ export function readNodeFile(path: string): NodeFile | undefined {
   const r = v.safeParse(NodeFileSchema, raw);
   if (!r.success) {
     const i = r.issues[0]!;
-    throw new NodeFileError(`node file ${path}: ${i.path?.map((p) => String(p.key)).join(".") || "top level"}: ${i.message}`);
+    throw new NodeFileInvalid(`node file ${path}: ${i.path?.map((p) => (typeof p.key === "number" ? `[${p.key}]` : `.${String(p.key)}`)).join("").replace(/^\./, "") || "top level"}: ${i.message}`);
   }
+  // read strictly (compiler/address.ts), the pod CIDRs also for whether they can work: the
+  // agent writes only such values, so anything else was not written by it
+  const field = (name: string, check: () => unknown) => {
+    try {
+      check();
+    } catch (e) {
+      if (e instanceof AddressError) throw new NodeFileInvalid(`node file ${path}: ${name}: ${e.message}`);
+      throw e;
+    }
+  };
+  r.output.podCIDRs.forEach((c, i) => field(`podCIDRs[${i}]`, () => poolFromCidr(c)));
+  field("podCIDRs", () => poolsFromCidrs(r.output.podCIDRs));
+  r.output.clusterCIDRs?.forEach((c, i) => field(`clusterCIDRs[${i}]`, () => parseCidr(c)));
   return r.output;
 }
 

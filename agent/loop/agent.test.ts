@@ -268,3 +268,24 @@ test("NodePort addresses: the Node's, filtered by --nodeport-addresses", () => {
   expect(nodePortIPs(node, ["198.51.100.0/24", "2001:db8::/64"])).toEqual(["198.51.100.7", "2001:db8::7"]);
   expect(nodePortIPs(undefined, [])).toEqual([]);
 });
+
+test("a Node whose pod CIDRs cannot work is refused with a warning naming it and the field; the node file and NodePort addresses stay", async () => {
+  const { kube, dp, agent } = await setup();
+  const file = `${tmp}/node-${servers.length}.json`;
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } } });
+  await agent.start();
+  await waitFor("the node file", () => dp.localCIDRs.length > 0);
+  const written = await Bun.file(file).text();
+  // the API server takes what kube-apiserver's validation would refuse; the agent does not
+  for (const [path, patch, field] of [
+    ["/status", { status: { addresses: [{ type: "InternalIP", address: "192.0.2.011" }] } }, "status.addresses[0].address"],
+    ["", { spec: { podCIDRs: ["169.254.0.0/16"] } }, "spec.podCIDRs[0]"],
+  ] as const) {
+    await kube.request("PATCH", `/api/v1/nodes/n1${path}`, { body: patch, contentType: "application/merge-patch+json" });
+    const warning = await waitFor("the warning", () => lines.find((l) => l.includes(`"level":40`) && l.includes(`Node n1: ${field}: `)));
+    expect(warning).toContain(JSON.stringify(field === "spec.podCIDRs[0]" ? "169.254.0.0/16" : "192.0.2.011").slice(1, -1));
+  }
+  expect(await Bun.file(file).text()).toBe(written);
+  expect(dp.localCIDRs).toEqual(["10.244.3.0/24"]);
+  expect(dp.last!.frontends.filter((f) => f.kind === "nodeport").every((f) => f.ip === "192.0.2.10")).toBe(true);
+});

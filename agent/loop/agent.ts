@@ -125,7 +125,7 @@ export class Agent {
     const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
     this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
     this.store = new ClusterStore(this.compiler, this.o.nodeName, {
-      onReject: (what, message) => this.log.warn({ object: what }, `left out: ${message}`),
+      onReject: (what, message) => this.log.warn({ object: what }, `refused; any earlier version stays in force: ${message}`),
       onNode: (n) => this.nodeChanged(n),
     });
     this.watcher = new Watcher(this.kube, {

@@ -9,8 +9,10 @@
 // compiler, which holds it from then on (a slice packed, not as objects); the informer keeps
 // only the name and resourceVersion it needs to tell a change from a repeat. Other kinds keep
 // just the fields skein reads. managedFields and annotations are never held.
+import { AddressError, addressFamily, quote } from "../../compiler/address.ts";
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
+import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
 export interface NodeInfo {
@@ -94,11 +96,38 @@ export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept
 const nameOf = (o: Raw) => ({ namespace: o.metadata?.namespace ?? "default", name: o.metadata?.name ?? "" });
 const keyOf = (o: Raw) => `${o.metadata?.namespace ?? "default"}/${o.metadata?.name ?? ""}`;
 
+/**
+ * What skein uses of a Node, read strictly: its pod CIDRs (compiler/address.ts, and whether
+ * they can work as pod CIDRs, agent/ipam/cidr.ts) and its InternalIP and ExternalIP
+ * addresses. Throws an ObjectError naming the Node and the field.
+ */
 export function nodeInfo(node: Raw): NodeInfo {
+  const id = `Node ${node.metadata?.name ?? "?"}`;
+  const field = <T>(name: string, read: () => T): T => {
+    try {
+      return read();
+    } catch (e) {
+      if (e instanceof AddressError) throw new ObjectError(id, name, e.message);
+      throw e;
+    }
+  };
   const spec = (node.spec ?? {}) as { podCIDRs?: unknown; podCIDR?: unknown };
-  const status = (node.status ?? {}) as { addresses?: Array<{ type?: string; address?: string }> };
-  const cidrs = Array.isArray(spec.podCIDRs) ? spec.podCIDRs.filter((c): c is string => typeof c === "string") : typeof spec.podCIDR === "string" ? [spec.podCIDR] : [];
-  const addrs = (type: string) => (status.addresses ?? []).filter((a) => a.type === type && typeof a.address === "string").map((a) => a.address!);
+  const status = (node.status ?? {}) as { addresses?: unknown };
+  // podCIDRs when given (podCIDR is its first element), else the older podCIDR alone
+  const byList = spec.podCIDRs !== undefined && spec.podCIDRs !== null;
+  const raw = byList ? spec.podCIDRs : spec.podCIDR === undefined || spec.podCIDR === null ? [] : [spec.podCIDR];
+  if (!Array.isArray(raw)) throw new ObjectError(id, "spec.podCIDRs", `${quote(raw)} is not a list`);
+  const cidrs = raw.map((c, i) => field(byList ? `spec.podCIDRs[${i}]` : "spec.podCIDR", () => poolFromCidr(c as string).cidr));
+  field("spec.podCIDRs", () => poolsFromCidrs(cidrs));
+  const list = status.addresses === undefined || status.addresses === null ? [] : status.addresses;
+  if (!Array.isArray(list)) throw new ObjectError(id, "status.addresses", `${quote(list)} is not a list`);
+  const addrs = (type: string) =>
+    list.flatMap((a: unknown, i) => {
+      if (typeof a !== "object" || a === null || (a as { type?: unknown }).type !== type) return [];
+      const address = (a as { address?: unknown }).address;
+      field(`status.addresses[${i}].address`, () => addressFamily(address));
+      return [address as string];
+    });
   return { podCIDRs: cidrs, addresses: [...addrs("InternalIP"), ...addrs("ExternalIP")] };
 }
 
@@ -155,11 +184,23 @@ export class ClusterStore {
         this.rejected.delete(id);
         return true;
       }
-      case "Node":
+      case "Node": {
         if (o.metadata?.name !== this.nodeName) return false;
-        this.node = del ? undefined : nodeInfo(o);
+        let info: NodeInfo | undefined;
+        try {
+          info = del ? undefined : nodeInfo(o);
+        } catch (e) {
+          if (!(e instanceof ObjectError)) throw e;
+          // what was read from the Node before stays in force (node file, NodePort addresses)
+          this.rejected.set(id, e.message);
+          this.hooks.onReject?.(id, e.message);
+          return false;
+        }
+        this.rejected.delete(id);
+        this.node = info;
         this.hooks.onNode?.(this.node);
         return true;
+      }
       case "Namespace":
         this.keep(this.namespaces, o, del);
         return false;

@@ -1,8 +1,7 @@
 // The TypeScript reference of the rule compiler: ClusterState in, datapath tables out. A pure
 // function: the same state gives the same tables whatever the order of its objects.
 // compiler.wasm will compute the same tables from packed input; the tests hold the two equal.
-import type { Family } from "../../agent/ipam/cidr.ts";
-import { parseIp } from "../../agent/ipam/cidr.ts";
+import { addressFamily, type Family } from "../address.ts";
 import type { ClusterState, EndpointSlice, Protocol, Service, ServicePort } from "../state.ts";
 import { maglevRing, ringSize } from "./maglev.ts";
 import { addressText, backendKeyBytes, compareKeys, KEY_BYTES, keyPort } from "../keys.ts";
@@ -203,11 +202,11 @@ export function inNameOrder<T extends { namespace: string; name: string }>(objec
 export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick<CompileOptions, "nodeName" | "nodeIPs" | "ringFactor">): ServiceUnit {
   const frontends: Frontend[] = [];
   const targets: Target[] = [];
-  const nodeIPs = opts.nodeIPs.map((ip) => ({ ip, family: parseIp(ip).family }));
+  const nodeIPs = opts.nodeIPs.map((ip) => ({ ip, family: addressFamily(ip) }));
   const ports = [...svc.ports].sort((a, b) => cmp(a.protocol, b.protocol) || a.port - b.port);
   for (const sp of ports) {
-    const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => parseIp(ip).family))];
-    if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => parseIp(c).family === n.family)) families.push(n.family);
+    const families = [...new Set([...svc.clusterIPs, ...svc.externalIPs, ...svc.loadBalancerIPs].map((ip) => addressFamily(ip)))];
+    if (sp.nodePort) for (const n of nodeIPs) if (!families.includes(n.family) && svc.clusterIPs.some((c) => addressFamily(c) === n.family)) families.push(n.family);
     for (const family of families.sort()) {
       const make = (scope: "internal" | "external", local: boolean): number => {
         const keys = backendsOf(svc, sp, family, slices, local, opts.nodeName);
@@ -229,7 +228,7 @@ export function compileService(svc: Service, slices: EndpointSlice[], opts: Pick
       const external = svc.externalTrafficLocal === svc.internalTrafficLocal ? internal : make("external", svc.externalTrafficLocal);
       const add = (ip: string, kind: FrontendKind, port: number, target: number) => {
         const masquerade = kind !== "cluster" && !svc.externalTrafficLocal;
-        if (parseIp(ip).family === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
+        if (addressFamily(ip) === family) frontends.push({ family, ip, protocol: sp.protocol, port, kind, target, masquerade });
       };
       for (const ip of svc.clusterIPs) add(ip, "cluster", sp.port, internal);
       for (const ip of svc.externalIPs) add(ip, "external", sp.port, external);

@@ -1,0 +1,96 @@
+// What the agent reads of its Node, against the shared table of hostile values
+// (compiler/address.case.ts): a refused Node is reported by name and field, and what was read
+// from it before stays in force.
+import { describe, expect, test } from "bun:test";
+import { HOSTILE, UNUSABLE_POD_CIDRS, VALID_ADDRESSES, VALID_POD_CIDRS } from "../../compiler/address.case.ts";
+import { quote } from "../../compiler/address.ts";
+import { ClusterStore, type NodeInfo } from "./state.ts";
+import type { WatchEvent } from "../watch/watcher.ts";
+
+const compiler = { setService() {}, setSlice() {}, deleteService() {}, deleteSlice() {}, counts: () => ({ services: 0, slices: 0 }) };
+const GOOD = { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "Hostname", address: "n1" }] } };
+
+function store() {
+  const seen: Array<NodeInfo | undefined> = [];
+  const rejects: string[] = [];
+  const s = new ClusterStore(compiler, "n1", { onNode: (n) => seen.push(n), onReject: (what, m) => rejects.push(`${what} | ${m}`) });
+  const node = (o: Record<string, unknown>) => s.apply({ kind: "Node", op: "set", object: o as WatchEvent["object"] });
+  return { s, seen, rejects, node };
+}
+
+// each field of a Node skein reads, as a function putting a value there
+const fields: Array<[string, (v: unknown) => Record<string, unknown>]> = [
+  ["spec.podCIDRs[0]", (v) => ({ ...GOOD, spec: { podCIDRs: [v] } })],
+  ["spec.podCIDRs[1]", (v) => ({ ...GOOD, spec: { podCIDRs: ["10.244.3.0/24", v] } })],
+  ["spec.podCIDR", (v) => ({ ...GOOD, spec: { podCIDR: v } })],
+  ["status.addresses[0].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: v }] } })],
+  ["status.addresses[1].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "ExternalIP", address: v }] } })],
+];
+const cidrField = (f: string) => f.startsWith("spec.");
+
+describe("Node fields", () => {
+  const cases = fields.flatMap(([field, put]) => [
+    // (a null podCIDR is JSON's way of leaving the field out, as Kubernetes reads it)
+    ...HOSTILE.filter((h) => !(field === "spec.podCIDR" && h.value === null)).map((h) => [`${field} = ${quote(h.value)}`, field, put(h.value)] as const),
+    // pod CIDRs that read as CIDRs but cannot work
+    ...(cidrField(field) ? UNUSABLE_POD_CIDRS.map(([c]) => [`${field} = ${c} (cannot work)`, field, put(c)] as const) : []),
+  ]);
+
+  test.each(cases)("%s is refused, naming the Node and the field; what was read before stays", (_n, field, bad) => {
+    const { s, seen, rejects, node } = store();
+    expect(node(GOOD)).toBe(true);
+    const before = s.node;
+    expect(before).toEqual({ podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"], addresses: ["192.0.2.10"] });
+    expect(node(bad)).toBe(false);
+    expect(rejects).toHaveLength(1);
+    expect(rejects[0]!.startsWith(`Node default/n1 | Node n1: ${field}: `)).toBe(true);
+    expect(s.rejected.get("Node default/n1")).toBeDefined();
+    // not handed on: no node file is written from it, the NodePort addresses stay
+    expect(seen).toHaveLength(1);
+    expect(s.node).toBe(before);
+  });
+
+  test("the table holds at least 30 hostile values for every field", () => {
+    for (const [field] of fields) expect(cases.filter((c) => c[1] === field).length).toBeGreaterThanOrEqual(30);
+  });
+
+  test("pod CIDRs that cannot work say why", () => {
+    for (const [c, why] of UNUSABLE_POD_CIDRS) {
+      const { rejects, node } = store();
+      node({ ...GOOD, spec: { podCIDRs: [c] } });
+      expect(rejects[0]).toMatch(why);
+    }
+  });
+
+  test("two pod CIDRs of one family are refused", () => {
+    const { rejects, node } = store();
+    node({ ...GOOD, spec: { podCIDRs: ["10.244.3.0/24", "10.244.4.0/24"] } });
+    expect(rejects).toEqual(["Node default/n1 | Node n1: spec.podCIDRs: at most one pod CIDR per address family, not 10.244.3.0/24, 10.244.4.0/24"]);
+  });
+
+  test("valid values are read as they are; a good update after a refused one is taken", () => {
+    for (const c of VALID_POD_CIDRS) {
+      const { s, node } = store();
+      expect(node({ ...GOOD, spec: { podCIDR: c } })).toBe(true);
+      expect(s.node!.podCIDRs).toEqual([c]);
+    }
+    for (const a of VALID_ADDRESSES) {
+      const { s, node } = store();
+      node({ ...GOOD, status: { addresses: [{ type: "ExternalIP", address: a }, { type: "Hostname", address: "not-an-address" }] } });
+      expect(s.node!.addresses).toEqual([a]);
+    }
+    const { s, rejects, node } = store();
+    node({ ...GOOD, spec: { podCIDRs: ["010.244.3.0/24"] } });
+    expect(s.node).toBeUndefined();
+    expect(rejects).toHaveLength(1);
+    expect(node(GOOD)).toBe(true);
+    expect(s.node!.podCIDRs).toEqual(GOOD.spec.podCIDRs);
+    expect(s.rejected.size).toBe(0);
+  });
+
+  test("another Node's fields are not read", () => {
+    const { rejects, node } = store();
+    expect(node({ metadata: { name: "n2" }, spec: { podCIDRs: ["010.0.0.0/8"] } })).toBe(false);
+    expect(rejects).toEqual([]);
+  });
+});
