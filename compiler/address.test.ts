@@ -1,7 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import ipaddr from "ipaddr.js";
 import { HOSTILE, VALID_ADDRESSES, VALID_CIDRS } from "./address.case.ts";
-import { addressBytes, addressFamily, AddressError, cidrsOverlap, MAX_TEXT, parseCidr, quote } from "./address.ts";
+import { addressBytes, addressFamily, AddressError, cidrsOverlap, MAX_TEXT, parseCidr, quote, specialUse } from "./address.ts";
 
 const refusal = (f: () => unknown): string => {
   try {
@@ -95,6 +95,11 @@ describe("CIDRs", () => {
     expect(o("fe80::/10", "febf::/16")).toBe(true);
     expect(o("fe80::/10", "fec0::/10")).toBe(false);
   });
+});
+
+test("special use: what stays on the node or its link, and what lies just beside it", () => {
+  for (const a of ["0.0.0.0", "127.0.0.1", "127.255.255.255", "169.254.0.1", "224.0.0.251", "::", "::1", "fe80::1", "febf:ffff::1", "ff02::1", "ff12::2"]) expect(specialUse(a)).toBeDefined();
+  for (const a of ["0.0.0.1", "126.255.255.255", "128.0.0.1", "169.253.255.255", "169.255.0.1", "224.0.1.1", "10.0.0.1", "::2", "fec0::1", "fe7f::1", "ff05::1", "ff03::1", "2001:db8::1"]) expect(specialUse(a)).toBeUndefined();
 });
 
 test("quote cuts long values short and names their length", () => {

@@ -155,6 +155,28 @@ export function parseCidr(v: unknown, family?: Family): Cidr {
   return { family: f, bytes, prefix, text: s };
 }
 
+/**
+ * Why an address may not be a Service's external IP or an endpoint, as Kubernetes validates
+ * those fields (ValidateNonSpecialIP, ValidateEndpointIP), or undefined: traffic for such an
+ * address would stay on the node or its link, where a Service must not send it. The address
+ * must have been read (canonical text, so prefixes of the text are prefixes of the address).
+ */
+export function specialUse(ip: string): string | undefined {
+  if (!ip.includes(":")) {
+    if (ip === "0.0.0.0") return "unspecified (0.0.0.0)";
+    if (ip.startsWith("127.")) return "loopback (127.0.0.0/8)";
+    if (ip.startsWith("169.254.")) return "link-local (169.254.0.0/16)";
+    if (ip.startsWith("224.0.0.")) return "link-local multicast (224.0.0.0/24)";
+    return undefined;
+  }
+  if (ip === "::") return "unspecified (::)";
+  if (ip === "::1") return "loopback (::1)";
+  const b = ipaddr.IPv6.parse(ip).toByteArray();
+  if (b[0] === 0xfe && (b[1]! & 0xc0) === 0x80) return "link-local (fe80::/10)";
+  if (b[0] === 0xff && (b[1]! & 0x0f) === 0x02) return "link-local multicast (ff02::/16)";
+  return undefined;
+}
+
 /** Whether two CIDRs share an address (one holds the other). */
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;

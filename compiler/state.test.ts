@@ -96,12 +96,31 @@ describe("every address field is read strictly (compiler/address.case.ts)", () =
     expect(kind === "Service" ? state.services : state.slices).toEqual([]);
   });
 
+  // addresses that stay on the node or its link: Kubernetes refuses them as external IPs and
+  // endpoints, and allows them as cluster and load-balancer IPs
+  const SPECIAL = ["0.0.0.0", "127.0.0.1", "127.255.0.9", "169.254.169.254", "224.0.0.251", "::", "::1", "fe80::1", "febf::1", "ff02::1", "ff12::1:2"];
+  const remote = (field: string) => field.startsWith("spec.externalIPs") || field.startsWith("endpoints");
+
   test.each(fields.map(([kind, field, put]) => [`${kind} ${field}`, kind, field, put] as const))("%s takes valid addresses as they are", (_n, kind, field, put) => {
     const v6 = field === "endpoints[0].addresses[0]";
-    for (const a of VALID_ADDRESSES.filter((a) => a.includes(":") === v6)) {
+    for (const a of VALID_ADDRESSES.filter((a) => a.includes(":") === v6 && !(remote(field) && SPECIAL.includes(a)))) {
       const { state, errors } = clusterStateFrom(kind === "Service" ? [put(a)] : [web, put(a)]);
       expect(errors).toEqual([]);
       expect(JSON.stringify(state)).toContain(`"${a}"`);
+    }
+  });
+
+  test.each(fields.map(([kind, field, put]) => [`${kind} ${field}`, kind, field, put] as const))("%s: addresses on the node or its link, as Kubernetes validates the field", (_n, kind, field, put) => {
+    const v6 = field === "endpoints[0].addresses[0]";
+    const family = field.startsWith("endpoints[1]") ? ["0.0.0.0", "127.0.0.1", "127.255.0.9", "169.254.169.254", "224.0.0.251"] : SPECIAL.filter((a) => a.includes(":") === v6 || !field.startsWith("endpoints"));
+    for (const a of family) {
+      const { state, errors } = clusterStateFrom(kind === "Service" ? [put(a)] : [web, put(a)]);
+      if (remote(field)) {
+        expect(errors).toEqual([expect.stringMatching(new RegExp(`^${kind} default/web(-1)?: ${field.replace(/[[\].]/g, "\\$&")}: "${a.replace(/\./g, "\\.")}" may not be used here: it is (unspecified|loopback|link-local)`))]);
+      } else {
+        expect(errors).toEqual([]);
+        expect(JSON.stringify(state)).toContain(`"${a}"`);
+      }
     }
   });
 

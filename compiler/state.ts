@@ -1,7 +1,7 @@
 // ClusterState: the minimal, plain view of the cluster that the rule compiler needs, and the
 // checks that turn Kubernetes objects into it. An invalid object is reported (which object,
 // which field) and left out; every other object is still compiled.
-import { AddressError, addressFamily, quote, type Family } from "./address.ts";
+import { AddressError, addressFamily, quote, specialUse, type Family } from "./address.ts";
 
 export type Protocol = "TCP" | "UDP" | "SCTP";
 
@@ -95,6 +95,15 @@ function ip(v: unknown, obj: string, field: string, family?: Family): string {
   return v as string;
 }
 
+/** An address a Service may send traffic to (an external IP, an endpoint): not one that stays
+ * on the node or its link, as Kubernetes validates these fields. */
+function remoteIp(v: unknown, obj: string, field: string, family?: Family): string {
+  const s = ip(v, obj, field, family);
+  const why = specialUse(s);
+  if (why) throw new ObjectError(obj, field, `${quote(s)} may not be used here: it is ${why}`);
+  return s;
+}
+
 /** A list field: absent is empty, anything but a list is refused. */
 function list(v: unknown, obj: string, field: string): unknown[] {
   if (v === undefined || v === null) return [];
@@ -152,7 +161,7 @@ export function parseService(o: Obj): Service | undefined {
     name: m.name,
     type: type as Service["type"],
     clusterIPs,
-    externalIPs: none(list(spec.externalIPs, m.id, "spec.externalIPs").map((v, i) => ip(v, m.id, `spec.externalIPs[${i}]`))),
+    externalIPs: none(list(spec.externalIPs, m.id, "spec.externalIPs").map((v, i) => remoteIp(v, m.id, `spec.externalIPs[${i}]`))),
     // an ingress point may be a hostname instead: only its ip is read
     loadBalancerIPs: none(type === "LoadBalancer" ? ingress.flatMap((g, i) => (isObj(g) && g.ip !== undefined ? [ip(g.ip, m.id, `status.loadBalancer.ingress[${i}].ip`)] : [])) : []),
     ports,
@@ -178,7 +187,7 @@ export function parseEndpointSlice(o: Obj): EndpointSlice | undefined {
     if (!isObj(e)) throw new ObjectError(m.id, `endpoints[${i}]`, "not an object");
     const c = isObj(e.conditions) ? e.conditions : {};
     // addressType decides the family: an address of the other one is refused
-    const addresses = list(e.addresses, m.id, `endpoints[${i}].addresses`).map((a, j) => ip(a, m.id, `endpoints[${i}].addresses[${j}]`, family));
+    const addresses = list(e.addresses, m.id, `endpoints[${i}].addresses`).map((a, j) => remoteIp(a, m.id, `endpoints[${i}].addresses[${j}]`, family));
     // Kubernetes: a nil ready condition means ready; serving defaults to ready.
     const ready = c.ready !== false;
     return {

@@ -80,6 +80,8 @@ describe("addresses and CIDRs on the command line (compiler/address.case.ts)", (
     expect(code).toBe(2);
     expect(err).toContain(`${flag}: `);
     expect(err).toMatch(/is not (a valid|an IPv|a network)/);
+    // the value is quoted cut short, never repeated whole
+    expect(err.length).toBeLessThan(400);
     expect(connections).toBe(0);
     expect(existsSync(`${dir}/node.json`)).toBe(false);
   });
@@ -88,7 +90,7 @@ describe("addresses and CIDRs on the command line (compiler/address.case.ts)", (
     expect(values.length).toBeGreaterThanOrEqual(30);
     const r = skein(["agent", "--kubeconfig", `${dir}/kubeconfig`, "--service-cidr", "010.0.0.0/8"]);
     expect(r.code).toBe(2);
-    expect(r.err).toContain('--service-cidr: "010.0.0.0/8" is not a valid CIDR (IPv4 address: leading zero)');
+    expect(r.err).toBe('skein agent: --service-cidr: "010.0.0.0/8" is not a valid CIDR (IPv4 address: leading zero)\n');
   });
 
   test("with valid values the agent does go on to contact its API server (the check above can fail)", async () => {

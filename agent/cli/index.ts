@@ -52,16 +52,17 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     });
 
   // every address and CIDR given on the command line is read strictly (compiler/address.ts)
-  // before anything is contacted
-  const strictly = (what: string, read: (s: string) => unknown) => (s: string, prev: string[] = []) => {
+  // before anything is contacted; the refusal quotes the value cut short (commander's own
+  // message would repeat it whole)
+  const strictly = (cmd: string, what: string, read: (s: string) => unknown) => (s: string, prev: string[] = []) => {
     try {
       read(s);
     } catch (e) {
-      throw new InvalidArgumentError(`${what}: ${(e as Error).message}`);
+      throw new UsageError(`skein ${cmd}: ${what}: ${(e as Error).message}`);
     }
     return [...prev, s];
   };
-  const cidrs = (what: string) => strictly(what, parseCidr);
+  const cidrs = (what: string) => strictly("agent", what, parseCidr);
   // skein's bits of the packet and conntrack marks (datapath/marks.ts), for the agent and for
   // the tables it would load
   const mask = (flag: string, minBits: number) => (s: string) => {
@@ -140,7 +141,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--since <file>", "with --nft or --apply: the delta from the tables of this earlier state file")
     .option("--apply", "load the tables into this network namespace's nftables as the agent does (root)")
     .option("--node-name <name>", "node whose local endpoints the Local traffic policies select", "")
-    .option("--node-ip <addr...>", "node addresses NodePorts listen on", strictly("--node-ip", (s) => addressFamily(s)), [])
+    .option("--node-ip <addr...>", "node addresses NodePorts listen on", strictly("tables", "--node-ip", (s) => addressFamily(s)), [])
     .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser((s) => {
       const n = Number(s);
       if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from 1 to 1000`);
