@@ -173,7 +173,7 @@ export class Agent {
    * difference in `inet skein` makes the next sync a new table, at once; the masquerade table
    * is put back when it is not as the agent set it.
    */
-  checkKernel(periodic: boolean): void {
+  private checkKernel(periodic: boolean): void {
     const k = this.deps.kernel;
     if (!k) return;
     try {
