@@ -41,3 +41,19 @@ test("valid values are taken as they are", () => {
   expect(opts(["agent", "--service-cidr", "10.96.0.0/16", "--service-cidr", "fd00:96::/112"]).serviceCidr).toEqual(["10.96.0.0/16", "fd00:96::/112"]);
   expect(opts(["tables", "--node-ip", ...VALID_ADDRESSES]).nodeIp).toEqual(VALID_ADDRESSES);
 });
+
+// numbers are decimal digits: "" or " " would otherwise turn the periodic check off (0),
+// and hex, octal, binary and exponent forms be read as other numbers than the ones written
+const NUMBER_FLAGS: Array<[string, (v: string) => string[]]> = [
+  ["--verify-interval", (v) => ["agent", "--kubeconfig", "/nonexistent", "--verify-interval", v]],
+  ["--coalesce-ms", (v) => ["agent", "--kubeconfig", "/nonexistent", "--coalesce-ms", v]],
+  ["--ring-factor", (v) => ["tables", "--state", "/nonexistent/state.yaml", "--ring-factor", v]],
+];
+const BAD_NUMBERS = ["", " ", "0x10", "1e1", "0b11", "0o7", "010", "+5", "-1", "1.5", " 5", "5 ", "５", "Infinity", "NaN", "99999999999999999999"];
+test.each(NUMBER_FLAGS.flatMap(([flag, argv]) => BAD_NUMBERS.map((v) => [`${flag} ${JSON.stringify(v)}`, flag, argv(v)] as const)))("%s is a usage error", async (_n, flag, argv) => {
+  let err = "";
+  const code = await cliMain(argv, () => {}, (s) => void (err += s));
+  expect(code).toBe(EXIT_USAGE);
+  expect(err).toContain(flag);
+  expect(err).toContain("is not a whole number");
+});

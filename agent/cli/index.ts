@@ -13,11 +13,15 @@ export const EXIT_UNAVAILABLE = 69;
 class Unavailable extends Error {}
 class UsageError extends Error {}
 
-function parsePort(s: string): number {
-  const n = Number(s);
-  if (!Number.isInteger(n) || n < 1 || n > 65535) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a port (1-65535)`);
+/** A whole number from lo to hi, in decimal digits only: Number() would take "" and " " as 0,
+ * and hex, octal, binary and exponent forms as other numbers than the ones written. */
+const whole = (lo: number, hi: number, what = `a whole number from ${lo} to ${hi}`) => (s: string) => {
+  const n = /^(0|[1-9][0-9]{0,14})$/.test(s) ? Number(s) : NaN;
+  if (!(n >= lo && n <= hi)) throw new InvalidArgumentError(`${JSON.stringify(s.slice(0, 40))} is not ${what}`);
   return n;
-}
+};
+
+const parsePort = whole(1, 65535, "a port (1-65535)");
 
 function notYet(what: string): never {
   throw new Unavailable(`skein ${what}: not available yet in this build of skein ${versionInfo().skein}; it arrives with a later release (see README, "What works today")`);
@@ -76,11 +80,6 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     c
       .addOption(new Option("--mark-mask <mask>", `bits of the packet mark skein uses (contiguous, at least ${MIN_MARK_BITS}): they carry the target id; every other bit is left as found`).default(DEFAULT_MARKS.mark, hex32(DEFAULT_MARKS.mark)).argParser(mask("--mark-mask", MIN_MARK_BITS)))
       .addOption(new Option("--ct-mark-mask <mask>", "bits of the conntrack mark skein uses (contiguous): the highest is the masquerade flag; every other bit is left as found").default(DEFAULT_MARKS.ctMark, hex32(DEFAULT_MARKS.ctMark)).argParser(mask("--ct-mark-mask", 1)));
-  const whole = (lo: number, hi: number) => (s: string) => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < lo || n > hi) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from ${lo} to ${hi}`);
-    return n;
-  };
   markOptions(program
     .command("agent"))
     .description("run the node agent: watch the Kubernetes API and keep this node's service datapath in step (replaces kube-proxy)")
@@ -142,11 +141,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--apply", "load the tables into this network namespace's nftables as the agent does (root)")
     .option("--node-name <name>", "node whose local endpoints the Local traffic policies select", "")
     .option("--node-ip <addr...>", "node addresses NodePorts listen on", strictly("tables", "--node-ip", (s) => addressFamily(s)), [])
-    .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser((s) => {
-      const n = Number(s);
-      if (!Number.isInteger(n) || n < 1 || n > 1000) throw new InvalidArgumentError(`${JSON.stringify(s)} is not a whole number from 1 to 1000`);
-      return n;
-    }))
+    .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser(whole(1, 1000)))
     .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number; markMask: number; ctMarkMask: number }) => {
       if (!o.state) notYet("tables");
       const { tablesCommand } = await import("./tables.ts");
@@ -195,7 +190,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .argument("<proto>", "tcp or udp")
     .argument("<host>", "address")
     .argument("<port>", "port", parsePort)
-    .option("--timeout <ms>", "give up after this many milliseconds", (s) => Number(s), 2000)
+    .option("--timeout <ms>", "give up after this many milliseconds", whole(1, 3_600_000), 2000)
     .option("--source-port <port>", "UDP: send from this port (the same flow to conntrack every time)", parsePort)
     .action(async (proto: string, host: string, port: number, o: { timeout: number; sourcePort?: number }) => {
       if (proto !== "tcp" && proto !== "udp") throw new UsageError(`skein probe connect: protocol must be tcp or udp, not ${JSON.stringify(proto)}`);
