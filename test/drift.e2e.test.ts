@@ -145,4 +145,21 @@ describe("the agent restores what someone else changes", () => {
     await waitFor("both answer again", async () => (await answering("tcp", 10)) === all, 2000, 10);
     expect(await agent.out.until("restoring the whole table", 500, logged)).toBe("timeout");
   }, 20_000);
+
+  test("a second agent in the same namespace is refused, naming the first; the first goes on", async () => {
+    const r = await lab.exec("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--node-file", `${tmp}/node2.json`], { allowFail: true, timeoutMs: 10_000 });
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toMatch(new RegExp(`another skein agent \\(pid ${agent.proc.pid}\\) already runs in this network namespace`));
+    expect(await answering("tcp")).toBe(all);
+  }, 20_000);
+});
+
+describe("without CAP_NET_ADMIN", () => {
+  test("the agent stops at once with an error that names the capability, not a hang", async () => {
+    const t0 = performance.now();
+    const r = await lab.exec("cp", ["setpriv", "--inh-caps=-all", "--bounding-set=-all", SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--node-file", `${tmp}/node3.json`, "--verify-interval", "1"], { allowFail: true, timeoutMs: 10_000 });
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toContain("CAP_NET_ADMIN");
+    expect(performance.now() - t0).toBeLessThan(5000);
+  }, 20_000);
 });

@@ -32,7 +32,13 @@ class FakeDatapath {
   setLocalCIDRs(c: string[]): void {
     this.localCIDRs = c;
   }
+  /** syncs to refuse from now on */
+  failing = 0;
   private result(kind: SyncResult["kind"]): SyncResult {
+    if (this.failing > 0) {
+      this.failing--;
+      throw new Error("nftables rejected the transaction: injected");
+    }
     if (this.failNext) {
       this.failNext = false;
       throw new Error("nftables rejected the transaction: injected");
@@ -289,3 +295,20 @@ test("a Node whose pod CIDRs cannot work is refused with a warning naming it and
   expect(dp.localCIDRs).toEqual(["10.244.3.0/24"]);
   expect(dp.last!.frontends.filter((f) => f.kind === "nodeport").every((f) => f.ip === "192.0.2.10")).toBe(true);
 });
+
+test("what the listener names cuts a retry's backoff short", async () => {
+  const kernel = new FakeKernel();
+  const { kube, dp, agent } = await setup({}, undefined, kernel);
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  // three failures in a row: the next retry waits 4 s
+  dp.failing = 3;
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("bk", "10.96.2.9") });
+  await waitFor("three failed tries", () => dp.failing === 0 && lines.filter((l) => l.includes("applying the tables failed")).length >= 3, 8000, 10);
+  const before = dp.calls.length;
+  kernel.next = { skein: ["deleted the table by nft (pid 42)"], cni: [], doubt: [] };
+  const t0 = performance.now();
+  await waitFor("the repair", () => dp.calls.length > before, 3000, 10);
+  expect(performance.now() - t0).toBeLessThan(1000);
+  expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
+}, 15_000);

@@ -189,6 +189,10 @@ export class Agent {
         this.log.warn({ found: found.slice(0, 20), more: Math.max(0, found.length - 20) }, "table inet skein was changed by someone else: restoring the whole table");
         this.replace = true;
         this.pendingSince ??= performance.now();
+        // at once, even when a retry after failures was waiting out its backoff: what failed
+        // may be what was just heard
+        clearTimeout(this.timer);
+        this.timer = undefined;
         this.schedule(0);
       }
       if (this.deps.masquerade && (f.cni.length || periodic)) {

@@ -10,10 +10,11 @@ import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { Agent, type AgentOptions } from "./agent.ts";
 import { Masquerade } from "./masquerade.ts";
+import { holdNetnsAgentLock } from "../sys/flock.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 import type { Marks } from "../datapath/marks.ts";
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks }): Promise<number> {
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks; /** where the one-agent-per-namespace lock lives */ lockDir?: string }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -23,11 +24,29 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     log.fatal({ err: (e as Error).message }, "cannot start");
     return 1;
   }
-  const nl = Netlink.openNetfilter();
-  // what the agent writes it does not hear; everything else changed in nftables it does
-  const events = NftEvents.open();
-  // the pid the kernel names this thread with (in a pid namespace of its own, not process.pid)
-  const owner = new KernelOwner(events, nl, nl.generation().pid);
+  let lock: ReturnType<typeof holdNetnsAgentLock>;
+  let nl: Netlink;
+  let events: NftEvents;
+  let self: number;
+  try {
+    lock = holdNetnsAgentLock(o.lockDir ?? "/run/skein");
+  } catch (e) {
+    log.fatal({ err: (e as Error).message }, "cannot start");
+    return 1;
+  }
+  try {
+    nl = Netlink.openNetfilter();
+    // what the agent writes it does not hear; everything else changed in nftables it does
+    events = NftEvents.open();
+    // the pid the kernel names this thread with (in a pid namespace of its own, not process.pid)
+    self = nl.generation().pid;
+  } catch (e) {
+    const eperm = /EPERM|EACCES/.test((e as Error).message);
+    log.fatal({ err: (e as Error).message }, eperm ? "cannot start: nftables refuses this process (the agent needs CAP_NET_ADMIN in the node's network namespace)" : "cannot start: nftables cannot be reached");
+    lock.release();
+    return 1;
+  }
+  const owner = new KernelOwner(events, nl, self);
   const nft = owner.nft(openNft());
   const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs, undefined, o.marks);
   const kernel = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), list: () => listTable() };
@@ -64,5 +83,6 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const code = await done.promise;
   events.close();
   nl.close();
+  lock.release();
   return code;
 }

@@ -1,6 +1,6 @@
 // An exclusive advisory lock on a file, held by the kernel: it dies with the process, so a
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
-import { closeSync, fstatSync, openSync, statSync, unlinkSync } from "node:fs";
+import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 
 const LOCK_EX = 2;
@@ -71,4 +71,43 @@ export function withNetnsLock<T>(fn: () => T): T {
   } finally {
     closeSync(fd);
   }
+}
+
+const LOCK_NB = 4;
+
+/**
+ * Takes, for as long as the process lives, the lock that one skein agent holds per network
+ * namespace: two agents in one namespace would each take the other's transactions for
+ * someone else's and reload the table against each other without end. The lock file is
+ * named for the namespace's identity (its nsfs device and inode) under `dir`, holds the
+ * holder's pid for the message a second agent gets, and is released by the kernel when
+ * the holder dies. Throws, naming the holder, when another process has it.
+ */
+export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
+  const ns = statSync("/proc/thread-self/ns/net", { bigint: true });
+  const path = `${dir}/agent-${ns.dev}-${ns.ino}.lock`;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const fd = openSync(path, "a+", 0o644);
+  if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
+    let holder = "";
+    try {
+      holder = readFileSync(path, "utf8").trim().slice(0, 20);
+    } catch {
+      // the message goes without the pid
+    }
+    closeSync(fd);
+    throw new Error(`another skein agent${/^\d+$/.test(holder) ? ` (pid ${holder})` : ""} already runs in this network namespace (it holds ${path})`);
+  }
+  ftruncateSync(fd, 0);
+  writeSync(fd, `${process.pid}\n`);
+  let held = true;
+  return {
+    path,
+    release: () => {
+      if (!held) return;
+      held = false;
+      flock(fd, LOCK_UN);
+      closeSync(fd);
+    },
+  };
 }
