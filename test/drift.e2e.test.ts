@@ -54,11 +54,7 @@ beforeAll(async () => {
   await api.create("/api/v1/nodes", { metadata: { name: "node" }, spec: { podCIDRs: ["10.244.7.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.2.2" }] } });
   await api.create(SVC, { metadata: { name: "web" }, spec: { clusterIP: VIP, ports: [{ name: "http", port: 80, targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: "dns" }] } });
   await api.create(EPS, slice(pods));
-  agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], {
-    ready: "tables applied",
-    timeoutMs: 10_000,
-    what: "skein agent",
-  });
+  await startAgent();
   await waitFor("both pods answer", async () => (await answering("tcp")) === all, 5000, 20);
 }, 60_000);
 
@@ -71,6 +67,14 @@ afterAll(() => {
   agent?.proc.kill("SIGKILL");
   apiserver?.proc.kill("SIGKILL");
 });
+
+async function startAgent(): Promise<void> {
+  agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], {
+    ready: "tables applied",
+    timeoutMs: 10_000,
+    what: "skein agent",
+  });
+}
 
 /** The agent's output so far, read to its end (its output is read only as it is waited for). */
 async function drained(): Promise<number> {
@@ -145,6 +149,49 @@ describe("the agent restores what someone else changes", () => {
     await waitFor("both answer again", async () => (await answering("tcp", 10)) === all, 2000, 10);
     expect(await agent.out.until("restoring the whole table", 500, logged)).toBe("timeout");
   }, 20_000);
+
+  test("a change made while notifications were lost (the listener overflowed) is put right: the table compared, then every rule and ring written anew", async () => {
+    const logged = await drained();
+    const t1 = /goto (t_\d+)/.exec(await nft("list", "map", "inet", "skein", "svc4"))![1]!;
+    const handle = /# handle (\d+)/.exec((await nft("-a", "list", "chain", "inet", "skein", t1)).split("\n").find((l) => l.includes("goto"))!)![1]!;
+    // one transaction: 100,000 elements into a table of someone else's (more notifications than
+    // the listener's buffer holds), and the Service's target chain made to drop
+    const elements = Array.from({ length: 100_000 }, (_, i) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`);
+    const script = ["add table inet noise", "add set inet noise s { type ipv4_addr; size 200000; }", `add element inet noise s { ${elements.join(", ")} }`, `replace rule inet skein ${t1} handle ${handle} drop`, ""].join("\n");
+    await lab.exec("node", ["nft", "-f", "-"], { stdin: script, timeoutMs: 60_000 });
+    await waitFor("TCP through the ClusterIP again", async () => connects("tcp"), 5000, 20);
+    expect(await agent.out.until("compared table inet skein with the kernel", 2000, logged)).toBe("found");
+    expect(agent.out.text.slice(logged)).toContain("dropped nftables notifications");
+    expect(await agent.out.until('"kind":"rebuild"', 2000, logged)).toBe("found");
+    expect(await answering("tcp")).toBe(all);
+    await nft("delete", "table", "inet", "noise");
+  }, 60_000);
+
+  test("what was changed while no agent ran is found at start: the table is not adopted but made new, and the masquerade table written anew", async () => {
+    agent.proc.kill("SIGTERM");
+    expect(await agent.proc.exited).toBe(0);
+    const masq = await nft("list", "table", "inet", "skein_cni");
+    await lab.exec("node", ["nft", "-f", "-"], {
+      stdin: [
+        "add chain inet skein evil { type filter hook prerouting priority -300; policy accept; }",
+        `add rule inet skein evil ip daddr ${VIP} tcp dport 80 drop`,
+        `insert rule inet skein nat_prerouting ip daddr ${VIP} udp dport 53 drop`,
+        "add set inet skein extra { type ipv4_addr; }",
+        "flush chain inet skein_cni postrouting",
+        "",
+      ].join("\n"),
+    });
+    expect(await connects("tcp")).toBe(false);
+    await startAgent();
+    expect(agent.out.text).toContain("cannot be adopted");
+    expect(agent.out.text).toContain("changed while no agent ran");
+    expect(agent.out.text).toContain("chain evil is not skein's");
+    await waitFor("TCP and UDP through the ClusterIP again", async () => (await connects("tcp")) && (await connects("udp")), 3000, 20);
+    expect(await nft("list", "table", "inet", "skein_cni")).toBe(masq);
+    const table = await nft("list", "table", "inet", "skein");
+    expect(table).not.toContain("evil");
+    expect(table).not.toContain("extra");
+  }, 30_000);
 
   test("a second agent in the same namespace is refused, naming the first; the first goes on", async () => {
     const r = await lab.exec("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--node-file", `${tmp}/node2.json`], { allowFail: true, timeoutMs: 10_000 });

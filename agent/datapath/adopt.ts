@@ -7,7 +7,7 @@
 // Only a table made with the same mark ranges (marks.ts), recorded in its comment: the ring
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
-import { run } from "../sys/exec.ts";
+import { runAsync } from "../sys/exec.ts";
 import { emptyModel, TABLE, type Model } from "./render.ts";
 import type { RingRule } from "./nfnl.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
@@ -25,8 +25,27 @@ export type Adoption =
 
 /** The table's comment, from nft's text listing (its JSON leaves table comments out). */
 export function tableComment(listing: string): string | undefined {
-  const head = listing.split("\n").slice(1).find((l) => l.trim());
-  return /^\s*comment "(.*)"$/.exec(head ?? "")?.[1];
+  for (const l of tableHead(listing)) {
+    const m = /^\s*comment "(.*)"$/.exec(l);
+    if (m) return m[1];
+  }
+  return undefined;
+}
+
+/** The table's flags (`dormant`, `owner`…), from nft's text listing: nft 1.0.6's JSON prints
+ * the family where the flags belong. */
+export function tableFlags(listing: string): string[] {
+  return tableHead(listing).flatMap((l) => /^\s*flags (.+)$/.exec(l)?.[1]?.split(/,\s*/) ?? []);
+}
+
+/** The lines between `table … {` and the table's first blank line or member. */
+function tableHead(listing: string): string[] {
+  const out: string[] = [];
+  for (const l of listing.split("\n").slice(1)) {
+    if (!l.trim() || /^\s*(chain|set|map|flowtable|counter|quota|limit|ct|secmark|synproxy)\b/.test(l) || l.trim() === "}") break;
+    out.push(l);
+  }
+  return out;
 }
 
 /**
@@ -92,31 +111,85 @@ export interface Listing {
   sets: Map<string, unknown[]>;
   /** the table's comment, where skein records its mark ranges */
   comment?: string;
+  /** the table's flags */
+  flags?: string[];
 }
 
-export type NftReader = (args: string[]) => string;
-const nftExec: NftReader = (args) => run(["nft", ...args]).stdout;
+/** Runs nft with these arguments and gives what it printed. */
+export type NftReader = (args: string[]) => string | Promise<string>;
 
-/** Lists `inet skein` (nft run by `nft`, this network namespace's by default); undefined when
- * there is none. */
-export function listTable(nft: NftReader = nftExec): Listing | undefined {
-  const nftJson = (args: string[]): J[] => (JSON.parse(nft(["-j", ...args])) as { nftables: J[] }).nftables;
-  const tables = nftJson(["list", "tables", "inet"]).filter((x) => x.table?.name === TABLE);
+/** How long one nft listing may take. nft starts a listing over whenever the ruleset changes
+ * under it, so while another process keeps committing it may never finish. */
+const LIST_TIMEOUT_MS = 10_000;
+
+const nftExec: NftReader = async (args) => {
+  const t0 = performance.now();
+  const r = await runAsync(["nft", ...args], { allowFail: true, timeoutMs: LIST_TIMEOUT_MS });
+  if (r.exitCode === 0) return r.stdout;
+  if (performance.now() - t0 >= LIST_TIMEOUT_MS) throw new Error(`nft ${args.join(" ")}: no answer within ${LIST_TIMEOUT_MS} ms (the ruleset kept changing?)`);
+  throw new Error(`nft ${args.join(" ")}: ${(r.stderr || r.stdout || `exit ${r.exitCode}`).trim().slice(0, 300)}`);
+};
+
+/** Lists `inet <table>` (nft run by `nft`, this network namespace's by default) off the event
+ * loop; undefined when there is none. `elements`: also the elements of skein's verdict maps
+ * and sets. */
+export async function listTable(nft: NftReader = nftExec, table = TABLE, elements = true): Promise<Listing | undefined> {
+  const nftJson = async (args: string[]): Promise<J[]> => (JSON.parse(await nft(["-j", ...args])) as { nftables: J[] }).nftables;
+  const tables = (await nftJson(["list", "tables", "inet"])).filter((x) => x.table?.name === table);
   if (!tables.length) return undefined;
-  const terse = nftJson(["-t", "list", "table", "inet", TABLE]);
+  const terse = await nftJson(["-t", "list", "table", "inet", table]);
   const sets = new Map<string, unknown[]>();
-  for (const x of terse) {
+  for (const x of elements ? terse : []) {
     const s = x.map ?? x.set;
     if (!s || !SETS.includes(s.name)) continue;
-    const listed = nftJson(["list", x.map ? "map" : "set", "inet", TABLE, s.name]).find((y) => y.map || y.set);
+    const listed = (await nftJson(["list", x.map ? "map" : "set", "inet", table, s.name])).find((y) => y.map || y.set);
     sets.set(s.name, ((listed?.map ?? listed?.set)?.elem as unknown[]) ?? []);
   }
-  return { terse, sets, comment: tableComment(nft(["-t", "list", "table", "inet", TABLE])) };
+  const text = await nft(["-t", "list", "table", "inet", table]);
+  return { terse, sets, comment: tableComment(text), flags: tableFlags(text) };
 }
 
 /** Reads `inet skein` from the kernel into a model a bank switch can replace, for an agent
  * using `marks`; undefined when there is none. */
-export function readTable(nft: NftReader = nftExec, marks: Marks = DEFAULT_MARKS): Adoption | undefined {
-  const l = listTable(nft);
+export async function readTable(nft: NftReader = nftExec, marks: Marks = DEFAULT_MARKS): Promise<Adoption | undefined> {
+  const l = await listTable(nft);
   return l && adoptedModel(l.terse, l.sets, l.comment, marks);
+}
+
+const isRingMap = (name: string) => RING_MAP.test(name);
+const skeinChain = (name: string) => BASE_CHAINS.includes(name) || /^t_\d+(_m)?$/.test(name) || RING_CHAIN.test(name);
+const withoutHandles = (x: J) => JSON.stringify(x, (k, v) => (k === "handle" || k === "table" ? undefined : v));
+
+/**
+ * What is in the kernel's table that a bank switch would not put right: objects skein does
+ * not make (chains, sets, counters, flowtables…), table flags (a dormant table hooks
+ * nothing), and base chains or their rules other than skein's as the kernel holds them in
+ * `reference` (the same base chains loaded into a dormant table: render.ts renderReference).
+ * Target chains, ring chains, ring slots and elements are not looked at: a bank switch writes
+ * them all anew.
+ */
+export function structureDrift(kernel: Listing, reference: Listing): string[] {
+  const out: string[] = [];
+  for (const x of kernel.terse) {
+    const [kind, body] = Object.entries(x)[0] as [string, J];
+    if (kind === "metainfo" || kind === "rule") continue;
+    if (kind === "table") continue;
+    if (kind === "chain") {
+      if (!skeinChain(body.name)) out.push(`chain ${body.name} is not skein's`);
+    } else if (kind === "set" || kind === "map") {
+      if (!SETS.includes(body.name) && !isRingMap(body.name)) out.push(`${kind} ${body.name} is not skein's`);
+    } else out.push(`${kind} ${body.name ?? ""} is not skein's`.replace("  ", " "));
+  }
+  if (kernel.flags?.length) out.push(`table inet ${TABLE} has flags ${kernel.flags.join(", ")}`);
+  for (const chain of BASE_CHAINS) {
+    const of = (l: Listing) => ({
+      head: withoutHandles(l.terse.find((x) => x.chain?.name === chain)?.chain ?? {}),
+      rules: l.terse.filter((x) => x.rule?.chain === chain).map((x) => withoutHandles(x.rule)),
+    });
+    const want = of(reference);
+    const got = of(kernel);
+    if (got.head !== want.head) out.push(`base chain ${chain} is not declared as skein declares it`);
+    else if (got.rules.join("\n") !== want.rules.join("\n")) out.push(`base chain ${chain} does not hold skein's rules (${got.rules.length} rules, skein's are ${want.rules.length})`);
+  }
+  return out;
 }

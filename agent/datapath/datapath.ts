@@ -17,7 +17,7 @@ import type { Tables } from "../../compiler/reference/compile.ts";
 import type { UnitChange } from "../../compiler/incremental.ts";
 import { BatchBuilder, encodeRingOps, type Batch, type BatchBuffer } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
-import type { Listing } from "./adopt.ts";
+import { structureDrift, type Listing } from "./adopt.ts";
 import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
@@ -155,10 +155,14 @@ export class Datapath {
     this.batch(p);
   }
 
-  /** Where the table in the kernel differs from the model in force (drift.ts): empty when they
-   * agree, or when no table is in force yet. `list` reads the kernel's. */
-  drift(list: () => Listing | undefined): string[] {
-    return this.current ? tableDrift(this.current, list(), this.marks) : [];
+  /** Where the table in the kernel (`kernel`, as listed) differs from the model in force
+   * (drift.ts), and, given the kernel's listing of skein's own base chains (`reference`),
+   * anything in it a bank switch would not put right (adopt.ts): empty when they agree, or
+   * when no table is in force yet. */
+  drift(kernel: Listing | undefined, reference?: Listing): string[] {
+    if (!this.current) return [];
+    const d = tableDrift(this.current, kernel, this.marks);
+    return kernel && reference ? [...d, ...structureDrift(kernel, reference)] : d;
   }
 
   /**

@@ -7,11 +7,11 @@ import { addNetns, deleteNetns } from "../sys/netns.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import type { NftTransaction } from "../sys/nfevents.ts";
-import { listTable } from "./adopt.ts";
+import { listTable, structureDrift, tableComment, tableFlags } from "./adopt.ts";
 import { Datapath } from "./datapath.ts";
 import { describeForeign, tableDrift } from "./drift.ts";
 import type { Nft } from "./nft.ts";
-import { model } from "./render.ts";
+import { model, REF_TABLE, renderReference } from "./render.ts";
 
 const tx = (pid: number, changes: NftTransaction["changes"], proc = "nft"): NftTransaction => ({ genid: 7, pid, proc, changes, unlisted: 0 });
 
@@ -40,8 +40,21 @@ describe("describeForeign", () => {
   });
 });
 
+test("the table's comment and flags are read from nft's text, flags first or not at all", () => {
+  const dormant = 'table inet skein {\n\tflags dormant\n\tcomment "skein marks: packet 0xffff0000 conntrack 0x80000000"\n\n\tchain c {\n\t}\n}\n';
+  expect(tableComment(dormant)).toBe("skein marks: packet 0xffff0000 conntrack 0x80000000");
+  expect(tableFlags(dormant)).toEqual(["dormant"]);
+  const plain = 'table inet skein {\n\tcomment "x"\n\tchain c {\n\t}\n}\n';
+  expect(tableComment(plain)).toBe("x");
+  expect(tableFlags(plain)).toEqual([]);
+  expect(tableComment("table inet skein {\n\tchain c {\n\t\tcomment \"not the table's\"\n\t}\n}\n")).toBeUndefined();
+});
+
 const ns = `skt-drift${Math.random().toString(36).slice(2, 6)}`;
-afterAll(() => deleteNetns(ns));
+afterAll(() => {
+  deleteNetns(ns);
+  deleteNetns(`${ns}s`);
+});
 
 const state = clusterStateFrom([
   { kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } },
@@ -52,7 +65,7 @@ const state = clusterStateFrom([
 ]).state;
 
 describe("tableDrift against a kernel", () => {
-  test("a table as skein loaded it agrees with the model; each kind of edit by someone else is found", () => {
+  test("a table as skein loaded it agrees with the model; each kind of edit by someone else is found", async () => {
     const path = addNetns(ns);
     const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
     const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
@@ -61,9 +74,9 @@ describe("tableDrift against a kernel", () => {
       const tables = compile(state, { nodeName: "", nodeIPs: [], ringFactor: 10 });
       const load = () => new Datapath(nft, { send: (b) => nl.sendBatch(b) }).sync(tables, { full: true });
       const md = model(tables);
-      const drift = () => tableDrift(md, listTable(nftIn));
+      const drift = async () => tableDrift(md, await listTable(nftIn));
       load();
-      expect(drift()).toEqual([]);
+      expect(await drift()).toEqual([]);
       // the web Service's target chain, and the element that leads to it
       const [front, verdict] = [...md.elements.get("svc4")!].find(([k]) => k.startsWith("10.96.0.10 "))!;
       const target = verdict.replace("goto ", "");
@@ -84,10 +97,50 @@ describe("tableDrift against a kernel", () => {
       ];
       for (const [what, cmds, want] of edits) {
         for (const c of cmds) nftIn(c.split(" "));
-        const found = drift();
+        const found = await drift();
         if (!found.some((l) => want.test(l))) throw new Error(`${what}: ${JSON.stringify(found)} does not match ${want}`);
         load();
-        expect(drift()).toEqual([]);
+        expect(await drift()).toEqual([]);
+      }
+    } finally {
+      nl.close();
+    }
+  }, 60_000);
+});
+
+describe("structureDrift against a kernel", () => {
+  test("what a bank switch would not put right is found: others' objects, table flags, base chains declared or filled otherwise", async () => {
+    const path = addNetns(`${ns}s`);
+    const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
+    const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
+    const nl = Netlink.openNetfilter(path);
+    try {
+      const tables = compile(state, { nodeName: "", nodeIPs: [], ringFactor: 10 });
+      const load = () => new Datapath(nft, { send: (b) => nl.sendBatch(b) }).sync(tables, { full: true });
+      const r = renderReference();
+      nft.run(r.load);
+      const reference = (await listTable(nftIn, REF_TABLE, false))!;
+      nft.run(r.drop);
+      expect(nftIn(["list", "tables"])).not.toContain(REF_TABLE);
+      const structure = async () => structureDrift((await listTable(nftIn))!, reference);
+      load();
+      expect(await structure()).toEqual([]);
+      const handle = (chain: string, n = 0) => [...nftIn(["-a", "list", "chain", "inet", "skein", chain]).matchAll(/# handle (\d+)/g)].map((m) => m[1]!)[n + 1]!;
+      const edits: Array<[string, string[], RegExp]> = [
+        ["a base chain's rule replaced (the count the same)", [`replace rule inet skein nat_prerouting handle ${handle("nat_prerouting")} ip daddr 10.96.0.10 drop`], /base chain nat_prerouting does not hold skein's rules/],
+        ["a rule inserted", ["insert rule inet skein nat_output accept"], /base chain nat_output does not hold skein's rules \(3 rules, skein's are 2\)/],
+        ["a base chain's policy changed", ["add chain inet skein reject_output { type filter hook output priority -110; policy drop; }"], /base chain reject_output is not declared as skein declares it/],
+        ["a chain of someone else's, hooked before skein's", ["add chain inet skein evil { type filter hook prerouting priority -300; policy accept; }"], /chain evil is not skein's/],
+        ["a set of someone else's", ["add set inet skein extra { type ipv4_addr; }"], /set extra is not skein's/],
+        ["a counter object", ["add counter inet skein c1"], /counter c1 is not skein's/],
+        ["the table made dormant", ["add table inet skein { flags dormant; }"], /has flags dormant/],
+      ];
+      for (const [what, cmds, want] of edits) {
+        for (const c of cmds) nftIn(c.split(" "));
+        const found = await structure();
+        if (!found.some((l) => want.test(l))) throw new Error(`${what}: ${JSON.stringify(found)} does not match ${want}`);
+        load();
+        expect(await structure()).toEqual([]);
       }
     } finally {
       nl.close();

@@ -107,6 +107,11 @@ export class KernelOwner {
     return f;
   }
 
+  /** A reason for the next poll to report a doubt (a comparison that could not be made). */
+  doubt(why: string): void {
+    this.doubts.push(why);
+  }
+
   /** Whether the ruleset changed since everything was last accounted for: the periodic
    * check's cheap first step, one netlink request. */
   changed(): boolean {

@@ -216,7 +216,7 @@ describe("in a kernel", () => {
     }
   });
 
-  test("a new agent adopts the table an earlier one left: one bank switch, then what a fresh load gives", () => {
+  test("a new agent adopts the table an earlier one left: one bank switch, then what a fresh load gives", async () => {
     const path = addNetns(`${ns}e`);
     const a = tablesOf(objects(30));
     const b = tablesOf(objects(32, { skip: (i) => i === 4, endpoints: (i) => (i === 7 ? [] : [`10.244.${i >> 8}.${i & 255}`, `10.246.${i >> 8}.${i & 255}`]) }));
@@ -224,13 +224,13 @@ describe("in a kernel", () => {
     const earlier = datapath(path);
     const later = datapath(path);
     try {
-      expect(readTable(nftIn)).toBeUndefined();
+      expect(await readTable(nftIn)).toBeUndefined();
       earlier.dp.sync(a);
       // an interrupted switch left the other bank's maps and a ring chain behind
       nftIn(["add map inet skein be4_1 { typeof meta mark . numgen inc mod 2 : ip daddr . th dport; size 4096; }"]);
       nftIn(["add map inet skein be6_1 { typeof meta mark . numgen inc mod 2 : ip6 daddr . th dport; size 4096; }"]);
       nftIn(["add chain inet skein ring4_1_7"]);
-      const found = readTable(nftIn)!;
+      const found = (await readTable(nftIn))!;
       if (!found.ok) throw new Error(found.why);
       expect(found.model.bank).toBe(0);
       expect(found.stale).toEqual({ bank: 1, chains: ["ring4_1_7"] });
@@ -252,7 +252,7 @@ describe("in a kernel", () => {
       // a table of the name that skein did not make (or an older layout) is not adopted
       nftIn(["delete table inet skein"]);
       nftIn(["add table inet skein"]);
-      expect(readTable(nftIn)).toMatchObject({ ok: false, why: expect.stringContaining("lacks nat_prerouting") });
+      expect(await readTable(nftIn)).toMatchObject({ ok: false, why: expect.stringContaining("lacks nat_prerouting") });
     } finally {
       earlier.close();
       later.close();
@@ -384,16 +384,16 @@ describe("in a kernel", () => {
     }
   });
 
-  test("a table made with other mark ranges, or by an earlier version (none recorded), is not adopted", () => {
+  test("a table made with other mark ranges, or by an earlier version (none recorded), is not adopted", async () => {
     const path = addNetns(`${ns}g`);
     const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
     const marks: Marks = { mark: 0x00ffff00, ctMark: 0x40000000 };
     const live = datapath(path, marks);
     try {
       live.dp.sync(tablesOf(objects(5)));
-      expect(readTable(nftIn, marks)).toMatchObject({ ok: true });
-      expect(readTable(nftIn)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
-      expect(readTable(nftIn, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
+      expect(await readTable(nftIn, marks)).toMatchObject({ ok: true });
+      expect(await readTable(nftIn)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
+      expect(await readTable(nftIn, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
       // the comment as the kernel lists it; a table without one (what earlier versions made)
       expect(tableComment(nftIn(["-t", "list", "table", "inet", "skein"]))).toBe("skein marks: packet 0x00ffff00 conntrack 0x40000000");
       const terse = (JSON.parse(nftIn(["-j", "-t", "list", "table", "inet", "skein"])) as { nftables: Array<Record<string, any>> }).nftables;

@@ -229,6 +229,16 @@ export function renderSkeleton(bank: number, cap: Capacity, marks: Marks = DEFAU
   return out.join("\n") + "\n";
 }
 
+/** A dormant table (it hooks nothing) holding skein's sets and base chains as renderSkeleton
+ * makes them: the kernel's listing of it is what the base chains of `inet skein` must list
+ * as (adopt.ts structureDrift), whatever nft's JSON makes of the text. `drop` removes it. */
+export const REF_TABLE = "skein_ref";
+export function renderReference(marks: Marks = DEFAULT_MARKS): { load: string; drop: string } {
+  const skeleton = renderSkeleton(0, { 4: 4096, 6: 4096 }, marks).split("\n").slice(3);
+  const load = [`add table inet ${REF_TABLE}`, `delete table inet ${REF_TABLE}`, `add table inet ${REF_TABLE} { flags dormant; }`, ...skeleton.map((l) => l.replace(` inet ${TABLE} `, ` inet ${REF_TABLE} `))].join("\n");
+  return { load, drop: `delete table inet ${REF_TABLE}\n` };
+}
+
 /** The Service CIDRs of the node (flag --service-cidr) into svcnet4/6, in one transaction. */
 export function serviceCidrScript(cidrs: string[]): string {
   const out = [`flush set inet ${TABLE} svcnet4`, `flush set inet ${TABLE} svcnet6`];

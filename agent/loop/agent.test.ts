@@ -8,6 +8,7 @@ import { TestApiServer } from "../demo/apiserver/server.ts";
 import { KubeClient } from "../watch/kube.ts";
 import { Agent, nodePortIPs, type AgentOptions, type KernelWatch, type MasqueradeKeeper } from "./agent.ts";
 import type { Findings } from "../datapath/owner.ts";
+import type { Listing } from "../datapath/adopt.ts";
 import type { Tables } from "../../compiler/reference/compile.ts";
 import type { UnitChange } from "../../compiler/incremental.ts";
 import type { SyncResult } from "../datapath/datapath.ts";
@@ -81,8 +82,15 @@ class FakeKernel implements KernelWatch {
     this.known = this.gen;
     this.settles++;
   }
-  list(): undefined {
+  doubts: string[] = [];
+  doubt(why: string): void {
+    this.doubts.push(why);
+  }
+  async list(): Promise<undefined> {
     return undefined;
+  }
+  async reference(): Promise<Listing> {
+    return { terse: [], sets: new Map() };
   }
 }
 
@@ -231,12 +239,13 @@ test("a change by someone else that the listener names makes the next sync a new
   expect(performance.now() - t0).toBeLessThan(1000);
   expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
   expect(dp.drifts).toBe(0);
-  expect(masq.forced).toBe(1);
+  // once when first written (what was done to it while no agent ran is not known), once now
+  expect(masq.forced).toBe(2);
   expect(lines.some((l) => l.includes("restoring the whole table") && l.includes("pid 42"))).toBe(true);
   expect(lines.some((l) => l.includes("the masquerade table was changed by another process: restored"))).toBe(true);
 });
 
-test("a doubt, and the periodic check when the ruleset changed, compare the table; a quiet ruleset is not read", async () => {
+test("a doubt, and the periodic check when the ruleset changed, compare the table (a bank switch when it agrees, a new table when not); a quiet ruleset is not read", async () => {
   const kernel = new FakeKernel();
   const { dp, agent } = await setup({ verifyMs: 100 }, undefined, kernel);
   await agent.start();
@@ -245,14 +254,16 @@ test("a doubt, and the periodic check when the ruleset changed, compare the tabl
   // quiet: several periodic checks ask for the generation and read nothing
   await waitFor("three periodic checks", () => kernel.checks >= 3, 2000, 10);
   expect(dp.drifts).toBe(0);
-  // a doubt: compared, agrees, nothing done
+  // a doubt: compared, agrees: what no comparison reads (rule text, ring slots) is written
+  // anew in a bank switch, never a new table
   kernel.next = { skein: [], cni: [], doubt: ["the kernel dropped nftables notifications"] };
   await waitFor("compared", () => dp.drifts === 1, 2000, 10);
-  expect(dp.calls.length).toBe(before);
+  await waitFor("a bank switch", () => dp.calls.length === before + 1, 2000, 10);
+  expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: false, rebuild: true });
   // the ruleset changed unheard: the periodic check compares, finds a difference, repairs
   dp.differs = ["elements of svc4: 1 missing (10.96.0.1 . tcp . 80)"];
   kernel.gen++;
-  await waitFor("repaired", () => dp.calls.length > before, 2000, 10);
+  await waitFor("repaired", () => dp.calls.length > before + 1, 2000, 10);
   expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
   expect(kernel.settles).toBeGreaterThanOrEqual(2);
 });

@@ -45,8 +45,12 @@ export interface KernelWatch {
   changed(): boolean;
   /** take the ruleset as it is now as accounted for (before reading it for a comparison) */
   settle(): void;
-  /** the kernel's `inet skein`, listed */
-  list(): Listing | undefined;
+  /** a reason to compare again at the next poll (a comparison that could not be made) */
+  doubt(why: string): void;
+  /** the kernel's `inet skein`, listed (off the event loop; bounded in time) */
+  list(): Promise<Listing | undefined>;
+  /** skein's base chains as the kernel lists them (from a dormant table of their own) */
+  reference(): Promise<Listing>;
 }
 
 /** The CNI plugin's masquerade table, which the agent keeps in place while it runs. */
@@ -102,6 +106,17 @@ export class Agent {
   private recover = false;
   /** syncs failed in a row: the retry waits longer each time, up to 30 s */
   private failures = 0;
+  /** the table agreed with the model, but something may have changed what no comparison
+   * reads (a rule's text, ring slots): the next sync writes every ring and target chain anew
+   * in a bank switch */
+  private rewrite = false;
+  /** the masquerade table was written by this agent once */
+  private masqueradeWritten = false;
+  /** a comparison with the kernel is under way */
+  private checking = false;
+  /** comparisons that failed in a row (the table could not be listed), and when to try again */
+  private compareFailures = 0;
+  private compareAfter = 0;
   private synced = false;
   private kernelTimers: ReturnType<typeof setInterval>[] = [];
   generation = 0;
@@ -151,8 +166,8 @@ export class Agent {
     });
     this.log.info({ server: this.kube.server, node: this.o.nodeName, clusterCIDRs: this.o.clusterCIDRs, serviceCIDRs: this.o.serviceCIDRs }, "agent starting");
     if (this.deps.kernel) {
-      this.kernelTimers.push(setInterval(() => this.checkKernel(false), POLL_MS));
-      if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => this.checkKernel(true), this.o.verifyMs));
+      this.kernelTimers.push(setInterval(() => void this.checkKernel(false), POLL_MS));
+      if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => void this.checkKernel(true), this.o.verifyMs));
       for (const t of this.kernelTimers) t.unref?.();
     }
     await this.watcher.start();
@@ -173,17 +188,33 @@ export class Agent {
    * difference in `inet skein` makes the next sync a new table, at once; the masquerade table
    * is put back when it is not as the agent set it.
    */
-  private checkKernel(periodic: boolean): void {
+  private async checkKernel(periodic: boolean): Promise<void> {
     const k = this.deps.kernel;
-    if (!k) return;
+    // one at a time: a comparison lists the table, which takes a while at scale
+    if (!k || this.checking) return;
+    this.checking = true;
     try {
       const f = k.poll();
+      this.keepMasquerade(f, periodic);
       const found = [...f.skein];
       if (!found.length && (f.doubt.length || (periodic && k.changed()))) {
+        if (performance.now() < this.compareAfter) {
+          // the last listing failed (nft gives up while the ruleset keeps changing): keep
+          // the doubts for later rather than list again every poll
+          for (const d of f.doubt) k.doubt(d);
+          return;
+        }
         k.settle();
-        const d = this.deps.datapath.drift(() => k.list());
+        const d = this.deps.datapath.drift(await k.list(), await k.reference());
+        this.compareFailures = 0;
         this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
         found.push(...d);
+        // what was not heard may have changed what the comparison does not read (a rule's
+        // text, a ring slot): a bank switch writes all of it anew without a moment's gap
+        if (!d.length) {
+          this.rewrite = true;
+          this.schedule(0);
+        }
       }
       if (found.length) {
         this.log.warn({ found: found.slice(0, 20), more: Math.max(0, found.length - 20) }, "table inet skein was changed by someone else: restoring the whole table");
@@ -195,12 +226,29 @@ export class Agent {
         this.timer = undefined;
         this.schedule(0);
       }
-      if (this.deps.masquerade && (f.cni.length || periodic)) {
-        const restored = this.deps.masquerade.ensure(f.cni.length > 0);
-        if (restored) this.log.warn({ found: f.cni.length ? f.cni : [restored] }, `the masquerade table ${restored}: restored`);
-      }
     } catch (e) {
+      // the doubt stays: the next check compares again
+      k.doubt(`the last comparison failed: ${(e as Error).message}`);
+      this.compareAfter = performance.now() + Math.min(30_000, 1000 * 2 ** Math.min(5, this.compareFailures++));
       this.log.warn({ err: (e as Error).message }, "checking the kernel's tables failed; trying again");
+    } finally {
+      this.checking = false;
+    }
+  }
+
+  /**
+   * The masquerade table: rewritten whenever another process changed it, or a doubt says a
+   * change may have gone unheard (its comment says nothing of the rules inside); else its
+   * fingerprint is checked at every periodic check.
+   */
+  private keepMasquerade(f: Findings, periodic: boolean): void {
+    const m = this.deps.masquerade;
+    if (!m || !(f.cni.length || f.doubt.length || periodic)) return;
+    try {
+      const restored = m.ensure(f.cni.length > 0 || f.doubt.length > 0);
+      if (restored) this.log.warn({ found: f.cni.length ? f.cni : f.doubt.length ? f.doubt : [restored] }, `the masquerade table ${restored}: restored`);
+    } catch (e) {
+      this.log.error({ err: (e as Error).message }, "cannot restore the masquerade table; trying again at the next check");
     }
   }
 
@@ -209,7 +257,10 @@ export class Agent {
     if (n?.podCIDRs.length && this.deps.masquerade) {
       try {
         this.deps.masquerade.set(n.podCIDRs, this.o.clusterCIDRs);
-        const restored = this.deps.masquerade.ensure();
+        // written anew the first time: its comment says nothing of what was done to its rules
+        // while no agent ran
+        const restored = this.deps.masquerade.ensure(!this.masqueradeWritten);
+        this.masqueradeWritten = true;
         if (restored) this.log.info({ podCIDRs: n.podCIDRs }, `the masquerade table ${restored}: written`);
       } catch (e) {
         this.log.error({ err: (e as Error).message }, "cannot write the masquerade table");
@@ -263,23 +314,26 @@ export class Agent {
     this.pendingSince = undefined;
     let collected = false;
     try {
-      const changes = this.compiler.compile();
       if (this.recover && !this.replace && this.deps.kernel) {
         // after a failure the kernel may not hold what the model says: a table that differs is
         // made new; one that agrees gets the whole tables in a bank switch, which keeps the
         // tables in force if it is refused too
-        this.deps.kernel.settle();
-        const found = this.deps.datapath.drift(() => this.deps.kernel!.list());
+        const k = this.deps.kernel;
+        k.settle();
+        const found = this.deps.datapath.drift(await k.list(), await k.reference());
         if (found.length) {
           this.log.warn({ generation: gen, found: found.slice(0, 20) }, "after the failure the kernel's table differs from the model: making it new");
           this.replace = true;
         }
       }
-      const full = this.resync || this.replace || this.recover;
-      const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace, rebuild: this.recover }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
+      const changes = this.compiler.compile();
+      const rebuild = this.recover || this.rewrite;
+      const full = this.resync || this.replace || rebuild;
+      const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace, rebuild }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
       this.resync = false;
       this.replace = false;
       this.recover = false;
+      this.rewrite = false;
       this.failures = 0;
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;

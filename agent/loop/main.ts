@@ -4,11 +4,12 @@ import pino from "pino";
 import { Datapath } from "../datapath/datapath.ts";
 import { openNft } from "../datapath/nft.ts";
 import { Netlink } from "../sys/netlink.ts";
-import { listTable, readTable } from "../datapath/adopt.ts";
+import { adoptedModel, listTable, structureDrift, type Adoption, type Listing } from "../datapath/adopt.ts";
+import { REF_TABLE, renderReference } from "../datapath/render.ts";
 import { KernelOwner } from "../datapath/owner.ts";
 import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
-import { Agent, type AgentOptions } from "./agent.ts";
+import { Agent, type AgentOptions, type KernelWatch } from "./agent.ts";
 import { Masquerade } from "./masquerade.ts";
 import { holdNetnsAgentLock } from "../sys/flock.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
@@ -49,12 +50,37 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const owner = new KernelOwner(events, nl, self);
   const nft = owner.nft(openNft());
   const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs, undefined, o.marks);
-  const kernel = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), list: () => listTable() };
+  // skein's base chains as this kernel lists them, from a dormant table loaded and dropped
+  // once (the mark ranges, and so the rules, stay for the agent's life)
+  let ref: Promise<Listing> | undefined;
+  const reference = (): Promise<Listing> =>
+    (ref ??= (async () => {
+      const r = renderReference(o.marks);
+      nft.run(r.load);
+      try {
+        const l = await listTable(undefined, REF_TABLE, false);
+        if (!l) throw new Error(`the reference table inet ${REF_TABLE} vanished before it was read`);
+        return l;
+      } finally {
+        nft.run(r.drop);
+      }
+    })().catch((e) => {
+      ref = undefined;
+      throw e;
+    }));
+  const kernel: KernelWatch = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), doubt: (why) => owner.doubt(why), list: () => listTable(), reference };
   const masquerade = o.masquerade ? new Masquerade(nft, () => nl.tableUserdata("inet", MASQ_TABLE)) : undefined;
   // the tables an earlier agent left keep serving until the new ones are whole
-  let found: ReturnType<typeof readTable>;
+  // (one whose base chains or other parts were changed while no agent ran is not adopted: a
+  // bank switch would leave those as they are)
+  let found: Adoption | undefined;
   try {
-    found = readTable(undefined, o.marks);
+    const listing = await listTable();
+    found = listing && adoptedModel(listing.terse, listing.sets, listing.comment, o.marks);
+    if (listing && found?.ok) {
+      const changed = structureDrift(listing, await reference());
+      if (changed.length) found = { ok: false, why: `it was changed while no agent ran: ${changed.slice(0, 10).join("; ")}` };
+    }
   } catch (e) {
     log.fatal({ err: (e as Error).message }, "cannot read the nftables state of this node");
     return 1;

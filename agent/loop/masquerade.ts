@@ -22,12 +22,14 @@ export class Masquerade implements MasqueradeKeeper {
     this.want = renderMasquerade(poolsFrom(podCIDRs, "the Node's spec.podCIDRs"), clusterCIDRs);
   }
 
-  /** `force`: write it even when its comment says it is as set (someone changed what is inside). */
+  /** `force`: write it even when its comment says it is as set (its rules may have been
+   * changed: the comment says nothing of them). Says what it found, when it wrote. */
   ensure(force = false): string | undefined {
     if (!this.want) return undefined;
     const ud = this.userdata();
-    if (!force && ud !== undefined && new TextDecoder().decode(ud).includes(this.want.fingerprint)) return undefined;
+    const fingerprinted = ud !== undefined && new TextDecoder().decode(ud).includes(this.want.fingerprint);
+    if (!force && fingerprinted) return undefined;
     this.nft.run(this.want.script);
-    return ud === undefined ? "was missing" : force ? "was changed by another process" : "was not as the agent set it";
+    return ud === undefined ? "was missing" : fingerprinted ? "was written anew" : "was not as the agent set it";
   }
 }
