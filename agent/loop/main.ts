@@ -82,8 +82,9 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       if (changed.length) found = { ok: false, why: `it was changed while no agent ran: ${changed.slice(0, 10).join("; ")}` };
     }
   } catch (e) {
-    log.fatal({ err: (e as Error).message }, "cannot read the nftables state of this node");
-    return 1;
+    // (nft gives up listing while another process keeps changing the ruleset): what is there
+    // is not known, so it is not adopted but replaced cold once the tables are compiled
+    found = { ok: false, why: `it could not be read: ${(e as Error).message}` };
   }
   if (found?.ok) {
     datapath.adopt(found.model, found.stale);
