@@ -86,7 +86,12 @@ class FakeKernel implements KernelWatch {
   doubt(why: string): void {
     this.doubts.push(why);
   }
+  /** a listing waits for this, when set */
+  gate: Promise<void> | undefined;
+  lists = 0;
   async list(): Promise<undefined> {
+    this.lists++;
+    await this.gate;
     return undefined;
   }
   async reference(): Promise<Listing> {
@@ -323,3 +328,25 @@ test("what the listener names cuts a retry's backoff short", async () => {
   expect(performance.now() - t0).toBeLessThan(1000);
   expect(dp.calls.at(-1)).toMatchObject({ kind: "sync", full: true });
 }, 15_000);
+
+test("a comparison whose listing a sync overtook is dropped (the listing is older than the model) and made again", async () => {
+  const kernel = new FakeKernel();
+  const { kube, dp, agent } = await setup({}, undefined, kernel);
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  const gate = Promise.withResolvers<void>();
+  kernel.gate = gate.promise;
+  kernel.next = { skein: [], cni: [], doubt: ["the kernel dropped nftables notifications"] };
+  await waitFor("the listing under way", () => kernel.lists === 1, 2000, 10);
+  // a sync while the table is being listed
+  const before = dp.calls.length;
+  await kube.request("POST", "/api/v1/namespaces/default/services", { body: svc("ov", "10.96.2.20") });
+  await waitFor("the update applied", () => dp.calls.length > before, 2000, 10);
+  gate.resolve();
+  // not compared with the newer model, but listed again at the next poll
+  await waitFor("the doubt kept for the next poll", () => kernel.doubts.length === 1, 2000, 10);
+  expect(dp.drifts).toBe(0);
+  kernel.gate = undefined;
+  kernel.next = { skein: [], cni: [], doubt: kernel.doubts.splice(0) };
+  await waitFor("compared then", () => dp.drifts === 1, 2000, 10);
+});

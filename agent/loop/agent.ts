@@ -205,8 +205,17 @@ export class Agent {
           return;
         }
         k.settle();
-        const d = this.deps.datapath.drift(await k.list(), await k.reference());
+        const gen = this.generation;
+        const listed = await k.list();
+        const reference = await k.reference();
         this.compareFailures = 0;
+        if (gen !== this.generation || this.syncing) {
+          // a sync changed the table while it was listed: the listing is older than the
+          // model, and comparing them would find differences that are not there
+          for (const d of f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"]) k.doubt(d);
+          return;
+        }
+        const d = this.deps.datapath.drift(listed, reference);
         this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
         found.push(...d);
         // what was not heard may have changed what the comparison does not read (a rule's
