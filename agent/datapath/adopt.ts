@@ -1,13 +1,13 @@
 // Adopting the table an earlier agent left: after a restart the kernel still holds `inet
 // skein`, and traffic keeps using it. Rather than replace it cold (a moment with no services),
-// the new agent reads what it needs to plan a bank switch from the kernel (nft -j): which
+// the new agent reads what it needs to plan a bank switch from the kernel (netlink dumps): which
 // bank of ring maps is live, the target and ring chains, the verdict-map and set elements and
 // the hairpin addresses. Not the ring slots: the switch fills the other bank from scratch, and
 // one nft transaction then points every target chain at it (Datapath.adopt, then sync).
 // Only a table made with the same mark ranges (marks.ts), recorded in its comment: the ring
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
-import { runAsync } from "../sys/exec.ts";
+import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment } from "../sys/nftdump.ts";
 import { emptyModel, TABLE, type Model } from "./render.ts";
 import type { RingRule } from "./nfnl.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
@@ -23,33 +23,8 @@ export type Adoption =
   | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
   | { ok: false; why: string };
 
-/** The table's comment, from nft's text listing (its JSON leaves table comments out). */
-export function tableComment(listing: string): string | undefined {
-  for (const l of tableHead(listing)) {
-    const m = /^\s*comment "(.*)"$/.exec(l);
-    if (m) return m[1];
-  }
-  return undefined;
-}
-
-/** The table's flags (`dormant`, `owner`…), from nft's text listing: nft 1.0.6's JSON prints
- * the family where the flags belong. */
-export function tableFlags(listing: string): string[] {
-  return tableHead(listing).flatMap((l) => /^\s*flags (.+)$/.exec(l)?.[1]?.split(/,\s*/) ?? []);
-}
-
-/** The lines between `table … {` and the table's first blank line or member. */
-function tableHead(listing: string): string[] {
-  const out: string[] = [];
-  for (const l of listing.split("\n").slice(1)) {
-    if (!l.trim() || /^\s*(chain|set|map|flowtable|counter|quota|limit|ct|secmark|synproxy)\b/.test(l) || l.trim() === "}") break;
-    out.push(l);
-  }
-  return out;
-}
-
 /**
- * The model of a table in the kernel, from `nft -j -t list table` (`terse`: no elements) and
+ * The model of a table in the kernel, from its listing in nft's JSON shape (`terse`: no elements) and
  * the elements of the verdict maps and sets (`sets`: name → the `elem` arrays nft listed);
  * `comment` is the table's, `marks` the ranges the adopting agent uses.
  */
@@ -104,7 +79,7 @@ export function adoptedModel(terse: J[], sets: Map<string, unknown[]>, comment?:
   return { ok: true, model: md, stale: { bank: other, chains: chainsOf } };
 }
 
-/** What `nft -j` lists of `inet skein`: the table without elements (`terse`) and the elements
+/** `inet skein` as listed, in the shape of nft's JSON: the table without elements (`terse`) and the elements
  * of the verdict maps and sets adoption and drift checks read (`sets`). */
 export interface Listing {
   terse: J[];
@@ -115,44 +90,53 @@ export interface Listing {
   flags?: string[];
 }
 
-/** Runs nft with these arguments and gives what it printed. */
-export type NftReader = (args: string[]) => string | Promise<string>;
+/** The nftables dumps a listing is made of (agent/sys/netlink.ts). */
+export interface NftDumper {
+  nftDump(what: string, type: number, family: "inet", narrow?: Array<[number, string]>): Uint8Array[];
+}
 
-/** How long one nft listing may take. nft starts a listing over whenever the ruleset changes
- * under it, so while another process keeps committing it may never finish. */
-const LIST_TIMEOUT_MS = 10_000;
-
-const nftExec: NftReader = async (args) => {
-  const t0 = performance.now();
-  const r = await runAsync(["nft", ...args], { allowFail: true, timeoutMs: LIST_TIMEOUT_MS });
-  if (r.exitCode === 0) return r.stdout;
-  if (performance.now() - t0 >= LIST_TIMEOUT_MS) throw new Error(`nft ${args.join(" ")}: no answer within ${LIST_TIMEOUT_MS} ms (the ruleset kept changing?)`);
-  throw new Error(`nft ${args.join(" ")}: ${(r.stderr || r.stdout || `exit ${r.exitCode}`).trim().slice(0, 300)}`);
+/** The sets whose elements adoption and drift checks read, and how their keys are made. */
+const ELEMENT_SETS: Record<string, ["frontend" | "hairpin", 4 | 6]> = {
+  svc4: ["frontend", 4], svc6: ["frontend", 6], noep4: ["frontend", 4], noep6: ["frontend", 6],
+  front4: ["frontend", 4], front6: ["frontend", 6], hairpin4: ["hairpin", 4], hairpin6: ["hairpin", 6],
 };
 
-/** Lists `inet <table>` (nft run by `nft`, this network namespace's by default) off the event
- * loop; undefined when there is none. `elements`: also the elements of skein's verdict maps
- * and sets. */
-export async function listTable(nft: NftReader = nftExec, table = TABLE, elements = true): Promise<Listing | undefined> {
-  const nftJson = async (args: string[]): Promise<J[]> => (JSON.parse(await nft(["-j", ...args])) as { nftables: J[] }).nftables;
-  const tables = (await nftJson(["list", "tables", "inet"])).filter((x) => x.table?.name === table);
-  if (!tables.length) return undefined;
-  const terse = await nftJson(["-t", "list", "table", "inet", table]);
+/**
+ * Lists `inet <table>` through nftables netlink dumps, in the shape nft's JSON would give
+ * (what adoptedModel and the drift checks read); undefined when there is none. Not through
+ * nft: nft 1.0.6 fetches every element of the table, the million ring slots at 10,000
+ * services included, before it lists anything (~50 s and 1.8 GB for `nft list tables`
+ * alone); the dumps ask for the chains, rules, sets, objects and flowtables, and the elements
+ * of the few sets read (`elements`), never the ring maps'. Rules are given as the chains they
+ * go to and their expressions' bytes, which is what base chains are compared by.
+ */
+export function listTable(nl: NftDumper, table = TABLE, elements = true): Listing | undefined {
+  const dump = (what: string, type: number, narrow: Array<[number, string]> = [[1, table]]) => nl.nftDump(`${what} of inet ${table}`, type, "inet", narrow);
+  // every object's attribute 1 names its table; a kernel that ignores the narrowing is
+  // filtered here
+  const mine = (m: Uint8Array) => tableOf(m) === table;
+  const t = dump("list the tables", NFT_MSG.GETTABLE, []).map(decodeTable).find((x) => x.name === table);
+  if (!t) return undefined;
+  const terse: J[] = [{ table: { family: "inet", name: table } }];
+  for (const c of dump("list the chains", NFT_MSG.GETCHAIN).filter(mine).map(decodeChain)) terse.push({ chain: { family: "inet", ...c } });
+  for (const r of dump("list the rules", NFT_MSG.GETRULE).filter(mine).map(decodeRule)) terse.push({ rule: { family: "inet", chain: r.chain, expr: r.targets.map((target) => ({ goto: { target } })), bytes: r.exprs } });
   const sets = new Map<string, unknown[]>();
-  for (const x of elements ? terse : []) {
-    const s = x.map ?? x.set;
-    if (!s || !SETS.includes(s.name)) continue;
-    const listed = (await nftJson(["list", x.map ? "map" : "set", "inet", table, s.name])).find((y) => y.map || y.set);
-    sets.set(s.name, ((listed?.map ?? listed?.set)?.elem as unknown[]) ?? []);
+  for (const x of dump("list the sets", NFT_MSG.GETSET).filter(mine).map(decodeSet)) {
+    terse.push(x.flags & 8 ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
+    const how = ELEMENT_SETS[x.name];
+    if (!elements || !how) continue;
+    const elems = dump(`list the elements of ${x.name}`, NFT_MSG.GETSETELEM, [[1, table], [2, x.name]]).flatMap(decodeElems);
+    sets.set(x.name, elems.map((e) => elemJson(how[0], how[1], e)).filter((e) => e !== undefined));
   }
-  const text = await nft(["-t", "list", "table", "inet", table]);
-  return { terse, sets, comment: tableComment(text), flags: tableFlags(text) };
+  for (const o of dump("list the objects", NFT_MSG.GETOBJ).filter(mine).map(decodeNamed)) terse.push({ object: { family: "inet", name: o.name } });
+  for (const f of dump("list the flowtables", NFT_MSG.GETFLOWTABLE).filter(mine).map(decodeNamed)) terse.push({ flowtable: { family: "inet", name: f.name } });
+  return { terse, sets, comment: udataComment(t.userdata), flags: Object.entries(TABLE_FLAGS).filter(([bit]) => t.flags & Number(bit)).map(([, n]) => n) };
 }
 
 /** Reads `inet skein` from the kernel into a model a bank switch can replace, for an agent
  * using `marks`; undefined when there is none. */
-export async function readTable(nft: NftReader = nftExec, marks: Marks = DEFAULT_MARKS): Promise<Adoption | undefined> {
-  const l = await listTable(nft);
+export function readTable(nl: NftDumper, marks: Marks = DEFAULT_MARKS): Adoption | undefined {
+  const l = listTable(nl);
   return l && adoptedModel(l.terse, l.sets, l.comment, marks);
 }
 

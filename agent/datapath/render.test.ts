@@ -7,7 +7,7 @@ import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { asMap, feed } from "../../compiler/generate.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { addNetns, deleteNetns } from "../sys/netns.ts";
-import { adoptedModel, readTable, tableComment } from "./adopt.ts";
+import { adoptedModel, listTable, readTable } from "./adopt.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
@@ -166,7 +166,7 @@ describe("in a kernel", () => {
   const datapath = (path: string, marks?: Marks) => {
     const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
     const nl = Netlink.openNetfilter(path);
-    return { dp: new Datapath(nft, { send: (b) => nl.sendBatch(b) }, [], undefined, marks), close: () => nl.close() };
+    return { dp: new Datapath(nft, { send: (b) => nl.sendBatch(b) }, [], undefined, marks), nl, close: () => nl.close() };
   };
   // The kernel lists chains in creation order and hash-set elements in its own order, so
   // compare the JSON listing as sets of objects, without handles; banks renamed to one.
@@ -224,13 +224,13 @@ describe("in a kernel", () => {
     const earlier = datapath(path);
     const later = datapath(path);
     try {
-      expect(await readTable(nftIn)).toBeUndefined();
+      expect(readTable(earlier.nl)).toBeUndefined();
       earlier.dp.sync(a);
       // an interrupted switch left the other bank's maps and a ring chain behind
       nftIn(["add map inet skein be4_1 { typeof meta mark . numgen inc mod 2 : ip daddr . th dport; size 4096; }"]);
       nftIn(["add map inet skein be6_1 { typeof meta mark . numgen inc mod 2 : ip6 daddr . th dport; size 4096; }"]);
       nftIn(["add chain inet skein ring4_1_7"]);
-      const found = (await readTable(nftIn))!;
+      const found = readTable(earlier.nl)!;
       if (!found.ok) throw new Error(found.why);
       expect(found.model.bank).toBe(0);
       expect(found.stale).toEqual({ bank: 1, chains: ["ring4_1_7"] });
@@ -252,7 +252,7 @@ describe("in a kernel", () => {
       // a table of the name that skein did not make (or an older layout) is not adopted
       nftIn(["delete table inet skein"]);
       nftIn(["add table inet skein"]);
-      expect(await readTable(nftIn)).toMatchObject({ ok: false, why: expect.stringContaining("lacks nat_prerouting") });
+      expect(readTable(earlier.nl)).toMatchObject({ ok: false, why: expect.stringContaining("lacks nat_prerouting") });
     } finally {
       earlier.close();
       later.close();
@@ -391,11 +391,11 @@ describe("in a kernel", () => {
     const live = datapath(path, marks);
     try {
       live.dp.sync(tablesOf(objects(5)));
-      expect(await readTable(nftIn, marks)).toMatchObject({ ok: true });
-      expect(await readTable(nftIn)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
-      expect(await readTable(nftIn, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
+      expect(readTable(live.nl, marks)).toMatchObject({ ok: true });
+      expect(readTable(live.nl)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
+      expect(readTable(live.nl, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
       // the comment as the kernel lists it; a table without one (what earlier versions made)
-      expect(tableComment(nftIn(["-t", "list", "table", "inet", "skein"]))).toBe("skein marks: packet 0x00ffff00 conntrack 0x40000000");
+      expect(listTable(live.nl)!.comment).toBe("skein marks: packet 0x00ffff00 conntrack 0x40000000");
       const terse = (JSON.parse(nftIn(["-j", "-t", "list", "table", "inet", "skein"])) as { nftables: Array<Record<string, any>> }).nftables;
       expect(adoptedModel(terse, new Map(), undefined, marks)).toMatchObject({ ok: false, why: expect.stringContaining("records no mark ranges (made by an earlier version of skein") });
       expect(adoptedModel(terse, new Map(), "skein marks: packet 0x00ffff00 conntrack 0x40000000", marks)).toMatchObject({ ok: true });

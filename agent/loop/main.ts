@@ -58,7 +58,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       const r = renderReference(o.marks);
       nft.run(r.load);
       try {
-        const l = await listTable(undefined, REF_TABLE, false);
+        const l = listTable(nl, REF_TABLE, false);
         if (!l) throw new Error(`the reference table inet ${REF_TABLE} vanished before it was read`);
         return l;
       } finally {
@@ -68,14 +68,14 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       ref = undefined;
       throw e;
     }));
-  const kernel: KernelWatch = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), doubt: (why) => owner.doubt(why), list: () => listTable(), reference };
+  const kernel: KernelWatch = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), doubt: (why) => owner.doubt(why), list: async () => listTable(nl), reference };
   const masquerade = o.masquerade ? new Masquerade(nft, () => nl.tableUserdata("inet", MASQ_TABLE)) : undefined;
   // the tables an earlier agent left keep serving until the new ones are whole
   // (one whose base chains or other parts were changed while no agent ran is not adopted: a
   // bank switch would leave those as they are)
   let found: Adoption | undefined;
   try {
-    const listing = await listTable();
+    const listing = listTable(nl);
     found = listing && adoptedModel(listing.terse, listing.sets, listing.comment, o.marks);
     if (listing && found?.ok) {
       const changed = structureDrift(listing, await reference());

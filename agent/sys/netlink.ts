@@ -48,6 +48,8 @@ const NFPROTO: Record<string, number> = { inet: 1, ip: 2, ip6: 10 };
 
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
+const NLM_F_DUMP = 0x300;
+const NLM_F_DUMP_INTR = 0x10;
 const NLM_F_REPLACE = 0x100;
 const NLM_F_EXCL = 0x200;
 const NLM_F_CREATE = 0x400;
@@ -382,6 +384,23 @@ export class Netlink {
       if ("gen" in d) return d.gen;
     }
     throw new Error(`${what}: the kernel's answer held no generation`);
+  }
+
+  /**
+   * An nftables dump: every object of NFT_MSG_<type> the kernel has in `family`, narrowed by
+   * `attrs` (a table's name, a set's), each reply message whole. A dump the kernel says a
+   * change interrupted (NLM_F_DUMP_INTR) is asked again, up to three times in all.
+   */
+  nftDump(what: string, type: number, family: "inet" | "ip" | "ip6", narrow: Array<[number, string]> = []): Uint8Array[] {
+    for (let attempt = 1; ; attempt++) {
+      const head = new Uint8Array(4);
+      head[0] = NFPROTO[family]!;
+      const m = new Msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_DUMP, head);
+      for (const [t, v] of narrow) m.attr(t, cstr(v));
+      const replies = this.request(what, m);
+      if (!replies.some((r) => new DataView(r.buffer, r.byteOffset).getUint16(6, true) & NLM_F_DUMP_INTR)) return replies;
+      if (attempt >= 3) throw new Error(`${what}: the ruleset kept changing during the dump`);
+    }
   }
 
   /** The ruleset's current generation id (NFT_MSG_GETGEN). */
