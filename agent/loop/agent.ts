@@ -281,7 +281,7 @@ export class Agent {
       } catch (e) {
         this.log.error({ path: this.o.nodeFile, err: (e as Error).message }, "cannot write the node file for CNI IPAM");
       }
-    } else if (n) this.log.warn({ node: this.o.nodeName }, "the Node has no spec.podCIDRs yet: CNI IPAM waits for them");
+    } else if (n) this.log.warn("the Node has no spec.podCIDRs yet: CNI IPAM waits for them");
     const ips = nodePortIPs(n, this.o.nodePortAddresses);
     if (ips.join() === this.nodeIPs.join()) return;
     // NodePort frontends are compiled per node address: the Services with NodePorts recompile

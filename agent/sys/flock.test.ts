@@ -1,8 +1,8 @@
-import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { afterAll, describe, expect, test } from "bun:test";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { OutputWatcher } from "../demo/lab.ts";
-import { withFileLock } from "./flock.ts";
+import { holdNetnsAgentLock, withFileLock } from "./flock.ts";
 
 const dir = mkdtempSync(`${tmpdir()}/skein-flock-`);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -60,4 +60,28 @@ test("a waiter whose lock file was removed by the holder starts over on a fresh 
   second.p.stdin.write("x");
   await second.p.stdin.end();
   expect(await second.p.exited).toBe(0);
+});
+
+describe("holdNetnsAgentLock", () => {
+  test("one holder per namespace: a second is refused naming the first's pid; the file is root's alone and goes with the holder", () => {
+    const dir = mkdtempSync(`${tmpdir()}/skein-agentlock-`);
+    try {
+      const held = holdNetnsAgentLock(`${dir}/run`);
+      expect(() => holdNetnsAgentLock(`${dir}/run`)).toThrow(`another skein agent (pid ${process.pid}) already runs in this network namespace`);
+      expect(statSync(held.path).mode & 0o777).toBe(0o600);
+      // another user cannot even open it, so cannot take the lock and keep the agent out
+      const other = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "-n", held.path, "true"]);
+      expect(other.exitCode).not.toBe(0);
+      held.release();
+      expect(existsSync(held.path)).toBe(false);
+      // a file an earlier version left readable by all is made root's alone
+      writeFileSync(held.path, "1\n", { mode: 0o644 });
+      chmodSync(held.path, 0o644);
+      const again = holdNetnsAgentLock(`${dir}/run`);
+      expect(statSync(again.path).mode & 0o777).toBe(0o600);
+      again.release();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });

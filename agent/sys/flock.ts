@@ -1,6 +1,6 @@
 // An exclusive advisory lock on a file, held by the kernel: it dies with the process, so a
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
-import { closeSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 
 const LOCK_EX = 2;
@@ -86,8 +86,16 @@ const LOCK_NB = 4;
 export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
   const ns = statSync("/proc/thread-self/ns/net", { bigint: true });
   const path = `${dir}/agent-${ns.dev}-${ns.ino}.lock`;
-  mkdirSync(dir, { recursive: true, mode: 0o755 });
-  const fd = openSync(path, "a+", 0o644);
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // readable by root alone: a flock needs only a descriptor, so a file anyone could open
+  // would let anyone keep the agent from starting
+  const fd = openSync(path, "a+", 0o600);
+  const st = fstatSync(fd);
+  if (st.uid !== process.getuid?.()) {
+    closeSync(fd);
+    throw new Error(`${path} belongs to user ${st.uid}, not to this agent's: remove it`);
+  }
+  if (st.mode & 0o077) fchmodSync(fd, 0o600); // one left readable by an earlier version
   if (flock(fd, LOCK_EX | LOCK_NB) !== 0) {
     let holder = "";
     try {
@@ -106,6 +114,13 @@ export function holdNetnsAgentLock(dir: string): { path: string; release(): void
     release: () => {
       if (!held) return;
       held = false;
+      // removed while still held, so no lock file outlives a namespace's last agent (one
+      // killed leaves it: the next agent there takes it over)
+      try {
+        unlinkSync(path);
+      } catch {
+        // gone already
+      }
       flock(fd, LOCK_UN);
       closeSync(fd);
     },
