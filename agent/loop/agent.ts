@@ -114,6 +114,7 @@ export class Agent {
   private masqueradeWritten = false;
   /** a comparison with the kernel is under way */
   private checking = false;
+  private stopped = false;
   /** comparisons that failed in a row (the table could not be listed), and when to try again */
   private compareFailures = 0;
   private compareAfter = 0;
@@ -174,6 +175,9 @@ export class Agent {
   }
 
   async stop(): Promise<void> {
+    // nothing is scheduled from now on: a comparison or sync under way finishes, and no
+    // retry, check or collection follows it (the process can then end)
+    this.stopped = true;
     clearTimeout(this.timer);
     clearTimeout(this.idle);
     for (const t of this.kernelTimers.splice(0)) clearInterval(t);
@@ -191,11 +195,11 @@ export class Agent {
   private async checkKernel(periodic: boolean): Promise<void> {
     const k = this.deps.kernel;
     // one at a time: a comparison lists the table, which takes a while at scale
-    if (!k || this.checking) return;
+    if (!k || this.checking || this.stopped) return;
     this.checking = true;
     try {
       const f = k.poll();
-      this.keepMasquerade(f, periodic);
+      this.keepMasquerade(f.cni, f.cni.length > 0, periodic);
       const found = [...f.skein];
       if (!found.length && (f.doubt.length || (periodic && k.changed()))) {
         if (performance.now() < this.compareAfter) {
@@ -216,6 +220,7 @@ export class Agent {
           return;
         }
         const d = this.deps.datapath.drift(listed, reference);
+        if (f.doubt.length) this.keepMasquerade(f.doubt, true, false);
         this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
         found.push(...d);
         // what was not heard may have changed what the comparison does not read (a rule's
@@ -246,16 +251,16 @@ export class Agent {
   }
 
   /**
-   * The masquerade table: rewritten whenever another process changed it, or a doubt says a
-   * change may have gone unheard (its comment says nothing of the rules inside); else its
-   * fingerprint is checked at every periodic check.
+   * The masquerade table: rewritten (`force`) when another process changed it, or when a
+   * comparison is made for a doubt (a change may have gone unheard, and its comment says
+   * nothing of the rules inside); else its fingerprint is checked (`periodic`).
    */
-  private keepMasquerade(f: Findings, periodic: boolean): void {
+  private keepMasquerade(found: string[], force: boolean, periodic: boolean): void {
     const m = this.deps.masquerade;
-    if (!m || !(f.cni.length || f.doubt.length || periodic)) return;
+    if (!m || !(force || periodic)) return;
     try {
-      const restored = m.ensure(f.cni.length > 0 || f.doubt.length > 0);
-      if (restored) this.log.warn({ found: f.cni.length ? f.cni : f.doubt.length ? f.doubt : [restored] }, `the masquerade table ${restored}: restored`);
+      const restored = m.ensure(force);
+      if (restored) this.log.warn({ found: found.length ? found : [restored] }, `the masquerade table ${restored}: restored`);
     } catch (e) {
       this.log.error({ err: (e as Error).message }, "cannot restore the masquerade table; trying again at the next check");
     }
@@ -298,13 +303,14 @@ export class Agent {
    */
   private collectWhenIdle(): void {
     clearTimeout(this.idle);
+    if (this.stopped) return;
     this.idle = setTimeout(() => Bun.gc(true), 1000);
     this.idle.unref?.();
   }
 
   /** A sync `delay` ms from now, unless one is already due; one after the running sync if busy. */
   private schedule(delay = this.o.coalesceMs): void {
-    if (!this.synced) return;
+    if (!this.synced || this.stopped) return;
     if (this.syncing) {
       this.again = true;
       return;

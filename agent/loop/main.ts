@@ -5,7 +5,7 @@ import { Datapath } from "../datapath/datapath.ts";
 import { openNft } from "../datapath/nft.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { adoptedModel, listTable, structureDrift, type Adoption, type Listing } from "../datapath/adopt.ts";
-import { REF_TABLE, renderReference } from "../datapath/render.ts";
+import { REF_TABLE, renderReference, TABLE } from "../datapath/render.ts";
 import { KernelOwner } from "../datapath/owner.ts";
 import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
@@ -79,11 +79,18 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     found = listing && adoptedModel(listing.terse, listing.sets, listing.comment, o.marks);
     if (listing && found?.ok) {
       const changed = structureDrift(listing, await reference());
-      if (changed.length) found = { ok: false, why: `it was changed while no agent ran: ${changed.slice(0, 10).join("; ")}` };
+      if (changed.length) {
+        // what was put in it may be what keeps the agent from the API server (a base chain
+        // set to drop, a chain of someone else's hooked before skein's), and the tables that
+        // replace it come only once the cluster is listed: it goes now
+        nft.run(`delete table inet ${TABLE}\n`);
+        found = undefined;
+        log.warn({ found: changed.slice(0, 20) }, "the table in the kernel was changed while no agent ran: deleted; Services come back with the first tables");
+      }
     }
   } catch (e) {
-    // (nft gives up listing while another process keeps changing the ruleset): what is there
-    // is not known, so it is not adopted but replaced cold once the tables are compiled
+    // what is there is not known, so it is not adopted but replaced cold once the tables are
+    // compiled
     found = { ok: false, why: `it could not be read: ${(e as Error).message}` };
   }
   if (found?.ok) {

@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { OutputWatcher } from "../demo/lab.ts";
 import { holdNetnsAgentLock, withFileLock } from "./flock.ts";
@@ -80,6 +80,11 @@ describe("holdNetnsAgentLock", () => {
       const again = holdNetnsAgentLock(`${dir}/run`);
       expect(statSync(again.path).mode & 0o777).toBe(0o600);
       again.release();
+      // a symlink in its place is not followed (what it points at would be truncated)
+      writeFileSync(`${dir}/victim`, "precious\n");
+      symlinkSync(`${dir}/victim`, again.path);
+      expect(() => holdNetnsAgentLock(`${dir}/run`)).toThrow();
+      expect(readFileSync(`${dir}/victim`, "utf8")).toBe("precious\n");
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

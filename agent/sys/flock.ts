@@ -1,6 +1,6 @@
 // An exclusive advisory lock on a file, held by the kernel: it dies with the process, so a
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
-import { closeSync, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 
 const LOCK_EX = 2;
@@ -89,8 +89,13 @@ export function holdNetnsAgentLock(dir: string): { path: string; release(): void
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // readable by root alone: a flock needs only a descriptor, so a file anyone could open
   // would let anyone keep the agent from starting
-  const fd = openSync(path, "a+", 0o600);
+  // not through a symlink: whatever it pointed at would be truncated for the pid
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
   const st = fstatSync(fd);
+  if (!st.isFile()) {
+    closeSync(fd);
+    throw new Error(`${path} is not a regular file: remove it`);
+  }
   if (st.uid !== process.getuid?.()) {
     closeSync(fd);
     throw new Error(`${path} belongs to user ${st.uid}, not to this agent's: remove it`);
