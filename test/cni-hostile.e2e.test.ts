@@ -2,7 +2,7 @@
 // plugin never harms what is already on the node (its routes, links, other pods, the IPAM
 // state) and answers with the spec's error code.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { hostVethName } from "../agent/cni/plan.ts";
 import { DiskStore } from "../agent/ipam/disk-store.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
@@ -30,8 +30,8 @@ const plugin = (command: string, conf: unknown, e: Record<string, string>) => ru
 const ipv4Of = (r: PluginRun) => String((r.json?.ips as Array<{ address: string }>)[0]!.address).split("/")[0]!;
 
 /** Runs the plugin without blocking the test, so that many can run at once. */
-async function pluginAsync(command: string, conf: unknown, e: Record<string, string>): Promise<PluginRun> {
-  const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: Buffer.from(JSON.stringify(conf)), stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH, CNI_COMMAND: command, ...e } });
+async function pluginAsync(command: string, conf: unknown, e: Record<string, string>, timeoutMs = 30_000): Promise<PluginRun> {
+  const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: Buffer.from(JSON.stringify(conf)), stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH, CNI_COMMAND: command, ...e }, timeout: timeoutMs });
   const [stdout, exitCode] = await Promise.all([new Response(p.stdout).text(), p.exited]);
   let json: Record<string, unknown> | undefined;
   try {
@@ -319,3 +319,139 @@ test("a netlink failure during ADD: code 5, one line, no stack; nothing left beh
   expect(podInterfaces("noipv6")).toEqual([]);
   expect(hostLinks(lab, "node")).not.toContain(hostVethName("ctr-noipv6", "eth0"));
 });
+
+/** The node still has its default route and no pod interface landed in it. */
+function nodeIntact(): boolean {
+  const routes = run(["ip", "-n", lab.name("node"), "-4", "route", "show"]).stdout;
+  const eth0 = run(["ip", "-n", lab.name("node"), "link", "show", "dev", "eth0"], { allowFail: true }).exitCode === 0;
+  return routes.includes(`default via ${UPLINK_IP}`) && !eth0;
+}
+
+/** Runs the plugin with a time limit and says how long it took: a hang is a failure, not a stuck test. */
+async function timed(command: string, conf: unknown, e: Record<string, string>): Promise<PluginRun & { ms: number }> {
+  const t0 = performance.now();
+  const r = await pluginAsync(command, conf, e, 10_000);
+  return { ...r, ms: performance.now() - t0 };
+}
+
+describe("CNI_NETNS that is not what it says", () => {
+  test("SKEIN_NETLINK=off and a newline in CNI_NETNS: ADD refused with code 4; no command of it runs in the node", () => {
+    const conf = net("inject", "10.244.32.0/24");
+    lab.host("inj");
+    mkdirSync(`${tmp}/inj`);
+    // Both names exist, so that the `ip -batch` line up to the newline would work and the
+    // rest would run as a command of its own.
+    symlinkSync(lab.path("inj"), `${tmp}/inj/ns`);
+    symlinkSync(lab.path("inj"), `${tmp}/inj/ns\nroute del default`);
+    const before = nodeState();
+    const r = plugin("ADD", conf, env("inj", { CNI_NETNS: `${tmp}/inj/ns\nroute del default`, SKEIN_NETLINK: "off" }));
+    expect(r.json?.code).toBe(4);
+    expect(String(r.json?.msg)).toMatch(/^CNI_NETNS ".*\\nroute del default" holds whitespace or control characters$/);
+    expect(nodeState()).toBe(before);
+    expect(podInterfaces("inj")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+  });
+
+  test("a symlink swapped between a pod's namespace and the node's during ADD (30 ADD+DEL): nothing lands in the node, its default route stays", async () => {
+    const conf = net("swap", "10.244.33.0/24");
+    lab.host("swappod");
+    const d = `${tmp}/swap`;
+    mkdirSync(d);
+    const link = `${d}/ns`;
+    symlinkSync(lab.path("swappod"), link);
+    const before = nodeState();
+    // rename over the link: it always exists, and names one namespace or the other
+    const script = `end=$((SECONDS+60)); while [ $SECONDS -lt $end ]; do ln -sfn ${lab.path("swappod")} ${d}/a; mv -Tf ${d}/a ${link}; ln -sfn ${lab.path("node")} ${d}/b; mv -Tf ${d}/b ${link}; done`;
+    const swapper = Bun.spawn(["bash", "-c", script], { stdout: "ignore", stderr: "ignore" });
+    let wired = 0;
+    try {
+      for (let i = 0; i < 30; i++) {
+        const r = await pluginAsync("ADD", conf, env("swappod", { CNI_NETNS: link }));
+        if (r.exitCode === 0) wired++;
+        else expect(r.json?.code).toBe(4);
+        expect(nodeIntact()).toBe(true);
+        expect((await pluginAsync("DEL", conf, env("swappod", { CNI_NETNS: link }))).exitCode).toBe(0);
+        expect(nodeState()).toBe(before);
+      }
+    } finally {
+      swapper.kill("SIGKILL");
+      await swapper.exited;
+    }
+    expect(podInterfaces("swappod")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+    console.log(`swapped symlink: ${wired} of 30 ADDs wired the pod, the others were refused`);
+  }, 90_000);
+
+  test("a FIFO, a directory, a regular file: ADD and CHECK refused at once with code 4", async () => {
+    const conf = net("notns", "10.244.34.0/24");
+    const fifo = `${tmp}/ns-fifo`;
+    run(["mkfifo", fifo]);
+    writeFileSync(`${tmp}/ns-file`, "");
+    for (const path of [fifo, tmp, `${tmp}/ns-file`]) {
+      for (const command of ["ADD", "CHECK"]) {
+        const r = await timed(command, conf, env("none", { CNI_NETNS: path }));
+        expect(r.ms).toBeLessThan(5000);
+        expect(r.json?.code).toBe(4);
+        expect(String(r.json?.msg)).toBe(`CNI_NETNS ${path} is not a network namespace (such as /var/run/netns/NAME or /proc/PID/ns/net)`);
+      }
+    }
+    expect(held(conf)).toEqual([]);
+  }, 60_000);
+});
+
+describe("FIFOs where the plugin reads its files", () => {
+  test("a node file that is a FIFO, or a directory: code 5 at once, naming the file", async () => {
+    lab.host("fifonode");
+    for (const [what, file] of [["fifo", `${tmp}/node-fifo`], ["dir", `${tmp}/node-dir`]] as const) {
+      if (what === "fifo") run(["mkfifo", file]);
+      else mkdirSync(file);
+      const r = await timed("ADD", { ...net(`fifonode${what}`, "10.244.35.0/24"), podCIDRs: undefined, nodeFile: file }, env("fifonode"));
+      expect(r.ms).toBeLessThan(5000);
+      expect(r.json?.code).toBe(5);
+      expect(String(r.json?.msg)).toBe(`node file ${file} is not a regular file: refused`);
+    }
+    expect(podInterfaces("fifonode")).toEqual([]);
+  }, 30_000);
+
+  test("an IPAM state or a container lock file that is a FIFO: code 5 at once, left in place; other containers are not held up", async () => {
+    const conf = net("fifostate", "10.244.36.0/24");
+    mkdirSync(`${conf.dataDir}/containers`, { recursive: true });
+    const state = store(conf).path;
+    run(["mkfifo", state]);
+    lab.host("fifo1");
+    for (const command of ["ADD", "DEL", "ADD"]) {
+      const r = await timed(command, conf, env("fifo1"));
+      expect(r.ms).toBeLessThan(5000);
+      expect(r.json?.code).toBe(5);
+      expect(String(r.json?.msg)).toMatch(new RegExp(`^IPAM state ${state} is corrupt \\(not a regular file\\)`));
+    }
+    expect(podInterfaces("fifo1")).toEqual([]);
+    rmSync(state);
+
+    const lock = `${conf.dataDir}/containers/ctr-fifo2.lock`;
+    run(["mkfifo", lock]);
+    lab.host("fifo2");
+    const r = await timed("ADD", conf, env("fifo2"));
+    expect(r.ms).toBeLessThan(5000);
+    expect(r.json?.code).toBe(5);
+    expect(podInterfaces("fifo2")).toEqual([]);
+    const ok = await timed("ADD", conf, env("fifo1"));
+    expect(ok.exitCode).toBe(0);
+    expect((await pluginAsync("DEL", conf, env("fifo1"))).exitCode).toBe(0);
+  }, 60_000);
+});
+
+test("an unprivileged process holding a lock on the node namespace's own file stalls no ADD", async () => {
+  const conf = net("stall", "10.244.37.0/24");
+  lab.host("stall");
+  const { proc } = await lab.spawn("node", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "/proc/self/ns/net", "-c", "echo held; exec sleep 60"], { ready: "held" });
+  try {
+    const r = await timed("ADD", conf, env("stall"));
+    expect(r.exitCode).toBe(0);
+    expect(r.ms).toBeLessThan(5000);
+    expect(await lab.ping("node", ipv4Of(r))).toBe(true);
+    expect((await pluginAsync("DEL", conf, env("stall"))).exitCode).toBe(0);
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}, 30_000);

@@ -1,17 +1,18 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
+import { mkdirSync, readdirSync } from "node:fs";
 import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
-import { withFileLock, withNetnsLock } from "../sys/flock.ts";
+import { LockTimeoutError, withFileLock, withNetnsLockFile } from "../sys/flock.ts";
 import { DEFAULT_DATA_DIR, NETWORK_NAME, poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
 import { withCleanupFailures, toCniError } from "./errors.ts";
-import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostRoutesTo, isOwnNetns, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostRoutesTo, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { openPodNetns, shownPath, type PodNetns } from "./pod-netns.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
 import { buildResult, type CniResult } from "./result.ts";
@@ -54,26 +55,42 @@ const addrsOf = (allocs: Allocation[]): PodAddress[] => allocs.map((a) => ({ ip:
 /** plugin-specific (100+): an address this ADD got is already routed to another interface */
 export const ADDRESS_CONFLICT = 103;
 
-/** Refuses a target namespace that is the node's own: wiring it would rewrite the node's routes. */
-function refuseNodeNetns(env: CniEnv): void {
-  if (isOwnNetns(env.netns)) {
-    throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} is the node's own network namespace (the plugin's), not a pod's: refused`);
+/** where the node-wide lock of ADDs lives (next to the agent's lock files) */
+export const NODE_LOCK_DIR = "/run/skein";
+/** far above the few milliseconds an ADD holds it: a holder this slow is stuck */
+const NODE_LOCK_TIMEOUT_MS = 15_000;
+
+function withNodeLock<T>(fn: () => T): T {
+  try {
+    return withNetnsLockFile(NODE_LOCK_DIR, fn, NODE_LOCK_TIMEOUT_MS);
+  } catch (e) {
+    if (e instanceof LockTimeoutError) throw new CniError(ErrorCode.TryAgainLater, `${e.message} (every ADD in this network namespace takes it to check and claim its addresses)`);
+    throw e;
   }
 }
 
 export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
-  if (!existsSync(env.netns)) throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} does not exist`);
-  refuseNodeNetns(env);
+  // Refused when it is not a namespace or is the node's own (wiring it would rewrite the
+  // node's routes); every step below reaches it through this one descriptor.
+  const ns = openPodNetns(env.netns);
+  try {
+    return addIn(ns, env, conf, deps);
+  } finally {
+    ns.close();
+  }
+}
+
+function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult {
   const hostIf = hostVethName(env.containerId, env.ifname);
   // The spec: an interface of the requested name that already exists is an error. A repeated
   // ADD must not touch what the first one made (it is serialized behind it by the container lock).
-  if (netnsLinkExists(env.netns, env.ifname)) {
-    throw new CniError(ErrorCode.InvalidEnv, `CNI_IFNAME ${env.ifname} already exists in ${env.netns}: container ${env.containerId} is already attached (DEL it first)`);
+  if (netnsLinkExists(ns.path, env.ifname)) {
+    throw new CniError(ErrorCode.InvalidEnv, `CNI_IFNAME ${env.ifname} already exists in ${shownPath(env.netns)}: container ${env.containerId} is already attached (DEL it first)`);
   }
   // Its peer is alive elsewhere (a veth pair dies whole): another attachment of this
   // container id and interface name, which must not be cut off.
   if (hostLinkExists(hostIf)) {
-    throw new CniError(ErrorCode.InvalidEnv, `host interface ${hostIf} of container ${env.containerId} ${env.ifname} already exists, wired to another namespace than ${env.netns}: DEL that attachment first`);
+    throw new CniError(ErrorCode.InvalidEnv, `host interface ${hostIf} of container ${env.containerId} ${env.ifname} already exists, wired to another namespace than ${shownPath(env.netns)}: DEL that attachment first`);
   }
   const net = resolveNetwork(conf);
   const store = deps.store(conf);
@@ -89,12 +106,12 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
     throw e;
   }
   const addrs = addrsOf(allocations);
-  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: env.netns, mtu: conf.mtu, addrs });
+  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: ns.path, mtu: conf.mtu, addrs });
   let madeLink = false;
   try {
     // Looking for a route to the address and adding ours is one step for every ADD on the
     // node, whatever its network: two networks' ADDs of one address at once cannot both pass.
-    withNetnsLock(() => {
+    withNodeLock(() => {
       for (const a of addrs) {
         const taken = hostRoutesTo(a.ip, a.family);
         if (taken.length) {
@@ -110,7 +127,7 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
       madeLink = true;
       applyOps(undefined, hostRest);
     });
-    applyOps(env.netns, plan.pod);
+    applyOps(ns.path, plan.pod);
     if (conf.masquerade) {
       const m = renderMasquerade(net.pools, net.clusterCIDRs);
       if (!nftTableHas("inet", MASQ_TABLE, m.fingerprint)) deps.nft().run(m.script);
@@ -232,10 +249,27 @@ function removeStaleLocks(dataDir: string, keep: string[]): void {
 const CHECK_FAILED = 101;
 
 export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
-  if (existsSync(env.netns)) refuseNodeNetns(env);
-  const held = allocationsOf(deps.store(conf).read(), { containerId: env.containerId, ifname: env.ifname });
-  if (held.length === 0) throw new CniError(ErrorCode.UnknownContainer, `no address is allocated to container ${env.containerId} interface ${env.ifname}`);
-  if (!existsSync(env.netns)) throw new CniError(ErrorCode.UnknownContainer, `CNI_NETNS ${env.netns} of container ${env.containerId} does not exist`);
+  let ns: PodNetns | undefined;
+  let missing: CniError | undefined;
+  try {
+    ns = openPodNetns(env.netns, ErrorCode.UnknownContainer);
+  } catch (e) {
+    // A namespace that is gone is the container's problem, reported after its addresses;
+    // one that is the node's or no namespace at all is refused at once.
+    if (!(e instanceof CniError) || e.code !== ErrorCode.UnknownContainer) throw e;
+    missing = new CniError(ErrorCode.UnknownContainer, `${e.message} (container ${env.containerId})`);
+  }
+  try {
+    const held = allocationsOf(deps.store(conf).read(), { containerId: env.containerId, ifname: env.ifname });
+    if (held.length === 0) throw new CniError(ErrorCode.UnknownContainer, `no address is allocated to container ${env.containerId} interface ${env.ifname}`);
+    if (missing || !ns) throw missing;
+    checkIn(ns, held, env, conf);
+  } finally {
+    ns?.close();
+  }
+}
+
+function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): void {
   const problems: string[] = [];
   const addrs = addrsOf(held);
   const expected = addrs.map(hostPrefix);
@@ -258,16 +292,16 @@ export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
     if (!routes.some((r) => (r.dst === a.ip || r.dst === hostPrefix(a)) && r.dev === hostIf)) problems.push(`node has no route to ${hostPrefix(a)} via ${hostIf}`);
   }
 
-  const pod = readLink(env.netns, env.ifname);
-  if (!pod) problems.push(`interface ${env.ifname} is missing in ${env.netns}`);
+  const pod = readLink(ns.path, env.ifname);
+  if (!pod) problems.push(`interface ${env.ifname} is missing in ${shownPath(env.netns)}`);
   else {
-    if (!pod.up) problems.push(`interface ${env.ifname} in ${env.netns} is down`);
+    if (!pod.up) problems.push(`interface ${env.ifname} in ${shownPath(env.netns)} is down`);
     if (pod.mtu !== conf.mtu) problems.push(`interface ${env.ifname} has MTU ${pod.mtu}, expected ${conf.mtu}`);
     for (const e of expected) if (!pod.addrs.includes(e)) problems.push(`interface ${env.ifname} lacks address ${e}`);
-    const neigh = readNeighbours(env.netns, env.ifname);
+    const neigh = readNeighbours(ns.path, env.ifname);
     for (const a of addrs) {
       const gw = gatewayOf(a.family);
-      if (!readRoutes(env.netns, a.family).some((r) => r.dst === "default" && r.gateway === gw && r.dev === env.ifname)) {
+      if (!readRoutes(ns.path, a.family).some((r) => r.dst === "default" && r.gateway === gw && r.dev === env.ifname)) {
         problems.push(`pod has no IPv${a.family} default route via ${gw} dev ${env.ifname}`);
       }
       if (!neigh.some((n) => n.dst === gw && n.mac === HOST_MAC && n.permanent)) problems.push(`pod has no permanent neighbour ${gw} -> ${HOST_MAC}`);

@@ -39,5 +39,8 @@ export function parseEnv(env: Record<string, string | undefined>): CniEnv {
     throw invalid(`CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.', '-'`);
   }
   if (ifname) checkIfname(ifname);
+  // The path reaches `ip -batch` text and messages: a newline in it would start a command
+  // of its own there (run in the node's namespace). DEL never uses it, so it is not refused.
+  if (c !== "DEL" && /[\s\x00-\x1f\x7f]/.test(netns)) throw invalid(`CNI_NETNS ${JSON.stringify(netns.slice(0, 200))} holds whitespace or control characters`);
   return { command: c, containerId, netns, ifname, args: env.CNI_ARGS ?? "", path: (env.CNI_PATH ?? "").split(":").filter(Boolean) };
 }

@@ -1,7 +1,7 @@
 // Side effects of pod wiring. Changes go through rtnetlink in-process (agent/sys/netlink.ts),
 // or through `ip -batch` when SKEIN_NETLINK=off; reads, which only CHECK needs, use `ip -j`
 // so CHECK compares structured state, not scraped text.
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseIp, type Family } from "../ipam/cidr.ts";
 import { ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
@@ -44,22 +44,6 @@ function linkOp<T>(fn: () => T): T {
   } catch (e) {
     throw toLinkError(e);
   }
-}
-
-/**
- * Whether `path` names the network namespace this thread is in (the node's): compared by
- * the namespace's identity, so /proc/PID/ns/net of any process in it, a bind mount of it or
- * a symlink to either are caught, not only the path itself.
- */
-export function isOwnNetns(path: string): boolean {
-  const target = statSync(path, { bigint: true });
-  let own;
-  try {
-    own = statSync("/proc/thread-self/ns/net", { bigint: true });
-  } catch {
-    own = statSync("/proc/self/ns/net", { bigint: true }); // kernels before 3.17
-  }
-  return target.dev === own.dev && target.ino === own.ino;
 }
 
 /** Whether the namespace at `netns` has a link named `name`. */

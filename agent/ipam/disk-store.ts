@@ -7,7 +7,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writ
 import { decode } from "cbor-x/decode";
 import { encode } from "cbor-x/encode";
 import * as v from "valibot";
-import { readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
+import { NotAFileError, readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
 import { withFileLock } from "../sys/flock.ts";
 import { emptyState, type IpamState } from "./allocator.ts";
 import type { IpamStore } from "./store.ts";
@@ -55,6 +55,7 @@ export class DiskStore implements IpamStore {
       bytes = readFileBounded(this.path, STATE_LIMIT, `IPAM state ${this.path}`);
     } catch (e) {
       if (e instanceof TooLargeError) throw new StoreCorruptError(this.path, `larger than ${STATE_LIMIT / 1048576} MiB`);
+      if (e instanceof NotAFileError) throw new StoreCorruptError(this.path, "not a regular file");
       throw e;
     }
     let raw: unknown;
