@@ -455,3 +455,37 @@ test("an unprivileged process holding a lock on the node namespace's own file st
     proc.kill("SIGKILL");
   }
 }, 30_000);
+
+describe("a pod CIDR over the node's own IPv4 addresses", () => {
+  test("inside a subnet connected to the node (its router's address is there): ADD refused with code 103; the node's routes untouched", async () => {
+    const conf = net("connected", "198.18.0.0/24");
+    lab.host("conn");
+    const before = nodeState();
+    const r = plugin("ADD", conf, env("conn"));
+    expect(r.json?.code).toBe(103);
+    expect(String(r.json?.msg)).toMatch(/^address 198\.18\.0\.\d+ allocated by network connected .* is already inside 198\.18\.0\.0\/24, a subnet connected to \S+ on this node/);
+    expect(nodeState()).toBe(before);
+    expect(podInterfaces("conn")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+    expect(await lab.ping("node", UPLINK_IP)).toBe(true);
+  });
+
+  test("an address of the node (local table only, no connected route): ADD refused with code 103", async () => {
+    const conf = net("localaddr", "10.244.38.0/30");
+    lab.host("local");
+    // every assignable address of the /30 is the node's: whichever ADD picks, it is taken
+    const addrs = ["10.244.38.1/32", "10.244.38.2/32"];
+    for (const a of addrs) run(["ip", "-n", lab.name("node"), "addr", "add", a, "dev", "lo"]);
+    try {
+      const before = nodeState();
+      const r = plugin("ADD", conf, env("local"));
+      expect(r.json?.code).toBe(103);
+      expect(String(r.json?.msg)).toMatch(/^address 10\.244\.38\.[12] allocated by network localaddr .* is already an address of this node/);
+      expect(nodeState()).toBe(before);
+      expect(podInterfaces("local")).toEqual([]);
+      expect(held(conf)).toEqual([]);
+    } finally {
+      for (const a of addrs) run(["ip", "-n", lab.name("node"), "addr", "del", a, "dev", "lo"], { allowFail: true });
+    }
+  });
+});

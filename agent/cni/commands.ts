@@ -52,7 +52,7 @@ export function resolveNetwork(conf: NetConf): Network {
 
 const addrsOf = (allocs: Allocation[]): PodAddress[] => allocs.map((a) => ({ ip: a.ip, family: parseIp(a.ip).family }));
 
-/** plugin-specific (100+): an address this ADD got is already routed to another interface */
+/** plugin-specific (100+): an address this ADD got is already in use on the node (routed to another interface, its own, or in a connected subnet) */
 export const ADDRESS_CONFLICT = 103;
 
 /** where the node-wide lock of ADDs lives (next to the agent's lock files) */
@@ -117,7 +117,7 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
         if (taken.length) {
           throw new CniError(
             ADDRESS_CONFLICT,
-            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already routed to ${taken.join(", ")} on this node: another network over the same pod CIDR, or a pod this network's state does not know; refusing to take it over`,
+            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already ${taken.join("; ")}: another network over the same pod CIDR, a pod this network's state does not know, or a pod CIDR that overlaps the node's own addresses; refusing to take it over`,
           );
         }
       }

@@ -64,31 +64,81 @@ export function netnsLinkExists(netns: string, name: string): boolean {
 }
 
 /**
- * The devices of this namespace's main-table routes to exactly `ip` (a /32 or /128), read
- * from /proc/net: no exec, no netlink dump. ADD replaces such a route, so one that exists
- * belongs to someone else (another pod's veth, another network over the same CIDR).
+ * What already holds `ip` on this node, one phrase each, read from /proc/net (no exec, no
+ * netlink dump): a host route to exactly it (another pod's veth, another network over the
+ * same CIDR: ADD replaces such a route), an address of the node itself (a local route), or
+ * a subnet connected to one of its interfaces (a route without gateway: the node's router
+ * or a neighbour may have it). Wiring a pod to any of them would take it over.
  */
 export function hostRoutesTo(ip: string, family: Family): string[] {
-  const bytes = [...parseIpBytes(ip, family)];
-  if (family === 4) {
-    // The kernel prints the address as a host-order word.
-    const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-    const hex = (littleEndian ? [...bytes].reverse() : bytes).map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
-    const lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
-    return lines.map((l) => l.split("\t")).filter((f) => f[1] === hex && f[7] === "FFFFFFFF").map((f) => f[0]!);
-  }
-  if (!existsSync("/proc/net/ipv6_route")) return [];
-  const hex = bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
-  const lines = readFileSync("/proc/net/ipv6_route", "utf8").split("\n");
-  // The file lists every table; `local` entries (an address of the node itself) conflict too.
-  return lines.map((l) => l.trim().split(/\s+/)).filter((f) => f[0] === hex && f[1] === "80" && f[9] !== undefined).map((f) => f[9]!);
+  return family === 4 ? holders4(parseIp(ip).value) : holders6(parseIp(ip).value);
 }
 
-function parseIpBytes(ip: string, family: Family): number[] {
-  const v = parseIp(ip).value;
-  const n = family === 4 ? 4 : 16;
-  return [...Array(n)].map((_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
+const RTF_GATEWAY = 0x2;
+const RTF_REJECT = 0x200;
+const inPrefix = (v: bigint, net: bigint, prefix: number, bits: number) => prefix === 0 || v >> BigInt(bits - prefix) === net >> BigInt(bits - prefix);
+const prefixOfMask = (mask: number) => (mask === 0 ? 0 : 32 - Math.log2((~mask >>> 0) + 1));
+
+function holders4(v: bigint): string[] {
+  const found: string[] = [];
+  // The kernel prints addresses and masks as host-order words.
+  const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+  const word = (hex: string) => {
+    const n = parseInt(hex, 16) >>> 0;
+    return littleEndian ? ((n & 0xff) << 24 | (n & 0xff00) << 8 | (n >>> 8) & 0xff00 | n >>> 24) >>> 0 : n;
+  };
+  for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
+    const f = l.split("\t");
+    if (f.length < 8 || f[0] === "*") continue; // "*": a blackhole route, no interface
+    const dst = word(f[1]!);
+    const mask = word(f[7]!);
+    const flags = parseInt(f[3]!, 16);
+    const prefix = prefixOfMask(mask);
+    if (!inPrefix(v, BigInt(dst), prefix, 32)) continue;
+    if (prefix === 32) found.push(`routed to ${f[0]} on this node`);
+    // a default route without gateway (a point-to-point uplink) says nothing about the pod CIDR
+    else if (prefix > 0 && !(flags & (RTF_GATEWAY | RTF_REJECT))) found.push(`inside ${addr4(dst)}/${prefix}, a subnet connected to ${f[0]} on this node`);
+  }
+  // The local table (addresses of the node) is not in /proc/net/route; fib_trie lists it:
+  // a leaf "|-- A" followed by its routes, "/P host LOCAL" for a local one.
+  let leaf: bigint | undefined;
+  for (const l of readFileSync("/proc/net/fib_trie", "utf8").split("\n")) {
+    const m = /^\s*\|-- (\d+\.\d+\.\d+\.\d+)$/.exec(l);
+    if (m) {
+      leaf = parseIp(m[1]!).value;
+      continue;
+    }
+    if (/^\s*[+A-Z]/.test(l)) leaf = undefined;
+    const local = /^\s*\/(\d+) host LOCAL/.exec(l);
+    if (local && leaf !== undefined && inPrefix(v, leaf, Number(local[1]), 32)) {
+      found.push("an address of this node");
+      break;
+    }
+  }
+  return found;
 }
+
+const addr4 = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join(".");
+
+function holders6(v: bigint): string[] {
+  if (!existsSync("/proc/net/ipv6_route")) return [];
+  const found: string[] = [];
+  // The file lists every table, `local` entries (an address of the node itself) included.
+  for (const l of readFileSync("/proc/net/ipv6_route", "utf8").split("\n")) {
+    const f = l.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const prefix = parseInt(f[1]!, 16);
+    if (!inPrefix(v, BigInt(`0x${f[0]}`), prefix, 128)) continue;
+    const flags = parseInt(f[8]!, 16);
+    if (prefix === 128) found.push(`routed to ${f[9]} on this node`);
+    else if (prefix > 0 && !(flags & (RTF_GATEWAY | RTF_REJECT)) && /^0+$/.test(f[4]!) && f[9] !== "lo") {
+      found.push(`inside ${ipaddrText6(BigInt(`0x${f[0]}`))}/${prefix}, a subnet connected to ${f[9]} on this node`);
+    }
+  }
+  return found;
+}
+
+const ipaddrText6 = (n: bigint) => [...Array(8)].map((_, i) => ((n >> BigInt(112 - 16 * i)) & 0xffffn).toString(16)).join(":");
 
 /** /proc/sys/net is this process's namespace's: a sysctl op can only be for the node. */
 function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl" }>): void {
