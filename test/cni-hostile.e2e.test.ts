@@ -489,3 +489,33 @@ describe("a pod CIDR over the node's own IPv4 addresses", () => {
     }
   });
 });
+
+describe("a second attachment of one pod (another network, another interface)", () => {
+  for (const mode of ["netlink", "ip"] as const) {
+    test(`${mode}: the pod keeps the first one's routes through the second's ADD, CHECK and DEL`, async () => {
+      const k = mode === "ip" ? 1 : 0;
+      const first = net(`multi${k}a`, `10.244.${40 + 2 * k}.0/24`, { podCIDRs: [`10.244.${40 + 2 * k}.0/24`, `fd00:10:244:${40 + 2 * k}::/64`] });
+      const second = net(`multi${k}b`, `10.244.${41 + 2 * k}.0/24`, { podCIDRs: [`10.244.${41 + 2 * k}.0/24`, `fd00:10:244:${41 + 2 * k}::/64`] });
+      const pod = `multi${k}`;
+      lab.host(pod);
+      const e = (ifname: string) => env(pod, { CNI_IFNAME: ifname, ...(mode === "ip" ? { SKEIN_NETLINK: "off" } : {}) });
+      const routes = () => ["-4", "-6"].map((f) => run(["ip", "-n", lab.name(pod), f, "route", "show"]).stdout).join("");
+      expect(plugin("ADD", first, e("eth0")).exitCode).toBe(0);
+      const before = routes();
+      expect(before).toContain("default via 169.254.1.1 dev eth0");
+      expect(before).toContain("default via fe80::1 dev eth0");
+      const r = plugin("ADD", second, e("eth1"));
+      expect(r.json?.msg).toBeUndefined();
+      expect(r.exitCode).toBe(0);
+      expect(routes()).toContain("default via 169.254.1.1 dev eth0");
+      expect(routes()).toContain("default via fe80::1 dev eth0");
+      expect(routes()).not.toMatch(/default .*dev eth1/);
+      expect(plugin("CHECK", second, e("eth1")).exitCode).toBe(0);
+      expect(plugin("CHECK", first, e("eth0")).exitCode).toBe(0);
+      expect(plugin("DEL", second, e("eth1")).exitCode).toBe(0);
+      expect(routes()).toBe(before);
+      expect(await lab.ping(pod, NODE_IP)).toBe(true);
+      expect(plugin("DEL", first, e("eth0")).exitCode).toBe(0);
+    });
+  }
+});

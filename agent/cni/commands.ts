@@ -301,7 +301,9 @@ function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): 
     const neigh = readNeighbours(ns.path, env.ifname);
     for (const a of addrs) {
       const gw = gatewayOf(a.family);
-      if (!readRoutes(ns.path, a.family).some((r) => r.dst === "default" && r.gateway === gw && r.dev === env.ifname)) {
+      // Another interface's default route (an attachment made before this one) was kept.
+      const defaults = readRoutes(ns.path, a.family).filter((r) => r.dst === "default");
+      if (!defaults.some((r) => (r.gateway === gw && r.dev === env.ifname) || r.dev !== env.ifname)) {
         problems.push(`pod has no IPv${a.family} default route via ${gw} dev ${env.ifname}`);
       }
       if (!neigh.some((n) => n.dst === gw && n.mac === HOST_MAC && n.permanent)) problems.push(`pod has no permanent neighbour ${gw} -> ${HOST_MAC}`);

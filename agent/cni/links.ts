@@ -3,7 +3,7 @@
 // so CHECK compares structured state, not scraped text.
 import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseIp, type Family } from "../ipam/cidr.ts";
-import { ipIn, run } from "../sys/exec.ts";
+import { ExecError, ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
 import { renderIpBatch, type LinkOp } from "./plan.ts";
 
@@ -153,6 +153,7 @@ export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
 
 function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
   const nl = Netlink.open(netns);
+  const yielded = new Set<Family>();
   const indexes = new Map<string, number>();
   const index = (dev: string) => {
     let i = indexes.get(dev);
@@ -174,9 +175,14 @@ function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
         case "addr":
           nl.addAddress(index(o.dev), o.ip, o.prefix, o.nodad);
           break;
-        case "route":
-          nl.replaceRoute({ family: o.family, dst: o.dst, prefix: o.prefix, gateway: o.gateway, dev: index(o.dev), scopeLink: o.scopeLink });
+        case "route": {
+          const r = { family: o.family, dst: o.dst, prefix: o.prefix, gateway: o.gateway, dev: index(o.dev), scopeLink: o.scopeLink };
+          if (!o.keep) nl.replaceRoute(r);
+          // once one route of the family stays another interface's, so do the rest (the
+          // default route's gateway is reachable only through that interface then)
+          else if (!yielded.has(o.family) && !nl.addRouteIfAbsent(r)) yielded.add(o.family);
           break;
+        }
         case "neigh":
           nl.replacePermanentNeighbour(index(o.dev), o.ip, o.mac);
           break;
@@ -194,7 +200,11 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
     if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
     lines = [];
   };
+  // Routes that stay when one exists: their own batch, run on past failures (-force), where
+  // "File exists" is the expected outcome and any other failure is an error.
+  const kept = ops.filter((o) => o.op === "route" && o.keep);
   for (const o of ops) {
+    if (kept.includes(o)) continue;
     const line = renderIpBatch(o);
     if (line !== undefined) {
       lines.push(line);
@@ -206,6 +216,29 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
     }
   }
   flush();
+  if (kept.length) {
+    const argv = ipIn(netns, ["-force", "-batch", "-"]);
+    const r = run(argv, { stdin: kept.map((o) => renderIpBatch(o)).join("\n") + "\n", allowFail: true });
+    if (r.exitCode === 0) return;
+    // ip prints what went wrong, then "Command failed -:N" for batch line N
+    const failed = new Map<number, string>();
+    let text: string[] = [];
+    for (const l of r.stderr.split("\n").map((x) => x.trim())) {
+      const m = /^Command failed -:(\d+)$/.exec(l);
+      if (m) {
+        failed.set(Number(m[1]), text.join(" "));
+        text = [];
+      } else if (l) text.push(l);
+    }
+    if (failed.size === 0) throw new ExecError(argv, r);
+    const yielded = new Set<Family>();
+    kept.forEach((o, i) => {
+      const why = failed.get(i + 1);
+      if (why === undefined || o.op !== "route" || yielded.has(o.family)) return;
+      if (/File exists/.test(why)) yielded.add(o.family);
+      else throw new ExecError(argv, r);
+    });
+  }
 }
 
 /** /proc/sys/net follows the calling process's network namespace (/sys does not under nsenter). */
