@@ -12,6 +12,7 @@ test.each([
   [{ ...full, CNI_NETNS: undefined }, /CNI_NETNS is required for ADD/],
   [{ ...full, CNI_COMMAND: "CHECK", CNI_NETNS: "" }, /CNI_NETNS is required for CHECK/],
   [{ ...full, CNI_CONTAINERID: "a b" }, /CNI_CONTAINERID "a b"/],
+  [{ ...full, CNI_CONTAINERID: "a".repeat(257) }, /^CNI_CONTAINERID is 257 characters long, more than 256$/],
   [{ ...full, CNI_IFNAME: "averyveryverylongname" }, /1 to 15 characters/],
   [{ ...full, CNI_IFNAME: "a:b" }, /not a valid interface name/],
   [{ ...full, CNI_NETNS: "/tmp/ns\nroute del default" }, /CNI_NETNS "\/tmp\/ns\\nroute del default" holds whitespace or control characters/],

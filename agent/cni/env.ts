@@ -11,6 +11,7 @@ export interface CniEnv {
 }
 
 const CONTAINER_ID = /^[a-zA-Z0-9][a-zA-Z0-9_.-]*$/;
+export const CONTAINER_ID_MAX = 256;
 
 function invalid(msg: string): CniError {
   return new CniError(ErrorCode.InvalidEnv, msg);
@@ -35,6 +36,9 @@ export function parseEnv(env: Record<string, string | undefined>): CniEnv {
   const containerId = need("CNI_CONTAINERID", ["ADD", "DEL", "CHECK"]);
   const netns = need("CNI_NETNS", ["ADD", "CHECK"]);
   const ifname = need("CNI_IFNAME", ["ADD", "DEL", "CHECK"]);
+  // Stored with every allocation and named in messages: a runtime's ids are 64 characters.
+  // Only ADD refuses a longer one: DEL must still tear down what an older plugin let in.
+  if (c === "ADD" && containerId.length > CONTAINER_ID_MAX) throw invalid(`CNI_CONTAINERID is ${containerId.length} characters long, more than ${CONTAINER_ID_MAX}`);
   if (containerId && !CONTAINER_ID.test(containerId)) {
     throw invalid(`CNI_CONTAINERID ${JSON.stringify(containerId)} must start with a letter or digit and hold only letters, digits, '_', '.', '-'`);
   }

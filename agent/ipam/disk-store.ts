@@ -38,6 +38,14 @@ export class StoreCorruptError extends Error {
   }
 }
 
+/** A write refused because the state would grow past what a read accepts. */
+export class StoreFullError extends Error {
+  constructor(readonly path: string, size: number) {
+    super(`IPAM state ${path} would grow to ${(size / 1048576).toFixed(1)} MiB, past its limit of ${STATE_LIMIT / 1048576} MiB: this change is refused, the state is left as it was`);
+    this.name = "StoreFullError";
+  }
+}
+
 export class DiskStore implements IpamStore {
   readonly path: string;
   private readonly lockPath: string;
@@ -95,6 +103,9 @@ export class DiskStore implements IpamStore {
       allocations: Object.values(state.allocations),
       cursors: state.cursors,
     });
+    // Written past the limit, the state could no longer be read: every later ADD, DEL and
+    // GC of the network would fail. Only this change fails instead.
+    if (body.length > STATE_LIMIT) throw new StoreFullError(this.path, body.length);
     const tmp = `${this.path}.tmp-${process.pid}`;
     const fd = openSync(tmp, "w", 0o600);
     try {
