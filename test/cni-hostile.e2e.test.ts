@@ -6,7 +6,7 @@ import { mkdirSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSyn
 import { hostVethName } from "../agent/cni/plan.ts";
 import { DiskStore } from "../agent/ipam/disk-store.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
-import { hostLinks, runPlugin, SKEIN, useLab, useTempDir, type PluginRun } from "./harness/index.ts";
+import { hostLinks, runPlugin, SKEIN, useLab, useTempDir, waitFor, type PluginRun } from "./harness/index.ts";
 
 const lab = useLab("hostile");
 const tmp = useTempDir("hostile");
@@ -518,4 +518,33 @@ describe("a second attachment of one pod (another network, another interface)", 
       expect(plugin("DEL", first, e("eth0")).exitCode).toBe(0);
     });
   }
+});
+
+test("GC and DEL of one network leave another network's attachment of the same container id and interface wired", async () => {
+  const a = net("gnA", "10.244.44.0/24");
+  const b = net("gnB", "10.244.45.0/24");
+  const e = (pod: string) => env(pod, { CNI_CONTAINERID: "ctr-gc1" });
+  lab.host("gcA");
+  expect(plugin("ADD", a, e("gcA")).exitCode).toBe(0);
+  // the pod goes without a DEL: network A's allocation is stale, its link gone with the namespace
+  run(["ip", "netns", "del", lab.name("gcA")]);
+  await waitFor("the stale link to go", () => !hostLinks(lab, "node").includes(hostVethName("ctr-gc1", "eth0")), 5000);
+  lab.host("gcB");
+  const rb = plugin("ADD", b, e("gcB"));
+  expect(rb.exitCode).toBe(0);
+  const ipB = ipv4Of(rb);
+
+  const gc = runPlugin({ command: "GC", conf: { ...a, "cni.dev/valid-attachments": [] }, env: {}, netnsOfPlugin: lab.path("node") });
+  expect(gc.exitCode).toBe(0);
+  expect(held(a)).toEqual([]);
+  expect(podInterfaces("gcB")).toEqual([{ name: "eth0", addrs: [ipB] }]);
+  expect(await lab.ping("node", ipB)).toBe(true);
+
+  expect(plugin("DEL", a, e("gcB")).exitCode).toBe(0);
+  expect(podInterfaces("gcB")).toEqual([{ name: "eth0", addrs: [ipB] }]);
+  expect(await lab.ping("node", ipB)).toBe(true);
+
+  expect(plugin("DEL", b, e("gcB")).exitCode).toBe(0);
+  expect(podInterfaces("gcB")).toEqual([]);
+  expect(held(b)).toEqual([]);
 });

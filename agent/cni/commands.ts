@@ -11,7 +11,7 @@ import { LockTimeoutError, withFileLock, withNetnsLockFile } from "../sys/flock.
 import { DEFAULT_DATA_DIR, NETWORK_NAME, poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
 import { withCleanupFailures, toCniError } from "./errors.ts";
-import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostRoutesTo, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostLinkServes, hostRoutesTo, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
 import { openPodNetns, shownPath, type PodNetns } from "./pod-netns.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
@@ -159,9 +159,13 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
  * pod that holds the same address through another network.
  */
 export function cmdDel(env: CniEnv, conf: NetConf, deps: Deps): void {
-  deleteHostLink(hostVethName(env.containerId, env.ifname));
+  const owner = { containerId: env.containerId, ifname: env.ifname };
+  const link = hostVethName(env.containerId, env.ifname);
   deps.store(conf).update((st) => {
-    const r = release(st, { containerId: env.containerId, ifname: env.ifname });
+    // The link of that name may be another network's attachment of the same container id
+    // and interface: it goes only when it is this network's.
+    if (hostLinkServes(link, allocationsOf(st, owner).map((a) => a.ip))) deleteHostLink(link);
+    const r = release(st, owner);
     return { state: r.released.length ? r.state : undefined, result: null };
   });
 }
@@ -356,8 +360,9 @@ export function cmdGc(conf: NetConf, deps: Deps): void {
   });
   const present = new Set(listHostLinks());
   const errors: string[] = [];
-  for (const link of new Set(released.map((a) => hostVethName(a.containerId, a.ifname)))) {
-    if (!present.has(link)) continue;
+  const byLink = Map.groupBy(released, (a) => hostVethName(a.containerId, a.ifname));
+  for (const [link, allocs] of byLink) {
+    if (!present.has(link) || !hostLinkServes(link, allocs.map((a) => a.ip))) continue;
     try {
       deleteHostLink(link);
     } catch (e) {

@@ -74,6 +74,13 @@ export function hostRoutesTo(ip: string, family: Family): string[] {
   return family === 4 ? holders4(parseIp(ip).value) : holders6(parseIp(ip).value);
 }
 
+/** An IPv4 address or mask of /proc/net/route: the kernel prints it as a host-order word. */
+function hostWord(hex: string): number {
+  const n = parseInt(hex, 16) >>> 0;
+  return LITTLE_ENDIAN ? (((n & 0xff) << 24) | ((n & 0xff00) << 8) | ((n >>> 8) & 0xff00) | (n >>> 24)) >>> 0 : n;
+}
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
 const RTF_GATEWAY = 0x2;
 const RTF_REJECT = 0x200;
 const inPrefix = (v: bigint, net: bigint, prefix: number, bits: number) => prefix === 0 || v >> BigInt(bits - prefix) === net >> BigInt(bits - prefix);
@@ -81,12 +88,7 @@ const prefixOfMask = (mask: number) => (mask === 0 ? 0 : 32 - Math.log2((~mask >
 
 function holders4(v: bigint): string[] {
   const found: string[] = [];
-  // The kernel prints addresses and masks as host-order words.
-  const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-  const word = (hex: string) => {
-    const n = parseInt(hex, 16) >>> 0;
-    return littleEndian ? ((n & 0xff) << 24 | (n & 0xff00) << 8 | (n >>> 8) & 0xff00 | n >>> 24) >>> 0 : n;
-  };
+  const word = hostWord;
   for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
     const f = l.split("\t");
     if (f.length < 8 || f[0] === "*") continue; // "*": a blackhole route, no interface
@@ -136,6 +138,30 @@ function holders6(v: bigint): string[] {
     }
   }
   return found;
+}
+
+/**
+ * Whether the host link `name` is the one wired for `addrs` (a network's allocations of one
+ * attachment): a host route to one of them goes through it, or it carries no host route at
+ * all (an ADD that stopped before routing). Another network's attachment of the same
+ * container id and interface has a link of the same name, routed to its own addresses: its
+ * DEL or GC must not take that one.
+ */
+export function hostLinkServes(name: string, addrs: string[]): boolean {
+  const via: bigint[] = [];
+  for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
+    const f = l.split("\t");
+    if (f[0] === name && f[7] === "FFFFFFFF") via.push(BigInt(hostWord(f[1]!)));
+  }
+  if (existsSync("/proc/net/ipv6_route")) {
+    for (const l of readFileSync("/proc/net/ipv6_route", "utf8").split("\n")) {
+      const f = l.trim().split(/\s+/);
+      if (f[9] === name && f[1] === "80") via.push(BigInt(`0x${f[0]}`));
+    }
+  }
+  if (via.length === 0) return true;
+  const wanted = new Set(addrs.map((a) => parseIp(a).value));
+  return via.some((v) => wanted.has(v));
 }
 
 const ipaddrText6 = (n: bigint) => [...Array(8)].map((_, i) => ((n >> BigInt(112 - 16 * i)) & 0xffffn).toString(16)).join(":");
