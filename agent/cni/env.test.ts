@@ -15,6 +15,7 @@ test.each([
   [{ ...full, CNI_CONTAINERID: "a".repeat(257) }, /^CNI_CONTAINERID is 257 characters long, more than 256$/],
   [{ ...full, CNI_IFNAME: "averyveryverylongname" }, /1 to 15 characters/],
   [{ ...full, CNI_IFNAME: "a:b" }, /not a valid interface name/],
+  ...["eth%d", "ééééééééé", "#x", "e#", "-x", "ＥＴＨ０", 'a"b', "a\\b", "a b"].map((n) => [{ ...full, CNI_IFNAME: n }, /is not a valid interface name/] as const),
   [{ ...full, CNI_NETNS: "/tmp/ns\nroute del default" }, /CNI_NETNS "\/tmp\/ns\\nroute del default" holds whitespace or control characters/],
   [{ ...full, CNI_COMMAND: "CHECK", CNI_NETNS: "/tmp/a b" }, /CNI_NETNS "\/tmp\/a b" holds whitespace/],
 ])("rejects %o with code 4", (env, msg) => {

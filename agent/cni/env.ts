@@ -17,9 +17,16 @@ function invalid(msg: string): CniError {
   return new CniError(ErrorCode.InvalidEnv, msg);
 }
 
+/**
+ * A name the kernel keeps as given and `ip` reads as one word: ASCII (the kernel's limit is
+ * 15 bytes), no "%" (the kernel would pick a number for it), no "#" (`ip -batch` reads a
+ * comment), quotes or backslashes (it unquotes them), no leading "-" (an option).
+ */
 export function checkIfname(name: string): void {
   if (name.length === 0 || name.length > 15) throw invalid(`CNI_IFNAME ${JSON.stringify(name)} must be 1 to 15 characters`);
-  if (name === "." || name === ".." || /[\s/:]/.test(name)) throw invalid(`CNI_IFNAME ${JSON.stringify(name)} is not a valid interface name`);
+  if (name === "." || name === ".." || !/^[A-Za-z0-9_.@+=~][A-Za-z0-9_.@+=~-]*$/.test(name)) {
+    throw invalid(`CNI_IFNAME ${JSON.stringify(name)} is not a valid interface name (ASCII letters, digits and _ . - @ + = ~, not starting with -)`);
+  }
 }
 
 export function parseEnv(env: Record<string, string | undefined>): CniEnv {
