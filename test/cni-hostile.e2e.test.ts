@@ -206,11 +206,28 @@ test("GC without cni.dev/valid-attachments: code 7 naming the field, every pod k
   expect(plugin("DEL", conf, env("gckept")).exitCode).toBe(0);
 });
 
+test("no command leaves a container's lock file behind: a CHECK of an unknown container, a failed ADD, an ADD, a DEL", () => {
+  const conf = net("nolocks", "10.244.39.0/24");
+  const locks = () => readdirSync(`${conf.dataDir}/containers`);
+  lab.host("nl1");
+  expect(plugin("CHECK", conf, env("nl1")).json?.code).toBe(3);
+  expect(locks()).toEqual([]);
+  expect(plugin("ADD", conf, env("nl1", { CNI_NETNS: `${tmp}/no-such-ns` })).json?.code).toBe(4);
+  expect(locks()).toEqual([]);
+  expect(plugin("ADD", conf, env("nl1")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
+  expect(plugin("CHECK", conf, env("nl1")).exitCode).toBe(0);
+  expect(plugin("DEL", conf, env("nl1")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
+});
+
 test("GC removes the lock files of the containers it does not keep", () => {
   const conf = net("gclocks", "10.244.29.0/24");
   for (const p of ["gl1", "gl2"]) {
     lab.host(p);
     expect(plugin("ADD", conf, env(p)).exitCode).toBe(0);
+    // as a plugin killed while holding it leaves it
+    writeFileSync(`${conf.dataDir}/containers/ctr-${p}.lock`, "");
   }
   const locks = () => readdirSync(`${conf.dataDir}/containers`).sort();
   expect(locks()).toEqual(["ctr-gl1.lock", "ctr-gl2.lock"]);

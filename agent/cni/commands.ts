@@ -222,11 +222,13 @@ export function storeOf(stdin: string): { name: string; dataDir: string } | stri
 /**
  * Runs one container's ADD, DEL or CHECK end to end under a lock of its own, in the data
  * directory: calls for the same container wait for each other, other containers' do not.
- * DEL removes the lock file, so they do not pile up over a node's life.
+ * Every call removes the lock file as it ends (waiters then start over on a fresh one), so
+ * they do not pile up over a node's life: only a plugin killed while holding one leaves it,
+ * for GC.
  */
-export function withContainerLock<T>(dataDir: string, containerId: string, remove: boolean, fn: () => T): T {
+export function withContainerLock<T>(dataDir: string, containerId: string, fn: () => T): T {
   mkdirSync(lockDir(dataDir), { recursive: true, mode: 0o700 });
-  return withFileLock(lockPath(dataDir, containerId), fn, { remove });
+  return withFileLock(lockPath(dataDir, containerId), fn, { remove: true });
 }
 
 const lockDir = (dataDir: string) => `${dataDir}/containers`;
@@ -234,7 +236,7 @@ const lockDir = (dataDir: string) => `${dataDir}/containers`;
 const lockPath = (dataDir: string, containerId: string) =>
   `${lockDir(dataDir)}/${containerId.length <= 200 ? containerId : `sha256-${new Bun.CryptoHasher("sha256").update(containerId).digest("hex")}`}.lock`;
 
-/** Removes the lock files of containers not kept (an ADD never followed by DEL leaves one). */
+/** Removes the lock files of containers not kept (a plugin killed while holding one leaves it). */
 function removeStaleLocks(dataDir: string, keep: string[]): void {
   let files: string[];
   try {
