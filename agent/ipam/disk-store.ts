@@ -7,6 +7,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writ
 import { decode } from "cbor-x/decode";
 import { encode } from "cbor-x/encode";
 import * as v from "valibot";
+import { addressFamily, AddressError, parseCidr } from "../../compiler/address.ts";
 import { NotAFileError, readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
 import { withFileLock } from "../sys/flock.ts";
 import { emptyState, type IpamState } from "./allocator.ts";
@@ -79,8 +80,17 @@ export class DiskStore implements IpamStore {
       throw new StoreCorruptError(this.path, `unexpected content at ${where}: ${issue?.message}`);
     }
     const state = emptyState();
-    for (const a of parsed.output.allocations) {
-      if (state.allocations[a.ip]) throw new StoreCorruptError(this.path, `address ${a.ip} is allocated twice`);
+    for (const [i, a] of parsed.output.allocations.entries()) {
+      // Read strictly, as everything else takes addresses: "10.0.0.02" would be a second
+      // key for 10.0.0.2 (handed out twice), "__proto__" no key at all.
+      try {
+        addressFamily(a.ip);
+        parseCidr(a.pool);
+      } catch (e) {
+        if (e instanceof AddressError) throw new StoreCorruptError(this.path, `allocations.${i}: ${e.message}`);
+        throw e;
+      }
+      if (Object.hasOwn(state.allocations, a.ip)) throw new StoreCorruptError(this.path, `address ${a.ip} is allocated twice`);
       state.allocations[a.ip] = a;
     }
     state.cursors = parsed.output.cursors;

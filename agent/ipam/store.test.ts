@@ -66,6 +66,17 @@ describe("DiskStore", () => {
     expect(Object.keys(s.read().allocations)).toHaveLength(3);
   });
 
+  test.each([
+    ["10.250.95.02", /allocations\.1: "10\.250\.95\.02" is not a valid IPv4 address/],
+    ["__proto__", /allocations\.1: "__proto__" is not a valid IP address/],
+  ])("an allocation whose address %s is not read strictly is reported as corrupt", (ip, msg) => {
+    const s = new DiskStore(freshDir(), "net");
+    const alloc = (ip: string, containerId: string) => ({ containerId, ifname: "eth0", ip, pool: "10.250.95.0/24", at: 1 });
+    writeFileSync(s.path, Buffer.from(require("cbor-x").encode({ format: "skein-ipam", version: 1, allocations: [alloc("10.250.95.3", "a"), alloc(ip, "old")], cursors: {} })));
+    expect(() => s.read()).toThrow(StoreCorruptError);
+    expect(() => s.read()).toThrow(msg);
+  });
+
   test("rejects a network name that would escape the directory", () => {
     expect(() => new DiskStore(freshDir(), "../etc")).toThrow(/invalid network name/);
   });
