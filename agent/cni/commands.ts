@@ -1,7 +1,7 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
 import { mkdirSync, readdirSync } from "node:fs";
-import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
+import { allocate, allocationsOf, countInPool, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
@@ -339,7 +339,7 @@ export function cmdStatus(conf: NetConf, deps: Deps): void {
     throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: ${(e as Error).message}`);
   }
   for (const p of net.pools) {
-    const n = used.filter((a) => a.pool === p.cidr).length;
+    const n = countInPool({ allocations: Object.fromEntries(used.map((a) => [a.ip, a])), cursors: {} }, p);
     if (BigInt(n) >= poolSize(p)) throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: pod CIDR ${p.cidr} has no free address (${n} in use)`);
   }
 }
