@@ -2,11 +2,11 @@
 // plugin never harms what is already on the node (its routes, links, other pods, the IPAM
 // state) and answers with the spec's error code.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, symlinkSync, truncateSync, writeFileSync } from "node:fs";
 import { hostVethName } from "../agent/cni/plan.ts";
 import { DiskStore } from "../agent/ipam/disk-store.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
-import { hostLinks, runPlugin, SKEIN, useLab, useTempDir, type PluginRun } from "./harness/index.ts";
+import { hostLinks, runPlugin, SKEIN, useLab, useTempDir, waitFor, type PluginRun } from "./harness/index.ts";
 
 const lab = useLab("hostile");
 const tmp = useTempDir("hostile");
@@ -30,8 +30,8 @@ const plugin = (command: string, conf: unknown, e: Record<string, string>) => ru
 const ipv4Of = (r: PluginRun) => String((r.json?.ips as Array<{ address: string }>)[0]!.address).split("/")[0]!;
 
 /** Runs the plugin without blocking the test, so that many can run at once. */
-async function pluginAsync(command: string, conf: unknown, e: Record<string, string>): Promise<PluginRun> {
-  const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: Buffer.from(JSON.stringify(conf)), stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH, CNI_COMMAND: command, ...e } });
+async function pluginAsync(command: string, conf: unknown, e: Record<string, string>, timeoutMs = 30_000): Promise<PluginRun> {
+  const p = Bun.spawn(inNetns(lab.path("node"), [SKEIN]), { stdin: Buffer.from(JSON.stringify(conf)), stdout: "pipe", stderr: "pipe", env: { PATH: process.env.PATH, CNI_COMMAND: command, ...e }, timeout: timeoutMs });
   const [stdout, exitCode] = await Promise.all([new Response(p.stdout).text(), p.exited]);
   let json: Record<string, unknown> | undefined;
   try {
@@ -206,11 +206,28 @@ test("GC without cni.dev/valid-attachments: code 7 naming the field, every pod k
   expect(plugin("DEL", conf, env("gckept")).exitCode).toBe(0);
 });
 
+test("no command leaves a container's lock file behind: a CHECK of an unknown container, a failed ADD, an ADD, a DEL", () => {
+  const conf = net("nolocks", "10.244.39.0/24");
+  const locks = () => readdirSync(`${conf.dataDir}/containers`);
+  lab.host("nl1");
+  expect(plugin("CHECK", conf, env("nl1")).json?.code).toBe(3);
+  expect(locks()).toEqual([]);
+  expect(plugin("ADD", conf, env("nl1", { CNI_NETNS: `${tmp}/no-such-ns` })).json?.code).toBe(4);
+  expect(locks()).toEqual([]);
+  expect(plugin("ADD", conf, env("nl1")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
+  expect(plugin("CHECK", conf, env("nl1")).exitCode).toBe(0);
+  expect(plugin("DEL", conf, env("nl1")).exitCode).toBe(0);
+  expect(locks()).toEqual([]);
+});
+
 test("GC removes the lock files of the containers it does not keep", () => {
   const conf = net("gclocks", "10.244.29.0/24");
   for (const p of ["gl1", "gl2"]) {
     lab.host(p);
     expect(plugin("ADD", conf, env(p)).exitCode).toBe(0);
+    // as a plugin killed while holding it leaves it
+    writeFileSync(`${conf.dataDir}/containers/ctr-${p}.lock`, "");
   }
   const locks = () => readdirSync(`${conf.dataDir}/containers`).sort();
   expect(locks()).toEqual(["ctr-gl1.lock", "ctr-gl2.lock"]);
@@ -318,4 +335,233 @@ test("a netlink failure during ADD: code 5, one line, no stack; nothing left beh
   expect(held(conf)).toEqual([]);
   expect(podInterfaces("noipv6")).toEqual([]);
   expect(hostLinks(lab, "node")).not.toContain(hostVethName("ctr-noipv6", "eth0"));
+});
+
+/** The node still has its default route and no pod interface landed in it. */
+function nodeIntact(): boolean {
+  const routes = run(["ip", "-n", lab.name("node"), "-4", "route", "show"]).stdout;
+  const eth0 = run(["ip", "-n", lab.name("node"), "link", "show", "dev", "eth0"], { allowFail: true }).exitCode === 0;
+  return routes.includes(`default via ${UPLINK_IP}`) && !eth0;
+}
+
+/** Runs the plugin with a time limit and says how long it took: a hang is a failure, not a stuck test. */
+async function timed(command: string, conf: unknown, e: Record<string, string>): Promise<PluginRun & { ms: number }> {
+  const t0 = performance.now();
+  const r = await pluginAsync(command, conf, e, 10_000);
+  return { ...r, ms: performance.now() - t0 };
+}
+
+describe("CNI_NETNS that is not what it says", () => {
+  test("SKEIN_NETLINK=off and a newline in CNI_NETNS: ADD refused with code 4; no command of it runs in the node", () => {
+    const conf = net("inject", "10.244.32.0/24");
+    lab.host("inj");
+    mkdirSync(`${tmp}/inj`);
+    // Both names exist, so that the `ip -batch` line up to the newline would work and the
+    // rest would run as a command of its own.
+    symlinkSync(lab.path("inj"), `${tmp}/inj/ns`);
+    symlinkSync(lab.path("inj"), `${tmp}/inj/ns\nroute del default`);
+    const before = nodeState();
+    const r = plugin("ADD", conf, env("inj", { CNI_NETNS: `${tmp}/inj/ns\nroute del default`, SKEIN_NETLINK: "off" }));
+    expect(r.json?.code).toBe(4);
+    expect(String(r.json?.msg)).toMatch(/^CNI_NETNS ".*\\nroute del default" holds whitespace or control characters$/);
+    expect(nodeState()).toBe(before);
+    expect(podInterfaces("inj")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+  });
+
+  test("a symlink swapped between a pod's namespace and the node's during ADD (30 ADD+DEL): nothing lands in the node, its default route stays", async () => {
+    const conf = net("swap", "10.244.33.0/24");
+    lab.host("swappod");
+    const d = `${tmp}/swap`;
+    mkdirSync(d);
+    const link = `${d}/ns`;
+    symlinkSync(lab.path("swappod"), link);
+    const before = nodeState();
+    // rename over the link: it always exists, and names one namespace or the other
+    const script = `end=$((SECONDS+60)); while [ $SECONDS -lt $end ]; do ln -sfn ${lab.path("swappod")} ${d}/a; mv -Tf ${d}/a ${link}; ln -sfn ${lab.path("node")} ${d}/b; mv -Tf ${d}/b ${link}; done`;
+    const swapper = Bun.spawn(["bash", "-c", script], { stdout: "ignore", stderr: "ignore" });
+    let wired = 0;
+    try {
+      for (let i = 0; i < 30; i++) {
+        const r = await pluginAsync("ADD", conf, env("swappod", { CNI_NETNS: link }));
+        if (r.exitCode === 0) wired++;
+        else expect(r.json?.code).toBe(4);
+        expect(nodeIntact()).toBe(true);
+        expect((await pluginAsync("DEL", conf, env("swappod", { CNI_NETNS: link }))).exitCode).toBe(0);
+        expect(nodeState()).toBe(before);
+      }
+    } finally {
+      swapper.kill("SIGKILL");
+      await swapper.exited;
+    }
+    expect(podInterfaces("swappod")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+    console.log(`swapped symlink: ${wired} of 30 ADDs wired the pod, the others were refused`);
+  }, 90_000);
+
+  test("a FIFO, a directory, a regular file: ADD and CHECK refused at once with code 4", async () => {
+    const conf = net("notns", "10.244.34.0/24");
+    const fifo = `${tmp}/ns-fifo`;
+    run(["mkfifo", fifo]);
+    writeFileSync(`${tmp}/ns-file`, "");
+    for (const path of [fifo, tmp, `${tmp}/ns-file`]) {
+      for (const command of ["ADD", "CHECK"]) {
+        const r = await timed(command, conf, env("none", { CNI_NETNS: path }));
+        expect(r.ms).toBeLessThan(5000);
+        expect(r.json?.code).toBe(4);
+        expect(String(r.json?.msg)).toBe(`CNI_NETNS ${path} is not a network namespace (such as /var/run/netns/NAME or /proc/PID/ns/net)`);
+      }
+    }
+    expect(held(conf)).toEqual([]);
+  }, 60_000);
+});
+
+describe("FIFOs where the plugin reads its files", () => {
+  test("a node file that is a FIFO, or a directory: code 5 at once, naming the file", async () => {
+    lab.host("fifonode");
+    for (const [what, file] of [["fifo", `${tmp}/node-fifo`], ["dir", `${tmp}/node-dir`]] as const) {
+      if (what === "fifo") run(["mkfifo", file]);
+      else mkdirSync(file);
+      const r = await timed("ADD", { ...net(`fifonode${what}`, "10.244.35.0/24"), podCIDRs: undefined, nodeFile: file }, env("fifonode"));
+      expect(r.ms).toBeLessThan(5000);
+      expect(r.json?.code).toBe(5);
+      expect(String(r.json?.msg)).toBe(`node file ${file} is not a regular file: refused`);
+    }
+    expect(podInterfaces("fifonode")).toEqual([]);
+  }, 30_000);
+
+  test("an IPAM state or a container lock file that is a FIFO: code 5 at once, left in place; other containers are not held up", async () => {
+    const conf = net("fifostate", "10.244.36.0/24");
+    mkdirSync(`${conf.dataDir}/containers`, { recursive: true });
+    const state = store(conf).path;
+    run(["mkfifo", state]);
+    lab.host("fifo1");
+    for (const command of ["ADD", "DEL", "ADD"]) {
+      const r = await timed(command, conf, env("fifo1"));
+      expect(r.ms).toBeLessThan(5000);
+      expect(r.json?.code).toBe(5);
+      expect(String(r.json?.msg)).toMatch(new RegExp(`^IPAM state ${state} is corrupt \\(not a regular file\\)`));
+    }
+    expect(podInterfaces("fifo1")).toEqual([]);
+    rmSync(state);
+
+    const lock = `${conf.dataDir}/containers/ctr-fifo2.lock`;
+    run(["mkfifo", lock]);
+    lab.host("fifo2");
+    const r = await timed("ADD", conf, env("fifo2"));
+    expect(r.ms).toBeLessThan(5000);
+    expect(r.json?.code).toBe(5);
+    expect(podInterfaces("fifo2")).toEqual([]);
+    const ok = await timed("ADD", conf, env("fifo1"));
+    expect(ok.exitCode).toBe(0);
+    expect((await pluginAsync("DEL", conf, env("fifo1"))).exitCode).toBe(0);
+  }, 60_000);
+});
+
+test("an unprivileged process holding a lock on the node namespace's own file stalls no ADD", async () => {
+  const conf = net("stall", "10.244.37.0/24");
+  lab.host("stall");
+  const { proc } = await lab.spawn("node", ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "/proc/self/ns/net", "-c", "echo held; exec sleep 60"], { ready: "held" });
+  try {
+    const r = await timed("ADD", conf, env("stall"));
+    expect(r.exitCode).toBe(0);
+    expect(r.ms).toBeLessThan(5000);
+    expect(await lab.ping("node", ipv4Of(r))).toBe(true);
+    expect((await pluginAsync("DEL", conf, env("stall"))).exitCode).toBe(0);
+  } finally {
+    proc.kill("SIGKILL");
+  }
+}, 30_000);
+
+describe("a pod CIDR over the node's own IPv4 addresses", () => {
+  test("inside a subnet connected to the node (its router's address is there): ADD refused with code 103; the node's routes untouched", async () => {
+    const conf = net("connected", "198.18.0.0/24");
+    lab.host("conn");
+    const before = nodeState();
+    const r = plugin("ADD", conf, env("conn"));
+    expect(r.json?.code).toBe(103);
+    expect(String(r.json?.msg)).toMatch(/^address 198\.18\.0\.\d+ allocated by network connected .* is already inside 198\.18\.0\.0\/24, a subnet connected to \S+ on this node/);
+    expect(nodeState()).toBe(before);
+    expect(podInterfaces("conn")).toEqual([]);
+    expect(held(conf)).toEqual([]);
+    expect(await lab.ping("node", UPLINK_IP)).toBe(true);
+  });
+
+  test("an address of the node (local table only, no connected route): ADD refused with code 103", async () => {
+    const conf = net("localaddr", "10.244.38.0/30");
+    lab.host("local");
+    // every assignable address of the /30 is the node's: whichever ADD picks, it is taken
+    const addrs = ["10.244.38.1/32", "10.244.38.2/32"];
+    for (const a of addrs) run(["ip", "-n", lab.name("node"), "addr", "add", a, "dev", "lo"]);
+    try {
+      const before = nodeState();
+      const r = plugin("ADD", conf, env("local"));
+      expect(r.json?.code).toBe(103);
+      expect(String(r.json?.msg)).toMatch(/^address 10\.244\.38\.[12] allocated by network localaddr .* is already an address of this node/);
+      expect(nodeState()).toBe(before);
+      expect(podInterfaces("local")).toEqual([]);
+      expect(held(conf)).toEqual([]);
+    } finally {
+      for (const a of addrs) run(["ip", "-n", lab.name("node"), "addr", "del", a, "dev", "lo"], { allowFail: true });
+    }
+  });
+});
+
+describe("a second attachment of one pod (another network, another interface)", () => {
+  for (const mode of ["netlink", "ip"] as const) {
+    test(`${mode}: the pod keeps the first one's routes through the second's ADD, CHECK and DEL`, async () => {
+      const k = mode === "ip" ? 1 : 0;
+      const first = net(`multi${k}a`, `10.244.${40 + 2 * k}.0/24`, { podCIDRs: [`10.244.${40 + 2 * k}.0/24`, `fd00:10:244:${40 + 2 * k}::/64`] });
+      const second = net(`multi${k}b`, `10.244.${41 + 2 * k}.0/24`, { podCIDRs: [`10.244.${41 + 2 * k}.0/24`, `fd00:10:244:${41 + 2 * k}::/64`] });
+      const pod = `multi${k}`;
+      lab.host(pod);
+      const e = (ifname: string) => env(pod, { CNI_IFNAME: ifname, ...(mode === "ip" ? { SKEIN_NETLINK: "off" } : {}) });
+      const routes = () => ["-4", "-6"].map((f) => run(["ip", "-n", lab.name(pod), f, "route", "show"]).stdout).join("");
+      expect(plugin("ADD", first, e("eth0")).exitCode).toBe(0);
+      const before = routes();
+      expect(before).toContain("default via 169.254.1.1 dev eth0");
+      expect(before).toContain("default via fe80::1 dev eth0");
+      const r = plugin("ADD", second, e("eth1"));
+      expect(r.json?.msg).toBeUndefined();
+      expect(r.exitCode).toBe(0);
+      expect(routes()).toContain("default via 169.254.1.1 dev eth0");
+      expect(routes()).toContain("default via fe80::1 dev eth0");
+      expect(routes()).not.toMatch(/default .*dev eth1/);
+      expect(plugin("CHECK", second, e("eth1")).exitCode).toBe(0);
+      expect(plugin("CHECK", first, e("eth0")).exitCode).toBe(0);
+      expect(plugin("DEL", second, e("eth1")).exitCode).toBe(0);
+      expect(routes()).toBe(before);
+      expect(await lab.ping(pod, NODE_IP)).toBe(true);
+      expect(plugin("DEL", first, e("eth0")).exitCode).toBe(0);
+    });
+  }
+});
+
+test("GC and DEL of one network leave another network's attachment of the same container id and interface wired", async () => {
+  const a = net("gnA", "10.244.44.0/24");
+  const b = net("gnB", "10.244.45.0/24");
+  const e = (pod: string) => env(pod, { CNI_CONTAINERID: "ctr-gc1" });
+  lab.host("gcA");
+  expect(plugin("ADD", a, e("gcA")).exitCode).toBe(0);
+  // the pod goes without a DEL: network A's allocation is stale, its link gone with the namespace
+  run(["ip", "netns", "del", lab.name("gcA")]);
+  await waitFor("the stale link to go", () => !hostLinks(lab, "node").includes(hostVethName("ctr-gc1", "eth0")), 5000);
+  lab.host("gcB");
+  const rb = plugin("ADD", b, e("gcB"));
+  expect(rb.exitCode).toBe(0);
+  const ipB = ipv4Of(rb);
+
+  const gc = runPlugin({ command: "GC", conf: { ...a, "cni.dev/valid-attachments": [] }, env: {}, netnsOfPlugin: lab.path("node") });
+  expect(gc.exitCode).toBe(0);
+  expect(held(a)).toEqual([]);
+  expect(podInterfaces("gcB")).toEqual([{ name: "eth0", addrs: [ipB] }]);
+  expect(await lab.ping("node", ipB)).toBe(true);
+
+  expect(plugin("DEL", a, e("gcB")).exitCode).toBe(0);
+  expect(podInterfaces("gcB")).toEqual([{ name: "eth0", addrs: [ipB] }]);
+  expect(await lab.ping("node", ipB)).toBe(true);
+
+  expect(plugin("DEL", b, e("gcB")).exitCode).toBe(0);
+  expect(podInterfaces("gcB")).toEqual([]);
+  expect(held(b)).toEqual([]);
 });

@@ -1,17 +1,18 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
-import { existsSync, mkdirSync, readdirSync } from "node:fs";
-import { allocate, allocationsOf, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
+import { mkdirSync, readdirSync } from "node:fs";
+import { allocate, allocationsOf, countInPool, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
 import type { Nft } from "../datapath/nft.ts";
-import { withFileLock, withNetnsLock } from "../sys/flock.ts";
+import { LockTimeoutError, withFileLock, withNetnsLockFile } from "../sys/flock.ts";
 import { DEFAULT_DATA_DIR, NETWORK_NAME, poolsFrom, type NetConf } from "./config.ts";
 import type { CniEnv } from "./env.ts";
 import { withCleanupFailures, toCniError } from "./errors.ts";
-import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostRoutesTo, isOwnNetns, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { applyOps, deleteHostLink, ensureForwarding, hostLinkExists, hostLinkServes, hostRoutesTo, listHostLinks, netnsLinkExists, nftTableHas, readLink, readNeighbours, readRoutes } from "./links.ts";
+import { openPodNetns, shownPath, type PodNetns } from "./pod-netns.ts";
 import { MASQ_TABLE, renderMasquerade } from "./masquerade.ts";
 import { gatewayOf, hostPrefix, hostVethName, HOST_MAC, planAdd, type PodAddress } from "./plan.ts";
 import { buildResult, type CniResult } from "./result.ts";
@@ -51,29 +52,45 @@ export function resolveNetwork(conf: NetConf): Network {
 
 const addrsOf = (allocs: Allocation[]): PodAddress[] => allocs.map((a) => ({ ip: a.ip, family: parseIp(a.ip).family }));
 
-/** plugin-specific (100+): an address this ADD got is already routed to another interface */
+/** plugin-specific (100+): an address this ADD got is already in use on the node (routed to another interface, its own, or in a connected subnet) */
 export const ADDRESS_CONFLICT = 103;
 
-/** Refuses a target namespace that is the node's own: wiring it would rewrite the node's routes. */
-function refuseNodeNetns(env: CniEnv): void {
-  if (isOwnNetns(env.netns)) {
-    throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} is the node's own network namespace (the plugin's), not a pod's: refused`);
+/** where the node-wide lock of ADDs lives (next to the agent's lock files) */
+export const NODE_LOCK_DIR = "/run/skein";
+/** far above the few milliseconds an ADD holds it: a holder this slow is stuck */
+const NODE_LOCK_TIMEOUT_MS = 15_000;
+
+function withNodeLock<T>(fn: () => T): T {
+  try {
+    return withNetnsLockFile(NODE_LOCK_DIR, fn, NODE_LOCK_TIMEOUT_MS);
+  } catch (e) {
+    if (e instanceof LockTimeoutError) throw new CniError(ErrorCode.TryAgainLater, `${e.message} (every ADD in this network namespace takes it to check and claim its addresses)`);
+    throw e;
   }
 }
 
 export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
-  if (!existsSync(env.netns)) throw new CniError(ErrorCode.InvalidEnv, `CNI_NETNS ${env.netns} does not exist`);
-  refuseNodeNetns(env);
+  // Refused when it is not a namespace or is the node's own (wiring it would rewrite the
+  // node's routes); every step below reaches it through this one descriptor.
+  const ns = openPodNetns(env.netns);
+  try {
+    return addIn(ns, env, conf, deps);
+  } finally {
+    ns.close();
+  }
+}
+
+function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult {
   const hostIf = hostVethName(env.containerId, env.ifname);
   // The spec: an interface of the requested name that already exists is an error. A repeated
   // ADD must not touch what the first one made (it is serialized behind it by the container lock).
-  if (netnsLinkExists(env.netns, env.ifname)) {
-    throw new CniError(ErrorCode.InvalidEnv, `CNI_IFNAME ${env.ifname} already exists in ${env.netns}: container ${env.containerId} is already attached (DEL it first)`);
+  if (netnsLinkExists(ns.path, env.ifname)) {
+    throw new CniError(ErrorCode.InvalidEnv, `CNI_IFNAME ${env.ifname} already exists in ${shownPath(env.netns)}: container ${env.containerId} is already attached (DEL it first)`);
   }
   // Its peer is alive elsewhere (a veth pair dies whole): another attachment of this
   // container id and interface name, which must not be cut off.
   if (hostLinkExists(hostIf)) {
-    throw new CniError(ErrorCode.InvalidEnv, `host interface ${hostIf} of container ${env.containerId} ${env.ifname} already exists, wired to another namespace than ${env.netns}: DEL that attachment first`);
+    throw new CniError(ErrorCode.InvalidEnv, `host interface ${hostIf} of container ${env.containerId} ${env.ifname} already exists, wired to another namespace than ${shownPath(env.netns)}: DEL that attachment first`);
   }
   const net = resolveNetwork(conf);
   const store = deps.store(conf);
@@ -89,18 +106,18 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
     throw e;
   }
   const addrs = addrsOf(allocations);
-  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: env.netns, mtu: conf.mtu, addrs });
+  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: ns.path, mtu: conf.mtu, addrs });
   let madeLink = false;
   try {
     // Looking for a route to the address and adding ours is one step for every ADD on the
     // node, whatever its network: two networks' ADDs of one address at once cannot both pass.
-    withNetnsLock(() => {
+    withNodeLock(() => {
       for (const a of addrs) {
         const taken = hostRoutesTo(a.ip, a.family);
         if (taken.length) {
           throw new CniError(
             ADDRESS_CONFLICT,
-            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already routed to ${taken.join(", ")} on this node: another network over the same pod CIDR, or a pod this network's state does not know; refusing to take it over`,
+            `address ${a.ip} allocated by network ${conf.name} (${conf.dataDir}) is already ${taken.join("; ")}: another network over the same pod CIDR, a pod this network's state does not know, or a pod CIDR that overlaps the node's own addresses; refusing to take it over`,
           );
         }
       }
@@ -110,7 +127,7 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
       madeLink = true;
       applyOps(undefined, hostRest);
     });
-    applyOps(env.netns, plan.pod);
+    applyOps(ns.path, plan.pod);
     if (conf.masquerade) {
       const m = renderMasquerade(net.pools, net.clusterCIDRs);
       if (!nftTableHas("inet", MASQ_TABLE, m.fingerprint)) deps.nft().run(m.script);
@@ -142,9 +159,13 @@ export function cmdAdd(env: CniEnv, conf: NetConf, deps: Deps): CniResult {
  * pod that holds the same address through another network.
  */
 export function cmdDel(env: CniEnv, conf: NetConf, deps: Deps): void {
-  deleteHostLink(hostVethName(env.containerId, env.ifname));
+  const owner = { containerId: env.containerId, ifname: env.ifname };
+  const link = hostVethName(env.containerId, env.ifname);
   deps.store(conf).update((st) => {
-    const r = release(st, { containerId: env.containerId, ifname: env.ifname });
+    // The link of that name may be another network's attachment of the same container id
+    // and interface: it goes only when it is this network's.
+    if (hostLinkServes(link, allocationsOf(st, owner).map((a) => a.ip))) deleteHostLink(link);
+    const r = release(st, owner);
     return { state: r.released.length ? r.state : undefined, result: null };
   });
 }
@@ -201,11 +222,13 @@ export function storeOf(stdin: string): { name: string; dataDir: string } | stri
 /**
  * Runs one container's ADD, DEL or CHECK end to end under a lock of its own, in the data
  * directory: calls for the same container wait for each other, other containers' do not.
- * DEL removes the lock file, so they do not pile up over a node's life.
+ * Every call removes the lock file as it ends (waiters then start over on a fresh one), so
+ * they do not pile up over a node's life: only a plugin killed while holding one leaves it,
+ * for GC.
  */
-export function withContainerLock<T>(dataDir: string, containerId: string, remove: boolean, fn: () => T): T {
+export function withContainerLock<T>(dataDir: string, containerId: string, fn: () => T): T {
   mkdirSync(lockDir(dataDir), { recursive: true, mode: 0o700 });
-  return withFileLock(lockPath(dataDir, containerId), fn, { remove });
+  return withFileLock(lockPath(dataDir, containerId), fn, { remove: true });
 }
 
 const lockDir = (dataDir: string) => `${dataDir}/containers`;
@@ -213,7 +236,7 @@ const lockDir = (dataDir: string) => `${dataDir}/containers`;
 const lockPath = (dataDir: string, containerId: string) =>
   `${lockDir(dataDir)}/${containerId.length <= 200 ? containerId : `sha256-${new Bun.CryptoHasher("sha256").update(containerId).digest("hex")}`}.lock`;
 
-/** Removes the lock files of containers not kept (an ADD never followed by DEL leaves one). */
+/** Removes the lock files of containers not kept (a plugin killed while holding one leaves it). */
 function removeStaleLocks(dataDir: string, keep: string[]): void {
   let files: string[];
   try {
@@ -232,10 +255,27 @@ function removeStaleLocks(dataDir: string, keep: string[]): void {
 const CHECK_FAILED = 101;
 
 export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
-  if (existsSync(env.netns)) refuseNodeNetns(env);
-  const held = allocationsOf(deps.store(conf).read(), { containerId: env.containerId, ifname: env.ifname });
-  if (held.length === 0) throw new CniError(ErrorCode.UnknownContainer, `no address is allocated to container ${env.containerId} interface ${env.ifname}`);
-  if (!existsSync(env.netns)) throw new CniError(ErrorCode.UnknownContainer, `CNI_NETNS ${env.netns} of container ${env.containerId} does not exist`);
+  let ns: PodNetns | undefined;
+  let missing: CniError | undefined;
+  try {
+    ns = openPodNetns(env.netns, ErrorCode.UnknownContainer);
+  } catch (e) {
+    // A namespace that is gone is the container's problem, reported after its addresses;
+    // one that is the node's or no namespace at all is refused at once.
+    if (!(e instanceof CniError) || e.code !== ErrorCode.UnknownContainer) throw e;
+    missing = new CniError(ErrorCode.UnknownContainer, `${e.message} (container ${env.containerId})`);
+  }
+  try {
+    const held = allocationsOf(deps.store(conf).read(), { containerId: env.containerId, ifname: env.ifname });
+    if (held.length === 0) throw new CniError(ErrorCode.UnknownContainer, `no address is allocated to container ${env.containerId} interface ${env.ifname}`);
+    if (missing || !ns) throw missing;
+    checkIn(ns, held, env, conf);
+  } finally {
+    ns?.close();
+  }
+}
+
+function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): void {
   const problems: string[] = [];
   const addrs = addrsOf(held);
   const expected = addrs.map(hostPrefix);
@@ -258,16 +298,18 @@ export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
     if (!routes.some((r) => (r.dst === a.ip || r.dst === hostPrefix(a)) && r.dev === hostIf)) problems.push(`node has no route to ${hostPrefix(a)} via ${hostIf}`);
   }
 
-  const pod = readLink(env.netns, env.ifname);
-  if (!pod) problems.push(`interface ${env.ifname} is missing in ${env.netns}`);
+  const pod = readLink(ns.path, env.ifname);
+  if (!pod) problems.push(`interface ${env.ifname} is missing in ${shownPath(env.netns)}`);
   else {
-    if (!pod.up) problems.push(`interface ${env.ifname} in ${env.netns} is down`);
+    if (!pod.up) problems.push(`interface ${env.ifname} in ${shownPath(env.netns)} is down`);
     if (pod.mtu !== conf.mtu) problems.push(`interface ${env.ifname} has MTU ${pod.mtu}, expected ${conf.mtu}`);
     for (const e of expected) if (!pod.addrs.includes(e)) problems.push(`interface ${env.ifname} lacks address ${e}`);
-    const neigh = readNeighbours(env.netns, env.ifname);
+    const neigh = readNeighbours(ns.path, env.ifname);
     for (const a of addrs) {
       const gw = gatewayOf(a.family);
-      if (!readRoutes(env.netns, a.family).some((r) => r.dst === "default" && r.gateway === gw && r.dev === env.ifname)) {
+      // Another interface's default route (an attachment made before this one) was kept.
+      const defaults = readRoutes(ns.path, a.family).filter((r) => r.dst === "default");
+      if (!defaults.some((r) => (r.gateway === gw && r.dev === env.ifname) || r.dev !== env.ifname)) {
         problems.push(`pod has no IPv${a.family} default route via ${gw} dev ${env.ifname}`);
       }
       if (!neigh.some((n) => n.dst === gw && n.mac === HOST_MAC && n.permanent)) problems.push(`pod has no permanent neighbour ${gw} -> ${HOST_MAC}`);
@@ -297,7 +339,7 @@ export function cmdStatus(conf: NetConf, deps: Deps): void {
     throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: ${(e as Error).message}`);
   }
   for (const p of net.pools) {
-    const n = used.filter((a) => a.pool === p.cidr).length;
+    const n = countInPool({ allocations: Object.fromEntries(used.map((a) => [a.ip, a])), cursors: {} }, p);
     if (BigInt(n) >= poolSize(p)) throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: pod CIDR ${p.cidr} has no free address (${n} in use)`);
   }
 }
@@ -320,8 +362,9 @@ export function cmdGc(conf: NetConf, deps: Deps): void {
   });
   const present = new Set(listHostLinks());
   const errors: string[] = [];
-  for (const link of new Set(released.map((a) => hostVethName(a.containerId, a.ifname)))) {
-    if (!present.has(link)) continue;
+  const byLink = Map.groupBy(released, (a) => hostVethName(a.containerId, a.ifname));
+  for (const [link, allocs] of byLink) {
+    if (!present.has(link) || !hostLinkServes(link, allocs.map((a) => a.ip))) continue;
     try {
       deleteHostLink(link);
     } catch (e) {

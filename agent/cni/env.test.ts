@@ -12,8 +12,12 @@ test.each([
   [{ ...full, CNI_NETNS: undefined }, /CNI_NETNS is required for ADD/],
   [{ ...full, CNI_COMMAND: "CHECK", CNI_NETNS: "" }, /CNI_NETNS is required for CHECK/],
   [{ ...full, CNI_CONTAINERID: "a b" }, /CNI_CONTAINERID "a b"/],
+  [{ ...full, CNI_CONTAINERID: "a".repeat(257) }, /^CNI_CONTAINERID is 257 characters long, more than 256$/],
   [{ ...full, CNI_IFNAME: "averyveryverylongname" }, /1 to 15 characters/],
   [{ ...full, CNI_IFNAME: "a:b" }, /not a valid interface name/],
+  ...["eth%d", "ééééééééé", "#x", "e#", "-x", "ＥＴＨ０", 'a"b', "a\\b", "a b"].map((n) => [{ ...full, CNI_IFNAME: n }, /is not a valid interface name/] as const),
+  [{ ...full, CNI_NETNS: "/tmp/ns\nroute del default" }, /CNI_NETNS "\/tmp\/ns\\nroute del default" holds whitespace or control characters/],
+  [{ ...full, CNI_COMMAND: "CHECK", CNI_NETNS: "/tmp/a b" }, /CNI_NETNS "\/tmp\/a b" holds whitespace/],
 ])("rejects %o with code 4", (env, msg) => {
   try {
     parseEnv(env);
@@ -26,6 +30,8 @@ test.each([
 
 test("DEL needs no netns; STATUS and GC need no container", () => {
   expect(parseEnv({ ...full, CNI_COMMAND: "DEL", CNI_NETNS: "" }).command).toBe("DEL");
+  // DEL never uses the path: a bad one must not stop the teardown
+  expect(parseEnv({ ...full, CNI_COMMAND: "DEL", CNI_NETNS: "/tmp/a\nb" }).command).toBe("DEL");
   expect(parseEnv({ CNI_COMMAND: "STATUS" }).command).toBe("STATUS");
   expect(parseEnv({ CNI_COMMAND: "GC" }).command).toBe("GC");
 });

@@ -64,3 +64,11 @@ describe("an ADD whose cleanup fails too", () => {
     expect([plain.code, plain.message]).toEqual([103, "address taken"]);
   });
 });
+
+test("the error object's message is bounded: a huge one is cut, saying how much was left out", () => {
+  const j = new CniError(3, `no address is allocated to container ${"c".repeat(130_000)} interface eth0`).toJSON("1.1.0");
+  expect(j.msg.length).toBeLessThan(4200);
+  expect(j.msg).toStartWith("no address is allocated to container ccc");
+  expect(j.msg).toEndWith(`… (${130_000 + 52 - 4096} more characters)`);
+  expect(new CniError(3, "short").toJSON("1.1.0").msg).toBe("short");
+});

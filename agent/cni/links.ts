@@ -1,9 +1,9 @@
 // Side effects of pod wiring. Changes go through rtnetlink in-process (agent/sys/netlink.ts),
 // or through `ip -batch` when SKEIN_NETLINK=off; reads, which only CHECK needs, use `ip -j`
 // so CHECK compares structured state, not scraped text.
-import { existsSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseIp, type Family } from "../ipam/cidr.ts";
-import { ipIn, run } from "../sys/exec.ts";
+import { ExecError, ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
 import { renderIpBatch, type LinkOp } from "./plan.ts";
 
@@ -46,22 +46,6 @@ function linkOp<T>(fn: () => T): T {
   }
 }
 
-/**
- * Whether `path` names the network namespace this thread is in (the node's): compared by
- * the namespace's identity, so /proc/PID/ns/net of any process in it, a bind mount of it or
- * a symlink to either are caught, not only the path itself.
- */
-export function isOwnNetns(path: string): boolean {
-  const target = statSync(path, { bigint: true });
-  let own;
-  try {
-    own = statSync("/proc/thread-self/ns/net", { bigint: true });
-  } catch {
-    own = statSync("/proc/self/ns/net", { bigint: true }); // kernels before 3.17
-  }
-  return target.dev === own.dev && target.ino === own.ino;
-}
-
 /** Whether the namespace at `netns` has a link named `name`. */
 export function netnsLinkExists(netns: string, name: string): boolean {
   if (!useNetlink()) return run(ipIn(netns, ["link", "show", "dev", name]), { allowFail: true }).exitCode === 0;
@@ -80,31 +64,107 @@ export function netnsLinkExists(netns: string, name: string): boolean {
 }
 
 /**
- * The devices of this namespace's main-table routes to exactly `ip` (a /32 or /128), read
- * from /proc/net: no exec, no netlink dump. ADD replaces such a route, so one that exists
- * belongs to someone else (another pod's veth, another network over the same CIDR).
+ * What already holds `ip` on this node, one phrase each, read from /proc/net (no exec, no
+ * netlink dump): a host route to exactly it (another pod's veth, another network over the
+ * same CIDR: ADD replaces such a route), an address of the node itself (a local route), or
+ * a subnet connected to one of its interfaces (a route without gateway: the node's router
+ * or a neighbour may have it). Wiring a pod to any of them would take it over.
  */
 export function hostRoutesTo(ip: string, family: Family): string[] {
-  const bytes = [...parseIpBytes(ip, family)];
-  if (family === 4) {
-    // The kernel prints the address as a host-order word.
-    const littleEndian = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-    const hex = (littleEndian ? [...bytes].reverse() : bytes).map((b) => b.toString(16).padStart(2, "0")).join("").toUpperCase();
-    const lines = readFileSync("/proc/net/route", "utf8").split("\n").slice(1);
-    return lines.map((l) => l.split("\t")).filter((f) => f[1] === hex && f[7] === "FFFFFFFF").map((f) => f[0]!);
-  }
-  if (!existsSync("/proc/net/ipv6_route")) return [];
-  const hex = bytes.map((b) => b.toString(16).padStart(2, "0")).join("");
-  const lines = readFileSync("/proc/net/ipv6_route", "utf8").split("\n");
-  // The file lists every table; `local` entries (an address of the node itself) conflict too.
-  return lines.map((l) => l.trim().split(/\s+/)).filter((f) => f[0] === hex && f[1] === "80" && f[9] !== undefined).map((f) => f[9]!);
+  return family === 4 ? holders4(parseIp(ip).value) : holders6(parseIp(ip).value);
 }
 
-function parseIpBytes(ip: string, family: Family): number[] {
-  const v = parseIp(ip).value;
-  const n = family === 4 ? 4 : 16;
-  return [...Array(n)].map((_, i) => Number((v >> BigInt(8 * (n - 1 - i))) & 0xffn));
+/** An IPv4 address or mask of /proc/net/route: the kernel prints it as a host-order word. */
+function hostWord(hex: string): number {
+  const n = parseInt(hex, 16) >>> 0;
+  return LITTLE_ENDIAN ? (((n & 0xff) << 24) | ((n & 0xff00) << 8) | ((n >>> 8) & 0xff00) | (n >>> 24)) >>> 0 : n;
 }
+const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+
+const RTF_GATEWAY = 0x2;
+const RTF_REJECT = 0x200;
+const inPrefix = (v: bigint, net: bigint, prefix: number, bits: number) => prefix === 0 || v >> BigInt(bits - prefix) === net >> BigInt(bits - prefix);
+const prefixOfMask = (mask: number) => (mask === 0 ? 0 : 32 - Math.log2((~mask >>> 0) + 1));
+
+function holders4(v: bigint): string[] {
+  const found: string[] = [];
+  const word = hostWord;
+  for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
+    const f = l.split("\t");
+    if (f.length < 8 || f[0] === "*") continue; // "*": a blackhole route, no interface
+    const dst = word(f[1]!);
+    const mask = word(f[7]!);
+    const flags = parseInt(f[3]!, 16);
+    const prefix = prefixOfMask(mask);
+    if (!inPrefix(v, BigInt(dst), prefix, 32)) continue;
+    if (prefix === 32) found.push(`routed to ${f[0]} on this node`);
+    // a default route without gateway (a point-to-point uplink) says nothing about the pod CIDR
+    else if (prefix > 0 && !(flags & (RTF_GATEWAY | RTF_REJECT))) found.push(`inside ${addr4(dst)}/${prefix}, a subnet connected to ${f[0]} on this node`);
+  }
+  // The local table (addresses of the node) is not in /proc/net/route; fib_trie lists it:
+  // a leaf "|-- A" followed by its routes, "/P host LOCAL" for a local one.
+  let leaf: bigint | undefined;
+  for (const l of readFileSync("/proc/net/fib_trie", "utf8").split("\n")) {
+    const m = /^\s*\|-- (\d+\.\d+\.\d+\.\d+)$/.exec(l);
+    if (m) {
+      leaf = parseIp(m[1]!).value;
+      continue;
+    }
+    if (/^\s*[+A-Z]/.test(l)) leaf = undefined;
+    const local = /^\s*\/(\d+) host LOCAL/.exec(l);
+    if (local && leaf !== undefined && inPrefix(v, leaf, Number(local[1]), 32)) {
+      found.push("an address of this node");
+      break;
+    }
+  }
+  return found;
+}
+
+const addr4 = (n: number) => [24, 16, 8, 0].map((s) => (n >>> s) & 0xff).join(".");
+
+function holders6(v: bigint): string[] {
+  if (!existsSync("/proc/net/ipv6_route")) return [];
+  const found: string[] = [];
+  // The file lists every table, `local` entries (an address of the node itself) included.
+  for (const l of readFileSync("/proc/net/ipv6_route", "utf8").split("\n")) {
+    const f = l.trim().split(/\s+/);
+    if (f.length < 10) continue;
+    const prefix = parseInt(f[1]!, 16);
+    if (!inPrefix(v, BigInt(`0x${f[0]}`), prefix, 128)) continue;
+    const flags = parseInt(f[8]!, 16);
+    if (prefix === 128) found.push(`routed to ${f[9]} on this node`);
+    else if (prefix > 0 && !(flags & (RTF_GATEWAY | RTF_REJECT)) && /^0+$/.test(f[4]!) && f[9] !== "lo") {
+      found.push(`inside ${ipaddrText6(BigInt(`0x${f[0]}`))}/${prefix}, a subnet connected to ${f[9]} on this node`);
+    }
+  }
+  return found;
+}
+
+/**
+ * Whether the host link `name` is the one wired for `addrs` (a network's allocations of one
+ * attachment): a host route to one of them goes through it, or it carries no host route at
+ * all (an ADD that stopped before routing). Another network's attachment of the same
+ * container id and interface has a link of the same name, routed to its own addresses: its
+ * DEL or GC must not take that one.
+ */
+export function hostLinkServes(name: string, addrs: string[]): boolean {
+  const via: bigint[] = [];
+  for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
+    const f = l.split("\t");
+    if (f[0] === name && f[7] === "FFFFFFFF") via.push(BigInt(hostWord(f[1]!)));
+  }
+  if (existsSync("/proc/net/ipv6_route")) {
+    for (const l of readFileSync("/proc/net/ipv6_route", "utf8").split("\n")) {
+      const f = l.trim().split(/\s+/);
+      if (f[9] === name && f[1] === "80") via.push(BigInt(`0x${f[0]}`));
+    }
+  }
+  if (via.length === 0) return true;
+  const wanted = new Set(addrs.map((a) => parseIp(a).value));
+  return via.some((v) => wanted.has(v));
+}
+
+const ipaddrText6 = (n: bigint) => [...Array(8)].map((_, i) => ((n >> BigInt(112 - 16 * i)) & 0xffffn).toString(16)).join(":");
 
 /** /proc/sys/net is this process's namespace's: a sysctl op can only be for the node. */
 function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl" }>): void {
@@ -119,6 +179,7 @@ export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
 
 function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
   const nl = Netlink.open(netns);
+  const yielded = new Set<Family>();
   const indexes = new Map<string, number>();
   const index = (dev: string) => {
     let i = indexes.get(dev);
@@ -140,9 +201,14 @@ function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
         case "addr":
           nl.addAddress(index(o.dev), o.ip, o.prefix, o.nodad);
           break;
-        case "route":
-          nl.replaceRoute({ family: o.family, dst: o.dst, prefix: o.prefix, gateway: o.gateway, dev: index(o.dev), scopeLink: o.scopeLink });
+        case "route": {
+          const r = { family: o.family, dst: o.dst, prefix: o.prefix, gateway: o.gateway, dev: index(o.dev), scopeLink: o.scopeLink };
+          if (!o.keep) nl.replaceRoute(r);
+          // once one route of the family stays another interface's, so do the rest (the
+          // default route's gateway is reachable only through that interface then)
+          else if (!yielded.has(o.family) && !nl.addRouteIfAbsent(r)) yielded.add(o.family);
           break;
+        }
         case "neigh":
           nl.replacePermanentNeighbour(index(o.dev), o.ip, o.mac);
           break;
@@ -160,7 +226,11 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
     if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
     lines = [];
   };
+  // Routes that stay when one exists: their own batch, run on past failures (-force), where
+  // "File exists" is the expected outcome and any other failure is an error.
+  const kept = ops.filter((o) => o.op === "route" && o.keep);
   for (const o of ops) {
+    if (kept.includes(o)) continue;
     const line = renderIpBatch(o);
     if (line !== undefined) {
       lines.push(line);
@@ -172,6 +242,29 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
     }
   }
   flush();
+  if (kept.length) {
+    const argv = ipIn(netns, ["-force", "-batch", "-"]);
+    const r = run(argv, { stdin: kept.map((o) => renderIpBatch(o)).join("\n") + "\n", allowFail: true });
+    if (r.exitCode === 0) return;
+    // ip prints what went wrong, then "Command failed -:N" for batch line N
+    const failed = new Map<number, string>();
+    let text: string[] = [];
+    for (const l of r.stderr.split("\n").map((x) => x.trim())) {
+      const m = /^Command failed -:(\d+)$/.exec(l);
+      if (m) {
+        failed.set(Number(m[1]), text.join(" "));
+        text = [];
+      } else if (l) text.push(l);
+    }
+    if (failed.size === 0) throw new ExecError(argv, r);
+    const yielded = new Set<Family>();
+    kept.forEach((o, i) => {
+      const why = failed.get(i + 1);
+      if (why === undefined || o.op !== "route" || yielded.has(o.family)) return;
+      if (/File exists/.test(why)) yielded.add(o.family);
+      else throw new ExecError(argv, r);
+    });
+  }
 }
 
 /** /proc/sys/net follows the calling process's network namespace (/sys does not under nsenter). */

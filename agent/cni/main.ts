@@ -50,7 +50,7 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
       const where = storeOf(io.stdin);
       // Without a readable network name and data directory there is no state to touch, only
       // the veth (by name), and no lock file to take.
-      const report = typeof where === "string" ? del() : withContainerLock(where.dataDir, env.containerId, true, del);
+      const report = typeof where === "string" ? del() : withContainerLock(where.dataDir, env.containerId, del);
       return { stdout: "", exitCode: 0, stderr: report };
     }
     version = conf.cniVersion;
@@ -61,12 +61,12 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
     const d: Deps = { store: defaultStore, nft: () => (nft ??= openNft()), now: Date.now, ...deps };
     switch (env.command) {
       case "ADD":
-        return { stdout: JSON.stringify(withContainerLock(conf.dataDir, env.containerId, false, () => cmdAdd(env, conf, d))), exitCode: 0 };
+        return { stdout: JSON.stringify(withContainerLock(conf.dataDir, env.containerId, () => cmdAdd(env, conf, d))), exitCode: 0 };
       case "DEL":
-        withContainerLock(conf.dataDir, env.containerId, true, () => cmdDel(env, conf, d));
+        withContainerLock(conf.dataDir, env.containerId, () => cmdDel(env, conf, d));
         break;
       case "CHECK":
-        withContainerLock(conf.dataDir, env.containerId, false, () => cmdCheck(env, conf, d));
+        withContainerLock(conf.dataDir, env.containerId, () => cmdCheck(env, conf, d));
         break;
       case "STATUS":
         cmdStatus(conf, d);

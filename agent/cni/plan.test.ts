@@ -28,8 +28,8 @@ test("an IPv4 pod: a pinned gateway, a /32 both ways, as ip -batch would say it"
     "link set eth0 up",
     "addr add 10.244.1.5/32 dev eth0",
     "neigh replace 169.254.1.1 lladdr ee:ee:ee:ee:ee:ee dev eth0 nud permanent",
-    "route replace 169.254.1.1/32 dev eth0 scope link",
-    "route replace default via 169.254.1.1 dev eth0",
+    "route add 169.254.1.1/32 dev eth0 scope link",
+    "route add default via 169.254.1.1 dev eth0",
   ]);
 });
 
@@ -38,5 +38,5 @@ test("a dual-stack pod: DAD off on the host side between create and up", () => {
   expect(p.host.map((o) => o.op).slice(0, 3)).toEqual(["veth", "sysctl", "up"]);
   expect(p.host[1]).toEqual({ op: "sysctl", key: `ipv6/conf/${p.hostIf}/accept_dad`, value: "0" });
   expect(ipLines(p.pod)).toContain("addr add fd00::5/128 dev eth0 nodad");
-  expect(ipLines(p.pod)).toContain("route replace default via fe80::1 dev eth0");
+  expect(ipLines(p.pod)).toContain("route add default via fe80::1 dev eth0");
 });

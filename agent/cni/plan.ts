@@ -24,7 +24,8 @@ export type LinkOp =
   | { op: "sysctl"; key: string; value: string }
   | { op: "up"; dev: string }
   | { op: "addr"; dev: string; ip: string; prefix: number; nodad: boolean }
-  | { op: "route"; family: Family; dst?: string; prefix: number; gateway?: string; dev: string; scopeLink: boolean }
+  /** `keep`: a route to the same destination that exists (another interface's) stays, and this one is not made */
+  | { op: "route"; family: Family; dst?: string; prefix: number; gateway?: string; dev: string; scopeLink: boolean; keep?: boolean }
   | { op: "neigh"; dev: string; ip: string; mac: string };
 
 export interface WiringPlan {
@@ -80,8 +81,10 @@ export function planAdd(p: { containerId: string; ifname: string; netnsPath: str
     const gw = gatewayOf(a.family);
     pod.push({ op: "addr", dev: p.ifname, ip: a.ip, prefix: a.family === 4 ? 32 : 128, nodad: a.family === 6 });
     pod.push({ op: "neigh", dev: p.ifname, ip: gw, mac: HOST_MAC });
-    if (a.family === 4) pod.push({ op: "route", family: 4, dst: gw, prefix: 32, dev: p.ifname, scopeLink: true });
-    pod.push({ op: "route", family: a.family, prefix: 0, gateway: gw, dev: p.ifname, scopeLink: false });
+    // A pod attached before, through another interface (a second network), keeps its routes:
+    // replacing them would move its traffic here, and this attachment's DEL would cut it off.
+    if (a.family === 4) pod.push({ op: "route", family: 4, dst: gw, prefix: 32, dev: p.ifname, scopeLink: true, keep: true });
+    pod.push({ op: "route", family: a.family, prefix: 0, gateway: gw, dev: p.ifname, scopeLink: false, keep: true });
   }
   return { hostIf, podIf: p.ifname, podMac: mac, host, pod };
 }
@@ -98,7 +101,7 @@ export function renderIpBatch(o: LinkOp): string | undefined {
     case "addr":
       return `addr add ${o.ip}/${o.prefix} dev ${o.dev}${o.nodad ? " nodad" : ""}`;
     case "route":
-      return `route replace ${o.dst ? `${o.dst}/${o.prefix}` : "default"}${o.gateway ? ` via ${o.gateway}` : ""} dev ${o.dev}${o.scopeLink ? " scope link" : ""}`;
+      return `route ${o.keep ? "add" : "replace"} ${o.dst ? `${o.dst}/${o.prefix}` : "default"}${o.gateway ? ` via ${o.gateway}` : ""} dev ${o.dev}${o.scopeLink ? " scope link" : ""}`;
     case "neigh":
       return `neigh replace ${o.ip} lladdr ${o.mac} dev ${o.dev} nud permanent`;
   }

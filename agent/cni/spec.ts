@@ -21,6 +21,10 @@ export const ErrorCode = {
   RangeExhausted: 100,
 } as const;
 
+/** A message echoes outside input (ids, paths, file content): the runtime's log gets its start. */
+export const MESSAGE_LIMIT = 4096;
+const bounded = (s: string) => (s.length <= MESSAGE_LIMIT ? s : `${s.slice(0, MESSAGE_LIMIT)}… (${s.length - MESSAGE_LIMIT} more characters)`);
+
 export class CniError extends Error {
   constructor(
     readonly code: number,
@@ -32,7 +36,7 @@ export class CniError extends Error {
   }
 
   toJSON(cniVersion: string) {
-    return { cniVersion, code: this.code, msg: this.message, ...(this.details ? { details: this.details } : {}) };
+    return { cniVersion, code: this.code, msg: bounded(this.message), ...(this.details ? { details: bounded(this.details) } : {}) };
   }
 }
 

@@ -84,3 +84,13 @@ describe("release", () => {
     expect(Object.values(r.state.allocations).map((a) => a.containerId)).toEqual(["b"]);
   });
 });
+
+test("a pod CIDR that grew: addresses handed out under the old one are skipped, not taken for a full pool", () => {
+  let st = allocate(emptyState(), [poolFromCidr("10.250.60.0/24")], { containerId: "w1", ifname: "eth0" }, 1).state;
+  expect(Object.keys(st.allocations)).toEqual(["10.250.60.2"]);
+  const grown = [poolFromCidr("10.250.60.0/23")];
+  const r = allocate(st, grown, { containerId: "w2", ifname: "eth0" }, 2);
+  expect(r.allocations.map((a) => a.ip)).toEqual(["10.250.60.3"]);
+  st = allocate(r.state, grown, { containerId: "w3", ifname: "eth0" }, 3).state;
+  expect(Object.keys(st.allocations).sort()).toEqual(["10.250.60.2", "10.250.60.3", "10.250.60.4"]);
+});

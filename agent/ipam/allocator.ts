@@ -62,6 +62,19 @@ export function allocate(state: IpamState, pools: Pool[], owner: Owner, now: num
   return { state: next, allocations: result };
 }
 
+/** How many allocations hold an address of `pool`, whatever pool text they were made under. */
+export function countInPool(state: IpamState, pool: Pool): number {
+  let n = 0;
+  for (const a of Object.values(state.allocations)) {
+    if (a.pool === pool.cidr) n++;
+    else {
+      const v = parseIp(a.ip);
+      if (v.family === pool.family && poolContains(pool, v.value)) n++;
+    }
+  }
+  return n;
+}
+
 function findFree(state: IpamState, pool: Pool): string {
   const size = poolSize(pool);
   const cursorIp = state.cursors[pool.cidr];
@@ -72,7 +85,9 @@ function findFree(state: IpamState, pool: Pool): string {
   }
   // Scanning stops after every allocation in the pool was passed once, so a sparse IPv6 /64
   // costs as little as a full /24.
-  const inPool = Object.values(state.allocations).filter((a) => a.pool === pool.cidr).length;
+  // Counted by address, not by the pool text recorded: after the pod CIDR grew (or changed),
+  // addresses handed out under the old text occupy the new pool too.
+  const inPool = countInPool(state, pool);
   const limit = BigInt(inPool) + 1n < size ? BigInt(inPool) + 1n : size;
   let v = start;
   for (let i = 0n; i < limit; i++) {

@@ -7,7 +7,8 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writ
 import { decode } from "cbor-x/decode";
 import { encode } from "cbor-x/encode";
 import * as v from "valibot";
-import { readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
+import { addressFamily, AddressError, parseCidr } from "../../compiler/address.ts";
+import { NotAFileError, readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
 import { withFileLock } from "../sys/flock.ts";
 import { emptyState, type IpamState } from "./allocator.ts";
 import type { IpamStore } from "./store.ts";
@@ -38,6 +39,14 @@ export class StoreCorruptError extends Error {
   }
 }
 
+/** A write refused because the state would grow past what a read accepts. */
+export class StoreFullError extends Error {
+  constructor(readonly path: string, size: number) {
+    super(`IPAM state ${path} would grow to ${(size / 1048576).toFixed(1)} MiB, past its limit of ${STATE_LIMIT / 1048576} MiB: this change is refused, the state is left as it was`);
+    this.name = "StoreFullError";
+  }
+}
+
 export class DiskStore implements IpamStore {
   readonly path: string;
   private readonly lockPath: string;
@@ -55,6 +64,7 @@ export class DiskStore implements IpamStore {
       bytes = readFileBounded(this.path, STATE_LIMIT, `IPAM state ${this.path}`);
     } catch (e) {
       if (e instanceof TooLargeError) throw new StoreCorruptError(this.path, `larger than ${STATE_LIMIT / 1048576} MiB`);
+      if (e instanceof NotAFileError) throw new StoreCorruptError(this.path, "not a regular file");
       throw e;
     }
     let raw: unknown;
@@ -70,8 +80,17 @@ export class DiskStore implements IpamStore {
       throw new StoreCorruptError(this.path, `unexpected content at ${where}: ${issue?.message}`);
     }
     const state = emptyState();
-    for (const a of parsed.output.allocations) {
-      if (state.allocations[a.ip]) throw new StoreCorruptError(this.path, `address ${a.ip} is allocated twice`);
+    for (const [i, a] of parsed.output.allocations.entries()) {
+      // Read strictly, as everything else takes addresses: "10.0.0.02" would be a second
+      // key for 10.0.0.2 (handed out twice), "__proto__" no key at all.
+      try {
+        addressFamily(a.ip);
+        parseCidr(a.pool);
+      } catch (e) {
+        if (e instanceof AddressError) throw new StoreCorruptError(this.path, `allocations.${i}: ${e.message}`);
+        throw e;
+      }
+      if (Object.hasOwn(state.allocations, a.ip)) throw new StoreCorruptError(this.path, `address ${a.ip} is allocated twice`);
       state.allocations[a.ip] = a;
     }
     state.cursors = parsed.output.cursors;
@@ -94,6 +113,9 @@ export class DiskStore implements IpamStore {
       allocations: Object.values(state.allocations),
       cursors: state.cursors,
     });
+    // Written past the limit, the state could no longer be read: every later ADD, DEL and
+    // GC of the network would fail. Only this change fails instead.
+    if (body.length > STATE_LIMIT) throw new StoreFullError(this.path, body.length);
     const tmp = `${this.path}.tmp-${process.pid}`;
     const fd = openSync(tmp, "w", 0o600);
     try {

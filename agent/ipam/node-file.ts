@@ -2,7 +2,7 @@
 // plugin reads. The agent writes it; the plugin only reads it.
 import { existsSync, renameSync, writeFileSync } from "node:fs";
 import * as v from "valibot";
-import { readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
+import { NotAFileError, readFileBounded, TooLargeError } from "../sys/bounded-read.ts";
 import { AddressError } from "../../compiler/address.ts";
 import { parseCidr, poolFromCidr, poolsFromCidrs } from "./cidr.ts";
 
@@ -28,7 +28,7 @@ export function readNodeFile(path: string): NodeFile | undefined {
   try {
     text = readFileBounded(path, NODE_FILE_LIMIT, `node file ${path}`).toString("utf8");
   } catch (e) {
-    if (e instanceof TooLargeError) throw new NodeFileError(e.message);
+    if (e instanceof TooLargeError || e instanceof NotAFileError) throw new NodeFileError(e.message);
     throw e;
   }
   let raw: unknown;

@@ -1,7 +1,7 @@
 // Reads with a size limit. What the CNI plugin reads (stdin, the node file, the IPAM state)
 // comes from outside: an endless or huge input must end in a clear error, not in a plugin
 // that runs until kubelet's timeout kills it or the node runs out of memory.
-import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
 
 export class TooLargeError extends Error {
   constructor(readonly what: string, readonly limit: number) {
@@ -11,6 +11,14 @@ export class TooLargeError extends Error {
 }
 
 const formatBytes = (n: number) => (n % 1048576 === 0 ? `${n / 1048576} MiB` : n % 1024 === 0 ? `${n / 1024} KiB` : `${n} bytes`);
+
+/** A path that names something other than a regular file (a FIFO, a directory, a device). */
+export class NotAFileError extends Error {
+  constructor(readonly what: string) {
+    super(`${what} is not a regular file: refused`);
+    this.name = "NotAFileError";
+  }
+}
 
 /** Everything readable from `fd` up to EOF, failing once more than `limit` bytes arrive. */
 export function readFdBounded(fd: number, limit: number, what: string): Buffer {
@@ -28,13 +36,18 @@ export function readFdBounded(fd: number, limit: number, what: string): Buffer {
   return Buffer.concat(chunks, total);
 }
 
-/** A file's content, failing without reading it when it is larger than `limit`. */
+/**
+ * A regular file's content, failing without reading it when it is larger than `limit`.
+ * Opened non-blocking: a FIFO put in the file's place would otherwise hold the reader (and
+ * every lock it holds) until someone writes to it; it is refused like any non-file.
+ */
 export function readFileBounded(path: string, limit: number, what: string): Buffer {
-  const fd = openSync(path, "r");
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK);
   try {
-    // A regular file's size says it at once; the bounded read still guards files that grow
-    // meanwhile or report no size (a FIFO, /proc).
-    if (fstatSync(fd).size > limit) throw new TooLargeError(what, limit);
+    const st = fstatSync(fd);
+    if (!st.isFile()) throw new NotAFileError(what);
+    // The size says it at once; the bounded read still guards a file that grows meanwhile.
+    if (st.size > limit) throw new TooLargeError(what, limit);
     return readFdBounded(fd, limit, what);
   } finally {
     closeSync(fd);

@@ -1,8 +1,8 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { OutputWatcher } from "../demo/lab.ts";
-import { holdNetnsAgentLock, withFileLock } from "./flock.ts";
+import { holdNetnsAgentLock, LockTimeoutError, withFileLock, withNetnsLockFile } from "./flock.ts";
 
 const dir = mkdtempSync(`${tmpdir()}/skein-flock-`);
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -60,6 +60,38 @@ test("a waiter whose lock file was removed by the holder starts over on a fresh 
   second.p.stdin.write("x");
   await second.p.stdin.end();
   expect(await second.p.exited).toBe(0);
+});
+
+test("the namespace lock: held by another process, the wait ends with LockTimeoutError; free again, it is taken", async () => {
+  const lockDir = `${dir}/ns-locks`;
+  const child = Bun.spawn(
+    [process.execPath, "-e", `
+      import { readSync } from "node:fs";
+      import { withNetnsLockFile } from ${JSON.stringify(`${import.meta.dir}/flock.ts`)};
+      withNetnsLockFile(${JSON.stringify(lockDir)}, () => { process.stdout.write("held\\n"); readSync(0, Buffer.alloc(1)); }, 5000);
+    `],
+    { stdin: "pipe", stdout: "pipe", stderr: "inherit" },
+  );
+  const out = new OutputWatcher(child.stdout);
+  expect(await out.until("held", 10_000)).toBe("found");
+  const t0 = performance.now();
+  expect(() => withNetnsLockFile(lockDir, () => 1, 300)).toThrow(LockTimeoutError);
+  expect(performance.now() - t0).toBeGreaterThanOrEqual(300);
+  expect(performance.now() - t0).toBeLessThan(2000);
+  child.stdin.write("x");
+  await child.stdin.end();
+  expect(await child.exited).toBe(0);
+  expect(withNetnsLockFile(lockDir, () => 2, 300)).toBe(2);
+  const files = [...new Bun.Glob("cni-*.lock").scanSync(lockDir)];
+  expect(files).toHaveLength(1);
+  expect(statSync(`${lockDir}/${files[0]}`).mode & 0o777).toBe(0o600);
+});
+
+test("the namespace lock refuses a directory others can write (where anyone could plant the lock file)", () => {
+  const open = `${dir}/open-locks`;
+  mkdirSync(open);
+  chmodSync(open, 0o777);
+  expect(() => withNetnsLockFile(open, () => 1, 100)).toThrow(/lock directory .* must be a directory owned by uid \d+ that no one else can write/);
 });
 
 describe("holdNetnsAgentLock", () => {

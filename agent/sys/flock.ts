@@ -1,6 +1,6 @@
 // An exclusive advisory lock on a file, held by the kernel: it dies with the process, so a
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
-import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
 
 const LOCK_EX = 2;
@@ -34,7 +34,9 @@ function stillNamed(path: string, fd: number): boolean {
  */
 export function withFileLock<T>(path: string, fn: () => T, opts: { remove?: boolean } = {}): T {
   for (let attempt = 0; attempt < MAX_REOPENS; attempt++) {
-    const fd = openSync(path, "a", 0o600);
+    // Non-blocking: a FIFO in the lock file's place fails the open (ENXIO) instead of
+    // waiting for a reader that never comes.
+    const fd = openSync(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NONBLOCK, 0o600);
     try {
       if (flock(fd, LOCK_EX) !== 0) throw new Error(`cannot lock ${path}`);
       try {
@@ -54,15 +56,43 @@ export function withFileLock<T>(path: string, fn: () => T, opts: { remove?: bool
   throw new Error(`cannot lock ${path}: it was removed ${MAX_REOPENS} times while waiting`);
 }
 
+const LOCK_NB = 4;
+
+/** The lock was not had within the time allowed: its holder is busy or stuck. */
+export class LockTimeoutError extends Error {
+  constructor(readonly path: string, readonly ms: number) {
+    super(`could not take the lock ${path} within ${ms / 1000} s: another process holds it`);
+    this.name = "LockTimeoutError";
+  }
+}
+
 /**
- * Runs `fn` while holding an exclusive lock on this thread's network namespace itself (its
- * nsfs file): a mutex shared by every process working in that namespace, whatever data
- * directory or configuration each one uses, and gone with them.
+ * Runs `fn` while holding the lock shared by every process working on this thread's network
+ * namespace, whatever data directory or configuration each one uses. The file is named for
+ * the namespace's identity (its nsfs device and inode) under `dir`, a directory of this
+ * user's (root's) that no one else may write, and has mode 0600: a lock on the namespace's
+ * own nsfs file could be taken, and held for ever, by any process in the namespace. The wait
+ * is bounded too: LockTimeoutError after `timeoutMs`.
  */
-export function withNetnsLock<T>(fn: () => T): T {
-  const fd = openSync("/proc/thread-self/ns/net", "r");
+export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number): T {
+  const ns = statSync("/proc/thread-self/ns/net", { bigint: true });
+  const path = `${dir}/cni-${ns.dev}-${ns.ino}.lock`;
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  const uid = process.getuid?.() ?? 0;
+  const d = lstatSync(dir);
+  if (!d.isDirectory() || d.uid !== uid || (d.mode & 0o022) !== 0) {
+    throw new Error(`lock directory ${dir} must be a directory owned by uid ${uid} that no one else can write (it is ${d.isDirectory() ? `owned by uid ${d.uid}, mode ${(d.mode & 0o777).toString(8)}` : "not a directory"})`);
+  }
+  const fd = openSync(path, constants.O_RDWR | constants.O_CREAT | constants.O_NOFOLLOW | constants.O_NONBLOCK, 0o600);
   try {
-    if (flock(fd, LOCK_EX) !== 0) throw new Error("cannot lock this network namespace (flock on /proc/thread-self/ns/net)");
+    const f = fstatSync(fd);
+    if (!f.isFile() || f.uid !== uid) throw new Error(`lock file ${path} is not a regular file owned by uid ${uid}`);
+    const deadline = performance.now() + timeoutMs;
+    // flock cannot be given a timeout: tried without blocking, with short pauses between.
+    for (let pause = 1; flock(fd, LOCK_EX | LOCK_NB) !== 0; pause = Math.min(pause * 2, 16)) {
+      if (performance.now() >= deadline) throw new LockTimeoutError(path, timeoutMs);
+      Bun.sleepSync(pause);
+    }
     try {
       return fn();
     } finally {
@@ -72,8 +102,6 @@ export function withNetnsLock<T>(fn: () => T): T {
     closeSync(fd);
   }
 }
-
-const LOCK_NB = 4;
 
 /**
  * Takes, for as long as the process lives, the lock that one skein agent holds per network

@@ -84,6 +84,15 @@ const NDA_DST = 1;
 const NDA_LLADDR = 2;
 const NUD_PERMANENT = 0x80;
 
+export interface RouteSpec {
+  family: 4 | 6;
+  dst?: string;
+  prefix: number;
+  gateway?: string;
+  dev: number;
+  scopeLink?: boolean;
+}
+
 /** Builds one netlink message: a fixed header struct followed by attributes. */
 class Msg {
   private readonly parts: Uint8Array[] = [];
@@ -490,8 +499,23 @@ export class Netlink {
     this.request(`add address ${ip}/${prefix}`, new Msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, head).attr(IFA_LOCAL, a.bytes).attr(IFA_ADDRESS, a.bytes));
   }
 
-  /** A main-table route; `dst` undefined is the default route. */
-  replaceRoute(o: { family: 4 | 6; dst?: string; prefix: number; gateway?: string; dev: number; scopeLink?: boolean }): void {
+  /** A main-table route, replacing one to the same destination; `dst` undefined is the default route. */
+  replaceRoute(o: RouteSpec): void {
+    this.newRoute(o, NLM_F_CREATE | NLM_F_REPLACE);
+  }
+
+  /** A main-table route unless one to the same destination exists: false then, and that one stays. */
+  addRouteIfAbsent(o: RouteSpec): boolean {
+    try {
+      this.newRoute(o, NLM_F_CREATE | NLM_F_EXCL);
+      return true;
+    } catch (e) {
+      if (e instanceof NetlinkError && e.errno === 17) return false;
+      throw e;
+    }
+  }
+
+  private newRoute(o: RouteSpec, flags: number): void {
     const head = new Uint8Array(12);
     head[0] = AF(o.family);
     head[1] = o.dst ? o.prefix : 0;
@@ -499,7 +523,7 @@ export class Netlink {
     head[5] = 3; // RTPROT_BOOT, as `ip route` sets
     head[6] = o.scopeLink ? 253 : 0;
     head[7] = 1; // RTN_UNICAST
-    const m = new Msg(RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, head);
+    const m = new Msg(RTM_NEWROUTE, flags, head);
     if (o.dst) m.attr(RTA_DST, ipBytes(o.dst).bytes);
     if (o.gateway) m.attr(RTA_GATEWAY, ipBytes(o.gateway).bytes);
     m.attr(RTA_OIF, u32(o.dev));
