@@ -121,3 +121,16 @@ test("a transaction of someone else's with more changes than the listener lists 
   rs.queue.push({ genid: rs.gen, pid: 1, proc: "skein", changes: [], unlisted: 5000 });
   expect(owner.poll().doubt).toEqual([]);
 });
+
+test("a small write of the agent's is heard, not paused for: its own notifications are skipped, a neighbour's commit at the same moment is heard, no doubt", () => {
+  const rs = new Ruleset();
+  const owner = new KernelOwner(rs, rs, 1);
+  owner.own(() => {
+    rs.commit(77, "other"); // a neighbour writing nftables at the same moment
+    rs.commit(1);
+  }, false);
+  expect(rs.pauses).toBe(0);
+  const f = owner.poll();
+  expect(f).toEqual({ skein: [], cni: [], doubt: [] });
+  expect(owner.changed()).toBe(false);
+});

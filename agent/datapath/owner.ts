@@ -1,12 +1,13 @@
 // Owning the kernel state: telling the agent's own nftables transactions from everyone
-// else's. The agent does not listen while it writes: its own transactions would come back
-// as notifications (a cold load at 10,000 services is a million ring slots, a million
-// notification messages for the kernel to build and for the agent to read), so every write
-// goes through `own()`, which stops listening, notes the ruleset generation before and after,
-// and listens again. A write adds exactly one generation when it commits and none when it is
-// refused; any other step means another process committed while the agent was not
-// listening, which makes the next poll report a doubt, settled by comparing the table with
-// the model (drift.ts tableDrift). Everything else the listener hears is someone else's.
+// else's. Small writes of the agent's are heard like anyone's: their notifications carry the
+// pid the kernel gives the agent's thread and are skipped. Large ones (filling ring maps: a
+// cold load at 10,000 services is a million ring slots, a million notifications for the
+// kernel to build and the agent to read) go through `own()` unheard: it stops listening,
+// notes the ruleset generation before and after, and listens again. A write adds exactly one
+// generation when it commits and none when it is refused; any other step means another
+// process committed while the agent was not listening, which makes the next poll report a
+// doubt, settled by comparing the table with the model (drift.ts). Everything else the
+// listener hears is someone else's.
 import type { NftTransaction } from "../sys/nfevents.ts";
 import type { BatchSink } from "./datapath.ts";
 import { describeForeign, type Foreign } from "./drift.ts";
@@ -27,6 +28,13 @@ export interface Findings extends Foreign {
   /** why the notifications may have missed something: the table must be compared */
   doubt: string[];
 }
+
+/** Writes past these sizes are run unheard. A notification is ~125 bytes per element in the
+ * listener's buffer (4 MB, agent/sys/nfevents.ts), against ~37 bytes per ring slot in a
+ * batch and ~30 bytes per element in nft text: a write at the limit fills about a quarter of
+ * the buffer, so the three steps of a sync fit in it together. */
+const LARGE_BATCH = 256 * 1024;
+const LARGE_SCRIPT = 128 * 1024;
 
 export class KernelOwner {
   /** every ruleset generation up to this one is accounted for: the agent's own, or heard */
@@ -51,8 +59,16 @@ export class KernelOwner {
     while (this.ahead.delete(this.known + 1)) this.known++;
   }
 
-  /** Runs one of the agent's own kernel transactions, unheard by the listener. */
-  own<T>(write: () => T): T {
+  /**
+   * Runs one of the agent's own kernel transactions. A small one (`large` false) is heard like
+   * anyone's: its notifications name this process and are skipped, and another process's
+   * commit at the same moment is heard too, so it leaves no doubt (a neighbour that writes
+   * nftables all the time would otherwise turn every sync into a doubt). A large one (a fill
+   * of ring slots: more notifications than the listener's buffer holds) is run unheard, its
+   * generation counted.
+   */
+  own<T>(write: () => T, large = true): T {
+    if (!large) return write();
     this.events.pause();
     let g0: number | undefined;
     let committed = false;
@@ -78,12 +94,12 @@ export class KernelOwner {
 
   /** `nft` with every script run as one of the agent's own transactions. */
   nft(nft: Nft): Nft {
-    return { backend: nft.backend, run: (script) => this.own(() => nft.run(script)) };
+    return { backend: nft.backend, run: (script) => this.own(() => nft.run(script), script.length > LARGE_SCRIPT) };
   }
 
   /** `sink` with every batch sent as one of the agent's own transactions. */
   sink(sink: BatchSink): BatchSink {
-    return { send: (b) => this.own(() => sink.send(b)) };
+    return { send: (b) => this.own(() => sink.send(b), b.bytes.length > LARGE_BATCH) };
   }
 
   /**

@@ -350,3 +350,22 @@ test("a comparison whose listing a sync overtook is dropped (the listing is olde
   kernel.next = { skein: [], cni: [], doubt: kernel.doubts.splice(0) };
   await waitFor("compared then", () => dp.drifts === 1, 2000, 10);
 });
+
+test("doubts whose comparison finds nothing rewrite the tables at most once a minute (a neighbour writing nftables all the time would keep them coming)", async () => {
+  const kernel = new FakeKernel();
+  const masq = new FakeMasquerade();
+  const { dp, agent } = await setup({}, undefined, kernel, masq);
+  await agent.start();
+  await waitFor("first sync", () => dp.calls.length > 0);
+  const before = dp.calls.length;
+  const forced = masq.forced;
+  for (let i = 1; i <= 3; i++) {
+    kernel.next = { skein: [], cni: [], doubt: [`the ruleset went from generation ${i} to ${i + 2} over one committed transaction of skein's`] };
+    await waitFor(`comparison ${i}`, () => dp.drifts === i, 2000, 10);
+  }
+  // then a change the listener names, to see every sync up to it
+  kernel.next = { skein: ["deleted the table by nft (pid 42)"], cni: [], doubt: [] };
+  await waitFor("the new table", () => dp.calls.some((c, i) => i >= before && c.full), 2000, 10);
+  expect(dp.calls.slice(before).map((c) => (c.full ? "new table" : c.rebuild ? "rewrite" : c.kind))).toEqual(["rewrite", "new table"]);
+  expect(masq.forced).toBe(forced + 1);
+});

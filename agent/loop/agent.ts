@@ -64,6 +64,8 @@ export interface MasqueradeKeeper {
 
 /** How often the listener is read: a change by someone else is repaired within about this. */
 const POLL_MS = 200;
+/** The least time between two rewrites of the whole tables for a doubt that found nothing. */
+const REWRITE_EVERY_MS = 60_000;
 
 export interface AgentDeps {
   log: Logger;
@@ -114,6 +116,8 @@ export class Agent {
   private masqueradeWritten = false;
   /** a comparison with the kernel is under way */
   private checking = false;
+  /** no rewrite for a doubt before then (REWRITE_EVERY_MS) */
+  private rewriteAfter = 0;
   private stopped = false;
   /** comparisons that failed in a row (the table could not be listed), and when to try again */
   private compareFailures = 0;
@@ -220,12 +224,16 @@ export class Agent {
           return;
         }
         const d = this.deps.datapath.drift(listed, reference);
-        if (f.doubt.length) this.keepMasquerade(f.doubt, true, false);
         this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
         found.push(...d);
         // what was not heard may have changed what the comparison does not read (a rule's
-        // text, a ring slot): a bank switch writes all of it anew without a moment's gap
-        if (!d.length) {
+        // text, a ring slot, the masquerade table's rules): a bank switch writes all of it anew
+        // without a moment's gap. At most once a minute: such a rewrite is large, so unheard
+        // itself, and a neighbour writing nftables all the while would make each one the
+        // doubt of the next
+        if (!d.length && performance.now() >= this.rewriteAfter) {
+          this.rewriteAfter = performance.now() + REWRITE_EVERY_MS;
+          if (f.doubt.length) this.keepMasquerade(f.doubt, true, false);
           this.rewrite = true;
           this.schedule(0);
         }
