@@ -54,6 +54,18 @@ const state = clusterStateFrom([
   { kind: "EndpointSlice", metadata: { name: "v6-1", namespace: "default", labels: { "kubernetes.io/service-name": "v6" } }, addressType: "IPv6", ports: [{ port: 443 }], endpoints: [{ addresses: ["fd00:244::2"] }] },
 ]).state;
 
+/** Each edit made by nft in the namespace must be found (a line matching its pattern), and
+ * the table loaded anew must be found as skein's again. */
+async function eachEdit(edits: Array<[string, string[], RegExp]>, nftIn: (args: string[]) => string, load: () => unknown, check: () => Promise<string[]>): Promise<void> {
+  for (const [what, cmds, want] of edits) {
+    for (const c of cmds) nftIn(c.split(" "));
+    const found = await check();
+    if (!found.some((l) => want.test(l))) throw new Error(`${what}: ${JSON.stringify(found)} does not match ${want}`);
+    load();
+    expect(await check()).toEqual([]);
+  }
+}
+
 describe("tableDrift against a kernel", () => {
   test("a table as skein loaded it agrees with the model; each kind of edit by someone else is found", async () => {
     const path = addNetns(ns);
@@ -85,13 +97,7 @@ describe("tableDrift against a kernel", () => {
         ["a base chain deleted", ["delete chain inet skein nat_postrouting"], /lacks nat_postrouting/],
         ["the table deleted", ["delete table inet skein"], /table inet skein is missing/],
       ];
-      for (const [what, cmds, want] of edits) {
-        for (const c of cmds) nftIn(c.split(" "));
-        const found = await drift();
-        if (!found.some((l) => want.test(l))) throw new Error(`${what}: ${JSON.stringify(found)} does not match ${want}`);
-        load();
-        expect(await drift()).toEqual([]);
-      }
+      await eachEdit(edits, nftIn, load, async () => drift());
     } finally {
       nl.close();
     }
@@ -125,13 +131,7 @@ describe("structureDrift against a kernel", () => {
         ["a counter object", ["add counter inet skein c1"], /object c1 is not skein's/],
         ["the table made dormant", ["add table inet skein { flags dormant; }"], /has flags dormant/],
       ];
-      for (const [what, cmds, want] of edits) {
-        for (const c of cmds) nftIn(c.split(" "));
-        const found = await structure();
-        if (!found.some((l) => want.test(l))) throw new Error(`${what}: ${JSON.stringify(found)} does not match ${want}`);
-        load();
-        expect(await structure()).toEqual([]);
-      }
+      await eachEdit(edits, nftIn, load, structure);
     } finally {
       nl.close();
     }
