@@ -54,6 +54,17 @@ const state = clusterStateFrom([
   { kind: "EndpointSlice", metadata: { name: "v6-1", namespace: "default", labels: { "kubernetes.io/service-name": "v6" } }, addressType: "IPv6", ports: [{ port: 443 }], endpoints: [{ addresses: ["fd00:244::2"] }] },
 ]).state;
 
+/** The namespace at `path` with nft and a netfilter socket in it, and the state's tables,
+ * loaded anew by `load`. */
+function kernel(path: string) {
+  const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
+  const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
+  const nl = Netlink.openNetfilter(path);
+  const tables = compile(state, { nodeName: "", nodeIPs: [], ringFactor: 10 });
+  const load = () => new Datapath(nft, { send: (b) => nl.sendBatch(b) }).sync(tables, { full: true });
+  return { nftIn, nft, nl, tables, load };
+}
+
 /** Each edit made by nft in the namespace must be found (a line matching its pattern), and
  * the table loaded anew must be found as skein's again. */
 async function eachEdit(edits: Array<[string, string[], RegExp]>, nftIn: (args: string[]) => string, load: () => unknown, check: () => Promise<string[]>): Promise<void> {
@@ -68,13 +79,8 @@ async function eachEdit(edits: Array<[string, string[], RegExp]>, nftIn: (args: 
 
 describe("tableDrift against a kernel", () => {
   test("a table as skein loaded it agrees with the model; each kind of edit by someone else is found", async () => {
-    const path = addNetns(ns);
-    const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
-    const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
-    const nl = Netlink.openNetfilter(path);
+    const { nftIn, nl, tables, load } = kernel(addNetns(ns));
     try {
-      const tables = compile(state, { nodeName: "", nodeIPs: [], ringFactor: 10 });
-      const load = () => new Datapath(nft, { send: (b) => nl.sendBatch(b) }).sync(tables, { full: true });
       const md = model(tables);
       const drift = async () => tableDrift(md, listTable(nl));
       load();
@@ -106,13 +112,8 @@ describe("tableDrift against a kernel", () => {
 
 describe("structureDrift against a kernel", () => {
   test("what a bank switch would not put right is found: others' objects, table flags, base chains declared or filled otherwise", async () => {
-    const path = addNetns(`${ns}s`);
-    const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
-    const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
-    const nl = Netlink.openNetfilter(path);
+    const { nftIn, nft, nl, load } = kernel(addNetns(`${ns}s`));
     try {
-      const tables = compile(state, { nodeName: "", nodeIPs: [], ringFactor: 10 });
-      const load = () => new Datapath(nft, { send: (b) => nl.sendBatch(b) }).sync(tables, { full: true });
       const r = renderReference();
       nft.run(r.load);
       const reference = listTable(nl, REF_TABLE, false)!;
