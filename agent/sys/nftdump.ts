@@ -4,19 +4,11 @@
 // `nft list tables` alone takes ~50 s and 1.8 GB with the million ring slots of 10,000
 // services loaded. A dump asks the kernel for just the objects wanted. Pure and bounded, like
 // nftmsg.ts: lengths are checked against the bytes at hand, unknown attributes are skipped.
-import { attrs } from "./nftmsg.ts";
+import ipaddr from "ipaddr.js";
+import { attrs, str } from "./nftmsg.ts";
 
 export const NFT_MSG = { GETTABLE: 1, GETCHAIN: 4, GETRULE: 7, GETSET: 10, GETSETELEM: 13, GETOBJ: 19, GETFLOWTABLE: 23 } as const;
 
-const dec = new TextDecoder();
-const MAX_NAME = 256;
-
-function str(b: Uint8Array, from: number, to: number): string {
-  const end = Math.min(to, from + MAX_NAME);
-  let z = from;
-  while (z < end && b[z] !== 0) z++;
-  return dec.decode(b.subarray(from, z));
-}
 const be32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, false);
 const bei32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getInt32(0, false);
 
@@ -191,23 +183,8 @@ const PROTO: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
 
 function ipText(b: Uint8Array, at: number, family: 4 | 6): string {
   if (family === 4) return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
-  const words: number[] = [];
-  for (let i = 0; i < 8; i++) words.push((b[at + 2 * i]! << 8) | b[at + 2 * i + 1]!);
-  // RFC 5952: the longest run of two or more zero words becomes "::", the first of equals
-  let best = -1;
-  let bestLen = 1;
-  for (let i = 0; i < 8; ) {
-    let j = i;
-    while (j < 8 && words[j] === 0) j++;
-    if (j - i > bestLen) {
-      best = i;
-      bestLen = j - i;
-    }
-    i = j === i ? i + 1 : j;
-  }
-  const hex = words.map((w) => w.toString(16));
-  if (best < 0) return hex.join(":");
-  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+  // as the model holds addresses (compiler/address.ts: RFC 5952 text)
+  return ipaddr.fromByteArray([...b.subarray(at, at + 16)]).toString();
 }
 
 /**

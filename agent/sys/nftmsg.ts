@@ -76,7 +76,7 @@ const MAX_NAME = 256;
 const dec = new TextDecoder();
 
 /** A NUL-terminated string attribute, bounded. */
-function str(b: Uint8Array, from: number, to: number): string {
+export function str(b: Uint8Array, from: number, to: number): string {
   const end = Math.min(to, from + MAX_NAME);
   let z = from;
   while (z < end && b[z] !== 0) z++;
