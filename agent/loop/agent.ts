@@ -66,6 +66,8 @@ export interface MasqueradeKeeper {
 const POLL_MS = 200;
 /** The least time between two rewrites of the whole tables for a doubt that found nothing. */
 const REWRITE_EVERY_MS = 60_000;
+/** The wait before the next try after `n` failures in a row: 1 s, doubling up to 30 s. */
+const backoffMs = (n: number) => Math.min(30_000, 1000 * 2 ** Math.min(5, n - 1));
 
 export interface AgentDeps {
   log: Logger;
@@ -212,6 +214,7 @@ export class Agent {
           for (const d of f.doubt) k.doubt(d);
           return;
         }
+        const why = f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"];
         k.settle();
         const gen = this.generation;
         const listed = await k.list();
@@ -220,11 +223,11 @@ export class Agent {
         if (gen !== this.generation || this.syncing) {
           // a sync changed the table while it was listed: the listing is older than the
           // model, and comparing them would find differences that are not there
-          for (const d of f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"]) k.doubt(d);
+          for (const d of why) k.doubt(d);
           return;
         }
         const d = this.deps.datapath.drift(listed, reference);
-        this.log.info({ why: f.doubt.length ? f.doubt : ["periodic check: the ruleset changed"], differences: d.length }, "compared table inet skein with the kernel");
+        this.log.info({ why, differences: d.length }, "compared table inet skein with the kernel");
         found.push(...d);
         // what was not heard may have changed what the comparison does not read (a rule's
         // text, a ring slot, the masquerade table's rules): a bank switch writes all of it anew
@@ -251,7 +254,7 @@ export class Agent {
     } catch (e) {
       // the doubt stays: the next check compares again
       k.doubt(`the last comparison failed: ${(e as Error).message}`);
-      this.compareAfter = performance.now() + Math.min(30_000, 1000 * 2 ** Math.min(5, this.compareFailures++));
+      this.compareAfter = performance.now() + backoffMs(++this.compareFailures);
       this.log.warn({ err: (e as Error).message }, "checking the kernel's tables failed; trying again");
     } finally {
       this.checking = false;
@@ -403,7 +406,7 @@ export class Agent {
     else this.collectWhenIdle();
     if (this.again) {
       this.again = false;
-      this.schedule(this.lastError ? Math.min(30_000, 1000 * 2 ** Math.min(5, this.failures - 1)) : this.o.coalesceMs);
+      this.schedule(this.lastError ? backoffMs(this.failures) : this.o.coalesceMs);
     }
   }
 }
