@@ -161,7 +161,9 @@ describe("the agent restores what someone else changes", () => {
     await lab.exec("node", ["nft", "-f", "-"], { stdin: script, timeoutMs: 60_000 });
     await waitFor("TCP through the ClusterIP again", async () => connects("tcp"), 5000, 20);
     expect(await agent.out.until("compared table inet skein with the kernel", 2000, logged)).toBe("found");
-    expect(agent.out.text.slice(logged)).toContain("dropped nftables notifications");
+    // the 100,000 notifications either overflow the listener's buffer or, read as they come,
+    // pass the count it lists: a doubt either way
+    expect(agent.out.text.slice(logged)).toMatch(/dropped nftables notifications|objects more than the notifications list/);
     expect(await agent.out.until('"kind":"rebuild"', 2000, logged)).toBe("found");
     expect(await answering("tcp")).toBe(all);
     await nft("delete", "table", "inet", "noise");
