@@ -5,7 +5,7 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
-import { Lab } from "../agent/demo/lab.ts";
+import { Lab } from "../testing/lab.ts";
 import { pct } from "./stats.ts";
 
 const PODS = Number(process.argv[2] ?? 50);

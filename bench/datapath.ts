@@ -10,7 +10,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import { Lab, OutputWatcher } from "../agent/demo/lab.ts";
+import { Lab, OutputWatcher } from "../testing/lab.ts";
 import { inNetns, run } from "../agent/sys/exec.ts";
 import { clusterIP, clusterObjects, endpointIP, kubeProxyIptables } from "./cluster.ts";
 import { col, pct } from "./stats.ts";

@@ -11,11 +11,11 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import { Lab, type OutputWatcher } from "../agent/demo/lab.ts";
+import { Lab, type OutputWatcher } from "../testing/lab.ts";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { clusterIP, endpointIP } from "./cluster.ts";
 import { col, pct } from "./stats.ts";
-import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
+import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const ROUNDS = Number(process.argv[2] ?? 40);
 const SIZES = (process.argv[3] ?? "100,10000").split(",").map(Number);

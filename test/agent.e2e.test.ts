@@ -4,9 +4,9 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
-import type { OutputWatcher } from "../agent/demo/lab.ts";
+import type { OutputWatcher } from "../testing/lab.ts";
 import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
-import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
+import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("agent");
 const tmp = useTempDir("agent");

@@ -6,9 +6,9 @@
 // against `skein apiserver` as in agent.e2e.test.ts.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
-import type { OutputWatcher } from "../agent/demo/lab.ts";
+import type { OutputWatcher } from "../testing/lab.ts";
 import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
-import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
+import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("coexist");
 const tmp = useTempDir("coexist");

@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
-import { ApiDriver } from "../agent/demo/apiserver/driver.ts";
+import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("drift");
 const tmp = useTempDir("drift");

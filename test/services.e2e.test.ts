@@ -7,7 +7,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { inNetns } from "../agent/sys/exec.ts";
-import { OutputWatcher } from "../agent/demo/lab.ts";
+import { OutputWatcher } from "../testing/lab.ts";
 import { SKEIN, pluginDir, useLab, useTempDir } from "./harness/index.ts";
 
 const lab = useLab("svc");

@@ -1,7 +1,7 @@
 // The CLI dispatcher. Subcommands that a later part of skein fills in say so and exit 69
 // (EX_UNAVAILABLE) instead of pretending; usage errors exit 2.
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { DEMO_PREFIX, TEST_PREFIX } from "../demo/lab.ts";
+import { DEMO_PREFIX, TEST_PREFIX } from "../../testing/lab.ts";
 import { versionInfo } from "../version.ts";
 import { addressFamily } from "../../compiler/address.ts";
 import { parseCidr } from "../ipam/cidr.ts";
@@ -127,7 +127,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
-      const { runApiServer } = await import("../demo/apiserver/main.ts");
+      const { runApiServer } = await import("../../testing/apiserver/main.ts");
       process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, log: out });
     });
 
@@ -165,7 +165,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .description("build a virtual cluster in network namespaces and prove pod connectivity (needs root)")
     .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup')")
     .action(async (o: { keep?: boolean }) => {
-      const { runDemo } = await import("../demo/index.ts");
+      const { runDemo } = await import("../../testing/demo.ts");
       const ok = await runDemo({ keep: !!o.keep, log: out });
       if (!ok) process.exitCode = 1;
     });

@@ -4,7 +4,7 @@
 import { afterAll, expect, test } from "bun:test";
 import pino from "pino";
 import { KubeConfig } from "@kubernetes/client-node";
-import { TestApiServer } from "../demo/apiserver/server.ts";
+import { TestApiServer } from "../../testing/apiserver/server.ts";
 import { KubeClient } from "../watch/kube.ts";
 import { Agent, nodePortIPs, type AgentOptions, type KernelWatch, type MasqueradeKeeper } from "./agent.ts";
 import type { Findings } from "../datapath/owner.ts";

@@ -1,7 +1,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { OutputWatcher } from "../demo/lab.ts";
+import { OutputWatcher } from "../../testing/lab.ts";
 import { holdNetnsAgentLock, LockTimeoutError, withFileLock, withNetnsLockFile } from "./flock.ts";
 
 const dir = mkdtempSync(`${tmpdir()}/skein-flock-`);

@@ -4,7 +4,7 @@ import { afterAll } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
-import { Lab, TEST_PREFIX } from "../../agent/demo/lab.ts";
+import { Lab, TEST_PREFIX } from "../../testing/lab.ts";
 import { inNetns, run } from "../../agent/sys/exec.ts";
 
 export const SKEIN = resolve(import.meta.dir, "../../dist/skein");

@@ -5,8 +5,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { KubeConfig, ListWatch } from "@kubernetes/client-node";
 import { TestApiServer } from "./server.ts";
 import { Store } from "./store.ts";
-import { KubeClient, KubeError } from "../../watch/kube.ts";
-import { useTempDir, waitFor } from "../../../test/harness/index.ts";
+import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
+import { useTempDir, waitFor } from "../../test/harness/index.ts";
 
 const servers: TestApiServer[] = [];
 afterAll(async () => {

@@ -5,7 +5,7 @@ import { basename, resolve } from "node:path";
 
 export function skeinBinary(): string {
   if (!/^bun(-debug)?$/.test(basename(process.execPath))) return process.execPath;
-  const built = resolve(import.meta.dir, "../../dist/skein");
+  const built = resolve(import.meta.dir, "../dist/skein");
   if (!existsSync(built)) throw new Error(`no skein binary at ${built}: run 'bun run build' first`);
   return built;
 }

@@ -1,10 +1,10 @@
 // A virtual lab of network namespaces: hosts, the links between them, servers and probes
 // inside them. The demo builds its cluster with it and so do the tests. Every namespace is
 // named with the lab's prefix, so destroy() (or `skein cleanup`) finds all of them.
-import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../sys/netns.ts";
-import { inNetns, run, runAsync, type ExecResult } from "../sys/exec.ts";
+import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../agent/sys/netns.ts";
+import { inNetns, run, runAsync, type ExecResult } from "../agent/sys/exec.ts";
 import type { Subprocess } from "bun";
-import type { CniRuntime, Conflist } from "../cni/runtime.ts";
+import type { CniRuntime, Conflist } from "../agent/cni/runtime.ts";
 
 /** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup` default). */
 export const DEMO_PREFIX = "skdemo-";

@@ -6,7 +6,7 @@
 // demo as those parts of skein land.
 import { mkdtempSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { CniRuntime, type Conflist } from "../cni/runtime.ts";
+import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { DEMO_PREFIX, Lab } from "./lab.ts";
 import { skeinBinary } from "./skein-bin.ts";
 import { ApiDriver } from "./apiserver/driver.ts";

@@ -3,7 +3,7 @@
 // trusts that CA the way it trusts a real cluster's: from the kubeconfig.
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { run } from "../../sys/exec.ts";
+import { run } from "../../agent/sys/exec.ts";
 
 export interface ServingCerts {
   ca: string;
