@@ -1,11 +1,17 @@
 // bench/ring-factor: what the Maglev ring factor buys and costs. For N backends and each
 // ring factor: the ring size M, the share of client hashes that move when one backend goes
 // (as a multiple of the ideal 1/N), the worst backend's load against a fair share, and for
-// 10,000 services × N the ring slots the kernel holds (~70 bytes of kernel memory each,
-// measured here as the slab growth of a 1M-slot load). Baseline: ring factor 1.
+// 10,000 services × N the ring slots the kernel holds and the kernel memory they take. The
+// memory per slot is measured in this run (as root): the same 1,000 services are loaded at
+// two ring factors through the datapath into a throwaway namespace, by a process in a memory
+// cgroup of its own (bench/ring-memory.ts), and the cost of a slot is the slope between the
+// two, so what every service has anyway (its chains and rules) is left out. Without root the
+// column is left out. Baseline: ring factor 1.
 // Usage: bun bench/ring-factor.ts [backends=10] [sets=40]
+import { resolve } from "node:path";
 import { backendKeyBytes } from "../compiler/keys.ts";
 import { maglevRing, ringSize } from "../compiler/reference/maglev.ts";
+import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
 
 const N = Number(process.argv[2] ?? 10);
 const SETS = Number(process.argv[3] ?? 40);
@@ -13,8 +19,31 @@ let seed = 42;
 const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
 const sets = [...Array(SETS)].map(() => [...Array(N)].map(() => backendKeyBytes(`10.${(rnd() * 256) | 0}.${(rnd() * 256) | 0}.${(rnd() * 256) | 0}`, 8080)));
 
+/** Kernel bytes per ring slot: the slope between loads of `services` services (N backends) at two ring factors. */
+function bytesPerSlot(services = 1000, factors = [5, 25]): { perSlot: number; how: string } | { error: string } {
+  if (process.getuid?.() !== 0) return { error: "not root: no namespace to load a table into" };
+  const ns = `skt-bring${Math.random().toString(36).slice(2, 6)}`;
+  try {
+    addNetns(ns);
+    const load = (rf: number) => {
+      const p = Bun.spawnSync(["nsenter", `--net=${netnsPath(ns)}`, process.execPath, resolve(import.meta.dir, "ring-memory.ts"), String(services), String(N), String(rf)]);
+      if (p.exitCode !== 0) throw new Error(`ring-memory.ts at ring factor ${rf}: ${p.stderr.toString().trim()}`);
+      return JSON.parse(p.stdout.toString()) as { slots: number; loadedBytes: number; leftBytes: number };
+    };
+    const [a, b] = factors.map(load) as [ReturnType<typeof load>, ReturnType<typeof load>];
+    const perSlot = (b.loadedBytes - a.loadedBytes) / (b.slots - a.slots);
+    return { perSlot, how: `${services} services × ${N} backends: ${a.slots} slots took ${(a.loadedBytes / 2 ** 20).toFixed(1)} MB, ${b.slots} took ${(b.loadedBytes / 2 ** 20).toFixed(1)} MB (${b.leftBytes} bytes left after deleting the table): ${perSlot.toFixed(0)} bytes per slot` };
+  } catch (e) {
+    return { error: (e as Error).message };
+  } finally {
+    deleteNetns(ns);
+  }
+}
+
+const mem = bytesPerSlot();
+console.log("kernel memory: " + ("perSlot" in mem ? mem.how : `not measured (${mem.error})`));
 console.log(`Maglev ring factor, ${N} backends (averages over ${SETS} random backend sets, one backend removed from each)`);
-console.log(`${"factor".padStart(6)} ${"M".padStart(6)} ${"moved x 1/N".padStart(12)} ${"worst load".padStart(11)} ${"slots @10k svc".padStart(15)} ${"kernel MB".padStart(10)}`);
+console.log(`${"factor".padStart(6)} ${"M".padStart(6)} ${"moved x 1/N".padStart(12)} ${"worst load".padStart(11)} ${"slots @10k svc".padStart(15)}${"perSlot" in mem ? ` ${"kernel MB".padStart(10)}` : ""}`);
 for (const rf of [1, 2, 3, 5, 7, 10, 15, 25, 50, 100]) {
   const m = ringSize(N, rf);
   let moved = 0;
@@ -33,5 +62,5 @@ for (const rf of [1, 2, 3, 5, 7, 10, 15, 25, 50, 100]) {
     worst += Math.max(...load) / (m / N);
   }
   const slots = 10_000 * m;
-  console.log(`${String(rf).padStart(6)} ${String(m).padStart(6)} ${(moved / SETS).toFixed(2).padStart(12)} ${(worst / SETS).toFixed(2).padStart(11)} ${String(slots).padStart(15)} ${((slots * 70) / 2 ** 20).toFixed(0).padStart(10)}`);
+  console.log(`${String(rf).padStart(6)} ${String(m).padStart(6)} ${(moved / SETS).toFixed(2).padStart(12)} ${(worst / SETS).toFixed(2).padStart(11)} ${String(slots).padStart(15)}${"perSlot" in mem ? ` ${((slots * mem.perSlot) / 2 ** 20).toFixed(0).padStart(10)}` : ""}`);
 }

@@ -136,10 +136,19 @@ export async function runDemo(o: { keep: boolean; log: (s: string) => void }): P
     record("scale web to pod-b only", "only pod-b answers", only.join() === "pod-b", only.join(", ") || "no answer");
 
     step("CNI CHECK, then DEL");
+    const check = async (p: string) =>
+      cni.check(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" }).then(
+        () => "",
+        (e: Error) => e.message,
+      );
     for (const p of ["pod-a", "pod-b"]) {
-      await cni.check(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" });
-      record(`CHECK ${p}`, "passes", true, "interface, address, routes as ADD left them");
+      const error = await check(p);
+      record(`CHECK ${p}`, "passes", error === "", error || "interface, address, routes as ADD left them");
     }
+    // CHECK is only worth something if it notices: take pod-b's default route away
+    await lab.exec("pod-b", ["ip", "route", "del", "default"]);
+    const broken = await check("pod-b");
+    record("CHECK pod-b without its default route", "fails, naming the route", /route/i.test(broken), broken.split("\n")[0] || "passed");
     for (const p of ["pod-a", "pod-b"]) await cni.del(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" });
     const links = (await lab.exec("node1", ["ip", "-o", "link", "show"])).stdout.match(/\bsk[0-9a-f]{13}\b/g) ?? [];
     record("DEL removes the pods' host links", "none left", links.length === 0, links.join(" ") || "none left");
