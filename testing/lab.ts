@@ -4,6 +4,7 @@
 import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../agent/sys/netns.ts";
 import { inNetns, run, runAsync, type ExecResult } from "../agent/sys/exec.ts";
 import type { Subprocess } from "bun";
+import { existsSync } from "node:fs";
 import type { CniRuntime, Conflist } from "../agent/cni/runtime.ts";
 
 /** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup` default). */
@@ -59,6 +60,12 @@ export class Lab {
     readonly skeinBin: string,
   ) {
     if (!/^[a-z0-9-]{3,20}$/.test(prefix)) throw new Error(`lab prefix ${JSON.stringify(prefix)} must be 3-20 of [a-z0-9-]`);
+  }
+
+  /** The skein binary, checked when first needed: a lab that runs no probe needs no build. */
+  private binary(): string {
+    if (!existsSync(this.skeinBin)) throw new Error(`${this.skeinBin} is missing: run 'bun run build' first (the lab runs 'skein probe')`);
+    return this.skeinBin;
   }
 
   name(short: string): string {
@@ -121,14 +128,14 @@ export class Lab {
 
   /** Starts `skein probe serve` in a namespace and resolves once it listens. */
   async serve(short: string, o: { name: string; tcp?: number; udp?: number; hold?: boolean }, timeoutMs = 5000): Promise<void> {
-    const argv = [this.skeinBin, "probe", "serve", "--name", o.name, ...(o.hold ? ["--hold"] : [])];
+    const argv = [this.binary(), "probe", "serve", "--name", o.name, ...(o.hold ? ["--hold"] : [])];
     if (o.tcp !== undefined) argv.push("--tcp", String(o.tcp));
     if (o.udp !== undefined) argv.push("--udp", String(o.udp));
     await this.spawn(short, argv, { ready: "ready", timeoutMs, what: `probe server ${o.name}` });
   }
 
   async connect(short: string, proto: "tcp" | "udp", host: string, port: number, timeoutMs = 2000): Promise<ProbeResult> {
-    const r = await this.exec(short, [this.skeinBin, "probe", "connect", proto, host, String(port), "--timeout", String(timeoutMs)], {
+    const r = await this.exec(short, [this.binary(), "probe", "connect", proto, host, String(port), "--timeout", String(timeoutMs)], {
       allowFail: true,
       timeoutMs: timeoutMs + 5000,
     });

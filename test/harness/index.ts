@@ -10,7 +10,11 @@ import { inNetns, run } from "../../agent/sys/exec.ts";
 export const SKEIN = resolve(import.meta.dir, "../../dist/skein");
 export const REFERENCE_CNI = "/usr/lib/cni";
 
-if (!existsSync(SKEIN)) throw new Error(`${SKEIN} is missing: run 'bun run build' before the tests`);
+/** The built binary, for tests that exec it; unit tests that only need a lab or a temp dir run without a build. */
+export function builtSkein(): string {
+  if (!existsSync(SKEIN)) throw new Error(`${SKEIN} is missing: run 'bun run build' before the tests that exec skein`);
+  return SKEIN;
+}
 
 const cleanups: Array<() => void> = [];
 process.on("exit", () => cleanups.splice(0).forEach((f) => f()));
@@ -38,7 +42,7 @@ export function useTempDir(tag: string): string {
 export function pluginDir(tmp: string): string {
   const dir = `${tmp}/cni-bin`;
   mkdirSync(dir, { recursive: true });
-  if (!existsSync(`${dir}/skein`)) symlinkSync(SKEIN, `${dir}/skein`);
+  if (!existsSync(`${dir}/skein`)) symlinkSync(builtSkein(), `${dir}/skein`);
   return dir;
 }
 
@@ -67,7 +71,7 @@ export interface PluginRun {
 /** Execs the skein binary as a CNI plugin (in a namespace when given), as a runtime would. */
 export function runPlugin(o: { command: string; conf: unknown; netnsOfPlugin?: string; env?: Record<string, string> }): PluginRun {
   const stdin = typeof o.conf === "string" ? o.conf : JSON.stringify(o.conf);
-  const p = Bun.spawnSync(inNetns(o.netnsOfPlugin, [SKEIN]), {
+  const p = Bun.spawnSync(inNetns(o.netnsOfPlugin, [builtSkein()]), {
     stdin: Buffer.from(stdin),
     env: { PATH: process.env.PATH, CNI_COMMAND: o.command, ...o.env },
   });
