@@ -54,7 +54,7 @@ export function decodeProtobuf(bytes: Uint8Array, expected: ResourceType, maxByt
   if (!desc) throw unsupported(`there is no protobuf schema for ${expected.kind} (${apiVersion}); send application/json`);
   const object = toJson(desc, parse(desc, raw, `${expected.kind} (${apiVersion})`), expected.kind);
   const metadata = (object.metadata ?? {}) as KubeObject["metadata"];
-  return { ...object, apiVersion, kind: expected.kind, metadata };
+  return { apiVersion, kind: expected.kind, ...object, metadata };
 }
 
 function parse(desc: DescMessage, bytes: Uint8Array, what: string): Message & Record<string, unknown> {

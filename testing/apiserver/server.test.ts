@@ -3,11 +3,16 @@
 // the unmodified clients it exists for: @kubernetes/client-node's ListWatch and kubectl.
 import { afterAll, describe, expect, test } from "bun:test";
 import { KubeConfig, ListWatch } from "@kubernetes/client-node";
+import { create, createFileRegistry, fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { TestApiServer } from "./server.ts";
+import { schemaOf } from "./protobuf.ts";
+import { SCHEMA } from "./k8s-proto.ts";
 import { Store } from "./store.ts";
 import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
 
+const UNKNOWN = () => createFileRegistry(fromBinary(FileDescriptorSetSchema, SCHEMA)).getMessage("k8s.io.apimachinery.pkg.runtime.Unknown")!;
 const servers: TestApiServer[] = [];
 afterAll(async () => {
   for (const s of servers) await s.stop();
@@ -75,6 +80,14 @@ describe("test API server", () => {
     const bad = await k.fetch("/api/v1/namespaces/default/services", { method: "POST", body: "k8s\0garbage", contentType: "application/vnd.kubernetes.protobuf" });
     expect(bad.status).toBe(400);
     expect(await bad.json()).toMatchObject({ kind: "Status", reason: "BadRequest", message: expect.stringContaining("not valid protobuf") });
+    // an update (client-go's typed clients PUT protobuf too)
+    const made = await k.request<any>("POST", "/api/v1/namespaces/default/services", { body: svc("pb") });
+    const desc = schemaOf({ group: "", version: "v1", kind: "Service" })!;
+    const raw = toBinary(desc, fromJson(desc, { metadata: { name: "pb", namespace: "default", resourceVersion: made.metadata.resourceVersion }, spec: { ports: [{ name: "http", port: 8080 }] } }));
+    const unknown = UNKNOWN();
+    const env = Buffer.concat([Buffer.from("k8s\0"), toBinary(unknown, create(unknown, { typeMeta: { apiVersion: "v1", kind: "Service" }, raw } as never))]);
+    const put = await fetch(`${s.url}/api/v1/namespaces/default/services/pb`, { method: "PUT", body: env, headers: { authorization: "Bearer good-token", "content-type": "application/vnd.kubernetes.protobuf" }, tls: { ca: s.certs.ca } } as RequestInit);
+    expect({ status: put.status, ports: ((await put.json()) as any).spec?.ports }).toEqual({ status: 200, ports: [{ name: "http", port: 8080 }] });
     const l = await fetch(`${s.url}/api/v1/namespaces`, { headers: { authorization: "Bearer good-token", accept: "application/vnd.kubernetes.protobuf,application/json" }, tls: { ca: s.certs.ca } } as RequestInit);
     expect({ status: l.status, type: l.headers.get("content-type") }).toEqual({ status: 200, type: "application/json" });
   });
