@@ -52,7 +52,7 @@ export function decodeProtobuf(bytes: Uint8Array, expected: ResourceType, maxByt
   }
   const desc = schemaOf(expected);
   if (!desc) throw unsupported(`there is no protobuf schema for ${expected.kind} (${apiVersion}); send application/json`);
-  const object = toJson(desc, parse(desc, raw, `${expected.kind} (${apiVersion})`), expected.kind);
+  const object = kubeJson(desc, parse(desc, raw, `${expected.kind} (${apiVersion})`), expected.kind);
   const metadata = (object.metadata ?? {}) as KubeObject["metadata"];
   return { apiVersion, kind: expected.kind, ...object, metadata };
 }
@@ -68,7 +68,7 @@ function parse(desc: DescMessage, bytes: Uint8Array, what: string): Message & Re
 
 type Json = string | number | boolean | null | Json[] | { [k: string]: Json };
 
-function toJson(desc: DescMessage, msg: Record<string, unknown>, path: string): Record<string, Json> {
+function kubeJson(desc: DescMessage, msg: Record<string, unknown>, path: string): Record<string, Json> {
   const out: Record<string, Json> = {};
   const tags = GO_FIELDS[desc.typeName] ?? {};
   for (const f of desc.fields) {
@@ -121,7 +121,7 @@ function special(desc: DescMessage, msg: Record<string, unknown>, path: string):
     case FIELDS_V1:
       return rawJson(msg.Raw as Uint8Array, path);
   }
-  return toJson(desc, msg, path);
+  return kubeJson(desc, msg, path);
 }
 
 function scalar(f: DescField, v: unknown, path: string): Json {
