@@ -3,11 +3,16 @@
 // the unmodified clients it exists for: @kubernetes/client-node's ListWatch and kubectl.
 import { afterAll, describe, expect, test } from "bun:test";
 import { KubeConfig, ListWatch } from "@kubernetes/client-node";
+import { create, createFileRegistry, fromBinary, fromJson, toBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { TestApiServer } from "./server.ts";
+import { schemaOf } from "./protobuf.ts";
+import { SCHEMA } from "./k8s-proto.ts";
 import { Store } from "./store.ts";
 import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
 
+const UNKNOWN = () => createFileRegistry(fromBinary(FileDescriptorSetSchema, SCHEMA)).getMessage("k8s.io.apimachinery.pkg.runtime.Unknown")!;
 const servers: TestApiServer[] = [];
 afterAll(async () => {
   for (const s of servers) await s.stop();
@@ -66,6 +71,25 @@ describe("test API server", () => {
     await expect(client(s, "wrong").request("GET", "/api/v1/pods")).rejects.toMatchObject({ statusCode: 401 });
     expect((await fetch(`${s.url}/healthz`, { tls: { ca: s.certs.ca } } as RequestInit)).status).toBe(200);
     expect(await k.request("GET", "/api/v1/pods")).toMatchObject({ kind: "PodList", apiVersion: "v1", items: [] });
+  });
+
+  test("bodies: JSON or protobuf; other media types are 415; answers are JSON whatever Accept prefers", async () => {
+    const r = await k.fetch("/api/v1/namespaces/default/services", { method: "POST", body: "metadata: {name: y}", contentType: "application/yaml" });
+    expect(r.status).toBe(415);
+    expect(await r.json()).toMatchObject({ kind: "Status", reason: "UnsupportedMediaType", message: expect.stringContaining('"application/yaml"') });
+    const bad = await k.fetch("/api/v1/namespaces/default/services", { method: "POST", body: "k8s\0garbage", contentType: "application/vnd.kubernetes.protobuf" });
+    expect(bad.status).toBe(400);
+    expect(await bad.json()).toMatchObject({ kind: "Status", reason: "BadRequest", message: expect.stringContaining("not valid protobuf") });
+    // an update (client-go's typed clients PUT protobuf too)
+    const made = await k.request<any>("POST", "/api/v1/namespaces/default/services", { body: svc("pb") });
+    const desc = schemaOf({ group: "", version: "v1", kind: "Service" })!;
+    const raw = toBinary(desc, fromJson(desc, { metadata: { name: "pb", namespace: "default", resourceVersion: made.metadata.resourceVersion }, spec: { ports: [{ name: "http", port: 8080 }] } }));
+    const unknown = UNKNOWN();
+    const env = Buffer.concat([Buffer.from("k8s\0"), toBinary(unknown, create(unknown, { typeMeta: { apiVersion: "v1", kind: "Service" }, raw } as never))]);
+    const put = await fetch(`${s.url}/api/v1/namespaces/default/services/pb`, { method: "PUT", body: env, headers: { authorization: "Bearer good-token", "content-type": "application/vnd.kubernetes.protobuf" }, tls: { ca: s.certs.ca } } as RequestInit);
+    expect({ status: put.status, ports: ((await put.json()) as any).spec?.ports }).toEqual({ status: 200, ports: [{ name: "http", port: 8080 }] });
+    const l = await fetch(`${s.url}/api/v1/namespaces`, { headers: { authorization: "Bearer good-token", accept: "application/vnd.kubernetes.protobuf,application/json" }, tls: { ca: s.certs.ca } } as RequestInit);
+    expect({ status: l.status, type: l.headers.get("content-type") }).toEqual({ status: 200, type: "application/json" });
   });
 
   test("paths: unknown resources are 404, a namespaced create needs a namespace", async () => {
@@ -161,21 +185,25 @@ describe("clients it exists for", () => {
     await b.stop();
   }, 30_000);
 
-  test("kubectl get and apply", async () => {
+  /** kubectl (scripts/run installs Debian's kubernetes-client) against a new server */
+  const kubectlFor = (s: TestApiServer) => {
     const kubectl = Bun.which("kubectl");
-    if (!kubectl) {
-      console.warn("kubectl is not installed (Debian kubernetes-client); skipped");
-      return;
-    }
-    const s = start();
+    if (!kubectl) throw new Error("kubectl is not installed (Debian kubernetes-client; scripts/run installs it)");
     const dir = useTempDir("kubectl");
-    await Bun.write(`${dir}/config`, s.kubeconfig());
+    const config = Bun.write(`${dir}/config`, s.kubeconfig());
     // not spawnSync: the server answers from this same process
     const kc = async (...args: string[]) => {
+      await config;
       const p = Bun.spawn([kubectl, "--kubeconfig", `${dir}/config`, "--cache-dir", `${dir}/cache`, ...args], { stdout: "pipe", stderr: "pipe" });
       const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
       return { code, out, err };
     };
+    return { kc, dir };
+  };
+
+  test("kubectl get and apply", async () => {
+    const s = start();
+    const { kc, dir } = kubectlFor(s);
     expect((await kc("get", "namespaces", "-o", "name")).out.split("\n").filter(Boolean)).toEqual(["namespace/default", "namespace/kube-node-lease", "namespace/kube-public", "namespace/kube-system"]);
     const manifest = (port: number) => JSON.stringify({ apiVersion: "v1", kind: "Service", metadata: { name: "web", namespace: "default" }, spec: { ports: [{ name: "http", port, targetPort: 8080 }] } });
     await Bun.write(`${dir}/svc.json`, manifest(80));
@@ -189,6 +217,28 @@ describe("clients it exists for", () => {
     expect((await kc("get", "service", "nope")).err).toContain('services "nope" not found');
     expect((await kc("--token", "wrong", "get", "pods")).code).not.toBe(0);
     expect((await kc("delete", "service", "web")).out).toContain('service "web" deleted');
+  }, 60_000);
+
+  test("kubectl create namespace|configmap|service, run and expose: built-in kinds posted as protobuf", async () => {
+    const s = start();
+    const { kc } = kubectlFor(s);
+    const ok = async (...args: string[]) => {
+      const r = await kc(...args);
+      expect({ args, code: r.code, err: r.err }).toEqual({ args, code: 0, err: "" });
+      return r.out;
+    };
+    const get = async (...args: string[]) => JSON.parse(await ok("get", ...args, "-o", "json"));
+    expect(await ok("create", "namespace", "x")).toBe("namespace/x created\n");
+    expect(await get("namespace", "x")).toMatchObject({ kind: "Namespace", metadata: { name: "x" } });
+    expect(await ok("create", "configmap", "c", "--from-literal=a=b", "-n", "x")).toBe("configmap/c created\n");
+    expect(await get("configmap", "c", "-n", "x")).toMatchObject({ kind: "ConfigMap", metadata: { name: "c", namespace: "x" }, data: { a: "b" } });
+    expect(await ok("create", "service", "clusterip", "s", "--tcp=80:8080")).toBe("service/s created\n");
+    expect((await get("service", "s")).spec).toMatchObject({ type: "ClusterIP", selector: { app: "s" }, ports: [{ name: "80-8080", port: 80, protocol: "TCP", targetPort: 8080 }] });
+    expect(await ok("run", "p", "--image=x", "--port=8080")).toBe("pod/p created\n");
+    expect(await get("pod", "p")).toMatchObject({ metadata: { labels: { run: "p" } }, spec: { containers: [{ name: "p", image: "x", ports: [{ containerPort: 8080 }] }] } });
+    expect(await ok("expose", "pod", "p", "--port=80")).toBe("service/p exposed\n");
+    expect((await get("service", "p")).spec).toMatchObject({ selector: { run: "p" }, ports: [{ port: 80, protocol: "TCP" }] });
+    expect((await ok("get", "cm", "-n", "x", "-o", "name")).trim()).toBe("configmap/c");
   }, 60_000);
 });
 

@@ -9,6 +9,7 @@ import { BUILTIN, groupVersion, type KubeObject, type ResourceType } from "./res
 import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
+import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
 
 export interface ApiServerOptions {
   /** bearer tokens that authenticate; a request with any other token gets 401 */
@@ -111,7 +112,7 @@ export class TestApiServer {
       }
       if (method === "POST") {
         if (t.namespaced && namespace === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
-        return c.json(this.store.create(t, namespace, await body(c)), 201);
+        return c.json(this.store.create(t, namespace, await body(c, t)), 201);
       }
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
@@ -119,7 +120,7 @@ export class TestApiServer {
       case "GET":
         return c.json(this.store.get(t, namespace, name));
       case "PUT":
-        return c.json(this.store.update(t, namespace, name, await body(c), subresource));
+        return c.json(this.store.update(t, namespace, name, await body(c, t), subresource));
       case "PATCH": {
         const cur = this.store.get(t, namespace, name);
         const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
@@ -254,7 +255,11 @@ export class TestApiServer {
   }
 }
 
-async function body(c: Context): Promise<KubeObject> {
+async function body(c: Context, t: ResourceType): Promise<KubeObject> {
+  // kubectl and client-go send built-in kinds as protobuf
+  const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+  if (type === PROTOBUF) return decodeProtobuf(new Uint8Array(await c.req.arrayBuffer()), t);
+  if (type !== "" && type !== "application/json") throw new ApiError(415, "UnsupportedMediaType", `the body of the request was in an unknown format ${JSON.stringify(type)}: accepted media types are application/json and ${PROTOBUF}`);
   const text = await c.req.text();
   let o: unknown;
   try {
