@@ -5,7 +5,8 @@
 //
 //   bun scripts/gen-k8s-proto.ts <kubernetes/api checkout> <kubernetes/apimachinery checkout> <tag>
 //
-// It builds a FileDescriptorSet with buf (@bufbuild/buf, a devDependency) pruned to the kinds
+// It builds a FileDescriptorSet with buf (the npm package @bufbuild/buf, run through npx so
+// that its 90 MB binary is not installed with the project's dependencies) pruned to the kinds
 // the server serves and what they reference, without comments. The .proto files say nothing
 // of how Go encodes a field as JSON, which the stored form must follow, so the Go structs'
 // tags are read too: which fields are pointers (a zero value on the wire is then meant),
@@ -53,9 +54,8 @@ try {
     if (!existsSync(join(dir, "generated.proto"))) throw new Error(`${dir}/generated.proto is missing`);
     cpSync(join(dir, "generated.proto"), join(work, pkg, "generated.proto"));
   }
-  const buf = join(import.meta.dir, "../node_modules/.bin/buf");
   const image = join(work, "image.binpb");
-  const args = [buf, "build", work, "--exclude-source-info", "-o", image, ...ROOTS.flatMap((t) => ["--type", t])];
+  const args = ["npx", "--yes", "@bufbuild/buf@1.75.0", "build", work, "--exclude-source-info", "-o", image, ...ROOTS.flatMap((t) => ["--type", t])];
   const r = Bun.spawnSync(args, { stderr: "pipe", stdout: "pipe" });
   if (r.exitCode !== 0) throw new Error(`buf build failed: ${r.stderr.toString()}`);
   const bytes = readFileSync(image);
