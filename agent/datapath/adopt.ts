@@ -8,8 +8,7 @@
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
 import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment } from "../sys/nftdump.ts";
-import { emptyModel, TABLE, type Model } from "./render.ts";
-import type { RingRule } from "./nfnl.ts";
+import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
 
 const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
@@ -148,7 +147,7 @@ const withoutHandles = (x: J) => JSON.stringify(x, (k, v) => (k === "handle" || 
  * What is in the kernel's table that a bank switch would not put right: objects skein does
  * not make (chains, sets, counters, flowtables…), table flags (a dormant table hooks
  * nothing), and base chains or their rules other than skein's as the kernel holds them in
- * `reference` (the same base chains loaded into a dormant table: render.ts renderReference).
+ * `reference` (the same base chains loaded into a dormant table: nft-text.ts renderReference).
  * Target chains, ring chains, ring slots and elements are not looked at: a bank switch writes
  * them all anew.
  */

@@ -21,30 +21,10 @@ import { structureDrift, type Listing } from "./adopt.ts";
 import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
-import {
-  addRingMap,
-  emptyModel,
-  model,
-  noRingOps,
-  patchModel,
-  planDelta,
-  planUnits,
-  ringCapacity,
-  ringBridge,
-  ringDiff,
-  ringMap,
-  ringOpCount,
-  ringSlots,
-  renderDelta,
-  renderSkeleton,
-  serviceCidrScript,
-  splitFill,
-  TABLE,
-  type Capacity,
-  type Model,
-  type DeltaPlan,
-  type RingOps,
-} from "./render.ts";
+import { emptyModel, model, patchModel, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model } from "./model.ts";
+import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nft-text.ts";
+import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
+import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
 
 /** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
 export interface BatchSink {
@@ -72,7 +52,7 @@ export class Datapath {
   private slots: Capacity = { 4: 0, 6: 0 };
   /** step 3 of a delta that failed: retried before the next sync */
   private pending: RingOps | undefined;
-  /** this node's pod CIDRs: the hairpin addresses (render.ts model); none known: every backend */
+  /** this node's pod CIDRs: the hairpin addresses (model.ts); none known: every backend */
   private localCIDRs: string[] = [];
   private hairpin: AddressTest | undefined;
   /** the hairpin addresses in force were picked with other CIDRs: the next sync is whole */

@@ -10,13 +10,14 @@
 //
 // The ring rule is the one nft itself emits for
 //   dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
-// (RANGE: skein's bits of the packet mark, marks.ts; render.test.ts holds the rule listed from
+// (RANGE: skein's bits of the packet mark, marks.ts; nft-text.test.ts holds the rule listed from
 // the kernel equal to the one nft makes of that text), minus nft's `meta l4proto
 // { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
-import { slotCount, type RingModel, type RingOps, type SlotOp } from "./render.ts";
+import type { RingRule } from "./model.ts";
+import { slotCount, type RingOps, type SlotOp } from "./ring-ops.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
@@ -45,17 +46,6 @@ const REG32 = (n: number) => 8 + n;
 
 /** Largest attribute payload: a nested attribute's length is 16 bits. */
 const MAX_NEST = 60_000;
-
-export interface RingRule {
-  family: 4 | 6;
-  /** hash the client address only (sessionAffinity ClientIP) */
-  affinity: boolean;
-  ringSize: number;
-  /** the ring map the rule looks up */
-  map: string;
-  /** skein's bits of the packet mark (marks.ts): only they select the ring */
-  mark: number;
-}
 
 export interface Batch {
   /** the messages, numbered from the builder's first sequence number; the sender
@@ -361,7 +351,7 @@ function keysOf(ops: SlotOp[]): Uint8Array {
   return k;
 }
 
-/** Ring operations (agent/datapath/render.ts) into a batch: chains, removals, writes, hairpins, chain removals. */
+/** Ring operations (ring-ops.ts) into a batch: chains, removals, writes, hairpins, chain removals. */
 export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
   for (const [name, rule] of ops.addChains) {
     b.addChain(name);
