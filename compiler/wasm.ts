@@ -3,7 +3,8 @@
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
 import type { Family } from "./address.ts";
-import type { CompileOptions, Frontend, Ring, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
+import type { CompileOptions, UnitCompiler } from "./reference/compile.ts";
+import type { Frontend, Ring, ServiceUnit, Target } from "./tables.ts";
 import type { EndpointSlice, Service } from "./state.ts";
 import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";

@@ -6,7 +6,8 @@
 // compiler.wasm.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
-import { compile, targetBackends, type Tables } from "../../compiler/reference/compile.ts";
+import { compile } from "../../compiler/reference/compile.ts";
+import { targetBackends, type Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { model } from "../datapath/model.ts";

@@ -13,8 +13,7 @@
 // (a new table's, the other bank's), which goes in batches of 64k slots. A rejected step 1
 // or 2 leaves the previous tables in force (step 2 undoes step 1) and is reported with what
 // was refused; the next sync starts again from what is in force.
-import type { Tables } from "../../compiler/reference/compile.ts";
-import type { UnitChange } from "../../compiler/incremental.ts";
+import type { Tables, UnitChange } from "../../compiler/tables.ts";
 import { BatchBuilder, encodeRingOps, type Batch, type BatchBuffer } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { structureDrift, type Listing } from "./adopt.ts";

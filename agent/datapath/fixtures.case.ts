@@ -1,7 +1,8 @@
 // What the datapath's tests share: Services with slices to compile, and for the kernel tests
 // a datapath in a namespace of the test's own and the table's listing.
 import { afterAll } from "bun:test";
-import { compile, type Tables } from "../../compiler/reference/compile.ts";
+import { compile } from "../../compiler/reference/compile.ts";
+import type { Tables } from "../../compiler/tables.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { addNetns, deleteNetns } from "../sys/netns.ts";
 import { inNetns, run } from "../sys/exec.ts";

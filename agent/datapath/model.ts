@@ -27,7 +27,7 @@
 // faster than into its resizable default, docs/measurements.md). A bank (0 or 1) names one
 // generation of ring maps and ring chains: outgrowing a map's size builds the other bank
 // beside the live one and switches the target chains over in one transaction.
-import type { Ring, Tables, Target } from "../../compiler/reference/compile.ts";
+import type { Ring, Tables, Target } from "../../compiler/tables.ts";
 import { addressText, KEY_BYTES, type AddressTest } from "../../compiler/keys.ts";
 import { checkMarks, DEFAULT_MARKS, hex32 as hex, markValue, masqBit, type Marks } from "./marks.ts";
 

@@ -7,7 +7,7 @@ import { addressText, KEY_BYTES, keyPort } from "../../compiler/keys.ts";
 import { checkMarks, DEFAULT_MARKS, hex32 as hex, marksComment, masqBit, type Marks } from "./marks.ts";
 import { emptyModel, model, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model, type RingRule } from "./model.ts";
 import { ringDiff, type RingOps, type SlotOp } from "./ring-ops.ts";
-import type { Tables } from "../../compiler/reference/compile.ts";
+import type { Tables } from "../../compiler/tables.ts";
 
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
 

@@ -8,7 +8,7 @@
 // read as this one's), and the socket has a receive timeout, reported with the request it
 // cut short. The socket itself (opening one in a namespace, errno) is nlsock.ts's.
 import { closeSync, openSync } from "node:fs";
-import ipaddr from "ipaddr.js";
+import { addressBytes } from "../../compiler/address.ts";
 import {
   closeSocket,
   EAGAIN,
@@ -145,10 +145,10 @@ const u32 = (n: number) => {
 };
 export const macBytes = (mac: string) => Uint8Array.from(mac.split(":").map((h) => parseInt(h, 16)));
 
-/** An IP address in network byte order, and its family. */
+/** An IP address in network byte order, and its family; read strictly (compiler/address.ts). */
 export function ipBytes(ip: string): { family: 4 | 6; bytes: Uint8Array } {
-  const a = ipaddr.parse(ip);
-  return { family: a.kind() === "ipv4" ? 4 : 6, bytes: Uint8Array.from(a.toByteArray()) };
+  const b = addressBytes(ip);
+  return { family: b.length === 4 ? 4 : 6, bytes: Uint8Array.from(b) };
 }
 const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
 
