@@ -16,6 +16,7 @@
 // already holds the protocol, and the guard would need an anonymous set per rule.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
+import { AttrWriter, HOST_LE, NLA_F_NESTED } from "../sys/nlattr.ts";
 import type { RingRule } from "./model.ts";
 import { slotCount, type RingOps, type SlotOp } from "./ring-ops.ts";
 
@@ -37,7 +38,6 @@ const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const NLM_F_CREATE = 0x400;
 const NLM_F_APPEND = 0x800;
-const NLA_F_NESTED = 0x8000;
 
 // registers: NFT_REG_1 is 128 bits wide and overlaps NFT_REG32_00..03
 const REG_1 = 1;
@@ -56,73 +56,17 @@ export interface Batch {
   messages: number;
 }
 
-const enc = new TextEncoder();
-const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/** Growable byte buffer with netlink attribute helpers. */
-class Writer {
-  dv: DataView;
-  o = 0;
-  constructor(public buf: Uint8Array<ArrayBuffer> = new Uint8Array(1 << 16)) {
-    this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
-  ensure(n: number): void {
-    if (this.o + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.o + n) size *= 2;
-    const b = new Uint8Array(size);
-    b.set(this.buf.subarray(0, this.o));
-    this.buf = b;
-    this.dv = new DataView(b.buffer);
-  }
-  /** starts an attribute; returns its offset for end() */
-  begin(type: number): number {
-    this.ensure(4);
-    const at = this.o;
-    this.dv.setUint16(at + 2, type, true);
-    this.o += 4;
-    return at;
-  }
-  end(at: number): void {
-    this.dv.setUint16(at, this.o - at, true);
-    this.pad();
-  }
-  pad(): void {
-    const p = (4 - (this.o & 3)) & 3;
-    this.ensure(p);
-    this.buf.fill(0, this.o, this.o + p);
-    this.o += p;
-  }
-  bytes(type: number, b: Uint8Array): void {
-    const at = this.begin(type);
-    this.ensure(b.length);
-    this.buf.set(b, this.o);
-    this.o += b.length;
-    this.end(at);
-  }
-  str(type: number, s: string): void {
-    this.bytes(type, enc.encode(`${s}\0`));
-  }
-  /** a register value (host byte order, as the mark is held), as nested NFTA_DATA_VALUE */
-  host32(type: number, n: number): void {
-    const d = this.begin(type | NLA_F_NESTED);
-    const at = this.begin(1); // NFTA_DATA_VALUE
-    this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, HOST_LE);
-    this.o += 4;
-    this.end(at);
-    this.end(d);
-  }
-  be32(type: number, n: number): void {
-    const at = this.begin(type);
-    this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, false);
-    this.o += 4;
-    this.end(at);
-  }
+/** A register value (host byte order, as the mark is held), as nested NFTA_DATA_VALUE. */
+function host32(w: AttrWriter, type: number, n: number): void {
+  w.nest(type | NLA_F_NESTED, () => {
+    const at = w.begin(1); // NFTA_DATA_VALUE
+    w.ensure(4);
+    w.dv.setUint32(w.o, n >>> 0, HOST_LE);
+    w.o += 4;
+    w.end(at);
+  });
 }
 
-/** Builds one batch: messages between BATCH_BEGIN and BATCH_END, applied atomically. */
 /** A buffer batches are built in, handed from one batch to the next (the buffer a batch grew
  * to is the next one's start): a fill of a million ring slots in batches then allocates it
  * once rather than growing a new one, by doubling, for every batch. */
@@ -130,8 +74,9 @@ export interface BatchBuffer {
   buf: Uint8Array<ArrayBuffer>;
 }
 
+/** Builds one batch: messages between BATCH_BEGIN and BATCH_END, applied atomically. */
 export class BatchBuilder {
-  private readonly w: Writer;
+  private readonly w: AttrWriter;
   private seq: number;
   private readonly what = new Map<number, string>();
   private lastMsg = -1;
@@ -144,7 +89,7 @@ export class BatchBuilder {
     firstSeq = 1,
     private readonly reuse?: BatchBuffer,
   ) {
-    this.w = new Writer(reuse?.buf);
+    this.w = new AttrWriter(reuse?.buf);
     this.seq = firstSeq;
     this.control(NFNL_MSG_BATCH_BEGIN);
   }
@@ -239,8 +184,8 @@ export class BatchBuilder {
       w.be32(1, REG_1); // NFTA_BITWISE_SREG
       w.be32(2, REG_1); // NFTA_BITWISE_DREG
       w.be32(3, 4); // NFTA_BITWISE_LEN
-      w.host32(4, r.mark); // NFTA_BITWISE_MASK
-      w.host32(5, 0); // NFTA_BITWISE_XOR
+      host32(w, 4, r.mark); // NFTA_BITWISE_MASK
+      host32(w, 5, 0); // NFTA_BITWISE_XOR
     });
     const payload = (base: number, offset: number, len: number, dreg: number) =>
       expr("payload", () => (w.be32(1, dreg), w.be32(2, base), w.be32(3, offset), w.be32(4, len)));
