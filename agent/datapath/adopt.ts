@@ -18,6 +18,8 @@ const RING_MAP = /^be([46])_(\d)$/;
 
 type J = Record<string, any>;
 
+const NFT_SET_ANONYMOUS = 0x1;
+
 export type Adoption =
   | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
   | { ok: false; why: string };
@@ -121,6 +123,9 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
   for (const r of dump("list the rules", NFT_MSG.GETRULE).filter(mine).map(decodeRule)) terse.push({ rule: { family: "inet", chain: r.chain, expr: r.targets.map((target) => ({ goto: { target } })), bytes: r.exprs } });
   const sets = new Map<string, unknown[]>();
   for (const x of dump("list the sets", NFT_MSG.GETSET).filter(mine).map(decodeSet)) {
+    // an anonymous set belongs to the rule that looks it up (the ring rules' protocol guard):
+    // listed with that rule, as nft lists it, not as a set of the table
+    if (x.flags & NFT_SET_ANONYMOUS) continue;
     terse.push(x.flags & 8 ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
     const how = ELEMENT_SETS[x.name];
     if (!elements || !how) continue;

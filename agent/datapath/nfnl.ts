@@ -1,19 +1,20 @@
 // Encodes nftables netlink batches for the Maglev rings: ring chains with their one rule, and
 // the elements of the ring maps. Pure: bytes out, sent by agent/sys/netlink.ts.
 //
-// Why not nft text: measured on this project's test machines, nft spends 8-10 µs and about
-// 1.9 KB of its own memory per map element parsing and evaluating text (a 10k-service table
-// with 1M ring slots: ~10 s and ~2 GB), while the kernel takes the same elements over
-// netlink in ~0.7 µs each when the map is a fixed-size hash. And nft 1.0.6 cannot add a rule
-// that looks up a map declared with `typeof … th dport` in a later transaction ("conflicting
-// protocols tcp vs. th"), so ring chains made here are what lets a delta add one.
+// Why not nft text: nft parses and evaluates map elements an order of magnitude slower than
+// the kernel takes them over netlink into a fixed-size hash, and holds kilobytes of its own
+// memory per element meanwhile (docs/measurements.md: a cold load of a million ring slots).
+// And nft 1.0.6 cannot add a rule that looks up a map declared with `typeof … th dport` in a
+// later transaction ("conflicting protocols tcp vs. th"), so ring chains made here are what
+// lets a delta add one.
 //
-// The ring rule is the one nft itself emits for
-//   dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
-// (RANGE: skein's bits of the packet mark, marks.ts; nft-text.test.ts holds the rule listed from
-// the kernel equal to the one nft makes of that text), minus nft's `meta l4proto
-// { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
-// already holds the protocol, and the guard would need an anonymous set per rule.
+// The ring rule is exactly what nft makes of the text nft-text.ts prints for it,
+//   meta l4proto { tcp, udp, sctp } dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
+// (RANGE: skein's bits of the packet mark, marks.ts), its anonymous protocol set included, so
+// that `skein tables --nft` prints what the agent loads and the kernel lists the same either
+// way (test/nft-text.e2e.test.ts). The guard decides nothing (the rule is reached only from the
+// service verdict map, whose key holds the protocol), but nft refuses a transport mapping
+// without it, so text without it could not be loaded.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
 import { AttrWriter, HOST_LE, NLA_F_NESTED } from "../sys/nlattr.ts";
@@ -27,6 +28,7 @@ const NFT_MSG_NEWCHAIN = 3;
 const NFT_MSG_DELCHAIN = 5;
 const NFT_MSG_NEWRULE = 6;
 const NFT_MSG_DELRULE = 8;
+const NFT_MSG_NEWSET = 9;
 const NFT_MSG_DELSET = 11;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
@@ -43,6 +45,26 @@ const NLM_F_APPEND = 0x800;
 const REG_1 = 1;
 const REG_2 = 2;
 const REG32 = (n: number) => 8 + n;
+
+// the guard's set, as nft declares `meta l4proto { tcp, udp, sctp }`
+const NFT_SET_ANONYMOUS = 0x1;
+const NFT_SET_CONSTANT = 0x2;
+const TYPE_INET_PROTOCOL = 12; // nft's datatype of inet_proto
+const GUARD_PROTOCOLS = [6, 17, 132]; // tcp, udp, sctp
+/** The set's user data as nft writes it (libnftnl's TLVs): key byte order "host", key typeof
+ * `meta l4proto` (expression type 9, meta; meta key 16, l4proto). */
+const GUARD_USERDATA = (() => {
+  const b = new Uint8Array(22);
+  const dv = new DataView(b.buffer);
+  b.set([0, 4], 0); // NFTNL_UDATA_SET_KEYBYTEORDER
+  dv.setUint32(2, 1, HOST_LE); // BYTEORDER_HOST_ENDIAN
+  b.set([3, 14], 6); // NFTNL_UDATA_SET_KEY_TYPEOF, nesting:
+  b.set([0, 4], 8); // NFTNL_UDATA_SET_TYPEOF_EXPR
+  dv.setUint32(10, 9, HOST_LE);
+  b.set([1, 6, 0, 4], 14); // NFTNL_UDATA_SET_TYPEOF_DATA, nesting the meta key
+  dv.setUint32(18, 16, HOST_LE);
+  return b;
+})();
 
 /** Largest attribute payload: a nested attribute's length is 16 bits. */
 const MAX_NEST = 60_000;
@@ -81,6 +103,8 @@ export class BatchBuilder {
   private readonly what = new Map<number, string>();
   private lastMsg = -1;
   private count = 0;
+  /** the last NFTA_SET_ID given: how a rule names a set made in the same batch */
+  private setIds = 0;
 
   constructor(
     private readonly table: string,
@@ -153,8 +177,37 @@ export class BatchBuilder {
     this.finish(at, `delete map ${name}`);
   }
 
+  /** The anonymous set `{ tcp, udp, sctp }` of a ring rule's guard, as nft makes it; the
+   * kernel names it (`__set<n>`) and removes it with the rule. Returns its id in the batch. */
+  private guardSet(chain: string): number {
+    const w = this.w;
+    const id = ++this.setIds;
+    let at = this.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+    w.str(1, this.table); // NFTA_SET_TABLE
+    w.str(2, "__set%d"); // NFTA_SET_NAME
+    w.be32(3, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT); // NFTA_SET_FLAGS
+    w.be32(4, TYPE_INET_PROTOCOL); // NFTA_SET_KEY_TYPE
+    w.be32(5, 1); // NFTA_SET_KEY_LEN
+    w.be32(10, id); // NFTA_SET_ID
+    w.nest(9 | NLA_F_NESTED, () => w.be32(1, GUARD_PROTOCOLS.length)); // NFTA_SET_DESC: SIZE
+    w.bytes(13, GUARD_USERDATA); // NFTA_SET_USERDATA
+    this.finish(at, `add the protocol set of ${chain}`);
+    at = this.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+    w.str(1, this.table); // NFTA_SET_ELEM_LIST_TABLE
+    w.str(2, "__set%d"); // NFTA_SET_ELEM_LIST_SET
+    w.be32(4, id); // NFTA_SET_ELEM_LIST_SET_ID
+    w.nest(3 | NLA_F_NESTED, () => {
+      // NFTA_SET_ELEM_LIST_ELEMENTS: each a NFTA_LIST_ELEM holding NFTA_SET_ELEM_KEY
+      for (const p of GUARD_PROTOCOLS) w.nest(1 | NLA_F_NESTED, () => w.nest(1 | NLA_F_NESTED, () => w.bytes(1, Uint8Array.of(p))));
+    });
+    this.finish(at, `add the protocols of ${chain}`);
+    return id;
+  }
+
+  /** A ring chain's rule (nft-text.ts prints it), with the set its guard looks up. */
   addRingRule(chain: string, r: RingRule): void {
     const w = this.w;
+    const guard = this.guardSet(chain);
     const at = this.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
     w.str(1, this.table); // NFTA_RULE_TABLE
     w.str(2, chain); // NFTA_RULE_CHAIN
@@ -169,6 +222,9 @@ export class BatchBuilder {
     };
     const v6 = r.family === 6;
     const addrLen = v6 ? 16 : 4;
+    // meta l4proto { tcp, udp, sctp }
+    expr("meta", () => (w.be32(2, 16), w.be32(1, REG_1))); // NFTA_META_KEY l4proto, DREG
+    expr("lookup", () => (w.be32(2, REG_1), w.str(1, "__set%d"), w.be32(4, guard))); // SREG, SET, SET_ID
     // meta nfproto == ipv4/ipv6 (the table is inet)
     expr("meta", () => (w.be32(2, 15), w.be32(1, REG_1))); // NFTA_META_KEY nfproto, DREG
     expr("cmp", () => {

@@ -1,13 +1,10 @@
-// The table as nft text (no root), and the one-file form loaded by nft alone in a private
-// namespace against what the agent's path loads.
+// The table as nft text (no root). That nft loads the one-file form into the table the
+// agent's path loads is test/nft-text.e2e.test.ts's.
 import { describe, expect, test } from "bun:test";
-import { inNetns, run } from "../sys/exec.ts";
-import { datapathIn, listing, objects, tablesOf, useNetns } from "./fixtures.case.ts";
-import { DEFAULT_MARKS, type Marks } from "./marks.ts";
+import { objects, tablesOf } from "./fixtures.case.ts";
+import type { Marks } from "./marks.ts";
 import { model } from "./model.ts";
 import { renderDelta, renderFull } from "./nft-text.ts";
-
-const netns = useNetns(`skt-text${Math.random().toString(36).slice(2, 6)}`);
 
 describe("renderFull", () => {
   test("sets, maps and rules that look them up stay constant as services grow", () => {
@@ -52,25 +49,5 @@ describe("renderDelta", () => {
   const before = tablesOf(objects(50));
   test("no change, no transaction", () => {
     expect(renderDelta(model(before), model(tablesOf(objects(50), before)))).toBe("");
-  });
-});
-
-describe("in a kernel", () => {
-  // also what holds the ring rule and ring keys nfnl.ts encodes equal to those nft makes of
-  // the text, in the default mark range and in another
-  test.each([DEFAULT_MARKS, { mark: 0x0fffff00, ctMark: 0x00000f00 }])("the one-file form (skein tables --nft) loads with nft alone and holds the same table (marks %o)", (marks) => {
-    const path = netns(`b${marks.mark}`);
-    const b = tablesOf(objects(20, { affinity: (i) => i === 4 }));
-    run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderFull(b, 0, marks) });
-    // nft text needs its `meta l4proto` guard in front of a transport mapping; the batch has none
-    const text = listing(path).map((l) => l.replace(/\{"match":\{"op":"==","left":\{"meta":\{"key":"l4proto"\}\},"right":\{"set":\["tcp","udp","sctp"\]\}\}\},/g, ""));
-    expect(text.join()).toContain(`{"&":[{"meta":{"key":"mark"}},${marks.mark}]}`);
-    const live = datapathIn(path, marks);
-    try {
-      live.dp.sync(b);
-      expect(text).toEqual(listing(path));
-    } finally {
-      live.close();
-    }
   });
 });

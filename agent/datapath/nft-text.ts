@@ -11,7 +11,8 @@ import type { Tables } from "../../compiler/tables.ts";
 
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
 
-/** The ring rule as nft text: what nfnl.ts encodes, for listings and the one-file form. */
+/** The ring rule as nft text: nft makes of it exactly what nfnl.ts encodes (guard and its
+ * anonymous set included), so the one-file form loads the rule the agent loads. */
 function ringRuleText(r: RingRule): string {
   const a = addr(r.family);
   const client = r.affinity ? `${a} saddr` : `${a} saddr . th sport`;
