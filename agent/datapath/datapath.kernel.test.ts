@@ -7,7 +7,7 @@ import { asMap, feed } from "../../compiler/generate.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { Datapath } from "./datapath.ts";
-import { datapathIn, listing, objects, opts, tablesOf, useNetns } from "./fixtures.case.ts";
+import { datapathIn, listing, objects, opts, ringChainsAndGuards, tablesOf, useNetns } from "./fixtures.case.ts";
 import { emptyModel, model, patchModel } from "./model.ts";
 import type { Nft } from "./nft.ts";
 import { planUnits } from "./plan.ts";
@@ -34,8 +34,13 @@ describe("in a kernel", () => {
       expect(live.dp.sync(a).kind).toBe("full");
       expect(live.dp.sync(b).kind).toBe("delta");
       const viaDelta = listing(path);
+      // a ring chain the delta removed took its rule's guard set along
+      const guarded = ringChainsAndGuards(live.nl);
+      expect(guarded.chains).toBeGreaterThan(1);
+      expect(guarded.guards).toBe(guarded.chains);
       expect(live.dp.sync(c).kind).toBe("rebuild");
       const viaRebuild = listing(path);
+      expect(ringChainsAndGuards(live.nl)).toEqual({ chains: 2, guards: 2 });
       const fresh = datapathIn(path);
       try {
         fresh.dp.sync(b);

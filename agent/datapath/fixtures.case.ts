@@ -7,6 +7,7 @@ import { clusterStateFrom } from "../../compiler/state.ts";
 import { addNetns, deleteNetns } from "../sys/netns.ts";
 import { inNetns, run } from "../sys/exec.ts";
 import { Netlink } from "../sys/netlink.ts";
+import { decodeChain, decodeSet, NFT_MSG } from "../sys/nftdump.ts";
 import { Datapath } from "./datapath.ts";
 import type { Nft } from "./nft.ts";
 import type { Marks } from "./marks.ts";
@@ -67,4 +68,14 @@ export function listing(path: string): string[] {
     return JSON.stringify({ [kind]: rest }).replace(/(be[46]|ring[46]a?)_1/g, "$1_0");
   });
   return norm.sort();
+}
+
+/** How many ring chains `inet skein` holds, and how many anonymous sets: each ring rule's
+ * protocol guard has one, which must come and go with its rule. */
+export function ringChainsAndGuards(nl: Netlink): { chains: number; guards: number } {
+  const dump = (what: string, type: number) => nl.nftDump(`list the ${what}`, type, "inet", [[1, "skein"]]);
+  return {
+    chains: dump("chains", NFT_MSG.GETCHAIN).map(decodeChain).filter((c) => /^ring[46]a?_\d_\d+$/.test(c.name)).length,
+    guards: dump("sets", NFT_MSG.GETSET).map(decodeSet).filter((x) => x.flags & 0x1).length,
+  };
 }
