@@ -48,7 +48,7 @@ const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
 
 /** Input words per call into compiler.wasm: a whole-cluster compile runs in batches of about
  * this size, so that the module's memory (which never shrinks) stays near one batch's input,
- * scratch and output (about 1 MB) instead of the whole cluster's (11 MB at 10k services). */
+ * scratch and output (about 1 MB) instead of growing with the cluster. */
 const BATCH_WORDS = 1 << 16;
 
 /**

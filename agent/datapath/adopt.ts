@@ -106,8 +106,7 @@ const ELEMENT_SETS: Record<string, ["frontend" | "hairpin", 4 | 6]> = {
  * Lists `inet <table>` through nftables netlink dumps, in the shape nft's JSON would give
  * (what adoptedModel and the drift checks read); undefined when there is none. Not through
  * nft: nft 1.0.6 fetches every element of the table, the million ring slots at 10,000
- * services included, before it lists anything (~50 s and 1.8 GB for `nft list tables`
- * alone); the dumps ask for the chains, rules, sets, objects and flowtables, and the elements
+ * services included, before it lists anything (agent/sys/nftdump.ts); the dumps ask for the chains, rules, sets, objects and flowtables, and the elements
  * of the few sets read (`elements`), never the ring maps'. Rules are given as the chains they
  * go to and their expressions' bytes, which is what base chains are compared by.
  */

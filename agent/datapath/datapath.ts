@@ -177,9 +177,8 @@ export class Datapath {
   /**
    * Ring operations that fill maps nothing looks up yet (a new table, the other bank), as
    * batches of at most FILL_SLOTS slots built in one buffer: a million slots in one batch is
-   * 37 MB of netlink messages in a buffer that doubles as it grows (at 10k services the
-   * agent's peak RSS while loading went from 386 MB to 300 MB; most of the rest is
-   * libnftables parsing the targets' nft text). On a refused batch `undo` is told whether
+   * 37 MB of netlink messages in a buffer that doubles as it grows, which set the agent's
+   * peak RSS while loading (docs/measurements.md). On a refused batch `undo` is told whether
    * the first one (the ring chains, the hairpins) went in, and the error is thrown on.
    */
   private fill(ops: RingOps, undo: (chainsMade: boolean) => void): number {

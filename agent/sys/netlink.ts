@@ -1,7 +1,7 @@
 // A small rtnetlink client over bun:ffi: the handful of link, address, route and neighbour
 // requests pod wiring needs, sent in-process. Each `ip` exec it replaces costs a CNI ADD or
-// DEL several milliseconds (measured: 6-8 ms per exec in-process, against well under 1 ms
-// for the request), and a CNI exec's time is what kubelet waits for.
+// DEL milliseconds where the request itself costs a fraction of one (docs/measurements.md),
+// and a CNI exec's time is what kubelet waits for.
 //
 // Every exchange ends: an error for any message ends the wait for it, replies are matched
 // by sequence number (increasing per socket, so a late reply to an earlier exchange is never

@@ -1,8 +1,8 @@
 // Decodes what the kernel answers to nftables dump requests (a table's chains, rules, sets,
 // objects, flowtables, and a set's elements), for reading skein's table without nft: nft
-// 1.0.6 fetches every set element of the table into its cache before it lists anything, so
-// `nft list tables` alone takes ~50 s and 1.8 GB with the million ring slots of 10,000
-// services loaded. A dump asks the kernel for just the objects wanted. Pure and bounded, like
+// 1.0.6 fetches every set element of the table into its cache before it lists anything, the
+// million ring slots of 10,000 services included, which takes it tens of seconds and
+// gigabytes (docs/measurements.md). A dump asks the kernel for just the objects wanted. Pure and bounded, like
 // nftmsg.ts: lengths are checked against the bytes at hand, unknown attributes are skipped.
 import { addressFromBytes } from "../../compiler/address.ts";
 import { attrs, str } from "./nftmsg.ts";
