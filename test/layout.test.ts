@@ -1,7 +1,8 @@
 // Data flows one way through the tree (docs/architecture.md, Layout): no cycle among static
-// imports, the compiler never reaches into the agent or the test fixtures, and the agent's
-// production code reaches the fixtures (testing/) only through the lazy import() that embeds
-// them for `skein demo` and `skein apiserver`. Pure: reads the sources, builds nothing.
+// imports, the compiler never reaches into the agent or the test fixtures, agent/sys uses
+// nothing of the compiler but its address module, and the agent's production code reaches
+// the fixtures (testing/) only through the lazy import() that embeds them for `skein demo`
+// and `skein apiserver`. Pure: reads the sources, builds nothing.
 import { expect, test } from "bun:test";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { dirname, relative, resolve } from "node:path";
@@ -99,6 +100,8 @@ export function violations(edges: Edge[]): string[] {
   for (const e of edges) {
     const [a, b] = [top(e.from), top(e.to)];
     if (a === "compiler" && (b === "agent" || b === "testing")) out.push(`${e.from} -> ${e.to}: compiler/ imports nothing from ${b}/`);
+    // the bottom of the agent: of the compiler, only the address module every layer shares
+    if (e.from.startsWith("agent/sys/") && !isTest(e.from) && b === "compiler" && e.to !== "compiler/address.ts") out.push(`${e.from} -> ${e.to}: agent/sys uses only compiler/address.ts of the compiler`);
     // unit tests beside their subject may use the fixtures; the agent itself only lazily,
     // from its CLI
     if (a === "agent" && b === "testing" && !isTest(e.from) && !(e.lazy && e.from.startsWith("agent/cli/"))) {
@@ -114,7 +117,7 @@ test("no cycle among static imports", () => {
   expect(findCycle(edges.filter((e) => !e.lazy))).toBeUndefined();
 });
 
-test("compiler/ imports nothing from agent/ or testing/; agent/ reaches testing/ only lazily from its CLI", () => {
+test("compiler/ imports nothing from agent/ or testing/; agent/sys only compiler/address.ts; agent/ reaches testing/ only lazily from its CLI", () => {
   expect(violations(edges)).toEqual([]);
 });
 
@@ -138,4 +141,6 @@ test("the checks fail where they should", () => {
   expect(violations(at("agent/loop/x.ts", `const { Lab } = await import("../../testing/lab.ts");`))).toHaveLength(1);
   expect(violations(at("agent/cli/x.ts", `import { Lab } from "../../testing/lab.ts";`))).toHaveLength(1);
   expect(violations(at("agent/cli/x.ts", `const { Lab } = await import("../../testing/lab.ts");`))).toEqual([]);
+  expect(violations(at("agent/sys/x.ts", `import type { Tables } from "../../compiler/tables.ts";`))).toHaveLength(1);
+  expect(violations(at("agent/sys/x.ts", `import { addressBytes } from "../../compiler/address.ts";`))).toEqual([]);
 });
