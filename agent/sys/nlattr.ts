@@ -91,18 +91,18 @@ export class AttrWriter {
 
   /** A 32-bit number in host byte order (rtnetlink's integers). */
   u32(type: number, n: number): void {
-    const at = this.begin(type);
-    this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, HOST_LE);
-    this.o += 4;
-    this.end(at);
+    this.int32(type, n, HOST_LE);
   }
 
   /** A 32-bit number in network byte order (nftables' integers). */
   be32(type: number, n: number): void {
+    this.int32(type, n, false);
+  }
+
+  private int32(type: number, n: number, littleEndian: boolean): void {
     const at = this.begin(type);
     this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, false);
+    this.dv.setUint32(this.o, n >>> 0, littleEndian);
     this.o += 4;
     this.end(at);
   }
