@@ -129,6 +129,13 @@ export function addressBytes(v: unknown, family?: Family): number[] {
   return bytesOf(v as string, read(v, family));
 }
 
+/** The canonical text of the address in `b` at `at` (4 bytes for family 4, 16 for 6): dotted
+ * quad, or RFC 5952 (what the readers here accept, and what compiler/state.ts writes). */
+export function addressFromBytes(b: ArrayLike<number>, at: number, family: Family): string {
+  if (family === 4) return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
+  return ipaddr.fromByteArray(Array.from({ length: 16 }, (_, i) => b[at + i]!)).toString();
+}
+
 /** Reads a CIDR strictly: canonical address, prefix length in range, no host bits set. */
 export function parseCidr(v: unknown, family?: Family): Cidr {
   const bad = textProblem(v);
@@ -150,7 +157,7 @@ export function parseCidr(v: unknown, family?: Family): Cidr {
   const bytes = bytesOf(addr, r);
   const network = bytes.map((b, i) => b & ((0xff << (8 - Math.max(0, Math.min(8, prefix - 8 * i)))) & 0xff));
   if (network.some((b, i) => b !== bytes[i])) {
-    throw new AddressError(`${quote(s)} is not a network: it has host bits set (the network is ${ipaddr.fromByteArray(network).toString()}/${prefix})`);
+    throw new AddressError(`${quote(s)} is not a network: it has host bits set (the network is ${addressFromBytes(network, 0, f)}/${prefix})`);
   }
   return { family: f, bytes, prefix, text: s };
 }

@@ -2,7 +2,8 @@
 // sequence of changes, the same tables (ids and rings included), and only the changed
 // services recompiled.
 import { describe, expect, test } from "bun:test";
-import { backendCount, compile, type Tables } from "./reference/compile.ts";
+import { compile } from "./reference/compile.ts";
+import { backendCount, type Tables } from "./tables.ts";
 import { clusterStateFrom, parseEndpointSlice, parseService } from "./state.ts";
 import { IncrementalCompiler } from "./incremental.ts";
 import { asMap, feed, generate, rng, type Obj } from "./generate.ts";

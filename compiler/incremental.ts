@@ -5,31 +5,8 @@
 // as the full compile (compiler/reference/compile.ts) of the same state with the previous
 // tables, ids included; the tests hold the two equal.
 import type { ClusterState, EndpointSlice, Service } from "./state.ts";
-import {
-  conflictMessage,
-  frontendKey,
-  IdAllocator,
-  ownFrontends,
-  referenceUnits,
-  serviceKey,
-  sliceServiceKey,
-  type CompileOptions,
-  type Frontend,
-  type UnitCompiler,
-  type ServiceUnit,
-  type Tables,
-  type Target,
-} from "./reference/compile.ts";
-
-/** What one compile changed: for each recompiled service, its unit before and after (an
- * empty unit for a service that did not exist on that side). A service that was not
- * recompiled can change too, when a frontend key it shares with another service changes
- * hands (compiler/reference/compile.ts: the first by name owns it). */
-export interface UnitChange {
-  service: string;
-  before: ServiceUnit;
-  after: ServiceUnit;
-}
+import { conflictMessage, IdAllocator, ownFrontends, referenceUnits, serviceKey, sliceServiceKey, type CompileOptions, type UnitCompiler } from "./reference/compile.ts";
+import { frontendKey, type Frontend, type ServiceUnit, type Tables, type Target, type UnitChange } from "./tables.ts";
 
 const EMPTY: ServiceUnit = { frontends: [], targets: [] };
 

@@ -1,8 +1,7 @@
 // Backend keys: what a Maglev ring hashes and sorts by. Fixed-width binary, the same bytes in
 // TypeScript and in compiler.wasm: 16 bytes of address (IPv4 as ::ffff:a.b.c.d) and the port,
 // big-endian. Text keys would cost a string build and an encode per backend on every compile.
-import ipaddr from "ipaddr.js";
-import { addressBytes, parseCidr } from "./address.ts";
+import { addressBytes, addressFromBytes, parseCidr } from "./address.ts";
 
 export const KEY_BYTES = 18;
 
@@ -51,8 +50,7 @@ export function compareKeys(a: Uint8Array, b: Uint8Array): number {
 /** The address at keys[at] (16 bytes, as writeAddress wrote it) as canonical text: dotted quad
  * for family 4, ipaddr.js's compressed form for 6 (as compiler/state.ts writes addresses). */
 export function addressText(keys: Uint8Array, at: number, family: 4 | 6): string {
-  if (family === 4) return `${keys[at + 12]}.${keys[at + 13]}.${keys[at + 14]}.${keys[at + 15]}`;
-  return ipaddr.fromByteArray([...keys.subarray(at, at + 16)]).toString();
+  return addressFromBytes(keys, family === 4 ? at + 12 : at, family);
 }
 
 /** The port of the backend key at keys[at]. */

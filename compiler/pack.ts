@@ -17,7 +17,7 @@
 //   node addresses: per address [family, 4 words of address]
 import type { Family } from "./address.ts";
 import type { EndpointSlice, Protocol, Service } from "./state.ts";
-import type { FrontendKind } from "./reference/compile.ts";
+import type { FrontendKind } from "./tables.ts";
 import { writeAddress } from "./keys.ts";
 
 /** Protocols in the order a unit's ports are sorted by (then by port). */

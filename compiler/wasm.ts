@@ -3,7 +3,8 @@
 // build/compiler.wasm.
 import wasmPath from "../build/compiler.wasm" with { type: "file" };
 import type { Family } from "./address.ts";
-import type { CompileOptions, Frontend, Ring, ServiceUnit, Target, UnitCompiler } from "./reference/compile.ts";
+import type { CompileOptions, UnitCompiler } from "./reference/compile.ts";
+import type { Frontend, Ring, ServiceUnit, Target } from "./tables.ts";
 import type { EndpointSlice, Service } from "./state.ts";
 import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";
@@ -47,7 +48,7 @@ const SCRATCH_PER_ADDR = 4 + 32 + 8 + 8;
 
 /** Input words per call into compiler.wasm: a whole-cluster compile runs in batches of about
  * this size, so that the module's memory (which never shrinks) stays near one batch's input,
- * scratch and output (about 1 MB) instead of the whole cluster's (11 MB at 10k services). */
+ * scratch and output (about 1 MB) instead of growing with the cluster. */
 const BATCH_WORDS = 1 << 16;
 
 /**

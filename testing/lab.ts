@@ -7,9 +7,7 @@ import type { Subprocess } from "bun";
 import { existsSync } from "node:fs";
 import type { CniRuntime, Conflist } from "../agent/cni/runtime.ts";
 
-/** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup` default). */
-export const DEMO_PREFIX = "skdemo-";
-export const TEST_PREFIX = "skt-";
+export { DEMO_PREFIX, TEST_PREFIX } from "../agent/sys/netns.ts";
 
 export interface ProbeResult {
   ok: boolean;

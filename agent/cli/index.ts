@@ -1,7 +1,7 @@
 // The CLI dispatcher. Subcommands that a later part of skein fills in say so and exit 69
 // (EX_UNAVAILABLE) instead of pretending; usage errors exit 2.
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
-import { DEMO_PREFIX, TEST_PREFIX } from "../../testing/lab.ts";
+import { DEMO_PREFIX, TEST_PREFIX } from "../sys/netns.ts";
 import { versionInfo } from "../version.ts";
 import { addressFamily } from "../../compiler/address.ts";
 import { parseCidr } from "../ipam/cidr.ts";

@@ -6,10 +6,13 @@
 // compiler.wasm.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
-import { compile, targetBackends, type Tables } from "../../compiler/reference/compile.ts";
+import { compile } from "../../compiler/reference/compile.ts";
+import { targetBackends, type Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model, planDelta, renderFull, renderPlan } from "../datapath/render.ts";
+import { model } from "../datapath/model.ts";
+import { renderFull } from "../datapath/nft-text.ts";
+import { planDelta, renderPlan } from "../datapath/plan.ts";
 import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
 
 export interface TablesOptions {

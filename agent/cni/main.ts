@@ -94,8 +94,8 @@ export async function cniMain(): Promise<never> {
   }
   out ??= runCni({ env: process.env, stdin });
   if (out.stderr) writeSync(2, `skein: ${out.stderr}\n`);
-  // writeSync on fd 1, not process.stdout: setting up Node's stream machinery costs a CNI
-  // exec ~9 ms (measured with strace between the last read of stdin and exit).
+  // writeSync on fd 1, not process.stdout: setting up Node's stream machinery for one write
+  // would lengthen every CNI exec (docs/measurements.md).
   if (out.stdout) writeSync(1, out.stdout + "\n");
   process.exit(out.exitCode);
 }

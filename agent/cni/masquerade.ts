@@ -13,7 +13,8 @@ function set(name: string, type: string, cidrs: string[]): string {
 /**
  * nft script that (re)creates the table in one transaction. The table's comment carries a
  * fingerprint of its content, so that an ADD can tell with one netlink read that the table
- * is already as it should be and skip loading libnftables (~7 ms of every ADD otherwise).
+ * is already as it should be and skip loading libnftables, the larger part of an ADD's time
+ * otherwise (docs/measurements.md).
  */
 export function renderMasquerade(pools: Pool[], clusterCIDRs: string[]): { script: string; fingerprint: string } {
   const body = renderBody(pools, clusterCIDRs);

@@ -8,8 +8,7 @@
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
 import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment } from "../sys/nftdump.ts";
-import { emptyModel, TABLE, type Model } from "./render.ts";
-import type { RingRule } from "./nfnl.ts";
+import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
 
 const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
@@ -18,6 +17,8 @@ const RING_CHAIN = /^ring([46])(a?)_(\d)_(\d+)$/;
 const RING_MAP = /^be([46])_(\d)$/;
 
 type J = Record<string, any>;
+
+const NFT_SET_ANONYMOUS = 0x1;
 
 export type Adoption =
   | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
@@ -105,8 +106,7 @@ const ELEMENT_SETS: Record<string, ["frontend" | "hairpin", 4 | 6]> = {
  * Lists `inet <table>` through nftables netlink dumps, in the shape nft's JSON would give
  * (what adoptedModel and the drift checks read); undefined when there is none. Not through
  * nft: nft 1.0.6 fetches every element of the table, the million ring slots at 10,000
- * services included, before it lists anything (~50 s and 1.8 GB for `nft list tables`
- * alone); the dumps ask for the chains, rules, sets, objects and flowtables, and the elements
+ * services included, before it lists anything (agent/sys/nftdump.ts); the dumps ask for the chains, rules, sets, objects and flowtables, and the elements
  * of the few sets read (`elements`), never the ring maps'. Rules are given as the chains they
  * go to and their expressions' bytes, which is what base chains are compared by.
  */
@@ -122,6 +122,9 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
   for (const r of dump("list the rules", NFT_MSG.GETRULE).filter(mine).map(decodeRule)) terse.push({ rule: { family: "inet", chain: r.chain, expr: r.targets.map((target) => ({ goto: { target } })), bytes: r.exprs } });
   const sets = new Map<string, unknown[]>();
   for (const x of dump("list the sets", NFT_MSG.GETSET).filter(mine).map(decodeSet)) {
+    // an anonymous set belongs to the rule that looks it up (the ring rules' protocol guard):
+    // listed with that rule, as nft lists it, not as a set of the table
+    if (x.flags & NFT_SET_ANONYMOUS) continue;
     terse.push(x.flags & 8 ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
     const how = ELEMENT_SETS[x.name];
     if (!elements || !how) continue;
@@ -148,7 +151,7 @@ const withoutHandles = (x: J) => JSON.stringify(x, (k, v) => (k === "handle" || 
  * What is in the kernel's table that a bank switch would not put right: objects skein does
  * not make (chains, sets, counters, flowtables…), table flags (a dormant table hooks
  * nothing), and base chains or their rules other than skein's as the kernel holds them in
- * `reference` (the same base chains loaded into a dormant table: render.ts renderReference).
+ * `reference` (the same base chains loaded into a dormant table: nft-text.ts renderReference).
  * Target chains, ring chains, ring slots and elements are not looked at: a bank switch writes
  * them all anew.
  */

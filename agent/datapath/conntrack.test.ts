@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { conntrackArgs, staleUdpFlows } from "./conntrack.ts";
-import type { ServiceUnit } from "../../compiler/reference/compile.ts";
+import type { ServiceUnit } from "../../compiler/tables.ts";
 import { backendKeyBytes, KEY_BYTES } from "../../compiler/keys.ts";
 
 const keysOf = (ips: string[]) => {

@@ -4,8 +4,7 @@
 // backend went away are deleted (as kube-proxy does), so the next datagram is translated anew.
 // TCP needs none of this: a connection to a removed backend ends, and an established one to
 // a terminating backend should go on.
-import type { UnitChange } from "../../compiler/incremental.ts";
-import { frontendKey, targetBackends, type Target } from "../../compiler/reference/compile.ts";
+import { frontendKey, targetBackends, type Target, type UnitChange } from "../../compiler/tables.ts";
 import { runAsync } from "../sys/exec.ts";
 
 export interface StaleFlow {

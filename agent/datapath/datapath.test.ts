@@ -45,7 +45,7 @@ test("first a new table (skeleton, ring batch, targets), then deltas, nothing wh
   expect(dp.sync(a).kind).toBe("full");
   expect(rec.log.map((l) => l.split(":")[0])).toEqual(["nft", "batch", "nft"]);
   expect(rec.log[0]).toContain("delete table inet skein");
-  expect(rec.log[1]).toContain("add chain ring4_0_53; add rule to ring4_0_53; add 53 elements of be4_0");
+  expect(rec.log[1]).toContain("add chain ring4_0_53; add the protocol set of ring4_0_53; add the protocols of ring4_0_53; add rule to ring4_0_53; add 53 elements of be4_0");
   expect(rec.log[2]).toContain("add chain inet skein t_1");
   rec.log = [];
   const b = compile(state(["10.244.0.2", "10.244.0.4"]), { ...opts, previous: a });
@@ -166,7 +166,7 @@ test("rebuild: the whole tables in a bank switch though the rings fit, every rin
   const r = dp.sync(a, { rebuild: true });
   expect(r.kind).toBe("rebuild");
   expect(rec.log.map((l) => l.split(":")[0])).toEqual(["nft", "batch", "nft", "batch"]);
-  expect(rec.log[1]).toContain("add chain ring4_1_53; add rule to ring4_1_53; add 53 elements of be4_1");
+  expect(rec.log[1]).toContain("add chain ring4_1_53; add the protocol set of ring4_1_53; add the protocols of ring4_1_53; add rule to ring4_1_53; add 53 elements of be4_1");
   expect(rec.log[3]).toContain("delete map be4_0");
 });
 

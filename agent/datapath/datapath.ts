@@ -13,38 +13,17 @@
 // (a new table's, the other bank's), which goes in batches of 64k slots. A rejected step 1
 // or 2 leaves the previous tables in force (step 2 undoes step 1) and is reported with what
 // was refused; the next sync starts again from what is in force.
-import type { Tables } from "../../compiler/reference/compile.ts";
-import type { UnitChange } from "../../compiler/incremental.ts";
+import type { Tables, UnitChange } from "../../compiler/tables.ts";
 import { BatchBuilder, encodeRingOps, type Batch, type BatchBuffer } from "./nfnl.ts";
 import type { Nft } from "./nft.ts";
 import { structureDrift, type Listing } from "./adopt.ts";
 import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
-import {
-  addRingMap,
-  emptyModel,
-  model,
-  noRingOps,
-  patchModel,
-  planDelta,
-  planUnits,
-  ringCapacity,
-  ringBridge,
-  ringDiff,
-  ringMap,
-  ringOpCount,
-  ringSlots,
-  renderDelta,
-  renderSkeleton,
-  serviceCidrScript,
-  splitFill,
-  TABLE,
-  type Capacity,
-  type Model,
-  type DeltaPlan,
-  type RingOps,
-} from "./render.ts";
+import { emptyModel, model, patchModel, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model } from "./model.ts";
+import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nft-text.ts";
+import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
+import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
 
 /** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
 export interface BatchSink {
@@ -72,7 +51,7 @@ export class Datapath {
   private slots: Capacity = { 4: 0, 6: 0 };
   /** step 3 of a delta that failed: retried before the next sync */
   private pending: RingOps | undefined;
-  /** this node's pod CIDRs: the hairpin addresses (render.ts model); none known: every backend */
+  /** this node's pod CIDRs: the hairpin addresses (model.ts); none known: every backend */
   private localCIDRs: string[] = [];
   private hairpin: AddressTest | undefined;
   /** the hairpin addresses in force were picked with other CIDRs: the next sync is whole */
@@ -198,9 +177,8 @@ export class Datapath {
   /**
    * Ring operations that fill maps nothing looks up yet (a new table, the other bank), as
    * batches of at most FILL_SLOTS slots built in one buffer: a million slots in one batch is
-   * 37 MB of netlink messages in a buffer that doubles as it grows (at 10k services the
-   * agent's peak RSS while loading went from 386 MB to 300 MB; most of the rest is
-   * libnftables parsing the targets' nft text). On a refused batch `undo` is told whether
+   * 37 MB of netlink messages in a buffer that doubles as it grows, which set the agent's
+   * peak RSS while loading (docs/measurements.md). On a refused batch `undo` is told whether
    * the first one (the ring chains, the hairpins) went in, and the error is thrown on.
    */
   private fill(ops: RingOps, undo: (chainsMade: boolean) => void): number {

@@ -11,7 +11,8 @@ import { listTable, structureDrift } from "./adopt.ts";
 import { Datapath } from "./datapath.ts";
 import { describeForeign, tableDrift } from "./drift.ts";
 import type { Nft } from "./nft.ts";
-import { model, REF_TABLE, renderReference } from "./render.ts";
+import { model } from "./model.ts";
+import { REF_TABLE, renderReference } from "./nft-text.ts";
 
 const tx = (pid: number, changes: NftTransaction["changes"], proc = "nft"): NftTransaction => ({ genid: 7, pid, proc, changes, unlisted: 0 });
 

@@ -10,7 +10,8 @@
 //   `tableDrift` compares the table the kernel holds with the model in force.
 import type { NftTransaction } from "../sys/nfevents.ts";
 import { adoptedModel, type Listing } from "./adopt.ts";
-import { baseRuleCounts, TABLE, type Model } from "./render.ts";
+import { TABLE, type Model } from "./model.ts";
+import { baseRuleCounts } from "./nft-text.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 

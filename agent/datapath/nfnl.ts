@@ -1,22 +1,25 @@
 // Encodes nftables netlink batches for the Maglev rings: ring chains with their one rule, and
 // the elements of the ring maps. Pure: bytes out, sent by agent/sys/netlink.ts.
 //
-// Why not nft text: measured on this project's test machines, nft spends 8-10 µs and about
-// 1.9 KB of its own memory per map element parsing and evaluating text (a 10k-service table
-// with 1M ring slots: ~10 s and ~2 GB), while the kernel takes the same elements over
-// netlink in ~0.7 µs each when the map is a fixed-size hash. And nft 1.0.6 cannot add a rule
-// that looks up a map declared with `typeof … th dport` in a later transaction ("conflicting
-// protocols tcp vs. th"), so ring chains made here are what lets a delta add one.
+// Why not nft text: nft parses and evaluates map elements an order of magnitude slower than
+// the kernel takes them over netlink into a fixed-size hash, and holds kilobytes of its own
+// memory per element meanwhile (docs/measurements.md: a cold load of a million ring slots).
+// And nft 1.0.6 cannot add a rule that looks up a map declared with `typeof … th dport` in a
+// later transaction ("conflicting protocols tcp vs. th"), so ring chains made here are what
+// lets a delta add one.
 //
-// The ring rule is the one nft itself emits for
-//   dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
-// (RANGE: skein's bits of the packet mark, marks.ts; render.test.ts holds the rule listed from
-// the kernel equal to the one nft makes of that text), minus nft's `meta l4proto
-// { tcp, udp, sctp }` guard: the rule is reached only from the service verdict map, whose key
-// already holds the protocol, and the guard would need an anonymous set per rule.
+// The ring rule is exactly what nft makes of the text nft-text.ts prints for it,
+//   meta l4proto { tcp, udp, sctp } dnat ip to meta mark & RANGE . jhash ip saddr . th sport mod M seed 0x0 map @be4_0
+// (RANGE: skein's bits of the packet mark, marks.ts), its anonymous protocol set included, so
+// that `skein tables --nft` prints what the agent loads and the kernel lists the same either
+// way (test/nft-text.e2e.test.ts). The guard decides nothing (the rule is reached only from the
+// service verdict map, whose key holds the protocol), but nft refuses a transport mapping
+// without it, so text without it could not be loaded.
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
-import { slotCount, type RingModel, type RingOps, type SlotOp } from "./render.ts";
+import { AttrWriter, HOST_LE, NLA_F_NESTED } from "../sys/nlattr.ts";
+import type { RingRule } from "./model.ts";
+import { slotCount, type RingOps, type SlotOp } from "./ring-ops.ts";
 
 const NFNL_SUBSYS_NFTABLES = 10;
 const NFNL_MSG_BATCH_BEGIN = 0x10;
@@ -25,6 +28,7 @@ const NFT_MSG_NEWCHAIN = 3;
 const NFT_MSG_DELCHAIN = 5;
 const NFT_MSG_NEWRULE = 6;
 const NFT_MSG_DELRULE = 8;
+const NFT_MSG_NEWSET = 9;
 const NFT_MSG_DELSET = 11;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
@@ -36,26 +40,34 @@ const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
 const NLM_F_CREATE = 0x400;
 const NLM_F_APPEND = 0x800;
-const NLA_F_NESTED = 0x8000;
 
 // registers: NFT_REG_1 is 128 bits wide and overlaps NFT_REG32_00..03
 const REG_1 = 1;
 const REG_2 = 2;
 const REG32 = (n: number) => 8 + n;
 
+// the guard's set, as nft declares `meta l4proto { tcp, udp, sctp }`
+const NFT_SET_ANONYMOUS = 0x1;
+const NFT_SET_CONSTANT = 0x2;
+const TYPE_INET_PROTOCOL = 12; // nft's datatype of inet_proto
+const GUARD_PROTOCOLS = [6, 17, 132]; // tcp, udp, sctp
+/** The set's user data as nft writes it (libnftnl's TLVs): key byte order "host", key typeof
+ * `meta l4proto` (expression type 9, meta; meta key 16, l4proto). */
+const GUARD_USERDATA = (() => {
+  const b = new Uint8Array(22);
+  const dv = new DataView(b.buffer);
+  b.set([0, 4], 0); // NFTNL_UDATA_SET_KEYBYTEORDER
+  dv.setUint32(2, 1, HOST_LE); // BYTEORDER_HOST_ENDIAN
+  b.set([3, 14], 6); // NFTNL_UDATA_SET_KEY_TYPEOF, nesting:
+  b.set([0, 4], 8); // NFTNL_UDATA_SET_TYPEOF_EXPR
+  dv.setUint32(10, 9, HOST_LE);
+  b.set([1, 6, 0, 4], 14); // NFTNL_UDATA_SET_TYPEOF_DATA, nesting the meta key
+  dv.setUint32(18, 16, HOST_LE);
+  return b;
+})();
+
 /** Largest attribute payload: a nested attribute's length is 16 bits. */
 const MAX_NEST = 60_000;
-
-export interface RingRule {
-  family: 4 | 6;
-  /** hash the client address only (sessionAffinity ClientIP) */
-  affinity: boolean;
-  ringSize: number;
-  /** the ring map the rule looks up */
-  map: string;
-  /** skein's bits of the packet mark (marks.ts): only they select the ring */
-  mark: number;
-}
 
 export interface Batch {
   /** the messages, numbered from the builder's first sequence number; the sender
@@ -66,73 +78,17 @@ export interface Batch {
   messages: number;
 }
 
-const enc = new TextEncoder();
-const HOST_LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-
-/** Growable byte buffer with netlink attribute helpers. */
-class Writer {
-  dv: DataView;
-  o = 0;
-  constructor(public buf: Uint8Array<ArrayBuffer> = new Uint8Array(1 << 16)) {
-    this.dv = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
-  }
-  ensure(n: number): void {
-    if (this.o + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.o + n) size *= 2;
-    const b = new Uint8Array(size);
-    b.set(this.buf.subarray(0, this.o));
-    this.buf = b;
-    this.dv = new DataView(b.buffer);
-  }
-  /** starts an attribute; returns its offset for end() */
-  begin(type: number): number {
-    this.ensure(4);
-    const at = this.o;
-    this.dv.setUint16(at + 2, type, true);
-    this.o += 4;
-    return at;
-  }
-  end(at: number): void {
-    this.dv.setUint16(at, this.o - at, true);
-    this.pad();
-  }
-  pad(): void {
-    const p = (4 - (this.o & 3)) & 3;
-    this.ensure(p);
-    this.buf.fill(0, this.o, this.o + p);
-    this.o += p;
-  }
-  bytes(type: number, b: Uint8Array): void {
-    const at = this.begin(type);
-    this.ensure(b.length);
-    this.buf.set(b, this.o);
-    this.o += b.length;
-    this.end(at);
-  }
-  str(type: number, s: string): void {
-    this.bytes(type, enc.encode(`${s}\0`));
-  }
-  /** a register value (host byte order, as the mark is held), as nested NFTA_DATA_VALUE */
-  host32(type: number, n: number): void {
-    const d = this.begin(type | NLA_F_NESTED);
-    const at = this.begin(1); // NFTA_DATA_VALUE
-    this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, HOST_LE);
-    this.o += 4;
-    this.end(at);
-    this.end(d);
-  }
-  be32(type: number, n: number): void {
-    const at = this.begin(type);
-    this.ensure(4);
-    this.dv.setUint32(this.o, n >>> 0, false);
-    this.o += 4;
-    this.end(at);
-  }
+/** A register value (host byte order, as the mark is held), as nested NFTA_DATA_VALUE. */
+function host32(w: AttrWriter, type: number, n: number): void {
+  w.nest(type | NLA_F_NESTED, () => {
+    const at = w.begin(1); // NFTA_DATA_VALUE
+    w.ensure(4);
+    w.dv.setUint32(w.o, n >>> 0, HOST_LE);
+    w.o += 4;
+    w.end(at);
+  });
 }
 
-/** Builds one batch: messages between BATCH_BEGIN and BATCH_END, applied atomically. */
 /** A buffer batches are built in, handed from one batch to the next (the buffer a batch grew
  * to is the next one's start): a fill of a million ring slots in batches then allocates it
  * once rather than growing a new one, by doubling, for every batch. */
@@ -140,12 +96,15 @@ export interface BatchBuffer {
   buf: Uint8Array<ArrayBuffer>;
 }
 
+/** Builds one batch: messages between BATCH_BEGIN and BATCH_END, applied atomically. */
 export class BatchBuilder {
-  private readonly w: Writer;
+  private readonly w: AttrWriter;
   private seq: number;
   private readonly what = new Map<number, string>();
   private lastMsg = -1;
   private count = 0;
+  /** the last NFTA_SET_ID given: how a rule names a set made in the same batch */
+  private setIds = 0;
 
   constructor(
     private readonly table: string,
@@ -154,7 +113,7 @@ export class BatchBuilder {
     firstSeq = 1,
     private readonly reuse?: BatchBuffer,
   ) {
-    this.w = new Writer(reuse?.buf);
+    this.w = new AttrWriter(reuse?.buf);
     this.seq = firstSeq;
     this.control(NFNL_MSG_BATCH_BEGIN);
   }
@@ -218,8 +177,37 @@ export class BatchBuilder {
     this.finish(at, `delete map ${name}`);
   }
 
+  /** The anonymous set `{ tcp, udp, sctp }` of a ring rule's guard, as nft makes it; the
+   * kernel names it (`__set<n>`) and removes it with the rule. Returns its id in the batch. */
+  private guardSet(chain: string): number {
+    const w = this.w;
+    const id = ++this.setIds;
+    let at = this.msg(NFT_MSG_NEWSET, NLM_F_CREATE);
+    w.str(1, this.table); // NFTA_SET_TABLE
+    w.str(2, "__set%d"); // NFTA_SET_NAME
+    w.be32(3, NFT_SET_ANONYMOUS | NFT_SET_CONSTANT); // NFTA_SET_FLAGS
+    w.be32(4, TYPE_INET_PROTOCOL); // NFTA_SET_KEY_TYPE
+    w.be32(5, 1); // NFTA_SET_KEY_LEN
+    w.be32(10, id); // NFTA_SET_ID
+    w.nest(9 | NLA_F_NESTED, () => w.be32(1, GUARD_PROTOCOLS.length)); // NFTA_SET_DESC: SIZE
+    w.bytes(13, GUARD_USERDATA); // NFTA_SET_USERDATA
+    this.finish(at, `add the protocol set of ${chain}`);
+    at = this.msg(NFT_MSG_NEWSETELEM, NLM_F_CREATE);
+    w.str(1, this.table); // NFTA_SET_ELEM_LIST_TABLE
+    w.str(2, "__set%d"); // NFTA_SET_ELEM_LIST_SET
+    w.be32(4, id); // NFTA_SET_ELEM_LIST_SET_ID
+    w.nest(3 | NLA_F_NESTED, () => {
+      // NFTA_SET_ELEM_LIST_ELEMENTS: each a NFTA_LIST_ELEM holding NFTA_SET_ELEM_KEY
+      for (const p of GUARD_PROTOCOLS) w.nest(1 | NLA_F_NESTED, () => w.nest(1 | NLA_F_NESTED, () => w.bytes(1, Uint8Array.of(p))));
+    });
+    this.finish(at, `add the protocols of ${chain}`);
+    return id;
+  }
+
+  /** A ring chain's rule (nft-text.ts prints it), with the set its guard looks up. */
   addRingRule(chain: string, r: RingRule): void {
     const w = this.w;
+    const guard = this.guardSet(chain);
     const at = this.msg(NFT_MSG_NEWRULE, NLM_F_CREATE | NLM_F_APPEND);
     w.str(1, this.table); // NFTA_RULE_TABLE
     w.str(2, chain); // NFTA_RULE_CHAIN
@@ -234,6 +222,9 @@ export class BatchBuilder {
     };
     const v6 = r.family === 6;
     const addrLen = v6 ? 16 : 4;
+    // meta l4proto { tcp, udp, sctp }
+    expr("meta", () => (w.be32(2, 16), w.be32(1, REG_1))); // NFTA_META_KEY l4proto, DREG
+    expr("lookup", () => (w.be32(2, REG_1), w.str(1, "__set%d"), w.be32(4, guard))); // SREG, SET, SET_ID
     // meta nfproto == ipv4/ipv6 (the table is inet)
     expr("meta", () => (w.be32(2, 15), w.be32(1, REG_1))); // NFTA_META_KEY nfproto, DREG
     expr("cmp", () => {
@@ -249,8 +240,8 @@ export class BatchBuilder {
       w.be32(1, REG_1); // NFTA_BITWISE_SREG
       w.be32(2, REG_1); // NFTA_BITWISE_DREG
       w.be32(3, 4); // NFTA_BITWISE_LEN
-      w.host32(4, r.mark); // NFTA_BITWISE_MASK
-      w.host32(5, 0); // NFTA_BITWISE_XOR
+      host32(w, 4, r.mark); // NFTA_BITWISE_MASK
+      host32(w, 5, 0); // NFTA_BITWISE_XOR
     });
     const payload = (base: number, offset: number, len: number, dreg: number) =>
       expr("payload", () => (w.be32(1, dreg), w.be32(2, base), w.be32(3, offset), w.be32(4, len)));
@@ -361,7 +352,7 @@ function keysOf(ops: SlotOp[]): Uint8Array {
   return k;
 }
 
-/** Ring operations (agent/datapath/render.ts) into a batch: chains, removals, writes, hairpins, chain removals. */
+/** Ring operations (ring-ops.ts) into a batch: chains, removals, writes, hairpins, chain removals. */
 export function encodeRingOps(b: BatchBuilder, ops: RingOps): void {
   for (const [name, rule] of ops.addChains) {
     b.addChain(name);

@@ -46,8 +46,9 @@ function openLib() {
 }
 
 /** Scripts larger than this run in a context of their own, freed afterwards, and the C heap
- * is trimmed: what libnftables allocated to parse and cache a cold load of 10,000 services
- * (some 65 MB) would otherwise stay with the agent for good, freed but not returned. */
+ * is trimmed: what libnftables allocated to parse and cache a cold load (tens of megabytes
+ * at 10,000 services, docs/measurements.md) would otherwise stay with the agent for good,
+ * freed but not returned. */
 const OWN_CONTEXT_BYTES = 256 * 1024;
 
 let libc: { symbols: { malloc_trim: (pad: number) => number } } | null | undefined;

@@ -1,8 +1,7 @@
 // Address arithmetic for pod CIDRs. Parsing is compiler/address.ts's (strict: one spelling
 // per address, no host bits); this file turns a CIDR into the bigint range IPAM walks, names
 // what is never handed out, and refuses pod CIDRs that cannot work.
-import ipaddr from "ipaddr.js";
-import { AddressError, addressBytes, cidrsOverlap, parseCidr as strictCidr, type Cidr, type Family } from "../../compiler/address.ts";
+import { AddressError, addressBytes, addressFromBytes, cidrsOverlap, parseCidr as strictCidr, type Cidr, type Family } from "../../compiler/address.ts";
 
 export type { Family };
 
@@ -37,7 +36,7 @@ export function bigintToIp(v: bigint, family: Family): string {
     bytes[i] = Number(v & 0xffn);
     v >>= 8n;
   }
-  return ipaddr.fromByteArray(bytes).toString();
+  return addressFromBytes(bytes, 0, family);
 }
 
 function strict<T>(f: () => T): T {

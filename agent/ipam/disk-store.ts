@@ -2,8 +2,8 @@
 // under a kernel file lock. A file that does not decode is reported and never reset: it is
 // the only record of which pod holds which address.
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, writeSync } from "node:fs";
-// The subpath entries skip cbor-x's attempt to load its optional native addon, which cost a
-// CNI exec ~30 ms of start-up (measured on the compiled binary).
+// The subpath entries skip cbor-x's attempt to load its optional native addon, which slows
+// every CNI exec's start-up (docs/measurements.md).
 import { decode } from "cbor-x/decode";
 import { encode } from "cbor-x/encode";
 import * as v from "valibot";

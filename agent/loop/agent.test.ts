@@ -9,8 +9,7 @@ import { KubeClient } from "../watch/kube.ts";
 import { Agent, nodePortIPs, type AgentOptions, type KernelWatch, type MasqueradeKeeper } from "./agent.ts";
 import type { Findings } from "../datapath/owner.ts";
 import type { Listing } from "../datapath/adopt.ts";
-import type { Tables } from "../../compiler/reference/compile.ts";
-import type { UnitChange } from "../../compiler/incremental.ts";
+import type { Tables, UnitChange } from "../../compiler/tables.ts";
 import type { SyncResult } from "../datapath/datapath.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
 

@@ -161,8 +161,7 @@ export class Agent {
       // Each page of a list is a few hundred objects of JSON of which little is kept; with
       // the page's garbage collected before the next one is read, what is kept packs into
       // the memory the last page used instead of spreading over memory that then stays
-      // resident (at 10k services × 10 endpoints: about 8 MB less RSS, for about 0.6 s more
-      // until the first tables)
+      // resident (less RSS for a little more time until the first tables: docs/measurements.md)
       onPage: () => Bun.gc(true),
       onSynced: () => {
         this.synced = true;
@@ -309,8 +308,7 @@ export class Agent {
   /**
    * A full collection once updates have stopped for a second. The collector runs as memory
    * is allocated, so the garbage of the last updates (their compiles, deltas and batches)
-   * would otherwise stay resident for as long as the cluster is quiet (at 10k services:
-   * 149 MB instead of 156 after 2,000 slice updates, 148 instead of 172 after 12,000).
+   * would otherwise stay resident for as long as the cluster is quiet (docs/measurements.md).
    */
   private collectWhenIdle(): void {
     clearTimeout(this.idle);
@@ -372,7 +370,7 @@ export class Agent {
       if (r.kind === "full" || r.kind === "rebuild") {
         Bun.gc(true);
         // and hand the freed heap blocks and the startup's compiled code back to the OS
-        // (Bun.shrink: about 9 MB at 10k services); it is deprecated, so only asked for
+        // (Bun.shrink, docs/measurements.md); it is deprecated, so only asked for
         (Bun as { shrink?: () => void }).shrink?.();
         collected = true;
       }

@@ -1,14 +1,14 @@
 // A small rtnetlink client over bun:ffi: the handful of link, address, route and neighbour
 // requests pod wiring needs, sent in-process. Each `ip` exec it replaces costs a CNI ADD or
-// DEL several milliseconds (measured: 6-8 ms per exec in-process, against well under 1 ms
-// for the request), and a CNI exec's time is what kubelet waits for.
+// DEL milliseconds where the request itself costs a fraction of one (docs/measurements.md),
+// and a CNI exec's time is what kubelet waits for.
 //
 // Every exchange ends: an error for any message ends the wait for it, replies are matched
 // by sequence number (increasing per socket, so a late reply to an earlier exchange is never
 // read as this one's), and the socket has a receive timeout, reported with the request it
 // cut short. The socket itself (opening one in a namespace, errno) is nlsock.ts's.
 import { closeSync, openSync } from "node:fs";
-import ipaddr from "ipaddr.js";
+import { addressBytes } from "../../compiler/address.ts";
 import {
   closeSocket,
   EAGAIN,
@@ -33,7 +33,8 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
 } from "./nlsock.ts";
-import { decodeNft, type NftGeneration } from "./nftmsg.ts";
+import { attrs, decodeNft, type NftGeneration } from "./nftmsg.ts";
+import { AttrWriter } from "./nlattr.ts";
 
 export { NetlinkError } from "./nlsock.ts";
 
@@ -93,62 +94,48 @@ export interface RouteSpec {
   scopeLink?: boolean;
 }
 
-/** Builds one netlink message: a fixed header struct followed by attributes. */
+/** One netlink request: its header, a fixed header struct, then attributes (nlattr.ts). */
 class Msg {
-  private readonly parts: Uint8Array[] = [];
+  readonly w = new AttrWriter(new Uint8Array(256));
   constructor(readonly type: number, readonly flags: number, head: Uint8Array) {
-    this.parts.push(head);
+    this.w.zeros(16);
+    this.w.raw(head);
   }
   attr(type: number, payload: Uint8Array): this {
-    this.parts.push(rtattr(type, payload));
+    this.w.bytes(type, payload);
+    return this;
+  }
+  str(type: number, s: string): this {
+    this.w.str(type, s);
+    return this;
+  }
+  u32(type: number, n: number): this {
+    this.w.u32(type, n);
+    return this;
+  }
+  /** An attribute holding what `body` writes (its own fixed header, attributes). */
+  nest(type: number, body: (w: AttrWriter) => void): this {
+    this.w.nest(type, () => body(this.w));
     return this;
   }
   bytes(seq: number): Uint8Array {
-    const body = concat(this.parts);
-    const out = new Uint8Array(16 + body.length);
-    const dv = new DataView(out.buffer);
+    const out = this.w.written();
+    const dv = new DataView(out.buffer, out.byteOffset, out.byteLength);
     dv.setUint32(0, out.length, true);
     dv.setUint16(4, this.type, true);
     dv.setUint16(6, this.flags | NLM_F_REQUEST | NLM_F_ACK, true);
     dv.setUint32(8, seq, true);
-    out.set(body, 16);
     return out;
   }
 }
 
 const align4 = (n: number) => (n + 3) & ~3;
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let o = 0;
-  for (const p of parts) {
-    out.set(p, o);
-    o += p.length;
-  }
-  return out;
-}
-
-function rtattr(type: number, payload: Uint8Array): Uint8Array {
-  const out = new Uint8Array(align4(4 + payload.length));
-  const dv = new DataView(out.buffer);
-  dv.setUint16(0, 4 + payload.length, true);
-  dv.setUint16(2, type, true);
-  out.set(payload, 4);
-  return out;
-}
-
-const cstr = (s: string) => new TextEncoder().encode(`${s}\0`);
-const u32 = (n: number) => {
-  const b = new Uint8Array(4);
-  new DataView(b.buffer).setUint32(0, n, true);
-  return b;
-};
 export const macBytes = (mac: string) => Uint8Array.from(mac.split(":").map((h) => parseInt(h, 16)));
 
-/** An IP address in network byte order, and its family. */
+/** An IP address in network byte order, and its family; read strictly (compiler/address.ts). */
 export function ipBytes(ip: string): { family: 4 | 6; bytes: Uint8Array } {
-  const a = ipaddr.parse(ip);
-  return { family: a.kind() === "ipv4" ? 4 : 6, bytes: Uint8Array.from(a.toByteArray()) };
+  const b = addressBytes(ip);
+  return { family: b.length === 4 ? 4 : 6, bytes: Uint8Array.from(b) };
 }
 const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
 
@@ -405,7 +392,7 @@ export class Netlink {
       const head = new Uint8Array(4);
       head[0] = NFPROTO[family]!;
       const m = new Msg((NFNL_SUBSYS_NFTABLES << 8) | type, NLM_F_DUMP, head);
-      for (const [t, v] of narrow) m.attr(t, cstr(v));
+      for (const [t, v] of narrow) m.str(t, v);
       const replies = this.request(what, m);
       if (!replies.some((r) => new DataView(r.buffer, r.byteOffset).getUint16(6, true) & NLM_F_DUMP_INTR)) return replies;
       if (attempt >= 3) throw new Error(`${what}: the ruleset kept changing during the dump`);
@@ -426,25 +413,22 @@ export class Netlink {
     head[0] = NFPROTO[family]!;
     let replies: Uint8Array[];
     try {
-      replies = this.request(`look up table ${family} ${name}`, new Msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, 0, head).attr(NFTA_TABLE_NAME, cstr(name)));
+      replies = this.request(`look up table ${family} ${name}`, new Msg((NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETTABLE, 0, head).str(NFTA_TABLE_NAME, name));
     } catch (e) {
       if (e instanceof NetlinkError && e.errno === 2) return undefined;
       throw e;
     }
     const r = replies[0];
     if (!r) return undefined;
-    const dv = new DataView(r.buffer);
-    for (let off = 16 + 4; off + 4 <= r.length; ) {
-      const len = dv.getUint16(off, true);
-      if (len < 4 || off + len > r.length) break;
-      if ((dv.getUint16(off + 2, true) & 0x3fff) === NFTA_TABLE_USERDATA) return r.slice(off + 4, off + len);
-      off += align4(len);
-    }
-    return new Uint8Array(0);
+    let userdata = new Uint8Array(0);
+    attrs(r, 16 + 4, r.length, (type, at, end) => {
+      if (type === NFTA_TABLE_USERDATA) userdata = r.slice(at, end);
+    });
+    return userdata;
   }
 
   index(name: string): number {
-    const replies = this.request(`look up ${name}`, new Msg(RTM_GETLINK, 0, ifinfomsg(0, 0, 0)).attr(IFLA_IFNAME, cstr(name)));
+    const replies = this.request(`look up ${name}`, new Msg(RTM_GETLINK, 0, ifinfomsg(0, 0, 0)).str(IFLA_IFNAME, name));
     const r = replies[0];
     if (!r) throw new NetlinkError(`look up ${name}`, 19);
     return new DataView(r.buffer).getInt32(16 + 4, true);
@@ -453,21 +437,24 @@ export class Netlink {
   addVeth(o: { name: string; mac: string; mtu: number; peer: { name: string; mac: string; mtu: number; netnsPath: string } }): void {
     const nsfd = openSync(o.peer.netnsPath, "r");
     try {
-      const peer = concat([
-        ifinfomsg(0, 0, 0),
-        rtattr(IFLA_IFNAME, cstr(o.peer.name)),
-        rtattr(IFLA_ADDRESS, macBytes(o.peer.mac)),
-        rtattr(IFLA_MTU, u32(o.peer.mtu)),
-        rtattr(IFLA_NET_NS_FD, u32(nsfd)),
-      ]);
-      const linkinfo = concat([rtattr(IFLA_INFO_KIND, cstr("veth")), rtattr(IFLA_INFO_DATA, rtattr(VETH_INFO_PEER, peer))]);
       this.request(
         `create veth ${o.name}`,
         new Msg(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, ifinfomsg(0, 0, 0))
-          .attr(IFLA_IFNAME, cstr(o.name))
+          .str(IFLA_IFNAME, o.name)
           .attr(IFLA_ADDRESS, macBytes(o.mac))
-          .attr(IFLA_MTU, u32(o.mtu))
-          .attr(IFLA_LINKINFO, linkinfo),
+          .u32(IFLA_MTU, o.mtu)
+          .nest(IFLA_LINKINFO, (w) => {
+            w.str(IFLA_INFO_KIND, "veth");
+            w.nest(IFLA_INFO_DATA, () =>
+              w.nest(VETH_INFO_PEER, () => {
+                w.raw(ifinfomsg(0, 0, 0));
+                w.str(IFLA_IFNAME, o.peer.name);
+                w.bytes(IFLA_ADDRESS, macBytes(o.peer.mac));
+                w.u32(IFLA_MTU, o.peer.mtu);
+                w.u32(IFLA_NET_NS_FD, nsfd);
+              }),
+            );
+          }),
       );
     } finally {
       closeSync(nsfd);
@@ -475,13 +462,13 @@ export class Netlink {
   }
 
   setUp(name: string): void {
-    this.request(`set ${name} up`, new Msg(RTM_NEWLINK, 0, ifinfomsg(0, IFF_UP, IFF_UP)).attr(IFLA_IFNAME, cstr(name)));
+    this.request(`set ${name} up`, new Msg(RTM_NEWLINK, 0, ifinfomsg(0, IFF_UP, IFF_UP)).str(IFLA_IFNAME, name));
   }
 
   /** Deletes a link by name; false when there was none. */
   deleteLink(name: string): boolean {
     try {
-      this.request(`delete ${name}`, new Msg(RTM_DELLINK, 0, ifinfomsg(0, 0, 0)).attr(IFLA_IFNAME, cstr(name)));
+      this.request(`delete ${name}`, new Msg(RTM_DELLINK, 0, ifinfomsg(0, 0, 0)).str(IFLA_IFNAME, name));
       return true;
     } catch (e) {
       if (e instanceof NetlinkError && e.errno === 19) return false;
@@ -526,7 +513,7 @@ export class Netlink {
     const m = new Msg(RTM_NEWROUTE, flags, head);
     if (o.dst) m.attr(RTA_DST, ipBytes(o.dst).bytes);
     if (o.gateway) m.attr(RTA_GATEWAY, ipBytes(o.gateway).bytes);
-    m.attr(RTA_OIF, u32(o.dev));
+    m.u32(RTA_OIF, o.dev);
     this.request(`route ${o.dst ?? "default"}${o.gateway ? ` via ${o.gateway}` : ""}`, m);
   }
 

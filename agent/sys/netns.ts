@@ -5,6 +5,11 @@ import { run } from "./exec.ts";
 
 export const NETNS_DIR = "/var/run/netns";
 
+/** Name prefixes of the namespaces the demo and the test suite create (`skein cleanup`
+ * removes them by default; the CLI must not load the fixtures to know them). */
+export const DEMO_PREFIX = "skdemo-";
+export const TEST_PREFIX = "skt-";
+
 export function netnsPath(name: string): string {
   return `${NETNS_DIR}/${name}`;
 }

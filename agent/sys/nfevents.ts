@@ -40,9 +40,9 @@ export interface NftEventsOptions {
 
 const NFNLGRP_NFTABLES = 7;
 /** Room for a burst of ordinary changes. Each set element is a notification of its own, some
- * 125 bytes of buffer as the kernel packs them (measured: 60,000 elements in one transaction
- * fit, 70,000 overflow); a larger transaction of the agent's own goes between pause() and
- * resume(). */
+ * 125 bytes of buffer as the kernel packs them (docs/measurements.md: tens of thousands of
+ * elements in one transaction fit); a larger transaction of the agent's own goes between
+ * pause() and resume(). */
 const RECEIVE_BUFFER = 4 << 20;
 /** datagrams one read() takes at most; the rest waits for the next */
 const READ_MAX = 4096;

@@ -1,6 +1,6 @@
 // The dump decoder on hostile bytes (it reads what the kernel sends, and must never throw or
 // read past a message), and the element shapes it gives adopt.ts. The kernel side is in
-// agent/datapath/drift.test.ts and render.test.ts, which list real tables through it.
+// agent/datapath/drift.test.ts and adopt.test.ts, which list real tables through it.
 import { expect, test } from "bun:test";
 import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, tableOf, udataComment } from "./nftdump.ts";
 

@@ -1,10 +1,10 @@
 // Decodes what the kernel answers to nftables dump requests (a table's chains, rules, sets,
 // objects, flowtables, and a set's elements), for reading skein's table without nft: nft
-// 1.0.6 fetches every set element of the table into its cache before it lists anything, so
-// `nft list tables` alone takes ~50 s and 1.8 GB with the million ring slots of 10,000
-// services loaded. A dump asks the kernel for just the objects wanted. Pure and bounded, like
+// 1.0.6 fetches every set element of the table into its cache before it lists anything, the
+// million ring slots of 10,000 services included, which takes it tens of seconds and
+// gigabytes (docs/measurements.md). A dump asks the kernel for just the objects wanted. Pure and bounded, like
 // nftmsg.ts: lengths are checked against the bytes at hand, unknown attributes are skipped.
-import ipaddr from "ipaddr.js";
+import { addressFromBytes } from "../../compiler/address.ts";
 import { attrs, str } from "./nftmsg.ts";
 
 export const NFT_MSG = { GETTABLE: 1, GETCHAIN: 4, GETRULE: 7, GETSET: 10, GETSETELEM: 13, GETOBJ: 19, GETFLOWTABLE: 23 } as const;
@@ -181,11 +181,8 @@ export function decodeElems(m: Uint8Array): DumpedElem[] {
 
 const PROTO: Record<number, string> = { 6: "tcp", 17: "udp", 132: "sctp" };
 
-function ipText(b: Uint8Array, at: number, family: 4 | 6): string {
-  if (family === 4) return `${b[at]}.${b[at + 1]}.${b[at + 2]}.${b[at + 3]}`;
-  // as the model holds addresses (compiler/address.ts: RFC 5952 text)
-  return ipaddr.fromByteArray([...b.subarray(at, at + 16)]).toString();
-}
+// as the model holds addresses (compiler/address.ts: RFC 5952 text)
+const ipText = addressFromBytes;
 
 /**
  * An element of skein's sets in the shape nft's JSON gives it (what adopt.ts reads): the key

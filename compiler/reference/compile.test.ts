@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import { clusterStateFrom } from "../state.ts";
-import { compile, targetBackends, type Tables } from "./compile.ts";
+import { compile } from "./compile.ts";
+import { targetBackends, type Tables } from "../tables.ts";
 
 const opts = { nodeName: "n1", nodeIPs: ["198.18.0.1"], ringFactor: 25 };
 const svc = (name: string, spec: Record<string, unknown>) => ({ kind: "Service", metadata: { name, namespace: "default" }, spec });

@@ -2,9 +2,10 @@
 // function: the same state gives the same tables whatever the order of its objects.
 // compiler.wasm will compute the same tables from packed input; the tests hold the two equal.
 import { addressFamily, type Family } from "../address.ts";
-import type { ClusterState, EndpointSlice, Protocol, Service, ServicePort } from "../state.ts";
+import type { ClusterState, EndpointSlice, Service, ServicePort } from "../state.ts";
 import { maglevRing, ringSize } from "./maglev.ts";
-import { addressText, backendKeyBytes, compareKeys, KEY_BYTES, keyPort } from "../keys.ts";
+import { backendKeyBytes, compareKeys, KEY_BYTES } from "../keys.ts";
+import { backendCount, frontendKey, targetKey, type Backend, type Frontend, type FrontendKind, type ServiceUnit, type Tables, type Target } from "../tables.ts";
 
 export interface CompileOptions {
   /** this node's name: selects node-local endpoints for the Local traffic policies */
@@ -17,72 +18,6 @@ export interface CompileOptions {
    * that a change elsewhere never renumbers it (and the datapath delta stays small) */
   previous?: Tables;
 }
-
-/** Ring slots, each the index of a backend (in key order): in the narrowest type that holds
- * the target's backend count (a byte per slot below 257 backends). */
-export type Ring = Uint8Array | Uint16Array | Int32Array;
-
-/** What identifies a target across compiles. */
-export const targetKey = (t: Pick<Target, "service" | "family" | "scope">) => `${t.service}|${t.family}|${t.scope}`;
-
-export type FrontendKind = "cluster" | "external" | "loadbalancer" | "nodeport";
-
-export interface Frontend {
-  family: Family;
-  ip: string;
-  protocol: Protocol;
-  port: number;
-  kind: FrontendKind;
-  /** the target it dispatches to */
-  target: number;
-  /** source-NAT to the node: traffic from outside to a Cluster-policy NodePort, external or
-   * load-balancer address, so that replies come back through this node */
-  masquerade: boolean;
-}
-
-export interface Backend {
-  ip: string;
-  port: number;
-}
-
-/** One backend set of one service port, family and traffic scope, with its Maglev ring. */
-export interface Target {
-  id: number;
-  /** namespace/name:port-name/protocol, for people */
-  service: string;
-  family: Family;
-  scope: "internal" | "external";
-  /** the backends, as their keys (compiler/keys.ts: address and port, KEY_BYTES each) in
-   * key order: what the ring hashes and indexes, and what the datapath writes. Their text is
-   * targetBackends' (an agent at 10k services would hold 100,000 backend objects besides) */
-  keys: Uint8Array;
-  /** 0 when there are no backends (the frontend rejects) */
-  ringSize: number;
-  ring: Ring;
-  /** sessionAffinity ClientIP: hash the client address only */
-  affinity: boolean;
-}
-
-export interface Tables {
-  frontends: Frontend[];
-  targets: Target[];
-  /** frontends left out because another Service serves the same address, protocol and port
-   * (the first by namespace/name keeps it, as the datapath can dispatch a key one way only) */
-  conflicts: string[];
-}
-
-/** How many backends a target has. */
-export const backendCount = (t: Pick<Target, "keys">) => t.keys.length / KEY_BYTES;
-
-/** A target's backends as text, in key order (ring slots index this order). */
-export function targetBackends(t: Pick<Target, "keys" | "family">): Backend[] {
-  const out: Backend[] = [];
-  for (let at = 0; at < t.keys.length; at += KEY_BYTES) out.push({ ip: addressText(t.keys, at, t.family), port: keyPort(t.keys, at) });
-  return out;
-}
-
-/** What the datapath dispatches a frontend by. */
-export const frontendKey = (f: Pick<Frontend, "ip" | "protocol" | "port">) => `${f.ip}|${f.protocol}|${f.port}`;
 
 export const conflictMessage = (service: string, f: Frontend, owner: string) =>
   `Service ${service}: ${f.kind} frontend ${f.ip} ${f.protocol}/${f.port} is already served by Service ${owner}; left out`;
@@ -178,14 +113,6 @@ function backendsOf(svc: Service, sp: ServicePort, family: Family, slices: Endpo
   const keys = new Uint8Array(chosen.length * KEY_BYTES);
   chosen.forEach((k, i) => keys.set(k, i * KEY_BYTES));
   return keys;
-}
-
-/** One service's share of the tables: its frontends (`target` indexes `targets`) and its
- * targets (id 0, ring empty) in a fixed order. A service's share depends on that service and
- * its own slices only, which is what lets a recompile touch just the changed service. */
-export interface ServiceUnit {
-  frontends: Frontend[];
-  targets: Target[];
 }
 
 export const serviceKey = (s: { namespace: string; name: string }) => `${s.namespace}/${s.name}`;

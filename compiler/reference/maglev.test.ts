@@ -53,8 +53,7 @@ describe("maglevRing", () => {
       const mustMove = before.filter((o) => o === removed).length;
       expect(moved).toBeGreaterThanOrEqual(mustMove);
       // Maglev moves a little more than the removed backend's own slots; the excess shrinks
-      // as M/N grows (measured at ringFactor 100: 1.07/N at N=5, 1.25/N at 10, 1.88/N at 50;
-      // at 400: 1.43/N at 50). The ring factor trades this against kernel memory.
+      // as M/N grows (docs/measurements.md). The ring factor trades this against kernel memory.
       expect(moved / m).toBeLessThan(2 / n);
     }
   });

@@ -1,0 +1,139 @@
+// The datapath against a real kernel in a private namespace: a delta (or a bank switch)
+// applied on top of the previous tables must leave exactly what a full load of the new tables
+// leaves.
+import { describe, expect, test } from "bun:test";
+import { IncrementalCompiler } from "../../compiler/incremental.ts";
+import { asMap, feed } from "../../compiler/generate.ts";
+import { inNetns, run } from "../sys/exec.ts";
+import { Netlink } from "../sys/netlink.ts";
+import { Datapath } from "./datapath.ts";
+import { datapathIn, listing, objects, opts, ringChainsAndGuards, tablesOf, useNetns } from "./fixtures.case.ts";
+import { emptyModel, model, patchModel } from "./model.ts";
+import type { Nft } from "./nft.ts";
+import { planUnits } from "./plan.ts";
+
+const netns = useNetns(`skt-dp${Math.random().toString(36).slice(2, 6)}`);
+
+describe("in a kernel", () => {
+  test("a delta over the previous tables leaves what a full load of the new ones does; so does a bank switch", () => {
+    const path = netns("a");
+    const a = tablesOf(objects(40));
+    const b = tablesOf(
+      objects(45, {
+        skip: (i) => i === 3 || i === 11, // services removed
+        // 5 loses its endpoints, 6 grows to a new ring size (a new ring chain), 9 shrinks
+        endpoints: (i) => (i === 5 ? [] : i === 6 ? ["10.244.0.6", "10.245.0.6", "10.247.0.6"] : i === 9 ? ["10.244.0.9"] : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]),
+        affinity: (i) => i === 8,
+      }),
+      a,
+    );
+    const many = [...Array(200).keys()].map((i) => `10.250.${i >> 8}.${i & 255}`);
+    const c = tablesOf(objects(45, { endpoints: (i) => (i === 2 ? many : [`10.244.${i >> 8}.${i & 255}`]) }), b);
+    const live = datapathIn(path);
+    try {
+      expect(live.dp.sync(a).kind).toBe("full");
+      expect(live.dp.sync(b).kind).toBe("delta");
+      const viaDelta = listing(path);
+      // a ring chain the delta removed took its rule's guard set along
+      const guarded = ringChainsAndGuards(live.nl);
+      expect(guarded.chains).toBeGreaterThan(1);
+      expect(guarded.guards).toBe(guarded.chains);
+      expect(live.dp.sync(c).kind).toBe("rebuild");
+      const viaRebuild = listing(path);
+      expect(ringChainsAndGuards(live.nl)).toEqual({ chains: 2, guards: 2 });
+      const fresh = datapathIn(path);
+      try {
+        fresh.dp.sync(b);
+        expect(viaDelta).toEqual(listing(path));
+        fresh.dp.sync(c, { full: true });
+        expect(viaRebuild).toEqual(listing(path));
+      } finally {
+        fresh.close();
+      }
+    } finally {
+      live.close();
+    }
+  });
+
+  test("per-service deltas (incremental compiles) leave what a full load of the same tables does", () => {
+    const path = netns("d");
+    const ic = new IncrementalCompiler(opts);
+    const live = datapathIn(path);
+    const shared = (i: number) => [`10.244.0.${i}`, "10.249.0.1"]; // 10.249.0.1 backs several services
+    const second = {
+      skip: (i: number) => i === 3 || i === 11,
+      endpoints: (i: number) => (i === 1 ? ["10.244.0.1"] : i < 6 ? shared(i) : i === 7 ? [] : i === 8 ? ["10.244.0.8", "10.245.0.8", "10.247.0.8"] : i === 9 ? ["10.244.0.9"] : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]),
+      affinity: (i: number) => i === 10,
+      external: (i: number) => (i === 3 || i === 4 ? ["203.0.113.3"] : []),
+    };
+    const steps = [
+      // s3 and s4 claim one external address: s3 serves it
+      objects(40, { endpoints: (i) => (i < 6 ? shared(i) : [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`]), external: (i) => (i === 3 || i === 4 ? ["203.0.113.3"] : []) }),
+      // services removed (one of the sharers among them, and s3: s4 takes the external
+      // address over), a sharer leaves the shared backend,
+      // one loses its endpoints, one grows to a new ring size, one shrinks, one pins clients
+      objects(45, second),
+      // one more sharer leaves it, the only service that changes: the others keep the address
+      objects(45, { ...second, endpoints: (i) => (i === 2 ? ["10.244.0.2"] : second.endpoints(i)) }),
+      // the last sharers go; the ring size of 8 is no longer used by anyone
+      objects(45, { skip: (i) => i < 6, endpoints: (i) => [`10.244.${i >> 8}.${i & 255}`, `10.245.${i >> 8}.${i & 255}`] }),
+    ];
+    try {
+      let prev = new Map<string, unknown>();
+      const kinds: string[] = [];
+      const patched = emptyModel(0);
+      for (const objs of steps) {
+        const next = asMap(objs);
+        feed(ic, prev, next);
+        const changes = ic.compile();
+        kinds.push(live.dp.apply(changes, () => ic.tables()).kind);
+        prev = next;
+        // the model patched service by service counts each hairpin address's users as a
+        // model of everything does
+        const side = (k: "before" | "after") => model({ frontends: changes.flatMap((c) => c[k].frontends), targets: changes.flatMap((c) => c[k].targets) });
+        const [before, after] = [side("before"), side("after")];
+        planUnits(patched, before, after);
+        patchModel(patched, before, after);
+        expect(patched.hairpins).toEqual(model(ic.tables()).hairpins);
+        const viaUnits = listing(path);
+        const fresh = datapathIn(path);
+        try {
+          fresh.dp.sync(ic.tables(), { full: true });
+          expect(viaUnits).toEqual(listing(path));
+        } finally {
+          fresh.close();
+        }
+        live.dp.assume(ic.tables()); // the fresh load replaced the table: same content, new handles
+      }
+      expect(kinds).toEqual(["full", "delta", "delta", "delta"]);
+    } finally {
+      live.close();
+    }
+  });
+
+  test("a cold load and a bank switch in many ring batches leave what one batch each does", () => {
+    const path = netns("f");
+    const a = tablesOf(objects(30));
+    const b = tablesOf(objects(90), a); // 4,770 slots, more than a's maps hold (4,096): a bank switch
+    const load = (fillSlots: number) => {
+      const nl = Netlink.openNetfilter(path);
+      const batches: number[] = [];
+      const nft: Nft = { backend: "exec", run: (script) => run(inNetns(path, ["nft", "-f", "-"]), { stdin: script }).stdout };
+      const dp = new Datapath(nft, { send: (x) => (batches.push(x.messages), nl.sendBatch(x)) }, [], fillSlots);
+      try {
+        expect(dp.sync(a).kind).toBe("full");
+        const cold = listing(path);
+        expect(dp.sync(b).kind).toBe("rebuild");
+        return { cold, switched: listing(path), batches: batches.length };
+      } finally {
+        nl.close();
+      }
+    };
+    const whole = load(1 << 16);
+    const parts = load(100);
+    expect(parts.batches).toBeGreaterThan(whole.batches + 20);
+    expect(parts.cold).toEqual(whole.cold);
+    expect(parts.switched).toEqual(whole.switched);
+  });
+
+});
