@@ -62,7 +62,7 @@ export function importsOf(file: string, source: string): Edge[] {
 }
 
 export function edgesOf(files: string[]): Edge[] {
-  return files.flatMap((f) => importsOf(f, readFileSync(f, "utf8")));
+  return files.flatMap((f) => importsOf(f, readFileSync(f, "utf8").replace(/^#!.*/, "")));
 }
 
 /** A cycle among the edges, as the files on it (the first back to the start); none: undefined. */
