@@ -53,7 +53,7 @@ export class TestApiServer {
   /** listeners replaced by setCerts, still finishing their connections */
   private readonly retired: Array<ReturnType<typeof Bun.serve>> = [];
   private readonly app: Hono<{ Bindings: { seg?: string[] } }>;
-  private readonly backlogs = new Set<ReadableStreamDefaultController<Uint8Array>>();
+  private readonly backlogs = new Set<{ bytes: number }>();
   /** the most bytes any watch had queued, since the start */
   maxWatchBacklog = 0;
 
@@ -109,7 +109,7 @@ export class TestApiServer {
   /** bytes queued now for clients of open watches */
   watchBacklog(): number {
     let n = 0;
-    for (const c of this.backlogs) n += Math.max(0, -(c.desiredSize ?? 0));
+    for (const b of this.backlogs) n += b.bytes;
     return n;
   }
 
@@ -277,35 +277,57 @@ export class TestApiServer {
     const store = this.store;
     const streams = this.streams;
     const limit = this.o.watchBacklogBytes ?? DEFAULT_WATCH_BACKLOG_BYTES;
-    let end = (_why?: Error) => {};
+    // events wait here until the client reads (Bun pulls only while the socket takes data):
+    // past `limit` bytes the queue is dropped and the stream ends, as kube-apiserver ends a
+    // watcher that does not keep up; the client lists again
+    const backlog = { chunks: [] as Uint8Array[], bytes: 0 };
+    let end = () => {};
+    let pull = () => {};
     const stream = new ReadableStream<Uint8Array>({
       start: (ctl) => {
         let ended = false;
-        // desiredSize counts what the client has not taken yet, in bytes; past the limit the
-        // watch ends and its queue is dropped (error, not close: close would keep it)
+        let reading = false;
+        const flush = () => {
+          const next = backlog.chunks.shift();
+          if (next) {
+            backlog.bytes -= next.byteLength;
+            reading = false;
+            ctl.enqueue(next);
+          } else if (ended) {
+            try {
+              ctl.close();
+            } catch {}
+          }
+        };
+        pull = () => {
+          reading = true;
+          flush();
+        };
         const send = (e: object) => {
           if (ended) return;
-          ctl.enqueue(encoder.encode(JSON.stringify(e) + "\n"));
-          const queued = -(ctl.desiredSize ?? 0);
-          if (queued > this.maxWatchBacklog) this.maxWatchBacklog = queued;
-          if (queued > limit) end(new Error(`watch of ${t.plural} ended: the client left more than ${limit} bytes unread`));
+          const b = encoder.encode(JSON.stringify(e) + "\n");
+          backlog.chunks.push(b);
+          backlog.bytes += b.byteLength;
+          if (backlog.bytes > this.maxWatchBacklog) this.maxWatchBacklog = backlog.bytes;
+          if (backlog.bytes > limit) {
+            backlog.chunks.length = 0;
+            backlog.bytes = 0;
+            end();
+          } else if (reading) flush();
         };
         const bookmark = (annotations?: Record<string, string>) => send({ type: "BOOKMARK", object: { kind: t.kind, apiVersion: groupVersion(t), metadata: { resourceVersion: String(store.rev), ...(annotations ? { annotations } : {}) } } });
         let stop = () => {};
         const timers: Array<ReturnType<typeof setTimeout>> = [];
-        end = (why?: Error) => {
+        end = () => {
           ended = true;
           stop();
           timers.forEach(clearTimeout);
           streams.delete(end);
-          this.backlogs.delete(ctl);
-          try {
-            if (why) ctl.error(why);
-            else ctl.close();
-          } catch {}
+          this.backlogs.delete(backlog);
+          if (reading || !backlog.chunks.length) flush();
         };
         streams.add(end);
-        this.backlogs.add(ctl);
+        this.backlogs.add(backlog);
         try {
           // "0" and "" both start from the current objects, as ADDED events
           stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(e));
@@ -323,8 +345,12 @@ export class TestApiServer {
         if (bookmarks) timers.push(setInterval(() => bookmark(), this.o.bookmarkMs ?? 60_000));
         timers.push(setTimeout(end, timeout));
       },
-      cancel: () => end(),
-    }, { highWaterMark: 0, size: (chunk) => chunk?.byteLength ?? 0 });
+      pull: () => pull(),
+      cancel: () => {
+        backlog.chunks.length = 0;
+        end();
+      },
+    }, { highWaterMark: 0 });
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
 }
