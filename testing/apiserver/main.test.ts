@@ -52,11 +52,19 @@ const kubeconfigCa = (dir: string) => Buffer.from(JSON.parse(readFileSync(`${dir
 describe("skein apiserver", () => {
   const tmp = useTempDir("apiserver-main");
 
-  test("a --dir that does not exist is made (0700); objects written survive a crash (SIGKILL)", async () => {
+  test("a --dir that does not exist is made (0700)", async () => {
     const dir = `${tmp}/not/yet/there`;
     const a = await apiserver(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(statSync(`${dir}/certs.json`).mode & 0o777).toBe(0o600);
+    a.p.kill("SIGTERM");
+    expect(await a.p.exited).toBe(0);
+  }, 60_000);
+
+  test("objects written survive a crash (SIGKILL)", async () => {
+    const dir = `${tmp}/crash`;
+    mkdirSync(dir);
+    const a = await apiserver(dir);
     await a.api.create("/api/v1/namespaces", { metadata: { name: "kept" } });
     await a.api.create("/api/v1/namespaces/kept/services", { metadata: { name: "web" }, spec: { ports: [{ port: 80 }] } });
     await waitFor("the write is saved", () => existsSync(`${dir}/state.json`) && readFileSync(`${dir}/state.json`, "utf8").includes('"web"'), 10_000);
@@ -68,14 +76,13 @@ describe("skein apiserver", () => {
     expect(await b.p.exited).toBe(0);
   }, 60_000);
 
-  test("a state file it cannot read: an error naming it, the file kept as it was", async () => {
-    const dir = `${tmp}/corrupt`;
-    mkdirSync(dir);
-    writeFileSync(`${dir}/state.json`, '{"rev": 12, "objects": [');
+  test.each([['{"rev": 12, "objects": ['], ['{"rev": 12}'], ['{"rev": 12, "objects": [{"group": "", "plural": "pods", "object": {}}]}']])("a state file it cannot read (%s): an error naming it, the file kept as it was", async (text) => {
+    const dir = useTempDir("apiserver-corrupt");
+    writeFileSync(`${dir}/state.json`, text);
     const a = await apiserver(dir);
     expect((await a.exited).code).toBe(1);
     expect(a.out.err).toContain(`${dir}/state.json: not a saved API server state`);
-    expect(readFileSync(`${dir}/state.json`, "utf8")).toBe('{"rev": 12, "objects": [');
+    expect(readFileSync(`${dir}/state.json`, "utf8")).toBe(text);
   }, 60_000);
 
   test("a save that fails is logged, answered by /readyz and by the exit status", async () => {
