@@ -1,14 +1,14 @@
 // Request bodies, read as hostile input: never more than MAX_BODY_BYTES held (counted while
 // the stream is read, so a chunked body without content-length is cut off too), and JSON
 // nested no deeper than MAX_JSON_DEPTH, checked before JSON.parse: an object nested tens of
-// thousands of levels deep parses, but overflows the stack of every later JSON.stringify, so
-// one such write once made every list of its type answer 500 and the save fail.
+// thousands of levels deep parses, but overflows the stack of every later JSON.stringify,
+// so every list of its type would fail and so would the save.
 import { ApiError } from "./errors.ts";
 
 /** kube-apiserver's limit for a JSON or YAML request body (3 MiB) */
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
-/** kube-apiserver allows 10,000 levels (Go's stacks grow); plain recursion in JS overflows
- * between 5,000 and 10,000 (docs/architecture.md), and real objects stay under ~50 */
+/** kube-apiserver allows 10,000 levels (Go's stacks grow); here recursion over the object
+ * must not overflow (docs/architecture.md), and real objects stay far below this */
 export const MAX_JSON_DEPTH = 500;
 
 const tooLarge = (limit: number) => new ApiError(413, "RequestEntityTooLarge", `Request entity too large: limit is ${limit}`);
