@@ -32,7 +32,7 @@ async function apiserver(dir: string, ...extra: string[]) {
     for await (const c of p.stderr) out.err += new TextDecoder().decode(c);
   })();
   const exited = p.exited.then((code) => ({ code }));
-  await Promise.race([waitFor("skein apiserver serves", () => out.text.includes("serving"), 30_000), exited]);
+  await Promise.race([waitFor("skein apiserver serves", () => out.text.includes("serving https:"), 30_000), exited]);
   return { p, out, port, api: new ApiDriver(`${dir}/api.sock`, "t"), exited };
 }
 
