@@ -104,8 +104,8 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
     const r = renewCerts(readCerts(certsFile), [o.host], renewBefore, lifetimes);
     certs = r.certs;
     if (r.renewed !== "no") writeAtomic(certsFile, JSON.stringify(certs));
-    if (r.renewed === "cert") o.log(`serving certificate was near its end: re-issued by the same CA\n`);
-    if (r.renewed === "ca") o.log(`serving certificate was near its end and its CA cannot sign another: NEW CA, clients need the new kubeconfig\n`);
+    if (r.renewed === "cert") o.log(`TLS certificate was near its end: re-issued by the same CA\n`);
+    if (r.renewed === "ca") o.log(`TLS certificate was near its end and its CA cannot sign another: NEW CA, clients need the new kubeconfig\n`);
   } else {
     certs = makeServingCerts([o.host], lifetimes);
     writeAtomic(certsFile, JSON.stringify(certs));
@@ -155,7 +155,7 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
             writeAtomic(certsFile, JSON.stringify(r.certs));
             server.setCerts(r.certs);
             kubeconfig();
-            o.log(r.renewed === "cert" ? `serving certificate re-issued by the same CA, valid until ${new Date(notAfter(r.certs.cert)).toISOString()}\n` : `serving certificate and NEW CA issued: clients need the new kubeconfig\n`);
+            o.log(r.renewed === "cert" ? `TLS certificate re-issued by the same CA, valid until ${new Date(notAfter(r.certs.cert)).toISOString()}\n` : `TLS certificate and NEW CA issued: clients need the new kubeconfig\n`);
           }
         } catch (e) {
           process.stderr.write(`skein apiserver: ERROR: renewing the serving certificate failed: ${(e as Error).message}\n`);
