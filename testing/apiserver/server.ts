@@ -46,7 +46,8 @@ const encoder = new TextEncoder();
 
 export class TestApiServer {
   readonly store: Store;
-  readonly certs: ServingCerts;
+  /** what it serves now (setCerts replaces them) */
+  certs: ServingCerts;
   private server: ReturnType<typeof Bun.serve>;
   private readonly local: ReturnType<typeof Bun.serve> | undefined;
   private readonly streams = new Set<() => void>();
@@ -101,7 +102,7 @@ export class TestApiServer {
   setCerts(certs: ServingCerts): void {
     const old = this.server;
     this.server = this.listen(old.port!, certs);
-    (this as { certs: ServingCerts }).certs = certs;
+    this.certs = certs;
     this.retired.push(old);
     void old.stop(false);
   }
