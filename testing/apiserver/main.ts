@@ -114,13 +114,16 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
 
   let saveError: string | undefined;
   let savedRev = -1;
+  let lastSaveMs = 0;
   const save = () => {
     if (store.rev === savedRev) return;
+    const t0 = performance.now();
     const snap = store.snapshot();
     const saved: Saved = { rev: snap.rev, objects: snap.objects.map(({ type, object }) => ({ group: type.group, plural: type.plural, object })) };
     try {
       writeAtomic(stateFile, JSON.stringify(saved));
       savedRev = snap.rev;
+      lastSaveMs = performance.now() - t0;
       if (saveError) o.log(`saved ${stateFile} again (revision ${snap.rev})\n`);
       saveError = undefined;
     } catch (e) {
@@ -129,11 +132,15 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
     }
   };
   let pending: ReturnType<typeof setTimeout> | undefined;
+  // a big store under steady writes spends at most a fifth of its time saving
   const schedule = () => {
-    pending ??= setTimeout(() => {
-      pending = undefined;
-      save();
-    }, o.saveDelayMs ?? 200);
+    pending ??= setTimeout(
+      () => {
+        pending = undefined;
+        save();
+      },
+      Math.max(o.saveDelayMs ?? 200, 4 * lastSaveMs),
+    );
   };
   const stops = store.allTypes().map((t) => store.watch(t, { from: store.rev }, schedule));
 
