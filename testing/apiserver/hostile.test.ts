@@ -156,6 +156,11 @@ describe("bodies", () => {
   });
 });
 
+test("a port already served is refused, not shared (the listener sets reusePort for certificate renewal)", () => {
+  const a = start();
+  expect(() => start({ port: a.port })).toThrow(/cannot listen on 127.0.0.1:\d+: in use/);
+});
+
 describe("watch", () => {
   test("a client that never reads a watch cannot grow the server's memory: its stream ends past the backlog limit", async () => {
     const limit = 1024 * 1024;

@@ -74,6 +74,15 @@ export class TestApiServer {
       if (e instanceof ApiError) return c.json(e.status(), e.code as 400);
       return c.json(new ApiError(500, "InternalError", `Internal error occurred: ${e.message}`).status(), 500);
     });
+    if (o.port) {
+      // a listener that also set reusePort (a stale server) would share the port silently:
+      // a plain bind first fails when anything holds it
+      try {
+        Bun.listen({ hostname: o.hostname ?? "127.0.0.1", port: o.port, socket: { data() {} } }).stop(true);
+      } catch (e) {
+        throw new Error(`cannot listen on ${o.hostname ?? "127.0.0.1"}:${o.port}: in use? (${(e as Error).message})`);
+      }
+    }
     this.server = this.listen(o.port ?? 0, this.certs);
     if (o.unix) this.local = Bun.serve({ unix: o.unix, routes: this.routes(), fetch: (req) => app.fetch(req, {}) });
   }
