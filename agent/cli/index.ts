@@ -124,11 +124,13 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .requiredOption("--token <token...>", "bearer tokens it accepts")
     .option("--unix <path>", "also serve plain HTTP on this Unix socket")
     .addOption(new Option("--bookmark-ms <ms>", "how often watches that allow bookmarks get one").default(60_000).argParser(whole(10, 3_600_000)))
-    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number }) => {
+    .addOption(new Option("--cert-validity <seconds>", "validity of the serving certificates it issues (default: a year)").argParser(whole(10, 10 * 365 * 86_400)))
+    .addOption(new Option("--cert-renew-before <seconds>", "re-issue the serving certificate this long before it ends (default: a third of its validity)").argParser(whole(1, 10 * 365 * 86_400)))
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
       const { runApiServer } = await import("../../testing/apiserver/main.ts");
-      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, log: out });
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, log: out });
     });
 
   markOptions(program

@@ -10,6 +10,8 @@ import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
 import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
+import { checkDepth, readBytes, readJson, readText } from "./body.ts";
+import { pathSegmentProblems } from "./validate.ts";
 
 export interface ApiServerOptions {
   /** bearer tokens that authenticate; a request with any other token gets 401 */
@@ -27,7 +29,17 @@ export interface ApiServerOptions {
   /** also serve plain HTTP on this Unix socket: how a test in another network namespace
    * than the server's reaches it (the same tokens apply) */
   unix?: string;
+  /** bytes a watch may have queued for a client that does not read before its stream is
+   * ended (kube-apiserver closes slow watchers too; the client lists again) */
+  watchBacklogBytes?: number;
+  /** why the server is not ready (answered by /readyz with 500), or undefined */
+  notReady?: () => string | undefined;
 }
+
+export const DEFAULT_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
+/** the most path segments an API path has (/apis/g/v/namespaces/ns/plural/name/status) */
+const MAX_SEGMENTS = 8;
+const PARAMS = Array.from({ length: MAX_SEGMENTS }, (_, i) => `s${i}`);
 
 const PUBLIC_PATHS = new Set(["/healthz", "/livez", "/readyz", "/version"]);
 const VERBS = ["create", "delete", "get", "list", "patch", "update", "watch"];
@@ -35,19 +47,26 @@ const encoder = new TextEncoder();
 
 export class TestApiServer {
   readonly store: Store;
-  readonly certs: ServingCerts;
-  private readonly server: ReturnType<typeof Bun.serve>;
+  /** what it serves now (setCerts replaces them) */
+  certs: ServingCerts;
+  private server: ReturnType<typeof Bun.serve>;
   private readonly local: ReturnType<typeof Bun.serve> | undefined;
   private readonly streams = new Set<() => void>();
+  /** listeners replaced by setCerts, still finishing their connections */
+  private readonly retired: Array<ReturnType<typeof Bun.serve>> = [];
+  private readonly app: Hono<{ Bindings: { seg?: string[] } }>;
+  private readonly backlogs = new Set<{ bytes: number }>();
+  /** the most bytes any watch had queued, since the start */
+  maxWatchBacklog = 0;
 
   private constructor(private readonly o: ApiServerOptions) {
     this.store = o.store ?? newStore(o.history);
     this.certs = o.certs ?? makeServingCerts();
-    const app = new Hono();
+    const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
       const token = auth?.startsWith("Bearer ") ? auth.slice(7) : undefined;
-      const ok = token !== undefined ? o.tokens.includes(token) : auth === undefined && PUBLIC_PATHS.has(c.req.path);
+      const ok = token !== undefined ? o.tokens.includes(token) : auth === undefined && c.env?.seg?.length === 1 && PUBLIC_PATHS.has(`/${c.env.seg[0]}`);
       if (!ok) return c.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: "Unauthorized", reason: "Unauthorized", code: 401 }, 401);
       await next();
     });
@@ -56,8 +75,53 @@ export class TestApiServer {
       if (e instanceof ApiError) return c.json(e.status(), e.code as 400);
       return c.json(new ApiError(500, "InternalError", `Internal error occurred: ${e.message}`).status(), 500);
     });
-    this.server = Bun.serve({ hostname: o.hostname ?? "127.0.0.1", port: o.port ?? 0, tls: { cert: this.certs.cert, key: this.certs.key }, fetch: app.fetch, idleTimeout: 0 });
-    if (o.unix) this.local = Bun.serve({ unix: o.unix, fetch: app.fetch });
+    if (o.port) {
+      // a listener that also set reusePort (a stale server) would share the port silently:
+      // a plain bind first fails when anything holds it
+      try {
+        Bun.listen({ hostname: o.hostname ?? "127.0.0.1", port: o.port, socket: { data() {} } }).stop(true);
+      } catch (e) {
+        throw new Error(`cannot listen on ${o.hostname ?? "127.0.0.1"}:${o.port}: in use? (${(e as Error).message})`);
+      }
+    }
+    this.server = this.listen(o.port ?? 0, this.certs);
+    if (o.unix) this.local = Bun.serve({ unix: o.unix, routes: this.routes(), fetch: (req) => app.fetch(req, {}) });
+  }
+
+  /**
+   * Bun hands a handler the URL after the URL parser resolved dot segments (`/x/%2e%2e` is
+   * `/`), so `.../services/%2e%2e` would act on the namespace; its routes match the raw
+   * request-target and give its segments percent-decoded. So the API sees only those, a
+   * path of up to MAX_SEGMENTS; any other goes to `fetch` without them and gets 404.
+   */
+  private routes(): Record<string, (req: Request & { params: Record<string, string> }) => Response | Promise<Response>> {
+    const r: Record<string, (req: Request & { params: Record<string, string> }) => Response | Promise<Response>> = {};
+    for (let n = 1; n <= MAX_SEGMENTS; n++) r["/" + PARAMS.slice(0, n).map((p) => `:${p}`).join("/")] = (req) => this.app.fetch(req, { seg: PARAMS.slice(0, n).map((p) => req.params[p]!) });
+    return r;
+  }
+
+  private listen(port: number, certs: ServingCerts): ReturnType<typeof Bun.serve> {
+    // reusePort: setCerts opens the next listener on the same port before closing this one
+    return Bun.serve({ hostname: this.o.hostname ?? "127.0.0.1", port, reusePort: true, tls: { cert: certs.cert, key: certs.key }, routes: this.routes(), fetch: (req) => this.app.fetch(req, {}), idleTimeout: 0 });
+  }
+
+  /**
+   * Serves new certificates from now on (Bun cannot swap a listener's): a listener with them
+   * takes the port, the old one stops accepting and finishes what it serves.
+   */
+  setCerts(certs: ServingCerts): void {
+    const old = this.server;
+    this.server = this.listen(old.port!, certs);
+    this.certs = certs;
+    this.retired.push(old);
+    void old.stop(false);
+  }
+
+  /** bytes queued now for clients of open watches */
+  watchBacklog(): number {
+    let n = 0;
+    for (const b of this.backlogs) n += b.bytes;
+    return n;
   }
 
   static start(o: ApiServerOptions): TestApiServer {
@@ -89,20 +153,30 @@ export class TestApiServer {
   async stop(): Promise<void> {
     for (const end of [...this.streams]) end();
     await this.server.stop(true);
+    for (const s of this.retired.splice(0)) await s.stop(true);
     await this.local?.stop(true);
   }
 
   private async route(c: Context): Promise<Response> {
-    const seg = c.req.path.split("/").filter(Boolean).map(decodeURIComponent);
+    const seg = c.env?.seg;
+    if (!seg) throw new ApiError(404, "NotFound", "the server could not find the requested resource");
     const method = c.req.method;
     if (method === "GET") {
       const doc = this.discovery(seg);
       if (doc) return c.json(doc);
     }
+    if (seg.length === 1 && seg[0] === "readyz") {
+      const why = this.o.notReady?.();
+      if (why) return c.text(`[-]${why}\nreadyz check failed`, 500);
+    }
     if (seg.length === 1 && ["healthz", "livez", "readyz"].includes(seg[0]!)) return c.text("ok");
     const r = this.resolve(seg);
     if (!r) throw new ApiError(404, "NotFound", "the server could not find the requested resource", { causes: [{ reason: "UnexpectedServerResponse", message: "404 page not found" }] });
     const { type: t, namespace, name, subresource } = r;
+    for (const [what, v] of [["Namespace", namespace], ["Name", name]] as const) {
+      const bad = v === undefined ? [] : pathSegmentProblems(v);
+      if (bad.length) throw new ApiError(400, "BadRequest", `${what} parameter invalid: ${JSON.stringify(v)}: ${bad.join(";")}`);
+    }
     const q = (k: string) => c.req.query(k) ?? null;
     if (!name) {
       if (method === "GET") {
@@ -124,7 +198,9 @@ export class TestApiServer {
       case "PATCH": {
         const cur = this.store.get(t, namespace, name);
         const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
-        const patched = applyPatch(type, cur, await c.req.text()) as KubeObject;
+        const text = await readText(c.req.raw);
+        checkDepth(text);
+        const patched = applyPatch(type, cur, text) as KubeObject;
         if (!patched || typeof patched !== "object" || !patched.metadata) throw new ApiError(422, "Invalid", `${t.kind} "${name}" is invalid: the patch removed the metadata`);
         // a patch applies to the version it was read from: its own resourceVersion, if it
         // sets one, is checked like an update's
@@ -134,15 +210,9 @@ export class TestApiServer {
       }
       case "DELETE": {
         if (subresource) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
-        const text = await c.req.text();
-        let opts: { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } } = {};
-        if (text) {
-          try {
-            opts = JSON.parse(text);
-          } catch {
-            throw new ApiError(400, "BadRequest", "the body of the DELETE request is not valid DeleteOptions JSON");
-          }
-        }
+        const parsed = await readJson(c.req.raw);
+        if (parsed !== undefined && (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))) throw new ApiError(400, "BadRequest", "the body of the DELETE request is not DeleteOptions");
+        const opts = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } };
         const grace = q("gracePeriodSeconds");
         if (grace !== null) opts.gracePeriodSeconds = Number(grace);
         return c.json(this.store.delete(t, namespace, name, opts));
@@ -217,25 +287,62 @@ export class TestApiServer {
     const timeout = q("timeoutSeconds") ? Number(q("timeoutSeconds")) * 1000 : 1800_000 * (1 + Math.random());
     const store = this.store;
     const streams = this.streams;
+    const limit = this.o.watchBacklogBytes ?? DEFAULT_WATCH_BACKLOG_BYTES;
+    // events wait here until the client reads (Bun pulls only while the socket takes data):
+    // past `limit` bytes the queue is dropped and the stream ends, as kube-apiserver ends a
+    // watcher that does not keep up; the client lists again
+    const backlog = { chunks: [] as Uint8Array[], bytes: 0 };
     let end = () => {};
+    let pull = () => {};
     const stream = new ReadableStream<Uint8Array>({
       start: (ctl) => {
-        const send = (e: object) => ctl.enqueue(encoder.encode(JSON.stringify(e) + "\n"));
+        let ended = false;
+        let reading = false;
+        const flush = () => {
+          const next = backlog.chunks.shift();
+          if (next) {
+            backlog.bytes -= next.byteLength;
+            reading = false;
+            ctl.enqueue(next);
+          } else if (ended) {
+            try {
+              ctl.close();
+            } catch {}
+          }
+        };
+        pull = () => {
+          reading = true;
+          flush();
+        };
+        const send = (e: object) => {
+          if (ended) return;
+          const b = encoder.encode(JSON.stringify(e) + "\n");
+          backlog.chunks.push(b);
+          backlog.bytes += b.byteLength;
+          if (backlog.bytes > this.maxWatchBacklog) this.maxWatchBacklog = backlog.bytes;
+          if (backlog.bytes > limit) {
+            backlog.chunks.length = 0;
+            backlog.bytes = 0;
+            end();
+          } else if (reading) flush();
+        };
         const bookmark = (annotations?: Record<string, string>) => send({ type: "BOOKMARK", object: { kind: t.kind, apiVersion: groupVersion(t), metadata: { resourceVersion: String(store.rev), ...(annotations ? { annotations } : {}) } } });
         let stop = () => {};
         const timers: Array<ReturnType<typeof setTimeout>> = [];
         end = () => {
+          ended = true;
           stop();
           timers.forEach(clearTimeout);
           streams.delete(end);
-          try {
-            ctl.close();
-          } catch {}
+          this.backlogs.delete(backlog);
+          if (reading || !backlog.chunks.length) flush();
         };
         streams.add(end);
+        this.backlogs.add(backlog);
         try {
           // "0" and "" both start from the current objects, as ADDED events
           stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(e));
+          if (ended) return stop();
         } catch (e) {
           // too old a resourceVersion: kube-apiserver answers 200 and one ERROR event, then ends
           if (e instanceof ApiError) {
@@ -249,8 +356,12 @@ export class TestApiServer {
         if (bookmarks) timers.push(setInterval(() => bookmark(), this.o.bookmarkMs ?? 60_000));
         timers.push(setTimeout(end, timeout));
       },
-      cancel: () => end(),
-    });
+      pull: () => pull(),
+      cancel: () => {
+        backlog.chunks.length = 0;
+        end();
+      },
+    }, { highWaterMark: 0 });
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
 }
@@ -258,18 +369,13 @@ export class TestApiServer {
 async function body(c: Context, t: ResourceType): Promise<KubeObject> {
   // kubectl and client-go send built-in kinds as protobuf
   const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
-  if (type === PROTOBUF) return decodeProtobuf(new Uint8Array(await c.req.arrayBuffer()), t);
+  if (type === PROTOBUF) return decodeProtobuf(await readBytes(c.req.raw), t);
   if (type !== "" && type !== "application/json") throw new ApiError(415, "UnsupportedMediaType", `the body of the request was in an unknown format ${JSON.stringify(type)}: accepted media types are application/json and ${PROTOBUF}`);
-  const text = await c.req.text();
-  let o: unknown;
-  try {
-    o = JSON.parse(text);
-  } catch (e) {
-    throw new ApiError(400, "BadRequest", `the body of the request could not be decoded: ${(e as Error).message}`);
-  }
+  const o = await readJson(c.req.raw);
   if (!o || typeof o !== "object" || Array.isArray(o)) throw new ApiError(400, "BadRequest", "the body of the request is not a Kubernetes object");
   const k = o as KubeObject;
   k.metadata ??= {};
+  if (typeof k.metadata !== "object" || Array.isArray(k.metadata)) throw new ApiError(400, "BadRequest", "the body of the request is not a Kubernetes object: metadata is not an object");
   return k;
 }
 

@@ -6,21 +6,10 @@
 // Pure: no sockets, no timers.
 import { fieldsOf, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
+import { ApiError } from "./errors.ts";
+import { checkTypeMeta, validateObject } from "./validate.ts";
 
-/** A failure as kube-apiserver reports it: a Status object with a code and a reason. */
-export class ApiError extends Error {
-  constructor(
-    readonly code: number,
-    readonly reason: string,
-    message: string,
-    readonly details?: Record<string, unknown>,
-  ) {
-    super(message);
-  }
-  status() {
-    return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: this.message, reason: this.reason, ...(this.details ? { details: this.details } : {}), code: this.code };
-  }
-}
+export { ApiError };
 
 const notFound = (t: ResourceType, name: string) => new ApiError(404, "NotFound", `${resourceName(t)} "${name}" not found`, { name, ...groupOf(t), kind: t.plural });
 const conflict = (t: ResourceType, name: string, why: string) => new ApiError(409, "Conflict", `Operation cannot be fulfilled on ${resourceName(t)} "${name}": ${why}`, { name, ...groupOf(t), kind: t.plural });
@@ -145,8 +134,10 @@ export class Store {
     if (t.namespaced && meta.namespace && meta.namespace !== namespace) {
       throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
     }
-    const name = meta.name || (meta.generateName ? meta.generateName + rand() : "");
-    if (!name) throw new ApiError(422, "Invalid", `${t.kind} "" is invalid: metadata.name: Required value: name or generateName is required`, { kind: t.kind });
+    checkTypeMeta(t, body);
+    // as kube-apiserver: a generated name is at most 63 characters, 5 of them random
+    const name = meta.name || (meta.generateName && typeof meta.generateName === "string" ? meta.generateName.slice(0, 58) + rand() : "");
+    validateObject(t, { ...body, metadata: { ...meta, name, namespace: t.namespaced ? namespace : undefined } });
     this.requireNamespace(t, namespace);
     const key = objectKey(t.namespaced ? namespace : undefined, name);
     if (this.objects.get(typeKey(t))!.has(key)) throw new ApiError(409, "AlreadyExists", `${resourceName(t)} "${name}" already exists`, { name, ...groupOf(t), kind: t.plural });
@@ -181,6 +172,7 @@ export class Store {
     if (t.namespaced && body.metadata?.namespace && body.metadata.namespace !== namespace) {
       throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
     }
+    checkTypeMeta(t, body);
     const key = objectKey(t.namespaced ? namespace : undefined, name);
     const cur = this.objects.get(typeKey(t))!.get(key);
     if (!cur) throw notFound(t, name);
@@ -197,6 +189,7 @@ export class Store {
       }
       if (specOf(next) !== specOf(cur)) next.metadata.generation = (cur.metadata.generation ?? 1) + 1;
     }
+    validateObject(t, next);
     // a write that changes nothing is no write: no new revision, no event (as kube-apiserver)
     next.metadata.resourceVersion = cur.metadata.resourceVersion;
     if (JSON.stringify(next) === JSON.stringify(cur)) return cur;
