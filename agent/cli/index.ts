@@ -124,11 +124,20 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .requiredOption("--token <token...>", "bearer tokens it accepts")
     .option("--unix <path>", "also serve plain HTTP on this Unix socket")
     .addOption(new Option("--bookmark-ms <ms>", "how often watches that allow bookmarks get one").default(60_000).argParser(whole(10, 3_600_000)))
-    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number }) => {
+    .option("--service-cidr <cidrs>", "ClusterIP range: one CIDR, or two of different families for dual-stack (e.g. 10.96.0.0/12,fd00:10:96::/112)", "10.96.0.0/12")
+    .option("--service-node-port-range <low-high>", "NodePort range", "30000-32767")
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; serviceCidr: string; serviceNodePortRange: string }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
       const { runApiServer } = await import("../../testing/apiserver/main.ts");
-      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, log: out });
+      const { parsePortRange, parseServiceCidrs } = await import("../../testing/apiserver/services.ts");
+      let services;
+      try {
+        services = { serviceCIDRs: parseServiceCidrs(o.serviceCidr), nodePorts: parsePortRange(o.serviceNodePortRange) };
+      } catch (e) {
+        throw new UsageError(`skein apiserver: ${(e as Error).message}`);
+      }
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, services, log: out });
     });
 
   markOptions(program

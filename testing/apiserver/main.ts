@@ -9,6 +9,7 @@ import { Store } from "./store.ts";
 import { newStore, TestApiServer } from "./server.ts";
 import { BUILTIN, type KubeObject } from "./resources.ts";
 import type { ServingCerts } from "./tls.ts";
+import type { ServiceAllocatorOptions } from "./services.ts";
 import { makeServingCerts } from "./tls.ts";
 
 export interface ApiServerProcessOptions {
@@ -18,6 +19,8 @@ export interface ApiServerProcessOptions {
   tokens: string[];
   unix?: string;
   bookmarkMs?: number;
+  /** ClusterIP and NodePort ranges (defaults: 10.96.0.0/12, 30000-32767) */
+  services?: Partial<ServiceAllocatorOptions>;
   log: (s: string) => void;
 }
 
@@ -53,7 +56,9 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
       }),
     });
   } else store = newStore();
-  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs });
+  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, services: o.services });
+  // as kube-apiserver's repair loop, a Service holding what it may not is reported, not changed
+  for (const p of server.allocationProblems) o.log(`warning: ${p}\n`);
   writeFileSync(`${o.dir}/kubeconfig`, server.kubeconfig(), { mode: 0o600 });
   o.log(`serving ${server.url} (revision ${store.rev}); kubeconfig ${o.dir}/kubeconfig\n`);
   const signal = await new Promise<string>((resolve) => {

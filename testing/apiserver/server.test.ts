@@ -185,7 +185,7 @@ describe("clients it exists for", () => {
     await Bun.write(`${dir}/svc.json`, manifest(81));
     r = await kc("apply", "--validate=false", "-f", `${dir}/svc.json`);
     expect(r.out + r.err).toContain("service/web configured");
-    expect(JSON.parse((await kc("get", "service", "web", "-o", "json")).out).spec.ports).toEqual([{ name: "http", port: 81, targetPort: 8080 }]);
+    expect(JSON.parse((await kc("get", "service", "web", "-o", "json")).out).spec.ports).toEqual([{ name: "http", port: 81, protocol: "TCP", targetPort: 8080 }]);
     expect((await kc("get", "service", "nope")).err).toContain('services "nope" not found');
     expect((await kc("--token", "wrong", "get", "pods")).code).not.toBe(0);
     expect((await kc("delete", "service", "web")).out).toContain('service "web" deleted');

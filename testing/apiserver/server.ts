@@ -9,6 +9,8 @@ import { BUILTIN, groupVersion, type KubeObject, type ResourceType } from "./res
 import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
+import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
+import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
 
 export interface ApiServerOptions {
   /** bearer tokens that authenticate; a request with any other token gets 401 */
@@ -26,6 +28,8 @@ export interface ApiServerOptions {
   /** also serve plain HTTP on this Unix socket: how a test in another network namespace
    * than the server's reaches it (the same tokens apply) */
   unix?: string;
+  /** where ClusterIPs and NodePorts come from (default 10.96.0.0/12 and 30000-32767) */
+  services?: Partial<ServiceAllocatorOptions>;
 }
 
 const PUBLIC_PATHS = new Set(["/healthz", "/livez", "/readyz", "/version"]);
@@ -38,10 +42,13 @@ export class TestApiServer {
   private readonly server: ReturnType<typeof Bun.serve>;
   private readonly local: ReturnType<typeof Bun.serve> | undefined;
   private readonly streams = new Set<() => void>();
+  /** what the stored Services held that the allocator could not take back (restart) */
+  readonly allocationProblems: string[];
 
   private constructor(private readonly o: ApiServerOptions) {
     this.store = o.store ?? newStore(o.history);
     this.certs = o.certs ?? makeServingCerts();
+    this.allocationProblems = attachServiceAllocator(this.store, o.services);
     const app = new Hono();
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
@@ -103,11 +110,15 @@ export class TestApiServer {
     if (!r) throw new ApiError(404, "NotFound", "the server could not find the requested resource", { causes: [{ reason: "UnexpectedServerResponse", message: "404 page not found" }] });
     const { type: t, namespace, name, subresource } = r;
     const q = (k: string) => c.req.query(k) ?? null;
+    const table = method === "GET" ? wantsTable(c.req.header("accept")) : undefined;
+    const asTable = (objects: KubeObject[], listMeta: Record<string, unknown>) => tableResponse(tableOf(t.kind, objects, { version: table!, includeObject: q("includeObject"), listMeta }), table!);
     if (!name) {
       if (method === "GET") {
-        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, t, namespace);
+        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, t, namespace, table && { version: table, includeObject: q("includeObject") });
         const l = this.store.list(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), limit: q("limit") ? Number(q("limit")) : undefined, continue: q("continue"), resourceVersion: q("resourceVersion"), resourceVersionMatch: q("resourceVersionMatch") });
-        return c.json({ kind: `${t.kind}List`, apiVersion: groupVersion(t), metadata: { resourceVersion: l.resourceVersion, ...(l.continue ? { continue: l.continue } : {}), ...(l.remainingItemCount !== undefined ? { remainingItemCount: l.remainingItemCount } : {}) }, items: l.items });
+        const metadata = { resourceVersion: l.resourceVersion, ...(l.continue ? { continue: l.continue } : {}), ...(l.remainingItemCount !== undefined ? { remainingItemCount: l.remainingItemCount } : {}) };
+        if (table) return asTable(l.items, metadata);
+        return c.json({ kind: `${t.kind}List`, apiVersion: groupVersion(t), metadata, items: l.items });
       }
       if (method === "POST") {
         if (t.namespaced && namespace === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
@@ -116,8 +127,10 @@ export class TestApiServer {
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
     switch (method) {
-      case "GET":
-        return c.json(this.store.get(t, namespace, name));
+      case "GET": {
+        const o = this.store.get(t, namespace, name);
+        return table ? asTable([o], { resourceVersion: o.metadata.resourceVersion }) : c.json(o);
+      }
       case "PUT":
         return c.json(this.store.update(t, namespace, name, await body(c), subresource));
       case "PATCH": {
@@ -204,7 +217,7 @@ export class TestApiServer {
     return undefined;
   }
 
-  private watch(c: Context, t: ResourceType, namespace: string | undefined): Response {
+  private watch(c: Context, t: ResourceType, namespace: string | undefined, table?: TableOptions): Response {
     const q = (k: string) => c.req.query(k);
     const rv = q("resourceVersion");
     const bookmarks = q("allowWatchBookmarks") === "true";
@@ -234,7 +247,7 @@ export class TestApiServer {
         streams.add(end);
         try {
           // "0" and "" both start from the current objects, as ADDED events
-          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(e));
+          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(e, t.kind, table) : e));
         } catch (e) {
           // too old a resourceVersion: kube-apiserver answers 200 and one ERROR event, then ends
           if (e instanceof ApiError) {
@@ -253,6 +266,8 @@ export class TestApiServer {
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
 }
+
+const tableResponse = (table: object, version: string) => new Response(JSON.stringify(table), { headers: { "content-type": `application/json;as=Table;v=${version};g=meta.k8s.io` } });
 
 async function body(c: Context): Promise<KubeObject> {
   const text = await c.req.text();
