@@ -83,7 +83,7 @@ describe("kubectl against skein apiserver", () => {
     const last = Number(webIP.split(".")[3]);
     expect(webIP.startsWith("10.96.0.") && last > 0 && last < 255).toBe(true);
     expect(await jsonpath("service web", "{.spec.clusterIPs[0]} {.spec.ipFamilies[0]} {.spec.ipFamilyPolicy} {.spec.type} {.spec.ports[0].protocol}")).toBe(`${webIP} IPv4 SingleStack ClusterIP TCP`);
-    r = await apply("np", { type: "NodePort", selector: { app: "np" }, ports: [{ port: 80 }, { port: 443, protocol: "TCP" }] });
+    r = await apply("np", { type: "NodePort", selector: { app: "np" }, ports: [{ name: "http", port: 80 }, { name: "https", port: 443, protocol: "TCP" }] });
     expect(r.out + r.err).toContain("service/np created");
     const nodePorts = (await jsonpath("service np", "{.spec.ports[*].nodePort}")).split(" ").map(Number);
     expect(nodePorts).toHaveLength(2);

@@ -149,7 +149,7 @@ describe("ClusterIP allocation", () => {
 describe("NodePort allocation", () => {
   test("NodePort and LoadBalancer ports get node ports in range; a requested one is checked", () => {
     const { create } = setup();
-    const s = create("np", { type: "NodePort", ports: [port(80), port(443)] });
+    const s = create("np", { type: "NodePort", ports: [port(80, { name: "http" }), port(443, { name: "https" })] });
     for (const p of s.ports) expect(p.nodePort).toBeGreaterThanOrEqual(30000), expect(p.nodePort).toBeLessThanOrEqual(32767);
     expect(s.ports[0].nodePort).not.toBe(s.ports[1].nodePort);
     expect(s.externalTrafficPolicy).toBe("Cluster");
@@ -162,6 +162,9 @@ describe("NodePort allocation", () => {
       'Service "low" is invalid: spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767',
     );
     expect(fails(() => create("ci", { ports: [port(80, { nodePort: 30081 })] })).message).toContain("spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'");
+    expect(fails(() => create("names", { type: "NodePort", ports: [port(80, { name: "x" }), port(81, { name: "x" }), port(82)] })).message).toBe(
+      'Service "names" is invalid: [spec.ports[1].name: Duplicate value: "x", spec.ports[2].name: Required value]',
+    );
     // one port number on two protocols shares its node port
     const dns = create("dns", { type: "NodePort", ports: [port(53, { name: "u", protocol: "UDP" }), port(53, { name: "t" })] });
     expect(dns.ports[0].nodePort).toBe(dns.ports[1].nodePort);
@@ -172,14 +175,14 @@ describe("NodePort allocation", () => {
 
   test("a range of three ports is handed out once each; NodePort to ClusterIP frees them; delete frees them", () => {
     const { create, patch, del } = setup("10.96.0.0/24", "30000-30002");
-    const a = create("a", { type: "NodePort", ports: [port(80), port(81)] });
+    const a = create("a", { type: "NodePort", ports: [port(80, { name: "a" }), port(81, { name: "b" })] });
     const b = create("b", { type: "NodePort", ports: [port(80)] });
     expect(new Set([...a.ports, ...b.ports].map((p: { nodePort: number }) => p.nodePort))).toEqual(new Set([30000, 30001, 30002]));
     expect(fails(() => create("c", { type: "NodePort", ports: [port(80)] })).message).toContain("failed to allocate a nodePort");
     const ci = patch("a", (s) => (s.type = "ClusterIP"));
     expect(ci.ports.map((p: { nodePort?: number }) => p.nodePort)).toEqual([undefined, undefined]);
     expect(ci.externalTrafficPolicy).toBeUndefined();
-    const c = create("c", { type: "NodePort", ports: [port(80, { nodePort: a.ports[0].nodePort }), port(81, { nodePort: a.ports[1].nodePort })] });
+    const c = create("c", { type: "NodePort", ports: [port(80, { name: "a", nodePort: a.ports[0].nodePort }), port(81, { name: "b", nodePort: a.ports[1].nodePort })] });
     expect(c.ports.map((p: { nodePort: number }) => p.nodePort)).toEqual(a.ports.map((p: { nodePort: number }) => p.nodePort));
     del("b");
     expect(create("d", { type: "NodePort", ports: [port(80, { nodePort: b.ports[0].nodePort })] }).ports[0].nodePort).toBe(b.ports[0].nodePort);
@@ -190,6 +193,11 @@ describe("NodePort allocation", () => {
     const a = create("a", { type: "NodePort", ports: [port(80, { name: "http" }), port(443, { name: "https" })] });
     const kept = update("a", { type: "NodePort", ports: [port(8080, { name: "http" })] });
     expect(kept.ports[0].nodePort).toBe(a.ports[0].nodePort);
+    // a port added without a node port gets a new one, not the one an old port of its name had
+    const two = update("a", { type: "NodePort", ports: [port(8080, { name: "http" }), port(9090, { name: "metrics" })] });
+    expect(two.ports[0].nodePort).toBe(a.ports[0].nodePort);
+    expect(two.ports[1].nodePort).not.toBe(a.ports[0].nodePort);
+    update("a", { type: "NodePort", ports: [port(8080, { name: "http" })] });
     expect(create("b", { type: "NodePort", ports: [port(80, { nodePort: a.ports[1].nodePort })] }).ports[0].nodePort).toBe(a.ports[1].nodePort);
   });
 });

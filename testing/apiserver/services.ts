@@ -447,6 +447,9 @@ function prepare(o: KubeObject, name: string): Spec {
     }
     if (!Number.isInteger(p.port) || p.port! < 1 || p.port! > 65535) errs.push(bad(`spec.ports[${i}].port`, p.port, "must be between 1 and 65535, inclusive"));
     if (p.nodePort !== undefined && (!Number.isInteger(p.nodePort) || p.nodePort < 0 || p.nodePort > 65535)) errs.push(bad(`spec.ports[${i}].nodePort`, p.nodePort, "must be between 1 and 65535, inclusive"));
+    // as ValidateService: with more than one port each has a name, and no name twice
+    if (s.ports!.length > 1 && !p.name) errs.push({ field: `spec.ports[${i}].name`, message: "Required value", reason: "FieldValueRequired" });
+    else if (p.name && s.ports!.findIndex((q) => q && q.name === p.name) !== i) errs.push({ field: `spec.ports[${i}].name`, message: `Duplicate value: ${goValue(p.name)}`, reason: "FieldValueDuplicate" });
     p.protocol ??= "TCP";
     if (p.targetPort === undefined || p.targetPort === 0 || p.targetPort === "") p.targetPort = p.port;
   }
@@ -497,7 +500,7 @@ function patchAllocated(s: Spec, old: Spec): void {
     const byName = new Map((old.ports ?? []).map((p) => [p.name ?? "", p.nodePort]));
     for (const p of s.ports ?? []) {
       const was = byName.get(p.name ?? "");
-      if (!p.nodePort && was && !used.has(was)) p.nodePort = was;
+      if (!p.nodePort && was && !used.has(was)) used.add((p.nodePort = was));
     }
   }
   if (needsHealthCheck(old) && needsHealthCheck(s) && !s.healthCheckNodePort) s.healthCheckNodePort = old.healthCheckNodePort;
