@@ -426,7 +426,8 @@ export class ServiceAllocator {
 const sameList = (a: string[] | undefined, b: string[] | undefined) => (a ?? []).length === (b ?? []).length && (a ?? []).every((x, i) => x === b![i]);
 
 /** The spec as the v1 defaults leave it (SetDefaults_Service), copied so that nothing stored
- * is changed in place; its shape checked where allocation reads it. */
+ * is changed in place; its shape checked where allocation reads it, and port names (an
+ * update finds the node ports it left out by name). */
 function prepare(o: KubeObject, name: string): Spec {
   if (o.spec !== undefined && (typeof o.spec !== "object" || o.spec === null || Array.isArray(o.spec))) throw invalid(name, [{ field: "spec", message: "Invalid value: must be an object" }]);
   const s = structuredClone((o.spec ?? {}) as Spec);
@@ -445,7 +446,6 @@ function prepare(o: KubeObject, name: string): Spec {
       errs.push({ field: `spec.ports[${i}]`, message: "Invalid value: must be an object" });
       continue;
     }
-    if (!Number.isInteger(p.port) || p.port! < 1 || p.port! > 65535) errs.push(bad(`spec.ports[${i}].port`, p.port, "must be between 1 and 65535, inclusive"));
     if (p.nodePort !== undefined && (!Number.isInteger(p.nodePort) || p.nodePort < 0 || p.nodePort > 65535)) errs.push(bad(`spec.ports[${i}].nodePort`, p.nodePort, "must be between 1 and 65535, inclusive"));
     // as ValidateService: with more than one port each has a name, and no name twice
     if (s.ports!.length > 1 && !p.name) errs.push({ field: `spec.ports[${i}].name`, message: "Required value", reason: "FieldValueRequired" });
