@@ -240,3 +240,23 @@ describe("flags", () => {
     expect(() => a.create({ metadata: { name: "y" }, spec: { clusterIP: "fd00::1:0", ports: [port(80)] } })).toThrow("not in the valid range");
   });
 });
+
+describe("Services stored before allocation", () => {
+  test("one with clusterIP alone (no clusterIPs, no families): held after a restart, updated as single-stack, freed on delete", () => {
+    const store = newStore();
+    const t = store.type("", "services")!;
+    const legacy = (name: string, ip: string) => ({ type: t, object: { kind: "Service", metadata: { name, namespace: "default", resourceVersion: "9", uid: name }, spec: { clusterIP: ip, ports: [{ port: 80 }] } } as KubeObject });
+    const again = new Store(store.allTypes(), undefined, { rev: 9, objects: [...store.snapshot().objects, legacy("old", "10.96.0.13"), legacy("old2", "10.96.0.14")] });
+    expect(attachServiceAllocator(again, { serviceCIDRs: parseServiceCidrs("10.96.0.0/24") })).toEqual([]);
+    const mk = (name: string) => again.create(t, "default", { metadata: { name }, spec: { clusterIP: "10.96.0.13", ports: [{ port: 80 }] } });
+    expect(fails(() => mk("x")).message).toContain("provided IP is already allocated");
+    const u = again.update(t, "default", "old", { metadata: { name: "old" }, spec: { clusterIP: "10.96.0.13", ports: [{ port: 81 }] } }).spec as Record<string, unknown>;
+    expect(u).toMatchObject({ clusterIP: "10.96.0.13", clusterIPs: ["10.96.0.13"], ipFamilies: ["IPv4"], ipFamilyPolicy: "SingleStack" });
+    again.delete(t, "default", "old");
+    expect((mk("x").spec as { clusterIP: string }).clusterIP).toBe("10.96.0.13");
+    const mk2 = () => again.create(t, "default", { metadata: { name: "y" }, spec: { clusterIP: "10.96.0.14", ports: [{ port: 80 }] } });
+    expect(fails(mk2).message).toContain("provided IP is already allocated");
+    again.delete(t, "default", "old2");
+    expect((mk2().spec as { clusterIP: string }).clusterIP).toBe("10.96.0.14");
+  });
+});

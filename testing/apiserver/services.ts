@@ -141,6 +141,8 @@ const bad = (field: string, value: unknown, why: string) => ({ field, message: `
 const needsNodePorts = (s: Spec) => s.type === "NodePort" || s.type === "LoadBalancer";
 const needsHealthCheck = (s: Spec) => s.type === "LoadBalancer" && s.externalTrafficPolicy === "Local";
 const isHeadless = (s: Spec) => s.clusterIPs?.[0] === "None" || s.clusterIP === "None";
+/** The cluster IPs a stored Service holds (one stored before clusterIPs existed: its clusterIP). */
+const heldIPs = (s: Spec) => (s.type === "ExternalName" || isHeadless(s) ? [] : (s.clusterIPs ?? (s.clusterIP ? [s.clusterIP] : [])));
 
 export interface ServiceAllocatorOptions {
   /** one or two CIDRs of different families; the first is the default family */
@@ -194,7 +196,7 @@ export class ServiceAllocator {
     for (const o of services) {
       const s = (o.spec ?? {}) as Spec;
       const who = `Service ${o.metadata.namespace}/${o.metadata.name}`;
-      for (const ip of s.type === "ExternalName" || isHeadless(s) ? [] : (s.clusterIPs ?? (s.clusterIP ? [s.clusterIP] : []))) {
+      for (const ip of heldIPs(s)) {
         const p = this.poolOf(ip);
         const slot = p?.slot(ip);
         if (slot === undefined || p!.slots.used.has(slot)) problems.push(`${who}: clusterIP ${ip} ${slot === undefined ? "is not in the service CIDRs" : "is held twice"}`);
@@ -246,7 +248,7 @@ export class ServiceAllocator {
   update(next: KubeObject, cur: KubeObject): void {
     const name = next.metadata.name ?? "";
     const s = prepare(next, name);
-    const old = (cur.spec ?? {}) as Spec;
+    const old = defaultOnRead((cur.spec ?? {}) as Spec);
     normalizeClusterIPs(s, old);
     dropTypeDependent(s, old);
     patchAllocated(s, old);
@@ -266,7 +268,7 @@ export class ServiceAllocator {
 
   release(o: KubeObject): void {
     const s = (o.spec ?? {}) as Spec;
-    if (s.type !== "ExternalName" && !isHeadless(s)) for (const ip of s.clusterIPs ?? []) this.releaseIP(ip);
+    for (const ip of heldIPs(s)) this.releaseIP(ip);
     for (const np of this.nodePortsOf(s)) this.ports.used.delete(BigInt(np - this.portLo));
   }
 
@@ -462,6 +464,21 @@ function prepare(o: KubeObject, name: string): Spec {
   if (s.clusterIP === "") delete s.clusterIP;
   if (errs.length) throw invalid(name, errs);
   return s;
+}
+
+/** kube-apiserver's defaultOnRead: a Service stored with clusterIP alone (written before
+ * clusterIPs and ipFamilies existed, or by hand) read as the single-stack Service it is. */
+function defaultOnRead(stored: Spec): Spec {
+  const old = structuredClone(stored);
+  if (old.type === "ExternalName" || !old.clusterIP || old.clusterIPs?.length) return old;
+  old.clusterIPs = [old.clusterIP];
+  if (old.clusterIP !== "None" && !old.ipFamilies?.length) {
+    try {
+      old.ipFamilies = [familyName(addressFamily(old.clusterIP))];
+      old.ipFamilyPolicy ??= "SingleStack";
+    } catch {}
+  }
+  return old;
 }
 
 /** kube-apiserver's NormalizeClusterIPs for an update: clusterIP and clusterIPs kept in step. */
