@@ -165,3 +165,16 @@ describe("kubectl against skein apiserver", () => {
     expect(r.out + r.err).toContain("service/taken created");
   }, 60_000);
 });
+
+test("skein apiserver refuses bad ranges before serving", () => {
+  const bad = (flag: string, v: string) => Bun.spawnSync([SKEIN, "apiserver", "--dir", `${dir}/bad`, "--listen", "127.0.0.1:1", "--token", TOKEN, flag, v], { stdout: "pipe", stderr: "pipe" });
+  for (const [flag, v, why] of [
+    ["--service-cidr", "10.96.0.1/12", "host bits"],
+    ["--service-cidr", "10.96.0.0/12,10.100.0.0/16", "different IP families"],
+    ["--service-node-port-range", "32767-30000", "not a range"],
+  ] as const) {
+    const r = bad(flag, v);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr.toString()).toContain(why);
+  }
+});
