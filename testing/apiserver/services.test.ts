@@ -186,6 +186,12 @@ describe("NodePort allocation", () => {
     expect(c.ports.map((p: { nodePort: number }) => p.nodePort)).toEqual(a.ports.map((p: { nodePort: number }) => p.nodePort));
     del("b");
     expect(create("d", { type: "NodePort", ports: [port(80, { nodePort: b.ports[0].nodePort })] }).ports[0].nodePort).toBe(b.ports[0].nodePort);
+    // back to NodePort: the range is full again, so the change is refused and takes nothing
+    expect(fails(() => patch("a", (s) => (s.type = "NodePort"))).message).toContain("failed to allocate a nodePort");
+    del("d");
+    const np = patch("a", (s) => ((s.type = "LoadBalancer"), (s.ports = [s.ports[0]])));
+    expect(np.ports[0].nodePort).toBe(b.ports[0].nodePort);
+    expect(np).toMatchObject({ externalTrafficPolicy: "Cluster", allocateLoadBalancerNodePorts: true });
   });
 
   test("an update keeps node ports it leaves out (by port name) and releases ones it drops", () => {
