@@ -126,11 +126,20 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .addOption(new Option("--bookmark-ms <ms>", "how often watches that allow bookmarks get one").default(60_000).argParser(whole(10, 3_600_000)))
     .addOption(new Option("--cert-validity <seconds>", "validity of the serving certificates it issues (default: a year)").argParser(whole(10, 10 * 365 * 86_400)))
     .addOption(new Option("--cert-renew-before <seconds>", "re-issue the serving certificate this long before it ends (default: a third of its validity)").argParser(whole(1, 10 * 365 * 86_400)))
-    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number }) => {
+    .option("--service-cidr <cidrs>", "ClusterIP range: one CIDR, or two of different families for dual-stack (e.g. 10.96.0.0/12,fd00:10:96::/112)", "10.96.0.0/12")
+    .option("--service-node-port-range <low-high>", "NodePort range", "30000-32767")
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number; serviceCidr: string; serviceNodePortRange: string }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
       const { runApiServer } = await import("../../testing/apiserver/main.ts");
-      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, log: out });
+      const { parsePortRange, parseServiceCidrs } = await import("../../testing/apiserver/services.ts");
+      let services;
+      try {
+        services = { serviceCIDRs: parseServiceCidrs(o.serviceCidr), nodePorts: parsePortRange(o.serviceNodePortRange) };
+      } catch (e) {
+        throw new UsageError(`skein apiserver: ${(e as Error).message}`);
+      }
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port: parsePort(m[2]!), tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, services, log: out });
     });
 
   markOptions(program

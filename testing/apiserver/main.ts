@@ -12,6 +12,7 @@ import { Store } from "./store.ts";
 import { newStore, TestApiServer } from "./server.ts";
 import { BUILTIN, type KubeObject } from "./resources.ts";
 import { DEFAULT_VALIDITY_S, makeServingCerts, notAfter, renewCerts, type ServingCerts } from "./tls.ts";
+import type { ServiceAllocatorOptions } from "./services.ts";
 
 export interface ApiServerProcessOptions {
   dir: string;
@@ -28,6 +29,8 @@ export interface ApiServerProcessOptions {
    * while serving, before it ends) */
   certRenewBeforeSeconds?: number;
   watchBacklogBytes?: number;
+  /** ClusterIP and NodePort ranges (defaults: 10.96.0.0/12, 30000-32767) */
+  services?: Partial<ServiceAllocatorOptions>;
   log: (s: string) => void;
 }
 
@@ -146,7 +149,9 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
 
   // a socket file left by a killed server would make the listen fail
   if (o.unix && existsSync(o.unix) && lstatSync(o.unix).isSocket()) unlinkSync(o.unix);
-  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError });
+  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError, services: o.services });
+  // as kube-apiserver's repair loop, a Service holding what it may not is reported, not changed
+  for (const p of server.allocationProblems) o.log(`warning: ${p}\n`);
   const kubeconfig = () => writeAtomic(`${o.dir}/kubeconfig`, server.kubeconfig());
   kubeconfig();
 

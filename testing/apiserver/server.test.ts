@@ -9,6 +9,7 @@ import { TestApiServer } from "./server.ts";
 import { schemaOf } from "./protobuf.ts";
 import { SCHEMA } from "./k8s-proto.ts";
 import { Store } from "./store.ts";
+import { parsePortRange, parseServiceCidrs } from "./services.ts";
 import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
 
@@ -87,7 +88,7 @@ describe("test API server", () => {
     const unknown = UNKNOWN();
     const env = Buffer.concat([Buffer.from("k8s\0"), toBinary(unknown, create(unknown, { typeMeta: { apiVersion: "v1", kind: "Service" }, raw } as never))]);
     const put = await fetch(`${s.url}/api/v1/namespaces/default/services/pb`, { method: "PUT", body: env, headers: { authorization: "Bearer good-token", "content-type": "application/vnd.kubernetes.protobuf" }, tls: { ca: s.certs.ca } } as RequestInit);
-    expect({ status: put.status, ports: ((await put.json()) as any).spec?.ports }).toEqual({ status: 200, ports: [{ name: "http", port: 8080 }] });
+    expect({ status: put.status, ports: ((await put.json()) as any).spec?.ports }).toEqual({ status: 200, ports: [{ name: "http", port: 8080, protocol: "TCP", targetPort: 8080 }] });
     const l = await fetch(`${s.url}/api/v1/namespaces`, { headers: { authorization: "Bearer good-token", accept: "application/vnd.kubernetes.protobuf,application/json" }, tls: { ca: s.certs.ca } } as RequestInit);
     expect({ status: l.status, type: l.headers.get("content-type") }).toEqual({ status: 200, type: "application/json" });
   });
@@ -155,6 +156,56 @@ describe("test API server", () => {
   });
 });
 
+describe("what kubectl asks for", () => {
+  const KUBECTL_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,application/json";
+  const s = start({ services: { serviceCIDRs: parseServiceCidrs("10.100.0.0/24"), nodePorts: parsePortRange("31000-31009") } });
+  const k = client(s);
+  const get = (path: string, accept = KUBECTL_ACCEPT) => fetch(`${s.url}${path}`, { headers: { authorization: "Bearer good-token", accept }, tls: { ca: s.certs.ca } } as RequestInit);
+
+  test("Services get a ClusterIP and node ports from the server's ranges; 422 for a taken one", async () => {
+    const a = await k.request<any>("POST", "/api/v1/namespaces/default/services", { body: { metadata: { name: "np" }, spec: { type: "NodePort", ports: [{ port: 80 }] } } });
+    expect(a.spec.clusterIP).toMatch(/^10\.100\.0\./);
+    expect(a.spec.ports[0].nodePort).toBeGreaterThanOrEqual(31000);
+    expect(a.spec.ports[0].nodePort).toBeLessThanOrEqual(31009);
+    await expect(k.request("POST", "/api/v1/namespaces/default/services", { body: { metadata: { name: "b" }, spec: { clusterIP: a.spec.clusterIP, ports: [{ port: 80 }] } } })).rejects.toMatchObject({ statusCode: 422 });
+  });
+
+  test("list, get and watch answer Table requests", async () => {
+    const np = await k.request<any>("GET", "/api/v1/namespaces/default/services/np");
+    let r = await get("/api/v1/namespaces/default/services");
+    expect(r.headers.get("content-type")).toBe("application/json;as=Table;v=v1;g=meta.k8s.io");
+    const list = (await r.json()) as any;
+    const rv = list.metadata.resourceVersion;
+    expect(list).toMatchObject({ kind: "Table", apiVersion: "meta.k8s.io/v1" });
+    expect(rv).toMatch(/^\d+$/);
+    expect(list.columnDefinitions.map((c: { name: string }) => c.name)).toEqual(["Name", "Type", "Cluster-IP", "External-IP", "Port(s)", "Age", "Selector"]);
+    expect(list.rows[0].cells.slice(0, 5)).toEqual(["np", "NodePort", np.spec.clusterIP, "<none>", `80:${np.spec.ports[0].nodePort}/TCP`]);
+    expect(list.rows[0].object).toMatchObject({ kind: "PartialObjectMetadata", metadata: { name: "np", uid: np.metadata.uid } });
+    r = await get("/api/v1/namespaces/default/services/np?includeObject=Object");
+    expect(((await r.json()) as any).rows[0].object.spec.clusterIP).toBe(np.spec.clusterIP);
+    expect(((await (await get("/api/v1/namespaces")).json()) as any).rows.map((x: { cells: unknown[] }) => x.cells[1])).toEqual(["Active", "Active", "Active", "Active"]);
+    expect((await (await get("/api/v1/namespaces/default/services", "application/json")).json()) as any).toMatchObject({ kind: "ServiceList" });
+    expect((await get("/api/v1/namespaces/default/services", "application/json;as=Table;v=v9;g=meta.k8s.io")).status).toBe(406);
+    // a watch: each event's object a Table of one row (from the list's version, so the patch
+    // below is replayed whenever the watch starts: the response's headers wait for its first event)
+    const ctl = new AbortController();
+    const watching = fetch(`${s.url}/api/v1/namespaces/default/services?watch=true&resourceVersion=${rv}`, { headers: { authorization: "Bearer good-token", accept: KUBECTL_ACCEPT }, tls: { ca: s.certs.ca }, signal: ctl.signal } as RequestInit);
+    await k.request("PATCH", "/api/v1/namespaces/default/services/np", { body: { spec: { ports: [{ name: "http", port: 80, nodePort: np.spec.ports[0].nodePort }, { name: "https", port: 443 }] } }, contentType: "application/merge-patch+json" });
+    const w = await watching;
+    const reader = w.body!.pipeThrough(new TextDecoderStream()).getReader();
+    let buf = "";
+    for (;;) {
+      const { value, done } = await reader.read();
+      buf += value ?? "";
+      if (done || buf.includes("\n")) break;
+    }
+    ctl.abort();
+    const e = JSON.parse(buf.split("\n")[0]!);
+    expect(e.type).toBe("MODIFIED");
+    expect(e.object).toMatchObject({ kind: "Table", rows: [{ cells: ["np", "NodePort", np.spec.clusterIP, "<none>", expect.stringMatching(/^80:\d+\/TCP,443:\d+\/TCP$/), expect.any(String), "<none>"] }] });
+  });
+});
+
 describe("clients it exists for", () => {
   test("client-node's ListWatch follows writes, and relists after a restart that lost the history", async () => {
     const a = start();
@@ -213,7 +264,7 @@ describe("clients it exists for", () => {
     await Bun.write(`${dir}/svc.json`, manifest(81));
     r = await kc("apply", "--validate=false", "-f", `${dir}/svc.json`);
     expect(r.out + r.err).toContain("service/web configured");
-    expect(JSON.parse((await kc("get", "service", "web", "-o", "json")).out).spec.ports).toEqual([{ name: "http", port: 81, targetPort: 8080 }]);
+    expect(JSON.parse((await kc("get", "service", "web", "-o", "json")).out).spec.ports).toEqual([{ name: "http", port: 81, protocol: "TCP", targetPort: 8080 }]);
     expect((await kc("get", "service", "nope")).err).toContain('services "nope" not found');
     expect((await kc("--token", "wrong", "get", "pods")).code).not.toBe(0);
     expect((await kc("delete", "service", "web")).out).toContain('service "web" deleted');

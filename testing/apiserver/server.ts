@@ -12,6 +12,8 @@ import { makeServingCerts, type ServingCerts } from "./tls.ts";
 import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
 import { checkDepth, readBytes, readJson, readText } from "./body.ts";
 import { pathSegmentProblems } from "./validate.ts";
+import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
+import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
 
 export interface ApiServerOptions {
   /** bearer tokens that authenticate; a request with any other token gets 401 */
@@ -34,6 +36,8 @@ export interface ApiServerOptions {
   watchBacklogBytes?: number;
   /** why the server is not ready (answered by /readyz with 500), or undefined */
   notReady?: () => string | undefined;
+  /** where ClusterIPs and NodePorts come from (default 10.96.0.0/12 and 30000-32767) */
+  services?: Partial<ServiceAllocatorOptions>;
 }
 
 export const DEFAULT_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
@@ -58,10 +62,13 @@ export class TestApiServer {
   private readonly backlogs = new Set<{ bytes: number }>();
   /** the most bytes any watch had queued, since the start */
   maxWatchBacklog = 0;
+  /** what the stored Services held that the allocator could not take back (restart) */
+  readonly allocationProblems: string[];
 
   private constructor(private readonly o: ApiServerOptions) {
     this.store = o.store ?? newStore(o.history);
     this.certs = o.certs ?? makeServingCerts();
+    this.allocationProblems = attachServiceAllocator(this.store, o.services);
     const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
@@ -178,11 +185,15 @@ export class TestApiServer {
       if (bad.length) throw new ApiError(400, "BadRequest", `${what} parameter invalid: ${JSON.stringify(v)}: ${bad.join(";")}`);
     }
     const q = (k: string) => c.req.query(k) ?? null;
+    const table = method === "GET" ? wantsTable(c.req.header("accept")) : undefined;
+    const asTable = (objects: KubeObject[], listMeta: Record<string, unknown>) => tableResponse(tableOf(t.kind, objects, { version: table!, includeObject: q("includeObject"), listMeta }), table!);
     if (!name) {
       if (method === "GET") {
-        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, t, namespace);
+        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, t, namespace, table && { version: table, includeObject: q("includeObject") });
         const l = this.store.list(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), limit: q("limit") ? Number(q("limit")) : undefined, continue: q("continue"), resourceVersion: q("resourceVersion"), resourceVersionMatch: q("resourceVersionMatch") });
-        return c.json({ kind: `${t.kind}List`, apiVersion: groupVersion(t), metadata: { resourceVersion: l.resourceVersion, ...(l.continue ? { continue: l.continue } : {}), ...(l.remainingItemCount !== undefined ? { remainingItemCount: l.remainingItemCount } : {}) }, items: l.items });
+        const metadata = { resourceVersion: l.resourceVersion, ...(l.continue ? { continue: l.continue } : {}), ...(l.remainingItemCount !== undefined ? { remainingItemCount: l.remainingItemCount } : {}) };
+        if (table) return asTable(l.items, metadata);
+        return c.json({ kind: `${t.kind}List`, apiVersion: groupVersion(t), metadata, items: l.items });
       }
       if (method === "POST") {
         if (t.namespaced && namespace === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
@@ -191,8 +202,10 @@ export class TestApiServer {
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
     switch (method) {
-      case "GET":
-        return c.json(this.store.get(t, namespace, name));
+      case "GET": {
+        const o = this.store.get(t, namespace, name);
+        return table ? asTable([o], { resourceVersion: o.metadata.resourceVersion }) : c.json(o);
+      }
       case "PUT":
         return c.json(this.store.update(t, namespace, name, await body(c, t), subresource));
       case "PATCH": {
@@ -275,7 +288,7 @@ export class TestApiServer {
     return undefined;
   }
 
-  private watch(c: Context, t: ResourceType, namespace: string | undefined): Response {
+  private watch(c: Context, t: ResourceType, namespace: string | undefined, table?: TableOptions): Response {
     const q = (k: string) => c.req.query(k);
     const rv = q("resourceVersion");
     const bookmarks = q("allowWatchBookmarks") === "true";
@@ -341,7 +354,7 @@ export class TestApiServer {
         this.backlogs.add(backlog);
         try {
           // "0" and "" both start from the current objects, as ADDED events
-          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(e));
+          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(e, t.kind, table) : e));
           if (ended) return stop();
         } catch (e) {
           // too old a resourceVersion: kube-apiserver answers 200 and one ERROR event, then ends
@@ -365,6 +378,8 @@ export class TestApiServer {
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
 }
+
+const tableResponse = (table: object, version: string) => new Response(JSON.stringify(table), { headers: { "content-type": `application/json;as=Table;v=${version};g=meta.k8s.io` } });
 
 async function body(c: Context, t: ResourceType): Promise<KubeObject> {
   // kubectl and client-go send built-in kinds as protobuf

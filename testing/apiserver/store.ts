@@ -47,6 +47,15 @@ interface Watcher {
   send: (e: WatchEvent) => void;
 }
 
+/** What a type's registry does beyond storing (kube-apiserver's create/update strategies):
+ * called just before a write commits, they complete the object or refuse it (throwing an
+ * ApiError), so a refused write changes nothing; `deleted` once an object is gone. */
+export interface TypeHooks {
+  create?(obj: KubeObject): void;
+  update?(next: KubeObject, cur: KubeObject): void;
+  deleted?(obj: KubeObject): void;
+}
+
 export interface ListOptions {
   namespace?: string;
   labelSelector?: string | null;
@@ -77,6 +86,7 @@ export class Store {
   private readonly objects = new Map<string, Map<string, KubeObject>>();
   private readonly log: Write[] = [];
   private readonly watchers = new Set<Watcher>();
+  private readonly hooks = new Map<string, TypeHooks>();
 
   constructor(
     types: ResourceType[],
@@ -93,6 +103,11 @@ export class Store {
   addType(t: ResourceType): void {
     this.types.set(typeKey(t), t);
     if (!this.objects.has(typeKey(t))) this.objects.set(typeKey(t), new Map());
+  }
+
+  /** Sets the hooks of `t`'s writes (replacing earlier ones). */
+  setHooks(t: ResourceType, h: TypeHooks): void {
+    this.hooks.set(typeKey(t), h);
   }
 
   allTypes(): ResourceType[] {
@@ -158,6 +173,7 @@ export class Store {
     };
     if (!t.namespaced) delete obj.metadata.namespace;
     initialStatus(t, obj);
+    this.hooks.get(typeKey(t))?.create?.(obj);
     this.commit(t, key, obj, undefined);
     return obj;
   }
@@ -187,6 +203,7 @@ export class Store {
         if (cur.status === undefined) delete next.status;
         else next.status = cur.status;
       }
+      this.hooks.get(typeKey(t))?.update?.(next, cur);
       if (specOf(next) !== specOf(cur)) next.metadata.generation = (cur.metadata.generation ?? 1) + 1;
     }
     validateObject(t, next);
@@ -222,6 +239,7 @@ export class Store {
     }
     const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
     this.commit(t, key, undefined, cur);
+    this.hooks.get(typeKey(t))?.deleted?.(cur);
     return gone;
   }
 

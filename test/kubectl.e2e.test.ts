@@ -1,0 +1,180 @@
+// kubectl 1.32 (Debian kubernetes-client) against `skein apiserver` run as the demo runs it, a
+// process of its own: ClusterIPs and NodePorts allocated in the configured ranges, `kubectl
+// get` with the columns of a real cluster, patch, watch, delete freeing the address, and a
+// restart that keeps what is allocated. Manifests go through `kubectl apply` (JSON bodies).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { SKEIN, useTempDir, waitFor } from "./harness/index.ts";
+
+const KUBECTL = Bun.which("kubectl");
+const TOKEN = "kubectl-e2e-token";
+const dir = useTempDir("kubectl");
+let port = 0;
+let server: ReturnType<typeof Bun.spawn> | undefined;
+let serverOut = "";
+
+/** A port free right now on loopback (the server gets it a moment later). */
+function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const p = l.port;
+  l.stop(true);
+  return p;
+}
+
+async function startServer(): Promise<void> {
+  const p = Bun.spawn([SKEIN, "apiserver", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--token", TOKEN, "--service-cidr", "10.96.0.0/24", "--service-node-port-range", "30000-30099"], { stdout: "pipe", stderr: "pipe" });
+  server = p;
+  serverOut = "";
+  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  void (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      serverOut += value;
+    }
+  })();
+  await waitFor("skein apiserver serving", () => serverOut.includes("serving"), 15_000);
+}
+
+async function stopServer(): Promise<void> {
+  server?.kill("SIGTERM");
+  await server?.exited;
+}
+
+async function kc(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const p = Bun.spawn([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, ...args], { stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  return { code, out, err };
+}
+
+/** `kubectl apply` of one Service manifest (JSON), without OpenAPI validation (none is served). */
+async function apply(name: string, spec: Record<string, unknown>): Promise<{ code: number; out: string; err: string }> {
+  const file = `${dir}/${name}.json`;
+  await Bun.write(file, JSON.stringify({ apiVersion: "v1", kind: "Service", metadata: { name, namespace: "default" }, spec }));
+  return kc("apply", "--validate=false", "-f", file);
+}
+
+const jsonpath = async (what: string, path: string) => {
+  const r = await kc("get", ...what.split(" "), "-o", `jsonpath=${path}`);
+  if (r.code !== 0) throw new Error(r.err);
+  return r.out;
+};
+
+/** The rows of a kubectl table, split on runs of spaces (no cell here holds a space). */
+const rows = (text: string) => text.trim().split("\n").map((l) => l.trim().split(/\s{2,}|\s+/));
+
+beforeAll(async () => {
+  // kubectl is part of the test environment (scripts/run installs Debian's kubernetes-client)
+  if (!KUBECTL) throw new Error("kubectl is not installed (Debian kubernetes-client)");
+  port = freePort();
+  await startServer();
+}, 30_000);
+
+afterAll(async () => {
+  await stopServer();
+});
+
+describe("kubectl against skein apiserver", () => {
+  let webIP = "";
+
+  test("a Service applied without clusterIP gets one in --service-cidr; a NodePort Service gets a node port in range", async () => {
+    let r = await apply("web", { selector: { app: "web" }, ports: [{ name: "http", port: 80, targetPort: 8080 }] });
+    expect(r.out + r.err).toContain("service/web created");
+    webIP = await jsonpath("service web", "{.spec.clusterIP}");
+    const last = Number(webIP.split(".")[3]);
+    expect(webIP.startsWith("10.96.0.") && last > 0 && last < 255).toBe(true);
+    expect(await jsonpath("service web", "{.spec.clusterIPs[0]} {.spec.ipFamilies[0]} {.spec.ipFamilyPolicy} {.spec.type} {.spec.ports[0].protocol}")).toBe(`${webIP} IPv4 SingleStack ClusterIP TCP`);
+    r = await apply("np", { type: "NodePort", selector: { app: "np" }, ports: [{ name: "http", port: 80 }, { name: "https", port: 443, protocol: "TCP" }] });
+    expect(r.out + r.err).toContain("service/np created");
+    const nodePorts = (await jsonpath("service np", "{.spec.ports[*].nodePort}")).split(" ").map(Number);
+    expect(nodePorts).toHaveLength(2);
+    for (const n of nodePorts) expect(n >= 30000 && n <= 30099).toBe(true);
+    expect(nodePorts[0]).not.toBe(nodePorts[1]);
+    const npIP = await jsonpath("service np", "{.spec.clusterIP}");
+    expect(npIP).not.toBe(webIP);
+    // what is taken is refused to another, with kube-apiserver's words
+    r = await apply("clash", { clusterIP: webIP, ports: [{ port: 80 }] });
+    expect(r.code).not.toBe(0);
+    expect(r.err).toContain(`The Service "clash" is invalid: spec.clusterIPs: Invalid value: []string{"${webIP}"}: failed to allocate IP ${webIP}: provided IP is already allocated`);
+    r = await apply("clash", { type: "NodePort", ports: [{ port: 80, nodePort: 31000 }] });
+    expect(r.err).toContain("provided port is not in the valid range. The range of valid ports is 30000-30099");
+  }, 60_000);
+
+  test("kubectl get prints the columns of a real cluster", async () => {
+    const svc = await kc("get", "services");
+    expect(svc.code).toBe(0);
+    const t = rows(svc.out);
+    expect(t[0]).toEqual(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    const np = await jsonpath("service np", "{.spec.clusterIP} {.spec.ports[0].nodePort} {.spec.ports[1].nodePort}");
+    const [npIP, n80, n443] = np.split(" ");
+    expect(t.find((r) => r[0] === "web")!.slice(0, 5)).toEqual(["web", "ClusterIP", webIP, "<none>", "80/TCP"]);
+    expect(t.find((r) => r[0] === "np")!.slice(0, 5)).toEqual(["np", "NodePort", npIP!, "<none>", `80:${n80}/TCP,443:${n443}/TCP`]);
+    expect(t.find((r) => r[0] === "web")![5]).toMatch(/^\d+s$/);
+    const wide = rows((await kc("get", "services", "-o", "wide")).out);
+    expect(wide[0]).toEqual(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE", "SELECTOR"]);
+    expect(wide.find((r) => r[0] === "web")![6]).toBe("app=web");
+    const ns = rows((await kc("get", "namespaces")).out);
+    expect(ns[0]).toEqual(["NAME", "STATUS", "AGE"]);
+    expect(ns.find((r) => r[0] === "default")![1]).toBe("Active");
+    expect(rows((await kc("get", "service", "web")).out)[1]!.slice(0, 3)).toEqual(["web", "ClusterIP", webIP]);
+  }, 60_000);
+
+  test("kubectl get -w sees a kubectl patch", async () => {
+    const w = Bun.spawn([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, "get", "services", "web", "-w"], { stdout: "pipe", stderr: "pipe" });
+    let seen = "";
+    const reader = w.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    const pump = (async () => {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done) return;
+        seen += value;
+      }
+    })();
+    try {
+      await waitFor("the watch's first row", () => seen.includes("80/TCP"), 20_000);
+      const r = await kc("patch", "service", "web", "-p", JSON.stringify({ spec: { ports: [{ name: "https", port: 443, targetPort: 8443 }] } }));
+      expect(r.out + r.err).toContain("service/web patched");
+      const row = await waitFor("the patched row in the watch", () => seen.split("\n").find((l) => l.includes("80/TCP,443/TCP") || l.includes("443/TCP,80/TCP")), 20_000);
+      expect(row.trim().split(/\s+/).slice(0, 3)).toEqual(["web", "ClusterIP", webIP]);
+    } finally {
+      w.kill();
+      await w.exited;
+      await pump.catch(() => {});
+    }
+  }, 60_000);
+
+  test("kubectl delete frees the address: a new Service can take it by asking", async () => {
+    expect(webIP).toMatch(/^10\.96\.0\./);
+    const before = await apply("again", { clusterIP: webIP, ports: [{ port: 80 }] });
+    expect(before.err).toContain("provided IP is already allocated");
+    const r = await kc("delete", "service", "web");
+    expect(r.out).toContain('service "web" deleted');
+    const again = await apply("again", { clusterIP: webIP, ports: [{ port: 80 }] });
+    expect(again.out + again.err).toContain("service/again created");
+    expect(await jsonpath("service again", "{.spec.clusterIP}")).toBe(webIP);
+  }, 60_000);
+
+  test("a restarted skein apiserver keeps what its stored Services hold", async () => {
+    const n80 = await jsonpath("service np", "{.spec.ports[0].nodePort}");
+    await stopServer();
+    await startServer();
+    let r = await apply("taken", { clusterIP: webIP, ports: [{ port: 80 }] });
+    expect(r.err).toContain("provided IP is already allocated");
+    r = await apply("taken", { type: "NodePort", ports: [{ port: 80, nodePort: Number(n80) }] });
+    expect(r.err).toContain(`spec.ports[0].nodePort: Invalid value: ${n80}: provided port is already allocated`);
+    r = await apply("taken", { type: "NodePort", ports: [{ port: 80 }] });
+    expect(r.out + r.err).toContain("service/taken created");
+  }, 60_000);
+});
+
+test("skein apiserver refuses bad ranges before serving", () => {
+  const bad = (flag: string, v: string) => Bun.spawnSync([SKEIN, "apiserver", "--dir", `${dir}/bad`, "--listen", "127.0.0.1:1", "--token", TOKEN, flag, v], { stdout: "pipe", stderr: "pipe" });
+  for (const [flag, v, why] of [
+    ["--service-cidr", "10.96.0.1/12", "host bits"],
+    ["--service-cidr", "10.96.0.0/12,10.100.0.0/16", "different IP families"],
+    ["--service-node-port-range", "32767-30000", "not a range"],
+  ] as const) {
+    const r = bad(flag, v);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr.toString()).toContain(why);
+  }
+});
