@@ -1,7 +1,8 @@
 // kubectl 1.32 (Debian kubernetes-client) against `skein apiserver` run as the demo runs it, a
 // process of its own: ClusterIPs and NodePorts allocated in the configured ranges, `kubectl
 // get` with the columns of a real cluster, patch, watch, delete freeing the address, and a
-// restart that keeps what is allocated. Manifests go through `kubectl apply` (JSON bodies).
+// restart that keeps what is allocated. Manifests go through `kubectl apply` (JSON bodies);
+// kubectl's typed commands (create namespace|service|configmap, expose) post protobuf.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SKEIN, useTempDir, waitFor } from "./harness/index.ts";
 
@@ -140,6 +141,30 @@ describe("kubectl against skein apiserver", () => {
       await w.exited;
       await pump.catch(() => {});
     }
+  }, 60_000);
+
+  test("kubectl's typed commands (protobuf bodies): create namespace, create service, run, expose; each Service gets an address", async () => {
+    const ok = async (...args: string[]) => {
+      const r = await kc(...args);
+      expect({ args, code: r.code, err: r.err }).toEqual({ args, code: 0, err: "" });
+      return r.out;
+    };
+    expect(await ok("create", "namespace", "shop")).toContain("namespace/shop created");
+    expect(await ok("create", "configmap", "conf", "-n", "shop", "--from-literal=a=b")).toContain("configmap/conf created");
+    expect(await ok("create", "service", "clusterip", "cart", "-n", "shop", "--tcp=80:8080")).toContain("service/cart created");
+    expect(await ok("run", "till", "-n", "shop", "--image=any", "--port=8080", "--labels=app=till")).toContain("pod/till created");
+    expect(await ok("expose", "pod", "till", "-n", "shop", "--port=80", "--target-port=8080", "--type=NodePort")).toContain("service/till exposed");
+    const t = rows(await ok("get", "services", "-n", "shop"));
+    expect(t[0]).toEqual(["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]);
+    const cart = t.find((r) => r[0] === "cart")!;
+    const till = t.find((r) => r[0] === "till")!;
+    expect(cart.slice(1, 5)).toEqual(["ClusterIP", expect.stringMatching(/^10\.96\.0\.\d+$/), "<none>", "80/TCP"]);
+    expect(till.slice(1, 5)).toEqual(["NodePort", expect.stringMatching(/^10\.96\.0\.\d+$/), "<none>", expect.stringMatching(/^80:300\d\d\/TCP$/)]);
+    expect(cart[2]).not.toBe(till[2]);
+    expect(await jsonpath("service till -n shop", "{.spec.selector.app} {.spec.ports[0].targetPort}")).toBe("till 8080");
+    expect(await jsonpath("configmap conf -n shop", "{.data.a}")).toBe("b");
+    expect(rows(await ok("get", "pods", "-n", "shop"))[0]).toEqual(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    expect(await ok("delete", "namespace", "shop")).toContain('namespace "shop" deleted');
   }, 60_000);
 
   test("kubectl delete frees the address: a new Service can take it by asking", async () => {
