@@ -14,3 +14,14 @@ export class ApiError extends Error {
     return { kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: this.message, reason: this.reason, ...(this.details ? { details: this.details } : {}), code: this.code };
   }
 }
+
+/** The ApiError that `f` throws (for tests: anything else thrown, or nothing, is an error). */
+export function apiErrorOf(f: () => unknown): ApiError {
+  try {
+    f();
+  } catch (e) {
+    if (e instanceof ApiError) return e;
+    throw e;
+  }
+  throw new Error("no ApiError was thrown");
+}

@@ -7,7 +7,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { decodeProtobuf, schemaOf } from "./protobuf.ts";
 import { SCHEMA, SOURCE_TAG } from "./k8s-proto.ts";
 import { BUILTIN, groupVersion, type ResourceType } from "./resources.ts";
-import { ApiError } from "./store.ts";
+import { apiErrorOf } from "./errors.ts";
 
 const registry = createFileRegistry(fromBinary(FileDescriptorSetSchema, SCHEMA));
 const UNKNOWN = registry.getMessage("k8s.io.apimachinery.pkg.runtime.Unknown")!;
@@ -21,15 +21,6 @@ function envelope(raw: Uint8Array, typeMeta: { apiVersion: string; kind: string 
 /** `json` (protobuf's JSON mapping of the k8s message) encoded and wrapped for `t`. */
 const encode = (t: ResourceType, json: JsonValue) => envelope(toBinary(schemaOf(t)!, fromJson(schemaOf(t)!, json)), { apiVersion: groupVersion(t), kind: t.kind });
 
-function failure(f: () => unknown): ApiError {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof ApiError) return e;
-    throw e;
-  }
-  throw new Error("no error");
-}
 
 describe("decodeProtobuf", () => {
   test("the schema is k8s.io/api's for kubectl 1.32 and covers every built-in kind served", () => {
@@ -127,13 +118,13 @@ describe("decodeProtobuf", () => {
       [encode(svc, { metadata: { managedFields: [{ fieldsV1: { Raw: Buffer.from("[".repeat(100) + "]".repeat(100)).toString("base64") } }] } }), 400, /nested deeper than 64/],
     ];
     for (const [bytes, code, message] of cases) {
-      const e = failure(() => decodeProtobuf(bytes, svc));
+      const e = apiErrorOf(() => decodeProtobuf(bytes, svc));
       expect({ code: e.code, message: e.message }).toEqual({ code, message: expect.stringMatching(message) });
     }
-    expect(failure(() => decodeProtobuf(good, svc, 10)).code).toBe(413);
+    expect(apiErrorOf(() => decodeProtobuf(good, svc, 10)).code).toBe(413);
     // a kind this build has no schema for (a custom resource) cannot be decoded
     const crd: ResourceType = { ...svc, group: "example.com", kind: "Widget", plural: "widgets" };
-    const e = failure(() => decodeProtobuf(envelope(new Uint8Array(), { apiVersion: "example.com/v1", kind: "Widget" }), crd));
+    const e = apiErrorOf(() => decodeProtobuf(envelope(new Uint8Array(), { apiVersion: "example.com/v1", kind: "Widget" }), crd));
     expect({ code: e.code, reason: e.status().reason }).toEqual({ code: 415, reason: "UnsupportedMediaType" });
   });
 
@@ -142,7 +133,7 @@ describe("decodeProtobuf", () => {
     const groups = (n: number) => new Uint8Array([...Array(n).fill([0x9b, 0x06]).flat(), ...Array(n).fill([0x9c, 0x06]).flat()]);
     const svc = type("services");
     expect(decodeProtobuf(envelope(groups(20), { apiVersion: "v1", kind: "Service" }), svc)).toEqual({ apiVersion: "v1", kind: "Service", metadata: {} });
-    const e = failure(() => decodeProtobuf(envelope(groups(40), { apiVersion: "v1", kind: "Service" }), svc));
+    const e = apiErrorOf(() => decodeProtobuf(envelope(groups(40), { apiVersion: "v1", kind: "Service" }), svc));
     expect({ code: e.code, message: e.message }).toEqual({ code: 400, message: expect.stringContaining("maximum recursion depth") });
   });
 });

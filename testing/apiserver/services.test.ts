@@ -3,7 +3,8 @@
 import { describe, expect, test } from "bun:test";
 import { newStore } from "./server.ts";
 import { attachServiceAllocator, parsePortRange, parseServiceCidrs, ServiceAllocator } from "./services.ts";
-import { ApiError, Store } from "./store.ts";
+import { Store } from "./store.ts";
+import { apiErrorOf } from "./errors.ts";
 import type { KubeObject } from "./resources.ts";
 
 function setup(cidrs = "10.96.0.0/12", ports = "30000-32767") {
@@ -20,15 +21,6 @@ function setup(cidrs = "10.96.0.0/12", ports = "30000-32767") {
   const del = (name: string) => store.delete(t, "default", name);
   return { store, t, create, update, patch, del };
 }
-const fails = (f: () => unknown): ApiError => {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof ApiError) return e;
-    throw e;
-  }
-  throw new Error("did not fail");
-};
 const inRange = (ip: string, prefix: string) => ip.startsWith(prefix);
 const port = (n: number, extra: object = {}) => ({ port: n, ...extra });
 
@@ -49,7 +41,7 @@ describe("defaults and families", () => {
     const { create } = setup("10.96.0.0/16,fd00:10:96::/112");
     expect(create("h", { clusterIP: "None", selector: { app: "a" } })).toMatchObject({ clusterIP: "None", clusterIPs: ["None"], ipFamilies: ["IPv4"], ipFamilyPolicy: "SingleStack" });
     expect(create("h2", { clusterIP: "None" })).toMatchObject({ clusterIPs: ["None"], ipFamilies: ["IPv4", "IPv6"], ipFamilyPolicy: "RequireDualStack" });
-    expect(fails(() => create("np", { type: "NodePort", clusterIP: "None", ports: [port(80)] })).message).toContain("may not be set to 'None' for NodePort services");
+    expect(apiErrorOf(() => create("np", { type: "NodePort", clusterIP: "None", ports: [port(80)] })).message).toContain("may not be set to 'None' for NodePort services");
   });
 
   test("ipFamilyPolicy on a dual-stack cluster: PreferDualStack and RequireDualStack get both, IPv6 first when asked", () => {
@@ -65,17 +57,17 @@ describe("defaults and families", () => {
     expect(create("s", { ipFamilies: ["IPv6"], ports: [port(80)] })).toMatchObject({ ipFamilies: ["IPv6"], ipFamilyPolicy: "SingleStack" });
     // a requested address names its family
     expect(create("v6", { clusterIP: "fd00:10:96::aa", ports: [port(80)] })).toMatchObject({ clusterIPs: ["fd00:10:96::aa"], ipFamilies: ["IPv6"] });
-    expect(fails(() => create("two", { ipFamilies: ["IPv4", "IPv6"], ports: [port(80)] })).message).toContain("must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified");
+    expect(apiErrorOf(() => create("two", { ipFamilies: ["IPv4", "IPv6"], ports: [port(80)] })).message).toContain("must be 'RequireDualStack' or 'PreferDualStack' when multiple IP families are specified");
   });
 
   test("single-stack cluster: RequireDualStack and an unconfigured family are refused; PreferDualStack gets one", () => {
     const { create } = setup();
-    expect(fails(() => create("r", { ipFamilyPolicy: "RequireDualStack", ports: [port(80)] })).message).toBe(
+    expect(apiErrorOf(() => create("r", { ipFamilyPolicy: "RequireDualStack", ports: [port(80)] })).message).toBe(
       'Service "r" is invalid: spec.ipFamilyPolicy: Invalid value: "RequireDualStack": this cluster is not configured for dual-stack services',
     );
-    expect(fails(() => create("f", { ipFamilies: ["IPv6"], ports: [port(80)] })).message).toContain('spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster');
+    expect(apiErrorOf(() => create("f", { ipFamilies: ["IPv6"], ports: [port(80)] })).message).toContain('spec.ipFamilies[0]: Invalid value: "IPv6": not configured on this cluster');
     expect(create("p", { ipFamilyPolicy: "PreferDualStack", ports: [port(80)] }).ipFamilies).toEqual(["IPv4"]);
-    expect(fails(() => create("bad", { ipFamilyPolicy: "Both", ports: [port(80)] })).message).toContain('spec.ipFamilyPolicy: Unsupported value: "Both"');
+    expect(apiErrorOf(() => create("bad", { ipFamilyPolicy: "Both", ports: [port(80)] })).message).toContain('spec.ipFamilyPolicy: Unsupported value: "Both"');
   });
 });
 
@@ -83,20 +75,20 @@ describe("ClusterIP allocation", () => {
   test("a requested address must be in the range and free; none is given twice", () => {
     const { create, del } = setup("10.96.0.0/24");
     expect(create("a", { clusterIP: "10.96.0.10", ports: [port(80)] }).clusterIP).toBe("10.96.0.10");
-    const taken = fails(() => create("b", { clusterIP: "10.96.0.10", ports: [port(80)] }));
+    const taken = apiErrorOf(() => create("b", { clusterIP: "10.96.0.10", ports: [port(80)] }));
     expect(taken.code).toBe(422);
     expect(taken.message).toBe('Service "b" is invalid: spec.clusterIPs: Invalid value: []string{"10.96.0.10"}: failed to allocate IP 10.96.0.10: provided IP is already allocated');
-    expect(fails(() => create("c", { clusterIP: "10.97.0.1", ports: [port(80)] })).message).toBe(
+    expect(apiErrorOf(() => create("c", { clusterIP: "10.97.0.1", ports: [port(80)] })).message).toBe(
       'Service "c" is invalid: spec.clusterIPs: Invalid value: []string{"10.97.0.1"}: failed to allocate IP 10.97.0.1: the provided IP (10.97.0.1) is not in the valid range. The range of valid IPs is 10.96.0.0/24',
     );
     // the network and broadcast addresses are not in the valid range
-    for (const ip of ["10.96.0.0", "10.96.0.255"]) expect(fails(() => create("d", { clusterIP: ip, ports: [port(80)] })).message).toContain("is not in the valid range");
-    expect(fails(() => create("e", { clusterIP: "010.96.0.1", ports: [port(80)] })).message).toContain("spec.clusterIPs[0]: Invalid value");
+    for (const ip of ["10.96.0.0", "10.96.0.255"]) expect(apiErrorOf(() => create("d", { clusterIP: ip, ports: [port(80)] })).message).toContain("is not in the valid range");
+    expect(apiErrorOf(() => create("e", { clusterIP: "010.96.0.1", ports: [port(80)] })).message).toContain("spec.clusterIPs[0]: Invalid value");
     // 253 usable addresses, one taken: the rest are handed out once each, then the range is full
     const seen = new Set(["10.96.0.10"]);
     for (let i = 0; i < 253; i++) seen.add(create(`s${i}`, { ports: [port(80)] }).clusterIP);
     expect(seen.size).toBe(254);
-    expect(fails(() => create("full", { ports: [port(80)] })).code).toBe(500);
+    expect(apiErrorOf(() => create("full", { ports: [port(80)] })).code).toBe(500);
     del("a");
     expect(create("again", { clusterIP: "10.96.0.10", ports: [port(80)] }).clusterIP).toBe("10.96.0.10");
   });
@@ -104,17 +96,17 @@ describe("ClusterIP allocation", () => {
   test("a refused create takes nothing: its cluster IP stays free", () => {
     const { create } = setup();
     create("np", { type: "NodePort", ports: [port(80, { nodePort: 30080 })] });
-    expect(fails(() => create("x", { type: "NodePort", clusterIP: "10.96.0.50", ports: [port(80, { nodePort: 30080 })] })).message).toContain("provided port is already allocated");
+    expect(apiErrorOf(() => create("x", { type: "NodePort", clusterIP: "10.96.0.50", ports: [port(80, { nodePort: 30080 })] })).message).toContain("provided port is already allocated");
     expect(create("y", { clusterIP: "10.96.0.50", ports: [port(80)] }).clusterIP).toBe("10.96.0.50");
   });
 
   test("clusterIP is immutable; an update that leaves it out keeps it", () => {
     const { create, update, patch } = setup();
     const ip = create("a", { ports: [port(80)] }).clusterIP;
-    expect(fails(() => patch("a", (s) => ((s.clusterIP = "10.96.0.77"), (s.clusterIPs = ["10.96.0.77"])))).message).toBe(
+    expect(apiErrorOf(() => patch("a", (s) => ((s.clusterIP = "10.96.0.77"), (s.clusterIPs = ["10.96.0.77"])))).message).toBe(
       'Service "a" is invalid: spec.clusterIPs[0]: Invalid value: []string{"10.96.0.77"}: may not change once set',
     );
-    expect(fails(() => patch("a", (s) => (s.clusterIP = "None"))).message).toContain("may not change once set");
+    expect(apiErrorOf(() => patch("a", (s) => (s.clusterIP = "None"))).message).toContain("may not change once set");
     const s = update("a", { ports: [port(81)] });
     expect(s.clusterIP).toBe(ip);
     expect(s.clusterIPs).toEqual([ip]);
@@ -128,7 +120,7 @@ describe("ClusterIP allocation", () => {
     const up = patch("a", (s) => (delete s.ipFamilies, (s.ipFamilyPolicy = "RequireDualStack")));
     expect(up.ipFamilies).toEqual(["IPv4", "IPv6"]);
     const v6 = up.clusterIPs[1];
-    expect(fails(() => create("b", { clusterIP: v6, ports: [port(80)] })).message).toContain("provided IP is already allocated");
+    expect(apiErrorOf(() => create("b", { clusterIP: v6, ports: [port(80)] })).message).toContain("provided IP is already allocated");
     const down = patch("a", (s) => (s.ipFamilyPolicy = "SingleStack"));
     expect(down.clusterIPs).toHaveLength(1);
     expect(down.ipFamilies).toEqual(["IPv4"]);
@@ -155,14 +147,14 @@ describe("NodePort allocation", () => {
     expect(s.externalTrafficPolicy).toBe("Cluster");
     expect(create("lb", { type: "LoadBalancer", ports: [port(80)] }).ports[0].nodePort).toBeGreaterThanOrEqual(30000);
     expect(create("req", { type: "NodePort", ports: [port(80, { nodePort: 30080 })] }).ports[0].nodePort).toBe(30080);
-    expect(fails(() => create("dup", { type: "NodePort", ports: [port(80, { nodePort: 30080 })] })).message).toBe(
+    expect(apiErrorOf(() => create("dup", { type: "NodePort", ports: [port(80, { nodePort: 30080 })] })).message).toBe(
       'Service "dup" is invalid: spec.ports[0].nodePort: Invalid value: 30080: provided port is already allocated',
     );
-    expect(fails(() => create("low", { type: "NodePort", ports: [port(80, { nodePort: 8080 })] })).message).toBe(
+    expect(apiErrorOf(() => create("low", { type: "NodePort", ports: [port(80, { nodePort: 8080 })] })).message).toBe(
       'Service "low" is invalid: spec.ports[0].nodePort: Invalid value: 8080: provided port is not in the valid range. The range of valid ports is 30000-32767',
     );
-    expect(fails(() => create("ci", { ports: [port(80, { nodePort: 30081 })] })).message).toContain("spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'");
-    expect(fails(() => create("names", { type: "NodePort", ports: [port(80, { name: "x" }), port(81, { name: "x" }), port(82)] })).message).toBe(
+    expect(apiErrorOf(() => create("ci", { ports: [port(80, { nodePort: 30081 })] })).message).toContain("spec.ports[0].nodePort: Forbidden: may not be used when `type` is 'ClusterIP'");
+    expect(apiErrorOf(() => create("names", { type: "NodePort", ports: [port(80, { name: "x" }), port(81, { name: "x" }), port(82)] })).message).toBe(
       'Service "names" is invalid: [spec.ports[1].name: Duplicate value: "x", spec.ports[2].name: Required value]',
     );
     // one port number on two protocols shares its node port
@@ -178,7 +170,7 @@ describe("NodePort allocation", () => {
     const a = create("a", { type: "NodePort", ports: [port(80, { name: "a" }), port(81, { name: "b" })] });
     const b = create("b", { type: "NodePort", ports: [port(80)] });
     expect(new Set([...a.ports, ...b.ports].map((p: { nodePort: number }) => p.nodePort))).toEqual(new Set([30000, 30001, 30002]));
-    expect(fails(() => create("c", { type: "NodePort", ports: [port(80)] })).message).toContain("failed to allocate a nodePort");
+    expect(apiErrorOf(() => create("c", { type: "NodePort", ports: [port(80)] })).message).toContain("failed to allocate a nodePort");
     const ci = patch("a", (s) => (s.type = "ClusterIP"));
     expect(ci.ports.map((p: { nodePort?: number }) => p.nodePort)).toEqual([undefined, undefined]);
     expect(ci.externalTrafficPolicy).toBeUndefined();
@@ -187,7 +179,7 @@ describe("NodePort allocation", () => {
     del("b");
     expect(create("d", { type: "NodePort", ports: [port(80, { nodePort: b.ports[0].nodePort })] }).ports[0].nodePort).toBe(b.ports[0].nodePort);
     // back to NodePort: the range is full again, so the change is refused and takes nothing
-    expect(fails(() => patch("a", (s) => (s.type = "NodePort"))).message).toContain("failed to allocate a nodePort");
+    expect(apiErrorOf(() => patch("a", (s) => (s.type = "NodePort"))).message).toContain("failed to allocate a nodePort");
     del("d");
     const np = patch("a", (s) => ((s.type = "LoadBalancer"), (s.ports = [s.ports[0]])));
     expect(np.ports[0].nodePort).toBe(b.ports[0].nodePort);
@@ -219,8 +211,8 @@ describe("restart", () => {
     expect(attachServiceAllocator(again, { serviceCIDRs: parseServiceCidrs("10.96.0.0/24") })).toEqual([]);
     const t = again.type("", "services")!;
     const mk = (name: string, spec: object) => again.create(t, "default", { metadata: { name }, spec } as KubeObject);
-    expect(fails(() => mk("b", { clusterIP: ip, ports: [port(80)] })).message).toContain("provided IP is already allocated");
-    expect(fails(() => mk("c", { type: "NodePort", ports: [port(80, { nodePort: np })] })).message).toContain("provided port is already allocated");
+    expect(apiErrorOf(() => mk("b", { clusterIP: ip, ports: [port(80)] })).message).toContain("provided IP is already allocated");
+    expect(apiErrorOf(() => mk("c", { type: "NodePort", ports: [port(80, { nodePort: np })] })).message).toContain("provided port is already allocated");
     // a service outside the (changed) range is reported, not changed
     const other = new Store(store.allTypes(), undefined, snap);
     expect(attachServiceAllocator(other, { serviceCIDRs: parseServiceCidrs("10.100.0.0/24") })).toEqual([`Service default/a: clusterIP ${ip} is not in the service CIDRs`, `Service default/n: clusterIP ${n.clusterIP} is not in the service CIDRs`]);
@@ -255,13 +247,13 @@ describe("Services stored before allocation", () => {
     const again = new Store(store.allTypes(), undefined, { rev: 9, objects: [...store.snapshot().objects, legacy("old", "10.96.0.13"), legacy("old2", "10.96.0.14")] });
     expect(attachServiceAllocator(again, { serviceCIDRs: parseServiceCidrs("10.96.0.0/24") })).toEqual([]);
     const mk = (name: string) => again.create(t, "default", { metadata: { name }, spec: { clusterIP: "10.96.0.13", ports: [{ port: 80 }] } });
-    expect(fails(() => mk("x")).message).toContain("provided IP is already allocated");
+    expect(apiErrorOf(() => mk("x")).message).toContain("provided IP is already allocated");
     const u = again.update(t, "default", "old", { metadata: { name: "old" }, spec: { clusterIP: "10.96.0.13", ports: [{ port: 81 }] } }).spec as Record<string, unknown>;
     expect(u).toMatchObject({ clusterIP: "10.96.0.13", clusterIPs: ["10.96.0.13"], ipFamilies: ["IPv4"], ipFamilyPolicy: "SingleStack" });
     again.delete(t, "default", "old");
     expect((mk("x").spec as { clusterIP: string }).clusterIP).toBe("10.96.0.13");
     const mk2 = () => again.create(t, "default", { metadata: { name: "y" }, spec: { clusterIP: "10.96.0.14", ports: [{ port: 80 }] } });
-    expect(fails(mk2).message).toContain("provided IP is already allocated");
+    expect(apiErrorOf(mk2).message).toContain("provided IP is already allocated");
     again.delete(t, "default", "old2");
     expect((mk2().spec as { clusterIP: string }).clusterIP).toBe("10.96.0.14");
   });

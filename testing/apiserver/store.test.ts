@@ -2,6 +2,7 @@
 // kube-apiserver's answer to the same request (codes, reasons and messages as it words them).
 import { describe, expect, test } from "bun:test";
 import { ApiError, Store, type WatchEvent } from "./store.ts";
+import { apiErrorOf } from "./errors.ts";
 import { newStore } from "./server.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { strategicMergePatch, mergePatch, applyPatch } from "./patch.ts";
@@ -10,15 +11,6 @@ import type { KubeObject } from "./resources.ts";
 const setup = (history?: number) => {
   const s = newStore(history);
   return { s, svc: s.type("", "services")!, pod: s.type("", "pods")!, node: s.type("", "nodes")!, ns: s.type("", "namespaces")!, eps: s.type("discovery.k8s.io", "endpointslices")! };
-};
-const err = (f: () => unknown): ApiError => {
-  try {
-    f();
-  } catch (e) {
-    if (e instanceof ApiError) return e;
-    throw e;
-  }
-  throw new Error("no error");
 };
 const svcObj = (name: string, extra: Partial<KubeObject> = {}): KubeObject => ({ metadata: { name, labels: { app: name } }, spec: { ports: [{ port: 80 }] }, ...extra });
 
@@ -56,17 +48,17 @@ describe("create, update, delete", () => {
     expect(o.metadata.uid).toMatch(/^[0-9a-f-]{36}$/);
     expect(o.metadata.creationTimestamp).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     expect(o).toMatchObject({ apiVersion: "v1", kind: "Service", status: { loadBalancer: {} } });
-    const e = err(() => s.create(svc, "default", svcObj("web")));
+    const e = apiErrorOf(() => s.create(svc, "default", svcObj("web")));
     expect(e.status()).toMatchObject({ code: 409, reason: "AlreadyExists", message: 'services "web" already exists', details: { name: "web", kind: "services" } });
   });
 
   test("create: a missing namespace is NotFound; a namespace differing from the path is BadRequest; generateName", () => {
     const { s, svc, eps } = setup();
-    expect(err(() => s.create(svc, "nope", svcObj("web"))).status()).toMatchObject({ code: 404, reason: "NotFound", message: 'namespaces "nope" not found' });
-    expect(err(() => s.create(svc, "default", { metadata: { name: "x", namespace: "kube-system" } })).code).toBe(400);
+    expect(apiErrorOf(() => s.create(svc, "nope", svcObj("web"))).status()).toMatchObject({ code: 404, reason: "NotFound", message: 'namespaces "nope" not found' });
+    expect(apiErrorOf(() => s.create(svc, "default", { metadata: { name: "x", namespace: "kube-system" } })).code).toBe(400);
     const g = s.create(eps, "default", { metadata: { generateName: "web-" }, addressType: "IPv4", endpoints: [] });
     expect(g.metadata.name).toMatch(/^web-[a-z0-9]{5}$/);
-    expect(err(() => s.create(svc, "default", { metadata: {} })).status()).toMatchObject({ code: 422, reason: "Invalid" });
+    expect(apiErrorOf(() => s.create(svc, "default", { metadata: {} })).status()).toMatchObject({ code: 422, reason: "Invalid" });
   });
 
   test("update with a stale resourceVersion is a Conflict; without one it is unconditional", () => {
@@ -74,7 +66,7 @@ describe("create, update, delete", () => {
     const a = s.create(svc, "default", svcObj("web"));
     const b = s.update(svc, "default", "web", { ...a, spec: { ports: [{ port: 81 }] } });
     expect(b.metadata.generation).toBe(2);
-    const e = err(() => s.update(svc, "default", "web", { ...a, spec: { ports: [{ port: 82 }] } }));
+    const e = apiErrorOf(() => s.update(svc, "default", "web", { ...a, spec: { ports: [{ port: 82 }] } }));
     expect(e.status()).toMatchObject({
       code: 409,
       reason: "Conflict",
@@ -83,8 +75,8 @@ describe("create, update, delete", () => {
     const c = s.update(svc, "default", "web", { metadata: { name: "web", labels: { v: "2" } }, spec: { ports: [{ port: 82 }] } });
     expect(c.metadata.uid).toBe(a.metadata.uid);
     expect(c.metadata.creationTimestamp).toBe(a.metadata.creationTimestamp);
-    expect(err(() => s.update(svc, "default", "other", svcObj("other"))).code).toBe(404);
-    expect(err(() => s.update(svc, "default", "web", svcObj("other"))).code).toBe(400);
+    expect(apiErrorOf(() => s.update(svc, "default", "other", svcObj("other"))).code).toBe(404);
+    expect(apiErrorOf(() => s.update(svc, "default", "web", svcObj("other"))).code).toBe(400);
   });
 
   test("status is written through the status subresource only", () => {
@@ -110,20 +102,20 @@ describe("create, update, delete", () => {
   test("delete returns the object; preconditions; a pod on a node is deleted gracefully", () => {
     const { s, svc, pod } = setup();
     const a = s.create(svc, "default", svcObj("web"));
-    expect(err(() => s.delete(svc, "default", "web", { preconditions: { resourceVersion: "1" } })).status()).toMatchObject({ code: 409, reason: "Conflict" });
-    expect(err(() => s.delete(svc, "default", "web", { preconditions: { uid: "x" } })).message).toContain("Precondition failed: UID in precondition: x");
+    expect(apiErrorOf(() => s.delete(svc, "default", "web", { preconditions: { resourceVersion: "1" } })).status()).toMatchObject({ code: 409, reason: "Conflict" });
+    expect(apiErrorOf(() => s.delete(svc, "default", "web", { preconditions: { uid: "x" } })).message).toContain("Precondition failed: UID in precondition: x");
     const d = s.delete(svc, "default", "web");
     expect(d.metadata.uid).toBe(a.metadata.uid);
-    expect(err(() => s.get(svc, "default", "web")).status()).toMatchObject({ code: 404, message: 'services "web" not found' });
+    expect(apiErrorOf(() => s.get(svc, "default", "web")).status()).toMatchObject({ code: 404, message: 'services "web" not found' });
     s.create(pod, "default", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
     const t = s.delete(pod, "default", "p");
     expect(t.metadata.deletionTimestamp).toBeString();
     expect(s.get(pod, "default", "p").metadata.deletionGracePeriodSeconds).toBe(30);
     s.delete(pod, "default", "p", { gracePeriodSeconds: 0 });
-    expect(err(() => s.get(pod, "default", "p")).code).toBe(404);
+    expect(apiErrorOf(() => s.get(pod, "default", "p")).code).toBe(404);
     s.create(pod, "default", { metadata: { name: "unbound" }, spec: {} });
     s.delete(pod, "default", "unbound");
-    expect(err(() => s.get(pod, "default", "unbound")).code).toBe(404);
+    expect(apiErrorOf(() => s.get(pod, "default", "unbound")).code).toBe(404);
   });
 });
 
@@ -139,7 +131,7 @@ describe("list", () => {
     s.create(pod, "default", { metadata: { name: "p1" }, spec: { nodeName: "n1" } });
     s.create(pod, "default", { metadata: { name: "p2" }, spec: { nodeName: "n2" } });
     expect(s.list(pod, { fieldSelector: "spec.nodeName=n2" }).items.map((o) => o.metadata.name)).toEqual(["p2"]);
-    expect(err(() => s.list(pod, { fieldSelector: "spec.hostname=x" })).status()).toMatchObject({ code: 400, message: "field label not supported: spec.hostname" });
+    expect(apiErrorOf(() => s.list(pod, { fieldSelector: "spec.hostname=x" })).status()).toMatchObject({ code: 400, message: "field label not supported: spec.hostname" });
   });
 
   test("pages are one consistent snapshot: writes after the first page do not show", () => {
@@ -164,10 +156,10 @@ describe("list", () => {
     for (let i = 0; i < 3; i++) s.create(svc, "default", svcObj(`s${i}`));
     const p1 = s.list(svc, { limit: 1 });
     for (let i = 3; i < 8; i++) s.create(svc, "default", svcObj(`s${i}`));
-    const e = err(() => s.list(svc, { limit: 1, continue: p1.continue }));
+    const e = apiErrorOf(() => s.list(svc, { limit: 1, continue: p1.continue }));
     expect(e.status()).toMatchObject({ code: 410, reason: "Expired" });
     expect(e.message).toStartWith("The provided continue parameter is too old to display a consistent list result.");
-    expect(err(() => s.list(svc, { continue: "garbage" })).code).toBe(400);
+    expect(apiErrorOf(() => s.list(svc, { continue: "garbage" })).code).toBe(400);
   });
 
   test("resourceVersion: Exact serves the past, a future one is 504 Too large", () => {
@@ -177,8 +169,8 @@ describe("list", () => {
     s.create(svc, "default", svcObj("b"));
     expect(s.list(svc, { resourceVersion: rv, resourceVersionMatch: "Exact" }).items.length).toBe(1);
     expect(s.list(svc, { resourceVersion: rv }).items.length).toBe(2); // NotOlderThan
-    expect(err(() => s.list(svc, { resourceVersion: String(s.rev + 10) })).status()).toMatchObject({ code: 504, reason: "Timeout" });
-    expect(err(() => s.list(svc, { resourceVersion: "x" })).code).toBe(400);
+    expect(apiErrorOf(() => s.list(svc, { resourceVersion: String(s.rev + 10) })).status()).toMatchObject({ code: 504, reason: "Timeout" });
+    expect(apiErrorOf(() => s.list(svc, { resourceVersion: "x" })).code).toBe(400);
   });
 });
 
@@ -219,7 +211,7 @@ describe("watch", () => {
     s.create(svc, "default", svcObj("a"));
     const rv = s.rev - 1;
     s.compact();
-    expect(err(() => s.watch(svc, { from: rv }, () => {})).status()).toMatchObject({ code: 410, reason: "Expired", message: `too old resource version: ${rv} (${s.rev + 1})` });
+    expect(apiErrorOf(() => s.watch(svc, { from: rv }, () => {})).status()).toMatchObject({ code: 410, reason: "Expired", message: `too old resource version: ${rv} (${s.rev + 1})` });
   });
 
   test("a store restarted from a snapshot keeps objects and revisions, not history", () => {
@@ -228,7 +220,7 @@ describe("watch", () => {
     const r = new Store(s.allTypes(), 100, s.snapshot());
     expect(r.rev).toBe(s.rev);
     expect(r.get(svc, "default", "a")).toEqual(s.get(svc, "default", "a"));
-    expect(err(() => r.watch(svc, { from: s.rev - 1 }, () => {})).code).toBe(410);
+    expect(apiErrorOf(() => r.watch(svc, { from: s.rev - 1 }, () => {})).code).toBe(410);
     r.create(svc, "default", svcObj("b"));
     expect(Number(r.get(svc, "default", "b").metadata.resourceVersion)).toBe(s.rev + 1);
   });
