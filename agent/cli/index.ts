@@ -66,7 +66,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     }
     return [...prev, s];
   };
-  const cidrs = (what: string) => strictly("agent", what, parseCidr);
+  const cidrs = (what: string, command = "agent") => strictly(command, what, parseCidr);
   // skein's bits of the packet and conntrack marks (datapath/marks.ts), for the agent and for
   // the tables it would load
   const mask = (flag: string, minBits: number) => (s: string) => {
@@ -147,13 +147,14 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .description("compile cluster state and print the datapath tables")
     .option("--state <file>", "YAML or JSON list of Kubernetes objects (offline; without it: the running agent's tables)")
     .option("--json", "print JSON")
-    .option("--nft", "print the table as one nftables transaction (with --since: the three steps of the delta)")
+    .option("--nft", "print the table as one nftables transaction (with --since: the delta's steps, when nft text can express them)")
     .option("--since <file>", "with --nft or --apply: the delta from the tables of this earlier state file")
     .option("--apply", "load the tables into this network namespace's nftables as the agent does (root)")
     .option("--node-name <name>", "node whose local endpoints the Local traffic policies select", "")
-    .option("--node-ip <addr...>", "node addresses NodePorts listen on", strictly("tables", "--node-ip", (s) => addressFamily(s)), [])
+    .option("--node-ip <addr...>", "node addresses NodePorts listen on (default: the InternalIP and ExternalIP addresses of the --node-name Node in the state file, as the agent takes them)", strictly("tables", "--node-ip", (s) => addressFamily(s)), [])
+    .option("--service-cidr <cidr>", "the Service ClusterIP range, repeatable: unserved addresses there are refused (the agent's flag)", cidrs("--service-cidr", "tables"), [])
     .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser(whole(1, 1000)))
-    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; ringFactor: number; markMask: number; ctMarkMask: number }) => {
+    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; ringFactor: number; markMask: number; ctMarkMask: number }) => {
       if (!o.state) notYet("tables");
       const { tablesCommand } = await import("./tables.ts");
       process.exitCode = await tablesCommand({ ...o, state: o.state, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, out, err);

@@ -2,18 +2,21 @@
 // object, or YAML documents) and prints the datapath tables: readable, --json, or --nft (the
 // table as one nft transaction; with --since, the delta's steps). --apply loads them into the
 // current network namespace the way the agent does (with --since: as a delta over the tables
-// of that earlier file, which the kernel must hold). Each service is compiled by the embedded
-// compiler.wasm.
+// of that earlier file, which the kernel must hold, in the bank and maps it lists). Given the
+// agent's inputs (the Node of --node-name in the file, --service-cidr, the mark ranges) it
+// makes the agent's table. Each service is compiled by the embedded compiler.wasm.
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile } from "../../compiler/reference/compile.ts";
 import { targetBackends, type Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model } from "../datapath/model.ts";
+import { model, ringCapacity, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
 import { planDelta, renderPlan } from "../datapath/plan.ts";
 import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
+import { inCidrs } from "../../compiler/keys.ts";
+import { nodeInfo } from "../loop/state.ts";
 
 export interface TablesOptions {
   state: string;
@@ -23,7 +26,10 @@ export interface TablesOptions {
   nft?: boolean;
   apply?: boolean;
   nodeName: string;
+  /** NodePort addresses; none given: the Node's, as the agent takes them */
   nodeIp: string[];
+  /** the agent's --service-cidr: unserved addresses there are refused */
+  serviceCidr?: string[];
   ringFactor: number;
   /** skein's bits of the packet and conntrack marks (default: the agent's) */
   marks?: Marks;
@@ -69,32 +75,71 @@ function readable(t: Tables): string {
   return lines.join("\n") + "\n";
 }
 
+/** Why nft text cannot express the delta from `prev` to `next` the way the agent makes it, or undefined. */
+function textlessDelta(before: Tables, tables: Tables, plan: ReturnType<typeof planDelta>): string | undefined {
+  const cap = ringCapacity(ringSlots(before));
+  const slots = ringSlots(tables);
+  if (slots[4] > cap[4] || slots[6] > cap[6])
+    return `the rings (${slots[4]} IPv4 and ${slots[6]} IPv6 slots) outgrow the ring maps made for the earlier tables (${cap[4]} and ${cap[6]}): the agent fills the other bank's maps and switches to them in one transaction, which --apply --since does`;
+  const added = plan.before.addChains.map(([name]) => name);
+  if (added.length)
+    return `the delta adds ring chain${added.length > 1 ? "s" : ""} ${added.join(", ")} (a ring size no chain has yet), which the agent adds over netlink: nft 1.0.6 refuses a rule that looks up a ring map an earlier transaction made ("conflicting protocols"); --apply --since loads it`;
+  return undefined;
+}
+
 /** Returns the exit code: 1 when some object was rejected or some frontend left out (why is on stderr). */
 export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
-  const { state, errors } = clusterStateFrom(readObjects(o.state));
+  const objects = readObjects(o.state);
+  const { state, errors } = clusterStateFrom(objects);
   for (const e of errors) err(`skein tables: skipped ${e}\n`);
-  const copts = { nodeName: o.nodeName, nodeIPs: o.nodeIp, ringFactor: o.ringFactor };
+  // the agent takes this node's pod CIDRs (hairpins) and NodePort addresses from its Node
+  const node = o.nodeName ? objects.find((x): x is Record<string, unknown> => !!x && typeof x === "object" && (x as { kind?: unknown }).kind === "Node" && (x as { metadata?: { name?: unknown } }).metadata?.name === o.nodeName) : undefined;
+  const info = node ? nodeInfo(node) : undefined;
+  const nodeIPs = o.nodeIp.length ? o.nodeIp : (info?.addresses ?? []);
+  const podCIDRs = info?.podCIDRs ?? [];
+  const serviceCIDRs = o.serviceCidr ?? [];
+  const copts = { nodeName: o.nodeName, nodeIPs, ringFactor: o.ringFactor };
   const units = wasmUnits(await loadCompiler(), copts);
   // The earlier state compiles first, so that targets keep their ids into the new tables.
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, units) : undefined;
   const tables = compile(state, { ...copts, previous: before }, units);
   for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
   const marks = o.marks ?? DEFAULT_MARKS;
+  const hairpin = podCIDRs.length ? inCidrs(podCIDRs) : undefined;
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");
     const { openNft } = await import("../datapath/nft.ts");
+    const { listTable, adoptedModel } = await import("../datapath/adopt.ts");
     const { Netlink } = await import("../sys/netlink.ts");
     const nl = Netlink.openNetfilter();
     try {
-      const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, [], undefined, marks);
-      if (before) dp.assume(before);
+      const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, serviceCIDRs, undefined, marks);
+      dp.setLocalCIDRs(podCIDRs);
+      if (before) {
+        // the earlier tables are in the kernel in whatever bank, and with whatever map sizes,
+        // the loads before left them
+        const listing = listTable(nl, undefined, false);
+        if (!listing) throw new Error("--since: this network namespace holds no table inet skein to apply a delta to");
+        const found = adoptedModel(listing.terse, listing.sets, listing.comment, marks);
+        if (!found.ok) throw new Error(`--since: the table in this network namespace is not one to apply a delta to: ${found.why}`);
+        const bank = found.model.bank;
+        const size = (fam: 4 | 6) => listing.ringMapSizes?.get(`be${fam}_${bank}`) ?? 0;
+        dp.assume(before, { bank, capacity: { 4: size(4), 6: size(6) } });
+      }
       const r = dp.sync(tables);
       out(o.json ? JSON.stringify(r) + "\n" : `applied ${r.kind}: ${r.lines} lines of nft, ${r.ringOps} ring operations over netlink, ${r.ms.toFixed(1)} ms\n`);
     } finally {
       nl.close();
     }
-  } else if (o.nft && before) out(renderPlan(planDelta(model(before, 0, undefined, marks), model(tables, 0, undefined, marks))));
-  else if (o.nft) out(renderFull(tables, 0, marks));
+  } else if (o.nft && before) {
+    const plan = planDelta(model(before, 0, hairpin, marks), model(tables, 0, hairpin, marks));
+    const why = textlessDelta(before, tables, plan);
+    if (why) {
+      err(`skein tables: --nft --since: no nft text for this delta: ${why}; --nft alone prints the whole new table\n`);
+      return 1;
+    }
+    out(renderPlan(plan));
+  } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })) }) + "\n");
   else out(readable(tables));
   return errors.length || tables.conflicts.length ? 1 : 0;

@@ -89,6 +89,8 @@ export interface Listing {
   comment?: string;
   /** the table's flags */
   flags?: string[];
+  /** the declared sizes of the ring maps (be4_0…): how many slots they take before a bank switch */
+  ringMapSizes?: Map<string, number>;
 }
 
 /** The nftables dumps a listing is made of (agent/sys/netlink.ts). */
@@ -121,11 +123,13 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
   for (const c of dump("list the chains", NFT_MSG.GETCHAIN).filter(mine).map(decodeChain)) terse.push({ chain: { family: "inet", ...c } });
   for (const r of dump("list the rules", NFT_MSG.GETRULE).filter(mine).map(decodeRule)) terse.push({ rule: { family: "inet", chain: r.chain, expr: r.targets.map((target) => ({ goto: { target } })), bytes: r.exprs } });
   const sets = new Map<string, unknown[]>();
+  const ringMapSizes = new Map<string, number>();
   for (const x of dump("list the sets", NFT_MSG.GETSET).filter(mine).map(decodeSet)) {
     // an anonymous set belongs to the rule that looks it up (the ring rules' protocol guard):
     // listed with that rule, as nft lists it, not as a set of the table
     if (x.flags & NFT_SET_ANONYMOUS) continue;
     terse.push(x.flags & 8 ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
+    if (isRingMap(x.name)) ringMapSizes.set(x.name, x.size);
     const how = ELEMENT_SETS[x.name];
     if (!elements || !how) continue;
     const elems = dump(`list the elements of ${x.name}`, NFT_MSG.GETSETELEM, [[1, table], [2, x.name]]).flatMap(decodeElems);
@@ -133,7 +137,7 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
   }
   for (const o of dump("list the objects", NFT_MSG.GETOBJ).filter(mine).map(decodeNamed)) terse.push({ object: { family: "inet", name: o.name } });
   for (const f of dump("list the flowtables", NFT_MSG.GETFLOWTABLE).filter(mine).map(decodeNamed)) terse.push({ flowtable: { family: "inet", name: f.name } });
-  return { terse, sets, comment: udataComment(t.userdata), flags: Object.entries(TABLE_FLAGS).filter(([bit]) => t.flags & Number(bit)).map(([, n]) => n) };
+  return { terse, sets, comment: udataComment(t.userdata), flags: Object.entries(TABLE_FLAGS).filter(([bit]) => t.flags & Number(bit)).map(([, n]) => n), ringMapSizes };
 }
 
 /** Reads `inet skein` from the kernel into a model a bank switch can replace, for an agent

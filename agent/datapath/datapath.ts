@@ -90,11 +90,13 @@ export class Datapath {
     this.slots = { 4: 0, 6: 0 };
   }
 
-  /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the base. */
-  assume(tables: Tables): void {
-    this.current = model(tables, 0, this.hairpin, this.marks);
+  /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the
+   * base, in the bank and with the ring map sizes the kernel lists when given (a delta or a
+   * bank switch may have left bank 1 live, or maps sized for other tables). */
+  assume(tables: Tables, kernel?: { bank: number; capacity: Capacity }): void {
+    this.current = model(tables, kernel?.bank ?? 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
-    this.capacity = ringCapacity(this.slots);
+    this.capacity = kernel?.capacity ?? ringCapacity(this.slots);
   }
 
   /**

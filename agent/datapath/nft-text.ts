@@ -3,7 +3,7 @@
 // everything but the rings, and ring operations (ring-ops.ts) written out for people. The
 // agent sends ring operations as netlink batches (nfnl.ts); the text of them is the form nft
 // itself gives the same rules. Pure.
-import { addressText, KEY_BYTES, keyPort } from "../../compiler/keys.ts";
+import { addressText, KEY_BYTES, keyPort, type AddressTest } from "../../compiler/keys.ts";
 import { checkMarks, DEFAULT_MARKS, hex32 as hex, marksComment, masqBit, type Marks } from "./marks.ts";
 import { emptyModel, model, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model, type RingRule } from "./model.ts";
 import { ringDiff, type RingOps, type SlotOp } from "./ring-ops.ts";
@@ -124,9 +124,9 @@ export function serviceCidrScript(cidrs: string[]): string {
  * and what `nft -f` can load by itself. The agent loads the same content faster, as the
  * skeleton, a ring batch and a delta.
  */
-export function renderFull(tables: Tables, bank = 0, marks: Marks = DEFAULT_MARKS): string {
-  const md = model(tables, bank, undefined, marks);
-  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)), marks);
+export function renderFull(tables: Tables, bank = 0, marks: Marks = DEFAULT_MARKS, node: { hairpin?: AddressTest; serviceCIDRs?: string[] } = {}): string {
+  const md = model(tables, bank, node.hairpin, marks);
+  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)), marks) + (node.serviceCIDRs?.length ? serviceCidrScript(node.serviceCIDRs) : "");
   const rings = renderRingOps(ringDiff(emptyModel(md.bank), md));
   return skeleton + rings + renderDelta(emptyModel(md.bank), md);
 }

@@ -123,12 +123,17 @@ export interface DumpedSet {
   name: string;
   /** NFT_SET_MAP (8) marks a map */
   flags: number;
+  /** the size it was declared with (NFTA_SET_DESC's SIZE), 0 when none */
+  size: number;
 }
 
 export function decodeSet(m: Uint8Array): DumpedSet {
   const a = top(m);
   const f = a.get(3);
-  return { name: a.has(2) ? str(m, ...a.get(2)!) : "", flags: f && f[1] - f[0] >= 4 ? be32(m, f[0]) : 0 };
+  const d = a.get(9);
+  let size = 0;
+  if (d) attrs(m, d[0], d[1], (t, at, end) => void (t === 1 && end - at >= 4 && (size = be32(m, at))));
+  return { name: a.has(2) ? str(m, ...a.get(2)!) : "", flags: f && f[1] - f[0] >= 4 ? be32(m, f[0]) : 0, size };
 }
 
 export interface DumpedNamed {
