@@ -50,27 +50,22 @@ test.if(process.getuid?.() === 0)("Ctrl-C while the helper measures: no cgroup d
   expect(stdout).not.toContain("Maglev ring factor");
 }, 60_000);
 
-test.if(process.getuid?.() === 0)("SIGTERM to the bench alone while it measures: no namespace or cgroup directory is left", async () => {
-  const { p, exited } = bench();
-  await waitFor("the bench's namespace", () => newNetns().length > 0, 20_000, 10);
-  process.kill(p.pid!, "SIGTERM");
-  const { code, stderr } = await exited;
-  expect(newNetns()).toEqual([]);
-  expect(newCgroups()).toEqual([]);
-  expect(code).toBe(143);
-  expect(stderr).toContain("interrupted by SIGTERM");
-}, 60_000);
-
-test.if(process.getuid?.() === 0)("SIGTERM to the bench alone once its helper is in its cgroup: the bench stops the helper, nothing is left", async () => {
-  const { p, exited } = bench();
-  await waitFor("the helper's cgroup", () => newCgroups().length > 0, 20_000, 10);
-  process.kill(p.pid!, "SIGTERM");
-  const { code, stderr } = await exited;
-  expect(newCgroups()).toEqual([]);
-  expect(newNetns()).toEqual([]);
-  expect(code).toBe(143);
-  expect(stderr).toContain("interrupted by SIGTERM");
-}, 60_000);
+// SIGTERM to the bench alone, before its helper runs and while the helper measures
+for (const [when, ready] of [
+  ["once its namespace is made", () => newNetns().length > 0],
+  ["once its helper is in its cgroup", () => newCgroups().length > 0],
+] as const) {
+  test.if(process.getuid?.() === 0)(`SIGTERM to the bench alone ${when}: the bench stops its helper, no namespace or cgroup directory is left`, async () => {
+    const { p, exited } = bench();
+    await waitFor(`the bench ${when}`, ready, 20_000, 10);
+    process.kill(p.pid!, "SIGTERM");
+    const { code, stderr } = await exited;
+    expect(newNetns()).toEqual([]);
+    expect(newCgroups()).toEqual([]);
+    expect(code).toBe(143);
+    expect(stderr).toContain("interrupted by SIGTERM");
+  }, 60_000);
+}
 
 test.if(process.getuid?.() === 0)("a helper killed outright: the bench names the signal as the reason and removes its cgroup", async () => {
   const { exited } = bench();
