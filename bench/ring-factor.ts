@@ -8,10 +8,14 @@
 // two, so what every service has anyway (its chains and rules) is left out. Without root the
 // column is left out. Baseline: ring factor 1.
 // Usage: bun bench/ring-factor.ts [backends=10] [sets=40]
+import type { Subprocess } from "bun";
+import { existsSync, rmdirSync } from "node:fs";
+import { constants } from "node:os";
 import { resolve } from "node:path";
 import { backendKeyBytes } from "../compiler/keys.ts";
 import { maglevRing, ringSize } from "../compiler/reference/maglev.ts";
 import { addNetns, deleteNetns, netnsPath } from "../agent/sys/netns.ts";
+import { helperCgroupDir } from "./mem-cgroup.ts";
 
 const N = Number(process.argv[2] ?? 10);
 const SETS = Number(process.argv[3] ?? 40);
@@ -19,28 +23,78 @@ let seed = 42;
 const rnd = () => ((seed = (Math.imul(seed, 1103515245) + 12345) >>> 0) / 2 ** 32);
 const sets = [...Array(SETS)].map(() => [...Array(N)].map(() => backendKeyBytes(`10.${(rnd() * 256) | 0}.${(rnd() * 256) | 0}.${(rnd() * 256) | 0}`, 8080)));
 
+// Interrupted (Ctrl-C reaches the helper too; SIGTERM only this process), the bench stops its
+// helper, removes what it made (the helper's cgroup, the namespace) and exits naming the
+// signal, rather than leaving them behind or printing a table without the measurement.
+let cleanUp = async (): Promise<void> => {};
+let interrupted: NodeJS.Signals | undefined;
+const stop = (signal: NodeJS.Signals) =>
+  cleanUp().finally(() => {
+    console.error(`ring-factor.ts: interrupted by ${signal}`);
+    process.exit(128 + constants.signals[signal]);
+  });
+for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+  process.on(signal, () => {
+    interrupted ??= signal;
+    void stop(interrupted);
+  });
+}
+
+/** Why the helper failed: what it wrote to stderr (its last lines), the signal that ended it, or its exit code. */
+function failure(stderr: string, p: Subprocess): string {
+  const why = [stderr.trim().split("\n").slice(-20).join("\n"), p.signalCode ? `killed by ${p.signalCode}` : ""].filter(Boolean).join("; ");
+  return why || `exit code ${p.exitCode}`;
+}
+
+/** Removes the cgroup directory of a helper that ended without removing it (killed by SIGKILL, say). */
+function removeHelperCgroup(pid: number): void {
+  const dir = helperCgroupDir(pid);
+  if (existsSync(dir)) rmdirSync(dir);
+}
+
 /** Kernel bytes per ring slot: the slope between loads of `services` services (N backends) at two ring factors. */
-function bytesPerSlot(services = 1000, factors = [5, 25]): { perSlot: number; how: string } | { error: string } {
+async function bytesPerSlot(services = 1000, factors = [5, 25]): Promise<{ perSlot: number; how: string } | { error: string }> {
   if (process.getuid?.() !== 0) return { error: "not root: no namespace to load a table into" };
   const ns = `skt-bring${Math.random().toString(36).slice(2, 6)}`;
+  let helper: Subprocess<"ignore", "pipe", "pipe"> | undefined;
+  // once, however many signals come and whether or not the measurement ends first
+  let cleaned: Promise<void> | undefined;
+  cleanUp = () => (cleaned ??= (async () => {
+    if (helper && helper.exitCode === null && helper.signalCode === null) {
+      // SIGTERM lets it leave its cgroup; one stuck in the kernel longer than that is killed
+      helper.kill("SIGTERM");
+      if ((await Promise.race([helper.exited, Bun.sleep(10_000).then(() => "late")])) === "late") {
+        helper.kill("SIGKILL");
+        await helper.exited;
+      }
+    }
+    if (helper) removeHelperCgroup(helper.pid);
+    deleteNetns(ns);
+  })());
   try {
     addNetns(ns);
-    const load = (rf: number) => {
-      const p = Bun.spawnSync(["nsenter", `--net=${netnsPath(ns)}`, process.execPath, resolve(import.meta.dir, "ring-memory.ts"), String(services), String(N), String(rf)]);
-      if (p.exitCode !== 0) throw new Error(`ring-memory.ts at ring factor ${rf}: ${p.stderr.toString().trim()}`);
-      return JSON.parse(p.stdout.toString()) as { slots: number; loadedBytes: number; leftBytes: number };
+    const load = async (rf: number) => {
+      const p = Bun.spawn(["nsenter", `--net=${netnsPath(ns)}`, process.execPath, resolve(import.meta.dir, "ring-memory.ts"), String(services), String(N), String(rf)], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+      helper = p;
+      const [stdout, stderr] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+      removeHelperCgroup(p.pid);
+      if (p.exitCode !== 0) throw new Error(`ring-memory.ts at ring factor ${rf}: ${failure(stderr, p)}`);
+      return JSON.parse(stdout) as { slots: number; loadedBytes: number; leftBytes: number };
     };
-    const [a, b] = factors.map(load) as [ReturnType<typeof load>, ReturnType<typeof load>];
+    const a = await load(factors[0]!);
+    const b = await load(factors[1]!);
     const perSlot = (b.loadedBytes - a.loadedBytes) / (b.slots - a.slots);
     return { perSlot, how: `${services} services × ${N} backends: ${a.slots} slots took ${(a.loadedBytes / 2 ** 20).toFixed(1)} MB, ${b.slots} took ${(b.loadedBytes / 2 ** 20).toFixed(1)} MB (${b.leftBytes} bytes left after deleting the table): ${perSlot.toFixed(0)} bytes per slot` };
   } catch (e) {
     return { error: (e as Error).message };
   } finally {
-    deleteNetns(ns);
+    await cleanUp();
   }
 }
 
-const mem = bytesPerSlot();
+const mem = await bytesPerSlot();
+// a signal during the measurement ends the bench; the helper it stopped is no result
+if (interrupted) await stop(interrupted);
 console.log("kernel memory: " + ("perSlot" in mem ? mem.how : `not measured (${mem.error})`));
 console.log(`Maglev ring factor, ${N} backends (averages over ${SETS} random backend sets, one backend removed from each)`);
 console.log(`${"factor".padStart(6)} ${"M".padStart(6)} ${"moved x 1/N".padStart(12)} ${"worst load".padStart(11)} ${"slots @10k svc".padStart(15)}${"perSlot" in mem ? ` ${"kernel MB".padStart(10)}` : ""}`);

@@ -5,7 +5,7 @@
 // elements to the memory cgroup of the process that commits them, so the cgroup's kernel
 // memory counter before and after the load (and after the table is deleted again) is what
 // the table costs. Prints JSON.
-import { mkdirSync, readFileSync, rmdirSync, writeFileSync } from "node:fs";
+import { mkdirSync, rmdirSync, writeFileSync } from "node:fs";
 import { IncrementalCompiler } from "../compiler/incremental.ts";
 import { loadCompiler, wasmUnits } from "../compiler/wasm.ts";
 import { Datapath } from "../agent/datapath/datapath.ts";
@@ -13,30 +13,42 @@ import { openNft } from "../agent/datapath/nft.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
 import { run } from "../agent/sys/exec.ts";
 import { cluster } from "./cluster.ts";
+import { memoryCgroup } from "./mem-cgroup.ts";
 
 const [n, eps, ringFactor] = process.argv.slice(2).map(Number) as [number, number, number];
 
-/** The kernel-memory counter of a new child of this process's memory cgroup (v1 kmem, or v2 memory.stat's kernel). */
-function ownCgroup(): { read: () => number; leave: () => void } {
-  const lines = readFileSync("/proc/self/cgroup", "utf8").trim().split("\n");
-  const v1 = lines.find((l) => l.split(":")[1]?.split(",").includes("memory"));
-  const [base, counter] = v1
-    ? [`/sys/fs/cgroup/memory${v1.split(":")[2]}`, (d: string) => Number(readFileSync(`${d}/memory.kmem.usage_in_bytes`, "utf8"))]
-    : [
-        `/sys/fs/cgroup${lines.find((l) => l.startsWith("0::"))!.slice(3)}`,
-        (d: string) => Number(/^kernel (\d+)$/m.exec(readFileSync(`${d}/memory.stat`, "utf8"))?.[1] ?? NaN),
-      ];
-  const dir = `${base.replace(/\/$/, "")}/skein-bench-${process.pid}`;
+// Ctrl-C reaches this process with its parent (one process group) and the parent stops it
+// with SIGTERM: either way it leaves its cgroup, so the directory can go, and says why it
+// stopped.
+let leave = (): void => {};
+for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
+  process.on(signal, () => {
+    leave();
+    console.error(`ring-memory.ts: interrupted by ${signal}`);
+    process.exit(code);
+  });
+}
+
+/** The kernel-memory counter of a new child of this process's memory cgroup; `leave` takes the process out and removes it. */
+function ownCgroup(): { read: () => number } {
+  const { base, kernelBytes } = memoryCgroup();
+  const dir = `${base}/skein-bench-${process.pid}`;
   mkdirSync(dir);
-  writeFileSync(`${dir}/cgroup.procs`, String(process.pid));
-  if (!Number.isFinite(counter(dir))) throw new Error(`${dir}: no kernel memory counter`);
-  return {
-    read: () => counter(dir),
-    leave: () => {
-      writeFileSync(`${base}/cgroup.procs`, String(process.pid));
-      rmdirSync(dir);
-    },
+  let inside = true;
+  leave = () => {
+    if (!inside) return;
+    inside = false;
+    writeFileSync(`${base}/cgroup.procs`, String(process.pid));
+    rmdirSync(dir);
   };
+  try {
+    writeFileSync(`${dir}/cgroup.procs`, String(process.pid));
+    if (!Number.isFinite(kernelBytes(dir))) throw new Error(`${dir}: no kernel memory counter`);
+  } catch (e) {
+    leave();
+    throw e;
+  }
+  return { read: () => kernelBytes(dir) };
 }
 
 const opts = { nodeName: "n1", nodeIPs: [], ringFactor };
@@ -58,5 +70,5 @@ try {
   for (const deadline = Date.now() + 5000; after > before + (loaded - before) / 10 && Date.now() < deadline; after = cg.read()) await Bun.sleep(50);
   console.log(JSON.stringify({ slots, targets: tables.targets.length, loadedBytes: loaded - before, leftBytes: after - before }));
 } finally {
-  cg.leave();
+  leave();
 }
