@@ -5,7 +5,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { existsSync, readFileSync } from "node:fs";
 import { SKEIN, waitFor } from "../harness/index.ts";
-import { TOKEN, freePort, removeDir, skhaDir } from "./lib.ts";
+import { TOKEN, drain, freePort, removeDir, skhaDir } from "./lib.ts";
 
 const dir = skhaDir("full");
 afterAll(() => removeDir(dir));
@@ -14,16 +14,8 @@ test("a full disk under --dir leaves state.json whole and is reported", async ()
   const port = freePort();
   const proc = Bun.spawn(["unshare", "-m", "sh", "-c", `mount -t tmpfs -o size=300k tmpfs ${dir} && exec ${SKEIN} apiserver --dir ${dir} --listen 127.0.0.1:${port} --token ${TOKEN}`], { stdout: "pipe", stderr: "pipe" });
   let out = "";
-  for (const s of [proc.stdout, proc.stderr]) {
-    const r = (s as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
-    void (async () => {
-      for (;;) {
-        const { value, done } = await r.read();
-        if (done) return;
-        out += value;
-      }
-    })();
-  }
+  drain(proc.stdout, (t) => (out += t));
+  drain(proc.stderr, (t) => (out += t));
   try {
     await waitFor("serving", () => out.includes("serving"), 15_000);
     const api = (method: string, path: string, body?: unknown) =>

@@ -21,6 +21,19 @@ export function removeDir(d: string): void {
   rmSync(d, { recursive: true, force: true });
 }
 
+/** Feeds a child's output, as text, to `sink` until it ends. */
+export function drain(s: ReadableStream<Uint8Array>, sink: (text: string) => void): void {
+  const reader = s.getReader();
+  const dec = new TextDecoder();
+  void (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      sink(dec.decode(value, { stream: true }));
+    }
+  })();
+}
+
 export interface Api {
   port: number;
   dir: string;
@@ -33,23 +46,15 @@ export interface Api {
 export async function startApi(dir: string, extra: string[] = [], port = freePort()): Promise<Api> {
   const proc = Bun.spawn([SKEIN, "apiserver", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--token", TOKEN, ...extra], { stdout: "pipe", stderr: "pipe" });
   let out = "";
-  for (const s of [proc.stdout, proc.stderr]) {
-    const reader = (s as ReadableStream<Uint8Array>).pipeThrough(new TextDecoderStream()).getReader();
-    void (async () => {
-      for (;;) {
-        const { value, done } = await reader.read();
-        if (done) return;
-        out += value;
-      }
-    })();
-  }
+  drain(proc.stdout, (t) => (out += t));
+  drain(proc.stderr, (t) => (out += t));
   await waitFor("skein apiserver serving", () => out.includes("serving") || proc.exitCode !== null, 15_000);
   if (!out.includes("serving")) throw new Error(`apiserver did not start: ${out}`);
   const req: Api["req"] = async (method, path, body, headers = {}) => {
     const h: Record<string, string> = { authorization: `Bearer ${TOKEN}`, ...headers };
-    let b: BodyInit | undefined;
+    let b: string | Uint8Array | undefined;
     if (body !== undefined) {
-      b = typeof body === "string" || body instanceof Uint8Array ? (body as BodyInit) : JSON.stringify(body);
+      b = typeof body === "string" || body instanceof Uint8Array ? body : JSON.stringify(body);
       h["content-type"] ??= "application/json";
     }
     const r = await fetch(`https://127.0.0.1:${port}${path}`, { method, headers: h, body: b, tls: { rejectUnauthorized: false } } as RequestInit);

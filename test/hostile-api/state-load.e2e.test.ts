@@ -4,7 +4,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { SKEIN } from "../harness/index.ts";
-import { TOKEN, freePort, removeDir, skhaDir, startApi } from "./lib.ts";
+import { TOKEN, drain, freePort, removeDir, skhaDir, startApi } from "./lib.ts";
 
 const dirs: string[] = [];
 afterAll(() => dirs.forEach(removeDir));
@@ -22,16 +22,8 @@ async function savedDir(tag: string): Promise<string> {
 async function runOnce(d: string): Promise<{ code: number | null; text: string }> {
   const p = Bun.spawn([SKEIN, "apiserver", "--dir", d, "--listen", `127.0.0.1:${freePort()}`, "--token", TOKEN], { stdout: "pipe", stderr: "pipe" });
   let text = "";
-  const collect = async (s: ReadableStream<Uint8Array>) => {
-    const r = s.pipeThrough(new TextDecoderStream()).getReader();
-    for (;;) {
-      const { value, done } = await r.read();
-      if (done) return;
-      text += value;
-    }
-  };
-  void collect(p.stdout as ReadableStream<Uint8Array>);
-  void collect(p.stderr as ReadableStream<Uint8Array>);
+  drain(p.stdout, (t) => (text += t));
+  drain(p.stderr, (t) => (text += t));
   const deadline = Date.now() + 10_000;
   while (p.exitCode === null && !text.includes("serving") && Date.now() < deadline) await Bun.sleep(50);
   if (p.exitCode === null) {
