@@ -1,18 +1,24 @@
 // `skein apiserver`: the test API server as a process of its own, for the e2e tests and the
 // demo (a fixture: a real cluster has kube-apiserver). Its directory (made 0700 if missing)
 // keeps what a restart needs: the CA with its key and the serving certificate (so clients
-// keep trusting it), a kubeconfig, and the objects. The objects are saved shortly after every
-// write (writes close together make one save), atomically (temporary file, fsync, rename), so
-// a crash loses at most the last moments; a failed save is logged, turns /readyz to 500 and
-// makes the exit status 1. A restarted server keeps the objects and the revision counter but
-// no history: every earlier resourceVersion is then too old (410), as after an etcd compaction.
-import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, unlinkSync, writeSync } from "node:fs";
+// keep trusting it), a kubeconfig, and the objects. Every write is appended to a journal and
+// flushed to disk before it is answered (journal.ts), so an acknowledged write survives a
+// crash; the objects are saved shortly after a write (writes close together make one save),
+// atomically (temporary file, fsync, rename), and the journal is then emptied. A failed save
+// is logged, turns /readyz to 500 and makes the exit status 1; a failed journal append fails
+// the write (500). What it loads is checked as a write would be, naming the file. A
+// restarted server keeps the objects and the revision counter but no history: every earlier
+// resourceVersion is then too old (410), as after an etcd compaction.
+import { X509Certificate, createPrivateKey } from "node:crypto";
+import { closeSync, existsSync, fsyncSync, lstatSync, mkdirSync, openSync, readFileSync, renameSync, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { Store } from "./store.ts";
+import { ApiError, Store, typeKey } from "./store.ts";
 import { newStore, TestApiServer } from "./server.ts";
-import { BUILTIN, type KubeObject } from "./resources.ts";
+import { BUILTIN, type KubeObject, type ResourceType } from "./resources.ts";
 import { DEFAULT_VALIDITY_S, makeServingCerts, notAfter, renewCerts, type ServingCerts } from "./tls.ts";
 import type { ServiceAllocatorOptions } from "./services.ts";
+import { checkTypeMeta, validateObject } from "./validate.ts";
+import { Journal, readJournal, writeAll, type JournalEntry } from "./journal.ts";
 
 export interface ApiServerProcessOptions {
   dir: string;
@@ -29,6 +35,10 @@ export interface ApiServerProcessOptions {
    * while serving, before it ends) */
   certRenewBeforeSeconds?: number;
   watchBacklogBytes?: number;
+  /** the most bytes of objects the watch history keeps (older resourceVersions then get 410) */
+  watchHistoryBytes?: number;
+  /** the journal's size past which a write first saves the snapshot (and empties it) */
+  journalMaxBytes?: number;
   /** ClusterIP and NodePort ranges (defaults: 10.96.0.0/12, 30000-32767) */
   services?: Partial<ServiceAllocatorOptions>;
   log: (s: string) => void;
@@ -39,16 +49,22 @@ interface Saved {
   objects: Array<{ group: string; plural: string; object: KubeObject }>;
 }
 
-/** Writes `file` so that it is either the old or the new content, even after a crash. */
+/** Writes `file` so that it is either the old or the new content, even after a crash; on any
+ * failure (a full disk too) the old content stays and the temporary file is removed. */
 export function writeAtomic(file: string, data: string, mode = 0o600): void {
   const tmp = `${file}.tmp`;
   const fd = openSync(tmp, "w", mode);
   try {
-    writeSync(fd, data);
+    writeAll(fd, Buffer.from(data));
     fsyncSync(fd);
-  } finally {
+  } catch (e) {
     closeSync(fd);
+    try {
+      unlinkSync(tmp);
+    } catch {}
+    throw e;
   }
+  closeSync(fd);
   renameSync(tmp, file);
   const d = openSync(dirname(file), "r");
   try {
@@ -66,16 +82,41 @@ function readCerts(file: string): ServingCerts {
     throw new Error(`${file}: not saved API server certificates (kept as it is; move it away to make new ones): ${(e as Error).message}`);
   }
   for (const k of ["ca", "cert", "key"] as const) if (typeof c[k] !== "string") throw new Error(`${file}: not saved API server certificates: "${k}" is missing (kept as it is; move it away to make new ones)`);
-  try {
-    notAfter(c.cert!);
-  } catch (e) {
-    throw new Error(`${file}: "cert" is not a PEM certificate: ${(e as Error).message}`);
+  const check = (what: string, f: () => unknown) => {
+    try {
+      f();
+    } catch (e) {
+      throw new Error(`${file}: ${what}: ${(e as Error).message} (kept as it is; move it away to make new ones)`);
+    }
+  };
+  check(`"cert" is not a PEM certificate`, () => notAfter(c.cert!));
+  check(`"ca" is not a PEM certificate`, () => notAfter(c.ca!));
+  check(`"key" is not a PEM private key`, () => createPrivateKey(c.key!));
+  check(`"key" is not the key of "cert"`, () => {
+    if (!new X509Certificate(c.cert!).checkPrivateKey(createPrivateKey(c.key!))) throw new Error("they do not match");
+  });
+  check(`"cert" is not issued by "ca"`, () => {
+    if (!new X509Certificate(c.cert!).verify(new X509Certificate(c.ca!).publicKey)) throw new Error("its signature does not verify with the CA's key");
+  });
+  if (c.caKey !== undefined) {
+    check(`"caKey" is not the key of "ca"`, () => {
+      if (typeof c.caKey !== "string" || !new X509Certificate(c.ca!).checkPrivateKey(createPrivateKey(c.caKey))) throw new Error("they do not match");
+    });
   }
   return c as ServingCerts;
 }
 
-function readState(file: string): Store {
-  const bad = (why: string) => new Error(`${file}: not a saved API server state (kept as it is; move it away to start empty): ${why}`);
+const objectName = (o: KubeObject) => `${o.metadata?.namespace ? `${o.metadata.namespace}/` : ""}${o.metadata?.name}`;
+
+/** The saved objects with the journal's later writes replayed over them, checked as a write
+ * would check them (a file edited by hand or damaged is refused, naming the file and object). */
+function readState(file: string, journalFile: string, log: (s: string) => void, historyBytes?: number): Store | undefined {
+  const bad = (why: string, f = file) => new Error(`${f}: not a saved API server state (kept as it is; move it away to start empty): ${why}`);
+  const entries = readJournal(journalFile, log);
+  if (!existsSync(file)) {
+    if (entries.length) throw bad("there is a journal but no state.json to replay it over", journalFile);
+    return undefined;
+  }
   let saved: Saved;
   try {
     saved = JSON.parse(readFileSync(file, "utf8")) as Saved;
@@ -83,22 +124,49 @@ function readState(file: string): Store {
     throw bad((e as Error).message);
   }
   if (!saved || typeof saved !== "object" || !Number.isSafeInteger(saved.rev) || saved.rev < 1 || !Array.isArray(saved.objects)) throw bad("no revision and object list");
-  const byKey = new Map(BUILTIN.map((t) => [`${t.group}/${t.plural}`, t]));
-  return new Store(BUILTIN, undefined, {
-    rev: saved.rev,
-    objects: saved.objects.map((x, i) => {
-      const type = byKey.get(`${x?.group}/${x?.plural}`);
-      if (!type) throw bad(`object ${i}: unknown resource ${x?.group}/${x?.plural}`);
-      if (typeof x.object?.metadata?.name !== "string") throw bad(`object ${i}: no metadata.name`);
-      return { type, object: x.object };
-    }),
+  const byKey = new Map(BUILTIN.map((t) => [typeKey(t), t]));
+  const objects = new Map<string, { type: ResourceType; object: KubeObject; where: string; f: string }>();
+  const key = (t: ResourceType, ns: string | undefined, name: string) => `${typeKey(t)}/${t.namespaced ? (ns ?? "") : ""}/${name}`;
+  const put = (type: ResourceType | undefined, object: KubeObject, where: string, f: string, replace: boolean) => {
+    if (!type) throw bad(`${where}: unknown resource`, f);
+    if (!object || typeof object !== "object" || typeof object.metadata?.name !== "string") throw bad(`${where}: no metadata.name`, f);
+    try {
+      checkTypeMeta(type, object);
+      validateObject(type, object);
+    } catch (e) {
+      throw bad(`${where} (${type.plural} ${objectName(object)}): ${e instanceof ApiError ? e.message : (e as Error).message}`, f);
+    }
+    const k = key(type, object.metadata.namespace, object.metadata.name);
+    if (!replace && objects.has(k)) throw bad(`${where} (${type.plural} ${objectName(object)}): saved twice`, f);
+    objects.set(k, { type, object, where, f });
+  };
+  saved.objects.forEach((x, i) => put(byKey.get(`${x?.group}/${x?.plural}`), x?.object, `object ${i}`, file, false));
+  let rev = saved.rev;
+  entries.forEach((e, i) => {
+    // lines already in the snapshot (a crash between its save and the journal's emptying)
+    if (e.rev <= saved.rev) return;
+    if (e.rev !== rev + 1) throw bad(`line ${i + 1}: revision ${e.rev} follows ${rev} (writes are missing)`, journalFile);
+    rev = e.rev;
+    const type = byKey.get(`${e.group}/${e.plural}`);
+    if (e.object) put(type, e.object, `line ${i + 1}`, journalFile, true);
+    else if (!type) throw bad(`line ${i + 1}: unknown resource ${e.group}/${e.plural}`, journalFile);
+    else objects.delete(key(type, e.namespace, e.name!));
   });
+  for (const { type, object, where, f } of objects.values()) {
+    const rv = object.metadata.resourceVersion;
+    if (typeof rv !== "string" || !/^[1-9]\d{0,15}$/.test(rv) || Number(rv) > rev) {
+      throw bad(`${where} (${type.plural} ${objectName(object)}): resourceVersion ${JSON.stringify(rv)} is not a revision up to the saved one (${rev}), so it would be handed out again`, f);
+    }
+  }
+  return new Store(BUILTIN, undefined, { rev, objects: [...objects.values()] }, historyBytes);
 }
 
 export async function runApiServer(o: ApiServerProcessOptions): Promise<number> {
+  if (existsSync(o.dir) && !statSync(o.dir).isDirectory()) throw new Error(`--dir ${o.dir}: not a directory`);
   mkdirSync(o.dir, { recursive: true, mode: 0o700 });
   const certsFile = `${o.dir}/certs.json`;
   const stateFile = `${o.dir}/state.json`;
+  const journalFile = `${o.dir}/journal.jsonl`;
   const lifetimes = { validitySeconds: o.certValiditySeconds ?? DEFAULT_VALIDITY_S };
   const renewBefore = o.certRenewBeforeSeconds ?? lifetimes.validitySeconds / 3;
   if (renewBefore >= lifetimes.validitySeconds) throw new Error(`the renewal margin (${renewBefore} s) must be shorter than the certificates' validity (${lifetimes.validitySeconds} s)`);
@@ -113,11 +181,14 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
     certs = makeServingCerts([o.host], lifetimes);
     writeAtomic(certsFile, JSON.stringify(certs));
   }
-  const store = existsSync(stateFile) ? readState(stateFile) : newStore();
+  const loaded = readState(stateFile, journalFile, o.log, o.watchHistoryBytes);
+  const store = loaded ?? newStore(undefined, undefined, o.watchHistoryBytes);
 
   let saveError: string | undefined;
-  let savedRev = -1;
+  // what state.json holds: the loaded revision unless the journal added to it
+  let savedRev = loaded && !statSync(journalFile, { throwIfNoEntry: false })?.size ? store.rev : -1;
   let lastSaveMs = 0;
+  const journal = new Journal(journalFile);
   const save = () => {
     if (store.rev === savedRev) return;
     const t0 = performance.now();
@@ -131,9 +202,21 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
       saveError = undefined;
     } catch (e) {
       saveError = `saving ${stateFile} failed: ${(e as Error).message}`;
-      process.stderr.write(`skein apiserver: ERROR: ${saveError}; the objects since revision ${savedRev} are only in memory\n`);
+      process.stderr.write(`skein apiserver: ERROR: ${saveError}; ${savedRev < 0 ? "it was never saved" : `it holds revision ${savedRev}`}, the later writes are only in the journal ${journalFile}\n`);
+      return;
+    }
+    try {
+      journal.reset();
+    } catch (e) {
+      // the journal's lines are all in the snapshot now: at start they are skipped
+      process.stderr.write(`skein apiserver: ERROR: emptying ${journalFile} failed: ${(e as Error).message}\n`);
     }
   };
+  // state.json holds what the journal held, so that new lines follow no dropped tail
+  save();
+  if (saveError) throw new Error(saveError);
+  journal.reset();
+
   let pending: ReturnType<typeof setTimeout> | undefined;
   // a big store under steady writes spends at most a fifth of its time saving
   const schedule = () => {
@@ -145,7 +228,26 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
       Math.max(o.saveDelayMs ?? 200, 4 * lastSaveMs),
     );
   };
-  const stops = store.allTypes().map((t) => store.watch(t, { from: store.rev }, schedule));
+  const journalMax = o.journalMaxBytes ?? 64 * 1024 * 1024;
+  store.beforeCommit = (t, key, obj) => {
+    // the journal is bounded: past its size the snapshot is saved first, which empties it
+    if (journal.bytes > journalMax) save();
+    if (journal.bytes > journalMax) throw new ApiError(500, "InternalError", `Internal error occurred: the write is refused: ${saveError ?? `${journalFile} is full`}`);
+    const e: JournalEntry = { rev: store.rev + 1, group: t.group, plural: t.plural };
+    if (obj) e.object = obj;
+    else {
+      const [ns, name] = key.split("/") as [string, string];
+      if (ns) e.namespace = ns;
+      e.name = name;
+    }
+    try {
+      journal.append(e);
+    } catch (err) {
+      process.stderr.write(`skein apiserver: ERROR: appending to ${journalFile} failed: ${(err as Error).message}; the write is refused\n`);
+      throw new ApiError(500, "InternalError", `Internal error occurred: the write could not be made durable: ${(err as Error).message}`);
+    }
+    schedule();
+  };
 
   // a socket file left by a killed server would make the listen fail
   if (o.unix && existsSync(o.unix) && lstatSync(o.unix).isSocket()) unlinkSync(o.unix);
@@ -188,8 +290,9 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
   clearTimeout(renewal);
   clearTimeout(pending);
   await server.stop();
-  stops.forEach((s) => s());
+  store.beforeCommit = undefined;
   save();
+  journal.close();
   if (saveError) {
     o.log(`${signal}: NOT saved: ${saveError}\n`);
     return 1;

@@ -311,6 +311,8 @@ export class TestApiServer {
       start: (ctl) => {
         let ended = false;
         let reading = false;
+        // while the events before the live ones (the replay or the current objects) are queued
+        let starting = true;
         const flush = () => {
           const next = backlog.chunks.shift();
           if (next) {
@@ -336,6 +338,14 @@ export class TestApiServer {
           if (backlog.bytes > limit) {
             backlog.chunks.length = 0;
             backlog.bytes = 0;
+            // a replay too big to queue: an empty stream would have the client watch again
+            // from the same resourceVersion forever; 410 makes it list again instead
+            if (starting) {
+              const gone = new ApiError(410, "Expired", `too old resource version: ${from}: the events since then exceed what a watch may queue (${limit} bytes); list again`);
+              const b = encoder.encode(JSON.stringify({ type: "ERROR", object: gone.status() }) + "\n");
+              backlog.chunks.push(b);
+              backlog.bytes = b.byteLength;
+            }
             end();
           } else if (reading) flush();
         };
@@ -355,6 +365,7 @@ export class TestApiServer {
         try {
           // "0" and "" both start from the current objects, as ADDED events
           stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(e, t.kind, table) : e));
+          starting = false;
           if (ended) return stop();
         } catch (e) {
           // too old a resourceVersion: kube-apiserver answers 200 and one ERROR event, then ends
@@ -395,8 +406,8 @@ async function body(c: Context, t: ResourceType): Promise<KubeObject> {
 }
 
 /** A store with the namespaces every cluster starts with. */
-export function newStore(history?: number, types: ResourceType[] = BUILTIN): Store {
-  const s = new Store(types, history);
+export function newStore(history?: number, types: ResourceType[] = BUILTIN, historyBytes?: number): Store {
+  const s = new Store(types, history, undefined, historyBytes);
   const ns = s.type("", "namespaces")!;
   for (const name of ["default", "kube-system", "kube-public", "kube-node-lease"]) s.create(ns, undefined, { metadata: { name } });
   return s;

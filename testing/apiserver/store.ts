@@ -11,6 +11,8 @@ import { checkTypeMeta, validateObject } from "./validate.ts";
 
 export { ApiError };
 
+export const DEFAULT_HISTORY_BYTES = 64 * 1024 * 1024;
+
 const notFound = (t: ResourceType, name: string) => new ApiError(404, "NotFound", `${resourceName(t)} "${name}" not found`, { name, ...groupOf(t), kind: t.plural });
 const conflict = (t: ResourceType, name: string, why: string) => new ApiError(409, "Conflict", `Operation cannot be fulfilled on ${resourceName(t)} "${name}": ${why}`, { name, ...groupOf(t), kind: t.plural });
 const resourceName = (t: ResourceType) => (t.group ? `${t.plural}.${t.group}` : t.plural);
@@ -31,6 +33,8 @@ interface Write {
   obj?: KubeObject;
   /** the object before; undefined for a creation */
   prev?: KubeObject;
+  /** what the history holds for it (the serialized size of `obj`, or of `prev` for a deletion) */
+  bytes: number;
 }
 
 export interface WatchOptions {
@@ -87,11 +91,19 @@ export class Store {
   private readonly log: Write[] = [];
   private readonly watchers = new Set<Watcher>();
   private readonly hooks = new Map<string, TypeHooks>();
+  private logBytes = 0;
+  /** called with every write before it takes effect (the new revision is `this.rev + 1`);
+   * if it throws, the write fails and nothing changed: where a write is made durable */
+  beforeCommit?: (t: ResourceType, key: string, obj: KubeObject | undefined) => void;
 
   constructor(
     types: ResourceType[],
+    /** the most writes the history keeps */
     private readonly history = 10_000,
     from?: { rev: number; objects: Array<{ type: ResourceType; object: KubeObject }> },
+    /** the most bytes of objects the history keeps (the history of big objects would
+     * otherwise hold `history` copies of them) */
+    private readonly historyBytes = DEFAULT_HISTORY_BYTES,
   ) {
     for (const t of types) this.addType(t);
     this.rev = from?.rev ?? 1;
@@ -128,6 +140,7 @@ export class Store {
   /** Drops the whole history, as an etcd compaction does. */
   compact(): void {
     this.log.length = 0;
+    this.logBytes = 0;
     this.compacted = this.rev;
   }
 
@@ -244,12 +257,19 @@ export class Store {
   }
 
   private commit(t: ResourceType, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
+    this.beforeCommit?.(t, key, obj);
     this.rev++;
     const m = this.objects.get(typeKey(t))!;
     if (obj) m.set(key, obj);
     else m.delete(key);
-    this.log.push({ rev: this.rev, type: typeKey(t), key, obj, prev });
-    if (this.log.length > this.history) this.compacted = this.log.shift()!.rev;
+    const bytes = JSON.stringify(obj ?? prev).length;
+    this.log.push({ rev: this.rev, type: typeKey(t), key, obj, prev, bytes });
+    this.logBytes += bytes;
+    while (this.log.length > this.history || (this.logBytes > this.historyBytes && this.log.length)) {
+      const old = this.log.shift()!;
+      this.logBytes -= old.bytes;
+      this.compacted = old.rev;
+    }
     for (const w of this.watchers) if (w.type === typeKey(t)) deliver(w, obj, prev, this.rev);
   }
 
