@@ -214,6 +214,34 @@ describe("watch", () => {
     expect(apiErrorOf(() => s.watch(svc, { from: rv }, () => {})).status()).toMatchObject({ code: 410, reason: "Expired", message: `too old resource version: ${rv} (${s.rev + 1})` });
   });
 
+  test("the history is bounded in bytes too: the oldest writes go first, a resume from before them is 410", () => {
+    const s = newStore(undefined, undefined, 100_000);
+    const cm = s.type("", "configmaps")!;
+    s.create(cm, "default", { metadata: { name: "big" }, data: { a: "" } });
+    const rv0 = s.rev;
+    for (let i = 0; i < 20; i++) s.update(cm, "default", "big", { metadata: { name: "big" }, data: { a: String(i).repeat(10_000) } });
+    // each update holds a copy of about 10 kB: only the last ten or so fit in 100 kB
+    expect(s.compacted).toBeGreaterThan(rv0 + 5);
+    expect(apiErrorOf(() => s.watch(cm, { from: rv0 }, () => {})).code).toBe(410);
+    const seen: string[] = [];
+    s.watch(cm, { from: s.rev - 3 }, (e) => seen.push(`${e.type} ${e.object.metadata.resourceVersion}`));
+    expect(seen).toEqual([1, 2, 3].map((k) => `MODIFIED ${s.rev - 3 + k}`));
+  });
+
+  test("a write refused by beforeCommit (a journal that cannot take it) changes nothing", () => {
+    const { s, svc } = setup();
+    const seen: string[] = [];
+    s.watch(svc, {}, (e) => seen.push(e.type));
+    const rev = s.rev;
+    s.beforeCommit = () => {
+      throw new ApiError(500, "InternalError", "disk full");
+    };
+    expect(apiErrorOf(() => s.create(svc, "default", svcObj("a"))).code).toBe(500);
+    expect(s.rev).toBe(rev);
+    expect(s.list(svc).items).toEqual([]);
+    expect(seen).toEqual([]);
+  });
+
   test("a store restarted from a snapshot keeps objects and revisions, not history", () => {
     const { s, svc } = setup();
     s.create(svc, "default", svcObj("a"));
