@@ -138,6 +138,21 @@ describe("test API server", () => {
     expect(events).toEqual([{ type: "ERROR", object: expect.objectContaining({ kind: "Status", code: 410, reason: "Expired" }) }]);
   });
 
+  test("watch: a replay bigger than a watch may queue is one ERROR event with 410, not an empty stream", async () => {
+    // an empty 200 would have the client watch again from the same resourceVersion forever
+    const small = start({ watchBacklogBytes: 50_000 });
+    const ks = client(small);
+    const cm = small.store.type("", "configmaps")!;
+    small.store.create(cm, "default", { metadata: { name: "big" }, data: { a: "" } });
+    const rv = String(small.store.rev);
+    for (let i = 0; i < 10; i++) small.store.update(cm, "default", "big", { metadata: { name: "big" }, data: { a: String(i).repeat(10_000) } });
+    const events = await watchLines(ks, "/api/v1/configmaps", { resourceVersion: rv });
+    expect(events).toEqual([{ type: "ERROR", object: expect.objectContaining({ kind: "Status", code: 410, reason: "Expired" }) }]);
+    // a replay that fits is sent whole
+    const fits = await watchLines(ks, "/api/v1/configmaps", { resourceVersion: String(small.store.rev - 2) }, 2);
+    expect(fits.map((e) => e.type)).toEqual(["MODIFIED", "MODIFIED"]);
+  });
+
   test("watch: bookmarks when allowed, and initial events ended by an annotated bookmark", async () => {
     const rv = (await k.request<any>("GET", "/api/v1/services")).metadata.resourceVersion;
     const b = await watchLines(k, "/api/v1/services", { resourceVersion: rv, allowWatchBookmarks: "true" }, 1);
