@@ -4,6 +4,7 @@ import { describe, expect, test } from "bun:test";
 import { ApiError, Store, type WatchEvent } from "./store.ts";
 import { apiErrorOf } from "./errors.ts";
 import { newStore } from "./server.ts";
+import { attachServiceAllocator } from "./services.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { strategicMergePatch, mergePatch, applyPatch } from "./patch.ts";
 import type { KubeObject } from "./resources.ts";
@@ -230,16 +231,20 @@ describe("watch", () => {
 
   test("a write refused by beforeCommit (a journal that cannot take it) changes nothing", () => {
     const { s, svc } = setup();
+    attachServiceAllocator(s);
     const seen: string[] = [];
     s.watch(svc, {}, (e) => seen.push(e.type));
     const rev = s.rev;
     s.beforeCommit = () => {
       throw new ApiError(500, "InternalError", "disk full");
     };
-    expect(apiErrorOf(() => s.create(svc, "default", svcObj("a"))).code).toBe(500);
+    expect(apiErrorOf(() => s.create(svc, "default", svcObj("a", { spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } }))).code).toBe(500);
     expect(s.rev).toBe(rev);
     expect(s.list(svc).items).toEqual([]);
     expect(seen).toEqual([]);
+    // and what the Service's create took is free again
+    s.beforeCommit = undefined;
+    expect(s.create(svc, "default", svcObj("b", { spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } })).spec.clusterIP).toBe("10.96.0.10");
   });
 
   test("a store restarted from a snapshot keeps objects and revisions, not history", () => {

@@ -187,7 +187,13 @@ export class Store {
     if (!t.namespaced) delete obj.metadata.namespace;
     initialStatus(t, obj);
     this.hooks.get(typeKey(t))?.create?.(obj);
-    this.commit(t, key, obj, undefined);
+    try {
+      this.commit(t, key, obj, undefined);
+    } catch (e) {
+      // a write refused before it took effect (beforeCommit) gives back what the hook took
+      this.hooks.get(typeKey(t))?.deleted?.(obj);
+      throw e;
+    }
     return obj;
   }
 
