@@ -244,7 +244,7 @@ describe("watch", () => {
     expect(seen).toEqual([]);
     // and what the Service's create took is free again
     s.beforeCommit = undefined;
-    expect(s.create(svc, "default", svcObj("b", { spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } })).spec.clusterIP).toBe("10.96.0.10");
+    expect((s.create(svc, "default", svcObj("b", { spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } })).spec as { clusterIP?: string }).clusterIP).toBe("10.96.0.10");
   });
 
   test("a store restarted from a snapshot keeps objects and revisions, not history", () => {
