@@ -81,7 +81,7 @@ describe("bodies", () => {
     const v2 = await api(s, "POST", "/api/v1/namespaces/default/services", { kind: "Service", apiVersion: "networking.k8s.io/v1", metadata: { name: "p" } });
     expect(v2).toMatchObject({ status: 400, body: { message: "the API version in the data (networking.k8s.io/v1) does not match the expected API version (v1)" } });
     expect((await api(s, "GET", "/api/v1/namespaces/default/services/p")).status).toBe(404);
-    const ok = await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "p" } });
+    const ok = await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "p" }, spec: { ports: [{ port: 80 }] } });
     expect(ok).toMatchObject({ status: 201, body: { kind: "Service", apiVersion: "v1" } });
     const put = await api(s, "PUT", "/api/v1/namespaces/default/services/p", { kind: "Pod", apiVersion: "v1", metadata: { name: "p" } });
     expect(put.status).toBe(400);
@@ -142,7 +142,7 @@ describe("bodies", () => {
     const nest = (n: number) => "[".repeat(n) + "]".repeat(n);
     const deep = `{"metadata":{"name":"deep"},"spec":${nest(100_000)}}`;
     expect(await api(s, "POST", "/api/v1/namespaces/default/services", deep)).toMatchObject({ status: 400, body: { reason: "BadRequest", message: expect.stringContaining(`nested deeper than ${MAX_JSON_DEPTH} levels`) } });
-    await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "shallow" } });
+    await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "shallow" }, spec: { ports: [{ port: 80 }] } });
     expect(await api(s, "PATCH", "/api/v1/namespaces/default/services/shallow", `{"spec":${nest(MAX_JSON_DEPTH + 1)}}`, { "content-type": "application/merge-patch+json" })).toMatchObject({ status: 400 });
     // patches that each stay under the limit cannot stack into an object over it
     const under = `{"spec":{"a":${nest(MAX_JSON_DEPTH - 3)}}}`;
@@ -176,7 +176,7 @@ describe("watch", () => {
     const pad = "x".repeat(60_000);
     const t = s.store.type("", "services")!;
     for (let i = 0; i < 1024; i++) {
-      s.store.create(t, "default", { metadata: { name: `s${i}`, annotations: { pad } } });
+      s.store.create(t, "default", { metadata: { name: `s${i}`, annotations: { pad } }, spec: { ports: [{ port: 80 }] } });
       if (i % 64 === 0) await Bun.sleep(0);
     }
     // what reaches the client is what the kernel's buffers held, then the end of the chunked

@@ -132,7 +132,7 @@ describe("ClusterIP allocation", () => {
     expect(create("x", { type: "ExternalName", externalName: "example.com" }).clusterIP).toBeUndefined();
     const s = update("x", { type: "ClusterIP", clusterIP: "10.96.0.9", ports: [port(80)] });
     expect(s.clusterIPs).toEqual(["10.96.0.9"]);
-    const back = patch("x", (s) => (s.type = "ExternalName"));
+    const back = patch("x", (s) => Object.assign(s, { type: "ExternalName", externalName: "example.com" }));
     expect(back.clusterIP).toBeUndefined();
     expect(create("y", { clusterIP: "10.96.0.9", ports: [port(80)] }).clusterIP).toBe("10.96.0.9");
   });
