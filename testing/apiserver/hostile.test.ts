@@ -156,6 +156,27 @@ describe("bodies", () => {
   });
 });
 
+describe("fields", () => {
+  const s = start();
+
+  test("a port written as 1e400 (no int32 once parsed) is 422 naming it, and nothing is stored", async () => {
+    const r = await api(s, "POST", "/api/v1/namespaces/default/services", '{"metadata":{"name":"inf"},"spec":{"ports":[{"port":1e400}]}}');
+    expect(r).toMatchObject({ status: 422, body: { reason: "Invalid", details: { causes: [{ field: "spec.ports[0].port" }] } } });
+    expect((await api(s, "GET", "/api/v1/namespaces/default/services/inf")).status).toBe(404);
+  });
+
+  test("a patch cannot set system metadata: deletionTimestamp, uid and creationTimestamp keep the server's values", async () => {
+    const made = (await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "dts" }, spec: { ports: [{ port: 80 }] } })).body;
+    const merge = { "content-type": "application/merge-patch+json" };
+    const r = await api(s, "PATCH", "/api/v1/namespaces/default/services/dts", { metadata: { deletionTimestamp: "2020-01-01T00:00:00Z", deletionGracePeriodSeconds: 0, uid: "forged", creationTimestamp: "2000-01-01T00:00:00Z", labels: { a: "b" } } }, merge);
+    expect(r.status).toBe(200);
+    const g = (await api(s, "GET", "/api/v1/namespaces/default/services/dts")).body;
+    expect(g.metadata.deletionTimestamp).toBeUndefined();
+    expect(g.metadata.deletionGracePeriodSeconds).toBeUndefined();
+    expect(g.metadata).toMatchObject({ uid: made.metadata.uid, creationTimestamp: made.metadata.creationTimestamp, labels: { a: "b" } });
+  });
+});
+
 test("a port already served is refused, not shared (the listener sets reusePort for certificate renewal)", () => {
   const a = start();
   expect(() => start({ port: a.port })).toThrow(/cannot listen on 127.0.0.1:\d+: in use/);
