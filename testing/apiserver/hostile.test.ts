@@ -81,7 +81,7 @@ describe("bodies", () => {
     const v2 = await api(s, "POST", "/api/v1/namespaces/default/services", { kind: "Service", apiVersion: "networking.k8s.io/v1", metadata: { name: "p" } });
     expect(v2).toMatchObject({ status: 400, body: { message: "the API version in the data (networking.k8s.io/v1) does not match the expected API version (v1)" } });
     expect((await api(s, "GET", "/api/v1/namespaces/default/services/p")).status).toBe(404);
-    const ok = await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "p" } });
+    const ok = await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "p" }, spec: { ports: [{ port: 80 }] } });
     expect(ok).toMatchObject({ status: 201, body: { kind: "Service", apiVersion: "v1" } });
     const put = await api(s, "PUT", "/api/v1/namespaces/default/services/p", { kind: "Pod", apiVersion: "v1", metadata: { name: "p" } });
     expect(put.status).toBe(400);
@@ -142,7 +142,7 @@ describe("bodies", () => {
     const nest = (n: number) => "[".repeat(n) + "]".repeat(n);
     const deep = `{"metadata":{"name":"deep"},"spec":${nest(100_000)}}`;
     expect(await api(s, "POST", "/api/v1/namespaces/default/services", deep)).toMatchObject({ status: 400, body: { reason: "BadRequest", message: expect.stringContaining(`nested deeper than ${MAX_JSON_DEPTH} levels`) } });
-    await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "shallow" } });
+    await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "shallow" }, spec: { ports: [{ port: 80 }] } });
     expect(await api(s, "PATCH", "/api/v1/namespaces/default/services/shallow", `{"spec":${nest(MAX_JSON_DEPTH + 1)}}`, { "content-type": "application/merge-patch+json" })).toMatchObject({ status: 400 });
     // patches that each stay under the limit cannot stack into an object over it
     const under = `{"spec":{"a":${nest(MAX_JSON_DEPTH - 3)}}}`;
@@ -153,6 +153,27 @@ describe("bodies", () => {
     expect(list.status).toBe(200);
     expect(list.body.items.map((o: { metadata: { name: string } }) => o.metadata.name)).toContain("shallow");
     expect((await api(s, "GET", "/api/v1/namespaces/default/services/deep")).status).toBe(404);
+  });
+});
+
+describe("fields", () => {
+  const s = start();
+
+  test("a port written as 1e400 (no int32 once parsed) is 422 naming it, and nothing is stored", async () => {
+    const r = await api(s, "POST", "/api/v1/namespaces/default/services", '{"metadata":{"name":"inf"},"spec":{"ports":[{"port":1e400}]}}');
+    expect(r).toMatchObject({ status: 422, body: { reason: "Invalid", details: { causes: [{ field: "spec.ports[0].port" }] } } });
+    expect((await api(s, "GET", "/api/v1/namespaces/default/services/inf")).status).toBe(404);
+  });
+
+  test("a patch cannot set system metadata: deletionTimestamp, uid and creationTimestamp keep the server's values", async () => {
+    const made = (await api(s, "POST", "/api/v1/namespaces/default/services", { metadata: { name: "dts" }, spec: { ports: [{ port: 80 }] } })).body;
+    const merge = { "content-type": "application/merge-patch+json" };
+    const r = await api(s, "PATCH", "/api/v1/namespaces/default/services/dts", { metadata: { deletionTimestamp: "2020-01-01T00:00:00Z", deletionGracePeriodSeconds: 0, uid: "forged", creationTimestamp: "2000-01-01T00:00:00Z", labels: { a: "b" } } }, merge);
+    expect(r.status).toBe(200);
+    const g = (await api(s, "GET", "/api/v1/namespaces/default/services/dts")).body;
+    expect(g.metadata.deletionTimestamp).toBeUndefined();
+    expect(g.metadata.deletionGracePeriodSeconds).toBeUndefined();
+    expect(g.metadata).toMatchObject({ uid: made.metadata.uid, creationTimestamp: made.metadata.creationTimestamp, labels: { a: "b" } });
   });
 });
 
@@ -176,7 +197,7 @@ describe("watch", () => {
     const pad = "x".repeat(60_000);
     const t = s.store.type("", "services")!;
     for (let i = 0; i < 1024; i++) {
-      s.store.create(t, "default", { metadata: { name: `s${i}`, annotations: { pad } } });
+      s.store.create(t, "default", { metadata: { name: `s${i}`, annotations: { pad } }, spec: { ports: [{ port: 80 }] } });
       if (i % 64 === 0) await Bun.sleep(0);
     }
     // what reaches the client is what the kernel's buffers held, then the end of the chunked

@@ -132,7 +132,7 @@ describe("ClusterIP allocation", () => {
     expect(create("x", { type: "ExternalName", externalName: "example.com" }).clusterIP).toBeUndefined();
     const s = update("x", { type: "ClusterIP", clusterIP: "10.96.0.9", ports: [port(80)] });
     expect(s.clusterIPs).toEqual(["10.96.0.9"]);
-    const back = patch("x", (s) => (s.type = "ExternalName"));
+    const back = patch("x", (s) => Object.assign(s, { type: "ExternalName", externalName: "example.com" }));
     expect(back.clusterIP).toBeUndefined();
     expect(create("y", { clusterIP: "10.96.0.9", ports: [port(80)] }).clusterIP).toBe("10.96.0.9");
   });
@@ -256,5 +256,89 @@ describe("Services stored before allocation", () => {
     expect(apiErrorOf(mk2).message).toContain("provided IP is already allocated");
     again.delete(t, "default", "old2");
     expect((mk2().spec as { clusterIP: string }).clusterIP).toBe("10.96.0.14");
+  });
+});
+
+// ValidateService's field rules, after the defaults, as kube-apiserver runs them: 422 naming
+// the field, and nothing stored or allocated.
+describe("Service fields", () => {
+  const causes = (f: () => unknown) => (apiErrorOf(f).details!.causes as Array<{ field: string }>).map((c) => c.field);
+
+  test.each([
+    ["port 65536", { ports: [port(65536)] }, ["spec.ports[0].port"]],
+    ["port 0", { ports: [port(0)] }, ["spec.ports[0].port"]],
+    ["port Infinity (1e400 in the body)", { ports: [port(Infinity)] }, ["spec.ports[0].port"]],
+    ["port 1.5", { ports: [port(1.5)] }, ["spec.ports[0].port"]],
+    ['port "80"', { ports: [{ port: "80" }] }, ["spec.ports[0].port"]],
+    ["protocol FOO", { ports: [port(80, { protocol: "FOO" })] }, ["spec.ports[0].protocol"]],
+    ["targetPort -1", { ports: [port(80, { targetPort: -1 })] }, ["spec.ports[0].targetPort"]],
+    ["targetPort 65536", { ports: [port(80, { targetPort: 65536 })] }, ["spec.ports[0].targetPort"]],
+    ['targetPort "Web"', { ports: [port(80, { targetPort: "Web" })] }, ["spec.ports[0].targetPort"]],
+    ["no ports", {}, ["spec.ports"]],
+    ["empty ports", { ports: [] }, ["spec.ports"]],
+    ["a NodePort Service without ports", { type: "NodePort" }, ["spec.ports"]],
+    ["one port and protocol twice", { ports: [port(80, { name: "a" }), port(80, { name: "b" })] }, ["spec.ports[1]"]],
+    ["a port name that is no DNS label", { ports: [port(80, { name: "Web" })] }, ["spec.ports[0].name"]],
+    ["a node port twice", { type: "NodePort", ports: [port(80, { name: "a", nodePort: 30080 }), port(81, { name: "b", nodePort: 30080 })] }, ["spec.ports[1].nodePort"]],
+    ["externalTrafficPolicy Sideways", { type: "NodePort", externalTrafficPolicy: "Sideways", ports: [port(80)] }, ["spec.externalTrafficPolicy"]],
+    ["a selector value that is no label value", { selector: { app: "-x" }, ports: [port(80)] }, ["spec.selector"]],
+    ["ExternalName without externalName", { type: "ExternalName" }, ["spec.externalName"]],
+    ["ExternalName to no DNS name", { type: "ExternalName", externalName: "a b" }, ["spec.externalName"]],
+  ] as const)("%s is refused", (_, spec, want) => {
+    const { store, t, create } = setup();
+    expect(causes(() => create("x", spec as Record<string, unknown>))).toEqual([...want]);
+    expect(store.list(t).items).toEqual([]);
+  });
+
+  test("the message is kube-apiserver's", () => {
+    const { create } = setup();
+    expect(apiErrorOf(() => create("x", { ports: [port(65536)] })).message).toBe('Service "x" is invalid: spec.ports[0].port: Invalid value: 65536: must be between 1 and 65535, inclusive');
+    expect(apiErrorOf(() => create("x", { ports: [port(80, { protocol: "FOO" })] })).message).toBe('Service "x" is invalid: spec.ports[0].protocol: Unsupported value: "FOO": supported values: "SCTP", "TCP", "UDP"');
+  });
+
+  test("what kube-apiserver takes: headless or ExternalName without ports, named target ports, one port on two protocols", () => {
+    const { create } = setup();
+    expect(create("h", { clusterIP: "None", selector: { app: "a" } }).clusterIP).toBe("None");
+    expect(create("e", { type: "ExternalName", externalName: "example.com." }).type).toBe("ExternalName");
+    expect(create("n", { ports: [port(80, { name: "dns", targetPort: "dns-tcp" }), port(80, { name: "dns-udp", protocol: "UDP" })] }).ports[0].targetPort).toBe("dns-tcp");
+  });
+
+  test("an update is checked as a create: removing the ports is refused and keeps the Service as it was", () => {
+    const { store, t, create, update, patch } = setup();
+    const before = create("x", { ports: [port(80)] });
+    expect(causes(() => update("x", { clusterIP: before.clusterIP }))).toEqual(["spec.ports"]);
+    expect(causes(() => patch("x", (s) => (s.ports = [port(70000)])))).toEqual(["spec.ports[0].port"]);
+    expect(store.get(t, "default", "x").spec).toEqual(before);
+  });
+
+  test("an ExternalName Service may not ask for a cluster IP (one held by another Service stays held once)", () => {
+    const { store, t, create } = setup("10.96.0.0/24");
+    const ip = create("holder", { ports: [port(80)] }).clusterIP;
+    expect(causes(() => create("ext", { type: "ExternalName", externalName: "example.com", clusterIP: ip }))).toEqual(["spec.clusterIPs"]);
+    expect(apiErrorOf(() => create("ext", { type: "ExternalName", externalName: "example.com", clusterIPs: [ip] })).message).toContain("spec.clusterIPs: Forbidden: may not be set for ExternalName services");
+    expect(store.list(t).items.filter((o) => (o.spec as { clusterIP?: string }).clusterIP === ip).map((o) => o.metadata.name)).toEqual(["holder"]);
+  });
+
+  test("a healthCheckNodePort only on a LoadBalancer with externalTrafficPolicy Local; one held by another Service is refused either way", () => {
+    const { store, t, create, del } = setup("10.96.0.0/28", "30000-30004");
+    const hc = create("lb", { type: "LoadBalancer", externalTrafficPolicy: "Local", ports: [port(80)] }).healthCheckNodePort;
+    expect(hc).toBeGreaterThanOrEqual(30000);
+    expect(causes(() => create("c", { healthCheckNodePort: hc, ports: [port(80)] }))).toEqual(["spec.healthCheckNodePort"]);
+    expect(causes(() => create("np", { type: "NodePort", externalTrafficPolicy: "Local", healthCheckNodePort: hc, ports: [port(80)] }))).toEqual(["spec.healthCheckNodePort"]);
+    expect(apiErrorOf(() => create("lb2", { type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: hc, ports: [port(80)] })).message).toContain("provided port is already allocated");
+    const holders = store.list(t).items.filter((o) => {
+      const s = o.spec as { healthCheckNodePort?: number; ports: Array<{ nodePort?: number }> };
+      return s.healthCheckNodePort === hc || s.ports.some((p) => p.nodePort === hc);
+    });
+    expect(holders.map((o) => o.metadata.name)).toEqual(["lb"]);
+    // and the port is the LoadBalancer's alone: freed when it goes, not before
+    del("lb");
+    expect(create("lb3", { type: "LoadBalancer", externalTrafficPolicy: "Local", healthCheckNodePort: hc, ports: [port(80, { nodePort: hc === 30000 ? 30001 : 30000 })] }).healthCheckNodePort).toBe(hc);
+  });
+
+  test("Store.checkFields false (tests of a client's own checks) plants a port kube-apiserver would refuse", () => {
+    const { store, create } = setup();
+    store.checkFields = false;
+    expect(create("x", { ports: [port(70000)] }).ports[0].port).toBe(70000);
   });
 });

@@ -9,6 +9,7 @@ import ipaddr from "ipaddr.js";
 import { addressBytes, addressFamily, AddressError, parseCidr, type Cidr, type Family } from "../../compiler/address.ts";
 import type { KubeObject } from "./resources.ts";
 import { ApiError, type Store, type TypeHooks } from "./store.ts";
+import { describe, dns1123Label, dns1123Subdomain, portNumberErrors, portNumOrNameErrors, protocolErrors, stringMap, type FieldError } from "./validate.ts";
 
 export const DEFAULT_SERVICE_CIDR = "10.96.0.0/12";
 export const DEFAULT_NODE_PORT_RANGE = "30000-32767";
@@ -150,6 +151,9 @@ export interface ServiceAllocatorOptions {
   nodePorts: { lo: number; hi: number };
   /** for tests; Math.random otherwise */
   random?: () => number;
+  /** whether ValidateService's field rules apply (Store.checkFields; always, unless a test
+   * plants a Service kube-apiserver would refuse) */
+  checkFields?: () => boolean;
 }
 
 /** One request's allocations, undone if it fails, and the releases it makes if it succeeds. */
@@ -174,8 +178,10 @@ export class ServiceAllocator {
   private readonly ports: Slots;
   private readonly portLo: number;
   private readonly portRange: string;
+  private readonly checkFields: () => boolean;
 
   constructor(o: ServiceAllocatorOptions) {
+    this.checkFields = o.checkFields ?? (() => true);
     const random = o.random ?? Math.random;
     for (const c of o.serviceCIDRs) this.pools.set(familyName(c.family), new IpPool(c, random));
     this.defaultFamily = familyName(o.serviceCIDRs[0]!.family);
@@ -231,7 +237,7 @@ export class ServiceAllocator {
     const name = o.metadata.name ?? "";
     const s = prepare(o, name);
     if (s.clusterIP && !s.clusterIPs?.length) s.clusterIPs = [s.clusterIP];
-    validate(name, s);
+    validate(name, s, this.checkFields());
     const txn = new Txn();
     try {
       this.initFamilies(name, s, undefined);
@@ -252,7 +258,7 @@ export class ServiceAllocator {
     normalizeClusterIPs(s, old);
     dropTypeDependent(s, old);
     patchAllocated(s, old);
-    validate(name, s);
+    validate(name, s, this.checkFields());
     validateUpdate(name, s, old);
     const txn = new Txn();
     try {
@@ -523,9 +529,53 @@ function patchAllocated(s: Spec, old: Spec): void {
   if (needsHealthCheck(old) && needsHealthCheck(s) && !s.healthCheckNodePort) s.healthCheckNodePort = old.healthCheckNodePort;
 }
 
-/** ValidateServiceClusterIPsRelatedFields, in the parts allocation depends on. */
-function validate(name: string, s: Spec): void {
-  const errs: Array<{ field: string; message: string; reason?: string }> = [];
+const TRAFFIC_POLICIES = ["Cluster", "Local"];
+
+/** ValidateService's field rules (after the defaults, as kube-apiserver runs them): ports
+ * (required but for ExternalName and headless Services; numbers 1-65535, protocols, target
+ * ports by number or IANA name, no port or node port twice), an ExternalName Service holding
+ * no cluster IP, a healthCheckNodePort only where one is needed (else it would hold a node
+ * port another Service may have), traffic policies, the selector. */
+export function serviceFieldErrors(s: Spec): FieldError[] {
+  const errs: FieldError[] = [];
+  const ports = Array.isArray(s.ports) ? s.ports.filter((p) => p && typeof p === "object") : [];
+  if (!ports.length && !isHeadless(s) && s.type !== "ExternalName") errs.push({ field: "spec.ports", value: s.ports, detail: "", type: "FieldValueRequired" });
+  const seen = new Set<string>();
+  const seenNode = new Set<string>();
+  for (const [i, p] of ports.entries()) {
+    const f = `spec.ports[${i}]`;
+    if (typeof p.name === "string" && p.name) for (const d of dns1123Label(p.name)) errs.push({ field: `${f}.name`, value: p.name, detail: d });
+    errs.push(...portNumberErrors(p.port, `${f}.port`), ...protocolErrors(p.protocol, `${f}.protocol`));
+    // a targetPort defaulted from an invalid port is that port's error, not another
+    if (p.targetPort !== p.port) errs.push(...portNumOrNameErrors(p.targetPort, `${f}.targetPort`));
+    const key = `${String(p.protocol)}/${String(p.port)}`;
+    if (seen.has(key)) errs.push({ field: f, value: key, detail: "", type: "FieldValueDuplicate" });
+    seen.add(key);
+    if (p.nodePort) {
+      const nkey = `${String(p.protocol)}/${String(p.nodePort)}`;
+      if (seenNode.has(nkey)) errs.push({ field: `${f}.nodePort`, value: p.nodePort, detail: "", type: "FieldValueDuplicate" });
+      seenNode.add(nkey);
+    }
+  }
+  if (s.type === "ExternalName") {
+    if (s.clusterIPs?.length || s.clusterIP) errs.push({ field: s.clusterIPs?.length ? "spec.clusterIPs" : "spec.clusterIP", value: s.clusterIPs ?? s.clusterIP, detail: "may not be set for ExternalName services", type: "FieldValueForbidden" });
+    const cname = typeof s.externalName === "string" ? s.externalName.replace(/\.$/, "") : s.externalName;
+    if (cname === undefined || cname === "") errs.push({ field: "spec.externalName", value: cname, detail: "", type: "FieldValueRequired" });
+    else if (typeof cname !== "string") errs.push({ field: "spec.externalName", value: cname, detail: "must be a string", type: "FieldValueTypeInvalid" });
+    else for (const d of dns1123Subdomain(cname)) errs.push({ field: "spec.externalName", value: s.externalName, detail: d });
+  }
+  if (s.healthCheckNodePort && !needsHealthCheck(s)) errs.push({ field: "spec.healthCheckNodePort", value: s.healthCheckNodePort, detail: "HealthCheckNodePort can only be set on LoadBalancer service with ExternalTrafficPolicy=Local" });
+  for (const k of ["externalTrafficPolicy", "internalTrafficPolicy"] as const) {
+    if (s[k] !== undefined && !TRAFFIC_POLICIES.includes(s[k])) errs.push({ field: `spec.${k}`, value: s[k], detail: TRAFFIC_POLICIES.map((x) => `"${x}"`).join(", "), type: "FieldValueNotSupported" });
+  }
+  errs.push(...stringMap(s.selector, "spec.selector", true));
+  return errs;
+}
+
+/** ValidateServiceClusterIPsRelatedFields, in the parts allocation depends on; with
+ * `fields`, serviceFieldErrors too. */
+function validate(name: string, s: Spec, fields: boolean): void {
+  const errs: Array<{ field: string; message: string; reason?: string }> = fields ? serviceFieldErrors(s).map((e) => ({ field: e.field, message: describe(e), reason: e.type })) : [];
   const ips = s.clusterIPs ?? [];
   if (s.ipFamilyPolicy !== undefined && !POLICIES.includes(s.ipFamilyPolicy)) {
     errs.push({ field: "spec.ipFamilyPolicy", message: `Unsupported value: ${goValue(s.ipFamilyPolicy)}: supported values: ${POLICIES.map((p) => `"${p}"`).join(", ")}`, reason: "FieldValueNotSupported" });
@@ -583,7 +633,7 @@ function validateUpdate(name: string, s: Spec, old: Spec): void {
 export function attachServiceAllocator(store: Store, o: Partial<ServiceAllocatorOptions> = {}): string[] {
   const t = store.type("", "services");
   if (!t) return [];
-  const a = new ServiceAllocator({ serviceCIDRs: o.serviceCIDRs ?? parseServiceCidrs(DEFAULT_SERVICE_CIDR), nodePorts: o.nodePorts ?? parsePortRange(DEFAULT_NODE_PORT_RANGE), random: o.random });
+  const a = new ServiceAllocator({ serviceCIDRs: o.serviceCIDRs ?? parseServiceCidrs(DEFAULT_SERVICE_CIDR), nodePorts: o.nodePorts ?? parsePortRange(DEFAULT_NODE_PORT_RANGE), random: o.random, checkFields: o.checkFields ?? (() => store.checkFields) });
   const problems = a.restore(store.list(t).items);
   store.setHooks(t, a.hooks());
   return problems;

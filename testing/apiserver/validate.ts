@@ -7,6 +7,7 @@
 import { MAX_JSON_DEPTH } from "./body.ts";
 import { groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
 import { ApiError } from "./errors.ts";
+import { addressFamily, cidrsOverlap, parseCidr, specialUse, type Cidr, type Family } from "../../compiler/address.ts";
 
 const LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
 const SUBDOMAIN = `${LABEL}(\\.${LABEL})*`;
@@ -16,11 +17,11 @@ const whole = (re: string) => new RegExp(`^(?:${re})$`);
 
 type Check = (v: string) => string[];
 
-const dns1123Label: Check = (v) => [
+export const dns1123Label: Check = (v) => [
   ...(v.length > 63 ? ["must be no more than 63 characters"] : []),
   ...(whole(LABEL).test(v) ? [] : [`a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start and end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is '${LABEL}')`]),
 ];
-const dns1123Subdomain: Check = (v) => [
+export const dns1123Subdomain: Check = (v) => [
   ...(v.length > 253 ? ["must be no more than 253 characters"] : []),
   ...(whole(SUBDOMAIN).test(v) ? [] : [`a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is '${SUBDOMAIN}')`]),
 ];
@@ -68,15 +69,29 @@ export function pathSegmentProblems(v: string): string[] {
   return [...(v.includes("/") ? ["may not contain '/'"] : []), ...(v.includes("%") ? ["may not contain '%'"] : [])];
 }
 
-interface FieldError {
+export interface FieldError {
   field: string;
   value: unknown;
   detail: string;
-  type?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueTypeInvalid";
+  type?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueTypeInvalid" | "FieldValueNotSupported" | "FieldValueForbidden" | "FieldValueDuplicate";
 }
 
-const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : typeof v === "object" ? "object" : String(v));
-const describe = (e: FieldError) => (e.type === "FieldValueRequired" ? `Required value: ${e.detail}` : `Invalid value: ${show(e.value)}: ${e.detail}`);
+const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : typeof v === "object" && v !== null ? "object" : String(v));
+/** A field error's message as kube-apiserver's field.Error words it. */
+export function describe(e: FieldError): string {
+  switch (e.type) {
+    case "FieldValueRequired":
+      return `Required value${e.detail ? `: ${e.detail}` : ""}`;
+    case "FieldValueForbidden":
+      return `Forbidden: ${e.detail}`;
+    case "FieldValueDuplicate":
+      return `Duplicate value: ${show(e.value)}`;
+    case "FieldValueNotSupported":
+      return `Unsupported value: ${show(e.value)}: supported values: ${e.detail}`;
+    default:
+      return `Invalid value: ${show(e.value)}: ${e.detail}`;
+  }
+}
 
 /** 422 Invalid, worded and shaped as kube-apiserver's (causes name each field). */
 export function invalid(t: ResourceType, name: string, errs: FieldError[]): ApiError {
@@ -120,10 +135,11 @@ export function depthOf(o: unknown, stopAt = Infinity): number {
 
 /**
  * ObjectMeta as kube-apiserver validates it on create and update (after generateName made the
- * name): name by the kind's rule, generateName, namespace, labels, annotation keys; and the
- * object's depth. Throws 422 naming every bad field.
+ * name): name by the kind's rule, generateName, namespace, labels, annotation keys; the
+ * object's depth; and with `fields`, the kind's own fields (FIELD_RULES). Throws 422 naming
+ * every bad field.
  */
-export function validateObject(t: ResourceType, o: KubeObject): void {
+export function validateObject(t: ResourceType, o: KubeObject, fields = true): void {
   const m = o.metadata;
   const name = typeof m.name === "string" ? m.name : "";
   const errs: FieldError[] = [];
@@ -139,21 +155,266 @@ export function validateObject(t: ResourceType, o: KubeObject): void {
     if (typeof ns !== "string" || !ns) errs.push({ field: "metadata.namespace", value: "", detail: "", type: "FieldValueRequired" });
     else for (const d of dns1123Label(ns)) errs.push({ field: "metadata.namespace", value: ns, detail: d });
   }
-  for (const [field, map, values] of [
-    ["metadata.labels", m.labels, true],
-    ["metadata.annotations", m.annotations, false],
-  ] as const) {
-    if (map === undefined || map === null) continue;
-    if (typeof map !== "object" || Array.isArray(map)) {
-      errs.push({ field, value: map, detail: "must be a map of strings", type: "FieldValueTypeInvalid" });
-      continue;
-    }
-    for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
-      for (const d of qualifiedName(k)) errs.push({ field, value: k, detail: d });
-      if (typeof v !== "string") errs.push({ field: `${field}.${k}`, value: v, detail: "must be a string", type: "FieldValueTypeInvalid" });
-      else if (values) for (const d of labelValue(v)) errs.push({ field, value: v, detail: d });
-    }
-  }
+  errs.push(...stringMap(m.labels, "metadata.labels", true), ...stringMap(m.annotations, "metadata.annotations", false));
   if (depthOf(o, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) errs.push({ field: "<root>", value: "object", detail: `nested deeper than ${MAX_JSON_DEPTH} levels` });
+  else if (fields) errs.push(...(FIELD_RULES[`${t.group}/${t.kind}`]?.(o) ?? []));
   if (errs.length) throw invalid(t, name, errs);
 }
+
+/** Labels (keys and values: kube's ValidateLabels) or annotations (keys only). */
+export function stringMap(map: unknown, field: string, values: boolean): FieldError[] {
+  if (map === undefined || map === null) return [];
+  if (typeof map !== "object" || Array.isArray(map)) return [{ field, value: map, detail: "must be a map of strings", type: "FieldValueTypeInvalid" }];
+  const errs: FieldError[] = [];
+  for (const [k, v] of Object.entries(map as Record<string, unknown>)) {
+    for (const d of qualifiedName(k)) errs.push({ field, value: k, detail: d });
+    if (typeof v !== "string") errs.push({ field: `${field}.${k}`, value: v, detail: "must be a string", type: "FieldValueTypeInvalid" });
+    else if (values) for (const d of labelValue(v)) errs.push({ field, value: v, detail: d });
+  }
+  return errs;
+}
+
+// Field rules by kind: what kube-apiserver's ValidateNetworkPolicy, ValidateEndpointSlice and
+// ValidateNode check of the fields a network provider builds its datapath from (ports,
+// protocols, addresses, CIDRs, selectors). Addresses and CIDRs go through compiler/address.ts,
+// the one strict reader (canonical text only; a CIDR without host bits), which is stricter
+// than kube-apiserver's sloppy parser on purpose: what this server takes, skein reads.
+
+type Obj = Record<string, unknown>;
+const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+const typeErr = (field: string, value: unknown, what: string): FieldError => ({ field, value, detail: `must be ${what}`, type: "FieldValueTypeInvalid" });
+const quoted = (xs: readonly string[]) => xs.map((x) => `"${x}"`).join(", ");
+const notSupported = (field: string, value: unknown, allowed: readonly string[]): FieldError => ({ field, value, detail: quoted(allowed), type: "FieldValueNotSupported" });
+
+/** The items of a list field (none when absent), or a type error. */
+function listOf(v: unknown, field: string, errs: FieldError[]): unknown[] {
+  if (v === undefined || v === null) return [];
+  if (Array.isArray(v)) return v;
+  errs.push(typeErr(field, v, "a list"));
+  return [];
+}
+
+export const PROTOCOLS = ["SCTP", "TCP", "UDP"] as const;
+
+/** A protocol: absent (defaulted to TCP) or one of TCP, UDP, SCTP. */
+export function protocolErrors(v: unknown, field: string): FieldError[] {
+  return v === undefined || (PROTOCOLS as readonly unknown[]).includes(v) ? [] : [notSupported(field, v, PROTOCOLS)];
+}
+
+/** kube's IsValidPortNum: an integer 1-65535. */
+export function portNumberErrors(v: unknown, field: string): FieldError[] {
+  if (typeof v !== "number" || !Number.isInteger(v)) return [{ field, value: v, detail: "must be an integer between 1 and 65535, inclusive" }];
+  return v < 1 || v > 65535 ? [{ field, value: v, detail: "must be between 1 and 65535, inclusive" }] : [];
+}
+
+/** kube's IsValidPortName: an IANA_SVC_NAME (RFC 6335), what a named port may be called. */
+export function portNameProblems(v: string): string[] {
+  const out: string[] = [];
+  if (v.length > 15) out.push("must be no more than 15 characters");
+  if (!/^[-a-z0-9]+$/.test(v)) out.push("must contain only alpha-numerics and '-'");
+  if (!/[a-z]/.test(v)) out.push("must contain at least one letter (a-z)");
+  if (v.includes("--")) out.push("must not contain consecutive hyphens");
+  if (v.startsWith("-") || v.endsWith("-")) out.push("must not begin or end with a hyphen");
+  return out;
+}
+
+/** kube's ValidatePortNumOrName: a port number, or the name of a container's port. */
+export function portNumOrNameErrors(v: unknown, field: string): FieldError[] {
+  if (typeof v === "string") return portNameProblems(v).map((detail) => ({ field, value: v, detail }));
+  return portNumberErrors(v, field);
+}
+
+const OPERATORS = ["In", "NotIn", "Exists", "DoesNotExist"];
+
+/** kube's ValidateLabelSelector: matchLabels as labels; each of matchExpressions a label key,
+ * a known operator, and values as the operator wants them (some for In and NotIn, none for
+ * Exists and DoesNotExist), each a label value. */
+export function labelSelectorErrors(sel: unknown, field: string): FieldError[] {
+  if (sel === undefined || sel === null) return [];
+  if (!isObj(sel)) return [typeErr(field, sel, "a label selector (matchLabels, matchExpressions)")];
+  const errs = stringMap(sel.matchLabels, `${field}.matchLabels`, true);
+  for (const [i, r] of listOf(sel.matchExpressions, `${field}.matchExpressions`, errs).entries()) {
+    const f = `${field}.matchExpressions[${i}]`;
+    if (!isObj(r)) {
+      errs.push(typeErr(f, r, "an object"));
+      continue;
+    }
+    const values = listOf(r.values, `${f}.values`, errs);
+    if (r.operator === "In" || r.operator === "NotIn") {
+      if (!values.length) errs.push({ field: `${f}.values`, value: r.values, detail: "must be specified when `operator` is 'In' or 'NotIn'", type: "FieldValueRequired" });
+    } else if (r.operator === "Exists" || r.operator === "DoesNotExist") {
+      if (values.length) errs.push({ field: `${f}.values`, value: r.values, detail: "may not be specified when `operator` is 'Exists' or 'DoesNotExist'", type: "FieldValueForbidden" });
+    } else errs.push({ field: `${f}.operator`, value: r.operator, detail: `not a valid selector operator (${OPERATORS.join(", ")})` });
+    if (typeof r.key !== "string") errs.push(typeErr(`${f}.key`, r.key, "a string"));
+    else for (const d of qualifiedName(r.key)) errs.push({ field: `${f}.key`, value: r.key, detail: d });
+    for (const [j, v] of values.entries()) {
+      if (typeof v !== "string") errs.push(typeErr(`${f}.values[${j}]`, v, "a string"));
+      else for (const d of labelValue(v)) errs.push({ field: `${f}.values[${j}]`, value: v, detail: d });
+    }
+  }
+  return errs;
+}
+
+/** A CIDR read by compiler/address.ts, or undefined with the reason in `errs`. */
+function cidrOf(v: unknown, field: string, errs: FieldError[]): Cidr | undefined {
+  try {
+    return parseCidr(v);
+  } catch (e) {
+    errs.push({ field, value: v, detail: `must be a valid CIDR: ${(e as Error).message}` });
+    return undefined;
+  }
+}
+
+/** ValidateNetworkPolicyPort: protocol, port (number or name), endPort from port on. */
+function networkPolicyPort(p: unknown, f: string): FieldError[] {
+  if (!isObj(p)) return [typeErr(f, p, "an object")];
+  const errs = protocolErrors(p.protocol, `${f}.protocol`);
+  if (p.port !== undefined && p.port !== null) errs.push(...portNumOrNameErrors(p.port, `${f}.port`));
+  if (p.endPort !== undefined && p.endPort !== null) {
+    if (p.port === undefined || p.port === null) errs.push({ field: `${f}.port`, value: p.port, detail: "must specify port when endPort is set", type: "FieldValueRequired" });
+    else if (typeof p.port === "string") errs.push({ field: `${f}.endPort`, value: p.endPort, detail: "may not be specified when `port` is non-numeric", type: "FieldValueForbidden" });
+    else if (typeof p.endPort === "number" && typeof p.port === "number" && p.endPort < p.port) errs.push({ field: `${f}.endPort`, value: p.endPort, detail: "must be greater than or equal to `port`" });
+    errs.push(...portNumberErrors(p.endPort, `${f}.endPort`));
+  }
+  return errs;
+}
+
+/** ValidateNetworkPolicyPeer: one kind of peer; an ipBlock's except strictly inside its cidr. */
+function networkPolicyPeer(peer: unknown, f: string): FieldError[] {
+  if (!isObj(peer)) return [typeErr(f, peer, "an object")];
+  const errs: FieldError[] = [];
+  const present = (["podSelector", "namespaceSelector", "ipBlock"] as const).filter((k) => peer[k] !== undefined && peer[k] !== null);
+  for (const k of ["podSelector", "namespaceSelector"] as const) errs.push(...labelSelectorErrors(peer[k], `${f}.${k}`));
+  if (!present.length) errs.push({ field: f, value: peer, detail: "must specify a peer", type: "FieldValueRequired" });
+  else if (present.length > 1 && present.includes("ipBlock")) errs.push({ field: f, value: peer, detail: "may not specify both ipBlock and another peer", type: "FieldValueForbidden" });
+  const b = peer.ipBlock;
+  if (b === undefined || b === null) return errs;
+  if (!isObj(b)) return [...errs, typeErr(`${f}.ipBlock`, b, "an object")];
+  if (b.cidr === undefined || b.cidr === "") return [...errs, { field: `${f}.ipBlock.cidr`, value: b.cidr, detail: "", type: "FieldValueRequired" }];
+  const cidr = cidrOf(b.cidr, `${f}.ipBlock.cidr`, errs);
+  for (const [i, x] of listOf(b.except, `${f}.ipBlock.except`, errs).entries()) {
+    const field = `${f}.ipBlock.except[${i}]`;
+    const e = cidrOf(x, field, errs);
+    if (cidr && e && !(e.prefix > cidr.prefix && cidrsOverlap(cidr, e))) errs.push({ field, value: x, detail: "must be a strict subset of `cidr`" });
+  }
+  return errs;
+}
+
+const POLICY_TYPES = ["Egress", "Ingress"];
+
+function networkPolicy(o: Obj): FieldError[] {
+  const spec = o.spec;
+  if (spec === undefined) return [];
+  if (!isObj(spec)) return [typeErr("spec", spec, "an object")];
+  const errs = labelSelectorErrors(spec.podSelector, "spec.podSelector");
+  for (const [dir, peers] of [["ingress", "from"], ["egress", "to"]] as const) {
+    for (const [i, rule] of listOf(spec[dir], `spec.${dir}`, errs).entries()) {
+      const f = `spec.${dir}[${i}]`;
+      if (!isObj(rule)) {
+        errs.push(typeErr(f, rule, "an object"));
+        continue;
+      }
+      for (const [j, p] of listOf(rule.ports, `${f}.ports`, errs).entries()) errs.push(...networkPolicyPort(p, `${f}.ports[${j}]`));
+      for (const [j, p] of listOf(rule[peers], `${f}.${peers}`, errs).entries()) errs.push(...networkPolicyPeer(p, `${f}.${peers}[${j}]`));
+    }
+  }
+  const types = listOf(spec.policyTypes, "spec.policyTypes", errs);
+  if (types.length > 2) errs.push({ field: "spec.policyTypes", value: types, detail: "may not specify more than two policyTypes" });
+  else for (const [i, p] of types.entries()) if (!POLICY_TYPES.includes(p as string)) errs.push(notSupported(`spec.policyTypes[${i}]`, p, POLICY_TYPES));
+  return errs;
+}
+
+const ADDRESS_TYPES = ["FQDN", "IPv4", "IPv6"];
+const MAX_ENDPOINTS = 1000;
+const MAX_ADDRESSES = 100;
+const MAX_SLICE_PORTS = 20000;
+const INT32_MAX = 2 ** 31 - 1;
+
+/** ValidateEndpointSlice: the address type, each endpoint's addresses of that type (and not
+ * of a special range, ValidateEndpointIP), unique port names, protocols. A slice port's number
+ * is not range-checked: kube-apiserver does not either (validatePorts), so a client meets
+ * such slices on a real cluster and must refuse them itself. */
+function endpointSlice(o: Obj): FieldError[] {
+  const errs: FieldError[] = [];
+  const at = o.addressType;
+  if (at === undefined || at === "") errs.push({ field: "addressType", value: at, detail: "", type: "FieldValueRequired" });
+  else if (!ADDRESS_TYPES.includes(at as string)) errs.push(notSupported("addressType", at, ADDRESS_TYPES));
+  const family: Family | undefined = at === "IPv4" ? 4 : at === "IPv6" ? 6 : undefined;
+  const endpoints = listOf(o.endpoints, "endpoints", errs);
+  if (endpoints.length > MAX_ENDPOINTS) errs.push({ field: "endpoints", value: endpoints.length, detail: `must have at most ${MAX_ENDPOINTS} items` });
+  else
+    for (const [i, ep] of endpoints.entries()) {
+      const f = `endpoints[${i}]`;
+      if (!isObj(ep)) {
+        errs.push(typeErr(f, ep, "an object"));
+        continue;
+      }
+      const addrs = listOf(ep.addresses, `${f}.addresses`, errs);
+      if (!addrs.length) errs.push({ field: `${f}.addresses`, value: ep.addresses, detail: "must contain at least 1 address", type: "FieldValueRequired" });
+      else if (addrs.length > MAX_ADDRESSES) errs.push({ field: `${f}.addresses`, value: addrs.length, detail: `must have at most ${MAX_ADDRESSES} items` });
+      else
+        for (const [j, a] of addrs.entries()) {
+          const field = `${f}.addresses[${j}]`;
+          if (family === undefined) {
+            if (typeof a !== "string") errs.push(typeErr(field, a, "a string"));
+            continue;
+          }
+          try {
+            addressFamily(a, family);
+            const why = specialUse(a as string);
+            if (why) errs.push({ field, value: a, detail: `may not be ${why}` });
+          } catch (e) {
+            errs.push({ field, value: a, detail: `must be a valid IPv${family} address: ${(e as Error).message}` });
+          }
+        }
+      if (ep.nodeName !== undefined && ep.nodeName !== null) {
+        if (typeof ep.nodeName !== "string") errs.push(typeErr(`${f}.nodeName`, ep.nodeName, "a string"));
+        else for (const d of dns1123Subdomain(ep.nodeName)) errs.push({ field: `${f}.nodeName`, value: ep.nodeName, detail: d });
+      }
+      if (ep.hostname !== undefined && ep.hostname !== null) {
+        if (typeof ep.hostname !== "string") errs.push(typeErr(`${f}.hostname`, ep.hostname, "a string"));
+        else for (const d of dns1123Label(ep.hostname)) errs.push({ field: `${f}.hostname`, value: ep.hostname, detail: d });
+      }
+    }
+  const ports = listOf(o.ports, "ports", errs);
+  if (ports.length > MAX_SLICE_PORTS) errs.push({ field: "ports", value: ports.length, detail: `must have at most ${MAX_SLICE_PORTS} items` });
+  else {
+    const names = new Set<string>();
+    for (const [i, p] of ports.entries()) {
+      const f = `ports[${i}]`;
+      if (!isObj(p)) {
+        errs.push(typeErr(f, p, "an object"));
+        continue;
+      }
+      const name = p.name ?? "";
+      if (typeof name !== "string") errs.push(typeErr(`${f}.name`, name, "a string"));
+      else {
+        if (name) for (const d of dns1123Label(name)) errs.push({ field: `${f}.name`, value: name, detail: d });
+        if (names.has(name)) errs.push({ field: `${f}.name`, value: name, detail: "", type: "FieldValueDuplicate" });
+        names.add(name);
+      }
+      errs.push(...protocolErrors(p.protocol, `${f}.protocol`));
+      if (p.port !== undefined && p.port !== null && (typeof p.port !== "number" || !Number.isInteger(p.port) || Math.abs(p.port) > INT32_MAX)) errs.push(typeErr(`${f}.port`, p.port, "a 32-bit integer"));
+    }
+  }
+  return errs;
+}
+
+/** ValidateNode's pod CIDRs: valid CIDRs, at most one per IP family. */
+function node(o: Obj): FieldError[] {
+  const spec = o.spec;
+  if (spec === undefined) return [];
+  if (!isObj(spec)) return [typeErr("spec", spec, "an object")];
+  const errs: FieldError[] = [];
+  if (spec.podCIDR !== undefined && spec.podCIDR !== "") cidrOf(spec.podCIDR, "spec.podCIDR", errs);
+  const list = listOf(spec.podCIDRs, "spec.podCIDRs", errs);
+  const cidrs = list.map((c, i) => cidrOf(c, `spec.podCIDRs[${i}]`, errs));
+  if (list.length > 2 || (cidrs.length === 2 && cidrs[0] && cidrs[1] && cidrs[0].family === cidrs[1].family)) errs.push({ field: "spec.podCIDRs", value: list, detail: "may specify no more than one CIDR for each IP family" });
+  return errs;
+}
+
+const FIELD_RULES: Record<string, (o: Obj) => FieldError[]> = {
+  "networking.k8s.io/NetworkPolicy": networkPolicy,
+  "discovery.k8s.io/EndpointSlice": endpointSlice,
+  "/Node": node,
+};
