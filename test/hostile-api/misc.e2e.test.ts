@@ -1,17 +1,7 @@
 // Smaller gaps between skein apiserver and what a user of kube-apiserver and kubectl expects.
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { SKEIN } from "../harness/index.ts";
-import { type Api, TOKEN, removeDir, skhaDir, startApi } from "./lib.ts";
-
-const dir = skhaDir("misc");
-let api: Api;
-beforeAll(async () => {
-  api = await startApi(dir);
-});
-afterAll(async () => {
-  await api.stop();
-  removeDir(dir);
-});
+import { TOKEN, removeDir, skhaDir } from "./lib.ts";
 
 test("--listen with a port out of range exits with a message naming it (observed: exit 2, silent)", async () => {
   const d = skhaDir("misc-port");
@@ -24,10 +14,3 @@ test("--listen with a port out of range exits with a message naming it (observed
     removeDir(d);
   }
 }, 30_000);
-
-test("discovery puts pods and services in the category `all`, so `kubectl get all` works", async () => {
-  const v1 = (await api.req("GET", "/api/v1")).json();
-  const cats = Object.fromEntries(v1.resources.map((r: any) => [r.name, r.categories ?? []]));
-  expect(cats.pods).toContain("all");
-  expect(cats.services).toContain("all");
-});
