@@ -164,7 +164,52 @@ describe("kubectl against skein apiserver", () => {
     expect(await jsonpath("service till -n shop", "{.spec.selector.app} {.spec.ports[0].targetPort}")).toBe("till 8080");
     expect(await jsonpath("configmap conf -n shop", "{.data.a}")).toBe("b");
     expect(rows(await ok("get", "pods", "-n", "shop"))[0]).toEqual(["NAME", "READY", "STATUS", "RESTARTS", "AGE"]);
+    const tillPort = await jsonpath("service till -n shop", "{.spec.ports[0].nodePort}");
     expect(await ok("delete", "namespace", "shop")).toContain('namespace "shop" deleted');
+    // what was in it went with it, and what its Services held is free
+    for (const kind of ["services", "configmaps", "pods"]) expect(await ok("get", kind, "-A", "-o", "jsonpath={.items[*].metadata.namespace}")).not.toContain("shop");
+    const r = await apply("heir", { type: "NodePort", ports: [{ port: 80, nodePort: Number(tillPort) }] });
+    expect(r.out + r.err).toContain("service/heir created");
+    expect((await kc("create", "configmap", "late", "-n", "shop")).err).toContain('namespaces "shop" not found');
+    expect((await kc("delete", "namespace", "default")).err).toContain('namespaces "default" is forbidden: this namespace may not be deleted');
+  }, 60_000);
+
+  test("kubectl get all lists Pods and Services (discovery puts them in the category all)", async () => {
+    expect((await kc("run", "allpod", "--image=any")).code).toBe(0);
+    const r = await kc("get", "all", "-o", "name");
+    expect({ code: r.code, err: r.err }).toEqual({ code: 0, err: "" });
+    const names = r.out.split("\n");
+    expect(names).toContain("pod/allpod");
+    expect(names).toContain("service/np");
+    expect(names.some((n) => n.startsWith("configmap/"))).toBe(false);
+  }, 60_000);
+
+  test("--dry-run=server answers as for a real request but changes nothing", async () => {
+    let r = await kc("create", "configmap", "dry", "--from-literal=a=b", "--dry-run=server");
+    expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: "configmap/dry created (server dry run)\n" });
+    expect((await kc("get", "configmap", "dry")).err).toContain('configmaps "dry" not found');
+    r = await kc("create", "service", "nodeport", "drysvc", "--tcp=80:8080", "--dry-run=server", "-o", "json");
+    const spec = JSON.parse(r.out).spec;
+    expect(spec.clusterIP).toMatch(/^10\.96\.0\.\d+$/);
+    expect(spec.ports[0].nodePort).toBeGreaterThanOrEqual(30000);
+    expect((await kc("get", "service", "drysvc")).err).toContain('services "drysvc" not found');
+    // neither is held: a real Service may take both
+    r = await apply("drysvc", { type: "NodePort", clusterIP: spec.clusterIP, ports: [{ port: 80, nodePort: spec.ports[0].nodePort }] });
+    expect(r.out + r.err).toContain("service/drysvc created");
+    r = await kc("delete", "service", "drysvc", "--dry-run=server");
+    expect(r.out).toContain('service "drysvc" deleted (server dry run)');
+    expect(await jsonpath("service drysvc", "{.spec.clusterIP}")).toBe(spec.clusterIP);
+    r = await kc("label", "service", "drysvc", "x=y", "--dry-run=server");
+    expect(r.code).toBe(0);
+    expect(await jsonpath("service drysvc", "{.metadata.labels}")).toBe("");
+    expect((await kc("delete", "service", "drysvc")).code).toBe(0);
+  }, 60_000);
+
+  test("kubectl version sees a server of its own release: no skew warning", async () => {
+    const r = await kc("version");
+    expect(r.code).toBe(0);
+    expect(r.out).toContain("Server Version: v1.32.");
+    expect(r.err).not.toContain("version difference");
   }, 60_000);
 
   test("kubectl delete frees the address: a new Service can take it by asking", async () => {

@@ -95,6 +95,10 @@ function reorder(list: J[], order: J[], key: string | undefined): J[] {
 }
 
 export function applyPatch(contentType: string, target: J, body: string): J {
+  if (contentType.startsWith("application/apply-patch")) {
+    throw new ApiError(415, "UnsupportedMediaType", `server-side apply (${contentType}) is not supported by this server: use client-side apply (kubectl apply without --server-side) - accepted media types include: ${PATCH_TYPES.join(", ")}`);
+  }
+  if (!PATCH_TYPES.includes(contentType)) throw new ApiError(415, "UnsupportedMediaType", `the body of the request was in an unknown format - accepted media types include: ${PATCH_TYPES.join(", ")}`);
   let patch: J;
   try {
     patch = JSON.parse(body);
@@ -113,7 +117,6 @@ export function applyPatch(contentType: string, target: J, body: string): J {
       } catch (e) {
         throw new ApiError(422, "Invalid", `the JSON patch could not be applied: ${(e as Error).message.split("\n")[0]}`);
       }
-    default:
-      throw new ApiError(415, "UnsupportedMediaType", `the body of the request was in an unknown format - accepted media types include: ${PATCH_TYPES.join(", ")}`);
   }
+  throw new Error(`unreachable: patch type ${contentType}`);
 }

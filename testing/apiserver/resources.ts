@@ -13,6 +13,8 @@ export interface ResourceType {
   /** has a status subresource: the main resource's writes leave .status alone */
   status: boolean;
   shortNames: string[];
+  /** the groups discovery puts it in (`kubectl get all` lists the category "all") */
+  categories?: string[];
   /** field selector fields beyond metadata.name and metadata.namespace */
   fields: Record<string, (o: KubeObject) => string>;
 }
@@ -50,9 +52,10 @@ export const BUILTIN: ResourceType[] = [
     namespaced: true,
     status: true,
     shortNames: ["po"],
+    categories: ["all"],
     fields: { "spec.nodeName": (o) => str(at(o, "spec", "nodeName")), "status.phase": (o) => str(at(o, "status", "phase")), "status.podIP": (o) => str(at(o, "status", "podIP")) },
   },
-  { group: "", version: "v1", plural: "services", singular: "service", kind: "Service", namespaced: true, status: true, shortNames: ["svc"], fields: { "spec.clusterIP": (o) => str(at(o, "spec", "clusterIP")), "spec.type": (o) => str(at(o, "spec", "type")) } },
+  { group: "", version: "v1", plural: "services", singular: "service", kind: "Service", namespaced: true, status: true, shortNames: ["svc"], categories: ["all"], fields: { "spec.clusterIP": (o) => str(at(o, "spec", "clusterIP")), "spec.type": (o) => str(at(o, "spec", "type")) } },
   { group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true, status: false, shortNames: ["cm"], fields: {} },
   { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true, status: false, shortNames: [], fields: { addressType: (o) => str(o.addressType) } },
   { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", singular: "networkpolicy", kind: "NetworkPolicy", namespaced: true, status: false, shortNames: ["netpol"], fields: {} },

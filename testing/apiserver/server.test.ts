@@ -63,6 +63,12 @@ describe("test API server", () => {
     const groups = await k.request<{ groups: Array<{ name: string; preferredVersion: { groupVersion: string } }> }>("GET", "/apis");
     expect(groups.groups.map((g) => g.preferredVersion.groupVersion)).toEqual(["discovery.k8s.io/v1", "networking.k8s.io/v1"]);
     expect(await k.request("GET", "/apis/discovery.k8s.io/v1")).toMatchObject({ groupVersion: "discovery.k8s.io/v1", resources: [{ name: "endpointslices", kind: "EndpointSlice" }] });
+    // as kube-apiserver: `kubectl get all` is the category "all", Pods and Services only here
+    const categories = (l: { resources: Array<{ name: string; categories?: string[] }> }) => l.resources.filter((r) => r.categories?.includes("all")).map((r) => r.name);
+    expect(categories(core)).toEqual(["pods", "services"]);
+    for (const g of ["discovery.k8s.io", "networking.k8s.io"]) expect(categories(await k.request("GET", `/apis/${g}/v1`))).toEqual([]);
+    // the release whose schemas the server decodes (kubectl warns of skew otherwise)
+    expect(await k.request("GET", "/version")).toMatchObject({ major: "1", minor: "32", gitVersion: expect.stringMatching(/^v1\.32\.\d+-/) });
   });
 
   test("bearer tokens: none or a wrong one is 401; health needs none", async () => {
@@ -72,6 +78,9 @@ describe("test API server", () => {
     await expect(client(s, "wrong").request("GET", "/api/v1/pods")).rejects.toMatchObject({ statusCode: 401 });
     expect((await fetch(`${s.url}/healthz`, { tls: { ca: s.certs.ca } } as RequestInit)).status).toBe(200);
     expect(await k.request("GET", "/api/v1/pods")).toMatchObject({ kind: "PodList", apiVersion: "v1", items: [] });
+    // the scheme in any case, as kube-apiserver's authenticator
+    const as = (authorization: string) => fetch(`${s.url}/api/v1/pods`, { headers: { authorization }, tls: { ca: s.certs.ca } } as RequestInit).then((r) => r.status);
+    expect([await as("bearer good-token"), await as("BEARER good-token"), await as("Bearer  good-token"), await as("Basic good-token"), await as("bearer")]).toEqual([200, 200, 401, 401, 401]);
   });
 
   test("bodies: JSON or protobuf; other media types are 415; answers are JSON whatever Accept prefers", async () => {
@@ -109,6 +118,9 @@ describe("test API server", () => {
     const j = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web", { body: [{ op: "remove", path: "/spec/ports/1" }], contentType: "application/json-patch+json" });
     expect(j.spec.ports.length).toBe(1);
     await expect(k.request("PATCH", "/api/v1/namespaces/default/services/web", { body: {}, contentType: "application/yaml" })).rejects.toMatchObject({ statusCode: 415 });
+    const ssa = await k.fetch("/api/v1/namespaces/default/services/web", { method: "PATCH", body: "metadata: {labels: {a: b}}", contentType: "application/apply-patch+yaml" });
+    expect(ssa.status).toBe(415);
+    expect(((await ssa.json()) as { message: string }).message).toContain("server-side apply (application/apply-patch+yaml) is not supported");
     // a patch naming a stale resourceVersion conflicts, as an update would
     await expect(k.request("PATCH", "/api/v1/namespaces/default/services/web", { body: { metadata: { resourceVersion: "2" } }, contentType: "application/merge-patch+json" })).rejects.toMatchObject({ statusCode: 409 });
     const st = await k.request<any>("PATCH", "/api/v1/namespaces/default/services/web/status", { body: { status: { loadBalancer: { ingress: [{ ip: "192.0.2.7" }] } } }, contentType: "application/merge-patch+json" });
@@ -117,6 +129,61 @@ describe("test API server", () => {
     expect(ignored.status.loadBalancer.ingress).toEqual([{ ip: "192.0.2.7" }]);
     await k.request("DELETE", "/api/v1/namespaces/default/services/web");
     await expect(k.request("GET", "/api/v1/namespaces/default/services/web")).rejects.toThrow(/services "web" not found/);
+  });
+
+  test("dryRun=All: POST, PUT, PATCH, DELETE answered but nothing stored, no event, no revision; other values 400", async () => {
+    const S = "/api/v1/namespaces/default/services";
+    const cur = await k.request<any>("POST", S, { body: svc("dry-kept") });
+    const before = await k.request<any>("GET", S);
+    const events: unknown[] = [];
+    let dryIP = "";
+    const ctl = new AbortController();
+    // bookmarks (every 50 ms here) make the server send the answer's head before any event
+    const w = await k.fetch(S, { query: { watch: "true", resourceVersion: before.metadata.resourceVersion, allowWatchBookmarks: "true" }, signal: ctl.signal });
+    void w.body!.pipeThrough(new TextDecoderStream()).pipeTo(new WritableStream({ write: (t) => void events.push(t) })).catch(() => {});
+    try {
+      const c = await k.fetch(S, { method: "POST", query: { dryRun: "All" }, body: svc("dry-new") });
+      expect(c.status).toBe(201);
+      dryIP = ((await c.json()) as any).spec.clusterIP;
+      expect(dryIP).toBeString();
+      const p = await k.request<any>("PATCH", `${S}/dry-kept`, { query: { dryRun: "All" }, body: { metadata: { labels: { b: "c" } } }, contentType: "application/merge-patch+json" });
+      expect(p.metadata.labels).toEqual({ app: "dry-kept", b: "c" });
+      await k.request("PUT", `${S}/dry-kept`, { query: { dryRun: "All" }, body: { ...cur, metadata: { ...cur.metadata, labels: {} } } });
+      await k.request("DELETE", `${S}/dry-kept`, { query: { dryRun: "All" } });
+      await k.request("DELETE", `${S}/dry-kept`, { body: { kind: "DeleteOptions", apiVersion: "v1", dryRun: ["All"] } });
+      await expect(k.request("GET", `${S}/dry-new`)).rejects.toMatchObject({ statusCode: 404 });
+      expect(await k.request("GET", `${S}/dry-kept`)).toEqual(cur);
+      expect((await k.request<any>("GET", S)).metadata.resourceVersion).toBe(before.metadata.resourceVersion);
+      for (const [method, path, query] of [["POST", S, "dryRun=all"], ["PATCH", `${S}/dry-kept`, "dryRun=All&dryRun=None"], ["DELETE", `${S}/dry-kept`, "dryRun="]] as const) {
+        const r = await fetch(`${s.url}${path}?${query}`, { method, headers: { authorization: "Bearer good-token", "content-type": method === "PATCH" ? "application/merge-patch+json" : "application/json" }, body: method === "DELETE" ? undefined : JSON.stringify(svc("dry-bad")), tls: { ca: s.certs.ca } } as RequestInit);
+        expect({ query, status: r.status, message: ((await r.json()) as { message: string }).message }).toEqual({ query, status: 400, message: expect.stringContaining('supported values: "All"') });
+      }
+      expect(await k.request("GET", `${S}/dry-kept`)).toEqual(cur);
+      // a real write after all that is the first event the watch sees
+      await k.request("DELETE", `${S}/dry-kept`);
+      await waitFor("the watch sees the real delete", () => events.join("").includes('"DELETED"'), 5_000);
+    } finally {
+      ctl.abort();
+    }
+    expect(events.join("").trim().split("\n").map((l) => JSON.parse(l).type).filter((t) => t !== "BOOKMARK")).toEqual(["DELETED"]);
+    // the address the dry run answered was never held
+    expect((await k.request<any>("POST", S, { body: { metadata: { name: "dry-new" }, spec: { clusterIP: dryIP, ports: [{ port: 80 }] } } })).spec.clusterIP).toBe(dryIP);
+    await k.request("DELETE", `${S}/dry-new`);
+  });
+
+  test("deleting a Namespace deletes what is in it, Services' node ports freed; the immortal ones are 403", async () => {
+    await k.request("POST", "/api/v1/namespaces", { body: { metadata: { name: "gone" } } });
+    const n = await k.request<any>("POST", "/api/v1/namespaces/gone/services", { body: { metadata: { name: "np" }, spec: { type: "NodePort", ports: [{ port: 80 }] } } });
+    await k.request("POST", "/api/v1/namespaces/gone/configmaps", { body: { metadata: { name: "cm" } } });
+    const d = await k.request<any>("DELETE", "/api/v1/namespaces/gone");
+    expect(d).toMatchObject({ kind: "Namespace", status: { phase: "Terminating" }, metadata: { deletionTimestamp: expect.any(String) } });
+    await expect(k.request("GET", "/api/v1/namespaces/gone")).rejects.toMatchObject({ statusCode: 404 });
+    for (const p of ["services", "configmaps"]) expect((await k.request<any>("GET", `/api/v1/${p}`)).items.filter((x: any) => x.metadata.namespace === "gone")).toEqual([]);
+    const again = await k.request<any>("POST", "/api/v1/namespaces/default/services", { body: { metadata: { name: "np-heir" }, spec: { type: "NodePort", clusterIP: n.spec.clusterIP, ports: [{ port: 80, nodePort: n.spec.ports[0].nodePort }] } } });
+    expect(again.spec.clusterIP).toBe(n.spec.clusterIP);
+    await k.request("DELETE", "/api/v1/namespaces/default/services/np-heir");
+    await expect(k.request("POST", "/api/v1/namespaces/gone/configmaps", { body: { metadata: { name: "cm" } } })).rejects.toThrow(/namespaces "gone" not found/);
+    for (const name of ["default", "kube-system", "kube-public"]) await expect(k.request("DELETE", `/api/v1/namespaces/${name}`)).rejects.toMatchObject({ statusCode: 403 });
   });
 
   test("list pagination over HTTP", async () => {

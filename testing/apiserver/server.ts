@@ -10,6 +10,7 @@ import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
 import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
+import { SOURCE_TAG } from "./k8s-proto.ts";
 import { checkDepth, readBytes, readJson, readText } from "./body.ts";
 import { pathSegmentProblems } from "./validate.ts";
 import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
@@ -72,7 +73,9 @@ export class TestApiServer {
     const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
-      const token = auth?.startsWith("Bearer ") ? auth.slice(7) : undefined;
+      // as kube-apiserver's bearer token authenticator: the scheme in any case, one space
+      const parts = auth?.split(" ", 2);
+      const token = parts?.length === 2 && parts[0]!.toLowerCase() === "bearer" && parts[1] ? parts[1] : undefined;
       const ok = token !== undefined ? o.tokens.includes(token) : auth === undefined && c.env?.seg?.length === 1 && PUBLIC_PATHS.has(`/${c.env.seg[0]}`);
       if (!ok) return c.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", message: "Unauthorized", reason: "Unauthorized", code: 401 }, 401);
       await next();
@@ -185,6 +188,7 @@ export class TestApiServer {
       if (bad.length) throw new ApiError(400, "BadRequest", `${what} parameter invalid: ${JSON.stringify(v)}: ${bad.join(";")}`);
     }
     const q = (k: string) => c.req.query(k) ?? null;
+    const dryRun = (fromBody: unknown[] = []) => dryRunOf([...(c.req.queries("dryRun") ?? []), ...fromBody]);
     const table = method === "GET" ? wantsTable(c.req.header("accept")) : undefined;
     const asTable = (objects: KubeObject[], listMeta: Record<string, unknown>) => tableResponse(tableOf(t.kind, objects, { version: table!, includeObject: q("includeObject"), listMeta }), table!);
     if (!name) {
@@ -197,7 +201,8 @@ export class TestApiServer {
       }
       if (method === "POST") {
         if (t.namespaced && namespace === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
-        return c.json(this.store.create(t, namespace, await body(c, t)), 201);
+        const dry = dryRun();
+        return c.json(this.store.create(t, namespace, await body(c, t), { dryRun: dry }), 201);
       }
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
@@ -206,9 +211,12 @@ export class TestApiServer {
         const o = this.store.get(t, namespace, name);
         return table ? asTable([o], { resourceVersion: o.metadata.resourceVersion }) : c.json(o);
       }
-      case "PUT":
-        return c.json(this.store.update(t, namespace, name, await body(c, t), subresource));
+      case "PUT": {
+        const dry = dryRun();
+        return c.json(this.store.update(t, namespace, name, await body(c, t), subresource, { dryRun: dry }));
+      }
       case "PATCH": {
+        const dry = dryRun();
         const cur = this.store.get(t, namespace, name);
         const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
         const text = await readText(c.req.raw);
@@ -219,16 +227,18 @@ export class TestApiServer {
         // sets one, is checked like an update's
         const rvSet = patched.metadata.resourceVersion !== cur.metadata.resourceVersion;
         const next = { ...patched, metadata: { ...patched.metadata, resourceVersion: rvSet ? patched.metadata.resourceVersion : undefined } };
-        return c.json(this.store.update(t, namespace, name, next, subresource));
+        return c.json(this.store.update(t, namespace, name, next, subresource, { dryRun: dry }));
       }
       case "DELETE": {
         if (subresource) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
         const parsed = await readJson(c.req.raw);
         if (parsed !== undefined && (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))) throw new ApiError(400, "BadRequest", "the body of the DELETE request is not DeleteOptions");
-        const opts = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } };
+        const { dryRun: inBody, ...opts } = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string }; dryRun?: unknown };
         const grace = q("gracePeriodSeconds");
         if (grace !== null) opts.gracePeriodSeconds = Number(grace);
-        return c.json(this.store.delete(t, namespace, name, opts));
+        // kubectl delete --dry-run=server sends it in the DeleteOptions body
+        const dry = dryRun(inBody === undefined ? [] : Array.isArray(inBody) ? inBody : [inBody]);
+        return c.json(this.store.delete(t, namespace, name, { ...opts, dryRun: dry }));
       }
     }
     throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
@@ -270,7 +280,7 @@ export class TestApiServer {
       resources: types
         .filter((t) => t.group === g && t.version === v)
         .flatMap((t) => [
-          { name: t.plural, singularName: t.singular, namespaced: t.namespaced, kind: t.kind, verbs: VERBS, ...(t.shortNames.length ? { shortNames: t.shortNames } : {}) },
+          { name: t.plural, singularName: t.singular, namespaced: t.namespaced, kind: t.kind, verbs: VERBS, ...(t.shortNames.length ? { shortNames: t.shortNames } : {}), ...(t.categories?.length ? { categories: t.categories } : {}) },
           ...(t.status ? [{ name: `${t.plural}/status`, singularName: "", namespaced: t.namespaced, kind: t.kind, verbs: ["get", "patch", "update"] }] : []),
         ]),
     });
@@ -279,7 +289,8 @@ export class TestApiServer {
       return { name: g, versions: [{ groupVersion: gv(g, v), version: v }], preferredVersion: { groupVersion: gv(g, v), version: v } };
     };
     const p = seg.join("/");
-    if (p === "version") return { major: "1", minor: "34", gitVersion: "v1.34.0-skein-test", platform: "linux/amd64" };
+    // the release whose schemas k8s-proto.ts decodes, so kubectl of that release sees no skew
+    if (p === "version") return { major: "1", minor: SOURCE_TAG.split(".")[1]!, gitVersion: `${SOURCE_TAG.replace(/^v0\./, "v1.")}-skein-test`, platform: "linux/amd64" };
     if (p === "api") return { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: `${this.o.hostname ?? "127.0.0.1"}:${this.port}` }] };
     if (p === "api/v1") return resources("", "v1");
     if (p === "apis") return { kind: "APIGroupList", apiVersion: "v1", groups: groups.map(groupDoc) };
@@ -388,6 +399,12 @@ export class TestApiServer {
     }, { highWaterMark: 0 });
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
+}
+
+/** The dryRun values of a request (query and DeleteOptions body): true for All, 400 for any other. */
+function dryRunOf(values: unknown[]): boolean {
+  for (const v of values) if (v !== "All") throw new ApiError(400, "BadRequest", `dryRun: Unsupported value: ${JSON.stringify(v)}: supported values: "All"`);
+  return values.length > 0;
 }
 
 const tableResponse = (table: object, version: string) => new Response(JSON.stringify(table), { headers: { "content-type": `application/json;as=Table;v=${version};g=meta.k8s.io` } });

@@ -193,7 +193,7 @@ export class ServiceAllocator {
 
   /** The hooks a Store calls for Services. */
   hooks(): TypeHooks {
-    return { create: (o) => this.create(o), update: (next, cur) => this.update(next, cur), deleted: (o) => this.release(o) };
+    return { create: (o, dryRun) => this.create(o, dryRun), update: (next, cur, dryRun) => this.update(next, cur, dryRun), deleted: (o) => this.release(o) };
   }
 
   /** Takes what stored Services hold (after a restart); returns what could not be taken. */
@@ -233,7 +233,8 @@ export class ServiceAllocator {
     return [...out];
   }
 
-  create(o: KubeObject): void {
+  /** With `dryRun`, the Service is completed and checked as for a real create; nothing is kept. */
+  create(o: KubeObject, dryRun = false): void {
     const name = o.metadata.name ?? "";
     const s = prepare(o, name);
     if (s.clusterIP && !s.clusterIPs?.length) s.clusterIPs = [s.clusterIP];
@@ -248,10 +249,11 @@ export class ServiceAllocator {
       txn.undo();
       throw e;
     }
-    txn.commit();
+    if (dryRun) txn.undo();
+    else txn.commit();
   }
 
-  update(next: KubeObject, cur: KubeObject): void {
+  update(next: KubeObject, cur: KubeObject, dryRun = false): void {
     const name = next.metadata.name ?? "";
     const s = prepare(next, name);
     const old = defaultOnRead((cur.spec ?? {}) as Spec);
@@ -269,7 +271,8 @@ export class ServiceAllocator {
       txn.undo();
       throw e;
     }
-    txn.commit();
+    if (dryRun) txn.undo();
+    else txn.commit();
   }
 
   release(o: KubeObject): void {

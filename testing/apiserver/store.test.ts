@@ -4,10 +4,10 @@ import { describe, expect, test } from "bun:test";
 import { ApiError, Store, type WatchEvent } from "./store.ts";
 import { apiErrorOf } from "./errors.ts";
 import { newStore } from "./server.ts";
-import { attachServiceAllocator } from "./services.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { strategicMergePatch, mergePatch, applyPatch } from "./patch.ts";
 import type { KubeObject } from "./resources.ts";
+import { attachServiceAllocator, parsePortRange, parseServiceCidrs } from "./services.ts";
 
 const setup = (history?: number) => {
   const s = newStore(history);
@@ -117,6 +117,133 @@ describe("create, update, delete", () => {
     s.create(pod, "default", { metadata: { name: "unbound" }, spec: {} });
     s.delete(pod, "default", "unbound");
     expect(apiErrorOf(() => s.get(pod, "default", "unbound")).code).toBe(404);
+  });
+});
+
+describe("namespace deletion, as kube-apiserver and the namespace controller", () => {
+  /** a store whose Services allocate from one address and one node port */
+  const tight = () => {
+    const t = setup();
+    attachServiceAllocator(t.s, { serviceCIDRs: parseServiceCidrs("10.96.0.0/30"), nodePorts: parsePortRange("30000-30000"), random: () => 0 });
+    return { ...t, cm: t.s.type("", "configmaps")! };
+  };
+  const np = (name: string): KubeObject => ({ metadata: { name }, spec: { type: "NodePort", ports: [{ port: 80 }] } });
+
+  test("the Namespace goes Terminating, each object in it is deleted (hooks free what it held), then it goes; watchers see it all", () => {
+    const { s, svc, ns, cm, pod } = tight();
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    expect(s.create(svc, "x", np("web")).spec).toMatchObject({ clusterIP: "10.96.0.1", ports: [{ nodePort: 30000 }] });
+    s.create(cm, "x", { metadata: { name: "c" } });
+    s.create(pod, "x", { metadata: { name: "p" }, spec: {} });
+    s.create(cm, "default", { metadata: { name: "stays" } });
+    const seen: string[] = [];
+    for (const t of [ns, svc, cm, pod]) s.watch(t, { from: s.rev }, (e) => seen.push(`${e.type} ${e.object.kind} ${e.object.metadata.name}${e.object.metadata.deletionTimestamp ? " terminating" : ""}`));
+    const d = s.delete(ns, undefined, "x");
+    expect(d.metadata.deletionTimestamp).toBeString();
+    expect(d.status).toEqual({ phase: "Terminating" });
+    expect(seen[0]).toBe("MODIFIED Namespace x terminating");
+    expect(seen.slice(1, -1).sort()).toEqual(["DELETED ConfigMap c", "DELETED Pod p", "DELETED Service web"]);
+    expect(seen.at(-1)).toBe("DELETED Namespace x terminating");
+    expect(apiErrorOf(() => s.get(ns, undefined, "x")).code).toBe(404);
+    for (const t of [svc, cm, pod]) expect(s.list(t, { namespace: "x" }).items).toEqual([]);
+    expect(s.get(cm, "default", "stays").metadata.name).toBe("stays");
+    // the address and the only node port are free again; a new Namespace x starts empty
+    expect(s.create(svc, "default", np("again")).spec).toMatchObject({ clusterIP: "10.96.0.1", ports: [{ nodePort: 30000 }] });
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    expect(s.list(cm, { namespace: "x" }).items).toEqual([]);
+  });
+
+  test("a pod terminating on its node keeps the Namespace Terminating, refusing new content, until the pod is gone", () => {
+    const { s, ns, pod, cm } = tight();
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    s.create(pod, "x", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
+    s.delete(ns, undefined, "x");
+    expect(s.get(ns, undefined, "x").status).toEqual({ phase: "Terminating" });
+    expect(s.get(pod, "x", "p").metadata.deletionTimestamp).toBeString();
+    expect(apiErrorOf(() => s.create(cm, "x", { metadata: { name: "late" } })).status()).toMatchObject({
+      code: 403,
+      reason: "Forbidden",
+      message: 'configmaps "late" is forbidden: unable to create new content in namespace x because it is being terminated',
+    });
+    // a second delete changes nothing
+    const rev = s.rev;
+    s.delete(ns, undefined, "x");
+    expect(s.rev).toBe(rev);
+    // the kubelet's final delete
+    s.delete(pod, "x", "p", { gracePeriodSeconds: 0 });
+    expect(apiErrorOf(() => s.get(ns, undefined, "x")).code).toBe(404);
+    expect(apiErrorOf(() => s.create(cm, "x", { metadata: { name: "late" } })).status()).toMatchObject({ code: 404, reason: "NotFound", message: 'namespaces "x" not found' });
+  });
+
+  test("default, kube-system and kube-public may not be deleted", () => {
+    const { s, ns, svc } = tight();
+    s.create(svc, "default", np("web"));
+    for (const name of ["default", "kube-system", "kube-public"]) {
+      expect(apiErrorOf(() => s.delete(ns, undefined, name)).status()).toMatchObject({ code: 403, reason: "Forbidden", message: `namespaces "${name}" is forbidden: this namespace may not be deleted` });
+      expect(s.get(ns, undefined, name).status).toEqual({ phase: "Active" });
+    }
+    expect(s.get(svc, "default", "web").metadata.name).toBe("web");
+  });
+
+  test("a client cannot set or clear deletionTimestamp by an update", () => {
+    const { s, svc, ns } = tight();
+    const a = s.create(svc, "default", svcObj("web"));
+    const u = s.update(svc, "default", "web", { ...a, metadata: { ...a.metadata, deletionTimestamp: "2020-01-01T00:00:00Z", deletionGracePeriodSeconds: 0 } });
+    expect(u.metadata.deletionTimestamp).toBeUndefined();
+    expect(u.metadata.deletionGracePeriodSeconds).toBeUndefined();
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    s.create(svc, "x", svcObj("held"));
+    s.create(s.type("", "pods")!, "x", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
+    const t = s.delete(ns, undefined, "x");
+    const { deletionTimestamp: _, ...meta } = t.metadata;
+    expect(s.update(ns, undefined, "x", { ...t, metadata: meta }).metadata.deletionTimestamp).toBe(t.metadata.deletionTimestamp);
+  });
+});
+
+describe("dryRun: checked and answered as a real write, nothing kept", () => {
+  const tight = () => {
+    const t = setup();
+    attachServiceAllocator(t.s, { serviceCIDRs: parseServiceCidrs("10.96.0.0/30"), nodePorts: parsePortRange("30000-30000"), random: () => 0 });
+    return t;
+  };
+  const np = (name: string, extra: object = {}): KubeObject => ({ metadata: { name }, spec: { type: "NodePort", ports: [{ port: 80 }], ...extra } });
+
+  test("create: defaulted and allocated in the answer, but not stored, not held, no event, no revision", () => {
+    const { s, svc } = tight();
+    const events: WatchEvent[] = [];
+    s.watch(svc, { from: s.rev }, (e) => events.push(e));
+    const rev = s.rev;
+    const d = s.create(svc, "default", np("dry"), { dryRun: true });
+    expect(d.spec).toMatchObject({ clusterIP: "10.96.0.1", ipFamilies: ["IPv4"], ports: [{ nodePort: 30000, protocol: "TCP" }] });
+    expect(d.metadata.uid).toBeString();
+    expect(d.metadata.resourceVersion).toBeUndefined();
+    expect(apiErrorOf(() => s.get(svc, "default", "dry")).code).toBe(404);
+    expect([s.rev, events]).toEqual([rev, []]);
+    // what it would have taken is free: a real create gets the same
+    expect(s.create(svc, "default", np("real")).spec).toMatchObject({ clusterIP: "10.96.0.1", ports: [{ nodePort: 30000 }] });
+    // and a dry run is refused as the real request would be: the only node port is taken
+    expect(apiErrorOf(() => s.create(svc, "default", np("dry2"), { dryRun: true })).message).toContain("failed to allocate a nodePort: range is full");
+    expect(apiErrorOf(() => s.create(svc, "default", np("real"), { dryRun: true })).reason).toBe("AlreadyExists");
+  });
+
+  test("update and delete: answered, nothing changes, nothing freed", () => {
+    const { s, svc, ns } = tight();
+    const a = s.create(svc, "default", np("web"));
+    const rev = s.rev;
+    const events: WatchEvent[] = [];
+    s.watch(svc, { from: s.rev }, (e) => events.push(e));
+    // to ClusterIP: a real update would free the node port
+    const u = s.update(svc, "default", "web", { ...a, metadata: { ...a.metadata, labels: { x: "y" } }, spec: { ...(a.spec as object), type: "ClusterIP", ports: [{ port: 80 }] } }, undefined, { dryRun: true });
+    expect(u.metadata.labels).toEqual({ x: "y" });
+    expect((u.spec as any).ports[0].nodePort).toBeUndefined();
+    expect(s.delete(svc, "default", "web", { dryRun: true }).metadata.uid).toBe(a.metadata.uid);
+    expect(s.get(svc, "default", "web")).toEqual(a);
+    expect([s.rev, events]).toEqual([rev, []]);
+    // the node port is still held
+    expect(apiErrorOf(() => s.create(svc, "default", np("other"))).message).toContain("failed to allocate a nodePort: range is full");
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    expect(s.delete(ns, undefined, "x", { dryRun: true }).status).toEqual({ phase: "Terminating" });
+    expect(s.get(ns, undefined, "x").status).toEqual({ phase: "Active" });
   });
 });
 

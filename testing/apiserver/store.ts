@@ -53,12 +53,27 @@ interface Watcher {
 
 /** What a type's registry does beyond storing (kube-apiserver's create/update strategies):
  * called just before a write commits, they complete the object or refuse it (throwing an
- * ApiError), so a refused write changes nothing; `deleted` once an object is gone. */
+ * ApiError), so a refused write changes nothing; `deleted` once an object is gone. With
+ * `dryRun` they complete and check the object as for a real write but keep nothing. */
 export interface TypeHooks {
-  create?(obj: KubeObject): void;
-  update?(next: KubeObject, cur: KubeObject): void;
+  create?(obj: KubeObject, dryRun: boolean): void;
+  update?(next: KubeObject, cur: KubeObject, dryRun: boolean): void;
   deleted?(obj: KubeObject): void;
 }
+
+/** `?dryRun=All`: the write is checked and answered as a real one, but nothing is kept. */
+export interface WriteOptions {
+  dryRun?: boolean;
+}
+
+export interface DeleteOptions extends WriteOptions {
+  gracePeriodSeconds?: number;
+  preconditions?: { uid?: string; resourceVersion?: string };
+}
+
+/** the namespaces kube-apiserver's NamespaceLifecycle admission never lets go */
+const IMMORTAL_NAMESPACES = new Set(["default", "kube-system", "kube-public"]);
+const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
 
 export interface ListOptions {
   namespace?: string;
@@ -154,14 +169,21 @@ export class Store {
     return o;
   }
 
-  private requireNamespace(t: ResourceType, namespace: string | undefined): void {
+  private requireNamespace(t: ResourceType, namespace: string | undefined, name: string): void {
     if (!t.namespaced) return;
     // the NamespaceLifecycle admission plugin: no objects in a namespace that does not exist
-    const ns = this.type("", "namespaces");
-    if (ns && !this.objects.get(typeKey(ns))!.has(objectKey(undefined, namespace!))) throw new ApiError(404, "NotFound", `namespaces "${namespace}" not found`, { name: namespace, kind: "namespaces" });
+    // or is being deleted
+    const nsType = this.type("", "namespaces");
+    if (!nsType) return;
+    const ns = this.objects.get(typeKey(nsType))!.get(objectKey(undefined, namespace!));
+    if (!ns) throw new ApiError(404, "NotFound", `namespaces "${namespace}" not found`, { name: namespace, kind: "namespaces" });
+    if (ns.metadata.deletionTimestamp) {
+      const why = `unable to create new content in namespace ${namespace} because it is being terminated`;
+      throw new ApiError(403, "Forbidden", `${resourceName(t)} "${name}" is forbidden: ${why}`, { name, ...groupOf(t), kind: t.plural, causes: [{ reason: "NamespaceTerminating", message: why, field: "metadata.namespace" }] });
+    }
   }
 
-  create(t: ResourceType, namespace: string | undefined, body: KubeObject): KubeObject {
+  create(t: ResourceType, namespace: string | undefined, body: KubeObject, o: WriteOptions = {}): KubeObject {
     const meta = body.metadata ?? {};
     if (t.namespaced && meta.namespace && meta.namespace !== namespace) {
       throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
@@ -170,7 +192,7 @@ export class Store {
     // as kube-apiserver: a generated name is at most 63 characters, 5 of them random
     const name = meta.name || (meta.generateName && typeof meta.generateName === "string" ? meta.generateName.slice(0, 58) + rand() : "");
     validateObject(t, { ...body, metadata: { ...meta, name, namespace: t.namespaced ? namespace : undefined } }, this.checkFields);
-    this.requireNamespace(t, namespace);
+    this.requireNamespace(t, namespace, name);
     const key = objectKey(t.namespaced ? namespace : undefined, name);
     if (this.objects.get(typeKey(t))!.has(key)) throw new ApiError(409, "AlreadyExists", `${resourceName(t)} "${name}" already exists`, { name, ...groupOf(t), kind: t.plural });
     const rev = this.rev + 1;
@@ -185,18 +207,22 @@ export class Store {
         uid: crypto.randomUUID(),
         resourceVersion: String(rev),
         generation: 1,
-        creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+        creationTimestamp: now(),
       },
     };
     if (!t.namespaced) delete obj.metadata.namespace;
     initialStatus(t, obj);
-    this.hooks.get(typeKey(t))?.create?.(obj);
-    try {
-      this.commit(t, key, obj, undefined);
-    } catch (e) {
-      // a write refused before it took effect (beforeCommit) gives back what the hook took
-      this.hooks.get(typeKey(t))?.deleted?.(obj);
-      throw e;
+    this.hooks.get(typeKey(t))?.create?.(obj, o.dryRun ?? false);
+    // as kube-apiserver: a dry-run object never reached storage, so it has no resourceVersion
+    if (o.dryRun) delete obj.metadata.resourceVersion;
+    else {
+      try {
+        this.commit(t, key, obj, undefined);
+      } catch (e) {
+        // a write refused before it took effect (beforeCommit) gives back what the hook took
+        this.hooks.get(typeKey(t))?.deleted?.(obj);
+        throw e;
+      }
     }
     return obj;
   }
@@ -206,7 +232,7 @@ export class Store {
    * in the body must be the current one. Fields the write may not change (uid, creation time,
    * and status or everything but status, by subresource) are taken from the stored object.
    */
-  update(t: ResourceType, namespace: string | undefined, name: string, body: KubeObject, subresource?: "status"): KubeObject {
+  update(t: ResourceType, namespace: string | undefined, name: string, body: KubeObject, subresource?: "status", o: WriteOptions = {}): KubeObject {
     if (body.metadata?.name !== undefined && body.metadata.name !== name) throw new ApiError(400, "BadRequest", `the name of the object (${body.metadata.name}) does not match the name on the URL (${name})`);
     if (t.namespaced && body.metadata?.namespace && body.metadata.namespace !== namespace) {
       throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
@@ -230,13 +256,14 @@ export class Store {
         if (cur.status === undefined) delete next.status;
         else next.status = cur.status;
       }
-      this.hooks.get(typeKey(t))?.update?.(next, cur);
+      this.hooks.get(typeKey(t))?.update?.(next, cur, o.dryRun ?? false);
       if (specOf(next) !== specOf(cur)) next.metadata.generation = (cur.metadata.generation ?? 1) + 1;
     }
     validateObject(t, next, this.checkFields);
     // a write that changes nothing is no write: no new revision, no event (as kube-apiserver)
     next.metadata.resourceVersion = cur.metadata.resourceVersion;
     if (JSON.stringify(next) === JSON.stringify(cur)) return cur;
+    if (o.dryRun) return next;
     next.metadata.resourceVersion = String(this.rev + 1);
     this.commit(t, key, next, cur);
     return next;
@@ -247,7 +274,7 @@ export class Store {
    * deletionTimestamp and stays until a delete with gracePeriodSeconds 0 (the kubelet's, once
    * its containers stopped).
    */
-  delete(t: ResourceType, namespace: string | undefined, name: string, o: { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string } } = {}): KubeObject {
+  delete(t: ResourceType, namespace: string | undefined, name: string, o: DeleteOptions = {}): KubeObject {
     const key = objectKey(t.namespaced ? namespace : undefined, name);
     const cur = this.objects.get(typeKey(t))!.get(key);
     if (!cur) throw notFound(t, name);
@@ -256,18 +283,68 @@ export class Store {
     if (p.resourceVersion && p.resourceVersion !== cur.metadata.resourceVersion) {
       throw conflict(t, name, `the ResourceVersion in the precondition (${p.resourceVersion}) does not match the ResourceVersion in record (${cur.metadata.resourceVersion}). The object might have been modified`);
     }
+    if (t.kind === "Namespace" && !t.group) return this.deleteNamespace(t, key, cur, o.dryRun ?? false);
     const spec = (cur.spec ?? {}) as { nodeName?: string; terminationGracePeriodSeconds?: number };
     const grace = o.gracePeriodSeconds ?? spec.terminationGracePeriodSeconds ?? 30;
     if (t.kind === "Pod" && !t.group && spec.nodeName && grace > 0) {
       if (cur.metadata.deletionTimestamp) return cur;
-      const next: KubeObject = { ...cur, metadata: { ...cur.metadata, deletionTimestamp: new Date(Date.now() + grace * 1000).toISOString().replace(/\.\d+Z$/, "Z"), deletionGracePeriodSeconds: grace, resourceVersion: String(this.rev + 1) } };
+      const next: KubeObject = { ...cur, metadata: { ...cur.metadata, deletionTimestamp: new Date(Date.now() + grace * 1000).toISOString().replace(/\.\d+Z$/, "Z"), deletionGracePeriodSeconds: grace } };
+      if (o.dryRun) return next;
+      next.metadata.resourceVersion = String(this.rev + 1);
       this.commit(t, key, next, cur);
       return next;
     }
+    if (o.dryRun) return cur;
     const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
     this.commit(t, key, undefined, cur);
     this.hooks.get(typeKey(t))?.deleted?.(cur);
+    if (t.namespaced && this.emptying !== namespace) this.finishNamespace(namespace!);
     return gone;
+  }
+
+  /** the namespace whose objects deleteNamespace is deleting now */
+  private emptying: string | undefined;
+
+  /**
+   * What kube-apiserver and the namespace controller do: the Namespace is marked Terminating
+   * (deletionTimestamp, status.phase), every object in it is deleted through delete() (so
+   * hooks free what Services hold and watchers see each go), then the Namespace itself goes.
+   * A pod still terminating on its node keeps the Namespace until the pod is gone.
+   */
+  private deleteNamespace(t: ResourceType, key: string, cur: KubeObject, dryRun: boolean): KubeObject {
+    const name = cur.metadata.name!;
+    if (IMMORTAL_NAMESPACES.has(name)) throw new ApiError(403, "Forbidden", `namespaces "${name}" is forbidden: this namespace may not be deleted`, { name, kind: "namespaces" });
+    if (cur.metadata.deletionTimestamp) return cur;
+    const next: KubeObject = { ...cur, metadata: { ...cur.metadata, deletionTimestamp: now() }, status: { ...((cur.status ?? {}) as object), phase: "Terminating" } };
+    if (dryRun) return next;
+    next.metadata.resourceVersion = String(this.rev + 1);
+    this.commit(t, key, next, cur);
+    this.emptying = name;
+    try {
+      for (const type of this.types.values()) {
+        if (!type.namespaced) continue;
+        for (const o of [...this.objects.get(typeKey(type))!.values()]) if (o.metadata.namespace === name && !o.metadata.deletionTimestamp) this.delete(type, name, o.metadata.name!);
+      }
+    } finally {
+      this.emptying = undefined;
+    }
+    this.finishNamespace(name);
+    return next;
+  }
+
+  /** Removes a Terminating namespace once nothing is left in it. */
+  private finishNamespace(name: string): void {
+    const t = this.type("", "namespaces");
+    if (!t) return;
+    const key = objectKey(undefined, name);
+    const ns = this.objects.get(typeKey(t))!.get(key);
+    if (!ns?.metadata.deletionTimestamp) return;
+    for (const type of this.types.values()) {
+      if (!type.namespaced) continue;
+      for (const o of this.objects.get(typeKey(type))!.values()) if (o.metadata.namespace === name) return;
+    }
+    this.commit(t, key, undefined, ns);
+    this.hooks.get(typeKey(t))?.deleted?.(ns);
   }
 
   private commit(t: ResourceType, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
