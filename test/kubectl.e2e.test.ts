@@ -60,6 +60,13 @@ const jsonpath = async (what: string, path: string) => {
   return r.out;
 };
 
+let minor: number | undefined;
+/** The minor version of the kubectl under test (1.32 here; Debian bookworm's is 1.20). */
+async function clientMinor(): Promise<number> {
+  minor ??= Number(JSON.parse((await kc("version", "--client", "-o", "json")).out).clientVersion.minor.replace(/\D+$/, ""));
+  return minor;
+}
+
 /** The rows of a kubectl table, split on runs of spaces (no cell here holds a space). */
 const rows = (text: string) => text.trim().split("\n").map((l) => l.trim().split(/\s{2,}|\s+/));
 
@@ -185,6 +192,13 @@ describe("kubectl against skein apiserver", () => {
   }, 60_000);
 
   test("--dry-run=server answers as for a real request but changes nothing", async () => {
+    if ((await clientMinor()) < 27) {
+      // kubectl before 1.27 first asks the OpenAPI document whether a kind supports dry run,
+      // and this server serves none (kubernetes/kubernetes#114294 removed that check)
+      const old = await kc("create", "configmap", "dry", "--from-literal=a=b", "--dry-run=server");
+      expect({ code: old.code, err: old.err.split("\n").find((l) => l.includes("openapi")) }).toEqual({ code: 1, err: expect.stringContaining("failed to download openapi") });
+      return;
+    }
     let r = await kc("create", "configmap", "dry", "--from-literal=a=b", "--dry-run=server");
     expect({ code: r.code, out: r.out }).toEqual({ code: 0, out: "configmap/dry created (server dry run)\n" });
     expect((await kc("get", "configmap", "dry")).err).toContain('configmaps "dry" not found');
@@ -206,9 +220,9 @@ describe("kubectl against skein apiserver", () => {
   }, 60_000);
 
   test("kubectl version sees a server of its own release: no skew warning", async () => {
-    const r = await kc("version");
+    const r = await kc("version", "-o", "json");
     expect(r.code).toBe(0);
-    expect(r.out).toContain("Server Version: v1.32.");
+    expect(JSON.parse(r.out).serverVersion.gitVersion).toMatch(/^v1\.32\.\d+/);
     expect(r.err).not.toContain("version difference");
   }, 60_000);
 

@@ -390,6 +390,15 @@ export class TestApiServer {
         if (initial) bookmark({ "k8s.io/initial-events-end": "true" });
         if (bookmarks) timers.push(setInterval(() => bookmark(), this.o.bookmarkMs ?? 60_000));
         timers.push(setTimeout(end, timeout));
+        // Bun sends the response headers with the first chunk, so a watch with nothing to say
+        // yet would leave its client without an answer (kube-apiserver flushes them at once):
+        // a newline, which every watch decoder (client-go's, client-node's) skips as
+        // whitespace between JSON values
+        if (!backlog.chunks.length && !ended) {
+          backlog.chunks.push(encoder.encode("\n"));
+          backlog.bytes += 1;
+          if (reading) flush();
+        }
       },
       pull: () => pull(),
       cancel: () => {
