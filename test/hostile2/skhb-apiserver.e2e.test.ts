@@ -140,3 +140,17 @@ test("a watch from a resourceVersion beyond the current one gets 504 Too large r
   const said = got.startsWith("HTTP/1.1 504") ? "504" : got.includes('"ERROR"') ? "ERROR event" : JSON.stringify(got.slice(0, 120));
   expect(said).toMatch(/^(504|ERROR event)$/);
 }, 60_000);
+
+test("a Terminating namespace's status cannot be set back to Active (kube-apiserver: 422, phase may only be 'Terminating' with a deletionTimestamp)", async () => {
+  // skein accepts the status patch: `kubectl get ns` then shows Active for a namespace that is
+  // being deleted and refuses every create with 403 NamespaceTerminating.
+  const a = await startApi(tmp("ns"));
+  expect((await a.req("POST", "/api/v1/namespaces", { metadata: { name: "skhb-t" } })).status).toBe(201);
+  const pod = { metadata: { name: "p" }, spec: { nodeName: "skhb-n1", containers: [{ name: "c", image: "x" }] } };
+  expect((await a.req("POST", "/api/v1/namespaces/skhb-t/pods", pod)).status).toBe(201);
+  expect((await a.req("DELETE", "/api/v1/namespaces/skhb-t")).status).toBe(200);
+  expect((await a.req("GET", "/api/v1/namespaces/skhb-t")).json().status.phase).toBe("Terminating");
+  const r = await a.req("PATCH", "/api/v1/namespaces/skhb-t/status", { status: { phase: "Active" } }, { "content-type": "application/merge-patch+json" });
+  const ns = (await a.req("GET", "/api/v1/namespaces/skhb-t")).json();
+  expect({ patch: r.status, phase: ns.status.phase }).toEqual({ patch: 422, phase: "Terminating" });
+}, 60_000);
