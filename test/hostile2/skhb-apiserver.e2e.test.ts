@@ -154,3 +154,33 @@ test("a Terminating namespace's status cannot be set back to Active (kube-apiser
   const ns = (await a.req("GET", "/api/v1/namespaces/skhb-t")).json();
   expect({ patch: r.status, phase: ns.status.phase }).toEqual({ patch: 422, phase: "Terminating" });
 }, 60_000);
+
+test("watchers that stop reading do not make the server buffer every event for them without bound", async () => {
+  // kube-apiserver gives each watcher a bounded buffer and closes a watcher that falls behind.
+  // skein queues everything: 20 stalled watchers, 60 updates of a 900 kB ConfigMap took RSS from
+  // 66 MB to 790 MB (149 MB with no watchers), with --watch-history-bytes at its 1 KiB minimum.
+  const a = await startApi(tmp("sw"));
+  const rss = () => Number(/VmRSS:\s+(\d+)/.exec(require("node:fs").readFileSync(`/proc/${a.proc.pid}/status`, "utf8"))![1]) / 1024;
+  const tls = await import("node:tls");
+  const socks = Array.from({ length: 10 }, () => {
+    const s = tls.connect({ host: "127.0.0.1", port: a.port, rejectUnauthorized: false }, () => {
+      s.write(`GET /api/v1/namespaces/default/configmaps?watch=1 HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+      s.pause();
+    });
+    s.on("error", () => {});
+    return s;
+  });
+  try {
+    await waitFor("watch headers sent", () => socks.every((s) => s.bytesWritten > 0), 5_000);
+    const before = rss();
+    const big = "a".repeat(900_000);
+    for (let i = 0; i < 40; i++) {
+      const r = await a.req(i ? "PUT" : "POST", `/api/v1/namespaces/default/configmaps${i ? "/skhb-slow" : ""}`, { metadata: { name: "skhb-slow" }, data: { x: big + i } });
+      expect(r.status).toBeLessThan(300);
+    }
+    // 10 watchers x 40 events x 0.9 MB = 360 MB would be queued
+    expect(rss() - before).toBeLessThan(200);
+  } finally {
+    socks.forEach((s) => s.destroy());
+  }
+}, 120_000);
