@@ -184,3 +184,23 @@ test("watchers that stop reading do not make the server buffer every event for t
     socks.forEach((s) => s.destroy());
   }
 }, 120_000);
+
+test("immutable and typed fields hold on update: Node podCIDR(s), EndpointSlice addressType, and status subresources", async () => {
+  // kube-apiserver answers each of these 422 (podCIDRs "may not change once set", addressType
+  // "field is immutable") or 400 (a string where status wants a list/object). skein takes them all
+  // with 200, and serves the result to the agents that route by them.
+  const a = await startApi(tmp("im"));
+  const merge = { "content-type": "application/merge-patch+json" };
+  expect((await a.req("POST", "/api/v1/nodes", { metadata: { name: "skhb-n1" }, spec: { podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24"] } })).status).toBe(201);
+  const es = { metadata: { name: "skhb-e0" }, addressType: "IPv4", endpoints: [] };
+  expect((await a.req("POST", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", es)).status).toBe(201);
+  expect((await a.req("POST", "/api/v1/namespaces/default/services", { metadata: { name: "skhb-v" }, spec: { ports: [{ port: 80 }] } })).status).toBe(201);
+  const got = {
+    podCIDR: (await a.req("PATCH", "/api/v1/nodes/skhb-n1", { spec: { podCIDR: "10.244.2.0/24", podCIDRs: ["10.244.2.0/24"] } }, merge)).status,
+    addressType: (await a.req("PATCH", "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices/skhb-e0", { addressType: "IPv6" }, merge)).status,
+    nodeStatus: (await a.req("PATCH", "/api/v1/nodes/skhb-n1/status", { status: { addresses: "zzz" } }, merge)).status,
+    serviceStatus: (await a.req("PATCH", "/api/v1/namespaces/default/services/skhb-v/status", { status: { loadBalancer: "zzz" } }, merge)).status,
+  };
+  const refused = Object.fromEntries(Object.entries(got).map(([k, s]) => [k, s === 400 || s === 422 ? "refused" : s]));
+  expect(refused).toEqual({ podCIDR: "refused", addressType: "refused", nodeStatus: "refused", serviceStatus: "refused" });
+}, 60_000);
