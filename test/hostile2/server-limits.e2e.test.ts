@@ -53,6 +53,28 @@ async function startApi(dir: string, port = freePort()) {
   return { proc, port, out: () => out, req: api(port), serving: out.includes("serving") };
 }
 
+/** What arrives within `ms` on a raw TLS connection for a GET of `path`. */
+async function rawGet(port: number, path: string, ms: number, done: (got: string) => boolean): Promise<string> {
+  const tls = await import("node:tls");
+  return new Promise((resolve) => {
+    let got = "";
+    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
+      s.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
+    });
+    const end = () => {
+      clearTimeout(t);
+      s.destroy();
+      resolve(got);
+    };
+    const t = setTimeout(end, ms);
+    s.on("data", (b: Buffer) => {
+      got += b.toString("latin1");
+      if (done(got)) end();
+    });
+    s.on("error", end);
+  });
+}
+
 test("a JSON patch whose copy ops double the object is refused quickly, not run until the server is out of memory", async () => {
   // kube-apiserver bounds this (jsonpatch.AccumulatedCopySizeLimit, and the object size limit):
   // the request fails at once. skein ran 30 doubling copies: RSS 84 MB -> 2.9 GB in 20 s, no

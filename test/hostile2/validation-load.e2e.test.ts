@@ -75,27 +75,6 @@ test("a journal line the server would refuse as a write (Service port 999999) is
   }
 }, 60_000);
 
-/** What arrives within `ms` on a raw TLS connection for a GET of `path`. */
-async function rawGet(port: number, path: string, ms: number, done: (got: string) => boolean): Promise<string> {
-  const tls = await import("node:tls");
-  return new Promise((resolve) => {
-    let got = "";
-    const s = tls.connect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
-      s.write(`GET ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${TOKEN}\r\n\r\n`);
-    });
-    const end = () => {
-      clearTimeout(t);
-      s.destroy();
-      resolve(got);
-    };
-    const t = setTimeout(end, ms);
-    s.on("data", (b: Buffer) => {
-      got += b.toString("latin1");
-      if (done(got)) end();
-    });
-    s.on("error", end);
-  });
-}
 
 test("a Terminating namespace's status cannot be set back to Active (kube-apiserver: 422, phase may only be 'Terminating' with a deletionTimestamp)", async () => {
   // skein accepts the status patch: `kubectl get ns` then shows Active for a namespace that is
