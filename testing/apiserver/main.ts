@@ -16,7 +16,7 @@ import { ApiError, Store, typeKey } from "./store.ts";
 import { newStore, TestApiServer } from "./server.ts";
 import { BUILTIN, type KubeObject, type ResourceType } from "./resources.ts";
 import { DEFAULT_VALIDITY_S, makeServingCerts, notAfter, renewCerts, type ServingCerts } from "./tls.ts";
-import type { ServiceAllocatorOptions } from "./services.ts";
+import { validateStoredService, type ServiceAllocatorOptions } from "./services.ts";
 import { checkTypeMeta, validateObject } from "./validate.ts";
 import { Journal, readJournal, writeAll, type JournalEntry } from "./journal.ts";
 
@@ -110,7 +110,7 @@ const objectName = (o: KubeObject) => `${o.metadata?.namespace ? `${o.metadata.n
 
 /** The saved objects with the journal's later writes replayed over them, checked as a write
  * would check them (a file edited by hand or damaged is refused, naming the file and object). */
-function readState(file: string, journalFile: string, log: (s: string) => void, historyBytes?: number): Store | undefined {
+function readState(file: string, journalFile: string, log: (s: string) => void, historyBytes?: number): { store: Store; fileRev: number } | undefined {
   const bad = (why: string, f = file) => new Error(`${f}: not a saved API server state (kept as it is; move it away to start empty): ${why}`);
   const entries = readJournal(journalFile, log);
   if (!existsSync(file)) {
@@ -133,6 +133,8 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     try {
       checkTypeMeta(type, object);
       validateObject(type, object);
+      // ValidateService is the allocator's (services.ts), not a FIELD_RULE
+      if (type.kind === "Service" && !type.group) validateStoredService(object);
     } catch (e) {
       throw bad(`${where} (${type.plural} ${objectName(object)}): ${e instanceof ApiError ? e.message : (e as Error).message}`, f);
     }
@@ -158,7 +160,7 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
       throw bad(`${where} (${type.plural} ${objectName(object)}): resourceVersion ${JSON.stringify(rv)} is not a revision up to the saved one (${rev}), so it would be handed out again`, f);
     }
   }
-  return new Store(BUILTIN, undefined, { rev, objects: [...objects.values()] }, historyBytes);
+  return { store: new Store(BUILTIN, undefined, { rev, objects: [...objects.values()] }, historyBytes), fileRev: saved.rev };
 }
 
 export async function runApiServer(o: ApiServerProcessOptions): Promise<number> {
@@ -182,11 +184,13 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
     writeAtomic(certsFile, JSON.stringify(certs));
   }
   const loaded = readState(stateFile, journalFile, o.log, o.watchHistoryBytes);
-  const store = loaded ?? newStore(undefined, undefined, o.watchHistoryBytes);
+  const store = loaded?.store ?? newStore(undefined, undefined, o.watchHistoryBytes);
 
   let saveError: string | undefined;
   // what state.json holds: the loaded revision unless the journal added to it
   let savedRev = loaded && !statSync(journalFile, { throwIfNoEntry: false })?.size ? store.rev : -1;
+  // what state.json holds, for the message when a save fails (-1: there is none)
+  let fileRev = loaded?.fileRev ?? -1;
   let lastSaveMs = 0;
   const journal = new Journal(journalFile);
   const save = () => {
@@ -196,13 +200,13 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
     const saved: Saved = { rev: snap.rev, objects: snap.objects.map(({ type, object }) => ({ group: type.group, plural: type.plural, object })) };
     try {
       writeAtomic(stateFile, JSON.stringify(saved));
-      savedRev = snap.rev;
+      savedRev = fileRev = snap.rev;
       lastSaveMs = performance.now() - t0;
       if (saveError) o.log(`saved ${stateFile} again (revision ${snap.rev})\n`);
       saveError = undefined;
     } catch (e) {
       saveError = `saving ${stateFile} failed: ${(e as Error).message}`;
-      process.stderr.write(`skein apiserver: ERROR: ${saveError}; ${savedRev < 0 ? "it was never saved" : `it holds revision ${savedRev}`}, the later writes are only in the journal ${journalFile}\n`);
+      process.stderr.write(`skein apiserver: ERROR: ${saveError}; ${fileRev < 0 ? "it was never saved" : `it holds revision ${fileRev}`}, the later writes are only in the journal ${journalFile}\n`);
       return;
     }
     try {

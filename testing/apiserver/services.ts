@@ -612,6 +612,13 @@ function validate(name: string, s: Spec, fields: boolean): void {
   if (errs.length) throw invalid(name, errs);
 }
 
+/** The checks of a Service write that do not depend on the allocator's ranges (what a
+ * Service loaded from disk must pass; what it holds is the allocator's restore()). */
+export function validateStoredService(o: KubeObject): void {
+  const name = o.metadata.name ?? "";
+  validate(name, prepare({ ...o }, name), true);
+}
+
 /** validateUpgradeDowngradeClusterIPs: the primary cluster IP and family never change. */
 function validateUpdate(name: string, s: Spec, old: Spec): void {
   if (s.type === "ExternalName" || old.type === "ExternalName") return;

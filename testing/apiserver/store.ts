@@ -7,7 +7,7 @@
 import { fieldsOf, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { ApiError } from "./errors.ts";
-import { checkTypeMeta, validateObject } from "./validate.ts";
+import { checkTypeMeta, validateObject, validateUpdate } from "./validate.ts";
 
 export { ApiError };
 
@@ -260,6 +260,7 @@ export class Store {
       if (specOf(next) !== specOf(cur)) next.metadata.generation = (cur.metadata.generation ?? 1) + 1;
     }
     validateObject(t, next, this.checkFields);
+    validateUpdate(t, next, cur);
     // a write that changes nothing is no write: no new revision, no event (as kube-apiserver)
     next.metadata.resourceVersion = cur.metadata.resourceVersion;
     if (JSON.stringify(next) === JSON.stringify(cur)) return cur;

@@ -400,12 +400,12 @@ function endpointSlice(o: Obj): FieldError[] {
   return errs;
 }
 
-/** ValidateNode's pod CIDRs: valid CIDRs, at most one per IP family. */
+/** ValidateNode's pod CIDRs: valid CIDRs, at most one per IP family; and its status. */
 function node(o: Obj): FieldError[] {
+  const errs = nodeStatus(o.status);
   const spec = o.spec;
-  if (spec === undefined) return [];
-  if (!isObj(spec)) return [typeErr("spec", spec, "an object")];
-  const errs: FieldError[] = [];
+  if (spec === undefined) return errs;
+  if (!isObj(spec)) return [...errs, typeErr("spec", spec, "an object")];
   if (spec.podCIDR !== undefined && spec.podCIDR !== "") cidrOf(spec.podCIDR, "spec.podCIDR", errs);
   const list = listOf(spec.podCIDRs, "spec.podCIDRs", errs);
   const cidrs = list.map((c, i) => cidrOf(c, `spec.podCIDRs[${i}]`, errs));
@@ -413,8 +413,115 @@ function node(o: Obj): FieldError[] {
   return errs;
 }
 
+const NODE_ADDRESS_TYPES = ["ExternalDNS", "ExternalIP", "Hostname", "InternalDNS", "InternalIP"];
+
+/** A Node's status.addresses (what the agents route by): a list of {type, address}, each
+ * type a known one, no address twice (ValidateNodeUpdate). The rest of the status is not read
+ * by skein; it only has to be an object. */
+function nodeStatus(status: unknown): FieldError[] {
+  if (status === undefined || status === null) return [];
+  if (!isObj(status)) return [typeErr("status", status, "an object")];
+  const errs: FieldError[] = [];
+  const seen = new Set<string>();
+  for (const [i, a] of listOf(status.addresses, "status.addresses", errs).entries()) {
+    const f = `status.addresses[${i}]`;
+    if (!isObj(a)) {
+      errs.push(typeErr(f, a, "an object (type, address)"));
+      continue;
+    }
+    if (!NODE_ADDRESS_TYPES.includes(a.type as string)) errs.push(notSupported(`${f}.type`, a.type, NODE_ADDRESS_TYPES));
+    if (typeof a.address !== "string") errs.push(typeErr(`${f}.address`, a.address, "a string"));
+    const k = `${String(a.type)}/${String(a.address)}`;
+    if (seen.has(k)) errs.push({ field: f, value: a.address, detail: "", type: "FieldValueDuplicate" });
+    seen.add(k);
+  }
+  return errs;
+}
+
+const IP_MODES = ["Proxy", "VIP"];
+
+/** A Service's status.loadBalancer (ValidateLoadBalancerStatus): each ingress an ip (a valid
+ * address) or hostname (a DNS name, not an address), an ipMode only with an ip, and ports of
+ * valid numbers and protocols. The spec's rules are services.ts's. */
+function service(o: Obj): FieldError[] {
+  const status = o.status;
+  if (status === undefined || status === null) return [];
+  if (!isObj(status)) return [typeErr("status", status, "an object")];
+  const lb = status.loadBalancer;
+  if (lb === undefined || lb === null) return [];
+  if (!isObj(lb)) return [typeErr("status.loadBalancer", lb, "an object (ingress)")];
+  const errs: FieldError[] = [];
+  for (const [i, ing] of listOf(lb.ingress, "status.loadBalancer.ingress", errs).entries()) {
+    const f = `status.loadBalancer.ingress[${i}]`;
+    if (!isObj(ing)) {
+      errs.push(typeErr(f, ing, "an object (ip, hostname, ipMode, ports)"));
+      continue;
+    }
+    if (ing.ip !== undefined && ing.ip !== "") {
+      try {
+        addressFamily(ing.ip);
+      } catch (e) {
+        errs.push({ field: `${f}.ip`, value: ing.ip, detail: `must be a valid IP address: ${(e as Error).message}` });
+      }
+    }
+    if (ing.hostname !== undefined && ing.hostname !== "") {
+      if (typeof ing.hostname !== "string") errs.push(typeErr(`${f}.hostname`, ing.hostname, "a string"));
+      else {
+        for (const d of dns1123Subdomain(ing.hostname)) errs.push({ field: `${f}.hostname`, value: ing.hostname, detail: d });
+        if (/^[\d.]+$|:/.test(ing.hostname)) errs.push({ field: `${f}.hostname`, value: ing.hostname, detail: "must be a DNS name, not an IP address" });
+      }
+    }
+    if (ing.ipMode !== undefined && ing.ipMode !== null) {
+      if (!IP_MODES.includes(ing.ipMode as string)) errs.push(notSupported(`${f}.ipMode`, ing.ipMode, IP_MODES));
+      else if (ing.ip === undefined || ing.ip === "") errs.push({ field: `${f}.ipMode`, value: ing.ipMode, detail: "must be specified when `ip` is set", type: "FieldValueRequired" });
+    }
+    for (const [j, p] of listOf(ing.ports, `${f}.ports`, errs).entries()) {
+      const pf = `${f}.ports[${j}]`;
+      if (!isObj(p)) {
+        errs.push(typeErr(pf, p, "an object (port, protocol, error)"));
+        continue;
+      }
+      errs.push(...portNumberErrors(p.port, `${pf}.port`), ...protocolErrors(p.protocol, `${pf}.protocol`));
+    }
+  }
+  return errs;
+}
+
 const FIELD_RULES: Record<string, (o: Obj) => FieldError[]> = {
   "networking.k8s.io/NetworkPolicy": networkPolicy,
   "discovery.k8s.io/EndpointSlice": endpointSlice,
   "/Node": node,
+  "/Service": service,
 };
+
+const sameJSON = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
+const specField = (o: Obj, k: string) => (isObj(o.spec) ? o.spec[k] : undefined);
+const podCIDRForbidden = (field: string, value: unknown): FieldError => ({ field, value, detail: 'node updates may not change podCIDR except from "" to valid', type: "FieldValueForbidden" });
+
+/** What an update may not do that a create may (kube's ValidateXUpdate, old against new): a
+ * Node's pod CIDRs may be set once, an EndpointSlice's addressType never changes, and a
+ * Namespace with a deletionTimestamp stays Terminating (without one, it is Active). */
+const UPDATE_RULES: Record<string, (next: Obj, cur: Obj) => FieldError[]> = {
+  "/Node": (next, cur) => {
+    const errs: FieldError[] = [];
+    const was = specField(cur, "podCIDRs");
+    if (Array.isArray(was) && was.length && !sameJSON(specField(next, "podCIDRs"), was)) errs.push(podCIDRForbidden("spec.podCIDRs", specField(next, "podCIDRs")));
+    const one = specField(cur, "podCIDR");
+    if (typeof one === "string" && one !== "" && specField(next, "podCIDR") !== one) errs.push(podCIDRForbidden("spec.podCIDR", specField(next, "podCIDR")));
+    return errs;
+  },
+  "discovery.k8s.io/EndpointSlice": (next, cur) => (sameJSON(next.addressType, cur.addressType) ? [] : [{ field: "addressType", value: next.addressType, detail: "field is immutable" }]),
+  "/Namespace": (next, cur) => {
+    const phase = isObj(next.status) ? next.status.phase : undefined;
+    const meta = isObj(next.metadata) ? next.metadata : {};
+    if (meta.deletionTimestamp) return phase === "Terminating" ? [] : [{ field: "status.phase", value: phase, detail: "may only be 'Terminating' if `deletionTimestamp` is not empty" }];
+    // a status write that leaves the phase out is defaulted to Active (SetDefaults_NamespaceStatus)
+    return phase === undefined || phase === "Active" || sameJSON(phase, isObj(cur.status) ? cur.status.phase : undefined) ? [] : [{ field: "status.phase", value: phase, detail: "may only be 'Active' if `deletionTimestamp` is empty" }];
+  },
+};
+
+/** The update rules of `t` for `next` replacing `cur`; throws 422 naming each field. */
+export function validateUpdate(t: ResourceType, next: KubeObject, cur: KubeObject): void {
+  const errs = UPDATE_RULES[`${t.group}/${t.kind}`]?.(next as Obj, cur as Obj) ?? [];
+  if (errs.length) throw invalid(t, next.metadata.name ?? "", errs);
+}
