@@ -120,6 +120,81 @@ describe("create, update, delete", () => {
   });
 });
 
+describe("update rules (old against new) and status writes, as kube-apiserver's ValidateXUpdate", () => {
+  const causes = (f: () => unknown) => (apiErrorOf(f).status() as { code: number; details?: { causes?: Array<{ field: string }> } });
+  const fieldsOf = (f: () => unknown) => {
+    const st = causes(f);
+    return { code: st.code, fields: (st.details?.causes ?? []).map((c) => c.field) };
+  };
+
+  test("a Node's pod CIDRs may be set once, never changed", () => {
+    const { s, node } = setup();
+    s.create(node, undefined, { metadata: { name: "a" }, spec: {} });
+    // from "" to valid: what the node IPAM controller does
+    const a = s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24"] } });
+    expect(a.spec).toEqual({ podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24"] });
+    expect(fieldsOf(() => s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { podCIDR: "10.244.2.0/24", podCIDRs: ["10.244.2.0/24"] } }))).toEqual({ code: 422, fields: ["spec.podCIDRs", "spec.podCIDR"] });
+    expect(fieldsOf(() => s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { podCIDR: "10.244.1.0/24", podCIDRs: ["10.244.1.0/24", "fd00::/64"] } }))).toEqual({ code: 422, fields: ["spec.podCIDRs"] });
+    expect(fieldsOf(() => s.update(node, undefined, "a", { metadata: { name: "a" }, spec: {} }))).toEqual({ code: 422, fields: ["spec.podCIDRs", "spec.podCIDR"] });
+    expect(s.get(node, undefined, "a").spec).toEqual(a.spec);
+    // other fields still change
+    expect(s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { ...a.spec, unschedulable: true } }).spec).toMatchObject({ unschedulable: true });
+  });
+
+  test("an EndpointSlice's addressType never changes", () => {
+    const { s, eps } = setup();
+    const e = s.create(eps, "default", { metadata: { name: "e" }, addressType: "IPv4", endpoints: [] });
+    const st = causes(() => s.update(eps, "default", "e", { ...e, addressType: "IPv6" }));
+    expect(st).toMatchObject({ code: 422, message: 'EndpointSlice "e" is invalid: addressType: Invalid value: "IPv6": field is immutable' });
+    expect(s.update(eps, "default", "e", { ...e, endpoints: [{ addresses: ["10.0.0.1"] }] }).addressType).toBe("IPv4");
+  });
+
+  test("status writes are validated: Node addresses, Service loadBalancer", () => {
+    const { s, node, svc } = setup();
+    const n = s.create(node, undefined, { metadata: { name: "a" } });
+    for (const [status, field] of [
+      [{ addresses: "zzz" }, "status.addresses"],
+      [{ addresses: ["10.0.0.1"] }, "status.addresses[0]"],
+      [{ addresses: [{ type: "Bogus", address: "10.0.0.1" }] }, "status.addresses[0].type"],
+      [{ addresses: [{ type: "InternalIP", address: 1 }] }, "status.addresses[0].address"],
+      [{ addresses: [{ type: "InternalIP", address: "10.0.0.1" }, { type: "InternalIP", address: "10.0.0.1" }] }, "status.addresses[1]"],
+      ["zzz", "status"],
+    ] as const) {
+      expect(fieldsOf(() => s.update(node, undefined, "a", { ...n, status }, "status"))).toEqual({ code: 422, fields: [field] });
+    }
+    const good = { addresses: [{ type: "InternalIP", address: "10.0.0.1" }, { type: "Hostname", address: "a" }] };
+    expect(s.update(node, undefined, "a", { ...n, status: good }, "status").status).toEqual(good);
+    const v = s.create(svc, "default", svcObj("lb"));
+    for (const [status, field] of [
+      [{ loadBalancer: "zzz" }, "status.loadBalancer"],
+      [{ loadBalancer: { ingress: "zzz" } }, "status.loadBalancer.ingress"],
+      [{ loadBalancer: { ingress: [{ ip: "300.1.1.1" }] } }, "status.loadBalancer.ingress[0].ip"],
+      [{ loadBalancer: { ingress: [{ hostname: "1.2.3.4" }] } }, "status.loadBalancer.ingress[0].hostname"],
+      [{ loadBalancer: { ingress: [{ hostname: "lb.example.com", ipMode: "VIP" }] } }, "status.loadBalancer.ingress[0].ipMode"],
+      [{ loadBalancer: { ingress: [{ ip: "192.0.2.1", ipMode: "Tunnel" }] } }, "status.loadBalancer.ingress[0].ipMode"],
+      [{ loadBalancer: { ingress: [{ ip: "192.0.2.1", ports: [{ port: 0, protocol: "TCP" }] }] } }, "status.loadBalancer.ingress[0].ports[0].port"],
+    ] as const) {
+      expect(fieldsOf(() => s.update(svc, "default", "lb", { ...v, status }, "status"))).toEqual({ code: 422, fields: [field] });
+    }
+    const lb = { loadBalancer: { ingress: [{ ip: "192.0.2.1", ipMode: "Proxy", ports: [{ port: 80, protocol: "TCP" }] }, { hostname: "lb.example.com" }] } };
+    expect(s.update(svc, "default", "lb", { ...v, status: lb }, "status").status).toEqual(lb);
+  });
+
+  test("a Terminating Namespace stays Terminating; one not being deleted is Active", () => {
+    const { s, ns, pod } = setup();
+    s.create(ns, undefined, { metadata: { name: "x" } });
+    expect(fieldsOf(() => s.update(ns, undefined, "x", { metadata: { name: "x" }, status: { phase: "Terminating" } }, "status"))).toEqual({ code: 422, fields: ["status.phase"] });
+    s.create(pod, "x", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
+    const t = s.delete(ns, undefined, "x");
+    expect(t.status).toEqual({ phase: "Terminating" });
+    expect(causes(() => s.update(ns, undefined, "x", { metadata: { name: "x" }, status: { phase: "Active" } }, "status"))).toMatchObject({ code: 422, message: 'Namespace "x" is invalid: status.phase: Invalid value: "Active": may only be \'Terminating\' if `deletionTimestamp` is not empty' });
+    expect(fieldsOf(() => s.update(ns, undefined, "x", { metadata: { name: "x" }, status: {} }, "status"))).toEqual({ code: 422, fields: ["status.phase"] });
+    expect(s.get(ns, undefined, "x").status).toEqual({ phase: "Terminating" });
+    const c = s.update(ns, undefined, "x", { metadata: { name: "x" }, status: { phase: "Terminating", conditions: [] } }, "status");
+    expect(c.status).toEqual({ phase: "Terminating", conditions: [] });
+  });
+});
+
 describe("namespace deletion, as kube-apiserver and the namespace controller", () => {
   /** a store whose Services allocate from one address and one node port */
   const tight = () => {
