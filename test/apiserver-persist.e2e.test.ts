@@ -201,6 +201,9 @@ test.each([
   ["a Service named ../x", (s: any) => s.objects.push({ group: "", plural: "services", object: { apiVersion: "v1", kind: "Service", metadata: { name: "../x", namespace: "default", resourceVersion: "1" }, spec: { ports: [{ port: 80 }] } } }), /state\.json: .*object \d+ \(services default\/\.\.\/x\)/],
   ["a revision below its objects' resourceVersions", (s: any) => (s.rev = 1), /state\.json: .*resourceVersion "\d+" is not a revision up to the saved one \(1\)/],
   ["an object saved twice", (s: any) => s.objects.push(s.objects[0]), /state\.json: .*saved twice/],
+  // ValidateService is services.ts's, not validateObject's: checked at load too
+  ["a Service with port 999999", (s: any) => (s.objects.find((o: any) => o.object.metadata.name === "skap-a").object.spec.ports[0].port = 999999), /state\.json: .*object \d+ \(services default\/skap-a\): Service "skap-a" is invalid: spec\.ports\[0\]\.port: Invalid value: 999999/],
+  ["a Service whose status.loadBalancer is a string", (s: any) => (s.objects.find((o: any) => o.object.metadata.name === "skap-a").object.status = { loadBalancer: "zzz" }), /state\.json: .*\(services default\/skap-a\): .*status\.loadBalancer/],
 ])("state.json holding %s is refused, naming the file and object, and kept", async (_, edit, why) => {
   const d = await savedDir("st");
   const s = JSON.parse(readFileSync(`${d}/state.json`, "utf8"));
@@ -208,6 +211,20 @@ test.each([
   writeFileSync(`${d}/state.json`, JSON.stringify(s));
   expect(await refused(d)).toMatch(why);
   expect(JSON.parse(readFileSync(`${d}/state.json`, "utf8"))).toEqual(s);
+}, 60_000);
+
+test("a journal line the server would refuse as a write (Service port 999999) is refused at start, naming the file, object and field, and kept", async () => {
+  const d = await savedDir("jv");
+  const rev = JSON.parse(readFileSync(`${d}/state.json`, "utf8")).rev as number;
+  const svc = {
+    apiVersion: "v1", kind: "Service",
+    metadata: { name: "skap-bad", namespace: "default", resourceVersion: String(rev + 1), uid: "skap-u1" },
+    spec: { type: "ClusterIP", ports: [{ port: 999999, protocol: "TCP" }], clusterIP: "10.96.0.50", clusterIPs: ["10.96.0.50"] },
+  };
+  appendFileSync(`${d}/journal.jsonl`, JSON.stringify({ rev: rev + 1, group: "", plural: "services", object: svc }) + "\n");
+  const before = readFileSync(`${d}/journal.jsonl`, "utf8");
+  expect(await refused(d)).toMatch(/journal\.jsonl: .*line 1 \(services default\/skap-bad\): .*spec\.ports\[0\]\.port: Invalid value: 999999/);
+  expect(readFileSync(`${d}/journal.jsonl`, "utf8")).toBe(before);
 }, 60_000);
 
 test.each([

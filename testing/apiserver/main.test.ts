@@ -98,6 +98,12 @@ describe("skein apiserver", () => {
     a.p.kill("SIGTERM");
     expect(await a.p.exited).toBe(1);
     expect(a.out.text).toContain("NOT saved");
+    // a restart that cannot save either says what state.json holds (the journal has the rest)
+    const rev = JSON.parse(readFileSync(`${dir}/state.json`, "utf8")).rev as number;
+    const b = await apiserver(dir);
+    expect((await b.exited).code).toBe(1);
+    expect(b.out.err).toContain(`it holds revision ${rev}, the later writes are only in the journal`);
+    expect(b.out.err).not.toContain("never saved");
   }, 60_000);
 
   test("a serving certificate near its end is re-issued by the same CA: while serving, and at start", async () => {
