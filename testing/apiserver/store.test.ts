@@ -138,7 +138,7 @@ describe("update rules (old against new) and status writes, as kube-apiserver's 
     expect(fieldsOf(() => s.update(node, undefined, "a", { metadata: { name: "a" }, spec: {} }))).toEqual({ code: 422, fields: ["spec.podCIDRs", "spec.podCIDR"] });
     expect(s.get(node, undefined, "a").spec).toEqual(a.spec);
     // other fields still change
-    expect(s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { ...a.spec, unschedulable: true } }).spec).toMatchObject({ unschedulable: true });
+    expect(s.update(node, undefined, "a", { metadata: { name: "a" }, spec: { ...(a.spec as object), unschedulable: true } }).spec).toMatchObject({ unschedulable: true });
   });
 
   test("an EndpointSlice's addressType never changes", () => {
