@@ -308,6 +308,9 @@ export class TestApiServer {
       throw new ApiError(422, "Invalid", "sendInitialEvents: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan and allowWatchBookmarks to true");
     }
     const from = rv ? parseRev(rv) : 0;
+    // kube-apiserver waits ~3 s for its cache to reach the revision, then answers this; this
+    // store is always current, so a revision beyond it will not come
+    if (from > this.store.rev) throw new ApiError(504, "Timeout", `Too large resource version: ${from}, current: ${this.store.rev}`, { causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }], retryAfterSeconds: 1 });
     const timeout = q("timeoutSeconds") ? Number(q("timeoutSeconds")) * 1000 : 1800_000 * (1 + Math.random());
     const store = this.store;
     const streams = this.streams;
