@@ -372,7 +372,7 @@ export class TestApiServer {
         };
         const send = (e: object) => {
           if (ended) return;
-          const b = encoder.encode(JSON.stringify(e) + "\n");
+          const b = encodeEvent(e);
           backlog.chunks.push(b);
           backlog.bytes += b.byteLength;
           if (backlog.bytes > this.maxWatchBacklog) this.maxWatchBacklog = backlog.bytes;
@@ -431,6 +431,25 @@ export class TestApiServer {
     }, { highWaterMark: 0 });
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
+}
+
+/** the encoding of each stored object's events, made once for all the watches that send it
+ * (a stored object is never changed once committed: the store's history depends on that) */
+const encoded = new WeakMap<object, Map<string, Uint8Array>>();
+
+/** A watch event as one line of JSON. */
+function encodeEvent(e: object): Uint8Array {
+  const { type, object } = e as { type?: unknown; object?: unknown };
+  const shared = Object.keys(e).length === 2 && typeof type === "string" && typeof object === "object" && object !== null;
+  let byType = shared ? encoded.get(object) : undefined;
+  const hit = byType?.get(type as string);
+  if (hit) return hit;
+  const b = encoder.encode(JSON.stringify(e) + "\n");
+  if (shared) {
+    if (!byType) encoded.set(object, (byType = new Map()));
+    byType.set(type as string, b);
+  }
+  return b;
 }
 
 /** What a watch has queued for its client, and how to end it for being behind. */
