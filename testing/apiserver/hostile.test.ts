@@ -217,4 +217,57 @@ describe("watch", () => {
     expect(s.watchBacklog()).toBe(0);
     expect(s.store.watcherCount()).toBe(watchers);
   }, 60_000);
+
+  test("many watches that never read are ended once all together queue past the server's limit; one that reads is not", async () => {
+    const total = 8 * 1024 * 1024;
+    const s = start({ watchBacklogTotalBytes: total });
+    const watchers = s.store.watcherCount();
+    // clients that send a watch and then read nothing; each alone stays under its own limit
+    const stalled = Array.from({ length: 6 }, () => {
+      const sock = connect({ host: "127.0.0.1", port: s.port, ca: s.certs.ca, servername: "localhost" }, () => {
+        sock.write(`GET /api/v1/services?watch=true HTTP/1.1\r\nHost: localhost\r\nAuthorization: Bearer t\r\n\r\n`);
+      });
+      sock.pause();
+      sock.on("error", () => {});
+      return sock;
+    });
+    await waitFor("the stalled watches are registered", () => s.store.watcherCount() === watchers + stalled.length);
+    const ctl = new AbortController();
+    const r = await fetch(`${s.url}/api/v1/services?watch=true`, { headers: { authorization: "Bearer t" }, tls: { ca: s.certs.ca }, signal: ctl.signal } as RequestInit);
+    expect(r.status).toBe(200);
+    let seen = 0;
+    let closed = false;
+    void (async () => {
+      let buf = "";
+      for await (const c of r.body!.pipeThrough(new TextDecoderStream())) {
+        buf += c;
+        const lines = buf.split("\n");
+        buf = lines.pop()!;
+        seen += lines.filter((l) => l.startsWith('{"type":"ADDED"')).length;
+      }
+      closed = true;
+    })().catch(() => (closed = true));
+    await waitFor("the reading watch is registered", () => s.store.watcherCount() === watchers + stalled.length + 1);
+    // 6 x 30 MB would be queued for the stalled ones if nothing were shed
+    const pad = "x".repeat(60_000);
+    const t = s.store.type("", "services")!;
+    const n = 512;
+    let most = 0;
+    try {
+      for (let i = 0; i < n; i++) {
+        s.store.create(t, "default", { metadata: { name: `s${i}`, annotations: { pad } }, spec: { ports: [{ port: 80 }] } });
+        most = Math.max(most, s.watchBacklog());
+        if (i % 8 === 0) await waitFor("the reading watch keeps up", () => seen >= i - 8 || closed, 10_000);
+      }
+      await waitFor("the reading watch has every event", () => seen === n || closed, 20_000);
+      expect(closed).toBe(false);
+      expect(seen).toBe(n);
+      expect(most).toBeLessThanOrEqual(total);
+      // the stalled ones were ended: only the reading watch is left
+      expect(s.store.watcherCount()).toBe(watchers + 1);
+    } finally {
+      stalled.forEach((sock) => sock.destroy());
+      ctl.abort();
+    }
+  }, 60_000);
 });

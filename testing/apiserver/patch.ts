@@ -4,10 +4,14 @@
 // kubectl sends ($patch, $setElementOrder, $retainKeys, $deleteFromPrimitiveList).
 import jsonpatch, { type Operation } from "fast-json-patch";
 import { ApiError } from "./store.ts";
+import { MAX_BODY_BYTES } from "./body.ts";
 
 type J = unknown;
 type Obj = Record<string, J>;
 const isObj = (v: J): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+
+/** kube-apiserver's cap on the operations of one JSON patch */
+export const MAX_JSON_PATCH_OPS = 10_000;
 
 export const PATCH_TYPES = ["application/merge-patch+json", "application/strategic-merge-patch+json", "application/json-patch+json"];
 
@@ -94,7 +98,7 @@ function reorder(list: J[], order: J[], key: string | undefined): J[] {
   return list.map((x, i) => ({ x, r: rank.get(id(x)) ?? order.length + i })).sort((a, b) => a.r - b.r).map((e) => e.x);
 }
 
-export function applyPatch(contentType: string, target: J, body: string): J {
+export function applyPatch(contentType: string, target: J, body: string, limit = MAX_BODY_BYTES): J {
   if (contentType.startsWith("application/apply-patch")) {
     throw new ApiError(415, "UnsupportedMediaType", `server-side apply (${contentType}) is not supported by this server: use client-side apply (kubectl apply without --server-side) - accepted media types include: ${PATCH_TYPES.join(", ")}`);
   }
@@ -105,18 +109,79 @@ export function applyPatch(contentType: string, target: J, body: string): J {
   } catch (e) {
     throw new ApiError(400, "BadRequest", `error decoding patch: ${(e as Error).message}`);
   }
+  let out: J;
   switch (contentType) {
     case "application/merge-patch+json":
-      return mergePatch(target, patch);
+      out = mergePatch(target, patch);
+      break;
     case "application/strategic-merge-patch+json":
-      return strategicMergePatch(target, patch);
+      out = strategicMergePatch(target, patch);
+      break;
     case "application/json-patch+json":
-      if (!Array.isArray(patch)) throw new ApiError(400, "BadRequest", "a JSON patch must be a list of operations");
-      try {
-        return jsonpatch.applyPatch(structuredClone(target), patch as Operation[], true, false).newDocument;
-      } catch (e) {
-        throw new ApiError(422, "Invalid", `the JSON patch could not be applied: ${(e as Error).message.split("\n")[0]}`);
-      }
+      out = jsonPatch(target, patch, limit);
+      break;
+    default:
+      throw new Error(`unreachable: patch type ${contentType}`);
   }
-  throw new Error(`unreachable: patch type ${contentType}`);
+  // every patch type can grow an object past what a request could have sent whole
+  const size = out === undefined ? 0 : Buffer.byteLength(JSON.stringify(out));
+  if (size > limit) throw new ApiError(413, "RequestEntityTooLarge", `Request entity too large: the patched object is ${size} bytes, limit is ${limit}`);
+  return out;
+}
+
+/**
+ * RFC 6902, op by op: copies can double the object each time (30 of them ask for gigabytes),
+ * so the values ops add or copy share one budget, measured before any is copied.
+ */
+function jsonPatch(target: J, patch: J, limit: number): J {
+  if (!Array.isArray(patch)) throw new ApiError(400, "BadRequest", "a JSON patch must be a list of operations");
+  if (patch.length > MAX_JSON_PATCH_OPS) throw new ApiError(413, "RequestEntityTooLarge", `the allowed maximum operations in a JSON patch is ${MAX_JSON_PATCH_OPS}, got: ${patch.length}`);
+  let doc = structuredClone(target);
+  let budget = limit;
+  patch.forEach((op: Operation, i) => {
+    try {
+      if (isObj(op) && (op.op === "add" || op.op === "replace" || op.op === "copy")) {
+        let value: J = undefined;
+        if (op.op === "copy") {
+          try {
+            value = jsonpatch.getValueByPointer(doc, String(op.from));
+          } catch {
+            // a bad pointer: applyOperation below says so
+          }
+        } else value = op.value;
+        budget -= sizeWithin(value, budget);
+        if (budget < 0) throw new ApiError(413, "RequestEntityTooLarge", `the JSON patch could not be applied: operation ${i} (${op.op}) takes the values the patch adds or copies past ${limit} bytes`);
+      }
+      doc = jsonpatch.applyOperation(doc, op, true, true, true, i).newDocument;
+    } catch (e) {
+      if (e instanceof ApiError) throw e;
+      throw new ApiError(422, "Invalid", `the JSON patch could not be applied: operation ${i}: ${(e as Error).message.split("\n")[0]}`);
+    }
+  });
+  return doc;
+}
+
+/**
+ * About the bytes `v` takes as JSON, walking no further than it takes to pass `budget`
+ * (then it answers budget + 1), so measuring a huge value costs no more than a small one.
+ */
+export function sizeWithin(v: J, budget: number): number {
+  let n = 0;
+  const stack: J[] = [v];
+  while (stack.length) {
+    const x = stack.pop();
+    if (typeof x === "string") n += x.length + 2;
+    else if (Array.isArray(x)) {
+      n += 2 + x.length;
+      for (const y of x) stack.push(y);
+    } else if (isObj(x)) {
+      n += 2;
+      for (const [k, y] of Object.entries(x)) {
+        n += k.length + 4;
+        stack.push(y);
+      }
+    } else n += x === undefined ? 0 : String(x).length;
+    if (n > budget) return budget + 1;
+  }
+  return n;
 }

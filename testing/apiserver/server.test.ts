@@ -205,6 +205,17 @@ describe("test API server", () => {
     expect(events).toEqual([{ type: "ERROR", object: expect.objectContaining({ kind: "Status", code: 410, reason: "Expired" }) }]);
   });
 
+  test("watch: a resourceVersion beyond the current one is 504 Too large resource version, as for a list", async () => {
+    const ahead = String(s.store.rev + 1000);
+    const t0 = performance.now();
+    for (const query of [{ resourceVersion: ahead, resourceVersionMatch: "NotOlderThan" }, { resourceVersion: ahead, watch: "true" }]) {
+      const e = await k.request("GET", "/api/v1/configmaps", { query }).then(() => undefined, (e: KubeError) => e);
+      expect(e).toMatchObject({ statusCode: 504 });
+      expect(e!.message).toContain(`Too large resource version: ${ahead}, current: ${s.store.rev}`);
+    }
+    expect(performance.now() - t0).toBeLessThan(2_000);
+  });
+
   test("watch: a replay bigger than a watch may queue is one ERROR event with 410, not an empty stream", async () => {
     // an empty 200 would have the client watch again from the same resourceVersion forever
     const small = start({ watchBacklogBytes: 50_000 });

@@ -35,6 +35,9 @@ export interface ApiServerOptions {
   /** bytes a watch may have queued for a client that does not read before its stream is
    * ended (kube-apiserver closes slow watchers too; the client lists again) */
   watchBacklogBytes?: number;
+  /** bytes all watches together may have queued: past it the watches furthest behind are
+   * ended, so many slow watchers cannot take the memory that one may have */
+  watchBacklogTotalBytes?: number;
   /** why the server is not ready (answered by /readyz with 500), or undefined */
   notReady?: () => string | undefined;
   /** where ClusterIPs and NodePorts come from (default 10.96.0.0/12 and 30000-32767) */
@@ -42,6 +45,7 @@ export interface ApiServerOptions {
 }
 
 export const DEFAULT_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
+export const DEFAULT_WATCH_BACKLOG_TOTAL_BYTES = 64 * 1024 * 1024;
 /** the most path segments an API path has (/apis/g/v/namespaces/ns/plural/name/status) */
 const MAX_SEGMENTS = 8;
 const PARAMS = Array.from({ length: MAX_SEGMENTS }, (_, i) => `s${i}`);
@@ -60,7 +64,7 @@ export class TestApiServer {
   /** listeners replaced by setCerts, still finishing their connections */
   private readonly retired: Array<ReturnType<typeof Bun.serve>> = [];
   private readonly app: Hono<{ Bindings: { seg?: string[] } }>;
-  private readonly backlogs = new Set<{ bytes: number }>();
+  private readonly backlogs = new Set<Backlog>();
   /** the most bytes any watch had queued, since the start */
   maxWatchBacklog = 0;
   /** what the stored Services held that the allocator could not take back (restart) */
@@ -132,6 +136,16 @@ export class TestApiServer {
     let n = 0;
     for (const b of this.backlogs) n += b.bytes;
     return n;
+  }
+
+  /** Ends the watches with the most queued until all together hold no more than the limit. */
+  private shedBacklogs(): void {
+    const limit = this.o.watchBacklogTotalBytes ?? DEFAULT_WATCH_BACKLOG_TOTAL_BYTES;
+    while (this.watchBacklog() > limit) {
+      let worst: Backlog | undefined;
+      for (const b of this.backlogs) if (!worst || b.bytes > worst.bytes) worst = b;
+      worst!.drop();
+    }
   }
 
   static start(o: ApiServerOptions): TestApiServer {
@@ -308,6 +322,9 @@ export class TestApiServer {
       throw new ApiError(422, "Invalid", "sendInitialEvents: Forbidden: sendInitialEvents requires setting resourceVersionMatch to NotOlderThan and allowWatchBookmarks to true");
     }
     const from = rv ? parseRev(rv) : 0;
+    // kube-apiserver waits ~3 s for its cache to reach the revision, then answers this; this
+    // store is always current, so a revision beyond it will not come
+    if (from > this.store.rev) throw new ApiError(504, "Timeout", `Too large resource version: ${from}, current: ${this.store.rev}`, { causes: [{ reason: "ResourceVersionTooLarge", message: "Too large resource version" }], retryAfterSeconds: 1 });
     const timeout = q("timeoutSeconds") ? Number(q("timeoutSeconds")) * 1000 : 1800_000 * (1 + Math.random());
     const store = this.store;
     const streams = this.streams;
@@ -315,7 +332,7 @@ export class TestApiServer {
     // events wait here until the client reads (Bun pulls only while the socket takes data):
     // past `limit` bytes the queue is dropped and the stream ends, as kube-apiserver ends a
     // watcher that does not keep up; the client lists again
-    const backlog = { chunks: [] as Uint8Array[], bytes: 0 };
+    const backlog: Backlog = { chunks: [], bytes: 0, drop: () => {} };
     let end = () => {};
     let pull = () => {};
     const stream = new ReadableStream<Uint8Array>({
@@ -340,25 +357,31 @@ export class TestApiServer {
           reading = true;
           flush();
         };
+        backlog.drop = () => {
+          backlog.chunks.length = 0;
+          backlog.bytes = 0;
+          // a replay too big to queue: an empty stream would have the client watch again
+          // from the same resourceVersion forever; 410 makes it list again instead
+          if (starting) {
+            const gone = new ApiError(410, "Expired", `too old resource version: ${from}: the events since then are more than the server may queue for a watch; list again`);
+            const b = encoder.encode(JSON.stringify({ type: "ERROR", object: gone.status() }) + "\n");
+            backlog.chunks.push(b);
+            backlog.bytes = b.byteLength;
+          }
+          end();
+        };
         const send = (e: object) => {
           if (ended) return;
-          const b = encoder.encode(JSON.stringify(e) + "\n");
+          const b = encodeEvent(e);
           backlog.chunks.push(b);
           backlog.bytes += b.byteLength;
           if (backlog.bytes > this.maxWatchBacklog) this.maxWatchBacklog = backlog.bytes;
-          if (backlog.bytes > limit) {
-            backlog.chunks.length = 0;
-            backlog.bytes = 0;
-            // a replay too big to queue: an empty stream would have the client watch again
-            // from the same resourceVersion forever; 410 makes it list again instead
-            if (starting) {
-              const gone = new ApiError(410, "Expired", `too old resource version: ${from}: the events since then exceed what a watch may queue (${limit} bytes); list again`);
-              const b = encoder.encode(JSON.stringify({ type: "ERROR", object: gone.status() }) + "\n");
-              backlog.chunks.push(b);
-              backlog.bytes = b.byteLength;
-            }
-            end();
-          } else if (reading) flush();
+          if (backlog.bytes > limit) backlog.drop();
+          else {
+            // a client that reads takes its event now, so only those behind are shed
+            if (reading) flush();
+            this.shedBacklogs();
+          }
         };
         const bookmark = (annotations?: Record<string, string>) => send({ type: "BOOKMARK", object: { kind: t.kind, apiVersion: groupVersion(t), metadata: { resourceVersion: String(store.rev), ...(annotations ? { annotations } : {}) } } });
         let stop = () => {};
@@ -408,6 +431,32 @@ export class TestApiServer {
     }, { highWaterMark: 0 });
     return new Response(stream, { status: 200, headers: { "content-type": "application/json", "cache-control": "no-cache, private" } });
   }
+}
+
+/** the encoding of each stored object's events, made once for all the watches that send it
+ * (a stored object is never changed once committed: the store's history depends on that) */
+const encoded = new WeakMap<object, Map<string, Uint8Array>>();
+
+/** A watch event as one line of JSON. */
+function encodeEvent(e: object): Uint8Array {
+  const { type, object } = e as { type?: unknown; object?: unknown };
+  const shared = Object.keys(e).length === 2 && typeof type === "string" && typeof object === "object" && object !== null;
+  let byType = shared ? encoded.get(object) : undefined;
+  const hit = byType?.get(type as string);
+  if (hit) return hit;
+  const b = encoder.encode(JSON.stringify(e) + "\n");
+  if (shared) {
+    if (!byType) encoded.set(object, (byType = new Map()));
+    byType.set(type as string, b);
+  }
+  return b;
+}
+
+/** What a watch has queued for its client, and how to end it for being behind. */
+interface Backlog {
+  chunks: Uint8Array[];
+  bytes: number;
+  drop: () => void;
 }
 
 /** The dryRun values of a request (query and DeleteOptions body): true for All, 400 for any other. */

@@ -5,7 +5,7 @@ import { ApiError, Store, type WatchEvent } from "./store.ts";
 import { apiErrorOf } from "./errors.ts";
 import { newStore } from "./server.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
-import { strategicMergePatch, mergePatch, applyPatch } from "./patch.ts";
+import { strategicMergePatch, mergePatch, applyPatch, sizeWithin } from "./patch.ts";
 import type { KubeObject } from "./resources.ts";
 import { attachServiceAllocator, parsePortRange, parseServiceCidrs } from "./services.ts";
 
@@ -480,5 +480,41 @@ describe("patch", () => {
     expect(() => applyPatch("application/json-patch+json", { a: 1 }, '[{"op":"test","path":"/a","value":2}]')).toThrow(ApiError);
     expect(() => applyPatch("application/yaml", {}, "{}")).toThrow(/unknown format/);
     expect(() => applyPatch("application/merge-patch+json", {}, "{")).toThrow(/error decoding patch/);
+  });
+
+  test("a JSON patch whose copies double the object is refused after bounded work, naming the op", () => {
+    // 30 copies of /metadata into itself: 2^30 times the object if each ran
+    const ops = JSON.stringify(Array.from({ length: 30 }, (_, i) => ({ op: "copy", from: "/metadata", path: `/metadata/annotations/x${i}` })));
+    const t0 = performance.now();
+    const e = apiErrorOf(() => applyPatch("application/json-patch+json", { metadata: { name: "a", annotations: { a: "x" } } }, ops));
+    expect(performance.now() - t0).toBeLessThan(2_000);
+    expect(e).toMatchObject({ code: 413, reason: "RequestEntityTooLarge" });
+    expect(e?.message).toMatch(/operation 1\d \(copy\)/);
+    // a budget shared by the values ops add: many copies of a small value within it pass
+    const few = JSON.stringify(Array.from({ length: 100 }, (_, i) => ({ op: "copy", from: "/a", path: `/b${i}` })));
+    expect(Object.keys(applyPatch("application/json-patch+json", { a: "x".repeat(1000) }, few) as object)).toHaveLength(101);
+  });
+
+  test("a JSON patch of more than 10,000 operations is refused (kube-apiserver's cap)", () => {
+    const ops = (n: number) => JSON.stringify(Array.from({ length: n }, () => ({ op: "test", path: "/a", value: 1 })));
+    expect(applyPatch("application/json-patch+json", { a: 1 }, ops(10_000))).toEqual({ a: 1 });
+    expect(apiErrorOf(() => applyPatch("application/json-patch+json", { a: 1 }, ops(10_001)))).toMatchObject({ code: 413, message: expect.stringMatching(/maximum operations in a JSON patch is 10000, got: 10001/) });
+  });
+
+  test("a patch of any type whose result is larger than the body limit is refused", () => {
+    const big = "x".repeat(700_000);
+    const cur = { data: { a: big, b: big, c: big } };
+    for (const type of ["application/merge-patch+json", "application/strategic-merge-patch+json"]) {
+      expect(apiErrorOf(() => applyPatch(type, cur, JSON.stringify({ data: { d: big, e: big } })))).toMatchObject({ code: 413, reason: "RequestEntityTooLarge" });
+      expect(applyPatch(type, cur, JSON.stringify({ data: { a: null, d: big } }))).toEqual({ data: { b: big, c: big, d: big } });
+    }
+    expect(apiErrorOf(() => applyPatch("application/json-patch+json", cur, JSON.stringify([{ op: "add", path: "/data/d", value: big }, { op: "add", path: "/data/e", value: big }])))).toMatchObject({ code: 413 });
+  });
+
+  test("the size walk stops once past its budget", () => {
+    const v = { a: ["xy", 10, null], b: { c: true } };
+    expect(sizeWithin(v, 1000)).toBeGreaterThanOrEqual(JSON.stringify(v).length);
+    expect(sizeWithin(v, 1000)).toBeLessThan(JSON.stringify(v).length + 10);
+    expect(sizeWithin(Array.from({ length: 1000 }, () => "x".repeat(100)), 500)).toBe(501);
   });
 });
