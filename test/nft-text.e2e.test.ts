@@ -5,7 +5,7 @@
 // it (every chain, rule and set message, attribute for attribute, handles left out).
 import { describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
-import { SKEIN, useLab, useTempDir } from "./harness/index.ts";
+import { SKEIN, useLab, useTempDir, nftListing } from "./harness/index.ts";
 import { run } from "../agent/sys/exec.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
 import { NFT_MSG } from "../agent/sys/nftdump.ts";
@@ -38,18 +38,7 @@ const objects = [
 const state = `${dir}/state.json`;
 writeFileSync(state, JSON.stringify(objects));
 
-/** `inet skein` as nft lists it in JSON: objects without handles, elements in one order. */
-async function listing(ns: string): Promise<string[]> {
-  const j = JSON.parse((await lab.exec(ns, ["nft", "-j", "list", "table", "inet", "skein"])).stdout) as { nftables: Array<Record<string, Record<string, unknown>>> };
-  return j.nftables
-    .map((o) => {
-      const [kind, body] = Object.entries(o)[0]!;
-      const { handle: _h, ...rest } = body;
-      if (Array.isArray(rest.elem)) rest.elem = rest.elem.map((e) => JSON.stringify(e)).sort();
-      return JSON.stringify({ [kind]: rest });
-    })
-    .sort();
-}
+const listing = (ns: string) => nftListing(lab, ns);
 
 // the attribute that holds each kind's handle: the only thing the order of creation changes
 const DUMPS: Array<[string, number, number]> = [

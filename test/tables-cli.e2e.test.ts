@@ -8,24 +8,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { run } from "../agent/sys/exec.ts";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
-import { SKEIN, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { SKEIN, useLab, useTempDir, waitFor, nftListing } from "./harness/index.ts";
 
 const lab = useLab("tables");
 const tmp = useTempDir("tables");
 
-/** `nft -j list table inet skein` in `ns`, handles left out, elements sorted, in a stable order. */
-async function listing(ns: string): Promise<string[]> {
-  const j = JSON.parse((await lab.exec(ns, ["nft", "-j", "list", "table", "inet", "skein"])).stdout) as { nftables: Array<Record<string, Record<string, unknown>>> };
-  return j.nftables
-    .filter((o) => !o.metainfo)
-    .map((o) => {
-      const [kind, body] = Object.entries(o)[0]!;
-      const { handle: _h, ...rest } = body;
-      if (Array.isArray(rest.elem)) rest.elem = rest.elem.map((e) => JSON.stringify(e)).sort();
-      return JSON.stringify({ [kind]: rest });
-    })
-    .sort();
-}
+const listing = (ns: string) => nftListing(lab, ns);
 
 const tables = (...args: string[]) => run([SKEIN, "tables", ...args], { allowFail: true });
 

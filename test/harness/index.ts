@@ -88,3 +88,18 @@ export function runPlugin(o: { command: string; conf: unknown; netnsOfPlugin?: s
 export function hostLinks(lab: Lab, ns: string): string[] {
   return run(inNetns(lab.path(ns), ["ip", "-o", "link", "show"])).stdout.match(/\bsk[0-9a-f]{13}\b/g) ?? [];
 }
+
+/** `inet skein` in `ns` as nft lists it in JSON: objects without handles (and nft's metainfo),
+ * elements in one order, so that two namespaces' tables compare equal when their content is. */
+export async function nftListing(lab: Lab, ns: string): Promise<string[]> {
+  const j = JSON.parse((await lab.exec(ns, ["nft", "-j", "list", "table", "inet", "skein"])).stdout) as { nftables: Array<Record<string, Record<string, unknown>>> };
+  return j.nftables
+    .filter((o) => !o.metainfo)
+    .map((o) => {
+      const [kind, body] = Object.entries(o)[0]!;
+      const { handle: _h, ...rest } = body;
+      if (Array.isArray(rest.elem)) rest.elem = rest.elem.map((e) => JSON.stringify(e)).sort();
+      return JSON.stringify({ [kind]: rest });
+    })
+    .sort();
+}
