@@ -517,13 +517,17 @@ describe("a second attachment of one pod (another network, another interface)", 
       lab.host(pod);
       const e = (ifname: string) => env(pod, { CNI_IFNAME: ifname, ...(mode === "ip" ? { SKEIN_NETLINK: "off" } : {}) });
       const routes = () => ["-4", "-6"].map((f) => run(["ip", "-n", lab.name(pod), f, "route", "show"]).stdout).join("");
-      expect(plugin("ADD", first, e("eth0")).exitCode).toBe(0);
+      const one = plugin("ADD", first, e("eth0"));
+      expect(one.exitCode).toBe(0);
+      // each result lists the routes its ADD installed: the first both defaults, the second none
+      expect(one.json?.routes).toEqual([{ dst: "0.0.0.0/0", gw: "169.254.1.1" }, { dst: "::/0", gw: "fe80::1" }]);
       const before = routes();
       expect(before).toContain("default via 169.254.1.1 dev eth0");
       expect(before).toContain("default via fe80::1 dev eth0");
       const r = plugin("ADD", second, e("eth1"));
       expect(r.json?.msg).toBeUndefined();
       expect(r.exitCode).toBe(0);
+      expect(r.json?.routes).toEqual([]);
       expect(routes()).toContain("default via 169.254.1.1 dev eth0");
       expect(routes()).toContain("default via fe80::1 dev eth0");
       expect(routes()).not.toMatch(/default .*dev eth1/);

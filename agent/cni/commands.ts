@@ -2,7 +2,7 @@
 // environment. main.ts only wires them to stdin, stdout and the exit code.
 import { mkdirSync, readdirSync } from "node:fs";
 import { allocate, allocationsOf, countInPool, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
-import { parseIp, poolSize, type Pool } from "../ipam/cidr.ts";
+import { parseIp, poolSize, type Family, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
 import type { IpamStore } from "../ipam/store.ts";
@@ -108,6 +108,7 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
   const addrs = addrsOf(allocations);
   const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: ns.path, mtu: conf.mtu, addrs });
   let madeLink = false;
+  let routesKept = new Set<Family>();
   try {
     // Looking for a route to the address and adding ours is one step for every ADD on the
     // node, whatever its network: two networks' ADDs of one address at once cannot both pass.
@@ -127,7 +128,9 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
       madeLink = true;
       applyOps(undefined, hostRest);
     });
-    applyOps(ns.path, plan.pod);
+    // a pod attached before through another interface keeps its routes: this one's result
+    // then lists none of that family (it installed none)
+    routesKept = applyOps(ns.path, plan.pod);
     if (conf.masquerade) {
       const m = renderMasquerade(net.pools, net.clusterCIDRs);
       if (!nftTableHas("inet", MASQ_TABLE, m.fingerprint)) deps.nft().run(m.script);
@@ -150,7 +153,7 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
     }
     throw withCleanupFailures(e, cleanup);
   }
-  return buildResult(conf.cniVersion, { plan, netns: env.netns, mtu: conf.mtu, allocations, dns: conf.dns });
+  return buildResult(conf.cniVersion, { plan, netns: env.netns, mtu: conf.mtu, allocations, dns: conf.dns, routesKept });
 }
 
 /**

@@ -173,11 +173,12 @@ function writeSysctl(netns: string | undefined, o: Extract<LinkOp, { op: "sysctl
 }
 
 /** Carries out ops in the namespace at `netns` (undefined: this process's). */
-export function applyOps(netns: string | undefined, ops: LinkOp[]): void {
-  linkOp(() => (useNetlink() ? applyNetlink(netns, ops) : applyIp(netns, ops)));
+/** Applies `ops`; returns the families whose `keep` routes stayed another interface's (none made). */
+export function applyOps(netns: string | undefined, ops: LinkOp[]): Set<Family> {
+  return linkOp(() => (useNetlink() ? applyNetlink(netns, ops) : applyIp(netns, ops)));
 }
 
-function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
+function applyNetlink(netns: string | undefined, ops: LinkOp[]): Set<Family> {
   const nl = Netlink.open(netns);
   const yielded = new Set<Family>();
   const indexes = new Map<string, number>();
@@ -214,13 +215,14 @@ function applyNetlink(netns: string | undefined, ops: LinkOp[]): void {
           break;
       }
     }
+    return yielded;
   } finally {
     nl.close();
   }
 }
 
 /** `ip -batch` runs of ops, with sysctl ops written between them. */
-function applyIp(netns: string | undefined, ops: LinkOp[]): void {
+function applyIp(netns: string | undefined, ops: LinkOp[]): Set<Family> {
   let lines: string[] = [];
   const flush = () => {
     if (lines.length) run(ipIn(netns, ["-batch", "-"]), { stdin: lines.join("\n") + "\n" });
@@ -242,10 +244,11 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
     }
   }
   flush();
+  const yielded = new Set<Family>();
   if (kept.length) {
     const argv = ipIn(netns, ["-force", "-batch", "-"]);
     const r = run(argv, { stdin: kept.map((o) => renderIpBatch(o)).join("\n") + "\n", allowFail: true });
-    if (r.exitCode === 0) return;
+    if (r.exitCode === 0) return yielded;
     // ip prints what went wrong, then "Command failed -:N" for batch line N
     const failed = new Map<number, string>();
     let text: string[] = [];
@@ -257,7 +260,6 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
       } else if (l) text.push(l);
     }
     if (failed.size === 0) throw new ExecError(argv, r);
-    const yielded = new Set<Family>();
     kept.forEach((o, i) => {
       const why = failed.get(i + 1);
       if (why === undefined || o.op !== "route" || yielded.has(o.family)) return;
@@ -265,6 +267,7 @@ function applyIp(netns: string | undefined, ops: LinkOp[]): void {
       else throw new ExecError(argv, r);
     });
   }
+  return yielded;
 }
 
 /** /proc/sys/net follows the calling process's network namespace (/sys does not under nsenter). */

@@ -16,7 +16,15 @@ export interface CniResult {
 
 export function buildResult(
   version: CniVersion,
-  p: { plan: Pick<WiringPlan, "hostIf" | "podIf" | "podMac">; netns: string; mtu: number; allocations: Allocation[]; dns?: CniResult["dns"] },
+  p: {
+    plan: Pick<WiringPlan, "hostIf" | "podIf" | "podMac">;
+    netns: string;
+    mtu: number;
+    allocations: Allocation[];
+    dns?: CniResult["dns"];
+    /** families whose default route stayed another interface's: this ADD installed none, so lists none */
+    routesKept?: ReadonlySet<number>;
+  },
 ): CniResult {
   const withMtu = compareVersions(version, "1.1.0") >= 0;
   const addrs = p.allocations.map((a) => ({ ip: a.ip, family: parseIp(a.ip).family }));
@@ -32,7 +40,7 @@ export function buildResult(
       gateway: gatewayOf(a.family),
       interface: 1,
     })),
-    routes: addrs.map((a) => ({ dst: a.family === 4 ? "0.0.0.0/0" : "::/0", gw: gatewayOf(a.family) })),
+    routes: addrs.filter((a) => !p.routesKept?.has(a.family)).map((a) => ({ dst: a.family === 4 ? "0.0.0.0/0" : "::/0", gw: gatewayOf(a.family) })),
     dns: p.dns ?? {},
   };
 }
