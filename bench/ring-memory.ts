@@ -13,7 +13,7 @@ import { openNft } from "../agent/datapath/nft.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
 import { run } from "../agent/sys/exec.ts";
 import { cluster } from "./cluster.ts";
-import { memoryCgroup } from "./mem-cgroup.ts";
+import { helperCgroupDir, memoryCgroup } from "./mem-cgroup.ts";
 
 const [n, eps, ringFactor] = process.argv.slice(2).map(Number) as [number, number, number];
 
@@ -32,7 +32,7 @@ for (const [signal, code] of [["SIGINT", 130], ["SIGTERM", 143]] as const) {
 /** The kernel-memory counter of a new child of this process's memory cgroup; `leave` takes the process out and removes it. */
 function ownCgroup(): { read: () => number } {
   const { base, kernelBytes } = memoryCgroup();
-  const dir = `${base}/skein-bench-${process.pid}`;
+  const dir = helperCgroupDir(process.pid);
   mkdirSync(dir);
   let inside = true;
   leave = () => {

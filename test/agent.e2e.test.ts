@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import type { OutputWatcher } from "../testing/lab.ts";
-import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { SKEIN, pluginDir, useLab, useTempDir, waitFor, spawnApiServer, spawnAgent } from "./harness/index.ts";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("agent");
@@ -22,15 +22,11 @@ const SVC = "/api/v1/namespaces/default/services";
 const EPS = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 async function startApiServer(): Promise<void> {
-  apiserver = await lab.spawn("cp", [SKEIN, "apiserver", "--dir", tmp, "--listen", "198.18.1.1:6443", "--token", TOKEN, "--unix", `${tmp}/api.sock`, "--bookmark-ms", "1000"], { ready: "serving", what: "skein apiserver" });
+  apiserver = await spawnApiServer(lab, "cp", tmp, "198.18.1.1:6443", TOKEN, ["--bookmark-ms", "1000"]);
 }
 
 async function startAgent(): Promise<OutputWatcher> {
-  agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], {
-    ready: "tables applied",
-    timeoutMs: 10_000,
-    what: "skein agent",
-  });
+  agent = await spawnAgent(lab, tmp);
   return agent.out;
 }
 

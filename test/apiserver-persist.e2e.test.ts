@@ -5,7 +5,7 @@
 import { afterAll, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { SKEIN, waitFor } from "./harness/index.ts";
+import { SKEIN, waitFor, freePort } from "./harness/index.ts";
 
 const TOKEN = "skap-token";
 const dirs: string[] = [];
@@ -15,13 +15,6 @@ function tmp(tag: string): string {
   const d = mkdtempSync(`${tmpdir()}/skap-${tag}-`);
   dirs.push(d);
   return d;
-}
-
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
 }
 
 /** Feeds a child's output, as text, to `sink` until it ends. */

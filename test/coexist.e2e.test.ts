@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import type { OutputWatcher } from "../testing/lab.ts";
-import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { SKEIN, pluginDir, useLab, useTempDir, waitFor, spawnApiServer, spawnAgent } from "./harness/index.ts";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("coexist");
@@ -32,11 +32,7 @@ const SVC = "/api/v1/namespaces/default/services";
 const EPS = "/apis/discovery.k8s.io/v1/namespaces/default/endpointslices";
 
 async function startAgent(extra: string[] = []): Promise<OutputWatcher> {
-  const a = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5", ...extra], {
-    ready: "tables applied",
-    timeoutMs: 10_000,
-    what: "skein agent",
-  });
+  const a = await spawnAgent(lab, tmp, extra);
   agent = a;
   return a.out;
 }
@@ -125,7 +121,7 @@ beforeAll(async () => {
   await lab.exec("node", ["ip", "rule", "add", "fwmark", `${FOREIGN}/${FOREIGN_MASK}`, "table", String(TABLE), "priority", "100"]);
   await lab.exec("node", ["nft", "-f", "-"], { stdin: foreignTable() });
 
-  apiserver = await lab.spawn("cp", [SKEIN, "apiserver", "--dir", tmp, "--listen", `${OUTSIDE_IP}:6443`, "--token", TOKEN, "--unix", `${tmp}/api.sock`, "--bookmark-ms", "1000"], { ready: "serving", what: "skein apiserver" });
+  apiserver = await spawnApiServer(lab, "cp", tmp, `${OUTSIDE_IP}:6443`, TOKEN, ["--bookmark-ms", "1000"]);
   await api.create("/api/v1/nodes", { metadata: { name: "node" }, spec: { podCIDRs: ["10.244.11.0/24"] }, status: { addresses: [{ type: "InternalIP", address: NODE_IP }] } });
   const slice = (name: string, service: string, ports: unknown[]) => ({
     metadata: { name, namespace: "default", labels: { "kubernetes.io/service-name": service } },

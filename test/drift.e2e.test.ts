@@ -5,7 +5,7 @@
 // table is put back too.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
-import { SKEIN, pluginDir, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { SKEIN, pluginDir, useLab, useTempDir, waitFor, spawnApiServer, spawnAgent } from "./harness/index.ts";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
 
 const lab = useLab("drift");
@@ -50,7 +50,7 @@ beforeAll(async () => {
   const cni = new CniRuntime({ path: [pluginDir(tmp)], hostNetns: lab.path("node") });
   for (const p of [...pods, "client"]) ips[p] = (await lab.pod(p, cni, list)).ip;
   for (const p of pods) await lab.serve(p, { name: `pod-${p}`, tcp: 8080, udp: 8080 });
-  apiserver = await lab.spawn("cp", [SKEIN, "apiserver", "--dir", tmp, "--listen", "198.18.2.1:6443", "--token", TOKEN, "--unix", `${tmp}/api.sock`], { ready: "serving", what: "skein apiserver" });
+  apiserver = await spawnApiServer(lab, "cp", tmp, "198.18.2.1:6443", TOKEN);
   await api.create("/api/v1/nodes", { metadata: { name: "node" }, spec: { podCIDRs: ["10.244.7.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.2.2" }] } });
   await api.create(SVC, { metadata: { name: "web" }, spec: { clusterIP: VIP, ports: [{ name: "http", port: 80, targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: "dns" }] } });
   await api.create(EPS, slice(pods));
@@ -69,11 +69,7 @@ afterAll(() => {
 });
 
 async function startAgent(): Promise<void> {
-  agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], {
-    ready: "tables applied",
-    timeoutMs: 10_000,
-    what: "skein agent",
-  });
+  agent = await spawnAgent(lab, tmp);
 }
 
 /** The agent's output so far, read to its end (its output is read only as it is waited for). */

@@ -4,7 +4,7 @@
 // restart that keeps what is allocated. Manifests go through `kubectl apply` (JSON bodies);
 // kubectl's typed commands (create namespace|service|configmap, expose) post protobuf.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { SKEIN, useTempDir, waitFor } from "./harness/index.ts";
+import { SKEIN, useTempDir, waitFor, freePort } from "./harness/index.ts";
 
 const KUBECTL = Bun.which("kubectl");
 const TOKEN = "kubectl-e2e-token";
@@ -12,14 +12,6 @@ const dir = useTempDir("kubectl");
 let port = 0;
 let server: ReturnType<typeof Bun.spawn> | undefined;
 let serverOut = "";
-
-/** A port free right now on loopback (the server gets it a moment later). */
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const p = l.port;
-  l.stop(true);
-  return p;
-}
 
 async function startServer(): Promise<void> {
   const p = Bun.spawn([SKEIN, "apiserver", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--token", TOKEN, "--service-cidr", "10.96.0.0/24", "--service-node-port-range", "30000-30099"], { stdout: "pipe", stderr: "pipe" });

@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { run } from "../agent/sys/exec.ts";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
-import { SKEIN, useLab, useTempDir, waitFor, nftListing } from "./harness/index.ts";
+import { SKEIN, useLab, useTempDir, waitFor, nftListing, spawnApiServer, spawnAgent } from "./harness/index.ts";
 
 const lab = useLab("tables");
 const tmp = useTempDir("tables");
@@ -113,11 +113,11 @@ describe("the agent's table", () => {
     lab.host("cp");
     lab.host("node");
     lab.wire({ ns: "cp", addr: "198.18.2.1/24" }, { ns: "node", addr: "198.18.2.2/24" });
-    apiserver = await lab.spawn("cp", [SKEIN, "apiserver", "--dir", tmp, "--listen", "198.18.2.1:6443", "--token", "t", "--unix", `${tmp}/api.sock`], { ready: "serving", what: "skein apiserver" });
+    apiserver = await spawnApiServer(lab, "cp", tmp, "198.18.2.1:6443", "t");
     await api.create("/api/v1/nodes", node);
     await api.create("/api/v1/namespaces/default/services", svc);
     await api.create("/apis/discovery.k8s.io/v1/namespaces/default/endpointslices", slice);
-    agent = await lab.spawn("node", [SKEIN, "agent", "--kubeconfig", `${tmp}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${tmp}/node.json`, "--coalesce-ms", "5"], { ready: "tables applied", timeoutMs: 10_000, what: "skein agent" });
+    agent = await spawnAgent(lab, tmp);
     await waitFor("the Service in the agent's table", async () => (await lab.exec("node", ["nft", "list", "map", "inet", "skein", "svc4"])).stdout.includes("10.96.0.10"), 5000, 20);
   }, 60_000);
 

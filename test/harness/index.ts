@@ -103,3 +103,25 @@ export async function nftListing(lab: Lab, ns: string): Promise<string[]> {
     })
     .sort();
 }
+
+/** `skein apiserver` in the lab's namespace `ns`, listening on `listen`, its files and Unix socket in `dir`. */
+export function spawnApiServer(lab: Lab, ns: string, dir: string, listen: string, token: string, extra: string[] = []) {
+  return lab.spawn(ns, [builtSkein(), "apiserver", "--dir", dir, "--listen", listen, "--token", token, "--unix", `${dir}/api.sock`, ...extra], { ready: "serving", what: "skein apiserver" });
+}
+
+/** `skein agent` in the lab's namespace "node" as the e2e tests run it (Node "node", the kubeconfig `skein apiserver` wrote in `dir`), once its tables are applied. */
+export function spawnAgent(lab: Lab, dir: string, extra: string[] = []) {
+  return lab.spawn("node", [builtSkein(), "agent", "--kubeconfig", `${dir}/kubeconfig`, "--node-name", "node", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${dir}/node.json`, "--coalesce-ms", "5", ...extra], {
+    ready: "tables applied",
+    timeoutMs: 10_000,
+    what: "skein agent",
+  });
+}
+
+/** A TCP port free on loopback right now (a server started a moment later takes it). */
+export function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}

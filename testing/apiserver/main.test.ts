@@ -6,18 +6,11 @@ import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "no
 import { connect } from "node:tls";
 import { resolve } from "node:path";
 import { ApiDriver } from "./driver.ts";
-import { useTempDir, waitFor } from "../../test/harness/index.ts";
+import { useTempDir, waitFor, freePort } from "../../test/harness/index.ts";
 
 const MAIN = resolve(import.meta.dir, "../../agent/main.ts");
 const procs: Array<ReturnType<typeof Bun.spawn>> = [];
 afterAll(() => procs.forEach((p) => p.kill("SIGKILL")));
-
-function freePort(): number {
-  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
-  const port = l.port;
-  l.stop(true);
-  return port;
-}
 
 /** Starts `skein apiserver` on `dir`; resolves once it serves (or with its exit if it does not). */
 async function apiserver(dir: string, ...extra: string[]) {

@@ -10,6 +10,7 @@ import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
 import { GO_FIELDS, SCHEMA } from "./k8s-proto.ts";
 import { groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
 import { ApiError } from "./store.ts";
+import { depthOf } from "./validate.ts";
 
 export const PROTOBUF = "application/vnd.kubernetes.protobuf";
 const MAGIC = [0x6b, 0x38, 0x73, 0x00];
@@ -156,13 +157,7 @@ function rawJson(raw: Uint8Array, path: string): Json | undefined {
   } catch (e) {
     throw bad(`${path}: not JSON: ${(e as Error).message}`);
   }
-  // JSON.parse itself has no depth limit; walk it without recursion
-  const stack: Array<[Json, number]> = [[v, 1]];
-  while (stack.length) {
-    const [x, d] = stack.pop()!;
-    if (x === null || typeof x !== "object") continue;
-    if (d > MAX_JSON_DEPTH) throw bad(`${path}: JSON nested deeper than ${MAX_JSON_DEPTH}`);
-    for (const y of Object.values(x)) stack.push([y, d + 1]);
-  }
+  // JSON.parse itself has no depth limit
+  if (depthOf(v, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) throw bad(`${path}: JSON nested deeper than ${MAX_JSON_DEPTH}`);
   return v;
 }
