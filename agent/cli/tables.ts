@@ -11,7 +11,7 @@ import { compile } from "../../compiler/reference/compile.ts";
 import { targetBackends, type Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
-import { model, ringCapacity, ringSlots } from "../datapath/model.ts";
+import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
 import { planDelta, renderPlan } from "../datapath/plan.ts";
 import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
@@ -79,7 +79,7 @@ function readable(t: Tables): string {
 function textlessDelta(before: Tables, tables: Tables, plan: ReturnType<typeof planDelta>): string | undefined {
   const cap = ringCapacity(ringSlots(before));
   const slots = ringSlots(tables);
-  if (slots[4] > cap[4] || slots[6] > cap[6])
+  if (!fits(slots, cap))
     return `the rings (${slots[4]} IPv4 and ${slots[6]} IPv6 slots) outgrow the ring maps made for the earlier tables (${cap[4]} and ${cap[6]}): the agent fills the other bank's maps and switches to them in one transaction, which --apply --since does`;
   const added = plan.before.addChains.map(([name]) => name);
   if (added.length)
@@ -123,7 +123,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
         const found = adoptedModel(listing.terse, listing.sets, listing.comment, marks);
         if (!found.ok) throw new Error(`--since: the table in this network namespace is not one to apply a delta to: ${found.why}`);
         const bank = found.model.bank;
-        const size = (fam: 4 | 6) => listing.ringMapSizes?.get(`be${fam}_${bank}`) ?? 0;
+        const size = (fam: 4 | 6) => listing.ringMapSizes?.get(ringMap(fam, bank)) ?? 0;
         dp.assume(before, { bank, capacity: { 4: size(4), 6: size(6) } });
       }
       const r = dp.sync(tables);

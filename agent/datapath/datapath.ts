@@ -20,7 +20,7 @@ import { structureDrift, type Listing } from "./adopt.ts";
 import { tableDrift } from "./drift.ts";
 import { inCidrs, type AddressTest } from "../../compiler/keys.ts";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
-import { emptyModel, model, patchModel, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model } from "./model.ts";
+import { emptyModel, fits, model, patchModel, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model } from "./model.ts";
 import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nft-text.ts";
 import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
 import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
@@ -112,7 +112,7 @@ export class Datapath {
       for (const t of c.before.targets) slots[t.family] -= t.ringSize;
       for (const t of c.after.targets) slots[t.family] += t.ringSize;
     }
-    if (!cur || this.hairpinStale || slots[4] > this.capacity[4] || slots[6] > this.capacity[6]) return this.sync(all());
+    if (!cur || this.hairpinStale || !fits(slots, this.capacity)) return this.sync(all());
     if (!changes.length) return { kind: "none", lines: 0, ringOps: 0, ms: performance.now() - t0 };
     this.flushPending();
     const unit = (side: "before" | "after") => model({ frontends: changes.flatMap((c) => c[side].frontends), targets: changes.flatMap((c) => c[side].targets) }, cur.bank, this.hairpin, this.marks);
@@ -159,9 +159,8 @@ export class Datapath {
     else this.flushPending();
     const prev = this.current;
     const slots = ringSlots(tables);
-    const fits = slots[4] <= this.capacity[4] && slots[6] <= this.capacity[6];
     // a bank switch when the rings outgrow their maps: the model names the other bank
-    const switchBank = !!prev && !opts.full && (!fits || !!opts.rebuild);
+    const switchBank = !!prev && !opts.full && (!fits(slots, this.capacity) || !!opts.rebuild);
     const next = model(tables, switchBank ? 1 - prev!.bank : (prev?.bank ?? 0), this.hairpin, this.marks);
     const commit = () => {
       this.current = next;

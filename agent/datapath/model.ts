@@ -54,6 +54,9 @@ export interface Capacity {
   6: number;
 }
 
+/** Whether ring slots `slots` fit maps of sizes `cap` (else the rings need a bank switch). */
+export const fits = (slots: Capacity, cap: Capacity): boolean => slots[4] <= cap[4] && slots[6] <= cap[6];
+
 /** Ring map sizes per family: room for 25% growth before a bank switch, never below 4096. */
 export function ringCapacity(slots: Capacity): Capacity {
   const size = (n: number) => {
