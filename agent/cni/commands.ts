@@ -1,7 +1,7 @@
 // cmdAdd / cmdDel / cmdCheck / cmdStatus / cmdGc: plain functions over a parsed config and
 // environment. main.ts only wires them to stdin, stdout and the exit code.
 import { mkdirSync, readdirSync } from "node:fs";
-import { allocate, allocationsOf, countInPool, RangeExhaustedError, release, releaseAllBut, type Allocation } from "../ipam/allocator.ts";
+import { allocate, allocationsOf, countInPool, RangeExhaustedError, release, releaseAllBut, type Allocation, type IpamState } from "../ipam/allocator.ts";
 import { parseIp, poolSize, type Family, type Pool } from "../ipam/cidr.ts";
 import { DiskStore } from "../ipam/disk-store.ts";
 import { NodeFileError, NodeFileInvalid, readNodeFile } from "../ipam/node-file.ts";
@@ -180,7 +180,7 @@ export function cmdDel(env: CniEnv, conf: NetConf, deps: Deps): void {
  * Returns what it did; throws, naming the configuration's problem, only when something of
  * the container may be left.
  */
-export function cmdDelLenient(env: CniEnv, stdin: string, confError: CniError, deps: Pick<Deps, "store">): string {
+export function cmdDelLenient(env: CniEnv, where: ReturnType<typeof storeOf>, confError: CniError, deps: Pick<Deps, "store">): string {
   const done: string[] = [];
   const failed: string[] = [];
   const hostIf = hostVethName(env.containerId, env.ifname);
@@ -189,7 +189,6 @@ export function cmdDelLenient(env: CniEnv, stdin: string, confError: CniError, d
   } catch (e) {
     failed.push(toCniError(e).message);
   }
-  const where = storeOf(stdin);
   if (typeof where === "string") failed.push(`cannot release its addresses: ${where}`);
   else {
     try {
@@ -334,15 +333,15 @@ function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): 
 
 export function cmdStatus(conf: NetConf, deps: Deps): void {
   let net: Network;
-  let used: Allocation[];
+  let state: IpamState;
   try {
     net = resolveNetwork(conf);
-    used = Object.values(deps.store(conf).read().allocations);
+    state = deps.store(conf).read();
   } catch (e) {
     throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: ${(e as Error).message}`);
   }
   for (const p of net.pools) {
-    const n = countInPool({ allocations: Object.fromEntries(used.map((a) => [a.ip, a])), cursors: {} }, p);
+    const n = countInPool(state, p);
     if (BigInt(n) >= poolSize(p)) throw new CniError(ErrorCode.NotAvailable, `skein cannot add pods: pod CIDR ${p.cidr} has no free address (${n} in use)`);
   }
 }

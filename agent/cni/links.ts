@@ -5,12 +5,13 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
 import { parseIp, type Family } from "../ipam/cidr.ts";
 import { ExecError, ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
+import { HOST_LE } from "../sys/nlattr.ts";
+import { errnoName } from "../sys/nlsock.ts";
 import { renderIpBatch, type LinkOp } from "./plan.ts";
 
 const useNetlink = () => process.env.SKEIN_NETLINK !== "off";
 
 /** errno values after which the same request may well succeed a moment later */
-const TRANSIENT_ERRNO = new Set([4 /* EINTR */, 11 /* EAGAIN */, 12 /* ENOMEM */, 16 /* EBUSY */, 23 /* ENFILE */, 24 /* EMFILE */, 105 /* ENOBUFS */, 110 /* ETIMEDOUT */]);
 const TRANSIENT_CODE = new Set(["EINTR", "EAGAIN", "ENOMEM", "EBUSY", "ENFILE", "EMFILE", "ENOBUFS", "ETIMEDOUT"]);
 
 /**
@@ -31,7 +32,7 @@ export class LinkError extends Error {
 export function toLinkError(e: unknown): LinkError {
   if (e instanceof LinkError) return e;
   const msg = oneLine((e as Error)?.message ?? String(e));
-  if (e instanceof NetlinkError) return new LinkError(msg, TRANSIENT_ERRNO.has(e.errno));
+  if (e instanceof NetlinkError) return new LinkError(msg, TRANSIENT_CODE.has(errnoName(e.errno)));
   const code = (e as { code?: unknown })?.code;
   return new LinkError(msg, typeof code === "string" && TRANSIENT_CODE.has(code));
 }
@@ -77,9 +78,8 @@ export function hostRoutesTo(ip: string, family: Family): string[] {
 /** An IPv4 address or mask of /proc/net/route: the kernel prints it as a host-order word. */
 function hostWord(hex: string): number {
   const n = parseInt(hex, 16) >>> 0;
-  return LITTLE_ENDIAN ? (((n & 0xff) << 24) | ((n & 0xff00) << 8) | ((n >>> 8) & 0xff00) | (n >>> 24)) >>> 0 : n;
+  return HOST_LE ? (((n & 0xff) << 24) | ((n & 0xff00) << 8) | ((n >>> 8) & 0xff00) | (n >>> 24)) >>> 0 : n;
 }
-const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const RTF_GATEWAY = 0x2;
 const RTF_REJECT = 0x200;
@@ -88,12 +88,11 @@ const prefixOfMask = (mask: number) => (mask === 0 ? 0 : 32 - Math.log2((~mask >
 
 function holders4(v: bigint): string[] {
   const found: string[] = [];
-  const word = hostWord;
   for (const l of readFileSync("/proc/net/route", "utf8").split("\n").slice(1)) {
     const f = l.split("\t");
     if (f.length < 8 || f[0] === "*") continue; // "*": a blackhole route, no interface
-    const dst = word(f[1]!);
-    const mask = word(f[7]!);
+    const dst = hostWord(f[1]!);
+    const mask = hostWord(f[7]!);
     const flags = parseInt(f[3]!, 16);
     const prefix = prefixOfMask(mask);
     if (!inPrefix(v, BigInt(dst), prefix, 32)) continue;

@@ -46,8 +46,8 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
       conf = parseNetConf(io.stdin);
     } catch (e) {
       if (env.command !== "DEL" || !(e instanceof CniError)) throw e;
-      const del = () => cmdDelLenient(env, io.stdin, e, { store: defaultStore, ...deps });
       const where = storeOf(io.stdin);
+      const del = () => cmdDelLenient(env, where, e, { store: defaultStore, ...deps });
       // Without a readable network name and data directory there is no state to touch, only
       // the veth (by name), and no lock file to take.
       const report = typeof where === "string" ? del() : withContainerLock(where.dataDir, env.containerId, del);

@@ -18,12 +18,10 @@
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
 import { AttrWriter, HOST_LE, NLA_F_NESTED } from "../sys/nlattr.ts";
+import { NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES } from "../sys/nftmsg.ts";
 import type { RingRule } from "./model.ts";
 import { slotCount, type RingOps, type SlotOp } from "./ring-ops.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
-const NFNL_MSG_BATCH_BEGIN = 0x10;
-const NFNL_MSG_BATCH_END = 0x11;
 const NFT_MSG_NEWCHAIN = 3;
 const NFT_MSG_DELCHAIN = 5;
 const NFT_MSG_NEWRULE = 6;

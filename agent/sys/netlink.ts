@@ -33,14 +33,11 @@ import {
   SOL_NETLINK,
   SOL_SOCKET,
 } from "./nlsock.ts";
-import { attrs, decodeNft, type NftGeneration } from "./nftmsg.ts";
+import { attrs, decodeNft, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, type NftGeneration } from "./nftmsg.ts";
 import { AttrWriter } from "./nlattr.ts";
 
 export { NetlinkError } from "./nlsock.ts";
 
-const NFNL_SUBSYS_NFTABLES = 10;
-const NFNL_MSG_BATCH_BEGIN = 0x10;
-const NFNL_MSG_BATCH_END = 0x11;
 const NFT_MSG_GETTABLE = 1;
 const NFT_MSG_GETGEN = 16;
 const NFTA_TABLE_NAME = 1;

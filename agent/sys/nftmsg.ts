@@ -5,6 +5,9 @@
 // on a multicast group is whatever the kernel (or a future kernel) sends.
 
 export const NFNL_SUBSYS_NFTABLES = 10;
+/** the messages that open and close an nfnetlink batch (a transaction) */
+export const NFNL_MSG_BATCH_BEGIN = 0x10;
+export const NFNL_MSG_BATCH_END = 0x11;
 export const NFT_MSG_NEWGEN = 15;
 
 /** An object one transaction changed. */
