@@ -4,8 +4,9 @@
 // following it into anything that blocks or acts on open (O_PATH), the checks look at that
 // descriptor, and every later step reaches the same namespace through
 // /proc/<pid>/fd/<n> of this process, which names the open file, never the path again.
-import { closeSync, fstatSync, openSync, statSync } from "node:fs";
+import { closeSync, fstatSync, openSync } from "node:fs";
 import { CniError, ErrorCode } from "./spec.ts";
+import { ownNetnsId } from "../sys/netns.ts";
 
 /** O_PATH (Linux, every architecture bun runs on): open without reading, never blocks. */
 const O_PATH = 0o10000000;
@@ -17,15 +18,6 @@ export interface PodNetns {
   /** names the opened namespace for this process and its children (nsenter, ip) */
   path: string;
   close(): void;
-}
-
-/** The node's namespace (this thread's): device and inode. */
-export function ownNetnsId(): { dev: bigint; ino: bigint } {
-  try {
-    return statSync("/proc/thread-self/ns/net", { bigint: true });
-  } catch {
-    return statSync("/proc/self/ns/net", { bigint: true }); // kernels before 3.17
-  }
 }
 
 /** A path for a message: CNI_NETNS is outside input, of any length (env.ts refuses control characters in it). */

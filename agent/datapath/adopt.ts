@@ -8,6 +8,7 @@
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
 import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment } from "../sys/nftdump.ts";
+import { NFT_SET_ANONYMOUS, NFT_SET_MAP } from "../sys/nftmsg.ts";
 import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
 
@@ -18,7 +19,6 @@ const RING_MAP = /^be([46])_(\d)$/;
 
 type J = Record<string, any>;
 
-const NFT_SET_ANONYMOUS = 0x1;
 
 export type Adoption =
   | { ok: true; model: Model; /** a bank whose maps exist but that nothing uses (an interrupted switch), with its ring chains */ stale?: { bank: number; chains: string[] } }
@@ -128,7 +128,7 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
     // an anonymous set belongs to the rule that looks it up (the ring rules' protocol guard):
     // listed with that rule, as nft lists it, not as a set of the table
     if (x.flags & NFT_SET_ANONYMOUS) continue;
-    terse.push(x.flags & 8 ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
+    terse.push(x.flags & NFT_SET_MAP ? { map: { family: "inet", name: x.name } } : { set: { family: "inet", name: x.name } });
     if (isRingMap(x.name)) ringMapSizes.set(x.name, x.size);
     const how = ELEMENT_SETS[x.name];
     if (!elements || !how) continue;

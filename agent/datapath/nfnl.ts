@@ -18,7 +18,7 @@
 
 import { KEY_BYTES, writeBackendKey } from "../../compiler/keys.ts";
 import { AttrWriter, HOST_LE, NLA_F_NESTED } from "../sys/nlattr.ts";
-import { NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES } from "../sys/nftmsg.ts";
+import { NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, NFT_SET_ANONYMOUS, NFT_SET_CONSTANT } from "../sys/nftmsg.ts";
 import type { RingRule } from "./model.ts";
 import { slotCount, type RingOps, type SlotOp } from "./ring-ops.ts";
 
@@ -45,8 +45,6 @@ const REG_2 = 2;
 const REG32 = (n: number) => 8 + n;
 
 // the guard's set, as nft declares `meta l4proto { tcp, udp, sctp }`
-const NFT_SET_ANONYMOUS = 0x1;
-const NFT_SET_CONSTANT = 0x2;
 const TYPE_INET_PROTOCOL = 12; // nft's datatype of inet_proto
 const GUARD_PROTOCOLS = [6, 17, 132]; // tcp, udp, sctp
 /** The set's user data as nft writes it (libnftnl's TLVs): key byte order "host", key typeof

@@ -2,6 +2,7 @@
 // CNI plugin killed mid-ADD never leaves a stale lock behind (lock directories do).
 import { closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dlopen, FFIType } from "bun:ffi";
+import { ownNetnsId } from "./netns.ts";
 
 const LOCK_EX = 2;
 const LOCK_UN = 8;
@@ -75,7 +76,7 @@ export class LockTimeoutError extends Error {
  * is bounded too: LockTimeoutError after `timeoutMs`.
  */
 export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number): T {
-  const ns = statSync("/proc/thread-self/ns/net", { bigint: true });
+  const ns = ownNetnsId();
   const path = `${dir}/cni-${ns.dev}-${ns.ino}.lock`;
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const uid = process.getuid?.() ?? 0;
@@ -112,7 +113,7 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
  * the holder dies. Throws, naming the holder, when another process has it.
  */
 export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
-  const ns = statSync("/proc/thread-self/ns/net", { bigint: true });
+  const ns = ownNetnsId();
   const path = `${dir}/agent-${ns.dev}-${ns.ino}.lock`;
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // readable by root alone: a flock needs only a descriptor, so a file anyone could open

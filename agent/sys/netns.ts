@@ -1,6 +1,6 @@
 // Named network namespaces for the demo, the tests and `skein cleanup`. Everything made here
 // carries a caller-chosen prefix, so that teardown can find it again even after a crash.
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { run } from "./exec.ts";
 
 export const NETNS_DIR = "/var/run/netns";
@@ -47,4 +47,13 @@ export function deleteNetnsWithPrefix(prefix: string): string[] {
   const victims = listNetns().filter((n) => n.startsWith(prefix));
   for (const n of victims) deleteNetns(n);
   return victims;
+}
+
+/** This thread's network namespace (the node's, for the agent and the CNI plugin): its nsfs device and inode. */
+export function ownNetnsId(): { dev: bigint; ino: bigint } {
+  try {
+    return statSync("/proc/thread-self/ns/net", { bigint: true });
+  } catch {
+    return statSync("/proc/self/ns/net", { bigint: true }); // kernels before 3.17
+  }
 }

@@ -121,7 +121,7 @@ export function decodeRule(m: Uint8Array): DumpedRule {
 
 export interface DumpedSet {
   name: string;
-  /** NFT_SET_MAP (8) marks a map */
+  /** NFTA_SET_FLAGS (nftmsg.ts NFT_SET_*: NFT_SET_MAP marks a map) */
   flags: number;
   /** the size it was declared with (NFTA_SET_DESC's SIZE), 0 when none */
   size: number;

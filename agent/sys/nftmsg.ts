@@ -9,6 +9,10 @@ export const NFNL_SUBSYS_NFTABLES = 10;
 export const NFNL_MSG_BATCH_BEGIN = 0x10;
 export const NFNL_MSG_BATCH_END = 0x11;
 export const NFT_MSG_NEWGEN = 15;
+/** NFTA_SET_FLAGS bits */
+export const NFT_SET_ANONYMOUS = 0x1;
+export const NFT_SET_CONSTANT = 0x2;
+export const NFT_SET_MAP = 0x8;
 
 /** An object one transaction changed. */
 export interface NftChange {
