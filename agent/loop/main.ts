@@ -53,22 +53,20 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs, undefined, o.marks);
   // skein's base chains as this kernel lists them, from a dormant table loaded and dropped
   // once (the mark ranges, and so the rules, stay for the agent's life)
-  let ref: Promise<Listing> | undefined;
-  const reference = (): Promise<Listing> =>
-    (ref ??= (async () => {
-      const r = renderReference(o.marks);
-      nft.run(r.load);
-      try {
-        const l = listTable(nl, REF_TABLE, false);
-        if (!l) throw new Error(`the reference table inet ${REF_TABLE} vanished before it was read`);
-        return l;
-      } finally {
-        nft.run(r.drop);
-      }
-    })().catch((e) => {
-      ref = undefined;
-      throw e;
-    }));
+  // (a failed load is not kept: the next comparison tries again)
+  let ref: Listing | undefined;
+  const loadReference = (): Listing => {
+    const r = renderReference(o.marks);
+    nft.run(r.load);
+    try {
+      const l = listTable(nl, REF_TABLE, false);
+      if (!l) throw new Error(`the reference table inet ${REF_TABLE} vanished before it was read`);
+      return l;
+    } finally {
+      nft.run(r.drop);
+    }
+  };
+  const reference = async (): Promise<Listing> => (ref ??= loadReference());
   const kernel: KernelWatch = { poll: () => owner.poll(), changed: () => owner.changed(), settle: () => owner.settle(), doubt: (why) => owner.doubt(why), list: async () => listTable(nl), reference };
   const masquerade = o.masquerade ? new Masquerade(nft, () => nl.tableUserdata("inet", MASQ_TABLE)) : undefined;
   // the tables an earlier agent left keep serving until the new ones are whole
