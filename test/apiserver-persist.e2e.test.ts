@@ -6,6 +6,7 @@ import { afterAll, expect, test } from "bun:test";
 import { appendFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { SKEIN, waitFor, freePort } from "./harness/index.ts";
+import { runAsync } from "../agent/sys/exec.ts";
 
 const TOKEN = "skap-token";
 const dirs: string[] = [];
@@ -233,14 +234,12 @@ test.each([
 
 test("--listen with a port out of range, and --dir that is a file, are named", async () => {
   const d = tmp("flags");
-  const p = Bun.spawn([SKEIN, "apiserver", "--dir", d, "--listen", "127.0.0.1:99999", "--token", TOKEN], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
+  const { stdout: out, stderr: err, exitCode: code } = await runAsync([SKEIN, "apiserver", "--dir", d, "--listen", "127.0.0.1:99999", "--token", TOKEN], { allowFail: true });
   expect(code).toBe(2);
   expect(out + err).toContain("--listen");
   expect(out + err).toContain("99999");
   writeFileSync(`${d}/file`, "");
-  const q = Bun.spawn([SKEIN, "apiserver", "--dir", `${d}/file`, "--listen", `127.0.0.1:${freePort()}`, "--token", TOKEN], { stdout: "pipe", stderr: "pipe" });
-  const [out2, err2, code2] = await Promise.all([new Response(q.stdout).text(), new Response(q.stderr).text(), q.exited]);
+  const { stdout: out2, stderr: err2, exitCode: code2 } = await runAsync([SKEIN, "apiserver", "--dir", `${d}/file`, "--listen", `127.0.0.1:${freePort()}`, "--token", TOKEN], { allowFail: true });
   expect(code2).not.toBe(0);
   expect(out2 + err2).toContain(`--dir ${d}/file: not a directory`);
 }, 30_000);

@@ -5,6 +5,7 @@
 // kubectl's typed commands (create namespace|service|configmap, expose) post protobuf.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { SKEIN, useTempDir, waitFor, freePort } from "./harness/index.ts";
+import { runAsync } from "../agent/sys/exec.ts";
 
 const KUBECTL = Bun.which("kubectl");
 const TOKEN = "kubectl-e2e-token";
@@ -34,9 +35,8 @@ async function stopServer(): Promise<void> {
 }
 
 async function kc(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const p = Bun.spawn([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, ...args], { stdout: "pipe", stderr: "pipe" });
-  const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-  return { code, out, err };
+  const r = await runAsync([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, ...args], { allowFail: true });
+  return { code: r.exitCode, out: r.stdout, err: r.stderr };
 }
 
 /** `kubectl apply` of one Service manifest (JSON), without OpenAPI validation (none is served). */

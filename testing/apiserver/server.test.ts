@@ -12,6 +12,7 @@ import { Store } from "./store.ts";
 import { parsePortRange, parseServiceCidrs } from "./services.ts";
 import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
+import { runAsync } from "../../agent/sys/exec.ts";
 
 const UNKNOWN = () => createFileRegistry(fromBinary(FileDescriptorSetSchema, SCHEMA)).getMessage("k8s.io.apimachinery.pkg.runtime.Unknown")!;
 const servers: TestApiServer[] = [];
@@ -358,9 +359,8 @@ describe("clients it exists for", () => {
     // not spawnSync: the server answers from this same process
     const kc = async (...args: string[]) => {
       await config;
-      const p = Bun.spawn([kubectl, "--kubeconfig", `${dir}/config`, "--cache-dir", `${dir}/cache`, ...args], { stdout: "pipe", stderr: "pipe" });
-      const [out, err, code] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text(), p.exited]);
-      return { code, out, err };
+      const r = await runAsync([kubectl, "--kubeconfig", `${dir}/config`, "--cache-dir", `${dir}/cache`, ...args], { allowFail: true });
+      return { code: r.exitCode, out: r.stdout, err: r.stderr };
     };
     return { kc, dir };
   };
