@@ -12,6 +12,7 @@ import { addressBytes } from "../../compiler/address.ts";
 import {
   closeSocket,
   EAGAIN,
+  ethtoolValue,
   EBADF,
   EINTR,
   EMSGSIZE,
@@ -92,7 +93,7 @@ export interface RouteSpec {
 }
 
 /** One netlink request: its header, a fixed header struct, then attributes (nlattr.ts). */
-class Msg {
+export class Msg {
   readonly w = new AttrWriter(new Uint8Array(256));
   constructor(readonly type: number, readonly flags: number, head: Uint8Array) {
     this.w.zeros(16);
@@ -270,8 +271,9 @@ export class Netlink {
     }
   }
 
-  /** Sends one request and waits for its ack (or a dump's end); returns the replies before it. */
-  private request(what: string, m: Msg): Uint8Array[] {
+  /** Sends one request and waits for its ack (or a dump's end); returns the replies before it
+   * (each message whole, from its netlink header). rtnl.ts builds its requests on this. */
+  request(what: string, m: Msg): Uint8Array[] {
     this.live(what);
     this.drain();
     const seq = this.take(1);
@@ -456,6 +458,13 @@ export class Netlink {
     } finally {
       closeSync(nsfd);
     }
+  }
+
+  /** An ethtool get or set of one value (struct ethtool_value) on the link `name`, through this
+   * socket, so in its namespace; the value read (or written). */
+  ethtool(name: string, cmd: number, value = 0): number {
+    this.live(`ethtool ${name}`);
+    return ethtoolValue(this.fd, name, cmd, value);
   }
 
   setUp(name: string): void {

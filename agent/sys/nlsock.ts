@@ -8,6 +8,7 @@
 // reference plugins do with a locked OS thread; nothing else runs on that thread meanwhile.
 import { closeSync, openSync } from "node:fs";
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { HOST_LE } from "./nlattr.ts";
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
@@ -59,6 +60,7 @@ const ERRNO: Record<number, string> = {
   90: "EMSGSIZE",
   93: "EPROTONOSUPPORT",
   95: "EOPNOTSUPP",
+  99: "EADDRNOTAVAIL",
   101: "ENETUNREACH",
   105: "ENOBUFS",
   110: "ETIMEDOUT",
@@ -85,6 +87,7 @@ function openLibc() {
     setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   }).symbols;
 }
@@ -171,6 +174,25 @@ function socketIn(netnsPath: string, protocol: number): number {
   } finally {
     closeSync(target);
   }
+}
+
+const SIOCETHTOOL = 0x8946;
+const IFNAMSIZ = 16;
+
+/**
+ * SIOCETHTOOL with a struct ethtool_value on `fd` (any socket: the kernel hands device ioctls
+ * a socket family does not know to the device of that name in the socket's namespace); the
+ * value the kernel leaves in it.
+ */
+export function ethtoolValue(fd: number, ifname: string, cmd: number, value: number): number {
+  const name = new TextEncoder().encode(ifname);
+  if (name.length >= IFNAMSIZ) throw new NetlinkError(`ethtool ${ifname}`, 22, "interface name too long");
+  const ev = new Uint32Array([cmd, value]);
+  const ifr = new Uint8Array(40); // struct ifreq: the name, then a union whose ifr_data points at `ev`
+  ifr.set(name);
+  new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, BigInt(ptr(ev)), HOST_LE);
+  if (libc().ioctl(fd, SIOCETHTOOL, ptr(ifr)) !== 0) throw new NetlinkError(`ethtool command ${cmd} on ${ifname}`, errno());
+  return ev[1]!;
 }
 
 export function closeSocket(fd: number): void {
