@@ -37,8 +37,16 @@ const log: OverlayLog = {
 const sh = async (ns: string, ...argv: string[]) => (await lab.exec(ns, argv)).stdout;
 const json = async <T>(ns: string, ...argv: string[]): Promise<T> => JSON.parse((await sh(ns, ...argv)) || "[]") as T;
 
+interface Held {
+  routes: string[];
+  link: Record<string, unknown> | undefined;
+  neighbours: string[];
+  fdb: string[];
+  addrs: string[];
+}
+
 /** What the kernel of node `ns` holds of skein's, as ip and bridge print it. */
-async function kernel(ns: string) {
+async function kernel(ns: string): Promise<Held> {
   const routes = [
     ...(await json<Array<Record<string, unknown>>>(ns, "ip", "-j", "-4", "route", "show", "table", "main", "proto", "86")),
     ...(await json<Array<Record<string, unknown>>>(ns, "ip", "-j", "-6", "route", "show", "table", "main", "proto", "86")),
@@ -57,7 +65,7 @@ async function kernel(ns: string) {
 }
 
 /** What `plan` says the kernel must hold, in kernel()'s terms. */
-function expected(plan: OverlayPlan) {
+function expected(plan: OverlayPlan): Held {
   return {
     routes: plan.routes.map((r) => `${r.dst} via ${r.via} dev ${r.dev}${r.onlink ? " onlink" : ""}`).sort(),
     link: plan.vxlan && { up: true, mtu: plan.vxlan.mtu, mac: plan.vxlan.mac, kind: "vxlan", id: 1, port: 4789, local: plan.vxlan.local, link: "eth0", learning: false, group: undefined },
