@@ -164,6 +164,7 @@ describe("overlay in three node namespaces", () => {
   });
 
   test("what someone else deletes or changes comes back within 2 s", async () => {
+    for (const x of nodes.slice(1)) open(x.name).apply(planFor(x));
     const ov = open("n1");
     ov.apply(planFor(nodes[0]!));
     const want = expected(planFor(nodes[0]!));
@@ -190,6 +191,7 @@ describe("overlay in three node namespaces", () => {
     }
     expect(await lab.ping("p1", "10.244.3.10")).toBe(true);
     expect(ov.repairs).toBeGreaterThanOrEqual(breaks.length);
+    if (process.env.OVDEBUG) console.log(JSON.stringify(logs.filter((l) => l.level !== "info"), null, 0));
   });
 
   test("a route of someone else to a peer's pod CIDR is left alone; once gone, skein's comes back", async () => {

@@ -123,6 +123,7 @@ export class Overlay {
   private want: Wanted | undefined;
   private vxIndex: number | undefined;
   private underlayIndex: number | undefined;
+  private underlayFlags = 0;
   private timers: Array<ReturnType<typeof setInterval>> = [];
   private soon: ReturnType<typeof setTimeout> | undefined;
   private retryMs = RETRY_MS;
@@ -244,7 +245,11 @@ export class Overlay {
     const { messages, lost } = this.events.read();
     if (!this.want) return;
     if (lost) return this.schedule(0, "rtnetlink notifications were lost");
+    // a link's state is its last message's (its creation is told down, then up)
+    const last = new Map<number, RtMsg>();
+    for (const m of messages) if (m.kind === "link") last.set(m.index, m);
     for (const m of messages) {
+      if (m.kind === "link" && last.get(m.index) !== m) continue;
       const why = this.concerns(m, this.want);
       if (why) return this.schedule(0, why);
     }
@@ -255,7 +260,8 @@ export class Overlay {
     const vx = this.vxIndex;
     switch (m.kind) {
       case "link": {
-        if (m.index === this.underlayIndex) return `underlay link ${w.plan.vxlan?.dev ?? m.name} changed`;
+        // set down, the underlay loses its IPv4 routes unheard: the direct ones among them are ours
+        if (m.index === this.underlayIndex) return m.deleted || (m.flags & IFF_UP) !== (this.underlayFlags & IFF_UP) ? `underlay link ${m.name ?? m.index} went ${m.deleted ? "away" : m.flags & IFF_UP ? "up" : "down"}` : undefined;
         if (m.index !== vx && m.name !== VXLAN_DEV) return undefined;
         const v = w.plan.vxlan;
         if (!v) return m.deleted ? undefined : `${VXLAN_DEV} appeared`;
@@ -313,6 +319,7 @@ export class Overlay {
     const underlayDev = plan.vxlan?.dev ?? plan.routes.find((r) => r.dev !== VXLAN_DEV)?.dev;
     const underlay = underlayDev === undefined ? undefined : getLink(nl, underlayDev);
     this.underlayIndex = underlay?.index;
+    this.underlayFlags = underlay?.flags ?? 0;
     if (underlayDev !== undefined && !underlay) failed.push(`underlay link ${underlayDev} does not exist`);
     let vx = getLink(nl, VXLAN_DEV);
     const v = plan.vxlan;

@@ -159,7 +159,9 @@ export function decodeRt(b: Uint8Array, at = 0, len = b.length): RtMsg | undefin
   switch (type) {
     case RTM_NEWLINK:
     case RTM_DELLINK: {
-      if (len < 32) return undefined;
+      // other families' link messages are per-protocol state (IPv6's router solicitation,
+      // a bridge port's): not the link itself
+      if (len < 32 || b[body] !== 0) return undefined;
       const m: LinkMsg = { kind: "link", deleted: type === RTM_DELLINK, index: dv.getInt32(body + 4, HOST_LE), flags: u32(body + 8) };
       const ok = attrs(b, body + 16, end, (t, a, e) => {
         if (t === IFLA_IFNAME) m.name = str(b, a, e);
