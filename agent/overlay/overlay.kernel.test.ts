@@ -232,6 +232,29 @@ describe("overlay in three node namespaces", () => {
     expect(await lab.ping("p2", "10.244.3.10")).toBe(true);
   });
 
+  test("the periodic comparison puts back what no notification was read for", async () => {
+    overlays.get("n2")?.close();
+    // notifications are not read within the test: only the periodic comparison can repair
+    const ov = Overlay.open({ log, netnsPath: lab.path("n2"), pollMs: 600_000, checkEveryMs: 200 });
+    overlays.set("n2", ov);
+    ov.apply(planFor(nodes[1]!));
+    await sh("n2", "ip", "route", "del", "10.244.3.0/24");
+    await waitFor("the route to come back", async () => (await kernel("n2")).routes.includes("10.244.3.0/24 via 10.244.3.0 dev skein.vxlan onlink"), 2000, 20);
+  });
+
+  test("what could not be written is retried: an underlay link that appears after the apply", async () => {
+    lab.host("late");
+    const ov = open("late");
+    const x: Node = { name: "n9", n: 9, underlay: "192.168.80.9", subnet: "192.168.80.0/24", mac: "0a:58:00:00:00:09" };
+    const plan = planFor(x, [...nodes, x]);
+    const r = ov.apply(plan);
+    expect(r.failed).toContain("underlay link eth0 does not exist");
+    await sh("late", "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth1");
+    await sh("late", "ip", "addr", "add", "192.168.80.9/24", "dev", "eth0");
+    await sh("late", "ip", "link", "set", "eth0", "up");
+    await waitFor("the plan to be in place", async () => JSON.stringify(await kernel("late")) === JSON.stringify(expected(plan)), 3000, 50);
+  });
+
   test("cleanup removes the device and every route of skein's, and nothing else", async () => {
     const ov = open("n3");
     ov.apply(planFor(nodes[2]!));

@@ -366,7 +366,8 @@ export function deleteAddress(nl: Netlink, index: number, cidr: string): void {
 export function listRoutes(nl: Netlink, family: 4 | 6): RouteMsg[] {
   const head = new Uint8Array(12);
   head[0] = AF(family);
-  return dump(nl, `list IPv${family} routes`, RTM_GETROUTE, head, "route");
+  // a kernel without the family answers with every family's: only the one asked for counts
+  return dump(nl, `list IPv${family} routes`, RTM_GETROUTE, head, "route").filter((r) => r.family === family);
 }
 
 export interface RouteWrite {
@@ -419,7 +420,7 @@ export function deleteRoute(nl: Netlink, dst: string, protocol: number, table = 
 export function listNeighbours(nl: Netlink, family: 4 | 6 | "bridge"): NeighMsg[] {
   const head = new Uint8Array(12);
   head[0] = family === "bridge" ? AF_BRIDGE : AF(family);
-  return dump(nl, `list ${family === "bridge" ? "FDB entries" : `IPv${family} neighbours`}`, RTM_GETNEIGH, head, "neigh");
+  return dump(nl, `list ${family === "bridge" ? "FDB entries" : `IPv${family} neighbours`}`, RTM_GETNEIGH, head, "neigh").filter((n) => n.family === family);
 }
 
 function ndmsg(family: number, index: number, state: number, flags: number): Uint8Array {
