@@ -47,41 +47,41 @@ const NFPROTO: Record<string, number> = { inet: 1, ip: 2, ip6: 10 };
 
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
-const NLM_F_DUMP = 0x300;
+export const NLM_F_DUMP = 0x300;
 const NLM_F_DUMP_INTR = 0x10;
-const NLM_F_REPLACE = 0x100;
-const NLM_F_EXCL = 0x200;
-const NLM_F_CREATE = 0x400;
+export const NLM_F_REPLACE = 0x100;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
 const NLMSG_NOOP = 1;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 
-const RTM_NEWLINK = 16;
-const RTM_DELLINK = 17;
-const RTM_GETLINK = 18;
-const RTM_NEWADDR = 20;
-const RTM_NEWROUTE = 24;
-const RTM_NEWNEIGH = 28;
+export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
+export const RTM_GETLINK = 18;
+export const RTM_NEWADDR = 20;
+export const RTM_NEWROUTE = 24;
+export const RTM_NEWNEIGH = 28;
 
-const IFLA_ADDRESS = 1;
-const IFLA_IFNAME = 3;
-const IFLA_MTU = 4;
-const IFLA_LINKINFO = 18;
+export const IFLA_ADDRESS = 1;
+export const IFLA_IFNAME = 3;
+export const IFLA_MTU = 4;
+export const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
+export const IFLA_INFO_KIND = 1;
+export const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
-const IFF_UP = 1;
+export const IFF_UP = 1;
 
-const IFA_ADDRESS = 1;
-const IFA_LOCAL = 2;
-const IFA_F_NODAD = 0x02;
-const RTA_DST = 1;
-const RTA_OIF = 4;
-const RTA_GATEWAY = 5;
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
-const NUD_PERMANENT = 0x80;
+export const IFA_ADDRESS = 1;
+export const IFA_LOCAL = 2;
+export const IFA_F_NODAD = 0x02;
+export const RTA_DST = 1;
+export const RTA_OIF = 4;
+export const RTA_GATEWAY = 5;
+export const NDA_DST = 1;
+export const NDA_LLADDR = 2;
+export const NUD_PERMANENT = 0x80;
 
 export interface RouteSpec {
   family: 4 | 6;
@@ -135,9 +135,9 @@ export function ipBytes(ip: string): { family: 4 | 6; bytes: Uint8Array } {
   const b = addressBytes(ip);
   return { family: b.length === 4 ? 4 : 6, bytes: Uint8Array.from(b) };
 }
-const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
+export const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
 
-function ifinfomsg(index: number, flags: number, change: number): Uint8Array {
+export function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
   const b = new Uint8Array(16);
   const dv = new DataView(b.buffer);
   dv.setInt32(4, index, true);

@@ -143,6 +143,26 @@ export function openSocket(protocol: number, netnsPath: string | undefined, setu
   return fd;
 }
 
+/**
+ * A bound netlink socket of `protocol` that has joined the multicast `groups`, with a receive
+ * buffer of `bufferBytes` (root may exceed net.core.rmem_max; others get what it allows), for
+ * a listener that reads it without blocking (nfevents.ts, rtevents.ts).
+ */
+export function openListener(protocol: number, netnsPath: string | undefined, groups: number[], bufferBytes: number): number {
+  const where = netnsPath ? ` in ${netnsPath}` : "";
+  return openSocket(protocol, netnsPath, (fd) => {
+    // bound, or it hears nothing: a notification excludes the port that asked for an echo,
+    // which is 0 when none did, and 0 is an unbound socket's port (measured)
+    const b = bindAuto(fd);
+    if (b) throw new NetlinkError(`bind a netlink socket${where}`, b);
+    if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufferBytes)) setInt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes);
+    for (const g of groups) {
+      const e = setInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g);
+      if (e) throw new NetlinkError(`listen to netlink group ${g} (protocol ${protocol})${where}`, e);
+    }
+  });
+}
+
 function newSocket(protocol: number): number {
   const fd = libc().socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   if (fd < 0) throw new NetlinkError(`open a netlink socket (protocol ${protocol})`, errno());

@@ -8,21 +8,13 @@
 // away without a route notification, so the link's own notification is what tells of them.
 import { decodeRt, type RtMsg } from "./rtnl.ts";
 import {
-  bindAuto,
   closeSocket,
   EAGAIN,
   ENOBUFS,
   MSG_DONTWAIT,
-  NETLINK_ADD_MEMBERSHIP,
   NETLINK_ROUTE,
-  NetlinkError,
-  openSocket,
+  openListener,
   receive,
-  setInt,
-  SO_RCVBUF,
-  SO_RCVBUFFORCE,
-  SOL_NETLINK,
-  SOL_SOCKET,
 } from "./nlsock.ts";
 
 const RTNLGRP_LINK = 1;
@@ -50,18 +42,7 @@ export class RtEvents {
 
   /** Subscribes to the rtnetlink changes of this process's namespace, or the one at `netnsPath`. */
   static open(netnsPath?: string, o: { receiveBufferBytes?: number } = {}): RtEvents {
-    const where = netnsPath ? ` in ${netnsPath}` : "";
-    const fd = openSocket(NETLINK_ROUTE, netnsPath, (fd) => {
-      const b = bindAuto(fd);
-      if (b) throw new NetlinkError(`bind a netlink socket${where}`, b);
-      const size = o.receiveBufferBytes ?? RECEIVE_BUFFER;
-      if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size)) setInt(fd, SOL_SOCKET, SO_RCVBUF, size);
-      for (const g of GROUPS) {
-        const e = setInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g);
-        if (e) throw new NetlinkError(`listen to rtnetlink group ${g}${where}`, e);
-      }
-    });
-    return new RtEvents(fd);
+    return new RtEvents(openListener(NETLINK_ROUTE, netnsPath, GROUPS, o.receiveBufferBytes ?? RECEIVE_BUFFER));
   }
 
   /** What arrived since the last read, without blocking; `lost` when the kernel dropped some

@@ -8,42 +8,60 @@
 // reason to compare everything.
 import { addressFromBytes } from "../../compiler/address.ts";
 import { HOST_LE, type AttrWriter } from "./nlattr.ts";
-import { ipBytes, macBytes, Msg, NetlinkError, type Netlink } from "./netlink.ts";
+import {
+  AF,
+  IFA_ADDRESS,
+  IFA_F_NODAD,
+  IFA_LOCAL,
+  IFF_UP,
+  IFLA_ADDRESS,
+  IFLA_IFNAME,
+  IFLA_INFO_DATA,
+  IFLA_INFO_KIND,
+  IFLA_LINKINFO,
+  IFLA_MTU,
+  ifinfomsg,
+  ipBytes,
+  macBytes,
+  Msg,
+  NDA_DST,
+  NDA_LLADDR,
+  NetlinkError,
+  NLM_F_CREATE,
+  NLM_F_DUMP,
+  NLM_F_EXCL,
+  NLM_F_REPLACE,
+  NUD_PERMANENT,
+  RTA_DST,
+  RTA_GATEWAY,
+  RTA_OIF,
+  RTM_DELLINK,
+  RTM_GETLINK,
+  RTM_NEWADDR,
+  RTM_NEWLINK,
+  RTM_NEWNEIGH,
+  RTM_NEWROUTE,
+  type Netlink,
+} from "./netlink.ts";
 import { attrs, str } from "./nftmsg.ts";
+
+export { IFF_UP, NUD_PERMANENT, RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_NEWADDR, RTM_NEWNEIGH };
 
 /** skein's rtm_protocol ('V'): what marks a route as skein's, in dumps and for deletion. */
 export const RTPROT_SKEIN = 0x56;
 export const RT_TABLE_MAIN = 254;
 
-export const RTM_NEWLINK = 16;
-export const RTM_DELLINK = 17;
-const RTM_GETLINK = 18;
-export const RTM_NEWADDR = 20;
 export const RTM_DELADDR = 21;
 const RTM_GETADDR = 22;
-export const RTM_NEWROUTE = 24;
 export const RTM_DELROUTE = 25;
 const RTM_GETROUTE = 26;
-export const RTM_NEWNEIGH = 28;
 export const RTM_DELNEIGH = 29;
 const RTM_GETNEIGH = 30;
-
-const NLM_F_REPLACE = 0x100;
-const NLM_F_EXCL = 0x200;
-const NLM_F_CREATE = 0x400;
-const NLM_F_DUMP = 0x300;
 
 export const AF_INET = 2;
 export const AF_INET6 = 10;
 export const AF_BRIDGE = 7;
-export const IFF_UP = 1;
 
-const IFLA_ADDRESS = 1;
-const IFLA_IFNAME = 3;
-const IFLA_MTU = 4;
-const IFLA_LINKINFO = 18;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
 const IFLA_VXLAN_ID = 1;
 const IFLA_VXLAN_GROUP = 2;
 const IFLA_VXLAN_LINK = 3;
@@ -53,21 +71,11 @@ const IFLA_VXLAN_PORT = 15;
 const IFLA_VXLAN_GROUP6 = 16;
 const IFLA_VXLAN_LOCAL6 = 17;
 
-const IFA_ADDRESS = 1;
-const IFA_LOCAL = 2;
-const IFA_F_NODAD = 0x02;
-
-const RTA_DST = 1;
-const RTA_OIF = 4;
-const RTA_GATEWAY = 5;
 const RTA_PRIORITY = 6;
 const RTA_TABLE = 15;
 export const RTNH_F_ONLINK = 4;
 const RTN_UNICAST = 1;
 
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
-export const NUD_PERMANENT = 0x80;
 export const NTF_SELF = 0x02;
 
 export interface VxlanInfo {
@@ -259,16 +267,6 @@ function dump<K extends RtMsg["kind"]>(nl: Netlink, what: string, type: number, 
   return out;
 }
 
-function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
-  const b = new Uint8Array(16);
-  const dv = new DataView(b.buffer);
-  dv.setInt32(4, index, HOST_LE);
-  dv.setUint32(8, flags, HOST_LE);
-  dv.setUint32(12, change, HOST_LE);
-  return b;
-}
-
-const AF = (f: 4 | 6) => (f === 4 ? AF_INET : AF_INET6);
 const isNoDevice = (e: unknown) => e instanceof NetlinkError && e.errno === 19;
 
 /** The link called `name`, or undefined when there is none. */
