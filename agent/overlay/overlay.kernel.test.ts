@@ -220,6 +220,16 @@ describe("overlay in three node namespaces", () => {
     expect(await lab.ping("p1", "10.244.3.10")).toBe(true);
   });
 
+  test("mode direct: the device goes, direct routes stay, off-link peers get no route", async () => {
+    const ov = open("n2");
+    const direct = planOverlay(selfOf(nodes[1]!, { mode: "direct" }), [peerOf(nodes[0]!), peerOf(nodes[2]!)]);
+    ov.apply(direct);
+    expect(await kernel("n2")).toEqual({ routes: ["10.244.1.0/24 via 192.168.50.11 dev eth0"], link: undefined, neighbours: [], fdb: [], addrs: [] });
+    expect(await lab.ping("p2", "10.244.1.10")).toBe(true);
+    ov.apply(planFor(nodes[1]!));
+    expect(await kernel("n2")).toEqual(expected(planFor(nodes[1]!)));
+  });
+
   test("a skein.vxlan that is not as planned (VNI, port, learning) is replaced", async () => {
     const ov = open("n2");
     ov.close();
