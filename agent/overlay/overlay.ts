@@ -131,7 +131,7 @@ export class Overlay {
   private conflicts = new Set<string>();
   private csumWarned = false;
   private closed = false;
-  /** comparisons made, and the entries they put back */
+  /** entries put back by the comparisons that notifications, the period or a retry started */
   repairs = 0;
 
   private constructor(private readonly o: OverlayOptions) {
@@ -161,7 +161,8 @@ export class Overlay {
     const r = this.sync(this.want);
     this.afterSync(r.failed);
     const ms = performance.now() - t0;
-    if (r.changes.length || r.failed.length) this.o.log.info({ changes: r.changes.length, failed: r.failed.slice(0, 20), ms: Math.round(ms * 10) / 10 }, "overlay applied");
+    if (r.failed.length) this.o.log.warn({ changes: r.changes.length, failed: r.failed.slice(0, 20), ms: Math.round(ms * 10) / 10 }, "overlay applied in part; what failed is retried");
+    else if (r.changes.length) this.o.log.info({ changes: r.changes.length, ms: Math.round(ms * 10) / 10 }, "overlay applied");
     return { changes: r.changes.length, ms, failed: r.failed, conflicts: r.conflicts };
   }
 
@@ -231,7 +232,7 @@ export class Overlay {
       const changes = this.check();
       if (changes.length) {
         this.repairs += changes.length;
-        this.o.log.warn({ why, repaired: changes.slice(0, 20), more: Math.max(0, changes.length - 20) }, "overlay entries were changed by someone else: restored");
+        this.o.log.warn({ why, repaired: changes.slice(0, 20), more: Math.max(0, changes.length - 20) }, "overlay: put back what differed from the plan");
       }
     } catch (e) {
       this.o.log.warn({ why, err: errText(e) }, "comparing the overlay with the kernel failed; trying again");
