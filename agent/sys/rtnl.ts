@@ -4,8 +4,8 @@
 // client; this file only writes their bodies and reads what the kernel answers.
 //
 // Decoding is bounded and never throws: a message the kernel (or a future kernel) sends that
-// does not parse is skipped as undefined, and the caller treats a skipped notification as a
-// reason to compare everything.
+// does not parse is undefined, as are the kinds the overlay does not read; the overlay's
+// periodic comparison reads the kernel anew whatever a notification said.
 import { addressFromBytes } from "../../compiler/address.ts";
 import { HOST_LE, type AttrWriter } from "./nlattr.ts";
 import {
