@@ -18,6 +18,7 @@ import {
   ENOBUFS,
   EPROTO,
   ETIMEDOUT,
+  ethtoolValue,
   MSG_DONTWAIT,
   NETLINK_CAP_ACK,
   NETLINK_NETFILTER,
@@ -46,41 +47,41 @@ const NFPROTO: Record<string, number> = { inet: 1, ip: 2, ip6: 10 };
 
 const NLM_F_REQUEST = 0x1;
 const NLM_F_ACK = 0x4;
-const NLM_F_DUMP = 0x300;
+export const NLM_F_DUMP = 0x300;
 const NLM_F_DUMP_INTR = 0x10;
-const NLM_F_REPLACE = 0x100;
-const NLM_F_EXCL = 0x200;
-const NLM_F_CREATE = 0x400;
+export const NLM_F_REPLACE = 0x100;
+export const NLM_F_EXCL = 0x200;
+export const NLM_F_CREATE = 0x400;
 const NLMSG_NOOP = 1;
 const NLMSG_ERROR = 2;
 const NLMSG_DONE = 3;
 
-const RTM_NEWLINK = 16;
-const RTM_DELLINK = 17;
-const RTM_GETLINK = 18;
-const RTM_NEWADDR = 20;
-const RTM_NEWROUTE = 24;
-const RTM_NEWNEIGH = 28;
+export const RTM_NEWLINK = 16;
+export const RTM_DELLINK = 17;
+export const RTM_GETLINK = 18;
+export const RTM_NEWADDR = 20;
+export const RTM_NEWROUTE = 24;
+export const RTM_NEWNEIGH = 28;
 
-const IFLA_ADDRESS = 1;
-const IFLA_IFNAME = 3;
-const IFLA_MTU = 4;
-const IFLA_LINKINFO = 18;
+export const IFLA_ADDRESS = 1;
+export const IFLA_IFNAME = 3;
+export const IFLA_MTU = 4;
+export const IFLA_LINKINFO = 18;
 const IFLA_NET_NS_FD = 28;
-const IFLA_INFO_KIND = 1;
-const IFLA_INFO_DATA = 2;
+export const IFLA_INFO_KIND = 1;
+export const IFLA_INFO_DATA = 2;
 const VETH_INFO_PEER = 1;
-const IFF_UP = 1;
+export const IFF_UP = 1;
 
-const IFA_ADDRESS = 1;
-const IFA_LOCAL = 2;
-const IFA_F_NODAD = 0x02;
-const RTA_DST = 1;
-const RTA_OIF = 4;
-const RTA_GATEWAY = 5;
-const NDA_DST = 1;
-const NDA_LLADDR = 2;
-const NUD_PERMANENT = 0x80;
+export const IFA_ADDRESS = 1;
+export const IFA_LOCAL = 2;
+export const IFA_F_NODAD = 0x02;
+export const RTA_DST = 1;
+export const RTA_OIF = 4;
+export const RTA_GATEWAY = 5;
+export const NDA_DST = 1;
+export const NDA_LLADDR = 2;
+export const NUD_PERMANENT = 0x80;
 
 export interface RouteSpec {
   family: 4 | 6;
@@ -92,7 +93,7 @@ export interface RouteSpec {
 }
 
 /** One netlink request: its header, a fixed header struct, then attributes (nlattr.ts). */
-class Msg {
+export class Msg {
   readonly w = new AttrWriter(new Uint8Array(256));
   constructor(readonly type: number, readonly flags: number, head: Uint8Array) {
     this.w.zeros(16);
@@ -134,9 +135,9 @@ export function ipBytes(ip: string): { family: 4 | 6; bytes: Uint8Array } {
   const b = addressBytes(ip);
   return { family: b.length === 4 ? 4 : 6, bytes: Uint8Array.from(b) };
 }
-const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
+export const AF = (f: 4 | 6) => (f === 4 ? 2 : 10);
 
-function ifinfomsg(index: number, flags: number, change: number): Uint8Array {
+export function ifinfomsg(index: number, flags = 0, change = 0): Uint8Array {
   const b = new Uint8Array(16);
   const dv = new DataView(b.buffer);
   dv.setInt32(4, index, true);
@@ -270,8 +271,9 @@ export class Netlink {
     }
   }
 
-  /** Sends one request and waits for its ack (or a dump's end); returns the replies before it. */
-  private request(what: string, m: Msg): Uint8Array[] {
+  /** Sends one request and waits for its ack (or a dump's end); returns the replies before it
+   * (each message whole, from its netlink header). rtnl.ts builds its requests on this. */
+  request(what: string, m: Msg): Uint8Array[] {
     this.live(what);
     this.drain();
     const seq = this.take(1);
@@ -456,6 +458,13 @@ export class Netlink {
     } finally {
       closeSync(nsfd);
     }
+  }
+
+  /** An ethtool get or set of one value (struct ethtool_value) on the link `name`, through this
+   * socket, so in its namespace; the value read (or written). */
+  ethtool(name: string, cmd: number, value = 0): number {
+    this.live(`ethtool ${name}`);
+    return ethtoolValue(this.fd, name, cmd, value);
   }
 
   setUp(name: string): void {

@@ -13,7 +13,6 @@
 // to the next transaction's committer.
 import { TransactionAssembler, type NftTransaction } from "./nftmsg.ts";
 import {
-  bindAuto,
   closeSocket,
   EAGAIN,
   ENOBUFS,
@@ -22,13 +21,10 @@ import {
   NETLINK_DROP_MEMBERSHIP,
   NETLINK_NETFILTER,
   NetlinkError,
-  openSocket,
+  openListener,
   receive,
   setInt,
-  SO_RCVBUF,
-  SO_RCVBUFFORCE,
   SOL_NETLINK,
-  SOL_SOCKET,
 } from "./nlsock.ts";
 
 export type { NftChange, NftTransaction } from "./nftmsg.ts";
@@ -64,19 +60,7 @@ export class NftEvents {
   /** Subscribes to the nftables changes of this process's network namespace, or the one at
    * `netnsPath`. */
   static open(netnsPath?: string, o: NftEventsOptions = {}): NftEvents {
-    const where = netnsPath ? ` in ${netnsPath}` : "";
-    const fd = openSocket(NETLINK_NETFILTER, netnsPath, (fd) => {
-      // bound, or it hears nothing: a notification excludes the port that asked for an echo,
-      // which is 0 when none did, and 0 is an unbound socket's port (measured)
-      const b = bindAuto(fd);
-      if (b) throw new NetlinkError(`bind a netlink socket${where}`, b);
-      const size = o.receiveBufferBytes ?? RECEIVE_BUFFER;
-      // without CAP_NET_ADMIN: as much as net.core.rmem_max allows
-      if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, size)) setInt(fd, SOL_SOCKET, SO_RCVBUF, size);
-      const e = setInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, NFNLGRP_NFTABLES);
-      if (e) throw new NetlinkError(`listen to nftables changes${where}`, e);
-    });
-    return new NftEvents(fd);
+    return new NftEvents(openListener(NETLINK_NETFILTER, netnsPath, [NFNLGRP_NFTABLES], o.receiveBufferBytes ?? RECEIVE_BUFFER));
   }
 
   /**

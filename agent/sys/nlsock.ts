@@ -8,6 +8,7 @@
 // reference plugins do with a locked OS thread; nothing else runs on that thread meanwhile.
 import { closeSync, openSync } from "node:fs";
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
+import { HOST_LE } from "./nlattr.ts";
 
 const AF_NETLINK = 16;
 const SOCK_RAW = 3;
@@ -59,6 +60,7 @@ const ERRNO: Record<number, string> = {
   90: "EMSGSIZE",
   93: "EPROTONOSUPPORT",
   95: "EOPNOTSUPP",
+  99: "EADDRNOTAVAIL",
   101: "ENETUNREACH",
   105: "ENOBUFS",
   110: "ETIMEDOUT",
@@ -85,6 +87,7 @@ function openLibc() {
     setns: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     setsockopt: { args: [FFIType.i32, FFIType.i32, FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
     bind: { args: [FFIType.i32, FFIType.ptr, FFIType.u32], returns: FFIType.i32 },
+    ioctl: { args: [FFIType.i32, FFIType.u64, FFIType.ptr], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
   }).symbols;
 }
@@ -140,6 +143,26 @@ export function openSocket(protocol: number, netnsPath: string | undefined, setu
   return fd;
 }
 
+/**
+ * A bound netlink socket of `protocol` that has joined the multicast `groups`, with a receive
+ * buffer of `bufferBytes` (root may exceed net.core.rmem_max; others get what it allows), for
+ * a listener that reads it without blocking (nfevents.ts, rtevents.ts).
+ */
+export function openListener(protocol: number, netnsPath: string | undefined, groups: number[], bufferBytes: number): number {
+  const where = netnsPath ? ` in ${netnsPath}` : "";
+  return openSocket(protocol, netnsPath, (fd) => {
+    // bound, or it hears nothing: a notification excludes the port that asked for an echo,
+    // which is 0 when none did, and 0 is an unbound socket's port (measured)
+    const b = bindAuto(fd);
+    if (b) throw new NetlinkError(`bind a netlink socket${where}`, b);
+    if (setInt(fd, SOL_SOCKET, SO_RCVBUFFORCE, bufferBytes)) setInt(fd, SOL_SOCKET, SO_RCVBUF, bufferBytes);
+    for (const g of groups) {
+      const e = setInt(fd, SOL_NETLINK, NETLINK_ADD_MEMBERSHIP, g);
+      if (e) throw new NetlinkError(`listen to netlink group ${g} (protocol ${protocol})${where}`, e);
+    }
+  });
+}
+
 function newSocket(protocol: number): number {
   const fd = libc().socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, protocol);
   if (fd < 0) throw new NetlinkError(`open a netlink socket (protocol ${protocol})`, errno());
@@ -171,6 +194,25 @@ function socketIn(netnsPath: string, protocol: number): number {
   } finally {
     closeSync(target);
   }
+}
+
+const SIOCETHTOOL = 0x8946;
+const IFNAMSIZ = 16;
+
+/**
+ * SIOCETHTOOL with a struct ethtool_value on `fd` (any socket: the kernel hands device ioctls
+ * a socket family does not know to the device of that name in the socket's namespace); the
+ * value the kernel leaves in it.
+ */
+export function ethtoolValue(fd: number, ifname: string, cmd: number, value: number): number {
+  const name = new TextEncoder().encode(ifname);
+  if (name.length >= IFNAMSIZ) throw new NetlinkError(`ethtool ${ifname}`, 22, "interface name too long");
+  const ev = new Uint32Array([cmd, value]);
+  const ifr = new Uint8Array(40); // struct ifreq: the name, then a union whose ifr_data points at `ev`
+  ifr.set(name);
+  new DataView(ifr.buffer).setBigUint64(IFNAMSIZ, BigInt(ptr(ev)), HOST_LE);
+  if (libc().ioctl(fd, SIOCETHTOOL, ptr(ifr)) !== 0) throw new NetlinkError(`ethtool command ${cmd} on ${ifname}`, errno());
+  return ev[1]!;
 }
 
 export function closeSocket(fd: number): void {

@@ -1,0 +1,152 @@
+import { describe, expect, test } from "bun:test";
+import { planOverlay, type OverlayPeer, type SelfInfo } from "./plan.ts";
+
+const self: SelfInfo = {
+  name: "n1",
+  podCIDRs: ["10.244.1.0/24"],
+  underlay: "192.168.50.11",
+  underlaySubnet: "192.168.50.0/24",
+  underlayDev: "eth0",
+  underlayMtu: 1500,
+  mode: "auto",
+  vtepMac: "0a:00:00:00:00:01",
+};
+
+const peer = (n: number, o: Partial<OverlayPeer> = {}): OverlayPeer => ({
+  name: `n${n}`,
+  podCIDRs: [`10.244.${n}.0/24`],
+  underlay: `192.168.50.${10 + n}`,
+  vtepMac: `0a:00:00:00:00:${n.toString(16).padStart(2, "0")}`,
+  ...o,
+});
+
+const pathOf = (plan: ReturnType<typeof planOverlay>, name: string) => plan.paths.filter((p) => p.peer === name);
+
+describe("planOverlay", () => {
+  test("a peer on the underlay subnet is routed directly, with no VXLAN entries", () => {
+    const plan = planOverlay(self, [peer(2)]);
+    expect(plan.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false }]);
+    expect(plan.neighbours).toEqual([]);
+    expect(plan.fdb).toEqual([]);
+    expect(pathOf(plan, "n2")).toMatchObject([{ how: "direct", endpoint: "192.168.50.12", cidr: "10.244.2.0/24" }]);
+  });
+
+  test("a peer on another subnet goes over VXLAN to its underlay address", () => {
+    const plan = planOverlay(self, [peer(3, { underlay: "192.168.60.13" })]);
+    expect(plan.routes).toEqual([{ dst: "10.244.3.0/24", via: "10.244.3.0", dev: "skein.vxlan", onlink: true }]);
+    expect(plan.neighbours).toEqual([{ dev: "skein.vxlan", ip: "10.244.3.0", mac: "0a:00:00:00:00:03" }]);
+    expect(plan.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:03", dst: "192.168.60.13" }]);
+    expect(pathOf(plan, "n3")).toMatchObject([{ how: "vxlan", endpoint: "192.168.60.13" }]);
+  });
+
+  test("a peer of another site with a public address is reached through that address, even on the same subnet", () => {
+    const plan = planOverlay(self, [peer(4, { underlay: "10.99.0.14", public: "192.168.50.100" }), peer(2, { public: "192.168.50.2" })]);
+    expect(plan.fdb).toEqual([
+      { dev: "skein.vxlan", mac: "0a:00:00:00:00:02", dst: "192.168.50.2" },
+      { dev: "skein.vxlan", mac: "0a:00:00:00:00:04", dst: "192.168.50.100" },
+    ]);
+    expect(plan.paths.map((p) => p.how)).toEqual(["vxlan", "vxlan"]);
+  });
+
+  test("two nodes with one public address are one site: private addresses, direct when on-link", () => {
+    const me: SelfInfo = { ...self, name: "n4", podCIDRs: ["10.244.4.0/24"], underlay: "10.99.0.14", underlaySubnet: "10.99.0.0/24", public: "192.168.50.100", vtepMac: "0a:00:00:00:00:04" };
+    const plan = planOverlay(me, [peer(5, { underlay: "10.99.0.15", public: "192.168.50.100" }), peer(1, { underlay: "192.168.50.11" })]);
+    expect(plan.routes).toEqual([
+      { dst: "10.244.1.0/24", via: "10.244.1.0", dev: "skein.vxlan", onlink: true },
+      { dst: "10.244.5.0/24", via: "10.99.0.15", dev: "eth0", onlink: false },
+    ]);
+    expect(plan.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:01", dst: "192.168.50.11" }]);
+    // the same pair off-link (another private subnet behind the same NAT): VXLAN to the private address
+    const far = planOverlay(me, [peer(5, { underlay: "10.98.0.15", public: "192.168.50.100" })]);
+    expect(far.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:05", dst: "10.98.0.15" }]);
+  });
+
+  test("an explicit site label makes a pair one site; different labels do not", () => {
+    const me = { ...self, site: "dc1" };
+    const same = planOverlay(me, [peer(2, { public: "203.0.113.2", site: "dc1" })]);
+    expect(same.routes[0]).toEqual({ dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false });
+    const other = planOverlay(me, [peer(2, { public: "203.0.113.2", site: "dc2" })]);
+    expect(other.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:02", dst: "203.0.113.2" }]);
+    // an empty label is no site
+    const empty = planOverlay({ ...self, site: "" }, [peer(2, { public: "203.0.113.2", site: "" })]);
+    expect(empty.fdb[0]?.dst).toBe("203.0.113.2");
+  });
+
+  test("mode vxlan puts on-link peers on VXLAN too", () => {
+    const plan = planOverlay({ ...self, mode: "vxlan" }, [peer(2)]);
+    expect(plan.routes).toEqual([{ dst: "10.244.2.0/24", via: "10.244.2.0", dev: "skein.vxlan", onlink: true }]);
+    expect(plan.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:02", dst: "192.168.50.12" }]);
+    expect(plan.paths[0]).toMatchObject({ how: "vxlan", why: "mode vxlan" });
+  });
+
+  test("mode direct: no device, no route to a peer off-link, and the path says why", () => {
+    const plan = planOverlay({ ...self, mode: "direct" }, [peer(2), peer(3, { underlay: "192.168.60.13" })]);
+    expect(plan.vxlan).toBeUndefined();
+    expect(plan.podMtu).toBe(1500);
+    expect(plan.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false }]);
+    expect(pathOf(plan, "n3")).toEqual([{ peer: "n3", cidr: "10.244.3.0/24", how: "none", why: "mode direct: 192.168.60.13 is not on 192.168.50.0/24" }]);
+  });
+
+  test("IPv6 pod CIDRs go over VXLAN on an IPv4 underlay, IPv4 ones of the same peer directly", () => {
+    const me = { ...self, podCIDRs: ["10.244.1.0/24", "fd00:10:244:1::/64"] };
+    const plan = planOverlay(me, [peer(2, { podCIDRs: ["10.244.2.0/24", "fd00:10:244:2::/64"] })]);
+    expect(plan.vxlan?.addrs).toEqual(["10.244.1.0/32", "fd00:10:244:1::/128"]);
+    expect(plan.routes).toEqual([
+      { dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false },
+      { dst: "fd00:10:244:2::/64", via: "fd00:10:244:2::", dev: "skein.vxlan", onlink: true },
+    ]);
+    expect(plan.neighbours).toEqual([{ dev: "skein.vxlan", ip: "fd00:10:244:2::", mac: "0a:00:00:00:00:02" }]);
+    expect(plan.fdb).toEqual([{ dev: "skein.vxlan", mac: "0a:00:00:00:00:02", dst: "192.168.50.12" }]);
+    // in direct mode the IPv6 one has no way
+    const direct = planOverlay({ ...me, mode: "direct" }, [peer(2, { podCIDRs: ["10.244.2.0/24", "fd00:10:244:2::/64"] })]);
+    expect(direct.paths.map((p) => p.how)).toEqual(["direct", "none"]);
+  });
+
+  test("podMtu and the device leave room for the VXLAN header", () => {
+    const plan = planOverlay({ ...self, underlayMtu: 9000 }, []);
+    expect(plan.podMtu).toBe(8950);
+    expect(plan.vxlan).toEqual({ name: "skein.vxlan", vni: 1, port: 4789, local: "192.168.50.11", dev: "eth0", mtu: 8950, mac: "0a:00:00:00:00:01", addrs: ["10.244.1.0/32"] });
+  });
+
+  test("deterministic: the order of the peers given does not matter", () => {
+    const peers = [peer(5, { underlay: "192.168.60.15" }), peer(2), peer(3, { underlay: "192.168.60.13" }), peer(4)];
+    const a = planOverlay(self, peers);
+    const b = planOverlay(self, [...peers].reverse());
+    expect(b).toEqual(a);
+    expect(a.paths.map((p) => p.peer)).toEqual(["n2", "n3", "n4", "n5"]);
+  });
+
+  test("claims that would hurt others get no route: overlapping CIDRs, own CIDR, a taken MAC, bad addresses", () => {
+    const plan = planOverlay(self, [
+      peer(2),
+      peer(3, { podCIDRs: ["10.244.2.128/25"], underlay: "192.168.60.13" }), // inside n2's
+      peer(6, { podCIDRs: ["10.244.1.0/24"] }), // this node's
+      peer(7, { underlay: "192.168.60.17", vtepMac: "0a:00:00:00:00:01" }), // this node's MAC
+      peer(8, { underlay: "192.168.60.18", vtepMac: "01:00:00:00:00:08" }), // multicast
+      peer(9, { underlay: "not-an-ip" }),
+      peer(10, { underlay: "fd00::10" }), // IPv6 endpoint, IPv4 underlay
+      peer(11, { podCIDRs: ["10.244.11.1/24"] }), // host bits
+    ]);
+    expect(plan.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false }]);
+    expect(plan.fdb).toEqual([]);
+    const whys = Object.fromEntries(plan.paths.filter((p) => p.how === "none").map((p) => [p.peer, p.why]));
+    expect(whys.n3).toContain("overlaps 10.244.2.0/24 of n2");
+    expect(whys.n6).toContain("overlaps 10.244.1.0/24 of this node");
+    expect(whys.n7).toContain("already this node");
+    expect(whys.n8).toContain("multicast");
+    expect(whys.n9).toContain("not an IP address");
+    expect(whys.n10).toContain("IPv6");
+    expect(whys.n11).toContain("host bits");
+  });
+
+  test("a peer listed twice or named like this node is left out", () => {
+    const plan = planOverlay(self, [peer(2), peer(2, { underlay: "192.168.50.99" }), { ...peer(9), name: "n1" }]);
+    expect(plan.routes).toHaveLength(1);
+    expect(plan.paths.filter((p) => p.how === "none").map((p) => p.why)).toEqual(["this node itself", "a second peer of this name"]);
+  });
+
+  test("this node's own facts are checked", () => {
+    expect(() => planOverlay({ ...self, underlaySubnet: "192.168.60.0/24" }, [])).toThrow("not in the underlay subnet");
+    expect(() => planOverlay({ ...self, vtepMac: "AA:00:00:00:00:01" }, [])).toThrow("lower-case");
+  });
+});

@@ -1,0 +1,225 @@
+// What the kernel must hold for this node to reach every peer's pods: pure, from this node's
+// facts and the peers' (agent/gossip/peers.ts), decided per pair of nodes.
+//
+// Two nodes of one site (equal non-empty site labels, or equal public addresses: both behind
+// one NAT) use their private (underlay) addresses to each other and public ones to the rest;
+// a pod CIDR is routed directly via the peer's underlay address when that address is on this
+// node's underlay subnet, else over VXLAN. VXLAN routes go via the network address of the
+// peer's pod CIDR, on-link through skein.vxlan, with a permanent neighbour entry (that address
+// → the peer's VTEP MAC) and a permanent FDB entry (that MAC → the endpoint), so that no
+// packet waits for ARP or learning and a restarted agent finds the kernel already right.
+//
+// A peer's facts come from untrusted records (checked by the peer book), but whatever slips
+// through must not make the plan hurt anyone: a peer whose pod CIDR overlaps this node's or an
+// earlier peer's, whose MAC is another's, or whose addresses cannot be used gets no route,
+// and its path says why.
+import { addressBytes, addressFamily, addressFromBytes, cidrsOverlap, parseCidr, type Cidr, type Family } from "../../compiler/address.ts";
+
+export type Mode = "auto" | "vxlan" | "direct";
+
+/** Structurally agent/gossip/peers.ts's Peer (without `source`, which the plan ignores). */
+export interface OverlayPeer {
+  name: string;
+  podCIDRs: string[];
+  underlay: string;
+  public?: string;
+  vtepMac: string;
+  site?: string;
+}
+
+export interface SelfInfo {
+  name: string;
+  podCIDRs: string[];
+  underlay: string;
+  /** the CIDR of the underlay interface's address (its network) */
+  underlaySubnet: string;
+  underlayDev: string;
+  underlayMtu: number;
+  public?: string;
+  site?: string;
+  mode: Mode;
+  vtepMac: string;
+}
+
+/** How one pod CIDR of a peer is reached (one path per pod CIDR: a dual-stack peer on this
+ * node's subnet is direct for IPv4 and VXLAN for IPv6). */
+export interface PeerPath {
+  peer: string;
+  /** the pod CIDR; absent when the peer has none */
+  cidr?: string;
+  how: "direct" | "vxlan" | "none";
+  /** the underlay address packets to this CIDR go to (direct: the next hop; vxlan: the outer destination) */
+  endpoint?: string;
+  why: string;
+}
+
+export const VXLAN_DEV = "skein.vxlan";
+export const VXLAN_PORT = 4789;
+export const VXLAN_VNI = 1;
+
+export interface VxlanSpec {
+  name: typeof VXLAN_DEV;
+  vni: number;
+  port: typeof VXLAN_PORT;
+  local: string;
+  dev: string;
+  mtu: number;
+  mac: string;
+  /** the network address of each own pod CIDR, as a /32 or /128 */
+  addrs: string[];
+}
+
+export interface PlannedRoute {
+  dst: string;
+  via: string;
+  dev: string;
+  onlink: boolean;
+}
+
+export interface OverlayPlan {
+  vxlan?: VxlanSpec;
+  routes: PlannedRoute[];
+  neighbours: Array<{ dev: typeof VXLAN_DEV; ip: string; mac: string }>;
+  fdb: Array<{ dev: typeof VXLAN_DEV; mac: string; dst: string }>;
+  paths: PeerPath[];
+  podMtu: number;
+}
+
+/** Outer headers VXLAN adds: Ethernet 14 + VXLAN 8 + UDP 8 + IP (20 for IPv4, 40 for IPv6). */
+export const vxlanOverhead = (underlay: Family) => (underlay === 4 ? 50 : 70);
+
+const MAC = /^[0-9a-f]{2}(?::[0-9a-f]{2}){5}$/;
+
+/** Why `mac` cannot be a VTEP's MAC, or undefined. */
+function macProblem(mac: string): string | undefined {
+  if (!MAC.test(mac)) return `VTEP MAC ${JSON.stringify(mac)} is not a lower-case aa:bb:cc:dd:ee:ff`;
+  if (parseInt(mac.slice(0, 2), 16) & 1) return `VTEP MAC ${mac} is a multicast address`;
+  if (mac === "00:00:00:00:00:00") return "VTEP MAC is all zeros";
+  return undefined;
+}
+
+function familyOf(ip: string): Family | undefined {
+  try {
+    return addressFamily(ip);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Whether the address `ip` lies in `net`. */
+function contains(net: Cidr, ip: string): boolean {
+  if (familyOf(ip) !== net.family) return false;
+  const bits = net.family === 4 ? 32 : 128;
+  return cidrsOverlap(net, { family: net.family, bytes: addressBytes(ip), prefix: bits, text: `${ip}/${bits}` });
+}
+
+const networkAddress = (c: Cidr) => addressFromBytes(c.bytes, 0, c.family);
+
+export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): OverlayPlan {
+  const uFamily = addressFamily(self.underlay);
+  const subnet = parseCidr(self.underlaySubnet);
+  if (subnet.family !== uFamily || !contains(subnet, self.underlay)) {
+    throw new Error(`underlay address ${self.underlay} is not in the underlay subnet ${self.underlaySubnet}`);
+  }
+  const selfMac = macProblem(self.vtepMac);
+  if (selfMac) throw new Error(`this node's ${selfMac}`);
+  const own = self.podCIDRs.map((c) => parseCidr(c));
+  const overhead = vxlanOverhead(uFamily);
+  const plan: OverlayPlan = { routes: [], neighbours: [], fdb: [], paths: [], podMtu: self.mode === "direct" ? self.underlayMtu : self.underlayMtu - overhead };
+  if (self.mode !== "direct") {
+    plan.vxlan = {
+      name: VXLAN_DEV,
+      vni: VXLAN_VNI,
+      port: VXLAN_PORT,
+      local: self.underlay,
+      dev: self.underlayDev,
+      mtu: self.underlayMtu - overhead,
+      mac: self.vtepMac,
+      addrs: own.map((c) => `${networkAddress(c)}/${c.family === 4 ? 32 : 128}`),
+    };
+  }
+
+  /** pod CIDRs routed so far (this node's own first) and the MACs given out */
+  const taken: Array<{ cidr: Cidr; owner: string }> = own.map((cidr) => ({ cidr, owner: `this node (${self.name})` }));
+  const macs = new Map<string, string>([[self.vtepMac, `this node (${self.name})`]]);
+  const sorted = [...peers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+  const seen = new Set<string>();
+
+  for (const p of sorted) {
+    const none = (why: string, cidr?: string) => plan.paths.push({ peer: p.name, ...(cidr !== undefined ? { cidr } : {}), how: "none", why });
+    if (p.name === self.name || seen.has(p.name)) {
+      none(p.name === self.name ? "this node itself" : "a second peer of this name");
+      continue;
+    }
+    seen.add(p.name);
+    if (!p.podCIDRs.length) {
+      none("no pod CIDR");
+      continue;
+    }
+    const pFamily = familyOf(p.underlay);
+    const pubFamily = p.public === undefined ? undefined : familyOf(p.public);
+    const sameSite = (!!self.site && self.site === p.site) || (self.public !== undefined && self.public === p.public);
+    const endpoint = sameSite || p.public === undefined ? p.underlay : p.public;
+    const endpointFamily = endpoint === p.underlay ? pFamily : pubFamily;
+    const where = sameSite ? "same site" : p.public === undefined ? "no public address" : "other site";
+    let fdbDone = false;
+
+    for (const text of p.podCIDRs) {
+      let cidr: Cidr;
+      try {
+        cidr = parseCidr(text);
+      } catch (e) {
+        none(`pod CIDR: ${(e as Error).message}`, text);
+        continue;
+      }
+      const clash = taken.find((t) => cidrsOverlap(t.cidr, cidr));
+      if (clash) {
+        none(`pod CIDR ${text} overlaps ${clash.cidr.text} of ${clash.owner}`, text);
+        continue;
+      }
+      if (pFamily === undefined) {
+        none(`underlay address ${JSON.stringify(p.underlay)} is not an IP address`, text);
+        continue;
+      }
+      const onLink = endpoint === p.underlay && pFamily === uFamily && contains(subnet, p.underlay) && p.underlay !== self.underlay;
+      if (self.mode !== "vxlan" && onLink && cidr.family === uFamily) {
+        taken.push({ cidr, owner: p.name });
+        plan.routes.push({ dst: text, via: p.underlay, dev: self.underlayDev, onlink: false });
+        plan.paths.push({ peer: p.name, cidr: text, how: "direct", endpoint: p.underlay, why: `${where}, ${p.underlay} is on ${self.underlaySubnet}` });
+        continue;
+      }
+      if (self.mode === "direct") {
+        none(cidr.family !== uFamily ? `mode direct: an IPv${cidr.family} pod CIDR cannot be routed over an IPv${uFamily} underlay without VXLAN` : `mode direct: ${endpoint} is not on ${self.underlaySubnet}`, text);
+        continue;
+      }
+      if (endpointFamily !== uFamily) {
+        none(endpointFamily === undefined ? `endpoint ${JSON.stringify(endpoint)} is not an IP address` : `endpoint ${endpoint} is IPv${endpointFamily}, this node's underlay is IPv${uFamily}`, text);
+        continue;
+      }
+      if (endpoint === self.underlay) {
+        none(`endpoint ${endpoint} is this node's own underlay address`, text);
+        continue;
+      }
+      const macBad = macProblem(p.vtepMac);
+      if (macBad) {
+        none(macBad, text);
+        continue;
+      }
+      const macOwner = macs.get(p.vtepMac);
+      if (macOwner !== undefined && macOwner !== p.name) {
+        none(`VTEP MAC ${p.vtepMac} is already ${macOwner}'s`, text);
+        continue;
+      }
+      macs.set(p.vtepMac, p.name);
+      taken.push({ cidr, owner: p.name });
+      const gw = networkAddress(cidr);
+      plan.routes.push({ dst: text, via: gw, dev: VXLAN_DEV, onlink: true });
+      plan.neighbours.push({ dev: VXLAN_DEV, ip: gw, mac: p.vtepMac });
+      if (!fdbDone) plan.fdb.push({ dev: VXLAN_DEV, mac: p.vtepMac, dst: endpoint });
+      fdbDone = true;
+      const why = self.mode === "vxlan" ? "mode vxlan" : endpoint !== p.underlay ? `${where}: to its public address` : cidr.family !== uFamily ? `IPv${cidr.family} pod CIDR over an IPv${uFamily} underlay` : `${where}, ${p.underlay} is not on ${self.underlaySubnet}`;
+      plan.paths.push({ peer: p.name, cidr: text, how: "vxlan", endpoint, why });
+    }
+  }
+  return plan;
+}
