@@ -481,3 +481,8 @@ export function txChecksum(nl: Netlink, name: string): boolean {
 export function setTxChecksum(nl: Netlink, name: string, on: boolean): void {
   nl.ethtool(name, ETHTOOL_STXCSUM, on ? 1 : 0);
 }
+
+/** Every link of the namespace. */
+export function listLinks(nl: Netlink): LinkMsg[] {
+  return dump(nl, "list links", RTM_GETLINK, ifinfomsg(0), "link");
+}
