@@ -1,0 +1,178 @@
+// Real nats-server processes (Debian's) with JetStream, on loopback, for the gossip tests: one
+// server or a cluster joined by routes. Ports are free ports picked at start and kept across
+// restarts (a client's server list stays valid); stores, configs and logs live in one temp
+// dir. A server can be stopped, killed and started again, with or without its JetStream store
+// (a server that lost its state is what the heartbeats must refill). close() kills them all.
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import type { Subprocess } from "bun";
+
+export interface NatsOptions {
+  /** servers in the cluster; 1 = a lone server without cluster block */
+  servers?: number;
+  /** client authentication the servers require */
+  auth?: { user: string; password: string } | { token: string } | { nkey: string };
+  /** TLS for clients: PEM files of the server's certificate and key (and a CA to verify clients) */
+  tls?: { cert: string; key: string; ca?: string };
+  /** how long start() waits for every server to be healthy */
+  readyMs?: number;
+}
+
+export interface NatsNode {
+  name: string;
+  port: number;
+  clusterPort: number;
+  httpPort: number;
+  store: string;
+  config: string;
+  log: string;
+  proc?: Subprocess;
+}
+
+/** A TCP port free on loopback right now (a server started a moment later takes it). */
+function freePort(): number {
+  const l = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  const port = l.port;
+  l.stop(true);
+  return port;
+}
+
+const q = (s: string) => JSON.stringify(s);
+
+export class NatsCluster {
+  readonly dir: string;
+  readonly nodes: NatsNode[] = [];
+  private closed = false;
+
+  private constructor(readonly o: NatsOptions) {
+    this.dir = mkdtempSync(`${tmpdir()}/skein-nats-`);
+    const n = o.servers ?? 1;
+    const taken = new Set<number>();
+    const port = () => {
+      for (;;) {
+        const p = freePort();
+        if (!taken.has(p)) {
+          taken.add(p);
+          return p;
+        }
+      }
+    };
+    for (let i = 0; i < n; i++) {
+      const name = `s${i}`;
+      this.nodes.push({ name, port: port(), clusterPort: port(), httpPort: port(), store: `${this.dir}/${name}/js`, config: `${this.dir}/${name}/nats.conf`, log: `${this.dir}/${name}/nats.log` });
+    }
+    for (const s of this.nodes) {
+      mkdirSync(`${this.dir}/${s.name}`, { recursive: true });
+      writeFileSync(s.config, this.configText(s));
+    }
+  }
+
+  /** Starts the servers and waits until every one reports JetStream healthy. */
+  static async start(o: NatsOptions = {}): Promise<NatsCluster> {
+    const c = new NatsCluster(o);
+    try {
+      for (let i = 0; i < c.nodes.length; i++) c.spawn(i);
+      await Promise.all(c.nodes.map((_, i) => c.ready(i)));
+    } catch (e) {
+      await c.close();
+      throw e;
+    }
+    return c;
+  }
+
+  /** Client URLs, one per server. */
+  get urls(): string[] {
+    return this.nodes.map((s) => `nats://127.0.0.1:${s.port}`);
+  }
+
+  get url(): string {
+    return this.urls[0]!;
+  }
+
+  private configText(s: NatsNode): string {
+    const lines = [`server_name: ${s.name}`, `listen: "127.0.0.1:${s.port}"`, `http: "127.0.0.1:${s.httpPort}"`, `log_file: ${q(s.log)}`, `jetstream { store_dir: ${q(s.store)} }`];
+    if (this.nodes.length > 1) {
+      const routes = this.nodes.filter((x) => x !== s).map((x) => `"nats-route://127.0.0.1:${x.clusterPort}"`);
+      lines.push(`cluster { name: skein, listen: "127.0.0.1:${s.clusterPort}", routes: [${routes.join(", ")}] }`);
+    }
+    const a = this.o.auth;
+    if (a && "user" in a) lines.push(`authorization { user: ${q(a.user)}, password: ${q(a.password)} }`);
+    else if (a && "token" in a) lines.push(`authorization { token: ${q(a.token)} }`);
+    else if (a && "nkey" in a) lines.push(`authorization { users: [ { nkey: ${q(a.nkey)} } ] }`);
+    const t = this.o.tls;
+    if (t) lines.push(`tls { cert_file: ${q(t.cert)}, key_file: ${q(t.key)}${t.ca ? `, ca_file: ${q(t.ca)}, verify: true` : ""} }`);
+    return `${lines.join("\n")}\n`;
+  }
+
+  private spawn(i: number): void {
+    const s = this.nodes[i]!;
+    if (s.proc && s.proc.exitCode === null && !s.proc.killed) throw new Error(`nats server ${s.name} is running`);
+    s.proc = Bun.spawn(["nats-server", "-c", s.config], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  }
+
+  /** Waits until server `i` answers /healthz (JetStream enabled and current) with 200. */
+  async ready(i: number, timeoutMs = this.o.readyMs ?? 15_000): Promise<void> {
+    const s = this.nodes[i]!;
+    const deadline = Date.now() + timeoutMs;
+    let last = "";
+    while (Date.now() < deadline) {
+      if (s.proc?.exitCode !== null && s.proc?.exitCode !== undefined) throw new Error(`nats server ${s.name} exited ${s.proc.exitCode}: ${this.logTail(i)}`);
+      try {
+        const r = await fetch(`http://127.0.0.1:${s.httpPort}/healthz`, { signal: AbortSignal.timeout(1000) });
+        last = `${r.status} ${await r.text()}`;
+        if (r.ok) return;
+      } catch (e) {
+        last = String(e);
+      }
+      await Bun.sleep(50);
+    }
+    throw new Error(`nats server ${s.name} not healthy within ${timeoutMs} ms (last: ${last}): ${this.logTail(i)}`);
+  }
+
+  /** The end of server `i`'s log, for error messages. */
+  logTail(i: number, chars = 2000): string {
+    const p = this.nodes[i]!.log;
+    if (!existsSync(p)) return "(no log)";
+    const t = readFileSync(p, "utf8");
+    return t.slice(-chars);
+  }
+
+  /** Stops server `i` (SIGTERM: a clean shutdown) and waits for it to exit. */
+  async stop(i: number): Promise<void> {
+    const p = this.nodes[i]!.proc;
+    if (!p || p.exitCode !== null) return;
+    p.kill("SIGTERM");
+    await p.exited;
+  }
+
+  /** Kills server `i` (SIGKILL: no shutdown at all) and waits for it to exit. */
+  async kill(i: number): Promise<void> {
+    const p = this.nodes[i]!.proc;
+    if (!p || p.exitCode !== null) return;
+    p.kill("SIGKILL");
+    await p.exited;
+  }
+
+  /** Starts server `i` again on its ports; `wipe` removes its JetStream store first (a server
+   * that comes back without its state). `wait` (default) waits until it is healthy. */
+  async start(i: number, o: { wipe?: boolean; wait?: boolean } = {}): Promise<void> {
+    if (o.wipe) rmSync(this.nodes[i]!.store, { recursive: true, force: true });
+    this.spawn(i);
+    if (o.wait !== false) await this.ready(i);
+  }
+
+  /** stop (or kill) then start. */
+  async restart(i: number, o: { wipe?: boolean; kill?: boolean } = {}): Promise<void> {
+    if (o.kill) await this.kill(i);
+    else await this.stop(i);
+    await this.start(i, { wipe: o.wipe });
+  }
+
+  /** Kills every server and removes the temp dir. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    await Promise.all(this.nodes.map((_, i) => this.kill(i)));
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
