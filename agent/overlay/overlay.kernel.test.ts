@@ -220,12 +220,21 @@ describe("overlay in three node namespaces", () => {
     expect(await lab.ping("p1", "10.244.3.10")).toBe(true);
   });
 
-  test("mode direct: the device goes, direct routes stay, off-link peers get no route", async () => {
+  test("mode direct: the device goes, direct routes stay, off-link peers get no route; mode vxlan: on-link peers go over VXLAN", async () => {
     const ov = open("n2");
     const direct = planOverlay(selfOf(nodes[1]!, { mode: "direct" }), [peerOf(nodes[0]!), peerOf(nodes[2]!)]);
     ov.apply(direct);
     expect(await kernel("n2")).toEqual({ routes: ["10.244.1.0/24 via 192.168.50.11 dev eth0"], link: undefined, neighbours: [], fdb: [], addrs: [] });
     expect(await lab.ping("p2", "10.244.1.10")).toBe(true);
+    // and mode vxlan: the direct route is replaced in place by one over VXLAN
+    const vxlan = planOverlay(selfOf(nodes[1]!, { mode: "vxlan" }), [peerOf(nodes[0]!), peerOf(nodes[2]!)]);
+    const before = await txPackets("n1").catch(() => 0);
+    expect(ov.apply(vxlan).failed).toEqual([]);
+    expect(await kernel("n2")).toEqual(expected(vxlan));
+    expect((await kernel("n2")).routes).toContain("10.244.1.0/24 via 10.244.1.0 dev skein.vxlan onlink");
+    expect(await lab.ping("p2", "10.244.1.10")).toBe(true);
+    expect(await txPackets("n2")).toBeGreaterThan(0);
+    expect(await txPackets("n1")).toBe(before); // n1 still answers directly
     ov.apply(planFor(nodes[1]!));
     expect(await kernel("n2")).toEqual(expected(planFor(nodes[1]!)));
   });
