@@ -1,0 +1,308 @@
+// The gossip bus against real nats-server processes on loopback (testing/nats.ts).
+import { afterAll, afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { connect } from "nats";
+import pino from "pino";
+import { NatsCluster, type NatsOptions } from "../../testing/nats.ts";
+import { GossipBus, type GossipBusOptions } from "./bus.ts";
+import { parseNatsConfig, type NatsConfig } from "./config.ts";
+import { decodeRecord, encodeRecord, type NodeRecord } from "./record.ts";
+
+const SECRET = "pa55-w0rd-n0t-f0r-logs";
+const fixtures: NatsCluster[] = [];
+const buses: GossipBus[] = [];
+const tmp = mkdtempSync(`${tmpdir()}/skein-bus-`);
+
+afterEach(async () => {
+  await Promise.all(buses.splice(0).map((b) => b.stop()));
+  await Promise.all(fixtures.splice(0).map((f) => f.close()));
+});
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+async function nats(o: NatsOptions = {}): Promise<NatsCluster> {
+  const c = await NatsCluster.start(o);
+  fixtures.push(c);
+  return c;
+}
+
+async function waitFor(what: string, cond: () => boolean, timeoutMs = 5000): Promise<number> {
+  const t0 = performance.now();
+  while (!cond()) {
+    if (performance.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(10);
+  }
+  return performance.now() - t0;
+}
+
+const record = (i: number, extra: Partial<NodeRecord> = {}): NodeRecord => ({
+  node: `n${i}`,
+  podCIDRs: [`10.244.${i}.0/24`],
+  underlay: `192.168.50.${10 + i}`,
+  vtepMac: `02:00:00:00:00:0${i}`,
+  version: "0.1.0",
+  seq: 0,
+  startedAt: 1_798_000_000_000,
+  ...extra,
+});
+
+/** A bus for node n<i> that keeps what it hears: the latest record per key, deletes, live flips, log lines. */
+function startBus(i: number, config: NatsConfig, o: Partial<GossipBusOptions> & { rec?: () => NodeRecord } = {}) {
+  const seen = new Map<string, NodeRecord>();
+  const bad: string[] = [];
+  const deleted: string[] = [];
+  const liveFlips: boolean[] = [];
+  const lines: string[] = [];
+  const log = pino({ level: "debug" }, { write: (s: string) => void lines.push(s) });
+  const bus = GossipBus.start({
+    config,
+    bucket: "skein-nodes",
+    replicas: 1,
+    ttlMs: 5000,
+    heartbeatMs: 500,
+    retryMs: 100,
+    record: o.rec ?? (() => record(i)),
+    log,
+    onPut(key, bytes) {
+      try {
+        seen.set(key, decodeRecord(key, bytes));
+      } catch (e) {
+        bad.push((e as Error).message);
+      }
+    },
+    onDelete(key) {
+      seen.delete(key);
+      deleted.push(key);
+    },
+    onLive(live) {
+      liveFlips.push(live);
+    },
+    ...o,
+  });
+  buses.push(bus);
+  return { bus, seen, bad, deleted, liveFlips, lines, live: () => liveFlips.at(-1) === true };
+}
+
+const cfg = (c: NatsCluster, extra: Partial<NatsConfig> = {}) => parseNatsConfig({ servers: c.urls, ...extra });
+
+/** The records the bucket holds under `keys`, read by a separate client. */
+async function bucketRecords(urls: string[], keys: string[]): Promise<Map<string, NodeRecord>> {
+  const nc = await connect({ servers: urls.map((u) => u.replace("nats://", "")) });
+  try {
+    const kv = await nc.jetstream().views.kv("skein-nodes", { bindOnly: true });
+    const out = new Map<string, NodeRecord>();
+    for (const k of keys) {
+      const e = await kv.get(k);
+      if (e && e.operation === "PUT") out.set(k, decodeRecord(k, e.value));
+    }
+    return out;
+  } finally {
+    await nc.close();
+  }
+}
+
+describe("GossipBus on one server", () => {
+  test("two buses see each other's records within 2 s; live after the initial values", async () => {
+    const c = await nats();
+    const times: number[] = [];
+    for (let run = 0; run < 3; run++) {
+      const t0 = performance.now();
+      const a = startBus(1 + 2 * run, cfg(c));
+      const b = startBus(2 + 2 * run, cfg(c));
+      await waitFor("each bus sees the other", () => a.seen.has(`n${2 + 2 * run}`) && b.seen.has(`n${1 + 2 * run}`), 2000);
+      times.push(performance.now() - t0);
+      await waitFor("live", () => a.live() && b.live(), 2000);
+      expect(a.seen.get(`n${2 + 2 * run}`)).toMatchObject({ node: `n${2 + 2 * run}`, underlay: `192.168.50.${12 + 2 * run}` });
+      // later buses also get the records already in the bucket, as initial values
+      if (run > 0) expect(a.seen.has("n1")).toBe(true);
+    }
+    times.sort((x, y) => x - y);
+    console.log(`gossip: bus start to peer seeing the record: p50 ${times[1]!.toFixed(0)} ms (runs: ${times.map((t) => t.toFixed(0)).join(", ")} ms)`);
+  });
+
+  test("heartbeats refresh the record with a growing seq; leave() deletes the key, and peers see onDelete", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c));
+    const b = startBus(2, cfg(c));
+    await waitFor("b sees a", () => b.seen.has("n1"));
+    const seq0 = b.seen.get("n1")!.seq;
+    await waitFor("a heartbeat", () => (b.seen.get("n1")?.seq ?? 0) > seq0, 2000);
+    await a.bus.leave();
+    await waitFor("b gets the delete", () => b.deleted.includes("n1"));
+    expect(b.seen.has("n1")).toBe(false);
+  });
+
+  test("a value that is not a record reaches onPut as bytes (the peer book refuses it); the bus goes on", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c));
+    await waitFor("live", a.live);
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    const kv = await nc.jetstream().views.kv("skein-nodes", { bindOnly: true });
+    await kv.put("n9", new TextEncoder().encode("garbage"));
+    await kv.put("n8", new Uint8Array([0xc1, 0x00]));
+    await nc.close();
+    await waitFor("both refused", () => a.bad.length >= 2);
+    expect(a.bad.join("\n")).toContain('node record "n9"');
+    const b = startBus(2, cfg(c));
+    await waitFor("a still sees new records", () => a.seen.has("n2"));
+    expect(b.live() || true).toBe(true);
+  });
+
+  test("server restarted without its JetStream state: the bucket and both records come back", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c));
+    const b = startBus(2, cfg(c));
+    await waitFor("both see each other", () => a.seen.has("n2") && b.seen.has("n1"));
+    await c.stop(0);
+    const t0 = performance.now();
+    await c.start(0, { wipe: true, wait: false });
+    // a fresh client finds both records in the new bucket
+    let have = new Map<string, NodeRecord>();
+    for (const deadline = performance.now() + 5000; performance.now() < deadline; await Bun.sleep(20)) {
+      have = await bucketRecords(c.urls, ["n1", "n2"]).catch(() => new Map());
+      if (have.has("n1") && have.has("n2")) break;
+    }
+    const refill = performance.now() - t0;
+    expect([...have.keys()].sort()).toEqual(["n1", "n2"]);
+    console.log(`gossip: records back after a stateless server restart (from the server's start): ${refill.toFixed(0)} ms`);
+    // and the watches work on the new stream: a's next heartbeat reaches b
+    const seqAfter = have.get("n1")!.seq;
+    await waitFor("b sees a's heartbeat on the new bucket", () => (b.seen.get("n1")?.seq ?? -1) > seqAfter, 3000);
+    await waitFor("both live again", () => a.live() && b.live(), 3000);
+  });
+
+  test("server back without state and the bucket re-created by another before this bus reconnects: it still watches the new bucket", async () => {
+    const c = await nats();
+    // a slow reconnect leaves time for another client to create the bucket first, so this
+    // bus's put succeeds and only its own reconnect handling can tell the watch is stale
+    const a = startBus(1, cfg(c), { retryMs: 1500 });
+    await waitFor("live", a.live);
+    await c.stop(0);
+    await waitFor("not live", () => a.liveFlips.at(-1) === false);
+    await c.start(0, { wipe: true });
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    const kv = await nc.jetstream().views.kv("skein-nodes", { history: 1, ttl: 5000, maxValueSize: 4096 });
+    await kv.put("n9", encodeRecord(record(9)));
+    await waitFor("a live again", a.live, 6000);
+    await kv.put("n8", encodeRecord(record(8)));
+    await nc.close();
+    await waitFor("a sees the records of the new bucket", () => a.seen.has("n9") && a.seen.has("n8"), 3000);
+  });
+
+  test("the bucket deleted while connected: re-created at the next heartbeat and watched again", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c));
+    const b = startBus(2, cfg(c));
+    await waitFor("both see each other", () => a.seen.has("n2") && b.seen.has("n1"));
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    await (await nc.jetstreamManager()).streams.delete("KV_skein-nodes");
+    await nc.close();
+    const t0 = performance.now();
+    const have = () => bucketRecords(c.urls, ["n1", "n2"]).catch(() => new Map<string, NodeRecord>());
+    for (let m = await have(); !(m.has("n1") && m.has("n2")); m = await have()) {
+      if (performance.now() - t0 > 5000) throw new Error(`the bucket was not refilled within 5 s; a's log:\n${a.lines.join("")}`);
+      await Bun.sleep(20);
+    }
+    const seq = b.seen.get("n1")!.seq;
+    await waitFor("b follows a's heartbeats on the new bucket", () => (b.seen.get("n1")?.seq ?? -1) > seq + 1, 3000);
+  });
+
+  test("server down at start: the bus keeps trying, never throws, and goes live when it comes up", async () => {
+    const c = await nats();
+    await c.stop(0);
+    const a = startBus(1, cfg(c));
+    await waitFor("a logged connection failures", () => a.lines.some((l) => l.includes("cannot connect to NATS")), 3000);
+    expect(a.liveFlips).toEqual([]);
+    await c.start(0);
+    await waitFor("live once the server is up", a.live, 5000);
+    const b = startBus(2, cfg(c));
+    await waitFor("a sees b", () => a.seen.has("n2"), 2000);
+  });
+
+  test("disconnect: onLive(false); reconnect: live again and records flow", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c));
+    await waitFor("live", a.live);
+    await c.stop(0);
+    await waitFor("not live", () => a.liveFlips.at(-1) === false);
+    await c.start(0);
+    await waitFor("live again", a.live, 5000);
+    const b = startBus(2, cfg(c));
+    await waitFor("a sees b after the reconnect", () => a.seen.has("n2"), 2000);
+  });
+
+  test("at most maxKeys keys are tracked", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c), { maxKeys: 2 });
+    await waitFor("live", a.live);
+    startBus(2, cfg(c));
+    startBus(3, cfg(c));
+    await waitFor("the third key is refused", () => a.lines.some((l) => l.includes("too many keys")), 3000);
+    expect(a.seen.size).toBe(2);
+  });
+});
+
+describe("GossipBus on a 3-server cluster, replicas 3", () => {
+  test("killing the server a bus is connected to loses no record, and updates keep coming", async () => {
+    const c = await nats({ servers: 3 });
+    const a = startBus(1, cfg(c), { replicas: 3 });
+    const b = startBus(2, cfg(c), { replicas: 3 });
+    const d = startBus(3, cfg(c), { replicas: 3 });
+    await waitFor("all see all", () => [a, b, d].every((x) => x.seen.size === 3), 10_000);
+    const server = a.bus.server;
+    expect(server).toBeDefined();
+    const victim = c.nodes.findIndex((s) => server === `127.0.0.1:${s.port}`);
+    expect(victim).toBeGreaterThanOrEqual(0);
+    await c.kill(victim);
+    const rest = c.urls.filter((_, i) => i !== victim);
+    const have = await bucketRecords(rest, ["n1", "n2", "n3"]);
+    expect([...have.keys()].sort()).toEqual(["n1", "n2", "n3"]);
+    // a new node joins while one server is down; everyone sees it
+    const e = startBus(4, cfg(c), { replicas: 3 });
+    await waitFor("a, b and d see the new node", () => [a, b, d].every((x) => x.seen.has("n4")), 10_000);
+    await waitFor("e sees everyone", () => e.seen.size === 4, 5000);
+    // and a's heartbeats still arrive at b
+    const seq = b.seen.get("n1")!.seq;
+    await waitFor("a's heartbeat after the kill", () => b.seen.get("n1")!.seq > seq, 5000);
+  }, 60_000);
+});
+
+describe("GossipBus with authentication and TLS", () => {
+  test("user/password: a wrong password is logged and retried, the right one works, no secret in the logs", async () => {
+    const c = await nats({ auth: { user: "skein", password: SECRET } });
+    const wrong = startBus(1, cfg(c, { user: "skein", password: "not-the-password" }));
+    const right = startBus(2, cfg(c, { user: "skein", password: SECRET }));
+    await waitFor("the right one is live", right.live);
+    await waitFor("the wrong one says why, more than once", () => wrong.lines.filter((l) => /authorization violation/i.test(l)).length >= 1 && wrong.lines.filter((l) => l.includes("cannot connect")).length >= 2, 5000);
+    expect(wrong.liveFlips).toEqual([]);
+    for (const l of [...wrong.lines, ...right.lines]) {
+      expect(l).not.toContain(SECRET);
+      expect(l).not.toContain("not-the-password");
+    }
+  });
+
+  test("token", async () => {
+    const c = await nats({ auth: { token: SECRET } });
+    const right = startBus(1, cfg(c, { token: SECRET }));
+    const none = startBus(2, cfg(c));
+    await waitFor("live with the token", right.live);
+    await waitFor("refused without it", () => none.lines.some((l) => /authorization violation/i.test(l)), 5000);
+    for (const l of right.lines) expect(l).not.toContain(SECRET);
+  });
+
+  test("TLS with a CA: verified with the CA, refused without it", async () => {
+    const dir = `${tmp}/tls`;
+    await Bun.$`mkdir -p ${dir}
+      openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=skein-test-ca -keyout ${dir}/ca.key -out ${dir}/ca.pem
+      openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=nats -keyout ${dir}/server.key -out ${dir}/server.csr
+      printf 'subjectAltName=IP:127.0.0.1\n' > ${dir}/ext.cnf
+      openssl x509 -req -in ${dir}/server.csr -CA ${dir}/ca.pem -CAkey ${dir}/ca.key -CAcreateserial -days 1 -extfile ${dir}/ext.cnf -out ${dir}/server.pem`.quiet();
+    const c = await nats({ tls: { cert: `${dir}/server.pem`, key: `${dir}/server.key` } });
+    const tlsUrls = c.urls.map((u) => u.replace("nats://", "tls://"));
+    const good = startBus(1, parseNatsConfig({ servers: tlsUrls, tls: { ca: `${dir}/ca.pem` } }));
+    const noCa = startBus(2, parseNatsConfig({ servers: tlsUrls }));
+    await waitFor("live over TLS", good.live, 5000);
+    await waitFor("the one without the CA fails", () => noCa.lines.some((l) => l.includes("cannot connect")), 5000);
+    expect(noCa.liveFlips).toEqual([]);
+  });
+});

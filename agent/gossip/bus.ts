@@ -1,0 +1,387 @@
+// The gossip bus: this node's record in a NATS JetStream key-value bucket, put at once on every
+// (re)connect and on a heartbeat, and a watch on every key. It never gives up and never throws
+// at its caller: an unreachable server, a wrong password or a server that came back without its
+// JetStream state are logged and retried. On each reconnect the bucket is made sure of (created
+// when missing) and the watch is built anew, since a server restarted without its state starts
+// its stream over at sequence 1, where an old ordered consumer (resuming at its last sequence)
+// would wait for ever. A put that finds no stream does the same without waiting for a reconnect.
+import { connect, type ConnectionOptions, type JetStreamClient, type KV, type KvEntry, type NatsConnection, type QueuedIterator, type Status } from "nats";
+import type { Logger } from "pino";
+import { clientOptions, redacted, type NatsConfig } from "./config.ts";
+import { MAX_RECORD_BYTES, encodeRecord, type NodeRecord } from "./record.ts";
+
+export interface GossipBusOptions {
+  config: NatsConfig;
+  bucket: string;
+  replicas: number;
+  /** how long a record lives without a refresh (the bucket's max age) */
+  ttlMs: number;
+  heartbeatMs: number;
+  /** this node's record; the bus sets `seq` itself, counting its puts */
+  record: () => NodeRecord;
+  log: Logger;
+  onPut(key: string, bytes: Uint8Array): void;
+  onDelete(key: string): void;
+  onLive(live: boolean): void;
+  /** keys tracked at most; a new key past this is ignored (logged) */
+  maxKeys?: number;
+  /** the base wait between connection attempts and between retries of a failed step */
+  retryMs?: number;
+}
+
+export const MAX_KEYS = 10_000;
+const MAX_KEY_LENGTH = 253;
+/** Log a repeating failure once, then at most this often. */
+const QUIET_MS = 30_000;
+
+type Watch = QueuedIterator<KvEntry>;
+
+export class GossipBus {
+  private readonly o: GossipBusOptions;
+  private readonly log: Logger;
+  private readonly retryMs: number;
+  private readonly maxKeys: number;
+  private readonly keys = new Set<string>();
+  private nc: NatsConnection | undefined;
+  private js: JetStreamClient | undefined;
+  private kv: KV | undefined;
+  private watch: Watch | undefined;
+  /** bumped whenever a watch is given up, so a dead watch's late entries are dropped */
+  private gen = 0;
+  private seq = 0;
+  private connected = false;
+  private live = false;
+  private needPut = true;
+  private needWatch = true;
+  private syncing = false;
+  private dirty = false;
+  private stopped = false;
+  private retryTimer: Timer | undefined;
+  private heartbeat: Timer | undefined;
+  private wake: (() => void) | undefined;
+  private readonly done: Promise<void>;
+  private readonly quiet = new Map<string, { at: number; count: number }>();
+
+  private constructor(o: GossipBusOptions) {
+    this.o = o;
+    this.log = o.log.child({ part: "gossip" });
+    this.retryMs = o.retryMs ?? 300;
+    this.maxKeys = o.maxKeys ?? MAX_KEYS;
+    this.log.info({ nats: redacted(o.config), bucket: o.bucket, replicas: o.replicas, ttlMs: o.ttlMs, heartbeatMs: o.heartbeatMs }, "gossip starting");
+    this.done = this.run();
+  }
+
+  /** Starts the bus; it keeps trying until stop(), whatever the servers do. */
+  static start(o: GossipBusOptions): GossipBus {
+    return new GossipBus(o);
+  }
+
+  /** The server this bus is connected to ("host:port"), if any: for status pages and tests. */
+  get server(): string | undefined {
+    return this.connected ? this.nc?.getServer() : undefined;
+  }
+
+  /** Puts the record now (it changed). */
+  announce(): void {
+    this.needPut = true;
+    this.kick();
+  }
+
+  /** Stops; the record stays in the bucket until it expires. */
+  async stop(): Promise<void> {
+    if (this.stopped) return this.done;
+    this.stopped = true;
+    clearInterval(this.heartbeat);
+    clearTimeout(this.retryTimer);
+    this.wake?.();
+    this.dropWatch();
+    this.setLive(false);
+    const nc = this.nc;
+    if (nc && !nc.isClosed()) await nc.close().catch(() => {});
+    await this.done;
+  }
+
+  /** Deletes the record (peers see it go at once), then stops. */
+  async leave(): Promise<void> {
+    const key = this.o.record().node;
+    if (this.kv && this.connected) {
+      try {
+        await this.kv.delete(key);
+      } catch (e) {
+        this.log.warn({ err: msg(e) }, "gossip: could not delete the node record; it will expire");
+      }
+    }
+    await this.stop();
+  }
+
+  /** Connects, runs until the connection closes for good, and connects again; until stop(). */
+  private async run(): Promise<void> {
+    while (!this.stopped) {
+      let nc: NatsConnection;
+      try {
+        nc = await connect(this.connectOptions());
+      } catch (e) {
+        this.warnQuietly("connect", { err: msg(e), nats: redacted(this.o.config) }, "gossip: cannot connect to NATS; retrying");
+        await this.pause(this.retryMs + Math.random() * this.retryMs);
+        continue;
+      }
+      if (this.stopped) {
+        await nc.close().catch(() => {});
+        break;
+      }
+      this.quiet.delete("connect");
+      this.nc = nc;
+      this.js = nc.jetstream({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
+      this.log.info({ server: nc.getServer() }, "gossip: connected to NATS");
+      this.onConnected();
+      this.heartbeat = setInterval(() => this.announce(), this.o.heartbeatMs);
+      const status = nc.status();
+      const statusDone = this.followStatus(status);
+      const err = await nc.closed();
+      // the status iterator does not end by itself when the connection closes
+      (status as unknown as { stop(): void }).stop();
+      clearInterval(this.heartbeat);
+      this.connected = false;
+      this.dropWatch();
+      this.setLive(false);
+      this.kv = undefined;
+      this.nc = undefined;
+      await statusDone;
+      if (!this.stopped) {
+        this.log.warn({ err: err ? msg(err) : undefined }, "gossip: NATS connection closed; connecting again");
+        await this.pause(this.retryMs);
+      }
+    }
+  }
+
+  private connectOptions(): ConnectionOptions {
+    return {
+      ...clientOptions(this.o.config),
+      name: `skein ${this.o.record().node}`,
+      maxReconnectAttempts: -1,
+      reconnectTimeWait: this.retryMs,
+      reconnectJitter: this.retryMs,
+      reconnectJitterTLS: this.retryMs,
+      // a wrong password is worth retrying: a rotated Secret may fix it without a restart
+      ignoreAuthErrorAbort: true,
+      timeout: 3000,
+      pingInterval: 5000,
+      maxPingOut: 2,
+    };
+  }
+
+  private async followStatus(status: AsyncIterable<Status>): Promise<void> {
+    for await (const s of status) {
+      if (s.type === "disconnect") {
+        this.connected = false;
+        this.dropWatch();
+        this.setLive(false);
+        this.log.warn({ server: String(s.data) }, "gossip: disconnected from NATS; reconnecting");
+      } else if (s.type === "reconnect") {
+        this.quiet.delete("nats error");
+        this.log.info({ server: String(s.data) }, "gossip: reconnected to NATS");
+        this.onConnected();
+      } else if (s.type === "error") {
+        this.warnQuietly("nats error", { err: String(s.data) }, "gossip: NATS error");
+      }
+    }
+  }
+
+  private onConnected(): void {
+    this.connected = true;
+    // the server may have lost its JetStream state: make sure of the bucket, put, watch anew
+    this.kv = undefined;
+    this.needPut = true;
+    this.needWatch = true;
+    this.kick();
+  }
+
+  /** Runs sync() until nothing is left to do; a failure retries after a short wait. */
+  private kick(): void {
+    this.dirty = true;
+    if (this.syncing || this.stopped) return;
+    this.syncing = true;
+    void (async () => {
+      try {
+        while (this.dirty && !this.stopped && this.connected) {
+          this.dirty = false;
+          try {
+            await this.sync();
+            this.quiet.delete("sync");
+          } catch (e) {
+            this.warnQuietly("sync", { err: msg(e) }, "gossip: bucket step failed; retrying");
+            clearTimeout(this.retryTimer);
+            this.retryTimer = setTimeout(() => this.kick(), this.retryMs + Math.random() * this.retryMs);
+            break;
+          }
+        }
+      } finally {
+        this.syncing = false;
+      }
+    })();
+  }
+
+  private async sync(): Promise<void> {
+    const js = this.js;
+    if (!js) return;
+    if (!this.kv) {
+      this.kv = await js.views.kv(this.o.bucket, { history: 1, ttl: this.o.ttlMs, replicas: this.o.replicas, maxValueSize: MAX_RECORD_BYTES });
+    }
+    const kv = this.kv;
+    if (this.needPut) {
+      this.needPut = false;
+      const rec = { ...this.o.record(), seq: this.seq++ };
+      try {
+        await kv.put(rec.node, encodeRecord(rec));
+      } catch (e) {
+        this.needPut = true;
+        // the bucket may be gone (a server that lost its state, a cluster that lost the
+        // stream): look for it and create it again, and watch the new one
+        this.kv = undefined;
+        if (noStream(e)) {
+          this.dropWatch();
+          this.setLive(false);
+          this.needWatch = true;
+        }
+        throw e;
+      }
+    }
+    if (this.needWatch) {
+      this.needWatch = false;
+      try {
+        await this.startWatch(kv);
+      } catch (e) {
+        this.needWatch = true;
+        this.kv = undefined;
+        throw e;
+      }
+    }
+  }
+
+  private async startWatch(kv: KV): Promise<void> {
+    this.dropWatch();
+    const gen = ++this.gen;
+    const w = await kv.watch({
+      key: ">",
+      initializedFn: () => {
+        if (gen === this.gen && this.connected) this.setLive(true);
+      },
+    });
+    if (gen !== this.gen || this.stopped) {
+      w.stop();
+      return;
+    }
+    this.watch = w;
+    void (async () => {
+      let err: unknown;
+      try {
+        for await (const e of w) {
+          if (gen !== this.gen) break;
+          this.deliver(e);
+        }
+      } catch (e) {
+        err = e;
+      }
+      if (gen === this.gen && !this.stopped) {
+        // the watch ended by itself (its consumer could not be recreated): build a new one
+        this.log.warn({ err: err ? msg(err) : undefined }, "gossip: watch ended; watching again");
+        this.watch = undefined;
+        this.setLive(false);
+        this.needWatch = true;
+        this.kv = undefined;
+        clearTimeout(this.retryTimer);
+        this.retryTimer = setTimeout(() => this.kick(), this.retryMs);
+      }
+    })();
+  }
+
+  private dropWatch(): void {
+    this.gen++;
+    const w = this.watch;
+    this.watch = undefined;
+    if (w) {
+      try {
+        w.stop();
+      } catch {
+        // already stopped
+      }
+    }
+  }
+
+  private deliver(e: KvEntry): void {
+    const key = e.key;
+    if (e.operation === "PUT") {
+      if (key.length > MAX_KEY_LENGTH) {
+        this.warnQuietly("long key", { key: key.slice(0, 64) }, "gossip: key longer than a Node name ignored");
+        return;
+      }
+      if (!this.keys.has(key)) {
+        if (this.keys.size >= this.maxKeys) {
+          this.warnQuietly("too many keys", { key, max: this.maxKeys }, "gossip: too many keys in the bucket; new key ignored");
+          return;
+        }
+        this.keys.add(key);
+      }
+      // the bytes go on as they are, whatever their size: the peer book refuses what is not a record
+      this.call(() => this.o.onPut(key, e.value));
+    } else {
+      this.keys.delete(key);
+      this.call(() => this.o.onDelete(key));
+    }
+  }
+
+  private setLive(live: boolean): void {
+    if (live === this.live) return;
+    this.live = live;
+    this.log.info({ live }, live ? "gossip live: watching every record" : "gossip not live");
+    this.call(() => this.o.onLive(live));
+  }
+
+  private call(f: () => void): void {
+    try {
+      f();
+    } catch (e) {
+      this.log.error({ err: msg(e) }, "gossip: a callback threw");
+    }
+  }
+
+  /** Logs at warn the first time and then at most every QUIET_MS, with how often it happened. */
+  private warnQuietly(kind: string, obj: Record<string, unknown>, text: string): void {
+    const now = Date.now();
+    const q = this.quiet.get(kind);
+    if (!q || now - q.at >= QUIET_MS) {
+      this.log.warn({ ...obj, ...(q ? { times: q.count + 1 } : {}) }, text);
+      this.quiet.set(kind, { at: now, count: 0 });
+    } else {
+      q.count++;
+      this.log.debug(obj, text);
+    }
+  }
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, ms);
+      const self = this;
+      function done() {
+        clearTimeout(t);
+        self.wake = undefined;
+        resolve();
+      }
+      this.wake = done;
+    });
+  }
+}
+
+function msg(e: unknown): string {
+  if (e instanceof Error) {
+    const code = (e as { code?: unknown }).code;
+    return code && !e.message.includes(String(code)) ? `${e.message} (${String(code)})` : e.message;
+  }
+  return String(e);
+}
+
+/** Whether a failed put says the bucket's stream is not there. */
+function noStream(e: unknown): boolean {
+  const m = e instanceof Error ? `${e.message} ${String((e as { code?: unknown }).code ?? "")}` : String(e);
+  return /503|no responders|stream not found/i.test(m);
+}
