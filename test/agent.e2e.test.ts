@@ -83,7 +83,8 @@ afterAll(async () => {
 
 describe("skein agent against the API server", () => {
   test("writes this node's pod CIDRs where CNI IPAM reads them", () => {
-    expect(JSON.parse(readFileSync(`${tmp}/node.json`, "utf8"))).toEqual({ nodeName: "node", podCIDRs: ["10.244.9.0/24"], clusterCIDRs: ["10.244.0.0/16"] });
+    // the pods' MTU leaves room for VXLAN's 50 bytes on the node's 1500-byte underlay
+    expect(JSON.parse(readFileSync(`${tmp}/node.json`, "utf8"))).toEqual({ nodeName: "node", podCIDRs: ["10.244.9.0/24"], clusterCIDRs: ["10.244.0.0/16"], mtu: 1450 });
   });
 
   test("a new Service and its EndpointSlice work through the ClusterIP within 1 s (TCP and UDP)", async () => {

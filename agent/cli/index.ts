@@ -27,6 +27,103 @@ function notYet(what: string): never {
   throw new Unavailable(`skein ${what}: not available yet in this build of skein ${versionInfo().skein}; it arrives with a later release (see README, "What works today")`);
 }
 
+interface AgentFlags {
+  kubeconfig?: string;
+  nodeName?: string;
+  clusterCidr: string[];
+  serviceCidr: string[];
+  nodeportAddresses: string[];
+  ringFactor: number;
+  coalesceMs: number;
+  nodeFile: string;
+  flushUdp: boolean;
+  masquerade: boolean;
+  verifyInterval: number;
+  logLevel: string;
+  markMask: number;
+  ctMarkMask: number;
+  overlay: boolean;
+  overlayMode: "auto" | "vxlan" | "direct";
+  underlayIp?: string;
+  publicIp?: string;
+  site?: string;
+  natsUrl?: string[];
+  natsConfig?: string;
+  natsUser?: string;
+  natsPasswordFile?: string;
+  natsTokenFile?: string;
+  natsNkeyFile?: string;
+  natsCa?: string;
+  natsCert?: string;
+  natsKey?: string;
+  gossipBucket: string;
+  gossipReplicas: number;
+  heartbeatMs: number;
+  peerTtlMs: number;
+}
+
+/** One address, read strictly (compiler/address.ts). */
+function one(flag: string, s: string): string {
+  try {
+    addressFamily(s);
+  } catch (e) {
+    throw new UsageError(`skein agent: ${flag}: ${(e as Error).message}`);
+  }
+  return s;
+}
+
+/** The pod network's settings from the flags; the NATS part only when a server or file is given. */
+async function networkOptions(o: AgentFlags) {
+  if (!o.overlay) return undefined;
+  if (o.peerTtlMs <= o.heartbeatMs) throw new UsageError(`skein agent: --peer-ttl-ms (${o.peerTtlMs}) must be longer than --heartbeat-ms (${o.heartbeatMs}): every record would expire between two heartbeats`);
+  if (o.site !== undefined && !/^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)$/.test(o.site)) throw new UsageError(`skein agent: --site: ${JSON.stringify(o.site.slice(0, 70))} is not a label value (at most 63 letters, digits, '-', '_', '.', starting and ending with a letter or digit)`);
+  const given = o.natsUrl?.length || o.natsConfig !== undefined;
+  let nats;
+  if (given) {
+    const { loadNatsConfig, NatsConfigError } = await import("../gossip/config.ts");
+    const { readFileBounded } = await import("../sys/bounded-read.ts");
+    const secret = (flag: string, file: string | undefined) => {
+      if (file === undefined) return undefined;
+      try {
+        return readFileBounded(file, 4096, `${flag} ${file}`).toString("utf8").trim();
+      } catch (e) {
+        throw new UsageError(`skein agent: ${flag}: ${(e as Error).message}`);
+      }
+    };
+    try {
+      nats = loadNatsConfig({
+        file: o.natsConfig,
+        flags: {
+          servers: o.natsUrl?.length ? o.natsUrl : undefined,
+          user: o.natsUser,
+          password: secret("--nats-password-file", o.natsPasswordFile),
+          token: secret("--nats-token-file", o.natsTokenFile),
+          nkeySeedFile: o.natsNkeyFile,
+          tlsCa: o.natsCa,
+          tlsCert: o.natsCert,
+          tlsKey: o.natsKey,
+        },
+      });
+    } catch (e) {
+      if (e instanceof NatsConfigError) throw new UsageError(`skein agent: ${e.message}`);
+      throw e;
+    }
+  } else if (o.natsUser || o.natsPasswordFile || o.natsTokenFile || o.natsNkeyFile || o.natsCa || o.natsCert || o.natsKey) {
+    throw new UsageError("skein agent: NATS credentials are given but no server: add --nats-url or --nats-config");
+  }
+  return {
+    mode: o.overlayMode,
+    underlayIP: o.underlayIp,
+    publicIP: o.publicIp,
+    site: o.site,
+    ttlMs: o.peerTtlMs,
+    heartbeatMs: o.heartbeatMs,
+    bucket: o.gossipBucket,
+    replicas: o.gossipReplicas,
+    nats,
+  };
+}
+
 export function buildProgram(out: (s: string) => void, err: (s: string) => void): Command {
   const program = new Command("skein")
     .description("Kubernetes networking in one binary: CNI plugin, service proxy, network policy and overlay")
@@ -95,7 +192,26 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--no-masquerade", "do not keep the CNI plugin's masquerade table (inet skein_cni) in place (for a conflist with masquerade: false)")
     .addOption(new Option("--verify-interval <s>", "how often the kernel's tables are compared with the agent's when nothing was heard (seconds; 0: never)").default(60).argParser(whole(0, 86_400)))
     .addOption(new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"))
-    .action(async (o: { kubeconfig?: string; nodeName?: string; clusterCidr: string[]; serviceCidr: string[]; nodeportAddresses: string[]; ringFactor: number; coalesceMs: number; nodeFile: string; flushUdp: boolean; masquerade: boolean; verifyInterval: number; logLevel: string; markMask: number; ctMarkMask: number }) => {
+    // the pod network between the nodes
+    .option("--no-overlay", "do not build the pod network between the nodes (routes, VXLAN): this node's pods reach only its own")
+    .addOption(new Option("--overlay-mode <mode>", "how peers are reached: auto (direct routes on a shared subnet, else VXLAN), vxlan, direct").choices(["auto", "vxlan", "direct"]).default("auto"))
+    .option("--underlay-ip <addr>", "this node's address on the network between the nodes (default: the Node's first InternalIP)", (s: string) => one("--underlay-ip", s))
+    .option("--public-ip <addr>", "the address peers outside this node's site reach it at, e.g. its NAT's (default: the Node's annotation skein.io/public-ip)", (s: string) => one("--public-ip", s))
+    .option("--site <name>", "nodes of one site reach each other at their private addresses (default: the Node's label skein.io/site)")
+    .option("--nats-url <url>", "NATS server(s) for gossip, repeatable or comma-separated (nats://host:port, tls://host:port); without one the Node objects alone build the pod network", (s: string, prev: string[] = []) => [...prev, ...s.split(",").map((x) => x.trim()).filter(Boolean)])
+    .option("--nats-config <file>", "YAML or JSON file with servers, user, password, token, nkeySeedFile, tls {ca, cert, key} (flags win field by field)")
+    .option("--nats-user <name>", "NATS user (with --nats-password-file)")
+    .option("--nats-password-file <file>", "file holding the NATS password")
+    .option("--nats-token-file <file>", "file holding the NATS token")
+    .option("--nats-nkey-file <file>", "file holding the NATS user's nkey seed")
+    .option("--nats-ca <file>", "PEM CA that signed the NATS servers' certificates")
+    .option("--nats-cert <file>", "PEM client certificate for NATS (with --nats-key)")
+    .option("--nats-key <file>", "PEM key of --nats-cert")
+    .option("--gossip-bucket <name>", "the JetStream key-value bucket of node records", "skein-nodes")
+    .addOption(new Option("--gossip-replicas <n>", "copies of the bucket in a NATS cluster (when the agent creates it)").default(1).argParser(whole(1, 5)))
+    .addOption(new Option("--heartbeat-ms <ms>", "how often this node's record is put again").default(10_000).argParser(whole(100, 3_600_000)))
+    .addOption(new Option("--peer-ttl-ms <ms>", "a peer whose record is not put again within this is removed (also the bucket's max age)").default(35_000).argParser(whole(300, 86_400_000)))
+    .action(async (o: AgentFlags) => {
       const { hostname } = await import("node:os");
       const nodeName = o.nodeName ?? process.env.NODE_NAME ?? hostname();
       const { runAgent } = await import("../loop/main.ts");
@@ -113,6 +229,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         verifyMs: o.verifyInterval * 1000,
         logLevel: o.logLevel,
         marks: { mark: o.markMask, ctMark: o.ctMarkMask },
+        network: await networkOptions(o),
       });
     });
 

@@ -15,8 +15,28 @@ import { Masquerade } from "./masquerade.ts";
 import { holdNetnsAgentLock } from "../sys/flock.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 import type { Marks } from "../datapath/marks.ts";
+import type { Mode } from "../overlay/plan.ts";
+import type { NatsConfig } from "../gossip/config.ts";
+import { Overlay } from "../overlay/overlay.ts";
+import { underlayOf } from "../overlay/underlay.ts";
+import { PodNetwork } from "./network.ts";
+import { VERSION } from "../version.ts";
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks; /** where the one-agent-per-namespace lock lives */ lockDir?: string }): Promise<number> {
+/** The pod network between the nodes (agent/loop/network.ts), as the flags give it. */
+export interface NetworkFlags {
+  mode: Mode;
+  underlayIP?: string;
+  publicIP?: string;
+  site?: string;
+  ttlMs: number;
+  heartbeatMs: number;
+  bucket: string;
+  replicas: number;
+  /** absent: no gossip, the Node objects alone build the network */
+  nats?: NatsConfig;
+}
+
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks; /** where the one-agent-per-namespace lock lives */ lockDir?: string; network?: NetworkFlags }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -96,7 +116,42 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     datapath.adopt(found.model, found.stale);
     log.info({ bank: found.model.bank, targets: found.model.chains.size }, "adopted the tables in the kernel; they serve until the new ones replace them in one transaction");
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  let network: PodNetwork | undefined;
+  let overlay: Overlay | undefined;
+  let rtnl: Netlink | undefined;
+  const net = o.network;
+  if (net) {
+    try {
+      overlay = Overlay.open({ log: log.child({ part: "overlay" }) });
+      rtnl = Netlink.open();
+    } catch (e) {
+      log.fatal({ err: (e as Error).message }, "cannot start: rtnetlink cannot be reached for the pod network");
+      overlay?.close();
+      events.close();
+      nl.close();
+      lock.release();
+      return 1;
+    }
+    const ul = rtnl;
+    const glog = log.child({ part: "gossip" });
+    const nats = net.nats;
+    if (nats) glog.info({ nats: (await import("../gossip/config.ts")).redacted(nats), bucket: net.bucket }, "gossip over NATS");
+    else log.info("no NATS server given: the Node objects alone build the pod network");
+    const { GossipBus } = nats ? await import("../gossip/bus.ts") : { GossipBus: undefined };
+    network = new PodNetwork(
+      { nodeName: o.nodeName, mode: net.mode, underlayIP: net.underlayIP, publicIP: net.publicIP, site: net.site, ttlMs: net.ttlMs, version: VERSION },
+      {
+        log: log.child({ part: "network" }),
+        overlay,
+        underlayOf: (ip) => underlayOf(ul, ip),
+        startBus:
+          nats && GossipBus
+            ? (hooks) => GossipBus.start({ config: nats, bucket: net.bucket, replicas: net.replicas, ttlMs: net.ttlMs, heartbeatMs: net.heartbeatMs, log: glog, ...hooks })
+            : undefined,
+      },
+    );
+  }
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   const done = Promise.withResolvers<number>();
   const stop = (signal: string) => {
     log.info({ signal }, "stopping");
@@ -114,6 +169,8 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     return 1;
   }
   const code = await done.promise;
+  overlay?.close();
+  rtnl?.close();
   events.close();
   nl.close();
   lock.release();

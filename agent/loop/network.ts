@@ -1,0 +1,242 @@
+// The pod network between the nodes, as the agent keeps it: who the peers are (the Node
+// objects, with what their agents announce over the gossip bus), how this node reaches each
+// one (agent/overlay/plan.ts), and the kernel's routes, VXLAN device, FDB and neighbour
+// entries that carry it (agent/overlay/overlay.ts). The Node objects are the authority on
+// who owns which pod CIDR; gossip adds the public address, the VTEP MAC and liveness. Without
+// a bus (none configured, or not reached yet) the Node objects alone build the network.
+import type { Logger } from "pino";
+import { PeerBook, type NodeFacts, type Peer } from "../gossip/peers.ts";
+import { vtepMacFor, type NodeRecord } from "../gossip/record.ts";
+import { planOverlay, type Mode, type OverlayPlan, type SelfInfo } from "../overlay/plan.ts";
+import type { Underlay } from "../overlay/underlay.ts";
+import type { NodeInfo } from "./state.ts";
+
+/** The kernel side: makes the kernel hold a plan, and keeps it so. */
+export interface OverlayKernel {
+  apply(plan: OverlayPlan): { changes: number; ms: number };
+}
+
+/** The gossip side: the bus this node announces itself on and hears its peers from. */
+export interface Bus {
+  /** put this node's record now (it changed) */
+  announce(): void;
+  stop(): Promise<void>;
+}
+
+export interface BusHooks {
+  record: () => NodeRecord;
+  onPut(key: string, bytes: Uint8Array): void;
+  onDelete(key: string): void;
+  onLive(live: boolean): void;
+}
+
+
+export interface NetworkOptions {
+  nodeName: string;
+  mode: Mode;
+  /** this node's underlay address (default: its Node's first InternalIP) */
+  underlayIP?: string;
+  /** its public address (default: the Node's annotation skein.io/public-ip) */
+  publicIP?: string;
+  /** its site (default: the Node's label skein.io/site) */
+  site?: string;
+  /** how long a peer's record lives without a heartbeat */
+  ttlMs: number;
+  version: string;
+}
+
+export interface NetworkDeps {
+  log: Logger;
+  overlay: OverlayKernel;
+  /** finds the interface holding an address of this node (undefined: none does) */
+  underlayOf(ip: string): Underlay | undefined;
+  /** starts the bus once this node knows what to announce; absent: no gossip */
+  startBus?: (hooks: BusHooks) => Bus;
+  now?: () => number;
+}
+
+/** How often expiry is looked at: a dead peer's routes go within about this after its TTL. */
+const EXPIRE_EVERY_MS = 500;
+
+export class PodNetwork {
+  private readonly book: PeerBook;
+  private readonly nodes = new Map<string, NodeInfo>();
+  private self: SelfInfo | undefined;
+  private bus: Bus | undefined;
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private expiry: ReturnType<typeof setInterval> | undefined;
+  private seq = 0;
+  private readonly startedAt: number;
+  private stopped = false;
+  /** the plan in force, and why this node has none when it cannot make one */
+  plan: OverlayPlan | undefined;
+  private waiting: string | undefined;
+  private readonly now: () => number;
+  /** what the plan in force was made from */
+  private input = "";
+  private retry = false;
+
+  constructor(
+    private readonly o: NetworkOptions,
+    private readonly deps: NetworkDeps,
+  ) {
+    this.now = deps.now ?? Date.now;
+    this.startedAt = this.now();
+    this.book = new PeerBook({
+      self: o.nodeName,
+      ttlMs: o.ttlMs,
+      log: (level, obj, msg) => deps.log[level](obj, msg),
+    });
+  }
+
+  start(): void {
+    this.expiry = setInterval(() => {
+      const gone = this.book.expire(this.now());
+      if (gone.length) {
+        this.deps.log.info({ peers: gone }, "peers expired (no heartbeat within the TTL): their routes go");
+        this.schedule();
+      }
+    }, EXPIRE_EVERY_MS);
+    this.expiry.unref?.();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    clearInterval(this.expiry);
+    await this.bus?.stop();
+  }
+
+  /** A Node was added, changed or deleted (this one too). */
+  setNode(name: string, n: NodeInfo | undefined): void {
+    if (n) this.nodes.set(name, n);
+    else this.nodes.delete(name);
+    this.book.setNode(name, n && factsOf(n));
+    if (name === this.o.nodeName) this.selfChanged();
+    this.schedule();
+  }
+
+  /** The pods' MTU, once this node's underlay is known (the overlay's plan decides it). */
+  podMtu(): number | undefined {
+    return this.self && planOverlay(this.self, []).podMtu;
+  }
+
+  private selfChanged(): void {
+    const n = this.nodes.get(this.o.nodeName);
+    const before = this.self;
+    this.self = undefined;
+    if (!n?.podCIDRs.length) return this.wait("this Node has no spec.podCIDRs yet");
+    const ip = this.o.underlayIP ?? n.internalIPs.find((a) => !a.includes(":")) ?? n.internalIPs[0];
+    if (!ip) return this.wait("this Node has no InternalIP address and --underlay-ip is not set: no underlay address to reach the peers from");
+    const u = this.deps.underlayOf(ip);
+    if (!u) return this.wait(`no interface of this node holds the underlay address ${ip}`);
+    this.waiting = undefined;
+    this.self = {
+      name: this.o.nodeName,
+      podCIDRs: n.podCIDRs,
+      underlay: ip,
+      underlaySubnet: u.subnet,
+      underlayDev: u.dev,
+      underlayMtu: u.mtu,
+      public: this.o.publicIP ?? n.publicIP,
+      site: this.o.site ?? n.site,
+      mode: this.o.mode,
+      vtepMac: vtepMacFor(this.o.nodeName),
+    };
+    if (before && JSON.stringify(before) === JSON.stringify(this.self)) return;
+    this.deps.log.info({ underlay: ip, dev: u.dev, subnet: u.subnet, mtu: u.mtu, public: this.self.public, site: this.self.site, mode: this.o.mode }, "this node on the pod network");
+    if (!this.bus && this.deps.startBus) {
+      this.bus = this.deps.startBus({
+        record: () => this.record(),
+        onPut: (key, bytes) => {
+          const r = this.book.put(key, bytes, this.now());
+          if (!r.ok) this.deps.log.warn({ key, why: r.why }, "gossip record refused: it reaches no route");
+          else this.schedule();
+        },
+        onDelete: (key) => {
+          this.book.delete(key);
+          this.schedule();
+        },
+        onLive: (live) => {
+          this.book.setLive(live, this.now());
+          this.deps.log.info({ live }, live ? "gossip live: peers from their records" : "gossip not live: the last known peers stay, and new Nodes join from their Node objects");
+          this.schedule();
+        },
+      });
+    } else this.bus?.announce();
+  }
+
+  private wait(why: string): void {
+    if (this.waiting !== why) this.deps.log.warn(`the pod network waits: ${why}`);
+    this.waiting = why;
+  }
+
+  private record(): NodeRecord {
+    const s = this.self!;
+    return {
+      node: s.name,
+      podCIDRs: s.podCIDRs,
+      underlay: s.underlay,
+      ...(s.public ? { public: s.public } : {}),
+      vtepMac: s.vtepMac,
+      ...(s.site ? { site: s.site } : {}),
+      version: this.o.version,
+      seq: this.seq++,
+      startedAt: this.startedAt,
+    };
+  }
+
+  /** Peers seen by the last plan. */
+  peers(): Peer[] {
+    return this.book.peers();
+  }
+
+  private schedule(): void {
+    if (this.timer || this.stopped) return;
+    // a burst (the list of every Node, a watch's initial records) makes one plan
+    this.timer = setTimeout(() => {
+      this.timer = undefined;
+      this.replan();
+    }, 5);
+  }
+
+  private replan(): void {
+    if (!this.self || this.stopped) return;
+    const peers = this.book.peers();
+    // a heartbeat re-puts a record as it was: nothing to plan, nothing to ask the kernel
+    const input = JSON.stringify([this.self, peers]);
+    if (input === this.input && !this.retry) return;
+    const plan = planOverlay(this.self, peers);
+    // one path per pod CIDR of a peer
+    const key = (p: { peer: string; cidr?: string }) => `${p.peer} ${p.cidr ?? ""}`;
+    const before = new Map((this.plan?.paths ?? []).map((p) => [key(p), p]));
+    for (const p of plan.paths) {
+      const b = before.get(key(p));
+      const what = { peer: p.peer, cidr: p.cidr, how: p.how, endpoint: p.endpoint, why: p.why };
+      if (!b) this.deps.log.info(what, "peer path");
+      else if (b.how !== p.how || b.endpoint !== p.endpoint) this.deps.log.info(what, "peer path changed");
+      before.delete(key(p));
+    }
+    for (const p of before.values()) this.deps.log.info({ peer: p.peer, cidr: p.cidr }, "peer path gone");
+    try {
+      const r = this.deps.overlay.apply(plan);
+      this.plan = plan;
+      this.input = input;
+      this.retry = false;
+      // the overlay logs what it wrote; this line says whom the network now reaches
+      this.deps.log.info({ peers: peers.map((p) => p.name), changes: r.changes }, "pod network programmed");
+    } catch (e) {
+      this.deps.log.error({ err: (e as Error).message }, "applying the overlay failed; retrying");
+      this.retry = true;
+      clearTimeout(this.timer);
+      this.timer = setTimeout(() => {
+        this.timer = undefined;
+        this.replan();
+      }, 1000);
+    }
+  }
+}
+
+function factsOf(n: NodeInfo): NodeFacts {
+  return { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs, ...(n.publicIP ? { publicIP: n.publicIP } : {}), ...(n.site ? { site: n.site } : {}) };
+}
