@@ -1,0 +1,343 @@
+// The virtual underlay the multi-node tests run on, built from a Lab's namespaces:
+//
+//   segment a 192.168.50.0/24 (bridge br0): n1 .11, n2 .12, r1 .1, nat's public side .100,
+//                                           the control plane cp .5, the outside host out .200
+//   segment b 192.168.60.0/24 (bridge br1): r1 .1, n3 .13 (n1/n2 only through r1)
+//   segment nat 10.99.0.0/24 (bridge br2):  nat's private side .1, n4 .14, n5 .15
+//
+// All bridges live in one namespace ("ul"), every other host hangs on one by a veth whose
+// own end is eth0 (eth1 for a router's second leg). The routers count what they forward, per
+// flow, so that a test can tell which pairs of nodes went through them and which did not.
+import { deleteNetns } from "../agent/sys/netns.ts";
+import { runAsync } from "../agent/sys/exec.ts";
+import type { Lab } from "./lab.ts";
+
+export type Segment = "a" | "b" | "nat";
+
+export const SEGMENTS: Record<Segment, { subnet: string; prefix: string; bridge: string; gateway: string; router: "r1" | "nat" }> = {
+  a: { subnet: "192.168.50.0/24", prefix: "192.168.50.", bridge: "br0", gateway: "192.168.50.1", router: "r1" },
+  b: { subnet: "192.168.60.0/24", prefix: "192.168.60.", bridge: "br1", gateway: "192.168.60.1", router: "r1" },
+  nat: { subnet: "10.99.0.0/24", prefix: "10.99.0.", bridge: "br2", gateway: "10.99.0.1", router: "nat" },
+};
+
+/** the NAT router's address on segment a: the public address of every node behind it */
+export const NAT_PUBLIC = "192.168.50.100";
+export const OUTSIDE_ADDRESS = "192.168.50.200";
+export const CONTROL_PLANE_ADDRESS = "192.168.50.5";
+export const CLUSTER_CIDR = "10.244.0.0/16";
+export const SERVICE_CIDR = "10.96.0.0/16";
+export const VXLAN_PORT = 4789;
+/** the namespaces (lab short names) of the underlay's fixed hosts */
+export const BRIDGE_NS = "ul";
+export const R1_NS = "r1";
+export const NAT_NS = "nat";
+export const OUTSIDE_NS = "out";
+export const CONTROL_PLANE_NS = "cp";
+/** the nftables table the routers count in (never skein's own `inet skein`) */
+export const COUNT_TABLE = "skeinlab";
+
+/** Where a node sits: `index` gives its pod CIDR 10.244.<index>.0/24, `host` its address's last byte. */
+export interface NodeDef {
+  name: string;
+  index: number;
+  segment: Segment;
+  host: number;
+}
+
+export const DEFAULT_NODES: Record<string, NodeDef> = {
+  n1: { name: "n1", index: 1, segment: "a", host: 11 },
+  n2: { name: "n2", index: 2, segment: "a", host: 12 },
+  n3: { name: "n3", index: 3, segment: "b", host: 13 },
+  n4: { name: "n4", index: 4, segment: "nat", host: 14 },
+  n5: { name: "n5", index: 5, segment: "nat", host: 15 },
+};
+
+export interface UnderlayNode {
+  /** the Node's name, and the lab short name of its namespace */
+  name: string;
+  ns: string;
+  index: number;
+  /** 10.244.<index>.0/24 */
+  podCIDR: string;
+  /** the underlay (tunnel endpoint) address, the Node's InternalIP */
+  address: string;
+  /** the CIDR of `address`'s interface */
+  subnet: string;
+  /** the underlay interface inside the node's namespace */
+  dev: string;
+  /** its default route's next hop */
+  gateway: string;
+  /** the router namespace `gateway` belongs to */
+  router: "r1" | "nat";
+  segment: Segment;
+  /** the NAT's public address, for nodes behind it */
+  public?: string;
+}
+
+export interface Underlay {
+  lab: Lab;
+  /** the nodes, in the order they were asked for (and added) */
+  nodes: UnderlayNode[];
+  /** a node by name; throws for one the underlay does not have */
+  node(name: string): UnderlayNode;
+  /** attaches another node (default-table name or a NodeDef) after the build */
+  addNode(n: string | NodeDef): Promise<UnderlayNode>;
+  /** removes a node's namespace (and with it its veth), and what runs inside it */
+  removeNode(name: string): void;
+  /** points the NAT's UDP 4789 port forward at a node behind it (undefined: none) */
+  setPortForward(name: string | undefined): Promise<void>;
+  /** the node the port forward points at */
+  portForward: string | undefined;
+  controlPlane: { ns: string; address: string };
+  outside: { ns: string; address: string };
+}
+
+export interface UnderlayOptions {
+  /** names of DEFAULT_NODES or definitions of others (default: n1…n5) */
+  nodes?: Array<string | NodeDef>;
+  /** the node behind the NAT that UDP 4789 to the public address goes to (default: the first node on segment nat) */
+  portForward?: string;
+}
+
+const NODE_NAME = /^[a-z][a-z0-9-]{0,11}$/;
+
+function nodeDef(n: string | NodeDef): NodeDef {
+  const d = typeof n === "string" ? DEFAULT_NODES[n] : n;
+  if (!d) throw new Error(`unknown node ${JSON.stringify(n)}: give a NodeDef for nodes other than ${Object.keys(DEFAULT_NODES).join(", ")}`);
+  if (!NODE_NAME.test(d.name)) throw new Error(`node name ${JSON.stringify(d.name)} must match ${NODE_NAME} (it also names a veth)`);
+  if (!Number.isInteger(d.index) || d.index < 1 || d.index > 255) throw new Error(`node ${d.name}: index ${d.index} must be 1-255 (pod CIDR 10.244.<index>.0/24)`);
+  if (!Number.isInteger(d.host) || d.host < 2 || d.host > 254 || [100, 200, 5].includes(d.host)) throw new Error(`node ${d.name}: host ${d.host} must be 2-254 and not a fixed host's`);
+  return d;
+}
+
+function underlayNode(d: NodeDef): UnderlayNode {
+  const seg = SEGMENTS[d.segment];
+  return {
+    name: d.name,
+    ns: d.name,
+    index: d.index,
+    podCIDR: `10.244.${d.index}.0/24`,
+    address: `${seg.prefix}${d.host}`,
+    subnet: seg.subnet,
+    dev: "eth0",
+    gateway: seg.gateway,
+    router: seg.router,
+    segment: d.segment,
+    ...(d.segment === "nat" ? { public: NAT_PUBLIC } : {}),
+  };
+}
+
+/** `ip -batch` in one namespace: one exec for all of a host's links, addresses and routes. */
+async function ipBatch(lab: Lab, ns: string, lines: string[]): Promise<void> {
+  await runAsync(["ip", "-n", lab.name(ns), "-batch", "-"], { stdin: lines.join("\n") + "\n" });
+}
+
+async function sysctls(lab: Lab, ns: string, forward: boolean): Promise<void> {
+  const v = forward ? "1" : "0";
+  await lab.exec(ns, ["sysctl", "-q", "-w", `net.ipv4.ip_forward=${v}`, `net.ipv6.conf.all.forwarding=${v}`]);
+}
+
+/** The counting table of a router; with `masquerade`, also the NAT of the nat router. */
+function countRules(masquerade?: { out: string; from: string }): string {
+  const flow = "type ipv4_addr . ipv4_addr . inet_proto . inet_service; flags dynamic; counter; size 65535;";
+  const key = "ip saddr . ip daddr . meta l4proto . th dport";
+  return `table ip ${COUNT_TABLE} {
+  set flows { ${flow} }
+  set others { type ipv4_addr . ipv4_addr . inet_proto; flags dynamic; counter; size 65535; }
+  set links { type ifname . ifname; flags dynamic; counter; size 64; }
+  set local { ${flow} }
+  counter port_forward {}
+  chain forward {
+    type filter hook forward priority 0; policy accept;
+    update @links { iifname . oifname }
+    meta l4proto { tcp, udp } update @flows { ${key} }
+    meta l4proto != { tcp, udp } update @others { ip saddr . ip daddr . meta l4proto }
+  }
+  chain input {
+    type filter hook input priority 0; policy accept;
+    meta l4proto { tcp, udp } update @local { ${key} }
+  }
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ${masquerade ? `oifname "${masquerade.out}" ip saddr ${masquerade.from} masquerade` : ""}
+  }
+}
+`;
+}
+
+/** Connects `ns` (already created) to a segment's bridge: its eth<leg> gets `address`. */
+async function attach(lab: Lab, ns: string, port: string, seg: Segment, address: string, leg = 0): Promise<void> {
+  const s = SEGMENTS[seg];
+  await ipBatch(lab, BRIDGE_NS, [`link add ${port} type veth peer name eth${leg} netns ${lab.name(ns)}`, `link set ${port} master ${s.bridge} up`]);
+  await ipBatch(lab, ns, [`addr add ${address}/24 dev eth${leg}`, `link set eth${leg} up`]);
+}
+
+async function attachNode(lab: Lab, n: UnderlayNode): Promise<void> {
+  lab.host(n.ns);
+  await attach(lab, n.ns, `p-${n.name}`, n.segment, n.address);
+  await ipBatch(lab, n.ns, [`route add default via ${n.gateway}`]);
+  await sysctls(lab, n.ns, true);
+}
+
+/**
+ * Builds the underlay: the bridge namespace, r1, the NAT router, the control-plane and
+ * outside hosts, and the nodes asked for. Everything lives in `lab`'s namespaces, so
+ * lab.destroy() takes it all down.
+ */
+export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<Underlay> {
+  const defs = (o.nodes ?? Object.keys(DEFAULT_NODES)).map(nodeDef);
+  const seen = new Set<string>();
+  for (const d of defs) {
+    const clash = [...seen].find((s) => s === d.name || s === `${d.segment}/${d.host}` || s === `#${d.index}`);
+    if (clash) throw new Error(`node ${d.name}: its name, address or index is taken by another node`);
+    seen.add(d.name).add(`${d.segment}/${d.host}`).add(`#${d.index}`);
+  }
+  for (const ns of [BRIDGE_NS, R1_NS, NAT_NS, OUTSIDE_NS, CONTROL_PLANE_NS]) lab.host(ns);
+  await ipBatch(
+    lab,
+    BRIDGE_NS,
+    Object.values(SEGMENTS).flatMap((s) => [`link add ${s.bridge} type bridge`, `link set ${s.bridge} up`]),
+  );
+  const nodes = defs.map(underlayNode);
+  const fixed = async (ns: string, port: string, address: string) => {
+    await attach(lab, ns, port, "a", address);
+    await ipBatch(lab, ns, [`route add default via ${SEGMENTS.a.gateway}`]);
+  };
+  await Promise.all([
+    (async () => {
+      await attach(lab, R1_NS, "p-r1a", "a", SEGMENTS.a.gateway, 0);
+      await attach(lab, R1_NS, "p-r1b", "b", SEGMENTS.b.gateway, 1);
+      await sysctls(lab, R1_NS, true);
+      await lab.exec(R1_NS, ["nft", "-f", "-"], { stdin: countRules() });
+    })(),
+    (async () => {
+      await attach(lab, NAT_NS, "p-nat0", "a", NAT_PUBLIC, 0);
+      await attach(lab, NAT_NS, "p-nat1", "nat", SEGMENTS.nat.gateway, 1);
+      await sysctls(lab, NAT_NS, true);
+      await lab.exec(NAT_NS, ["nft", "-f", "-"], { stdin: countRules({ out: "eth0", from: SEGMENTS.nat.subnet }) });
+    })(),
+    fixed(OUTSIDE_NS, "p-out", OUTSIDE_ADDRESS),
+    fixed(CONTROL_PLANE_NS, "p-cp", CONTROL_PLANE_ADDRESS),
+    ...nodes.map((n) => attachNode(lab, n)),
+  ]);
+  const u: Underlay = {
+    lab,
+    nodes,
+    portForward: undefined,
+    node(name) {
+      const n = nodes.find((x) => x.name === name);
+      if (!n) throw new Error(`the underlay has no node ${JSON.stringify(name)} (it has ${nodes.map((x) => x.name).join(", ") || "none"})`);
+      return n;
+    },
+    async addNode(spec) {
+      const d = nodeDef(spec);
+      if (nodes.some((x) => x.name === d.name || x.index === d.index || (x.segment === d.segment && x.address === underlayNode(d).address))) throw new Error(`node ${d.name}: its name, address or index is taken by another node`);
+      const n = underlayNode(d);
+      await attachNode(lab, n);
+      nodes.push(n);
+      return n;
+    },
+    removeNode(name) {
+      const n = u.node(name);
+      deleteNetns(lab.name(n.ns));
+      nodes.splice(nodes.indexOf(n), 1);
+    },
+    async setPortForward(name) {
+      const to = name === undefined ? undefined : u.node(name);
+      if (to && to.segment !== "nat") throw new Error(`node ${name} is not behind the NAT: the port forward can only point at segment nat`);
+      const rule = to ? `add rule ip ${COUNT_TABLE} prerouting iifname "eth0" udp dport ${VXLAN_PORT} counter name port_forward dnat to ${to.address}\n` : "";
+      await lab.exec(NAT_NS, ["nft", "-f", "-"], { stdin: `flush chain ip ${COUNT_TABLE} prerouting\n${rule}` });
+      u.portForward = to?.name;
+    },
+    controlPlane: { ns: CONTROL_PLANE_NS, address: CONTROL_PLANE_ADDRESS },
+    outside: { ns: OUTSIDE_NS, address: OUTSIDE_ADDRESS },
+  };
+  const forwardTo = o.portForward ?? nodes.find((n) => n.segment === "nat")?.name;
+  if (forwardTo !== undefined) await u.setPortForward(forwardTo);
+  return u;
+}
+
+/** The Node object for the test API server: pod CIDR, InternalIP, and the public address
+ * annotation for a node behind the NAT. A number names a node of DEFAULT_NODES. */
+export function nodeSpec(n: UnderlayNode | number, extra: { labels?: Record<string, string>; annotations?: Record<string, string> } = {}): Record<string, unknown> {
+  const node = typeof n === "number" ? Object.values(DEFAULT_NODES).find((d) => d.index === n) : undefined;
+  const u = typeof n === "number" ? (node ? underlayNode(node) : undefined) : n;
+  if (!u) throw new Error(`no default node has index ${n}`);
+  const annotations = { ...(u.public ? { "skein.io/public-ip": u.public } : {}), ...extra.annotations };
+  return {
+    apiVersion: "v1",
+    kind: "Node",
+    metadata: { name: u.name, labels: { "kubernetes.io/hostname": u.name, ...extra.labels }, ...(Object.keys(annotations).length ? { annotations } : {}) },
+    spec: { podCIDR: u.podCIDR, podCIDRs: [u.podCIDR] },
+    status: { addresses: [{ type: "InternalIP", address: u.address }, { type: "Hostname", address: u.name }] },
+  };
+}
+
+export interface Count {
+  packets: number;
+  bytes: number;
+}
+
+export interface Flow extends Count {
+  src: string;
+  dst: string;
+  /** "tcp", "udp", "icmp", or the protocol number nft printed */
+  proto: string;
+  /** TCP and UDP only */
+  dport?: number;
+}
+
+export interface RouterCounters {
+  /** what the router forwarded: the source before masquerade, the destination after DNAT */
+  forwarded: Flow[];
+  /** TCP and UDP addressed to the router itself (e.g. to the public address with no port forward for its port) */
+  local: Flow[];
+  /** forwarded packets per "<in>><out>" pair of interfaces: on nat eth1>eth0 is outbound, eth0>eth1 inbound, eth1>eth1 between private hosts */
+  links: Record<string, Count>;
+  /** new flows the UDP 4789 port forward took (a nat hook sees a flow's first packet only) */
+  portForward: Count;
+}
+
+type NftElem = { elem: { val: unknown; counter?: Count } } | unknown;
+
+function flowsOf(set: { elem?: NftElem[] } | undefined): Flow[] {
+  return (set?.elem ?? []).map((e) => {
+    const { val, counter } = (e as { elem: { val: { concat: Array<string | number> }; counter?: Count } }).elem;
+    const [src, dst, proto, dport] = val.concat;
+    return { src: String(src), dst: String(dst), proto: String(proto), ...(dport !== undefined ? { dport: Number(dport) } : {}), packets: counter?.packets ?? 0, bytes: counter?.bytes ?? 0 };
+  });
+}
+
+/** The counters of a router (`nat` or `r1`), as nft lists them now. */
+export async function readCounters(lab: Lab, ns = NAT_NS): Promise<RouterCounters> {
+  const j = JSON.parse((await lab.exec(ns, ["nft", "-j", "list", "table", "ip", COUNT_TABLE])).stdout) as { nftables: Array<Record<string, any>> };
+  const sets = new Map<string, { elem?: NftElem[] }>(j.nftables.filter((o) => o.set).map((o) => [o.set.name as string, o.set]));
+  const links: Record<string, Count> = {};
+  for (const e of sets.get("links")?.elem ?? []) {
+    const { val, counter } = (e as { elem: { val: { concat: string[] }; counter?: Count } }).elem;
+    links[`${val.concat[0]}>${val.concat[1]}`] = { packets: counter?.packets ?? 0, bytes: counter?.bytes ?? 0 };
+  }
+  const pf = j.nftables.find((o) => o.counter?.name === "port_forward")?.counter;
+  return {
+    forwarded: [...flowsOf(sets.get("flows")), ...flowsOf(sets.get("others"))],
+    local: flowsOf(sets.get("local")),
+    links,
+    portForward: { packets: pf?.packets ?? 0, bytes: pf?.bytes ?? 0 },
+  };
+}
+
+/** Packets the router forwarded between `a` and `b` (both directions), optionally of one protocol and destination port. */
+export function packetsBetween(c: RouterCounters, a: string, b: string, o: { proto?: string; dport?: number } = {}): number {
+  return c.forwarded
+    .filter((f) => ((f.src === a && f.dst === b) || (f.src === b && f.dst === a)) && (o.proto === undefined || f.proto === o.proto) && (o.dport === undefined || f.dport === o.dport))
+    .reduce((s, f) => s + f.packets, 0);
+}
+
+/** Forgets every flow and zeroes every counter of a router, so that a test counts only what follows. */
+export async function resetCounters(lab: Lab, ns = NAT_NS): Promise<void> {
+  const t = `ip ${COUNT_TABLE}`;
+  await lab.exec(ns, ["nft", "-f", "-"], { stdin: ["flows", "others", "links", "local"].map((s) => `flush set ${t} ${s}`).join("\n") + `\nreset counter ${t} port_forward\n` });
+}
