@@ -216,6 +216,8 @@ export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<
     (async () => {
       await attach(lab, NAT_NS, "p-nat0", "a", NAT_PUBLIC, 0);
       await attach(lab, NAT_NS, "p-nat1", "nat", SEGMENTS.nat.gateway, 1);
+      // its upstream is r1, as a home router's is its provider's
+      await ipBatch(lab, NAT_NS, [`route add default via ${SEGMENTS.a.gateway}`]);
       await sysctls(lab, NAT_NS, true);
       await lab.exec(NAT_NS, ["nft", "-f", "-"], { stdin: countRules({ out: "eth0", from: SEGMENTS.nat.subnet }) });
     })(),
