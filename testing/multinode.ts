@@ -8,8 +8,11 @@
 // All bridges live in one namespace ("ul"), every other host hangs on one by a veth whose
 // own end is eth0 (eth1 for a router's second leg). The routers count what they forward, per
 // flow, so that a test can tell which pairs of nodes went through them and which did not.
+import { existsSync, mkdirSync, symlinkSync } from "node:fs";
+import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
 import { deleteNetns } from "../agent/sys/netns.ts";
 import { runAsync } from "../agent/sys/exec.ts";
+import { ApiDriver } from "./apiserver/driver.ts";
 import type { Lab } from "./lab.ts";
 
 export type Segment = "a" | "b" | "nat";
@@ -342,4 +345,217 @@ export function packetsBetween(c: RouterCounters, a: string, b: string, o: { pro
 export async function resetCounters(lab: Lab, ns = NAT_NS): Promise<void> {
   const t = `ip ${COUNT_TABLE}`;
   await lab.exec(ns, ["nft", "-f", "-"], { stdin: ["flows", "others", "links", "local"].map((s) => `flush set ${t} ${s}`).join("\n") + `\nreset counter ${t} port_forward\n` });
+}
+
+// ---- the cluster on the underlay: `skein apiserver` on cp, one `skein agent` per node, pods
+// wired by skein's CNI in each node's namespace ----
+
+export type Spawned = Awaited<ReturnType<Lab["spawn"]>>;
+
+export interface ClusterPod {
+  /** the Pod's name in namespace default, and the lab short name of its namespace */
+  name: string;
+  node: string;
+  ip: string;
+  addresses: string[];
+}
+
+export interface ClusterOptions {
+  underlay: Underlay;
+  /** an empty directory of the test's: the API server's files, and per node nodes/<name>/ */
+  dir: string;
+  /** nodes that get an agent at start (default: every node of the underlay) */
+  agents?: string[];
+  /** handed to agentFlags: the NATS servers the agents talk to (the caller starts them, e.g. on cp) */
+  natsUrls?: string[];
+  /** flags of a node's agent beyond the ones every agent gets (gossip, overlay, mode, …) */
+  agentFlags?: (node: UnderlayNode, c: { natsUrls: string[] }) => string[];
+  /** what a node's agent prints once it is ready (default "tables applied") */
+  agentReady?: string;
+  agentTimeoutMs?: number;
+  /** the Node object registered for a node (default nodeSpec(node)); undefined: not registered */
+  nodeObject?: (node: UnderlayNode) => Record<string, unknown> | undefined;
+  /** pods wired on each node once its agent is ready: a count per node (pods <node>-p1…) or names per node */
+  pods?: number | Record<string, string[]>;
+  /** labels of every registered Pod (default app=probe) */
+  podLabels?: Record<string, string>;
+  apiserverFlags?: string[];
+  token?: string;
+}
+
+export interface Cluster {
+  underlay: Underlay;
+  lab: Lab;
+  /** the API through its Unix socket, as the test's controller and kubelet */
+  api: ApiDriver;
+  apiserver: Spawned;
+  /** https://<cp>:6443, what the agents' kubeconfig points at */
+  apiUrl: string;
+  kubeconfig: string;
+  natsUrls: string[];
+  /** the running agents by node name */
+  agents: Map<string, Spawned>;
+  pods: Map<string, ClusterPod>;
+  /** a node's own directory: node.json (the agent's node file), ipam/ (CNI IPAM) */
+  nodeDir(node: string): string;
+  conflist(node: string): Conflist;
+  cni(node: string): CniRuntime;
+  /** the agent's full argv (without the binary) for a node, extra flags last */
+  agentArgs(node: string, extra?: string[]): string[];
+  /** starts a node's agent (it must not run) and resolves once it prints `ready` (default: the
+   * cluster's agentReady; an agent that adopts tables equal to its own prints no "tables applied") */
+  startAgent(node: string, extra?: string[], o?: { ready?: string }): Promise<Spawned>;
+  /** stops a node's agent (SIGTERM, SIGKILL after `timeoutMs`); resolves with its exit code */
+  stopAgent(node: string, o?: { signal?: NodeJS.Signals; timeoutMs?: number }): Promise<number | null>;
+  /** wires a pod on a node with skein's CNI (the node's node file must exist) and registers it Running with its address */
+  addPod(node: string, name: string, o?: { labels?: Record<string, string>; register?: boolean }): Promise<ClusterPod>;
+  /** a node added to the underlay, its Node registered, its agent started, its pods wired */
+  join(n: string | NodeDef, o?: { pods?: string[] | number; agent?: boolean }): Promise<UnderlayNode>;
+  /** stops every agent and the API server (the namespaces stay until the lab is destroyed) */
+  stop(): Promise<void>;
+}
+
+const CLUSTER_TOKEN = "multinode-token";
+
+async function pollUntil(what: string, ok: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!ok()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await Bun.sleep(20);
+  }
+}
+
+/**
+ * Starts a cluster on an underlay: `skein apiserver` on the control-plane host, the Node
+ * objects, an agent per node (in parallel), then the pods. The caller destroys the lab
+ * (useLab does) or calls stop() first for an orderly end.
+ */
+export async function startCluster(o: ClusterOptions): Promise<Cluster> {
+  const u = o.underlay;
+  const lab = u.lab;
+  const token = o.token ?? CLUSTER_TOKEN;
+  const listen = `${u.controlPlane.address}:6443`;
+  const natsUrls = o.natsUrls ?? [];
+  const agentTimeoutMs = o.agentTimeoutMs ?? 15_000;
+  mkdirSync(o.dir, { recursive: true });
+  const apiserver = await lab.spawn(
+    u.controlPlane.ns,
+    [lab.skeinBin, "apiserver", "--dir", o.dir, "--listen", listen, "--token", token, "--unix", `${o.dir}/api.sock`, "--service-cidr", SERVICE_CIDR, "--bookmark-ms", "1000", ...(o.apiserverFlags ?? [])],
+    { ready: "serving", what: "skein apiserver", timeoutMs: 10_000 },
+  );
+  const api = new ApiDriver(`${o.dir}/api.sock`, token);
+  const agents = new Map<string, Spawned>();
+  const pods = new Map<string, ClusterPod>();
+  const cnis = new Map<string, CniRuntime>();
+  const nodeDir = (node: string) => `${o.dir}/nodes/${u.node(node).name}`;
+  const podLabels = o.podLabels ?? { app: "probe" };
+
+  const register = async (n: UnderlayNode) => {
+    const obj = (o.nodeObject ?? nodeSpec)(n);
+    if (obj) await api.create("/api/v1/nodes", obj);
+  };
+  const podNames = (n: UnderlayNode, want: string[] | number | undefined) =>
+    typeof want === "number" ? Array.from({ length: want }, (_, k) => `${n.name}-p${k + 1}`) : (want ?? []);
+
+  const c: Cluster = {
+    underlay: u,
+    lab,
+    api,
+    apiserver,
+    apiUrl: `https://${listen}`,
+    kubeconfig: `${o.dir}/kubeconfig`,
+    natsUrls,
+    agents,
+    pods,
+    nodeDir,
+    conflist(node) {
+      const d = nodeDir(node);
+      return { cniVersion: "1.1.0", name: "skein", plugins: [{ type: "skein", nodeFile: `${d}/node.json`, dataDir: `${d}/ipam` }] };
+    },
+    cni(node) {
+      const n = u.node(node);
+      let r = cnis.get(n.name);
+      if (!r) {
+        const bin = `${o.dir}/cni-bin`;
+        mkdirSync(bin, { recursive: true });
+        if (!existsSync(`${bin}/skein`)) symlinkSync(lab.skeinBin, `${bin}/skein`);
+        r = new CniRuntime({ path: [bin], hostNetns: lab.path(n.ns) });
+        cnis.set(n.name, r);
+      }
+      return r;
+    },
+    agentArgs(node, extra = []) {
+      const n = u.node(node);
+      const d = nodeDir(node);
+      return [
+        "agent",
+        "--kubeconfig", c.kubeconfig,
+        "--node-name", n.name,
+        "--cluster-cidr", CLUSTER_CIDR,
+        "--service-cidr", SERVICE_CIDR,
+        "--node-file", `${d}/node.json`,
+        "--coalesce-ms", "5",
+        ...(o.agentFlags?.(n, { natsUrls }) ?? []),
+        ...extra,
+      ];
+    },
+    async startAgent(node, extra = [], so = {}) {
+      const n = u.node(node);
+      if (agents.has(n.name)) throw new Error(`the agent of ${n.name} runs already`);
+      mkdirSync(nodeDir(node), { recursive: true });
+      const a = await lab.spawn(n.ns, [lab.skeinBin, ...c.agentArgs(node, extra)], { ready: so.ready ?? o.agentReady ?? "tables applied", timeoutMs: agentTimeoutMs, what: `skein agent of ${n.name}` });
+      agents.set(n.name, a);
+      return a;
+    },
+    async stopAgent(node, s = {}) {
+      const a = agents.get(u.node(node).name);
+      if (!a) throw new Error(`no agent of ${node} runs`);
+      agents.delete(node);
+      a.proc.kill(s.signal ?? "SIGTERM");
+      const timer = setTimeout(() => a.proc.kill("SIGKILL"), s.timeoutMs ?? 5000);
+      try {
+        return await a.proc.exited;
+      } finally {
+        clearTimeout(timer);
+      }
+    },
+    async addPod(node, name, p = {}) {
+      const n = u.node(node);
+      if (pods.has(name)) throw new Error(`pod ${name} exists already`);
+      const file = `${nodeDir(node)}/node.json`;
+      await pollUntil(`${file} (the agent of ${n.name} writes it once its Node has podCIDRs)`, () => existsSync(file), agentTimeoutMs);
+      const r = await lab.pod(name, c.cni(node), c.conflist(node), "pod");
+      const pod: ClusterPod = { name, node: n.name, ip: r.ip, addresses: r.addresses };
+      pods.set(name, pod);
+      if (p.register ?? true) {
+        const ips = r.addresses.map((a) => a.split("/")[0]!);
+        await api.create("/api/v1/namespaces/default/pods", { metadata: { name, labels: { ...podLabels, ...p.labels } }, spec: { nodeName: n.name, containers: [{ name: "probe", image: "skein-probe" }] } });
+        await api.request("PATCH", `/api/v1/namespaces/default/pods/${name}/status`, { status: { phase: "Running", podIP: ips[0], podIPs: ips.map((ip) => ({ ip })), hostIP: n.address } }, "application/merge-patch+json");
+      }
+      return pod;
+    },
+    async join(spec, j = {}) {
+      const n = await u.addNode(spec);
+      await register(n);
+      if (j.agent ?? true) {
+        await c.startAgent(n.name);
+        for (const p of podNames(n, j.pods)) await c.addPod(n.name, p);
+      }
+      return n;
+    },
+    async stop() {
+      await Promise.all([...agents.keys()].map((n) => c.stopAgent(n)));
+      apiserver.proc.kill("SIGTERM");
+      await apiserver.proc.exited;
+    },
+  };
+
+  for (const n of u.nodes) await register(n);
+  const start = o.agents ?? u.nodes.map((n) => n.name);
+  await Promise.all(start.map((n) => c.startAgent(n)));
+  for (const n of start.map((x) => u.node(x))) {
+    const want = typeof o.pods === "number" ? o.pods : o.pods?.[n.name];
+    await Promise.all(podNames(n, want).map((p) => c.addPod(n.name, p)));
+  }
+  return c;
 }
