@@ -2,7 +2,7 @@
 // source address, through which router, and what the routers' counters say about it.
 import { beforeAll, describe, expect, test } from "bun:test";
 import { listNetns } from "../agent/sys/netns.ts";
-import { buildUnderlay, NAT_PUBLIC, nodeSpec, packetsBetween, readCounters, resetCounters, type Underlay } from "../testing/multinode.ts";
+import { buildUnderlay, linkCounters, NAT_PUBLIC, nodeSpec, packetsBetween, readCounters, resetCounters, type Underlay } from "../testing/multinode.ts";
 import { useLab, waitFor } from "./harness/index.ts";
 
 const lab = useLab("underlay");
@@ -152,6 +152,23 @@ describe("the multi-node underlay", () => {
     expect(listNetns()).not.toContain(lab.name("n6"));
     expect(() => u.node("n6")).toThrow(/no node "n6"/);
     expect(await unreachable("n1", "tcp", n6.address)).toBe(true);
+    // its name, address and index are free again
+    const again = await u.addNode({ name: "n6", index: 6, segment: "b", host: 16 });
+    u.removeNode(again.name);
+  });
+
+  test("another host joins segment b and reaches the control plane through r1; link counters count what it sent", async () => {
+    expect(await u.addHost("nats2", "b", 42)).toBe("192.168.60.42");
+    await expect(u.addHost("Bad_Name", "a", 43)).rejects.toThrow(/must match/);
+    await expect(u.addHost("nats3", "a", 11)).rejects.toThrow(/taken/);
+    await expect(u.addHost("n1", "a", 44)).rejects.toThrow(/taken/);
+    const before = await linkCounters(lab, "nats2", "eth0");
+    await lab.serve("cp", { name: "cp-udp", udp: 6000 });
+    expect(await reach("nats2", "udp", u.controlPlane.address, 6000)).toEqual({ name: "cp-udp", peer: "192.168.60.42" });
+    const after = await linkCounters(lab, "nats2", "eth0");
+    expect(after.tx.packets).toBeGreaterThan(before.tx.packets);
+    expect(after.rx.packets).toBeGreaterThan(before.rx.packets);
+    await expect(linkCounters(lab, "nats2", "skein.vxlan")).rejects.toThrow();
   });
 
   test("nodeSpec: the Node object a test registers for a node", () => {

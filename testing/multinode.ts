@@ -91,6 +91,9 @@ export interface Underlay {
   setPortForward(name: string | undefined): Promise<void>;
   /** the node the port forward points at */
   portForward: string | undefined;
+  /** another host on a segment (e.g. more NATS servers): its namespace `ns`, eth0 at
+   * <segment prefix><host>, default route via the segment's router; returns the address */
+  addHost(ns: string, segment: Segment, host: number): Promise<string>;
   controlPlane: { ns: string; address: string };
   outside: { ns: string; address: string };
 }
@@ -192,12 +195,14 @@ async function attachNode(lab: Lab, n: UnderlayNode): Promise<void> {
  */
 export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<Underlay> {
   const defs = (o.nodes ?? Object.keys(DEFAULT_NODES)).map(nodeDef);
-  const seen = new Set<string>();
-  for (const d of defs) {
-    const clash = [...seen].find((s) => s === d.name || s === `${d.segment}/${d.host}` || s === `#${d.index}`);
-    if (clash) throw new Error(`node ${d.name}: its name, address or index is taken by another node`);
-    seen.add(d.name).add(`${d.segment}/${d.host}`).add(`#${d.index}`);
-  }
+  // names, addresses and pod CIDR indexes in use, so that no two hosts share one
+  const taken = new Set<string>([BRIDGE_NS, R1_NS, NAT_NS, OUTSIDE_NS, CONTROL_PLANE_NS, NAT_PUBLIC, OUTSIDE_ADDRESS, CONTROL_PLANE_ADDRESS]);
+  const claim = (what: string, keys: string[]) => {
+    if (keys.some((k) => taken.has(k))) throw new Error(`${what}: its name, address or index is taken by another host`);
+    for (const k of keys) taken.add(k);
+  };
+  const claimNode = (d: NodeDef) => claim(`node ${d.name}`, [d.name, underlayNode(d).address, `#${d.index}`]);
+  defs.forEach(claimNode);
   for (const ns of [BRIDGE_NS, R1_NS, NAT_NS, OUTSIDE_NS, CONTROL_PLANE_NS]) lab.host(ns);
   await ipBatch(
     lab,
@@ -239,7 +244,7 @@ export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<
     },
     async addNode(spec) {
       const d = nodeDef(spec);
-      if (nodes.some((x) => x.name === d.name || x.index === d.index || (x.segment === d.segment && x.address === underlayNode(d).address))) throw new Error(`node ${d.name}: its name, address or index is taken by another node`);
+      claimNode(d);
       const n = underlayNode(d);
       await attachNode(lab, n);
       nodes.push(n);
@@ -249,6 +254,7 @@ export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<
       const n = u.node(name);
       deleteNetns(lab.name(n.ns));
       nodes.splice(nodes.indexOf(n), 1);
+      for (const k of [n.name, n.address, `#${n.index}`]) taken.delete(k);
     },
     async setPortForward(name) {
       const to = name === undefined ? undefined : u.node(name);
@@ -256,6 +262,16 @@ export async function buildUnderlay(lab: Lab, o: UnderlayOptions = {}): Promise<
       const rule = to ? `add rule ip ${COUNT_TABLE} prerouting iifname "eth0" udp dport ${VXLAN_PORT} counter name port_forward dnat to ${to.address}\n` : "";
       await lab.exec(NAT_NS, ["nft", "-f", "-"], { stdin: `flush chain ip ${COUNT_TABLE} prerouting\n${rule}` });
       u.portForward = to?.name;
+    },
+    async addHost(ns, segment, host) {
+      if (!Number.isInteger(host) || host < 2 || host > 254) throw new Error(`host ${host} must be 2-254`);
+      const address = `${SEGMENTS[segment].prefix}${host}`;
+      if (!NODE_NAME.test(ns)) throw new Error(`host name ${JSON.stringify(ns)} must match ${NODE_NAME} (it also names a veth)`);
+      claim(`host ${ns}`, [ns, address]);
+      lab.host(ns);
+      await attach(lab, ns, `p-${ns}`, segment, address);
+      await ipBatch(lab, ns, [`route add default via ${SEGMENTS[segment].gateway}`]);
+      return address;
     },
     controlPlane: { ns: CONTROL_PLANE_NS, address: CONTROL_PLANE_ADDRESS },
     outside: { ns: OUTSIDE_NS, address: OUTSIDE_ADDRESS },
@@ -339,6 +355,13 @@ export function packetsBetween(c: RouterCounters, a: string, b: string, o: { pro
   return c.forwarded
     .filter((f) => ((f.src === a && f.dst === b) || (f.src === b && f.dst === a)) && (o.proto === undefined || f.proto === o.proto) && (o.dport === undefined || f.dport === o.dport))
     .reduce((s, f) => s + f.packets, 0);
+}
+
+/** A link's packet counters in a namespace (e.g. skein.vxlan on a node: zero when a pair goes direct). */
+export async function linkCounters(lab: Lab, ns: string, dev: string): Promise<{ rx: Count; tx: Count }> {
+  const [l] = JSON.parse((await lab.exec(ns, ["ip", "-j", "-s", "link", "show", "dev", dev])).stdout) as Array<{ stats64: { rx: Count; tx: Count } }>;
+  if (!l) throw new Error(`no link ${dev} in ${lab.name(ns)}`);
+  return { rx: { packets: l.stats64.rx.packets, bytes: l.stats64.rx.bytes }, tx: { packets: l.stats64.tx.packets, bytes: l.stats64.tx.bytes } };
 }
 
 /** Forgets every flow and zeroes every counter of a router, so that a test counts only what follows. */
