@@ -33,11 +33,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(async () => {
-  const t0 = performance.now();
   await c?.stop();
-  const t1 = performance.now();
-  const gone = lab.destroy();
-  console.log(`cluster stopped in ${(t1 - t0).toFixed(0)} ms; ${gone.length} namespaces removed in ${(performance.now() - t1).toFixed(0)} ms`);
 });
 
 describe("a cluster on the multi-node underlay", () => {
@@ -118,5 +114,18 @@ describe("a cluster on the multi-node underlay", () => {
     const a = await c.startAgent("n2");
     expect(a.out.text).toContain("adopted the tables in the kernel");
     await expect(c.startAgent("n2")).rejects.toThrow(/runs already/);
+  }, 30_000);
+
+  test("stop ends every agent and the API server cleanly; the lab then goes away", async () => {
+    const procs = [...c.agents.values()].map((a) => a.proc);
+    const t0 = performance.now();
+    await c.stop();
+    const t1 = performance.now();
+    expect(procs.map((p) => p.exitCode)).toEqual(procs.map(() => 0));
+    expect(c.apiserver.proc.exitCode).toBe(0);
+    expect(c.agents.size).toBe(0);
+    const gone = lab.destroy();
+    console.log(`${procs.length} agents and the API server stopped in ${(t1 - t0).toFixed(0)} ms; ${gone.length} namespaces removed in ${(performance.now() - t1).toFixed(0)} ms`);
+    expect(gone.length).toBe(10 + 1 + 11);
   }, 30_000);
 });
