@@ -40,7 +40,7 @@ describe("a cluster on the multi-node underlay", () => {
   test("every agent runs with its node's flags and wrote its node file with its Node's pod CIDR", () => {
     expect([...c.agents.keys()].sort()).toEqual(["n1", "n2", "n3", "n4", "n5"]);
     for (const n of c.underlay.nodes) {
-      expect(JSON.parse(readFileSync(`${c.nodeDir(n.name)}/node.json`, "utf8"))).toEqual({ nodeName: n.name, podCIDRs: [n.podCIDR], clusterCIDRs: ["10.244.0.0/16"] });
+      expect(JSON.parse(readFileSync(`${c.nodeDir(n.name)}/node.json`, "utf8"))).toMatchObject({ nodeName: n.name, podCIDRs: [n.podCIDR], clusterCIDRs: ["10.244.0.0/16"] });
       const argv = readFileSync(`/proc/${c.agents.get(n.name)!.proc.pid}/cmdline`, "utf8").split("\0");
       expect(argv).toContain(`--node-name`);
       expect(argv[argv.indexOf("--node-name") + 1]).toBe(n.name);
