@@ -29,11 +29,15 @@ export const defaultStore = (conf: NetConf): IpamStore => new DiskStore(conf.dat
 interface Network {
   pools: Pool[];
   clusterCIDRs: string[];
+  /** the pod interface's MTU: the configuration's, else the node file's, else 1500 */
+  mtu: number;
 }
+
+export const DEFAULT_MTU = 1500;
 
 /** The node's pod CIDRs: from the config when it names them, else from the agent's node file. */
 export function resolveNetwork(conf: NetConf): Network {
-  if (conf.podCIDRs) return { pools: poolsFrom(conf.podCIDRs, "podCIDRs"), clusterCIDRs: conf.clusterCIDRs ?? [] };
+  if (conf.podCIDRs) return { pools: poolsFrom(conf.podCIDRs, "podCIDRs"), clusterCIDRs: conf.clusterCIDRs ?? [], mtu: conf.mtu ?? DEFAULT_MTU };
   let node;
   try {
     node = readNodeFile(conf.nodeFile);
@@ -47,7 +51,7 @@ export function resolveNetwork(conf: NetConf): Network {
       `no pod CIDR for this node yet: ${conf.nodeFile} does not exist (the skein agent writes it once the Node has spec.podCIDRs); or set podCIDRs in the network configuration`,
     );
   }
-  return { pools: poolsFrom(node.podCIDRs, `${conf.nodeFile}: podCIDRs`), clusterCIDRs: conf.clusterCIDRs ?? node.clusterCIDRs ?? [] };
+  return { pools: poolsFrom(node.podCIDRs, `${conf.nodeFile}: podCIDRs`), clusterCIDRs: conf.clusterCIDRs ?? node.clusterCIDRs ?? [], mtu: conf.mtu ?? node.mtu ?? DEFAULT_MTU };
 }
 
 const addrsOf = (allocs: Allocation[]): PodAddress[] => allocs.map((a) => ({ ip: a.ip, family: parseIp(a.ip).family }));
@@ -106,7 +110,7 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
     throw e;
   }
   const addrs = addrsOf(allocations);
-  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: ns.path, mtu: conf.mtu, addrs });
+  const plan = planAdd({ containerId: env.containerId, ifname: env.ifname, netnsPath: ns.path, mtu: net.mtu, addrs });
   let madeLink = false;
   let routesKept = new Set<Family>();
   try {
@@ -153,7 +157,7 @@ function addIn(ns: PodNetns, env: CniEnv, conf: NetConf, deps: Deps): CniResult 
     }
     throw withCleanupFailures(e, cleanup);
   }
-  return buildResult(conf.cniVersion, { plan, netns: env.netns, mtu: conf.mtu, allocations, dns: conf.dns, routesKept });
+  return buildResult(conf.cniVersion, { plan, netns: env.netns, mtu: net.mtu, allocations, dns: conf.dns, routesKept });
 }
 
 /**
@@ -279,6 +283,13 @@ export function cmdCheck(env: CniEnv, conf: NetConf, deps: Deps): void {
 
 function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): void {
   const problems: string[] = [];
+  // the MTU and the masquerade table follow the node file when the configuration leaves them to it
+  let net: Network | undefined;
+  try {
+    net = resolveNetwork(conf);
+  } catch (e) {
+    problems.push((e as Error).message);
+  }
   const addrs = addrsOf(held);
   const expected = addrs.map(hostPrefix);
 
@@ -304,7 +315,7 @@ function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): 
   if (!pod) problems.push(`interface ${env.ifname} is missing in ${shownPath(env.netns)}`);
   else {
     if (!pod.up) problems.push(`interface ${env.ifname} in ${shownPath(env.netns)} is down`);
-    if (pod.mtu !== conf.mtu) problems.push(`interface ${env.ifname} has MTU ${pod.mtu}, expected ${conf.mtu}`);
+    if (net && pod.mtu !== net.mtu) problems.push(`interface ${env.ifname} has MTU ${pod.mtu}, expected ${net.mtu}`);
     for (const e of expected) if (!pod.addrs.includes(e)) problems.push(`interface ${env.ifname} lacks address ${e}`);
     const neigh = readNeighbours(ns.path, env.ifname);
     for (const a of addrs) {
@@ -318,12 +329,6 @@ function checkIn(ns: PodNetns, held: Allocation[], env: CniEnv, conf: NetConf): 
     }
   }
   if (conf.masquerade) {
-    let net: Network | undefined;
-    try {
-      net = resolveNetwork(conf);
-    } catch (e) {
-      problems.push((e as Error).message);
-    }
     if (net && !nftTableHas("inet", MASQ_TABLE, renderMasquerade(net.pools, net.clusterCIDRs).fingerprint)) {
       problems.push(`masquerade table inet ${MASQ_TABLE} is missing or not what this configuration asks for`);
     }

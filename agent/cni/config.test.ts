@@ -17,7 +17,7 @@ const codeOf = (f: () => unknown) => {
 describe("parseNetConf", () => {
   test("fills defaults and keeps runtime fields it does not use", () => {
     const c = parseNetConf(JSON.stringify({ ...ok, runtimeConfig: { portMappings: [] }, capabilities: { x: true } }));
-    expect(c.mtu).toBe(1500);
+    expect(c.mtu).toBeUndefined(); // the node file's, else 1500 (commands.ts resolveNetwork)
     expect(c.masquerade).toBe(true);
     expect(c.dataDir).toBe("/var/lib/skein/ipam");
     expect(c.nodeFile).toBe("/var/lib/skein/node.json");

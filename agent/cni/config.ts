@@ -21,7 +21,8 @@ const NetConfSchema = v.looseObject({
   clusterCIDRs: v.optional(v.array(v.string())),
   nodeFile: v.optional(v.pipe(v.string(), v.startsWith("/", "must be an absolute path")), DEFAULT_NODE_FILE),
   dataDir: v.optional(v.pipe(v.string(), v.startsWith("/", "must be an absolute path")), DEFAULT_DATA_DIR),
-  mtu: v.optional(v.pipe(v.number(), v.integer(), v.minValue(576), v.maxValue(65535)), 1500),
+  // absent: the MTU the agent wrote in the node file for this node's overlay (else 1500)
+  mtu: v.optional(v.pipe(v.number(), v.integer(), v.minValue(576), v.maxValue(65535))),
   masquerade: v.optional(v.boolean(), true),
   dns: v.optional(
     v.object({

@@ -17,6 +17,12 @@ describe("renderMasquerade", () => {
     expect(t).toContain("ip saddr @pods4 ip daddr != @cluster4 masquerade");
   });
 
+  test("traffic into the overlay from outside the pod network leaves with the tunnel's address", () => {
+    const { script: t } = renderMasquerade(pools, ["10.244.0.0/16"]);
+    expect(t).toContain('oifname "skein.vxlan" ip saddr != @cluster4 masquerade');
+    expect(t).toContain('oifname "skein.vxlan" ip6 saddr != @cluster6 masquerade');
+  });
+
   test("without cluster CIDRs, the node's own pod CIDRs are the cluster", () => {
     expect(renderMasquerade(pools, []).script).toContain("set cluster6 { type ipv6_addr; flags interval; elements = { fd00:10:244:1::/64 }; }");
   });
@@ -34,7 +40,7 @@ describe("renderMasquerade", () => {
     for (let i = 0; i < 2; i++) run(inNetns(path, ["nft", "-f", "-"]), { stdin: renderMasquerade(pools, ["10.244.0.0/16"]).script });
     const listed = run(inNetns(path, ["nft", "list", "table", "inet", MASQ_TABLE])).stdout;
     expect(listed).toContain("masquerade");
-    expect(listed.match(/masquerade/g)).toHaveLength(2);
+    expect(listed.match(/masquerade/g)).toHaveLength(4);
     expect(listed).toContain(`comment "${renderMasquerade(pools, ["10.244.0.0/16"]).fingerprint}"`);
   });
 });

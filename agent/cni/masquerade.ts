@@ -2,6 +2,7 @@
 // plugin replaces atomically. It is per node, not per pod: ADD re-asserts it, DEL leaves it.
 import type { Pool } from "../ipam/cidr.ts";
 import { parseCidr } from "../ipam/cidr.ts";
+import { VXLAN_DEV } from "../sys/devices.ts";
 
 export const MASQ_TABLE = "skein_cni";
 
@@ -40,6 +41,14 @@ function renderBody(pools: Pool[], clusterCIDRs: string[]): string[] {
     `    type nat hook postrouting priority srcnat; policy accept;`,
     `    ip saddr @pods4 ip daddr != @cluster4 masquerade comment "skein: pod traffic leaving the cluster"`,
     `    ip6 saddr @pods6 ip6 daddr != @cluster6 masquerade comment "skein: pod traffic leaving the cluster"`,
+    // A packet into the tunnel from an address outside the pod network (the node's own, an
+    // outside client's of a NodePort) would be answered to that address across the underlay,
+    // which a NAT between the nodes rewrites (the reply then matches no connection here):
+    // it leaves with the tunnel device's address, in this node's pod CIDR, whose replies
+    // come back through the tunnel. Rendered always, so the plugin (which knows nothing of
+    // the overlay) and the agent agree on the fingerprint; without the device it matches nothing.
+    `    oifname "${VXLAN_DEV}" ip saddr != @cluster4 masquerade comment "skein: traffic into the overlay from outside the pod network"`,
+    `    oifname "${VXLAN_DEV}" ip6 saddr != @cluster6 masquerade comment "skein: traffic into the overlay from outside the pod network"`,
     `  }`,
   ];
 }

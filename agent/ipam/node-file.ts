@@ -13,6 +13,9 @@ const NodeFileSchema = v.object({
   nodeName: v.optional(v.string()),
   podCIDRs: v.pipe(v.array(v.string()), v.minLength(1), v.maxLength(2)),
   clusterCIDRs: v.optional(v.array(v.string())),
+  /** the pods' interface MTU the node's overlay leaves room for (the underlay's, less 50 bytes
+   * for VXLAN); a network configuration's own `mtu` wins */
+  mtu: v.optional(v.pipe(v.number(), v.integer(), v.minValue(576), v.maxValue(65535))),
 });
 export type NodeFile = v.InferOutput<typeof NodeFileSchema>;
 

@@ -286,7 +286,7 @@ test("adopted tables are replaced whole by the first sync; an unadoptable table 
 });
 
 test("NodePort addresses: the Node's, filtered by --nodeport-addresses", () => {
-  const node = { podCIDRs: [], addresses: ["192.0.2.10", "198.51.100.7", "2001:db8::7"] };
+  const node = { name: "n", podCIDRs: [], addresses: ["192.0.2.10", "198.51.100.7", "2001:db8::7"], internalIPs: [] };
   expect(nodePortIPs(node, [])).toEqual(["192.0.2.10", "198.51.100.7", "2001:db8::7"]);
   expect(nodePortIPs(node, ["198.51.100.0/24", "2001:db8::/64"])).toEqual(["198.51.100.7", "2001:db8::7"]);
   expect(nodePortIPs(undefined, [])).toEqual([]);

@@ -80,6 +80,17 @@ export interface AgentDeps {
   /** the kernel's change notifications and listings; without it, no drift is looked for */
   kernel?: KernelWatch;
   masquerade?: MasqueradeKeeper;
+  /** the pod network between the nodes (agent/loop/network.ts); absent: this node alone */
+  network?: NodeNetwork;
+}
+
+/** What the agent hands the pod network between the nodes, and asks of it. */
+export interface NodeNetwork {
+  start(): void;
+  stop(): Promise<void>;
+  setNode(name: string, n: NodeInfo | undefined): void;
+  /** the pods' MTU once this node's underlay is known */
+  podMtu(): number | undefined;
 }
 
 /** The node addresses NodePorts listen on: the Node's, filtered by --nodeport-addresses. */
@@ -149,6 +160,7 @@ export class Agent {
     this.store = new ClusterStore(this.compiler, this.o.nodeName, {
       onReject: (what, message) => this.log.warn({ object: what }, `refused; any earlier version stays in force: ${message}`),
       onNode: (n) => this.nodeChanged(n),
+      onNodes: (name, n) => this.anyNodeChanged(name, n),
     });
     this.watcher = new Watcher(this.kube, {
       nodeName: this.o.nodeName,
@@ -176,6 +188,7 @@ export class Agent {
       if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => void this.checkKernel(true), this.o.verifyMs));
       for (const t of this.kernelTimers) t.unref?.();
     }
+    this.deps.network?.start();
     await this.watcher.start();
   }
 
@@ -187,6 +200,7 @@ export class Agent {
     clearTimeout(this.idle);
     for (const t of this.kernelTimers.splice(0)) clearInterval(t);
     await this.watcher?.stop();
+    await this.deps.network?.stop();
     this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
   }
 
@@ -276,11 +290,33 @@ export class Agent {
     }
   }
 
-  private nodeChanged(n: NodeInfo | undefined): void {
+  /**
+   * The pod network: --cluster-cidr, else every Node's pod CIDRs (traffic between pods of
+   * different nodes is never masqueraded, so without the flag it is what the Nodes own).
+   */
+  private clusterCIDRs(): string[] {
+    if (this.o.clusterCIDRs.length) return this.o.clusterCIDRs;
+    return [...new Set([...this.store.nodes.values()].flatMap((n) => n.podCIDRs))].sort();
+  }
+
+  private anyNodeChanged(name: string, n: NodeInfo | undefined): void {
+    this.deps.network?.setNode(name, n);
+    // without --cluster-cidr the pod network is what the Nodes own: a Node joining or leaving
+    // changes what the masquerade table and the node file say of it
+    if (name === this.o.nodeName || this.o.clusterCIDRs.length) return;
+    const cluster = this.clusterCIDRs().join();
+    if (cluster === this.lastCluster) return;
+    this.nodeChanged(this.store.node, false);
+  }
+  private lastCluster = "";
+
+  private nodeChanged(n: NodeInfo | undefined, recompile = true): void {
+    const cluster = this.clusterCIDRs();
+    this.lastCluster = cluster.join();
     this.deps.datapath.setLocalCIDRs(n?.podCIDRs ?? []);
     if (n?.podCIDRs.length && this.deps.masquerade) {
       try {
-        this.deps.masquerade.set(n.podCIDRs, this.o.clusterCIDRs);
+        this.deps.masquerade.set(n.podCIDRs, cluster);
         // written anew the first time: its comment says nothing of what was done to its rules
         // while no agent ran
         const restored = this.deps.masquerade.ensure(!this.masqueradeWritten);
@@ -292,11 +328,13 @@ export class Agent {
     }
     if (n?.podCIDRs.length) {
       try {
-        writeNodeFile(this.o.nodeFile, { nodeName: this.o.nodeName, podCIDRs: n.podCIDRs, clusterCIDRs: this.o.clusterCIDRs });
+        const mtu = this.deps.network?.podMtu();
+        writeNodeFile(this.o.nodeFile, { nodeName: this.o.nodeName, podCIDRs: n.podCIDRs, clusterCIDRs: cluster, ...(mtu ? { mtu } : {}) });
       } catch (e) {
         this.log.error({ path: this.o.nodeFile, err: (e as Error).message }, "cannot write the node file for CNI IPAM");
       }
     } else if (n) this.log.warn("the Node has no spec.podCIDRs yet: CNI IPAM waits for them");
+    if (!recompile) return;
     const ips = nodePortIPs(n, this.o.nodePortAddresses);
     if (ips.join() === this.nodeIPs.join()) return;
     // NodePort frontends are compiled per node address: the Services with NodePorts recompile

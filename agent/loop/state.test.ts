@@ -25,13 +25,15 @@ const fields: Array<[string, (v: unknown) => Record<string, unknown>]> = [
   ["spec.podCIDR", (v) => ({ ...GOOD, spec: { podCIDR: v } })],
   ["status.addresses[0].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: v }] } })],
   ["status.addresses[1].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "ExternalIP", address: v }] } })],
+  ["metadata.annotations[skein.io/public-ip]", (v) => ({ ...GOOD, metadata: { name: "n1", annotations: { "skein.io/public-ip": v } } })],
 ];
 const cidrField = (f: string) => f.startsWith("spec.");
+const GOOD_INFO = { name: "n1", podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"], addresses: ["192.0.2.10"], internalIPs: ["192.0.2.10"] };
 
 describe("Node fields", () => {
   const cases = fields.flatMap(([field, put]) => [
     // (a null podCIDR is JSON's way of leaving the field out, as Kubernetes reads it)
-    ...HOSTILE.filter((h) => !(field === "spec.podCIDR" && h.value === null)).map((h) => [`${field} = ${quote(h.value)}`, field, put(h.value)] as const),
+    ...HOSTILE.filter((h) => !((field === "spec.podCIDR" || field.startsWith("metadata.annotations")) && (h.value === null || h.value === undefined))).map((h) => [`${field} = ${quote(h.value)}`, field, put(h.value)] as const),
     // pod CIDRs that read as CIDRs but cannot work
     ...(cidrField(field) ? UNUSABLE_POD_CIDRS.map(([c]) => [`${field} = ${c} (cannot work)`, field, put(c)] as const) : []),
   ]);
@@ -40,7 +42,7 @@ describe("Node fields", () => {
     const { s, seen, rejects, node } = store();
     expect(node(GOOD)).toBe(true);
     const before = s.node;
-    expect(before).toEqual({ podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"], addresses: ["192.0.2.10"] });
+    expect(before).toEqual(GOOD_INFO);
     expect(node(bad)).toBe(false);
     expect(rejects).toHaveLength(1);
     expect(rejects[0]!.startsWith(`Node default/n1 | Node n1: ${field}: `)).toBe(true);
@@ -88,9 +90,45 @@ describe("Node fields", () => {
     expect(s.rejected.size).toBe(0);
   });
 
-  test("another Node's fields are not read", () => {
-    const { rejects, node } = store();
+  test("another Node's fields are read as strictly (they route pods to it), and never touch this node's", () => {
+    const { s, rejects, seen, node } = store();
+    node(GOOD);
     expect(node({ metadata: { name: "n2" }, spec: { podCIDRs: ["010.0.0.0/8"] } })).toBe(false);
-    expect(rejects).toEqual([]);
+    expect(rejects).toEqual(['Node default/n2 | Node n2: spec.podCIDRs[0]: "010.0.0.0/8" is not a valid CIDR (IPv4 address: leading zero)']);
+    expect(seen).toHaveLength(1);
+    expect(s.node).toEqual(GOOD_INFO);
+  });
+});
+
+describe("every Node, for the pod network", () => {
+  function all() {
+    const seen: Array<[string, NodeInfo | undefined]> = [];
+    const self: Array<NodeInfo | undefined> = [];
+    const s = new ClusterStore(compiler, "n1", { onNode: (n) => self.push(n), onNodes: (name, n) => seen.push([name, n]) });
+    const node = (o: Record<string, unknown>, op: "set" | "delete" = "set") => s.apply({ kind: "Node", op, object: o as WatchEvent["object"] });
+    return { s, seen, self, node };
+  }
+
+  test("other Nodes are held and handed on, without recompiling anything; this one also as the node's own", () => {
+    const { s, seen, self, node } = all();
+    const other = { metadata: { name: "n2", labels: { "skein.io/site": "east" }, annotations: { "skein.io/public-ip": "203.0.113.9", other: "x" } }, spec: { podCIDRs: ["10.244.4.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } };
+    expect(node(other)).toBe(false);
+    expect(node(GOOD)).toBe(true);
+    expect(seen.map(([n]) => n)).toEqual(["n2", "n1"]);
+    expect(s.nodes.get("n2")).toEqual({ name: "n2", podCIDRs: ["10.244.4.0/24"], addresses: ["192.0.2.11"], internalIPs: ["192.0.2.11"], publicIP: "203.0.113.9", site: "east" });
+    expect(self).toEqual([GOOD_INFO]);
+    expect(node(other, "delete")).toBe(false);
+    expect(s.nodes.has("n2")).toBe(false);
+    expect(seen.at(-1)).toEqual(["n2", undefined]);
+  });
+
+  test("a refused Node keeps what was read of it before, and is not handed on", () => {
+    const { s, seen, node } = all();
+    const other = { metadata: { name: "n2" }, spec: { podCIDRs: ["10.244.4.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } };
+    node(other);
+    node({ ...other, metadata: { name: "n2", annotations: { "skein.io/public-ip": "203.0.113.09" } } });
+    expect(seen).toHaveLength(1);
+    expect(s.nodes.get("n2")!.internalIPs).toEqual(["192.0.2.11"]);
+    expect(s.rejected.get("Node default/n2")).toContain("metadata.annotations[skein.io/public-ip]");
   });
 });

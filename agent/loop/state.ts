@@ -16,10 +16,22 @@ import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
 export interface NodeInfo {
+  name: string;
   podCIDRs: string[];
   /** InternalIP addresses first, then ExternalIP */
   addresses: string[];
+  internalIPs: string[];
+  /** the address the node is reached at from outside its site (behind a NAT: the NAT's),
+   * from the annotation skein.io/public-ip */
+  publicIP?: string;
+  /** nodes of one site reach each other at their private addresses (label skein.io/site) */
+  site?: string;
 }
+
+/** The Node annotation naming its public address (the only annotation held). */
+export const PUBLIC_IP_ANNOTATION = "skein.io/public-ip";
+/** The Node label naming its site. */
+export const SITE_LABEL = "skein.io/site";
 
 type Raw = WatchEvent["object"];
 
@@ -73,10 +85,13 @@ export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept
       case "EndpointSlice":
         k.checked = parseEndpointSlice(o) ?? null;
         break;
-      case "Node":
+      case "Node": {
         k.spec = pick(o.spec, ["podCIDRs", "podCIDR", "unschedulable"]);
         k.status = pick(o.status, ["addresses"]);
+        const ann = (o.metadata as { annotations?: Record<string, unknown> } | undefined)?.annotations;
+        if (ann && typeof ann === "object" && ann[PUBLIC_IP_ANNOTATION] !== undefined) k.publicIP = ann[PUBLIC_IP_ANNOTATION];
         break;
+      }
       case "Pod":
         k.spec = pick(o.spec, ["nodeName", "hostNetwork"]);
         k.status = pick(o.status, ["phase", "podIP", "podIPs"]);
@@ -128,7 +143,16 @@ export function nodeInfo(node: Raw): NodeInfo {
       field(`status.addresses[${i}].address`, () => addressFamily(address));
       return [address as string];
     });
-  return { podCIDRs: cidrs, addresses: [...addrs("InternalIP"), ...addrs("ExternalIP")] };
+  const internalIPs = addrs("InternalIP");
+  const info: NodeInfo = { name: node.metadata?.name ?? "", podCIDRs: cidrs, addresses: [...internalIPs, ...addrs("ExternalIP")], internalIPs };
+  const pub = (node as Kept).publicIP ?? (node.metadata as { annotations?: Record<string, unknown> } | undefined)?.annotations?.[PUBLIC_IP_ANNOTATION];
+  if (pub !== undefined) {
+    field(`metadata.annotations[${PUBLIC_IP_ANNOTATION}]`, () => addressFamily(pub));
+    info.publicIP = pub as string;
+  }
+  const site = node.metadata?.labels?.[SITE_LABEL];
+  if (site) info.site = site;
+  return info;
 }
 
 export class ClusterStore {
@@ -137,13 +161,21 @@ export class ClusterStore {
   readonly pods = new Map<string, Raw>();
   readonly policies = new Map<string, Raw>();
   node: NodeInfo | undefined;
+  /** every Node as read (this one too), for the pod network between the nodes */
+  readonly nodes = new Map<string, NodeInfo>();
   /** objects that failed their checks, by kind/namespace/name: the message */
   readonly rejected = new Map<string, string>();
 
   constructor(
     private readonly compiler: Pick<IncrementalCompiler, "setService" | "setSlice" | "deleteService" | "deleteSlice" | "counts">,
     private readonly nodeName: string,
-    private readonly hooks: { onReject?: (what: string, message: string) => void; onNode?: (n: NodeInfo | undefined) => void } = {},
+    private readonly hooks: {
+      onReject?: (what: string, message: string) => void;
+      /** this node's Node changed */
+      onNode?: (n: NodeInfo | undefined) => void;
+      /** any Node changed (this one too): the peers of the pod network */
+      onNodes?: (name: string, n: NodeInfo | undefined) => void;
+    } = {},
   ) {}
 
   counts(): { services: number; slices: number; pods: number } {
@@ -185,7 +217,7 @@ export class ClusterStore {
         return true;
       }
       case "Node": {
-        if (o.metadata?.name !== this.nodeName) return false;
+        const name = o.metadata?.name ?? "";
         let info: NodeInfo | undefined;
         try {
           info = del ? undefined : nodeInfo(o);
@@ -197,6 +229,10 @@ export class ClusterStore {
           return false;
         }
         this.rejected.delete(id);
+        if (info) this.nodes.set(name, info);
+        else this.nodes.delete(name);
+        this.hooks.onNodes?.(name, info);
+        if (name !== this.nodeName) return false;
         this.node = info;
         this.hooks.onNode?.(this.node);
         return true;
