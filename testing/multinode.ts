@@ -582,3 +582,35 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
   }
   return c;
 }
+
+export interface Reach {
+  from: string;
+  to: string;
+  ok: boolean;
+  /** the server's answer: "<its name> <source address it saw>" */
+  answer: string;
+  error: string;
+}
+
+/**
+ * One probe from every source to every other target (a pod never probes itself), `parallel`
+ * at a time: the reachability matrix of a set of pods or hosts whose probe servers answer on
+ * `port`. `address` maps a target to the address to connect to.
+ */
+export async function reachability<T extends { name: string }>(
+  lab: Lab,
+  o: { from: T[]; to: T[]; address: (t: T) => string; proto: "tcp" | "udp"; port: number; timeoutMs?: number; parallel?: number },
+): Promise<Reach[]> {
+  const pairs = o.from.flatMap((f) => o.to.filter((t) => t.name !== f.name).map((t) => [f, t] as const));
+  const out: Reach[] = new Array(pairs.length);
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < pairs.length; i = next++) {
+      const [f, t] = pairs[i]!;
+      const r = await lab.connect(f.name, o.proto, o.address(t), o.port, o.timeoutMs ?? 1000);
+      out[i] = { from: f.name, to: t.name, ...r };
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, o.parallel ?? 4) }, worker));
+  return out;
+}
