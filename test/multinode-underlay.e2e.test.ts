@@ -142,8 +142,10 @@ describe("the multi-node underlay", () => {
   });
 
   test("a node added later joins its subnet; a removed one is gone", async () => {
-    const n6 = await u.addNode({ name: "n6", index: 6, segment: "b", host: 16 });
-    expect(n6).toMatchObject({ address: "192.168.60.16", gateway: "192.168.60.1", podCIDR: "10.244.6.0/24" });
+    const n6 = await u.addNode({ name: "n6", index: 6, segment: "b", host: 16, mtu: 1400 });
+    expect(n6).toMatchObject({ address: "192.168.60.16", gateway: "192.168.60.1", podCIDR: "10.244.6.0/24", mtu: 1400 });
+    expect((await lab.exec("n6", ["ip", "-o", "link", "show", "eth0"])).stdout).toContain(" mtu 1400 ");
+    expect((await lab.exec("n1", ["ip", "-o", "link", "show", "eth0"])).stdout).toContain(" mtu 1500 ");
     await lab.serve("n6", { name: "n6", tcp: PORT });
     expect(await reach("n1", "tcp", n6.address)).toEqual({ name: "n6", peer: addr("n1") });
     expect(await reach("n4", "tcp", n6.address)).toEqual({ name: "n6", peer: NAT_PUBLIC });

@@ -39,12 +39,14 @@ export const CONTROL_PLANE_NS = "cp";
 /** the nftables table the routers count in (never skein's own `inet skein`) */
 export const COUNT_TABLE = "skeinlab";
 
-/** Where a node sits: `index` gives its pod CIDR 10.244.<index>.0/24, `host` its address's last byte. */
+/** Where a node sits: `index` gives its pod CIDR 10.244.<index>.0/24, `host` its address's
+ * last byte, `mtu` its underlay link's MTU (default 1500). */
 export interface NodeDef {
   name: string;
   index: number;
   segment: Segment;
   host: number;
+  mtu?: number;
 }
 
 export const DEFAULT_NODES: Record<string, NodeDef> = {
@@ -68,6 +70,7 @@ export interface UnderlayNode {
   subnet: string;
   /** the underlay interface inside the node's namespace */
   dev: string;
+  mtu: number;
   /** its default route's next hop */
   gateway: string;
   /** the router namespace `gateway` belongs to */
@@ -112,7 +115,8 @@ function nodeDef(n: string | NodeDef): NodeDef {
   if (!d) throw new Error(`unknown node ${JSON.stringify(n)}: give a NodeDef for nodes other than ${Object.keys(DEFAULT_NODES).join(", ")}`);
   if (!NODE_NAME.test(d.name)) throw new Error(`node name ${JSON.stringify(d.name)} must match ${NODE_NAME} (it also names a veth)`);
   if (!Number.isInteger(d.index) || d.index < 1 || d.index > 255) throw new Error(`node ${d.name}: index ${d.index} must be 1-255 (pod CIDR 10.244.<index>.0/24)`);
-  if (!Number.isInteger(d.host) || d.host < 2 || d.host > 254 || [100, 200, 5].includes(d.host)) throw new Error(`node ${d.name}: host ${d.host} must be 2-254 and not a fixed host's`);
+  if (!Number.isInteger(d.host) || d.host < 2 || d.host > 254) throw new Error(`node ${d.name}: host ${d.host} must be 2-254`);
+  if (d.mtu !== undefined && (!Number.isInteger(d.mtu) || d.mtu < 1280 || d.mtu > 9000)) throw new Error(`node ${d.name}: mtu ${d.mtu} must be 1280-9000`);
   return d;
 }
 
@@ -126,6 +130,7 @@ function underlayNode(d: NodeDef): UnderlayNode {
     address: `${seg.prefix}${d.host}`,
     subnet: seg.subnet,
     dev: "eth0",
+    mtu: d.mtu ?? 1500,
     gateway: seg.gateway,
     router: seg.router,
     segment: d.segment,
@@ -175,15 +180,15 @@ function countRules(masquerade?: { out: string; from: string }): string {
 }
 
 /** Connects `ns` (already created) to a segment's bridge: its eth<leg> gets `address`. */
-async function attach(lab: Lab, ns: string, port: string, seg: Segment, address: string, leg = 0): Promise<void> {
+async function attach(lab: Lab, ns: string, port: string, seg: Segment, address: string, leg = 0, mtu = 1500): Promise<void> {
   const s = SEGMENTS[seg];
-  await ipBatch(lab, BRIDGE_NS, [`link add ${port} type veth peer name eth${leg} netns ${lab.name(ns)}`, `link set ${port} master ${s.bridge} up`]);
+  await ipBatch(lab, BRIDGE_NS, [`link add ${port} mtu ${mtu} type veth peer name eth${leg} mtu ${mtu} netns ${lab.name(ns)}`, `link set ${port} master ${s.bridge} up`]);
   await ipBatch(lab, ns, [`addr add ${address}/24 dev eth${leg}`, `link set eth${leg} up`]);
 }
 
 async function attachNode(lab: Lab, n: UnderlayNode): Promise<void> {
   lab.host(n.ns);
-  await attach(lab, n.ns, `p-${n.name}`, n.segment, n.address);
+  await attach(lab, n.ns, `p-${n.name}`, n.segment, n.address, 0, n.mtu);
   await ipBatch(lab, n.ns, [`route add default via ${n.gateway}`]);
   await sysctls(lab, n.ns, true);
 }
