@@ -22,6 +22,7 @@ beforeAll(async () => {
     underlay: u,
     dir: tmp,
     pods: 2,
+    namespaces: ["team-a"],
     natsUrls: ["nats://192.168.50.5:4222"],
     agentFlags: (n, x) => {
       natsSeen.push(`${n.name} ${x.natsUrls.join()}`);
@@ -47,6 +48,10 @@ describe("a cluster on the multi-node underlay", () => {
       expect(argv.includes("--verify-interval")).toBe(n.name === "n3");
     }
     expect(natsSeen.sort()).toEqual(["n1", "n2", "n3", "n4", "n5"].map((n) => `${n} nats://192.168.50.5:4222`));
+  });
+
+  test("the Namespaces asked for exist", async () => {
+    expect((await c.api.request("GET", "/api/v1/namespaces/team-a")).metadata.name).toBe("team-a");
   });
 
   test("pods get addresses from their node's pod CIDR and are registered Running on it", async () => {

@@ -405,6 +405,8 @@ export interface ClusterOptions {
   nodeObject?: (node: UnderlayNode) => Record<string, unknown> | undefined;
   /** pods wired on each node once its agent is ready: a count per node (pods <node>-p1…) or names per node */
   pods?: number | Record<string, string[]>;
+  /** Kubernetes namespaces created besides the ones every cluster has (default, kube-system, …) */
+  namespaces?: string[];
   /** labels of every registered Pod (default app=probe) */
   podLabels?: Record<string, string>;
   apiserverFlags?: string[];
@@ -578,6 +580,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     },
   };
 
+  for (const ns of o.namespaces ?? []) await api.create("/api/v1/namespaces", { metadata: { name: ns } });
   for (const n of u.nodes) await register(n);
   const start = o.agents ?? u.nodes.map((n) => n.name);
   await Promise.all(start.map((n) => c.startAgent(n)));
