@@ -3,11 +3,12 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { listNetns } from "../agent/sys/netns.ts";
 import { buildUnderlay, linkCounters, NAT_PUBLIC, nodeSpec, packetsBetween, readCounters, resetCounters, type Underlay } from "../testing/multinode.ts";
-import { useLab, waitFor } from "./harness/index.ts";
+import { SKEIN, useLab, waitFor } from "./harness/index.ts";
 
 const lab = useLab("underlay");
 const other = useLab("ulbuild");
 let u: Underlay;
+const portServers: Array<Awaited<ReturnType<typeof lab.spawn>>> = [];
 const PORT = 7000;
 const addr = (n: string) => u.node(n).address;
 
@@ -30,8 +31,8 @@ beforeAll(async () => {
   u = await buildUnderlay(lab, { nodes: ["n1", "n2", "n3", "n4", "n5"] });
   console.log(`underlay of ${u.nodes.length} nodes built in ${(performance.now() - t0).toFixed(0)} ms`);
   await Promise.all([...u.nodes.map((n) => n.ns), "out"].map((h) => lab.serve(h, { name: h, tcp: PORT, udp: PORT })));
-  await lab.serve("n4", { name: "n4-vxlan", udp: 4789 });
-  await lab.serve("n5", { name: "n5-vxlan", udp: 4789 });
+  // kept, to be stopped before a VXLAN device needs the port
+  for (const n of ["n4", "n5"]) portServers.push(await lab.spawn(n, [SKEIN, "probe", "serve", "--name", `${n}-vxlan`, "--udp", "4789"], { ready: "ready" }));
 }, 30_000);
 
 describe("the multi-node underlay", () => {
@@ -183,6 +184,53 @@ describe("the multi-node underlay", () => {
     });
     expect(nodeSpec(1, { labels: { "skein.io/site": "a" } })).toMatchObject({ metadata: { name: "n1", labels: { "skein.io/site": "a" } }, status: { addresses: [{ type: "InternalIP", address: "192.168.50.11" }, { type: "Hostname", address: "n1" }] } });
     expect((nodeSpec(1).metadata as Record<string, unknown>).annotations).toBeUndefined();
+  });
+});
+
+describe("a hand-made VXLAN over the underlay (what the overlay will program)", () => {
+  // vx0 on n1, n3, n4, n5 with static FDB and neighbour entries: n1 and n3 send to n4 at the
+  // public address (the port forward), n4 to n1 and n3 at their own, n4 and n5 privately
+  const mac = (i: number) => `02:00:00:00:00:0${i}`;
+  const inner = (i: number) => `10.200.0.${i}`;
+  const peers: Record<string, Array<[number, string]>> = {
+    n1: [[4, NAT_PUBLIC], [3, "192.168.60.13"]],
+    n3: [[4, NAT_PUBLIC], [1, "192.168.50.11"]],
+    n4: [[1, "192.168.50.11"], [3, "192.168.60.13"], [5, "10.99.0.15"]],
+    n5: [[4, "10.99.0.14"]],
+  };
+
+  test("carries TCP and UDP both ways across the NAT, through r1, and privately behind the NAT; the routers see only UDP 4789", async () => {
+    for (const s of portServers.splice(0)) {
+      s.proc.kill();
+      await s.proc.exited;
+    }
+    try {
+      for (const [n, list] of Object.entries(peers)) {
+        const i = u.node(n).index;
+        const lines = [`link add vx0 address ${mac(i)} type vxlan id 42 local ${addr(n)} dstport 4789 nolearning dev eth0`, `addr add ${inner(i)}/24 dev vx0`, "link set vx0 up"];
+        for (const [j] of list) lines.push(`neigh add ${inner(j)} lladdr ${mac(j)} dev vx0 nud permanent`);
+        await lab.exec(n, ["ip", "-batch", "-"], { stdin: lines.join("\n") + "\n" });
+        for (const [j, endpoint] of list) await lab.exec(n, ["bridge", "fdb", "add", mac(j), "dev", "vx0", "dst", endpoint, "self", "permanent"]);
+      }
+      await Promise.all([resetCounters(lab, "nat"), resetCounters(lab, "r1")]);
+      for (const [a, b] of [["n1", "n4"], ["n3", "n4"], ["n5", "n4"]]) {
+        for (const proto of ["tcp", "udp"] as const) {
+          expect(await reach(a!, proto, inner(u.node(b!).index))).toEqual({ name: b!, peer: inner(u.node(a!).index) });
+          expect(await reach(b!, proto, inner(u.node(a!).index))).toEqual({ name: a!, peer: inner(u.node(b!).index) });
+        }
+      }
+      const nat = await readCounters(lab, "nat");
+      expect(packetsBetween(nat, addr("n1"), addr("n4"), { proto: "udp", dport: 4789 })).toBeGreaterThanOrEqual(8);
+      expect(packetsBetween(nat, addr("n3"), addr("n4"), { proto: "udp", dport: 4789 })).toBeGreaterThanOrEqual(8);
+      expect(nat.portForward.packets).toBeGreaterThan(0);
+      expect(packetsBetween(nat, addr("n4"), addr("n5"))).toBe(0);
+      expect(nat.forwarded.filter((f) => f.dport !== 4789)).toEqual([]);
+      const r1 = await readCounters(lab, "r1");
+      expect(packetsBetween(r1, addr("n3"), NAT_PUBLIC, { proto: "udp", dport: 4789 }) + packetsBetween(r1, addr("n3"), addr("n4"), { proto: "udp", dport: 4789 })).toBeGreaterThan(0);
+      expect(r1.forwarded.filter((f) => f.dport !== 4789)).toEqual([]);
+    } finally {
+      for (const n of Object.keys(peers)) await lab.exec(n, ["ip", "link", "del", "vx0"], { allowFail: true });
+    }
   });
 });
 
