@@ -4,6 +4,7 @@
 // ClusterIP whose backends are on their node. (Pods of different nodes need the overlay.)
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { listNetns } from "../agent/sys/netns.ts";
 import { buildUnderlay, reachability, startCluster, type Cluster } from "../testing/multinode.ts";
 import { useLab, useTempDir, waitFor } from "./harness/index.ts";
 
@@ -112,6 +113,17 @@ describe("a cluster on the multi-node underlay", () => {
     expect(c.pods.get("n6-p1")!.ip.startsWith("10.244.6.")).toBe(true);
     expect((await c.api.request("GET", "/api/v1/nodes/n6")).spec.podCIDRs).toEqual([n6.podCIDR]);
   }, 30_000);
+
+  test("a pod is removed: its host route, namespace and Pod object are gone", async () => {
+    const p = await c.addPod("n5", "n5-tmp");
+    expect((await lab.exec("n5", ["ip", "route", "show", p.ip])).stdout).toContain(p.ip);
+    await c.removePod("n5-tmp");
+    expect(c.pods.has("n5-tmp")).toBe(false);
+    expect((await lab.exec("n5", ["ip", "route", "show", p.ip])).stdout.trim()).toBe("");
+    expect(listNetns()).not.toContain(lab.name("n5-tmp"));
+    await expect(c.api.request("GET", "/api/v1/namespaces/default/pods/n5-tmp")).rejects.toThrow(/404/);
+    await expect(c.removePod("n5-tmp")).rejects.toThrow(/no pod/);
+  });
 
   test("an agent stops cleanly and starts again", async () => {
     expect(await c.stopAgent("n2")).toBe(0);

@@ -386,6 +386,8 @@ export interface ClusterPod {
   node: string;
   ip: string;
   addresses: string[];
+  /** whether a Pod object was registered for it */
+  registered: boolean;
 }
 
 export interface ClusterOptions {
@@ -439,6 +441,8 @@ export interface Cluster {
   stopAgent(node: string, o?: { signal?: NodeJS.Signals; timeoutMs?: number }): Promise<number | null>;
   /** wires a pod on a node with skein's CNI (the node's node file must exist) and registers it Running with its address */
   addPod(node: string, name: string, o?: { labels?: Record<string, string>; register?: boolean }): Promise<ClusterPod>;
+  /** CNI DEL of a pod, its namespace removed, its Pod object deleted (when registered) */
+  removePod(name: string): Promise<void>;
   /** a node added to the underlay, its Node registered, its agent started, its pods wired */
   join(n: string | NodeDef, o?: { pods?: string[] | number; agent?: boolean }): Promise<UnderlayNode>;
   /** stops every agent and the API server (the namespaces stay until the lab is destroyed) */
@@ -555,14 +559,24 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
       const file = `${nodeDir(node)}/node.json`;
       await pollUntil(`${file} (the agent of ${n.name} writes it once its Node has podCIDRs)`, () => existsSync(file), agentTimeoutMs);
       const r = await lab.pod(name, c.cni(node), c.conflist(node), "pod");
-      const pod: ClusterPod = { name, node: n.name, ip: r.ip, addresses: r.addresses };
+      const pod: ClusterPod = { name, node: n.name, ip: r.ip, addresses: r.addresses, registered: p.register ?? true };
       pods.set(name, pod);
-      if (p.register ?? true) {
+      if (pod.registered) {
         const ips = r.addresses.map((a) => a.split("/")[0]!);
         await api.create("/api/v1/namespaces/default/pods", { metadata: { name, labels: { ...podLabels, ...p.labels } }, spec: { nodeName: n.name, containers: [{ name: "probe", image: "skein-probe" }] } });
         await api.request("PATCH", `/api/v1/namespaces/default/pods/${name}/status`, { status: { phase: "Running", podIP: ips[0], podIPs: ips.map((ip) => ({ ip })), hostIP: n.address } }, "application/merge-patch+json");
       }
       return pod;
+    },
+    async removePod(name) {
+      const p = pods.get(name);
+      if (!p) throw new Error(`no pod ${name}`);
+      await c.cni(p.node).del(c.conflist(p.node), { containerId: `pod-${name}`, netns: lab.path(name), ifname: "eth0" });
+      deleteNetns(lab.name(name));
+      pods.delete(name);
+      // as the kubelet does once the pod's containers stopped: a bound Pod is deleted gracefully
+      // until then
+      if (p.registered) await api.delete(`/api/v1/namespaces/default/pods/${name}?gracePeriodSeconds=0`);
     },
     async join(spec, j = {}) {
       const n = await u.addNode(spec);
