@@ -6,6 +6,7 @@
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { Subprocess } from "bun";
+import { inNetns, runAsync } from "../agent/sys/exec.ts";
 
 export interface NatsOptions {
   /** servers in the cluster; 1 = a lone server without cluster block */
@@ -16,6 +17,10 @@ export interface NatsOptions {
   tls?: { cert: string; key: string; ca?: string };
   /** how long start() waits for every server to be healthy */
   readyMs?: number;
+  /** run the servers in this network namespace (a path), listening on `host` there, for
+   * agents in other namespaces of a lab; default: the caller's namespace, on loopback */
+  netns?: string;
+  host?: string;
 }
 
 export interface NatsNode {
@@ -82,7 +87,11 @@ export class NatsCluster {
 
   /** Client URLs, one per server. */
   get urls(): string[] {
-    return this.nodes.map((s) => `nats://127.0.0.1:${s.port}`);
+    return this.nodes.map((s) => `nats://${this.host}:${s.port}`);
+  }
+
+  private get host(): string {
+    return this.o.host ?? "127.0.0.1";
   }
 
   get url(): string {
@@ -90,10 +99,10 @@ export class NatsCluster {
   }
 
   private configText(s: NatsNode): string {
-    const lines = [`server_name: ${s.name}`, `listen: "127.0.0.1:${s.port}"`, `http: "127.0.0.1:${s.httpPort}"`, `log_file: ${q(s.log)}`, `jetstream { store_dir: ${q(s.store)} }`];
+    const lines = [`server_name: ${s.name}`, `listen: "${this.host}:${s.port}"`, `http: "${this.host}:${s.httpPort}"`, `log_file: ${q(s.log)}`, `jetstream { store_dir: ${q(s.store)} }`];
     if (this.nodes.length > 1) {
-      const routes = this.nodes.filter((x) => x !== s).map((x) => `"nats-route://127.0.0.1:${x.clusterPort}"`);
-      lines.push(`cluster { name: skein, listen: "127.0.0.1:${s.clusterPort}", routes: [${routes.join(", ")}] }`);
+      const routes = this.nodes.filter((x) => x !== s).map((x) => `"nats-route://${this.host}:${x.clusterPort}"`);
+      lines.push(`cluster { name: skein, listen: "${this.host}:${s.clusterPort}", routes: [${routes.join(", ")}] }`);
     }
     const a = this.o.auth;
     if (a && "user" in a) lines.push(`authorization { user: ${q(a.user)}, password: ${q(a.password)} }`);
@@ -107,7 +116,7 @@ export class NatsCluster {
   private spawn(i: number): void {
     const s = this.nodes[i]!;
     if (s.proc && s.proc.exitCode === null && !s.proc.killed) throw new Error(`nats server ${s.name} is running`);
-    s.proc = Bun.spawn(["nats-server", "-c", s.config], { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    s.proc = Bun.spawn(inNetns(this.o.netns, ["nats-server", "-c", s.config]), { stdin: "ignore", stdout: "ignore", stderr: "ignore" });
   }
 
   /** Waits until server `i` answers /healthz (JetStream enabled and current) with 200. */
@@ -118,9 +127,17 @@ export class NatsCluster {
     while (Date.now() < deadline) {
       if (s.proc?.exitCode !== null && s.proc?.exitCode !== undefined) throw new Error(`nats server ${s.name} exited ${s.proc.exitCode}: ${this.logTail(i)}`);
       try {
-        const r = await fetch(`http://127.0.0.1:${s.httpPort}/healthz`, { signal: AbortSignal.timeout(1000) });
-        last = `${r.status} ${await r.text()}`;
-        if (r.ok) return;
+        const url = `http://${this.host}:${s.httpPort}/healthz`;
+        if (this.o.netns) {
+          // asked from inside the servers' namespace, by this same runtime
+          const r = await runAsync(inNetns(this.o.netns, [process.execPath, "-e", `const r = await fetch(${q(url)}, { signal: AbortSignal.timeout(1000) }); console.log(r.status, await r.text()); process.exit(r.ok ? 0 : 1)`]), { allowFail: true, timeoutMs: 5000 });
+          last = r.stdout.trim() || r.stderr.trim();
+          if (r.exitCode === 0) return;
+        } else {
+          const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+          last = `${r.status} ${await r.text()}`;
+          if (r.ok) return;
+        }
       } catch (e) {
         last = String(e);
       }

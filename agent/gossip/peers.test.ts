@@ -24,7 +24,8 @@ const record = (i: number, extra: Partial<NodeRecord> = {}): NodeRecord => ({
 
 function book() {
   const lines: { level: Level; obj: Record<string, unknown>; msg: string }[] = [];
-  const b = new PeerBook({ self: "n1", ttlMs: TTL, log: (level, obj, msg) => lines.push({ level, obj, msg }) });
+  // no grace after becoming live (its own test below): a Node without a record is no peer at once
+  const b = new PeerBook({ self: "n1", ttlMs: TTL, graceMs: 0, log: (level, obj, msg) => lines.push({ level, obj, msg }) });
   return { b, lines };
 }
 
@@ -218,5 +219,25 @@ describe("hostile records", () => {
     b.expire(TTL);
     b.setNode("n7", facts(7));
     expect(names(b)).toEqual([]);
+  });
+});
+
+describe("grace after becoming live", () => {
+  test("Nodes known only from the API stay peers for one ttl after gossip becomes live, then go unless their record came", () => {
+    const b = new PeerBook({ self: "n1", ttlMs: TTL });
+    b.setNode("n2", facts(2));
+    b.setNode("n3", facts(3));
+    expect(names(b)).toEqual(["n2:node", "n3:node"]);
+    b.setLive(true, 1000);
+    // the bus came back (or a server lost its state): n2 and n3 have not put their records yet
+    expect(names(b)).toEqual(["n2:node", "n3:node"]);
+    expect(b.put("n3", encodeRecord(record(3)), 1500)).toEqual({ ok: true });
+    expect(b.expire(1000 + TTL - 1)).toEqual([]);
+    expect(names(b)).toEqual(["n2:node", "n3:gossip"]);
+    expect(b.expire(1000 + TTL)).toEqual(["n2"]);
+    expect(names(b)).toEqual(["n3:gossip"]);
+    // lost again: the Node facts are back at once
+    b.setLive(false, 1000 + TTL);
+    expect(names(b)).toEqual(["n2:node", "n3:gossip"]);
   });
 });

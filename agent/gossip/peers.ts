@@ -53,10 +53,16 @@ export class PeerBook {
   /** the same for names without a Node; insertion order evicts the oldest */
   private readonly unknown = new Map<string, Held>();
   private live = false;
+  /** after becoming live, Nodes without a record stay peers from their Node facts until then */
+  private graceUntil: number | undefined;
 
-  constructor(o: { self: string; ttlMs: number; log?: Log }) {
+  /** how long Nodes without a record stay peers after gossip becomes live (default: the ttl) */
+  private readonly graceMs: number;
+
+  constructor(o: { self: string; ttlMs: number; graceMs?: number; log?: Log }) {
     this.self = o.self;
     this.ttlMs = o.ttlMs;
+    this.graceMs = o.graceMs ?? o.ttlMs;
     this.log = o.log ?? (() => {});
   }
 
@@ -112,7 +118,13 @@ export class PeerBook {
     if (live && !this.live) {
       // time spent not live does not count against a record
       for (const h of this.accepted.values()) h.at = nowMs;
+      // Nodes known only from the API (joined while the bus was down, or whose agents have
+      // not put their records again yet after a server lost its state) stay peers for one
+      // ttl: their agents' heartbeats bring their records within it, and dropping them at
+      // once would cut their pods off for that while
+      this.graceUntil = this.graceMs > 0 ? nowMs + this.graceMs : undefined;
     }
+    if (!live) this.graceUntil = undefined;
     this.live = live;
   }
 
@@ -120,6 +132,12 @@ export class PeerBook {
   expire(nowMs: number): string[] {
     if (!this.live) return [];
     const gone: string[] = [];
+    if (this.graceUntil !== undefined && nowMs >= this.graceUntil) {
+      this.graceUntil = undefined;
+      // those still without a record are no peers any more
+      for (const [name, n] of this.nodes) if (name !== this.self && n.podCIDRs.length && n.internalIPs.length && !this.accepted.has(name)) gone.push(name);
+      if (gone.length) this.log("info", { nodes: gone }, "Nodes without a node record since gossip became live: no longer peers");
+    }
     for (const [name, h] of this.accepted) {
       if (nowMs - h.at >= this.ttlMs) {
         this.accepted.delete(name);
@@ -145,7 +163,7 @@ export class PeerBook {
         const site = r.site ?? n.site;
         if (site !== undefined) p.site = site;
         out.push(p);
-      } else if (!this.live && n.internalIPs.length > 0) {
+      } else if ((!this.live || this.graceUntil !== undefined) && n.internalIPs.length > 0) {
         const p: Peer = { name, podCIDRs: [...n.podCIDRs], underlay: n.internalIPs[0]!, vtepMac: vtepMacFor(name), source: "node" };
         if (n.publicIP !== undefined) p.public = n.publicIP;
         if (n.site !== undefined) p.site = n.site;
