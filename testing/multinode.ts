@@ -544,7 +544,7 @@ export async function startCluster(o: ClusterOptions): Promise<Cluster> {
     async stopAgent(node, s = {}) {
       const a = agents.get(u.node(node).name);
       if (!a) throw new Error(`no agent of ${node} runs`);
-      agents.delete(node);
+      agents.delete(u.node(node).name);
       a.proc.kill(s.signal ?? "SIGTERM");
       const timer = setTimeout(() => a.proc.kill("SIGKILL"), s.timeoutMs ?? 5000);
       try {
