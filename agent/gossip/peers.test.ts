@@ -80,10 +80,10 @@ describe("live gossip", () => {
     expect(b.expire(TTL - 1)).toEqual([]);
     expect(b.expire(TTL)).toEqual(["n2"]);
     expect(names(b)).toEqual(["n3:gossip"]);
-    // gossip lost: nothing expires, however long
+    // gossip lost: nothing expires, however long (n2's agent went while it was live: it stays gone)
     b.setLive(false, TTL + 1);
     expect(b.expire(100 * TTL)).toEqual([]);
-    expect(names(b)).toEqual(["n2:node", "n3:gossip"]);
+    expect(names(b)).toEqual(["n3:gossip"]);
     // back: n3 gets a fresh ttl from now, not from its last put
     b.setLive(true, 100 * TTL);
     expect(b.expire(100 * TTL + TTL - 1)).toEqual([]);
@@ -107,8 +107,9 @@ describe("live gossip", () => {
     b.put("n2", encodeRecord(record(2)), 0);
     b.delete("n2");
     expect(names(b)).toEqual([]);
+    // deleted while live: its agent left; losing the bus does not bring it back
     b.setLive(false, 1);
-    expect(names(b)).toEqual(["n2:node"]);
+    expect(names(b)).toEqual([]);
   });
 });
 
@@ -236,8 +237,33 @@ describe("grace after becoming live", () => {
     expect(names(b)).toEqual(["n2:node", "n3:gossip"]);
     expect(b.expire(1000 + TTL)).toEqual(["n2"]);
     expect(names(b)).toEqual(["n3:gossip"]);
-    // lost again: the Node facts are back at once
+    // lost again: n2 had no record through the grace, so its agent is taken as gone
     b.setLive(false, 1000 + TTL);
-    expect(names(b)).toEqual(["n2:node", "n3:gossip"]);
+    expect(names(b)).toEqual(["n3:gossip"]);
+  });
+});
+
+describe("gone agents stay gone", () => {
+  test("a Node whose record expired or was deleted while live does not come back from its Node object when the bus is lost; a new Node does; a new record brings it back", () => {
+    const { b } = book();
+    for (const i of [2, 3]) b.setNode(`n${i}`, facts(i));
+    b.setLive(true, 0);
+    b.put("n2", encodeRecord(record(2)), 0);
+    b.put("n3", encodeRecord(record(3)), 0);
+    b.put("n3", encodeRecord(record(3)), TTL);
+    expect(b.expire(TTL)).toEqual(["n2"]);
+    b.delete("n3");
+    expect(names(b)).toEqual([]);
+    b.setLive(false, TTL);
+    b.setNode("n4", facts(4));
+    expect(names(b)).toEqual(["n4:node"]);
+    b.setLive(true, 2 * TTL);
+    expect(b.put("n2", encodeRecord(record(2)), 2 * TTL)).toEqual({ ok: true });
+    expect(names(b)).toEqual(["n2:gossip"]);
+    // a Node deleted and made again is a new node
+    b.setLive(false, 2 * TTL);
+    b.setNode("n3", undefined);
+    b.setNode("n3", facts(3));
+    expect(names(b)).toEqual(["n2:gossip", "n3:node", "n4:node"]);
   });
 });

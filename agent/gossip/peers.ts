@@ -55,6 +55,10 @@ export class PeerBook {
   private live = false;
   /** after becoming live, Nodes without a record stay peers from their Node facts until then */
   private graceUntil: number | undefined;
+  /** Nodes whose records expired or were deleted while live (or that had none when the grace
+   * ended): their agents are gone, so losing the bus does not bring them back from their Node
+   * objects. A record accepted again, or the Node deleted, takes a name off. */
+  private readonly gone = new Set<string>();
 
   /** how long Nodes without a record stay peers after gossip becomes live (default: the ttl) */
   private readonly graceMs: number;
@@ -69,6 +73,7 @@ export class PeerBook {
   /** The Node `name` as the API shows it now, or undefined when it is gone. */
   setNode(name: string, facts: NodeFacts | undefined): void {
     if (facts === undefined) {
+      this.gone.delete(name);
       if (!this.nodes.delete(name)) return;
       // its records wait among the unknown ones: the Node may come back
       const held = this.refused.get(name) ?? this.accepted.get(name);
@@ -108,6 +113,7 @@ export class PeerBook {
 
   /** The key was deleted or purged on the bus. */
   delete(key: string): void {
+    if (this.live && this.nodes.has(key)) this.gone.add(key);
     this.accepted.delete(key);
     this.refused.delete(key);
     this.unknown.delete(key);
@@ -135,12 +141,17 @@ export class PeerBook {
     if (this.graceUntil !== undefined && nowMs >= this.graceUntil) {
       this.graceUntil = undefined;
       // those still without a record are no peers any more
-      for (const [name, n] of this.nodes) if (name !== this.self && n.podCIDRs.length && n.internalIPs.length && !this.accepted.has(name)) gone.push(name);
+      for (const [name, n] of this.nodes) {
+        if (name === this.self || this.accepted.has(name)) continue;
+        this.gone.add(name);
+        if (n.podCIDRs.length && n.internalIPs.length) gone.push(name);
+      }
       if (gone.length) this.log("info", { nodes: gone }, "Nodes without a node record since gossip became live: no longer peers");
     }
     for (const [name, h] of this.accepted) {
       if (nowMs - h.at >= this.ttlMs) {
         this.accepted.delete(name);
+        this.gone.add(name);
         gone.push(name);
       }
     }
@@ -163,7 +174,7 @@ export class PeerBook {
         const site = r.site ?? n.site;
         if (site !== undefined) p.site = site;
         out.push(p);
-      } else if ((!this.live || this.graceUntil !== undefined) && n.internalIPs.length > 0) {
+      } else if ((!this.live || this.graceUntil !== undefined) && !this.gone.has(name) && n.internalIPs.length > 0) {
         const p: Peer = { name, podCIDRs: [...n.podCIDRs], underlay: n.internalIPs[0]!, vtepMac: vtepMacFor(name), source: "node" };
         if (n.publicIP !== undefined) p.public = n.publicIP;
         if (n.site !== undefined) p.site = n.site;
@@ -191,6 +202,7 @@ export class PeerBook {
       return { ok: false, why };
     }
     const prev = this.accepted.get(key);
+    this.gone.delete(key);
     this.refused.delete(key);
     this.accepted.set(key, h);
     if (!prev) this.log("info", { key, underlay: h.rec.underlay, public: h.rec.public, site: h.rec.site }, "node record accepted");
