@@ -10,7 +10,7 @@ import { encodeRecord, vtepMacFor, type NodeRecord } from "../agent/gossip/recor
 import { inNetns, runAsync } from "../agent/sys/exec.ts";
 import { buildUnderlay, linkCounters, packetsBetween, reachability, readCounters, resetCounters, startCluster, NAT_PUBLIC, type Cluster, type ClusterPod } from "../testing/multinode.ts";
 import { NatsCluster } from "../testing/nats.ts";
-import { useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { builtSkein, useLab, useTempDir, waitFor } from "./harness/index.ts";
 
 const lab = useLab("mn");
 const tmp = useTempDir("mn");
@@ -305,4 +305,23 @@ describe("gossip", () => {
     for (const n of all) expect((await overlayState(n)).routes.map((r) => r.dst)).toContain(n7.podCIDR);
     expect((await lab.connect(a.name, "tcp", p.ip, 8080, 2000)).ok).toBe(true);
   }, 90_000);
+});
+
+describe("cleanup", () => {
+  test("skein cleanup --datapath on a node whose agent stopped removes its routes, VXLAN device, FDB and neighbour entries, and tables; --dry-run lists them first", async () => {
+    await c.stopAgent("n5");
+    const before = await overlayState("n5");
+    expect(before.routes.length).toBeGreaterThan(0);
+    // a prefix no namespace has: only the node's own datapath goes
+    const cmd = [builtSkein(), "cleanup", "--datapath", "--prefix", "skt-none-"];
+    const dry = await lab.exec("n5", [...cmd, "--dry-run"]);
+    for (const r of before.routes) expect(dry.stdout).toContain(`would remove route ${r.dst as string}`);
+    expect(dry.stdout).toContain("would remove link skein.vxlan");
+    expect(await overlayState("n5")).toEqual(before);
+    const done = await lab.exec("n5", cmd);
+    expect(done.stdout).toContain("removed link skein.vxlan");
+    expect(await overlayState("n5")).toEqual({ routes: [], fdb: [], neigh: [] });
+    expect((await lab.exec("n5", ["nft", "list", "tables"])).stdout).not.toContain("skein");
+    expect((await lab.exec("n5", ["ip", "link", "show", "skein.vxlan"], { allowFail: true })).exitCode).not.toBe(0);
+  }, 30_000);
 });

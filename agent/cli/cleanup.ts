@@ -4,6 +4,7 @@ import { openNft } from "../datapath/nft.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { deleteHostLink, listHostLinks } from "../cni/links.ts";
 import { deleteNetns, listNetns } from "../sys/netns.ts";
+import { Overlay } from "../overlay/overlay.ts";
 
 export function cleanup(o: { prefixes: string[]; datapath: boolean; dryRun: boolean; log: (s: string) => void }): void {
   const prefixes = o.prefixes.filter(Boolean);
@@ -27,5 +28,13 @@ export function cleanup(o: { prefixes: string[]; datapath: boolean; dryRun: bool
   for (const link of listHostLinks().filter((l) => /^sk[0-9a-f]{13}$/.test(l))) {
     o.log(`${o.dryRun ? "would remove" : "removing"} pod link ${link}\n`);
     if (!o.dryRun) deleteHostLink(link);
+  }
+  // the pod network between the nodes: routes of skein's protocol and the VXLAN device (which
+  // takes its neighbour and FDB entries along)
+  const overlay = Overlay.open({ log: { info() {}, warn() {} }, watch: false });
+  try {
+    for (const what of o.dryRun ? overlay.describeCleanup() : overlay.cleanup()) o.log(`${o.dryRun ? "would remove" : "removed"} ${what}\n`);
+  } finally {
+    overlay.close();
   }
 }

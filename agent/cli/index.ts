@@ -348,7 +348,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .command("cleanup")
     .description("remove what the demo and the tests left behind, and optionally skein's datapath on this host")
     .addOption(new Option("--prefix <prefix...>", "network namespace name prefixes to remove").default([DEMO_PREFIX, TEST_PREFIX]))
-    .option("--datapath", "also remove skein's nftables tables and pod host links in the current network namespace")
+    .option("--datapath", "also remove skein's nftables tables, pod host links, overlay routes and VXLAN device in the current network namespace")
     .option("--dry-run", "only print what would be removed")
     .action(async (o: { prefix: string[]; datapath?: boolean; dryRun?: boolean }) => {
       const { cleanup } = await import("./cleanup.ts");
