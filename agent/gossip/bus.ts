@@ -64,6 +64,7 @@ export class GossipBus {
   /** after a reconnect: live again once the watch delivers the put made after it */
   private catchUp: { rev?: number } | undefined;
   private watchdog: Timer | undefined;
+  private starts = 0;
   private connected = false;
   private live = false;
   private needPut = true;
@@ -95,6 +96,11 @@ export class GossipBus {
   /** The server this bus is connected to ("host:port"), if any: for status pages and tests. */
   get server(): string | undefined {
     return this.connected ? this.nc?.getServer() : undefined;
+  }
+
+  /** How many watches this bus has started (1 when nothing went wrong): for metrics and tests. */
+  get watchStarts(): number {
+    return this.starts;
   }
 
   /** Puts the record now (it changed). */
@@ -292,6 +298,7 @@ export class GossipBus {
   private async startWatch(kv: KV): Promise<void> {
     this.dropWatch();
     const gen = ++this.gen;
+    this.starts++;
     // a new watch starts with the bucket's current values: it is caught up once they are in
     this.unseen = undefined;
     this.catchUp = undefined;
