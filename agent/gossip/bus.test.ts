@@ -120,7 +120,7 @@ describe("GossipBus on one server", () => {
     console.log(`gossip: bus start to peer seeing the record: p50 ${times[1]!.toFixed(0)} ms (runs: ${times.map((t) => t.toFixed(0)).join(", ")} ms)`);
   });
 
-  test("heartbeats refresh the record with a growing seq; leave() deletes the key, and peers see onDelete", async () => {
+  test("heartbeats refresh the record with a growing seq; leave() deletes the key and a purge removes one: peers see onDelete", async () => {
     const c = await nats();
     const a = startBus(1, cfg(c));
     const b = startBus(2, cfg(c));
@@ -130,6 +130,12 @@ describe("GossipBus on one server", () => {
     await a.bus.leave();
     await waitFor("b gets the delete", () => b.deleted.includes("n1"));
     expect(b.seen.has("n1")).toBe(false);
+    // a purge (an operator's clean-up) is a delete too
+    await waitFor("b sees itself", () => b.seen.has("n2"));
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    await (await nc.jetstream().views.kv("skein-nodes", { bindOnly: true })).purge("n2");
+    await nc.close();
+    await waitFor("b gets the purge as a delete", () => b.deleted.includes("n2"));
   });
 
   test("a value that is not a record reaches onPut as bytes (the peer book refuses it); the bus goes on", async () => {
