@@ -151,6 +151,8 @@ export class GossipBus {
         await nc.close().catch(() => {});
         break;
       }
+      // followed from the start, so that no disconnect right after connecting is missed
+      const status = nc.status();
       this.quiet.delete("connect");
       this.nc = nc;
       this.js = nc.jetstream({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
@@ -159,7 +161,6 @@ export class GossipBus {
       this.kick();
       this.heartbeat = setInterval(() => this.announce(), this.o.heartbeatMs);
       this.watchdog = setInterval(() => this.checkWatch(), Math.min(500, this.o.heartbeatMs));
-      const status = nc.status();
       const statusDone = this.followStatus(status);
       const err = await nc.closed();
       // the status iterator does not end by itself when the connection closes
