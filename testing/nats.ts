@@ -5,6 +5,7 @@
 // (a server that lost its state is what the heartbeats must refill). close() kills them all.
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, connect as netConnect, type AddressInfo, type Server, type Socket } from "node:net";
 import type { Subprocess } from "bun";
 import { inNetns, runAsync } from "../agent/sys/exec.ts";
 
@@ -191,5 +192,59 @@ export class NatsCluster {
     this.closed = true;
     await Promise.all(this.nodes.map((_, i) => this.kill(i)));
     rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * A TCP relay on loopback to one port, whose connections can be cut while it keeps listening:
+ * a client loses its connection and gets it back at once, while the server stays up and keeps
+ * its state (what a network blip does, and a server restart does not).
+ */
+export class TcpRelay {
+  private constructor(
+    private readonly server: Server,
+    readonly port: number,
+    private readonly socks: Set<Socket>,
+  ) {}
+
+  static async start(targetPort: number): Promise<TcpRelay> {
+    const socks = new Set<Socket>();
+    const server = createServer((client) => {
+      const upstream = netConnect(targetPort, "127.0.0.1");
+      socks.add(client);
+      socks.add(upstream);
+      const end = () => {
+        client.destroy();
+        upstream.destroy();
+        socks.delete(client);
+        socks.delete(upstream);
+      };
+      for (const s of [client, upstream]) {
+        s.on("error", end);
+        s.on("close", end);
+      }
+      client.pipe(upstream);
+      upstream.pipe(client);
+    });
+    const port = await new Promise<number>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port));
+    });
+    return new TcpRelay(server, port, socks);
+  }
+
+  get url(): string {
+    return `nats://127.0.0.1:${this.port}`;
+  }
+
+  /** Drops every connection now; new ones are relayed as before. */
+  cut(): void {
+    for (const s of this.socks) s.destroy();
+    this.socks.clear();
+  }
+
+  async close(): Promise<void> {
+    this.cut();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
 }

@@ -1,10 +1,17 @@
 // The gossip bus: this node's record in a NATS JetStream key-value bucket, put at once on every
 // (re)connect and on a heartbeat, and a watch on every key. It never gives up and never throws
 // at its caller: an unreachable server, a wrong password or a server that came back without its
-// JetStream state are logged and retried. On each reconnect the bucket is made sure of (created
-// when missing) and the watch is built anew, since a server restarted without its state starts
-// its stream over at sequence 1, where an old ordered consumer (resuming at its last sequence)
-// would wait for ever. A put that finds no stream does the same without waiting for a reconnect.
+// JetStream state are logged and retried.
+//
+// The watch is the fragile part. Its ordered consumer lives on one server; when that server
+// dies the client notices only after missing two of the consumer's heartbeats (10 s or more),
+// and when a server comes back without its state the stream starts over at sequence 1, where
+// an old consumer resuming at its last sequence would wait for ever. So the bus checks the
+// watch by its own record: every put's revision must come back through the watch within a
+// couple of seconds, else the watch is built anew. A put that finds no stream (the bucket is
+// gone) re-creates the bucket and the watch at once. After a reconnect the old watch is kept
+// (rebuilding needs the cluster's meta leader, which may be the server that just died) and the
+// bus is live again once the watch has delivered the put made after the reconnect.
 import { connect, type ConnectionOptions, type JetStreamClient, type KV, type KvEntry, type NatsConnection, type QueuedIterator, type Status } from "nats";
 import type { Logger } from "pino";
 import { clientOptions, redacted, type NatsConfig } from "./config.ts";
@@ -49,6 +56,15 @@ export class GossipBus {
   /** bumped whenever a watch is given up, so a dead watch's late entries are dropped */
   private gen = 0;
   private seq = 0;
+  private readonly self: string;
+  /** the revision of this node's last acknowledged put */
+  private ownRev = 0;
+  /** the oldest acknowledged put the watch has not delivered yet, and when it was acknowledged */
+  private unseen: { rev: number; at: number } | undefined;
+  /** after a reconnect: live again once the watch delivers the put made after it */
+  private catchUp: { rev?: number } | undefined;
+  private watchdog: Timer | undefined;
+  private starts = 0;
   private connected = false;
   private live = false;
   private needPut = true;
@@ -67,6 +83,7 @@ export class GossipBus {
     this.log = o.log.child({ part: "gossip" });
     this.retryMs = o.retryMs ?? 300;
     this.maxKeys = o.maxKeys ?? MAX_KEYS;
+    this.self = o.record().node;
     this.log.info({ nats: redacted(o.config), bucket: o.bucket, replicas: o.replicas, ttlMs: o.ttlMs, heartbeatMs: o.heartbeatMs }, "gossip starting");
     this.done = this.run();
   }
@@ -81,6 +98,11 @@ export class GossipBus {
     return this.connected ? this.nc?.getServer() : undefined;
   }
 
+  /** How many watches this bus has started (1 when nothing went wrong): for metrics and tests. */
+  get watchStarts(): number {
+    return this.starts;
+  }
+
   /** Puts the record now (it changed). */
   announce(): void {
     this.needPut = true;
@@ -92,6 +114,7 @@ export class GossipBus {
     if (this.stopped) return this.done;
     this.stopped = true;
     clearInterval(this.heartbeat);
+    clearInterval(this.watchdog);
     clearTimeout(this.retryTimer);
     this.wake?.();
     this.dropWatch();
@@ -103,10 +126,9 @@ export class GossipBus {
 
   /** Deletes the record (peers see it go at once), then stops. */
   async leave(): Promise<void> {
-    const key = this.o.record().node;
     if (this.kv && this.connected) {
       try {
-        await this.kv.delete(key);
+        await this.kv.delete(this.self);
       } catch (e) {
         this.log.warn({ err: msg(e) }, "gossip: could not delete the node record; it will expire");
       }
@@ -129,23 +151,31 @@ export class GossipBus {
         await nc.close().catch(() => {});
         break;
       }
+      // followed from the start, so that no disconnect right after connecting is missed
+      const status = nc.status();
       this.quiet.delete("connect");
       this.nc = nc;
       this.js = nc.jetstream({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
       this.log.info({ server: nc.getServer() }, "gossip: connected to NATS");
-      this.onConnected();
+      this.connected = true;
+      this.kick();
       this.heartbeat = setInterval(() => this.announce(), this.o.heartbeatMs);
-      const status = nc.status();
+      this.watchdog = setInterval(() => this.checkWatch(), Math.min(500, this.o.heartbeatMs));
       const statusDone = this.followStatus(status);
       const err = await nc.closed();
       // the status iterator does not end by itself when the connection closes
       (status as unknown as { stop(): void }).stop();
       clearInterval(this.heartbeat);
+      clearInterval(this.watchdog);
       this.connected = false;
       this.dropWatch();
       this.setLive(false);
       this.kv = undefined;
       this.nc = undefined;
+      this.needPut = true;
+      this.needWatch = true;
+      this.unseen = undefined;
+      this.catchUp = undefined;
       await statusDone;
       if (!this.stopped) {
         this.log.warn({ err: err ? msg(err) : undefined }, "gossip: NATS connection closed; connecting again");
@@ -157,7 +187,7 @@ export class GossipBus {
   private connectOptions(): ConnectionOptions {
     return {
       ...clientOptions(this.o.config),
-      name: `skein ${this.o.record().node}`,
+      name: `skein ${this.self}`,
       maxReconnectAttempts: -1,
       reconnectTimeWait: this.retryMs,
       reconnectJitter: this.retryMs,
@@ -174,24 +204,29 @@ export class GossipBus {
     for await (const s of status) {
       if (s.type === "disconnect") {
         this.connected = false;
-        this.dropWatch();
         this.setLive(false);
         this.log.warn({ server: String(s.data) }, "gossip: disconnected from NATS; reconnecting");
       } else if (s.type === "reconnect") {
         this.quiet.delete("nats error");
         this.log.info({ server: String(s.data) }, "gossip: reconnected to NATS");
-        this.onConnected();
+        this.connected = true;
+        this.catchUp = {};
+        this.unseen = undefined;
+        this.needPut = true;
+        this.kick();
       } else if (s.type === "error") {
         this.warnQuietly("nats error", { err: String(s.data) }, "gossip: NATS error");
       }
     }
   }
 
-  private onConnected(): void {
-    this.connected = true;
-    // the server may have lost its JetStream state: make sure of the bucket, put, watch anew
-    this.kv = undefined;
-    this.needPut = true;
+  /** Builds the watch anew when it has not delivered this node's own put in time. */
+  private checkWatch(): void {
+    const stall = Math.max(2000, this.o.heartbeatMs);
+    if (!this.watch || !this.connected || !this.unseen || Date.now() - this.unseen.at <= stall) return;
+    this.log.warn({ rev: this.unseen.rev }, "gossip: the watch did not deliver this node's own put; watching again");
+    this.dropWatch();
+    this.setLive(false);
     this.needWatch = true;
     this.kick();
   }
@@ -232,7 +267,10 @@ export class GossipBus {
       this.needPut = false;
       const rec = { ...this.o.record(), seq: this.seq++ };
       try {
-        await kv.put(rec.node, encodeRecord(rec));
+        const rev = await kv.put(this.self, encodeRecord(rec));
+        this.ownRev = rev;
+        this.unseen ??= { rev, at: Date.now() };
+        if (this.catchUp && this.catchUp.rev === undefined) this.catchUp.rev = rev;
       } catch (e) {
         this.needPut = true;
         // the bucket may be gone (a server that lost its state, a cluster that lost the
@@ -261,10 +299,14 @@ export class GossipBus {
   private async startWatch(kv: KV): Promise<void> {
     this.dropWatch();
     const gen = ++this.gen;
+    this.starts++;
+    // a new watch starts with the bucket's current values: it is caught up once they are in
+    this.unseen = undefined;
+    this.catchUp = undefined;
     const w = await kv.watch({
       key: ">",
       initializedFn: () => {
-        if (gen === this.gen && this.connected) this.setLive(true);
+        if (gen === this.gen && this.connected && !this.catchUp) this.setLive(true);
       },
     });
     if (gen !== this.gen || this.stopped) {
@@ -310,6 +352,7 @@ export class GossipBus {
 
   private deliver(e: KvEntry): void {
     const key = e.key;
+    if (key === this.self) this.ownSeen(e.revision);
     if (e.operation === "PUT") {
       if (key.length > MAX_KEY_LENGTH) {
         this.warnQuietly("long key", { key: key.slice(0, 64) }, "gossip: key longer than a Node name ignored");
@@ -327,6 +370,15 @@ export class GossipBus {
     } else {
       this.keys.delete(key);
       this.call(() => this.o.onDelete(key));
+    }
+  }
+
+  /** The watch delivered this node's own record at revision `rev`. */
+  private ownSeen(rev: number): void {
+    if (this.unseen && rev >= this.unseen.rev) this.unseen = rev >= this.ownRev ? undefined : { rev: this.ownRev, at: Date.now() };
+    if (this.catchUp?.rev !== undefined && rev >= this.catchUp.rev) {
+      this.catchUp = undefined;
+      if (this.connected) this.setLive(true);
     }
   }
 
