@@ -238,7 +238,7 @@ describe("GossipBus on one server", () => {
     await waitFor("a sees b after the reconnect", () => a.seen.has("n2"), 2000);
   });
 
-  test("a connection cut while the server keeps its state: the watch is kept, and live again once it delivers the put made after the reconnect", async () => {
+  test("a connection cut while the server keeps its state: live again once the watch (kept, or rebuilt when it is slow to deliver) delivers the put made after the reconnect", async () => {
     const c = await nats();
     const relay = await TcpRelay.start(c.nodes[0]!.port);
     try {
@@ -249,7 +249,8 @@ describe("GossipBus on one server", () => {
       relay.cut();
       await waitFor("a not live", () => a.liveFlips.at(-1) === false);
       await waitFor("a live again", a.live, 3000);
-      expect(a.bus.watchStarts).toBe(1);
+      // kept when it delivers within a quarter second of the reconnect, else built once more
+      expect(a.bus.watchStarts).toBeLessThanOrEqual(2);
       await waitFor("b sees a's puts after the cut", () => b.seen.get("n1")!.seq > seq + 1, 3000);
       const bSeq = a.seen.get("n2")!.seq;
       await waitFor("a still sees b's heartbeats on the kept watch", () => a.seen.get("n2")!.seq > bSeq, 3000);

@@ -160,7 +160,8 @@ export class GossipBus {
       this.connected = true;
       this.kick();
       this.heartbeat = setInterval(() => this.announce(), this.o.heartbeatMs);
-      this.watchdog = setInterval(() => this.checkWatch(), Math.min(500, this.o.heartbeatMs));
+      // often: right after a reconnect its stall limit is short (checkWatch)
+      this.watchdog = setInterval(() => this.checkWatch(), Math.min(100, this.o.heartbeatMs));
       const statusDone = this.followStatus(status);
       const err = await nc.closed();
       // the status iterator does not end by itself when the connection closes
@@ -222,7 +223,10 @@ export class GossipBus {
 
   /** Builds the watch anew when it has not delivered this node's own put in time. */
   private checkWatch(): void {
-    const stall = Math.max(2000, this.o.heartbeatMs);
+    // Right after a reconnect the old watch is most likely gone with the server it lived on
+    // (a restarted server keeps no ephemeral consumer), and a node that joined meanwhile
+    // waits on it: a quarter second for the first own put, not the steady-state couple of seconds.
+    const stall = this.catchUp ? 250 : Math.max(2000, this.o.heartbeatMs);
     if (!this.watch || !this.connected || !this.unseen || Date.now() - this.unseen.at <= stall) return;
     this.log.warn({ rev: this.unseen.rev }, "gossip: the watch did not deliver this node's own put; watching again");
     this.dropWatch();

@@ -119,7 +119,9 @@ export class DiskStore implements IpamStore {
     const tmp = `${this.path}.tmp-${process.pid}`;
     const fd = openSync(tmp, "w", 0o600);
     try {
-      writeSync(fd, body);
+      // write(2) may take less than asked (seen here with 12 MiB states): a state cut short
+      // would read as corrupt to every later call
+      for (let off = 0; off < body.length; ) off += writeSync(fd, body, off, body.length - off);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
