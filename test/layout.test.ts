@@ -233,6 +233,17 @@ const RULES: Array<{ applies: (f: string) => boolean; follow: (e: Edge) => boole
     bad: (f) => top(f) === "testing" || top(f) === "test",
     rule: "the agent reaches testing/ and test/ only through a lazy import() in agent/cli",
   },
+  // the pod network's parts sit beside the datapath, below the loop: what joins them is
+  // agent/loop/network.ts, so neither knows the other, the loop or the service datapath
+  ...(["gossip", "overlay"] as const).map((part) => {
+    const other = part === "gossip" ? "overlay" : "gossip";
+    return {
+      applies: (f: string) => f.startsWith(`agent/${part}/`) && !isTest(f),
+      follow: () => true,
+      bad: (f: string) => [`agent/${other}/`, "agent/loop/", "agent/cli/", "agent/datapath/", "agent/watch/"].some((d) => f.startsWith(d)),
+      rule: `agent/${part} reaches nothing of agent/${other}, agent/loop, agent/cli, agent/datapath or agent/watch`,
+    };
+  }),
 ];
 
 /** Files whose imports, followed, break the layout's rules: each with the way there and the rule. */
@@ -255,7 +266,7 @@ test("no cycle among static imports", () => {
   expect(findCycle(edges.filter((e) => !e.lazy))).toBeUndefined();
 });
 
-test("compiler/ reaches nothing of agent/, testing/, test/ or bench/; agent/sys only compiler/address.ts; agent/ reaches testing/ only lazily from its CLI", () => {
+test("compiler/ reaches nothing of agent/, testing/, test/ or bench/; agent/sys only compiler/address.ts; agent/ reaches testing/ only lazily from its CLI; agent/gossip and agent/overlay know neither each other nor what is above them", () => {
   expect(violations(edges)).toEqual([]);
 });
 
