@@ -29,7 +29,8 @@ export const OUTSIDE_ADDRESS = "192.168.50.200";
 export const CONTROL_PLANE_ADDRESS = "192.168.50.5";
 export const CLUSTER_CIDR = "10.244.0.0/16";
 export const SERVICE_CIDR = "10.96.0.0/16";
-export const VXLAN_PORT = 4789;
+import { VXLAN_PORT } from "../agent/sys/devices.ts";
+export { VXLAN_PORT };
 /** the namespaces (lab short names) of the underlay's fixed hosts */
 export const BRIDGE_NS = "ul";
 export const R1_NS = "r1";

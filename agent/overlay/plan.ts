@@ -53,8 +53,8 @@ export interface PeerPath {
   why: string;
 }
 
-export const VXLAN_DEV = "skein.vxlan";
-export const VXLAN_PORT = 4789;
+export { VXLAN_DEV, VXLAN_PORT } from "../sys/devices.ts";
+import { VXLAN_DEV, VXLAN_PORT } from "../sys/devices.ts";
 export const VXLAN_VNI = 1;
 
 export interface VxlanSpec {

@@ -48,7 +48,7 @@ import { attrs, str } from "./nftmsg.ts";
 export { IFF_UP, NUD_PERMANENT, RTM_NEWLINK, RTM_DELLINK, RTM_NEWROUTE, RTM_NEWADDR, RTM_NEWNEIGH };
 
 /** skein's rtm_protocol ('V'): what marks a route as skein's, in dumps and for deletion. */
-export const RTPROT_SKEIN = 0x56;
+export { RTPROT_SKEIN } from "./devices.ts";
 export const RT_TABLE_MAIN = 254;
 
 export const RTM_DELADDR = 21;
