@@ -22,8 +22,9 @@
 // (c) messages per second through nats-server (/varz in_msgs and out_msgs, asked from inside
 //     the control-plane namespace) with the largest (a) cluster heartbeating at the default
 //     heartbeat and at the bench's, against the server with no agent connected.
-// Usage (root, after the build): bun bench/gossip.ts [agents=3,10] [records=1000] [rounds=5] [reps=3] [window-s=30]
-//   window-s: how long (c) counts at the default heartbeat (the other windows are shorter)
+// Usage (root, after the build): bun bench/gossip.ts [agents=3,10] [records=1000] [rounds=5] [reps=3] [window-s=30] [parts=a,b,c]
+//   window-s: how long (c) counts at the default heartbeat (the other windows are shorter);
+//   (c) runs on the last NATS cluster of (a) and needs it
 import type { Subprocess } from "bun";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { constants, cpus, loadavg, tmpdir } from "node:os";
@@ -44,11 +45,13 @@ const RECORDS = Number(process.argv[3] ?? 1000);
 const ROUNDS = Number(process.argv[4] ?? 5);
 const REPS = Number(process.argv[5] ?? 3);
 const WINDOW_S = Number(process.argv[6] ?? 30);
+const PARTS = new Set((process.argv[7] ?? "a,b,c").split(","));
 for (const k of SIZES) if (!Number.isInteger(k) || k < 2 || k > 40) throw new Error(`agents: ${k} must be 2-40`);
 if (!Number.isInteger(RECORDS) || RECORDS < 1 || RECORDS > MAX_SIM_PEERS) throw new Error(`records: 1-${MAX_SIM_PEERS}`);
 if (!Number.isInteger(ROUNDS) || ROUNDS < 1 || ROUNDS > 100) throw new Error("rounds: 1-100");
 if (!Number.isInteger(REPS) || REPS < 1 || REPS > 20) throw new Error("reps: 1-20");
 if (!(WINDOW_S >= 1 && WINDOW_S <= 600)) throw new Error("window-s: 1-600");
+if (![...PARTS].every((p) => ["a", "b", "c"].includes(p))) throw new Error("parts: a comma-separated list of a, b, c");
 
 const SKEIN = resolve(import.meta.dir, "../dist/skein");
 const LOADER = resolve(import.meta.dir, "gossip-load.ts");
@@ -77,24 +80,25 @@ const natses = new Set<NatsCluster>();
 const dirs = new Set<string>();
 const spaces = new Set<string>();
 const procs = new Set<Subprocess>();
+/** Kills and removes what the bench made. Once past its one wait (the NATS servers' exit) it
+ * runs to the end without yielding, so nothing of the bench's runs between it and an exit. */
 let cleaned: Promise<void> | undefined;
 const cleanUp = () =>
   (cleaned ??= (async () => {
     for (const p of procs) p.kill("SIGKILL");
-    for (const n of natses) await n.close().catch(() => {});
+    await Promise.all([...natses].map((n) => n.close().catch(() => {})));
     for (const lab of labs) lab.destroy();
     for (const ns of spaces) deleteNetns(ns);
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   })());
 let interrupted: NodeJS.Signals | undefined;
 for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
+  process.on(signal, async () => {
     if (interrupted) return;
     interrupted = signal;
-    void cleanUp().finally(() => {
-      console.error(`gossip.ts: interrupted by ${signal}`);
-      process.exit(128 + constants.signals[signal]);
-    });
+    await cleanUp();
+    console.error(`gossip.ts: interrupted by ${signal}`);
+    process.exit(128 + constants.signals[signal]);
   });
 }
 
@@ -572,69 +576,73 @@ async function scriptBaseline(peers: ReturnType<typeof gossipPeer>[]): Promise<{
 
 const loadAtStart = loadavg();
 try {
-  // (a)
-  const results = new Map<string, ARun[]>();
-  const biggest = Math.max(...SIZES);
-  let kept: Started | undefined;
-  for (const k of SIZES) {
-    for (let r = 0; r < REPS; r++) {
-      for (const v of VARIANTS) {
-        // the last run of the biggest cluster with NATS stays up for (c)
-        const keep = k === biggest && v === "nats" && r === REPS - 1;
-        const { run, s } = await runA(k, v, keep);
-        if (keep) kept = s;
-        results.set(`${k} ${v}`, [...(results.get(`${k} ${v}`) ?? []), run]);
-        console.error(`(a) ${k} agents, ${v}, run ${r + 1}: all programmed after ${run.allMs} ms`);
+  if (PARTS.has("a") || PARTS.has("c")) {
+    // (a)
+    const results = new Map<string, ARun[]>();
+    const biggest = Math.max(...SIZES);
+    let kept: Started | undefined;
+    for (const k of SIZES) {
+      for (let r = 0; r < REPS; r++) {
+        for (const v of VARIANTS) {
+          // the last run of the biggest cluster with NATS stays up for (c)
+          const keep = PARTS.has("c") && k === biggest && v === "nats" && r === REPS - 1;
+          const { run, s } = await runA(k, v, keep);
+          if (keep) kept = s;
+          results.set(`${k} ${v}`, [...(results.get(`${k} ${v}`) ?? []), run]);
+          console.error(`(a) ${k} agents, ${v}, run ${r + 1}: all programmed after ${run.allMs} ms`);
+        }
       }
     }
-  }
-  const cores = cpus().length;
-  const a = [
-    `(a) k agents started at once: ms from starting them until every node's kernel holds every peer (route; VXLAN peers also neighbour and FDB entry), median [max] of ${REPS} runs`,
-    `    Node objects = no NATS (the baseline, as Flannel's Kubernetes subnet manager); NATS = with gossip; records only = NATS, Nodes without InternalIP (only records make peers);`,
-    `    join = records only, k-1 agents running, the clock starts with the k-th. Then, for NATS and records only, medians over agents and runs: CPU (user+system ms) an agent had`,
-    `    used by then, k × that / ${cores} cores (the floor this machine puts under "at once"), and ms from the start until its first log line, it connected to NATS, its gossip was live`,
-    `    (load average when the bench started: ${loadAtStart.map((x) => x.toFixed(1)).join(" ")})`,
-    `${col("agents", 6)} ${col("Node objects", 14)} ${col("NATS", 14)} ${col("records only", 14)} ${col("join", 12)} ${col("CPU/agent", 10)} ${col("k×CPU/cores", 12)} ${col("first log", 10)} ${col("connected", 10)} ${col("live", 6)}`,
-  ];
-  for (const k of SIZES) {
-    const cell = (v: Variant) => {
-      const xs = results.get(`${k} ${v}`)!.map((x) => x.allMs);
-      return `${fmt(median(xs))} [${fmt(Math.max(...xs))}]`;
-    };
-    const nats = [...results.get(`${k} nats`)!, ...results.get(`${k} records`)!];
-    const med = (f: (x: ARun) => number[]) => median(nats.flatMap(f).filter((x) => !Number.isNaN(x)));
-    const cpu = med((x) => x.cpuMs);
-    a.push(`${col(k, 6)} ${col(cell("node"), 14)} ${col(cell("nats"), 14)} ${col(cell("records"), 14)} ${col(cell("join"), 12)} ${col(fmt(cpu), 10)} ${col(fmt((k * cpu) / cores), 12)} ${col(fmt(med((x) => x.upMs)), 10)} ${col(fmt(med((x) => x.connectedMs)), 10)} ${col(fmt(med((x) => x.liveMs)), 6)}`);
-  }
-  console.log(a.join("\n") + "\n");
+    const cores = cpus().length;
+    const a = [
+      `(a) k agents started at once: ms from starting them until every node's kernel holds every peer (route; VXLAN peers also neighbour and FDB entry), median [max] of ${REPS} runs`,
+      `    Node objects = no NATS (the baseline, as Flannel's Kubernetes subnet manager); NATS = with gossip; records only = NATS, Nodes without InternalIP (only records make peers);`,
+      `    join = records only, k-1 agents running, the clock starts with the k-th. Then, for NATS and records only, medians over agents and runs: CPU (user+system ms) an agent had`,
+      `    used by then, k × that / ${cores} cores (the floor this machine puts under "at once"), and ms from the start until its first log line, it connected to NATS, its gossip was live`,
+      `    (load average when the bench started: ${loadAtStart.map((x) => x.toFixed(1)).join(" ")})`,
+      `${col("agents", 6)} ${col("Node objects", 14)} ${col("NATS", 14)} ${col("records only", 14)} ${col("join", 12)} ${col("CPU/agent", 10)} ${col("k×CPU/cores", 12)} ${col("first log", 10)} ${col("connected", 10)} ${col("live", 6)}`,
+    ];
+    for (const k of SIZES) {
+      const cell = (v: Variant) => {
+        const xs = results.get(`${k} ${v}`)!.map((x) => x.allMs);
+        return `${fmt(median(xs))} [${fmt(Math.max(...xs))}]`;
+      };
+      const nats = [...results.get(`${k} nats`)!, ...results.get(`${k} records`)!];
+      const med = (f: (x: ARun) => number[]) => median(nats.flatMap(f).filter((x) => !Number.isNaN(x)));
+      const cpu = med((x) => x.cpuMs);
+      a.push(`${col(k, 6)} ${col(cell("node"), 14)} ${col(cell("nats"), 14)} ${col(cell("records"), 14)} ${col(cell("join"), 12)} ${col(fmt(cpu), 10)} ${col(fmt((k * cpu) / cores), 12)} ${col(fmt(med((x) => x.upMs)), 10)} ${col(fmt(med((x) => x.connectedMs)), 10)} ${col(fmt(med((x) => x.liveMs)), 6)}`);
+    }
+    console.log(a.join("\n") + "\n");
 
-  // (c), on the cluster kept from (a)
-  if (kept) {
-    const c = await partC(kept);
-    await dropLab(kept.lab, kept.nats, kept.dir);
-    console.log(c.join("\n") + "\n");
+    // (c), on the cluster kept from (a)
+    if (kept) {
+      const c = await partC(kept);
+      await dropLab(kept.lab, kept.nats, kept.dir);
+      console.log(c.join("\n") + "\n");
+    }
   }
 
-  // (b)
-  const b = await partB();
-  const g = b.gossip;
-  const rows = [
-    `(b) one agent, ${RECORDS} simulated peers whose Node objects the API server holds, all VXLAN (${RECORDS} routes + ${RECORDS} neighbours + ${RECORDS} FDB entries)`,
-    `    gossip = their records put by a load generator over NATS, timed from the first put; Node objects = the same agent without NATS, timed from its start;`,
-    `    script = one bridge -batch and one ip -batch into a fresh namespace, timed from the first exec. CPU per round: user+system ms of the agent per round of`,
-    `    ${RECORDS} re-puts (one heartbeat of every peer, ${ROUNDS} rounds ${BENCH_HB_MS} ms apart); idle: its CPU over as long without puts, per round`,
-    `${"".padEnd(34)} ${col("gossip", 10)} ${col("Node objects", 13)} ${col("script", 8)}`,
-    `${"ms until every entry is in".padEnd(34)} ${col(fmt(g.ms), 10)} ${col(fmt(b.nodes.ms), 13)} ${col(fmt(b.script.ms), 8)}`,
-    `${"  of which netlink writes (agent log)".padEnd(34)} ${col(fmt(g.overlayMs), 10)} ${col(fmt(b.nodes.overlayMs), 13)} ${col(`${fmt(b.script.bridgeMs)}+${fmt(b.script.ipMs)}`, 8)}`,
-    `${"agent RSS after, MB".padEnd(34)} ${col(fmt(g.rssMB, 1), 10)} ${col(fmt(b.nodes.rssMB, 1), 13)} ${col("—", 8)}`,
-    `${"agent peak RSS (VmHWM), MB".padEnd(34)} ${col(fmt(g.hwmMB, 1), 10)} ${col(fmt(b.nodes.hwmMB, 1), 13)} ${col("—", 8)}`,
-    `${"agent CPU per round, ms".padEnd(34)} ${col(fmt(g.cpuRoundMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
-    `${"agent CPU idle, per round, ms".padEnd(34)} ${col(fmt(g.cpuIdleMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
-    `    gossip detail: all ${RECORDS} puts acknowledged after ${fmt(g.putsMs)} ms (a re-put round: ${fmt(g.roundPutsMs)} ms); the agent accepted the first record after ${fmt(g.firstAcceptMs)} ms`,
-    `    and the last after ${fmt(g.lastAcceptMs)} ms; ${g.overlayApplies} overlay applies; RSS before the records ${fmt(g.rssBeforeMB, 1)} MB (with the ${RECORDS} Node objects)`,
-  ];
-  console.log(rows.join("\n"));
+  if (PARTS.has("b")) {
+    // (b)
+    const b = await partB();
+    const g = b.gossip;
+    const rows = [
+      `(b) one agent, ${RECORDS} simulated peers whose Node objects the API server holds, all VXLAN (${RECORDS} routes + ${RECORDS} neighbours + ${RECORDS} FDB entries)`,
+      `    gossip = their records put by a load generator over NATS, timed from the first put; Node objects = the same agent without NATS, timed from its start;`,
+      `    script = one bridge -batch and one ip -batch into a fresh namespace, timed from the first exec. CPU per round: user+system ms of the agent per round of`,
+      `    ${RECORDS} re-puts (one heartbeat of every peer, ${ROUNDS} rounds ${BENCH_HB_MS} ms apart); idle: its CPU over as long without puts, per round`,
+      `${"".padEnd(34)} ${col("gossip", 10)} ${col("Node objects", 13)} ${col("script", 8)}`,
+      `${"ms until every entry is in".padEnd(34)} ${col(fmt(g.ms), 10)} ${col(fmt(b.nodes.ms), 13)} ${col(fmt(b.script.ms), 8)}`,
+      `${"  of which netlink writes (agent log)".padEnd(34)} ${col(fmt(g.overlayMs), 10)} ${col(fmt(b.nodes.overlayMs), 13)} ${col(`${fmt(b.script.bridgeMs)}+${fmt(b.script.ipMs)}`, 8)}`,
+      `${"agent RSS after, MB".padEnd(34)} ${col(fmt(g.rssMB, 1), 10)} ${col(fmt(b.nodes.rssMB, 1), 13)} ${col("—", 8)}`,
+      `${"agent peak RSS (VmHWM), MB".padEnd(34)} ${col(fmt(g.hwmMB, 1), 10)} ${col(fmt(b.nodes.hwmMB, 1), 13)} ${col("—", 8)}`,
+      `${"agent CPU per round, ms".padEnd(34)} ${col(fmt(g.cpuRoundMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
+      `${"agent CPU idle, per round, ms".padEnd(34)} ${col(fmt(g.cpuIdleMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
+      `    gossip detail: all ${RECORDS} puts acknowledged after ${fmt(g.putsMs)} ms (a re-put round: ${fmt(g.roundPutsMs)} ms); the agent accepted the first record after ${fmt(g.firstAcceptMs)} ms`,
+      `    and the last after ${fmt(g.lastAcceptMs)} ms; ${g.overlayApplies} overlay applies; RSS before the records ${fmt(g.rssBeforeMB, 1)} MB (with the ${RECORDS} Node objects)`,
+    ];
+    console.log(rows.join("\n"));
+  }
 } finally {
   if (!interrupted) await cleanUp();
 }
