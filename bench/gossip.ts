@@ -227,6 +227,8 @@ interface ARun {
   cpuMs: number[];
   /** per agent, from the start: first log line, connected to NATS, gossip live */
   upMs: number[];
+  /** its Node listed: it knows its own pod CIDRs and underlay (the bus starts then) */
+  selfMs: number[];
   connectedMs: number[];
   liveMs: number[];
 }
@@ -324,6 +326,7 @@ async function runA(k: number, variant: Variant, keep = false): Promise<{ run: A
       nodeMs: variant === "join" ? [allMs] : nodeMs,
       cpuMs: cpu,
       upMs: agents.map((a) => (firstLine(a.out.text) ?? NaN) - t0),
+      selfMs: agents.map((a) => since(logTimes(a.out.text, "this node on the pod network"))),
       connectedMs: agents.map((a) => since(logTimes(a.out.text, "gossip: connected to NATS"))),
       liveMs: agents.map((a) => since(logTimes(a.out.text, "gossip live: watching every record"))),
     };
@@ -415,7 +418,7 @@ function lines(p: Subprocess<"pipe", "pipe", "pipe">): () => Promise<Record<stri
 
 interface BResult {
   gossip: { ms: number; putsMs: number; firstAcceptMs: number; lastAcceptMs: number; overlayMs: number; overlayApplies: number; rssBeforeMB: number; rssMB: number; hwmMB: number; cpuRoundMs: number; cpuIdleMs: number; roundPutsMs: number };
-  nodes: { ms: number; rssMB: number; hwmMB: number; overlayMs: number };
+  nodes: { ms: number; fromLogMs: number; rssMB: number; hwmMB: number; overlayMs: number };
   script: { ms: number; bridgeMs: number; ipMs: number };
 }
 
@@ -524,7 +527,7 @@ async function partB(): Promise<BResult> {
         cpuIdleMs,
         roundPutsMs: putsMs / ROUNDS,
       },
-      nodes: { ms: plainDone - tn, rssMB: plainSt.rssMB, hwmMB: plainSt.hwmMB, overlayMs: plainApplied.reduce((s, a) => s + a.ms, 0) },
+      nodes: { ms: plainDone - tn, fromLogMs: plainDone - (firstLine(plain.out.text) ?? NaN), rssMB: plainSt.rssMB, hwmMB: plainSt.hwmMB, overlayMs: plainApplied.reduce((s, a) => s + a.ms, 0) },
       script,
     };
   } finally {
@@ -598,19 +601,23 @@ try {
       `(a) k agents started at once: ms from starting them until every node's kernel holds every peer (route; VXLAN peers also neighbour and FDB entry), median [max] of ${REPS} runs`,
       `    Node objects = no NATS (the baseline, as Flannel's Kubernetes subnet manager); NATS = with gossip; records only = NATS, Nodes without InternalIP (only records make peers);`,
       `    join = records only, k-1 agents running, the clock starts with the k-th. Then, for NATS and records only, medians over agents and runs: CPU (user+system ms) an agent had`,
-      `    used by then, k × that / ${cores} cores (the floor this machine puts under "at once"), and ms from the start until its first log line, it connected to NATS, its gossip was live`,
+      `    used by then, k × that / ${cores} cores (the floor this machine puts under "at once"), and ms from the start until its first log line, its Node was listed (it knows its own`,
+      `    pod CIDR and underlay; its bus starts), it connected to NATS, its gossip was live (its watch had delivered the bucket)`,
       `    (load average when the bench started: ${loadAtStart.map((x) => x.toFixed(1)).join(" ")})`,
-      `${col("agents", 6)} ${col("Node objects", 14)} ${col("NATS", 14)} ${col("records only", 14)} ${col("join", 12)} ${col("CPU/agent", 10)} ${col("k×CPU/cores", 12)} ${col("first log", 10)} ${col("connected", 10)} ${col("live", 6)}`,
+      `${col("agents", 6)} ${col("Node objects", 14)} ${col("NATS", 14)} ${col("records only", 14)} ${col("join", 12)} ${col("CPU/agent", 10)} ${col("k×CPU/cores", 12)} ${col("first log", 10)} ${col("self", 6)} ${col("connected", 10)} ${col("live", 6)}`,
     ];
     for (const k of SIZES) {
       const cell = (v: Variant) => {
         const xs = results.get(`${k} ${v}`)!.map((x) => x.allMs);
         return `${fmt(median(xs))} [${fmt(Math.max(...xs))}]`;
       };
-      const nats = [...results.get(`${k} nats`)!, ...results.get(`${k} records`)!];
-      const med = (f: (x: ARun) => number[]) => median(nats.flatMap(f).filter((x) => !Number.isNaN(x)));
-      const cpu = med((x) => x.cpuMs);
-      a.push(`${col(k, 6)} ${col(cell("node"), 14)} ${col(cell("nats"), 14)} ${col(cell("records"), 14)} ${col(cell("join"), 12)} ${col(fmt(cpu), 10)} ${col(fmt((k * cpu) / cores), 12)} ${col(fmt(med((x) => x.upMs)), 10)} ${col(fmt(med((x) => x.connectedMs)), 10)} ${col(fmt(med((x) => x.liveMs)), 6)}`);
+      const phases = (runs: ARun[], n: number) => {
+        const med = (f: (x: ARun) => number[]) => median(runs.flatMap(f).filter((x) => !Number.isNaN(x)));
+        const cpu = med((x) => x.cpuMs);
+        return `${col(fmt(cpu), 10)} ${col(fmt((n * cpu) / cores), 12)} ${col(fmt(med((x) => x.upMs)), 10)} ${col(fmt(med((x) => x.selfMs)), 6)} ${col(fmt(med((x) => x.connectedMs)), 10)} ${col(fmt(med((x) => x.liveMs)), 6)}`;
+      };
+      a.push(`${col(k, 6)} ${col(cell("node"), 14)} ${col(cell("nats"), 14)} ${col(cell("records"), 14)} ${col(cell("join"), 12)} ${phases([...results.get(`${k} nats`)!, ...results.get(`${k} records`)!], k)}`);
+      a.push(`${"the joining agent alone (k = 1):".padStart(6 + 14 * 3 + 12 + 4)} ${phases(results.get(`${k} join`)!, 1)}`);
     }
     console.log(a.join("\n") + "\n");
 
@@ -639,7 +646,8 @@ try {
       `${"agent CPU per round, ms".padEnd(34)} ${col(fmt(g.cpuRoundMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
       `${"agent CPU idle, per round, ms".padEnd(34)} ${col(fmt(g.cpuIdleMs, 1), 10)} ${col("—", 13)} ${col("—", 8)}`,
       `    gossip detail: all ${RECORDS} puts acknowledged after ${fmt(g.putsMs)} ms (a re-put round: ${fmt(g.roundPutsMs)} ms); the agent accepted the first record after ${fmt(g.firstAcceptMs)} ms`,
-      `    and the last after ${fmt(g.lastAcceptMs)} ms; ${g.overlayApplies} overlay applies; RSS before the records ${fmt(g.rssBeforeMB, 1)} MB (with the ${RECORDS} Node objects)`,
+      `    and the last after ${fmt(g.lastAcceptMs)} ms; ${g.overlayApplies} overlay applies; RSS before the records ${fmt(g.rssBeforeMB, 1)} MB (with the ${RECORDS} Node objects);`,
+      `    Node objects detail: ${fmt(b.nodes.fromLogMs)} ms from the agent's first log line (the rest is its process start)`,
     ];
     console.log(rows.join("\n"));
   }
