@@ -2,13 +2,13 @@
 // baseline), nats-server and agents inside them, and temp dirs. However it ends, none of them
 // may be left; a tiny run prints its table. Root only (the bench needs namespaces).
 import { afterAll, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { resolve } from "node:path";
 import { deleteNetns } from "../agent/sys/netns.ts";
 import { run } from "../agent/sys/exec.ts";
 import { waitFor } from "../test/harness/index.ts";
+import { spawnBench } from "./spawn-bench.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const netns = () => (existsSync("/run/netns") ? readdirSync("/run/netns").filter((n) => n.startsWith("skb-gsp")) : []);
@@ -38,15 +38,7 @@ function comm(pid: string): string {
   }
 }
 
-function bench(args: string[]) {
-  const p = spawn(process.execPath, [`${ROOT}/bench/gossip.ts`, ...args], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  p.stdout.on("data", (d) => (stdout += d));
-  p.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) => p.on("close", (code) => r({ code, stdout, stderr })));
-  return { p, exited };
-}
+const bench = (args: string[]) => spawnBench("gossip.ts", args);
 
 const root = process.getuid?.() === 0 && existsSync(`${ROOT}/dist/skein`);
 
