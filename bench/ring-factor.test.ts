@@ -3,14 +3,12 @@
 // after it ends, however it ends, and a measurement that failed says why.
 // Root only (the bench measures nothing otherwise). Leftovers of this test are removed.
 import { afterAll, expect, test } from "bun:test";
-import { spawn } from "node:child_process";
 import { existsSync, readdirSync, rmdirSync } from "node:fs";
-import { resolve } from "node:path";
 import { waitFor } from "../test/harness/index.ts";
 import { deleteNetns } from "../agent/sys/netns.ts";
 import { memoryCgroup } from "./mem-cgroup.ts";
+import { spawnBench } from "./spawn-bench.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
 const CG = memoryCgroup().base;
 const cgroups = () => (existsSync(CG) ? readdirSync(CG).filter((n) => n.startsWith("skein-bench-")) : []);
 const netns = () => (existsSync("/run/netns") ? readdirSync("/run/netns").filter((n) => n.startsWith("skt-bring")) : []);
@@ -28,14 +26,7 @@ afterAll(() => {
 
 function bench() {
   before = snapshot();
-  // its own process group, as a shell gives a job: Ctrl-C reaches the bench and its helper
-  const p = spawn(process.execPath, [`${ROOT}/bench/ring-factor.ts`, "10", "10"], { cwd: ROOT, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let stdout = "";
-  let stderr = "";
-  p.stdout.on("data", (d) => (stdout += d));
-  p.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise<{ code: number | null; stdout: string; stderr: string }>((r) => p.on("close", (code) => r({ code, stdout, stderr })));
-  return { p, exited };
+  return spawnBench("ring-factor.ts", ["10", "10"]);
 }
 
 test.if(process.getuid?.() === 0)("Ctrl-C while the helper measures: no cgroup directory or namespace is left, the bench exits naming the signal", async () => {
