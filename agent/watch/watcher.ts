@@ -45,7 +45,8 @@ export interface WatcherOptions {
   retryMs?: { min: number; max: number };
   /** called after each page of a list has been read and trimmed (keep): where the agent
    * collects the page's garbage */
-  onPage?: () => void;
+  /** a page of a list was read (how many objects it held) */
+  onPage?: (items: number) => void;
   /** what to keep of each object listed or watched (the informers cache what this returns):
    * by default the object as the API server sent it */
   keep?: (kind: Kind, o: Record<string, unknown>) => KubernetesObject & Record<string, unknown>;
@@ -92,7 +93,7 @@ export class Watcher {
           const page = await this.client.request<ListOf>("GET", r.path, { query: { limit: this.o.pageSize ?? 500, continue: cont, fieldSelector: r.fieldSelector } });
           for (const it of page.items) items.push(this.o.keep ? this.o.keep(r.kind, it) : it);
           cont = page.metadata?.continue || undefined;
-          this.o.onPage?.();
+          this.o.onPage?.(page.items.length);
           rv = page.metadata?.resourceVersion ?? rv;
         } while (cont);
       } catch (e) {
