@@ -184,6 +184,24 @@ export function specialUse(ip: string): string | undefined {
   return undefined;
 }
 
+/**
+ * Why an address cannot be where a node is reached (a tunnel endpoint, a public address), or
+ * undefined: it must name one host, so not what specialUse names, nor any multicast address
+ * or the broadcast address (a tunnel there would spray a node's traffic over its link).
+ */
+export function unicastProblem(ip: string): string | undefined {
+  const special = specialUse(ip);
+  if (special) return special;
+  if (!ip.includes(":")) {
+    if (ip === "255.255.255.255") return "the broadcast address";
+    const first = Number(ip.slice(0, ip.indexOf(".")));
+    if (first >= 224 && first <= 239) return "multicast (224.0.0.0/4)";
+    return undefined;
+  }
+  if (ip.startsWith("ff")) return "multicast (ff00::/8)";
+  return undefined;
+}
+
 /** Whether two CIDRs share an address (one holds the other). */
 export function cidrsOverlap(a: Cidr, b: Cidr): boolean {
   if (a.family !== b.family) return false;

@@ -51,6 +51,25 @@ test("the agent with no cluster to watch says so and exits, without touching any
   expect(bad.err).toContain("--cluster-cidr");
 });
 
+test("the overlay's address flags take one host's address only; gossip flags are checked before anything starts", () => {
+  for (const flag of ["--public-ip", "--underlay-ip"]) {
+    for (const v of ["0.0.0.0", "127.0.0.1", "224.0.0.1", "239.9.9.9", "255.255.255.255", "::1", "ff02::1", "169.254.3.3"]) {
+      const r = skein(["agent", "--kubeconfig", "/nonexistent", flag, v]);
+      expect(r.code).toBe(2);
+      expect(r.err).toContain(`${flag}: "${v}" is `);
+    }
+  }
+  const ttl = skein(["agent", "--kubeconfig", "/nonexistent", "--heartbeat-ms", "5000", "--peer-ttl-ms", "5000"]);
+  expect(ttl.code).toBe(2);
+  expect(ttl.err).toContain("--peer-ttl-ms (5000) must be longer than --heartbeat-ms (5000)");
+  const creds = skein(["agent", "--kubeconfig", "/nonexistent", "--nats-token-file", "/nonexistent"]);
+  expect(creds.code).toBe(2);
+  expect(creds.err).toContain("NATS credentials are given but no server");
+  const url = skein(["agent", "--kubeconfig", "/nonexistent", "--nats-url", "nats://user:sekret@127.0.0.1:4222"]);
+  expect(url.code).toBe(2);
+  expect(url.out + url.err).not.toContain("sekret");
+});
+
 describe("addresses and CIDRs on the command line (compiler/address.case.ts)", () => {
   // an API server that only counts connections: a refused flag must stop the agent before it
   // contacts anything

@@ -3,7 +3,7 @@
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
 import { DEMO_PREFIX, TEST_PREFIX } from "../sys/netns.ts";
 import { versionInfo } from "../version.ts";
-import { addressFamily } from "../../compiler/address.ts";
+import { addressFamily, unicastProblem } from "../../compiler/address.ts";
 import { parseCidr } from "../ipam/cidr.ts";
 import { DEFAULT_MARKS, hex32, MIN_MARK_BITS, parseMask } from "../datapath/marks.ts";
 
@@ -62,13 +62,15 @@ interface AgentFlags {
   peerTtlMs: number;
 }
 
-/** One address, read strictly (compiler/address.ts). */
+/** One address a node is reached at, read strictly (compiler/address.ts): one host's. */
 function one(flag: string, s: string): string {
   try {
     addressFamily(s);
   } catch (e) {
     throw new UsageError(`skein agent: ${flag}: ${(e as Error).message}`);
   }
+  const why = unicastProblem(s);
+  if (why) throw new UsageError(`skein agent: ${flag}: ${JSON.stringify(s)} is ${why}: not an address a node is reached at`);
   return s;
 }
 
@@ -231,6 +233,9 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         marks: { mark: o.markMask, ctMark: o.ctMarkMask },
         network: await networkOptions(o),
       });
+      // everything the agent runs has stopped by now; a socket a library failed to close
+      // (nats.js leaks one per timed-out connect) must not keep the stopped agent alive
+      process.exit(process.exitCode);
     });
 
   program

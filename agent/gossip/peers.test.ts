@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { MAX_UNKNOWN_KEPT, PeerBook, type Level, type NodeFacts } from "./peers.ts";
+import { MAX_UNKNOWN_KEPT, PeerBook, REFUSED_LOG_EVERY_MS, type Level, type NodeFacts } from "./peers.ts";
 import { encodeRecord, vtepMacFor, type NodeRecord } from "./record.ts";
 
 const TTL = 10_000;
@@ -8,6 +8,9 @@ const facts = (i: number, extra: Partial<NodeFacts> = {}): NodeFacts => ({
   name: `n${i}`,
   podCIDRs: [`10.244.${i}.0/24`],
   internalIPs: [`192.168.50.${10 + i}`],
+  // the record's underlay (below) is the Node's second address: a fallback to the Node facts
+  // and a record are told apart by it
+  addresses: [`192.168.50.${10 + i}`, `192.168.60.${10 + i}`],
   ...extra,
 });
 
@@ -265,5 +268,34 @@ describe("gone agents stay gone", () => {
     b.setNode("n3", undefined);
     b.setNode("n3", facts(3));
     expect(names(b)).toEqual(["n2:gossip", "n3:node", "n4:node"]);
+  });
+});
+
+describe("a record cannot point a node's traffic elsewhere", () => {
+  test("an underlay address that is none of the Node's addresses is refused, naming the field; the record accepted before stays", () => {
+    const { b, lines } = book();
+    b.setNode("n2", facts(2));
+    b.setLive(true, 0);
+    expect(b.put("n2", encodeRecord(record(2)), 0)).toEqual({ ok: true });
+    const r = b.put("n2", encodeRecord(record(2, { underlay: "192.168.50.200" })), 1);
+    expect(r).toEqual({ ok: false, why: 'node record "n2": field underlay: 192.168.50.200 is none of the Node\'s addresses (192.168.50.12, 192.168.60.12)' });
+    expect(b.peers().map((p) => p.underlay)).toEqual(["192.168.60.12"]);
+    expect(lines.some((l) => l.msg === "node record refused" && String(l.obj.why).includes("field underlay"))).toBe(true);
+  });
+
+  test("refusals are logged once per key and reason a minute, with the count of those between", () => {
+    const { b, lines } = book();
+    b.setNode("n2", facts(2));
+    const bad = encodeRecord(record(2, { podCIDRs: ["10.244.99.0/24"] }));
+    for (let i = 0; i < 1000; i++) b.put("n2", bad, i);
+    for (let i = 0; i < 1000; i++) b.put("junk", new Uint8Array([0xff, i & 0xff]), i);
+    const refused = () => lines.filter((l) => l.msg.startsWith("node record refused"));
+    expect(refused()).toHaveLength(2);
+    b.put("n2", bad, REFUSED_LOG_EVERY_MS + 5);
+    expect(refused()).toHaveLength(3);
+    expect(refused().at(-1)!.obj.refusedSinceLastLine).toBe(999);
+    // another reason is said at once
+    b.put("n2", encodeRecord(record(2, { underlay: "192.168.50.201" })), REFUSED_LOG_EVERY_MS + 6);
+    expect(refused()).toHaveLength(4);
   });
 });

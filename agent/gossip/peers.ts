@@ -5,13 +5,16 @@
 // record of a joining node often arrives before its Node object does. Without gossip (not
 // configured, not connected yet, or lost) the Node objects alone make the peers; with gossip
 // live, a Node without a record is not a peer, because its agent is gone or not started.
-import { AddressError, addressFamily, parseCidr } from "../../compiler/address.ts";
+import { AddressError, addressFamily, parseCidr, unicastProblem } from "../../compiler/address.ts";
 import { RecordError, decodeRecord, nodeNameProblem, vtepMacFor, type NodeRecord } from "./record.ts";
 
 export interface NodeFacts {
   name: string;
   podCIDRs: string[];
   internalIPs: string[];
+  /** every address of the Node (InternalIP and ExternalIP): a record's underlay address must be
+   * one of them (default: internalIPs) */
+  addresses?: string[];
   /** annotation skein.io/public-ip */
   publicIP?: string;
   /** label skein.io/site */
@@ -34,6 +37,12 @@ export type Log = (level: Level, obj: Record<string, unknown>, msg: string) => v
 /** Refused records kept for names that have no Node: enough for the nodes of a burst of joins,
  * little enough that a writer inventing names cannot grow the agent's memory. */
 export const MAX_UNKNOWN_KEPT = 64;
+
+/** A refused record is logged once per key this often at most (a writer can put thousands a
+ * second); the rest are counted into the next line. */
+export const REFUSED_LOG_EVERY_MS = 60_000;
+/** keys whose refusals are being counted; past this the oldest are forgotten */
+const REFUSED_LOG_KEYS = 1024;
 
 interface Held {
   rec: NodeRecord;
@@ -105,7 +114,7 @@ export class PeerBook {
     } catch (e) {
       const why = e instanceof RecordError ? e.message : `node record: ${String(e)}`;
       // what was accepted before stays until it expires: a garbage write cannot remove a peer
-      this.log("warn", { key: key.slice(0, 253), why }, "node record refused");
+      this.refusal(key.slice(0, 253), why, "node record refused", nowMs);
       return { ok: false, why };
     }
     return this.admit(key, { rec, at: nowMs });
@@ -190,15 +199,20 @@ export class PeerBook {
     if (!node) {
       const why = `node record "${key}": no Node of that name`;
       this.keepUnknown(key, h);
-      this.log("warn", { key, why }, "node record refused (kept until its Node appears)");
+      this.refusal(key, why, "node record refused (kept until its Node appears)", h.at);
       return { ok: false, why };
     }
-    if (!sameSet(h.rec.podCIDRs, node.podCIDRs)) {
-      const why = `node record "${key}": field podCIDRs: ${JSON.stringify(h.rec.podCIDRs)} differ from the Node's spec.podCIDRs ${JSON.stringify(node.podCIDRs)}`;
-      const before = this.refused.get(key);
+    const addresses = node.addresses ?? node.internalIPs;
+    const why = !sameSet(h.rec.podCIDRs, node.podCIDRs)
+      ? `node record "${key}": field podCIDRs: ${JSON.stringify(h.rec.podCIDRs)} differ from the Node's spec.podCIDRs ${JSON.stringify(node.podCIDRs)}`
+      : // whoever can write the bucket could otherwise point another node's pod traffic anywhere
+        !addresses.includes(h.rec.underlay)
+        ? `node record "${key}": field underlay: ${h.rec.underlay} is none of the Node's addresses (${addresses.join(", ") || "it has none"})`
+        : undefined;
+    if (why) {
       // an accepted record stays until it expires; the refused one is re-checked when the Node changes
       this.refused.set(key, { ...h, why });
-      this.log(before?.why === why ? "debug" : "warn", { key, why }, "node record refused");
+      this.refusal(key, why, "node record refused", h.at);
       return { ok: false, why };
     }
     const prev = this.accepted.get(key);
@@ -207,6 +221,23 @@ export class PeerBook {
     this.accepted.set(key, h);
     if (!prev) this.log("info", { key, underlay: h.rec.underlay, public: h.rec.public, site: h.rec.site }, "node record accepted");
     return { ok: true };
+  }
+
+  /** when each key's refusal was last logged, and how many were not since */
+  private readonly refusals = new Map<string, { at: number; why: string; more: number }>();
+
+  /** Logs a refused record: the first of a key, a new reason, or the first after
+   * REFUSED_LOG_EVERY_MS with the count of those in between. */
+  private refusal(key: string, why: string, msg: string, nowMs: number): void {
+    const r = this.refusals.get(key);
+    if (r && r.why === why && nowMs - r.at < REFUSED_LOG_EVERY_MS) {
+      r.more++;
+      return;
+    }
+    this.log("warn", { key, why, ...(r?.more ? { refusedSinceLastLine: r.more } : {}) }, msg);
+    this.refusals.delete(key);
+    this.refusals.set(key, { at: nowMs, why, more: 0 });
+    while (this.refusals.size > REFUSED_LOG_KEYS) this.refusals.delete(this.refusals.keys().next().value!);
   }
 
   private keepUnknown(key: string, h: Held): void {
@@ -241,10 +272,21 @@ function clean(f: NodeFacts, log: Log): NodeFacts {
       return false;
     }
   });
+  const readable = (ip: string) => {
+    try {
+      addressFamily(ip);
+      return true;
+    } catch {
+      return false;
+    }
+  };
   const out: NodeFacts = { name: f.name, podCIDRs: nameBad ? [] : podCIDRs, internalIPs };
+  if (f.addresses) out.addresses = f.addresses.filter(readable);
   if (f.publicIP !== undefined) {
     try {
       addressFamily(f.publicIP);
+      const why = unicastProblem(f.publicIP);
+      if (why) throw new AddressError(`${f.publicIP} is ${why}`);
       out.publicIP = f.publicIP;
     } catch (e) {
       bad("metadata.annotations[skein.io/public-ip]", e);

@@ -109,6 +109,15 @@ describe("decode refuses", () => {
     refused(withField("podCIDRs", ["10.244.1.1/24"]), "field podCIDRs[0]", "host bits");
     refused(withField("podCIDRs", ["10.244.1.0/24", "10.244.2.0/24"]), "field podCIDRs: two CIDRs of one family");
   });
+  test("addresses no node is reached at: unspecified, loopback, link-local, multicast, broadcast", () => {
+    for (const field of ["underlay", "public"]) {
+      for (const [ip, why] of [["0.0.0.0", "unspecified"], ["127.0.0.1", "loopback"], ["169.254.1.1", "link-local"], ["224.0.0.1", "multicast"], ["239.1.2.3", "multicast"], ["255.255.255.255", "broadcast"], ["::1", "loopback"], ["ff02::1", "multicast"], ["ff0e::5", "multicast"], ["fe80::1", "link-local"]] as const) {
+        expect(() => decodeRecord("n1", withField(field, ip))).toThrow(new RegExp(`field ${field}: "${ip.replace(/\./g, "\\.")}" is .*${why}`));
+      }
+    }
+    expect(decodeRecord("n1", withField("public", "203.0.113.7")).public).toBe("203.0.113.7");
+  });
+
   test("MACs: multicast, all-zero, upper case, malformed", () => {
     refused(withField("vtepMac", "01:00:5e:00:00:01"), "field vtepMac", "multicast");
     refused(withField("vtepMac", "00:00:00:00:00:00"), "field vtepMac", "all-zero");

@@ -8,7 +8,7 @@
 // checked, addresses through compiler/address.ts.
 import { createHash } from "node:crypto";
 import { Decoder, Encoder } from "cbor-x";
-import { AddressError, addressFamily, parseCidr, quote } from "../../compiler/address.ts";
+import { AddressError, addressFamily, parseCidr, quote, unicastProblem } from "../../compiler/address.ts";
 
 export interface NodeRecord {
   /** the Node's name (DNS subdomain, at most 253 characters); also the record's key */
@@ -158,6 +158,9 @@ function check(key: string, v: unknown): NodeRecord {
     } catch (e) {
       throw field(name, (e as AddressError).message);
     }
+    // a tunnel to it would stay on the node, or spray the node's traffic over its link
+    const bad = unicastProblem(x);
+    if (bad) throw field(name, `${quote(x)} is ${bad}: not an address a node is reached at`);
     return x;
   };
   const underlay = addr("underlay");

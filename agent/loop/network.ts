@@ -148,10 +148,9 @@ export class PodNetwork {
     if (!this.bus && this.deps.startBus) {
       this.bus = this.deps.startBus({
         record: () => this.record(),
+        // (the peer book logs what it refuses, rate-limited per key)
         onPut: (key, bytes) => {
-          const r = this.book.put(key, bytes, this.now());
-          if (!r.ok) this.deps.log.warn({ key, why: r.why }, "gossip record refused: it reaches no route");
-          else this.schedule();
+          if (this.book.put(key, bytes, this.now()).ok) this.schedule();
         },
         onDelete: (key) => {
           this.book.delete(key);
@@ -238,5 +237,5 @@ export class PodNetwork {
 }
 
 function factsOf(n: NodeInfo): NodeFacts {
-  return { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs, ...(n.publicIP ? { publicIP: n.publicIP } : {}), ...(n.site ? { site: n.site } : {}) };
+  return { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs, addresses: n.addresses, ...(n.publicIP ? { publicIP: n.publicIP } : {}), ...(n.site ? { site: n.site } : {}) };
 }

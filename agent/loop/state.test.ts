@@ -25,7 +25,6 @@ const fields: Array<[string, (v: unknown) => Record<string, unknown>]> = [
   ["spec.podCIDR", (v) => ({ ...GOOD, spec: { podCIDR: v } })],
   ["status.addresses[0].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: v }] } })],
   ["status.addresses[1].address", (v) => ({ ...GOOD, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "ExternalIP", address: v }] } })],
-  ["metadata.annotations[skein.io/public-ip]", (v) => ({ ...GOOD, metadata: { name: "n1", annotations: { "skein.io/public-ip": v } } })],
 ];
 const cidrField = (f: string) => f.startsWith("spec.");
 const GOOD_INFO = { name: "n1", podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"], addresses: ["192.0.2.10"], internalIPs: ["192.0.2.10"] };
@@ -33,7 +32,7 @@ const GOOD_INFO = { name: "n1", podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"
 describe("Node fields", () => {
   const cases = fields.flatMap(([field, put]) => [
     // (a null podCIDR is JSON's way of leaving the field out, as Kubernetes reads it)
-    ...HOSTILE.filter((h) => !((field === "spec.podCIDR" || field.startsWith("metadata.annotations")) && (h.value === null || h.value === undefined))).map((h) => [`${field} = ${quote(h.value)}`, field, put(h.value)] as const),
+    ...HOSTILE.filter((h) => !(field === "spec.podCIDR" && h.value === null)).map((h) => [`${field} = ${quote(h.value)}`, field, put(h.value)] as const),
     // pod CIDRs that read as CIDRs but cannot work
     ...(cidrField(field) ? UNUSABLE_POD_CIDRS.map(([c]) => [`${field} = ${c} (cannot work)`, field, put(c)] as const) : []),
   ]);
@@ -126,9 +125,29 @@ describe("every Node, for the pod network", () => {
     const { s, seen, node } = all();
     const other = { metadata: { name: "n2" }, spec: { podCIDRs: ["10.244.4.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.11" }] } };
     node(other);
-    node({ ...other, metadata: { name: "n2", annotations: { "skein.io/public-ip": "203.0.113.09" } } });
+    node({ ...other, spec: { podCIDRs: ["10.244.04.0/24"] } });
     expect(seen).toHaveLength(1);
-    expect(s.nodes.get("n2")!.internalIPs).toEqual(["192.0.2.11"]);
-    expect(s.rejected.get("Node default/n2")).toContain("metadata.annotations[skein.io/public-ip]");
+    expect(s.nodes.get("n2")!.podCIDRs).toEqual(["10.244.4.0/24"]);
+    expect(s.rejected.get("Node default/n2")).toContain("spec.podCIDRs[0]");
+  });
+});
+
+describe("the public-address annotation", () => {
+  const withPublic = (v: unknown) => ({ ...GOOD, metadata: { name: "n1", annotations: { "skein.io/public-ip": v } } });
+  const values = [...HOSTILE.filter((h) => h.value !== null && h.value !== undefined).map((h) => h.value), "0.0.0.0", "127.0.0.1", "224.0.0.1", "255.255.255.255", "ff02::1"];
+  test.each(values.map((v) => [quote(v), v] as const))("%s is left out and reported naming the field; the rest of the Node is taken", (_n, v) => {
+    const { s, seen, rejects, node } = store();
+    expect(node(withPublic(v))).toBe(true);
+    expect(rejects).toHaveLength(1);
+    expect(rejects[0]!.startsWith("Node default/n1 | Node n1: metadata.annotations[skein.io/public-ip]: ")).toBe(true);
+    expect(s.node!.publicIP).toBeUndefined();
+    expect(s.node!.podCIDRs).toEqual(GOOD_INFO.podCIDRs);
+    expect(seen).toHaveLength(1);
+  });
+  test("a good one is taken", () => {
+    const { s, rejects, node } = store();
+    node(withPublic("203.0.113.9"));
+    expect(rejects).toEqual([]);
+    expect(s.node!.publicIP).toBe("203.0.113.9");
   });
 });

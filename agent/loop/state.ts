@@ -9,7 +9,7 @@
 // compiler, which holds it from then on (a slice packed, not as objects); the informer keeps
 // only the name and resourceVersion it needs to tell a change from a repeat. Other kinds keep
 // just the fields skein reads. managedFields and annotations are never held.
-import { AddressError, addressFamily, quote } from "../../compiler/address.ts";
+import { AddressError, addressFamily, quote, unicastProblem } from "../../compiler/address.ts";
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
 import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
@@ -26,6 +26,8 @@ export interface NodeInfo {
   publicIP?: string;
   /** nodes of one site reach each other at their private addresses (label skein.io/site) */
   site?: string;
+  /** fields left out as unreadable, each naming the Node and the field (the rest was taken) */
+  problems?: string[];
 }
 
 /** The Node annotation naming its public address (the only annotation held). */
@@ -147,8 +149,19 @@ export function nodeInfo(node: Raw): NodeInfo {
   const info: NodeInfo = { name: node.metadata?.name ?? "", podCIDRs: cidrs, addresses: [...internalIPs, ...addrs("ExternalIP")], internalIPs };
   const pub = (node as Kept).publicIP ?? (node.metadata as { annotations?: Record<string, unknown> } | undefined)?.annotations?.[PUBLIC_IP_ANNOTATION];
   if (pub !== undefined) {
-    field(`metadata.annotations[${PUBLIC_IP_ANNOTATION}]`, () => addressFamily(pub));
-    info.publicIP = pub as string;
+    // an annotation anyone with write access to Nodes can set: a bad one is left out and
+    // reported, not a reason to refuse the Node (a restarted agent would lose the peer)
+    try {
+      field(`metadata.annotations[${PUBLIC_IP_ANNOTATION}]`, () => {
+        addressFamily(pub);
+        const why = unicastProblem(pub as string);
+        if (why) throw new AddressError(`${quote(pub)} is ${why}: not an address a node is reached at`);
+      });
+      info.publicIP = pub as string;
+    } catch (e) {
+      if (!(e instanceof ObjectError)) throw e;
+      info.problems = [e.message];
+    }
   }
   const site = node.metadata?.labels?.[SITE_LABEL];
   if (site) info.site = site;
@@ -229,6 +242,7 @@ export class ClusterStore {
           return false;
         }
         this.rejected.delete(id);
+        for (const p of info?.problems ?? []) this.hooks.onReject?.(id, p);
         if (info) this.nodes.set(name, info);
         else this.nodes.delete(name);
         this.hooks.onNodes?.(name, info);
