@@ -7,7 +7,7 @@
 //     to every peer (and, for VXLAN peers, its neighbour and FDB entry), read over rtnetlink.
 //     Three ways: without NATS (the Node objects alone, as Flannel's Kubernetes subnet
 //     manager does: the baseline), with NATS (how it is deployed), and with NATS and Node
-//     objects without InternalIP (the agents get --underlay-ip), where only the records can
+//     objects with an ExternalIP but no InternalIP (the agents get --underlay-ip), where only the records can
 //     make a peer: the gossip path alone. Each on a fresh underlay, `reps` times.
 // (b) one agent, and a load generator in the control-plane namespace (bench/gossip-load.ts)
 //     that puts the records of `records` simulated nodes whose Node objects the API server
@@ -280,7 +280,9 @@ async function setUp(k: number, variant: Variant): Promise<Started> {
     agentFlags: (n) => (onlyRecords ? ["--underlay-ip", n.address] : []),
     nodeObject: (n) => {
       const o = nodeSpec(n) as { status: { addresses: Array<{ type: string }> } };
-      if (onlyRecords) o.status.addresses = o.status.addresses.filter((a) => a.type !== "InternalIP");
+      // the address stays on the Node as an ExternalIP (a record's underlay must be one of its
+      // Node's addresses), but without an InternalIP the Node alone makes no peer
+      if (onlyRecords) o.status.addresses = o.status.addresses.map((a) => (a.type === "InternalIP" ? { ...a, type: "ExternalIP" } : a));
       return o;
     },
   });
@@ -599,7 +601,7 @@ try {
     const cores = cpus().length;
     const a = [
       `(a) k agents started at once: ms from starting them until every node's kernel holds every peer (route; VXLAN peers also neighbour and FDB entry), median [max] of ${REPS} runs`,
-      `    Node objects = no NATS (the baseline, as Flannel's Kubernetes subnet manager); NATS = with gossip; records only = NATS, Nodes without InternalIP (only records make peers);`,
+      `    Node objects = no NATS (the baseline, as Flannel's Kubernetes subnet manager); NATS = with gossip; records only = NATS, Nodes with ExternalIP but no InternalIP (only records make peers);`,
       `    join = records only, k-1 agents running, the clock starts with the k-th. Then, for NATS and records only, medians over agents and runs: CPU (user+system ms) an agent had`,
       `    used by then, k × that / ${cores} cores (the floor this machine puts under "at once"), and ms from the start until its first log line, its Node was listed (it knows its own`,
       `    pod CIDR and underlay; its bus starts), it connected to NATS, its gossip was live (its watch had delivered the bucket)`,

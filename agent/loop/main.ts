@@ -21,6 +21,7 @@ import { Overlay } from "../overlay/overlay.ts";
 import { underlayOf } from "../overlay/underlay.ts";
 import { PodNetwork } from "./network.ts";
 import { VERSION } from "../version.ts";
+import { addressFamily } from "../../compiler/address.ts";
 
 /** The pod network between the nodes (agent/loop/network.ts), as the flags give it. */
 export interface NetworkFlags {
@@ -138,8 +139,20 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     if (nats) glog.info({ nats: (await import("../gossip/config.ts")).redacted(nats), bucket: net.bucket }, "gossip over NATS");
     else log.info("no NATS server given: the Node objects alone build the pod network");
     const { GossipBus } = nats ? await import("../gossip/bus.ts") : { GossipBus: undefined };
+    // what no peer's pod CIDR may take over: the API server and the NATS servers, when named
+    // by address (a route for them into the tunnel would cut this node off from both)
+    const hostIP = (url: string) => {
+      try {
+        const h = new URL(url).hostname.replace(/^\[|\]$/g, "");
+        addressFamily(h);
+        return [h];
+      } catch {
+        return [];
+      }
+    };
+    const protect = [...new Set([...hostIP(kube.server), ...(nats?.servers ?? []).flatMap(hostIP)])];
     network = new PodNetwork(
-      { nodeName: o.nodeName, mode: net.mode, underlayIP: net.underlayIP, publicIP: net.publicIP, site: net.site, ttlMs: net.ttlMs, version: VERSION },
+      { nodeName: o.nodeName, mode: net.mode, underlayIP: net.underlayIP, publicIP: net.publicIP, site: net.site, ttlMs: net.ttlMs, version: VERSION, clusterCIDRs: o.clusterCIDRs, serviceCIDRs: o.serviceCIDRs, protect },
       {
         log: log.child({ part: "network" }),
         overlay,

@@ -42,6 +42,12 @@ export interface NetworkOptions {
   site?: string;
   /** how long a peer's record lives without a heartbeat */
   ttlMs: number;
+  /** --cluster-cidr: peers' pod CIDRs outside it are not routed (empty: not checked) */
+  clusterCIDRs?: string[];
+  /** --service-cidr: peers' pod CIDRs overlapping it are not routed */
+  serviceCIDRs?: string[];
+  /** addresses no peer's pod CIDR may take over (the API server's, the NATS servers') */
+  protect?: string[];
   version: string;
 }
 
@@ -142,6 +148,9 @@ export class PodNetwork {
       site: this.o.site ?? n.site,
       mode: this.o.mode,
       vtepMac: vtepMacFor(this.o.nodeName),
+      clusterCIDRs: this.o.clusterCIDRs ?? [],
+      serviceCIDRs: this.o.serviceCIDRs ?? [],
+      protect: this.o.protect ?? [],
     };
     if (before && JSON.stringify(before) === JSON.stringify(this.self)) return;
     this.deps.log.info({ underlay: ip, dev: u.dev, subnet: u.subnet, mtu: u.mtu, public: this.self.public, site: this.self.site, mode: this.o.mode }, "this node on the pod network");

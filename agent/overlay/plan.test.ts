@@ -127,16 +127,56 @@ describe("planOverlay", () => {
       peer(10, { underlay: "fd00::10" }), // IPv6 endpoint, IPv4 underlay
       peer(11, { podCIDRs: ["10.244.11.1/24"] }), // host bits
     ]);
-    expect(plan.routes).toEqual([{ dst: "10.244.2.0/24", via: "192.168.50.12", dev: "eth0", onlink: false }]);
+    // n2 and n3 claim overlapping CIDRs: which one owns them is not known here, so neither is routed
+    expect(plan.routes).toEqual([]);
     expect(plan.fdb).toEqual([]);
     const whys = Object.fromEntries(plan.paths.filter((p) => p.how === "none").map((p) => [p.peer, p.why]));
-    expect(whys.n3).toContain("overlaps 10.244.2.0/24 of n2");
+    expect(whys.n2).toBe("pod CIDR 10.244.2.0/24 overlaps 10.244.2.128/25 of n3: neither is routed");
+    expect(whys.n3).toBe("pod CIDR 10.244.2.128/25 overlaps 10.244.2.0/24 of n2: neither is routed");
     expect(whys.n6).toContain("overlaps 10.244.1.0/24 of this node");
     expect(whys.n7).toContain("already this node");
     expect(whys.n8).toContain("multicast");
     expect(whys.n9).toContain("not an IP address");
     expect(whys.n10).toContain("IPv6");
     expect(whys.n11).toContain("host bits");
+  });
+
+  test("a pod CIDR that would take what the node must reach gets no route: outside the pod network, in the Service range, over the underlay subnet, holding a node's or the API server's address", () => {
+    const guarded = { ...self, clusterCIDRs: ["10.244.0.0/16"], serviceCIDRs: ["10.96.0.0/16"], protect: ["192.168.70.5"] };
+    const plan = planOverlay(guarded, [
+      peer(2),
+      peer(3, { podCIDRs: ["10.96.0.0/24"], underlay: "192.168.60.13" }), // the Service range (and outside the pod network)
+      peer(4, { podCIDRs: ["10.245.4.0/24"], underlay: "192.168.60.14" }), // outside the pod network
+      peer(5, { podCIDRs: ["192.168.50.0/25"], underlay: "192.168.60.15" }), // this node's underlay subnet
+      peer(6, { podCIDRs: ["192.168.70.0/24"], underlay: "192.168.60.16" }), // the API server
+      peer(7, { podCIDRs: ["192.168.60.0/24"], underlay: "192.168.61.17" }), // n3..n6's underlay addresses
+      peer(8, { podCIDRs: ["10.244.8.0/24", "fd00:8::/64"], underlay: "192.168.60.18" }), // IPv6: no IPv6 pod network given, not checked
+    ]);
+    const whys = Object.fromEntries(plan.paths.filter((p) => p.how === "none").map((p) => [`${p.peer} ${p.cidr}`, p.why]));
+    expect(whys).toEqual({
+      "n3 10.96.0.0/24": "pod CIDR 10.96.0.0/24 is outside the pod network 10.244.0.0/16",
+      "n4 10.245.4.0/24": "pod CIDR 10.245.4.0/24 is outside the pod network 10.244.0.0/16",
+      "n5 192.168.50.0/25": "pod CIDR 192.168.50.0/25 is outside the pod network 10.244.0.0/16",
+      "n6 192.168.70.0/24": "pod CIDR 192.168.70.0/24 is outside the pod network 10.244.0.0/16",
+      "n7 192.168.60.0/24": "pod CIDR 192.168.60.0/24 is outside the pod network 10.244.0.0/16",
+    });
+    expect(plan.routes.map((r) => r.dst)).toEqual(["10.244.2.0/24", "10.244.8.0/24", "fd00:8::/64"]);
+    // without --cluster-cidr the other guards still hold
+    const open = planOverlay({ ...guarded, clusterCIDRs: [] }, [
+      peer(3, { podCIDRs: ["10.96.0.0/24"], underlay: "192.168.60.13" }),
+      peer(5, { podCIDRs: ["192.168.50.0/25"], underlay: "192.168.60.15" }),
+      peer(6, { podCIDRs: ["192.168.70.0/24"], underlay: "192.168.60.16" }),
+      peer(7, { podCIDRs: ["192.168.60.0/24"], underlay: "192.168.61.17" }),
+      peer(9, { podCIDRs: ["203.0.113.0/24"], underlay: "192.168.60.19", public: "203.0.113.9" }), // its own public address
+    ]);
+    expect(Object.fromEntries(open.paths.map((p) => [p.peer, p.why]))).toEqual({
+      n3: "pod CIDR 10.96.0.0/24 overlaps the Service range 10.96.0.0/16",
+      n5: "pod CIDR 192.168.50.0/25 overlaps this node's underlay subnet 192.168.50.0/24",
+      n6: "pod CIDR 192.168.70.0/24 holds 192.168.70.5, an address this node must reach (API server, NATS)",
+      n7: "pod CIDR 192.168.60.0/24 holds 192.168.60.13, n3's address",
+      n9: "pod CIDR 203.0.113.0/24 holds 203.0.113.9, n9's address",
+    });
+    expect(open.routes).toEqual([]);
   });
 
   test("a peer listed twice or named like this node is left out", () => {

@@ -39,6 +39,13 @@ export interface SelfInfo {
   site?: string;
   mode: Mode;
   vtepMac: string;
+  /** the pod network (--cluster-cidr): a peer's pod CIDR outside it gets no route; empty: not checked */
+  clusterCIDRs?: string[];
+  /** the Service ranges: a peer's pod CIDR overlapping one gets no route */
+  serviceCIDRs?: string[];
+  /** addresses no peer's pod CIDR may hold (the API server's, the NATS servers'): routed into
+   * the pod network they would cut this node off */
+  protect?: string[];
 }
 
 /** How one pod CIDR of a peer is reached (one path per pod CIDR: a dual-stack peer on this
@@ -115,6 +122,41 @@ function contains(net: Cidr, ip: string): boolean {
 
 const networkAddress = (c: Cidr) => addressFromBytes(c.bytes, 0, c.family);
 
+/**
+ * Pod CIDRs of different peers that overlap, keyed "<peer> <cidr>" with what they overlap.
+ * Per family, sorted by first address; a sweep keeps the CIDR reaching furthest so far, and
+ * any CIDR starting within it overlaps it (every overlapping pair is found this way or
+ * through a CIDR between them), in n log n rather than n² for a thousand peers.
+ */
+function contestedCidrs(peers: readonly OverlayPeer[]): Map<string, string> {
+  const out = new Map<string, string>();
+  const all: Array<{ key: string; owner: string; text: string; family: Family; start: bigint; end: bigint }> = [];
+  for (const p of peers) {
+    for (const text of p.podCIDRs) {
+      let c: Cidr;
+      try {
+        c = parseCidr(text);
+      } catch {
+        continue;
+      }
+      const bits = c.family === 4 ? 32 : 128;
+      let start = 0n;
+      for (const b of c.bytes) start = (start << 8n) | BigInt(b);
+      all.push({ key: `${p.name} ${text}`, owner: p.name, text, family: c.family, start, end: start + (1n << BigInt(bits - c.prefix)) - 1n });
+    }
+  }
+  all.sort((a, b) => a.family - b.family || (a.start < b.start ? -1 : a.start > b.start ? 1 : b.end > a.end ? 1 : b.end < a.end ? -1 : 0));
+  let reach: (typeof all)[number] | undefined;
+  for (const x of all) {
+    if (reach && reach.family === x.family && x.start <= reach.end && reach.owner !== x.owner) {
+      out.set(x.key, `${reach.text} of ${reach.owner}`);
+      if (!out.has(reach.key)) out.set(reach.key, `${x.text} of ${x.owner}`);
+    }
+    if (!reach || reach.family !== x.family || x.end > reach.end) reach = x;
+  }
+  return out;
+}
+
 export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): OverlayPlan {
   const uFamily = addressFamily(self.underlay);
   const subnet = parseCidr(self.underlaySubnet);
@@ -144,6 +186,16 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
   const macs = new Map<string, string>([[self.vtepMac, `this node (${self.name})`]]);
   const sorted = [...peers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const seen = new Set<string>();
+  const cluster = (self.clusterCIDRs ?? []).map((c) => parseCidr(c));
+  const services = (self.serviceCIDRs ?? []).map((c) => parseCidr(c));
+  // what a pod CIDR must not hold: where this node and its peers are reached (a route there
+  // into the tunnel would loop the tunnel's own packets), and what the node must keep reaching
+  const endpoints = [
+    ...[self.underlay, ...(self.public ? [self.public] : []), ...(self.protect ?? [])].map((ip) => ({ ip, what: ip === self.underlay ? "this node's underlay address" : ip === self.public ? "this node's public address" : "an address this node must reach (API server, NATS)" })),
+    ...sorted.flatMap((p) => [p.underlay, ...(p.public ? [p.public] : [])].map((ip) => ({ ip, what: `${p.name}'s address` }))),
+  ];
+  // pod CIDRs that two peers claim: neither gets a route (which one owns it is not known here)
+  const contested = contestedCidrs(sorted);
 
   for (const p of sorted) {
     const none = (why: string, cidr?: string) => plan.paths.push({ peer: p.name, ...(cidr !== undefined ? { cidr } : {}), how: "none", why });
@@ -175,6 +227,30 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
       const clash = taken.find((t) => cidrsOverlap(t.cidr, cidr));
       if (clash) {
         none(`pod CIDR ${text} overlaps ${clash.cidr.text} of ${clash.owner}`, text);
+        continue;
+      }
+      const rival = contested.get(`${p.name} ${text}`);
+      if (rival) {
+        none(`pod CIDR ${text} overlaps ${rival}: neither is routed`, text);
+        continue;
+      }
+      const net = cluster.filter((c) => c.family === cidr.family);
+      if (net.length && !net.some((c) => c.prefix <= cidr.prefix && cidrsOverlap(c, cidr))) {
+        none(`pod CIDR ${text} is outside the pod network ${net.map((c) => c.text).join(", ")}`, text);
+        continue;
+      }
+      const svc = services.find((c) => cidrsOverlap(c, cidr));
+      if (svc) {
+        none(`pod CIDR ${text} overlaps the Service range ${svc.text}`, text);
+        continue;
+      }
+      if (cidrsOverlap(subnet, cidr)) {
+        none(`pod CIDR ${text} overlaps this node's underlay subnet ${self.underlaySubnet}`, text);
+        continue;
+      }
+      const held = endpoints.find((e) => contains(cidr, e.ip));
+      if (held) {
+        none(`pod CIDR ${text} holds ${held.ip}, ${held.what}`, text);
         continue;
       }
       if (pFamily === undefined) {
