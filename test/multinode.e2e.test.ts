@@ -238,6 +238,42 @@ describe("gossip", () => {
     await kv("purge", "ghost");
   }, 60_000);
 
+  test("a bus writer cannot point a node's traffic elsewhere, nor take the underlay, the API server or another node's pods with a Node and a record of its own", async () => {
+    const nodes = ["n1", "n2", "n3", "n4", "n5"];
+    const before = await Promise.all(nodes.map(overlayState));
+    const rec = (o: Partial<NodeRecord>): NodeRecord => ({ node: "n3", podCIDRs: [podCIDR("n3")], underlay: "192.168.60.13", vtepMac: vtepMacFor("n3"), version: "x", seq: 1e9, startedAt: Date.now(), ...o });
+    const marks = new Map(nodes.map((n) => [n, c.agents.get(n)!.out.text.length]));
+    // n3's record with the outside host as its tunnel endpoint, then with multicast and loopback ones
+    await kv("put", "n3", encodeRecord(rec({ underlay: "192.168.50.200" })));
+    await kv("put", "n3", new Encoder({ useRecords: false }).encode(rec({ underlay: "224.0.0.1" })));
+    await kv("put", "n3", new Encoder({ useRecords: false }).encode(rec({ public: "127.0.0.1" })));
+    for (const n of nodes.filter((x) => x !== "n3")) {
+      const out = c.agents.get(n)!.out;
+      expect(await out.until("is none of the Node's addresses", 5000, marks.get(n))).toBe("found");
+      expect(await out.until("224.0.0.1", 5000, marks.get(n))).toBe("found");
+    }
+    // Nodes with records of their own (as a holder of both API and bus credentials could make):
+    // one claiming n3's pod CIDR, one the underlay subnet where the API server lives
+    const thief = { metadata: { name: "a-thief" }, spec: { podCIDR: podCIDR("n3"), podCIDRs: [podCIDR("n3")] }, status: { addresses: [{ type: "InternalIP", address: "192.168.60.77" }] } };
+    const sneak = { metadata: { name: "sneak" }, spec: { podCIDR: "192.168.50.0/25", podCIDRs: ["192.168.50.0/25"] }, status: { addresses: [{ type: "InternalIP", address: "192.168.60.78" }] } };
+    for (const [node, ip] of [[thief, "192.168.60.77"], [sneak, "192.168.60.78"]] as const) {
+      await c.api.create("/api/v1/nodes", node);
+      await kv("put", node.metadata.name, encodeRecord(rec({ node: node.metadata.name, podCIDRs: node.spec.podCIDRs, underlay: ip, vtepMac: vtepMacFor(node.metadata.name) })));
+    }
+    await c.agents.get("n1")!.out.until("neither is routed", 5000, marks.get("n1"));
+    // n1 keeps its way to the API server and routes neither claim; n3's pod CIDR is contested: no one gets it
+    await waitFor("n1 drops the contested CIDR", async () => !(await overlayState("n1")).routes.some((r) => r.dst === podCIDR("n3")), 5000, 100);
+    const n1 = await overlayState("n1");
+    expect(n1.routes.map((r) => r.dst)).not.toContain("192.168.50.0/25");
+    expect((await lab.exec("n1", ["ip", "-j", "route", "get", c.underlay.controlPlane.address])).stdout).toContain('"dev":"eth0"');
+    // gone again: n3 is routed as before, and nothing else changed anywhere
+    for (const n of ["a-thief", "sneak"]) {
+      await c.api.request("DELETE", `/api/v1/nodes/${n}`);
+      await kv("purge", n);
+    }
+    await waitFor("every node as before", async () => JSON.stringify(await Promise.all(nodes.map(overlayState))) === JSON.stringify(before), 10_000, 200);
+  }, 60_000);
+
   test("a node joining is reachable from every other within 2 s of its agent starting; when it stops, its record expires and every node drops it", async () => {
     const u = c.underlay;
     const n6 = await u.addNode({ name: "n6", index: 6, segment: "a", host: 16 });
