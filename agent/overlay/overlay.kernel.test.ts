@@ -194,6 +194,24 @@ describe("overlay in three node namespaces", () => {
     if (process.env.OVDEBUG) console.log(JSON.stringify(logs.filter((l) => l.level !== "info"), null, 0));
   });
 
+  test("a link set down and up again within one poll: what the kernel dropped unheard is back within 1 s", async () => {
+    for (const x of nodes.slice(1)) open(x.name).apply(planFor(x));
+    // the periodic comparison is off (open()): only the link's notifications can start one
+    const ov = open("n1");
+    const plan = planFor(nodes[0]!);
+    ov.apply(plan);
+    const want = JSON.stringify(expected(plan));
+    for (const dev of ["eth0", "skein.vxlan"]) {
+      const t0 = performance.now();
+      // one batch: both messages are read by the same poll, the last one telling the link up as before
+      await lab.exec("n1", ["ip", "-batch", "-"], { stdin: `link set ${dev} down\nlink set ${dev} up\n` });
+      await sh("n1", "ip", "route", "replace", "default", "via", "192.168.50.1");
+      await waitFor(`n1's overlay whole after ${dev} down and up`, async () => JSON.stringify(await kernel("n1")) === want, 1000, 20);
+      logs.push({ level: "measure", obj: { dev, ms: Math.round(performance.now() - t0) }, msg: "whole after a flap" });
+    }
+    expect(await lab.ping("p1", "10.244.2.10")).toBe(true);
+  });
+
   test("a route of someone else to a peer's pod CIDR is left alone; once gone, skein's comes back", async () => {
     const ov = open("n1");
     ov.apply(planFor(nodes[0]!));

@@ -12,7 +12,9 @@
 // Repair: the rtnetlink groups (rtevents.ts) are read every poll; a notification that takes
 // the kernel away from the plan (an entry of ours deleted or changed, the device deleted or
 // set down, a foreign route appearing or leaving) makes a comparison run within the next
-// poll, and a periodic comparison catches what is not notified at all.
+// poll, and a periodic comparison catches what is not notified at all. Any message telling the
+// underlay link or the device down counts, even when a later one of the same poll tells it up
+// again: its IPv4 routes went with the down, unnotified.
 import { Netlink } from "../sys/netlink.ts";
 import { RtEvents } from "../sys/rtevents.ts";
 import {
@@ -123,6 +125,7 @@ export class Overlay {
   private want: Wanted | undefined;
   private vxIndex: number | undefined;
   private underlayIndex: number | undefined;
+  private underlayName: string | undefined;
   private underlayFlags = 0;
   private timers: Array<ReturnType<typeof setInterval>> = [];
   private soon: ReturnType<typeof setTimeout> | undefined;
@@ -248,12 +251,27 @@ export class Overlay {
     if (lost) return this.schedule(0, "rtnetlink notifications were lost");
     // a link's state is its last message's (its creation is told down, then up)
     const last = new Map<number, RtMsg>();
-    for (const m of messages) if (m.kind === "link") last.set(m.index, m);
+    for (const m of messages) {
+      if (m.kind !== "link") continue;
+      last.set(m.index, m);
+      const why = this.wentDown(m, this.want);
+      if (why) return this.schedule(0, why);
+    }
     for (const m of messages) {
       if (m.kind === "link" && last.get(m.index) !== m) continue;
       const why = this.concerns(m, this.want);
       if (why) return this.schedule(0, why);
     }
+  }
+
+  /** A link that goes down loses its IPv4 routes without a route notification; set up again
+   * within the same poll, its last message tells it as before, so every message counts. */
+  private wentDown(m: LinkMsg, w: Wanted): string | undefined {
+    if (!m.deleted && m.flags & IFF_UP) return undefined;
+    const underlay = m.index === this.underlayIndex || (m.name !== undefined && m.name === this.underlayName);
+    if (underlay) return `underlay link ${m.name ?? m.index} went ${m.deleted ? "away" : "down"}`;
+    if (w.plan.vxlan && (m.index === this.vxIndex || m.name === VXLAN_DEV)) return `${VXLAN_DEV} went ${m.deleted ? "away" : "down"}`;
+    return undefined;
   }
 
   /** Why the notification `m` may mean the kernel no longer holds the plan; undefined when it cannot. */
@@ -320,6 +338,7 @@ export class Overlay {
     const underlayDev = plan.vxlan?.dev ?? plan.routes.find((r) => r.dev !== VXLAN_DEV)?.dev;
     const underlay = underlayDev === undefined ? undefined : getLink(nl, underlayDev);
     this.underlayIndex = underlay?.index;
+    this.underlayName = underlayDev;
     this.underlayFlags = underlay?.flags ?? 0;
     if (underlayDev !== undefined && !underlay) failed.push(`underlay link ${underlayDev} does not exist`);
     let vx = getLink(nl, VXLAN_DEV);
