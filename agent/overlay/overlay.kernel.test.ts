@@ -194,6 +194,24 @@ describe("overlay in three node namespaces", () => {
     if (process.env.OVDEBUG) console.log(JSON.stringify(logs.filter((l) => l.level !== "info"), null, 0));
   });
 
+  test("a link set down and up again within one poll: what the kernel dropped unheard is back within 1 s", async () => {
+    for (const x of nodes.slice(1)) open(x.name).apply(planFor(x));
+    // the periodic comparison is off (open()): only the link's notifications can start one
+    const ov = open("n1");
+    const plan = planFor(nodes[0]!);
+    ov.apply(plan);
+    const want = JSON.stringify(expected(plan));
+    for (const dev of ["eth0", "skein.vxlan"]) {
+      const t0 = performance.now();
+      // one batch: both messages are read by the same poll, the last one telling the link up as before
+      await lab.exec("n1", ["ip", "-batch", "-"], { stdin: `link set ${dev} down\nlink set ${dev} up\n` });
+      await sh("n1", "ip", "route", "replace", "default", "via", "192.168.50.1");
+      await waitFor(`n1's overlay whole after ${dev} down and up`, async () => JSON.stringify(await kernel("n1")) === want, 1000, 20);
+      logs.push({ level: "measure", obj: { dev, ms: Math.round(performance.now() - t0) }, msg: "whole after a flap" });
+    }
+    expect(await lab.ping("p1", "10.244.2.10")).toBe(true);
+  });
+
   test("a route of someone else to a peer's pod CIDR is left alone; once gone, skein's comes back", async () => {
     const ov = open("n1");
     ov.apply(planFor(nodes[0]!));
@@ -248,6 +266,48 @@ describe("overlay in three node namespaces", () => {
     const r = fresh.apply(planFor(nodes[1]!));
     expect(r.failed).toEqual([]);
     expect(await kernel("n2")).toEqual(expected(planFor(nodes[1]!)));
+    expect(await lab.ping("p2", "10.244.3.10")).toBe(true);
+  });
+
+  test("a skein.vxlan that is not a VXLAN device is someone else's: left alone, direct routes still made; once it goes, skein's is made", async () => {
+    overlays.get("n2")?.close();
+    await sh("n2", "ip", "link", "del", "skein.vxlan");
+    await sh("n2", "ip", "link", "add", "skein.vxlan", "type", "bridge");
+    const bridge = async () => (await json<Array<{ ifindex: number; linkinfo?: { info_kind: string } }>>("n2", "ip", "-d", "-j", "link", "show", "skein.vxlan")).map((l) => `${l.ifindex} ${l.linkinfo?.info_kind}`);
+    const was = await bridge();
+    expect(was[0]).toEndWith(" bridge");
+    const addrs = await sh("n2", "ip", "-j", "addr", "show", "dev", "skein.vxlan");
+    const fdb = await sh("n2", "bridge", "fdb", "show", "dev", "skein.vxlan");
+    const ov = open("n2");
+    const plan = planFor(nodes[1]!);
+    const warned = logs.length;
+    const r = ov.apply(plan);
+    expect(r.failed).toContain("skein.vxlan: the name is taken by a bridge that is not skein's (left alone)");
+    expect(logs.slice(warned).filter((l) => l.level === "warn" && (l.obj as { kind?: string }).kind === "bridge")).toHaveLength(1);
+    expect(await bridge()).toEqual(was);
+    expect(await sh("n2", "ip", "-j", "addr", "show", "dev", "skein.vxlan")).toBe(addrs);
+    expect(await sh("n2", "bridge", "fdb", "show", "dev", "skein.vxlan")).toBe(fdb);
+    // the direct route is made, those over VXLAN are not
+    expect((await kernel("n2")).routes).toEqual(["10.244.1.0/24 via 192.168.50.11 dev eth0"]);
+    expect(await lab.ping("p2", "10.244.1.10")).toBe(true);
+    // cleanup and its dry run leave it too, and say so
+    const said = logs.length;
+    expect(ov.describeCleanup()).toEqual(["route 10.244.1.0/24 table 254"]);
+    expect(logs.slice(said).map((l) => l.msg)).toEqual(["skein.vxlan is a bridge, not a VXLAN device: not skein's, left alone"]);
+    const cleaner = Overlay.open({ log, netnsPath: lab.path("n2"), watch: false });
+    try {
+      expect(cleaner.cleanup()).toEqual(["route 10.244.1.0/24 table 254"]);
+    } finally {
+      cleaner.close();
+    }
+    expect(await bridge()).toEqual(was);
+    // a plan without VXLAN leaves it as well
+    ov.apply(planOverlay(selfOf(nodes[1]!, { mode: "direct" }), [peerOf(nodes[0]!), peerOf(nodes[2]!)]));
+    expect(await bridge()).toEqual(was);
+    // the comparisons go on trying; once the bridge is gone, skein's device is made
+    expect(ov.apply(plan).failed.length).toBeGreaterThan(0);
+    await sh("n2", "ip", "link", "del", "skein.vxlan");
+    await waitFor("skein's device and the plan in place", async () => JSON.stringify(await kernel("n2")) === JSON.stringify(expected(plan)), 2000, 20);
     expect(await lab.ping("p2", "10.244.3.10")).toBe(true);
   });
 

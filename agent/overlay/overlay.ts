@@ -7,12 +7,17 @@
 // Ownership: a route is skein's by its protocol, and only those are ever replaced or deleted;
 // a route of anyone else to a peer's pod CIDR is a conflict, logged and left alone (the peer
 // is then unreachable through skein, which the operator must see). The device and every
-// neighbour and FDB entry on it are skein's.
+// neighbour and FDB entry on it are skein's, when it is a VXLAN device: one of another kind
+// with its name is someone else's, never changed or deleted, and skein goes without VXLAN
+// (logged, reported as failed, retried) until it is gone. A VXLAN device of that name whose
+// settings differ is taken for an earlier skein's and replaced.
 //
 // Repair: the rtnetlink groups (rtevents.ts) are read every poll; a notification that takes
 // the kernel away from the plan (an entry of ours deleted or changed, the device deleted or
 // set down, a foreign route appearing or leaving) makes a comparison run within the next
-// poll, and a periodic comparison catches what is not notified at all.
+// poll, and a periodic comparison catches what is not notified at all. Any message telling the
+// underlay link or the device down counts, even when a later one of the same poll tells it up
+// again: its IPv4 routes went with the down, unnotified.
 import { Netlink } from "../sys/netlink.ts";
 import { RtEvents } from "../sys/rtevents.ts";
 import {
@@ -114,6 +119,9 @@ function linkMismatch(l: LinkMsg, v: VxlanSpec, underlay: number): string[] {
   return out;
 }
 
+/** A link named skein.vxlan that is not a VXLAN device: not skein's, whatever is planned. */
+const foreignKind = (l: LinkMsg | undefined) => (l && l.type !== "vxlan" ? (l.type ?? "link of no kind") : undefined);
+
 const sameRoute = (k: RouteMsg, r: PlannedRoute, oif: number | undefined) =>
   k.gateway === r.via && k.oif === oif && !!(k.flags & RTNH_F_ONLINK) === r.onlink;
 
@@ -123,6 +131,7 @@ export class Overlay {
   private want: Wanted | undefined;
   private vxIndex: number | undefined;
   private underlayIndex: number | undefined;
+  private underlayName: string | undefined;
   private underlayFlags = 0;
   private timers: Array<ReturnType<typeof setInterval>> = [];
   private soon: ReturnType<typeof setTimeout> | undefined;
@@ -130,6 +139,8 @@ export class Overlay {
   /** conflicting destinations already logged (logged again once they clear and return) */
   private conflicts = new Set<string>();
   private csumWarned = false;
+  /** the foreign skein.vxlan already logged, as "index kind" */
+  private foreignWarned: string | undefined;
   private closed = false;
   /** entries put back by the comparisons that notifications, the period or a retry started */
   repairs = 0;
@@ -188,7 +199,8 @@ export class Overlay {
   describeCleanup(): string[] {
     const out: string[] = [];
     for (const f of [4, 6] as const) for (const r of listRoutes(this.nl, f)) if (r.protocol === RTPROT_SKEIN) out.push(`route ${r.dst} table ${r.table}`);
-    if (getLink(this.nl, VXLAN_DEV)) out.push(`link ${VXLAN_DEV} (with its addresses, neighbour and FDB entries)`);
+    const link = getLink(this.nl, VXLAN_DEV);
+    if (link && !this.leftForeign(link)) out.push(`link ${VXLAN_DEV} (with its addresses, neighbour and FDB entries)`);
     return out;
   }
 
@@ -203,8 +215,15 @@ export class Overlay {
       }
     }
     const link = getLink(this.nl, VXLAN_DEV);
-    if (link && deleteLinkIndex(this.nl, link.index)) out.push(`link ${VXLAN_DEV}`);
+    if (link && !this.leftForeign(link) && deleteLinkIndex(this.nl, link.index)) out.push(`link ${VXLAN_DEV}`);
     return out;
+  }
+
+  /** Whether `link` is someone else's, and then says it is left alone. */
+  private leftForeign(link: LinkMsg): boolean {
+    const kind = foreignKind(link);
+    if (kind) this.o.log.warn({ link: VXLAN_DEV, index: link.index, kind }, `${VXLAN_DEV} is a ${kind}, not a VXLAN device: not skein's, left alone`);
+    return kind !== undefined;
   }
 
   private afterSync(failed: string[]): void {
@@ -248,12 +267,27 @@ export class Overlay {
     if (lost) return this.schedule(0, "rtnetlink notifications were lost");
     // a link's state is its last message's (its creation is told down, then up)
     const last = new Map<number, RtMsg>();
-    for (const m of messages) if (m.kind === "link") last.set(m.index, m);
+    for (const m of messages) {
+      if (m.kind !== "link") continue;
+      last.set(m.index, m);
+      const why = this.wentDown(m, this.want);
+      if (why) return this.schedule(0, why);
+    }
     for (const m of messages) {
       if (m.kind === "link" && last.get(m.index) !== m) continue;
       const why = this.concerns(m, this.want);
       if (why) return this.schedule(0, why);
     }
+  }
+
+  /** A link that goes down loses its IPv4 routes without a route notification; set up again
+   * within the same poll, its last message tells it as before, so every message counts. */
+  private wentDown(m: LinkMsg, w: Wanted): string | undefined {
+    if (!m.deleted && m.flags & IFF_UP) return undefined;
+    const underlay = m.index === this.underlayIndex || (m.name !== undefined && m.name === this.underlayName);
+    if (underlay) return `underlay link ${m.name ?? m.index} went ${m.deleted ? "away" : "down"}`;
+    if (w.plan.vxlan && (m.index === this.vxIndex || m.name === VXLAN_DEV)) return `${VXLAN_DEV} went ${m.deleted ? "away" : "down"}`;
+    return undefined;
   }
 
   /** Why the notification `m` may mean the kernel no longer holds the plan; undefined when it cannot. */
@@ -320,17 +354,29 @@ export class Overlay {
     const underlayDev = plan.vxlan?.dev ?? plan.routes.find((r) => r.dev !== VXLAN_DEV)?.dev;
     const underlay = underlayDev === undefined ? undefined : getLink(nl, underlayDev);
     this.underlayIndex = underlay?.index;
+    this.underlayName = underlayDev;
     this.underlayFlags = underlay?.flags ?? 0;
     if (underlayDev !== undefined && !underlay) failed.push(`underlay link ${underlayDev} does not exist`);
     let vx = getLink(nl, VXLAN_DEV);
     const v = plan.vxlan;
+    const foreignDev = foreignKind(vx);
+    if (foreignDev) {
+      // someone else's: with the name taken, skein has no device until it goes
+      const key = `${vx!.index} ${foreignDev}`;
+      if (v) {
+        failed.push(`${VXLAN_DEV}: the name is taken by a ${foreignDev} that is not skein's (left alone)`);
+        if (this.foreignWarned !== key) this.o.log.warn({ link: VXLAN_DEV, index: vx!.index, kind: foreignDev }, `a ${foreignDev} named ${VXLAN_DEV} is not skein's: left alone, and no peer is reached over VXLAN until it is gone`);
+      }
+      this.foreignWarned = v ? key : undefined;
+      vx = undefined;
+    } else this.foreignWarned = undefined;
     if (vx && (!v || (underlay && linkMismatch(vx, v, underlay.index).length))) {
       const why = v && underlay ? linkMismatch(vx, v, underlay.index).join(", ") : "the plan has none";
       const index = vx.index;
       attempt(`deleted ${VXLAN_DEV} (${why})`, () => deleteLinkIndex(nl, index));
       vx = undefined;
     }
-    if (v && underlay) {
+    if (v && underlay && !foreignDev) {
       if (!vx) {
         attempt(`created ${VXLAN_DEV}`, () => createVxlan(nl, { name: VXLAN_DEV, vni: v.vni, port: v.port, local: v.local, link: underlay.index, mtu: v.mtu, mac: v.mac }));
         vx = getLink(nl, VXLAN_DEV);
@@ -395,7 +441,7 @@ export class Overlay {
     for (const r of plan.routes) {
       const oif = r.dev === VXLAN_DEV ? vxIndex : underlay?.index;
       if (oif === undefined) {
-        failed.push(`route ${r.dst}: link ${r.dev} does not exist`);
+        failed.push(`route ${r.dst}: ${r.dev === VXLAN_DEV && foreignDev ? `${VXLAN_DEV} is not skein's` : `link ${r.dev} does not exist`}`);
         continue;
       }
       const have = byDst.get(r.dst) ?? [];
