@@ -31,7 +31,8 @@ export function cleanup(o: { prefixes: string[]; datapath: boolean; dryRun: bool
   }
   // the pod network between the nodes: routes of skein's protocol and the VXLAN device (which
   // takes its neighbour and FDB entries along)
-  const overlay = Overlay.open({ log: { info() {}, warn() {} }, watch: false });
+  // (what it leaves alone, such as a device of that name that is not skein's, it says why)
+  const overlay = Overlay.open({ log: { info() {}, warn: (_o, msg) => o.log(`left alone: ${msg}\n`) }, watch: false });
   try {
     for (const what of o.dryRun ? overlay.describeCleanup() : overlay.cleanup()) o.log(`${o.dryRun ? "would remove" : "removed"} ${what}\n`);
   } finally {
