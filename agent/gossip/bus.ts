@@ -50,11 +50,11 @@ const QUIET_MS = 30_000;
 /** How long a server may take to send its first bytes ("INFO ") before it counts as silent. */
 const PREFLIGHT_MS = 1500;
 /** The longest wait between two connection attempts (the backoff's cap). */
-const MAX_BACKOFF_MS = 10_000;
+const MAX_BACKOFF_MS = 5000;
 /**
- * Reconnect attempts per server before the connection is given up and made anew: a new
- * connection checks every configured server again (connect() was given only those that spoke),
- * and nats.js's reconnect, like its connect, leaks the socket of a server that never speaks.
+ * Reconnect attempts per server, when connect() was given only some of the configured servers
+ * (the others did not speak), before the connection is given up and made anew, so that the
+ * others are checked again; with every server given, nats.js reconnects for ever.
  */
 const RECONNECT_ATTEMPTS = 20;
 
@@ -179,7 +179,7 @@ export class GossipBus {
         if (silent.length > 0) this.warnQuietly(`silent ${silent.join(",")}`, { servers: silent }, "gossip: NATS servers that accept connections but do not speak NATS are left out");
         else this.quiet.forEach((_, k) => k.startsWith("silent ") && this.quiet.delete(k));
         if (speaking.length === 0) throw new Error(`no server answers: ${all.map((s, i) => `${s} ${found[i]}`).join(", ")}`);
-        nc = await connect({ ...o, servers: speaking });
+        nc = await connect({ ...o, servers: speaking, maxReconnectAttempts: speaking.length < all.length ? RECONNECT_ATTEMPTS : -1 });
       } catch (e) {
         this.warnQuietly("connect", { err: msg(e), nats: redacted(this.o.config) }, "gossip: cannot connect to NATS; retrying");
         await this.pause(this.backoff());
@@ -228,7 +228,7 @@ export class GossipBus {
     return {
       ...clientOptions(this.o.config),
       name: `skein ${this.self}`,
-      maxReconnectAttempts: RECONNECT_ATTEMPTS,
+      maxReconnectAttempts: -1,
       reconnectTimeWait: this.retryMs,
       reconnectJitter: this.retryMs,
       reconnectJitterTLS: this.retryMs,
