@@ -517,6 +517,21 @@ console.log("stopped");
     }
   });
 
+  test("a bucket without max age and a user who may not change streams: logged, and the bus gossips on the bucket as it is", async () => {
+    const c = await nats({ auth: { user: "skein", password: SECRET, denyPublish: ["$JS.API.STREAM.UPDATE.>"] } });
+    const nc = await connect({ servers: c.url.replace("nats://", ""), user: "skein", pass: SECRET });
+    try {
+      await nc.jetstream().views.kv("skein-nodes", { history: 1 });
+      const a = startBus(1, cfg(c, { user: "skein", password: SECRET }));
+      const b = startBus(2, cfg(c, { user: "skein", password: SECRET }));
+      await waitFor("both live and seeing each other", () => a.live() && b.live() && a.seen.has("n2") && b.seen.has("n1"));
+      expect(a.lines.join("")).toContain("could not set the bucket's max age");
+      expect((await (await nc.jetstreamManager()).streams.info("KV_skein-nodes")).config.max_age).toBe(0);
+    } finally {
+      await nc.close();
+    }
+  });
+
   for (const how of ["destroyed", "re-created by another with history 64 and no max age"] as const) {
     test(`the bucket ${how} under two running buses: each sees the other's heartbeats again within 1.5 s, and both stay live`, async () => {
       const c = await nats();

@@ -400,11 +400,16 @@ export class GossipBus {
     if (Object.keys(differs).length > 0) this.warnQuietly("bucket settings", { bucket: this.o.bucket, ...differs }, ttl === 0 ? "gossip: the bucket was made with other settings; its records never expired: setting its max age to the ttl" : "gossip: the bucket was made with other settings; they are kept");
     this.keyTtlMs = ttl > 0 ? ttl : this.o.ttlMs;
     if (ttl !== 0 || !this.nc) return;
-    const jsm = await this.nc.jetstreamManager({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
-    const config = st.streamInfo.config;
-    const maxAge = nanos(this.o.ttlMs);
-    // the server refuses a duplicate window longer than the max age
-    await jsm.streams.update(config.name, { ...config, max_age: maxAge, duplicate_window: Math.min(config.duplicate_window || maxAge, maxAge) });
+    try {
+      const jsm = await this.nc.jetstreamManager({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
+      const config = st.streamInfo.config;
+      const maxAge = nanos(this.o.ttlMs);
+      // the server refuses a duplicate window longer than the max age
+      await jsm.streams.update(config.name, { ...config, max_age: maxAge, duplicate_window: Math.min(config.duplicate_window || maxAge, maxAge) });
+    } catch (e) {
+      // a user without the right to change streams still gossips, on the bucket as it is
+      this.warnQuietly("bucket update", { bucket: this.o.bucket, err: msg(e) }, "gossip: could not set the bucket's max age; records of dead nodes stay in it until deleted");
+    }
   }
 
   private async startWatch(kv: KV): Promise<void> {
