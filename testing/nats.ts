@@ -13,7 +13,7 @@ export interface NatsOptions {
   /** servers in the cluster; 1 = a lone server without cluster block */
   servers?: number;
   /** client authentication the servers require */
-  auth?: { user: string; password: string } | { token: string } | { nkey: string };
+  auth?: { user: string; password: string; denyPublish?: string[] } | { token: string } | { nkey: string };
   /** TLS for clients: PEM files of the server's certificate and key (and a CA to verify clients) */
   tls?: { cert: string; key: string; ca?: string };
   /** how long start() waits for every server to be healthy */
@@ -106,7 +106,8 @@ export class NatsCluster {
       lines.push(`cluster { name: skein, listen: "${this.host}:${s.clusterPort}", routes: [${routes.join(", ")}] }`);
     }
     const a = this.o.auth;
-    if (a && "user" in a) lines.push(`authorization { user: ${q(a.user)}, password: ${q(a.password)} }`);
+    if (a && "user" in a && a.denyPublish) lines.push(`authorization { users: [ { user: ${q(a.user)}, password: ${q(a.password)}, permissions: { publish: { allow: [">"], deny: [${a.denyPublish.map(q).join(", ")}] } } } ] }`);
+    else if (a && "user" in a) lines.push(`authorization { user: ${q(a.user)}, password: ${q(a.password)} }`);
     else if (a && "token" in a) lines.push(`authorization { token: ${q(a.token)} }`);
     else if (a && "nkey" in a) lines.push(`authorization { users: [ { nkey: ${q(a.nkey)} } ] }`);
     const t = this.o.tls;

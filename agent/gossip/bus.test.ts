@@ -2,6 +2,7 @@
 import { afterAll, afterEach, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import { createServer, type AddressInfo, type Socket } from "node:net";
 import { connect, nkeys } from "nats";
 import pino from "pino";
 import { NatsCluster, TcpRelay, type NatsOptions } from "../../testing/nats.ts";
@@ -259,6 +260,15 @@ describe("GossipBus on one server", () => {
     }
   });
 
+  test("log lines carry the caller's fields once: the bus adds no \"part\" of its own", async () => {
+    const c = await nats();
+    const lines: string[] = [];
+    const a = startBus(1, cfg(c), { log: pino({ level: "debug" }, { write: (s: string) => void lines.push(s) }).child({ part: "gossip" }) });
+    await waitFor("live", a.live);
+    expect(lines.length).toBeGreaterThan(0);
+    for (const l of lines) expect(l.match(/"part":/g)).toEqual(['"part":']);
+  });
+
   test("at most maxKeys keys are tracked", async () => {
     const c = await nats();
     const a = startBus(1, cfg(c), { maxKeys: 2 });
@@ -360,4 +370,206 @@ describe("GossipBus with authentication and TLS", () => {
     await waitFor("the one without the CA fails", () => noCa.lines.some((l) => l.includes("cannot connect")), 5000);
     expect(noCa.liveFlips).toEqual([]);
   });
+});
+
+describe("GossipBus against hostile servers and buckets", () => {
+  /** A TCP listener on loopback that accepts and never says a word, counting its open connections. */
+  async function silentServer() {
+    const open = new Set<Socket>();
+    let accepted = 0;
+    const server = createServer((s) => {
+      accepted++;
+      open.add(s);
+      s.on("close", () => open.delete(s));
+      s.on("error", () => {});
+    });
+    const port = await new Promise<number>((resolve) => server.listen(0, "127.0.0.1", () => resolve((server.address() as AddressInfo).port)));
+    return {
+      url: `nats://127.0.0.1:${port}`,
+      open: () => open.size,
+      accepted: () => accepted,
+      close: () => {
+        for (const s of open) s.destroy();
+        return new Promise<void>((resolve) => server.close(() => resolve()));
+      },
+    };
+  }
+
+  test("a server that accepts and never speaks: retried with backoff, logged once, no socket left open; a speaking server in the same list is used", async () => {
+    const silent = await silentServer();
+    try {
+      const a = startBus(1, parseNatsConfig({ servers: [silent.url] }));
+      await waitFor("four attempts", () => silent.accepted() >= 4, 15_000);
+      // the attempt under way at most
+      expect(silent.open()).toBeLessThanOrEqual(1);
+      await a.bus.stop();
+      await waitFor("every connection closed after stop()", () => silent.open() === 0, 2000);
+      const warned = a.lines.filter((l) => l.includes('"level":40') && l.includes("do not speak NATS"));
+      expect(warned.length).toBe(1);
+      expect(warned[0]).toContain(silent.url.replace("nats://", ""));
+      // a silent server beside a real one: the real one is used, the silent one never held open
+      const c = await nats();
+      const b = startBus(2, parseNatsConfig({ servers: [silent.url, c.url] }));
+      await waitFor("live through the speaking server", b.live, 5000);
+      expect(b.bus.server).toBe(c.url.replace("nats://", ""));
+      expect(silent.open()).toBe(0);
+    } finally {
+      await silent.close();
+    }
+  }, 30_000);
+
+  test("a server left out at connect (it did not speak then) is tried again once the connected one is gone for good", async () => {
+    const x = await nats();
+    const y = await nats();
+    await y.stop(0);
+    const a = startBus(1, parseNatsConfig({ servers: [x.url, y.url] }));
+    await waitFor("live on x", a.live, 5000);
+    await x.stop(0);
+    await y.start(0);
+    // the connection was given x alone: its reconnects give up, and the next connection finds y
+    await waitFor("live again on y", () => a.live() && a.bus.server === y.url.replace("nats://", ""), 20_000);
+  }, 30_000);
+
+  test("stop() against a server that never speaks leaves nothing that keeps the process alive", async () => {
+    const silent = await silentServer();
+    try {
+      const script = `${tmp}/silent-stop.ts`;
+      writeFileSync(
+        script,
+        `import pino from "pino";
+import { GossipBus } from ${JSON.stringify(`${import.meta.dir}/bus.ts`)};
+import { parseNatsConfig } from ${JSON.stringify(`${import.meta.dir}/config.ts`)};
+const bus = GossipBus.start({ config: parseNatsConfig({ servers: [${JSON.stringify(silent.url)}] }), bucket: "skein-nodes", replicas: 1, ttlMs: 5000, heartbeatMs: 500, retryMs: 100,
+  record: () => ({ node: "n1", podCIDRs: ["10.244.1.0/24"], underlay: "192.168.50.11", vtepMac: "02:00:00:00:00:01", version: "0.1.0", seq: 0, startedAt: 1 }),
+  log: pino({ level: "silent" }), onPut() {}, onDelete() {}, onLive() {} });
+await Bun.sleep(4000);
+await bus.stop();
+console.log("stopped");
+`,
+      );
+      const p = Bun.spawn([process.execPath, script], { cwd: import.meta.dir, stdout: "pipe", stderr: "pipe" });
+      let out = "";
+      const reader = (async () => {
+        for await (const b of p.stdout) out += new TextDecoder().decode(b);
+      })();
+      try {
+        await waitFor("stop() resolved", () => out.includes("stopped"), 15_000);
+        const t0 = performance.now();
+        await waitFor("the process exits by itself", () => p.exitCode !== null, 2000);
+        console.log(`gossip: a silent server; the process exited ${(performance.now() - t0).toFixed(0)} ms after stop() resolved, ${silent.accepted()} connections accepted`);
+        expect(p.exitCode).toBe(0);
+      } finally {
+        p.kill("SIGKILL");
+        await p.exited;
+        await reader;
+      }
+    } finally {
+      await silent.close();
+    }
+  }, 30_000);
+
+  test("keys that expired in the bucket (no word on the watch) stop counting against maxKeys: a node joining later is seen", async () => {
+    const c = await nats();
+    const a = startBus(1, cfg(c), { maxKeys: 2, ttlMs: 1000, heartbeatMs: 300 });
+    await waitFor("live", a.live);
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    await (await nc.jetstream().views.kv("skein-nodes", { bindOnly: true })).put("junk-0", new TextEncoder().encode("x"));
+    await nc.close();
+    await waitFor("the junk key reached a", () => a.bad.length >= 1, 3000);
+    // junk-0 expires in the server after a second; n2 comes after that
+    const nc2 = await connect({ servers: c.url.replace("nats://", "") });
+    const kv2 = await nc2.jetstream().views.kv("skein-nodes", { bindOnly: true });
+    for (const t0 = performance.now(); (await kv2.get("junk-0")) !== null; await Bun.sleep(50)) {
+      if (performance.now() - t0 > 5000) throw new Error("junk-0 did not expire in the bucket");
+    }
+    await nc2.close();
+    const b = startBus(2, cfg(c), { maxKeys: 2, ttlMs: 1000, heartbeatMs: 300 });
+    await waitFor("a sees the new node", () => a.seen.has("n2"), 5000);
+    await waitFor("b sees a", () => b.seen.has("n1"), 2000);
+  });
+
+  test("a bucket made by someone else with history 64 and no max age: the difference is logged and the max age set to the ttl; another max age is logged and kept", async () => {
+    const c = await nats();
+    const nc = await connect({ servers: c.url.replace("nats://", "") });
+    try {
+      await nc.jetstream().views.kv("skein-nodes", { history: 64 });
+      const a = startBus(1, cfg(c));
+      await waitFor("live", a.live);
+      const jsm = await nc.jetstreamManager();
+      for (const t0 = performance.now(); (await jsm.streams.info("KV_skein-nodes")).config.max_age !== 5000 * 1_000_000; await Bun.sleep(50)) {
+        if (performance.now() - t0 > 3000) throw new Error("the max age was not set");
+      }
+      const warned = a.lines.filter((l) => l.includes("made with other settings"));
+      expect(warned.length).toBe(1);
+      expect(warned[0]).toContain('"maxAge":"never (0), not 5000 ms"');
+      expect(warned[0]).toContain('"history":"64, not 1"');
+      await a.bus.stop();
+      // a finite max age that differs is the operator's choice: told, kept
+      await jsm.streams.delete("KV_skein-nodes");
+      await nc.jetstream().views.kv("skein-nodes", { history: 1, ttl: 60_000 });
+      const b = startBus(2, cfg(c));
+      await waitFor("live", b.live);
+      expect((await jsm.streams.info("KV_skein-nodes")).config.max_age).toBe(60_000 * 1_000_000);
+      expect(b.lines.filter((l) => l.includes("made with other settings")).join("")).toContain('"maxAge":"60000 ms, not 5000 ms"');
+      expect(b.lines.join("")).not.toContain('"history"');
+    } finally {
+      await nc.close();
+    }
+  });
+
+  test("a bucket without max age and a user who may not change streams: logged, and the bus gossips on the bucket as it is", async () => {
+    const c = await nats({ auth: { user: "skein", password: SECRET, denyPublish: ["$JS.API.STREAM.UPDATE.>"] } });
+    const nc = await connect({ servers: c.url.replace("nats://", ""), user: "skein", pass: SECRET });
+    try {
+      await nc.jetstream().views.kv("skein-nodes", { history: 1 });
+      const a = startBus(1, cfg(c, { user: "skein", password: SECRET }));
+      const b = startBus(2, cfg(c, { user: "skein", password: SECRET }));
+      await waitFor("both live and seeing each other", () => a.live() && b.live() && a.seen.has("n2") && b.seen.has("n1"));
+      expect(a.lines.join("")).toContain("could not set the bucket's max age");
+      expect((await (await nc.jetstreamManager()).streams.info("KV_skein-nodes")).config.max_age).toBe(0);
+    } finally {
+      await nc.close();
+    }
+  });
+
+  for (const how of ["destroyed", "re-created by another with history 64 and no max age"] as const) {
+    test(`the bucket ${how} under two running buses: each sees the other's heartbeats again within 1.5 s, and both stay live`, async () => {
+      const c = await nats();
+      const a = startBus(1, cfg(c));
+      const b = startBus(2, cfg(c));
+      // a few heartbeats first: the revisions of a bucket in use are past those of a new one
+      await waitFor("both live and a few heartbeats", () => a.live() && b.live() && (a.seen.get("n2")?.seq ?? 0) >= 3 && (b.seen.get("n1")?.seq ?? 0) >= 3);
+      const nc = await connect({ servers: c.url.replace("nats://", "") });
+      try {
+        const js = nc.jetstream();
+        if (how === "destroyed") await (await js.views.kv("skein-nodes", { bindOnly: true })).destroy();
+        else {
+          await (await nc.jetstreamManager()).streams.delete("KV_skein-nodes");
+          await js.views.kv("skein-nodes", { history: 64 });
+        }
+      } finally {
+        await nc.close();
+      }
+      const t0 = performance.now();
+      const seqA = b.seen.get("n1")!.seq;
+      const seqB = a.seen.get("n2")!.seq;
+      // the next heartbeat within 500 ms, and the one after it seen at once: a re-created
+      // bucket's lower revisions tell at once that the watch is on a stream that is gone (the
+      // watchdog alone, waiting 2 s for the own put, took 2 s)
+      await waitFor("each sees the other's heartbeats on the new bucket", () => b.seen.get("n1")!.seq > seqA + 1 && a.seen.get("n2")!.seq > seqB + 1, 1500);
+      const back = performance.now() - t0;
+      await waitFor("both live", () => a.live() && b.live(), 2000);
+      // and they stay so: heartbeats keep coming for two ttls, and nobody goes deaf
+      const flipsA = a.liveFlips.length;
+      const flipsB = b.liveFlips.length;
+      for (const until = performance.now() + 10_000; performance.now() < until; ) {
+        const sa = b.seen.get("n1")!.seq;
+        const sb = a.seen.get("n2")!.seq;
+        await waitFor("heartbeats still flowing", () => b.seen.get("n1")!.seq > sa && a.seen.get("n2")!.seq > sb, 2000);
+      }
+      expect(a.liveFlips.length).toBe(flipsA);
+      expect(b.liveFlips.length).toBe(flipsB);
+      console.log(`gossip: bucket ${how}: heartbeats flow both ways again after ${back.toFixed(0)} ms; watch starts a ${a.bus.watchStarts}, b ${b.bus.watchStarts}`);
+    }, 30_000);
+  }
 });

@@ -12,7 +12,13 @@
 // gone) re-creates the bucket and the watch at once. After a reconnect the old watch is kept
 // (rebuilding needs the cluster's meta leader, which may be the server that just died) and the
 // bus is live again once the watch has delivered the put made after the reconnect.
-import { connect, type ConnectionOptions, type JetStreamClient, type KV, type KvEntry, type NatsConnection, type QueuedIterator, type Status } from "nats";
+//
+// Before a connection, every configured server is asked for its first bytes, and only those that
+// speak NATS are handed to nats.js, which would leave a socket open for every attempt on a server
+// that accepts and says nothing. The records are counted by key, and a key the server let expire
+// (of which the watch says nothing) stops counting once it was not put for the bucket's max age.
+import { connect as netConnect, type Socket } from "node:net";
+import { connect, nanos, type ConnectionOptions, type JetStreamClient, type KV, type KvEntry, type NatsConnection, type QueuedIterator, type Status } from "nats";
 import type { Logger } from "pino";
 import { clientOptions, redacted, type NatsConfig } from "./config.ts";
 import { MAX_RECORD_BYTES, encodeRecord, type NodeRecord } from "./record.ts";
@@ -30,7 +36,8 @@ export interface GossipBusOptions {
   onPut(key: string, bytes: Uint8Array): void;
   onDelete(key: string): void;
   onLive(live: boolean): void;
-  /** keys tracked at most; a new key past this is ignored (logged) */
+  /** keys tracked at most; a new key past this is ignored (logged). A key not put again within
+   * the bucket's max age has expired there (the watch says nothing of that) and is forgotten. */
   maxKeys?: number;
   /** the base wait between connection attempts and between retries of a failed step */
   retryMs?: number;
@@ -40,6 +47,16 @@ export const MAX_KEYS = 10_000;
 const MAX_KEY_LENGTH = 253;
 /** Log a repeating failure once, then at most this often. */
 const QUIET_MS = 30_000;
+/** How long a server may take to send its first bytes ("INFO ") before it counts as silent. */
+const PREFLIGHT_MS = 1500;
+/** The longest wait between two connection attempts (the backoff's cap). */
+const MAX_BACKOFF_MS = 5000;
+/**
+ * Reconnect attempts per server, when connect() was given only some of the configured servers
+ * (the others did not speak), before the connection is given up and made anew, so that the
+ * others are checked again; with every server given, nats.js reconnects for ever.
+ */
+const RECONNECT_ATTEMPTS = 20;
 
 type Watch = QueuedIterator<KvEntry>;
 
@@ -48,7 +65,13 @@ export class GossipBus {
   private readonly log: Logger;
   private readonly retryMs: number;
   private readonly maxKeys: number;
-  private readonly keys = new Set<string>();
+  /** tracked keys and when each was last put, oldest first */
+  private readonly keys = new Map<string, number>();
+  /** the bucket's max age as found on opening it: a key not put again within it has expired */
+  private keyTtlMs: number;
+  /** connections opened to check that a server speaks NATS, closed by stop() */
+  private readonly probes = new Set<Socket>();
+  private failures = 0;
   private nc: NatsConnection | undefined;
   private js: JetStreamClient | undefined;
   private kv: KV | undefined;
@@ -80,9 +103,11 @@ export class GossipBus {
 
   private constructor(o: GossipBusOptions) {
     this.o = o;
-    this.log = o.log.child({ part: "gossip" });
+    // the caller names the part (the agent's loggers carry "part")
+    this.log = o.log;
     this.retryMs = o.retryMs ?? 300;
     this.maxKeys = o.maxKeys ?? MAX_KEYS;
+    this.keyTtlMs = o.ttlMs;
     this.self = o.record().node;
     this.log.info({ nats: redacted(o.config), bucket: o.bucket, replicas: o.replicas, ttlMs: o.ttlMs, heartbeatMs: o.heartbeatMs }, "gossip starting");
     this.done = this.run();
@@ -116,6 +141,8 @@ export class GossipBus {
     clearInterval(this.heartbeat);
     clearInterval(this.watchdog);
     clearTimeout(this.retryTimer);
+    for (const s of this.probes) s.destroy();
+    this.probes.clear();
     this.wake?.();
     this.dropWatch();
     this.setLive(false);
@@ -141,12 +168,24 @@ export class GossipBus {
     while (!this.stopped) {
       let nc: NatsConnection;
       try {
-        nc = await connect(this.connectOptions());
+        const o = this.connectOptions();
+        // nats.js leaks the socket of a server that accepts and never speaks (its connect
+        // timeout rejects but leaves the socket open): only servers that said "INFO " get to it
+        const all = (o.servers as string[]) ?? [];
+        const found = await Promise.all(all.map((s) => this.probe(s)));
+        if (this.stopped) break;
+        const speaking = all.filter((_, i) => found[i] === "speaks");
+        const silent = all.filter((_, i) => found[i] === "silent");
+        if (silent.length > 0) this.warnQuietly(`silent ${silent.join(",")}`, { servers: silent }, "gossip: NATS servers that accept connections but do not speak NATS are left out");
+        else this.quiet.forEach((_, k) => k.startsWith("silent ") && this.quiet.delete(k));
+        if (speaking.length === 0) throw new Error(`no server answers: ${all.map((s, i) => `${s} ${found[i]}`).join(", ")}`);
+        nc = await connect({ ...o, servers: speaking, maxReconnectAttempts: speaking.length < all.length ? RECONNECT_ATTEMPTS : -1 });
       } catch (e) {
         this.warnQuietly("connect", { err: msg(e), nats: redacted(this.o.config) }, "gossip: cannot connect to NATS; retrying");
-        await this.pause(this.retryMs + Math.random() * this.retryMs);
+        await this.pause(this.backoff());
         continue;
       }
+      this.failures = 0;
       if (this.stopped) {
         await nc.close().catch(() => {});
         break;
@@ -199,6 +238,42 @@ export class GossipBus {
       pingInterval: 5000,
       maxPingOut: 2,
     };
+  }
+
+  /** The wait before the next connection attempt: doubling from retryMs up to MAX_BACKOFF_MS, jittered. */
+  private backoff(): number {
+    const base = Math.min(MAX_BACKOFF_MS, this.retryMs * 2 ** Math.min(this.failures++, 16));
+    return base / 2 + (Math.random() * base) / 2;
+  }
+
+  /**
+   * Whether the server at "host:port" speaks NATS: its first bytes, within PREFLIGHT_MS of the
+   * connection, are "INFO ". "silent" when it accepted and said nothing (or something else),
+   * else why it could not be reached. The probe's socket is closed whatever happens.
+   */
+  private probe(server: string): Promise<string> {
+    const m = /^\[?(.*?)\]?:(\d+)$/.exec(server);
+    if (!m) return Promise.resolve("not host:port");
+    return new Promise((resolve) => {
+      const sock = netConnect({ host: m[1]!, port: Number(m[2]) });
+      this.probes.add(sock);
+      let got = Buffer.alloc(0);
+      let connected = false;
+      const end = (result: string) => {
+        clearTimeout(timer);
+        sock.destroy();
+        this.probes.delete(sock);
+        resolve(result);
+      };
+      const timer = setTimeout(() => end(connected ? "silent" : "connect timeout"), PREFLIGHT_MS);
+      sock.on("connect", () => (connected = true));
+      sock.on("data", (b: Buffer) => {
+        got = Buffer.concat([got, b]);
+        if (got.length >= 5) end(got.subarray(0, 5).toString("latin1") === "INFO " ? "speaks" : "silent");
+      });
+      sock.on("error", (e: NodeJS.ErrnoException) => end(e.code ?? e.message));
+      sock.on("close", () => end(connected ? "silent" : "closed"));
+    });
   }
 
   private async followStatus(status: AsyncIterable<Status>): Promise<void> {
@@ -264,7 +339,9 @@ export class GossipBus {
     const js = this.js;
     if (!js) return;
     if (!this.kv) {
-      this.kv = await js.views.kv(this.o.bucket, { history: 1, ttl: this.o.ttlMs, replicas: this.o.replicas, maxValueSize: MAX_RECORD_BYTES });
+      const kv = await js.views.kv(this.o.bucket, { history: 1, ttl: this.o.ttlMs, replicas: this.o.replicas, maxValueSize: MAX_RECORD_BYTES });
+      await this.checkBucket(kv);
+      this.kv = kv;
     }
     const kv = this.kv;
     if (this.needPut) {
@@ -272,6 +349,14 @@ export class GossipBus {
       const rec = { ...this.o.record(), seq: this.seq++ };
       try {
         const rev = await kv.put(this.self, encodeRecord(rec));
+        if (rev <= this.ownRev && this.watch) {
+          // revisions only grow in one stream: this is a new one (the bucket was deleted and
+          // made again), and the watch on the old one will never hear of it
+          this.log.warn({ rev, before: this.ownRev }, "gossip: the bucket's revisions started over (it was made anew); watching again");
+          this.dropWatch();
+          this.setLive(false);
+          this.needWatch = true;
+        }
         this.ownRev = rev;
         this.unseen ??= { rev, at: Date.now() };
         if (this.catchUp && this.catchUp.rev === undefined) this.catchUp.rev = rev;
@@ -297,6 +382,33 @@ export class GossipBus {
         this.kv = undefined;
         throw e;
       }
+    }
+  }
+
+  /**
+   * Checks the settings of a bucket this bus may not have made (an operator's, one re-created by
+   * another tool): they are logged when they differ from what the bus would make, and a bucket
+   * whose records never expire gets the ttl, since there the records of dead nodes would stay
+   * for ever and a restarted agent would take them for live ones.
+   */
+  private async checkBucket(kv: KV): Promise<void> {
+    const st = await kv.status();
+    const ttl = st.ttl;
+    const differs: Record<string, string> = {};
+    if (ttl !== this.o.ttlMs) differs.maxAge = ttl === 0 ? `never (0), not ${this.o.ttlMs} ms` : `${ttl} ms, not ${this.o.ttlMs} ms`;
+    if (st.history !== 1) differs.history = `${st.history}, not 1`;
+    if (Object.keys(differs).length > 0) this.warnQuietly("bucket settings", { bucket: this.o.bucket, ...differs }, ttl === 0 ? "gossip: the bucket was made with other settings; its records never expired: setting its max age to the ttl" : "gossip: the bucket was made with other settings; they are kept");
+    this.keyTtlMs = ttl > 0 ? ttl : this.o.ttlMs;
+    if (ttl !== 0 || !this.nc) return;
+    try {
+      const jsm = await this.nc.jetstreamManager({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
+      const config = st.streamInfo.config;
+      const maxAge = nanos(this.o.ttlMs);
+      // the server refuses a duplicate window longer than the max age
+      await jsm.streams.update(config.name, { ...config, max_age: maxAge, duplicate_window: Math.min(config.duplicate_window || maxAge, maxAge) });
+    } catch (e) {
+      // a user without the right to change streams still gossips, on the bucket as it is
+      this.warnQuietly("bucket update", { bucket: this.o.bucket, err: msg(e) }, "gossip: could not set the bucket's max age; records of dead nodes stay in it until deleted");
     }
   }
 
@@ -362,18 +474,33 @@ export class GossipBus {
         this.warnQuietly("long key", { key: key.slice(0, 64) }, "gossip: key longer than a Node name ignored");
         return;
       }
-      if (!this.keys.has(key)) {
+      const now = performance.now();
+      if (!this.keys.delete(key)) {
+        if (this.keys.size >= this.maxKeys) this.forgetExpired(now);
         if (this.keys.size >= this.maxKeys) {
           this.warnQuietly("too many keys", { key, max: this.maxKeys }, "gossip: too many keys in the bucket; new key ignored");
           return;
         }
-        this.keys.add(key);
       }
+      // re-inserted, so that the map stays in the order of the last puts
+      this.keys.set(key, now);
       // the bytes go on as they are, whatever their size: the peer book refuses what is not a record
       this.call(() => this.o.onPut(key, e.value));
     } else {
       this.keys.delete(key);
       this.call(() => this.o.onDelete(key));
+    }
+  }
+
+  /**
+   * Forgets the keys not put again within the bucket's max age: the server has dropped them
+   * without a word on the watch, and counting them would keep new nodes out for ever.
+   */
+  private forgetExpired(now: number): void {
+    if (this.keyTtlMs <= 0) return;
+    for (const [k, at] of this.keys) {
+      if (now - at <= this.keyTtlMs) break;
+      this.keys.delete(k);
     }
   }
 

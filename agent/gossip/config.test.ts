@@ -94,6 +94,27 @@ describe("loadNatsConfig", () => {
   });
 });
 
+describe("nkey seed file", () => {
+  test("checked when the configuration is loaded: a file without a seed, or missing, is an error naming the file and never its content", () => {
+    const seed = new TextDecoder().decode(nkeys.createUser().getSeed());
+    expect(loadNatsConfig({ flags: { servers: "nats://a:1", nkeySeedFile: file("good.nk", `${seed}\n`) } }).nkeySeedFile).toEndWith("good.nk");
+    // an account seed is a seed, but not a user's
+    const account = new TextDecoder().decode(nkeys.createAccount().getSeed());
+    for (const [name, content] of [["empty.nk", ""], ["secret.nk", SECRET], ["account.nk", account], ["public.nk", nkeys.createUser().getPublicKey()]] as const) {
+      const f = file(name, content);
+      let msg = "";
+      try {
+        loadNatsConfig({ flags: { servers: "nats://a:1", nkeySeedFile: f } });
+      } catch (e) {
+        msg = (e as Error).message;
+      }
+      expect(msg).toBe(`NATS nkey seed file ${f}: not a user nkey seed (a line starting with SU)`);
+      if (content) expect(msg).not.toContain(content.slice(0, 6));
+    }
+    expect(() => loadNatsConfig({ flags: { servers: "nats://a:1", nkeySeedFile: `${file("x", "")}-missing` } })).toThrow(/NATS nkey seed file \/.*-missing: ENOENT/);
+  });
+});
+
 describe("redacted and client options", () => {
   test("redacted() never holds a secret", () => {
     const seed = new TextDecoder().decode(nkeys.createUser().getSeed());

@@ -131,7 +131,30 @@ export function loadNatsConfig(o: { file?: string; flags?: NatsFlags }): NatsCon
     if (f.tlsKey !== undefined) t.key = f.tlsKey;
     merged.tls = t;
   }
-  return parseNatsConfig(merged, o.file !== undefined ? `NATS configuration (file ${o.file} and flags)` : "NATS configuration (flags)");
+  const c = parseNatsConfig(merged, o.file !== undefined ? `NATS configuration (file ${o.file} and flags)` : "NATS configuration (flags)");
+  // told at start, not at every connection attempt ever after
+  if (c.nkeySeedFile !== undefined) readSeed(c.nkeySeedFile);
+  return c;
+}
+
+/** The user nkey seed in `file`, checked; the error names the file and never shows its content. */
+function readSeed(file: string): Uint8Array {
+  const what = `NATS nkey seed file ${file}`;
+  let seed: string;
+  try {
+    seed = readFileBounded(file, MAX_SEED_BYTES, what).toString("utf8").trim();
+  } catch (e) {
+    throw new NatsConfigError(e instanceof Error && e.name !== "Error" ? e.message : `${what}: ${(e as NodeJS.ErrnoException).code ?? "unreadable"}`);
+  }
+  const bytes = new TextEncoder().encode(seed);
+  let ok = false;
+  try {
+    ok = seed.startsWith("SU") && nkeys.fromSeed(bytes).getPublicKey().startsWith("U");
+  } catch {
+    ok = false;
+  }
+  if (!ok) throw new NatsConfigError(`${what}: not a user nkey seed (a line starting with SU)`);
+  return bytes;
 }
 
 /** The configuration as a log line shows it: servers and the kinds of credentials, no secret. */
@@ -161,18 +184,7 @@ export function clientOptions(c: NatsConfig): ConnectionOptions {
     o.pass = c.password;
   }
   if (c.token !== undefined) o.token = c.token;
-  if (c.nkeySeedFile !== undefined) {
-    const what = `NATS nkey seed file ${c.nkeySeedFile}`;
-    const seed = readFileBounded(c.nkeySeedFile, MAX_SEED_BYTES, what).toString("utf8").trim();
-    let ok = false;
-    try {
-      ok = seed.startsWith("SU") && nkeys.fromSeed(new TextEncoder().encode(seed)).getPublicKey().startsWith("U");
-    } catch {
-      ok = false;
-    }
-    if (!ok) throw new NatsConfigError(`${what}: not a user nkey seed (a line starting with SU)`);
-    o.authenticator = nkeyAuthenticator(new TextEncoder().encode(seed));
-  }
+  if (c.nkeySeedFile !== undefined) o.authenticator = nkeyAuthenticator(readSeed(c.nkeySeedFile));
   if (usesTls(c)) {
     const t: NonNullable<ConnectionOptions["tls"]> = {};
     if (c.tls?.ca) t.ca = readFileBounded(c.tls.ca, MAX_PEM_BYTES, `NATS TLS CA file ${c.tls.ca}`).toString("utf8");
