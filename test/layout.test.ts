@@ -331,3 +331,13 @@ test("the walker reads every module Bun runs and resolves absolute paths", () =>
   expect(violations(at("compiler/x.ts", `import { Netlink } from "file://${ROOT}/agent/sys/netlink.ts";`))).toHaveLength(1);
   expect(at("compiler/x.ts", `import { Netlink } from "${ROOT}/agent/sys/netlink";`)).toEqual([{ from: "compiler/x.ts", to: "agent/sys/netlink.ts", lazy: false }]);
 });
+
+test("cbor-x is imported through its subpaths only: its main entry puts the native string extractor into the decoder the whole process shares, and megabyte strings then decode as a truncated buffer", () => {
+  const main = DIRS.flatMap((d) => sourceFiles(`${ROOT}/${d}`)).flatMap((f) =>
+    transpilers[/x$/.test(f) ? "tsx" : "ts"]
+      .scanImports(readFileSync(f, "utf8").replace(/^#!.*/, ""))
+      .filter((i) => i.path === "cbor-x" && i.kind !== "require-call") // require() takes the CommonJS build, a decoder of its own
+      .map(() => relative(ROOT, f)),
+  );
+  expect(main).toEqual([]);
+});

@@ -48,7 +48,7 @@ test("with one of three servers killed, every record is still there, a joining n
   // every record survives on the other two (the bucket has three replicas); a stream whose
   // leader was the killed server answers once the other two have elected one
   const t = performance.now();
-  for (const i of [1, 2]) await waitFor(`the records through server ${i}`, async () => (await keys(i).catch(() => [])).join() === "n1,n2,n3", 15_000, 200);
+  for (const i of [1, 2]) await waitFor(`the records through server ${i}`, async () => (await keys(i).catch(() => [])).join() === "n1,n2,n3", 40_000, 200);
   console.log(`with server 0 killed, the bucket answered through the others after ${(performance.now() - t).toFixed(0)} ms`);
 
   // a node joins while server 0 is gone: its agent and every other find a live server
@@ -70,4 +70,4 @@ test("with one of three servers killed, every record is still there, a joining n
   // the killed server comes back and catches up
   await nats.start(0);
   await waitFor("server 0 has the records again", async () => (await keys(0)).join() === "n1,n2,n4", 10_000, 200);
-}, 90_000);
+}, 150_000);

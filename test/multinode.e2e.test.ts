@@ -5,7 +5,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
 import { readFileSync } from "node:fs";
-import { Encoder } from "cbor-x";
+import { Encoder } from "cbor-x/encode";
 import { encodeRecord, vtepMacFor, type NodeRecord } from "../agent/gossip/record.ts";
 import { inNetns, runAsync } from "../agent/sys/exec.ts";
 import { buildUnderlay, linkCounters, packetsBetween, reachability, readCounters, resetCounters, startCluster, NAT_PUBLIC, type Cluster, type ClusterPod } from "../testing/multinode.ts";

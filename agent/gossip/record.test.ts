@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { Encoder, encode } from "cbor-x";
+import { Encoder, encode } from "cbor-x/encode";
 import { MAX_RECORD_BYTES, RecordError, decodeRecord, encodeRecord, macProblem, vtepMacFor, type NodeRecord } from "./record.ts";
 
 const good: NodeRecord = {

@@ -7,7 +7,11 @@
 // Date, Map, Set, typed array, record structure or any other object; then each field is
 // checked, addresses through compiler/address.ts.
 import { createHash } from "node:crypto";
-import { Decoder, Encoder } from "cbor-x";
+// the subpaths, as agent/ipam/disk-store.ts: the main entry installs cbor-x's native string
+// extractor (cbor-extract) into the decoder every part of the process shares, and with it
+// strings of megabytes decoded as "Unexpected end of buffer" (the IPAM state's, in one test run)
+import { Decoder } from "cbor-x/decode";
+import { Encoder } from "cbor-x/encode";
 import { AddressError, addressFamily, parseCidr, quote, unicastProblem } from "../../compiler/address.ts";
 
 export interface NodeRecord {

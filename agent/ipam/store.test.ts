@@ -6,6 +6,7 @@ import { poolFromCidr } from "./cidr.ts";
 import { DiskStore, STATE_LIMIT, StoreCorruptError, StoreFullError } from "./disk-store.ts";
 import { runStoreContract } from "./store.case.ts";
 import { MemoryStore } from "./store.ts";
+import { encode } from "cbor-x/encode";
 
 const dirs: string[] = [];
 const freshDir = () => {
@@ -48,7 +49,7 @@ describe("DiskStore", () => {
   test("a file of another shape names the field", () => {
     const dir = freshDir();
     const s = new DiskStore(dir, "net");
-    writeFileSync(s.path, Buffer.from(require("cbor-x").encode({ format: "skein-ipam", version: 1, allocations: [{ ip: 5 }], cursors: {} })));
+    writeFileSync(s.path, Buffer.from(encode({ format: "skein-ipam", version: 1, allocations: [{ ip: 5 }], cursors: {} })));
     expect(() => s.read()).toThrow(/allocations\.0\.containerId/);
   });
 
@@ -72,7 +73,7 @@ describe("DiskStore", () => {
   ])("an allocation whose address %s is not read strictly is reported as corrupt", (ip, msg) => {
     const s = new DiskStore(freshDir(), "net");
     const alloc = (ip: string, containerId: string) => ({ containerId, ifname: "eth0", ip, pool: "10.250.95.0/24", at: 1 });
-    writeFileSync(s.path, Buffer.from(require("cbor-x").encode({ format: "skein-ipam", version: 1, allocations: [alloc("10.250.95.3", "a"), alloc(ip, "old")], cursors: {} })));
+    writeFileSync(s.path, Buffer.from(encode({ format: "skein-ipam", version: 1, allocations: [alloc("10.250.95.3", "a"), alloc(ip, "old")], cursors: {} })));
     expect(() => s.read()).toThrow(StoreCorruptError);
     expect(() => s.read()).toThrow(msg);
   });
