@@ -61,7 +61,7 @@ test("with one of three servers killed, every record is still there, a joining n
   console.log(`with a server down, n4 was programmed on every node ${ms.toFixed(0)} ms after its agent started`);
   expect(ms).toBeLessThan(2000);
   expect(await routes("n4")).toEqual([cidr("n1"), cidr("n2"), cidr("n3")].sort());
-  await waitFor("n4's record on the live servers", async () => (await keys(1)).includes("n4"), 5000, 100);
+  await waitFor("n4's record on the live servers", async () => (await keys(1).catch(() => [])).includes("n4"), 40_000, 200);
 
   // and one leaves: its record expires, every node drops it
   await c.stopAgent("n3", { signal: "SIGKILL" });
@@ -69,5 +69,5 @@ test("with one of three servers killed, every record is still there, a joining n
 
   // the killed server comes back and catches up
   await nats.start(0);
-  await waitFor("server 0 has the records again", async () => (await keys(0)).join() === "n1,n2,n4", 10_000, 200);
+  await waitFor("server 0 has the records again", async () => (await keys(0).catch(() => [])).join() === "n1,n2,n4", 40_000, 200);
 }, 150_000);
