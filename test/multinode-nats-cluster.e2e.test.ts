@@ -48,7 +48,7 @@ test("with one of three servers killed, every record is still there, a joining n
   // every record survives on the other two (the bucket has three replicas); a stream whose
   // leader was the killed server answers once the other two have elected one
   const t = performance.now();
-  for (const i of [1, 2]) await waitFor(`the records through server ${i}`, async () => (await keys(i).catch(() => [])).join() === "n1,n2,n3", 40_000, 200);
+  for (const i of [1, 2]) await waitFor(`the records through server ${i}`, async () => (await keys(i).catch((): string[] => [])).join() === "n1,n2,n3", 40_000, 200);
   console.log(`with server 0 killed, the bucket answered through the others after ${(performance.now() - t).toFixed(0)} ms`);
 
   // a node joins while server 0 is gone: its agent and every other find a live server
@@ -61,7 +61,7 @@ test("with one of three servers killed, every record is still there, a joining n
   console.log(`with a server down, n4 was programmed on every node ${ms.toFixed(0)} ms after its agent started`);
   expect(ms).toBeLessThan(2000);
   expect(await routes("n4")).toEqual([cidr("n1"), cidr("n2"), cidr("n3")].sort());
-  await waitFor("n4's record on the live servers", async () => (await keys(1).catch(() => [])).includes("n4"), 40_000, 200);
+  await waitFor("n4's record on the live servers", async () => (await keys(1).catch((): string[] => [])).includes("n4"), 40_000, 200);
 
   // and one leaves: its record expires, every node drops it
   await c.stopAgent("n3", { signal: "SIGKILL" });
@@ -69,5 +69,5 @@ test("with one of three servers killed, every record is still there, a joining n
 
   // the killed server comes back and catches up
   await nats.start(0);
-  await waitFor("server 0 has the records again", async () => (await keys(0).catch(() => [])).join() === "n1,n2,n4", 40_000, 200);
+  await waitFor("server 0 has the records again", async () => (await keys(0).catch((): string[] => [])).join() === "n1,n2,n4", 40_000, 200);
 }, 150_000);
