@@ -18,33 +18,59 @@ export interface ProbeResult {
 
 /**
  * What a child process prints, read as it comes: `until` waits, with a deadline, for the
- * output to contain some text. A read that a deadline interrupts is kept for the next call,
- * so no chunk is lost.
+ * output to contain some text. The output is read all the time, not only while someone waits:
+ * a child whose pipe nobody empties blocks in its next write once the pipe's 64 KiB are full
+ * (an agent logging synchronously would stop serving). Past MAX_TEXT the rest is read and
+ * dropped, so offsets into `text` stay valid.
  */
 export class OutputWatcher {
   text = "";
-  private readonly reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> };
+  /** more was printed than `text` holds */
+  truncated = false;
+  private ended = false;
   private readonly decoder = new TextDecoder();
-  private pending: Promise<{ done: boolean; value?: Uint8Array }> | undefined;
+  /** those waiting in until(), woken by every chunk and by the end */
+  private readonly waiters = new Set<() => void>();
+  static readonly MAX_TEXT = 32 * 1024 * 1024;
 
   constructor(stream: ReadableStream<Uint8Array>) {
-    this.reader = stream.getReader();
+    void this.pump(stream.getReader());
+  }
+
+  private async pump(reader: { read(): Promise<{ done: boolean; value?: Uint8Array }> }): Promise<void> {
+    try {
+      for (;;) {
+        const chunk = await reader.read();
+        if (chunk.done) break;
+        if (this.text.length < OutputWatcher.MAX_TEXT) this.text += this.decoder.decode(chunk.value, { stream: true });
+        else this.truncated = true;
+        for (const w of this.waiters) w();
+      }
+    } catch {
+      // the process went away mid-read: what was read stays
+    }
+    this.ended = true;
+    for (const w of this.waiters) w();
   }
 
   /** Waits for `what` to appear in the output at or after offset `from`. */
   async until(what: string, timeoutMs: number, from = 0): Promise<"found" | "ended" | "timeout"> {
     const deadline = Date.now() + timeoutMs;
-    while (this.text.indexOf(what, from) < 0) {
+    for (;;) {
+      if (this.text.indexOf(what, from) >= 0) return "found";
+      if (this.ended) return "ended";
       const left = deadline - Date.now();
       if (left <= 0) return "timeout";
-      this.pending ??= this.reader.read();
-      const chunk = await Promise.race([this.pending, Bun.sleep(left).then(() => undefined)]);
-      if (chunk === undefined) return "timeout";
-      this.pending = undefined;
-      if (chunk.done) return "ended";
-      this.text += this.decoder.decode(chunk.value, { stream: true });
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(t);
+          this.waiters.delete(wake);
+          resolve();
+        };
+        const t = setTimeout(wake, left);
+        this.waiters.add(wake);
+      });
     }
-    return "found";
   }
 }
 
