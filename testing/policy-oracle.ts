@@ -135,28 +135,26 @@ function inCidr(addr: ipaddr.IPv4 | ipaddr.IPv6, cidr: [ipaddr.IPv4 | ipaddr.IPv
   return addr.kind() === cidr[0].kind() && addr.match(cidr);
 }
 
+function requirementMatches(e: LabelSelectorRequirement, labels: Record<string, string>, p: NetworkPolicy, f: string): boolean {
+  const has = Object.hasOwn(labels, e.key);
+  const values = e.values ?? [];
+  switch (e.operator) {
+    case "In":
+    case "NotIn":
+      if (!values.length) throw new PolicyError(p, `${f}.values`, `must be non-empty for ${e.operator}`);
+      return (has && values.includes(labels[e.key]!)) === (e.operator === "In");
+    case "Exists":
+    case "DoesNotExist":
+      if (values.length) throw new PolicyError(p, `${f}.values`, `must be empty for ${e.operator}`);
+      return has === (e.operator === "Exists");
+    default:
+      throw new PolicyError(p, `${f}.operator`, `unknown operator ${JSON.stringify(e.operator)}`);
+  }
+}
+
 function selectorMatches(sel: LabelSelector, labels: Record<string, string>, p: NetworkPolicy, field: string): boolean {
   for (const [k, v] of Object.entries(sel.matchLabels ?? {})) if (labels[k] !== v) return false;
-  for (const [i, e] of (sel.matchExpressions ?? []).entries()) {
-    const f = `${field}.matchExpressions[${i}]`;
-    const has = Object.hasOwn(labels, e.key);
-    const values = e.values ?? [];
-    switch (e.operator) {
-      case "In":
-      case "NotIn":
-        if (!values.length) throw new PolicyError(p, `${f}.values`, `must be non-empty for ${e.operator}`);
-        if (e.operator === "In" ? !(has && values.includes(labels[e.key]!)) : has && values.includes(labels[e.key]!)) return false;
-        break;
-      case "Exists":
-      case "DoesNotExist":
-        if (values.length) throw new PolicyError(p, `${f}.values`, `must be empty for ${e.operator}`);
-        if (has !== (e.operator === "Exists")) return false;
-        break;
-      default:
-        throw new PolicyError(p, `${f}.operator`, `unknown operator ${JSON.stringify(e.operator)}`);
-    }
-  }
-  return true;
+  return (sel.matchExpressions ?? []).every((e, i) => requirementMatches(e, labels, p, `${field}.matchExpressions[${i}]`));
 }
 
 /** What the connection looks like to a policy: the other end, and the destination pod for ports. */
@@ -228,9 +226,7 @@ function policyTypes(p: NetworkPolicy): Set<string> {
 }
 
 function checkSelector(sel: LabelSelector | null | undefined, p: NetworkPolicy, field: string): void {
-  if (sel == null) return;
-  // One expression at a time, on labels that carry its key, so none is skipped by a short cut.
-  for (const [i, e] of (sel.matchExpressions ?? []).entries()) selectorMatches({ matchExpressions: [e] }, { [e.key]: "" }, p, `${field}.matchExpressions[${i}]`);
+  for (const [i, e] of (sel?.matchExpressions ?? []).entries()) requirementMatches(e, {}, p, `${field}.matchExpressions[${i}]`);
 }
 
 /**
