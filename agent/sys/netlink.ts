@@ -35,7 +35,7 @@ import {
   SOL_SOCKET,
 } from "./nlsock.ts";
 import { attrs, decodeNft, NFNL_MSG_BATCH_BEGIN, NFNL_MSG_BATCH_END, NFNL_SUBSYS_NFTABLES, type NftGeneration } from "./nftmsg.ts";
-import { AttrWriter } from "./nlattr.ts";
+import { AttrWriter, HOST_LE } from "./nlattr.ts";
 
 export { NetlinkError } from "./nlsock.ts";
 
@@ -129,6 +129,28 @@ export class Msg {
 
 const align4 = (n: number) => (n + 3) & ~3;
 export const macBytes = (mac: string) => Uint8Array.from(mac.split(":").map((h) => parseInt(h, 16)));
+
+/** An address message (ifaddrmsg, the address as local and address) for link `index`. */
+export function addrMsg(type: number, flags: number, index: number, ip: string, prefix: number, nodad: boolean): Msg {
+  const a = ipBytes(ip);
+  const head = new Uint8Array(8);
+  head[0] = AF(a.family);
+  head[1] = prefix;
+  head[2] = nodad ? IFA_F_NODAD : 0;
+  new DataView(head.buffer).setUint32(4, index, HOST_LE);
+  return new Msg(type, flags, head).attr(IFA_LOCAL, a.bytes).attr(IFA_ADDRESS, a.bytes);
+}
+
+/** A neighbour message's header (ndmsg) for link `index`. */
+export function ndmsg(family: number, index: number, state: number, flags: number): Uint8Array {
+  const head = new Uint8Array(12);
+  const dv = new DataView(head.buffer);
+  head[0] = family;
+  dv.setInt32(4, index, HOST_LE);
+  dv.setUint16(8, state, HOST_LE);
+  head[10] = flags;
+  return head;
+}
 
 /** An IP address in network byte order, and its family; read strictly (compiler/address.ts). */
 export function ipBytes(ip: string): { family: 4 | 6; bytes: Uint8Array } {
@@ -483,13 +505,7 @@ export class Netlink {
   }
 
   addAddress(dev: number, ip: string, prefix: number, nodad: boolean): void {
-    const a = ipBytes(ip);
-    const head = new Uint8Array(8);
-    head[0] = AF(a.family);
-    head[1] = prefix;
-    head[2] = nodad ? IFA_F_NODAD : 0;
-    new DataView(head.buffer).setUint32(4, dev, true);
-    this.request(`add address ${ip}/${prefix}`, new Msg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, head).attr(IFA_LOCAL, a.bytes).attr(IFA_ADDRESS, a.bytes));
+    this.request(`add address ${ip}/${prefix}`, addrMsg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, dev, ip, prefix, nodad));
   }
 
   /** A main-table route, replacing one to the same destination; `dst` undefined is the default route. */
@@ -523,13 +539,9 @@ export class Netlink {
     this.request(`route ${o.dst ?? "default"}${o.gateway ? ` via ${o.gateway}` : ""}`, m);
   }
 
+  /** A permanent neighbour entry ip → mac on link `dev`, replacing any for that address. */
   replacePermanentNeighbour(dev: number, ip: string, mac: string): void {
     const a = ipBytes(ip);
-    const head = new Uint8Array(12);
-    const dv = new DataView(head.buffer);
-    head[0] = AF(a.family);
-    dv.setInt32(4, dev, true);
-    dv.setUint16(8, NUD_PERMANENT, true);
-    this.request(`neighbour ${ip}`, new Msg(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, head).attr(NDA_DST, a.bytes).attr(NDA_LLADDR, macBytes(mac)));
+    this.request(`neighbour ${ip} lladdr ${mac}`, new Msg(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, ndmsg(AF(a.family), dev, NUD_PERMANENT, 0)).attr(NDA_DST, a.bytes).attr(NDA_LLADDR, macBytes(mac)));
   }
 }

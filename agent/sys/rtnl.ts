@@ -11,7 +11,6 @@ import { HOST_LE, type AttrWriter } from "./nlattr.ts";
 import {
   AF,
   IFA_ADDRESS,
-  IFA_F_NODAD,
   IFA_LOCAL,
   IFF_UP,
   IFLA_ADDRESS,
@@ -41,6 +40,8 @@ import {
   RTM_NEWLINK,
   RTM_NEWNEIGH,
   RTM_NEWROUTE,
+  addrMsg,
+  ndmsg,
   type Netlink,
 } from "./netlink.ts";
 import { attrs, str } from "./nftmsg.ts";
@@ -340,24 +341,19 @@ export function listAddresses(nl: Netlink): AddrMsg[] {
   return dump(nl, "list addresses", RTM_GETADDR, new Uint8Array(8), "addr");
 }
 
-function addrMsg(type: number, flags: number, index: number, cidr: string): Msg {
+/** The address and prefix of "ip/len". */
+const splitCidr = (cidr: string): [string, number] => {
   const [ip, len] = cidr.split("/") as [string, string];
-  const a = ipBytes(ip);
-  const head = new Uint8Array(8);
-  head[0] = AF(a.family);
-  head[1] = Number(len);
-  head[2] = IFA_F_NODAD;
-  new DataView(head.buffer).setUint32(4, index, HOST_LE);
-  return new Msg(type, flags, head).attr(IFA_LOCAL, a.bytes).attr(IFA_ADDRESS, a.bytes);
-}
+  return [ip, Number(len)];
+};
 
 /** Adds the address `cidr` ("ip/len") to link `index`, without duplicate address detection. */
 export function addAddress(nl: Netlink, index: number, cidr: string): void {
-  nl.request(`add address ${cidr}`, addrMsg(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, index, cidr));
+  nl.addAddress(index, ...splitCidr(cidr), true);
 }
 
 export function deleteAddress(nl: Netlink, index: number, cidr: string): void {
-  nl.request(`delete address ${cidr}`, addrMsg(RTM_DELADDR, 0, index, cidr));
+  nl.request(`delete address ${cidr}`, addrMsg(RTM_DELADDR, 0, index, ...splitCidr(cidr), true));
 }
 
 /** The routes of one family in every table. */
@@ -421,20 +417,9 @@ export function listNeighbours(nl: Netlink, family: 4 | 6 | "bridge"): NeighMsg[
   return dump(nl, `list ${family === "bridge" ? "FDB entries" : `IPv${family} neighbours`}`, RTM_GETNEIGH, head, "neigh").filter((n) => n.family === family);
 }
 
-function ndmsg(family: number, index: number, state: number, flags: number): Uint8Array {
-  const head = new Uint8Array(12);
-  const dv = new DataView(head.buffer);
-  head[0] = family;
-  dv.setInt32(4, index, HOST_LE);
-  dv.setUint16(8, state, HOST_LE);
-  head[10] = flags;
-  return head;
-}
-
 /** A permanent neighbour entry ip → mac on link `index`, replacing any for that address. */
 export function writeNeighbour(nl: Netlink, index: number, ip: string, mac: string): void {
-  const a = ipBytes(ip);
-  nl.request(`neighbour ${ip} lladdr ${mac}`, new Msg(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, ndmsg(AF(a.family), index, NUD_PERMANENT, 0)).attr(NDA_DST, a.bytes).attr(NDA_LLADDR, macBytes(mac)));
+  nl.replacePermanentNeighbour(index, ip, mac);
 }
 
 const isGone = (e: unknown) => e instanceof NetlinkError && (e.errno === 2 || e.errno === 19 || e.errno === 99);
