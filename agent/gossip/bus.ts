@@ -31,7 +31,7 @@ export interface GossipBusOptions {
   ttlMs: number;
   heartbeatMs: number;
   /** this node's record; the bus sets `seq` itself, counting its puts */
-  record: () => NodeRecord;
+  record: () => Omit<NodeRecord, "seq">;
   log: Logger;
   onPut(key: string, bytes: Uint8Array): void;
   onDelete(key: string): void;

@@ -140,6 +140,8 @@ export class Agent {
   generation = 0;
   lastResult: (SyncResult & { generation: number }) | undefined;
   lastError: string | undefined;
+  /** the pod network the masquerade table and node file were last given (joined) */
+  private lastCluster = "";
   /** frontends left out because another Service serves them, as last logged */
   private conflicts = new Set<string>();
 
@@ -174,8 +176,8 @@ export class Agent {
       // the page's garbage collected before the next one is read, what is kept packs into
       // the memory the last page used instead of spreading over memory that then stays
       // resident (less RSS for a little more time until the first tables: docs/measurements.md)
-      // (a page of a few objects leaves little to collect, and a full collection costs a
-      // starting agent ~10-30 ms of CPU each: many agents starting on one machine add up)
+      // (a page of a few objects leaves little to collect, and each full collection is CPU
+      // a starting agent spends: many agents starting on one machine add up)
       onPage: (items) => {
         if (items >= 100) Bun.gc(true);
       },
@@ -312,7 +314,6 @@ export class Agent {
     if (cluster === this.lastCluster) return;
     this.nodeChanged(this.store.node, false);
   }
-  private lastCluster = "";
 
   private nodeChanged(n: NodeInfo | undefined, recompile = true): void {
     const cluster = this.clusterCIDRs();

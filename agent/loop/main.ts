@@ -18,7 +18,6 @@ import type { Marks } from "../datapath/marks.ts";
 import type { Mode } from "../overlay/plan.ts";
 import type { NatsConfig } from "../gossip/config.ts";
 import { Overlay } from "../overlay/overlay.ts";
-import { underlayOf } from "../overlay/underlay.ts";
 import { PodNetwork } from "./network.ts";
 import { VERSION } from "../version.ts";
 import { addressFamily } from "../../compiler/address.ts";
@@ -119,21 +118,18 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
   let network: PodNetwork | undefined;
   let overlay: Overlay | undefined;
-  let rtnl: Netlink | undefined;
   const net = o.network;
   if (net) {
     try {
       overlay = Overlay.open({ log: log.child({ part: "overlay" }) });
-      rtnl = Netlink.open();
     } catch (e) {
       log.fatal({ err: (e as Error).message }, "cannot start: rtnetlink cannot be reached for the pod network");
-      overlay?.close();
       events.close();
       nl.close();
       lock.release();
       return 1;
     }
-    const ul = rtnl;
+    const ov = overlay;
     const glog = log.child({ part: "gossip" });
     const nats = net.nats;
     if (nats) glog.info({ nats: (await import("../gossip/config.ts")).redacted(nats), bucket: net.bucket }, "gossip over NATS");
@@ -156,7 +152,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       {
         log: log.child({ part: "network" }),
         overlay,
-        underlayOf: (ip) => underlayOf(ul, ip),
+        underlayOf: (ip) => ov.underlayOf(ip),
         startBus:
           nats && GossipBus
             ? (hooks) => GossipBus.start({ config: nats, bucket: net.bucket, replicas: net.replicas, ttlMs: net.ttlMs, heartbeatMs: net.heartbeatMs, log: glog, ...hooks })
@@ -183,7 +179,6 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   }
   const code = await done.promise;
   overlay?.close();
-  rtnl?.close();
   events.close();
   nl.close();
   lock.release();

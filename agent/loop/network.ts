@@ -5,7 +5,7 @@
 // who owns which pod CIDR; gossip adds the public address, the VTEP MAC and liveness. Without
 // a bus (none configured, or not reached yet) the Node objects alone build the network.
 import type { Logger } from "pino";
-import { PeerBook, type NodeFacts, type Peer } from "../gossip/peers.ts";
+import { PeerBook, type NodeFacts } from "../gossip/peers.ts";
 import { vtepMacFor, type NodeRecord } from "../gossip/record.ts";
 import { planOverlay, type Mode, type OverlayPlan, type SelfInfo } from "../overlay/plan.ts";
 import type { Underlay } from "../overlay/underlay.ts";
@@ -24,12 +24,12 @@ export interface Bus {
 }
 
 export interface BusHooks {
-  record: () => NodeRecord;
+  /** this node's record (the bus numbers its puts: it sets `seq`) */
+  record: () => Omit<NodeRecord, "seq">;
   onPut(key: string, bytes: Uint8Array): void;
   onDelete(key: string): void;
   onLive(live: boolean): void;
 }
-
 
 export interface NetworkOptions {
   nodeName: string;
@@ -66,16 +66,17 @@ const EXPIRE_EVERY_MS = 500;
 
 export class PodNetwork {
   private readonly book: PeerBook;
-  private readonly nodes = new Map<string, NodeInfo>();
+  /** this node's Node, as last read */
+  private node: NodeInfo | undefined;
   private self: SelfInfo | undefined;
   private bus: Bus | undefined;
   private timer: ReturnType<typeof setTimeout> | undefined;
   private expiry: ReturnType<typeof setInterval> | undefined;
-  private seq = 0;
   private readonly startedAt: number;
   private stopped = false;
-  /** the plan in force, and why this node has none when it cannot make one */
-  plan: OverlayPlan | undefined;
+  /** the plan in force */
+  private plan: OverlayPlan | undefined;
+  /** why this node has no plan, when it cannot make one */
   private waiting: string | undefined;
   private readonly now: () => number;
   /** what the plan in force was made from */
@@ -115,10 +116,11 @@ export class PodNetwork {
 
   /** A Node was added, changed or deleted (this one too). */
   setNode(name: string, n: NodeInfo | undefined): void {
-    if (n) this.nodes.set(name, n);
-    else this.nodes.delete(name);
     this.book.setNode(name, n && factsOf(n));
-    if (name === this.o.nodeName) this.selfChanged();
+    if (name === this.o.nodeName) {
+      this.node = n;
+      this.selfChanged();
+    }
     this.schedule();
   }
 
@@ -128,7 +130,7 @@ export class PodNetwork {
   }
 
   private selfChanged(): void {
-    const n = this.nodes.get(this.o.nodeName);
+    const n = this.node;
     const before = this.self;
     this.self = undefined;
     if (!n?.podCIDRs.length) return this.wait("this Node has no spec.podCIDRs yet");
@@ -179,7 +181,7 @@ export class PodNetwork {
     this.waiting = why;
   }
 
-  private record(): NodeRecord {
+  private record(): Omit<NodeRecord, "seq"> {
     const s = this.self!;
     return {
       node: s.name,
@@ -189,14 +191,8 @@ export class PodNetwork {
       vtepMac: s.vtepMac,
       ...(s.site ? { site: s.site } : {}),
       version: this.o.version,
-      seq: this.seq++,
       startedAt: this.startedAt,
     };
-  }
-
-  /** Peers seen by the last plan. */
-  peers(): Peer[] {
-    return this.book.peers();
   }
 
   private schedule(): void {

@@ -49,6 +49,7 @@ import {
 } from "../sys/rtnl.ts";
 import { NetlinkError } from "../sys/nlsock.ts";
 import { VXLAN_DEV, type OverlayPlan, type PlannedRoute, type VxlanSpec } from "./plan.ts";
+import { underlayOf, type Underlay } from "./underlay.ts";
 
 export interface OverlayLog {
   info(obj: object, msg: string): void;
@@ -183,6 +184,12 @@ export class Overlay {
     const r = this.sync(this.want);
     this.afterSync(r.failed);
     return r.changes;
+  }
+
+  /** The interface holding this node's address `ip`, its subnet and MTU (underlay.ts), read
+   * on the overlay's own socket. */
+  underlayOf(ip: string): Underlay | undefined {
+    return underlayOf(this.nl, ip);
   }
 
   /** Stops listening and closes the sockets; the kernel keeps what was applied. */

@@ -43,9 +43,8 @@ export interface WatcherOptions {
   onError?: (kind: Kind, err: unknown) => void;
   pageSize?: number;
   retryMs?: { min: number; max: number };
-  /** called after each page of a list has been read and trimmed (keep): where the agent
-   * collects the page's garbage */
-  /** a page of a list was read (how many objects it held) */
+  /** called after each page of a list has been read and trimmed (keep), with how many
+   * objects it held: where the agent collects the page's garbage */
   onPage?: (items: number) => void;
   /** what to keep of each object listed or watched (the informers cache what this returns):
    * by default the object as the API server sent it */
