@@ -181,8 +181,7 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
     };
   }
 
-  /** pod CIDRs routed so far (this node's own first) and the MACs given out */
-  const taken: Array<{ cidr: Cidr; owner: string }> = own.map((cidr) => ({ cidr, owner: `this node (${self.name})` }));
+  /** the MACs given out */
   const macs = new Map<string, string>([[self.vtepMac, `this node (${self.name})`]]);
   const sorted = [...peers].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   const seen = new Set<string>();
@@ -224,9 +223,10 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
         none(`pod CIDR: ${(e as Error).message}`, text);
         continue;
       }
-      const clash = taken.find((t) => cidrsOverlap(t.cidr, cidr));
+      // (overlaps between peers are contested, below)
+      const clash = own.find((c) => cidrsOverlap(c, cidr));
       if (clash) {
-        none(`pod CIDR ${text} overlaps ${clash.cidr.text} of ${clash.owner}`, text);
+        none(`pod CIDR ${text} overlaps ${clash.text} of this node (${self.name})`, text);
         continue;
       }
       const rival = contested.get(`${p.name} ${text}`);
@@ -259,7 +259,6 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
       }
       const onLink = endpoint === p.underlay && pFamily === uFamily && contains(subnet, p.underlay) && p.underlay !== self.underlay;
       if (self.mode !== "vxlan" && onLink && cidr.family === uFamily) {
-        taken.push({ cidr, owner: p.name });
         plan.routes.push({ dst: text, via: p.underlay, dev: self.underlayDev, onlink: false });
         plan.paths.push({ peer: p.name, cidr: text, how: "direct", endpoint: p.underlay, why: `${where}, ${p.underlay} is on ${self.underlaySubnet}` });
         continue;
@@ -287,7 +286,6 @@ export function planOverlay(self: SelfInfo, peers: readonly OverlayPeer[]): Over
         continue;
       }
       macs.set(p.vtepMac, p.name);
-      taken.push({ cidr, owner: p.name });
       const gw = networkAddress(cidr);
       plan.routes.push({ dst: text, via: gw, dev: VXLAN_DEV, onlink: true });
       plan.neighbours.push({ dev: VXLAN_DEV, ip: gw, mac: p.vtepMac });
