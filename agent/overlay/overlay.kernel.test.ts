@@ -158,7 +158,10 @@ describe("overlay in three node namespaces", () => {
     const tcp = await lab.connect("p1", "tcp", "10.244.3.10", 8080);
     expect(tcp).toMatchObject({ ok: true, answer: "pod3 10.244.1.10" });
     expect((await lab.connect("p2", "udp", "10.244.3.10", 8081)).answer).toBe("pod3 10.244.2.10");
-    expect(await lab.ping("p3", "fd00:10:244:1::10")).toBe(true);
+    // a single 2 s ping failed here 2 runs in 9: the first IPv6 packet can be lost, most
+    // likely to neighbour discovery on these hand-wired pods' links (their gateways are not
+    // pinned, as skein's CNI pins them); it must get through within the deadline
+    expect(await waitFor("p3 → p1 over VXLAN, IPv6", () => lab.ping("p3", "fd00:10:244:1::10", 1), 6000, 0)).toBe(true);
     expect(await txPackets("n1")).toBeGreaterThan(before[0]!);
     expect(await txPackets("n3")).toBeGreaterThan(before[2]!);
   });
