@@ -106,7 +106,10 @@ export class Datapath {
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the
    * base, in the bank and with the ring map sizes the kernel lists when given (a delta or a
    * bank switch may have left bank 1 live, or maps sized for other tables). */
-  assume(tables: Tables, kernel?: { bank: number; capacity: Capacity }): void {
+  assume(tables: Tables, kernel?: { bank: number; capacity: Capacity; policyChains?: string[] }): void {
+    // the policy the kernel holds is not known: the next policy() replaces it whole
+    this.policyCurrent = undefined;
+    this.policyChains = [...(kernel?.policyChains ?? [])];
     this.current = model(tables, kernel?.bank ?? 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = kernel?.capacity ?? ringCapacity(this.slots);
