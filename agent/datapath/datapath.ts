@@ -120,12 +120,17 @@ export class Datapath {
    * transaction: the delta from those in force, or, when what the kernel holds is not known,
    * a replace of every policy set and identity chain (nothing is open in between either way).
    * With no table yet (or `now` false: the next sync makes the table new) they wait for the
-   * sync, which loads them with the skeleton.
+   * sync, which loads them with the skeleton. `rewrite`: replaced whole even when known.
    */
-  policy(next: PolicyTables, now = true): SyncResult {
+  policy(next: PolicyTables, now = true, rewrite = false): SyncResult {
     const t0 = performance.now();
     this.policyNext = next;
     if (!this.current || !now) return { kind: "none", lines: 0, ringOps: 0, ms: 0 };
+    if (rewrite && this.policyCurrent) {
+      // what the kernel holds may not be what was loaded (a change went unheard): written anew
+      this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
+      this.policyCurrent = undefined;
+    }
     const text = this.policyText(next);
     if (text) this.runPolicy(text, next);
     return { kind: text ? "delta" : "none", lines: lines(text), ringOps: 0, ms: performance.now() - t0 };

@@ -36,9 +36,9 @@ class FakeDatapath {
     this.localCIDRs = c;
   }
   /** the policy tables handed over, and whether at once */
-  policies: Array<{ tables: PolicyTables; now: boolean }> = [];
-  policy(tables: PolicyTables, now = true): SyncResult {
-    this.policies.push({ tables, now });
+  policies: Array<{ tables: PolicyTables; now: boolean; rewrite: boolean }> = [];
+  policy(tables: PolicyTables, now = true, rewrite = false): SyncResult {
+    this.policies.push({ tables, now, rewrite });
     return { kind: now ? "delta" : "none", lines: 0, ringOps: 0, ms: 0 };
   }
   /** syncs to refuse from now on */
@@ -380,6 +380,8 @@ test("doubts whose comparison finds nothing rewrite the tables at most once a mi
   await waitFor("the new table", () => dp.calls.some((c, i) => i >= before && c.full), 2000, 10);
   expect(dp.calls.slice(before).map((c) => (c.full ? "new table" : c.rebuild ? "rewrite" : c.kind))).toEqual(["rewrite", "new table"]);
   expect(masq.forced).toBe(forced + 1);
+  // the policy too: replaced whole with the rewrite, and waiting for the new table's skeleton
+  expect(dp.policies.slice(-2).map((p) => [p.now, p.rewrite])).toEqual([[true, true], [false, false]]);
 });
 
 const NP = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";

@@ -457,13 +457,15 @@ export class Agent {
       // policy before services: with no table yet it waits for the sync below, which loads it
       // with the skeleton; with one, it goes in now as one transaction of its own
       const pc = this.policy.compile();
-      const forced = this.resync || this.replace || this.recover;
-      if (pc || forced) {
-        const tables = pc?.after ?? this.policy.tables()!;
+      // after a failure or an unheard change, what the kernel holds of the policy is not
+      // known for sure: it is replaced whole
+      const forced = this.resync || this.replace || this.recover || this.rewrite;
+      const tables = pc?.after ?? this.policy.tables();
+      if (tables && (pc || forced)) {
         // a table made new below takes the policy with its skeleton
         if (this.replace) this.deps.datapath.policy(tables, false);
         else {
-          const r = this.deps.datapath.policy(tables);
+          const r = this.deps.datapath.policy(tables, true, this.recover || this.rewrite);
           if (r.kind !== "none") this.log.info({ generation: gen, nftLines: r.lines, ms: Math.round(r.ms * 10) / 10, identities: tables.identities.length, ingress: tables.allowIngress.length, egress: tables.allowEgress.length }, "policy applied");
         }
         if (pc) this.reportPolicy(pc.before, pc.after);
