@@ -307,6 +307,15 @@ const samePieces = (a: Piece[], b: Piece[]) =>
  */
 function elements(pairs: Map<number, Map<number, Box[]>>, fixedIsDst: boolean): AllowElement[] {
   const out: AllowElement[] = [];
+  // many pairs have the same boxes (every source a rule admits, for one destination)
+  const memo = new Map<string, Piece[]>();
+  const piecesOf = (boxes: Box[]): Piece[] => {
+    if (boxes.length === 1) return pieces(boxes);
+    const k = boxes.map((b) => b.join(",")).join(";");
+    let ps = memo.get(k);
+    if (!ps) memo.set(k, (ps = pieces(boxes)));
+    return ps;
+  };
   for (const [fixed, others] of pairs) {
     const ids = [...others.keys()].sort((a, b) => a - b);
     let run: { first: number; last: number; ps: Piece[] } | undefined;
@@ -318,7 +327,7 @@ function elements(pairs: Map<number, Map<number, Box[]>>, fixedIsDst: boolean): 
       }
     };
     for (const id of ids) {
-      const ps = pieces(others.get(id)!);
+      const ps = piecesOf(others.get(id)!);
       if (run && run.last + 1 === id && samePieces(run.ps, ps)) run.last = id;
       else {
         emit();
@@ -404,13 +413,13 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   const addrInfo = new Map<string, { family: Family; value: bigint; interval: number }>();
   const podGroupText = new Map<PodInfoLike, { labels: string; ports: string }>();
   for (const pod of state.pods) {
-    if (!pod.ips.length) continue;
     const g = { labels: labelText(pod.labels), ports: portText(pod.ports) };
     podGroupText.set(pod, g);
+    if (!pod.ips.length) continue;
     for (const ip of pod.ips) {
       let info = addrInfo.get(ip);
       if (!info) {
-        const bytes = addressBytes(ip);
+        const bytes = ip.includes(":") ? addressBytes(ip) : ip.split(".").map(Number);
         const family: Family = bytes.length === 4 ? 4 : 6;
         const value = toBig(bytes);
         info = { family, value, interval: indexOf(cuts.get(family)!.points, value) };
@@ -597,7 +606,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   }
 
   // 11. problems: named ports no pod they could apply to has
-  namedPortProblems(state, policies, nsLabels, peerBlock, cuts, addrInfo, problems);
+  namedPortProblems(state, podGroupText, policies, nsLabels, peerBlock, cuts, addrInfo, problems);
 
   return {
     identities: used.map(
@@ -626,6 +635,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
 
 function namedPortProblems(
   state: PolicyState,
+  texts: Map<PodInfoLike, { labels: string; ports: string }>,
   policies: Policy[],
   nsLabels: Map<string, Record<string, string>>,
   peerBlock: Map<PolicyPeer, string>,
@@ -637,7 +647,8 @@ function namedPortProblems(
   const podsByNs = new Map<string, PodInfoLike[]>();
   const seen = new Set<string>();
   for (const pod of state.pods) {
-    const k = `${pod.namespace}|${labelText(pod.labels)}|${portText(pod.ports)}`;
+    const t = texts.get(pod)!;
+    const k = `${pod.namespace}|${t.labels}|${t.ports}`;
     if (seen.has(k)) continue;
     seen.add(k);
     const l = podsByNs.get(pod.namespace);
