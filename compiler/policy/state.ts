@@ -13,7 +13,7 @@
 // 1.22). The Policy keeps the network's canonical text.
 import ipaddr from "ipaddr.js";
 import { AddressError, MAX_TEXT, addressBytes, addressFromBytes, parseCidr, quote, type Cidr } from "../address.ts";
-import { ObjectError, PORT_NAME, ip, isObj, list, meta, port, protocol, type Obj } from "../state.ts";
+import { ObjectError, PORT_NAME, ip, isObj, list, meta, port, protocol, readObjects, type Obj } from "../state.ts";
 import type { ContainerPort, NamespaceInfo, PodInfo, Policy, PolicyPeer, PolicyPort, PolicyRule, PolicyState, Requirement, Selector } from "./types.ts";
 
 /** Bounds on one object: far above what real policies use, low enough that the compile of
@@ -324,22 +324,12 @@ export function parseNamespace(o: Obj): NamespaceInfo {
  * error per object refused. */
 export function policyStateFrom(objects: unknown[]): { state: PolicyState; errors: string[] } {
   const state: PolicyState = { namespaces: [], pods: [], policies: [] };
-  const errors: string[] = [];
-  for (const [i, o] of objects.entries()) {
-    if (!isObj(o)) {
-      errors.push(`object ${i}: not a Kubernetes object`);
-      continue;
-    }
-    try {
-      if (o.kind === "Pod") {
-        const p = parsePod(o);
-        if (p) state.pods.push(p);
-      } else if (o.kind === "Namespace") state.namespaces.push(parseNamespace(o));
-      else if (o.kind === "NetworkPolicy") state.policies.push(parseNetworkPolicy(o));
-    } catch (e) {
-      if (e instanceof ObjectError) errors.push(e.message);
-      else throw e;
-    }
-  }
+  const errors = readObjects(objects, (o) => {
+    if (o.kind === "Pod") {
+      const p = parsePod(o);
+      if (p) state.pods.push(p);
+    } else if (o.kind === "Namespace") state.namespaces.push(parseNamespace(o));
+    else if (o.kind === "NetworkPolicy") state.policies.push(parseNetworkPolicy(o));
+  });
   return { state, errors };
 }
