@@ -10,7 +10,9 @@
 //   - An address held by two pods whose keys differ (a stale pod, a watcher behind) is
 //     BLOCKED, with a problem `address <ip>: held by pods <a>, <b>; blocked`: which pod is
 //     right cannot be known, and an address in the pods list has one id. Pods whose keys are
-//     equal share it without a problem.
+//     equal share it without a problem. Such an address is in localAddresses when one of its
+//     pods is on this node, and makes no identity local.
+//   - App isolation (step 1) counts every pod of the state, with an address or not yet.
 //   - The identity limit: N is the number of keys (identities needed), M the number of ids
 //     the marks hold, maxIdentity - FIRST_ID + 1 (0 when negative). An identity whose id is
 //     past maxIdentity is not listed in `identities` (it has no chain or mark: its addresses
