@@ -41,6 +41,7 @@ import {
   type AllowElement,
   type ContainerPort,
   type Identity,
+  type PodInfo,
   type PodAddress,
   type Policy,
   type PolicyOptions,
@@ -364,10 +365,9 @@ function addBoxes(pairs: Map<number, Map<number, Box[]>>, fixed: number, other: 
 }
 
 interface Holder {
-  pod: PodInfoLike;
+  pod: PodInfo;
   key: string;
 }
-type PodInfoLike = PolicyState["pods"][number];
 
 export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous: Map<string, number> = new Map()): PolicyTables {
   // 1. policies in force
@@ -413,7 +413,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   };
   const holders = new Map<string, Holder[]>();
   const addrInfo = new Map<string, { family: Family; value: bigint; interval: number }>();
-  const podGroupText = new Map<PodInfoLike, { labels: string; ports: string }>();
+  const podGroupText = new Map<PodInfo, { labels: string; ports: string }>();
   for (const pod of state.pods) {
     const g = { labels: labelText(pod.labels), ports: portText(pod.ports) };
     podGroupText.set(pod, g);
@@ -435,11 +435,9 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
     }
   }
   const problems = new Set<string>();
-  const conflicted = new Set<string>();
   const addrIdent = new Map<string, Ident>();
   for (const [ip, hs] of holders) {
     if (hs.some((h) => h.key !== hs[0]!.key)) {
-      conflicted.add(ip);
       const names = hs.map((h) => `${h.pod.namespace}/${h.pod.name}`).sort(cmp);
       problems.add(`address ${ip}: held by pods ${names.join(", ")}; blocked`);
       continue;
@@ -637,7 +635,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
 
 function namedPortProblems(
   state: PolicyState,
-  texts: Map<PodInfoLike, { labels: string; ports: string }>,
+  texts: Map<PodInfo, { labels: string; ports: string }>,
   policies: Policy[],
   nsLabels: Map<string, Record<string, string>>,
   peerBlock: Map<PolicyPeer, string>,
@@ -646,7 +644,7 @@ function namedPortProblems(
   problems: Set<string>,
 ): void {
   // pods alike in namespace, labels and named ports answer alike: one of each is looked at
-  const podsByNs = new Map<string, PodInfoLike[]>();
+  const podsByNs = new Map<string, PodInfo[]>();
   const seen = new Set<string>();
   for (const pod of state.pods) {
     const t = texts.get(pod)!;
@@ -660,12 +658,12 @@ function namedPortProblems(
   const distinct = [...podsByNs.values()].flat();
   // namespaces of pods only: a Namespace object without pods has none to look at
   const labelsOf = (ns: string) => nsLabels.get(ns) ?? { [NAME_LABEL]: ns };
-  const has = (pods: Iterable<PodInfoLike>, name: string, proto: Protocol) => {
+  const has = (pods: Iterable<PodInfo>, name: string, proto: Protocol) => {
     for (const pod of pods) if (pod.ports.some((c) => c.name === name && c.protocol === proto)) return true;
     return false;
   };
-  let inBlock: Map<string, PodInfoLike[]> | undefined;
-  const podsIn = (text: string): PodInfoLike[] => {
+  let inBlock: Map<string, PodInfo[]> | undefined;
+  const podsIn = (text: string): PodInfo[] => {
     if (!inBlock) {
       inBlock = new Map();
       for (const pod of state.pods) {
@@ -697,10 +695,10 @@ function namedPortProblems(
     if (named(p.egress)) {
       p.egress!.forEach((r, i) => {
         if (!r.ports.some((x) => typeof x.port === "string")) return;
-        let targets: PodInfoLike[];
+        let targets: PodInfo[];
         if (!r.peers.length) targets = distinct;
         else {
-          const out = new Set<PodInfoLike>();
+          const out = new Set<PodInfo>();
           for (const peer of r.peers) {
             if (peer.kind === "cidr") {
               const text = peerBlock.get(peer)!;
