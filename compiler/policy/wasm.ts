@@ -1,0 +1,340 @@
+// The NetworkPolicy compile (POLICY.md "The compile") with its heavy part in compiler.wasm
+// (assembly/policy.ts): the same PolicyTables as compiler/policy/reference.ts, which the tests
+// hold it equal to. Here: the policies in force, blocks, pods grouped by (namespace, labels,
+// ports), identity keys, ids and names (per object, and text); there: the address space cut
+// by the blocks and each pod address's place in it, selection, peers, pairs, the allow
+// elements and the named-port problems (what grows with pods × policies). Addresses of pods
+// are read back as the input's own text, by index.
+import type { CompilerExports } from "../wasm.ts";
+import { addrText, blocksOf, generatedPolicies, Interner, policiesInForce, Words, writeAddr, writeBounds, writeLabels, writeRules, writeSelector } from "./pack.ts";
+import { parseCidr } from "../address.ts";
+import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
+
+export type PolicyCompile = (state: PolicyState, opts: PolicyOptions, previous?: ReadonlyMap<string, number>) => PolicyTables;
+
+const PROTO_NAME: Record<number, string> = { 6: "TCP", 17: "UDP", 132: "SCTP" };
+
+interface Group {
+  index: number;
+  ns: string;
+  labelsText: string;
+  pod: PodInfo;
+  ids: number[];
+}
+
+interface Key {
+  key: string;
+  kind: 1 | 2;
+  group: number;
+  blocks: number[];
+  local: boolean;
+  id: number;
+}
+
+/** Copies words into the module's memory; returns their address. */
+function put(c: CompilerExports, w: Uint32Array): number {
+  const at = c.reserve(w.length * 4 + 8);
+  new Uint32Array(c.memory.buffer, at, w.length).set(w);
+  return at;
+}
+
+export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile } {
+  function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
+    const generated = generatedPolicies(state);
+    const policies = policiesInForce(state, generated);
+    const blockUnknown = policies.length > 0;
+    const { blocks, ofPeer } = blocksOf(policies);
+
+    // policies numbered in the string order of their names
+    const polNames = policies.map((p) => `${p.namespace}/${p.name}`);
+    const rank = polNames.map((_, i) => i).sort((a, b) => (polNames[a]! < polNames[b]! ? -1 : polNames[a]! > polNames[b]! ? 1 : 0));
+    const sortedNames = rank.map((i) => polNames[i]!);
+
+    // the address space: cut, and each pod address placed in it
+    const addrIps: string[] = [];
+    const addrPod: PodInfo[] = [];
+    for (const pod of state.pods) {
+      for (const ip of pod.ips) {
+        addrIps.push(ip);
+        addrPod.push(pod);
+      }
+    }
+    const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
+    const a = new Words();
+    a.push(blocks.length);
+    a.push(podCIDRs.length);
+    a.push(addrIps.length);
+    for (const b of blocks) {
+      a.push(b.excepts.length);
+      writeBounds(a, b.cidr);
+      for (const e of b.excepts) writeBounds(a, e);
+    }
+    for (const cidr of podCIDRs) writeBounds(a, cidr);
+    for (const ip of addrIps) writeAddr(a, ip);
+    const ain = put(c, a.words);
+    const aout = c.policyAddresses(ain, a.n);
+    let u32 = new Uint32Array(c.memory.buffer);
+    let p = aout >> 2;
+    const nIntervals = u32[p++]!;
+    const intervalAt: number[] = [];
+    const intervalInPod: boolean[] = [];
+    const intervalBlocks: number[][] = [];
+    for (let i = 0; i < nIntervals; i++) {
+      intervalAt.push(p);
+      intervalInPod.push(u32[p + 10] === 1);
+      const n = u32[p + 11]!;
+      intervalBlocks.push(Array.from(u32.subarray(p + 12, p + 12 + n)));
+      p += 12 + n;
+    }
+    const intervalWords = u32.slice(intervalAt[0] ?? 0, p);
+    const base = intervalAt[0] ?? 0;
+    const addrInterval = u32.slice(p, p + addrIps.length);
+    p += addrIps.length;
+    const addrOrder = u32.slice(p, p + addrIps.length);
+    const blocksText = new Map<number, string>();
+    const textOf = (i: number, sep: string) => intervalBlocks[i]!.map((b) => blocks[b]!.text).join(sep);
+    const keyBlocks = (i: number) => {
+      let t = blocksText.get(i);
+      if (t === undefined) blocksText.set(i, (t = textOf(i, "+")));
+      return t;
+    };
+
+    // pods grouped by what policy sees of them; one identity key per address
+    const groups = new Map<string, Group>();
+    const groupList: Group[] = [];
+    const podGroup = new Map<PodInfo, Group>();
+    for (const pod of state.pods) {
+      const labelsText = Object.keys(pod.labels)
+        .sort()
+        .map((k) => `${k}=${pod.labels[k]}`)
+        .join(",");
+      const portsText = pod.ports
+        .map((x) => `${x.name}/${x.protocol}/${x.port}`)
+        .sort()
+        .join(",");
+      const gk = `${pod.namespace}|${labelsText}|${portsText}`;
+      let g = groups.get(gk);
+      if (!g) {
+        g = { index: groupList.length, ns: pod.namespace, labelsText, pod, ids: [] };
+        groups.set(gk, g);
+        groupList.push(g);
+      }
+      podGroup.set(pod, g);
+    }
+    const groupKey = new Map<Group, string>();
+    for (const [k, g] of groups) groupKey.set(g, k);
+    const keys = new Map<string, Key>();
+    const addrKey: Key[] = [];
+    for (let i = 0; i < addrIps.length; i++) {
+      const pod = addrPod[i]!;
+      const g = podGroup.get(pod)!;
+      const iv = addrInterval[i]!;
+      const k = `pod|${groupKey.get(g)}|${keyBlocks(iv)}`;
+      let key = keys.get(k);
+      if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
+      if (pod.nodeName === opts.nodeName) key.local = true;
+      addrKey.push(key);
+    }
+    const intervalKey: Array<Key | undefined> = [];
+    for (let i = 0; i < nIntervals; i++) {
+      if ((blockUnknown && intervalInPod[i]) || intervalBlocks[i]!.length === 0) {
+        intervalKey.push(undefined);
+        continue;
+      }
+      const k = `cidr|${keyBlocks(i)}`;
+      let key = keys.get(k);
+      if (!key) keys.set(k, (key = { key: k, kind: 2, group: 0, blocks: intervalBlocks[i]!, local: false, id: 0 }));
+      intervalKey.push(key);
+    }
+
+    // ids: kept where the key was there before, else the lowest free in key order
+    const taken = new Set<number>();
+    const fresh: Key[] = [];
+    for (const key of keys.values()) {
+      const id = previous.get(key.key);
+      if (id !== undefined && id >= FIRST_ID && !taken.has(id)) {
+        key.id = id;
+        taken.add(id);
+      } else fresh.push(key);
+    }
+    fresh.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    let next = FIRST_ID;
+    for (const key of fresh) {
+      while (taken.has(next)) next++;
+      key.id = next++;
+    }
+    const problems: string[] = [];
+    const given = [...keys.values()].filter((k) => k.id <= opts.maxIdentity).sort((x, y) => x.id - y.id);
+    if (given.length < keys.size) {
+      problems.push(`identity limit: ${keys.size} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; pods of the rest are blocked`);
+    }
+    const idOf = (k: Key) => (k.id <= opts.maxIdentity ? k.id : BLOCKED);
+    const nIds = Math.max(FIRST_ID, (given.at(-1)?.id ?? 0) + 1);
+
+    // the rules' input
+    const strings = new Interner();
+    const nsIndex = new Map<string, number>();
+    const nsLabels: Array<Record<string, string>> = [];
+    const nsOf = (name: string) => {
+      let i = nsIndex.get(name);
+      if (i === undefined) {
+        nsIndex.set(name, (i = nsLabels.length));
+        nsLabels.push({ "kubernetes.io/metadata.name": name });
+      }
+      return i;
+    };
+    for (const ns of state.namespaces) nsLabels[nsOf(ns.name)] = ns.labels;
+    for (const g of groupList) nsOf(g.ns);
+    for (const pol of policies) nsOf(pol.namespace);
+    for (const k of given) if (k.kind === 1) groupList[k.group]!.ids.push(k.id);
+    const blockIds: number[][] = blocks.map(() => []);
+    for (const k of given) for (const b of k.blocks) blockIds[b]!.push(k.id);
+
+    const w = new Words();
+    w.push(nsLabels.length);
+    w.push(groupList.length);
+    w.push(nIds);
+    w.push(blocks.length);
+    w.push(policies.length);
+    for (const labels of nsLabels) writeLabels(w, labels, strings);
+    for (const g of groupList) {
+      w.push(nsIndex.get(g.ns)!);
+      writeLabels(w, g.pod.labels, strings);
+      w.push(g.pod.ports.length);
+      for (const x of g.pod.ports) {
+        w.push(strings.id(x.name));
+        w.push(x.protocol === "TCP" ? 6 : x.protocol === "UDP" ? 17 : 132);
+        w.push(x.port);
+      }
+      w.push(g.ids.length);
+      w.pushAll(g.ids);
+    }
+    const slots = new Uint32Array(nIds * 3);
+    for (const k of given) {
+      slots[k.id * 3] = k.kind;
+      slots[k.id * 3 + 1] = k.group;
+      slots[k.id * 3 + 2] = k.local ? 1 : 0;
+    }
+    w.pushAll(slots);
+    for (const ids of blockIds) {
+      w.push(ids.length);
+      w.pushAll(ids);
+    }
+    for (const i of rank) {
+      const pol = policies[i]!;
+      w.push(nsIndex.get(pol.namespace)!);
+      w.push((pol.ingress ? 1 : 0) | (pol.egress ? 2 : 0) | (pol.viaService ? 4 : 0));
+      writeSelector(w, pol.podSelector, strings);
+      if (pol.ingress) writeRules(w, pol.ingress, strings, ofPeer);
+      if (pol.egress) writeRules(w, pol.egress, strings, ofPeer);
+    }
+    const rin = put(c, w.words);
+    const rout = c.policyRules(rin, w.n);
+    u32 = new Uint32Array(c.memory.buffer);
+    p = rout >> 2;
+
+    const ingressBy: string[][] = [];
+    const egressBy: string[][] = [];
+    for (let id = 0; id < nIds; id++) {
+      for (const by of [ingressBy, egressBy]) {
+        const n = u32[p++]!;
+        const names: string[] = [];
+        for (let j = 0; j < n; j++) names.push(sortedNames[u32[p + j]!]!);
+        p += n;
+        by.push(names);
+      }
+    }
+    const elementsAt: number[] = [];
+    for (let dir = 0; dir < 2; dir++) {
+      elementsAt.push(p);
+      p += 1 + u32[p]! * 9;
+    }
+    const nSets = u32[p++]!;
+    const sets: string[][] = [];
+    for (let s = 0; s < nSets; s++) {
+      const n = u32[p++]!;
+      const names: string[] = [];
+      for (let j = 0; j < n; j++) names.push(sortedNames[u32[p + j]!]!);
+      p += n;
+      sets.push(names);
+    }
+    const elements = (at: number): AllowElement[] => {
+      const n = u32[at]!;
+      const out: AllowElement[] = new Array(n);
+      for (let i = 0, e = at + 1; i < n; i++, e += 9) {
+        out[i] = { src: u32[e]!, srcLast: u32[e + 4]!, dst: u32[e + 1]!, dstLast: u32[e + 5]!, proto: u32[e + 2]!, protoLast: u32[e + 6]!, port: u32[e + 3]!, portLast: u32[e + 7]!, policies: sets[u32[e + 8]!]!.slice() };
+      }
+      return out;
+    };
+    const allowIngress = elements(elementsAt[0]!);
+    const allowEgress = elements(elementsAt[1]!);
+    const nProblems = u32[p++]!;
+    for (let i = 0; i < nProblems; i++, p += 4) {
+      const pol = policies[rank[u32[p]!]!]!;
+      const dir = u32[p + 1] === 0 ? "ingress" : "egress";
+      const rule = (dir === "ingress" ? pol.ingress : pol.egress)![u32[p + 2]!]!;
+      const port = rule.ports[u32[p + 3]!]!;
+      const who = dir === "ingress" ? "no pod the policy selects" : rule.peers.length ? "no pod the rule's peers match" : "no pod";
+      problems.push(`NetworkPolicy ${pol.namespace}/${pol.name}: spec.${dir}[${u32[p + 2]}].ports[${u32[p + 3]}].port: ${who} has a ${port.protocol} port named ${JSON.stringify(port.port)}`);
+    }
+
+    // addresses and ranges
+    let anyBlocked = false;
+    const pods: PodAddress[] = [];
+    const localAddresses: string[] = [];
+    for (let j = 0; j < addrOrder.length; j++) {
+      const i = addrOrder[j]!;
+      const ip = addrIps[i]!;
+      const id = idOf(addrKey[i]!);
+      if (id === BLOCKED) anyBlocked = true;
+      pods.push({ family: ip.includes(":") ? 6 : 4, ip, id });
+      if (addrPod[i]!.nodeName === opts.nodeName) localAddresses.push(ip);
+    }
+    const ranges: AddressRange[] = [];
+    let last: { range: AddressRange; interval: number } | undefined;
+    for (let i = 0; i < nIntervals; i++) {
+      const key = intervalKey[i];
+      const id = key ? idOf(key) : blockUnknown && intervalInPod[i] ? BLOCKED : WORLD;
+      if (id === WORLD) {
+        last = undefined;
+        continue;
+      }
+      if (id === BLOCKED) anyBlocked = true;
+      const at = intervalAt[i]! - base;
+      const family = intervalWords[at] as 4 | 6;
+      if (last && last.interval === i - 1 && last.range.id === id && last.range.family === family) {
+        last.range.last = addrText(intervalWords, at + 5);
+        last.interval = i;
+        continue;
+      }
+      const range: AddressRange = { family, first: addrText(intervalWords, at), last: addrText(intervalWords, at + 5), id };
+      ranges.push(range);
+      last = { range, interval: i };
+    }
+
+    const identities: Identity[] = given.map((k) => {
+      const local = k.local;
+      const g = groupList[k.group]!;
+      const name = k.kind === 1 ? `pod ${g.ns} ${g.labelsText}${k.blocks.length ? ` in ${k.blocks.map((b) => blocks[b]!.text).join(" + ")}` : ""}` : `cidr ${k.blocks.map((b) => blocks[b]!.text).join(" + ")}`;
+      return { id: k.id, key: k.key, name, local, ingressBy: local ? ingressBy[k.id]! : [], egressBy: local ? egressBy[k.id]! : [] };
+    });
+    const isolated = (by: string[][]) => {
+      const ids = given.filter((k) => k.local && by[k.id]!.length > 0).map((k) => k.id);
+      if (anyBlocked) ids.push(BLOCKED);
+      return ids.sort((x, y) => x - y);
+    };
+    return {
+      identities,
+      pods,
+      ranges,
+      isolatedIngress: isolated(ingressBy),
+      isolatedEgress: isolated(egressBy),
+      allowIngress,
+      allowEgress,
+      localAddresses,
+      generated,
+      problems: [...new Set(problems)].sort(),
+    };
+  }
+  return { compile };
+}
