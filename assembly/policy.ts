@@ -829,6 +829,7 @@ export function policyRules(input: usize, words: u32): usize {
   for (let b: u32 = 0; b < nBlocks; b++) {
     wr(blockPtr, b, <u32>p);
     p += 4 + (<usize>rd(p, 0) << 2);
+    p += 4 + (<usize>rd(p, 0) << 2);
   }
   polNs = alloc(<usize>nPol << 2);
   polFlags = alloc(<usize>nPol << 2);
@@ -1134,11 +1135,9 @@ function namedPortFound(q: u32, dir: u32, r: u32, name: u32, proto: u32): bool {
         continue;
       }
       const b = <usize>rd(blockPtr, rd(pp, 1));
-      const n = rd(b, 0);
-      for (let i: u32 = 0; i < n; i++) {
-        const id = rd(b, 1 + i);
-        if (rd(slots, id * 3) == 1 && rd(slots, id * 3 + 1) == g) return true;
-      }
+      const gs = b + 4 + (<usize>rd(b, 0) << 2);
+      const n = rd(gs, 0);
+      for (let i: u32 = 0; i < n; i++) if (rd(gs, 1 + i) == g) return true;
     }
   }
   return false;

@@ -16,7 +16,8 @@
 //   per group [namespace, nLabels, (key, value)..., nPorts, (name, protocol, port)...,
 //     nIds, ids...];
 //   per id 0..nIds-1 [kind (0 none, 1 pod, 2 range), group, local];
-//   per block [nIds, ids...] (the identities whose key lists it);
+//   per block [nIds, ids..., nGroups, groups...] (the identities whose key lists it, the
+//     groups of the pods holding an address in it);
 //   per policy [namespace, flags (1 ingress, 2 egress, 4 viaService), selector,
 //     ingress rules if flag 1: [nRules, rules...], egress rules likewise];
 //   selector [nRequirements, per requirement (key, operator, nValues, values...)];

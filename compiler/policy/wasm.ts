@@ -51,14 +51,17 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const sortedNames = rank.map((i) => polNames[i]!);
 
     // the address space: cut, and each pod address placed in it
-    const addrIps: string[] = [];
-    const addrPod: PodInfo[] = [];
+    // an address held by several pods (a stale pod, a watcher behind) is packed once
+    const holders = new Map<string, PodInfo[]>();
     for (const pod of state.pods) {
       for (const ip of pod.ips) {
-        addrIps.push(ip);
-        addrPod.push(pod);
+        const h = holders.get(ip);
+        if (h) h.push(pod);
+        else holders.set(ip, [pod]);
       }
     }
+    const addrIps = [...holders.keys()];
+    const addrPods = [...holders.values()];
     const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
     const a = new Words();
     a.push(blocks.length);
@@ -124,15 +127,25 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const groupKey = new Map<Group, string>();
     for (const [k, g] of groups) groupKey.set(g, k);
     const keys = new Map<string, Key>();
-    const addrKey: Key[] = [];
+    const problems: string[] = [];
+    // undefined: held by pods whose keys differ, which cannot be told apart: BLOCKED
+    const addrKey: Array<Key | undefined> = [];
+    const blockGroups: Array<Set<number>> = blocks.map(() => new Set());
     for (let i = 0; i < addrIps.length; i++) {
-      const pod = addrPod[i]!;
-      const g = podGroup.get(pod)!;
+      const hs = addrPods[i]!;
+      const g = podGroup.get(hs[0]!)!;
       const iv = addrInterval[i]!;
+      for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podGroup.get(h)!.index);
+      if (hs.some((h) => podGroup.get(h) !== g)) {
+        const names = hs.map((h) => `${h.namespace}/${h.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+        problems.push(`address ${addrIps[i]}: held by pods ${names.join(", ")}; blocked`);
+        addrKey.push(undefined);
+        continue;
+      }
       const k = `pod|${groupKey.get(g)}|${keyBlocks(iv)}`;
       let key = keys.get(k);
       if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
-      if (pod.nodeName === opts.nodeName) key.local = true;
+      if (hs.some((h) => h.nodeName === opts.nodeName)) key.local = true;
       addrKey.push(key);
     }
     const intervalKey: Array<Key | undefined> = [];
@@ -148,22 +161,21 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
 
     // ids: kept where the key was there before, else the lowest free in key order
+    // (a previous id taken already by a key earlier in string order is not kept)
     const taken = new Set<number>();
     const fresh: Key[] = [];
-    for (const key of keys.values()) {
+    for (const key of [...keys.values()].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0))) {
       const id = previous.get(key.key);
-      if (id !== undefined && id >= FIRST_ID && !taken.has(id)) {
+      if (id !== undefined && Number.isInteger(id) && id >= FIRST_ID && !taken.has(id)) {
         key.id = id;
         taken.add(id);
       } else fresh.push(key);
     }
-    fresh.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
     let next = FIRST_ID;
     for (const key of fresh) {
       while (taken.has(next)) next++;
       key.id = next++;
     }
-    const problems: string[] = [];
     const given = [...keys.values()].filter((k) => k.id <= opts.maxIdentity).sort((x, y) => x.id - y.id);
     if (given.length < keys.size) {
       problems.push(`identity limit: ${keys.size} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; pods of the rest are blocked`);
@@ -216,10 +228,12 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       slots[k.id * 3 + 2] = k.local ? 1 : 0;
     }
     w.pushAll(slots);
-    for (const ids of blockIds) {
+    blockIds.forEach((ids, b) => {
       w.push(ids.length);
       w.pushAll(ids);
-    }
+      w.push(blockGroups[b]!.size);
+      for (const g of blockGroups[b]!) w.push(g);
+    });
     for (const i of rank) {
       const pol = policies[i]!;
       w.push(nsIndex.get(pol.namespace)!);
@@ -274,7 +288,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       const dir = u32[p + 1] === 0 ? "ingress" : "egress";
       const rule = (dir === "ingress" ? pol.ingress : pol.egress)![u32[p + 2]!]!;
       const port = rule.ports[u32[p + 3]!]!;
-      const who = dir === "ingress" ? "no pod the policy selects" : rule.peers.length ? "no pod the rule's peers match" : "no pod";
+      const who = dir === "ingress" ? "no pod the policy selects" : "no pod the rule's peers match";
       problems.push(`NetworkPolicy ${pol.namespace}/${pol.name}: spec.${dir}[${u32[p + 2]}].ports[${u32[p + 3]}].port: ${who} has a ${port.protocol} port named ${JSON.stringify(port.port)}`);
     }
 
@@ -285,10 +299,11 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     for (let j = 0; j < addrOrder.length; j++) {
       const i = addrOrder[j]!;
       const ip = addrIps[i]!;
-      const id = idOf(addrKey[i]!);
+      const key = addrKey[i];
+      const id = key ? idOf(key) : BLOCKED;
       if (id === BLOCKED) anyBlocked = true;
       pods.push({ family: ip.includes(":") ? 6 : 4, ip, id });
-      if (addrPod[i]!.nodeName === opts.nodeName) localAddresses.push(ip);
+      if (addrPods[i]!.some((h) => h.nodeName === opts.nodeName)) localAddresses.push(ip);
     }
     const ranges: AddressRange[] = [];
     let last: { range: AddressRange; interval: number } | undefined;
