@@ -25,7 +25,7 @@
 //     port or name, endPort)];
 //   peer [0, flags (1 pods, 2 namespaces), pods selector?, namespaces selector?] or [1, block].
 import { parseCidr, type Cidr } from "../address.ts";
-import { IP_PROTOCOL, type Policy, type PolicyPeer, type PolicyRule, type PolicyState, type Selector } from "./types.ts";
+import { IP_PROTOCOL, type PodInfo, type Policy, type PolicyPeer, type PolicyRule, type PolicyState, type Selector } from "./types.ts";
 
 /** Strings to small ids, compared only for equality in the module. */
 export class Interner {
@@ -34,6 +34,9 @@ export class Interner {
     let i = this.ids.get(s);
     if (i === undefined) this.ids.set(s, (i = this.ids.size));
     return i;
+  }
+  get size(): number {
+    return this.ids.size;
   }
 }
 
@@ -50,7 +53,14 @@ export class Words {
     this.buf[this.n++] = v;
   }
   pushAll(vs: ArrayLike<number>): void {
-    for (let i = 0; i < vs.length; i++) this.push(vs[i]!);
+    if (this.n + vs.length > this.buf.length) {
+      const b = new Uint32Array(Math.max(this.buf.length * 2, this.n + vs.length));
+      b.set(this.buf);
+      this.buf = b;
+    }
+    if (vs instanceof Uint32Array) this.buf.set(vs, this.n);
+    else for (let i = 0; i < vs.length; i++) this.buf[this.n + i] = vs[i]!;
+    this.n += vs.length;
   }
   get words(): Uint32Array {
     return this.buf.subarray(0, this.n);
@@ -118,27 +128,59 @@ export function blockOf(peer: Extract<PolicyPeer, { kind: "cidr" }>): Block {
   return { text, cidr, excepts };
 }
 
-/** Every distinct ipBlock of the policies, sorted by text; `index` maps a peer's block text to its number. */
-export function blocksOf(policies: Policy[]): { blocks: Block[]; index: Map<string, number>; ofPeer: Map<PolicyPeer, number> } {
-  const byText = new Map<string, Block>();
-  const peerText = new Map<PolicyPeer, string>();
-  for (const p of policies) {
-    for (const rules of [p.ingress, p.egress]) {
-      for (const r of rules ?? []) {
-        for (const peer of r.peers) {
-          if (peer.kind !== "cidr") continue;
-          const b = blockOf(peer);
-          peerText.set(peer, b.text);
-          if (!byText.has(b.text)) byText.set(b.text, b);
-        }
-      }
-    }
-  }
-  const blocks = [...byText.values()].sort((a, b) => (a.text < b.text ? -1 : a.text > b.text ? 1 : 0));
-  const index = new Map(blocks.map((b, i) => [b.text, i]));
-  const ofPeer = new Map<PolicyPeer, number>();
-  for (const [peer, text] of peerText) ofPeer.set(peer, index.get(text)!);
-  return { blocks, index, ofPeer };
+/**
+ * A policy packed once, when first compiled (policies are kept as they were read, so the
+ * object stands for its content): its words from the flags on, with its namespace and its
+ * cidr peers' blocks left for each compile to fill in (their numbers change with the other
+ * policies in force).
+ */
+export interface PolicyPack {
+  /** `ns/name` */
+  name: string;
+  words: Uint32Array;
+  /** the blocks of its cidr peers, in order, and where each one's number goes in `words` */
+  blocks: Block[];
+  blockAt: number[];
+}
+
+/** [namespace (0 here), flags, selector, ingress rules?, egress rules?] */
+export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
+  const w = new Words();
+  const blocks: Block[] = [];
+  const blockAt: number[] = [];
+  const onBlock = (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => {
+    blocks.push(blockOf(peer));
+    blockAt.push(at);
+  };
+  w.push(0);
+  w.push((pol.ingress ? 1 : 0) | (pol.egress ? 2 : 0) | (pol.viaService ? 4 : 0));
+  writeSelector(w, pol.podSelector, strings);
+  if (pol.ingress) writeRules(w, pol.ingress, strings, onBlock);
+  if (pol.egress) writeRules(w, pol.egress, strings, onBlock);
+  return { name: `${pol.namespace}/${pol.name}`, words: w.words.slice(), blocks, blockAt };
+}
+
+/** What a compile needs of a pod, made once per pod object. */
+export interface PodPack {
+  /** `k=v` sorted by key, joined by "," */
+  labelsText: string;
+  /** `ns|labels|ports`: pods with the same are alike to every policy */
+  groupKey: string;
+  /** its addresses, 5 words each */
+  addrs: Uint32Array;
+}
+
+export function packPod(pod: PodInfo): PodPack {
+  const keys = Object.keys(pod.labels).sort();
+  let labelsText = "";
+  for (let i = 0; i < keys.length; i++) labelsText += `${i ? "," : ""}${keys[i]}=${pod.labels[keys[i]!]}`;
+  const portsText = pod.ports
+    .map((x) => `${x.name}/${x.protocol}/${x.port}`)
+    .sort()
+    .join(",");
+  const a = new Words();
+  for (const ip of pod.ips) writeAddr(a, ip);
+  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: a.words.slice() };
 }
 
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
@@ -195,14 +237,16 @@ export function writeLabels(out: Words, labels: Record<string, string>, strings:
   }
 }
 
-export function writeRules(out: Words, rules: PolicyRule[], strings: Interner, blockOfPeer: Map<PolicyPeer, number>): void {
+/** Rules; a cidr peer's block number is left 0, its position given to onBlock. */
+export function writeRules(out: Words, rules: PolicyRule[], strings: Interner, onBlock: (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => void): void {
   out.push(rules.length);
   for (const r of rules) {
     out.push(r.peers.length);
     for (const peer of r.peers) {
       if (peer.kind === "cidr") {
         out.push(1);
-        out.push(blockOfPeer.get(peer)!);
+        onBlock(peer, out.n);
+        out.push(0);
         continue;
       }
       out.push(0);

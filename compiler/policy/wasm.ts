@@ -6,9 +6,9 @@
 // elements and the named-port problems (what grows with pods × policies). Addresses of pods
 // are read back as the input's own text, by index.
 import type { CompilerExports } from "../wasm.ts";
-import { addrText, blocksOf, generatedPolicies, Interner, policiesInForce, Words, writeAddr, writeBounds, writeLabels, writeRules, writeSelector } from "./pack.ts";
+import { addrText, generatedPolicies, Interner, packPod, packPolicy, policiesInForce, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
 import { parseCidr } from "../address.ts";
-import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
+import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type Policy, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
 export type PolicyCompile = (state: PolicyState, opts: PolicyOptions, previous?: ReadonlyMap<string, number>) => PolicyTables;
 
@@ -18,6 +18,7 @@ interface Group {
   index: number;
   ns: string;
   labelsText: string;
+  key: string;
   pod: PodInfo;
   ids: number[];
 }
@@ -38,42 +39,90 @@ function put(c: CompilerExports, w: Uint32Array): number {
   return at;
 }
 
+/** Interned strings kept past this many start afresh (with the policies packed with them):
+ * label values come and go (pod-template-hash), and the interner would only grow. */
+const MAX_STRINGS = 1 << 20;
+
 export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile } {
+  // packed once per object and kept beside it, as the services compile does (compiler/wasm.ts)
+  let strings = new Interner();
+  let policyPacks = new WeakMap<Policy, PolicyPack>();
+  // generated policies are made anew by each compile: packed by name (the name says it all)
+  let generatedPacks = new Map<string, PolicyPack>();
+  const podPacks = new WeakMap<PodInfo, PodPack>();
+  const podPack = (pod: PodInfo) => {
+    let k = podPacks.get(pod);
+    if (!k) podPacks.set(pod, (k = packPod(pod)));
+    return k;
+  };
+
   function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
+    if (strings.size > MAX_STRINGS) {
+      strings = new Interner();
+      policyPacks = new WeakMap();
+      generatedPacks = new Map();
+    }
     const generated = generatedPolicies(state);
     const policies = policiesInForce(state, generated);
     const blockUnknown = policies.length > 0;
-    const { blocks, ofPeer } = blocksOf(policies);
+    const seenGenerated = new Map<string, PolicyPack>();
+    const packs = policies.map((pol) => {
+      if (pol.generated) {
+        const name = `${pol.namespace}/${pol.name}`;
+        let k = generatedPacks.get(name);
+        if (!k) k = packPolicy(pol, strings);
+        seenGenerated.set(name, k);
+        return k;
+      }
+      let k = policyPacks.get(pol);
+      if (!k) policyPacks.set(pol, (k = packPolicy(pol, strings)));
+      return k;
+    });
+    generatedPacks = seenGenerated;
+
+    // blocks numbered in the string order of their text
+    const byText = new Map<string, Block>();
+    for (const k of packs) for (const b of k.blocks) if (!byText.has(b.text)) byText.set(b.text, b);
+    const blocks = [...byText.values()].sort((x, y) => (x.text < y.text ? -1 : x.text > y.text ? 1 : 0));
+    const blockIndex = new Map(blocks.map((b, i) => [b.text, i]));
 
     // policies numbered in the string order of their names
-    const polNames = policies.map((p) => `${p.namespace}/${p.name}`);
-    const rank = polNames.map((_, i) => i).sort((a, b) => (polNames[a]! < polNames[b]! ? -1 : polNames[a]! > polNames[b]! ? 1 : 0));
-    const sortedNames = rank.map((i) => polNames[i]!);
+    const rank = packs.map((_, i) => i).sort((x, y) => (packs[x]!.name < packs[y]!.name ? -1 : packs[x]!.name > packs[y]!.name ? 1 : 0));
+    const sortedNames = rank.map((i) => packs[i]!.name);
 
-    // the address space: cut, and each pod address placed in it
-    // an address held by several pods (a stale pod, a watcher behind) is packed once
-    const holders = new Map<string, PodInfo[]>();
-    for (const pod of state.pods) {
-      for (const ip of pod.ips) {
-        const h = holders.get(ip);
-        if (h) h.push(pod);
-        else holders.set(ip, [pod]);
-      }
-    }
-    const addrIps = [...holders.keys()];
-    const addrPods = [...holders.values()];
-    const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
+    // the address space: cut, and each pod address placed in it; an address held by several
+    // pods (a stale pod, a watcher behind) is packed once
+    const addrIndex = new Map<string, number>();
+    const addrIps: string[] = [];
+    const addrPods: PodInfo[][] = [];
     const a = new Words();
+    const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
     a.push(blocks.length);
     a.push(podCIDRs.length);
-    a.push(addrIps.length);
+    a.push(0);
     for (const b of blocks) {
       a.push(b.excepts.length);
       writeBounds(a, b.cidr);
       for (const e of b.excepts) writeBounds(a, e);
     }
     for (const cidr of podCIDRs) writeBounds(a, cidr);
-    for (const ip of addrIps) writeAddr(a, ip);
+    for (const pod of state.pods) {
+      if (!pod.ips.length) continue;
+      const pk = podPack(pod);
+      for (let j = 0; j < pod.ips.length; j++) {
+        const ip = pod.ips[j]!;
+        const i = addrIndex.get(ip);
+        if (i !== undefined) {
+          addrPods[i]!.push(pod);
+          continue;
+        }
+        addrIndex.set(ip, addrIps.length);
+        addrIps.push(ip);
+        addrPods.push([pod]);
+        a.pushAll(pk.addrs.subarray(j * 5, j * 5 + 5));
+      }
+    }
+    a.buf[2] = addrIps.length;
     const ain = put(c, a.words);
     const aout = c.policyAddresses(ain, a.n);
     let u32 = new Uint32Array(c.memory.buffer);
@@ -95,10 +144,9 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     p += addrIps.length;
     const addrOrder = u32.slice(p, p + addrIps.length);
     const blocksText = new Map<number, string>();
-    const textOf = (i: number, sep: string) => intervalBlocks[i]!.map((b) => blocks[b]!.text).join(sep);
     const keyBlocks = (i: number) => {
       let t = blocksText.get(i);
-      if (t === undefined) blocksText.set(i, (t = textOf(i, "+")));
+      if (t === undefined) blocksText.set(i, (t = intervalBlocks[i]!.map((b) => blocks[b]!.text).join("+")));
       return t;
     };
 
@@ -107,25 +155,15 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const groupList: Group[] = [];
     const podGroup = new Map<PodInfo, Group>();
     for (const pod of state.pods) {
-      const labelsText = Object.keys(pod.labels)
-        .sort()
-        .map((k) => `${k}=${pod.labels[k]}`)
-        .join(",");
-      const portsText = pod.ports
-        .map((x) => `${x.name}/${x.protocol}/${x.port}`)
-        .sort()
-        .join(",");
-      const gk = `${pod.namespace}|${labelsText}|${portsText}`;
-      let g = groups.get(gk);
+      const pk = podPack(pod);
+      let g = groups.get(pk.groupKey);
       if (!g) {
-        g = { index: groupList.length, ns: pod.namespace, labelsText, pod, ids: [] };
-        groups.set(gk, g);
+        g = { index: groupList.length, ns: pod.namespace, labelsText: pk.labelsText, key: pk.groupKey, pod, ids: [] };
+        groups.set(pk.groupKey, g);
         groupList.push(g);
       }
       podGroup.set(pod, g);
     }
-    const groupKey = new Map<Group, string>();
-    for (const [k, g] of groups) groupKey.set(g, k);
     const keys = new Map<string, Key>();
     const problems: string[] = [];
     // undefined: held by pods whose keys differ, which cannot be told apart: BLOCKED
@@ -135,17 +173,17 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       const hs = addrPods[i]!;
       const g = podGroup.get(hs[0]!)!;
       const iv = addrInterval[i]!;
-      for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podGroup.get(h)!.index);
-      if (hs.some((h) => podGroup.get(h) !== g)) {
+      if (intervalBlocks[iv]!.length) for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podGroup.get(h)!.index);
+      if (hs.length > 1 && hs.some((h) => podGroup.get(h) !== g)) {
         const names = hs.map((h) => `${h.namespace}/${h.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
         problems.push(`address ${addrIps[i]}: held by pods ${names.join(", ")}; blocked`);
         addrKey.push(undefined);
         continue;
       }
-      const k = `pod|${groupKey.get(g)}|${keyBlocks(iv)}`;
+      const k = `pod|${g.key}|${keyBlocks(iv)}`;
       let key = keys.get(k);
       if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
-      if (hs.some((h) => h.nodeName === opts.nodeName)) key.local = true;
+      if (!key.local && hs.some((h) => h.nodeName === opts.nodeName)) key.local = true;
       addrKey.push(key);
     }
     const intervalKey: Array<Key | undefined> = [];
@@ -184,7 +222,6 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const nIds = Math.max(FIRST_ID, (given.at(-1)?.id ?? 0) + 1);
 
     // the rules' input
-    const strings = new Interner();
     const nsIndex = new Map<string, number>();
     const nsLabels: Array<Record<string, string>> = [];
     const nsOf = (name: string) => {
@@ -198,6 +235,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     for (const ns of state.namespaces) nsLabels[nsOf(ns.name)] = ns.labels;
     for (const g of groupList) nsOf(g.ns);
     for (const pol of policies) nsOf(pol.namespace);
+    // this compile's namespace and block numbers, where the packed policies leave them
+    const polNs = rank.map((i) => nsIndex.get(policies[i]!.namespace)!);
     for (const k of given) if (k.kind === 1) groupList[k.group]!.ids.push(k.id);
     const blockIds: number[][] = blocks.map(() => []);
     for (const k of given) for (const b of k.blocks) blockIds[b]!.push(k.id);
@@ -234,14 +273,13 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       w.push(blockGroups[b]!.size);
       for (const g of blockGroups[b]!) w.push(g);
     });
-    for (const i of rank) {
-      const pol = policies[i]!;
-      w.push(nsIndex.get(pol.namespace)!);
-      w.push((pol.ingress ? 1 : 0) | (pol.egress ? 2 : 0) | (pol.viaService ? 4 : 0));
-      writeSelector(w, pol.podSelector, strings);
-      if (pol.ingress) writeRules(w, pol.ingress, strings, ofPeer);
-      if (pol.egress) writeRules(w, pol.egress, strings, ofPeer);
-    }
+    rank.forEach((i, r) => {
+      const k = packs[i]!;
+      const at = w.n;
+      w.pushAll(k.words);
+      w.buf[at] = polNs[r]!;
+      for (let b = 0; b < k.blocks.length; b++) w.buf[at + k.blockAt[b]!] = blockIndex.get(k.blocks[b]!.text)!;
+    });
     const rin = put(c, w.words);
     const rout = c.policyRules(rin, w.n);
     u32 = new Uint32Array(c.memory.buffer);
