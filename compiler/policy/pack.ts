@@ -42,11 +42,14 @@ export class Interner {
 
 /** Growable u32 words. */
 export class Words {
-  buf = new Uint32Array(1024);
+  buf: Uint32Array;
   n = 0;
+  constructor(capacity = 1024) {
+    this.buf = new Uint32Array(capacity);
+  }
   push(v: number): void {
     if (this.n === this.buf.length) {
-      const b = new Uint32Array(this.buf.length * 2);
+      const b = new Uint32Array(Math.max(16, this.buf.length * 2));
       b.set(this.buf);
       this.buf = b;
     }
@@ -106,9 +109,6 @@ export function generatedPolicies(state: PolicyState): Policy[] {
   return out.sort(byNsName);
 }
 
-export function policiesInForce(state: PolicyState, generated: Policy[]): Policy[] {
-  return [...state.policies, ...generated].sort(byNsName);
-}
 
 export interface Block {
   text: string;
@@ -145,7 +145,7 @@ export interface PolicyPack {
 
 /** [namespace (0 here), flags, selector, ingress rules?, egress rules?] */
 export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
-  const w = new Words();
+  const w = new Words(64);
   const blocks: Block[] = [];
   const blockAt: number[] = [];
   const onBlock = (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => {
@@ -168,6 +168,8 @@ export interface PodPack {
   groupKey: string;
   /** its addresses, 5 words each */
   addrs: Uint32Array;
+  /** its group in the compile running (set by it) */
+  group: number;
 }
 
 export function packPod(pod: PodInfo): PodPack {
@@ -178,9 +180,9 @@ export function packPod(pod: PodInfo): PodPack {
     .map((x) => `${x.name}/${x.protocol}/${x.port}`)
     .sort()
     .join(",");
-  const a = new Words();
+  const a = new Words(pod.ips.length * 5);
   for (const ip of pod.ips) writeAddr(a, ip);
-  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: a.words.slice() };
+  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: a.words.slice(), group: 0 };
 }
 
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;

@@ -6,7 +6,7 @@
 // elements and the named-port problems (what grows with pods × policies). Addresses of pods
 // are read back as the input's own text, by index.
 import type { CompilerExports } from "../wasm.ts";
-import { addrText, generatedPolicies, Interner, packPod, packPolicy, policiesInForce, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
+import { addrText, generatedPolicies, Interner, packPod, packPolicy, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
 import { parseCidr } from "../address.ts";
 import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type Policy, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
@@ -56,6 +56,9 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     return k;
   };
 
+  let lastPacks: PolicyPack[] = [];
+  let lastRank: number[] = [];
+
   function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
     if (strings.size > MAX_STRINGS) {
       strings = new Interner();
@@ -63,7 +66,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       generatedPacks = new Map();
     }
     const generated = generatedPolicies(state);
-    const policies = policiesInForce(state, generated);
+    // in no particular order: they are numbered by name below
+    const policies = [...state.policies, ...generated];
     const blockUnknown = policies.length > 0;
     const seenGenerated = new Map<string, PolicyPack>();
     const packs = policies.map((pol) => {
@@ -87,7 +91,13 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const blockIndex = new Map(blocks.map((b, i) => [b.text, i]));
 
     // policies numbered in the string order of their names
-    const rank = packs.map((_, i) => i).sort((x, y) => (packs[x]!.name < packs[y]!.name ? -1 : packs[x]!.name > packs[y]!.name ? 1 : 0));
+    // (the same policies as last time, as in most compiles: the same order)
+    let rank = lastRank;
+    if (packs.length !== lastPacks.length || packs.some((k, i) => k !== lastPacks[i])) {
+      rank = packs.map((_, i) => i).sort((x, y) => (packs[x]!.name < packs[y]!.name ? -1 : packs[x]!.name > packs[y]!.name ? 1 : 0));
+      lastPacks = packs;
+      lastRank = rank;
+    }
     const sortedNames = rank.map((i) => packs[i]!.name);
 
     // the address space: cut, and each pod address placed in it; an address held by several
@@ -119,7 +129,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
         addrIndex.set(ip, addrIps.length);
         addrIps.push(ip);
         addrPods.push([pod]);
-        a.pushAll(pk.addrs.subarray(j * 5, j * 5 + 5));
+        for (let k = j * 5; k < j * 5 + 5; k++) a.push(pk.addrs[k]!);
       }
     }
     a.buf[2] = addrIps.length;
@@ -153,7 +163,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     // pods grouped by what policy sees of them; one identity key per address
     const groups = new Map<string, Group>();
     const groupList: Group[] = [];
-    const podGroup = new Map<PodInfo, Group>();
+    // a pod's group in this compile is kept on its pack (every pod of the state gets one here)
+    const podGroup = { get: (pod: PodInfo) => groupList[podPack(pod).group]! };
     for (const pod of state.pods) {
       const pk = podPack(pod);
       let g = groups.get(pk.groupKey);
@@ -162,7 +173,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
         groups.set(pk.groupKey, g);
         groupList.push(g);
       }
-      podGroup.set(pod, g);
+      pk.group = g.index;
     }
     const keys = new Map<string, Key>();
     const problems: string[] = [];
