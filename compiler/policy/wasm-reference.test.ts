@@ -1,7 +1,7 @@
 // The policy compile in compiler.wasm against the TypeScript reference (reference.ts): on
 // random worlds using every NetworkPolicy feature, for every node, the same PolicyTables; and
-// across a sequence of changes (pods going, coming, relabelled, moved to a held address,
-// policies going), each compile given the ids of the last one.
+// across a sequence of changes (pods going, coming, relabelled, on a held address, given an
+// address of the other family, policies going), each compile given the ids of the last one.
 import { describe, expect, test } from "bun:test";
 import ipaddr from "ipaddr.js";
 import { rng } from "../generate.ts";
@@ -31,7 +31,7 @@ function change(s: PolicyState, r: () => number): PolicyState {
   const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)]!;
   const pods = [...s.pods];
   const policies = [...s.policies];
-  const c = Math.floor(r() * 6);
+  const c = Math.floor(r() * 7);
   if (c === 0 && pods.length > 1) pods.splice(pods.indexOf(pick(pods)), 1);
   else if (c === 1) {
     const p = pick(pods);
@@ -44,9 +44,15 @@ function change(s: PolicyState, r: () => number): PolicyState {
   else if (c === 4) {
     const p = pick(pods);
     pods.push({ ...p, name: `${p.name}-twin` });
-  } else {
+  } else if (c === 5) {
     const p = pick(pods);
     pods[pods.indexOf(p)] = { ...p, ips: [] };
+  } else {
+    // dual-stack: an address of the other family, inside or outside the world's blocks
+    const p = pick(pods);
+    const k = pods.indexOf(p);
+    const other = p.ips[0]?.includes(":") ? `10.244.${k % 3}.${100 + k}` : ipaddr.IPv6.parse(`fd00:10:244:${k % 3}::${(100 + k).toString(16)}`).toRFC5952String();
+    pods[k] = { ...p, ips: [...p.ips, other] };
   }
   return { ...s, pods, policies };
 }
