@@ -1,7 +1,7 @@
 // The policy compile's time, compiler.wasm against the TypeScript reference in the same run:
 // realistic worlds (compiler/policy/generate.ts) of 10,000 pods and 1,000 / 5,000 policies,
 // compiled for one node; the median of several runs after a warm-up, and the tables checked
-// equal. The wasm compile is timed twice: as it runs in the agent (pods and policies packed
+// equal (NODES=n: spread over n nodes instead of one per 100 pods). The wasm compile is timed twice: as it runs in the agent (pods and policies packed
 // when first compiled, kept beside the objects), and a fresh compiler's first compile. `bun bench/policy-wasm.ts [pods] [policies...]`
 import { loadCompiler } from "../compiler/wasm.ts";
 import { realisticWorld } from "../compiler/policy/generate.ts";
@@ -26,7 +26,7 @@ function median(f: () => void, runs: number): number {
 }
 
 for (const policies of counts) {
-  const w = realisticWorld({ pods, policies });
+  const w = realisticWorld({ pods, policies, ...(process.env.NODES ? { nodes: Number(process.env.NODES) } : {}) });
   const { state, errors } = policyStateFrom(w.objects);
   if (errors.length) throw new Error(errors.join("\n"));
   const node = w.nodes[0]!;

@@ -137,7 +137,7 @@ export function blockOf(peer: Extract<PolicyPeer, { kind: "cidr" }>): Block {
 export interface PolicyPack {
   /** `ns/name` */
   name: string;
-  words: Uint32Array;
+  words: number[];
   /** the blocks of its cidr peers, in order, and where each one's number goes in `words` */
   blocks: Block[];
   blockAt: number[];
@@ -157,7 +157,7 @@ export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
   writeSelector(w, pol.podSelector, strings);
   if (pol.ingress) writeRules(w, pol.ingress, strings, onBlock);
   if (pol.egress) writeRules(w, pol.egress, strings, onBlock);
-  return { name: `${pol.namespace}/${pol.name}`, words: w.words.slice(), blocks, blockAt };
+  return { name: `${pol.namespace}/${pol.name}`, words: Array.from(w.words), blocks, blockAt };
 }
 
 /** What a compile needs of a pod, made once per pod object. */
@@ -166,8 +166,8 @@ export interface PodPack {
   labelsText: string;
   /** `ns|labels|ports`: pods with the same are alike to every policy */
   groupKey: string;
-  /** its addresses, 5 words each */
-  addrs: Uint32Array;
+  /** its addresses, 5 words each (a plain array: a typed array per pod costs more to make) */
+  addrs: number[];
   /** its group in the compile running (set by it) */
   group: number;
 }
@@ -180,15 +180,15 @@ export function packPod(pod: PodInfo): PodPack {
     .map((x) => `${x.name}/${x.protocol}/${x.port}`)
     .sort()
     .join(",");
-  const a = new Words(pod.ips.length * 5);
-  for (const ip of pod.ips) writeAddr(a, ip);
-  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: a.words.slice(), group: 0 };
+  const addrs: number[] = [];
+  for (const ip of pod.ips) writeAddr(addrs, ip);
+  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs, group: 0 };
 }
 
 const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
 
-/** An address as 5 words at out[at]. */
-export function writeAddr(out: Words, ip: string): void {
+/** An address as 5 words. */
+export function writeAddr(out: { push(v: number): unknown }, ip: string): void {
   const q = DOTTED_QUAD.exec(ip);
   if (q) {
     out.push(4);
@@ -201,7 +201,7 @@ export function writeAddr(out: Words, ip: string): void {
   writeBytes(out, parseCidr(`${ip}/128`).bytes, 6);
 }
 
-function writeBytes(out: Words, bytes: number[], family: 4 | 6): void {
+function writeBytes(out: { push(v: number): unknown }, bytes: number[], family: 4 | 6): void {
   out.push(family);
   if (family === 4) {
     out.push(0);

@@ -104,7 +104,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     // pods (a stale pod, a watcher behind) is packed once
     const addrIndex = new Map<string, number>();
     const addrIps: string[] = [];
-    const addrPods: PodInfo[][] = [];
+    // per address, the pods (indexes in state.pods) holding it
+    const addrPods: number[][] = [];
     const a = new Words();
     const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
     a.push(blocks.length);
@@ -116,19 +117,21 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       for (const e of b.excepts) writeBounds(a, e);
     }
     for (const cidr of podCIDRs) writeBounds(a, cidr);
-    for (const pod of state.pods) {
+    const podPacks = state.pods.map(podPack);
+    for (let pi = 0; pi < state.pods.length; pi++) {
+      const pod = state.pods[pi]!;
       if (!pod.ips.length) continue;
-      const pk = podPack(pod);
+      const pk = podPacks[pi]!;
       for (let j = 0; j < pod.ips.length; j++) {
         const ip = pod.ips[j]!;
         const i = addrIndex.get(ip);
         if (i !== undefined) {
-          addrPods[i]!.push(pod);
+          addrPods[i]!.push(pi);
           continue;
         }
         addrIndex.set(ip, addrIps.length);
         addrIps.push(ip);
-        addrPods.push([pod]);
+        addrPods.push([pi]);
         for (let k = j * 5; k < j * 5 + 5; k++) a.push(pk.addrs[k]!);
       }
     }
@@ -164,9 +167,9 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const groups = new Map<string, Group>();
     const groupList: Group[] = [];
     // a pod's group in this compile is kept on its pack (every pod of the state gets one here)
-    const podGroup = { get: (pod: PodInfo) => groupList[podPack(pod).group]! };
-    for (const pod of state.pods) {
-      const pk = podPack(pod);
+    for (let pi = 0; pi < state.pods.length; pi++) {
+      const pod = state.pods[pi]!;
+      const pk = podPacks[pi]!;
       let g = groups.get(pk.groupKey);
       if (!g) {
         g = { index: groupList.length, ns: pod.namespace, labelsText: pk.labelsText, key: pk.groupKey, pod, ids: [] };
@@ -179,22 +182,28 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const problems: string[] = [];
     // undefined: held by pods whose keys differ, which cannot be told apart: BLOCKED
     const addrKey: Array<Key | undefined> = [];
+    const keyOf = new Map<number, Key>();
     const blockGroups: Array<Set<number>> = blocks.map(() => new Set());
     for (let i = 0; i < addrIps.length; i++) {
       const hs = addrPods[i]!;
-      const g = podGroup.get(hs[0]!)!;
+      const g = groupList[podPacks[hs[0]!]!.group]!;
       const iv = addrInterval[i]!;
-      if (intervalBlocks[iv]!.length) for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podGroup.get(h)!.index);
-      if (hs.length > 1 && hs.some((h) => podGroup.get(h) !== g)) {
-        const names = hs.map((h) => `${h.namespace}/${h.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      if (intervalBlocks[iv]!.length) for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podPacks[h]!.group);
+      if (hs.length > 1 && hs.some((h) => podPacks[h]!.group !== g.index)) {
+        const names = hs.map((h) => `${state.pods[h]!.namespace}/${state.pods[h]!.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
         problems.push(`address ${addrIps[i]}: held by pods ${names.join(", ")}; blocked`);
         addrKey.push(undefined);
         continue;
       }
-      const k = `pod|${g.key}|${keyBlocks(iv)}`;
-      let key = keys.get(k);
-      if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
-      if (!key.local && hs.some((h) => h.nodeName === opts.nodeName)) key.local = true;
+      // the key's text is made once per group and interval
+      let key = keyOf.get(g.index * nIntervals + iv);
+      if (!key) {
+        const k = `pod|${g.key}|${keyBlocks(iv)}`;
+        key = keys.get(k);
+        if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
+        keyOf.set(g.index * nIntervals + iv, key);
+      }
+      if (!key.local && hs.some((h) => state.pods[h]!.nodeName === opts.nodeName)) key.local = true;
       addrKey.push(key);
     }
     const intervalKey: Array<Key | undefined> = [];
@@ -352,7 +361,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       const id = key ? idOf(key) : BLOCKED;
       if (id === BLOCKED) anyBlocked = true;
       pods.push({ family: ip.includes(":") ? 6 : 4, ip, id });
-      if (addrPods[i]!.some((h) => h.nodeName === opts.nodeName)) localAddresses.push(ip);
+      if (addrPods[i]!.some((h) => state.pods[h]!.nodeName === opts.nodeName)) localAddresses.push(ip);
     }
     const ranges: AddressRange[] = [];
     let last: { range: AddressRange; interval: number } | undefined;
