@@ -71,7 +71,7 @@ function mismatches(seed: number, isolation: boolean): string[] {
   const sources: ({ pod: Pod } | { ip: string })[] = [...world.pods.map((pod) => ({ pod })), ...externalAddresses(g.family).map((ip) => ({ ip }))];
   for (const s of sources) {
     for (const d of world.pods) {
-      for (let k = 0; k < 4; k++) {
+      for (let k = 0; k < 3; k++) {
         const proto = PROTOCOLS[Math.floor(r() * 3)]!;
         const port = PROBE_PORTS[Math.floor(r() * PROBE_PORTS.length)]!;
         const want = allowed(world, "pod" in s ? { namespace: s.pod.namespace, name: s.pod.name } : { ip: s.ip }, d, proto, port);
@@ -93,13 +93,13 @@ function mismatches(seed: number, isolation: boolean): string[] {
 describe("the compile's tables decide as the oracle", () => {
   test("random worlds, IPv4 and IPv6, every feature", () => {
     const bad: string[] = [];
-    for (let seed = 1; seed <= 120 && bad.length < 3; seed++) bad.push(...mismatches(seed, false));
+    for (let seed = 1; seed <= 100 && bad.length < 3; seed++) bad.push(...mismatches(seed, false));
     expect(bad).toEqual([]);
   });
 
   test("random worlds with isolation modes (as the policies they stand for)", () => {
     const bad: string[] = [];
-    for (let seed = 1001; seed <= 1040 && bad.length < 3; seed++) bad.push(...mismatches(seed, true));
+    for (let seed = 1001; seed <= 1030 && bad.length < 3; seed++) bad.push(...mismatches(seed, true));
     expect(bad).toEqual([]);
   });
 });
