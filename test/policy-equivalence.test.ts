@@ -4,13 +4,13 @@
 // decides. Ingress is decided on the destination's node, egress on the source's: a
 // connection crossing nodes passes when both nodes' tables let it.
 import { describe, expect, test } from "bun:test";
-import { allowed, type NetworkPolicy, type Pod, type Protocol, type World } from "../../testing/policy-oracle.ts";
-import { rng } from "../generate.ts";
-import { externalAddresses, PROBE_PORTS, randomWorld, type GeneratedWorld } from "./generate.ts";
-import { compilePolicy, identityIds } from "./reference.ts";
-import { policyStateFrom } from "./state.ts";
-import type { PolicyTables } from "./types.ts";
-import { verdict } from "./verdict.ts";
+import { allowed, type NetworkPolicy, type Pod, type Protocol, type World } from "../testing/policy-oracle.ts";
+import { rng } from "../compiler/generate.ts";
+import { externalAddresses, PROBE_PORTS, randomWorld, type GeneratedWorld } from "../compiler/policy/generate.ts";
+import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
+import { policyStateFrom } from "../compiler/policy/state.ts";
+import type { PolicyTables } from "../compiler/policy/types.ts";
+import { verdict } from "../compiler/policy/verdict.ts";
 
 type O = Record<string, any>;
 
