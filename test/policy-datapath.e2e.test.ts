@@ -7,9 +7,9 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
 import { useLab, waitFor } from "./harness/index.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
-import { listTable } from "../agent/datapath/adopt.ts";
+import { listTable, structureDrift } from "../agent/datapath/adopt.ts";
 import { DEFAULT_MARKS } from "../agent/datapath/marks.ts";
-import { renderSkeleton } from "../agent/datapath/nft-text.ts";
+import { REF_TABLE, renderReference, renderSkeleton } from "../agent/datapath/nft-text.ts";
 import { countersByPolicy, readPolicyCounters, BLOCKED_POLICY } from "../agent/datapath/policy-counters.ts";
 import { renderPolicy, renderPolicyDelta, renderPolicyReplace } from "../agent/datapath/policy-text.ts";
 import { POD, policyTables } from "../agent/datapath/policy.case.ts";
@@ -314,5 +314,19 @@ describe("the policy datapath in namespaces", () => {
     const replaced = await listing();
     await nft(renderSkeleton(0, CAP, DEFAULT_MARKS, policyTables()) + HAIRPIN);
     expect(await listing()).toEqual(replaced);
+    // the drift check knows the policy's chains and sets as skein's, and its fixed chains as
+    // the reference table (renderReference) holds them
+    const ref = renderReference(DEFAULT_MARKS);
+    await nft(ref.load);
+    const nl2 = Netlink.openNetfilter(lab.path("node"));
+    try {
+      const reference = listTable(nl2, REF_TABLE, false)!;
+      await nft(ref.drop);
+      expect(structureDrift(listTable(nl2)!, reference)).toEqual([]);
+      await nft("add rule inet skein pol_ingress accept\n");
+      expect(structureDrift(listTable(nl2)!, reference)).toEqual(["base chain pol_ingress does not hold skein's rules (6 rules, skein's are 5)"]);
+    } finally {
+      nl2.close();
+    }
   }, 30_000);
 });
