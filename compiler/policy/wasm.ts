@@ -56,7 +56,10 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     return k;
   };
 
+  // the input words of the two calls, kept from one compile to the next
+  const words = [new Words(1 << 16), new Words(1 << 16)];
   let lastPacks: PolicyPack[] = [];
+  let section: { rank: number[]; polNs: number[]; blocks: string[]; words: Uint32Array } | undefined;
   let lastRank: number[] = [];
 
   function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
@@ -64,6 +67,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       strings = new Interner();
       policyPacks = new WeakMap();
       generatedPacks = new Map();
+      lastPacks = [];
+      section = undefined;
     }
     const generated = generatedPolicies(state);
     // in no particular order: they are numbered by name below
@@ -100,13 +105,9 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     const sortedNames = rank.map((i) => packs[i]!.name);
 
-    // the address space: cut, and each pod address placed in it; an address held by several
-    // pods (a stale pod, a watcher behind) is packed once
-    const addrIndex = new Map<string, number>();
-    const addrIps: string[] = [];
-    // per address, the pods (indexes in state.pods) holding it
-    const addrPods: number[][] = [];
-    const a = new Words();
+    // the address space: cut, and each pod address placed in it and sorted
+    const a = words[0]!;
+    a.n = 0;
     const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
     a.push(blocks.length);
     a.push(podCIDRs.length);
@@ -118,24 +119,19 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     for (const cidr of podCIDRs) writeBounds(a, cidr);
     const podPacks = state.pods.map(podPack);
+    // every (pod, address), in pod order
+    const entryPod: number[] = [];
+    const entryIp: string[] = [];
     for (let pi = 0; pi < state.pods.length; pi++) {
       const pod = state.pods[pi]!;
-      if (!pod.ips.length) continue;
       const pk = podPacks[pi]!;
       for (let j = 0; j < pod.ips.length; j++) {
-        const ip = pod.ips[j]!;
-        const i = addrIndex.get(ip);
-        if (i !== undefined) {
-          addrPods[i]!.push(pi);
-          continue;
-        }
-        addrIndex.set(ip, addrIps.length);
-        addrIps.push(ip);
-        addrPods.push([pi]);
+        entryPod.push(pi);
+        entryIp.push(pod.ips[j]!);
         for (let k = j * 5; k < j * 5 + 5; k++) a.push(pk.addrs[k]!);
       }
     }
-    a.buf[2] = addrIps.length;
+    a.buf[2] = entryIp.length;
     const ain = put(c, a.words);
     const aout = c.policyAddresses(ain, a.n);
     let u32 = new Uint32Array(c.memory.buffer);
@@ -153,9 +149,26 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     const intervalWords = u32.slice(intervalAt[0] ?? 0, p);
     const base = intervalAt[0] ?? 0;
-    const addrInterval = u32.slice(p, p + addrIps.length);
-    p += addrIps.length;
-    const addrOrder = u32.slice(p, p + addrIps.length);
+    const entryInterval = u32.slice(p, p + entryIp.length);
+    p += entryIp.length;
+    const entryOrder = u32.slice(p, p + entryIp.length);
+    // the addresses in order, each once: an address held by several pods (a stale pod, a
+    // watcher behind) is next to itself in the sorted entries
+    const addrIps: string[] = [];
+    const addrInterval: number[] = [];
+    /** per address, the pods (indexes in state.pods) holding it */
+    const addrPods: number[][] = [];
+    for (let j = 0; j < entryOrder.length; j++) {
+      const e = entryOrder[j]!;
+      const ip = entryIp[e]!;
+      if (addrIps.length && addrIps[addrIps.length - 1] === ip) {
+        addrPods[addrPods.length - 1]!.push(entryPod[e]!);
+        continue;
+      }
+      addrIps.push(ip);
+      addrInterval.push(entryInterval[e]!);
+      addrPods.push([entryPod[e]!]);
+    }
     const blocksText = new Map<number, string>();
     const keyBlocks = (i: number) => {
       let t = blocksText.get(i);
@@ -261,7 +274,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const blockIds: number[][] = blocks.map(() => []);
     for (const k of given) for (const b of k.blocks) blockIds[b]!.push(k.id);
 
-    const w = new Words();
+    const w = words[1]!;
+    w.n = 0;
     w.push(nsLabels.length);
     w.push(groupList.length);
     w.push(nIds);
@@ -293,13 +307,26 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       w.push(blockGroups[b]!.size);
       for (const g of blockGroups[b]!) w.push(g);
     });
-    rank.forEach((i, r) => {
-      const k = packs[i]!;
-      const at = w.n;
-      w.pushAll(k.words);
-      w.buf[at] = polNs[r]!;
-      for (let b = 0; b < k.blocks.length; b++) w.buf[at + k.blockAt[b]!] = blockIndex.get(k.blocks[b]!.text)!;
-    });
+    // the policies' words as last time when neither they nor the namespace and block
+    // numbers changed
+    const same = (x: ArrayLike<unknown>, y: ArrayLike<unknown>) => {
+      if (x.length !== y.length) return false;
+      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+      return true;
+    };
+    const blockTexts = blocks.map((b) => b.text);
+    if (section && section.rank === rank && same(section.polNs, polNs) && same(section.blocks, blockTexts)) w.pushAll(section.words);
+    else {
+      const from = w.n;
+      rank.forEach((i, r) => {
+        const k = packs[i]!;
+        const at = w.n;
+        w.pushAll(k.words);
+        w.buf[at] = polNs[r]!;
+        for (let b = 0; b < k.blocks.length; b++) w.buf[at + k.blockAt[b]!] = blockIndex.get(k.blocks[b]!.text)!;
+      });
+      section = { rank, polNs, blocks: blockTexts, words: w.buf.slice(from, w.n) };
+    }
     const rin = put(c, w.words);
     const rout = c.policyRules(rin, w.n);
     u32 = new Uint32Array(c.memory.buffer);
@@ -328,13 +355,14 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       const names: string[] = [];
       for (let j = 0; j < n; j++) names.push(sortedNames[u32[p + j]!]!);
       p += n;
-      sets.push(names);
+      // shared by the elements allowed by the same policies, so frozen
+      sets.push(Object.freeze(names) as string[]);
     }
     const elements = (at: number): AllowElement[] => {
       const n = u32[at]!;
       const out: AllowElement[] = new Array(n);
       for (let i = 0, e = at + 1; i < n; i++, e += 9) {
-        out[i] = { src: u32[e]!, srcLast: u32[e + 4]!, dst: u32[e + 1]!, dstLast: u32[e + 5]!, proto: u32[e + 2]!, protoLast: u32[e + 6]!, port: u32[e + 3]!, portLast: u32[e + 7]!, policies: sets[u32[e + 8]!]!.slice() };
+        out[i] = { src: u32[e]!, srcLast: u32[e + 4]!, dst: u32[e + 1]!, dstLast: u32[e + 5]!, proto: u32[e + 2]!, protoLast: u32[e + 6]!, port: u32[e + 3]!, portLast: u32[e + 7]!, policies: sets[u32[e + 8]!]! };
       }
       return out;
     };
@@ -354,8 +382,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     let anyBlocked = false;
     const pods: PodAddress[] = [];
     const localAddresses: string[] = [];
-    for (let j = 0; j < addrOrder.length; j++) {
-      const i = addrOrder[j]!;
+    for (let i = 0; i < addrIps.length; i++) {
       const ip = addrIps[i]!;
       const key = addrKey[i];
       const id = key ? idOf(key) : BLOCKED;
