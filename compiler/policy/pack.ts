@@ -40,8 +40,25 @@ export class Interner {
   }
 }
 
+/** Where words are written: Words, or a plain array's List. */
+export interface Out {
+  push(v: number): void;
+  readonly n: number;
+}
+
+/** Words in a plain array (a packed object's: typed arrays cost more to make than to fill). */
+export class List implements Out {
+  readonly a: number[] = [];
+  push(v: number): void {
+    this.a.push(v);
+  }
+  get n(): number {
+    return this.a.length;
+  }
+}
+
 /** Growable u32 words. */
-export class Words {
+export class Words implements Out {
   buf: Uint32Array;
   n = 0;
   constructor(capacity = 1024) {
@@ -145,7 +162,7 @@ export interface PolicyPack {
 
 /** [namespace (0 here), flags, selector, ingress rules?, egress rules?] */
 export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
-  const w = new Words(64);
+  const w = new List();
   const blocks: Block[] = [];
   const blockAt: number[] = [];
   const onBlock = (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => {
@@ -157,7 +174,7 @@ export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
   writeSelector(w, pol.podSelector, strings);
   if (pol.ingress) writeRules(w, pol.ingress, strings, onBlock);
   if (pol.egress) writeRules(w, pol.egress, strings, onBlock);
-  return { name: `${pol.namespace}/${pol.name}`, words: Array.from(w.words), blocks, blockAt };
+  return { name: `${pol.namespace}/${pol.name}`, words: w.a, blocks, blockAt };
 }
 
 /** What a compile needs of a pod, made once per pod object. */
@@ -180,28 +197,35 @@ export function packPod(pod: PodInfo): PodPack {
     .map((x) => `${x.name}/${x.protocol}/${x.port}`)
     .sort()
     .join(",");
-  const addrs: number[] = [];
+  const addrs = new List();
   for (const ip of pod.ips) writeAddr(addrs, ip);
-  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs, group: 0 };
+  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: addrs.a, group: 0 };
 }
 
-const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** An address as 5 words. */
-export function writeAddr(out: { push(v: number): unknown }, ip: string): void {
-  const q = DOTTED_QUAD.exec(ip);
-  if (q) {
+/** An address (canonical text, compiler/address.ts) as 5 words. */
+export function writeAddr(out: Out, ip: string): void {
+  if (!ip.includes(":")) {
+    // a dotted quad read strictly already: digits and three dots
+    let v = 0;
+    let part = 0;
+    for (let i = 0; i < ip.length; i++) {
+      const c = ip.charCodeAt(i);
+      if (c === 46) {
+        v = v * 256 + part;
+        part = 0;
+      } else part = part * 10 + c - 48;
+    }
     out.push(4);
     out.push(0);
     out.push(0);
     out.push(0);
-    out.push(((Number(q[1]) << 24) | (Number(q[2]) << 16) | (Number(q[3]) << 8) | Number(q[4])) >>> 0);
+    out.push(v * 256 + part);
     return;
   }
   writeBytes(out, parseCidr(`${ip}/128`).bytes, 6);
 }
 
-function writeBytes(out: { push(v: number): unknown }, bytes: number[], family: 4 | 6): void {
+function writeBytes(out: Out, bytes: number[], family: 4 | 6): void {
   out.push(family);
   if (family === 4) {
     out.push(0);
@@ -212,7 +236,7 @@ function writeBytes(out: { push(v: number): unknown }, bytes: number[], family: 
 }
 
 /** A CIDR's first and last address, 10 words. */
-export function writeBounds(out: Words, c: Cidr): void {
+export function writeBounds(out: Out, c: Cidr): void {
   writeBytes(out, c.bytes, c.family);
   const last = c.bytes.map((b, i) => b | (0xff >> Math.max(0, Math.min(8, c.prefix - 8 * i))));
   writeBytes(out, last, c.family);
@@ -220,7 +244,7 @@ export function writeBounds(out: Words, c: Cidr): void {
 
 export const OPERATORS = { In: 0, NotIn: 1, Exists: 2, DoesNotExist: 3 } as const;
 
-export function writeSelector(out: Words, sel: Selector, strings: Interner): void {
+export function writeSelector(out: Out, sel: Selector, strings: Interner): void {
   out.push(sel.requirements.length);
   for (const r of sel.requirements) {
     out.push(strings.id(r.key));
@@ -230,7 +254,7 @@ export function writeSelector(out: Words, sel: Selector, strings: Interner): voi
   }
 }
 
-export function writeLabels(out: Words, labels: Record<string, string>, strings: Interner): void {
+export function writeLabels(out: Out, labels: Record<string, string>, strings: Interner): void {
   const keys = Object.keys(labels);
   out.push(keys.length);
   for (const k of keys) {
@@ -240,7 +264,7 @@ export function writeLabels(out: Words, labels: Record<string, string>, strings:
 }
 
 /** Rules; a cidr peer's block number is left 0, its position given to onBlock. */
-export function writeRules(out: Words, rules: PolicyRule[], strings: Interner, onBlock: (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => void): void {
+export function writeRules(out: Out, rules: PolicyRule[], strings: Interner, onBlock: (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => void): void {
   out.push(rules.length);
   for (const r of rules) {
     out.push(r.peers.length);
