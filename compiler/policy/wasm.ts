@@ -43,7 +43,9 @@ function put(c: CompilerExports, w: Uint32Array): number {
  * label values come and go (pod-template-hash), and the interner would only grow. */
 const MAX_STRINGS = 1 << 20;
 
-export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile } {
+/** `maxStrings`: MAX_STRINGS, smaller in tests. */
+export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number } = {}): { compile: PolicyCompile } {
+  const maxStrings = o.maxStrings ?? MAX_STRINGS;
   // packed once per object and kept beside it, as the services compile does (compiler/wasm.ts)
   let strings = new Interner();
   let policyPacks = new WeakMap<Policy, PolicyPack>();
@@ -63,7 +65,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
   let lastRank: number[] = [];
 
   function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
-    if (strings.size > MAX_STRINGS) {
+    if (strings.size > maxStrings) {
       strings = new Interner();
       policyPacks = new WeakMap();
       generatedPacks = new Map();
