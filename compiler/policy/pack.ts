@@ -1,7 +1,6 @@
-// Packing the policy compile's input for compiler.wasm (assembly/policy.ts), and the parts of
-// the compile that stay in TypeScript because they are per object and need text: the policies
-// in force (generated ones included), the ipBlocks and their text, pods grouped by what
-// policy can see of them, identity keys and names. Strings the module only compares for
+// Packing the policy compile's input for compiler.wasm (assembly/policy.ts): policies and pods
+// packed once per object (the ipBlocks' text, pods' label text and group key, addresses as
+// words), selectors, rules and labels as words. Strings the module only compares for
 // equality (label keys and values, port names) become ids; policies are numbered in the
 // string order of `ns/name`, blocks in the string order of their text, so that sorted
 // numbers are sorted names.
@@ -25,7 +24,7 @@
 //     port or name, endPort)];
 //   peer [0, flags (1 pods, 2 namespaces), pods selector?, namespaces selector?] or [1, block].
 import { parseCidr, type Cidr } from "../address.ts";
-import { IP_PROTOCOL, type PodInfo, type Policy, type PolicyPeer, type PolicyRule, type PolicyState, type Selector } from "./types.ts";
+import { IP_PROTOCOL, type PodInfo, type Policy, type PolicyPeer, type PolicyRule, type Selector } from "./types.ts";
 
 /** Strings to small ids, compared only for equality in the module. */
 export class Interner {
@@ -86,46 +85,6 @@ export class Words implements Out {
     return this.buf.subarray(0, this.n);
   }
 }
-
-export const APP_LABEL = "skein.io/app";
-const byNsName = (a: Policy, b: Policy) => (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-
-/** The policies skein generates for isolation modes (POLICY.md step 1), sorted. */
-export function generatedPolicies(state: PolicyState): Policy[] {
-  const out: Policy[] = [];
-  for (const ns of state.namespaces) {
-    if (!ns.isolation) continue;
-    out.push({
-      namespace: ns.name,
-      name: "skein:isolation",
-      podSelector: { requirements: [{ key: APP_LABEL, operator: "DoesNotExist", values: [] }] },
-      ingress: [{ peers: [{ kind: "pods", pods: { requirements: [] } }], ports: [] }],
-      egress: null,
-      generated: "namespace-isolation",
-      viaService: true,
-    });
-  }
-  const apps = new Set<string>();
-  for (const pod of state.pods) {
-    const a = pod.labels[APP_LABEL];
-    if (a === undefined) continue;
-    const k = JSON.stringify([pod.namespace, a]);
-    if (apps.has(k)) continue;
-    apps.add(k);
-    const sel = (): Selector => ({ requirements: [{ key: APP_LABEL, operator: "In", values: [a] }] });
-    out.push({
-      namespace: pod.namespace,
-      name: `skein:app=${a}`,
-      podSelector: sel(),
-      ingress: [{ peers: [{ kind: "pods", pods: sel() }], ports: [] }],
-      egress: null,
-      generated: "app-isolation",
-      viaService: true,
-    });
-  }
-  return out.sort(byNsName);
-}
-
 
 export interface Block {
   text: string;
