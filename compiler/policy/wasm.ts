@@ -1,11 +1,12 @@
 // The NetworkPolicy compile (POLICY.md "The compile") with its heavy part in compiler.wasm
 // (assembly/policy.ts): the same PolicyTables as compiler/policy/reference.ts, which the tests
-// hold it equal to (step 1, the generated policies, is the reference's own). Here: the policies
-// in force, blocks, pods grouped by (namespace, labels,
-// ports), identity keys, ids and names (per object, and text); there: the address space cut
-// by the blocks and each pod address's place in it, selection, peers, pairs, the allow
-// elements and the named-port problems (what grows with pods × policies). Addresses of pods
-// are read back as the input's own text, by index.
+// hold it equal to (step 1, the generated policies, is the reference's own). Here: the
+// policies in force, blocks, pods grouped by (namespace, labels, ports), identity keys, ids
+// and names (per object, and text); there: the address space cut by the blocks and each pod
+// address's place in it, selection, peers, pairs, the allow elements and the named-port
+// problems (what grows with pods × policies). Pods and policies are packed when first
+// compiled and kept beside their objects, as the services compile keeps Services; addresses
+// of pods are read back as the input's own text, by index.
 import type { CompilerExports } from "../wasm.ts";
 import { generatedPolicies } from "./reference.ts";
 import { addrText, Interner, packPod, packPolicy, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
