@@ -161,19 +161,28 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
     // watcher behind) is next to itself in the sorted entries
     const addrIps: string[] = [];
     const addrInterval: number[] = [];
-    /** per address, the pods (indexes in state.pods) holding it */
-    const addrPods: number[][] = [];
+    // per address, the pods holding it: entries addrFirst[i] to addrFirst[i + 1] - 1 of the
+    // sorted order, whose pods are the holders (indexes in state.pods, in holders)
+    const addrFirst: number[] = [];
+    const holders = new Array<number>(entryOrder.length);
+    /** per address, whether a pod of this node holds it */
+    const addrLocal: boolean[] = [];
     for (let j = 0; j < entryOrder.length; j++) {
       const e = entryOrder[j]!;
       const ip = entryIp[e]!;
+      const pod = entryPod[e]!;
+      holders[j] = pod;
+      const local = state.pods[pod]!.nodeName === opts.nodeName;
       if (addrIps.length && addrIps[addrIps.length - 1] === ip) {
-        addrPods[addrPods.length - 1]!.push(entryPod[e]!);
+        if (local) addrLocal[addrLocal.length - 1] = true;
         continue;
       }
+      addrFirst.push(j);
       addrIps.push(ip);
       addrInterval.push(entryInterval[e]!);
-      addrPods.push([entryPod[e]!]);
+      addrLocal.push(local);
     }
+    addrFirst.push(entryOrder.length);
     const blocksText = new Map<number, string>();
     const keyBlocks = (i: number) => {
       let t = blocksText.get(i);
@@ -203,12 +212,17 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
     const keyOf = new Map<number, Key>();
     const blockGroups: Array<Set<number>> = blocks.map(() => new Set());
     for (let i = 0; i < addrIps.length; i++) {
-      const hs = addrPods[i]!;
-      const g = groupList[podPacks[hs[0]!]!.group]!;
+      const from = addrFirst[i]!;
+      const to = addrFirst[i + 1]!;
+      const g = groupList[podPacks[holders[from]!]!.group]!;
       const iv = addrInterval[i]!;
-      if (intervalBlocks[iv]!.length) for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podPacks[h]!.group);
-      if (hs.length > 1 && hs.some((h) => podPacks[h]!.group !== g.index)) {
-        const names = hs.map((h) => `${state.pods[h]!.namespace}/${state.pods[h]!.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      if (intervalBlocks[iv]!.length) for (let h = from; h < to; h++) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podPacks[holders[h]!]!.group);
+      let alike = true;
+      for (let h = from + 1; h < to; h++) if (podPacks[holders[h]!]!.group !== g.index) alike = false;
+      if (!alike) {
+        const names = holders
+          .slice(from, to)
+          .map((h) => `${state.pods[h]!.namespace}/${state.pods[h]!.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
         problems.push(`address ${addrIps[i]}: held by pods ${names.join(", ")}; blocked`);
         addrKey.push(undefined);
         continue;
@@ -221,7 +235,7 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
         if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
         keyOf.set(g.index * nIntervals + iv, key);
       }
-      if (!key.local && hs.some((h) => state.pods[h]!.nodeName === opts.nodeName)) key.local = true;
+      if (addrLocal[i]) key.local = true;
       addrKey.push(key);
     }
     const intervalKey: Array<Key | undefined> = [];
@@ -360,8 +374,9 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
       const names: string[] = [];
       for (let j = 0; j < n; j++) names.push(sortedNames[u32[p + j]!]!);
       p += n;
-      // shared by the elements allowed by the same policies, so frozen
-      sets.push(Object.freeze(names) as string[]);
+      // one list shared by the elements allowed by the same policies (not copied per
+      // element: freezing or copying thousands of them costs more than the rest of the read)
+      sets.push(names);
     }
     const elements = (at: number): AllowElement[] => {
       const n = u32[at]!;
@@ -392,8 +407,8 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
       const key = addrKey[i];
       const id = key ? idOf(key) : BLOCKED;
       if (id === BLOCKED) anyBlocked = true;
-      pods.push({ family: ip.includes(":") ? 6 : 4, ip, id });
-      if (addrPods[i]!.some((h) => state.pods[h]!.nodeName === opts.nodeName)) localAddresses.push(ip);
+      pods.push({ family: intervalWords[intervalAt[addrInterval[i]!]! - base] as 4 | 6, ip, id });
+      if (addrLocal[i]) localAddresses.push(ip);
     }
     const ranges: AddressRange[] = [];
     let last: { range: AddressRange; interval: number } | undefined;
