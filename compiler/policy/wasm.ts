@@ -46,7 +46,11 @@ function put(c: CompilerExports, w: Uint32Array): number {
  * label values come and go (pod-template-hash), and the interner would only grow. */
 const MAX_STRINGS = 1 << 20;
 
-/** `maxStrings`: MAX_STRINGS, smaller in tests. */
+/**
+ * The compile, keeping what it packed of pods and policies between calls: a pod or policy that
+ * changes must come as a new object (as the state readers make them), never changed in place.
+ * `maxStrings`: MAX_STRINGS, smaller in tests.
+ */
 export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number } = {}): { compile: PolicyCompile } {
   const maxStrings = o.maxStrings ?? MAX_STRINGS;
   // packed once per object and kept beside it, as the services compile does (compiler/wasm.ts)
