@@ -137,3 +137,35 @@ describe("in a kernel", () => {
   });
 
 });
+
+describe("policy in a kernel", () => {
+  test("pod addresses moved between identities over netlink leave what a load of the new tables does", async () => {
+    const { policyTables } = await import("./policy.case.ts");
+    const p1 = policyTables();
+    // a's IPv4 address takes b's identity, c's IPv6 address a's: every identity keeps an address
+    const moved = { ...p1, pods: p1.pods.map((p) => (p.ip === "10.244.0.2" ? { ...p, id: 4 } : p.ip === "fd00:244::4" ? { ...p, id: 3 } : p)) };
+    const a = netns("pa");
+    const b = netns("pb");
+    const tables = tablesOf(objects(3));
+    const live = datapathIn(a);
+    const ref = datapathIn(b);
+    try {
+      live.dp.policy(p1, false);
+      live.dp.sync(tables);
+      const r = live.dp.policy(moved);
+      // over netlink: no nft text at all
+      expect(r).toMatchObject({ kind: "delta", lines: 0, ringOps: 2 });
+      ref.dp.policy(moved, false);
+      ref.dp.sync(tables);
+      expect(listing(a)).toEqual(listing(b));
+      // and back: the same again
+      expect(live.dp.policy(p1)).toMatchObject({ kind: "delta", lines: 0 });
+      ref.dp.policy(p1, false);
+      ref.dp.sync(tables, { full: true });
+      expect(listing(a)).toEqual(listing(b));
+    } finally {
+      live.close();
+      ref.close();
+    }
+  });
+});

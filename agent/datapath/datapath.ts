@@ -26,6 +26,7 @@ import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
 import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
 import { policyContent, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
+import { addressBytes } from "../../compiler/address.ts";
 
 /** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
 export interface BatchSink {
@@ -42,6 +43,47 @@ export interface SyncResult {
 }
 
 const lines = (s: string) => (s ? s.split("\n").length - 1 : 0);
+
+interface PodMove {
+  family: 4 | 6;
+  ip: string;
+  to: number;
+}
+
+/**
+ * The pod addresses that moved from `cur` to `next`, when nothing else changed (every other
+ * part the same object, as the policy compiler hands over a label change it did not compile
+ * for) and every identity involved has its chains before and after; else undefined.
+ */
+function podMoves(cur: PolicyTables, next: PolicyTables): PodMove[] | undefined {
+  const same = (k: keyof PolicyTables) => cur[k] === next[k];
+  if (!(["identities", "ranges", "isolatedIngress", "isolatedEgress", "allowIngress", "allowEgress", "localAddresses"] as const).every(same)) return undefined;
+  if (cur.pods.length !== next.pods.length) return undefined;
+  const used = (t: PolicyTables) => {
+    const n = new Map<number, number>();
+    for (const x of t.pods) n.set(x.id, (n.get(x.id) ?? 0) + 1);
+    for (const x of t.ranges) n.set(x.id, (n.get(x.id) ?? 0) + 1);
+    return n;
+  };
+  const moves: PodMove[] = [];
+  const from = new Set<number>();
+  for (let i = 0; i < cur.pods.length; i++) {
+    const a = cur.pods[i]!;
+    const b = next.pods[i]!;
+    if (a.ip !== b.ip || a.family !== b.family) return undefined;
+    if (a.id !== b.id) {
+      moves.push({ family: b.family, ip: b.ip, to: b.id });
+      from.add(a.id);
+    }
+  }
+  if (!moves.length) return moves;
+  const before = used(cur);
+  const after = used(next);
+  // the chains an address goes to exist, and none is left without an address
+  if (moves.some((m) => !before.has(m.to))) return undefined;
+  if ([...from].some((id) => !after.has(id))) return undefined;
+  return moves;
+}
 
 
 /** Ring slots per batch of a fill: about 2.3 MB of netlink messages. */
@@ -131,9 +173,40 @@ export class Datapath {
       this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
       this.policyCurrent = undefined;
     }
+    const moves = this.policyCurrent && podMoves(this.policyCurrent, next);
+    if (moves) {
+      // only pod addresses moved between identities in use: their map elements, over netlink
+      this.movePods(moves, next);
+      return { kind: moves.length ? "delta" : "none", lines: 0, ringOps: moves.length, ms: performance.now() - t0 };
+    }
     const text = this.policyText(next);
     if (text) this.runPolicy(text, next);
     return { kind: text ? "delta" : "none", lines: lines(text), ringOps: 0, ms: performance.now() - t0 };
+  }
+
+  private movePods(moves: PodMove[], next: PolicyTables): void {
+    if (!moves.length) {
+      this.policyCurrent = next;
+      return;
+    }
+    const b = new BatchBuilder(TABLE);
+    for (const verb of ["delete", "add"] as const) {
+      for (const fam of [4, 6] as const) {
+        for (const [dir, chain] of [["s", "pols"], ["d", "pold"]] as const) {
+          const items = moves.filter((m) => m.family === fam).map((m) => ({ key: Uint8Array.from(addressBytes(m.ip)), chain: `${chain}_${m.to}` }));
+          b.verdictElements(verb, `pol_${dir}pod${fam}`, items);
+        }
+      }
+    }
+    try {
+      this.sink.send(b.build());
+    } catch (e) {
+      // refused whole: the kernel holds what it held
+      this.policyChains = [...policyContent(this.policyCurrent!, this.marks).chains.keys()];
+      this.policyCurrent = undefined;
+      throw e;
+    }
+    this.policyCurrent = next;
   }
 
   /** The policy tables the kernel holds, as far as known. */

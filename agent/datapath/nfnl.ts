@@ -31,6 +31,8 @@ const NFT_MSG_DELSET = 11;
 const NFT_MSG_NEWSETELEM = 12;
 const NFT_MSG_DELSETELEM = 14;
 const NFPROTO_INET = 1;
+/** NFT_GOTO, as the kernel's verdict code (-4) in 32 bits */
+const NFT_GOTO = 0xfffffffc;
 const NFPROTO_IPV4 = 2;
 const NFPROTO_IPV6 = 10;
 
@@ -312,6 +314,37 @@ export class BatchBuilder {
       w.end(list);
       this.finish(at, `${verb} ${end - i} elements of ${set}`);
     }
+  }
+
+  /**
+   * Adds or deletes elements of a verdict map keyed by address: each `goto` its chain (on
+   * add). What a pod moving between identities changes (policy-text.ts pol_spod/pol_dpod),
+   * sent without nft, whose cache of a table at scale costs more than the change.
+   */
+  verdictElements(verb: "add" | "delete", set: string, items: Array<{ key: Uint8Array; chain: string }>): void {
+    if (!items.length) return;
+    const w = this.w;
+    const at = this.msg(verb === "add" ? NFT_MSG_NEWSETELEM : NFT_MSG_DELSETELEM, verb === "add" ? NLM_F_CREATE : 0);
+    w.str(1, this.table); // NFTA_SET_ELEM_LIST_TABLE
+    w.str(2, set); // NFTA_SET_ELEM_LIST_SET
+    w.nest(3 | NLA_F_NESTED, () => {
+      for (const it of items) {
+        w.nest(1 | NLA_F_NESTED, () => {
+          // NFTA_LIST_ELEM: NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }
+          w.nest(1 | NLA_F_NESTED, () => w.bytes(1, it.key));
+          if (verb === "add") {
+            // NFTA_SET_ELEM_DATA { NFTA_DATA_VERDICT { NFTA_VERDICT_CODE, NFTA_VERDICT_CHAIN } }
+            w.nest(2 | NLA_F_NESTED, () =>
+              w.nest(2 | NLA_F_NESTED, () => {
+                w.be32(1, NFT_GOTO);
+                w.str(2, it.chain);
+              }),
+            );
+          }
+        });
+      }
+    });
+    this.finish(at, `${verb} ${items.length} elements of ${set}`);
   }
 
   get messages(): number {
