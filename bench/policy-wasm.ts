@@ -1,9 +1,10 @@
 // The policy compile's time, compiler.wasm against the TypeScript reference in the same run:
 // realistic worlds (compiler/policy/generate.ts) of 10,000 pods and 1,000 / 5,000 policies,
-// compiled for one node; the median (and least) of several runs after a warm-up, and the tables checked
-// equal (NODES=n: spread over n nodes instead of one per 100 pods; BLOCKS=1: a distinct ipBlock
-// per policy). The wasm compile is timed twice: as it runs in the agent (pods and policies packed
-// when first compiled, kept beside the objects), and a fresh compiler's first compile. `bun bench/policy-wasm.ts [pods] [policies...]`
+// compiled for one node; the median (and least) of several runs after a warm-up, and the
+// tables checked equal. NODES=n: spread over n nodes instead of one per 100 pods; BLOCKS=1: a
+// distinct ipBlock per policy. The wasm compile is timed twice: as it runs in the agent (pods
+// and policies packed when first compiled, kept beside the objects), and a fresh compiler's
+// first compile. `bun bench/policy-wasm.ts [pods] [policies...]`
 import { loadCompiler } from "../compiler/wasm.ts";
 import { realisticWorld } from "../compiler/policy/generate.ts";
 import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
