@@ -251,7 +251,55 @@ export function policyAddresses(input: usize, words: u32): usize {
     memory.copy(uniq + <usize>nu * 20, q, 20);
     nu++;
   }
-  const out = vec(16 + nu * 16 + nAddrs * 2);
+  // which blocks hold each interval: each block marks the intervals of its cidr, unmarks
+  // those of its excepts, and lists itself in the rest (blocks in order, so each interval's
+  // list is sorted); the work is the intervals each block spans, not intervals × blocks
+  const mark = alloc(<usize>nu << 2);
+  memory.fill(mark, 0, <usize>nu << 2);
+  const held = vec(64); // (interval, block) pairs
+  for (let b: u32 = 0; b < nBlocks; b++) {
+    const bp = <usize>rd(blocks, b);
+    const from = pointAt(uniq, nu, bp + 4);
+    const to = pointAt(uniq, nu, bp + 24);
+    for (let i = from; i <= to; i++) wr(mark, i, b + 1);
+    const ne = rd(bp, 0);
+    for (let e: u32 = 1; e <= ne; e++) {
+      const el = bp + 4 + <usize>e * 40;
+      const eto = pointAt(uniq, nu, el + 20);
+      for (let i = pointAt(uniq, nu, el); i <= eto; i++) wr(mark, i, 0);
+    }
+    for (let i = from; i <= to; i++) {
+      if (rd(mark, i) != b + 1) continue;
+      vpush(held, i);
+      vpush(held, b);
+    }
+  }
+  const nHeld = vlen(held) / 2;
+  const heldStart = alloc(<usize>(nu + 1) << 2);
+  memory.fill(heldStart, 0, <usize>(nu + 1) << 2);
+  for (let j: u32 = 0; j < nHeld; j++) {
+    const i = rd(vdata(held), j * 2);
+    wr(heldStart, i + 1, rd(heldStart, i + 1) + 1);
+  }
+  for (let i: u32 = 0; i < nu; i++) wr(heldStart, i + 1, rd(heldStart, i + 1) + rd(heldStart, i));
+  const heldFill = alloc(<usize>nu << 2);
+  memory.copy(heldFill, heldStart, <usize>nu << 2);
+  const heldList = alloc(<usize>nHeld << 2);
+  for (let j: u32 = 0; j < nHeld; j++) {
+    const i = rd(vdata(held), j * 2);
+    const at = rd(heldFill, i);
+    wr(heldList, at, rd(vdata(held), j * 2 + 1));
+    wr(heldFill, i, at + 1);
+  }
+  const inPod = alloc(<usize>nu << 2);
+  memory.fill(inPod, 0, <usize>nu << 2);
+  for (let c: u32 = 0; c < nCidrs; c++) {
+    const cl = cidrs + <usize>c * 40;
+    const to = pointAt(uniq, nu, cl + 20);
+    for (let i = pointAt(uniq, nu, cl); i <= to; i++) wr(inPod, i, 1);
+  }
+
+  const out = vec(16 + nu * 16 + nHeld + nAddrs * 2);
   vpush(out, nu);
   const hiBuf = alloc(20);
   for (let i: u32 = 0; i < nu; i++) {
@@ -271,51 +319,30 @@ export function policyAddresses(input: usize, words: u32): usize {
     }
     for (let k: u32 = 0; k < 5; k++) vpush(out, rd(lo, k));
     for (let k: u32 = 0; k < 5; k++) vpush(out, rd(hiBuf, k));
-    let inPod: u32 = 0;
-    for (let c: u32 = 0; c < nCidrs; c++) {
-      const cl = cidrs + <usize>c * 40;
-      if (inRange(lo, cl, cl + 20)) {
-        inPod = 1;
-        break;
-      }
-    }
-    vpush(out, inPod);
-    const countAt = vlen(out);
-    vpush(out, 0);
-    let n: u32 = 0;
-    for (let b: u32 = 0; b < nBlocks; b++) {
-      const bp = <usize>rd(blocks, b);
-      if (!inRange(lo, bp + 4, bp + 24)) continue;
-      const ne = rd(bp, 0);
-      let excepted = false;
-      for (let e: u32 = 1; e <= ne; e++) {
-        const el = bp + 4 + <usize>e * 40;
-        if (inRange(lo, el, el + 20)) {
-          excepted = true;
-          break;
-        }
-      }
-      if (excepted) continue;
-      vpush(out, b);
-      n++;
-    }
-    wr(vdata(out), countAt, n);
+    vpush(out, rd(inPod, i));
+    const h0 = rd(heldStart, i);
+    const h1 = rd(heldStart, i + 1);
+    vpush(out, h1 - h0);
+    for (let j = h0; j < h1; j++) vpush(out, rd(heldList, j));
   }
-  // each address's interval: the last point at or before it
-  for (let a: u32 = 0; a < nAddrs; a++) {
-    const ap = addrs + <usize>a * 20;
-    let l: u32 = 0;
-    let h: u32 = nu;
-    while (h - l > 1) {
-      const m = (l + h) >> 1;
-      if (addrCmp(uniq + <usize>m * 20, ap) <= 0) l = m;
-      else h = m;
-    }
-    vpush(out, l);
-  }
+  // each address's interval
+  for (let a: u32 = 0; a < nAddrs; a++) vpush(out, pointAt(uniq, nu, addrs + <usize>a * 20));
   const sorted = sortRecords(addrs, 5, 5, nAddrs);
   for (let a: u32 = 0; a < nAddrs; a++) vpush(out, rd(sorted, a));
   return vdata(out);
+}
+
+/** The interval holding address a: the last of the n sorted points at or before it (the
+ * first point of each family is its first address, so there is one). */
+function pointAt(points: usize, n: u32, a: usize): u32 {
+  let l: u32 = 0;
+  let h: u32 = n;
+  while (h - l > 1) {
+    const m = (l + h) >> 1;
+    if (addrCmp(points + <usize>m * 20, a) <= 0) l = m;
+    else h = m;
+  }
+  return l;
 }
 
 function addPointTo(v: usize, f: u32, a: u32, b: u32, c: u32, d: u32): void {

@@ -1,8 +1,10 @@
 // The policy compile's time, compiler.wasm against the TypeScript reference in the same run:
 // realistic worlds (compiler/policy/generate.ts) of 10,000 pods and 1,000 / 5,000 policies,
-// compiled for one node; the median (and least) of several runs after a warm-up, and the tables checked
-// equal (NODES=n: spread over n nodes instead of one per 100 pods). The wasm compile is timed twice: as it runs in the agent (pods and policies packed
-// when first compiled, kept beside the objects), and a fresh compiler's first compile. `bun bench/policy-wasm.ts [pods] [policies...]`
+// compiled for one node; the median (and least) of several runs after a warm-up, and the
+// tables checked equal. NODES=n: spread over n nodes instead of one per 100 pods; BLOCKS=1: a
+// distinct ipBlock per policy. The wasm compile is timed twice: as it runs in the agent (pods
+// and policies packed when first compiled, kept beside the objects), and a fresh compiler's
+// first compile. `bun bench/policy-wasm.ts [pods] [policies...]`
 import { loadCompiler } from "../compiler/wasm.ts";
 import { realisticWorld } from "../compiler/policy/generate.ts";
 import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
@@ -31,6 +33,12 @@ for (const policies of counts) {
   const w = realisticWorld({ pods, policies, ...(process.env.NODES ? { nodes: Number(process.env.NODES) } : {}) });
   const { state, errors } = policyStateFrom(w.objects);
   if (errors.length) throw new Error(errors.join("\n"));
+  // BLOCKS=1: every policy's first ingress rule also admits an address of its own (a /32 each)
+  if (process.env.BLOCKS) {
+    state.policies = state.policies.map((p, i) =>
+      p.ingress?.length ? { ...p, ingress: [{ ...p.ingress[0]!, peers: [...p.ingress[0]!.peers, { kind: "cidr" as const, cidr: `172.16.${i >> 8}.${i & 255}/32`, except: [] }] }, ...p.ingress.slice(1)] } : p,
+    );
+  }
   const node = w.nodes[0]!;
   const opts = { nodeName: node.name, podCIDRs: node.podCIDRs, maxIdentity: 0x7fff };
   const ref = compilePolicy(state, opts);

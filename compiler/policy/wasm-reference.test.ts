@@ -19,12 +19,7 @@ function stateOf(seed: number, isolation: boolean): { state: PolicyState; nodes:
   const w = randomWorld(seed, { isolation });
   const { state, errors } = policyStateFrom(w.objects);
   expect(errors).toEqual([]);
-  // PolicyOptions hold canonical CIDRs (compiler/address.ts), as the agent reads them
-  const canonical = (c: string) => {
-    const [a, len] = ipaddr.parseCIDR(c);
-    return `${a.kind() === "ipv6" ? (a as ipaddr.IPv6).toRFC5952String() : a.toString()}/${len}`;
-  };
-  return { state, nodes: w.nodes.map((n) => ({ name: n.name, podCIDRs: n.podCIDRs.map(canonical) })) };
+  return { state, nodes: w.nodes };
 }
 
 /** One change to the state, picked by r: the next state (the given one is left as it was). */

@@ -120,7 +120,11 @@ describe("hand-worked tables", () => {
       pods: [pod("n", "d", "n1", ["10.0.0.1"], { r: "d" }), pod("n", "s", "n2", ["10.0.0.2"], { r: "s" }), pod("n", "s2", "n2", ["10.0.0.3"], { r: "s", x: "1" })],
       policies: [
         p("p3", []),
-        p("p1", [{ protocol: "TCP", port: 80, endPort: 90 }]),
+        // a port inside another of the same policy: the cuts it makes are merged away again
+        p("p1", [
+          { protocol: "TCP", port: 80, endPort: 90 },
+          { protocol: "TCP", port: 88, endPort: 89 },
+        ]),
         p("p2", [
           { protocol: "TCP", port: 85, endPort: 100 },
           { protocol: "UDP" },
