@@ -20,6 +20,7 @@ import { inCidrs } from "../../compiler/keys.ts";
 import { nodeInfo } from "../loop/state.ts";
 import { policyStateFrom } from "../../compiler/policy/state.ts";
 import { policyEngine } from "../../compiler/policy/engine.ts";
+import { withServiceSources } from "../../compiler/policy/via-service.ts";
 import { maxIdentity } from "../datapath/marks.ts";
 import { readablePolicy } from "./policy-readable.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
@@ -120,7 +121,17 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   const engine = policyEngine(wasm);
   const popts = { nodeName: o.nodeName, podCIDRs, maxIdentity: maxIdentity(marks) };
   const policyBefore = o.since ? engine(policyStateFrom(readObjects(o.since)).state, popts, new Map()) : undefined;
-  const policy: PolicyTables = engine(ps.state, popts, new Map((policyBefore?.identities ?? []).map((i) => [i.key, i.id])));
+  // every Node's pod CIDRs in the file: where connections through a Service come from
+  const nodes = objects.flatMap((x) => {
+    if (!x || typeof x !== "object" || (x as { kind?: unknown }).kind !== "Node") return [];
+    try {
+      const n = nodeInfo(x as Record<string, unknown>);
+      return [{ name: n.name, podCIDRs: n.podCIDRs }];
+    } catch {
+      return [];
+    }
+  });
+  const policy: PolicyTables = withServiceSources(engine(ps.state, popts, new Map((policyBefore?.identities ?? []).map((i) => [i.key, i.id]))), nodes, o.nodeName);
   for (const p of policy.problems) err(`skein tables: ${p}\n`);
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");

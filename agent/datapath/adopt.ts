@@ -11,7 +11,7 @@ import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTab
 import { NFT_SET_ANONYMOUS, NFT_SET_MAP } from "../sys/nftmsg.ts";
 import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
-import { IDENTITY_CHAIN, policyChains, POLICY_SETS } from "./policy-text.ts";
+import { IDENTITY_CHAIN, policyChains, POLICY_SETS, SERVICE_SOURCE_CHAIN } from "./policy-text.ts";
 
 // the policy chains that are not base chains are as fixed: compared like them
 const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting", ...policyChains(DEFAULT_MARKS).keys()];
@@ -181,7 +181,8 @@ export function structureDrift(kernel: Listing, reference: Listing): string[] {
     const want = of(reference);
     const got = of(kernel);
     if (got.head !== want.head) out.push(`base chain ${chain} is not declared as skein declares it`);
-    else if (got.rules.join("\n") !== want.rules.join("\n")) out.push(`base chain ${chain} does not hold skein's rules (${got.rules.length} rules, skein's are ${want.rules.length})`);
+    // its rules follow the tables (this node's Service source addresses), rewritten with them
+    else if (chain !== SERVICE_SOURCE_CHAIN && got.rules.join("\n") !== want.rules.join("\n")) out.push(`base chain ${chain} does not hold skein's rules (${got.rules.length} rules, skein's are ${want.rules.length})`);
   }
   return out;
 }

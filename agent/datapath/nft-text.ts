@@ -9,7 +9,7 @@ import { emptyModel, model, ringCapacity, ringMap, ringSlots, TABLE, type Capaci
 import { ringDiff, type RingOps, type SlotOp } from "./ring-ops.ts";
 import type { Tables } from "../../compiler/tables.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
-import { policyChains, policyDeclarations, policyParts } from "./policy-text.ts";
+import { policyChains, policyDeclarations, policyParts, SERVICE_SOURCE_CHAIN } from "./policy-text.ts";
 
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
 
@@ -73,7 +73,9 @@ function baseChains(marks: Marks): Map<string, string[]> {
 }
 
 /** The base chains with the number of rules each holds: what a drift check expects. */
-export const baseRuleCounts = (marks: Marks): Map<string, number> => new Map([...baseChains(marks)].map(([name, [, ...rules]]) => [name, rules.length]));
+export const baseRuleCounts = (marks: Marks): Map<string, number> =>
+  // the Service source chain's rules follow the tables, not the skeleton
+  new Map([...baseChains(marks)].filter(([name]) => name !== SERVICE_SOURCE_CHAIN).map(([name, [, ...rules]]) => [name, rules.length]));
 
 const elem = (k: string, v: string) => (v ? `${k} : ${v}` : k);
 /** Elements per command line: nft parses one huge line slower than several. */

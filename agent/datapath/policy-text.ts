@@ -37,6 +37,8 @@ export function policyDeclarations(): Record<string, string> {
     out[`pol_drop_${dir}`] = `set pol_drop_${dir} { type mark; counter; }`;
     out[`pol_allow_${dir}`] = `set pol_allow_${dir} { type mark . mark . inet_proto . inet_service; flags interval; counter; }`;
   }
+  // destination identities a viaService policy isolates, on any node (via-service.ts)
+  out.pol_viasvc = "set pol_viasvc { type mark; }";
   for (const fam of [4, 6] as const) {
     const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
     out[`pol_spod${fam}`] = `map pol_spod${fam} { type ${type} : verdict; }`;
@@ -49,6 +51,10 @@ export function policyDeclarations(): Record<string, string> {
 }
 
 export const POLICY_SETS = Object.keys(policyDeclarations());
+
+/** The fixed chain whose rules follow the tables (this node's Service source addresses): its
+ * rules are compared with the tables, not with the reference table (adopt.ts, drift.ts). */
+export const SERVICE_SOURCE_CHAIN = "pol_svcsrc";
 
 /** Chains whose names say they hold one identity: pols_<id> (source), pold_<id> (destination). */
 export const IDENTITY_CHAIN = /^pol[sd]_\d+$/;
@@ -96,6 +102,12 @@ export function policyChains(marks: Marks): Map<string, string[]> {
     `meta mark & ${hex(R)} @pol_iso_out jump pol_egress`,
     `ct mark & ${hex(I)} @pol_iso_in jump pol_ingress`,
   ]);
+  // a connection a Service's DNAT sends to another node's pod of an identity that admits
+  // connections through a Service leaves with this node's Service source address, which the
+  // other node reads as VIA_SERVICE; the rules (this node's addresses) are the tables'
+  // (SERVICE_SOURCE_CHAIN). Before nat_postrouting (100), whose masquerade would take it.
+  c.set(SERVICE_SOURCE_CHAIN, [""]);
+  c.set("pol_snat", ["type nat hook postrouting priority 99; policy accept;", `ct status dnat jump ${SERVICE_SOURCE_CHAIN}`]);
   c.set("pol_spoof", [
     "type filter hook prerouting priority -300; policy accept;",
     ...([4, 6] as const).map((f) => `${ip(f)} saddr @pol_local${f} fib saddr . iif oif missing drop`),
@@ -148,6 +160,8 @@ export const identityChains = (id: number, marks: Marks): Array<[string, string]
 export interface PolicyContent {
   chains: Map<string, string>;
   elements: Map<string, Map<string, string>>;
+  /** the rules of SERVICE_SOURCE_CHAIN */
+  sourceRules: string[];
 }
 
 export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
@@ -170,6 +184,11 @@ export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
     el(`pol_drange${r.family}`, span(r.first, r.last), `goto pold_${r.id}`);
   }
   for (const a of t.localAddresses) el(`pol_local${a.includes(":") ? 6 : 4}`, a);
+  // other nodes' (and this node's) Service source addresses are VIA_SERVICE as sources
+  for (const x of t.serviceSources ?? []) {
+    ids.add(VIA_SERVICE);
+    el(`pol_spod${x.family}`, x.ip, `goto pols_${VIA_SERVICE}`);
+  }
   const sR = markShift(marks.mark);
   const sI = markShift(identityBits(marks));
   for (const id of t.isolatedIngress) {
@@ -177,6 +196,7 @@ export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
     el("pol_iso_in", v);
     el("pol_drop_in", v);
   }
+  for (const id of t.viaService ?? []) el("pol_viasvc", hex(fits(id, "reached through a Service") << sI));
   for (const id of t.isolatedEgress) {
     const v = hex(fits(id, "isolated egress") << sR);
     el("pol_iso_out", v);
@@ -190,7 +210,12 @@ export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
   }
   const chains = new Map<string, string>();
   for (const id of [...ids].sort((a, b) => a - b)) for (const [name, rule] of identityChains(id, marks)) chains.set(name, rule);
-  return { chains, elements };
+  const I = hex(identityBits(marks));
+  const sourceRules = ([4, 6] as const).flatMap((f) => {
+    const a = t.serviceSource?.[f];
+    return a ? [`ct mark & ${I} @pol_viasvc ${ip(f)} daddr != @pol_local${f} snat ${ip(f)} to ${a}`] : [];
+  });
+  return { chains, elements, sourceRules };
 }
 
 const addChain = (name: string, rule: string) => [`add chain inet ${TABLE} ${name}`, `add rule inet ${TABLE} ${name} ${rule}`];
@@ -199,9 +224,11 @@ const elemText = (k: string, v: string) => (v ? `${k} : ${v}` : k);
 /** The identity chains and the elements of `c`, as added to a table that has none. */
 function addAll(c: PolicyContent): { chains: string[]; elements: string[] } {
   const chains = [...c.chains].flatMap(([n, r]) => addChain(n, r));
-  const elements = [...c.elements].flatMap(([set, items]) => elementLines("add", set, [...items].map(([k, v]) => elemText(k, v))));
+  const elements = [...[...c.elements].flatMap(([set, items]) => elementLines("add", set, [...items].map(([k, v]) => elemText(k, v)))), ...sourceRuleLines(c.sourceRules)];
   return { chains, elements };
 }
+
+const sourceRuleLines = (rules: string[]) => rules.map((r) => `add rule inet ${TABLE} ${SERVICE_SOURCE_CHAIN} ${r}`);
 
 /**
  * The identity chains and the elements of `tables` in two parts, for one transaction that also
@@ -240,6 +267,7 @@ export function renderPolicyDelta(prev: PolicyTables, next: PolicyTables, marks:
     for (const [k, v] of items) if (before.get(k) !== v) add.push(elemText(k, v));
     out.push(...elementLines("delete", set, del), ...elementLines("add", set, add));
   }
+  if (a.sourceRules.join("\n") !== b.sourceRules.join("\n")) out.push(`flush chain inet ${TABLE} ${SERVICE_SOURCE_CHAIN}`, ...sourceRuleLines(b.sourceRules));
   for (const name of a.chains.keys()) if (!b.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
   return lines(out);
 }
@@ -259,6 +287,6 @@ export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKe
     else out.push(...addChain(name, rule));
   }
   for (const name of have) if (!b.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
-  out.push(...addAll({ chains: new Map(), elements: b.elements }).elements);
+  out.push(`flush chain inet ${TABLE} ${SERVICE_SOURCE_CHAIN}`, ...addAll({ chains: new Map(), elements: b.elements, sourceRules: b.sourceRules }).elements);
   return lines(out);
 }

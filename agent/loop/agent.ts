@@ -328,6 +328,8 @@ export class Agent {
 
   private anyNodeChanged(name: string, n: NodeInfo | undefined): void {
     this.deps.network?.setNode(name, n);
+    // every node's pod CIDRs: where connections through a Service come from (policy)
+    this.policy.setNodes([...this.store.nodes.values()].map((x) => ({ name: x.name, podCIDRs: x.podCIDRs })));
     // without --cluster-cidr the pod network is what the Nodes own: a Node joining or leaving
     // changes what the masquerade table and the node file say of it
     if (name === this.o.nodeName || this.o.clusterCIDRs.length) return;

@@ -10,6 +10,7 @@
 // what such a change must cost: a label change moves an address between identities. The
 // conditions below are those under which the whole compile would give the same tables
 // (incremental.test.ts holds the two equal); any other change compiles everything.
+import { withServiceSources, type NodeCIDRs } from "./via-service.ts";
 import { BLOCKED, type NamespaceInfo, type Policy, type PodInfo, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
 /** The label that app isolation keys its generated policies on (compiler/policy/reference.ts). */
@@ -99,6 +100,18 @@ export class PolicyCompiler {
     if (this.policies.delete(key(namespace, name))) this.dirty = true;
   }
 
+  /** Every node's pod CIDRs: where connections through a Service come from (via-service.ts). */
+  setNodes(nodes: NodeCIDRs[]): void {
+    const sorted = [...nodes].sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+    const text = JSON.stringify(sorted);
+    if (text === this.nodesText) return;
+    this.nodesText = text;
+    this.nodes = sorted;
+    this.dirty = true;
+  }
+  private nodes: NodeCIDRs[] = [];
+  private nodesText = "[]";
+
   /** This node's pod CIDRs (where unknown addresses are blocked while policy exists). */
   setPodCIDRs(cidrs: string[]): void {
     if (cidrs.join() === this.opts.podCIDRs.join()) return;
@@ -130,7 +143,7 @@ export class PolicyCompiler {
     if (!this.dirty) return undefined;
     const previous = new Map<string, number>();
     for (const i of this.last?.identities ?? []) previous.set(i.key, i.id);
-    const after = this.engine(this.state(), this.opts, previous);
+    const after = withServiceSources(this.engine(this.state(), this.opts, previous), this.nodes, this.opts.nodeName);
     const before = this.last;
     this.last = after;
     this.index = undefined;

@@ -187,6 +187,13 @@ export interface PolicyTables {
   /** warnings on valid policies (a named port no selected pod has, ...), each naming the
    * policy and field; sorted */
   problems: string[];
+  /** Added after the compile (via-service.ts), for connections through a Service to a
+   * backend on another node: the identities, on any node, a viaService policy selects */
+  viaService?: number[];
+  /** every node's Service source addresses, read as VIA_SERVICE (sorted like `pods`) */
+  serviceSources?: PodAddress[];
+  /** this node's, by family: what it gives such connections as their source */
+  serviceSource?: Partial<Record<Family, string>>;
 }
 
 export const IP_PROTOCOL: Record<Protocol, number> = { TCP: 6, UDP: 17, SCTP: 132 };
