@@ -66,18 +66,18 @@ export class ObjectError extends Error {
   }
 }
 
-type Obj = Record<string, unknown>;
-const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
-const PROTOCOLS: Protocol[] = ["TCP", "UDP", "SCTP"];
+export type Obj = Record<string, unknown>;
+export const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
+export const PROTOCOLS: Protocol[] = ["TCP", "UDP", "SCTP"];
 // IANA service names, as Kubernetes validates named ports
-const PORT_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
+export const PORT_NAME = /^(?=.{1,15}$)(?=.*[a-z])[a-z0-9]+(-[a-z0-9]+)*$/;
 
-function port(v: unknown, obj: string, field: string): number {
+export function port(v: unknown, obj: string, field: string): number {
   if (typeof v !== "number" || !Number.isInteger(v) || v < 1 || v > 65535) throw new ObjectError(obj, field, `${JSON.stringify(v)} is not a port (1-65535)`);
   return v;
 }
 
-function protocol(v: unknown, obj: string, field: string): Protocol {
+export function protocol(v: unknown, obj: string, field: string): Protocol {
   const p = v ?? "TCP";
   if (!PROTOCOLS.includes(p as Protocol)) throw new ObjectError(obj, field, `${JSON.stringify(p)} is not one of TCP, UDP, SCTP`);
   return p as Protocol;
@@ -85,7 +85,7 @@ function protocol(v: unknown, obj: string, field: string): Protocol {
 
 /** An address read strictly (compiler/address.ts): what passes is canonical text, so one
  * address has one spelling everywhere after this point. With `family`, of that family. */
-function ip(v: unknown, obj: string, field: string, family?: Family): string {
+export function ip(v: unknown, obj: string, field: string, family?: Family): string {
   try {
     addressFamily(v, family);
   } catch (e) {
@@ -105,13 +105,13 @@ function remoteIp(v: unknown, obj: string, field: string, family?: Family): stri
 }
 
 /** A list field: absent is empty, anything but a list is refused. */
-function list(v: unknown, obj: string, field: string): unknown[] {
+export function list(v: unknown, obj: string, field: string): unknown[] {
   if (v === undefined || v === null) return [];
   if (!Array.isArray(v)) throw new ObjectError(obj, field, `${quote(v)} is not a list`);
   return v;
 }
 
-function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {
+export function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {
   const m = isObj(o.metadata) ? o.metadata : {};
   const name = typeof m.name === "string" ? m.name : "";
   const namespace = typeof m.namespace === "string" ? m.namespace : "default";

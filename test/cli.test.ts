@@ -194,12 +194,12 @@ test("tables --nft uses skein's bits of the marks only; ids the range cannot hol
     ]).flat();
   writeFileSync(`${dir}/few.json`, JSON.stringify(objs(3)));
   writeFileSync(`${dir}/many.json`, JSON.stringify(objs(256)));
-  const r = skein(["tables", "--state", `${dir}/few.json`, "--nft", "--mark-mask", "0x000ff000", "--ct-mark-mask", "0x00000100"]);
+  const r = skein(["tables", "--state", `${dir}/few.json`, "--nft", "--mark-mask", "0x000ff000", "--ct-mark-mask", "0x0001ff00"]);
   expect(r.err).toBe("");
-  expect(r.out).toContain('add table inet skein { comment "skein marks: packet 0x000ff000 conntrack 0x00000100"; }');
+  expect(r.out).toContain('add table inet skein { comment "skein marks: packet 0x000ff000 conntrack 0x0001ff00"; }');
   expect(r.out).toMatch(/add rule inet skein t_3 meta mark set meta mark & 0xfff00fff \| 0x00003000 goto ring4_0_11 comment "default\/s\d:80\/TCP internal"/);
   expect(r.out).toContain("dnat ip to meta mark & 0x000ff000 . jhash");
-  expect(r.out).toContain("ct mark & 0x00000100 == 0x00000100 masquerade");
+  expect(r.out).toContain("ct mark & 0x00010000 == 0x00010000 masquerade");
   const narrow = skein(["tables", "--state", `${dir}/many.json`, "--nft", "--mark-mask", "0xff000000"]);
   expect(narrow.code).toBe(1);
   expect(narrow.err).toMatch(/^skein: target 256 \(default\/s\d+:80\/TCP internal\) does not fit the packet mark range 0xff000000, which holds ids 1-255: give --mark-mask more bits\n$/);
@@ -208,4 +208,8 @@ test("tables --nft uses skein's bits of the marks only; ids the range cannot hol
   const bad = skein(["tables", "--state", `${dir}/few.json`, "--ct-mark-mask", "0x0"]);
   expect(bad.code).toBe(2);
   expect(bad.err).toContain("--ct-mark-mask: must be a non-zero 32-bit value");
+  // the masquerade flag and 8 bits of policy identities at least
+  const few = skein(["tables", "--state", `${dir}/few.json`, "--ct-mark-mask", "0x0000ff00"]);
+  expect(few.code).toBe(2);
+  expect(few.err).toContain("--ct-mark-mask: 0x0000ff00 has 8 bits; at least 9 are needed");
 });

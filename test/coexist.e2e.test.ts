@@ -183,12 +183,12 @@ describe("the mark ranges are the agent's to choose", () => {
   test("an agent with another --mark-mask does not adopt the table, replaces it cold, and the foreign bits still pass", async () => {
     agent!.proc.kill("SIGTERM");
     expect(await agent!.proc.exited).toBe(0);
-    const out = await startAgent(["--mark-mask", "0x0ff00000", "--ct-mark-mask", "0x40000000"]);
+    const out = await startAgent(["--mark-mask", "0x0ff00000", "--ct-mark-mask", "0x7fc00000"]);
     expect(out.text).toContain("the table in the kernel cannot be adopted");
-    expect(out.text).toContain("was made with the mark ranges packet 0xffff0000, conntrack 0x80000000; this agent uses packet 0x0ff00000, conntrack 0x40000000");
+    expect(out.text).toContain("was made with the mark ranges packet 0xffff0000, conntrack 0xffff0000; this agent uses packet 0x0ff00000, conntrack 0x7fc00000");
     expect(out.text).toMatch(/"kind":"full"/);
     const listing = (await lab.exec("node", ["nft", "list", "table", "inet", "skein"])).stdout;
-    expect(listing).toContain('comment "skein marks: packet 0x0ff00000 conntrack 0x40000000"');
+    expect(listing).toContain('comment "skein marks: packet 0x0ff00000 conntrack 0x7fc00000"');
     expect(listing).toContain("ct mark & 0x40000000 == 0x40000000 masquerade");
     const c0 = await counters();
     expect(await reach("client", "tcp", "10.96.0.10", 80)).toEqual(["pod-b1", "pod-b2"]);

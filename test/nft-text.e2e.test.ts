@@ -69,7 +69,7 @@ function dumps(ns: string): string[] {
 
 describe.each([
   ["the default mark ranges", []],
-  ["other mark ranges", ["--mark-mask", "0x0fffff00", "--ct-mark-mask", "0x00000f00"]],
+  ["other mark ranges", ["--mark-mask", "0x0fffff00", "--ct-mark-mask", "0x0001ff00"]],
 ])("with %s", (what, marks) => {
   const tag = marks.length ? "o" : "d";
   const args = ["tables", "--state", state, "--node-ip", "198.18.0.1", ...marks];

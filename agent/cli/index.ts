@@ -5,7 +5,7 @@ import { DEMO_PREFIX, TEST_PREFIX } from "../sys/netns.ts";
 import { versionInfo } from "../version.ts";
 import { addressFamily, unicastProblem } from "../../compiler/address.ts";
 import { parseCidr } from "../ipam/cidr.ts";
-import { DEFAULT_MARKS, hex32, MIN_MARK_BITS, parseMask } from "../datapath/marks.ts";
+import { DEFAULT_MARKS, hex32, MIN_CT_MARK_BITS, MIN_MARK_BITS, parseMask } from "../datapath/marks.ts";
 
 export const EXIT_USAGE = 2;
 export const EXIT_UNAVAILABLE = 69;
@@ -178,7 +178,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   const markOptions = (c: Command) =>
     c
       .addOption(new Option("--mark-mask <mask>", `bits of the packet mark skein uses (contiguous, at least ${MIN_MARK_BITS}): they carry the target id; every other bit is left as found`).default(DEFAULT_MARKS.mark, hex32(DEFAULT_MARKS.mark)).argParser(mask("--mark-mask", MIN_MARK_BITS)))
-      .addOption(new Option("--ct-mark-mask <mask>", "bits of the conntrack mark skein uses (contiguous): the highest is the masquerade flag; every other bit is left as found").default(DEFAULT_MARKS.ctMark, hex32(DEFAULT_MARKS.ctMark)).argParser(mask("--ct-mark-mask", 1)));
+      .addOption(new Option("--ct-mark-mask <mask>", `bits of the conntrack mark skein uses (contiguous, at least ${MIN_CT_MARK_BITS}): the highest is the masquerade flag, the others carry policy identities; every other bit is left as found`).default(DEFAULT_MARKS.ctMark, hex32(DEFAULT_MARKS.ctMark)).argParser(mask("--ct-mark-mask", MIN_CT_MARK_BITS)));
   markOptions(program
     .command("agent"))
     .description("run the node agent: watch the Kubernetes API and keep this node's service datapath in step (replaces kube-proxy)")

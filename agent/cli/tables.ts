@@ -13,10 +13,16 @@ import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
+import { renderPolicyDelta } from "../datapath/policy-text.ts";
 import { planDelta, renderPlan } from "../datapath/plan.ts";
 import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
 import { inCidrs } from "../../compiler/keys.ts";
 import { nodeInfo } from "../loop/state.ts";
+import { policyStateFrom } from "../../compiler/policy/state.ts";
+import { policyEngine } from "../../compiler/policy/engine.ts";
+import { maxIdentity } from "../datapath/marks.ts";
+import { readablePolicy } from "./policy-readable.ts";
+import type { PolicyTables } from "../../compiler/policy/types.ts";
 
 export interface TablesOptions {
   state: string;
@@ -99,13 +105,23 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   const podCIDRs = info?.podCIDRs ?? [];
   const serviceCIDRs = o.serviceCidr ?? [];
   const copts = { nodeName: o.nodeName, nodeIPs, ringFactor: o.ringFactor };
-  const units = wasmUnits(await loadCompiler(), copts);
+  const wasm = await loadCompiler();
+  const units = wasmUnits(wasm, copts);
   // The earlier state compiles first, so that targets keep their ids into the new tables.
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, units) : undefined;
   const tables = compile(state, { ...copts, previous: before }, units);
   for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
   const marks = o.marks ?? DEFAULT_MARKS;
   const hairpin = podCIDRs.length ? inCidrs(podCIDRs) : undefined;
+  // policy for this node's pods (spec.nodeName), from the Pods, Namespaces and
+  // NetworkPolicies in the file
+  const ps = policyStateFrom(objects);
+  for (const e of ps.errors) err(`skein tables: skipped ${e}\n`);
+  const engine = policyEngine(wasm);
+  const popts = { nodeName: o.nodeName, podCIDRs, maxIdentity: maxIdentity(marks) };
+  const policyBefore = o.since ? engine(policyStateFrom(readObjects(o.since)).state, popts, new Map()) : undefined;
+  const policy: PolicyTables = engine(ps.state, popts, new Map((policyBefore?.identities ?? []).map((i) => [i.key, i.id])));
+  for (const p of policy.problems) err(`skein tables: ${p}\n`);
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");
     const { openNft } = await import("../datapath/nft.ts");
@@ -115,6 +131,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
     try {
       const dp = new Datapath(openNft(), { send: (b) => nl.sendBatch(b) }, serviceCIDRs, undefined, marks);
       dp.setLocalCIDRs(podCIDRs);
+      dp.policy(policy, false);
       if (before) {
         // the earlier tables are in the kernel in whatever bank, and with whatever map sizes,
         // the loads before left them
@@ -127,6 +144,8 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
         dp.assume(before, { bank, capacity: { 4: size(4), 6: size(6) } });
       }
       const r = dp.sync(tables);
+      // a table that existed takes the policy as a replace of its policy part
+      if (before) dp.policy(policy);
       out(o.json ? JSON.stringify(r) + "\n" : `applied ${r.kind}: ${r.lines} lines of nft, ${r.ringOps} ring operations over netlink, ${r.ms.toFixed(1)} ms\n`);
     } finally {
       nl.close();
@@ -138,9 +157,9 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
       err(`skein tables: --nft --since: no nft text for this delta: ${why}; --nft alone prints the whole new table\n`);
       return 1;
     }
-    out(renderPlan(plan));
-  } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }));
-  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })) }) + "\n");
-  else out(readable(tables));
-  return errors.length || tables.conflicts.length ? 1 : 0;
+    out(renderPlan(plan) + (policyBefore ? `# 4. policy (nft)\n${renderPolicyDelta(policyBefore, policy, marks)}` : ""));
+  } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }, policy));
+  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })), policy }) + "\n");
+  else out(readable(tables) + "\n" + readablePolicy(policy));
+  return errors.length || ps.errors.length || tables.conflicts.length ? 1 : 0;
 }

@@ -56,18 +56,18 @@ describe("in a kernel", () => {
   test("a table made with other mark ranges, or by an earlier version (none recorded), is not adopted", async () => {
     const path = netns("g");
     const nftIn = (args: string[]) => run(inNetns(path, ["nft", ...args])).stdout;
-    const marks: Marks = { mark: 0x00ffff00, ctMark: 0x40000000 };
+    const marks: Marks = { mark: 0x00ffff00, ctMark: 0x7fc00000 };
     const live = datapathIn(path, marks);
     try {
       live.dp.sync(tablesOf(objects(5)));
       expect(readTable(live.nl, marks)).toMatchObject({ ok: true });
-      expect(readTable(live.nl)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x40000000; this agent uses packet 0xffff0000, conntrack 0x80000000" });
-      expect(readTable(live.nl, { ...marks, ctMark: 0x80000000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0x80000000") });
+      expect(readTable(live.nl)).toEqual({ ok: false, why: "table inet skein was made with the mark ranges packet 0x00ffff00, conntrack 0x7fc00000; this agent uses packet 0xffff0000, conntrack 0xffff0000" });
+      expect(readTable(live.nl, { ...marks, ctMark: 0xffff0000 })).toMatchObject({ ok: false, why: expect.stringContaining("this agent uses packet 0x00ffff00, conntrack 0xffff0000") });
       // the comment as the kernel lists it; a table without one (what earlier versions made)
-      expect(listTable(live.nl)!.comment).toBe("skein marks: packet 0x00ffff00 conntrack 0x40000000");
+      expect(listTable(live.nl)!.comment).toBe("skein marks: packet 0x00ffff00 conntrack 0x7fc00000");
       const terse = (JSON.parse(nftIn(["-j", "-t", "list", "table", "inet", "skein"])) as { nftables: Array<Record<string, any>> }).nftables;
       expect(adoptedModel(terse, new Map(), undefined, marks)).toMatchObject({ ok: false, why: expect.stringContaining("records no mark ranges (made by an earlier version of skein") });
-      expect(adoptedModel(terse, new Map(), "skein marks: packet 0x00ffff00 conntrack 0x40000000", marks)).toMatchObject({ ok: true });
+      expect(adoptedModel(terse, new Map(), "skein marks: packet 0x00ffff00 conntrack 0x7fc00000", marks)).toMatchObject({ ok: true });
     } finally {
       live.close();
     }

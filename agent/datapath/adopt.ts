@@ -11,9 +11,11 @@ import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTab
 import { NFT_SET_ANONYMOUS, NFT_SET_MAP } from "../sys/nftmsg.ts";
 import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
+import { IDENTITY_CHAIN, policyChains, POLICY_SETS } from "./policy-text.ts";
 
-const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting"];
-const SETS = ["svc4", "svc6", "noep4", "noep6", "front4", "front6", "hairpin4", "hairpin6", "svcnet4", "svcnet6"];
+// the policy chains that are not base chains are as fixed: compared like them
+const BASE_CHAINS = ["nat_prerouting", "reject_prerouting", "nat_output", "reject_output", "nat_postrouting", ...policyChains(DEFAULT_MARKS).keys()];
+const SETS = ["svc4", "svc6", "noep4", "noep6", "front4", "front6", "hairpin4", "hairpin6", "svcnet4", "svcnet6", ...POLICY_SETS];
 const RING_CHAIN = /^ring([46])(a?)_(\d)_(\d+)$/;
 const RING_MAP = /^be([46])_(\d)$/;
 
@@ -148,7 +150,7 @@ export function readTable(nl: NftDumper, marks: Marks = DEFAULT_MARKS): Adoption
 }
 
 const isRingMap = (name: string) => RING_MAP.test(name);
-const skeinChain = (name: string) => BASE_CHAINS.includes(name) || /^t_\d+(_m)?$/.test(name) || RING_CHAIN.test(name);
+const skeinChain = (name: string) => BASE_CHAINS.includes(name) || /^t_\d+(_m)?$/.test(name) || RING_CHAIN.test(name) || IDENTITY_CHAIN.test(name);
 const withoutHandles = (x: J) => JSON.stringify(x, (k, v) => (k === "handle" || k === "table" ? undefined : v));
 
 /**
@@ -156,8 +158,8 @@ const withoutHandles = (x: J) => JSON.stringify(x, (k, v) => (k === "handle" || 
  * not make (chains, sets, counters, flowtables…), table flags (a dormant table hooks
  * nothing), and base chains or their rules other than skein's as the kernel holds them in
  * `reference` (the same base chains loaded into a dormant table: nft-text.ts renderReference).
- * Target chains, ring chains, ring slots and elements are not looked at: a bank switch writes
- * them all anew.
+ * Target chains, ring chains, ring slots, identity chains and elements are not looked at: a
+ * bank switch writes them all anew (and the policy's, policy-text.ts renderPolicyReplace).
  */
 export function structureDrift(kernel: Listing, reference: Listing): string[] {
   const out: string[] = [];

@@ -24,6 +24,8 @@ import { emptyModel, fits, model, patchModel, ringCapacity, ringMap, ringSlots, 
 import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nft-text.ts";
 import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
 import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
+import { policyContent, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
+import type { PolicyTables } from "../../compiler/policy/types.ts";
 
 /** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
 export interface BatchSink {
@@ -41,6 +43,7 @@ export interface SyncResult {
 
 const lines = (s: string) => (s ? s.split("\n").length - 1 : 0);
 
+
 /** Ring slots per batch of a fill: about 2.3 MB of netlink messages. */
 const FILL_SLOTS = 1 << 16;
 
@@ -56,6 +59,13 @@ export class Datapath {
   private hairpin: AddressTest | undefined;
   /** the hairpin addresses in force were picked with other CIDRs: the next sync is whole */
   private hairpinStale = false;
+  /** the policy tables wanted (policy()), and those the kernel holds: undefined when what it
+   * holds is not known (an adopted table, a failed load), which a replace then puts right */
+  private policyNext: PolicyTables | undefined;
+  private policyCurrent: PolicyTables | undefined;
+  /** identity chains the kernel holds when policyCurrent is not known (from the listing of
+   * an adopted table, or of the last tables that went in) */
+  private policyChains: string[] = [];
 
   /** `serviceCIDRs`: the node's Service CIDRs, whose unserved addresses are refused; written
    * with every new table and every bank switch (so an adopted table takes the current ones) */
@@ -83,8 +93,11 @@ export class Datapath {
    * a bank switch: the other bank is filled beside the live one and one nft transaction moves
    * every target chain to it, so traffic sees the old tables until the new ones are whole.
    */
-  adopt(md: Model, stale?: { bank: number; chains: string[] }): void {
+  adopt(md: Model, stale?: { bank: number; chains: string[] }, policyChains: string[] = []): void {
     if (stale) this.dropBank(stale.bank, stale.chains);
+    // the policy in the kernel stays in force until the first policy() replaces it whole
+    this.policyCurrent = undefined;
+    this.policyChains = [...policyChains];
     this.current = md;
     this.capacity = { 4: 0, 6: 0 };
     this.slots = { 4: 0, 6: 0 };
@@ -97,6 +110,46 @@ export class Datapath {
     this.current = model(tables, kernel?.bank ?? 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = kernel?.capacity ?? ringCapacity(this.slots);
+  }
+
+  /**
+   * The policy tables from now on. With a table in force they go in at once, as one nft
+   * transaction: the delta from those in force, or, when what the kernel holds is not known,
+   * a replace of every policy set and identity chain (nothing is open in between either way).
+   * With no table yet (or `now` false: the next sync makes the table new) they wait for the
+   * sync, which loads them with the skeleton.
+   */
+  policy(next: PolicyTables, now = true): SyncResult {
+    const t0 = performance.now();
+    this.policyNext = next;
+    if (!this.current || !now) return { kind: "none", lines: 0, ringOps: 0, ms: 0 };
+    const text = this.policyText(next);
+    if (text) this.runPolicy(text, next);
+    return { kind: text ? "delta" : "none", lines: lines(text), ringOps: 0, ms: performance.now() - t0 };
+  }
+
+  /** The policy tables the kernel holds, as far as known. */
+  policyInForce(): PolicyTables | undefined {
+    return this.policyCurrent;
+  }
+
+  private policyText(next: PolicyTables): string {
+    const cur = this.policyCurrent;
+    if (cur === next) return "";
+    return cur ? renderPolicyDelta(cur, next, this.marks) : renderPolicyReplace(next, this.marks, this.policyChains);
+  }
+
+  private runPolicy(text: string, next: PolicyTables): void {
+    try {
+      this.nft.run(text);
+    } catch (e) {
+      // the transaction was refused whole: the kernel holds what it held, whose chains are
+      // those of the tables in force (or the adopted ones)
+      if (this.policyCurrent) this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
+      this.policyCurrent = undefined;
+      throw e;
+    }
+    this.policyCurrent = next;
   }
 
   /**
@@ -209,8 +262,13 @@ export class Datapath {
   /** A new table: skeleton, then every ring, then every target. */
   private cold(next: Model, slots: Capacity): Omit<SyncResult, "ms"> {
     const cap = ringCapacity(slots);
-    const skeleton = renderSkeleton(next.bank, cap, this.marks) + serviceCidrScript(this.serviceCIDRs);
+    // the policy goes in with the skeleton: a new table never has a moment without it
+    const pol = this.policyNext;
+    const skeleton = renderSkeleton(next.bank, cap, this.marks, pol) + serviceCidrScript(this.serviceCIDRs);
+    this.policyCurrent = undefined;
     this.nft.run(skeleton);
+    this.policyCurrent = pol;
+    this.policyChains = [];
     this.capacity = cap;
     const empty = emptyModel(next.bank);
     // a half-filled new table is made new again by the next try

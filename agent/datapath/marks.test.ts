@@ -1,6 +1,6 @@
 // skein's bits of the packet and conntrack marks: what a flag may say, and what an id may be.
 import { describe, expect, test } from "bun:test";
-import { checkMarks, DEFAULT_MARKS, markShift, marksComment, marksFromComment, markValue, masqBit, maxId, MIN_MARK_BITS, parseMask } from "./marks.ts";
+import { checkMarks, DEFAULT_MARKS, identityBits, markShift, marksComment, marksFromComment, markValue, masqBit, maxId, maxIdentity, MIN_CT_MARK_BITS, MIN_MARK_BITS, parseMask } from "./marks.ts";
 
 describe("parseMask", () => {
   test("hex and plain decimal ranges of contiguous bits", () => {
@@ -56,13 +56,30 @@ describe("parseMask", () => {
 });
 
 describe("ids in the range", () => {
-  test("the default: the upper 16 bits of the packet mark, the top bit of the conntrack mark", () => {
-    expect(checkMarks({ ...DEFAULT_MARKS })).toEqual({ mark: 0xffff0000, ctMark: 0x80000000 });
+  test("the default: the upper 16 bits of the packet mark and of the conntrack mark, whose top bit is the masquerade flag", () => {
+    expect(checkMarks({ ...DEFAULT_MARKS })).toEqual({ mark: 0xffff0000, ctMark: 0xffff0000 });
     expect(markShift(DEFAULT_MARKS.mark)).toBe(16);
     expect(maxId(DEFAULT_MARKS.mark)).toBe(65535);
     expect(markValue(DEFAULT_MARKS, 1, "a")).toBe(0x10000);
     expect(markValue(DEFAULT_MARKS, 65535, "a")).toBe(0xffff0000);
     expect(masqBit(DEFAULT_MARKS)).toBe(0x80000000);
+    // destination identities below the flag: 15 bits, the narrower of the two ranges
+    expect(identityBits(DEFAULT_MARKS)).toBe(0x7fff0000);
+    expect(maxIdentity(DEFAULT_MARKS)).toBe(32767);
+  });
+
+  test("identities fit both ranges: the smaller one limits them", () => {
+    expect(maxIdentity({ mark: 0x0000ff00, ctMark: 0xffff0000 })).toBe(255);
+    expect(maxIdentity({ mark: 0xffffffff, ctMark: 0x0001ff00 })).toBe(255);
+    expect(identityBits({ mark: 0xff, ctMark: 0x0001ff00 })).toBe(0x0000ff00);
+    expect(maxIdentity({ mark: 0xffff0000, ctMark: 0xffffffff })).toBe(65535);
+  });
+
+  test("the conntrack range needs the masquerade flag and 8 identity bits", () => {
+    expect(MIN_CT_MARK_BITS).toBe(9);
+    expect(checkMarks({ mark: 0xff, ctMark: 0xff800000 })).toEqual({ mark: 0xff, ctMark: 0xff800000 });
+    expect(() => checkMarks({ mark: 0xffff0000, ctMark: 0xff000000 })).toThrow("conntrack mark range: 0xff000000 has 8 bits; at least 9 are needed");
+    expect(() => checkMarks({ mark: 0xffff0000, ctMark: 0x80000000 })).toThrow("conntrack mark range: 0x80000000 has 1 bit; at least 9 are needed");
   });
 
   test("other ranges shift the id into place; the masquerade flag is the highest conntrack bit", () => {

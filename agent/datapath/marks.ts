@@ -17,9 +17,16 @@
 // default mark mask is 0xffff0000, configurable), Cilium's identity bits, Tailscale
 // (0xff0000) and Weave (0x20000, 0x40000) live; next to those, move skein with --mark-mask.
 //
-// Conntrack mark: the highest bit of the range is the masquerade flag, the rest is held for
-// network policy. Default 0x80000000: wg-quick (0xca6c), Istio ambient (0xfff) and the AWS
-// VPC CNI (0x80) use low bits.
+// Conntrack mark: the highest bit of the range is the masquerade flag; the bits below it carry
+// a new connection's destination identity for network policy (policy-text.ts), the packet mark
+// range its source identity (free again in the filter hooks: the service path uses it only
+// from its target chains to the ring lookup, in nat prerouting). Default 0xffff0000: the
+// masquerade flag 0x80000000 and 15 identity bits (32,767 ids, fewer than the packet range's
+// 65,535, so the conntrack range is what limits identities); wg-quick (0xca6c), Istio ambient
+// (0xfff) and the AWS VPC CNI (0x80) use low bits. At least MIN_CT_MARK_BITS: the flag and as
+// many identity bits as the packet range has at least, 255 ids (252 past the reserved ones),
+// few enough already for a cluster whose pods differ in labels; a range narrower than that
+// would leave policy unusable rather than merely small.
 
 export interface Marks {
   /** packet mark bits that carry the target id (contiguous) */
@@ -28,10 +35,12 @@ export interface Marks {
   ctMark: number;
 }
 
-export const DEFAULT_MARKS: Readonly<Marks> = Object.freeze({ mark: 0xffff0000, ctMark: 0x80000000 });
+export const DEFAULT_MARKS: Readonly<Marks> = Object.freeze({ mark: 0xffff0000, ctMark: 0xffff0000 });
 
 /** Fewer bits than this leave room for too few services (255) to be a sensible choice. */
 export const MIN_MARK_BITS = 8;
+/** The masquerade flag and 8 identity bits (see above). */
+export const MIN_CT_MARK_BITS = MIN_MARK_BITS + 1;
 
 export const hex32 = (n: number) => `0x${(n >>> 0).toString(16).padStart(8, "0")}`;
 
@@ -49,6 +58,13 @@ export const maxId = (mask: number) => (mask >>> 0) >>> markShift(mask);
 
 /** The highest bit of the conntrack range: the masquerade flag. */
 export const masqBit = (m: Marks) => (0x80000000 >>> Math.clz32(m.ctMark)) >>> 0;
+
+/** The conntrack bits that carry a destination identity: the range below its masquerade flag. */
+export const identityBits = (m: Marks) => (m.ctMark & ~masqBit(m)) >>> 0;
+
+/** The largest identity both ranges hold (source in the packet mark, destination in the
+ * conntrack mark). */
+export const maxIdentity = (m: Marks) => Math.min(maxId(m.mark), maxId(identityBits(m)));
 
 /** Why `mask` cannot be a range of `what` (undefined when it can). */
 export function maskProblem(mask: number, minBits: number): string | undefined {
@@ -78,7 +94,7 @@ export function parseMask(text: string, minBits: number): number {
 export function checkMarks(m: Marks): Marks {
   const p = maskProblem(m.mark, MIN_MARK_BITS);
   if (p) throw new Error(`packet mark range: ${p}`);
-  const c = maskProblem(m.ctMark, 1);
+  const c = maskProblem(m.ctMark, MIN_CT_MARK_BITS);
   if (c) throw new Error(`conntrack mark range: ${c}`);
   return m;
 }

@@ -11,7 +11,7 @@ import { renderFull } from "./nft-text.ts";
 describe("mark ranges", () => {
   test("ids the range cannot hold are an error naming the target, at render and at sync", () => {
     const many = tablesOf(objects(300)); // ids up to 300; 8 bits hold 255
-    const narrow: Marks = { mark: 0xff000000, ctMark: 0x80000000 };
+    const narrow: Marks = { mark: 0xff000000, ctMark: 0xffff0000 };
     const last = many.targets.find((x) => x.id === 256)!;
     const why = `target 256 (${last.service} ${last.scope}) does not fit the packet mark range 0xff000000, which holds ids 1-255: give --mark-mask more bits`;
     expect(() => model(many, 0, undefined, narrow)).toThrow(why);

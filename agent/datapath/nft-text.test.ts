@@ -17,13 +17,13 @@ describe("renderFull", () => {
   });
 
   test("replaces the table atomically", () => {
-    expect(renderFull(tablesOf(objects(1))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", 'add table inet skein { comment "skein marks: packet 0xffff0000 conntrack 0x80000000"; }']);
+    expect(renderFull(tablesOf(objects(1))).split("\n").slice(0, 3)).toEqual(["add table inet skein", "delete table inet skein", 'add table inet skein { comment "skein marks: packet 0xffff0000 conntrack 0xffff0000"; }']);
   });
 });
 
 describe("mark ranges", () => {
   // the id in bits 8-23 of the packet mark, the masquerade flag in bit 30 of the ct mark
-  const marks: Marks = { mark: 0x00ffff00, ctMark: 0x7f000000 };
+  const marks: Marks = { mark: 0x00ffff00, ctMark: 0x7fc00000 };
   const t = tablesOf(objects(12));
   const text = renderFull(t, 0, marks);
 
@@ -38,7 +38,7 @@ describe("mark ranges", () => {
     expect(text).toContain(`add rule inet skein t_${nodePort}_m ct mark set ct mark | 0x40000000 meta mark set meta mark & 0xff0000ff | 0x0000${(nodePort << 8).toString(16).padStart(4, "0")} goto ring4_0_53`);
     expect(text).toContain("add rule inet skein nat_postrouting ct mark & 0x40000000 == 0x40000000 masquerade");
     expect(text).toContain("dnat ip to meta mark & 0x00ffff00 . jhash ip saddr . th sport mod 53 seed 0x0 map @be4_0");
-    expect(text).toContain('add table inet skein { comment "skein marks: packet 0x00ffff00 conntrack 0x7f000000"; }');
+    expect(text).toContain('add table inet skein { comment "skein marks: packet 0x00ffff00 conntrack 0x7fc00000"; }');
     // nothing sets the whole mark any more, nor looks the whole mark up
     expect(text).not.toMatch(/meta mark set \d|meta mark set 0x|to meta mark \./);
     expect(renderFull(t)).toContain("meta mark set meta mark & 0x0000ffff | 0x00010000 goto");

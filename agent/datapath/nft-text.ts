@@ -8,6 +8,8 @@ import { checkMarks, DEFAULT_MARKS, hex32 as hex, marksComment, masqBit, type Ma
 import { emptyModel, model, ringCapacity, ringMap, ringSlots, TABLE, type Capacity, type Model, type RingRule } from "./model.ts";
 import { ringDiff, type RingOps, type SlotOp } from "./ring-ops.ts";
 import type { Tables } from "../../compiler/tables.ts";
+import type { PolicyTables } from "../../compiler/policy/types.ts";
+import { policyChains, policyDeclarations, policyParts } from "./policy-text.ts";
 
 const addr = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
 
@@ -34,7 +36,7 @@ function sets(bank: number, cap: Capacity): Record<string, string> {
     out[`front${fam}`] = `set front${fam} { type ${type} . inet_proto . inet_service; }`;
   }
   for (const fam of [4, 6] as const) out[ringMap(fam, bank)] = ringMapDecl(fam, bank, cap[fam]);
-  return out;
+  return { ...out, ...policyDeclarations() };
 }
 
 // `typeof` gives the key the width of a mark and a hash; the syntax needs some transport-free
@@ -42,7 +44,8 @@ function sets(bank: number, cap: Capacity): Record<string, string> {
 const ringMapDecl = (fam: 4 | 6, bank: number, size: number) => `map ${ringMap(fam, bank)} { typeof meta mark . numgen inc mod 2 : ${addr(fam)} daddr . th dport; size ${size}; }`;
 export const addRingMap = (fam: 4 | 6, bank: number, size: number) => `add ${ringMapDecl(fam, bank, size).replace(/^map /, `map inet ${TABLE} `)}`;
 
-/** Base chains: fixed too. -100 is dstnat (nft 1.0.6 takes the name only in prerouting). */
+/** Base chains, and the fixed regular chains of policy (an empty head): fixed too. -100 is
+ * dstnat (nft 1.0.6 takes the name only in prerouting). */
 function baseChains(marks: Marks): Map<string, string[]> {
   const c = new Map<string, string[]>();
   for (const hook of ["prerouting", "output"] as const) {
@@ -65,6 +68,7 @@ function baseChains(marks: Marks): Map<string, string[]> {
     `ct status dnat ip saddr . ip daddr @hairpin4 masquerade`,
     `ct status dnat ip6 saddr . ip6 daddr @hairpin6 masquerade`,
   ]);
+  for (const [name, chain] of policyChains(marks)) c.set(name, chain);
   return c;
 }
 
@@ -84,18 +88,24 @@ function elementLines(verb: "add" | "delete", set: string, items: string[]): str
 const chainBlock = (name: string, rules: string[]) => [`add chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`)];
 
 /**
- * The table without targets: sets, ring maps of `bank`, base chains. Replaces whatever table
- * was there; what the targets need follows as ring batches and a delta from emptyModel.
+ * The table without targets: sets, ring maps of `bank`, base chains, and with `policy` its
+ * identity chains and elements (one transaction: the policy is in force from the table's
+ * first moment). Replaces whatever table was there; what the targets need follows as ring
+ * batches and a delta from emptyModel.
  */
-export function renderSkeleton(bank: number, cap: Capacity, marks: Marks = DEFAULT_MARKS): string {
+export function renderSkeleton(bank: number, cap: Capacity, marks: Marks = DEFAULT_MARKS, policy?: PolicyTables): string {
   // the comment records the mark ranges the rings are keyed with: a table made with others
   // is not adopted (adopt.ts)
   checkMarks(marks);
   const out = [`add table inet ${TABLE}`, `delete table inet ${TABLE}`, `add table inet ${TABLE} { comment "${marksComment(marks)}"; }`];
+  const pol = policy ? policyParts(policy, marks) : { chains: [], elements: [] };
+  // identity chains before the interval maps that go to them are declared (policyParts)
+  out.push(...pol.chains);
   for (const decl of Object.values(sets(bank, cap))) out.push(`add ${decl.replace(/^(map|set) (\S+)/, `$1 inet ${TABLE} $2`)}`);
   for (const [name, [head, ...rules]] of baseChains(marks)) {
-    out.push(`add chain inet ${TABLE} ${name} { ${head} }`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
+    out.push(head ? `add chain inet ${TABLE} ${name} { ${head} }` : `add chain inet ${TABLE} ${name}`, ...rules.map((r) => `add rule inet ${TABLE} ${name} ${r}`));
   }
+  out.push(...pol.elements);
   return out.join("\n") + "\n";
 }
 
@@ -120,13 +130,13 @@ export function serviceCidrScript(cidrs: string[]): string {
 }
 
 /**
- * The whole table as one nft transaction, rings included: what `skein tables --nft` prints
+ * The whole table as one nft transaction, rings and policy included: what `skein tables --nft` prints
  * and what `nft -f` can load by itself. The agent loads the same content faster, as the
  * skeleton, a ring batch and a delta.
  */
-export function renderFull(tables: Tables, bank = 0, marks: Marks = DEFAULT_MARKS, node: { hairpin?: AddressTest; serviceCIDRs?: string[] } = {}): string {
+export function renderFull(tables: Tables, bank = 0, marks: Marks = DEFAULT_MARKS, node: { hairpin?: AddressTest; serviceCIDRs?: string[] } = {}, policy?: PolicyTables): string {
   const md = model(tables, bank, node.hairpin, marks);
-  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)), marks) + (node.serviceCIDRs?.length ? serviceCidrScript(node.serviceCIDRs) : "");
+  const skeleton = renderSkeleton(md.bank, ringCapacity(ringSlots(tables)), marks, policy) + (node.serviceCIDRs?.length ? serviceCidrScript(node.serviceCIDRs) : "");
   const rings = renderRingOps(ringDiff(emptyModel(md.bank), md));
   return skeleton + rings + renderDelta(emptyModel(md.bank), md);
 }

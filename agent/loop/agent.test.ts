@@ -21,6 +21,8 @@ afterAll(async () => {
   for (const s of servers) await s.stop();
 });
 
+import type { PolicyTables } from "../../compiler/policy/types.ts";
+
 class FakeDatapath {
   calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean; rebuild?: boolean }> = [];
   /** what drift() reports: the kernel's table against the model */
@@ -31,6 +33,12 @@ class FakeDatapath {
   localCIDRs: string[] = [];
   setLocalCIDRs(c: string[]): void {
     this.localCIDRs = c;
+  }
+  /** the policy tables handed over, and whether at once */
+  policies: Array<{ tables: PolicyTables; now: boolean }> = [];
+  policy(tables: PolicyTables, now = true): SyncResult {
+    this.policies.push({ tables, now });
+    return { kind: now ? "delta" : "none", lines: 0, ringOps: 0, ms: 0 };
   }
   /** syncs to refuse from now on */
   failing = 0;

@@ -8,6 +8,9 @@
 import type { Logger } from "pino";
 import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wasm.ts";
+import { PolicyCompiler, type PolicyEngine } from "../../compiler/policy/incremental.ts";
+import { policyEngine } from "../../compiler/policy/engine.ts";
+import { DEFAULT_MARKS, maxIdentity, type Marks } from "../datapath/marks.ts";
 import { writeNodeFile } from "../ipam/node-file.ts";
 import { Datapath, type SyncResult } from "../datapath/datapath.ts";
 import { flushStaleFlows, staleUdpFlows } from "../datapath/conntrack.ts";
@@ -17,6 +20,7 @@ import { ClusterStore, keep, type NodeInfo } from "./state.ts";
 import { cidrContains } from "../ipam/cidr.ts";
 import type { Listing } from "../datapath/adopt.ts";
 import type { Findings } from "../datapath/owner.ts";
+import type { PolicyTables } from "../../compiler/policy/types.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -35,6 +39,8 @@ export interface AgentOptions {
   /** how often the kernel's tables are checked against what the agent holds when no
    * notification said anything (ms; 0: never) */
   verifyMs?: number;
+  /** skein's bits of the packet and conntrack marks: how many policy identities they hold */
+  marks?: Marks;
 }
 
 /** The kernel side of owning the tables (datapath/owner.ts, adopt.ts): what others changed. */
@@ -71,12 +77,14 @@ const backoffMs = (n: number) => Math.min(30_000, 1000 * 2 ** Math.min(5, n - 1)
 
 export interface AgentDeps {
   log: Logger;
-  datapath: Pick<Datapath, "apply" | "sync" | "setLocalCIDRs" | "drift">;
+  datapath: Pick<Datapath, "apply" | "sync" | "setLocalCIDRs" | "drift" | "policy">;
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
   kube: KubeClient;
   compiler?: CompilerExports;
+  /** the policy compile (default: compiler.wasm's) */
+  policyEngine?: PolicyEngine;
   /** the kernel's change notifications and listings; without it, no drift is looked for */
   kernel?: KernelWatch;
   masquerade?: MasqueradeKeeper;
@@ -106,6 +114,7 @@ export class Agent {
   private watcher: Watcher | undefined;
   private store!: ClusterStore;
   private compiler!: IncrementalCompiler<Uint32Array>;
+  private policy!: PolicyCompiler;
   private nodeIPs: string[] = [];
   private timer: ReturnType<typeof setTimeout> | undefined;
   private idle: ReturnType<typeof setTimeout> | undefined;
@@ -159,7 +168,8 @@ export class Agent {
     const wasm = this.deps.compiler ?? (await loadCompiler());
     const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
     this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
-    this.store = new ClusterStore(this.compiler, this.o.nodeName, {
+    this.policy = new PolicyCompiler({ nodeName: this.o.nodeName, podCIDRs: [], maxIdentity: maxIdentity(this.o.marks ?? DEFAULT_MARKS) }, this.deps.policyEngine ?? policyEngine(wasm));
+    this.store = new ClusterStore(this.compiler, this.o.nodeName, this.policy, {
       onReject: (what, message) => this.log.warn({ object: what }, `refused; any earlier version stays in force: ${message}`),
       onNode: (n) => this.nodeChanged(n),
       onNodes: (name, n) => this.anyNodeChanged(name, n),
@@ -319,6 +329,7 @@ export class Agent {
     const cluster = this.clusterCIDRs();
     this.lastCluster = cluster.join();
     this.deps.datapath.setLocalCIDRs(n?.podCIDRs ?? []);
+    this.policy?.setPodCIDRs(n?.podCIDRs ?? []);
     if (n?.podCIDRs.length && this.deps.masquerade) {
       try {
         this.deps.masquerade.set(n.podCIDRs, cluster);
@@ -346,6 +357,15 @@ export class Agent {
     this.nodeIPs = ips;
     this.compiler.setNodeIPs(ips);
     this.log.info({ nodeIPs: ips }, "NodePort addresses");
+  }
+
+  /** Problems of the policy compile are logged when they arise and when they end. */
+  private policyProblems = new Set<string>();
+  private reportPolicy(_before: PolicyTables | undefined, after: PolicyTables): void {
+    const now = new Set(after.problems);
+    for (const p of now) if (!this.policyProblems.has(p)) this.log.warn({ policy: p.split(":")[0] }, p);
+    for (const p of this.policyProblems) if (!now.has(p)) this.log.info(`resolved: ${p}`);
+    this.policyProblems = now;
   }
 
   /**
@@ -392,6 +412,20 @@ export class Agent {
           this.log.warn({ generation: gen, found: found.slice(0, 20) }, "after the failure the kernel's table differs from the model: making it new");
           this.replace = true;
         }
+      }
+      // policy before services: with no table yet it waits for the sync below, which loads it
+      // with the skeleton; with one, it goes in now as one transaction of its own
+      const pc = this.policy.compile();
+      const forced = this.resync || this.replace || this.recover;
+      if (pc || forced) {
+        const tables = pc?.after ?? this.policy.tables()!;
+        // a table made new below takes the policy with its skeleton
+        if (this.replace) this.deps.datapath.policy(tables, false);
+        else {
+          const r = this.deps.datapath.policy(tables);
+          if (r.kind !== "none") this.log.info({ generation: gen, nftLines: r.lines, ms: Math.round(r.ms * 10) / 10, identities: tables.identities.length, ingress: tables.allowIngress.length, egress: tables.allowEgress.length }, "policy applied");
+        }
+        if (pc) this.reportPolicy(pc.before, pc.after);
       }
       const changes = this.compiler.compile();
       const rebuild = this.recover || this.rewrite;

@@ -7,6 +7,7 @@ import { Netlink } from "../sys/netlink.ts";
 import { adoptedModel, listTable, structureDrift, type Adoption, type Listing } from "../datapath/adopt.ts";
 import { TABLE } from "../datapath/model.ts";
 import { REF_TABLE, renderReference } from "../datapath/nft-text.ts";
+import { IDENTITY_CHAIN } from "../datapath/policy-text.ts";
 import { KernelOwner } from "../datapath/owner.ts";
 import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
@@ -93,8 +94,11 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   // (one whose base chains or other parts were changed while no agent ran is not adopted: a
   // bank switch would leave those as they are)
   let found: Adoption | undefined;
+  /** identity chains of the policy in the adopted table: its replace removes them */
+  let policyChains: string[] = [];
   try {
     const listing = listTable(nl);
+    policyChains = (listing?.terse ?? []).flatMap((x) => (x.chain && IDENTITY_CHAIN.test(x.chain.name) ? [x.chain.name as string] : []));
     found = listing && adoptedModel(listing.terse, listing.sets, listing.comment, o.marks);
     if (listing && found?.ok) {
       const changed = structureDrift(listing, await reference());
@@ -113,7 +117,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     found = { ok: false, why: `it could not be read: ${(e as Error).message}` };
   }
   if (found?.ok) {
-    datapath.adopt(found.model, found.stale);
+    datapath.adopt(found.model, found.stale, policyChains);
     log.info({ bank: found.model.bank, targets: found.model.chains.size }, "adopted the tables in the kernel; they serve until the new ones replace them in one transaction");
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
   let network: PodNetwork | undefined;

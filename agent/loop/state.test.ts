@@ -8,12 +8,13 @@ import { ClusterStore, type NodeInfo } from "./state.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
 const compiler = { setService() {}, setSlice() {}, deleteService() {}, deleteSlice() {}, counts: () => ({ services: 0, slices: 0 }) };
+const policy = { setPod() {}, deletePod() {}, setNamespace() {}, deleteNamespace() {}, setPolicy() {}, deletePolicy() {}, counts: () => ({ pods: 0, namespaces: 0, policies: 0 }) };
 const GOOD = { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24", "fd00:10:244:3::/64"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }, { type: "Hostname", address: "n1" }] } };
 
 function store() {
   const seen: Array<NodeInfo | undefined> = [];
   const rejects: string[] = [];
-  const s = new ClusterStore(compiler, "n1", { onNode: (n) => seen.push(n), onReject: (what, m) => rejects.push(`${what} | ${m}`) });
+  const s = new ClusterStore(compiler, "n1", policy, { onNode: (n) => seen.push(n), onReject: (what, m) => rejects.push(`${what} | ${m}`) });
   const node = (o: Record<string, unknown>) => s.apply({ kind: "Node", op: "set", object: o as WatchEvent["object"] });
   return { s, seen, rejects, node };
 }
@@ -103,7 +104,7 @@ describe("every Node, for the pod network", () => {
   function all() {
     const seen: Array<[string, NodeInfo | undefined]> = [];
     const self: Array<NodeInfo | undefined> = [];
-    const s = new ClusterStore(compiler, "n1", { onNode: (n) => self.push(n), onNodes: (name, n) => seen.push([name, n]) });
+    const s = new ClusterStore(compiler, "n1", policy, { onNode: (n) => self.push(n), onNodes: (name, n) => seen.push([name, n]) });
     const node = (o: Record<string, unknown>, op: "set" | "delete" = "set") => s.apply({ kind: "Node", op, object: o as WatchEvent["object"] });
     return { s, seen, self, node };
   }

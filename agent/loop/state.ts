@@ -12,6 +12,9 @@
 import { AddressError, addressFamily, quote, unicastProblem } from "../../compiler/address.ts";
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
+import { parseNamespace, parseNetworkPolicy, parsePod } from "../../compiler/policy/state.ts";
+import type { PolicyCompiler } from "../../compiler/policy/incremental.ts";
+import type { NamespaceInfo, Policy, PodInfo } from "../../compiler/policy/types.ts";
 import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
@@ -42,9 +45,10 @@ export interface Kept {
   metadata: { name?: string; namespace?: string; resourceVersion?: string; uid?: string; labels?: Record<string, string>; deletionTimestamp?: string };
   spec?: unknown;
   status?: unknown;
-  /** a Service or slice as compiler/state.ts checked it, until ClusterStore hands it to the
-   * compiler; null: nothing to program (ExternalName, FQDN) */
-  checked?: Service | EndpointSlice | null;
+  /** a Service, slice, Pod, Namespace or NetworkPolicy as compiler/state.ts or
+   * compiler/policy/state.ts checked it, until ClusterStore hands it to a compiler; null:
+   * nothing to program (ExternalName, FQDN, a hostNetwork or finished pod) */
+  checked?: Service | EndpointSlice | PodInfo | NamespaceInfo | Policy | null;
   /** why the checks refused it */
   error?: string;
   [k: string]: unknown;
@@ -59,6 +63,8 @@ const pick = (o: unknown, keys: string[]): Record<string, unknown> | undefined =
 
 /** The metadata held of compiled kinds (what ListWatch needs), and of the others. */
 const COMPILED = ["name", "namespace", "resourceVersion"];
+/** The kinds held only in checked form once handed over. */
+const CHECKED = new Set<WatchEvent["kind"]>(["Service", "EndpointSlice", "Pod", "Namespace", "NetworkPolicy"]);
 const OTHERS = ["name", "namespace", "resourceVersion", "uid", "labels", "deletionTimestamp"];
 
 /** Namespace names, one string each: every object of a namespace holds the same one rather
@@ -77,7 +83,7 @@ function intern(ns: string): string {
 export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept & WatchEvent["object"] {
   const m = o.metadata as { namespace?: unknown } | undefined;
   if (m && typeof m.namespace === "string") m.namespace = intern(m.namespace);
-  const metadata = pick(o.metadata, kind === "Service" || kind === "EndpointSlice" ? COMPILED : OTHERS) as Kept["metadata"];
+  const metadata = pick(o.metadata, CHECKED.has(kind) ? COMPILED : OTHERS) as Kept["metadata"];
   const k: Kept = { metadata };
   try {
     switch (kind) {
@@ -95,13 +101,13 @@ export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept
         break;
       }
       case "Pod":
-        k.spec = pick(o.spec, ["nodeName", "hostNetwork"]);
-        k.status = pick(o.status, ["phase", "podIP", "podIPs"]);
+        k.checked = parsePod(o) ?? null;
         break;
       case "NetworkPolicy":
-        k.spec = o.spec;
+        k.checked = parseNetworkPolicy(o);
         break;
       case "Namespace":
+        k.checked = parseNamespace(o);
         break;
     }
   } catch (e) {
@@ -169,10 +175,6 @@ export function nodeInfo(node: Raw): NodeInfo {
 }
 
 export class ClusterStore {
-  /** objects not compiled yet, kept for the parts of skein that use them */
-  readonly namespaces = new Map<string, Raw>();
-  readonly pods = new Map<string, Raw>();
-  readonly policies = new Map<string, Raw>();
   node: NodeInfo | undefined;
   /** every Node as read (this one too), for the pod network between the nodes */
   readonly nodes = new Map<string, NodeInfo>();
@@ -182,6 +184,7 @@ export class ClusterStore {
   constructor(
     private readonly compiler: Pick<IncrementalCompiler, "setService" | "setSlice" | "deleteService" | "deleteSlice" | "counts">,
     private readonly nodeName: string,
+    private readonly policy: Pick<PolicyCompiler, "setPod" | "deletePod" | "setNamespace" | "deleteNamespace" | "setPolicy" | "deletePolicy" | "counts">,
     private readonly hooks: {
       onReject?: (what: string, message: string) => void;
       /** this node's Node changed */
@@ -191,8 +194,8 @@ export class ClusterStore {
     } = {},
   ) {}
 
-  counts(): { services: number; slices: number; pods: number } {
-    return { ...this.compiler.counts(), pods: this.pods.size };
+  counts(): { services: number; slices: number; pods: number; namespaces: number; policies: number } {
+    return { ...this.compiler.counts(), ...this.policy.counts() };
   }
 
   /** Applies one event; returns whether the compiled state may have changed. */
@@ -203,7 +206,10 @@ export class ClusterStore {
     const del = e.op === "delete";
     switch (e.kind) {
       case "Service":
-      case "EndpointSlice": {
+      case "EndpointSlice":
+      case "Pod":
+      case "Namespace":
+      case "NetworkPolicy": {
         const kept = o as Kept;
         if (!del && kept.error) {
           // kept.error names the object and the field (compiler/state.ts)
@@ -214,17 +220,14 @@ export class ClusterStore {
         // this very object was handed over before (the informer repeats what it caches)
         if (!del && kept.checked === undefined) return false;
         const checked = del ? undefined : (kept.checked ?? undefined);
-        const svc = e.kind === "Service";
         if (checked) {
-          if (svc) this.compiler.setService(checked as Service);
-          else this.compiler.setSlice(checked as EndpointSlice);
+          this.hand(e.kind, checked);
           // the compiler holds it now; the informer's copy keeps only the metadata
           kept.checked = undefined;
         } else {
-          // deleted, or an ExternalName Service (FQDN slice) now: nothing to program
+          // deleted, or an ExternalName Service (FQDN slice, finished pod) now: nothing to program
           const { namespace, name } = nameOf(o);
-          if (svc) this.compiler.deleteService(namespace, name);
-          else this.compiler.deleteSlice(namespace, name);
+          this.drop(e.kind, e.kind === "Namespace" ? name : namespace, name);
         }
         this.rejected.delete(id);
         return true;
@@ -251,20 +254,37 @@ export class ClusterStore {
         this.hooks.onNode?.(this.node);
         return true;
       }
-      case "Namespace":
-        this.keep(this.namespaces, o, del);
-        return false;
-      case "Pod":
-        this.keep(this.pods, o, del);
-        return false;
-      case "NetworkPolicy":
-        this.keep(this.policies, o, del);
-        return false;
     }
   }
 
-  private keep(m: Map<string, Raw>, o: Raw, del: boolean): void {
-    if (del) m.delete(keyOf(o));
-    else m.set(keyOf(o), o);
+  /** A checked object to the compiler that holds its kind. */
+  private hand(kind: WatchEvent["kind"], checked: NonNullable<Kept["checked"]>): void {
+    switch (kind) {
+      case "Service":
+        return this.compiler.setService(checked as Service);
+      case "EndpointSlice":
+        return this.compiler.setSlice(checked as EndpointSlice);
+      case "Pod":
+        return this.policy.setPod(checked as PodInfo);
+      case "Namespace":
+        return this.policy.setNamespace(checked as NamespaceInfo);
+      case "NetworkPolicy":
+        return this.policy.setPolicy(checked as Policy);
+    }
+  }
+
+  private drop(kind: WatchEvent["kind"], namespace: string, name: string): void {
+    switch (kind) {
+      case "Service":
+        return this.compiler.deleteService(namespace, name);
+      case "EndpointSlice":
+        return this.compiler.deleteSlice(namespace, name);
+      case "Pod":
+        return this.policy.deletePod(namespace, name);
+      case "Namespace":
+        return this.policy.deleteNamespace(name);
+      case "NetworkPolicy":
+        return this.policy.deletePolicy(namespace, name);
+    }
   }
 }

@@ -148,8 +148,31 @@ export function decodeNamed(m: Uint8Array): DumpedNamed {
 
 export interface DumpedElem {
   key: Uint8Array;
+  /** the last key of an interval in a set of concatenations (NFTA_SET_ELEM_KEY_END) */
+  keyEnd?: Uint8Array;
   /** a verdict map's element: the verdict's code and chain */
   verdict?: { code: number; chain?: string };
+  /** the element's counter, in a set declared with `counter` */
+  counter?: { packets: number; bytes: number };
+}
+
+const be64 = (b: Uint8Array, at: number) => Number(new DataView(b.buffer, b.byteOffset + at, 8).getBigUint64(0, false));
+
+/** A counter expression (NFTA_EXPR_NAME "counter", NFTA_EXPR_DATA: bytes 1, packets 2). */
+function counterExpr(m: Uint8Array, at: number, end: number): DumpedElem["counter"] {
+  let name = "";
+  const c = { packets: 0, bytes: 0 };
+  attrs(m, at, end, (t, a, e) => {
+    if (t === 1) name = str(m, a, e);
+    if (t === 2) {
+      attrs(m, a, e, (ct, ca, ce) => {
+        if (ce - ca !== 8) return;
+        if (ct === 1) c.bytes = be64(m, ca);
+        if (ct === 2) c.packets = be64(m, ca);
+      });
+    }
+  });
+  return name === "counter" ? c : undefined;
 }
 
 /** The elements of one NFT_MSG_NEWSETELEM dump message. */
@@ -159,12 +182,24 @@ export function decodeElems(m: Uint8Array): DumpedElem[] {
   if (!list) return out;
   attrs(m, list[0], list[1], (_t, at, end) => {
     let key: Uint8Array | undefined;
+    let keyEnd: Uint8Array | undefined;
     let verdict: DumpedElem["verdict"];
+    let counter: DumpedElem["counter"];
     attrs(m, at, end, (t, eat, eend) => {
-      if (t === 1) {
-        // NFTA_SET_ELEM_KEY: nested NFTA_DATA_VALUE (1)
+      if (t === 1 || t === 10) {
+        // NFTA_SET_ELEM_KEY, NFTA_SET_ELEM_KEY_END: nested NFTA_DATA_VALUE (1)
         attrs(m, eat, eend, (dt, dat, dend) => {
-          if (dt === 1) key = m.slice(dat, dend);
+          if (dt !== 1) return;
+          if (t === 1) key = m.slice(dat, dend);
+          else keyEnd = m.slice(dat, dend);
+        });
+      } else if (t === 7) {
+        // NFTA_SET_ELEM_EXPR: the one expression of the element
+        counter ??= counterExpr(m, eat, eend);
+      } else if (t === 11) {
+        // NFTA_SET_ELEM_EXPRESSIONS: a list (NFTA_LIST_ELEM 1) of expressions
+        attrs(m, eat, eend, (lt, lat, lend) => {
+          if (lt === 1) counter ??= counterExpr(m, lat, lend);
         });
       } else if (t === 2) {
         // NFTA_SET_ELEM_DATA: nested NFTA_DATA_VERDICT (2): code (1), chain (2)
@@ -179,7 +214,7 @@ export function decodeElems(m: Uint8Array): DumpedElem[] {
         });
       }
     });
-    if (key) out.push({ key, verdict });
+    if (key) out.push({ key, ...(keyEnd && { keyEnd }), verdict, ...(counter && { counter }) });
   });
   return out;
 }

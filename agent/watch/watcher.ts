@@ -21,13 +21,13 @@ interface Resource {
   fieldSelector?: string;
 }
 
-/** What the agent watches. Pods only of this node: the rest of the cluster's pods are not
- * needed by the services datapath. */
-export function resources(nodeName: string): Resource[] {
+/** What the agent watches. Pods of every node: a policy names pods wherever they run, and a
+ * connection from a pod elsewhere is judged by that pod's labels. */
+export function resources(_nodeName: string): Resource[] {
   return [
     { kind: "Namespace", path: "/api/v1/namespaces" },
     { kind: "Node", path: "/api/v1/nodes" },
-    { kind: "Pod", path: "/api/v1/pods", fieldSelector: `spec.nodeName=${nodeName}` },
+    { kind: "Pod", path: "/api/v1/pods" },
     { kind: "Service", path: "/api/v1/services" },
     { kind: "EndpointSlice", path: "/apis/discovery.k8s.io/v1/endpointslices" },
     { kind: "NetworkPolicy", path: "/apis/networking.k8s.io/v1/networkpolicies" },

@@ -1,0 +1,129 @@
+// Verdicts counted per policy: the kernel counts per element of the allow sets (connections
+// allowed, one packet each: later packets are accepted as established before any lookup) and
+// per identity of the drop sets (packets dropped); this reads those counters through netlink
+// dumps of the four sets alone (nft would fetch every element of the table first, ring slots
+// included: agent/sys/nftdump.ts) and attributes them to the policies that made each element
+// or isolate each identity (pure).
+import { BLOCKED, type PolicyTables } from "../../compiler/policy/types.ts";
+import { decodeElems, NFT_MSG } from "../sys/nftdump.ts";
+import type { NftDumper } from "./adopt.ts";
+import { identityBits, markShift, type Marks } from "./marks.ts";
+import { TABLE } from "./model.ts";
+
+/** BLOCKED's name where a policy's would be: drops of addresses blocked for failing closed. */
+export const BLOCKED_POLICY = "skein:blocked";
+
+export interface Count {
+  packets: number;
+  bytes: number;
+}
+
+/** An allow element's identity and port ranges as the kernel holds them, with its counter. */
+export interface AllowReading extends Count {
+  src: number;
+  srcLast: number;
+  dst: number;
+  dstLast: number;
+  proto: number;
+  protoLast: number;
+  port: number;
+  portLast: number;
+}
+
+export interface PolicyReadings {
+  allowIn: AllowReading[];
+  allowOut: AllowReading[];
+  /** identity → drops at its ingress / egress */
+  dropIn: Map<number, Count>;
+  dropOut: Map<number, Count>;
+}
+
+export interface PolicyCounts {
+  allowedPackets: number;
+  allowedBytes: number;
+  droppedPackets: number;
+  droppedBytes: number;
+}
+
+// marks are registers in host order: so are their bytes in a set's keys
+const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
+const u32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, LE);
+
+/** An allow set's element key (mark . mark . inet_proto . inet_service, each in 4 bytes). */
+export function decodeAllowKey(key: Uint8Array, end: Uint8Array | undefined, marks: Marks): Omit<AllowReading, "packets" | "bytes"> | undefined {
+  const last = end ?? key;
+  if (key.length !== 16 || last.length !== 16) return undefined;
+  const sR = markShift(marks.mark);
+  const sI = markShift(identityBits(marks));
+  const R = marks.mark >>> 0;
+  const I = identityBits(marks);
+  const port = (b: Uint8Array) => (b[12]! << 8) | b[13]!;
+  return {
+    src: (u32(key, 0) & R) >>> sR,
+    srcLast: (u32(last, 0) & R) >>> sR,
+    dst: (u32(key, 4) & I) >>> sI,
+    dstLast: (u32(last, 4) & I) >>> sI,
+    proto: key[8]!,
+    protoLast: last[8]!,
+    port: port(key),
+    portLast: port(last),
+  };
+}
+
+/** The counters of pol_allow_in/out and pol_drop_in/out in `inet skein`. */
+export function readPolicyCounters(nl: NftDumper, marks: Marks): PolicyReadings {
+  const elems = (set: string) => nl.nftDump(`list the elements of ${set}`, NFT_MSG.GETSETELEM, "inet", [[1, TABLE], [2, set]]).flatMap(decodeElems);
+  const allow = (set: string) => {
+    const out: AllowReading[] = [];
+    for (const e of elems(set)) {
+      const k = decodeAllowKey(e.key, e.keyEnd, marks);
+      if (k) out.push({ ...k, packets: e.counter?.packets ?? 0, bytes: e.counter?.bytes ?? 0 });
+    }
+    return out;
+  };
+  const drop = (set: string, mask: number) => {
+    const out = new Map<number, Count>();
+    for (const e of elems(set)) if (e.key.length === 4) out.set((u32(e.key, 0) & mask) >>> markShift(mask), { packets: e.counter?.packets ?? 0, bytes: e.counter?.bytes ?? 0 });
+    return out;
+  };
+  return { allowIn: allow("pol_allow_in"), allowOut: allow("pol_allow_out"), dropIn: drop("pol_drop_in", identityBits(marks)), dropOut: drop("pol_drop_out", marks.mark >>> 0) };
+}
+
+const spanKey = (e: Omit<AllowReading, "packets" | "bytes">) => `${e.src}-${e.srcLast}.${e.dst}-${e.dstLast}.${e.proto}-${e.protoLast}.${e.port}-${e.portLast}`;
+
+/**
+ * Per policy (namespace/name, and BLOCKED_POLICY): connections allowed, counted on each
+ * policy an element lists (an element two policies allow counts for both), and packets
+ * dropped at an isolated identity, counted on each policy that isolates it in that direction.
+ * Readings of elements or identities `tables` does not have (an older compile) are left out.
+ */
+export function countersByPolicy(tables: PolicyTables, r: PolicyReadings): Map<string, PolicyCounts> {
+  const out = new Map<string, PolicyCounts>();
+  const at = (p: string) => {
+    let c = out.get(p);
+    if (!c) out.set(p, (c = { allowedPackets: 0, allowedBytes: 0, droppedPackets: 0, droppedBytes: 0 }));
+    return c;
+  };
+  for (const [elements, readings] of [[tables.allowIngress, r.allowIn], [tables.allowEgress, r.allowOut]] as const) {
+    const byKey = new Map(elements.map((e) => [spanKey(e), e.policies]));
+    for (const x of readings) {
+      for (const p of byKey.get(spanKey(x)) ?? []) {
+        const c = at(p);
+        c.allowedPackets += x.packets;
+        c.allowedBytes += x.bytes;
+      }
+    }
+  }
+  const ids = new Map(tables.identities.map((i) => [i.id, i]));
+  for (const [readings, by] of [[r.dropIn, "ingressBy"], [r.dropOut, "egressBy"]] as const) {
+    for (const [id, n] of readings) {
+      const policies = id === BLOCKED ? [BLOCKED_POLICY] : (ids.get(id)?.[by] ?? []);
+      for (const p of policies) {
+        const c = at(p);
+        c.droppedPackets += n.packets;
+        c.droppedBytes += n.bytes;
+      }
+    }
+  }
+  return out;
+}

@@ -1,0 +1,251 @@
+// NetworkPolicy in `inet skein` as nft text: the fixed sets, maps and chains (part of the
+// skeleton, nft-text.ts), the identity chains and elements of compiled PolicyTables
+// (compiler/policy/types.ts), the delta between two of them, and the atomic replacement of
+// whatever policy an adopted table holds. Pure.
+//
+// A new connection forwarded by the node walks pol_forward once (replies and later packets are
+// accepted as established): the source address finds its identity through a verdict map whose
+// element jumps to pols_<id>, which puts the id in skein's bits of the packet mark (the range
+// the service path uses only from its target chains to the ring lookup, in nat prerouting);
+// the destination address the same way through pold_<id> into the conntrack mark's bits below
+// the masquerade flag (marks.ts identityBits). An address in no map is WORLD (0). Then, when
+// the source's egress is isolated on this node, (src . dst . protocol . port) must be in
+// pol_allow_out; when the destination's ingress is, in pol_allow_in (or, for a connection a
+// Service's DNAT brought, with VIA_SERVICE as its source). The cost per connection is a fixed
+// number of lookups whatever the policies; a pod whose labels change moves its address between
+// identity chains (an element per map), never a rule.
+//
+// Traffic between the node and its pods (input, output) is not policed: kubelet probes and
+// the node's own services always reach the pods.
+//
+// Anti-spoofing (pol_spoof, prerouting before conntrack): a packet whose source is one of this
+// node's pods must come in on the interface that address is routed through, and every packet
+// sent to skein's host-side veth MAC must pass the same reverse-path check: by address and
+// route, never by interface name, so pods wired by another CNI are covered by the first rule.
+import { VIA_SERVICE, type AllowElement, type PolicyTables } from "../../compiler/policy/types.ts";
+import { HOST_MAC } from "../cni/plan.ts";
+import { hex32 as hex, identityBits, markShift, maxIdentity, type Marks } from "./marks.ts";
+import { TABLE } from "./model.ts";
+
+/** The policy sets and maps of the skeleton, declared (names without the table). */
+export function policyDeclarations(): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const dir of ["in", "out"] as const) {
+    out[`pol_iso_${dir}`] = `set pol_iso_${dir} { type mark; }`;
+    // the same elements as pol_iso_*, looked up only by the drop rule: their counters count
+    // drops per identity (policy-counters.ts)
+    out[`pol_drop_${dir}`] = `set pol_drop_${dir} { type mark; counter; }`;
+    out[`pol_allow_${dir}`] = `set pol_allow_${dir} { type mark . mark . inet_proto . inet_service; flags interval; counter; }`;
+  }
+  for (const fam of [4, 6] as const) {
+    const type = fam === 4 ? "ipv4_addr" : "ipv6_addr";
+    out[`pol_spod${fam}`] = `map pol_spod${fam} { type ${type} : verdict; }`;
+    out[`pol_dpod${fam}`] = `map pol_dpod${fam} { type ${type} : verdict; }`;
+    out[`pol_srange${fam}`] = `map pol_srange${fam} { type ${type} : verdict; flags interval; }`;
+    out[`pol_drange${fam}`] = `map pol_drange${fam} { type ${type} : verdict; flags interval; }`;
+    out[`pol_local${fam}`] = `set pol_local${fam} { type ${type}; }`;
+  }
+  return out;
+}
+
+export const POLICY_SETS = Object.keys(policyDeclarations());
+
+/** Chains whose names say they hold one identity: pols_<id> (source), pold_<id> (destination). */
+export const IDENTITY_CHAIN = /^pol[sd]_\d+$/;
+
+const ip = (f: 4 | 6) => (f === 4 ? "ip" : "ip6");
+
+/**
+ * The fixed policy chains: name → [head, ...rules], head empty for a regular chain. Regular
+ * chains come first: a base chain's jump needs its target to exist.
+ */
+export function policyChains(marks: Marks): Map<string, string[]> {
+  const R = marks.mark >>> 0;
+  const I = identityBits(marks);
+  const key = `meta mark & ${hex(R)} . ct mark & ${hex(I)} . meta l4proto . th dport`;
+  const c = new Map<string, string[]>();
+  // each vmap's verdict is a goto: the first address found sets the identity and returns
+  // from here; pods before ranges (a pod address inside an ipBlock range is the pod's)
+  for (const [chain, dir, which] of [["pol_ids", "saddr", "s"], ["pol_idd", "daddr", "d"]] as const) {
+    const rules: string[] = [];
+    for (const kind of ["pod", "range"]) for (const fam of [4, 6] as const) rules.push(`${ip(fam)} ${dir} vmap @pol_${which}${kind}${fam}`);
+    c.set(chain, ["", ...rules]);
+  }
+  c.set("pol_egress", ["", `${key} @pol_allow_out return`, `meta mark & ${hex(R)} @pol_drop_out drop`, "drop"]);
+  c.set("pol_ingress", [
+    "",
+    `${key} @pol_allow_in return`,
+    // a connection a Service's DNAT brought: also allowed when its policy admits VIA_SERVICE
+    `ct status dnat meta mark set meta mark & ${hex(~R)} | ${hex(VIA_SERVICE << markShift(R))}`,
+    `ct status dnat ${key} @pol_allow_in return`,
+    `ct mark & ${hex(I)} @pol_drop_in drop`,
+    "drop",
+  ]);
+  c.set("pol_forward", [
+    "type filter hook forward priority 0; policy accept;",
+    "ct state established,related accept",
+    // no conntrack entry: the destination identity cannot be kept in its mark, so the ingress
+    // check could not run; such a packet would pass it unchecked (fail closed instead)
+    "ct state invalid,untracked drop",
+    // a pod reaching itself through a Service: not a connection between identities
+    ...([4, 6] as const).map((f) => `ct status dnat ${ip(f)} saddr . ${ip(f)} daddr @hairpin${f} accept`),
+    // WORLD both ways until an address says otherwise; every other bit stays
+    `meta mark set meta mark & ${hex(~R)} ct mark set ct mark & ${hex(~I)}`,
+    "jump pol_ids",
+    "jump pol_idd",
+    `meta mark & ${hex(R)} @pol_iso_out jump pol_egress`,
+    `ct mark & ${hex(I)} @pol_iso_in jump pol_ingress`,
+  ]);
+  c.set("pol_spoof", [
+    "type filter hook prerouting priority -300; policy accept;",
+    ...([4, 6] as const).map((f) => `${ip(f)} saddr @pol_local${f} fib saddr . iif oif missing drop`),
+    `ether daddr ${HOST_MAC} fib saddr . iif oif missing drop`,
+  ]);
+  return c;
+}
+
+const CHUNK = 2000;
+const elementLines = (verb: "add" | "delete", set: string, items: string[]) => {
+  const out: string[] = [];
+  for (let i = 0; i < items.length; i += CHUNK) out.push(`${verb} element inet ${TABLE} ${set} { ${items.slice(i, i + CHUNK).join(", ")} }`);
+  return out;
+};
+
+const span = (a: string | number, b: string | number) => (a === b ? String(a) : `${a}-${b}`);
+
+/** An allow element's key: identities shifted into their mark bits, then protocol and port. */
+export function allowKey(e: AllowElement, marks: Marks): string {
+  const sR = markShift(marks.mark);
+  const sI = markShift(identityBits(marks));
+  const m = (id: number, s: number) => hex(id << s);
+  return `${span(m(e.src, sR), m(e.srcLast, sR))} . ${span(m(e.dst, sI), m(e.dstLast, sI))} . ${span(e.proto, e.protoLast)} . ${span(e.port, e.portLast)}`;
+}
+
+export const identityChains = (id: number, marks: Marks): Array<[string, string]> => {
+  const R = marks.mark >>> 0;
+  const I = identityBits(marks);
+  return [
+    [`pols_${id}`, `meta mark set meta mark & ${hex(~R)} | ${hex(id << markShift(R))}`],
+    [`pold_${id}`, `ct mark set ct mark & ${hex(~I)} | ${hex(id << markShift(I))}`],
+  ];
+};
+
+/** What the kernel holds of `t`: identity chains with their rule, and each set's elements
+ * (key → verdict, "" in a set). */
+export interface PolicyContent {
+  chains: Map<string, string>;
+  elements: Map<string, Map<string, string>>;
+}
+
+export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
+  const top = maxIdentity(marks);
+  const ids = new Set<number>();
+  const fits = (id: number, what: string) => {
+    if (!Number.isInteger(id) || id < 0 || id > top) throw new Error(`identity ${id} (${what}) does not fit the mark ranges, which hold identities up to ${top}`);
+    return id;
+  };
+  const elements = new Map(POLICY_SETS.map((s) => [s, new Map<string, string>()]));
+  const el = (set: string, k: string, v = "") => elements.get(set)!.set(k, v);
+  for (const p of t.pods) {
+    ids.add(fits(p.id, `pod address ${p.ip}`));
+    el(`pol_spod${p.family}`, p.ip, `goto pols_${p.id}`);
+    el(`pol_dpod${p.family}`, p.ip, `goto pold_${p.id}`);
+  }
+  for (const r of t.ranges) {
+    ids.add(fits(r.id, `range ${r.first}-${r.last}`));
+    el(`pol_srange${r.family}`, span(r.first, r.last), `goto pols_${r.id}`);
+    el(`pol_drange${r.family}`, span(r.first, r.last), `goto pold_${r.id}`);
+  }
+  for (const a of t.localAddresses) el(`pol_local${a.includes(":") ? 6 : 4}`, a);
+  const sR = markShift(marks.mark);
+  const sI = markShift(identityBits(marks));
+  for (const id of t.isolatedIngress) {
+    const v = hex(fits(id, "isolated ingress") << sI);
+    el("pol_iso_in", v);
+    el("pol_drop_in", v);
+  }
+  for (const id of t.isolatedEgress) {
+    const v = hex(fits(id, "isolated egress") << sR);
+    el("pol_iso_out", v);
+    el("pol_drop_out", v);
+  }
+  for (const [set, list] of [["pol_allow_in", t.allowIngress], ["pol_allow_out", t.allowEgress]] as const) {
+    for (const e of list) {
+      for (const id of [e.src, e.srcLast, e.dst, e.dstLast]) fits(id, `an allow element of ${set}`);
+      el(set, allowKey(e, marks));
+    }
+  }
+  const chains = new Map<string, string>();
+  for (const id of [...ids].sort((a, b) => a - b)) for (const [name, rule] of identityChains(id, marks)) chains.set(name, rule);
+  return { chains, elements };
+}
+
+const addChain = (name: string, rule: string) => [`add chain inet ${TABLE} ${name}`, `add rule inet ${TABLE} ${name} ${rule}`];
+const elemText = (k: string, v: string) => (v ? `${k} : ${v}` : k);
+
+/** The identity chains and the elements of `c`, as added to a table that has none. */
+function addAll(c: PolicyContent): { chains: string[]; elements: string[] } {
+  const chains = [...c.chains].flatMap(([n, r]) => addChain(n, r));
+  const elements = [...c.elements].flatMap(([set, items]) => elementLines("add", set, [...items].map(([k, v]) => elemText(k, v))));
+  return { chains, elements };
+}
+
+/**
+ * The identity chains and the elements of `tables` in two parts, for one transaction that also
+ * makes the table: nft 1.0.6 refuses (ENOENT) an interval map's `goto` element when the
+ * chain was added after the map's declaration in the same transaction, so `chains` goes
+ * before the skeleton's declarations and `elements` after them (nft-text.ts renderSkeleton).
+ */
+export function policyParts(tables: PolicyTables, marks: Marks): { chains: string[]; elements: string[] } {
+  return addAll(policyContent(tables, marks));
+}
+
+/** The policy of `tables` for a table that has the skeleton and no policy elements yet. */
+export function renderPolicy(tables: PolicyTables, marks: Marks): string {
+  const p = policyParts(tables, marks);
+  return lines([...p.chains, ...p.elements]);
+}
+
+const lines = (xs: string[]) => (xs.length ? xs.join("\n") + "\n" : "");
+
+/**
+ * From `prev` to `next`: identity chains added before the elements that go to them, element
+ * deletes then adds (a key whose verdict changes is deleted and added: an address moving to
+ * another identity is two lines per map it is in), chains no element goes to any more removed
+ * last. Empty when nothing changed.
+ */
+export function renderPolicyDelta(prev: PolicyTables, next: PolicyTables, marks: Marks): string {
+  const a = policyContent(prev, marks);
+  const b = policyContent(next, marks);
+  const out: string[] = [];
+  for (const [name, rule] of b.chains) if (!a.chains.has(name)) out.push(...addChain(name, rule));
+  for (const [set, items] of b.elements) {
+    const before = a.elements.get(set)!;
+    const del: string[] = [];
+    const add: string[] = [];
+    for (const [k, v] of before) if (items.get(k) !== v) del.push(k);
+    for (const [k, v] of items) if (before.get(k) !== v) add.push(elemText(k, v));
+    out.push(...elementLines("delete", set, del), ...elementLines("add", set, add));
+  }
+  for (const name of a.chains.keys()) if (!b.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
+  return lines(out);
+}
+
+/**
+ * The policy of an adopted table whose content is not known replaced by `next`, in one
+ * transaction (no moment where the sets are empty, which would allow everything): every policy
+ * set and map flushed, the identity chains among `chainsInKernel` that `next` does not use
+ * deleted (the others flushed and refilled), then next's chains and elements.
+ */
+export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKernel: string[]): string {
+  const b = policyContent(next, marks);
+  const have = new Set(chainsInKernel.filter((n) => IDENTITY_CHAIN.test(n)));
+  const out: string[] = Object.entries(policyDeclarations()).map(([s, decl]) => `flush ${decl.split(" ")[0]} inet ${TABLE} ${s}`);
+  for (const [name, rule] of b.chains) {
+    if (have.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `add rule inet ${TABLE} ${name} ${rule}`);
+    else out.push(...addChain(name, rule));
+  }
+  for (const name of have) if (!b.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
+  out.push(...addAll({ chains: new Map(), elements: b.elements }).elements);
+  return lines(out);
+}

@@ -1,0 +1,91 @@
+// The agent's policy compiler against the whole compile: after any sequence of changes, the
+// tables it holds are those the reference compile makes of the same state with the ids of the
+// tables before, whether it compiled or moved addresses between identities (a label change).
+import { describe, expect, test } from "bun:test";
+import { rng } from "../generate.ts";
+import { PolicyCompiler } from "./incremental.ts";
+import { compilePolicy } from "./reference.ts";
+import type { NamespaceInfo, Policy, PodInfo, PolicyOptions, PolicyTables, Selector } from "./types.ts";
+
+const OPTS: PolicyOptions = { nodeName: "n1", podCIDRs: ["10.244.1.0/24"], maxIdentity: 32767 };
+const sel = (k: string, ...values: string[]): Selector => ({ requirements: [{ key: k, operator: "In", values: [...values].sort() }] });
+
+function world(seed: number) {
+  const r = rng(seed);
+  const pick = <T>(xs: T[]) => xs[Math.floor(r() * xs.length)]!;
+  const namespaces: NamespaceInfo[] = ["a", "b"].map((name) => ({ name, labels: { "kubernetes.io/metadata.name": name, team: pick(["x", "y"]) }, isolation: r() < 0.2 }));
+  const pods: PodInfo[] = [];
+  for (let i = 0; i < 24; i++) {
+    const node = i % 3 === 0 ? "n2" : "n1";
+    const labels: Record<string, string> = { app: pick(["web", "db", "cache"]) };
+    if (r() < 0.5) labels.tier = pick(["front", "back"]);
+    if (r() < 0.15) labels["skein.io/app"] = pick(["shop", "blog"]);
+    pods.push({ namespace: pick(["a", "b"]), name: `p${i}`, nodeName: node, ips: [`10.244.${node === "n1" ? 1 : 2}.${10 + i}`], labels, ports: r() < 0.5 ? [{ name: "http", protocol: "TCP", port: 8080 + (i % 2) }] : [] });
+  }
+  const policies: Policy[] = [];
+  for (let i = 0; i < 5; i++) {
+    const ns = pick(["a", "b"]);
+    policies.push({
+      namespace: ns,
+      name: `pol${i}`,
+      podSelector: r() < 0.2 ? { requirements: [] } : sel("app", pick(["web", "db", "cache"])),
+      ingress: r() < 0.8 ? [{ peers: [{ kind: "pods", pods: sel("app", pick(["web", "db"])), ...(r() < 0.4 ? { namespaces: { requirements: [] } } : {}) }], ports: r() < 0.5 ? [{ protocol: "TCP", port: pick<number | string>([80, "http"]) }] : [] }] : null,
+      egress: r() < 0.4 ? [{ peers: r() < 0.5 ? [{ kind: "cidr", cidr: "10.244.0.0/16", except: ["10.244.2.0/24"] }] : [], ports: [] }] : null,
+    });
+  }
+  return { r, pick, namespaces, pods, policies };
+}
+
+const full = (pc: PolicyCompiler, before: PolicyTables | undefined) => compilePolicy(pc.state(), OPTS, new Map((before?.identities ?? []).map((i) => [i.key, i.id])));
+
+describe("the agent's policy compiler", () => {
+  test("label changes: moved or compiled, always the tables the whole compile makes", () => {
+    let moved = 0;
+    let compiled = 0;
+    for (let seed = 1; seed <= 40; seed++) {
+      const w = world(seed);
+      const pc = new PolicyCompiler(OPTS, compilePolicy);
+      for (const n of w.namespaces) pc.setNamespace(n);
+      for (const p of w.pods) pc.setPod(p);
+      for (const p of w.policies) pc.setPolicy(p);
+      let before = pc.compile()!.after;
+      for (let step = 0; step < 12; step++) {
+        // one to three pods relabelled, mostly to labels other pods have
+        for (let k = 0; k < 1 + Math.floor(w.r() * 3); k++) {
+          const p = w.pick(w.pods);
+          const labels = w.r() < 0.8 ? { ...w.pick(w.pods).labels } : { app: "new", v: String(step) };
+          const next = { ...p, labels };
+          w.pods[w.pods.indexOf(p)] = next;
+          pc.setPod(next);
+        }
+        const change = pc.compile();
+        const want = full(pc, before);
+        const got = change?.after ?? before;
+        try {
+          expect(got).toEqual(want);
+        } catch (e) {
+          throw new Error(`seed ${seed} step ${step} (${pc.lastKind}): ${(e as Error).message}`);
+        }
+        if (change) pc.lastKind === "moved" ? moved++ : compiled++;
+        before = got;
+      }
+    }
+    // both paths were taken, or the test would show nothing of one of them
+    expect(moved).toBeGreaterThan(20);
+    expect(compiled).toBeGreaterThan(20);
+  });
+
+  test("anything but a label change compiles everything", () => {
+    const w = world(7);
+    const pc = new PolicyCompiler(OPTS, compilePolicy);
+    for (const p of w.pods) pc.setPod(p);
+    pc.compile();
+    pc.setPod({ ...w.pods[0]!, ips: ["10.244.1.200"] });
+    pc.compile();
+    expect(pc.lastKind).toBe("full");
+    pc.setPolicy(w.policies[0]!);
+    pc.compile();
+    expect(pc.lastKind).toBe("full");
+    expect(pc.compile()).toBeUndefined();
+  });
+});

@@ -1,0 +1,74 @@
+// What the policy datapath (POLICY.md "The datapath") decides for the first packet of a new
+// connection forwarded on the node whose tables these are: the same lookups the nft chains
+// make, in the same order, over the same PolicyTables. For tests (equivalence with the
+// oracle) and for explaining a decision (`skein trace`).
+import { addressBytes, type Family } from "../address.ts";
+import { BLOCKED, IP_PROTOCOL, VIA_SERVICE, WORLD, type AllowElement, type PolicyTables } from "./types.ts";
+import type { Protocol } from "../state.ts";
+
+export interface Connection {
+  src: string;
+  dst: string;
+  /** a protocol name or an IP protocol number */
+  proto: Protocol | number;
+  /** destination port (0 for protocols without ports) */
+  port: number;
+  /** the connection was DNAT-ed by the service datapath (reached dst through a Service) */
+  viaService?: boolean;
+  /** a pod reaching itself through a Service (the hairpin set) */
+  hairpin?: boolean;
+}
+
+function value(bytes: number[]): bigint {
+  let v = 0n;
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
+  return v;
+}
+
+/** The identity of an address: a pod's (the pods map is looked up first), else the range
+ * holding it, else WORLD. */
+export function identityOf(tables: PolicyTables, ip: string): number {
+  const pod = tables.pods.find((p) => p.ip === ip);
+  if (pod) return pod.id;
+  const bytes = addressBytes(ip);
+  const family: Family = bytes.length === 4 ? 4 : 6;
+  const v = value(bytes);
+  for (const r of tables.ranges) {
+    if (r.family === family && value(addressBytes(r.first)) <= v && v <= value(addressBytes(r.last))) return r.id;
+  }
+  return WORLD;
+}
+
+function allows(set: AllowElement[], src: number, dst: number, proto: number, port: number): AllowElement | undefined {
+  return set.find((e) => e.src <= src && src <= e.srcLast && e.dst <= dst && dst <= e.dstLast && e.proto <= proto && proto <= e.protoLast && e.port <= port && port <= e.portLast);
+}
+
+function describe(tables: PolicyTables, id: number): string {
+  if (id === WORLD) return "WORLD";
+  if (id === VIA_SERVICE) return "VIA_SERVICE";
+  if (id === BLOCKED) return "BLOCKED";
+  const i = tables.identities.find((x) => x.id === id);
+  return i ? `${id} (${i.name})` : String(id);
+}
+
+export function verdict(tables: PolicyTables, c: Connection): { allowed: boolean; why: string } {
+  if (c.src === c.dst && !c.viaService) return { allowed: true, why: "a pod reaching its own address is not forwarded" };
+  if (c.viaService && (c.hairpin || c.src === c.dst)) return { allowed: true, why: "a pod reaching itself through a Service (hairpin) is allowed" };
+  const proto = typeof c.proto === "number" ? c.proto : IP_PROTOCOL[c.proto];
+  const src = identityOf(tables, c.src);
+  const dst = identityOf(tables, c.dst);
+  const what = `${describe(tables, src)} → ${describe(tables, dst)} proto ${proto} port ${c.port}`;
+  const why: string[] = [];
+  if (tables.isolatedEgress.includes(src)) {
+    const e = allows(tables.allowEgress, src, dst, proto, c.port);
+    if (!e) return { allowed: false, why: `${what}: egress of the source is isolated and nothing allows it` };
+    why.push(`egress allowed by ${e.policies.join(", ")}`);
+  }
+  if (tables.isolatedIngress.includes(dst)) {
+    let e = allows(tables.allowIngress, src, dst, proto, c.port);
+    if (!e && c.viaService) e = allows(tables.allowIngress, VIA_SERVICE, dst, proto, c.port);
+    if (!e) return { allowed: false, why: `${what}: ingress of the destination is isolated and nothing allows it` };
+    why.push(`ingress allowed by ${e.policies.join(", ")}${e.src <= VIA_SERVICE && VIA_SERVICE <= e.srcLast && !(e.src <= src && src <= e.srcLast) ? " (through a Service)" : ""}`);
+  }
+  return { allowed: true, why: `${what}: ${why.length ? why.join("; ") : "neither end isolated here"}` };
+}
