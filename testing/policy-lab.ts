@@ -612,13 +612,9 @@ export class AgentApplier implements Applier {
   async apply(s: Scene): Promise<void> {
     const api = this.cluster.api;
     const want = new Map(objects(this.fx(), s).map((o) => [pathOf(o), o]));
-    // deletions first (an EndpointSlice before its Service), then the rest in the scene's order
-    for (const [path, o] of [...this.now].reverse()) {
-      if (want.has(path)) continue;
-      await api.delete(path);
-      this.now.delete(path);
-      void o;
-    }
+    // creations and changes before deletions: one watch delivers a kind's events in order, so
+    // once the datapath shows an object gone, the objects of its kind created before are in too
+    // (a scene whose table is the one before can still be told from it, see PolicyLab.scene)
     for (const [path, o] of want) {
       const cur = this.now.get(path);
       if (cur && content(cur) === content(o)) continue;
@@ -630,6 +626,11 @@ export class AgentApplier implements Applier {
         await api.create(collection(o), o);
       }
       this.now.set(path, o);
+    }
+    for (const path of [...this.now.keys()].reverse()) {
+      if (want.has(path)) continue;
+      await api.delete(path);
+      this.now.delete(path);
     }
   }
 }
