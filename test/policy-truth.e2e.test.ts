@@ -360,12 +360,12 @@ const CASES: Case[] = [
 /** Runs a case's steps in order, each checked against the oracle; returns the log line. */
 async function runCase(pl: PolicyLab, c: Case): Promise<string> {
   const t0 = performance.now();
-  const rounds: number[] = [];
+  const rounds: string[] = [];
   for (const [i, s] of c.steps.entries()) {
     await pl.scene(s.scene(pl.fx), `${c.name}${c.steps.length > 1 ? ` — step ${i + 1}: ${s.what}` : ""}`);
-    rounds.push(pl.last.rounds);
+    rounds.push(pl.last.rounds.join(" "));
   }
-  return `${(performance.now() - t0).toFixed(0).padStart(5)} ms, rounds ${rounds.join("+")}: ${c.name}`;
+  return `${(performance.now() - t0).toFixed(0).padStart(5)} ms: ${c.name} [cells off per round, unreached/reached: ${rounds.join(" + ")}]`;
 }
 
 const log: string[] = [];

@@ -393,8 +393,9 @@ export const CONFIRM_MS = 2000;
 
 export class PolicyLab {
   readonly probers = new Map<string, ProberClient>();
-  /** probe rounds and time of the last check(), for the log */
-  last = { rounds: 0, ms: 0 };
+  /** the last check(), for the log: its time, and per probe round the cells that disagreed
+   * (expected reached and not / expected not reached and reached) */
+  last = { ms: 0, rounds: [] as string[] };
   /** the truth table the datapath was last seen to enforce */
   private inForce: string | undefined;
 
@@ -443,12 +444,12 @@ export class PolicyLab {
   async check(cells: Cell[], what: string, deadlineMs: number): Promise<void> {
     const t0 = performance.now();
     const deadline = Date.now() + deadlineMs;
-    let rounds = 0;
+    const rounds: string[] = [];
     for (;;) {
-      rounds++;
       const got = await this.observe(cells);
       const bad = cells.map((_, i) => i).filter((i) => !agrees(cells[i]!, got.get(i)!));
       const slow = bad.filter((i) => cells[i]!.expect && !got.get(i)!.ok);
+      rounds.push(`${slow.length}/${bad.length - slow.length}`);
       const late = Date.now() > deadline;
       if (slow.length && (slow.length === bad.length || late)) {
         for (const [i, o] of await this.observe(cells, CONFIRM_MS, slow)) got.set(i, o);
@@ -459,7 +460,7 @@ export class PolicyLab {
         return;
       }
       if (late) {
-        throw new Error(`${what}: the datapath disagrees with the oracle after ${rounds} probe rounds in ${(performance.now() - t0).toFixed(0)} ms (${cells.filter((c, i) => !agrees(c, all[i]!)).length} of ${cells.length} probes):\n${formatDiff(cells, all)}`);
+        throw new Error(`${what}: the datapath disagrees with the oracle after ${rounds.length} probe rounds in ${(performance.now() - t0).toFixed(0)} ms (${cells.filter((c, i) => !agrees(c, all[i]!)).length} of ${cells.length} probes):\n${formatDiff(cells, all)}`);
       }
     }
   }
@@ -528,7 +529,7 @@ function offlineNodes(fx: Fixture): K8sObject[] {
   return fx.hosts.map((h, i) => ({ apiVersion: "v1", kind: "Node", metadata: { name: h.name }, spec: { podCIDR: `10.244.${i + 1}.0/24`, podCIDRs: [`10.244.${i + 1}.0/24`] }, status: { addresses: [{ type: "InternalIP", address: h.ip }] } }));
 }
 
-/** Writes the scene as a state file, and loads `skein tables --state FILE --node-name NODE --nft` with `nft -f` in each node, replacing what was there. */
+/** Writes the scene as a state file, and loads `skein tables --state FILE --node-name NODE --nft` with `nft -f` in each node. */
 export class OfflineApplier implements Applier {
   readonly kind = "offline";
   private n = 0;
@@ -548,8 +549,8 @@ export class OfflineApplier implements Applier {
       LAB_NODES.map(async (node) => {
         const r = await runAsync([this.skein, "tables", "--state", file, "--node-name", node, "--nft"], { allowFail: true });
         if (r.exitCode !== 0) throw new Error(`skein tables --state ${file} --node-name ${node} --nft exited ${r.exitCode}: ${r.stderr.trim()}`);
-        // the table is replaced whole: a scene never inherits the previous one's elements
-        await this.lab.exec(node, ["nft", "-f", "-"], { stdin: `table inet skein {}\ndelete table inet skein\n${r.stdout}` });
+        // loaded alone, as issue 15 point 7 says: the transaction replaces whatever table was there
+        await this.lab.exec(node, ["nft", "-f", "-"], { stdin: r.stdout });
       }),
     );
   }
