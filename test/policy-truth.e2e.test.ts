@@ -14,7 +14,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { buildUnderlay, startCluster, type Cluster } from "../testing/multinode.ts";
 import type { NetworkPolicy } from "../testing/policy-oracle.ts";
 import { AgentApplier, agentFixture, APP_LABEL, CONFIRM_MS, expected, fixture, layout, OfflineApplier, PolicyLab, policy, wireOffline, type Fixture, type LabService, type Scene } from "../testing/policy-lab.ts";
-import { builtSkein, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { builtSkein, useLab, useTempDir } from "./harness/index.ts";
 
 type Labels = Record<string, string>;
 const labels = (l: Labels) => ({ matchLabels: l });
@@ -24,10 +24,8 @@ const denyIngress = (n: string, name = "deny-ingress", podSelector = {}): Networ
 const denyEgress = (n: string, name = "deny-egress", podSelector = {}): NetworkPolicy => policy(n, name, { podSelector, policyTypes: ["Egress"] });
 /** the /24 the nodes' hosts sit in */
 const underlay = (fx: Fixture) => fx.hosts[0]!.ip.replace(/\.\d+$/, ".0/24");
-const svc = (fx: Fixture, namespace: string, name: string, backend: string, last: number): LabService => {
-  void fx;
-  return { namespace, name, clusterIP: `10.96.0.${last}`, port: 80, targetPort: 81, backend, protocols: ["TCP", "UDP"] };
-};
+/** a Service of one backend, port 80 to target port 81 (policy sees 81), TCP and UDP, ClusterIP 10.96.0.<last> */
+const svc = (namespace: string, name: string, backend: string, last: number): LabService => ({ namespace, name, clusterIP: `10.96.0.${last}`, port: 80, targetPort: 81, backend, protocols: ["TCP", "UDP"] });
 
 interface Case {
   name: string;
@@ -301,16 +299,16 @@ const CASES: Case[] = [
     name: "egress to a ClusterIP is judged on the backend and its target port",
     covers: ["egress to a ClusterIP", "port number"],
     offline: true,
-    steps: one((fx) => ({
-      services: [svc(fx, "y", "web", "y/a", 10), svc(fx, "y", "other", "y/b", 11)],
+    steps: one(() => ({
+      services: [svc("y", "web", "y/a", 10), svc("y", "other", "y/b", 11)],
       policies: [policy("x", "out-y-a-81", { podSelector: {}, policyTypes: ["Egress"], egress: [{ to: [{ namespaceSelector: ns("y"), podSelector: pod("a") }], ports: [{ port: 81 }, { protocol: "UDP", port: 81 }] }] })],
     })),
   },
   {
     name: "ingress through a ClusterIP is judged at the backend on its target port",
     covers: ["ClusterIP ingress", "port number"],
-    steps: one((fx) => ({
-      services: [svc(fx, "z", "web", "z/b", 12)],
+    steps: one(() => ({
+      services: [svc("z", "web", "z/b", 12)],
       policies: [policy("z", "b-from-y-81", { podSelector: pod("b"), ingress: [{ from: [{ namespaceSelector: ns("y") }], ports: [{ port: 81 }] }] })],
     })),
   },
@@ -323,7 +321,7 @@ const CASES: Case[] = [
     name: "namespace isolation: a Service of an isolated namespace is reachable from outside it",
     covers: ["namespace isolation", "Service of an isolated namespace", "egress policy still applies"],
     offline: true,
-    steps: one((fx) => ({ isolated: ["y"], services: [svc(fx, "y", "web", "y/c", 13)], policies: [denyEgress("z", "z-out", pod("a"))] })),
+    steps: one(() => ({ isolated: ["y"], services: [svc("y", "web", "y/c", 13)], policies: [denyEgress("z", "z-out", pod("a"))] })),
   },
   {
     name: "app isolation: pods of one app admit only that app's pods of their namespace",
@@ -333,7 +331,7 @@ const CASES: Case[] = [
   {
     name: "app isolation: a Service of an app is reachable from other apps and namespaces",
     covers: ["app isolation", "Service of an isolated app"],
-    steps: one((fx) => ({ podLabels: { "z/a": { [APP_LABEL]: "web" }, "z/b": { [APP_LABEL]: "db" } }, services: [svc(fx, "z", "web", "z/a", 14)] })),
+    steps: one(() => ({ podLabels: { "z/a": { [APP_LABEL]: "web" }, "z/b": { [APP_LABEL]: "db" } }, services: [svc("z", "web", "z/a", 14)] })),
   },
   {
     name: "namespace and app isolation in one namespace",
@@ -379,13 +377,15 @@ test("at least 40 cases, covering every feature of issue 15 point 1 and the isol
   }
 });
 
-test("the oracle gives every step a table, and every case but the open ones denies something", () => {
-  // the lab's layout with made-up addresses in the nodes' pod CIDRs: the tables of the runs below
-  // differ only in the addresses
-  const fx = fixture(
+/** The lab's layout with made-up addresses in the nodes' pod CIDRs: the tables of the runs below differ only in the addresses. */
+const madeUp = () =>
+  fixture(
     layout().map((p, i) => ({ ...p, ip: `10.244.${p.node === "n1" ? 1 : 2}.${10 + i}` })),
     ["n1", "n2"].map((name, i) => ({ name, ip: `192.168.77.${i + 1}` })),
   );
+
+test("the oracle gives every step a table, and every case but the open ones denies something", () => {
+  const fx = madeUp();
   const open = new Set(["no policy: everything reaches everything", "an empty ingress rule admits everything: deny and allow-all add up to open", "an empty egress rule admits everything: deny and allow-all egress add up to open"]);
   for (const c of CASES) {
     const tables = c.steps.map((s) => expected(fx, s.scene(fx)));
@@ -393,6 +393,19 @@ test("the oracle gives every step a table, and every case but the open ones deni
     const denies = tables.some((t) => t.some((x) => !x.expect));
     expect([c.name, denies]).toEqual([c.name, !open.has(c.name)]);
   }
+});
+
+test("the Service cases' expectation says what issue 15 asks: reachable through the Service, not directly", () => {
+  // asserted on the oracle-derived table itself, so that the runs below check this very property
+  const fx = madeUp();
+  const s: Scene = { isolated: ["y"], services: [svc("y", "web", "y/c", 13)] };
+  const cells = expected(fx, s);
+  const at = (from: string, to: string, port: number) => cells.find((x) => x.proto === "TCP" && x.from === from && x.to === to && x.port === port)!;
+  for (const from of ["x/a", "z/b", "host n1"]) {
+    expect([from, at(from, "svc y/web", 80).expect]).toEqual([from, true]);
+    expect([from, at(from, "y/c", 81).expect]).toEqual([from, from === "host n1" && fx.pod("y/c").node === "n1"]);
+  }
+  expect(at("y/a", "y/c", 81).expect).toBe(true);
 });
 
 describe("offline: skein tables --state FILE --node-name NODE --nft, loaded with nft -f", () => {
@@ -485,19 +498,5 @@ describe("through the API server and an agent per node", () => {
     for (const [p, f] of [[xb, "tcp80"], [xb, "udp81"], [yc, "tcp81"], [yc, "late"]] as const) await p.request({ op: "close", flow: f } as never);
   }, 60_000);
 
-  test("the Service cases' expectation says what issue 15 asks: reachable through the Service, not directly", () => {
-    // asserted on the oracle-derived table itself, so that the agent and offline runs above
-    // checked this very property
-    const fx = pl.fx;
-    const s: Scene = { isolated: ["y"], services: [svc(fx, "y", "web", "y/c", 13)] };
-    const cells = expected(fx, s);
-    const at = (from: string, to: string, port: number) => cells.find((x) => x.proto === "TCP" && x.from === from && x.to === to && x.port === port)!;
-    for (const from of ["x/a", "z/b", "host n1"]) {
-      expect([from, at(from, "svc y/web", 80).expect]).toEqual([from, true]);
-      expect([from, at(from, "y/c", 81).expect]).toEqual([from, from === "host n1" && fx.pod("y/c").node === "n1"]);
-    }
-    expect(at("y/a", "y/c", 81).expect).toBe(true);
-  });
 });
 
-void waitFor;
