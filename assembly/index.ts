@@ -5,10 +5,11 @@
 // compiler/reference/compile.ts defines what compileUnits must compute, and the tests hold
 // the two equal.
 //
-// ABI 4: compileUnits, the whole per-service compile (frontends, backend selection, key
-// order, ring sizes, Maglev rings). Word layouts are in compiler/pack.ts.
+// ABI 5: compileUnits, the whole per-service compile (frontends, backend selection, key
+// order, ring sizes, Maglev rings; word layouts in compiler/pack.ts), and the NetworkPolicy
+// compile's policyAddresses and policyRules (assembly/policy.ts, compiler/policy/pack.ts).
 
-export const ABI_VERSION: i32 = 4;
+export const ABI_VERSION: i32 = 5;
 
 export function abiVersion(): i32 {
   return ABI_VERSION;
@@ -417,3 +418,5 @@ function unit(): void {
   store<u32>(header, nT, 4);
   store<u32>(header, nPorts, 8);
 }
+
+export { policyAddresses, policyRules } from "./policy";

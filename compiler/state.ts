@@ -202,9 +202,9 @@ export function parseEndpointSlice(o: Obj): EndpointSlice | undefined {
   return { namespace: m.namespace, name: m.name, service, family, ports, endpoints };
 }
 
-/** Kubernetes objects (any order, any kinds) to a ClusterState, with one error per bad object. */
-export function clusterStateFrom(objects: unknown[]): { state: ClusterState; errors: string[] } {
-  const state: ClusterState = { services: [], slices: [] };
+/** Hands each Kubernetes object to `read`; what is no object, or what `read` refuses with an
+ * ObjectError, is one error each, and the others are still read. */
+export function readObjects(objects: unknown[], read: (o: Obj) => void): string[] {
   const errors: string[] = [];
   for (const [i, o] of objects.entries()) {
     if (!isObj(o)) {
@@ -212,18 +212,27 @@ export function clusterStateFrom(objects: unknown[]): { state: ClusterState; err
       continue;
     }
     try {
-      if (o.kind === "Service") {
-        const s = parseService(o);
-        if (s) state.services.push(s);
-      } else if (o.kind === "EndpointSlice") {
-        const s = parseEndpointSlice(o);
-        if (s) state.slices.push(s);
-      }
+      read(o);
     } catch (e) {
       if (e instanceof ObjectError) errors.push(e.message);
       else throw e;
     }
   }
+  return errors;
+}
+
+/** Kubernetes objects (any order, any kinds) to a ClusterState, with one error per bad object. */
+export function clusterStateFrom(objects: unknown[]): { state: ClusterState; errors: string[] } {
+  const state: ClusterState = { services: [], slices: [] };
+  const errors = readObjects(objects, (o) => {
+    if (o.kind === "Service") {
+      const s = parseService(o);
+      if (s) state.services.push(s);
+    } else if (o.kind === "EndpointSlice") {
+      const s = parseEndpointSlice(o);
+      if (s) state.slices.push(s);
+    }
+  });
   const known = new Set(state.services.map((s) => `${s.namespace}/${s.name}`));
   state.slices = state.slices.filter((s) => {
     if (known.has(`${s.namespace}/${s.service}`)) return true;

@@ -9,13 +9,16 @@ import type { EndpointSlice, Service } from "./state.ts";
 import { KINDS, Names, packNodeIPs, packService, packSlice, type PackedService } from "./pack.ts";
 import { KEY_BYTES } from "./keys.ts";
 
-export const EXPECTED_ABI = 4;
+export const EXPECTED_ABI = 5;
 
 export interface CompilerExports {
   memory: WebAssembly.Memory;
   abiVersion(): number;
   reserve(bytes: number): number;
   compileUnits(nUnits: number, input: number, scratch: number, maxAddrs: number, output: number): number;
+  /** assembly/policy.ts: each returns where its output starts */
+  policyAddresses(input: number, words: number): number;
+  policyRules(input: number, words: number): number;
 }
 
 export async function loadCompiler(path: string = wasmPath): Promise<CompilerExports> {

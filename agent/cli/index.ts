@@ -39,6 +39,7 @@ interface AgentFlags {
   flushUdp: boolean;
   masquerade: boolean;
   verifyInterval: number;
+  policyLogInterval: number;
   logLevel: string;
   markMask: number;
   ctMarkMask: number;
@@ -193,6 +194,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--no-flush-udp", "do not delete conntrack entries of UDP flows whose backend left")
     .option("--no-masquerade", "do not keep the CNI plugin's masquerade table (inet skein_cni) in place (for a conflist with masquerade: false)")
     .addOption(new Option("--verify-interval <s>", "how often the kernel's tables are compared with the agent's when nothing was heard (seconds; 0: never)").default(60).argParser(whole(0, 86_400)))
+    .addOption(new Option("--policy-log-interval <s>", "how often packets dropped by NetworkPolicy are logged, one line per policy (seconds; 0: never)").default(10).argParser(whole(0, 86_400)))
     .addOption(new Option("--log-level <level>", "log level").choices(["debug", "info", "warn", "error"]).default("info"))
     // the pod network between the nodes
     .option("--no-overlay", "do not build the pod network between the nodes (routes, VXLAN): this node's pods reach only its own")
@@ -229,6 +231,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         flushUdp: o.flushUdp,
         masquerade: o.masquerade,
         verifyMs: o.verifyInterval * 1000,
+        policyReportMs: o.policyLogInterval * 1000,
         logLevel: o.logLevel,
         marks: { mark: o.markMask, ctMark: o.ctMarkMask },
         network: await networkOptions(o),

@@ -13,7 +13,7 @@ import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
-import { renderPolicyDelta } from "../datapath/policy-text.ts";
+import { IDENTITY_CHAIN, renderPolicyDelta } from "../datapath/policy-text.ts";
 import { planDelta, renderPlan } from "../datapath/plan.ts";
 import { DEFAULT_MARKS, type Marks } from "../datapath/marks.ts";
 import { inCidrs } from "../../compiler/keys.ts";
@@ -141,7 +141,8 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
         if (!found.ok) throw new Error(`--since: the table in this network namespace is not one to apply a delta to: ${found.why}`);
         const bank = found.model.bank;
         const size = (fam: 4 | 6) => listing.ringMapSizes?.get(ringMap(fam, bank)) ?? 0;
-        dp.assume(before, { bank, capacity: { 4: size(4), 6: size(6) } });
+        const policyChains = listing.terse.flatMap((x) => (x.chain && IDENTITY_CHAIN.test(x.chain.name) ? [x.chain.name as string] : []));
+        dp.assume(before, { bank, capacity: { 4: size(4), 6: size(6) }, policyChains });
       }
       const r = dp.sync(tables);
       // a table that existed takes the policy as a replace of its policy part

@@ -177,3 +177,42 @@ test("drift(): nothing to compare before a table is in force; then the kernel's 
   dp.sync(compile(state(["10.244.0.2"]), opts));
   expect(dp.drift(undefined)).toEqual(["table inet skein is missing"]);
 });
+
+test("policy: with the skeleton of a new table, then deltas at once; a refused one is replaced whole next, chains of what the kernel kept included; a rewrite replaces a known one", async () => {
+  const { policyTables } = await import("./policy.case.ts");
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  const p1 = policyTables();
+  // no table yet: it waits for the first sync, whose skeleton carries it
+  expect(dp.policy(p1).kind).toBe("none");
+  expect(rec.log).toEqual([]);
+  dp.sync(compile(state(["10.244.0.2"]), opts));
+  expect(rec.log[0]).toContain("delete table inet skein");
+  expect(rec.log[0]).toContain("add element inet skein pol_allow_in");
+  expect(dp.policyInForce()).toBe(p1);
+  rec.log = [];
+  // a pod moved to another identity (d became like b): a delta, no flush
+  const p2 = policyTables(true);
+  expect(dp.policy(p2).kind).toBe("delta");
+  expect(rec.log.length).toBe(1);
+  expect(rec.log[0]).not.toMatch(/flush (set|map)/);
+  expect(rec.log[0]).toContain("delete element inet skein pol_spod4 { 10.244.0.5 }");
+  rec.log = [];
+  // refused: the kernel keeps p2; the next load replaces it whole, dropping p2's chains it no longer uses
+  rec.failNext = true;
+  expect(() => dp.policy(p1)).toThrow("injected");
+  expect(dp.policyInForce()).toBeUndefined();
+  const p3 = { ...p2, pods: p2.pods.filter((p) => p.id !== 5) };
+  dp.policy(p3);
+  expect(rec.log[0]).toContain("flush set inet skein pol_allow_in");
+  expect(rec.log[0]).toContain("delete chain inet skein pols_5");
+  expect(dp.policyInForce()).toBe(p3);
+  rec.log = [];
+  // a rewrite replaces what is known too
+  dp.policy(p3, true, true);
+  expect(rec.log[0]).toContain("flush map inet skein pol_spod4");
+  // and the same tables again without one: nothing
+  rec.log = [];
+  expect(dp.policy(p3).kind).toBe("none");
+  expect(rec.log).toEqual([]);
+});

@@ -106,7 +106,10 @@ export class Datapath {
   /** The kernel holds `tables` (loaded by an earlier sync of the same shape); take it as the
    * base, in the bank and with the ring map sizes the kernel lists when given (a delta or a
    * bank switch may have left bank 1 live, or maps sized for other tables). */
-  assume(tables: Tables, kernel?: { bank: number; capacity: Capacity }): void {
+  assume(tables: Tables, kernel?: { bank: number; capacity: Capacity; policyChains?: string[] }): void {
+    // the policy the kernel holds is not known: the next policy() replaces it whole
+    this.policyCurrent = undefined;
+    this.policyChains = [...(kernel?.policyChains ?? [])];
     this.current = model(tables, kernel?.bank ?? 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = kernel?.capacity ?? ringCapacity(this.slots);
@@ -117,12 +120,17 @@ export class Datapath {
    * transaction: the delta from those in force, or, when what the kernel holds is not known,
    * a replace of every policy set and identity chain (nothing is open in between either way).
    * With no table yet (or `now` false: the next sync makes the table new) they wait for the
-   * sync, which loads them with the skeleton.
+   * sync, which loads them with the skeleton. `rewrite`: replaced whole even when known.
    */
-  policy(next: PolicyTables, now = true): SyncResult {
+  policy(next: PolicyTables, now = true, rewrite = false): SyncResult {
     const t0 = performance.now();
     this.policyNext = next;
     if (!this.current || !now) return { kind: "none", lines: 0, ringOps: 0, ms: 0 };
+    if (rewrite && this.policyCurrent) {
+      // what the kernel holds may not be what was loaded (a change went unheard): written anew
+      this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
+      this.policyCurrent = undefined;
+    }
     const text = this.policyText(next);
     if (text) this.runPolicy(text, next);
     return { kind: text ? "delta" : "none", lines: lines(text), ringOps: 0, ms: performance.now() - t0 };

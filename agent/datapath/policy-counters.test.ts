@@ -7,13 +7,13 @@ import { DEFAULT_MARKS } from "./marks.ts";
 import { BLOCKED_POLICY, countersByPolicy, decodeAllowKey, type AllowReading, type PolicyReadings } from "./policy-counters.ts";
 import { policyTables } from "./policy.case.ts";
 
-/** A key of pol_allow_* as the kernel holds it: marks in host order, protocol and port each in a 4-byte slot. */
+/** A key of pol_allow_* as the kernel holds it (nft --debug=netlink shows the same words):
+ * marks in network order, protocol and port each in a 4-byte slot. */
 function key(src: number, dst: number, proto: number, port: number): Uint8Array {
   const b = new Uint8Array(16);
   const v = new DataView(b.buffer);
-  const le = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-  v.setUint32(0, src, le);
-  v.setUint32(4, dst, le);
+  v.setUint32(0, src, false);
+  v.setUint32(4, dst, false);
   b[8] = proto;
   v.setUint16(12, port, false);
   return b;

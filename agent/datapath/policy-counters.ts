@@ -45,11 +45,13 @@ export interface PolicyCounts {
   droppedBytes: number;
 }
 
-// marks are registers in host order: so are their bytes in a set's keys
+// marks are registers in host order, and so are they in a set of marks; in a set of
+// concatenations with intervals nft turns them to network order (its ranges compare bytes)
 const LE = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
-const u32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, LE);
+const u32 = (b: Uint8Array, at: number, little = LE) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, little);
 
-/** An allow set's element key (mark . mark . inet_proto . inet_service, each in 4 bytes). */
+/** An allow set's element key (mark . mark . inet_proto . inet_service, each in 4 bytes, in
+ * network order). */
 export function decodeAllowKey(key: Uint8Array, end: Uint8Array | undefined, marks: Marks): Omit<AllowReading, "packets" | "bytes"> | undefined {
   const last = end ?? key;
   if (key.length !== 16 || last.length !== 16) return undefined;
@@ -59,10 +61,10 @@ export function decodeAllowKey(key: Uint8Array, end: Uint8Array | undefined, mar
   const I = identityBits(marks);
   const port = (b: Uint8Array) => (b[12]! << 8) | b[13]!;
   return {
-    src: (u32(key, 0) & R) >>> sR,
-    srcLast: (u32(last, 0) & R) >>> sR,
-    dst: (u32(key, 4) & I) >>> sI,
-    dstLast: (u32(last, 4) & I) >>> sI,
+    src: (u32(key, 0, false) & R) >>> sR,
+    srcLast: (u32(last, 0, false) & R) >>> sR,
+    dst: (u32(key, 4, false) & I) >>> sI,
+    dstLast: (u32(last, 4, false) & I) >>> sI,
     proto: key[8]!,
     protoLast: last[8]!,
     port: port(key),

@@ -22,6 +22,7 @@ afterAll(async () => {
 });
 
 import type { PolicyTables } from "../../compiler/policy/types.ts";
+import type { PolicyReadings } from "../datapath/policy-counters.ts";
 
 class FakeDatapath {
   calls: Array<{ kind: "apply" | "sync"; services: number; frontends: number; full?: boolean; rebuild?: boolean }> = [];
@@ -35,9 +36,9 @@ class FakeDatapath {
     this.localCIDRs = c;
   }
   /** the policy tables handed over, and whether at once */
-  policies: Array<{ tables: PolicyTables; now: boolean }> = [];
-  policy(tables: PolicyTables, now = true): SyncResult {
-    this.policies.push({ tables, now });
+  policies: Array<{ tables: PolicyTables; now: boolean; rewrite: boolean }> = [];
+  policy(tables: PolicyTables, now = true, rewrite = false): SyncResult {
+    this.policies.push({ tables, now, rewrite });
     return { kind: now ? "delta" : "none", lines: 0, ringOps: 0, ms: 0 };
   }
   /** syncs to refuse from now on */
@@ -124,7 +125,7 @@ class FakeMasquerade implements MasqueradeKeeper {
 const lines: string[] = [];
 const log = pino({ level: "debug" }, { write: (s: string) => void lines.push(s) });
 
-async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace", kernel?: FakeKernel, masquerade?: FakeMasquerade) {
+async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace", kernel?: FakeKernel, masquerade?: FakeMasquerade, policyCounters?: () => PolicyReadings) {
   const server = TestApiServer.start({ tokens: ["t"] });
   servers.push(server);
   const kc = new KubeConfig();
@@ -132,7 +133,7 @@ async function setup(o: Partial<AgentOptions> = {}, found?: "adopted" | "replace
   const kube = new KubeClient(kc);
   const dp = new FakeDatapath();
   const opts: AgentOptions = { nodeName: "n1", clusterCIDRs: ["10.244.0.0/16"], serviceCIDRs: [], nodePortAddresses: [], ringFactor: 10, coalesceMs: 20, nodeFile: `${tmp}/node-${servers.length}.json`, flushUdp: false, ...o };
-  const agent = new Agent(opts, { log, datapath: dp, kube, found, kernel, masquerade });
+  const agent = new Agent(opts, { log, datapath: dp, kube, found, kernel, masquerade, policyCounters });
   agents.push(agent);
   return { server, kube, dp, agent };
 }
@@ -379,4 +380,65 @@ test("doubts whose comparison finds nothing rewrite the tables at most once a mi
   await waitFor("the new table", () => dp.calls.some((c, i) => i >= before && c.full), 2000, 10);
   expect(dp.calls.slice(before).map((c) => (c.full ? "new table" : c.rebuild ? "rewrite" : c.kind))).toEqual(["rewrite", "new table"]);
   expect(masq.forced).toBe(forced + 1);
+  // the policy too: replaced whole with the rewrite, and waiting for the new table's skeleton
+  expect(dp.policies.slice(-2).map((p) => [p.now, p.rewrite])).toEqual([[true, true], [false, false]]);
+});
+
+const NP = "/apis/networking.k8s.io/v1/namespaces/default/networkpolicies";
+/** A Pod created and given its address, as a kubelet would (the status is its subresource). */
+async function addPod(kube: KubeClient, name: string, ip: string, labels: Record<string, string>, nodeName = "n1") {
+  await kube.request("POST", "/api/v1/namespaces/default/pods", { body: { metadata: { name, labels }, spec: { nodeName, containers: [{ name: "c", image: "i" }] } } });
+  await kube.request("PATCH", `/api/v1/namespaces/default/pods/${name}/status`, { body: { status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } }, contentType: "application/merge-patch+json" });
+}
+const denyWeb = { metadata: { name: "web-from-api" }, spec: { podSelector: { matchLabels: { app: "web" } }, ingress: [{ from: [{ podSelector: { matchLabels: { app: "api" } } }], ports: [{ port: 8080 }] }] } };
+
+test("NetworkPolicy: Pods of every node, Namespaces and policies compiled and handed to the datapath; an invalid update keeps the valid version; a label change moves the address", async () => {
+  const { server, kube, dp, agent } = await setup();
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } } });
+  for (const [name, ip, app, node] of [["web", "10.244.3.5", "web", "n1"], ["api", "10.244.4.6", "api", "n2"], ["other", "10.244.4.7", "other", "n2"], ["other2", "10.244.4.8", "other", "n2"]] as const) {
+    await addPod(kube, name, ip, { app }, node);
+  }
+  await kube.request("POST", NP, { body: denyWeb });
+  await agent.start();
+  await waitFor("the policy in the datapath", () => dp.policies.at(-1)?.tables.allowIngress.length === 1);
+  const t = dp.policies.at(-1)!.tables;
+  const id = (ip: string) => t.pods.find((p) => p.ip === ip)!.id;
+  expect(t.isolatedIngress).toContain(id("10.244.3.5"));
+  expect(t.allowIngress[0]).toMatchObject({ src: id("10.244.4.6"), dst: id("10.244.3.5"), proto: 6, port: 8080, portLast: 8080, policies: ["default/web-from-api"] });
+  // the first policy goes in with the first sync's table (there was none before it)
+  expect(dp.policies[0]!.tables.allowIngress.length).toBe(1);
+  // planted past the API server's own validation: the agent refuses it and keeps the last good version
+  server.store.checkFields = false;
+  await kube.request("PATCH", `${NP}/web-from-api`, { body: { spec: { ingress: [{ from: [{ ipBlock: { cidr: "10.0.0.0/8", except: ["192.168.0.0/16"] } }] }] } }, contentType: "application/merge-patch+json" });
+  await waitFor("the rejection logged", () => lines.some((l) => l.includes("NetworkPolicy default/web-from-api") && l.includes("except")));
+  expect(dp.policies.at(-1)!.tables.allowIngress).toEqual(t.allowIngress);
+  // a label change into labels another pod has, out of labels another pod keeps: the address
+  // moves, nothing else changes
+  const n = dp.policies.length;
+  await kube.request("PATCH", "/api/v1/namespaces/default/pods/other", { body: { metadata: { labels: { app: "api" } } }, contentType: "application/merge-patch+json" });
+  await waitFor("the address moved", () => dp.policies.length > n && dp.policies.at(-1)!.tables.pods.find((p) => p.ip === "10.244.4.7")!.id === id("10.244.4.6"));
+  expect(dp.policies.at(-1)!.tables.allowIngress).toBe(t.allowIngress);
+});
+
+test("NetworkPolicy drops are logged per policy, once per period, with the packets dropped since the last", async () => {
+  let dropped = 0;
+  let tables: PolicyTables | undefined;
+  const counters = (): PolicyReadings => {
+    const web = tables?.pods.find((p) => p.ip === "10.244.3.5")?.id ?? 0;
+    return { allowIn: [], allowOut: [], dropIn: new Map([[web, { packets: dropped, bytes: dropped * 60 }]]), dropOut: new Map() };
+  };
+  const { kube, dp, agent } = await setup({ policyReportMs: 50 }, undefined, undefined, undefined, counters);
+  await kube.request("POST", "/api/v1/nodes", { body: { metadata: { name: "n1" }, spec: { podCIDRs: ["10.244.3.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.10" }] } } });
+  await addPod(kube, "web", "10.244.3.5", { app: "web" });
+  await kube.request("POST", NP, { body: denyWeb });
+  await agent.start();
+  await waitFor("the policy compiled", () => (tables = dp.policies.at(-1)?.tables) !== undefined);
+  const drops = () => lines.filter((l) => l.includes("NetworkPolicy default/web-from-api dropped"));
+  dropped = 7;
+  await waitFor("7 drops logged", () => drops().some((l) => l.includes("dropped 7 packets")));
+  dropped = 10;
+  await waitFor("3 more logged", () => drops().some((l) => l.includes("dropped 3 packets")));
+  const seen = drops().length;
+  await Bun.sleep(200); // periods pass with nothing new dropped: nothing more is logged
+  expect(drops().length).toBe(seen);
 });

@@ -21,6 +21,7 @@ import { cidrContains } from "../ipam/cidr.ts";
 import type { Listing } from "../datapath/adopt.ts";
 import type { Findings } from "../datapath/owner.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
+import { BLOCKED_POLICY, countersByPolicy, type PolicyCounts, type PolicyReadings } from "../datapath/policy-counters.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -41,6 +42,8 @@ export interface AgentOptions {
   verifyMs?: number;
   /** skein's bits of the packet and conntrack marks: how many policy identities they hold */
   marks?: Marks;
+  /** how often the policy counters are read and new drops logged, per policy (ms; 0: never) */
+  policyReportMs?: number;
 }
 
 /** The kernel side of owning the tables (datapath/owner.ts, adopt.ts): what others changed. */
@@ -90,6 +93,8 @@ export interface AgentDeps {
   masquerade?: MasqueradeKeeper;
   /** the pod network between the nodes (agent/loop/network.ts); absent: this node alone */
   network?: NodeNetwork;
+  /** the policy verdict counters in the kernel (datapath/policy-counters.ts); absent: not read */
+  policyCounters?: () => PolicyReadings;
 }
 
 /** What the agent hands the pod network between the nodes, and asks of it. */
@@ -203,6 +208,12 @@ export class Agent {
       this.kernelTimers.push(setInterval(() => void this.checkKernel(false), POLL_MS));
       if (this.o.verifyMs) this.kernelTimers.push(setInterval(() => void this.checkKernel(true), this.o.verifyMs));
       for (const t of this.kernelTimers) t.unref?.();
+    }
+    const every = this.o.policyReportMs ?? 10_000;
+    if (this.deps.policyCounters && every > 0) {
+      const t = setInterval(() => this.reportDrops(), every);
+      t.unref?.();
+      this.kernelTimers.push(t);
     }
     this.deps.network?.start();
     await this.watcher.start();
@@ -359,6 +370,36 @@ export class Agent {
     this.log.info({ nodeIPs: ips }, "NodePort addresses");
   }
 
+  /** Verdicts per policy as last read (allowed and dropped packets and bytes since the
+   * counters' elements were made). */
+  policyCounts = new Map<string, PolicyCounts>();
+
+  /**
+   * Reads the verdict counters and logs, per policy, the packets it dropped since the last
+   * read: one line per policy per period at most, however many packets, so a flood of denied
+   * traffic cannot flood the log. A counter that went down was made anew (its element was
+   * replaced): what it holds now is new.
+   */
+  private reportDrops(): void {
+    const tables = this.policy?.tables();
+    if (!tables || !this.deps.policyCounters || this.stopped) return;
+    let now: Map<string, PolicyCounts>;
+    try {
+      now = countersByPolicy(tables, this.deps.policyCounters());
+    } catch (e) {
+      this.log.warn({ err: (e as Error).message }, "cannot read the policy counters");
+      return;
+    }
+    for (const [policy, c] of now) {
+      const was = this.policyCounts.get(policy)?.droppedPackets ?? 0;
+      const dropped = c.droppedPackets >= was ? c.droppedPackets - was : c.droppedPackets;
+      if (!dropped) continue;
+      if (policy === BLOCKED_POLICY) this.log.warn({ policy, dropped, total: c.droppedPackets }, `dropped ${dropped} packets of addresses blocked until their policy is known (fail closed)`);
+      else this.log.warn({ policy, dropped, total: c.droppedPackets, allowed: c.allowedPackets }, `NetworkPolicy ${policy} dropped ${dropped} packets`);
+    }
+    this.policyCounts = now;
+  }
+
   /** Problems of the policy compile are logged when they arise and when they end. */
   private policyProblems = new Set<string>();
   private reportPolicy(_before: PolicyTables | undefined, after: PolicyTables): void {
@@ -416,13 +457,15 @@ export class Agent {
       // policy before services: with no table yet it waits for the sync below, which loads it
       // with the skeleton; with one, it goes in now as one transaction of its own
       const pc = this.policy.compile();
-      const forced = this.resync || this.replace || this.recover;
-      if (pc || forced) {
-        const tables = pc?.after ?? this.policy.tables()!;
+      // after a failure or an unheard change, what the kernel holds of the policy is not
+      // known for sure: it is replaced whole
+      const forced = this.resync || this.replace || this.recover || this.rewrite;
+      const tables = pc?.after ?? this.policy.tables();
+      if (tables && (pc || forced)) {
         // a table made new below takes the policy with its skeleton
         if (this.replace) this.deps.datapath.policy(tables, false);
         else {
-          const r = this.deps.datapath.policy(tables);
+          const r = this.deps.datapath.policy(tables, true, this.recover || this.rewrite);
           if (r.kind !== "none") this.log.info({ generation: gen, nftLines: r.lines, ms: Math.round(r.ms * 10) / 10, identities: tables.identities.length, ingress: tables.allowIngress.length, egress: tables.allowEgress.length }, "policy applied");
         }
         if (pc) this.reportPolicy(pc.before, pc.after);

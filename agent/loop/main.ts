@@ -8,6 +8,7 @@ import { adoptedModel, listTable, structureDrift, type Adoption, type Listing } 
 import { TABLE } from "../datapath/model.ts";
 import { REF_TABLE, renderReference } from "../datapath/nft-text.ts";
 import { IDENTITY_CHAIN } from "../datapath/policy-text.ts";
+import { readPolicyCounters } from "../datapath/policy-counters.ts";
 import { KernelOwner } from "../datapath/owner.ts";
 import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
@@ -164,7 +165,8 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       },
     );
   }
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  const policyCounters = () => readPolicyCounters(nl, o.marks);
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   const done = Promise.withResolvers<number>();
   const stop = (signal: string) => {
     log.info({ signal }, "stopping");

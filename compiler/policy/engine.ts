@@ -1,8 +1,10 @@
-// The policy compile the agent runs.
+// The policy compile the agent runs: compiler.wasm's (compiler/policy/wasm.ts), held equal to
+// the TypeScript reference (compiler/policy/reference.ts) by the property tests.
 import type { CompilerExports } from "../wasm.ts";
 import type { PolicyEngine } from "./incremental.ts";
-import { compilePolicy } from "./reference.ts";
+import { wasmPolicyCompiler } from "./wasm.ts";
 
-export function policyEngine(_wasm: CompilerExports): PolicyEngine {
-  return compilePolicy;
+export function policyEngine(wasm: CompilerExports): PolicyEngine {
+  const { compile } = wasmPolicyCompiler(wasm);
+  return (state, opts, previous) => compile(state, opts, previous);
 }

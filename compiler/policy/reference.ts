@@ -10,7 +10,9 @@
 //   - An address held by two pods whose keys differ (a stale pod, a watcher behind) is
 //     BLOCKED, with a problem `address <ip>: held by pods <a>, <b>; blocked`: which pod is
 //     right cannot be known, and an address in the pods list has one id. Pods whose keys are
-//     equal share it without a problem.
+//     equal share it without a problem. Such an address is in localAddresses when one of its
+//     pods is on this node, and makes no identity local.
+//   - App isolation (step 1) counts every pod of the state, with an address or not yet.
 //   - The identity limit: N is the number of keys (identities needed), M the number of ids
 //     the marks hold, maxIdentity - FIRST_ID + 1 (0 when negative). An identity whose id is
 //     past maxIdentity is not listed in `identities` (it has no chain or mark: its addresses
@@ -39,6 +41,7 @@ import {
   type AllowElement,
   type ContainerPort,
   type Identity,
+  type PodInfo,
   type PodAddress,
   type Policy,
   type PolicyOptions,
@@ -307,6 +310,15 @@ const samePieces = (a: Piece[], b: Piece[]) =>
  */
 function elements(pairs: Map<number, Map<number, Box[]>>, fixedIsDst: boolean): AllowElement[] {
   const out: AllowElement[] = [];
+  // many pairs have the same boxes (every source a rule admits, for one destination)
+  const memo = new Map<string, Piece[]>();
+  const piecesOf = (boxes: Box[]): Piece[] => {
+    if (boxes.length === 1) return pieces(boxes);
+    const k = boxes.map((b) => b.join(",")).join(";");
+    let ps = memo.get(k);
+    if (!ps) memo.set(k, (ps = pieces(boxes)));
+    return ps;
+  };
   for (const [fixed, others] of pairs) {
     const ids = [...others.keys()].sort((a, b) => a - b);
     let run: { first: number; last: number; ps: Piece[] } | undefined;
@@ -318,7 +330,7 @@ function elements(pairs: Map<number, Map<number, Box[]>>, fixedIsDst: boolean): 
       }
     };
     for (const id of ids) {
-      const ps = pieces(others.get(id)!);
+      const ps = piecesOf(others.get(id)!);
       if (run && run.last + 1 === id && samePieces(run.ps, ps)) run.last = id;
       else {
         emit();
@@ -353,10 +365,9 @@ function addBoxes(pairs: Map<number, Map<number, Box[]>>, fixed: number, other: 
 }
 
 interface Holder {
-  pod: PodInfoLike;
+  pod: PodInfo;
   key: string;
 }
-type PodInfoLike = PolicyState["pods"][number];
 
 export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous: Map<string, number> = new Map()): PolicyTables {
   // 1. policies in force
@@ -402,15 +413,15 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   };
   const holders = new Map<string, Holder[]>();
   const addrInfo = new Map<string, { family: Family; value: bigint; interval: number }>();
-  const podGroupText = new Map<PodInfoLike, { labels: string; ports: string }>();
+  const podGroupText = new Map<PodInfo, { labels: string; ports: string }>();
   for (const pod of state.pods) {
-    if (!pod.ips.length) continue;
     const g = { labels: labelText(pod.labels), ports: portText(pod.ports) };
     podGroupText.set(pod, g);
+    if (!pod.ips.length) continue;
     for (const ip of pod.ips) {
       let info = addrInfo.get(ip);
       if (!info) {
-        const bytes = addressBytes(ip);
+        const bytes = ip.includes(":") ? addressBytes(ip) : ip.split(".").map(Number);
         const family: Family = bytes.length === 4 ? 4 : 6;
         const value = toBig(bytes);
         info = { family, value, interval: indexOf(cuts.get(family)!.points, value) };
@@ -424,11 +435,9 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
     }
   }
   const problems = new Set<string>();
-  const conflicted = new Set<string>();
   const addrIdent = new Map<string, Ident>();
   for (const [ip, hs] of holders) {
     if (hs.some((h) => h.key !== hs[0]!.key)) {
-      conflicted.add(ip);
       const names = hs.map((h) => `${h.pod.namespace}/${h.pod.name}`).sort(cmp);
       problems.add(`address ${ip}: held by pods ${names.join(", ")}; blocked`);
       continue;
@@ -597,7 +606,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   }
 
   // 11. problems: named ports no pod they could apply to has
-  namedPortProblems(state, policies, nsLabels, peerBlock, cuts, addrInfo, problems);
+  namedPortProblems(state, podGroupText, policies, nsLabels, peerBlock, cuts, addrInfo, problems);
 
   return {
     identities: used.map(
@@ -626,6 +635,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
 
 function namedPortProblems(
   state: PolicyState,
+  texts: Map<PodInfo, { labels: string; ports: string }>,
   policies: Policy[],
   nsLabels: Map<string, Record<string, string>>,
   peerBlock: Map<PolicyPeer, string>,
@@ -634,10 +644,11 @@ function namedPortProblems(
   problems: Set<string>,
 ): void {
   // pods alike in namespace, labels and named ports answer alike: one of each is looked at
-  const podsByNs = new Map<string, PodInfoLike[]>();
+  const podsByNs = new Map<string, PodInfo[]>();
   const seen = new Set<string>();
   for (const pod of state.pods) {
-    const k = `${pod.namespace}|${labelText(pod.labels)}|${portText(pod.ports)}`;
+    const t = texts.get(pod)!;
+    const k = `${pod.namespace}|${t.labels}|${t.ports}`;
     if (seen.has(k)) continue;
     seen.add(k);
     const l = podsByNs.get(pod.namespace);
@@ -647,12 +658,12 @@ function namedPortProblems(
   const distinct = [...podsByNs.values()].flat();
   // namespaces of pods only: a Namespace object without pods has none to look at
   const labelsOf = (ns: string) => nsLabels.get(ns) ?? { [NAME_LABEL]: ns };
-  const has = (pods: Iterable<PodInfoLike>, name: string, proto: Protocol) => {
+  const has = (pods: Iterable<PodInfo>, name: string, proto: Protocol) => {
     for (const pod of pods) if (pod.ports.some((c) => c.name === name && c.protocol === proto)) return true;
     return false;
   };
-  let inBlock: Map<string, PodInfoLike[]> | undefined;
-  const podsIn = (text: string): PodInfoLike[] => {
+  let inBlock: Map<string, PodInfo[]> | undefined;
+  const podsIn = (text: string): PodInfo[] => {
     if (!inBlock) {
       inBlock = new Map();
       for (const pod of state.pods) {
@@ -684,10 +695,10 @@ function namedPortProblems(
     if (named(p.egress)) {
       p.egress!.forEach((r, i) => {
         if (!r.ports.some((x) => typeof x.port === "string")) return;
-        let targets: PodInfoLike[];
+        let targets: PodInfo[];
         if (!r.peers.length) targets = distinct;
         else {
-          const out = new Set<PodInfoLike>();
+          const out = new Set<PodInfo>();
           for (const peer of r.peers) {
             if (peer.kind === "cidr") {
               const text = peerBlock.get(peer)!;

@@ -77,6 +77,8 @@ describe("parseNetworkPolicy", () => {
     expect(p.ingress![0]!.peers[0]).toEqual({ kind: "cidr", cidr: "10.0.0.0/8", except: ["10.1.0.0/16"] });
     const q = parseNetworkPolicy(np({ podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: "fd00::1/64" } }] }] }));
     expect(q.ingress![0]!.peers[0]).toEqual({ kind: "cidr", cidr: "fd00::/64", except: [] });
+    const r = parseNetworkPolicy(np({ podSelector: {}, ingress: [{ from: [{ ipBlock: { cidr: "FD00:0::/16", except: ["fd00:0001::1/32"] } }] }] }));
+    expect(r.ingress![0]!.peers[0]).toEqual({ kind: "cidr", cidr: "fd00::/16", except: ["fd00:1::/32"] });
   });
 
   const peer = (x: unknown) => ({ podSelector: {}, ingress: [{ from: [x] }] });
@@ -95,7 +97,8 @@ describe("parseNetworkPolicy", () => {
     ["leading zero", peer({ ipBlock: { cidr: "010.0.0.0/8" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "010.0.0.0/8" is not a valid CIDR`],
     ["no prefix", peer({ ipBlock: { cidr: "10.0.0.0" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "10.0.0.0" is not a valid CIDR`],
     ["prefix too long", peer({ ipBlock: { cidr: "10.0.0.0/33" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "10.0.0.0/33" is not a valid IPv4 CIDR`],
-    ["non-canonical IPv6", peer({ ipBlock: { cidr: "FD00::/8" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "FD00::/8" is not a valid CIDR`],
+    ["IPv4 inside IPv6", peer({ ipBlock: { cidr: "::ffff:10.0.0.0/104" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "::ffff:10.0.0.0/104" is not a valid CIDR`],
+    ["IPv6 zone", peer({ ipBlock: { cidr: "fe80::%eth0/64" } }), `${at}spec.ingress[0].from[0].ipBlock.cidr: "fe80::%eth0/64" is not a valid CIDR`],
     ["except outside", peer({ ipBlock: { cidr: "10.0.0.0/16", except: ["10.1.0.0/24"] } }), `${at}spec.ingress[0].from[0].ipBlock.except[0]: 10.1.0.0/24 must be a strict subset of 10.0.0.0/16`],
     ["except as wide", peer({ ipBlock: { cidr: "10.0.0.0/16", except: ["10.0.0.0/16"] } }), `${at}spec.ingress[0].from[0].ipBlock.except[0]: 10.0.0.0/16 must be a strict subset`],
     ["except of the other family", peer({ ipBlock: { cidr: "0.0.0.0/0", except: ["fd00::/8"] } }), `${at}spec.ingress[0].from[0].ipBlock.except[0]: fd00::/8 must be a strict subset of 0.0.0.0/0`],

@@ -4,14 +4,16 @@
 // and left out, the others are still compiled. Every list is bounded, so that one hostile
 // object cannot make the compile run long or the tables grow without end.
 //
-// ipBlock CIDRs: the address must be canonical text (compiler/address.ts: no leading zeros,
-// RFC 5952 IPv6), but host bits are accepted and cleared ("10.1.2.3/8" is 10.0.0.0/8). The
-// API server refuses host bits for new objects only from 1.33 (StrictIPCIDRValidation);
-// a policy stored by an older one is in force and means its network, as the Go parser reads
-// it, so refusing it would leave the pods it isolates open. The Policy keeps the network's
-// canonical text.
-import { AddressError, addressBytes, addressFromBytes, parseCidr, quote, type Cidr } from "../address.ts";
-import { ObjectError, PORT_NAME, ip, isObj, list, meta, port, protocol, type Obj } from "../state.ts";
+// ipBlock CIDRs are read by compiler/address.ts, with two allowances: host bits are cleared
+// ("10.1.2.3/8" is 10.0.0.0/8) and IPv6 may be spelt any way ("FD00:0::/16" is fd00::/16).
+// The API server refuses host bits for new objects only from 1.33 (StrictIPCIDRValidation)
+// and reads IPv6 in any spelling; such a policy is in force and means that network, as the
+// Go parser reads it, so refusing it would leave the pods it isolates open. IPv4 with
+// leading zeros stays refused (address.ts: CVE-2021-29923, refused by the API server since
+// 1.22). The Policy keeps the network's canonical text.
+import ipaddr from "ipaddr.js";
+import { AddressError, MAX_TEXT, addressBytes, addressFromBytes, parseCidr, quote, type Cidr } from "../address.ts";
+import { ObjectError, PORT_NAME, ip, isObj, list, meta, port, protocol, readObjects, type Obj } from "../state.ts";
 import type { ContainerPort, NamespaceInfo, PodInfo, Policy, PolicyPeer, PolicyPort, PolicyRule, PolicyState, Requirement, Selector } from "./types.ts";
 
 /** Bounds on one object: far above what real policies use, low enough that the compile of
@@ -120,14 +122,19 @@ function blockCidr(v: unknown, obj: string, field: string): Cidr {
   }
 }
 
-/** The network of a CIDR whose only fault is host bits, else undefined. */
+/** The network of a CIDR whose only faults are host bits or IPv6 text not in its canonical
+ * form, else undefined. */
 function networkOf(v: string): Cidr | undefined {
+  if (v.length > MAX_TEXT || !/^[0-9A-Fa-f:.]+\/[0-9]+$/.test(v)) return undefined;
   const slash = v.indexOf("/");
   const len = v.slice(slash + 1);
-  if (slash < 0 || !/^(0|[1-9][0-9]{0,2})$/.test(len)) return undefined;
+  if (!/^(0|[1-9][0-9]{0,2})$/.test(len)) return undefined;
+  const addr = v.slice(0, slash);
   let bytes: number[];
   try {
-    bytes = addressBytes(v.slice(0, slash));
+    // IPv6 is read by the API server in any spelling (upper case, leading zeros in a group,
+    // "::" anywhere); an IPv4 address inside IPv6 stays refused, as address.ts says why
+    bytes = addr.includes(":") && !addr.includes(".") && ipaddr.IPv6.isValid(addr) ? ipaddr.IPv6.parse(addr).toByteArray() : addressBytes(addr);
   } catch {
     return undefined;
   }
@@ -317,22 +324,12 @@ export function parseNamespace(o: Obj): NamespaceInfo {
  * error per object refused. */
 export function policyStateFrom(objects: unknown[]): { state: PolicyState; errors: string[] } {
   const state: PolicyState = { namespaces: [], pods: [], policies: [] };
-  const errors: string[] = [];
-  for (const [i, o] of objects.entries()) {
-    if (!isObj(o)) {
-      errors.push(`object ${i}: not a Kubernetes object`);
-      continue;
-    }
-    try {
-      if (o.kind === "Pod") {
-        const p = parsePod(o);
-        if (p) state.pods.push(p);
-      } else if (o.kind === "Namespace") state.namespaces.push(parseNamespace(o));
-      else if (o.kind === "NetworkPolicy") state.policies.push(parseNetworkPolicy(o));
-    } catch (e) {
-      if (e instanceof ObjectError) errors.push(e.message);
-      else throw e;
-    }
-  }
+  const errors = readObjects(objects, (o) => {
+    if (o.kind === "Pod") {
+      const p = parsePod(o);
+      if (p) state.pods.push(p);
+    } else if (o.kind === "Namespace") state.namespaces.push(parseNamespace(o));
+    else if (o.kind === "NetworkPolicy") state.policies.push(parseNetworkPolicy(o));
+  });
   return { state, errors };
 }

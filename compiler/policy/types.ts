@@ -138,7 +138,8 @@ export interface PodAddress {
   id: number;
 }
 
-/** A range of addresses no pod holds, first..last inclusive, with its identity (never WORLD). */
+/** A range of addresses, first..last inclusive, with its identity (never WORLD). It may hold pod
+ * addresses: those are looked up in the pods first (POLICY.md step 3 cuts the whole space). */
 export interface AddressRange {
   family: Family;
   first: string;

@@ -25,17 +25,35 @@ function value(bytes: number[]): bigint {
   return v;
 }
 
+interface Index {
+  pods: Map<string, number>;
+  ranges: { family: Family; first: bigint; last: bigint; id: number }[];
+}
+// tables are not changed once made: their index is kept beside them
+const indexes = new WeakMap<PolicyTables, Index>();
+
+function indexOf(tables: PolicyTables): Index {
+  let x = indexes.get(tables);
+  if (!x) {
+    x = {
+      pods: new Map(tables.pods.map((p) => [p.ip, p.id])),
+      ranges: tables.ranges.map((r) => ({ family: r.family, first: value(addressBytes(r.first)), last: value(addressBytes(r.last)), id: r.id })),
+    };
+    indexes.set(tables, x);
+  }
+  return x;
+}
+
 /** The identity of an address: a pod's (the pods map is looked up first), else the range
  * holding it, else WORLD. */
 export function identityOf(tables: PolicyTables, ip: string): number {
-  const pod = tables.pods.find((p) => p.ip === ip);
-  if (pod) return pod.id;
+  const x = indexOf(tables);
+  const pod = x.pods.get(ip);
+  if (pod !== undefined) return pod;
   const bytes = addressBytes(ip);
   const family: Family = bytes.length === 4 ? 4 : 6;
   const v = value(bytes);
-  for (const r of tables.ranges) {
-    if (r.family === family && value(addressBytes(r.first)) <= v && v <= value(addressBytes(r.last))) return r.id;
-  }
+  for (const r of x.ranges) if (r.family === family && r.first <= v && v <= r.last) return r.id;
   return WORLD;
 }
 

@@ -4,13 +4,13 @@
 // decides. Ingress is decided on the destination's node, egress on the source's: a
 // connection crossing nodes passes when both nodes' tables let it.
 import { describe, expect, test } from "bun:test";
-import { allowed, type NetworkPolicy, type Pod, type Protocol, type World } from "../../testing/policy-oracle.ts";
-import { rng } from "../generate.ts";
-import { externalAddresses, PROBE_PORTS, randomWorld, type GeneratedWorld } from "./generate.ts";
-import { compilePolicy, identityIds } from "./reference.ts";
-import { policyStateFrom } from "./state.ts";
-import type { PolicyTables } from "./types.ts";
-import { verdict } from "./verdict.ts";
+import { allowed, type NetworkPolicy, type Pod, type Protocol, type World } from "../testing/policy-oracle.ts";
+import { rng } from "../compiler/generate.ts";
+import { externalAddresses, PROBE_PORTS, randomWorld, type GeneratedWorld } from "../compiler/policy/generate.ts";
+import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
+import { policyStateFrom } from "../compiler/policy/state.ts";
+import type { PolicyTables } from "../compiler/policy/types.ts";
+import { verdict } from "../compiler/policy/verdict.ts";
 
 type O = Record<string, any>;
 
@@ -71,7 +71,7 @@ function mismatches(seed: number, isolation: boolean): string[] {
   const sources: ({ pod: Pod } | { ip: string })[] = [...world.pods.map((pod) => ({ pod })), ...externalAddresses(g.family).map((ip) => ({ ip }))];
   for (const s of sources) {
     for (const d of world.pods) {
-      for (let k = 0; k < 4; k++) {
+      for (let k = 0; k < 3; k++) {
         const proto = PROTOCOLS[Math.floor(r() * 3)]!;
         const port = PROBE_PORTS[Math.floor(r() * PROBE_PORTS.length)]!;
         const want = allowed(world, "pod" in s ? { namespace: s.pod.namespace, name: s.pod.name } : { ip: s.ip }, d, proto, port);
@@ -93,13 +93,13 @@ function mismatches(seed: number, isolation: boolean): string[] {
 describe("the compile's tables decide as the oracle", () => {
   test("random worlds, IPv4 and IPv6, every feature", () => {
     const bad: string[] = [];
-    for (let seed = 1; seed <= 120 && bad.length < 3; seed++) bad.push(...mismatches(seed, false));
+    for (let seed = 1; seed <= 100 && bad.length < 3; seed++) bad.push(...mismatches(seed, false));
     expect(bad).toEqual([]);
   });
 
   test("random worlds with isolation modes (as the policies they stand for)", () => {
     const bad: string[] = [];
-    for (let seed = 1001; seed <= 1040 && bad.length < 3; seed++) bad.push(...mismatches(seed, true));
+    for (let seed = 1001; seed <= 1030 && bad.length < 3; seed++) bad.push(...mismatches(seed, true));
     expect(bad).toEqual([]);
   });
 });
