@@ -251,10 +251,9 @@ export function expected(fx: Fixture, s: Scene, o: { protocols?: readonly Protoc
 /** What a truth table says, as one comparable string. */
 const truthTable = (cells: Cell[]) => cells.map((c) => `${c.proto}/${c.port} ${c.from}>${c.to}:${c.expect ? 1 : 0}`).join("\n");
 
-export interface Observation {
-  ok: boolean;
-  answer?: string;
-  error?: string;
+export interface Observation extends ProbeOutcome {
+  /** not reached, but while a prober stood still (LATE_MS, STALL_MS): no evidence of a drop */
+  stalled?: boolean;
 }
 
 /** A cell's observation is what the oracle says: reached (by the right server, seeing the right source) exactly when allowed. */
@@ -369,6 +368,11 @@ export class ProberClient {
     return m as T;
   }
 
+  /** The longest stall of the prober's event loop between two Date.now() times. */
+  async worstStall(from: number, to: number): Promise<number> {
+    return (await this.request<{ worst: number }>({ op: "stalls", from, to } as Omit<ProberRequest, "id">)).worst;
+  }
+
   async probe(targets: ProbeTarget[], timeoutMs: number): Promise<ProbeOutcome[]> {
     if (!targets.length) return [];
     return (await this.request<{ results: ProbeOutcome[] }>({ op: "probe", targets, timeoutMs } as Omit<ProberRequest, "id">)).results;
@@ -387,9 +391,15 @@ export interface Applier {
 }
 
 /** How long a probe waits before calling a connection dropped; a cell expected to be reached
- * and not reached in that time is probed again with CONFIRM_MS before it counts. */
+ * and not reached in that time, or not reached while a prober stalled, is probed again with
+ * CONFIRM_MS before it counts. */
 export const PROBE_MS = 300;
 export const CONFIRM_MS = 2000;
+/** A timeout is no evidence of a drop when its timer fired LATE_MS late (the prober's loop stood
+ * still when the answer may have been waiting), or when the source's or the server's prober
+ * stood still STALL_MS at once during the wait (a request sent late, an answer made late). */
+export const LATE_MS = 50;
+export const STALL_MS = 150;
 
 export class PolicyLab {
   readonly probers = new Map<string, ProberClient>();
@@ -433,13 +443,23 @@ export class PolicyLab {
         is.forEach((i, k) => out.set(i, r[k]!));
       }),
     );
+    const waits = [...out.values()].flatMap((o) => (o.window ? [o.window] : []));
+    if (waits.length) {
+      const [from, to] = [Math.min(...waits.map((w) => w[0])), Math.max(...waits.map((w) => w[1]))];
+      const stalls = new Map(await Promise.all([...this.probers].map(async ([k, p]) => [k, await p.worstStall(from, to)] as const)));
+      for (const [i, o] of out) {
+        if (!o.ok && ((o.lateMs ?? 0) >= LATE_MS || Math.max(stalls.get(cells[i]!.from) ?? 0, stalls.get(cells[i]!.server) ?? 0) >= STALL_MS)) o.stalled = true;
+      }
+    }
     return out;
   }
 
   /**
    * Probes until every cell agrees with the oracle, or throws at the deadline with the
-   * matrices side by side. A cell expected reached that was not is probed again with a long
-   * timeout once everything else agrees: a slow answer on a loaded machine is not a drop.
+   * matrices side by side. A cell not reached that was expected reached, or not reached while
+   * a prober stalled, is probed again with a long timeout once everything else agrees: on a
+   * loaded machine a late answer is not a drop, and a drop seen by a prober that stood still is
+   * no evidence of one.
    */
   async check(cells: Cell[], what: string, deadlineMs: number): Promise<void> {
     const t0 = performance.now();
@@ -449,10 +469,11 @@ export class PolicyLab {
       const got = await this.observe(cells);
       const bad = cells.map((_, i) => i).filter((i) => !agrees(cells[i]!, got.get(i)!));
       const slow = bad.filter((i) => cells[i]!.expect && !got.get(i)!.ok);
-      rounds.push(`${slow.length}/${bad.length - slow.length}`);
+      const unsure = cells.map((_, i) => i).filter((i) => !got.get(i)!.ok && (cells[i]!.expect || got.get(i)!.stalled));
+      rounds.push(`${slow.length}/${bad.length - slow.length}${unsure.length > slow.length ? `(${unsure.length - slow.length} stalled)` : ""}`);
       const late = Date.now() > deadline;
-      if (slow.length && (slow.length === bad.length || late)) {
-        for (const [i, o] of await this.observe(cells, CONFIRM_MS, slow)) got.set(i, o);
+      if (unsure.length && (slow.length === bad.length || late)) {
+        for (const [i, o] of await this.observe(cells, CONFIRM_MS, unsure)) got.set(i, o);
       }
       const all = cells.map((_, i) => got.get(i)!);
       if (cells.every((c, i) => agrees(c, all[i]!))) {

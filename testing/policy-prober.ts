@@ -29,6 +29,20 @@ export interface ProbeOutcome {
   /** the server's answer: "<its name> <the source address it saw>" */
   answer?: string;
   error?: string;
+  /** for a probe that timed out: its window (Date.now() times) and how late its timer fired */
+  window?: [number, number];
+  lateMs?: number;
+}
+
+/** No answer in time: when the wait began and ended, and how late the timer fired (a stalled loop fires late). */
+class Timeout extends Error {
+  constructor(
+    what: string,
+    readonly window: [number, number],
+    readonly lateMs: number,
+  ) {
+    super(`${what}: no answer within ${window[1] - window[0]} ms`);
+  }
 }
 
 /** Requests on standard input, one JSON object a line; each is answered with `{ id, ... }`. */
@@ -38,7 +52,9 @@ export type ProberRequest =
   | { id: number; op: "open"; flow: string; proto: "tcp" | "udp"; ip: string; port: number; timeoutMs: number }
   /** one exchange on an open flow: ok when the server answers within the timeout */
   | { id: number; op: "echo"; flow: string; timeoutMs: number }
-  | { id: number; op: "close"; flow: string };
+  | { id: number; op: "close"; flow: string }
+  /** the longest stall of this process's event loop that overlapped from..to (Date.now() times) */
+  | { id: number; op: "stalls"; from: number; to: number };
 
 const AF_INET = 2;
 const SOCK_RAW = 3;
@@ -167,6 +183,35 @@ const randomTag = () => (crypto.getRandomValues(new Uint32Array(1))[0]! | 1) >>>
 
 type Udp = Bun.udp.Socket<"buffer">;
 
+/**
+ * The stalls of this process's event loop (a timer that fires late): a probe that got no answer
+ * while its prober, or the prober serving it, stood still is no evidence of a drop.
+ */
+class StallWatch {
+  private readonly stalls: Array<{ end: number; ms: number }> = [];
+  static readonly EVERY_MS = 10;
+  /** lateness below this is ordinary timer jitter */
+  static readonly NOISE_MS = 20;
+
+  constructor() {
+    let last = Date.now();
+    setInterval(() => {
+      const now = Date.now();
+      const late = now - last - StallWatch.EVERY_MS;
+      last = now;
+      if (late < StallWatch.NOISE_MS) return;
+      this.stalls.push({ end: now, ms: late });
+      if (this.stalls.length > 4096) this.stalls.splice(0, 2048);
+    }, StallWatch.EVERY_MS);
+  }
+
+  worst(from: number, to: number): number {
+    let w = 0;
+    for (const s of this.stalls) if (s.end >= from && s.end - s.ms <= to) w = Math.max(w, s.ms);
+    return w;
+  }
+}
+
 interface Flow {
   proto: "tcp" | "udp";
   ip: string;
@@ -188,6 +233,8 @@ export class Prober {
     readonly ports: number[],
     readonly serve: boolean,
   ) {}
+
+  private readonly stalls = new StallWatch();
 
   async start(): Promise<void> {
     this.raw = new RawSctp((c) => this.onSctp(c));
@@ -231,9 +278,10 @@ export class Prober {
   private within(timeoutMs: number, what: string, start: (done: (answer: string) => void, fail: (e: Error) => void) => () => void): Promise<string> {
     return new Promise((resolve, reject) => {
       let cleanup = () => {};
+      const t0 = Date.now();
       const timer = setTimeout(() => {
         cleanup();
-        reject(new Error(`${what}: no answer within ${timeoutMs} ms`));
+        reject(new Timeout(what, [t0, t0 + timeoutMs], Date.now() - t0 - timeoutMs));
       }, timeoutMs);
       const finish = (f: () => void) => {
         clearTimeout(timer);
@@ -299,7 +347,7 @@ export class Prober {
       const answer = await (t.proto === "tcp" ? this.probeTcp(t, timeoutMs) : t.proto === "udp" ? this.probeUdp(t, timeoutMs) : this.probeSctp(t, timeoutMs));
       return { ok: true, answer: answer.trim() };
     } catch (e) {
-      return { ok: false, error: (e as Error).message };
+      return { ok: false, error: (e as Error).message, ...(e instanceof Timeout ? { window: e.window, lateMs: e.lateMs } : {}) };
     }
   }
 
@@ -378,6 +426,8 @@ export class Prober {
       case "close":
         this.close(r.flow);
         return {};
+      case "stalls":
+        return { worst: this.stalls.worst(r.from, r.to) };
     }
   }
 }
