@@ -304,6 +304,10 @@ export function formatDiff(cells: Cell[], got: Observation[]): string {
 
 // ---- probers ----
 
+/** probers still running: killed when this process exits, whatever killed it (a namespace's removal does not end what runs in it) */
+const running = new Set<Subprocess>();
+process.on("exit", () => running.forEach((p) => p.kill("SIGKILL")));
+
 /** One prober process inside a namespace, spoken to over its standard input and output. */
 export class ProberClient {
   private seq = 0;
@@ -316,6 +320,8 @@ export class ProberClient {
   static async start(netnsPath: string, name: string, o: { serve: boolean; timeoutMs?: number }): Promise<ProberClient> {
     const argv = [process.execPath, PROBER, "--name", name, "--ports", LAB_PORTS.join(","), ...(o.serve ? [] : ["--no-serve"])];
     const proc = Bun.spawn(inNetns(netnsPath, argv), { stdin: "pipe", stdout: "pipe", stderr: "pipe" });
+    running.add(proc);
+    void proc.exited.then(() => running.delete(proc));
     const c = new ProberClient(name, proc);
     const err = new OutputWatcher(proc.stderr);
     const ready = new Promise<void>((ok, fail) => {
@@ -520,9 +526,7 @@ const OFFLINE_SERVICE_CIDR = "10.96.0.0/16";
 export async function wireOffline(lab: Lab): Promise<Fixture> {
   const hosts = LAB_NODES.map((name, i) => ({ name, ip: OFFLINE_UNDERLAY[i]! }));
   for (const h of hosts) lab.host(h.name);
-  const { ifA, ifB } = lab.wire({ ns: "n1", addr: `${OFFLINE_UNDERLAY[0]}/24` }, { ns: "n2", addr: `${OFFLINE_UNDERLAY[1]}/24` });
-  void ifA;
-  void ifB;
+  lab.wire({ ns: "n1", addr: `${OFFLINE_UNDERLAY[0]}/24` }, { ns: "n2", addr: `${OFFLINE_UNDERLAY[1]}/24` });
   const batch = (ns: string, lines: string[]) => runAsync(["ip", "-n", lab.name(ns), "-batch", "-"], { stdin: lines.join("\n") + "\n" });
   // a route for the ClusterIPs too, as a node's default route would give: the service
   // datapath translates a host's own connections after the route was first chosen
