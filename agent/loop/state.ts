@@ -1,14 +1,15 @@
 // The agent's cluster state, fed by the watcher's events: Services and EndpointSlices are
-// checked (compiler/state.ts) and handed to the incremental compiler; this node's Node gives
-// the pod CIDRs and the addresses NodePorts listen on; the rest is kept for the parts that
-// need it (policy). An object that fails its checks is reported and the previous good
-// version of it stays in force: bad input never removes what was there.
+// checked (compiler/state.ts) and handed to the incremental compiler; Pods, Namespaces and
+// NetworkPolicies are checked (compiler/policy/state.ts) and handed to the policy compiler;
+// this node's Node gives the pod CIDRs and the addresses NodePorts listen on, every Node the
+// pod network between the nodes. An object that fails its checks is reported and the previous
+// good version of it stays in force: bad input never removes what was there.
 //
 // `keep` decides what of each object is held at all: the informers cache whatever it returns.
-// A Service or slice is checked once, as it arrives, and its checked form handed to the
-// compiler, which holds it from then on (a slice packed, not as objects); the informer keeps
-// only the name and resourceVersion it needs to tell a change from a repeat. Other kinds keep
-// just the fields skein reads. managedFields and annotations are never held.
+// A compiled kind is checked once, as it arrives, and its checked form handed to its compiler,
+// which holds it from then on (a slice packed, not as objects); the informer keeps only the
+// name and resourceVersion it needs to tell a change from a repeat. Nodes keep just the fields
+// skein reads. managedFields and annotations are never held (but the two skein reads).
 import { AddressError, addressFamily, quote, unicastProblem } from "../../compiler/address.ts";
 import type { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { ObjectError, parseEndpointSlice, parseService, type EndpointSlice, type Service } from "../../compiler/state.ts";
