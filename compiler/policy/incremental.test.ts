@@ -5,6 +5,7 @@ import { describe, expect, test } from "bun:test";
 import { rng } from "../generate.ts";
 import { PolicyCompiler } from "./incremental.ts";
 import { compilePolicy } from "./reference.ts";
+import { withServiceSources } from "./via-service.ts";
 import type { NamespaceInfo, Policy, PodInfo, PolicyOptions, PolicyTables, Selector } from "./types.ts";
 
 const OPTS: PolicyOptions = { nodeName: "n1", podCIDRs: ["10.244.1.0/24"], maxIdentity: 32767 };
@@ -36,7 +37,8 @@ function world(seed: number) {
   return { r, pick, namespaces, pods, policies };
 }
 
-const full = (pc: PolicyCompiler, before: PolicyTables | undefined) => compilePolicy(pc.state(), OPTS, new Map((before?.identities ?? []).map((i) => [i.key, i.id])));
+const NODES = [{ name: "n1", podCIDRs: ["10.244.1.0/24"] }, { name: "n2", podCIDRs: ["10.244.2.0/24"] }];
+const full = (pc: PolicyCompiler, before: PolicyTables | undefined) => withServiceSources(compilePolicy(pc.state(), OPTS, new Map((before?.identities ?? []).map((i) => [i.key, i.id]))), NODES, OPTS.nodeName);
 
 describe("the agent's policy compiler", () => {
   test("label changes: moved or compiled, always the tables the whole compile makes", () => {
@@ -45,6 +47,7 @@ describe("the agent's policy compiler", () => {
     for (let seed = 1; seed <= 40; seed++) {
       const w = world(seed);
       const pc = new PolicyCompiler(OPTS, compilePolicy);
+      pc.setNodes(NODES);
       for (const n of w.namespaces) pc.setNamespace(n);
       for (const p of w.pods) pc.setPod(p);
       for (const p of w.policies) pc.setPolicy(p);
