@@ -104,3 +104,24 @@ describe("renderPolicyReplace", () => {
     expect(text.slice(firstElement)).toEqual(linesOf(renderPolicy(policyTables(true), DEFAULT_MARKS)).filter((l) => l.startsWith("add element")));
   });
 });
+
+describe("through a Service across nodes", () => {
+  const base = policyTables();
+  const t = { ...base, viaService: [5], serviceSources: [{ family: 4 as const, ip: "10.244.0.1", id: 1 }, { family: 4 as const, ip: "10.244.9.1", id: 1 }], serviceSource: { 4: "10.244.0.1" } };
+  test("identities reached through a Service, every node's source as VIA_SERVICE, this node's source on the way out", () => {
+    const text = renderPolicy(t, DEFAULT_MARKS);
+    expect(text).toContain("add element inet skein pol_viasvc { 0x00050000 }");
+    expect(text).toContain("10.244.9.1 : goto pols_1");
+    expect(text).toContain("add chain inet skein pols_1\n");
+    expect(text).toContain("add element inet skein pol_svcaddr4 { 10.244.0.1, 10.244.9.1 }");
+    expect(text).toContain("add rule inet skein pol_svcsrc ct mark & 0x7fff0000 @pol_viasvc ip daddr != @pol_local4 snat ip to 10.244.0.1\n");
+    expect(text).not.toContain("snat ip6");
+  });
+  test("the source rules change with the node's address, flushed and written anew; a replace writes them always", () => {
+    const moved = { ...t, serviceSource: { 4: "10.244.5.1", 6: "fd00:5::1" } };
+    const d = linesOf(renderPolicyDelta(t, moved, DEFAULT_MARKS));
+    expect(d).toEqual(["flush chain inet skein pol_svcsrc", "add rule inet skein pol_svcsrc ct mark & 0x7fff0000 @pol_viasvc ip daddr != @pol_local4 snat ip to 10.244.5.1", "add rule inet skein pol_svcsrc ct mark & 0x7fff0000 @pol_viasvc ip6 daddr != @pol_local6 snat ip6 to fd00:5::1"]);
+    expect(renderPolicyDelta(t, { ...t }, DEFAULT_MARKS)).toBe("");
+    expect(renderPolicyReplace(t, DEFAULT_MARKS, [])).toContain("flush chain inet skein pol_svcsrc\n");
+  });
+});

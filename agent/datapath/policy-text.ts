@@ -46,6 +46,8 @@ export function policyDeclarations(): Record<string, string> {
     out[`pol_srange${fam}`] = `map pol_srange${fam} { type ${type} : verdict; flags interval; }`;
     out[`pol_drange${fam}`] = `map pol_drange${fam} { type ${type} : verdict; flags interval; }`;
     out[`pol_local${fam}`] = `set pol_local${fam} { type ${type}; }`;
+    // every node's Service source addresses (via-service.ts)
+    out[`pol_svcaddr${fam}`] = `set pol_svcaddr${fam} { type ${type}; }`;
   }
   return out;
 }
@@ -111,6 +113,8 @@ export function policyChains(marks: Marks): Map<string, string[]> {
   c.set("pol_spoof", [
     "type filter hook prerouting priority -300; policy accept;",
     ...([4, 6] as const).map((f) => `${ip(f)} saddr @pol_local${f} fib saddr . iif oif missing drop`),
+    // a node's Service source address arrives only from where that node is reached
+    ...([4, 6] as const).map((f) => `${ip(f)} saddr @pol_svcaddr${f} fib saddr . iif oif missing drop`),
     `ether daddr ${HOST_MAC} fib saddr . iif oif missing drop`,
   ]);
   return c;
@@ -188,6 +192,7 @@ export function policyContent(t: PolicyTables, marks: Marks): PolicyContent {
   for (const x of t.serviceSources ?? []) {
     ids.add(VIA_SERVICE);
     el(`pol_spod${x.family}`, x.ip, `goto pols_${VIA_SERVICE}`);
+    el(`pol_svcaddr${x.family}`, x.ip);
   }
   const sR = markShift(marks.mark);
   const sI = markShift(identityBits(marks));
