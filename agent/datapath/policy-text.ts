@@ -109,7 +109,9 @@ export function policyChains(marks: Marks): Map<string, string[]> {
   // other node reads as VIA_SERVICE; the rules (this node's addresses) are the tables'
   // (SERVICE_SOURCE_CHAIN). Before nat_postrouting (100), whose masquerade would take it.
   c.set(SERVICE_SOURCE_CHAIN, [""]);
-  c.set("pol_snat", ["type nat hook postrouting priority 99; policy accept;", `ct status dnat jump ${SERVICE_SOURCE_CHAIN}`]);
+  // the destination's identity looked up here too: a connection from the node itself
+  // (output) went through no pol_forward
+  c.set("pol_snat", ["type nat hook postrouting priority 99; policy accept;", "ct status dnat jump pol_idd", `ct status dnat jump ${SERVICE_SOURCE_CHAIN}`]);
   c.set("pol_spoof", [
     "type filter hook prerouting priority -300; policy accept;",
     ...([4, 6] as const).map((f) => `${ip(f)} saddr @pol_local${f} fib saddr . iif oif missing drop`),
