@@ -493,6 +493,18 @@ describe("NetworkPolicy against a hostile user and the node's other software", (
     expect({ forgedArrived: got[`${src}:${FORGED}`] }).toEqual({ forgedArrived: 0 });
   }, 30_000);
 
+  test("a flood of denied packets is counted whole and logged once per policy per interval (1 s), not per packet", async () => {
+    const mark = agentLog("n1").length;
+    const t0 = Date.now();
+    await rawSend("oth", "tcp", ip("oth"), ip("srv"), PORT, 3000, 43000);
+    const drops = () => agentLog("n1").slice(mark).split("\n").filter((l) => l.includes("NetworkPolicy default/srv-in dropped")).map((l) => JSON.parse(l) as { dropped: number; time: number });
+    await waitFor("the drops logged", () => drops().reduce((n, d) => n + d.dropped, 0) >= 3000, 10_000, 100);
+    const lines = drops();
+    const seconds = (Date.now() - t0) / 1000;
+    expect(lines.length).toBeLessThanOrEqual(Math.ceil(seconds) + 1);
+    expect(lines.reduce((n, d) => n + d.dropped, 0)).toBeGreaterThanOrEqual(3000);
+  }, 30_000);
+
   /** probes every 100 ms while `during` runs: denied pairs that got through, allowed that failed */
   async function probing<T>(during: () => Promise<T>): Promise<{ result: T; leaked: string[]; failed: number; probes: number }> {
     let stop = false;
