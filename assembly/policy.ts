@@ -138,6 +138,23 @@ function sortIdx(idx: usize, tmp: usize, n: u32): void {
   if (src != idx) memory.copy(idx, src, <usize>n << 2);
 }
 
+/** The order of n records (width words each at base) by their word `at`, an id below nIds:
+ * stable, into idx (n words). */
+function countingSort(base: usize, width: u32, at: u32, n: u32, idx: usize): void {
+  memory.fill(counts, 0, <usize>(nIds + 1) << 2);
+  for (let i: u32 = 0; i < n; i++) {
+    const v = rd(base, i * width + at);
+    wr(counts, v + 1, rd(counts, v + 1) + 1);
+  }
+  for (let v: u32 = 0; v < nIds; v++) wr(counts, v + 1, rd(counts, v + 1) + rd(counts, v));
+  for (let i: u32 = 0; i < n; i++) {
+    const v = rd(base, i * width + at);
+    const to = rd(counts, v);
+    wr(idx, to, i);
+    wr(counts, v, to + 1);
+  }
+}
+
 function sortRecords(base: usize, width: u32, keys: u32, n: u32): usize {
   sortBase = base;
   sortWidth = width;
@@ -694,7 +711,7 @@ let prevPieces: usize = 0;
 let elems: usize = 0; // vec, 9 words: src, dst, proto, port, srcLast, dstLast, protoLast, portLast, set
 let portBox: usize = 0;
 let sortA: usize = 0;
-let sortB: usize = 0;
+let counts: usize = 0; // nIds + 1 words
 
 function pushBoxes(other: u32, pol: u32): void {
   const pb = vdata(portBox);
@@ -730,16 +747,11 @@ function flush(ingress: bool, self: u32, first: u32, last: u32): void {
 function emit(ingress: bool, self: u32): void {
   const nb = vlen(boxes) / 6;
   if (nb == 0) return;
-  // the sort's indexes in vectors reused from one call to the next (emit runs once per
-  // isolated identity)
+  // the boxes in order of their other end: a counting sort (stable) over the ids, in
+  // vectors reused from one call to the next (emit runs once per isolated identity)
   vgrow(sortA, nb);
-  vgrow(sortB, nb);
   const idx = vdata(sortA);
-  for (let i: u32 = 0; i < nb; i++) wr(idx, i, i);
-  sortBase = vdata(boxes);
-  sortWidth = 6;
-  sortKeys = 1;
-  sortIdx(idx, vdata(sortB), nb);
+  countingSort(vdata(boxes), 6, 0, nb, idx);
   const bd = vdata(boxes);
   let first: u32 = NONE;
   let last: u32 = NONE;
@@ -906,7 +918,7 @@ export function policyRules(input: usize, words: u32): usize {
   prevPieces = vec(64);
   portBox = vec(64);
   sortA = vec(1024);
-  sortB = vec(1024);
+  counts = alloc(<usize>(nIds + 1) << 2);
 
   // selection: which local identities each policy isolates, per direction
   const selIn = vec(256);
@@ -993,8 +1005,11 @@ export function policyRules(input: usize, words: u32): usize {
     }
     emit(true, d);
   }
+  // emitted by destination, then protocol and port: sorted once by source (stably), they are
+  // in (src, dst, proto, port) order
   const nIn = vlen(elems) / 9;
-  const inOrder = sortRecords(vdata(elems), 9, 4, nIn);
+  const inOrder = alloc(<usize>nIn << 2);
+  countingSort(vdata(elems), 9, 0, nIn, inOrder);
   vpush(out, nIn);
   const inElems = vdata(elems);
   for (let i: u32 = 0; i < nIn; i++) {

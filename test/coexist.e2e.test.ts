@@ -119,6 +119,10 @@ beforeAll(async () => {
     await lab.exec("node", ["ip", "route", "add", `${ips[p]}/32`, "dev", route!.dev, "table", String(TABLE)]);
   }
   await lab.exec("node", ["ip", "rule", "add", "fwmark", `${FOREIGN}/${FOREIGN_MASK}`, "table", String(TABLE), "priority", "100"]);
+  // lookups the node makes itself (iif lo) find them there too: skein's anti-spoofing checks a
+  // pod's source by the route back to it, a lookup the kernel makes as the node's own, and
+  // the backends' replies carry no mark; forwarded packets still reach them only by the mark
+  await lab.exec("node", ["ip", "rule", "add", "to", "10.244.11.0/24", "iif", "lo", "table", String(TABLE), "priority", "101"]);
   await lab.exec("node", ["nft", "-f", "-"], { stdin: foreignTable() });
 
   apiserver = await spawnApiServer(lab, "cp", tmp, `${OUTSIDE_IP}:6443`, TOKEN, ["--bookmark-ms", "1000"]);

@@ -7,9 +7,9 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
 import { useLab, waitFor } from "./harness/index.ts";
 import { Netlink } from "../agent/sys/netlink.ts";
-import { listTable } from "../agent/datapath/adopt.ts";
+import { listTable, structureDrift } from "../agent/datapath/adopt.ts";
 import { DEFAULT_MARKS } from "../agent/datapath/marks.ts";
-import { renderSkeleton } from "../agent/datapath/nft-text.ts";
+import { REF_TABLE, renderReference, renderSkeleton } from "../agent/datapath/nft-text.ts";
 import { countersByPolicy, readPolicyCounters, BLOCKED_POLICY } from "../agent/datapath/policy-counters.ts";
 import { renderPolicy, renderPolicyDelta, renderPolicyReplace } from "../agent/datapath/policy-text.ts";
 import { POD, policyTables } from "../agent/datapath/policy.case.ts";
@@ -19,6 +19,7 @@ const RAW_SEND = resolve(import.meta.dir, "../testing/raw-send.ts");
 const HOST_MAC = "ee:ee:ee:ee:ee:ee";
 /** not in the tables: an address of the pod CIDR no known pod holds (BLOCKED) */
 const E = ["10.244.0.9", "fd00:244::9"] as const;
+const O = ["10.245.0.2", "fd00:245::2"] as const;
 const EXT = ["192.0.2.2", "2001:db8:2::2"] as const; // in the ipBlock: identity 6
 const WLD = ["198.51.100.2", "2001:db8:51::2"] as const; // WORLD
 const CAP = { 4: 4096, 6: 4096 };
@@ -28,18 +29,18 @@ const nft = (text: string) => lab.exec("node", ["nft", "-f", "-"], { stdin: text
 
 /** A pod in the routed model: its addresses on eth0, its default routes through gateways
  * pinned to the host side's fixed MAC, and the node's routes to it. */
-async function wirePod(name: string, [v4, v6]: readonly [string, string]): Promise<void> {
+async function wirePod(name: string, [v4, v6]: readonly [string, string], hostMac = HOST_MAC): Promise<void> {
   lab.host(name);
   await ipIn("node", "link", "add", `pod${name}`, "type", "veth", "peer", "name", "eth0", "netns", lab.name(name));
-  await ipIn("node", "link", "set", `pod${name}`, "address", HOST_MAC, "up");
+  await ipIn("node", "link", "set", `pod${name}`, "address", hostMac, "up");
   await ipIn(name, "addr", "add", `${v4}/32`, "dev", "eth0");
   await ipIn(name, "-6", "addr", "add", `${v6}/128`, "dev", "eth0", "nodad");
   await ipIn(name, "link", "set", "eth0", "up");
   await ipIn(name, "route", "add", "169.254.1.1", "dev", "eth0", "scope", "link");
   await ipIn(name, "route", "add", "default", "via", "169.254.1.1", "dev", "eth0");
-  await ipIn(name, "neigh", "add", "169.254.1.1", "lladdr", HOST_MAC, "dev", "eth0", "nud", "permanent");
+  await ipIn(name, "neigh", "add", "169.254.1.1", "lladdr", hostMac, "dev", "eth0", "nud", "permanent");
   await ipIn(name, "-6", "route", "add", "default", "via", "fe80::1", "dev", "eth0");
-  await ipIn(name, "-6", "neigh", "add", "fe80::1", "lladdr", HOST_MAC, "dev", "eth0", "nud", "permanent");
+  await ipIn(name, "-6", "neigh", "add", "fe80::1", "lladdr", hostMac, "dev", "eth0", "nud", "permanent");
   await ipIn("node", "route", "add", `${v4}/32`, "dev", `pod${name}`);
   await ipIn("node", "-6", "route", "add", `${v6}/128`, "dev", `pod${name}`);
 }
@@ -106,6 +107,9 @@ beforeAll(async () => {
   for (const k of ["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1", "net.ipv4.conf.all.rp_filter=0", "net.ipv4.conf.default.rp_filter=0"]) await lab.exec("node", ["sysctl", "-qw", k]);
   for (const [n, ips] of Object.entries(POD)) await wirePod(n, ips);
   await wirePod("e", E);
+  // a pod another CNI wired: its host side has a MAC of its own (and an address outside
+  // skein's pod CIDR: WORLD to policy)
+  await wirePod("o", O, "02:00:00:00:00:01");
   await wireOutside("ext", EXT, ["192.0.2.1", "2001:db8:2::1"]);
   await wireOutside("wld", WLD, ["198.51.100.1", "2001:db8:51::1"]);
   // the node's default routes lead to the outside world: a forged foreign source is routed there
@@ -128,6 +132,8 @@ const COUNT = `table inet count {
   counter own {}
   chain pre {
     type filter hook prerouting priority -400; policy accept;
+    th dport 9999 ip saddr ${O[0]} counter name own
+    th dport 9999 ip6 saddr ${O[1]} counter name own
     th dport 9999 ip saddr ${SPOOF[4].local} counter name local
     th dport 9999 ip6 saddr ${SPOOF[6].local} counter name local
     th dport 9999 ip saddr ${SPOOF[4].foreign} counter name foreign
@@ -143,17 +149,18 @@ async function arrived(): Promise<Record<string, number>> {
   return Object.fromEntries(j.nftables.filter((o) => o.counter).map((o) => [o.counter!.name, o.counter!.packets]));
 }
 
-const rawSend = (proto: "udp" | "tcp", src: string, dst: string, count = 1) => lab.exec("b", [process.execPath, RAW_SEND, proto, src, dst, "9999", String(count)]);
+const rawSend = (from: string, proto: "udp" | "tcp", src: string, dst: string, count = 1) => lab.exec(from, [process.execPath, RAW_SEND, proto, src, dst, "9999", String(count)]);
 
 /** Sends forged packets (a pod's address, a foreign one) then the sender's own, until the own
  * ones arrive at d: everything sent before them has had its chance to arrive too. */
-async function forge(family: 4 | 6, proto: "udp" | "tcp"): Promise<Record<string, number>> {
+async function forge(family: 4 | 6, proto: "udp" | "tcp", from = "b"): Promise<Record<string, number>> {
   await lab.exec("d", ["nft", "-f", "-"], { stdin: `table inet count\ndelete table inet count\n${COUNT}` });
   const s = SPOOF[family];
-  await rawSend(proto, s.local, s.to, 3);
-  await rawSend(proto, s.foreign, s.to, 3);
-  return waitFor(`b's own ${proto} packets at d`, async () => {
-    await rawSend(proto, s.own, s.to);
+  const own = from === "o" ? O[family === 4 ? 0 : 1] : s.own;
+  await rawSend(from, proto, s.local, s.to, 3);
+  await rawSend(from, proto, s.foreign, s.to, 3);
+  return waitFor(`${from}'s own ${proto} packets at d`, async () => {
+    await rawSend(from, proto, own, s.to);
     const c = await arrived();
     return c.own! > 0 && c;
   }, 10_000, 100);
@@ -234,6 +241,21 @@ describe("the policy datapath in namespaces", () => {
     expect({ local: c.local, foreign: c.foreign }).toEqual({ local: 0, foreign: 0 });
   }, 30_000);
 
+  test.each([4, 6] as const)("IPv%d: a pod another CNI wired cannot send with a local pod's source either (by address and route, not by interface)", async (family) => {
+    const c = await forge(family, "udp", "o");
+    // a foreign source from it is not skein's to judge: its interface is not known as a pod's
+    expect({ local: c.local, foreign: c.foreign }).toEqual({ local: 0, foreign: 3 });
+  }, 30_000);
+
+  test("a connection conntrack does not track is dropped, not let past the ingress check (whose identity lives in the conntrack mark)", async () => {
+    await nft(`table inet untracked {\n  chain pre {\n    type filter hook prerouting priority -350; policy accept;\n    ip saddr ${POD.c[0]} ip daddr ${POD.b[0]} notrack\n    ip saddr ${POD.b[0]} ip daddr ${POD.c[0]} notrack\n  }\n}\n`);
+    try {
+      await reach([["c", "tcp", POD.b[0], 80, false]]);
+    } finally {
+      await nft("delete table inet untracked\n");
+    }
+  }, 30_000);
+
   test("counters: an allowed connection counts on the policies of its elements, a denied one on the policies isolating its destination, a blocked address on skein:blocked", async () => {
     const nl = Netlink.openNetfilter(lab.path("node"));
     try {
@@ -292,5 +314,19 @@ describe("the policy datapath in namespaces", () => {
     const replaced = await listing();
     await nft(renderSkeleton(0, CAP, DEFAULT_MARKS, policyTables()) + HAIRPIN);
     expect(await listing()).toEqual(replaced);
+    // the drift check knows the policy's chains and sets as skein's, and its fixed chains as
+    // the reference table (renderReference) holds them
+    const ref = renderReference(DEFAULT_MARKS);
+    await nft(ref.load);
+    const nl2 = Netlink.openNetfilter(lab.path("node"));
+    try {
+      const reference = listTable(nl2, REF_TABLE, false)!;
+      await nft(ref.drop);
+      expect(structureDrift(listTable(nl2)!, reference)).toEqual([]);
+      await nft("add rule inet skein pol_ingress accept\n");
+      expect(structureDrift(listTable(nl2)!, reference)).toEqual(["base chain pol_ingress does not hold skein's rules (6 rules, skein's are 5)"]);
+    } finally {
+      nl2.close();
+    }
   }, 30_000);
 });

@@ -1,10 +1,10 @@
 // Verdicts counted per policy: the kernel counts per element of the allow sets (connections
-// allowed, one packet each: later packets are accepted as established before any lookup) and
+// allowed: their packets until established, later ones are accepted before any lookup) and
 // per identity of the drop sets (packets dropped); this reads those counters through netlink
 // dumps of the four sets alone (nft would fetch every element of the table first, ring slots
 // included: agent/sys/nftdump.ts) and attributes them to the policies that made each element
 // or isolate each identity (pure).
-import { BLOCKED, type PolicyTables } from "../../compiler/policy/types.ts";
+import { BLOCKED, type AllowElement, type PolicyTables } from "../../compiler/policy/types.ts";
 import { decodeElems, NFT_MSG } from "../sys/nftdump.ts";
 import type { NftDumper } from "./adopt.ts";
 import { identityBits, markShift, type Marks } from "./marks.ts";
@@ -19,16 +19,7 @@ export interface Count {
 }
 
 /** An allow element's identity and port ranges as the kernel holds them, with its counter. */
-export interface AllowReading extends Count {
-  src: number;
-  srcLast: number;
-  dst: number;
-  dstLast: number;
-  proto: number;
-  protoLast: number;
-  port: number;
-  portLast: number;
-}
+export type AllowReading = Omit<AllowElement, "policies"> & Count;
 
 export interface PolicyReadings {
   allowIn: AllowReading[];

@@ -28,8 +28,8 @@ describe("renderPolicy", () => {
     expect(text).toContain("add element inet skein pol_iso_in { 0x00020000, 0x00040000, 0x00050000 }");
     expect(text).toContain("add element inet skein pol_drop_in { 0x00020000, 0x00040000, 0x00050000 }");
     expect(text).toContain("add element inet skein pol_iso_out { 0x00020000, 0x00030000, 0x00070000 }");
-    expect(text).toContain("add element inet skein pol_allow_in { 0x00010000 . 0x00050000 . 0-255 . 0-65535, 0x00030000 . 0x00040000 . 6 . 80, 0x00030000 . 0x00050000 . 6 . 8000-8100, 0x00040000 . 0x00050000 . 17 . 0-65535, 0x00060000 . 0x00040000 . 0-255 . 0-65535 }");
-    expect(text).toContain("0x00070000 . 0x00000000 . 6 . 80, 0x00070000 . 0x00030000-0x00070000 . 6 . 80 }");
+    expect(text).toContain("add element inet skein pol_allow_in { 0x00010000 . 0x00050000 . 0-255 . 0-65535, 0x00030000 . 0x00040000 . 6 . 80-80, 0x00030000 . 0x00050000 . 6 . 8000-8100, 0x00040000 . 0x00050000 . 17 . 0-65535, 0x00060000 . 0x00040000 . 0-255 . 0-65535 }");
+    expect(text).toContain("0x00070000 . 0x00000000 . 6 . 80-80, 0x00070000 . 0x00030000-0x00070000 . 6 . 80-80 }");
   });
 
   test("other mark ranges: identities shift into them, every other bit is kept", () => {
@@ -76,7 +76,7 @@ describe("renderPolicyDelta", () => {
     const gone = linesOf(renderPolicyDelta(policyTables(), policyTables(true), DEFAULT_MARKS));
     expect(gone.slice(-4)).toEqual(["flush chain inet skein pols_7", "delete chain inet skein pols_7", "flush chain inet skein pold_7", "delete chain inet skein pold_7"]);
     expect(gone).toContain("delete element inet skein pol_iso_out { 0x00070000 }");
-    expect(gone).toContain("delete element inet skein pol_allow_out { 0x00070000 . 0x00000000 . 6 . 80, 0x00070000 . 0x00030000-0x00070000 . 6 . 80 }");
+    expect(gone).toContain("delete element inet skein pol_allow_out { 0x00070000 . 0x00000000 . 6 . 80-80, 0x00070000 . 0x00030000-0x00070000 . 6 . 80-80 }");
     expect(gone.filter((l) => l.startsWith("add chain"))).toEqual([]);
     const back = linesOf(renderPolicyDelta(policyTables(true), policyTables(), DEFAULT_MARKS));
     expect(back.slice(0, 4)).toEqual([

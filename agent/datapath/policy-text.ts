@@ -104,21 +104,34 @@ export function policyChains(marks: Marks): Map<string, string[]> {
   return c;
 }
 
+/** Elements per command line: nft parses one huge line slower than several. */
 const CHUNK = 2000;
+/** The allow sets' elements per command line. nft 1.0.6 splits the elements of one command
+ * into netlink messages of 1,260 elements of a concatenated interval set, and the first
+ * element of every message after the first reaches the kernel with its marks' bytes swapped:
+ * it allows what it should not, and a later delete of it fails (ENOENT), failing the whole
+ * delta (measured, docs/measurements.md; test/policy-chunks.e2e.test.ts). */
+export const ALLOW_CHUNK = 1000;
 const elementLines = (verb: "add" | "delete", set: string, items: string[]) => {
   const out: string[] = [];
-  for (let i = 0; i < items.length; i += CHUNK) out.push(`${verb} element inet ${TABLE} ${set} { ${items.slice(i, i + CHUNK).join(", ")} }`);
+  const n = set.startsWith("pol_allow_") ? ALLOW_CHUNK : CHUNK;
+  for (let i = 0; i < items.length; i += n) out.push(`${verb} element inet ${TABLE} ${set} { ${items.slice(i, i + n).join(", ")} }`);
   return out;
 };
 
 const span = (a: string | number, b: string | number) => (a === b ? String(a) : `${a}-${b}`);
 
-/** An allow element's key: identities shifted into their mark bits, then protocol and port. */
+/**
+ * An allow element's key: identities shifted into their mark bits, then protocol and port.
+ * The port is always written as a range, one port as `p-p`: nft 1.0.6 cannot delete an
+ * element of a concatenated interval set written with single values only (ENOENT, however
+ * it was added), and one range in the key is enough for it to find the element.
+ */
 export function allowKey(e: AllowElement, marks: Marks): string {
   const sR = markShift(marks.mark);
   const sI = markShift(identityBits(marks));
   const m = (id: number, s: number) => hex(id << s);
-  return `${span(m(e.src, sR), m(e.srcLast, sR))} . ${span(m(e.dst, sI), m(e.dstLast, sI))} . ${span(e.proto, e.protoLast)} . ${span(e.port, e.portLast)}`;
+  return `${span(m(e.src, sR), m(e.srcLast, sR))} . ${span(m(e.dst, sI), m(e.dstLast, sI))} . ${span(e.proto, e.protoLast)} . ${e.port}-${e.portLast}`;
 }
 
 export const identityChains = (id: number, marks: Marks): Array<[string, string]> => {

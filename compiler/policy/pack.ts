@@ -1,7 +1,6 @@
-// Packing the policy compile's input for compiler.wasm (assembly/policy.ts), and the parts of
-// the compile that stay in TypeScript because they are per object and need text: the policies
-// in force (generated ones included), the ipBlocks and their text, pods grouped by what
-// policy can see of them, identity keys and names. Strings the module only compares for
+// Packing the policy compile's input for compiler.wasm (assembly/policy.ts): policies and pods
+// packed once per object (the ipBlocks' text, pods' label text and group key, addresses as
+// words), selectors, rules and labels as words. Strings the module only compares for
 // equality (label keys and values, port names) become ids; policies are numbered in the
 // string order of `ns/name`, blocks in the string order of their text, so that sorted
 // numbers are sorted names.
@@ -25,7 +24,7 @@
 //     port or name, endPort)];
 //   peer [0, flags (1 pods, 2 namespaces), pods selector?, namespaces selector?] or [1, block].
 import { parseCidr, type Cidr } from "../address.ts";
-import { IP_PROTOCOL, type PodInfo, type Policy, type PolicyPeer, type PolicyRule, type PolicyState, type Selector } from "./types.ts";
+import { IP_PROTOCOL, type PodInfo, type Policy, type PolicyPeer, type PolicyRule, type Selector } from "./types.ts";
 
 /** Strings to small ids, compared only for equality in the module. */
 export class Interner {
@@ -40,8 +39,25 @@ export class Interner {
   }
 }
 
+/** Where words are written: Words, or a plain array's List. */
+export interface Out {
+  push(v: number): void;
+  readonly n: number;
+}
+
+/** Words in a plain array (a packed object's: typed arrays cost more to make than to fill). */
+export class List implements Out {
+  readonly a: number[] = [];
+  push(v: number): void {
+    this.a.push(v);
+  }
+  get n(): number {
+    return this.a.length;
+  }
+}
+
 /** Growable u32 words. */
-export class Words {
+export class Words implements Out {
   buf: Uint32Array;
   n = 0;
   constructor(capacity = 1024) {
@@ -69,46 +85,6 @@ export class Words {
     return this.buf.subarray(0, this.n);
   }
 }
-
-export const APP_LABEL = "skein.io/app";
-const byNsName = (a: Policy, b: Policy) => (a.namespace < b.namespace ? -1 : a.namespace > b.namespace ? 1 : a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-
-/** The policies skein generates for isolation modes (POLICY.md step 1), sorted. */
-export function generatedPolicies(state: PolicyState): Policy[] {
-  const out: Policy[] = [];
-  for (const ns of state.namespaces) {
-    if (!ns.isolation) continue;
-    out.push({
-      namespace: ns.name,
-      name: "skein:isolation",
-      podSelector: { requirements: [{ key: APP_LABEL, operator: "DoesNotExist", values: [] }] },
-      ingress: [{ peers: [{ kind: "pods", pods: { requirements: [] } }], ports: [] }],
-      egress: null,
-      generated: "namespace-isolation",
-      viaService: true,
-    });
-  }
-  const apps = new Set<string>();
-  for (const pod of state.pods) {
-    const a = pod.labels[APP_LABEL];
-    if (a === undefined) continue;
-    const k = JSON.stringify([pod.namespace, a]);
-    if (apps.has(k)) continue;
-    apps.add(k);
-    const sel = (): Selector => ({ requirements: [{ key: APP_LABEL, operator: "In", values: [a] }] });
-    out.push({
-      namespace: pod.namespace,
-      name: `skein:app=${a}`,
-      podSelector: sel(),
-      ingress: [{ peers: [{ kind: "pods", pods: sel() }], ports: [] }],
-      egress: null,
-      generated: "app-isolation",
-      viaService: true,
-    });
-  }
-  return out.sort(byNsName);
-}
-
 
 export interface Block {
   text: string;
@@ -145,7 +121,7 @@ export interface PolicyPack {
 
 /** [namespace (0 here), flags, selector, ingress rules?, egress rules?] */
 export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
-  const w = new Words(64);
+  const w = new List();
   const blocks: Block[] = [];
   const blockAt: number[] = [];
   const onBlock = (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => {
@@ -157,7 +133,7 @@ export function packPolicy(pol: Policy, strings: Interner): PolicyPack {
   writeSelector(w, pol.podSelector, strings);
   if (pol.ingress) writeRules(w, pol.ingress, strings, onBlock);
   if (pol.egress) writeRules(w, pol.egress, strings, onBlock);
-  return { name: `${pol.namespace}/${pol.name}`, words: Array.from(w.words), blocks, blockAt };
+  return { name: `${pol.namespace}/${pol.name}`, words: w.a, blocks, blockAt };
 }
 
 /** What a compile needs of a pod, made once per pod object. */
@@ -180,28 +156,35 @@ export function packPod(pod: PodInfo): PodPack {
     .map((x) => `${x.name}/${x.protocol}/${x.port}`)
     .sort()
     .join(",");
-  const addrs: number[] = [];
+  const addrs = new List();
   for (const ip of pod.ips) writeAddr(addrs, ip);
-  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs, group: 0 };
+  return { labelsText, groupKey: `${pod.namespace}|${labelsText}|${portsText}`, addrs: addrs.a, group: 0 };
 }
 
-const DOTTED_QUAD = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** An address as 5 words. */
-export function writeAddr(out: { push(v: number): unknown }, ip: string): void {
-  const q = DOTTED_QUAD.exec(ip);
-  if (q) {
+/** An address (canonical text, compiler/address.ts) as 5 words. */
+export function writeAddr(out: Out, ip: string): void {
+  if (!ip.includes(":")) {
+    // a dotted quad read strictly already: digits and three dots
+    let v = 0;
+    let part = 0;
+    for (let i = 0; i < ip.length; i++) {
+      const c = ip.charCodeAt(i);
+      if (c === 46) {
+        v = v * 256 + part;
+        part = 0;
+      } else part = part * 10 + c - 48;
+    }
     out.push(4);
     out.push(0);
     out.push(0);
     out.push(0);
-    out.push(((Number(q[1]) << 24) | (Number(q[2]) << 16) | (Number(q[3]) << 8) | Number(q[4])) >>> 0);
+    out.push(v * 256 + part);
     return;
   }
   writeBytes(out, parseCidr(`${ip}/128`).bytes, 6);
 }
 
-function writeBytes(out: { push(v: number): unknown }, bytes: number[], family: 4 | 6): void {
+function writeBytes(out: Out, bytes: number[], family: 4 | 6): void {
   out.push(family);
   if (family === 4) {
     out.push(0);
@@ -212,7 +195,7 @@ function writeBytes(out: { push(v: number): unknown }, bytes: number[], family: 
 }
 
 /** A CIDR's first and last address, 10 words. */
-export function writeBounds(out: Words, c: Cidr): void {
+export function writeBounds(out: Out, c: Cidr): void {
   writeBytes(out, c.bytes, c.family);
   const last = c.bytes.map((b, i) => b | (0xff >> Math.max(0, Math.min(8, c.prefix - 8 * i))));
   writeBytes(out, last, c.family);
@@ -220,7 +203,7 @@ export function writeBounds(out: Words, c: Cidr): void {
 
 export const OPERATORS = { In: 0, NotIn: 1, Exists: 2, DoesNotExist: 3 } as const;
 
-export function writeSelector(out: Words, sel: Selector, strings: Interner): void {
+export function writeSelector(out: Out, sel: Selector, strings: Interner): void {
   out.push(sel.requirements.length);
   for (const r of sel.requirements) {
     out.push(strings.id(r.key));
@@ -230,7 +213,7 @@ export function writeSelector(out: Words, sel: Selector, strings: Interner): voi
   }
 }
 
-export function writeLabels(out: Words, labels: Record<string, string>, strings: Interner): void {
+export function writeLabels(out: Out, labels: Record<string, string>, strings: Interner): void {
   const keys = Object.keys(labels);
   out.push(keys.length);
   for (const k of keys) {
@@ -240,7 +223,7 @@ export function writeLabels(out: Words, labels: Record<string, string>, strings:
 }
 
 /** Rules; a cidr peer's block number is left 0, its position given to onBlock. */
-export function writeRules(out: Words, rules: PolicyRule[], strings: Interner, onBlock: (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => void): void {
+export function writeRules(out: Out, rules: PolicyRule[], strings: Interner, onBlock: (peer: Extract<PolicyPeer, { kind: "cidr" }>, at: number) => void): void {
   out.push(rules.length);
   for (const r of rules) {
     out.push(r.peers.length);

@@ -6,13 +6,14 @@ import { describe, expect, test } from "bun:test";
 import ipaddr from "ipaddr.js";
 import { rng } from "../generate.ts";
 import { loadCompiler } from "../wasm.ts";
-import { randomWorld } from "./generate.ts";
+import { randomWorld, realisticWorld } from "./generate.ts";
 import { compilePolicy, identityIds } from "./reference.ts";
 import { policyStateFrom } from "./state.ts";
 import type { PodInfo, PolicyState } from "./types.ts";
 import { wasmPolicyCompiler } from "./wasm.ts";
 
-const { compile } = wasmPolicyCompiler(await loadCompiler());
+const exports = await loadCompiler();
+const { compile } = wasmPolicyCompiler(exports);
 
 function stateOf(seed: number, isolation: boolean): { state: PolicyState; nodes: Array<{ name: string; podCIDRs: string[] }> } {
   const w = randomWorld(seed, { isolation });
@@ -86,4 +87,35 @@ describe("compiler.wasm equals the reference", () => {
       }
     });
   }
+});
+
+describe("compiler.wasm equals the reference on realistic clusters", () => {
+  test("2,000 pods and 800 policies over 20 nodes, for 3 of them, compiled twice", () => {
+    const w = realisticWorld({ pods: 2000, policies: 800, nodes: 20, seed: 7 });
+    const { state, errors } = policyStateFrom(w.objects);
+    expect(errors).toEqual([]);
+    for (const n of w.nodes.slice(0, 3)) {
+      const opts = { nodeName: n.name, podCIDRs: n.podCIDRs, maxIdentity: 0x7fff };
+      const ref = compilePolicy(state, opts);
+      expect(ref.allowIngress.length).toBeGreaterThan(100);
+      expect(compile(state, opts)).toEqual(ref);
+      // again, from what was packed the first time
+      expect(compile(state, opts, identityIds(ref))).toEqual(compilePolicy(state, opts, identityIds(ref)));
+    }
+  });
+
+  test("interned strings started afresh between compiles give the same tables", () => {
+    // a limit every compile passes: each starts with a new interner and packs everything again
+    const small = wasmPolicyCompiler(exports, { maxStrings: 1 });
+    let prev = new Map<string, number>();
+    let { state, nodes } = stateOf(44, true);
+    const r = rng(44);
+    const opts = { nodeName: nodes[0]!.name, podCIDRs: nodes[0]!.podCIDRs, maxIdentity: 0x7fff };
+    for (let step = 0; step < 6; step++) {
+      const ref = compilePolicy(state, opts, prev);
+      expect(small.compile(state, opts, prev)).toEqual(ref);
+      prev = identityIds(ref);
+      state = change(state, r);
+    }
+  });
 });

@@ -1,12 +1,15 @@
 // The NetworkPolicy compile (POLICY.md "The compile") with its heavy part in compiler.wasm
 // (assembly/policy.ts): the same PolicyTables as compiler/policy/reference.ts, which the tests
-// hold it equal to. Here: the policies in force, blocks, pods grouped by (namespace, labels,
-// ports), identity keys, ids and names (per object, and text); there: the address space cut
-// by the blocks and each pod address's place in it, selection, peers, pairs, the allow
-// elements and the named-port problems (what grows with pods × policies). Addresses of pods
-// are read back as the input's own text, by index.
+// hold it equal to (step 1, the generated policies, is the reference's own). Here: the
+// policies in force, blocks, pods grouped by (namespace, labels, ports), identity keys, ids
+// and names (per object, and text); there: the address space cut by the blocks and each pod
+// address's place in it, selection, peers, pairs, the allow elements and the named-port
+// problems (what grows with pods × policies). Pods and policies are packed when first
+// compiled and kept beside their objects, as the services compile keeps Services; addresses
+// of pods are read back as the input's own text, by index.
 import type { CompilerExports } from "../wasm.ts";
-import { addrText, generatedPolicies, Interner, packPod, packPolicy, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
+import { generatedPolicies } from "./reference.ts";
+import { addrText, Interner, packPod, packPolicy, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
 import { parseCidr } from "../address.ts";
 import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type Policy, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
@@ -43,7 +46,13 @@ function put(c: CompilerExports, w: Uint32Array): number {
  * label values come and go (pod-template-hash), and the interner would only grow. */
 const MAX_STRINGS = 1 << 20;
 
-export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile } {
+/**
+ * The compile, keeping what it packed of pods and policies between calls: a pod or policy that
+ * changes must come as a new object (as the state readers make them), never changed in place.
+ * `maxStrings`: MAX_STRINGS, smaller in tests.
+ */
+export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number } = {}): { compile: PolicyCompile } {
+  const maxStrings = o.maxStrings ?? MAX_STRINGS;
   // packed once per object and kept beside it, as the services compile does (compiler/wasm.ts)
   let strings = new Interner();
   let policyPacks = new WeakMap<Policy, PolicyPack>();
@@ -56,14 +65,19 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     return k;
   };
 
+  // the input words of the two calls, kept from one compile to the next
+  const words = [new Words(1 << 16), new Words(1 << 16)];
   let lastPacks: PolicyPack[] = [];
+  let section: { rank: number[]; polNs: number[]; blocks: string[]; words: Uint32Array } | undefined;
   let lastRank: number[] = [];
 
   function compile(state: PolicyState, opts: PolicyOptions, previous: ReadonlyMap<string, number> = new Map()): PolicyTables {
-    if (strings.size > MAX_STRINGS) {
+    if (strings.size > maxStrings) {
       strings = new Interner();
       policyPacks = new WeakMap();
       generatedPacks = new Map();
+      lastPacks = [];
+      section = undefined;
     }
     const generated = generatedPolicies(state);
     // in no particular order: they are numbered by name below
@@ -100,13 +114,9 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     const sortedNames = rank.map((i) => packs[i]!.name);
 
-    // the address space: cut, and each pod address placed in it; an address held by several
-    // pods (a stale pod, a watcher behind) is packed once
-    const addrIndex = new Map<string, number>();
-    const addrIps: string[] = [];
-    // per address, the pods (indexes in state.pods) holding it
-    const addrPods: number[][] = [];
-    const a = new Words();
+    // the address space: cut, and each pod address placed in it and sorted
+    const a = words[0]!;
+    a.n = 0;
     const podCIDRs = blockUnknown ? opts.podCIDRs.map((t) => parseCidr(t)) : [];
     a.push(blocks.length);
     a.push(podCIDRs.length);
@@ -118,24 +128,19 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     for (const cidr of podCIDRs) writeBounds(a, cidr);
     const podPacks = state.pods.map(podPack);
+    // every (pod, address), in pod order
+    const entryPod: number[] = [];
+    const entryIp: string[] = [];
     for (let pi = 0; pi < state.pods.length; pi++) {
       const pod = state.pods[pi]!;
-      if (!pod.ips.length) continue;
       const pk = podPacks[pi]!;
       for (let j = 0; j < pod.ips.length; j++) {
-        const ip = pod.ips[j]!;
-        const i = addrIndex.get(ip);
-        if (i !== undefined) {
-          addrPods[i]!.push(pi);
-          continue;
-        }
-        addrIndex.set(ip, addrIps.length);
-        addrIps.push(ip);
-        addrPods.push([pi]);
+        entryPod.push(pi);
+        entryIp.push(pod.ips[j]!);
         for (let k = j * 5; k < j * 5 + 5; k++) a.push(pk.addrs[k]!);
       }
     }
-    a.buf[2] = addrIps.length;
+    a.buf[2] = entryIp.length;
     const ain = put(c, a.words);
     const aout = c.policyAddresses(ain, a.n);
     let u32 = new Uint32Array(c.memory.buffer);
@@ -153,9 +158,35 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     }
     const intervalWords = u32.slice(intervalAt[0] ?? 0, p);
     const base = intervalAt[0] ?? 0;
-    const addrInterval = u32.slice(p, p + addrIps.length);
-    p += addrIps.length;
-    const addrOrder = u32.slice(p, p + addrIps.length);
+    const entryInterval = u32.slice(p, p + entryIp.length);
+    p += entryIp.length;
+    const entryOrder = u32.slice(p, p + entryIp.length);
+    // the addresses in order, each once: an address held by several pods (a stale pod, a
+    // watcher behind) is next to itself in the sorted entries
+    const addrIps: string[] = [];
+    const addrInterval: number[] = [];
+    // per address, the pods holding it: entries addrFirst[i] to addrFirst[i + 1] - 1 of the
+    // sorted order, whose pods are the holders (indexes in state.pods, in holders)
+    const addrFirst: number[] = [];
+    const holders = new Array<number>(entryOrder.length);
+    /** per address, whether a pod of this node holds it */
+    const addrLocal: boolean[] = [];
+    for (let j = 0; j < entryOrder.length; j++) {
+      const e = entryOrder[j]!;
+      const ip = entryIp[e]!;
+      const pod = entryPod[e]!;
+      holders[j] = pod;
+      const local = state.pods[pod]!.nodeName === opts.nodeName;
+      if (addrIps.length && addrIps[addrIps.length - 1] === ip) {
+        if (local) addrLocal[addrLocal.length - 1] = true;
+        continue;
+      }
+      addrFirst.push(j);
+      addrIps.push(ip);
+      addrInterval.push(entryInterval[e]!);
+      addrLocal.push(local);
+    }
+    addrFirst.push(entryOrder.length);
     const blocksText = new Map<number, string>();
     const keyBlocks = (i: number) => {
       let t = blocksText.get(i);
@@ -185,12 +216,17 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const keyOf = new Map<number, Key>();
     const blockGroups: Array<Set<number>> = blocks.map(() => new Set());
     for (let i = 0; i < addrIps.length; i++) {
-      const hs = addrPods[i]!;
-      const g = groupList[podPacks[hs[0]!]!.group]!;
+      const from = addrFirst[i]!;
+      const to = addrFirst[i + 1]!;
+      const g = groupList[podPacks[holders[from]!]!.group]!;
       const iv = addrInterval[i]!;
-      if (intervalBlocks[iv]!.length) for (const h of hs) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podPacks[h]!.group);
-      if (hs.length > 1 && hs.some((h) => podPacks[h]!.group !== g.index)) {
-        const names = hs.map((h) => `${state.pods[h]!.namespace}/${state.pods[h]!.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
+      if (intervalBlocks[iv]!.length) for (let h = from; h < to; h++) for (const b of intervalBlocks[iv]!) blockGroups[b]!.add(podPacks[holders[h]!]!.group);
+      let alike = true;
+      for (let h = from + 1; h < to; h++) if (podPacks[holders[h]!]!.group !== g.index) alike = false;
+      if (!alike) {
+        const names = holders
+          .slice(from, to)
+          .map((h) => `${state.pods[h]!.namespace}/${state.pods[h]!.name}`).sort((x, y) => (x < y ? -1 : x > y ? 1 : 0));
         problems.push(`address ${addrIps[i]}: held by pods ${names.join(", ")}; blocked`);
         addrKey.push(undefined);
         continue;
@@ -203,7 +239,7 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
         if (!key) keys.set(k, (key = { key: k, kind: 1, group: g.index, blocks: intervalBlocks[iv]!, local: false, id: 0 }));
         keyOf.set(g.index * nIntervals + iv, key);
       }
-      if (!key.local && hs.some((h) => state.pods[h]!.nodeName === opts.nodeName)) key.local = true;
+      if (addrLocal[i]) key.local = true;
       addrKey.push(key);
     }
     const intervalKey: Array<Key | undefined> = [];
@@ -261,7 +297,8 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     const blockIds: number[][] = blocks.map(() => []);
     for (const k of given) for (const b of k.blocks) blockIds[b]!.push(k.id);
 
-    const w = new Words();
+    const w = words[1]!;
+    w.n = 0;
     w.push(nsLabels.length);
     w.push(groupList.length);
     w.push(nIds);
@@ -293,13 +330,26 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       w.push(blockGroups[b]!.size);
       for (const g of blockGroups[b]!) w.push(g);
     });
-    rank.forEach((i, r) => {
-      const k = packs[i]!;
-      const at = w.n;
-      w.pushAll(k.words);
-      w.buf[at] = polNs[r]!;
-      for (let b = 0; b < k.blocks.length; b++) w.buf[at + k.blockAt[b]!] = blockIndex.get(k.blocks[b]!.text)!;
-    });
+    // the policies' words as last time when neither they nor the namespace and block
+    // numbers changed
+    const same = (x: ArrayLike<unknown>, y: ArrayLike<unknown>) => {
+      if (x.length !== y.length) return false;
+      for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return false;
+      return true;
+    };
+    const blockTexts = blocks.map((b) => b.text);
+    if (section && section.rank === rank && same(section.polNs, polNs) && same(section.blocks, blockTexts)) w.pushAll(section.words);
+    else {
+      const from = w.n;
+      rank.forEach((i, r) => {
+        const k = packs[i]!;
+        const at = w.n;
+        w.pushAll(k.words);
+        w.buf[at] = polNs[r]!;
+        for (let b = 0; b < k.blocks.length; b++) w.buf[at + k.blockAt[b]!] = blockIndex.get(k.blocks[b]!.text)!;
+      });
+      section = { rank, polNs, blocks: blockTexts, words: w.buf.slice(from, w.n) };
+    }
     const rin = put(c, w.words);
     const rout = c.policyRules(rin, w.n);
     u32 = new Uint32Array(c.memory.buffer);
@@ -328,13 +378,15 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
       const names: string[] = [];
       for (let j = 0; j < n; j++) names.push(sortedNames[u32[p + j]!]!);
       p += n;
+      // one list shared by the elements allowed by the same policies (not copied per
+      // element: freezing or copying thousands of them costs more than the rest of the read)
       sets.push(names);
     }
     const elements = (at: number): AllowElement[] => {
       const n = u32[at]!;
       const out: AllowElement[] = new Array(n);
       for (let i = 0, e = at + 1; i < n; i++, e += 9) {
-        out[i] = { src: u32[e]!, srcLast: u32[e + 4]!, dst: u32[e + 1]!, dstLast: u32[e + 5]!, proto: u32[e + 2]!, protoLast: u32[e + 6]!, port: u32[e + 3]!, portLast: u32[e + 7]!, policies: sets[u32[e + 8]!]!.slice() };
+        out[i] = { src: u32[e]!, srcLast: u32[e + 4]!, dst: u32[e + 1]!, dstLast: u32[e + 5]!, proto: u32[e + 2]!, protoLast: u32[e + 6]!, port: u32[e + 3]!, portLast: u32[e + 7]!, policies: sets[u32[e + 8]!]! };
       }
       return out;
     };
@@ -354,14 +406,13 @@ export function wasmPolicyCompiler(c: CompilerExports): { compile: PolicyCompile
     let anyBlocked = false;
     const pods: PodAddress[] = [];
     const localAddresses: string[] = [];
-    for (let j = 0; j < addrOrder.length; j++) {
-      const i = addrOrder[j]!;
+    for (let i = 0; i < addrIps.length; i++) {
       const ip = addrIps[i]!;
       const key = addrKey[i];
       const id = key ? idOf(key) : BLOCKED;
       if (id === BLOCKED) anyBlocked = true;
-      pods.push({ family: ip.includes(":") ? 6 : 4, ip, id });
-      if (addrPods[i]!.some((h) => state.pods[h]!.nodeName === opts.nodeName)) localAddresses.push(ip);
+      pods.push({ family: intervalWords[intervalAt[addrInterval[i]!]! - base] as 4 | 6, ip, id });
+      if (addrLocal[i]) localAddresses.push(ip);
     }
     const ranges: AddressRange[] = [];
     let last: { range: AddressRange; interval: number } | undefined;
