@@ -1,0 +1,249 @@
+// An agent restart never opens an allow-all window (issue 15 point 5, and its "Must show":
+// restart the agent with policies in force while probing every 100 ms: no denied connection
+// gets through, no allowed one fails). On the truth-table lab's two nodes and nine pods
+// (testing/policy-lab.ts), with a scene of allowed and denied pairs over TCP and UDP, ingress
+// and egress, same-node and cross-node, and a namespace in isolation mode: a round of new
+// connections starts every 100 ms while node n1's agent is stopped (SIGTERM, and once
+// SIGKILL) and started again, and established flows exchange all the while. Every
+// expectation is the oracle's (testing/policy-oracle.ts).
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { Cluster } from "../testing/multinode.ts";
+import { AgentApplier, agrees, type Cell, expected, type Fixture, PolicyLab, policy, type ProberClient, type Scene } from "../testing/policy-lab.ts";
+import { startPolicyCluster } from "../testing/policy-faults.ts";
+import { builtSkein, useLab, useTempDir, waitFor } from "./harness/index.ts";
+
+/** a round of new connections starts this often */
+const EVERY_MS = 100;
+/** how long a probe the policies allow may take before it counts as failed (a loaded machine is
+ * slow, not a drop), and how long one they deny is given to get through */
+const ALLOWED_MS = 1000;
+const DENIED_MS = 300;
+/** rounds probed before the restart, with the agent down, and after its first sync */
+const ROUNDS_BEFORE = 20;
+const ROUNDS_DOWN = 10;
+const ROUNDS_AFTER = 20;
+/** the node whose agent restarts */
+const NODE = "n1";
+
+const ns = (name: string) => ({ matchLabels: { ns: name } });
+const pod = (name: string) => ({ matchLabels: { pod: name } });
+
+/**
+ * y admits x only, on TCP 80 and UDP 81; x/c (on n1) may only reach y; z is in namespace
+ * isolation (only z reaches z); x admits everyone.
+ */
+const SCENE: Scene = {
+  isolated: ["z"],
+  policies: [
+    policy("y", "from-x", { podSelector: {}, ingress: [{ from: [{ namespaceSelector: ns("x") }], ports: [{ protocol: "TCP", port: 80 }, { protocol: "UDP", port: 81 }] }] }),
+    policy("x", "c-out-to-y", { podSelector: pod("c"), policyTypes: ["Egress"], egress: [{ to: [{ namespaceSelector: ns("y") }] }] }),
+  ],
+};
+
+/**
+ * The cells probed each round: of the whole table (TCP and UDP, ports 80 and 81), one per kind
+ * of cell among those that pass n1 — protocol and port, source namespace (or host),
+ * destination namespace, same node or not, allowed or not — so that every kind the restart
+ * could open or close is probed every round, without probing the whole table ten times a
+ * second.
+ */
+function probed(fx: Fixture, cells: Cell[]): Cell[] {
+  const nodeOf = (k: string) => (k.startsWith("host ") ? k.slice(5) : fx.pod(k).node);
+  const kinds = new Map<string, Cell>();
+  for (const c of cells) {
+    if (c.from === c.to) continue;
+    const from = nodeOf(c.from);
+    const to = nodeOf(c.to);
+    if (from !== NODE && to !== NODE) continue;
+    const k = `${c.proto}/${c.port} ${c.from.startsWith("host ") ? "host" : c.from.split("/")[0]}>${c.to.split("/")[0]} ${from === to ? "same" : "cross"} ${c.expect}`;
+    if (!kinds.has(k)) kinds.set(k, c);
+  }
+  return [...kinds.values()];
+}
+
+interface Flow {
+  name: string;
+  from: string;
+  to: string;
+  proto: "tcp" | "udp";
+  port: number;
+}
+
+/** Established flows, open before the restarts: cross-node and same-node, TCP and UDP, each allowed. */
+const FLOWS: Flow[] = [
+  { name: "x/a>y/a tcp/80", from: "x/a", to: "y/a", proto: "tcp", port: 80 },
+  { name: "z/a>z/c tcp/81", from: "z/a", to: "z/c", proto: "tcp", port: 81 },
+  { name: "x/a>y/b udp/81", from: "x/a", to: "y/b", proto: "udp", port: 81 },
+  { name: "y/a>x/c tcp/80", from: "y/a", to: "x/c", proto: "tcp", port: 80 },
+];
+
+type Outcome = { ok: boolean; answer?: string; error?: string };
+
+/** Rounds of probes every EVERY_MS, and exchanges on the open flows, until stopped; everything that disagrees with the oracle is kept. */
+class Probing {
+  phase = "before";
+  rounds = 0;
+  probes = 0;
+  echoes = 0;
+  readonly perPhase = new Map<string, number>();
+  readonly bad: string[] = [];
+  private stopped = false;
+  private readonly t0 = performance.now();
+  private readonly running: Promise<void>[] = [];
+
+  constructor(
+    readonly pl: PolicyLab,
+    readonly cells: Cell[],
+    readonly flows: Array<Flow & { prober: ProberClient; answer: string }>,
+  ) {
+    this.running.push(this.roundLoop(), ...flows.map((f) => this.flowLoop(f)));
+  }
+
+  private at = () => `+${(performance.now() - this.t0).toFixed(0)} ms, ${this.phase}`;
+
+  private async roundLoop(): Promise<void> {
+    const allowed = this.cells.flatMap((c, i) => (c.expect ? [i] : []));
+    const denied = this.cells.flatMap((c, i) => (c.expect ? [] : [i]));
+    const inFlight = new Set<Promise<void>>();
+    let next = performance.now();
+    while (!this.stopped) {
+      const n = ++this.rounds;
+      const at = this.at();
+      this.perPhase.set(this.phase, (this.perPhase.get(this.phase) ?? 0) + 1);
+      const round = Promise.all([this.pl.observe(this.cells, ALLOWED_MS, allowed), this.pl.observe(this.cells, DENIED_MS, denied)]).then(([a, d]) => {
+        for (const [i, o] of [...a, ...d]) {
+          this.probes++;
+          const c = this.cells[i]!;
+          if (!agrees(c, o)) this.bad.push(`round ${n} (${at}): ${c.proto}/${c.port} ${c.from} -> ${c.to} (${c.ip}): expected ${c.expect ? "reached" : "not reached"} [${c.why}], ${o.ok ? `reached: "${o.answer}"` : `not reached: ${o.error}`}`);
+        }
+      });
+      inFlight.add(round);
+      void round.finally(() => inFlight.delete(round));
+      next += EVERY_MS;
+      // a round that started late does not make the next ones bunch up
+      next = Math.max(next, performance.now());
+      await Bun.sleep(next - performance.now());
+    }
+    await Promise.all(inFlight);
+  }
+
+  private async flowLoop(f: Flow & { prober: ProberClient; answer: string }): Promise<void> {
+    while (!this.stopped) {
+      const start = performance.now();
+      const at = this.at();
+      const r = (await f.prober.request<{ result: Outcome }>({ op: "echo", flow: f.name, timeoutMs: ALLOWED_MS } as never)).result;
+      this.echoes++;
+      if (!r.ok || r.answer !== f.answer) this.bad.push(`flow ${f.name} (${at}): expected the answer "${f.answer}", ${r.ok ? `got "${r.answer}"` : `failed: ${r.error}`}`);
+      await Bun.sleep(Math.max(0, start + EVERY_MS - performance.now()));
+    }
+  }
+
+  /** Waits (with a deadline) until `n` more rounds started in the current phase. */
+  async roundsMore(n: number): Promise<void> {
+    const want = this.rounds + n;
+    await waitFor(`${n} more probe rounds (${this.phase})`, () => this.rounds >= want, n * EVERY_MS * 5 + 5000, 10);
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    await Promise.all(this.running);
+  }
+
+  summary(): string {
+    return `${this.rounds} rounds of ${this.cells.length} new connections (${this.probes} probes: ${[...this.perPhase].map(([p, n]) => `${p} ${n}`).join(", ")}), ${this.echoes} exchanges on ${this.flows.length} open flows`;
+  }
+}
+
+const log: string[] = [];
+afterAll(() => console.log(`policy agent restart:\n${log.join("\n")}`));
+
+describe("an agent restart with policies in force, probed every 100 ms", () => {
+  const lab = useLab("polrst");
+  const tmp = useTempDir("polrst");
+  let c: Cluster;
+  let pl: PolicyLab;
+  let cells: Cell[];
+  let table: Cell[];
+  let probing: Probing;
+  const t0 = performance.now();
+
+  beforeAll(async () => {
+    builtSkein();
+    const started = await startPolicyCluster(lab, tmp);
+    c = started.c;
+    const applier = new AgentApplier(c, () => started.fx);
+    await applier.init();
+    pl = new PolicyLab(lab, started.fx, applier);
+    await pl.startProbers();
+    table = await pl.scene(SCENE, "the policies in force");
+    table = expected(pl.fx, SCENE, { protocols: ["TCP", "UDP"] });
+    cells = probed(pl.fx, table);
+    const flows = await Promise.all(
+      FLOWS.map(async (f) => {
+        const prober = pl.probers.get(f.from)!;
+        const to = pl.fx.pod(f.to);
+        const r = (await prober.request<{ result: Outcome }>({ op: "open", flow: f.name, proto: f.proto, ip: to.ip, port: f.port, timeoutMs: ALLOWED_MS } as never)).result;
+        const answer = `${f.to} ${pl.fx.pod(f.from).ip}`;
+        if (!r.ok || r.answer !== answer) throw new Error(`flow ${f.name}: expected "${answer}" on opening, ${r.ok ? `got "${r.answer}"` : `failed: ${r.error}`}`);
+        return { ...f, prober, answer };
+      }),
+    );
+    probing = new Probing(pl, cells, flows);
+    log.push(`${(performance.now() - t0).toFixed(0).padStart(5)} ms: cluster, 9 pods, 11 probers, policies in force, ${flows.length} flows open; ${cells.length} cells a round (${cells.filter((x) => x.expect).length} allowed, ${cells.filter((x) => !x.expect).length} denied)`);
+  }, 60_000);
+  afterAll(async () => {
+    await probing?.stop();
+    pl?.stopProbers();
+    await c?.stop();
+    log.push(`${(performance.now() - t0).toFixed(0).padStart(5)} ms: the whole file`);
+  });
+
+  test("the rounds cover what the restart could open or close", () => {
+    const has = (f: (x: Cell) => boolean) => cells.some(f);
+    const n1 = (k: string) => !k.startsWith("host ") && pl.fx.pod(k).node === NODE;
+    for (const proto of ["TCP", "UDP"] as const) {
+      for (const expect_ of [true, false]) {
+        expect([proto, expect_, "same node", has((x) => x.proto === proto && x.expect === expect_ && n1(x.from) && n1(x.to))]).toEqual([proto, expect_, "same node", true]);
+        expect([proto, expect_, "cross node", has((x) => x.proto === proto && x.expect === expect_ && n1(x.from) !== n1(x.to) && !x.from.startsWith("host "))]).toEqual([proto, expect_, "cross node", true]);
+      }
+    }
+    // denied by namespace isolation, by an ingress policy, by an egress policy, on n1's side
+    expect(has((x) => !x.expect && x.to.startsWith("z/") && !x.from.startsWith("z/") && n1(x.to))).toBe(true);
+    expect(has((x) => !x.expect && x.to.startsWith("y/") && n1(x.to))).toBe(true);
+    expect(has((x) => !x.expect && x.from === "x/c" && !x.to.startsWith("y/"))).toBe(true);
+    expect(has((x) => x.expect && x.from.startsWith("z/") && x.to.startsWith("z/"))).toBe(true);
+  });
+
+  for (const signal of ["SIGTERM", "SIGKILL"] as const) {
+    test(`${NODE}'s agent stopped by ${signal} and started again: no denied connection gets through, no allowed one fails, open flows go on`, async () => {
+      const r0 = probing.rounds;
+      const bad0 = probing.bad.length;
+      probing.phase = `before ${signal}`;
+      await probing.roundsMore(ROUNDS_BEFORE);
+      probing.phase = `stopping (${signal})`;
+      const code = await c.stopAgent(NODE, { signal });
+      // SIGKILL: killed, no exit code of its own (Bun reports 128 + 9)
+      expect(code).toBe(signal === "SIGTERM" ? 0 : 137);
+      probing.phase = `down after ${signal}`;
+      await probing.roundsMore(ROUNDS_DOWN);
+      probing.phase = `starting after ${signal}`;
+      const a = await c.startAgent(NODE, [], { ready: "cluster state listed" });
+      // its first sync: the policy of the tables it adopted replaced whole ("policy applied"),
+      // or, were they not adopted, the whole table made new ("tables applied")
+      const synced = await waitFor("the restarted agent's first sync", () => /"msg":"(policy|tables) applied"/.exec(a.out.text)?.[1], 10_000, 20).then((what) => `${what} applied`, (e: Error) => e.message);
+      probing.phase = `after ${signal}`;
+      await probing.roundsMore(ROUNDS_AFTER);
+      log.push(`${signal}: ${probing.rounds - r0} rounds; the new agent: ${a.out.text.split("\n").filter((l) => /adopted|replaced|tables applied|policy applied/.test(l)).map((l) => JSON.parse(l).msg).join(" | ")}`);
+      const bad = probing.bad.slice(bad0);
+      expect(bad.length ? `${bad.length} probes disagreed with the policies in force:\n${bad.slice(0, 30).join("\n")}` : "").toBe("");
+      expect(synced).toMatch(/^(policy|tables) applied$/);
+    }, 60_000);
+  }
+
+  test("after the restarts: the probing stopped clean, and the whole table still holds", async () => {
+    await probing.stop();
+    log.push(`in all: ${probing.summary()}`);
+    expect(probing.bad.length ? probing.bad.slice(0, 30).join("\n") : "").toBe("");
+    await pl.check(table, "the whole table after the restarts", 10_000);
+  }, 60_000);
+});
