@@ -39,6 +39,10 @@ export type Hold = "absent" | "no-status";
 export class SceneWriter implements Applier {
   readonly kind = "agent";
   hold: Record<string, Hold> = {};
+  /** Pods written in the reverse of the lab's order, one at a time: an agent that sees them
+   * arrive gives their identities ids in that order, unlike one that lists them all at once
+   * (ids in key order) */
+  reversePods = false;
   private readonly now = new Map<string, string>();
 
   constructor(
@@ -64,8 +68,10 @@ export class SceneWriter implements Applier {
     const api = this.cluster.api;
     const want = this.want(s);
     // Namespaces first, then Pods, then policies: what a policy selects exists before it
-    const order = (o: K8sObject) => ["Namespace", "Pod", "NetworkPolicy"].indexOf(o.kind);
-    for (const [path, o] of [...want].sort((a, b) => order(a[1]) - order(b[1]))) {
+    const kind = (k: string) => [...want].filter(([, o]) => o.kind === k);
+    const pods = kind("Pod");
+    const objs = [...kind("Namespace"), ...(this.reversePods ? pods.reverse() : pods), ...kind("NetworkPolicy")];
+    for (const [path, o] of objs) {
       const text = JSON.stringify(o);
       if (this.now.get(path) === text) continue;
       const { status, ...body } = o as K8sObject & { status?: unknown };
