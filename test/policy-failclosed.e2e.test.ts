@@ -14,7 +14,7 @@ import { DEFAULT_MARKS, hex32, maxIdentity, parseMask, MIN_CT_MARK_BITS } from "
 import { LIMITS } from "../compiler/policy/state.ts";
 import { FIRST_ID } from "../compiler/policy/types.ts";
 import { expected, LAB_NODES, PolicyLab, policy, type Fixture, type Scene } from "../testing/policy-lab.ts";
-import { SceneWriter, startPolicyCluster, withBlocked } from "../testing/policy-faults.ts";
+import { addFillerPods, SceneWriter, startPolicyCluster, withBlocked } from "../testing/policy-faults.ts";
 import { builtSkein, useLab, useTempDir } from "./harness/index.ts";
 
 const PROTOCOLS = ["TCP", "UDP"] as const;
@@ -134,18 +134,7 @@ describe("fail closed, through the API server and an agent per node", () => {
     const s: Scene = { policies: [policy("x", "a-from-b", { podSelector: pod("a"), ingress: [{ from: [{ podSelector: pod("b") }] }] })] };
     await w.apply(s);
     await check(table(s), "x/a admits only x/b, before the fillers");
-    await c.api.create("/api/v1/namespaces", { metadata: { name: "y0fill" } });
-    for (let i = 0; i < fillers; i += 25) {
-      await Promise.all(
-        Array.from({ length: Math.min(25, fillers - i) }, async (_, k) => {
-          const n = i + k;
-          const name = `f${n}`;
-          await c.api.create("/api/v1/namespaces/y0fill/pods", { metadata: { name, labels: { filler: String(n) } }, spec: { nodeName: "n9", containers: [{ name: "c", image: "filler" }] } });
-          const ip = `10.244.${200 + Math.floor(n / 250)}.${1 + (n % 250)}`;
-          await c.api.request("PATCH", `/api/v1/namespaces/y0fill/pods/${name}/status`, { status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } }, "application/merge-patch+json");
-        }),
-      );
-    }
+    await addFillerPods(c, "y0fill", fillers);
     // a fresh agent gives ids anew, in key order: restarted with the narrow range
     await Promise.all(LAB_NODES.map((n) => c.stopAgent(n)));
     const agents = await Promise.all(LAB_NODES.map((n) => c.startAgent(n, ["--ct-mark-mask", hex32(ctMark)], { ready: "cluster state listed" })));

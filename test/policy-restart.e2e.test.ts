@@ -6,13 +6,13 @@
 // connections starts every 100 ms while n1's agent is stopped by SIGTERM and started again,
 // then n2's by SIGKILL, and established flows exchange all the while. The agents saw the pods
 // arrive one by one, so their identities' ids are not those a restarted agent gives them:
-// each restart moves every pod address to another id. Every expectation is the oracle's
-// (testing/policy-oracle.ts).
+// each restart moves nearly every pod address (the lab's nine and 300 Pod objects of pods that
+// run nowhere) to another id. Every expectation is the oracle's (testing/policy-oracle.ts).
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { Lab } from "../testing/lab.ts";
 import type { Cluster } from "../testing/multinode.ts";
 import { agrees, type Cell, expected, type Fixture, PolicyLab, policy, type ProberClient, type Scene } from "../testing/policy-lab.ts";
-import { SceneWriter, startPolicyCluster } from "../testing/policy-faults.ts";
+import { addFillerPods, SceneWriter, startPolicyCluster } from "../testing/policy-faults.ts";
 import { builtSkein, useLab, useTempDir, waitFor } from "./harness/index.ts";
 
 /** a round of new connections starts this often */
@@ -25,6 +25,8 @@ const DENIED_MS = 300;
 const ROUNDS_BEFORE = 20;
 const ROUNDS_DOWN = 10;
 const ROUNDS_AFTER = 20;
+/** Pod objects of pods that run nowhere (testing/policy-faults.ts addFillerPods): identities besides the lab's nine */
+const FILLERS = 300;
 /** which agent restarts how */
 const RESTARTS = [
   { node: "n1", signal: "SIGTERM" },
@@ -213,6 +215,10 @@ describe("an agent restart with policies in force, probed every 100 ms", () => {
     pl = new PolicyLab(lab, started.fx, w);
     await pl.startProbers();
     await pl.scene(SCENE, "the policies in force");
+    // and many more identities, so that a restart moves hundreds of addresses to other ids in
+    // the one transaction that replaces the policy
+    await addFillerPods(c, "y0fill", FILLERS);
+    await pl.check(expected(pl.fx, SCENE, { protocols: ["TCP", "UDP"] }), "the policies in force, with the filler pods", 10_000);
     table = expected(pl.fx, SCENE, { protocols: ["TCP", "UDP"] });
     flows = await Promise.all(
       FLOWS.map(async (f) => {
@@ -224,7 +230,7 @@ describe("an agent restart with policies in force, probed every 100 ms", () => {
         return { ...f, prober, answer };
       }),
     );
-    log.push(`${(performance.now() - t0).toFixed(0).padStart(5)} ms: cluster, 9 pods, 11 probers, policies in force, ${flows.length} flows open`);
+    log.push(`${(performance.now() - t0).toFixed(0).padStart(5)} ms: cluster, 9 pods (and ${FILLERS} Pod objects running nowhere), 11 probers, policies in force, ${flows.length} flows open`);
   }, 60_000);
   afterAll(async () => {
     pl?.stopProbers();
@@ -267,7 +273,7 @@ describe("an agent restart with policies in force, probed every 100 ms", () => {
         probing.phase = "before";
         await probing.roundsMore(ROUNDS_BEFORE);
         const before = await identityChains(lab, node);
-        expect(before.size).toBe(9);
+        expect(before.size).toBe(9 + FILLERS);
         probing.phase = "stopping";
         const code = await c.stopAgent(node, { signal });
         // SIGKILL: killed, no exit code of its own (Bun reports 128 + 9)
