@@ -69,25 +69,26 @@ describe("identities", () => {
       { ...OPTS, podCIDRs: ["10.244.1.0/24", "fd00:1::/64"] },
     );
     const block = "10.0.0.0/8 except 10.0.0.0/16,10.1.0.0/16";
+    // the identity of this node's pod (b) first, then the others in key order
     expect(t.identities.map((i) => [i.id, i.key, i.name])).toEqual([
-      [3, `cidr|${block}`, `cidr ${block}`],
-      [4, "cidr|fd00::/64", "cidr fd00::/64"],
-      [5, "pod|prod|app=db||10.0.0.0/8 except 10.0.0.0/16,10.1.0.0/16", `pod prod app=db in ${block}`],
+      [3, "pod|prod|app=db||10.0.0.0/8 except 10.0.0.0/16,10.1.0.0/16", `pod prod app=db in ${block}`],
+      [4, `cidr|${block}`, `cidr ${block}`],
+      [5, "cidr|fd00::/64", "cidr fd00::/64"],
       [6, "pod|prod|app=web||", "pod prod app=web"],
     ]);
     expect(t.ranges).toEqual([
-      { family: 4, first: "10.2.0.0", last: "10.244.0.255", id: 3 },
+      { family: 4, first: "10.2.0.0", last: "10.244.0.255", id: 4 },
       { family: 4, first: "10.244.1.0", last: "10.244.1.255", id: BLOCKED },
-      { family: 4, first: "10.244.2.0", last: "10.255.255.255", id: 3 },
-      { family: 6, first: "fd00::", last: "fd00::ffff:ffff:ffff:ffff", id: 4 },
+      { family: 4, first: "10.244.2.0", last: "10.255.255.255", id: 4 },
+      { family: 6, first: "fd00::", last: "fd00::ffff:ffff:ffff:ffff", id: 5 },
       { family: 6, first: "fd00:1::", last: "fd00:1::ffff:ffff:ffff:ffff", id: BLOCKED },
     ]);
-    expect(t.isolatedIngress).toEqual([BLOCKED, 5]);
+    expect(t.isolatedIngress).toEqual([BLOCKED, 3]);
     expect(t.isolatedEgress).toEqual([BLOCKED]);
     // the pod 10.1.0.5 is in an except: its connections are from WORLD's side of the block
     expect(verdict(t, { src: "10.1.0.5", dst: "10.244.1.5", proto: "TCP", port: 80 }).allowed).toBe(false);
     expect(verdict(t, { src: "10.3.0.1", dst: "10.244.1.5", proto: "TCP", port: 80 }).allowed).toBe(true);
-    expect(verdict(t, { src: "fd00::1", dst: "10.244.1.5", proto: "TCP", port: 80 }).why).toContain("4 (cidr fd00::/64)");
+    expect(verdict(t, { src: "fd00::1", dst: "10.244.1.5", proto: "TCP", port: 80 }).why).toContain("5 (cidr fd00::/64)");
   });
 
   test("excepts of a block are written sorted by address, then prefix, without repeats", () => {
@@ -135,6 +136,24 @@ describe("identities", () => {
     expect(t.isolatedEgress).toEqual([BLOCKED]);
     expect(verdict(t, { src: "10.244.2.3", dst: "10.244.1.1", proto: "TCP", port: 80 }).allowed).toBe(false);
     expect(verdict(t, { src: "10.244.1.1", dst: "10.244.1.2", proto: "TCP", port: 80 }).allowed).toBe(true);
+  });
+
+  test("past maxIdentity, this node's pods keep ids: many distinct pods elsewhere cannot get them blocked", () => {
+    // namespace "aaa" sorts first: by key order alone its pods would take every id
+    const flood = [0, 1, 2].map((i) => pod(`f${i}`, `10.244.2.${10 + i}`, { app: `f${i}` }, { namespace: "aaa", nodeName: "n2" }));
+    const mine = pod("m", "10.244.1.5", { app: "mine" });
+    const limit = { ...OPTS, maxIdentity: FIRST_ID + 1 };
+    const t = compilePolicy(state({ pods: [...flood, mine] }), limit);
+    expect(t.pods.find((p) => p.ip === "10.244.1.5")!.id).toBe(3);
+    expect(t.pods.filter((p) => p.id === BLOCKED).map((p) => p.ip)).toEqual(["10.244.2.11", "10.244.2.12"]);
+    // a local pod arriving once the flood holds every id takes one from it: the remote key
+    // last in key order gives its id up
+    const t2 = compilePolicy(state({ pods: [...flood, mine, pod("n", "10.244.1.6", { app: "new" })] }), limit, new Map([["pod|aaa|app=f0||", 3], ["pod|aaa|app=f1||", 4]]));
+    expect(t2.pods.filter((p) => p.id !== BLOCKED).map((p) => [p.ip, p.id])).toEqual([
+      ["10.244.1.5", 4],
+      ["10.244.1.6", 3],
+    ]);
+    expect(t2.problems).toEqual(["identity limit: 5 identities needed, the mark bits hold 2; pods of the rest are blocked"]);
   });
 
   test("an address two pods claim with different keys is blocked", () => {

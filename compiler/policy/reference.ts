@@ -29,6 +29,12 @@
 //     has no peers. Only for directions the policy has (ingress / egress not null).
 //   - `previous` entries with an id below FIRST_ID, or an id taken already by a key earlier
 //     in string order, are ignored (the key takes a free id as a new one would).
+//   - Ids for keys without one go to local keys (some pod of this node holds an address of
+//     them) before the others, each in string order; and when a local key's id is past
+//     maxIdentity, it swaps ids with the remote key last in string order among those within
+//     it (again for the next local key, and so on): when the mark bits run out, the pods
+//     blocked are other nodes' (as sources, fail closed), never this node's because another
+//     tenant made many distinct pods.
 import { addressBytes, addressFromBytes, parseCidr, type Family } from "../address.ts";
 import type { Protocol } from "../state.ts";
 import {
@@ -469,11 +475,26 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
       taken.add(id);
     } else fresh.push(idents.get(k)!);
   }
+  // identities of this node's pods first: when the mark bits run out, the pods blocked are
+  // others' (a tenant making many distinct pods cannot get this node's pods blocked)
+  fresh.sort((a, b) => Number(!a.local) - Number(!b.local));
   let next = FIRST_ID;
   for (const i of fresh) {
     while (taken.has(next)) next++;
     i.id = next;
     taken.add(next);
+  }
+  // and a local identity past the limit takes the id of a remote one within it (remote ones
+  // last in key order give theirs up first)
+  const sorted = keys.map((k) => idents.get(k)!);
+  const over = sorted.filter((i) => i.local && i.id > opts.maxIdentity);
+  if (over.length) {
+    const donors = sorted.filter((i) => !i.local && i.id <= opts.maxIdentity).reverse();
+    for (const i of over) {
+      const d = donors.shift();
+      if (!d) break;
+      [d.id, i.id] = [i.id, d.id];
+    }
   }
   const inUse = (i: Ident) => i.id <= opts.maxIdentity;
   if (keys.some((k) => !inUse(idents.get(k)!))) {

@@ -47,27 +47,28 @@ describe("hand-worked tables", () => {
     };
     const t = compile(state, { ...opts, podCIDRs: ["10.0.0.0/24"] });
     const block = "192.168.0.0/16 except 192.168.1.0/24";
+    // this node's identity (web) first, then the others in key order
     expect(t.identities).toEqual([
-      { id: 3, key: `cidr|${block}`, name: `cidr ${block}`, local: false, ingressBy: [], egressBy: [] },
-      { id: 4, key: "pod|prod|app=db||", name: "pod prod app=db", local: false, ingressBy: [], egressBy: [] },
-      { id: 5, key: "pod|prod|app=web|http/TCP/8080|", name: "pod prod app=web", local: true, ingressBy: ["prod/web"], egressBy: ["prod/web"] },
+      { id: 3, key: "pod|prod|app=web|http/TCP/8080|", name: "pod prod app=web", local: true, ingressBy: ["prod/web"], egressBy: ["prod/web"] },
+      { id: 4, key: `cidr|${block}`, name: `cidr ${block}`, local: false, ingressBy: [], egressBy: [] },
+      { id: 5, key: "pod|prod|app=db||", name: "pod prod app=db", local: false, ingressBy: [], egressBy: [] },
     ]);
     expect(t.pods).toEqual([
-      { family: 4, ip: "10.0.0.5", id: 5 },
-      { family: 4, ip: "10.0.1.5", id: 4 },
-      { family: 6, ip: "fd00::5", id: 4 },
+      { family: 4, ip: "10.0.0.5", id: 3 },
+      { family: 4, ip: "10.0.1.5", id: 5 },
+      { family: 6, ip: "fd00::5", id: 5 },
     ]);
     // the pod CIDR is blocked as a range; the pod in it is found first by the datapath
     expect(t.ranges).toEqual([
       { family: 4, first: "10.0.0.0", last: "10.0.0.255", id: 2 },
-      { family: 4, first: "192.168.0.0", last: "192.168.0.255", id: 3 },
-      { family: 4, first: "192.168.2.0", last: "192.168.255.255", id: 3 },
+      { family: 4, first: "192.168.0.0", last: "192.168.0.255", id: 4 },
+      { family: 4, first: "192.168.2.0", last: "192.168.255.255", id: 4 },
     ]);
-    expect(t.isolatedIngress).toEqual([2, 5]);
-    expect(t.isolatedEgress).toEqual([2, 5]);
-    expect(t.allowIngress).toEqual([el(3, 4, 5, 5, 6, 6, 8080, 8080, ["prod/web"]), el(3, 4, 5, 5, 17, 17, 53, 53, ["prod/web"])]);
+    expect(t.isolatedIngress).toEqual([2, 3]);
+    expect(t.isolatedEgress).toEqual([2, 3]);
+    expect(t.allowIngress).toEqual([el(4, 5, 3, 3, 6, 6, 8080, 8080, ["prod/web"]), el(4, 5, 3, 3, 17, 17, 53, 53, ["prod/web"])]);
     // WORLD, then every identity in use as one run of destinations
-    expect(t.allowEgress).toEqual([el(5, 5, 0, 0, ...ALL, ["prod/web"]), el(5, 5, 3, 5, ...ALL, ["prod/web"])]);
+    expect(t.allowEgress).toEqual([el(3, 3, 0, 0, ...ALL, ["prod/web"]), el(3, 3, 3, 5, ...ALL, ["prod/web"])]);
     expect(t.localAddresses).toEqual(["10.0.0.5"]);
     expect(t.generated).toEqual([]);
     expect(t.problems).toEqual([]);

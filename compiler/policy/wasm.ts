@@ -258,17 +258,30 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
     // (a previous id taken already by a key earlier in string order is not kept)
     const taken = new Set<number>();
     const fresh: Key[] = [];
-    for (const key of [...keys.values()].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0))) {
+    const sortedKeys = [...keys.values()].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    for (const key of sortedKeys) {
       const id = previous.get(key.key);
       if (id !== undefined && Number.isInteger(id) && id >= FIRST_ID && !taken.has(id)) {
         key.id = id;
         taken.add(id);
       } else fresh.push(key);
     }
+    // this node's identities first, and past the limit they take remote ones' ids (the
+    // reference's step 4 says why)
+    fresh.sort((a, b) => Number(!a.local) - Number(!b.local));
     let next = FIRST_ID;
     for (const key of fresh) {
       while (taken.has(next)) next++;
       key.id = next++;
+    }
+    const over = sortedKeys.filter((k) => k.local && k.id > opts.maxIdentity);
+    if (over.length) {
+      const donors = sortedKeys.filter((k) => !k.local && k.id <= opts.maxIdentity).reverse();
+      for (const k of over) {
+        const d = donors.shift();
+        if (!d) break;
+        [d.id, k.id] = [k.id, d.id];
+      }
     }
     const given = [...keys.values()].filter((k) => k.id <= opts.maxIdentity).sort((x, y) => x.id - y.id);
     if (given.length < keys.size) {
