@@ -111,7 +111,7 @@ describe("fail closed, through the API server and an agent per node", () => {
       expect([n, await a.out.until(refusal, DEADLINE, logged[i])]).toEqual([n, "found"]);
       const line = a.out.text.slice(logged[i]).split("\n").find((l) => l.includes(refusal))!;
       expect(JSON.parse(line)).toMatchObject({ level: 40, object: "NetworkPolicy x/from-y" });
-      expect(line).toContain("any earlier version stays in force");
+      expect(line).toContain("the earlier version stays in force");
     }
     // the refusal is in: the table is still version 1's, round after round
     for (let k = 1; k <= 3; k++) await check(table(v1), `version 1 still in force after the refused update (check ${k} of 3)`);

@@ -118,6 +118,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   // NetworkPolicies in the file
   const ps = policyStateFrom(objects);
   for (const e of ps.errors) err(`skein tables: skipped ${e}\n`);
+  for (const c of ps.closed) err(`skein tables: ${c}\n`);
   const engine = policyEngine(wasm);
   const popts = { nodeName: o.nodeName, podCIDRs, maxIdentity: maxIdentity(marks) };
   const policyBefore = o.since ? engine(policyStateFrom(readObjects(o.since)).state, popts, new Map()) : undefined;
@@ -173,5 +174,5 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }, policy));
   else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })), policy }) + "\n");
   else out(readable(tables) + "\n" + readablePolicy(policy));
-  return errors.length || ps.errors.length || tables.conflicts.length ? 1 : 0;
+  return errors.length || ps.errors.length || ps.closed.length || tables.conflicts.length ? 1 : 0;
 }

@@ -175,7 +175,8 @@ export class Agent {
     this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
     this.policy = new PolicyCompiler({ nodeName: this.o.nodeName, podCIDRs: [], maxIdentity: maxIdentity(this.o.marks ?? DEFAULT_MARKS) }, this.deps.policyEngine ?? policyEngine(wasm));
     this.store = new ClusterStore(this.compiler, this.o.nodeName, this.policy, {
-      onReject: (what, message) => this.log.warn({ object: what }, `refused; any earlier version stays in force: ${message}`),
+      onReject: (what, message, kept) => this.log.warn({ object: what }, `refused; ${kept ? "the earlier version stays in force" : "left out (no earlier version of it is in force)"}: ${message}`),
+      onClosed: (what, message) => this.log.warn({ object: what }, `skein cannot apply it as written: ${message}; the pods it selects are isolated with nothing allowed until it can (fail closed)`),
       onNode: (n) => this.nodeChanged(n),
       onNodes: (name, n) => this.anyNodeChanged(name, n),
     });

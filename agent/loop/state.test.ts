@@ -4,7 +4,7 @@
 import { describe, expect, test } from "bun:test";
 import { HOSTILE, UNUSABLE_POD_CIDRS, VALID_ADDRESSES, VALID_POD_CIDRS } from "../../compiler/address.case.ts";
 import { quote } from "../../compiler/address.ts";
-import { ClusterStore, type NodeInfo } from "./state.ts";
+import { ClusterStore, keep, type NodeInfo } from "./state.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
 
 const compiler = { setService() {}, setSlice() {}, deleteService() {}, deleteSlice() {}, counts: () => ({ services: 0, slices: 0 }) };
@@ -150,5 +150,37 @@ describe("the public-address annotation", () => {
     node(withPublic("203.0.113.9"));
     expect(rejects).toEqual([]);
     expect(s.node!.publicIP).toBe("203.0.113.9");
+  });
+});
+
+describe("NetworkPolicies skein cannot apply as written", () => {
+  const np = (ingress: unknown[]) => ({ metadata: { name: "p", namespace: "prod", resourceVersion: "1" }, spec: { podSelector: { matchLabels: { app: "web" } }, ingress } });
+  function setup() {
+    const handed: unknown[] = [];
+    const said: string[] = [];
+    const pol = { ...policy, setPolicy: (p: unknown) => void handed.push(p) };
+    const s = new ClusterStore(compiler, "n1", pol, { onReject: (w, m, kept) => said.push(`reject ${kept} ${w}`), onClosed: (w) => said.push(`closed ${w}`) });
+    const apply = (o: Record<string, unknown>) => s.apply({ kind: "NetworkPolicy", op: "set", object: keep("NetworkPolicy", o) });
+    return { handed, said, apply };
+  }
+  const tooMany = Array(300).fill({ ports: [{ port: 80 }] });
+
+  test("with no earlier version: applied closed (its pods isolated, nothing allowed), and said so", () => {
+    const { handed, said, apply } = setup();
+    expect(apply(np(tooMany))).toBe(true);
+    expect(handed).toMatchObject([{ name: "p", ingress: [], closed: expect.stringContaining("spec.ingress: 300 entries") }]);
+    expect(said).toEqual(["closed NetworkPolicy prod/p"]);
+  });
+
+  test("with an earlier version in force: that version stays", () => {
+    const { handed, said, apply } = setup();
+    expect(apply(np([{ ports: [{ port: 80 }] }]))).toBe(true);
+    expect(apply(np(tooMany))).toBe(false);
+    expect(handed.length).toBe(1);
+    expect(said).toEqual(["reject true NetworkPolicy prod/p"]);
+    // a refused (invalid) update says the same; with nothing in force it says so
+    const other = setup();
+    expect(other.apply(np([{ ports: [{ protocol: "ICMP" }] }]))).toBe(false);
+    expect(other.said).toEqual(["reject false NetworkPolicy prod/p"]);
   });
 });

@@ -181,13 +181,18 @@ export class ClusterStore {
   readonly nodes = new Map<string, NodeInfo>();
   /** objects that failed their checks, by kind/namespace/name: the message */
   readonly rejected = new Map<string, string>();
+  /** compiled objects handed to a compiler and not deleted since, by kind namespace/name */
+  private readonly held = new Set<string>();
 
   constructor(
     private readonly compiler: Pick<IncrementalCompiler, "setService" | "setSlice" | "deleteService" | "deleteSlice" | "counts">,
     private readonly nodeName: string,
     private readonly policy: Pick<PolicyCompiler, "setPod" | "deletePod" | "setNamespace" | "deleteNamespace" | "setPolicy" | "deletePolicy" | "counts">,
     private readonly hooks: {
-      onReject?: (what: string, message: string) => void;
+      /** an object refused; `kept`: an earlier version of it stays in force */
+      onReject?: (what: string, message: string, kept: boolean) => void;
+      /** a NetworkPolicy skein cannot apply as written, applied closed (compiler/policy/state.ts) */
+      onClosed?: (what: string, message: string) => void;
       /** this node's Node changed */
       onNode?: (n: NodeInfo | undefined) => void;
       /** any Node changed (this one too): the peers of the pod network */
@@ -215,22 +220,36 @@ export class ClusterStore {
         if (!del && kept.error) {
           // kept.error names the object and the field (compiler/state.ts)
           this.rejected.set(id, kept.error);
-          this.hooks.onReject?.(id, kept.error);
+          this.hooks.onReject?.(id, kept.error, this.held.has(id));
           return false;
         }
         // this very object was handed over before (the informer repeats what it caches)
         if (!del && kept.checked === undefined) return false;
         const checked = del ? undefined : (kept.checked ?? undefined);
+        const closed = (checked as Policy | undefined)?.closed;
+        if (closed && e.kind === "NetworkPolicy") {
+          kept.checked = undefined;
+          if (this.held.has(id)) {
+            // valid, but skein cannot apply it: the version in force stays rather than one
+            // that isolates everything it selects
+            this.rejected.set(id, closed);
+            this.hooks.onReject?.(id, closed, true);
+            return false;
+          }
+          this.hooks.onClosed?.(id, closed);
+        }
         if (checked) {
           this.hand(e.kind, checked);
+          this.held.add(id);
           // the compiler holds it now; the informer's copy keeps only the metadata
           kept.checked = undefined;
         } else {
           // deleted, or an ExternalName Service (FQDN slice, finished pod) now: nothing to program
           const { namespace, name } = nameOf(o);
           this.drop(e.kind, e.kind === "Namespace" ? name : namespace, name);
+          this.held.delete(id);
         }
-        this.rejected.delete(id);
+        if (!closed) this.rejected.delete(id);
         return true;
       }
       case "Node": {
@@ -242,11 +261,11 @@ export class ClusterStore {
           if (!(e instanceof ObjectError)) throw e;
           // what was read from the Node before stays in force (node file, NodePort addresses)
           this.rejected.set(id, e.message);
-          this.hooks.onReject?.(id, e.message);
+          this.hooks.onReject?.(id, e.message, this.nodes.has(name));
           return false;
         }
         this.rejected.delete(id);
-        for (const p of info?.problems ?? []) this.hooks.onReject?.(id, p);
+        for (const p of info?.problems ?? []) this.hooks.onReject?.(id, p, true);
         if (info) this.nodes.set(name, info);
         else this.nodes.delete(name);
         this.hooks.onNodes?.(name, info);

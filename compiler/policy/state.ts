@@ -54,8 +54,12 @@ function labelValueProblem(v: unknown): string | undefined {
   return undefined;
 }
 
+/** Past one of skein's bounds (LIMITS), where the API server has none: the object may be
+ * valid Kubernetes that skein cannot hold. */
+export class LimitError extends ObjectError {}
+
 function count(l: unknown[], max: number, obj: string, field: string): void {
-  if (l.length > max) throw new ObjectError(obj, field, `${l.length} entries: at most ${max}`);
+  if (l.length > max) throw new LimitError(obj, field, `${l.length} entries: at most ${max}`);
 }
 
 /** A map of labels checked key by key; `field` names the map. */
@@ -222,29 +226,38 @@ function parseRules(v: unknown, obj: string, dir: "ingress" | "egress"): PolicyR
   });
 }
 
+/**
+ * A NetworkPolicy. One the API server would refuse throws (ObjectError). One past skein's
+ * bounds alone (LimitError: more rules, peers, ports or selector terms than skein holds, which
+ * the API server does not bound) is valid Kubernetes skein cannot apply: it comes back
+ * `closed`, isolating the pods it selects in the directions it names with nothing allowed, so
+ * that they are not left open (every pod of its namespace when its podSelector is the part
+ * past the bounds). Whether an earlier version stays in force instead is the caller's call.
+ */
 export function parseNetworkPolicy(o: Obj): Policy {
   const m = meta(o, "NetworkPolicy");
   name(m.namespace, DNS_LABEL, m.id, "metadata.namespace");
   name(m.name, DNS_SUBDOMAIN, m.id, "metadata.name");
   if (!isObj(o.spec)) throw new ObjectError(m.id, "spec", o.spec === undefined ? "missing" : "not an object");
   const spec = o.spec;
-  const podSelector = parseSelector(spec.podSelector, m.id, "spec.podSelector");
   const types = list(spec.policyTypes, m.id, "spec.policyTypes");
   if (types.length > 2) throw new ObjectError(m.id, "spec.policyTypes", "may not specify more than two policyTypes");
   types.forEach((t, i) => {
     if (t !== "Ingress" && t !== "Egress") throw new ObjectError(m.id, `spec.policyTypes[${i}]`, `${quote(t)} is not one of Ingress, Egress`);
   });
-  const ingress = parseRules(spec.ingress, m.id, "ingress");
-  const egress = parseRules(spec.egress, m.id, "egress");
   // the API server's defaults: Ingress always, Egress when there are egress rules
-  const has = types.length ? new Set(types) : new Set(egress.length ? ["Ingress", "Egress"] : ["Ingress"]);
-  return {
-    namespace: m.namespace,
-    name: m.name,
-    podSelector,
-    ingress: has.has("Ingress") ? ingress : null,
-    egress: has.has("Egress") ? egress : null,
-  };
+  const egressGiven = Array.isArray(spec.egress) && spec.egress.length > 0;
+  const has = types.length ? new Set(types) : new Set(egressGiven ? ["Ingress", "Egress"] : ["Ingress"]);
+  let podSelector: Selector = { requirements: [] };
+  try {
+    podSelector = parseSelector(spec.podSelector, m.id, "spec.podSelector");
+    const ingress = parseRules(spec.ingress, m.id, "ingress");
+    const egress = parseRules(spec.egress, m.id, "egress");
+    return { namespace: m.namespace, name: m.name, podSelector, ingress: has.has("Ingress") ? ingress : null, egress: has.has("Egress") ? egress : null };
+  } catch (e) {
+    if (!(e instanceof LimitError)) throw e;
+    return { namespace: m.namespace, name: m.name, podSelector, ingress: has.has("Ingress") ? [] : null, egress: has.has("Egress") ? [] : null, closed: e.message };
+  }
 }
 
 /** Named ports of one container list; `all` collects names across the pod (Kubernetes wants
@@ -322,14 +335,19 @@ export function parseNamespace(o: Obj): NamespaceInfo {
 
 /** Kubernetes objects (any order, any kinds; others are ignored) to a PolicyState, with one
  * error per object refused. */
-export function policyStateFrom(objects: unknown[]): { state: PolicyState; errors: string[] } {
+export function policyStateFrom(objects: unknown[]): { state: PolicyState; errors: string[]; closed: string[] } {
   const state: PolicyState = { namespaces: [], pods: [], policies: [] };
+  const closed: string[] = [];
   const errors = readObjects(objects, (o) => {
     if (o.kind === "Pod") {
       const p = parsePod(o);
       if (p) state.pods.push(p);
     } else if (o.kind === "Namespace") state.namespaces.push(parseNamespace(o));
-    else if (o.kind === "NetworkPolicy") state.policies.push(parseNetworkPolicy(o));
+    else if (o.kind === "NetworkPolicy") {
+      const p = parseNetworkPolicy(o);
+      state.policies.push(p);
+      if (p.closed) closed.push(`${p.closed} (skein cannot apply it: the pods it selects are isolated with nothing allowed, fail closed)`);
+    }
   });
-  return { state, errors };
+  return { state, errors, closed };
 }

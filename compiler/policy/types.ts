@@ -61,7 +61,9 @@ export interface Policy {
   generated?: "namespace-isolation" | "app-isolation";
   /** only for generated policies: connections that reached the pod through a Service
    * (DNAT by the service datapath) are allowed whatever their source */
-  viaService?: boolean;
+  viaService?: boolean;  /** set when skein cannot apply the policy as written (past its bounds): why. It then
+   * isolates the pods it selects with nothing allowed (compiler/policy/state.ts) */
+  closed?: string;
 }
 
 export interface ContainerPort {
