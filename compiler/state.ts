@@ -204,14 +204,38 @@ export function parseEndpointSlice(o: Obj): EndpointSlice | undefined {
 
 /** Hands each Kubernetes object to `read`; what is no object, or what `read` refuses with an
  * ObjectError, is one error each, and the others are still read. */
+/** The apiVersion of each kind skein reads; an object of one of these kinds that names another
+ * is refused (absent is taken as this one, as in a hand-written file). */
+const API_VERSIONS: Record<string, string> = {
+  Service: "v1",
+  Pod: "v1",
+  Namespace: "v1",
+  Node: "v1",
+  EndpointSlice: "discovery.k8s.io/v1",
+  NetworkPolicy: "networking.k8s.io/v1",
+};
+
 export function readObjects(objects: unknown[], read: (o: Obj) => void): string[] {
   const errors: string[] = [];
+  const seen = new Set<string>();
   for (const [i, o] of objects.entries()) {
     if (!isObj(o)) {
       errors.push(`object ${i}: not a Kubernetes object`);
       continue;
     }
     try {
+      const kind = typeof o.kind === "string" ? o.kind : "";
+      const want = API_VERSIONS[kind];
+      const md = isObj(o.metadata) ? o.metadata : {};
+      // (an object without a name is the kind's reader's to refuse, naming it its way)
+      if (want && typeof md.name === "string" && md.name) {
+        const scoped = kind !== "Namespace" && kind !== "Node";
+        const id = `${kind} ${scoped ? `${typeof md.namespace === "string" ? md.namespace : "default"}/` : ""}${md.name}`;
+        if (o.apiVersion !== undefined && o.apiVersion !== want) throw new ObjectError(id, "apiVersion", `${quote(o.apiVersion)} is not ${want}`);
+        // a cluster holds one object of a kind by a name: a second in a file is a mistake
+        if (seen.has(id)) throw new ObjectError(id, "metadata.name", "a second object of this kind and name in the file: the first one is read");
+        seen.add(id);
+      }
       read(o);
     } catch (e) {
       if (e instanceof ObjectError) errors.push(e.message);

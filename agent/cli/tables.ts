@@ -117,7 +117,9 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   // policy for this node's pods (spec.nodeName), from the Pods, Namespaces and
   // NetworkPolicies in the file
   const ps = policyStateFrom(objects);
-  for (const e of ps.errors) err(`skein tables: skipped ${e}\n`);
+  // both readers see every object: what both refuse (not an object, a wrong apiVersion, a
+  // second of one name) is said once
+  for (const e of ps.errors) if (!errors.includes(e)) err(`skein tables: skipped ${e}\n`);
   for (const c of ps.closed) err(`skein tables: ${c}\n`);
   const engine = policyEngine(wasm);
   const popts = { nodeName: o.nodeName, podCIDRs, maxIdentity: maxIdentity(marks) };

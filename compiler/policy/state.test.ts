@@ -270,3 +270,22 @@ describe("policyStateFrom", () => {
     expect(errors).toEqual(['NetworkPolicy prod/bad: spec.policyTypes[0]: "x" is not one of Ingress, Egress', "object 5: not a Kubernetes object", "object 6: not a Kubernetes object"]);
   });
 });
+
+describe("a file of objects", () => {
+  const pol = (extra: Record<string, unknown> = {}) => ({ kind: "NetworkPolicy", apiVersion: "networking.k8s.io/v1", metadata: { namespace: "prod", name: "p" }, spec: {}, ...extra });
+  test("a kind under another apiVersion, a second object of one name and a Pod whose spec is no object are refused by name", () => {
+    const r = policyStateFrom([
+      pol(),
+      pol(),
+      pol({ apiVersion: "networking.k8s.io/v2", metadata: { namespace: "prod", name: "q" } }),
+      pol({ apiVersion: undefined, metadata: { namespace: "prod", name: "r" } }),
+      { kind: "Pod", metadata: { namespace: "prod", name: "x" }, spec: "x", status: 7 },
+    ]);
+    expect(r.state.policies.map((p) => p.name)).toEqual(["p", "r"]);
+    expect(r.errors).toEqual([
+      "NetworkPolicy prod/p: metadata.name: a second object of this kind and name in the file: the first one is read",
+      'NetworkPolicy prod/q: apiVersion: "networking.k8s.io/v2" is not networking.k8s.io/v1',
+      'Pod prod/x: spec: "x" is not an object',
+    ]);
+  });
+});

@@ -292,6 +292,7 @@ export function parsePod(o: Obj): PodInfo | undefined {
   const m = meta(o, "Pod");
   name(m.namespace, DNS_LABEL, m.id, "metadata.namespace");
   name(m.name, DNS_SUBDOMAIN, m.id, "metadata.name");
+  for (const f of ["spec", "status"] as const) if (o[f] !== undefined && o[f] !== null && !isObj(o[f])) throw new ObjectError(m.id, f, `${quote(o[f])} is not an object`);
   const spec = isObj(o.spec) ? o.spec : {};
   const status = isObj(o.status) ? o.status : {};
   if (spec.hostNetwork === true) return undefined;
