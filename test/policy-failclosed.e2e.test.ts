@@ -139,7 +139,7 @@ describe("fail closed, through the API server and an agent per node", () => {
     await Promise.all(LAB_NODES.map((n) => c.stopAgent(n)));
     const agents = await Promise.all(LAB_NODES.map((n) => c.startAgent(n, ["--ct-mark-mask", hex32(ctMark)], { ready: "cluster state listed" })));
     const needed = 9 + fillers;
-    const problem = `identity limit: ${needed} identities needed, the mark bits hold ${holds}; pods of the rest are blocked`;
+    const problem = `identity limit: ${needed} identities needed, the mark bits hold ${holds}; this node's pods past it are blocked, other addresses judged by their ipBlocks alone`;
     for (const [i, a] of agents.entries()) {
       expect([LAB_NODES[i], await a.out.until(problem, DEADLINE)]).toEqual([LAB_NODES[i], "found"]);
       const line = a.out.text.split("\n").find((l) => l.includes(problem))!;

@@ -126,16 +126,26 @@ describe("identities", () => {
     ]);
   });
 
-  test("past maxIdentity: the rest's pods are blocked, with a problem", () => {
+  test("past maxIdentity: this node's pods past it are blocked; another node's address falls back to its ipBlocks", () => {
     const pods = [pod("a", "10.244.1.1", { app: "a" }), pod("b", "10.244.1.2", { app: "b" }), pod("c", "10.244.2.3", { app: "c" }, { nodeName: "n2" })];
     const t = compilePolicy(state({ pods }), { ...OPTS, maxIdentity: FIRST_ID + 1 });
     expect(t.identities.map((i) => i.id)).toEqual([3, 4]);
-    expect(t.pods.map((p) => p.id)).toEqual([3, 4, BLOCKED]);
-    expect(t.problems).toEqual(["identity limit: 3 identities needed, the mark bits hold 2; pods of the rest are blocked"]);
-    expect(t.isolatedIngress).toEqual([BLOCKED]);
-    expect(t.isolatedEgress).toEqual([BLOCKED]);
-    expect(verdict(t, { src: "10.244.2.3", dst: "10.244.1.1", proto: "TCP", port: 80 }).allowed).toBe(false);
-    expect(verdict(t, { src: "10.244.1.1", dst: "10.244.1.2", proto: "TCP", port: 80 }).allowed).toBe(true);
+    // c is left to the ranges (no block holds it: WORLD), so a and b still reach it
+    expect(t.pods.map((p) => [p.ip, p.id])).toEqual([
+      ["10.244.1.1", 3],
+      ["10.244.1.2", 4],
+    ]);
+    expect(t.problems).toEqual(["identity limit: 3 identities needed, the mark bits hold 2; this node's pods past it are blocked, other addresses judged by their ipBlocks alone"]);
+    expect(t.isolatedIngress).toEqual([]);
+    expect(verdict(t, { src: "10.244.1.1", dst: "10.244.2.3", proto: "TCP", port: 80 }).allowed).toBe(true);
+    // three pods of this node past two ids: the third is blocked both ways
+    const mine = [...pods.slice(0, 2), pod("d", "10.244.1.4", { app: "d" })];
+    const t2 = compilePolicy(state({ pods: mine }), { ...OPTS, maxIdentity: FIRST_ID + 1 });
+    expect(t2.pods.map((p) => p.id)).toEqual([3, 4, BLOCKED]);
+    expect(t2.isolatedIngress).toEqual([BLOCKED]);
+    expect(t2.isolatedEgress).toEqual([BLOCKED]);
+    expect(verdict(t2, { src: "10.244.1.4", dst: "10.244.1.1", proto: "TCP", port: 80 }).allowed).toBe(false);
+    expect(verdict(t2, { src: "10.244.1.1", dst: "10.244.1.2", proto: "TCP", port: 80 }).allowed).toBe(true);
   });
 
   test("past maxIdentity, this node's pods keep ids: many distinct pods elsewhere cannot get them blocked", () => {
@@ -145,15 +155,17 @@ describe("identities", () => {
     const limit = { ...OPTS, maxIdentity: FIRST_ID + 1 };
     const t = compilePolicy(state({ pods: [...flood, mine] }), limit);
     expect(t.pods.find((p) => p.ip === "10.244.1.5")!.id).toBe(3);
-    expect(t.pods.filter((p) => p.id === BLOCKED).map((p) => p.ip)).toEqual(["10.244.2.11", "10.244.2.12"]);
+    // the flood's pods past the limit are left to the ranges, not blocked: nothing is
+    expect(t.pods.map((p) => p.ip)).toEqual(["10.244.1.5", "10.244.2.10"]);
     // a local pod arriving once the flood holds every id takes one from it: the remote key
     // last in key order gives its id up
     const t2 = compilePolicy(state({ pods: [...flood, mine, pod("n", "10.244.1.6", { app: "new" })] }), limit, new Map([["pod|aaa|app=f0||", 3], ["pod|aaa|app=f1||", 4]]));
-    expect(t2.pods.filter((p) => p.id !== BLOCKED).map((p) => [p.ip, p.id])).toEqual([
+    expect(t2.pods.map((p) => [p.ip, p.id])).toEqual([
       ["10.244.1.5", 4],
       ["10.244.1.6", 3],
     ]);
-    expect(t2.problems).toEqual(["identity limit: 5 identities needed, the mark bits hold 2; pods of the rest are blocked"]);
+    expect(t2.problems).toEqual(["identity limit: 5 identities needed, the mark bits hold 2; this node's pods past it are blocked, other addresses judged by their ipBlocks alone"]);
+    expect(t2.isolatedIngress).toEqual([]);
   });
 
   test("an address two pods claim with different keys is blocked", () => {

@@ -498,7 +498,7 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
   }
   const inUse = (i: Ident) => i.id <= opts.maxIdentity;
   if (keys.some((k) => !inUse(idents.get(k)!))) {
-    problems.add(`identity limit: ${keys.length} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; pods of the rest are blocked`);
+    problems.add(`identity limit: ${keys.length} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; this node's pods past it are blocked, other addresses judged by their ipBlocks alone`);
   }
   const idOf = (i: Ident) => (inUse(i) ? i.id : BLOCKED);
   const used = [...idents.values()].filter(inUse).sort((a, b) => a.id - b.id);
@@ -511,9 +511,14 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
     const info = addrInfo.get(ip)!;
     const ident = addrIdent.get(ip);
     const id = ident ? idOf(ident) : BLOCKED;
+    const local = hs.some((h) => h.pod.nodeName === opts.nodeName);
+    if (local) localSet.add(ip);
+    // past the limit: this node's pods are blocked (fail closed); another node's address is
+    // left to the ranges, judged by the ipBlocks holding it alone (which can only take away
+    // what its labels gave it, never give more), so this node's pods still reach it
+    if (id === BLOCKED && ident && !local) continue;
     if (id === BLOCKED) blockedUsed = true;
     pods.push({ family: info.family, ip, id, value: info.value });
-    if (hs.some((h) => h.pod.nodeName === opts.nodeName)) localSet.add(ip);
   }
   const byAddress = (a: { family: Family; value: bigint }, b: { family: Family; value: bigint }) => a.family - b.family || (a.value < b.value ? -1 : a.value > b.value ? 1 : 0);
   pods.sort(byAddress);
@@ -528,7 +533,9 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
     c.points.forEach((p, i) => {
       const last = i + 1 < c.points.length ? c.points[i + 1]! - 1n : end;
       const held = c.blocks[i]!;
-      const id = blockUnknown && c.podCidr[i] ? BLOCKED : !held.length ? WORLD : idOf(idents.get(`cidr|${held.join("+")}`)!);
+      // a range whose identity is past the limit is WORLD (its ipBlocks' rights lost, never more)
+      const rid = () => idents.get(`cidr|${held.join("+")}`)!.id;
+      const id = blockUnknown && c.podCidr[i] ? BLOCKED : !held.length || rid() > opts.maxIdentity ? WORLD : rid();
       if (id === BLOCKED) blockedUsed = true;
       if (cur && cur.id === id) cur.last = last;
       else {

@@ -165,7 +165,7 @@ describe("hand-worked tables", () => {
     expect(t.isolatedIngress).toEqual([2, 3, 4]);
     expect(t.isolatedEgress).toEqual([2]);
     expect(t.allowIngress).toEqual([]);
-    expect(t.problems).toEqual(["identity limit: 3 identities needed, the mark bits hold 2; pods of the rest are blocked"]);
+    expect(t.problems).toEqual(["identity limit: 3 identities needed, the mark bits hold 2; this node's pods past it are blocked, other addresses judged by their ipBlocks alone"]);
   });
 
   test("ids are kept from the previous compile; new keys take the lowest free ids in key order", () => {

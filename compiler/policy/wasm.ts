@@ -285,7 +285,7 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
     }
     const given = [...keys.values()].filter((k) => k.id <= opts.maxIdentity).sort((x, y) => x.id - y.id);
     if (given.length < keys.size) {
-      problems.push(`identity limit: ${keys.size} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; pods of the rest are blocked`);
+      problems.push(`identity limit: ${keys.size} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; this node's pods past it are blocked, other addresses judged by their ipBlocks alone`);
     }
     const idOf = (k: Key) => (k.id <= opts.maxIdentity ? k.id : BLOCKED);
     const nIds = Math.max(FIRST_ID, (given.at(-1)?.id ?? 0) + 1);
@@ -423,15 +423,17 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
       const ip = addrIps[i]!;
       const key = addrKey[i];
       const id = key ? idOf(key) : BLOCKED;
+      if (addrLocal[i]) localAddresses.push(ip);
+      // past the limit, another node's address is left to the ranges (the reference's step 10)
+      if (id === BLOCKED && key && !addrLocal[i]) continue;
       if (id === BLOCKED) anyBlocked = true;
       pods.push({ family: intervalWords[intervalAt[addrInterval[i]!]! - base] as 4 | 6, ip, id });
-      if (addrLocal[i]) localAddresses.push(ip);
     }
     const ranges: AddressRange[] = [];
     let last: { range: AddressRange; interval: number } | undefined;
     for (let i = 0; i < nIntervals; i++) {
       const key = intervalKey[i];
-      const id = key ? idOf(key) : blockUnknown && intervalInPod[i] ? BLOCKED : WORLD;
+      const id = key ? (key.id <= opts.maxIdentity ? key.id : WORLD) : blockUnknown && intervalInPod[i] ? BLOCKED : WORLD;
       if (id === WORLD) {
         last = undefined;
         continue;
