@@ -121,20 +121,22 @@ describe("fail closed, through the API server and an agent per node", () => {
     await check(table(meant), "a valid version 3 (z instead of y) replaces version 1");
   }, 90_000);
 
-  test("past the identities the conntrack mark bits hold, the pods left over are blocked both ways and the limit is logged", async () => {
+  test("past the identities the conntrack mark bits hold, a node's own pods left over are blocked both ways, other nodes' pods are not, and the limit is logged", async () => {
     // the narrowest conntrack range an agent takes: the masquerade flag and 8 identity bits
     const ctMark = 0xff800000;
     expect(parseMask("0xff800000", MIN_CT_MARK_BITS)).toBe(ctMark);
     const holds = maxIdentity({ mark: DEFAULT_MARKS.mark, ctMark }) - FIRST_ID + 1;
     expect(holds).toBe(253);
-    // ids go to new identities in the order of their keys (pod|<namespace>|<labels>|…): x's
-    // three pods first, then the fillers of namespace y0fill, which fill every id left, then
-    // y's and z's six pods, past the limit
+    // ids go to new identities of the node's own pods first, in the order of their keys
+    // (pod|<namespace>|<labels>|…), then to the others': on n1, where the fillers are (pods
+    // that run nowhere, said to be n1's), its x pods first, then the fillers, which take every
+    // id left, then its y and z pods, past the limit: blocked. n2 gives its own pods ids first
+    // and leaves the others past the limit to their ipBlocks (none here): nothing blocked there.
     const fillers = holds - 3 + 7;
     const s: Scene = { policies: [policy("x", "a-from-b", { podSelector: pod("a"), ingress: [{ from: [{ podSelector: pod("b") }] }] })] };
     await w.apply(s);
     await check(table(s), "x/a admits only x/b, before the fillers");
-    await addFillerPods(c, "y0fill", fillers);
+    await addFillerPods(c, "y0fill", fillers, LAB_NODES[0]);
     // a fresh agent gives ids anew, in key order: restarted with the narrow range
     await Promise.all(LAB_NODES.map((n) => c.stopAgent(n)));
     const agents = await Promise.all(LAB_NODES.map((n) => c.startAgent(n, ["--ct-mark-mask", hex32(ctMark)], { ready: "cluster state listed" })));
@@ -145,7 +147,17 @@ describe("fail closed, through the API server and an agent per node", () => {
       const line = a.out.text.split("\n").find((l) => l.includes(problem))!;
       expect(JSON.parse(line)).toMatchObject({ level: 40 });
     }
-    const over = fx.pods.filter((p) => p.namespace !== "x").map((p) => p.key);
-    await check(withBlocked(table(s), fx, over, "past the identity limit"), `${needed} identities, ${holds} ids: x's pods as their policy says, y's and z's blocked both ways`);
+    const over = fx.pods.filter((p) => p.namespace !== "x" && p.node === LAB_NODES[0]).map((p) => p.key);
+    expect(over.length).toBeGreaterThan(1);
+    // and n2's pods are past the limit at n1 too: there they have no identity, so what only
+    // their labels gave them at n1's isolated pods (x/a admits x/b) is lost: stricter, never looser
+    const xa = fx.pod("x/a");
+    expect(xa.node).toBe(LAB_NODES[0]);
+    const remote = new Set(fx.pods.filter((p) => p.node !== LAB_NODES[0]).map((p) => p.key));
+    const want = withBlocked(table(s), fx, over, "past the identity limit").map((cell) =>
+      cell.to === "x/a" && remote.has(cell.from) ? { ...cell, expect: false, why: `${cell.from} has no identity at x/a's node (past the identity limit there)` } : cell,
+    );
+    expect(want.filter((cell, i) => cell.expect !== table(s)[i]!.expect && cell.to === "x/a").length).toBeGreaterThan(0);
+    await check(want, `${needed} identities, ${holds} ids: n1's y and z pods blocked both ways, n2's pods without their labels at n1, the rest as the policy says`);
   }, 90_000);
 });

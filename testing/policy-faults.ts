@@ -108,7 +108,7 @@ export function withBlocked(cells: Cell[], fx: Fixture, blocked: Iterable<string
  * (the pod network, but no node's pod CIDR) on a node that does not exist, each labelled
  * filler=<i>: n more identities for every agent, and nothing the lab probes.
  */
-export async function addFillerPods(c: Cluster, namespace: string, n: number): Promise<void> {
+export async function addFillerPods(c: Cluster, namespace: string, n: number, nodeName = "nowhere"): Promise<void> {
   if (n > 1000) throw new Error(`at most 1000 filler pods (10.244.200.0/22), not ${n}`);
   await c.api.create("/api/v1/namespaces", { metadata: { name: namespace } });
   const batch = 25;
@@ -118,7 +118,7 @@ export async function addFillerPods(c: Cluster, namespace: string, n: number): P
         const j = i + k;
         const name = `f${j}`;
         const ip = `10.244.${200 + Math.floor(j / 250)}.${1 + (j % 250)}`;
-        await c.api.create(`/api/v1/namespaces/${namespace}/pods`, { metadata: { name, labels: { filler: String(j) } }, spec: { nodeName: "nowhere", containers: [{ name: "c", image: "filler" }] } });
+        await c.api.create(`/api/v1/namespaces/${namespace}/pods`, { metadata: { name, labels: { filler: String(j) } }, spec: { nodeName, containers: [{ name: "c", image: "filler" }] } });
         await c.api.request("PATCH", `/api/v1/namespaces/${namespace}/pods/${name}/status`, { status: { phase: "Running", podIP: ip, podIPs: [{ ip }] } }, "application/merge-patch+json");
       }),
     );
