@@ -11,6 +11,7 @@ import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
 import { policyStateFrom } from "../compiler/policy/state.ts";
 import { wasmPolicyCompiler } from "../compiler/policy/wasm.ts";
 import { isDeepStrictEqual } from "node:util";
+import { timings } from "./stats.ts";
 
 const pods = Number(process.argv[2] ?? 10_000);
 const counts = process.argv.length > 3 ? process.argv.slice(3).map(Number) : [1_000, 5_000];
@@ -19,13 +20,7 @@ const { compile } = wasmPolicyCompiler(exports);
 
 /** median and least of `runs` timings, ms */
 function time(f: () => void, runs: number): string {
-  const t: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const s = performance.now();
-    f();
-    t.push(performance.now() - s);
-  }
-  t.sort((a, b) => a - b);
+  const t = timings(f, runs);
   return `${t[runs >> 1]!.toFixed(1)} ms (least ${t[0]!.toFixed(1)})`;
 }
 

@@ -24,7 +24,7 @@ import { realisticWorld } from "../compiler/policy/generate.ts";
 import { compilePolicy, identityIds } from "../compiler/policy/reference.ts";
 import { policyStateFrom } from "../compiler/policy/state.ts";
 import { wasmPolicyCompiler } from "../compiler/policy/wasm.ts";
-import { col, pct } from "./stats.ts";
+import { col, pct, timings } from "./stats.ts";
 
 const PODS = Number(process.argv[2] ?? 10_000);
 const CONNS = Number(process.argv[3] ?? 2000);
@@ -32,15 +32,7 @@ const ROUNDS = Number(process.argv[4] ?? 3);
 const SKEIN = resolve(import.meta.dir, "../dist/skein");
 const PARTS = new Set((process.env.PARTS ?? "1,2,3").split(",").map(Number));
 
-function median(f: () => void, runs: number): number {
-  const t: number[] = [];
-  for (let i = 0; i < runs; i++) {
-    const s = performance.now();
-    f();
-    t.push(performance.now() - s);
-  }
-  return pct(t, 50);
-}
+const median = (f: () => void, runs: number) => pct(timings(f, runs), 50);
 
 // ---- 1. compile
 const { compile } = wasmPolicyCompiler(await loadCompiler());

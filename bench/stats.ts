@@ -8,3 +8,14 @@ export function pct(xs: number[], p: number): number {
 
 /** A right-aligned column. */
 export const col = (s: string | number, w: number) => String(s).padStart(w);
+
+/** The timings of `runs` calls of `f`, ms, sorted. */
+export function timings(f: () => void, runs: number): number[] {
+  const t: number[] = [];
+  for (let i = 0; i < runs; i++) {
+    const s = performance.now();
+    f();
+    t.push(performance.now() - s);
+  }
+  return t.sort((a, b) => a - b);
+}
