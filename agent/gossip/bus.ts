@@ -57,6 +57,10 @@ const MAX_BACKOFF_MS = 5000;
  * others are checked again; with every server given, nats.js reconnects for ever.
  */
 const RECONNECT_ATTEMPTS = 20;
+/** A connection that stays disconnected this long is dropped and made anew: nats.js has been
+ * seen (rarely, after a restarted server answered 503 and then dropped its clients) never to
+ * reconnect, its own reconnect loop silent; a new connection starts from the probe. */
+const STUCK_MS = 3000;
 
 type Watch = QueuedIterator<KvEntry>;
 
@@ -89,6 +93,8 @@ export class GossipBus {
   private watchdog: Timer | undefined;
   private starts = 0;
   private connected = false;
+  /** when the connection last went from connected to disconnected (undefined: not) */
+  private disconnectedAt: number | undefined;
   private live = false;
   private needPut = true;
   private needWatch = true;
@@ -197,6 +203,7 @@ export class GossipBus {
       this.js = nc.jetstream({ timeout: Math.max(1000, Math.min(5000, this.o.heartbeatMs)) });
       this.log.info({ server: nc.getServer() }, "gossip: connected to NATS");
       this.connected = true;
+      this.disconnectedAt = undefined;
       this.kick();
       this.heartbeat = setInterval(() => this.announce(), this.o.heartbeatMs);
       // often: right after a reconnect its stall limit is short (checkWatch)
@@ -280,9 +287,11 @@ export class GossipBus {
     for await (const s of status) {
       if (s.type === "disconnect") {
         this.connected = false;
+        this.disconnectedAt = Date.now();
         this.setLive(false);
         this.log.warn({ server: String(s.data) }, "gossip: disconnected from NATS; reconnecting");
       } else if (s.type === "reconnect") {
+        this.disconnectedAt = undefined;
         this.quiet.delete("nats error");
         this.log.info({ server: String(s.data) }, "gossip: reconnected to NATS");
         this.connected = true;
@@ -298,6 +307,12 @@ export class GossipBus {
 
   /** Builds the watch anew when it has not delivered this node's own put in time. */
   private checkWatch(): void {
+    if (!this.connected && this.disconnectedAt !== undefined && Date.now() - this.disconnectedAt > STUCK_MS && this.nc) {
+      this.log.warn({ ms: Date.now() - this.disconnectedAt }, "gossip: no reconnect to NATS in time; connecting anew");
+      this.disconnectedAt = undefined;
+      void this.nc.close().catch(() => {});
+      return;
+    }
     // Right after a reconnect the old watch is most likely gone with the server it lived on
     // (a restarted server keeps no ephemeral consumer), and a node that joined meanwhile
     // waits on it: a quarter second for the first own put, not the steady-state couple of seconds.
