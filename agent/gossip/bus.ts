@@ -57,9 +57,10 @@ const MAX_BACKOFF_MS = 5000;
  * others are checked again; with every server given, nats.js reconnects for ever.
  */
 const RECONNECT_ATTEMPTS = 20;
-/** A connection that stays disconnected this long is dropped and made anew: nats.js has been
- * seen (rarely, after a restarted server answered 503 and then dropped its clients) never to
- * reconnect, its own reconnect loop silent; a new connection starts from the probe. */
+/** A connection that stays disconnected this long while a server answers is dropped and made
+ * anew: nats.js has been seen (rarely, after a restarted server answered 503 and then dropped
+ * its clients) never to reconnect, its own reconnect loop silent; a new connection starts
+ * from the probe. */
 const STUCK_MS = 3000;
 
 type Watch = QueuedIterator<KvEntry>;
@@ -95,6 +96,8 @@ export class GossipBus {
   private connected = false;
   /** when the connection last went from connected to disconnected (undefined: not) */
   private disconnectedAt: number | undefined;
+  /** a look at whether a server answers while the client stays disconnected */
+  private stuckCheck: Promise<void> | undefined;
   private live = false;
   private needPut = true;
   private needWatch = true;
@@ -307,10 +310,25 @@ export class GossipBus {
 
   /** Builds the watch anew when it has not delivered this node's own put in time. */
   private checkWatch(): void {
-    if (!this.connected && this.disconnectedAt !== undefined && Date.now() - this.disconnectedAt > STUCK_MS && this.nc) {
-      this.log.warn({ ms: Date.now() - this.disconnectedAt }, "gossip: no reconnect to NATS in time; connecting anew");
-      this.disconnectedAt = undefined;
-      void this.nc.close().catch(() => {});
+    if (!this.connected && this.disconnectedAt !== undefined && Date.now() - this.disconnectedAt > STUCK_MS && this.nc && !this.stuckCheck) {
+      // stuck only when a server answers meanwhile: while none does, nats.js's own reconnect
+      // (every retryMs) finds it back soonest
+      const nc = this.nc;
+      const since = this.disconnectedAt;
+      const servers = (this.connectOptions().servers as string[]) ?? [];
+      this.stuckCheck = Promise.all(servers.map((x) => this.probe(x)))
+        .then((found) => {
+          if (this.nc !== nc || this.connected || this.stopped || this.disconnectedAt !== since) return;
+          if (!found.includes("speaks")) {
+            this.disconnectedAt = Date.now();
+            return;
+          }
+          this.log.warn({ ms: Date.now() - since }, "gossip: a NATS server answers but the client does not reconnect; connecting anew");
+          this.disconnectedAt = undefined;
+          void nc.close().catch(() => {});
+        })
+        .catch(() => {})
+        .finally(() => (this.stuckCheck = undefined));
       return;
     }
     // Right after a reconnect the old watch is most likely gone with the server it lived on
