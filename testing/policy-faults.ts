@@ -4,7 +4,7 @@
 // and the expectation of a pod that must be blocked both ways (fail closed).
 import { type Cluster, buildUnderlay, startCluster } from "./multinode.ts";
 import type { Lab } from "./lab.ts";
-import { agentFixture, type Applier, type Cell, type Fixture, type K8sObject, objects, type Scene } from "./policy-lab.ts";
+import { agentFixture, pathOf, type Applier, type Cell, type Fixture, type K8sObject, objects, type Scene } from "./policy-lab.ts";
 
 /** The lab's two nodes with an agent each, and its nine pods wired by skein's CNI (no Pod objects yet). */
 export async function startPolicyCluster(lab: Lab, dir: string): Promise<{ c: Cluster; fx: Fixture }> {
@@ -12,19 +12,6 @@ export async function startPolicyCluster(lab: Lab, dir: string): Promise<{ c: Cl
   return { c, fx: await agentFixture(c) };
 }
 
-const pathOf = (o: K8sObject): string => {
-  const ns = o.metadata.namespace;
-  switch (o.kind) {
-    case "Namespace":
-      return `/api/v1/namespaces/${o.metadata.name}`;
-    case "Pod":
-      return `/api/v1/namespaces/${ns}/pods/${o.metadata.name}`;
-    case "NetworkPolicy":
-      return `/apis/networking.k8s.io/v1/namespaces/${ns}/networkpolicies/${o.metadata.name}`;
-    default:
-      throw new Error(`the scene writer has no path for kind ${o.kind} (Services are AgentApplier's)`);
-  }
-};
 const collection = (path: string) => path.slice(0, path.lastIndexOf("/"));
 
 /** How a Pod object of the lab is held back: not in the API server, or there without status (no addresses). */

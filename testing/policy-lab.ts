@@ -589,7 +589,8 @@ export class OfflineApplier implements Applier {
 
 // ---- through the API: the test API server and an agent per node ----
 
-const pathOf = (o: K8sObject): string => {
+/** An object's path in the API server. */
+export const pathOf = (o: K8sObject): string => {
   const ns = o.metadata.namespace;
   switch (o.kind) {
     case "Namespace":

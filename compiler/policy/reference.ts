@@ -36,6 +36,7 @@
 //     blocked are other nodes' (as sources, fail closed), never this node's because another
 //     tenant made many distinct pods.
 import { addressBytes, addressFromBytes, parseCidr, type Family } from "../address.ts";
+import { assignIds } from "./ids.ts";
 import type { Protocol } from "../state.ts";
 import {
   BLOCKED,
@@ -466,40 +467,13 @@ export function compilePolicy(state: PolicyState, opts: PolicyOptions, previous:
 
   // 4. ids
   const keys = [...idents.keys()].sort(cmp);
-  const taken = new Set<number>();
-  const fresh: Ident[] = [];
-  for (const k of keys) {
-    const id = previous.get(k);
-    if (id !== undefined && Number.isInteger(id) && id >= FIRST_ID && !taken.has(id)) {
-      idents.get(k)!.id = id;
-      taken.add(id);
-    } else fresh.push(idents.get(k)!);
-  }
-  // identities of this node's pods first: when the mark bits run out, the pods blocked are
-  // others' (a tenant making many distinct pods cannot get this node's pods blocked)
-  fresh.sort((a, b) => Number(!a.local) - Number(!b.local));
-  let next = FIRST_ID;
-  for (const i of fresh) {
-    while (taken.has(next)) next++;
-    i.id = next;
-    taken.add(next);
-  }
-  // and a local identity past the limit takes the id of a remote one within it (remote ones
-  // last in key order give theirs up first)
-  const sorted = keys.map((k) => idents.get(k)!);
-  const over = sorted.filter((i) => i.local && i.id > opts.maxIdentity);
-  if (over.length) {
-    const donors = sorted.filter((i) => !i.local && i.id <= opts.maxIdentity).reverse();
-    for (const i of over) {
-      const d = donors.shift();
-      if (!d) break;
-      [d.id, i.id] = [i.id, d.id];
-    }
-  }
+  const limit = assignIds(
+    keys.map((k) => [k, idents.get(k)!]),
+    previous,
+    opts.maxIdentity,
+  );
+  if (limit) problems.add(limit);
   const inUse = (i: Ident) => i.id <= opts.maxIdentity;
-  if (keys.some((k) => !inUse(idents.get(k)!))) {
-    problems.add(`identity limit: ${keys.length} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; this node's pods past it are blocked, other addresses judged by their ipBlocks alone`);
-  }
   const idOf = (i: Ident) => (inUse(i) ? i.id : BLOCKED);
   const used = [...idents.values()].filter(inUse).sort((a, b) => a.id - b.id);
 

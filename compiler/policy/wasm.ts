@@ -11,6 +11,7 @@ import type { CompilerExports } from "../wasm.ts";
 import { generatedPolicies } from "./reference.ts";
 import { addrText, Interner, packPod, packPolicy, Words, writeBounds, writeLabels, type Block, type PodPack, type PolicyPack } from "./pack.ts";
 import { parseCidr } from "../address.ts";
+import { assignIds } from "./ids.ts";
 import { BLOCKED, FIRST_ID, WORLD, type AddressRange, type AllowElement, type Identity, type PodAddress, type PodInfo, type Policy, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
 export type PolicyCompile = (state: PolicyState, opts: PolicyOptions, previous?: ReadonlyMap<string, number>) => PolicyTables;
@@ -256,37 +257,14 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
 
     // ids: kept where the key was there before, else the lowest free in key order
     // (a previous id taken already by a key earlier in string order is not kept)
-    const taken = new Set<number>();
-    const fresh: Key[] = [];
     const sortedKeys = [...keys.values()].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
-    for (const key of sortedKeys) {
-      const id = previous.get(key.key);
-      if (id !== undefined && Number.isInteger(id) && id >= FIRST_ID && !taken.has(id)) {
-        key.id = id;
-        taken.add(id);
-      } else fresh.push(key);
-    }
-    // this node's identities first, and past the limit they take remote ones' ids (the
-    // reference's step 4 says why)
-    fresh.sort((a, b) => Number(!a.local) - Number(!b.local));
-    let next = FIRST_ID;
-    for (const key of fresh) {
-      while (taken.has(next)) next++;
-      key.id = next++;
-    }
-    const over = sortedKeys.filter((k) => k.local && k.id > opts.maxIdentity);
-    if (over.length) {
-      const donors = sortedKeys.filter((k) => !k.local && k.id <= opts.maxIdentity).reverse();
-      for (const k of over) {
-        const d = donors.shift();
-        if (!d) break;
-        [d.id, k.id] = [k.id, d.id];
-      }
-    }
+    const limit = assignIds(
+      sortedKeys.map((k) => [k.key, k]),
+      previous,
+      opts.maxIdentity,
+    );
+    if (limit) problems.push(limit);
     const given = [...keys.values()].filter((k) => k.id <= opts.maxIdentity).sort((x, y) => x.id - y.id);
-    if (given.length < keys.size) {
-      problems.push(`identity limit: ${keys.size} identities needed, the mark bits hold ${Math.max(0, opts.maxIdentity - FIRST_ID + 1)}; this node's pods past it are blocked, other addresses judged by their ipBlocks alone`);
-    }
     const idOf = (k: Key) => (k.id <= opts.maxIdentity ? k.id : BLOCKED);
     const nIds = Math.max(FIRST_ID, (given.at(-1)?.id ?? 0) + 1);
 
