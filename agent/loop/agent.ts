@@ -22,6 +22,9 @@ import type { Listing } from "../datapath/adopt.ts";
 import type { Findings } from "../datapath/owner.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { BLOCKED_POLICY, countersByPolicy, type PolicyCounts, type PolicyReadings } from "../datapath/policy-counters.ts";
+import type { NodeReport, Reporter } from "../report/types.ts";
+import type { NetworkReport } from "./network.ts";
+import { VERSION } from "../version.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -95,6 +98,8 @@ export interface AgentDeps {
   network?: NodeNetwork;
   /** the policy verdict counters in the kernel (datapath/policy-counters.ts); absent: not read */
   policyCounters?: () => PolicyReadings;
+  /** the SkeinNode and Events (agent/report); absent: nothing reported to the cluster */
+  report?: Reporter;
 }
 
 /** What the agent hands the pod network between the nodes, and asks of it. */
@@ -104,6 +109,7 @@ export interface NodeNetwork {
   setNode(name: string, n: NodeInfo | undefined): void;
   /** the pods' MTU once this node's underlay is known */
   podMtu(): number | undefined;
+  report?(): NetworkReport;
 }
 
 /** The node addresses NodePorts listen on: the Node's, filtered by --nodeport-addresses. */
@@ -175,8 +181,14 @@ export class Agent {
     this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
     this.policy = new PolicyCompiler({ nodeName: this.o.nodeName, podCIDRs: [], maxIdentity: maxIdentity(this.o.marks ?? DEFAULT_MARKS) }, this.deps.policyEngine ?? policyEngine(wasm));
     this.store = new ClusterStore(this.compiler, this.o.nodeName, this.policy, {
-      onReject: (what, message, kept) => this.log.warn({ object: what }, `refused; ${kept ? "the earlier version stays in force" : "left out (no earlier version of it is in force)"}: ${message}`),
-      onClosed: (what, message) => this.log.warn({ object: what }, `skein cannot apply it as written: ${message}; the pods it selects are isolated with nothing allowed until it can (fail closed)`),
+      onReject: (what, message, kept, ref) => {
+        this.log.warn({ object: what }, `refused; ${kept ? "the earlier version stays in force" : "left out (no earlier version of it is in force)"}: ${message}`);
+        this.deps.report?.refused(ref, message, kept ? "kept" : "left-out");
+      },
+      onClosed: (what, message, ref) => {
+        this.log.warn({ object: what }, `skein cannot apply it as written: ${message}; the pods it selects are isolated with nothing allowed until it can (fail closed)`);
+        this.deps.report?.refused(ref, message, "closed");
+      },
       onNode: (n) => this.nodeChanged(n),
       onNodes: (name, n) => this.anyNodeChanged(name, n),
     });
@@ -217,6 +229,7 @@ export class Agent {
       this.kernelTimers.push(t);
     }
     this.deps.network?.start();
+    this.deps.report?.start({ report: () => this.nodeReport(), nodeUid: () => this.store.node?.uid });
     await this.watcher.start();
   }
 
@@ -229,6 +242,7 @@ export class Agent {
     for (const t of this.kernelTimers.splice(0)) clearInterval(t);
     await this.watcher?.stop();
     await this.deps.network?.stop();
+    await this.deps.report?.stop();
     this.log.info({ generation: this.generation }, "agent stopped; the tables stay in force");
   }
 
@@ -300,6 +314,37 @@ export class Agent {
     } finally {
       this.checking = false;
     }
+  }
+
+  /**
+   * The node's state, as /readyz and the SkeinNode tell it: ready once the cluster is listed,
+   * the tables are applied without error and the pod network's plan is in force (when there
+   * is one); the reasons when not. Peers are the other Nodes, reachable when the plan has a
+   * path to them.
+   */
+  nodeReport(): NodeReport {
+    const reasons: string[] = [];
+    if (!this.synced) reasons.push("the cluster is not listed yet");
+    else if (!this.lastResult && !this.lastError) reasons.push("no tables applied yet");
+    if (this.lastError) reasons.push(`applying the tables failed (the previous ones stay in force): ${this.lastError}`);
+    const net = this.deps.network?.report?.();
+    if (net && !net.programmed) reasons.push(net.why ?? "the pod network is not programmed yet");
+    const node = this.store?.node;
+    const others = net ? [...this.store.nodes.keys()].filter((n) => n !== this.o.nodeName).sort() : [];
+    const reached = new Set(net?.reached);
+    const unreachable = others.filter((n) => !reached.has(n));
+    const underlay = net?.underlay ?? node?.internalIPs[0];
+    const pub = net?.public ?? node?.publicIP;
+    return {
+      ready: reasons.length === 0,
+      reasons,
+      mode: net?.mode ?? "none",
+      version: VERSION,
+      addresses: { ...(underlay ? { underlay } : {}), ...(pub ? { public: pub } : {}), podCIDRs: node?.podCIDRs ?? [] },
+      peers: { total: others.length, reachable: others.length - unreachable.length, unreachable },
+      tableGeneration: this.lastResult?.generation ?? 0,
+      ...(this.lastError ? { lastError: this.lastError } : {}),
+    };
   }
 
   /**
@@ -521,6 +566,7 @@ export class Agent {
       this.again = true;
     } finally {
       this.syncing = false;
+      this.deps.report?.changed();
     }
     // the collection just made needs no second one a second later
     if (collected) clearTimeout(this.idle);

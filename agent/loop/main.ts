@@ -22,6 +22,7 @@ import type { NatsConfig } from "../gossip/config.ts";
 import { Overlay } from "../overlay/overlay.ts";
 import { PodNetwork } from "./network.ts";
 import { VERSION } from "../version.ts";
+import { clusterReporter } from "../report/index.ts";
 import { addressFamily } from "../../compiler/address.ts";
 
 /** The pod network between the nodes (agent/loop/network.ts), as the flags give it. */
@@ -166,7 +167,8 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     );
   }
   const policyCounters = () => readPolicyCounters(nl, o.marks);
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  const report = clusterReporter({ kube, nodeName: o.nodeName, log: log.child({ part: "report" }) });
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, report, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   const done = Promise.withResolvers<number>();
   const stop = (signal: string) => {
     log.info({ signal }, "stopping");

@@ -61,6 +61,17 @@ export interface NetworkDeps {
   now?: () => number;
 }
 
+export interface NetworkReport {
+  mode: Mode;
+  underlay?: string;
+  public?: string;
+  /** the plan for the peers known is in the kernel */
+  programmed: boolean;
+  why?: string;
+  /** peers with a path */
+  reached: string[];
+}
+
 /** How often expiry is looked at: a dead peer's routes go within about this after its TTL. */
 const EXPIRE_EVERY_MS = 500;
 
@@ -122,6 +133,19 @@ export class PodNetwork {
       this.selfChanged();
     }
     this.schedule();
+  }
+
+  /** What the network is, for /readyz and the SkeinNode: whether its plan is in force (else
+   * why not), and which peers it reaches (a path other than none). */
+  report(): NetworkReport {
+    const reached = new Set((this.plan?.paths ?? []).filter((p) => p.how !== "none").map((p) => p.peer));
+    const r: NetworkReport = { mode: this.o.mode, programmed: this.plan !== undefined && !this.retry && this.self !== undefined, reached: [...reached].sort() };
+    const underlay = this.self?.underlay ?? this.o.underlayIP;
+    const pub = this.self?.public ?? this.o.publicIP;
+    if (underlay) r.underlay = underlay;
+    if (pub) r.public = pub;
+    if (!r.programmed) r.why = this.waiting ? `the pod network waits: ${this.waiting}` : this.retry ? "applying the pod network failed; retrying" : "the pod network is not programmed yet";
+    return r;
   }
 
   /** The pods' MTU, once this node's underlay is known (the overlay's plan decides it). */

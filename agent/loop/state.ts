@@ -18,9 +18,12 @@ import type { PolicyCompiler } from "../../compiler/policy/incremental.ts";
 import type { NamespaceInfo, Policy, PodInfo } from "../../compiler/policy/types.ts";
 import { poolFromCidr, poolsFromCidrs } from "../ipam/cidr.ts";
 import type { WatchEvent } from "../watch/watcher.ts";
+import type { ObjectRef } from "../report/types.ts";
 
 export interface NodeInfo {
   name: string;
+  /** the Node's uid (what owns this node's SkeinNode) */
+  uid?: string;
   podCIDRs: string[];
   /** InternalIP addresses first, then ExternalIP */
   addresses: string[];
@@ -115,9 +118,22 @@ export function keep(kind: WatchEvent["kind"], o: Record<string, unknown>): Kept
     if (!(e instanceof ObjectError)) throw e;
     k.error = e.message;
   }
+  // what the Event on an object skein cannot honour names it by (agent/report/events.ts)
+  if (metadata && (k.error || (k.checked as Policy | undefined)?.closed)) {
+    const uid = (o.metadata as { uid?: unknown } | undefined)?.uid;
+    if (typeof uid === "string") metadata.uid = uid;
+  }
   return k as Kept & WatchEvent["object"];
 }
 const nameOf = (o: Raw) => ({ namespace: o.metadata?.namespace ?? "default", name: o.metadata?.name ?? "" });
+const refOf = (kind: string, o: Raw): ObjectRef => {
+  const m = (o as Kept).metadata ?? {};
+  const ref: ObjectRef = { kind, name: m.name ?? "" };
+  if (kind !== "Node" && kind !== "Namespace") ref.namespace = m.namespace ?? "default";
+  if (m.uid) ref.uid = m.uid;
+  if (m.resourceVersion) ref.resourceVersion = m.resourceVersion;
+  return ref;
+};
 const keyOf = (o: Raw) => `${o.metadata?.namespace ?? "default"}/${o.metadata?.name ?? ""}`;
 
 /**
@@ -153,7 +169,7 @@ export function nodeInfo(node: Raw): NodeInfo {
       return [address as string];
     });
   const internalIPs = addrs("InternalIP");
-  const info: NodeInfo = { name: node.metadata?.name ?? "", podCIDRs: cidrs, addresses: [...internalIPs, ...addrs("ExternalIP")], internalIPs };
+  const info: NodeInfo = { name: node.metadata?.name ?? "", ...(node.metadata?.uid ? { uid: node.metadata.uid } : {}), podCIDRs: cidrs, addresses: [...internalIPs, ...addrs("ExternalIP")], internalIPs };
   const pub = (node as Kept).publicIP ?? (node.metadata as { annotations?: Record<string, unknown> } | undefined)?.annotations?.[PUBLIC_IP_ANNOTATION];
   if (pub !== undefined) {
     // an annotation anyone with write access to Nodes can set: a bad one is left out and
@@ -190,9 +206,9 @@ export class ClusterStore {
     private readonly policy: Pick<PolicyCompiler, "setPod" | "deletePod" | "setNamespace" | "deleteNamespace" | "setPolicy" | "deletePolicy" | "counts">,
     private readonly hooks: {
       /** an object refused; `kept`: an earlier version of it stays in force */
-      onReject?: (what: string, message: string, kept: boolean) => void;
+      onReject?: (what: string, message: string, kept: boolean, ref: ObjectRef) => void;
       /** a NetworkPolicy skein cannot apply as written, applied closed (compiler/policy/state.ts) */
-      onClosed?: (what: string, message: string) => void;
+      onClosed?: (what: string, message: string, ref: ObjectRef) => void;
       /** this node's Node changed */
       onNode?: (n: NodeInfo | undefined) => void;
       /** any Node changed (this one too): the peers of the pod network */
@@ -220,7 +236,7 @@ export class ClusterStore {
         if (!del && kept.error) {
           // kept.error names the object and the field (compiler/state.ts)
           this.rejected.set(id, kept.error);
-          this.hooks.onReject?.(id, kept.error, this.held.has(id));
+          this.hooks.onReject?.(id, kept.error, this.held.has(id), refOf(e.kind, o));
           return false;
         }
         // this very object was handed over before (the informer repeats what it caches)
@@ -233,10 +249,10 @@ export class ClusterStore {
             // valid, but skein cannot apply it: the version in force stays rather than one
             // that isolates everything it selects
             this.rejected.set(id, closed);
-            this.hooks.onReject?.(id, closed, true);
+            this.hooks.onReject?.(id, closed, true, refOf(e.kind, o));
             return false;
           }
-          this.hooks.onClosed?.(id, closed);
+          this.hooks.onClosed?.(id, closed, refOf(e.kind, o));
         }
         if (checked) {
           this.hand(e.kind, checked);
@@ -261,11 +277,11 @@ export class ClusterStore {
           if (!(e instanceof ObjectError)) throw e;
           // what was read from the Node before stays in force (node file, NodePort addresses)
           this.rejected.set(id, e.message);
-          this.hooks.onReject?.(id, e.message, this.nodes.has(name));
+          this.hooks.onReject?.(id, e.message, this.nodes.has(name), refOf("Node", o));
           return false;
         }
         this.rejected.delete(id);
-        for (const p of info?.problems ?? []) this.hooks.onReject?.(id, p, true);
+        for (const p of info?.problems ?? []) this.hooks.onReject?.(id, p, true, refOf(e.kind, o));
         if (info) this.nodes.set(name, info);
         else this.nodes.delete(name);
         this.hooks.onNodes?.(name, info);
