@@ -184,3 +184,29 @@ describe("NetworkPolicies skein cannot apply as written", () => {
     expect(other.said).toEqual(["reject false NetworkPolicy prod/p"]);
   });
 });
+
+describe("what a refusal names the object by (the Event's involvedObject)", () => {
+  test("kind, namespace, name, uid and resourceVersion; the uid is held of refused objects only", () => {
+    const refs: unknown[] = [];
+    const s = new ClusterStore(compiler, "n1", policy, { onReject: (_w, _m, _k, ref) => refs.push(ref), onClosed: (_w, _m, ref) => refs.push(ref) });
+    const apply = (kind: WatchEvent["kind"], o: Record<string, unknown>) => {
+      const kept = keep(kind, o);
+      s.apply({ kind, op: "set", object: kept });
+      return kept;
+    };
+    const meta = (name: string) => ({ name, namespace: "shop", uid: `${name}-uid`, resourceVersion: "7" });
+    const good = apply("Service", { metadata: meta("ok"), spec: { clusterIP: "10.96.0.1", ports: [{ port: 80 }] } });
+    expect(good.metadata.uid).toBeUndefined();
+    apply("Service", { metadata: meta("bad"), spec: { clusterIP: "10.96.0.010", ports: [{ port: 80 }] } });
+    apply("NetworkPolicy", { metadata: meta("big"), spec: { podSelector: {}, ingress: Array(300).fill({ ports: [{ port: 80 }] }) } });
+    apply("Node", { ...GOOD, metadata: { name: "n2", uid: "n2-uid", resourceVersion: "9" }, spec: { podCIDRs: ["10.244.300.0/24"] } });
+    expect(refs).toEqual([
+      { kind: "Service", namespace: "shop", name: "bad", uid: "bad-uid", resourceVersion: "7" },
+      { kind: "NetworkPolicy", namespace: "shop", name: "big", uid: "big-uid", resourceVersion: "7" },
+      { kind: "Node", name: "n2", uid: "n2-uid", resourceVersion: "9" },
+    ]);
+    // this node's uid: the owner of its SkeinNode
+    apply("Node", { ...GOOD, metadata: { name: "n1", uid: "n1-uid" } });
+    expect(s.node?.uid).toBe("n1-uid");
+  });
+});

@@ -140,10 +140,12 @@ export class SkeinNodeWriter {
       return;
     }
     if (this.timer) return;
-    const at = Math.max(this.lastAttemptAt + this.o.minIntervalMs, this.retryAt);
+    const wait = Math.max(this.lastAttemptAt + this.o.minIntervalMs, this.retryAt) - this.o.now();
+    // a long wait is looked at again every checkMs: the clock may have jumped
     this.timer = setTimeout(
       () => {
         this.timer = undefined;
+        if (Math.max(this.lastAttemptAt + this.o.minIntervalMs, this.retryAt) > this.o.now()) return this.changed();
         this.running = this.attempt().finally(() => {
           this.running = undefined;
           if (this.again) {
@@ -152,13 +154,14 @@ export class SkeinNodeWriter {
           }
         });
       },
-      Math.max(0, at - this.o.now()),
+      Math.max(0, Math.min(wait, this.o.checkMs)),
     );
     this.timer.unref?.();
   }
 
   /** Stops; a write under way is given a moment to finish. */
   async stop(): Promise<void> {
+    if (this.stopped) return;
     this.stopped = true;
     clearTimeout(this.timer);
     clearInterval(this.interval);
