@@ -140,8 +140,14 @@ describe("SkeinNode writer", () => {
     await Bun.sleep(100);
     expect(s.kube.calls.map((c) => c.method)).toEqual(["GET", "POST"]);
     expect(s.lines.filter((l) => l.includes("CRD is not installed")).length).toBe(1);
-    s.kube.crd = true;
+    // a minute later it is still missing: asked again, not logged again
     s.clock.offset = 61_000;
+    await waitFor("asked again", () => s.kube.calls.length === 4);
+    expect(s.kube.calls.map((c) => c.method)).toEqual(["GET", "POST", "GET", "POST"]);
+    await Bun.sleep(50);
+    expect(s.lines.filter((l) => l.includes("CRD is not installed")).length).toBe(1);
+    s.kube.crd = true;
+    s.clock.offset = 122_000;
     await waitFor("written once the CRD is there", () => s.object()?.status?.tableGeneration === 99);
     expect(s.lines.filter((l) => l.includes("CRD is not installed")).length).toBe(1);
     expect(s.lines.some((l) => l.includes("SkeinNode written"))).toBe(true);
