@@ -48,7 +48,7 @@ export class FakeKube {
       if (method === "POST") {
         const k = `skeinnodes/${body.metadata.name}`;
         if (this.objects.has(k)) throw new KubeError(409, "409 already exists", "AlreadyExists");
-        const made = { ...body, metadata: { ...body.metadata, uid: `sn-${this.rv}`, resourceVersion: String(this.rv++) } };
+        const made: Obj = { ...body, metadata: { ...body.metadata, uid: `sn-${this.rv}`, resourceVersion: String(this.rv++) } };
         delete made.status; // the status subresource's: ignored on create
         this.objects.set(k, made);
         return made;
