@@ -15,10 +15,11 @@ import { VERSION } from "../version.ts";
 
 const tmp = useTempDir("agentreport");
 const server = TestApiServer.start({ tokens: ["t"] });
+const servers = [server];
 const agents: Agent[] = [];
 afterAll(async () => {
   for (const a of agents) await a.stop();
-  await server.stop();
+  for (const s of servers) await s.stop();
 });
 
 class RecordingReporter implements Reporter {
@@ -76,4 +77,39 @@ test("the SkeinNode's snapshot, a look after each sync, and refused objects with
   expect(src.report().tableGeneration).toBeGreaterThan(1);
   await agent.stop();
   expect(report.stopped).toBe(true);
+});
+
+test("peers: the other Nodes with pod CIDRs and the network's peers, reachable when their probe answered (without one: when a path leads there)", async () => {
+  // a cluster of its own: only the Nodes made here
+  const own = TestApiServer.start({ tokens: ["t"] });
+  servers.push(own);
+  const kc = new KubeConfig();
+  kc.loadFromString(own.kubeconfig());
+  const kube = new KubeClient(kc);
+  const mk = (name: string, podCIDRs: string[]) => kube.request("POST", "/api/v1/nodes", { body: { metadata: { name }, spec: { podCIDRs }, status: { addresses: [{ type: "InternalIP", address: "192.0.2.20" }] } } });
+  await mk("m1", ["10.244.20.0/24"]);
+  // e: its record expired (not a peer any more); f: no pod CIDRs, so nothing to reach
+  await mk("e", ["10.244.21.0/24"]);
+  await mk("f", []);
+  const path = (how: "direct" | "vxlan" | "none") => [{ how, why: "" }];
+  const peer = (name: string, how: "direct" | "vxlan" | "none", probe?: boolean) => ({ name, source: "gossip" as const, podCIDRs: [], underlay: "192.0.2.1", paths: path(how), ...(probe === undefined ? {} : { probe: { address: "10.244.0.0", ok: probe, at: 0 } }) });
+  let planned = true;
+  const network: NonNullable<AgentDeps["network"]> = {
+    start() {},
+    async stop() {},
+    setNode() {},
+    podMtu: () => 1450,
+    status: () => ({ mode: "vxlan", self: { underlay: "192.0.2.20", underlayDev: "eth0", public: "203.0.113.20", podCIDRs: ["10.244.20.0/24"], podMtu: 1450 }, gossip: "live", planned, ...(planned ? {} : { waiting: "no interface of this node holds the underlay address 192.0.2.20" }), peers: [peer("a", "vxlan", true), peer("b", "vxlan", false), peer("c", "direct"), peer("d", "none")] }),
+  };
+  const report = new RecordingReporter();
+  const agent = new Agent(
+    { nodeName: "m1", clusterCIDRs: [], serviceCIDRs: [], nodePortAddresses: [], ringFactor: 10, coalesceMs: 5, nodeFile: `${tmp}/node-m1.json`, flushUdp: false },
+    { log: pino({ level: "silent" }), datapath, kube, report, network },
+  );
+  agents.push(agent);
+  await agent.start();
+  await waitFor("the first sync looked at", () => report.changes > 0);
+  expect(agent.nodeReport()).toMatchObject({ ready: true, mode: "vxlan", addresses: { underlay: "192.0.2.20", public: "203.0.113.20", podCIDRs: ["10.244.20.0/24"] }, peers: { total: 5, reachable: 2, unreachable: ["b", "d", "e"] } });
+  planned = false;
+  expect(agent.nodeReport()).toMatchObject({ ready: false, reasons: ["the pod network waits: no interface of this node holds the underlay address 192.0.2.20"] });
 });

@@ -341,7 +341,9 @@ export class Agent implements AgentView {
     const net = this.deps.network?.status?.();
     const node = this.store?.node;
     const reached = new Set(net?.peers.filter((p) => (p.probe ? p.probe.ok : p.paths.some((x) => x.how !== "none"))).map((p) => p.name));
-    const others = net ? [...new Set([...(this.store?.nodes.keys() ?? []), ...net.peers.map((p) => p.name)])].filter((n) => n !== this.o.nodeName).sort() : [];
+    // (a Node without pod CIDRs has no pods to reach: not a peer)
+    const nodes = [...(this.store?.nodes.values() ?? [])].filter((n) => n.podCIDRs.length).map((n) => n.name);
+    const others = net ? [...new Set([...nodes, ...net.peers.map((p) => p.name)])].filter((n) => n !== this.o.nodeName).sort() : [];
     const unreachable = others.filter((n) => !reached.has(n));
     const underlay = net?.self?.underlay ?? node?.internalIPs[0];
     const pub = net?.self?.public ?? node?.publicIP;

@@ -177,6 +177,7 @@ describe("Event recorder", () => {
     expect(reasonFor("NetworkPolicy", "kept")).toBe("UnsupportedPolicy");
     expect(reasonFor("NetworkPolicy", "closed")).toBe("PolicyClosed");
     expect(reasonFor("Pod", "left-out")).toBeUndefined();
+    expect(reasonFor("Node", "kept")).toBe("InvalidNode");
   });
 
   test("Event names stay valid names for the longest object names", async () => {

@@ -21,7 +21,7 @@ export const MAX_MESSAGE = 1024;
 const API_VERSION: Record<string, string> = { Service: "v1", Pod: "v1", Namespace: "v1", Node: "v1", EndpointSlice: "discovery.k8s.io/v1", NetworkPolicy: "networking.k8s.io/v1" };
 
 /** The Event reason for an object refused or applied closed; undefined: not reported with an
- * Event (Pods, Namespaces and Nodes are other components' to explain). */
+ * Event (a Pod's or Namespace's problems are other components' to explain). */
 export function reasonFor(kind: string, outcome: Outcome): string | undefined {
   switch (kind) {
     case "Service":
@@ -30,6 +30,8 @@ export function reasonFor(kind: string, outcome: Outcome): string | undefined {
       return "InvalidEndpointSlice";
     case "NetworkPolicy":
       return outcome === "closed" ? "PolicyClosed" : "UnsupportedPolicy";
+    case "Node":
+      return "InvalidNode";
   }
   return undefined;
 }

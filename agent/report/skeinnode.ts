@@ -176,7 +176,6 @@ export class SkeinNodeWriter {
   private async attempt(): Promise<void> {
     const src = this.source!;
     const now = this.o.now();
-    if (now < this.retryAt) return;
     const uid = src.nodeUid();
     // no owner yet: an object without one would outlive its Node
     if (!uid) return;
