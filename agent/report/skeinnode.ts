@@ -19,7 +19,8 @@ export const RESOURCE_PATH = `/apis/${GROUP}/${VERSION}/${PLURAL}`;
 
 /** The bounds of what is written (OPERATE.md): hostile or runaway state never makes an
  * object the API server refuses or one too big to list. */
-export const BOUNDS = { reasons: 10, reason: 256, unreachable: 20, name: 253, lastError: 1024, message: 1024, podCIDRs: 16, short: 64 };
+// (a Node has at most two pod CIDRs, one per family)
+export const BOUNDS = { reasons: 10, reason: 256, unreachable: 20, name: 253, lastError: 1024, message: 1024, podCIDRs: 2, short: 64 };
 
 export interface WriterOptions {
   kube: Pick<KubeClient, "request">;
