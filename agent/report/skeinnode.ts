@@ -17,9 +17,9 @@ export const PLURAL = "skeinnodes";
 export const KIND = "SkeinNode";
 export const RESOURCE_PATH = `/apis/${GROUP}/${VERSION}/${PLURAL}`;
 
-/** The bounds of what is written (OPERATE.md): hostile or runaway state never makes an
- * object the API server refuses or one too big to list. */
-// (a Node has at most two pod CIDRs, one per family)
+/** The bounds of what is written (OPERATE.md, and the CRD's schema: a Node has at most two
+ * pod CIDRs, one per family): hostile or runaway state never makes an object the API server
+ * refuses or one too big to list. */
 export const BOUNDS = { reasons: 10, reason: 256, unreachable: 20, name: 253, lastError: 1024, message: 1024, podCIDRs: 2, short: 64 };
 
 export interface WriterOptions {
