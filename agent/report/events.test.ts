@@ -6,6 +6,9 @@ import { clusterReporter } from "./index.ts";
 import type { ObjectRef } from "./types.ts";
 
 const svc: ObjectRef = { kind: "Service", namespace: "shop", name: "web", uid: "svc-uid", resourceVersion: "42" };
+/** the Service refused again: a new version of it */
+let version = 100;
+const next = (): ObjectRef => ({ ...svc, resourceVersion: String(version++) });
 
 function setup(o: Partial<RecorderOptions> = {}) {
   const kube = new FakeKube();
@@ -55,23 +58,23 @@ describe("Event recorder", () => {
 
   test("a repeat within 10 minutes bumps count and lastTimestamp; another message, or later, is a new Event", async () => {
     const s = setup();
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     s.clock.ms += 60_000;
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     expect(s.kube.events()).toHaveLength(1);
     expect(s.kube.events()[0]).toMatchObject({ count: 2, firstTimestamp: "2026-11-29T10:00:00Z", lastTimestamp: "2026-11-29T10:01:00Z" });
     const patch = s.kube.writes().at(-1)!;
     expect(patch).toMatchObject({ method: "PATCH", contentType: "application/merge-patch+json", body: { count: 2, lastTimestamp: "2026-11-29T10:01:00Z" } });
     // another message, another object (a new uid: the Service made anew), another reason
-    s.r.warn(svc, "InvalidService", "worse");
+    s.r.warn(next(), "InvalidService", "worse");
     s.r.warn({ ...svc, uid: "svc-uid-2" }, "InvalidService", "bad");
     await s.settle();
     expect(s.kube.events()).toHaveLength(3);
     // ten minutes after its last repeat the same one is a new Event
     s.clock.ms += 600_000;
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     expect(s.kube.events()).toHaveLength(4);
     expect(s.kube.events()[3]!.count).toBe(1);
@@ -79,10 +82,10 @@ describe("Event recorder", () => {
 
   test("repeats given while a write is under way are one update with their count", async () => {
     const s = setup();
-    for (let i = 0; i < 5; i++) s.r.warn(svc, "InvalidService", "bad");
+    for (let i = 0; i < 5; i++) s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     s.clock.ms += 1000;
-    for (let i = 0; i < 7; i++) s.r.warn(svc, "InvalidService", "bad");
+    for (let i = 0; i < 7; i++) s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     // the first of each burst is written at once, the rest wait for it as one update
     expect(s.kube.writes().map((c) => c.method)).toEqual(["POST", "PATCH", "PATCH", "PATCH"]);
@@ -90,13 +93,28 @@ describe("Event recorder", () => {
     expect(s.kube.events()[0]!.count).toBe(12);
   });
 
-  test("an Event gone meanwhile is made anew", async () => {
+  test("the same version of an object again (the informer listing anew) is no new occurrence", async () => {
     const s = setup();
     s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(svc, "InvalidService", "bad");
+    await s.settle();
+    s.clock.ms += 1000;
+    s.r.warn(svc, "InvalidService", "bad");
+    await s.settle();
+    expect(s.kube.writes().map((c) => c.method)).toEqual(["POST"]);
+    // a new version refused for the same reason is
+    s.r.warn({ ...svc, resourceVersion: "43" }, "InvalidService", "bad");
+    await s.settle();
+    expect(s.kube.events()[0]!.count).toBe(2);
+  });
+
+  test("an Event gone meanwhile is made anew", async () => {
+    const s = setup();
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     for (const k of [...s.kube.objects.keys()]) s.kube.objects.delete(k);
     s.clock.ms += 1000;
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     expect(s.kube.writes().map((c) => c.method)).toEqual(["POST", "PATCH", "POST"]);
     expect(s.kube.events()).toHaveLength(1);
@@ -135,13 +153,13 @@ describe("Event recorder", () => {
 
   test("a repeat dropped by the limit is counted in the next update", async () => {
     const s = setup({ burst: 1, perMinute: 1 });
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     expect(s.r.dropped).toBe(1);
     s.clock.ms += 60_000;
-    s.r.warn(svc, "InvalidService", "bad");
+    s.r.warn(next(), "InvalidService", "bad");
     await s.settle();
     expect(s.kube.events()[0]!.count).toBe(3);
   });

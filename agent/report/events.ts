@@ -95,6 +95,8 @@ export class EventRecorder {
   private refilledAt: number;
   private readonly queue: Pending[] = [];
   private readonly sent = new Map<string, Sent>();
+  /** the version of each object last reported, by Event key */
+  private readonly versions = new Map<string, string>();
   private running: Promise<void> | undefined;
   private stopped = false;
   private seq = 0;
@@ -119,6 +121,14 @@ export class EventRecorder {
     if (this.stopped) return;
     const msg = clip(message, MAX_MESSAGE);
     const key = JSON.stringify([ref.kind, ref.namespace ?? "", ref.name, ref.uid ?? "", reason, msg]);
+    // the same version again is the informer listing anew (after a 410, a restarted API
+    // server), not another occurrence
+    if (ref.resourceVersion !== undefined) {
+      if (this.versions.get(key) === ref.resourceVersion) return;
+      this.versions.delete(key);
+      if (this.versions.size >= MAX_SENT) this.versions.delete(this.versions.keys().next().value!);
+      this.versions.set(key, ref.resourceVersion);
+    }
     const q = this.queue.find((p) => p.key === key);
     if (q) {
       q.times++;
