@@ -237,6 +237,16 @@ describe("hostile requests get a 4xx and the agent keeps serving", () => {
   });
 });
 
+test("repairs of what others changed are counted", async () => {
+  await lab.exec("n1", ["ip", "route", "del", "10.244.3.0/24"]);
+  await lab.exec("n1", ["nft", "delete", "table", "inet", "skein"]);
+  await waitFor("both repairs counted", async () => {
+    const m = await metrics("n1");
+    return (metric(m, "skein_drift_repairs_total", { what: "overlay" }) ?? 0) >= 1 && (metric(m, "skein_drift_repairs_total", { what: "table" }) ?? 0) >= 1;
+  }, 10_000);
+  await waitFor("n1's route to n3 back", async () => (await lab.exec("n1", ["ip", "route", "show", "10.244.3.0/24"])).stdout.includes("skein.vxlan"), 5000);
+});
+
 test("per-policy verdict counters in /metrics", async () => {
   const dst = c.pods.get("n1-p1")!;
   expect((await lab.connect("n2-p1", "tcp", dst.ip, 8080)).ok).toBe(true);
