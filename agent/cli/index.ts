@@ -307,7 +307,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   program
     .command("demo")
     .description("build a virtual cluster in network namespaces and prove pod connectivity (needs root)")
-    .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup')")
+    .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup --namespaces-only')")
     .action(async (o: { keep?: boolean }) => {
       const { runDemo } = await import("../../testing/demo.ts");
       const ok = await runDemo({ keep: !!o.keep, log: out });
