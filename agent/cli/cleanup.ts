@@ -6,7 +6,7 @@
 // marks it as such (cleanup-plan.ts), never by name alone; what looks like skein's but is not
 // is left alone and reported. It refuses while an agent runs in this namespace (its lock is
 // held), unless forced: the agent would put back what was removed, or lose it under its feet.
-import { existsSync, lstatSync, readdirSync, rmdirSync, statSync, unlinkSync } from "node:fs";
+import { existsSync, lstatSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync } from "node:fs";
 import { basename, dirname } from "node:path";
 import { decode } from "cbor-x/decode";
 import { openNft } from "../datapath/nft.ts";
@@ -285,11 +285,20 @@ function ipamStateProblem(path: string): string | undefined {
   return format === "skein-ipam" ? undefined : `its format is ${JSON.stringify(format)?.slice(0, 40) ?? "missing"}, not skein-ipam`;
 }
 
-/** An empty regular file (what withFileLock makes) that no one holds the lock of. */
-function lockFileItem(path: string, heldBy: string): CleanupItem {
+/** A regular file that no one holds the lock of, empty (what withFileLock makes) or, with
+ * `pid`, holding a pid (the agent's). */
+function lockFileItem(path: string, heldBy: string, pid = false): CleanupItem {
   const st = lstatOrUndefined(path);
   if (!st?.isFile()) return leaveFile(path, "not a regular file: not a lock file of skein's");
-  if (st.size !== 0) return leaveFile(path, "not empty: not a lock file of skein's");
+  if (st.size !== 0) {
+    let text = "";
+    try {
+      text = pid && st.size <= 12 ? readFileSync(path, "utf8") : "";
+    } catch {
+      // judged by what was read
+    }
+    if (!/^[1-9][0-9]{0,9}\n$/.test(text)) return leaveFile(path, `${pid ? "neither empty nor a pid" : "not empty"}: not a lock file of skein's`);
+  }
   try {
     const h = lockHolder(path);
     if (h.state === "held") return leaveFile(path, `its lock is held by ${heldBy}${h.pid !== undefined ? ` (pid ${h.pid})` : ""}`);
@@ -339,7 +348,7 @@ function runItems(runDir: string, agent: AgentState): CleanupItem[] {
   if (agent.locked) out.push(fileItem(lock));
   else if (agent.ownLock) {
     // made by this run to hold: it goes with the release
-  } else if (lstatOrUndefined(lock)) out.push(agent.agentRuns ? leaveFile(lock, `held by ${byAgent}`) : lockFileItem(lock, "an agent"));
+  } else if (lstatOrUndefined(lock)) out.push(agent.agentRuns ? leaveFile(lock, `held by ${byAgent}`) : lockFileItem(lock, "an agent", true));
   const s = lstatOrUndefined(sock);
   if (s) out.push(agent.agentRuns ? leaveFile(sock, `served by ${byAgent}`) : s.isSocket() ? fileItem(sock) : leaveFile(sock, "not a socket: not the agent's"));
   const cni = netnsCniLockPath(runDir);
