@@ -79,9 +79,8 @@ interface Entry {
 describe("skein cleanup after a full run", () => {
   const node = () => c.nodeDir("n1");
   const cmd = () => [builtSkein(), "cleanup", "--no-namespaces", "--node-file", `${node()}/node.json`, "--data-dir", `${node()}/ipam`];
-  const files = () => [`${node()}/node.json`, `${node()}/ipam/skein.cbor`, `${node()}/ipam/skein.lock`, `/run/skein/agent-${nsId("n1")}.lock`, `/run/skein/cni-${nsId("n1")}.lock`];
-  /** the agent's HTTP socket, when the agent made one or one was left by an earlier namespace of the same inode */
-  const sock = () => `/run/skein/agent-${nsId("n1")}.sock`;
+  /** the node file, the CNI's IPAM state and lock, the agent's lock and HTTP socket and the CNI's namespace lock */
+  const files = () => [`${node()}/node.json`, `${node()}/ipam/skein.cbor`, `${node()}/ipam/skein.lock`, `/run/skein/agent-${nsId("n1")}.lock`, `/run/skein/agent-${nsId("n1")}.sock`, `/run/skein/cni-${nsId("n1")}.lock`];
 
   test("refused while the node's agent runs, naming its pid; nothing changed", async () => {
     const before = await listing("n1");
@@ -123,7 +122,7 @@ describe("skein cleanup after a full run", () => {
     expect(would("fdb", "link skein.vxlan")).toEqual(before.fdb);
     expect(would("neighbour", "link skein.vxlan")).toEqual(before.neigh);
     expect(would("route", `link ${veths[0]}`)).toEqual([`${c.pods.get("n1-p1")!.ip}/32`]);
-    expect(would("file").filter((f) => f !== sock())).toEqual(files().sort());
+    expect(would("file")).toEqual(files().sort());
     expect(would("directory")).toEqual([`${node()}/ipam/containers`]);
     const left = listed.filter((e) => e.action === "left-alone").map((e) => `${e.kind} ${e.name}`).sort();
     expect(left).toEqual([`file ${node()}/ipam/notes.txt`, `link ${LOOKALIKE}`, `route ${FOREIGN_ROUTE}`]);
@@ -150,7 +149,6 @@ describe("skein cleanup after a full run", () => {
     expect(after.routes).toContain(`${FOREIGN_ROUTE.replace("/32", "")} dev eth0 proto static`); // ip prints a /32 bare
     expect(after.routes.filter((r) => veths.some((v) => r.includes(`dev ${v} `)) || r.includes("skein.vxlan"))).toEqual([]);
     for (const f of files()) expect(existsSync(f)).toBe(false);
-    expect(existsSync(sock())).toBe(false);
     expect(readdirSync(`${node()}/ipam`)).toEqual(["notes.txt"]);
 
     // a second run finds nothing more of skein's
@@ -167,6 +165,9 @@ describe("skein cleanup after a full run", () => {
     expect(p.ip.startsWith("10.244.1.")).toBe(true);
     await waitFor("the new pod to reach the Service's backend on n3 over VXLAN", async () => (await lab.connect("n1-new", "tcp", VIP, 80, 1000)).ok, 20_000, 200);
     expect((await listing("n1")).fdb).toHaveLength(1);
+    // and serves its API on the socket cleanup removed, where `skein status` finds it
+    const st = await lab.exec("n1", [builtSkein(), "status", "--json"]);
+    expect(JSON.parse(st.stdout)).toMatchObject({ node: "n1" });
   }, 60_000);
 });
 

@@ -14,7 +14,7 @@ import { DEFAULT_NODE_FILE } from "../cni/config.ts";
 import { readNodeFile } from "../ipam/node-file.ts";
 import { STATE_LIMIT } from "../ipam/disk-store.ts";
 import { readFileBounded } from "../sys/bounded-read.ts";
-import { holdNetnsAgentLock, lockHolder, netnsAgentLockPath, netnsCniLockPath, unlinkIfFree } from "../sys/flock.ts";
+import { agentSocketPath, holdNetnsAgentLock, lockHolder, netnsAgentLockPath, netnsCniLockPath, unlinkIfFree } from "../sys/flock.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { deleteNetns, listNetns, netnsPath, ownNetnsId } from "../sys/netns.ts";
 import { decodeTable, NFT_MSG, udataComment } from "../sys/nftdump.ts";
@@ -343,7 +343,7 @@ function runItems(runDir: string, agent: AgentState): CleanupItem[] {
   if (!lstatOrUndefined(runDir)?.isDirectory()) return [];
   const out: CleanupItem[] = [];
   const lock = netnsAgentLockPath(runDir);
-  const sock = lock.replace(/\.lock$/, ".sock");
+  const sock = agentSocketPath(runDir);
   const byAgent = `the running agent${agent.holderPid !== undefined ? ` (pid ${agent.holderPid})` : ""}`;
   if (agent.locked) out.push(fileItem(lock));
   else if (agent.ownLock) {

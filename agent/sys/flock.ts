@@ -103,6 +103,13 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
   }
 }
 
+/** The agent API's unix socket for this thread's network namespace, named like the agent's
+ * lock: a CLI in the same namespace finds the agent that serves it. */
+export function agentSocketPath(dir = "/run/skein"): string {
+  const ns = ownNetnsId();
+  return `${dir}/agent-${ns.dev}-${ns.ino}.sock`;
+}
+
 /**
  * Takes, for as long as the process lives, the lock that one skein agent holds per network
  * namespace: two agents in one namespace would each take the other's transactions for
@@ -111,13 +118,6 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
  * holder's pid for the message a second agent gets, and is released by the kernel when
  * the holder dies. Throws, naming the holder, when another process has it.
  */
-/** The agent API's unix socket for this thread's network namespace, named like the agent's
- * lock: a CLI in the same namespace finds the agent that serves it. */
-export function agentSocketPath(dir = "/run/skein"): string {
-  const ns = ownNetnsId();
-  return `${dir}/agent-${ns.dev}-${ns.ino}.sock`;
-}
-
 export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
   const path = netnsAgentLockPath(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
