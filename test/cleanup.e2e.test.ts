@@ -131,7 +131,9 @@ describe("skein cleanup after a full run", () => {
     expect(await listing("n1")).toEqual(before);
     for (const f of files()) expect(existsSync(f)).toBe(true);
 
+    const t0 = performance.now();
     const r = await lab.exec("n1", cmd(), { allowFail: true });
+    console.log(`skein cleanup in n1 (one pod, two peers, ${listed.length} things listed): ${(performance.now() - t0).toFixed(0)} ms, process start included`);
     expect(r.stderr).toBe("");
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toContain("removed nftables table inet skein\n");
