@@ -155,10 +155,11 @@ test("cleanup removes namespaces by prefix, and only those", () => {
   lab.host("y");
   const other = useLab("keep");
   other.host("z");
-  const dry = skein(["cleanup", "--prefix", lab.prefix, "--dry-run"]);
+  // --namespaces-only: the test runs in the host's own namespace, whose datapath is no test's to touch
+  const dry = skein(["cleanup", "--namespaces-only", "--prefix", lab.prefix, "--dry-run"]);
   expect(dry.out).toContain(`would remove network namespace ${lab.name("x")}`);
   expect(listNetns()).toContain(lab.name("x"));
-  const r = skein(["cleanup", "--prefix", lab.prefix]);
+  const r = skein(["cleanup", "--namespaces-only", "--prefix", lab.prefix]);
   expect(r.code).toBe(0);
   expect(listNetns().filter((n) => n.startsWith(lab.prefix))).toEqual([]);
   expect(listNetns()).toContain(other.name("z"));
