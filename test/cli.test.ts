@@ -81,7 +81,8 @@ describe("addresses and CIDRs on the command line (compiler/address.case.ts)", (
     `${dir}/kubeconfig`,
     `apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:${server.port}", insecure-skip-tls-verify: true}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n`,
   );
-  const agent = (flag: string, v: string) => [SKEIN, "agent", "--kubeconfig", `${dir}/kubeconfig`, "--node-file", `${dir}/node.json`, flag, v];
+  // (no HTTP listener: this agent runs in the test's own namespace until it is killed)
+  const agent = (flag: string, v: string) => [SKEIN, "agent", "--kubeconfig", `${dir}/kubeconfig`, "--node-file", `${dir}/node.json`, "--http-listen", "none", "--http-socket", "none", "--health-port", "0", flag, v];
   const FLAGS: Array<[string, (v: string) => string[]]> = [
     ["--service-cidr", (v) => agent("--service-cidr", v)],
     ["--cluster-cidr", (v) => agent("--cluster-cidr", v)],
@@ -123,10 +124,23 @@ describe("addresses and CIDRs on the command line (compiler/address.case.ts)", (
   });
 });
 
-test.each([["tables"], ["status"]])("%s says plainly it is not available yet (exit 69)", (c) => {
-  const r = skein([c]);
+test.each([["tables"], ["status"]])("%s without a running agent says so plainly (exit 69)", (c) => {
+  const r = skein([c, "--agent", "/nonexistent/skein-agent.sock"]);
   expect(r.code).toBe(69);
-  expect(r.err).toContain(`skein ${c}: not available yet`);
+  expect(r.err).toContain("no skein agent answers at /nonexistent/skein-agent.sock");
+});
+
+test.each([
+  [["agent", "--http-listen", "0.0.0.0:9465"], "is not a loopback address: give --http-token-file"],
+  [["agent", "--http-listen", "127.0.0.01:9465"], "--http-listen"],
+  [["agent", "--health-port", "65536"], "--health-port"],
+  [["tables", "--service", "a/b", "--pod", "c/d"], "give --service or --pod, not both"],
+  [["tables", "--state", "x.yaml", "--service", "a/b"], "do not go with --state"],
+  [["tables", "--nft"], "work on a --state file"],
+])("usage errors of the operator flags: %p", (argv, msg) => {
+  const r = skein(argv);
+  expect(r.code).toBe(2);
+  expect(r.err).toContain(msg);
 });
 
 test("an unknown CNI_COMMAND is a CNI error, not the CLI", () => {
@@ -141,10 +155,11 @@ test("cleanup removes namespaces by prefix, and only those", () => {
   lab.host("y");
   const other = useLab("keep");
   other.host("z");
-  const dry = skein(["cleanup", "--prefix", lab.prefix, "--dry-run"]);
+  // --namespaces-only: the test runs in the host's own namespace, whose datapath is no test's to touch
+  const dry = skein(["cleanup", "--namespaces-only", "--prefix", lab.prefix, "--dry-run"]);
   expect(dry.out).toContain(`would remove network namespace ${lab.name("x")}`);
   expect(listNetns()).toContain(lab.name("x"));
-  const r = skein(["cleanup", "--prefix", lab.prefix]);
+  const r = skein(["cleanup", "--namespaces-only", "--prefix", lab.prefix]);
   expect(r.code).toBe(0);
   expect(listNetns().filter((n) => n.startsWith(lab.prefix))).toEqual([]);
   expect(listNetns()).toContain(other.name("z"));

@@ -344,12 +344,12 @@ describe("gossip", () => {
 });
 
 describe("cleanup", () => {
-  test("skein cleanup --datapath on a node whose agent stopped removes its routes, VXLAN device, FDB and neighbour entries, and tables; --dry-run lists them first", async () => {
+  test("skein cleanup on a node whose agent stopped removes its routes, VXLAN device, FDB and neighbour entries, and tables; --dry-run lists them first", async () => {
     await c.stopAgent("n5");
     const before = await overlayState("n5");
     expect(before.routes.length).toBeGreaterThan(0);
-    // a prefix no namespace has: only the node's own datapath goes
-    const cmd = [builtSkein(), "cleanup", "--datapath", "--prefix", "skt-none-"];
+    // no namespace goes (the lab's are skt-*): only the node's own datapath and state files
+    const cmd = [builtSkein(), "cleanup", "--no-namespaces", "--node-file", `${c.nodeDir("n5")}/node.json`, "--data-dir", `${c.nodeDir("n5")}/ipam`];
     const dry = await lab.exec("n5", [...cmd, "--dry-run"]);
     for (const r of before.routes) expect(dry.stdout).toContain(`would remove route ${r.dst as string}`);
     expect(dry.stdout).toContain("would remove link skein.vxlan");

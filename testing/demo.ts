@@ -154,7 +154,7 @@ export async function runDemo(o: { keep: boolean; log: (s: string) => void }): P
     record("DEL removes the pods' host links", "none left", links.length === 0, links.join(" ") || "none left");
   } finally {
     process.off("SIGINT", onSignal);
-    if (o.keep) o.log(`\nkept namespaces ${DEMO_PREFIX}*: remove them with 'skein cleanup'\n`);
+    if (o.keep) o.log(`\nkept namespaces ${DEMO_PREFIX}*: remove them with 'skein cleanup --namespaces-only'\n`);
     else lab.destroy();
     rmSync(work, { recursive: true, force: true });
   }

@@ -1,6 +1,6 @@
 // A virtual lab of network namespaces: hosts, the links between them, servers and probes
 // inside them. The demo builds its cluster with it and so do the tests. Every namespace is
-// named with the lab's prefix, so destroy() (or `skein cleanup`) finds all of them.
+// named with the lab's prefix, so destroy() (or `skein cleanup --namespaces-only`) finds all of them.
 import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../agent/sys/netns.ts";
 import { inNetns, run, runAsync, type ExecResult } from "../agent/sys/exec.ts";
 import type { Subprocess } from "bun";

@@ -382,7 +382,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
   program
     .command("demo")
     .description("build a virtual cluster in network namespaces and prove pod connectivity (needs root)")
-    .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup')")
+    .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup --namespaces-only')")
     .action(async (o: { keep?: boolean }) => {
       const { runDemo } = await import("../../testing/demo.ts");
       const ok = await runDemo({ keep: !!o.keep, log: out });
@@ -429,13 +429,37 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
 
   program
     .command("cleanup")
-    .description("remove what the demo and the tests left behind, and optionally skein's datapath on this host")
+    .description("remove everything skein made in this network namespace and its state files (refused while an agent runs here), and the network namespaces the demo and the tests left behind")
     .addOption(new Option("--prefix <prefix...>", "network namespace name prefixes to remove").default([DEMO_PREFIX, TEST_PREFIX]))
-    .option("--datapath", "also remove skein's nftables tables, pod host links, overlay routes and VXLAN device in the current network namespace")
-    .option("--dry-run", "only print what would be removed")
-    .action(async (o: { prefix: string[]; datapath?: boolean; dryRun?: boolean }) => {
+    .option("--namespaces-only", "remove only the demo's and the tests' network namespaces, nothing in this one (what 'skein cleanup' did before it removed the datapath)")
+    .option("--no-namespaces", "leave every network namespace (for a cleanup run inside a node's namespace of a lab)")
+    .option("--datapath", "remove this network namespace's datapath and state files (the default; kept for scripts)")
+    .option("--node-file <path>", "the agent's node file (its --node-file)", "/var/lib/skein/node.json")
+    .option("--data-dir <dir...>", "the CNI plugin's IPAM directories (dataDir of its network configuration)", ["/var/lib/skein/ipam"])
+    .option("--run-dir <dir>", "where the agent and the CNI plugin keep their lock and socket files", "/run/skein")
+    .option("--force", "go on while an agent runs in this network namespace (its lock and socket stay; it may put back what is removed)")
+    .option("--dry-run", "only list what would be removed and what is left alone")
+    .option("--json", "print a JSON list of {kind, name, action} (with, reason when there is one)")
+    .action(async (o: { prefix: string[]; namespacesOnly?: boolean; namespaces: boolean; datapath?: boolean; nodeFile: string; dataDir: string[]; runDir: string; force?: boolean; dryRun?: boolean; json?: boolean }) => {
+      if (o.namespacesOnly && o.datapath) throw new UsageError("skein cleanup: --namespaces-only and --datapath exclude each other");
+      if (o.namespacesOnly && !o.namespaces) throw new UsageError("skein cleanup: --namespaces-only and --no-namespaces leave nothing to do");
+      for (const [flag, p] of [["--node-file", o.nodeFile], ["--run-dir", o.runDir], ...o.dataDir.map((d) => ["--data-dir", d])] as const) {
+        if (!p.startsWith("/")) throw new UsageError(`skein cleanup: ${flag} ${JSON.stringify(p)} must be an absolute path`);
+      }
       const { cleanup } = await import("./cleanup.ts");
-      cleanup({ prefixes: o.prefix, datapath: !!o.datapath, dryRun: !!o.dryRun, log: out });
+      process.exitCode = cleanup({
+        prefixes: o.prefix,
+        namespaces: o.namespaces,
+        datapath: !o.namespacesOnly,
+        dryRun: !!o.dryRun,
+        force: !!o.force,
+        json: !!o.json,
+        nodeFile: o.nodeFile,
+        dataDirs: o.dataDir,
+        runDir: o.runDir,
+        out,
+        err,
+      });
     });
 
   return program;

@@ -7,7 +7,7 @@ import { ExecError, ipIn, run } from "../sys/exec.ts";
 import { Netlink, NetlinkError } from "../sys/netlink.ts";
 import { HOST_LE } from "../sys/nlattr.ts";
 import { errnoName } from "../sys/nlsock.ts";
-import { renderIpBatch, type LinkOp } from "./plan.ts";
+import { HOST_MAC, renderIpBatch, type LinkOp } from "./plan.ts";
 
 const useNetlink = () => process.env.SKEIN_NETLINK !== "off";
 
@@ -276,6 +276,23 @@ export function hostLinkExists(name: string): boolean {
 
 export function listHostLinks(): string[] {
   return readdirSync("/proc/sys/net/ipv4/conf").filter((n) => n !== "all" && n !== "default");
+}
+
+/** the form of hostVethName's names */
+export const HOST_VETH_NAME = /^sk[0-9a-f]{13}$/;
+
+/**
+ * Why a link of the node's namespace whose name has the form of a host veth's is not one that
+ * ADD made; undefined when it is. ADD makes a veth, gives its host side HOST_MAC and puts the
+ * other end in the pod's namespace (the kernel then reports that end's namespace id): a link
+ * short of any of these is someone else's, whatever its name.
+ */
+export function notOurHostVeth(l: { name?: string; type?: string; mac?: string; netnsid?: number }): string | undefined {
+  if (!l.name || !HOST_VETH_NAME.test(l.name)) return "its name is not of the form of skein's host veths";
+  if (l.type !== "veth") return `it is a ${l.type ?? "link of no kind"}, not a veth`;
+  if (l.mac !== HOST_MAC) return `its address is ${l.mac ?? "none"}, not ${HOST_MAC}`;
+  if (l.netnsid === undefined || l.netnsid < 0) return "its peer is in this namespace, not in a pod's";
+  return undefined;
 }
 
 /** Deletes a link of this namespace; false when there was none. */

@@ -7,6 +7,7 @@ import { useLab, waitFor } from "../../test/harness/index.ts";
 import { Netlink } from "../sys/netlink.ts";
 import { deleteRoute, RTPROT_SKEIN, txChecksum } from "../sys/rtnl.ts";
 import { Overlay, type OverlayLog } from "./overlay.ts";
+import type { CleanupItem } from "./cleanup.ts";
 import { planOverlay, type OverlayPeer, type OverlayPlan, type SelfInfo } from "./plan.ts";
 
 const lab = useLab("ov");
@@ -33,6 +34,9 @@ const log: OverlayLog = {
   info: (obj, msg) => logs.push({ level: "info", obj, msg }),
   warn: (obj, msg) => logs.push({ level: "warn", obj, msg }),
 };
+
+/** a cleanup item as one line: what would be done, to what, and why when left alone */
+const said = (i: CleanupItem) => `${i.action} ${i.kind} ${i.name}${i.reason ? `: ${i.reason}` : ""}`;
 
 const sh = async (ns: string, ...argv: string[]) => (await lab.exec(ns, argv)).stdout;
 const json = async <T>(ns: string, ...argv: string[]): Promise<T> => JSON.parse((await sh(ns, ...argv)) || "[]") as T;
@@ -294,12 +298,12 @@ describe("overlay in three node namespaces", () => {
     expect((await kernel("n2")).routes).toEqual(["10.244.1.0/24 via 192.168.50.11 dev eth0"]);
     expect(await lab.ping("p2", "10.244.1.10")).toBe(true);
     // cleanup and its dry run leave it too, and say so
-    const said = logs.length;
-    expect(ov.describeCleanup()).toEqual(["route 10.244.1.0/24 table 254"]);
-    expect(logs.slice(said).map((l) => l.msg)).toEqual(["skein.vxlan is a bridge, not a VXLAN device: not skein's, left alone"]);
+    expect(ov.describeCleanup().map(said)).toEqual(["remove route 10.244.1.0/24", "leave link skein.vxlan: it is a bridge, not a VXLAN device: not skein's"]);
+    const warned2 = logs.length;
     const cleaner = Overlay.open({ log, netnsPath: lab.path("n2"), watch: false });
     try {
-      expect(cleaner.cleanup()).toEqual(["route 10.244.1.0/24 table 254"]);
+      expect(cleaner.cleanup().map(said)).toEqual(["remove route 10.244.1.0/24"]);
+      expect(logs.slice(warned2).map((l) => l.msg)).toEqual(["link skein.vxlan left alone: it is a bridge, not a VXLAN device: not skein's"]);
     } finally {
       cleaner.close();
     }
@@ -341,10 +345,17 @@ describe("overlay in three node namespaces", () => {
     const ov = open("n3");
     ov.apply(planFor(nodes[2]!));
     await sh("n3", "ip", "route", "add", "10.99.0.0/16", "via", "192.168.60.1", "proto", "static");
+    const held = await kernel("n3");
     const listed = ov.describeCleanup();
-    expect(listed).toContain("link skein.vxlan (with its addresses, neighbour and FDB entries)");
-    expect(listed.filter((l) => l.startsWith("route"))).toHaveLength(4);
-    expect(ov.cleanup()).toEqual([...listed.filter((l) => l.startsWith("route")), "link skein.vxlan"]);
+    // each route, the device, and what goes with it: its addresses, FDB and neighbour entries
+    const names = (kind: string, along?: boolean) => listed.filter((i) => i.kind === kind && i.action === "remove" && !!i.with === !!along).map((i) => i.name).sort();
+    expect(names("route")).toEqual(held.routes.map((r) => r.split(" ")[0]!).sort());
+    expect(names("route")).toHaveLength(4);
+    expect(names("link")).toEqual(["skein.vxlan"]);
+    expect(names("address", true)).toEqual(held.addrs);
+    expect(names("fdb", true)).toEqual(held.fdb.map((f) => f.replace(/ (\S+) permanent$/, " dst $1")).sort());
+    expect(names("neighbour", true)).toEqual(held.neighbours.map((n) => n.replace(" ", " lladdr ")).sort());
+    expect(ov.cleanup()).toEqual(listed);
     expect(await kernel("n3")).toEqual({ routes: [], link: undefined, neighbours: [], fdb: [], addrs: [] });
     expect(await sh("n3", "ip", "route", "show", "10.99.0.0/16")).toContain("via 192.168.60.1");
     expect(ov.describeCleanup()).toEqual([]);

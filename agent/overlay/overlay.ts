@@ -50,6 +50,7 @@ import {
 import { NetlinkError } from "../sys/nlsock.ts";
 import { VXLAN_DEV, type OverlayPlan, type PlannedRoute, type VxlanSpec } from "./plan.ts";
 import { underlayOf, type Underlay } from "./underlay.ts";
+import { planOverlayCleanup, readKernel, removeRtnl, type CleanupItem } from "./cleanup.ts";
 
 export interface OverlayLog {
   info(obj: object, msg: string): void;
@@ -202,35 +203,21 @@ export class Overlay {
     this.nl.close();
   }
 
-  /** What cleanup() would remove, read from the kernel, nothing changed. */
-  describeCleanup(): string[] {
-    const out: string[] = [];
-    for (const f of [4, 6] as const) for (const r of listRoutes(this.nl, f)) if (r.protocol === RTPROT_SKEIN) out.push(`route ${r.dst} table ${r.table}`);
-    const link = getLink(this.nl, VXLAN_DEV);
-    if (link && !this.leftForeign(link)) out.push(`link ${VXLAN_DEV} (with its addresses, neighbour and FDB entries)`);
-    return out;
+  /** What cleanup() would remove (and a skein.vxlan of someone else's, left alone), read from
+   * the kernel, nothing changed. */
+  describeCleanup(): CleanupItem[] {
+    return planOverlayCleanup(readKernel(this.nl));
   }
 
-  /** Removes the device and every route of skein's; stops repairing. What it removed. */
-  cleanup(): string[] {
+  /** Removes every route of skein's and the device (its entries go with it); stops repairing.
+   * What it found, those removed meanwhile by someone else left out. */
+  cleanup(): CleanupItem[] {
     this.want = undefined;
-    const out: string[] = [];
-    // the routes first: those through the device would go with it, unreported
-    for (const f of [4, 6] as const) {
-      for (const r of listRoutes(this.nl, f)) {
-        if (r.protocol === RTPROT_SKEIN && deleteRoute(this.nl, r.dst, RTPROT_SKEIN, r.table)) out.push(`route ${r.dst} table ${r.table}`);
-      }
+    const plan = this.describeCleanup();
+    for (const item of plan) {
+      if (item.action === "leave") this.o.log.warn({ [item.kind]: item.name }, `${item.kind} ${item.name} left alone: ${item.reason}`);
     }
-    const link = getLink(this.nl, VXLAN_DEV);
-    if (link && !this.leftForeign(link) && deleteLinkIndex(this.nl, link.index)) out.push(`link ${VXLAN_DEV}`);
-    return out;
-  }
-
-  /** Whether `link` is someone else's, and then says it is left alone. */
-  private leftForeign(link: LinkMsg): boolean {
-    const kind = foreignKind(link);
-    if (kind) this.o.log.warn({ link: VXLAN_DEV, index: link.index, kind }, `${VXLAN_DEV} is a ${kind}, not a VXLAN device: not skein's, left alone`);
-    return kind !== undefined;
+    return plan.filter((item) => item.action === "remove" && (item.with !== undefined || removeRtnl(this.nl, item)));
   }
 
   private afterSync(failed: string[]): void {

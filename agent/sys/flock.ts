@@ -76,8 +76,7 @@ export class LockTimeoutError extends Error {
  * is bounded too: LockTimeoutError after `timeoutMs`.
  */
 export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number): T {
-  const ns = ownNetnsId();
-  const path = `${dir}/cni-${ns.dev}-${ns.ino}.lock`;
+  const path = netnsCniLockPath(dir);
   mkdirSync(dir, { recursive: true, mode: 0o755 });
   const uid = process.getuid?.() ?? 0;
   const d = lstatSync(dir);
@@ -104,6 +103,13 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
   }
 }
 
+/** The agent API's unix socket for this thread's network namespace, named like the agent's
+ * lock: a CLI in the same namespace finds the agent that serves it. */
+export function agentSocketPath(dir = "/run/skein"): string {
+  const ns = ownNetnsId();
+  return `${dir}/agent-${ns.dev}-${ns.ino}.sock`;
+}
+
 /**
  * Takes, for as long as the process lives, the lock that one skein agent holds per network
  * namespace: two agents in one namespace would each take the other's transactions for
@@ -112,16 +118,8 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
  * holder's pid for the message a second agent gets, and is released by the kernel when
  * the holder dies. Throws, naming the holder, when another process has it.
  */
-/** The agent API's unix socket for this thread's network namespace, named like the agent's
- * lock: a CLI in the same namespace finds the agent that serves it. */
-export function agentSocketPath(dir = "/run/skein"): string {
-  const ns = ownNetnsId();
-  return `${dir}/agent-${ns.dev}-${ns.ino}.sock`;
-}
-
 export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
-  const ns = ownNetnsId();
-  const path = `${dir}/agent-${ns.dev}-${ns.ino}.lock`;
+  const path = netnsAgentLockPath(dir);
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   // readable by root alone: a flock needs only a descriptor, so a file anyone could open
   // would let anyone keep the agent from starting
@@ -166,4 +164,71 @@ export function holdNetnsAgentLock(dir: string): { path: string; release(): void
       closeSync(fd);
     },
   };
+}
+
+/**
+ * Whether a process holds the lock on `path` now, tried without waiting and without making
+ * or changing anything: "absent" when there is no such file, else "held" (with the pid a
+ * holder wrote in it, when it reads as one) or "free". For `skein cleanup`, which removes
+ * only lock files that no one holds.
+ */
+export function lockHolder(path: string): { state: "absent" } | { state: "free" } | { state: "held"; pid?: number } {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return { state: "absent" };
+    throw e;
+  }
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${path} is not a regular file`);
+    if (flock(fd, LOCK_EX | LOCK_NB) === 0) {
+      flock(fd, LOCK_UN);
+      return { state: "free" };
+    }
+    let pid: number | undefined;
+    try {
+      const text = readFileSync(path, "utf8").slice(0, 20).trim();
+      if (/^[1-9]\d{0,9}$/.test(text)) pid = Number(text);
+    } catch {
+      // the answer goes without the pid
+    }
+    return { state: "held", ...(pid !== undefined ? { pid } : {}) };
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** The agent lock file of this thread's network namespace under `dir` (holdNetnsAgentLock's). */
+export function netnsAgentLockPath(dir: string): string {
+  const ns = ownNetnsId();
+  return `${dir}/agent-${ns.dev}-${ns.ino}.lock`;
+}
+
+/** The CNI plugin's lock file of this thread's network namespace under `dir` (withNetnsLockFile's). */
+export function netnsCniLockPath(dir: string): string {
+  const ns = ownNetnsId();
+  return `${dir}/cni-${ns.dev}-${ns.ino}.lock`;
+}
+
+/**
+ * Removes the lock file `path` when no one holds its lock, taking the lock for the moment of
+ * the removal so that no one gets it meanwhile; false (and the file kept) when someone holds
+ * it. Only for lock files whose users start over on a fresh file when theirs lost its name
+ * (withFileLock), or that no one uses any more.
+ */
+export function unlinkIfFree(path: string): boolean {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  try {
+    if (!fstatSync(fd).isFile()) throw new Error(`${path} is not a regular file`);
+    if (flock(fd, LOCK_EX | LOCK_NB) !== 0) return false;
+    try {
+      unlinkSync(path);
+      return true;
+    } finally {
+      flock(fd, LOCK_UN);
+    }
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -72,6 +72,8 @@ const IFLA_VXLAN_PORT = 15;
 const IFLA_VXLAN_GROUP6 = 16;
 const IFLA_VXLAN_LOCAL6 = 17;
 
+const IFLA_LINK_NETNSID = 37;
+
 const RTA_PRIORITY = 6;
 const RTA_TABLE = 15;
 export const RTNH_F_ONLINK = 4;
@@ -101,6 +103,8 @@ export interface LinkMsg {
   /** IFLA_INFO_KIND */
   type?: string;
   vxlan?: VxlanInfo;
+  /** IFLA_LINK_NETNSID: the namespace of the link's peer (a veth's other end), when not this one */
+  netnsid?: number;
 }
 
 export interface AddrMsg {
@@ -176,6 +180,7 @@ export function decodeRt(b: Uint8Array, at = 0, len = b.length): RtMsg | undefin
         if (t === IFLA_IFNAME) m.name = str(b, a, e);
         else if (t === IFLA_MTU && e - a >= 4) m.mtu = u32(a);
         else if (t === IFLA_ADDRESS) m.mac = macText(b, a, e);
+        else if (t === IFLA_LINK_NETNSID && e - a >= 4) m.netnsid = dv.getInt32(a, HOST_LE);
         else if (t === IFLA_LINKINFO)
           attrs(b, a, e, (it, ia, ie) => {
             if (it === IFLA_INFO_KIND) m.type = str(b, ia, ie);

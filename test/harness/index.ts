@@ -1,5 +1,5 @@
 // The namespace harness: every test gets a Lab whose namespaces carry a prefix unique to the
-// run, and they are torn down in afterAll, on process exit, and by `skein cleanup --prefix skt-`.
+// run, and they are torn down in afterAll, on process exit, and by `skein cleanup --namespaces-only --prefix skt-`.
 import { afterAll } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
