@@ -10,7 +10,7 @@
 // bound, and the sync loop never waits for any of it.
 import type { Logger } from "pino";
 import { KubeError, type KubeClient } from "../watch/kube.ts";
-import { clip, type ObjectRef, type Outcome } from "./types.ts";
+import { clip, within, type ObjectRef, type Outcome } from "./types.ts";
 
 export const COMPONENT = "skein-agent";
 export const REPORTING_COMPONENT = "skein.io/agent";
@@ -145,8 +145,7 @@ export class EventRecorder {
   async stop(): Promise<void> {
     this.stopped = true;
     this.queue.length = 0;
-    const r = this.running;
-    if (r) await Promise.race([r, Bun.sleep(2000)]);
+    await within(this.running, 2000);
   }
 
   private drop(): void {

@@ -236,6 +236,20 @@ describe("SkeinNode writer", () => {
     expect("lastError" in s.object()!.status).toBe(false);
   });
 
+  test("a snapshot that throws is a failure like another: logged, backed off, tried again", async () => {
+    const s = setup();
+    let broken = 2;
+    s.w.start({
+      report: () => {
+        if (broken-- > 0) throw new Error("not yet");
+        return report();
+      },
+      nodeUid: () => "node-uid-1",
+    });
+    await waitFor("written once it no longer throws", () => s.object()?.status);
+    expect(s.lines.filter((l) => l.includes("cannot write the SkeinNode") && l.includes("not yet")).length).toBe(2);
+  });
+
   test("stop returns without waiting for a request that hangs, and nothing is asked after it", async () => {
     const s = setup();
     s.kube.hang = true;

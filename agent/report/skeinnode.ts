@@ -9,7 +9,7 @@
 // without the CRD, or an API server that refuses, costs a log line and a retry, never a sync.
 import type { Logger } from "pino";
 import { KubeError, type KubeClient } from "../watch/kube.ts";
-import { clip, type NodeReport, type NodeSource } from "./types.ts";
+import { clip, within, type NodeReport, type NodeSource } from "./types.ts";
 
 export const GROUP = "skein.io";
 export const VERSION = "v1alpha1";
@@ -166,8 +166,7 @@ export class SkeinNodeWriter {
     this.stopped = true;
     clearTimeout(this.timer);
     clearInterval(this.interval);
-    const r = this.running;
-    if (r) await Promise.race([r, Bun.sleep(2000)]);
+    await within(this.running, 2000);
   }
 
   private get path(): string {
@@ -177,14 +176,14 @@ export class SkeinNodeWriter {
   private async attempt(): Promise<void> {
     const src = this.source!;
     const now = this.o.now();
-    const uid = src.nodeUid();
-    // no owner yet: an object without one would outlive its Node
-    if (!uid) return;
-    const status = boundedStatus(src.report());
-    const key = JSON.stringify([uid, status]);
-    if (key === this.written && now < this.writtenAt + this.o.heartbeatMs) return;
-    this.lastAttemptAt = now;
     try {
+      const uid = src.nodeUid();
+      // no owner yet: an object without one would outlive its Node
+      if (!uid) return;
+      const status = boundedStatus(src.report());
+      const key = JSON.stringify([uid, status]);
+      if (key === this.written && now < this.writtenAt + this.o.heartbeatMs) return;
+      this.lastAttemptAt = now;
       // a conflict or an object gone meanwhile: read again and write once more
       for (let i = 0; ; i++) {
         try {
