@@ -271,7 +271,8 @@ const BLOCKED_WHY = "BLOCKED: an address of this node's pod CIDRs that no known 
 
 /** One direction as `t` (the tables of `node`) judges it, the way pol_forward does. */
 function judge(t: PolicyTables, node: string, direction: "egress" | "ingress", src: string, dst: string, proto: number, port: number, dnat: boolean): PolicySide {
-  const s = identityOf(t, src);
+  // as pol_spod has it: every node's Service source address is VIA_SERVICE as a source
+  const s = t.serviceSources?.some((x) => x.ip === src) ? VIA_SERVICE : identityOf(t, src);
   const d = identityOf(t, dst);
   const own = direction === "egress" ? s : d;
   const base = { direction, node, src, dst, srcIdentity: identityName(t, s), dstIdentity: identityName(t, d) };

@@ -1,6 +1,7 @@
 // A small dual-stack cluster of two nodes for the trace's tests: Services with and without
 // endpoints, a NodePort with externalTrafficPolicy Local, pods on both nodes, and a policy
-// that lets only app=client reach app=web on port 8080. Kubernetes objects, as a state file
+// that lets only app=client reach app=web on port 8080; optionally an isolated namespace
+// (skein.io/isolation) with a Service. Kubernetes objects, as a state file
 // holds them.
 export const NODE_A = "node-a";
 export const NODE_B = "node-b";
@@ -16,7 +17,7 @@ const slice = (ns: string, name: string, service: string, type: "IPv4" | "IPv6",
   endpoints: eps.map(([ip, n]) => ({ addresses: [ip], nodeName: n, conditions: { ready: true } })),
 });
 
-export function cluster(o: { policy?: boolean; underlayB?: string } = {}): unknown[] {
+export function cluster(o: { policy?: boolean; isolated?: boolean; underlayB?: string } = {}): unknown[] {
   return [
     node(NODE_A, "192.168.50.11", "fd50::11", ["10.244.1.0/24", "fd00:10:244:1::/64"]),
     node(NODE_B, o.underlayB ?? "192.168.50.12", "fd50::12", ["10.244.2.0/24", "fd00:10:244:2::/64"]),
@@ -36,6 +37,15 @@ export function cluster(o: { policy?: boolean; underlayB?: string } = {}): unkno
     { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: "empty" }, spec: { clusterIP: "10.96.0.20", ports: [{ port: 53, protocol: "UDP" }] } },
     { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: "sticky" }, spec: { clusterIP: "10.96.0.30", sessionAffinity: "ClientIP", ports: [{ port: 80, targetPort: 8080 }] } },
     slice("default", "sticky-1", "sticky", "IPv4", 8080, [["10.244.1.10", NODE_A], ["10.244.2.10", NODE_B]]),
+    ...(o.isolated
+      ? [
+          // skein.io/isolation: reachable from its own namespace, and through its Services from anywhere
+          { apiVersion: "v1", kind: "Namespace", metadata: { name: "iso", annotations: { "skein.io/isolation": "namespace" } } },
+          pod("iso", "db", NODE_B, ["10.244.2.20"], { app: "db" }),
+          { apiVersion: "v1", kind: "Service", metadata: { namespace: "iso", name: "db" }, spec: { clusterIP: "10.96.0.40", ports: [{ port: 5432 }] } },
+          slice("iso", "db-1", "db", "IPv4", 5432, [["10.244.2.20", NODE_B]]),
+        ]
+      : []),
     ...(o.policy
       ? [
           {
