@@ -358,7 +358,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .argument("<host>", "address")
     .argument("<port>", "port", parsePort)
     .option("--timeout <ms>", "give up after this many milliseconds", whole(1, 3_600_000), 2000)
-    .option("--source-port <port>", "UDP: send from this port (the same flow to conntrack every time)", parsePort)
+    .option("--source-port <port>", "send from this port (UDP: the same flow to conntrack every time; TCP and UDP: a known 5-tuple, e.g. for skein trace)", parsePort)
     .action(async (proto: string, host: string, port: number, o: { timeout: number; sourcePort?: number }) => {
       if (proto !== "tcp" && proto !== "udp") throw new UsageError(`skein probe connect: protocol must be tcp or udp, not ${JSON.stringify(proto)}`);
       const { connect } = await import("./probe.ts");
