@@ -47,6 +47,11 @@ export class IncrementalCompiler<L = EndpointSlice> {
     for (const s of state.slices) this.setSlice(s);
   }
 
+  /** The Services as checked and held (for the agent's /v1/state), sorted by namespace/name. */
+  serviceList(): Service[] {
+    return [...this.entries.values()].flatMap((e) => (e.service ? [e.service] : [])).sort((a, b) => (a.namespace + "/" + a.name < b.namespace + "/" + b.name ? -1 : 1));
+  }
+
   counts(): { services: number; slices: number } {
     return { services: this.services, slices: this.sliceOwner.size };
   }

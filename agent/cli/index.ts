@@ -61,6 +61,11 @@ interface AgentFlags {
   gossipReplicas: number;
   heartbeatMs: number;
   peerTtlMs: number;
+  httpListen: string;
+  httpSocket?: string;
+  httpTokenFile?: string;
+  healthPort: number;
+  healthInterval: number;
 }
 
 /** One address a node is reached at, read strictly (compiler/address.ts): one host's. */
@@ -125,6 +130,23 @@ async function networkOptions(o: AgentFlags) {
     replicas: o.gossipReplicas,
     nats,
   };
+}
+
+/** Colours only on a terminal, and never with NO_COLOR set (no-color.org). */
+const colour = () => !!process.stdout.isTTY && !process.env.NO_COLOR;
+
+/** A GET to the running agent; its refusal or absence ends the command (exit 69 when none answers). */
+async function live(path: string, o: { agent?: string; tokenFile?: string }, accept?: string) {
+  const { askAgent, AgentUnreachable, refusal } = await import("./client.ts");
+  let r;
+  try {
+    r = await askAgent(path, o, accept);
+  } catch (e) {
+    if (e instanceof AgentUnreachable) throw new Unavailable(`skein: ${e.message}`);
+    throw e;
+  }
+  if (r.status >= 400) throw new Error(`the agent refused ${path.split("?")[0]}: ${refusal(r)}`);
+  return r;
 }
 
 export function buildProgram(out: (s: string) => void, err: (s: string) => void): Command {
@@ -215,9 +237,36 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .addOption(new Option("--gossip-replicas <n>", "copies of the bucket in a NATS cluster (when the agent creates it)").default(1).argParser(whole(1, 5)))
     .addOption(new Option("--heartbeat-ms <ms>", "how often this node's record is put again").default(10_000).argParser(whole(100, 3_600_000)))
     .addOption(new Option("--peer-ttl-ms <ms>", "a peer whose record is not put again within this is removed (also the bucket's max age)").default(35_000).argParser(whole(300, 86_400_000)))
+    // what operators ask the agent (agent/http)
+    .option("--http-listen <addr:port>", "the HTTP API over TCP ('none': off); an address other than loopback needs --http-token-file", "127.0.0.1:9465")
+    .option("--http-socket <path>", "the HTTP API's unix socket ('none': off; default /run/skein/agent-<netns>.sock, which 'skein status' finds)")
+    .option("--http-token-file <file>", "file holding the bearer token a non-loopback --http-listen requires")
+    .addOption(new Option("--health-port <port>", "port on every address answering GET /healthz and /readyz only, which peers probe across the pod network and kubelet probes (0: off)").default(4250).argParser(whole(0, 65535)))
+    .addOption(new Option("--health-interval <s>", "how often every peer's health port is probed (seconds)").default(10).argParser(whole(1, 3600)))
     .action(async (o: AgentFlags) => {
       const { hostname } = await import("node:os");
       const nodeName = o.nodeName ?? process.env.NODE_NAME ?? hostname();
+      const { parseListen } = await import("../http/serve.ts");
+      let listen;
+      try {
+        listen = parseListen(o.httpListen);
+      } catch (e) {
+        throw new UsageError(`skein agent: --http-listen: ${(e as Error).message}`);
+      }
+      let token: string | undefined;
+      if (o.httpTokenFile !== undefined) {
+        const { readFileBounded } = await import("../sys/bounded-read.ts");
+        try {
+          token = readFileBounded(o.httpTokenFile, 4096, `--http-token-file ${o.httpTokenFile}`).toString("utf8").trim();
+        } catch (e) {
+          throw new UsageError(`skein agent: --http-token-file: ${(e as Error).message}`);
+        }
+        if (!/^[A-Za-z0-9._~+/=-]{16,}$/.test(token)) throw new UsageError(`skein agent: --http-token-file ${o.httpTokenFile}: the token must be at least 16 characters of A-Z a-z 0-9 . _ ~ + / = -`);
+      }
+      if (listen && !token) {
+        const { isLoopback } = await import("../http/serve.ts");
+        if (!isLoopback(listen.host)) throw new UsageError(`skein agent: --http-listen ${o.httpListen} is not a loopback address: give --http-token-file (anyone who reaches it could read the cluster's state)`);
+      }
       const { runAgent } = await import("../loop/main.ts");
       process.exitCode = await runAgent({
         kubeconfig: o.kubeconfig,
@@ -235,6 +284,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         logLevel: o.logLevel,
         marks: { mark: o.markMask, ctMark: o.ctMarkMask },
         network: await networkOptions(o),
+        http: { listen, socket: o.httpSocket === "none" ? null : o.httpSocket, token, healthPort: o.healthPort, probeEveryMs: o.healthInterval * 1000 },
       });
       // everything the agent runs has stopped by now; a socket a library failed to close
       // (nats.js leaks one per timed-out connect) must not keep the stopped agent alive
@@ -286,16 +336,41 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--node-ip <addr...>", "node addresses NodePorts listen on (default: the InternalIP and ExternalIP addresses of the --node-name Node in the state file, as the agent takes them)", strictly("tables", "--node-ip", (s) => addressFamily(s)), [])
     .option("--service-cidr <cidr>", "the Service ClusterIP range, repeatable: unserved addresses there are refused (the agent's flag)", cidrs("--service-cidr", "tables"), [])
     .addOption(new Option("--ring-factor <n>", "Maglev ring size = smallest prime >= n x backends").default(10).argParser(whole(1, 1000)))
-    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; ringFactor: number; markMask: number; ctMarkMask: number }) => {
-      if (!o.state) notYet("tables");
+    .option("--service <ns/name>", "the running agent's tables: only this Service's frontends, targets and rings")
+    .option("--pod <ns/name>", "the running agent's tables: this Pod's identity, the policies policing it and the Service targets it backs")
+    .option("--agent <socket|url>", "the agent to ask (default: the one of this network namespace, over its unix socket)")
+    .option("--token-file <file>", "bearer token for an --agent URL that is not loopback")
+    .action(async (o: { state?: string; since?: string; json?: boolean; nft?: boolean; apply?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; ringFactor: number; markMask: number; ctMarkMask: number; service?: string; pod?: string; agent?: string; tokenFile?: string }) => {
+      if (!o.state) {
+        if (o.nft || o.apply || o.since) throw new UsageError("skein tables: --nft, --apply and --since work on a --state file; the running agent's tables come as text or --json");
+        if (o.service && o.pod) throw new UsageError("skein tables: give --service or --pod, not both");
+        const q = new URLSearchParams({ format: o.json ? "json" : "text" });
+        if (o.service) q.set("service", o.service);
+        if (o.pod) q.set("pod", o.pod);
+        const r = await live(`/v1/tables?${q}`, o, o.json ? "application/json" : "text/plain");
+        out(o.json ? JSON.stringify(r.json) + "\n" : r.text);
+        return;
+      }
+      if (o.service || o.pod) throw new UsageError("skein tables: --service and --pod ask the running agent; they do not go with --state");
       const { tablesCommand } = await import("./tables.ts");
       process.exitCode = await tablesCommand({ ...o, state: o.state, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, out, err);
     });
 
   program
     .command("status")
-    .description("show what the local agent is doing: peers, tables, health")
-    .action(() => notYet("status"));
+    .description("show what the local agent is doing: node, mode, peers with their heartbeats and health probes, table generation, last error")
+    .option("--json", "print JSON")
+    .option("--agent <socket|url>", "the agent to ask (default: the one of this network namespace, over its unix socket)")
+    .option("--token-file <file>", "bearer token for an --agent URL that is not loopback")
+    .action(async (o: { json?: boolean; agent?: string; tokenFile?: string }) => {
+      const r = await live("/v1/status", o);
+      if (o.json) out(JSON.stringify(r.json) + "\n");
+      else {
+        const { renderStatus } = await import("./status.ts");
+        out(renderStatus(r.json as Parameters<typeof renderStatus>[0], colour()));
+      }
+      if (!(r.json as { ready?: boolean }).ready) process.exitCode = 1;
+    });
 
   markOptions(program
     .command("trace"))
@@ -312,7 +387,9 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .addOption(new Option("--overlay-mode <mode>", "with --state: how peers are reached (the agent's flag)").choices(["auto", "vxlan", "direct"]).default("auto"))
     .option("--underlay-ip <addr>", "with --state: this node's underlay address (default: the Node's first InternalIP)", (s: string) => one("--underlay-ip", s, "trace"))
     .option("--underlay-subnet <cidr>", "with --state: the underlay address's subnet (default: read from the interface holding it in this network namespace)", (s: string) => (cidrs("--underlay-subnet", "trace")(s), s))
-    .action(async (src: string, dst: string, o: { state?: string; json?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; clusterCidr: string[]; ringFactor: number; overlayMode: "auto" | "vxlan" | "direct"; underlayIp?: string; underlaySubnet?: string; markMask: number; ctMarkMask: number }) => {
+    .option("--agent <socket|url>", "the agent to ask (default: the one of this network namespace, over its unix socket)")
+    .option("--token-file <file>", "bearer token for an --agent URL that is not loopback")
+    .action(async (src: string, dst: string, o: { state?: string; json?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; clusterCidr: string[]; ringFactor: number; overlayMode: "auto" | "vxlan" | "direct"; underlayIp?: string; underlaySubnet?: string; markMask: number; ctMarkMask: number; agent?: string; tokenFile?: string }) => {
       const { parseQuery, QueryError } = await import("../trace/query.ts");
       let q;
       try {
@@ -321,10 +398,13 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         if (e instanceof QueryError) throw new UsageError(`skein trace: ${e.message}`);
         throw e;
       }
-      if (!o.state) notYet("trace");
       const { traceOffline, printTrace } = await import("./trace.ts");
-      const color = !o.json && !!process.stdout.isTTY && !process.env.NO_COLOR;
-      printTrace(await traceOffline({ ...o, state: o.state, color, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, q, err), { json: o.json, color }, out);
+      const color = !o.json && colour();
+      if (o.state) return printTrace(await traceOffline({ ...o, state: o.state, color, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, q, err), { json: o.json, color }, out);
+      // the running agent explains it with the tables in force; printed here, where the terminal is
+      const r = await live(`/v1/trace?${new URLSearchParams({ src, dst })}`, o);
+      if (!r.json) throw new Error(`the agent answered /v1/trace with no JSON: ${r.text.slice(0, 200)}`);
+      printTrace(r.json as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
     });
 
   program

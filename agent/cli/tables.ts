@@ -8,7 +8,7 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile } from "../../compiler/reference/compile.ts";
-import { targetBackends, type Tables } from "../../compiler/tables.ts";
+import type { Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
 import { clusterStateFrom } from "../../compiler/state.ts";
 import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
@@ -22,7 +22,9 @@ import { policyStateFrom } from "../../compiler/policy/state.ts";
 import { policyEngine } from "../../compiler/policy/engine.ts";
 import { withServiceSources } from "../../compiler/policy/via-service.ts";
 import { maxIdentity } from "../datapath/marks.ts";
-import { readablePolicy } from "./policy-readable.ts";
+import { readablePolicy } from "../datapath/readable-policy.ts";
+import { readableServices } from "../datapath/readable-services.ts";
+import { tablesJson } from "../datapath/tables-view.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
 
 export interface TablesOptions {
@@ -65,21 +67,6 @@ export function readObjects(path: string): unknown[] {
     else out.push(d);
   }
   return out;
-}
-
-function readable(t: Tables): string {
-  const byId = new Map(t.targets.map((x) => [x.id, x]));
-  const lines = ["FRONTEND                                      KIND          TARGET"];
-  for (const f of t.frontends) {
-    const fe = `${f.family === 6 ? `[${f.ip}]` : f.ip}:${f.port}/${f.protocol}`;
-    lines.push(`${fe.padEnd(45)} ${f.kind.padEnd(13)} t${f.target}${byId.get(f.target)?.ringSize ? "" : " (no endpoints: rejected)"}`);
-  }
-  lines.push("", "TARGET  SERVICE                                  SCOPE     RING  BACKENDS");
-  for (const x of t.targets) {
-    const backends = targetBackends(x).map((b) => `${x.family === 6 ? `[${b.ip}]` : b.ip}:${b.port}`).join(" ") || "-";
-    lines.push(`t${String(x.id).padEnd(6)} ${x.service.padEnd(40)} ${x.scope.padEnd(9)} ${String(x.ringSize).padStart(4)}  ${backends}${x.affinity ? "  (ClientIP affinity)" : ""}`);
-  }
-  return lines.join("\n") + "\n";
 }
 
 /** Why nft text cannot express the delta from `prev` to `next` the way the agent makes it, or undefined. */
@@ -203,7 +190,7 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
     }
     out(renderPlan(plan) + (policyBefore ? `# 4. policy (nft)\n${renderPolicyDelta(policyBefore, policy, marks)}` : ""));
   } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }, policy));
-  else if (o.json) out(JSON.stringify({ ...tables, targets: tables.targets.map(({ keys, ...t }) => ({ ...t, backends: targetBackends({ keys, family: t.family }), ring: [...t.ring] })), policy }) + "\n");
-  else out(readable(tables) + "\n" + readablePolicy(policy));
+  else if (o.json) out(JSON.stringify(tablesJson(tables, policy, true)) + "\n");
+  else out(readableServices(tables) + "\n" + readablePolicy(policy));
   return errors ? 1 : 0;
 }

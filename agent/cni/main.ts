@@ -83,6 +83,7 @@ export function runCni(io: CniIo, deps?: Partial<Deps>): CniOutcome {
 }
 
 export async function cniMain(): Promise<never> {
+  const t0 = performance.now();
   let stdin = "";
   let out: CniOutcome | undefined;
   try {
@@ -97,5 +98,18 @@ export async function cniMain(): Promise<never> {
   // writeSync on fd 1, not process.stdout: setting up Node's stream machinery for one write
   // would lengthen every CNI exec (docs/measurements.md).
   if (out.stdout) writeSync(1, out.stdout + "\n");
+  const command = process.env.CNI_COMMAND;
+  if (command && command !== "VERSION" && /^[A-Z]{2,8}$/.test(command)) {
+    let result: "ok" | number = "ok";
+    if (out.exitCode !== 0) {
+      try {
+        result = (JSON.parse(out.stdout) as { code?: number }).code ?? 999;
+      } catch {
+        result = 999;
+      }
+    }
+    const { reportToAgent } = await import("./report.ts");
+    await reportToAgent({ command, result, seconds: (performance.now() - t0) / 1000 });
+  }
   process.exit(out.exitCode);
 }

@@ -169,6 +169,12 @@ export class PeerBook {
     return gone.sort();
   }
 
+  /** When each peer's record was last put (ms, the clock `put` was given), and whether
+   * gossip is live: what `skein status` shows as heartbeats. */
+  heartbeats(): { live: boolean; at: Map<string, number> } {
+    return { live: this.live, at: new Map([...this.accepted].map(([name, h]) => [name, h.at])) };
+  }
+
   /** Every peer but self, sorted by name. */
   peers(): Peer[] {
     const out: Peer[] = [];

@@ -22,6 +22,15 @@ import type { Listing } from "../datapath/adopt.ts";
 import type { Findings } from "../datapath/owner.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { BLOCKED_POLICY, countersByPolicy, type PolicyCounts, type PolicyReadings } from "../datapath/policy-counters.ts";
+import type { Metrics } from "../http/metrics.ts";
+import { TraceQueryError, type AgentView, type ObjectRef } from "../http/app.ts";
+import { explain, type TraceInput } from "../trace/explain.ts";
+import { parseQuery, QueryError } from "../trace/query.ts";
+import { renderTrace } from "../trace/render.ts";
+import { tablesView } from "../datapath/tables-view.ts";
+import { backendCount } from "../../compiler/tables.ts";
+import type { NetworkStatus } from "./network.ts";
+import { VERSION } from "../version.ts";
 
 export interface AgentOptions {
   nodeName: string;
@@ -95,6 +104,8 @@ export interface AgentDeps {
   network?: NodeNetwork;
   /** the policy verdict counters in the kernel (datapath/policy-counters.ts); absent: not read */
   policyCounters?: () => PolicyReadings;
+  /** where the agent's metrics go (agent/http/metrics.ts); absent: none kept */
+  metrics?: Metrics;
 }
 
 /** What the agent hands the pod network between the nodes, and asks of it. */
@@ -104,6 +115,8 @@ export interface NodeNetwork {
   setNode(name: string, n: NodeInfo | undefined): void;
   /** the pods' MTU once this node's underlay is known */
   podMtu(): number | undefined;
+  /** peers, paths, probes (agent/loop/network.ts) */
+  status?(): NetworkStatus;
 }
 
 /** The node addresses NodePorts listen on: the Node's, filtered by --nodeport-addresses. */
@@ -113,7 +126,7 @@ export function nodePortIPs(node: NodeInfo | undefined, cidrs: string[]): string
   return [...new Set(addrs.filter((a) => cidrs.some((c) => cidrContains(c, a))))];
 }
 
-export class Agent {
+export class Agent implements AgentView {
   private readonly kube: KubeClient;
   private readonly log: Logger;
   private watcher: Watcher | undefined;
@@ -159,10 +172,16 @@ export class Agent {
   /** frontends left out because another Service serves them, as last logged */
   private conflicts = new Set<string>();
 
+  readonly node: string;
+  private readonly startedAt = Date.now();
+  /** when the tables in force were applied (Date.now()) */
+  private appliedAt: number | undefined;
+
   constructor(
     private readonly o: AgentOptions,
     private readonly deps: AgentDeps,
   ) {
+    this.node = o.nodeName;
     this.kube = deps.kube;
     this.log = deps.log;
     this.resync = deps.found === "adopted";
@@ -184,6 +203,7 @@ export class Agent {
       nodeName: this.o.nodeName,
       keep,
       onEvent: (e) => {
+        this.deps.metrics?.watchEvent(e.kind, e.op);
         if (!this.store.apply(e)) return;
         this.pendingSince ??= performance.now();
         this.schedule();
@@ -283,6 +303,7 @@ export class Agent {
         }
       }
       if (found.length) {
+        this.deps.metrics?.repaired("table");
         this.log.warn({ found: found.slice(0, 20), more: Math.max(0, found.length - 20) }, "table inet skein was changed by someone else: restoring the whole table");
         this.replace = true;
         this.pendingSince ??= performance.now();
@@ -312,7 +333,10 @@ export class Agent {
     if (!m || !(force || periodic)) return;
     try {
       const restored = m.ensure(force);
-      if (restored) this.log.warn({ found: found.length ? found : [restored] }, `the masquerade table ${restored}: restored`);
+      if (restored) {
+        this.deps.metrics?.repaired("masquerade");
+        this.log.warn({ found: found.length ? found : [restored] }, `the masquerade table ${restored}: restored`);
+      }
     } catch (e) {
       this.log.error({ err: (e as Error).message }, "cannot restore the masquerade table; trying again at the next check");
     }
@@ -373,6 +397,125 @@ export class Agent {
     this.log.info({ nodeIPs: ips }, "NodePort addresses");
   }
 
+  private lastErrorAt: number | undefined;
+
+  /** Entries of the tables in force, by table (the metrics' skein_table_entries). */
+  private tableSizes(): Record<string, number> {
+    const t = this.compiler.tables();
+    const p = this.policy.tables();
+    let backends = 0;
+    let slots = 0;
+    for (const x of t.targets) {
+      backends += backendCount(x);
+      slots += x.ringSize;
+    }
+    return {
+      frontends: t.frontends.length,
+      targets: t.targets.length,
+      backends,
+      ring_slots: slots,
+      identities: p?.identities.length ?? 0,
+      pod_addresses: p?.pods.length ?? 0,
+      allow_ingress: p?.allowIngress.length ?? 0,
+      allow_egress: p?.allowEgress.length ?? 0,
+    };
+  }
+
+  /** /readyz: the cluster listed, the tables applied without error, the pod network planned
+   * (the reasons when not). */
+  ready(): { ready: boolean; reasons: string[] } {
+    const reasons: string[] = [];
+    if (!this.synced) reasons.push("the cluster is not listed yet");
+    else if (!this.lastResult && !this.lastError) reasons.push("no tables applied yet");
+    if (this.lastError) reasons.push(`the last sync failed (the tables before it stay in force): ${this.lastError}`);
+    const n = this.deps.network?.status?.();
+    if (n && !n.planned) reasons.push(n.waiting ? `the pod network waits: ${n.waiting}` : "the pod network has no plan yet");
+    return { ready: reasons.length === 0, reasons };
+  }
+
+  /** /v1/status and `skein status`. */
+  status(): unknown {
+    const r = this.ready();
+    const n = this.deps.network?.status?.();
+    return {
+      node: this.o.nodeName,
+      version: VERSION,
+      mode: n?.mode ?? "none",
+      ready: r.ready,
+      reasons: r.reasons,
+      uptimeSeconds: Math.round((Date.now() - this.startedAt) / 1000),
+      apiServer: this.kube.server,
+      listed: this.synced,
+      generation: this.lastResult?.generation ?? 0,
+      ...(this.lastResult ? { lastSync: { kind: this.lastResult.kind, ms: Math.round(this.lastResult.ms * 10) / 10, at: new Date(this.appliedAt!).toISOString() } } : {}),
+      ...(this.lastError ? { lastError: this.lastError, lastErrorAt: new Date(this.lastErrorAt!).toISOString() } : {}),
+      objects: this.store ? this.store.counts() : undefined,
+      tables: this.store ? this.tableSizes() : undefined,
+      ...(n ? { network: n } : {}),
+    };
+  }
+
+  /** /v1/peers. */
+  peers(): unknown {
+    return this.deps.network?.status?.() ?? { mode: "none", gossip: "off", planned: false, peers: [], note: "the agent runs with --no-overlay: no pod network between the nodes" };
+  }
+
+  /** /v1/state: what the agent holds of the cluster, as checked. */
+  state(): unknown {
+    if (!this.store) return { node: this.o.nodeName, listed: false };
+    const ps = this.policy.state();
+    return {
+      node: this.o.nodeName,
+      listed: this.synced,
+      counts: this.store.counts(),
+      nodes: [...this.store.nodes.values()],
+      services: this.compiler.serviceList(),
+      namespaces: ps.namespaces,
+      pods: ps.pods,
+      policies: ps.policies,
+    };
+  }
+
+  /** /v1/tables and `skein tables` on the live agent. */
+  tables(filter: { service?: ObjectRef; pod?: ObjectRef }): { json: unknown; text: string } | { missing: string } | undefined {
+    if (!this.lastResult || !this.store) return undefined;
+    return tablesView(this.compiler.tables(), this.policy.tables(), this.policy.state().pods, filter);
+  }
+
+  /** What a trace reads (agent/trace): the tables in force and the pod network's paths. */
+  traceInput(): TraceInput {
+    const n = this.deps.network?.status?.();
+    return {
+      node: this.o.nodeName,
+      mode: "live",
+      nodeIPs: this.nodeIPs,
+      tables: this.compiler.tables(),
+      ringFactor: this.o.ringFactor,
+      policy: this.policy.tables(),
+      podCIDRs: this.store.node?.podCIDRs ?? [],
+      peers: (n?.peers ?? []).flatMap((p) => p.paths.map((x) => ({ peer: p.name, ...x }))),
+      peersFrom: n ? `the agent's plan, mode ${n.mode}, gossip ${n.gossip}` : "no pod network between the nodes (--no-overlay)",
+      clusterCIDRs: this.clusterCIDRs(),
+      serviceCIDRs: this.o.serviceCIDRs,
+      pods: this.policy.state().pods,
+      masquerade: this.deps.masquerade !== undefined,
+    };
+  }
+
+  /** /v1/trace and `skein trace` on the live agent: a query it cannot read throws TraceQueryError. */
+  trace(src: string, dst: string): { json: unknown; text: string } | undefined {
+    let q;
+    try {
+      q = parseQuery(src, dst);
+    } catch (e) {
+      if (e instanceof QueryError) throw new TraceQueryError(e.message);
+      throw e;
+    }
+    if (!this.lastResult || !this.store) return undefined;
+    const r = explain(this.traceInput(), q);
+    return { json: r, text: renderTrace(r, { color: false }) };
+  }
+
   /** Verdicts per policy as last read (allowed and dropped packets and bytes since the
    * counters' elements were made). */
   policyCounts = new Map<string, PolicyCounts>();
@@ -401,6 +544,13 @@ export class Agent {
       else this.log.warn({ policy, dropped, total: c.droppedPackets, allowed: c.allowedPackets }, `NetworkPolicy ${policy} dropped ${dropped} packets`);
     }
     this.policyCounts = now;
+  }
+
+  /** The policy counters read now, per policy (for /metrics); throws when they cannot be read. */
+  readPolicyCounts(): Map<string, PolicyCounts> {
+    const tables = this.policy?.tables();
+    if (!tables || !this.deps.policyCounters) return new Map();
+    return countersByPolicy(tables, this.deps.policyCounters());
   }
 
   /** Problems of the policy compile are logged when they arise and when they end. */
@@ -444,6 +594,9 @@ export class Agent {
     const since = this.pendingSince;
     this.pendingSince = undefined;
     let collected = false;
+    const m = this.deps.metrics;
+    /** which part was under way when a step failed */
+    let part: "services" | "policy" = "policy";
     try {
       if (this.recover && !this.replace && this.deps.kernel) {
         // after a failure the kernel may not hold what the model says: a table that differs is
@@ -459,7 +612,9 @@ export class Agent {
       }
       // policy before services: with no table yet it waits for the sync below, which loads it
       // with the skeleton; with one, it goes in now as one transaction of its own
+      let t0 = performance.now();
       const pc = this.policy.compile();
+      if (pc) m?.compiled("policy", (performance.now() - t0) / 1000);
       // after a failure or an unheard change, what the kernel holds of the policy is not
       // known for sure: it is replaced whole
       const forced = this.resync || this.replace || this.recover || this.rewrite;
@@ -468,15 +623,22 @@ export class Agent {
         // a table made new below takes the policy with its skeleton
         if (this.replace) this.deps.datapath.policy(tables, false);
         else {
+          t0 = performance.now();
           const r = this.deps.datapath.policy(tables, true, this.recover || this.rewrite);
+          if (r.kind !== "none") m?.applied("policy", r.kind, (performance.now() - t0) / 1000);
           if (r.kind !== "none") this.log.info({ generation: gen, nftLines: r.lines, ms: Math.round(r.ms * 10) / 10, identities: tables.identities.length, ingress: tables.allowIngress.length, egress: tables.allowEgress.length }, "policy applied");
         }
         if (pc) this.reportPolicy(pc.before, pc.after);
       }
+      part = "services";
+      t0 = performance.now();
       const changes = this.compiler.compile();
+      m?.compiled("services", (performance.now() - t0) / 1000);
       const rebuild = this.recover || this.rewrite;
       const full = this.resync || this.replace || rebuild;
+      t0 = performance.now();
       const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace, rebuild }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
+      if (r.kind !== "none") m?.applied("services", r.kind, (performance.now() - t0) / 1000);
       this.resync = false;
       this.replace = false;
       this.recover = false;
@@ -484,6 +646,8 @@ export class Agent {
       this.failures = 0;
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
+      this.appliedAt = Date.now();
+      if (m) m.tables(gen, this.tableSizes());
       // latencyMs: from the first event of this update arriving to the kernel holding it
       const latencyMs = since === undefined ? undefined : Math.round((performance.now() - since) * 10) / 10;
       if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10, latencyMs }, "tables applied");
@@ -517,6 +681,8 @@ export class Agent {
       this.recover = true;
       this.failures++;
       this.lastError = (e as Error).message;
+      this.lastErrorAt = Date.now();
+      m?.transactionError(part);
       this.log.error({ generation: gen, err: this.lastError }, "applying the tables failed; the previous ones stay in force, retrying");
       this.again = true;
     } finally {

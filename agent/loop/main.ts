@@ -14,7 +14,10 @@ import { NftEvents } from "../sys/nfevents.ts";
 import { MASQ_TABLE } from "../cni/masquerade.ts";
 import { Agent, type AgentOptions, type KernelWatch } from "./agent.ts";
 import { Masquerade } from "./masquerade.ts";
-import { holdNetnsAgentLock } from "../sys/flock.ts";
+import { agentSocketPath, holdNetnsAgentLock } from "../sys/flock.ts";
+import { Metrics } from "../http/metrics.ts";
+import { startHttp, type Listening } from "../http/serve.ts";
+import { HealthProber } from "../health/prober.ts";
 import { KubeClient, loadKubeConfig } from "../watch/kube.ts";
 import type { Marks } from "../datapath/marks.ts";
 import type { Mode } from "../overlay/plan.ts";
@@ -38,7 +41,20 @@ export interface NetworkFlags {
   nats?: NatsConfig;
 }
 
-export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks; /** where the one-agent-per-namespace lock lives */ lockDir?: string; network?: NetworkFlags }): Promise<number> {
+/** The agent's HTTP API and health port (agent/http). */
+export interface HttpFlags {
+  /** the API over TCP; undefined: none */
+  listen?: { host: string; port: number };
+  /** the API's unix socket; undefined: the default for this namespace; null: none */
+  socket?: string | null;
+  token?: string;
+  /** the health port peers and kubelet probe (0: none) */
+  healthPort: number;
+  /** how often each peer is probed (ms) */
+  probeEveryMs: number;
+}
+
+export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel: string; masquerade: boolean; marks: Marks; /** where the one-agent-per-namespace lock lives */ lockDir?: string; network?: NetworkFlags; http?: HttpFlags }): Promise<number> {
   const log = pino({ level: o.logLevel, base: { node: o.nodeName } });
   // the cluster first: without one the agent stops before it looks at the kernel at all
   let kube: KubeClient;
@@ -70,6 +86,8 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     lock.release();
     return 1;
   }
+  const metrics = new Metrics({ version: VERSION, node: o.nodeName });
+  kube.observe = (method, path, watch, code, seconds) => metrics.apiRequest(method, path, watch, code, seconds);
   const owner = new KernelOwner(events, nl, self);
   const nft = owner.nft(openNft());
   const datapath = new Datapath(nft, owner.sink({ send: (b) => nl.sendBatch(b) }), o.serviceCIDRs, undefined, o.marks);
@@ -123,6 +141,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
   let network: PodNetwork | undefined;
   let overlay: Overlay | undefined;
+  let prober: HealthProber | undefined;
   const net = o.network;
   if (net) {
     try {
@@ -152,12 +171,17 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
       }
     };
     const protect = [...new Set([...hostIP(kube.server), ...(nats?.servers ?? []).flatMap(hostIP)])];
+    const http = o.http;
+    if (http?.healthPort) {
+      prober = new HealthProber({ port: http.healthPort, intervalMs: http.probeEveryMs, timeoutMs: Math.min(2000, http.probeEveryMs), onRound: (r) => metrics.probes(network!.status().peers.map((p) => ({ name: p.name, ok: r.get(p.name)?.ok, rttMs: r.get(p.name)?.rttMs }))) });
+    }
     network = new PodNetwork(
       { nodeName: o.nodeName, mode: net.mode, underlayIP: net.underlayIP, publicIP: net.publicIP, site: net.site, ttlMs: net.ttlMs, version: VERSION, clusterCIDRs: o.clusterCIDRs, serviceCIDRs: o.serviceCIDRs, protect },
       {
         log: log.child({ part: "network" }),
         overlay,
         underlayOf: (ip) => ov.underlayOf(ip),
+        prober,
         startBus:
           nats && GossipBus
             ? (hooks) => GossipBus.start({ config: nats, bucket: net.bucket, replicas: net.replicas, ttlMs: net.ttlMs, heartbeatMs: net.heartbeatMs, log: glog, ...hooks })
@@ -166,7 +190,17 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     );
   }
   const policyCounters = () => readPolicyCounters(nl, o.marks);
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  metrics.policyCounters(() => agent.readPolicyCounts());
+  // the API serves from the start: /healthz answers and /readyz says why not ready while the
+  // cluster is listed
+  let listening: Listening | undefined;
+  if (o.http) {
+    const socket = o.http.socket === undefined ? agentSocketPath(o.lockDir ?? "/run/skein") : (o.http.socket ?? undefined);
+    listening = startHttp({ view: agent, metrics, listen: o.http.listen, socket, token: o.http.token, healthPort: o.http.healthPort });
+    if (listening.addresses.length) log.info({ listen: listening.addresses }, "HTTP API");
+    for (const e of listening.errors) log.error({ err: e }, "an HTTP listener cannot start; the others serve");
+  }
   const done = Promise.withResolvers<number>();
   const stop = (signal: string) => {
     log.info({ signal }, "stopping");
@@ -179,11 +213,15 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   process.once("SIGINT", () => stop("SIGINT"));
   try {
     await agent.start();
+    prober?.start();
   } catch (e) {
     log.fatal({ err: (e as Error).message }, "cannot start");
+    listening?.stop();
     return 1;
   }
   const code = await done.promise;
+  prober?.stop();
+  listening?.stop();
   overlay?.close();
   events.close();
   nl.close();

@@ -7,7 +7,9 @@
 import type { Logger } from "pino";
 import { PeerBook, type NodeFacts } from "../gossip/peers.ts";
 import { vtepMacFor, type NodeRecord } from "../gossip/record.ts";
-import { planOverlay, type Mode, type OverlayPlan, type SelfInfo } from "../overlay/plan.ts";
+import { networkAddress, planOverlay, type Mode, type OverlayPlan, type PeerPath, type SelfInfo } from "../overlay/plan.ts";
+import { parseCidr } from "../../compiler/address.ts";
+import type { ProbeResult, ProbeTarget } from "../health/prober.ts";
 import type { Underlay } from "../overlay/underlay.ts";
 import type { NodeInfo } from "./state.ts";
 
@@ -51,6 +53,18 @@ export interface NetworkOptions {
   version: string;
 }
 
+export interface NetworkStatus {
+  mode: Mode;
+  self?: { underlay: string; underlayDev: string; public?: string; site?: string; podCIDRs: string[]; podMtu: number };
+  /** off: no NATS configured */
+  gossip: "live" | "not live" | "off";
+  /** a plan is in force */
+  planned: boolean;
+  /** why this node has no plan */
+  waiting?: string;
+  peers: Array<{ name: string; source: "gossip" | "node"; podCIDRs: string[]; underlay: string; public?: string; site?: string; lastHeartbeatMsAgo?: number; paths: Array<{ cidr?: string; how: PeerPath["how"]; endpoint?: string; why: string }>; probe?: ProbeResult }>;
+}
+
 export interface NetworkDeps {
   log: Logger;
   overlay: OverlayKernel;
@@ -58,6 +72,8 @@ export interface NetworkDeps {
   underlayOf(ip: string): Underlay | undefined;
   /** starts the bus once this node knows what to announce; absent: no gossip */
   startBus?: (hooks: BusHooks) => Bus;
+  /** the node health probes (agent/health/prober.ts): told whom to probe after each plan */
+  prober?: { setTargets(t: ProbeTarget[]): void; last(): Map<string, ProbeResult> };
   now?: () => number;
 }
 
@@ -122,6 +138,51 @@ export class PodNetwork {
       this.selfChanged();
     }
     this.schedule();
+  }
+
+  /** What `skein status`, /v1/peers and /readyz say of the pod network. */
+  status(): NetworkStatus {
+    const hb = this.book.heartbeats();
+    const probes = this.deps.prober?.last() ?? new Map<string, ProbeResult>();
+    const now = this.now();
+    const paths = this.plan?.paths ?? [];
+    const peers = this.book.peers().map((p) => {
+      const at = hb.at.get(p.name);
+      return {
+        name: p.name,
+        source: p.source,
+        podCIDRs: p.podCIDRs,
+        underlay: p.underlay,
+        ...(p.public ? { public: p.public } : {}),
+        ...(p.site ? { site: p.site } : {}),
+        ...(at !== undefined ? { lastHeartbeatMsAgo: Math.max(0, now - at) } : {}),
+        paths: paths.filter((x) => x.peer === p.name).map(({ cidr, how, endpoint, why }) => ({ ...(cidr ? { cidr } : {}), how, ...(endpoint ? { endpoint } : {}), why })),
+        ...(probes.has(p.name) ? { probe: probes.get(p.name) } : {}),
+      };
+    });
+    const self = this.self;
+    return {
+      mode: this.o.mode,
+      ...(self ? { self: { underlay: self.underlay, underlayDev: self.underlayDev, ...(self.public ? { public: self.public } : {}), ...(self.site ? { site: self.site } : {}), podCIDRs: self.podCIDRs, podMtu: planOverlay(self, []).podMtu } } : {}),
+      gossip: this.deps.startBus ? (hb.live ? "live" : "not live") : "off",
+      planned: this.plan !== undefined,
+      ...(this.waiting ? { waiting: this.waiting } : {}),
+      peers,
+    };
+  }
+
+  /** Where each peer is probed: its pod-network address (the network address of its first
+   * routed pod CIDR, which its VXLAN device holds), so the probe takes the route or tunnel
+   * its pods' traffic takes; in direct mode (no VXLAN device anywhere) its underlay address. */
+  private probeTargets(paths: PeerPath[]): ProbeTarget[] {
+    const out: ProbeTarget[] = [];
+    const seen = new Set<string>();
+    for (const p of paths) {
+      if (p.how === "none" || !p.cidr || seen.has(p.peer)) continue;
+      seen.add(p.peer);
+      out.push({ name: p.peer, address: this.o.mode === "direct" ? p.endpoint! : networkAddress(parseCidr(p.cidr)) });
+    }
+    return out;
   }
 
   /** The pods' MTU, once this node's underlay is known (the overlay's plan decides it). */
@@ -227,6 +288,7 @@ export class PodNetwork {
       this.plan = plan;
       this.input = input;
       this.retry = false;
+      this.deps.prober?.setTargets(this.probeTargets(plan.paths));
       // the overlay logs what it wrote; this line says whom the network now reaches
       this.deps.log.info({ peers: peers.map((p) => p.name), changes: r.changes }, "pod network programmed");
     } catch (e) {

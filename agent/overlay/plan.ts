@@ -120,7 +120,8 @@ function contains(net: Cidr, ip: string): boolean {
   return cidrsOverlap(net, { family: net.family, bytes: addressBytes(ip), prefix: bits, text: `${ip}/${bits}` });
 }
 
-const networkAddress = (c: Cidr) => addressFromBytes(c.bytes, 0, c.family);
+/** A pod CIDR's network address: what a node's VXLAN device holds as its address on the pod network. */
+export const networkAddress = (c: Cidr) => addressFromBytes(c.bytes, 0, c.family);
 
 /**
  * Pod CIDRs of different peers that overlap, keyed "<peer> <cidr>" with what they overlap.

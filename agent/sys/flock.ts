@@ -112,6 +112,13 @@ export function withNetnsLockFile<T>(dir: string, fn: () => T, timeoutMs: number
  * holder's pid for the message a second agent gets, and is released by the kernel when
  * the holder dies. Throws, naming the holder, when another process has it.
  */
+/** The agent API's unix socket for this thread's network namespace, named like the agent's
+ * lock: a CLI in the same namespace finds the agent that serves it. */
+export function agentSocketPath(dir = "/run/skein"): string {
+  const ns = ownNetnsId();
+  return `${dir}/agent-${ns.dev}-${ns.ino}.sock`;
+}
+
 export function holdNetnsAgentLock(dir: string): { path: string; release(): void } {
   const ns = ownNetnsId();
   const path = `${dir}/agent-${ns.dev}-${ns.ino}.lock`;

@@ -49,9 +49,15 @@ export function loadKubeConfig(path?: string, env = process.env): KubeConfig {
   return kc;
 }
 
+/** Told of every request: its method, path, whether it is a watch, the status code (or
+ * "error" when no answer came) and the seconds until the response headers. */
+export type RequestObserver = (method: string, path: string, watch: boolean, code: number | "error", seconds: number) => void;
+
 export class KubeClient {
   readonly server: string;
   private readonly requestTimeoutMs: number;
+  /** the agent's metrics (set once, before the first request) */
+  observe: RequestObserver | undefined;
 
   constructor(
     readonly kc: KubeConfig,
@@ -82,13 +88,23 @@ export class KubeClient {
     const { headers, tls } = await this.auth();
     headers.Accept = "application/json";
     if (init.body !== undefined) headers["Content-Type"] = init.contentType ?? "application/json";
-    return fetch(url, {
-      method: init.method ?? "GET",
-      headers,
-      body: init.body === undefined ? undefined : typeof init.body === "string" ? init.body : JSON.stringify(init.body),
-      signal: init.signal ?? AbortSignal.timeout(this.requestTimeoutMs),
-      tls,
-    } as RequestInit);
+    const method = init.method ?? "GET";
+    const t0 = performance.now();
+    const watch = init.query?.watch === true || init.query?.watch === "true";
+    try {
+      const r = await fetch(url, {
+        method,
+        headers,
+        body: init.body === undefined ? undefined : typeof init.body === "string" ? init.body : JSON.stringify(init.body),
+        signal: init.signal ?? AbortSignal.timeout(this.requestTimeoutMs),
+        tls,
+      } as RequestInit);
+      this.observe?.(method, path, watch, r.status, (performance.now() - t0) / 1000);
+      return r;
+    } catch (e) {
+      this.observe?.(method, path, watch, "error", (performance.now() - t0) / 1000);
+      throw e;
+    }
   }
 
   /** A request whose answer is JSON; a non-2xx answer throws KubeError with the Status message. */
