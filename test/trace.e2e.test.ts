@@ -7,6 +7,8 @@
 // compared with what the packet does: the backend it names is the one that answers (the
 // source port fixed, so the 5-tuple is the trace's), a denied or rejected connection gets no
 // answer or a refusal, and a cross-node packet takes the route the trace names and arrives.
+// The running agents are asked too (no --state: GET /v1/trace on the node's socket): they
+// must say the same, each judging what its own node judges.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { buildUnderlay, startCluster, CLUSTER_CIDR, SERVICE_CIDR, type Cluster } from "../testing/multinode.ts";
@@ -88,6 +90,16 @@ async function trace(node: string, src: string, dst: string): Promise<TraceResul
   return JSON.parse(r.stdout) as TraceResult;
 }
 
+/** `skein trace --json` in the node's namespace without --state: its running agent answers, from the tables in force. */
+async function live(node: string, src: string, dst: string): Promise<TraceResult> {
+  const r = await lab.exec(node, [SKEIN, "trace", "--json", src, dst], { allowFail: true });
+  if (r.exitCode !== 0) throw new Error(`skein trace (live) exited ${r.exitCode}: ${r.stderr}`);
+  return JSON.parse(r.stdout) as TraceResult;
+}
+
+/** The ingress verdict as a node judges it. */
+const ingressOf = (t: TraceResult) => (t.steps.find((s) => s.kind === "policy") as PolicyStep | undefined)?.sides.find((s) => s.direction === "ingress");
+
 const step = <K extends TraceResult["steps"][number]["kind"]>(r: TraceResult, kind: K) => r.steps.find((s) => s.kind === kind) as Extract<TraceResult["steps"][number], { kind: K }> | undefined;
 const ip = (pod: string) => c.pods.get(pod)!.ip;
 
@@ -110,6 +122,17 @@ describe("trace against the packet", () => {
         expect(b.candidates.map((x) => x.where.pod).sort()).toEqual(["default/web-a", "default/web-b", "default/web-c"]);
         const ingress = (step(t, "policy") as PolicyStep).sides.find((s) => s.direction === "ingress")!;
         expect(ingress).toMatchObject({ result: "allowed", allowedBy: ["default/web-from-client"], node: b.chosen!.where.node });
+        // the running agent picks the same backend; a backend on another node is judged
+        // there, and that node's agent says so
+        const l = await live("n1", `${ip("client")}:${sport}`, `${WEB_IP}:80/${proto}`);
+        expect((step(l, "backend") as BackendStep).chosen).toEqual(b.chosen!);
+        const there = b.chosen!.where.node!;
+        if (there === "n1") expect(l.outcome).toBe("delivered");
+        else {
+          expect({ outcome: l.outcome, ingress: ingressOf(l)?.result }).toEqual({ outcome: "undecided", ingress: "unknown" });
+          const t2 = await live(there, `${ip("client")}:${sport}`, `${b.chosen!.ip}:${b.chosen!.port}/${proto}`);
+          expect(ingressOf(t2)).toMatchObject({ node: there, result: "allowed", allowedBy: ["default/web-from-client"] });
+        }
         const got = await probe("client", proto, WEB_IP, 80, sport);
         expect({ sport, proto, answer: got.answer, error: got.error }).toEqual({ sport, proto, answer: b.chosen!.where.pod!.split("/")[1]!, error: "" });
         seen.add(b.chosen!.where.pod!);
@@ -126,6 +149,13 @@ describe("trace against the packet", () => {
       const denied = (step(t, "policy") as PolicyStep).sides.find((s) => s.result === "denied")!;
       expect(denied).toMatchObject({ direction: "ingress", isolatedBy: ["default/web-from-client"], allowedBy: [] });
       expect(t.summary).toContain("default/web-from-client");
+      // the running agents: the backend's own node names the policy that drops it
+      const l = await live("n1", `${ip("other")}:${sport}`, dst);
+      expect((step(l, "backend") as BackendStep | undefined)?.chosen).toEqual((step(t, "backend") as BackendStep | undefined)?.chosen);
+      const at = denied.node;
+      const d = t.destination!;
+      const l2 = at === "n1" ? l : await live(at, `${ip("other")}:${sport}`, `${d.ip}:${d.port}/${dst.split("/")[1]}`);
+      expect({ outcome: l2.outcome, ingress: ingressOf(l2) }).toMatchObject({ outcome: "dropped", ingress: { node: at, result: "denied", isolatedBy: ["default/web-from-client"] } });
       const [host, rest] = dst.split(/:(?=\d)/) as [string, string];
       const got = await probe("other", dst.endsWith("udp") ? "udp" : "tcp", host, Number(rest.split("/")[0]), sport, 1000);
       expect(got.ok).toBe(false);
@@ -138,6 +168,7 @@ describe("trace against the packet", () => {
     expect(t.outcome).toBe("rejected");
     expect(step(t, "frontend")).toMatchObject({ result: "rejected", frontend: { service: "default/empty:tcp/TCP" } });
     expect(t.steps).toHaveLength(1);
+    expect(await live("n1", `${ip("client")}:22000`, `${EMPTY_IP}:80/tcp`)).toMatchObject({ outcome: "rejected", steps: [{ kind: "frontend", result: "rejected" }] });
     const started = performance.now();
     const got = await probe("client", "tcp", EMPTY_IP, 80, 22_000, 3000);
     expect(got.ok).toBe(false);
@@ -152,6 +183,8 @@ describe("trace against the packet", () => {
       expect(t.outcome).toBe("delivered");
       const r = step(t, "route") as RouteStep;
       expect(r).toMatchObject({ how, endpoint, peer: pod === "web-b" ? "n2" : "n3" });
+      // the running agent's own plan says the same
+      expect(step(await live("n1", `${ip("client")}:${sport}`, `${ip(pod)}:8080/udp`), "route")).toMatchObject({ how, endpoint });
       const routed = JSON.parse((await lab.exec("n1", ["ip", "-j", "route", "get", ip(pod)])).stdout)[0] as { dev: string; gateway?: string };
       expect(routed.dev).toBe(dev);
       if (how === "direct") expect(routed.gateway).toBe(endpoint);
