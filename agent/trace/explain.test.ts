@@ -13,6 +13,7 @@ import { ringSlot } from "./jhash.ts";
 import { parseQuery } from "./query.ts";
 import { renderTrace } from "./render.ts";
 import { cluster, NODE_A, NODE_B } from "./fixture.case.ts";
+import { HOSTILE } from "../../compiler/address.case.ts";
 
 const CIDRS: Record<string, string[]> = { [NODE_A]: ["10.244.1.0/24", "fd00:10:244:1::/64"], [NODE_B]: ["10.244.2.0/24", "fd00:10:244:2::/64"] };
 const nodes = Object.entries(CIDRS).map(([name, podCIDRs]) => ({ name, podCIDRs }));
@@ -244,5 +245,21 @@ describe("query", () => {
       ["1".repeat(100), "10.96.0.1:80", /too long/],
       ["", "10.96.0.1:80", /missing/],
     ] as const) expect(() => parseQuery(s, d)).toThrow(why);
+  });
+
+  test("every hostile address of compiler/address.case.ts is refused as source and as destination, the message bounded", () => {
+    for (const h of HOSTILE) {
+      // (a value that is no string reaches the destination only as text)
+      for (const [s, d, what] of [[h.value, "10.96.0.1:80", "source"], ...(typeof h.value === "string" ? [["10.0.0.1", `${h.value}:80`, "destination"]] : [])] as const) {
+        let msg = "";
+        try {
+          parseQuery(s as string, d as string);
+        } catch (e) {
+          msg = (e as Error).message;
+        }
+        expect({ v: String(h.value).slice(0, 20), what, ok: msg.startsWith(`${what}:`) }).toEqual({ v: String(h.value).slice(0, 20), what, ok: true });
+        expect(msg.length).toBeLessThan(300);
+      }
+    }
   });
 });
