@@ -10,7 +10,7 @@ import { parseAllDocuments } from "yaml";
 import { compile } from "../../compiler/reference/compile.ts";
 import type { Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
-import { clusterStateFrom } from "../../compiler/state.ts";
+import { clusterStateFrom, type Service } from "../../compiler/state.ts";
 import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
 import { IDENTITY_CHAIN, renderPolicyDelta } from "../datapath/policy-text.ts";
@@ -95,6 +95,8 @@ export interface CompiledState {
   nodes: Array<{ name: string; podCIDRs: string[] }>;
   /** compiles the policy for another node of the file (its ingress verdicts) */
   policyFor(nodeName: string): PolicyTables;
+  /** the Services as compiled (their traffic policies) */
+  services: Service[];
   /** every pod of the file with its addresses and node */
   pods: Array<{ namespace: string; name: string; nodeName: string; ips: string[] }>;
   before?: Tables;
@@ -143,7 +145,7 @@ export async function compileState(o: Pick<TablesOptions, "state" | "since" | "n
   const policy: PolicyTables = withServiceSources(engine(ps.state, popts, new Map((policyBefore?.identities ?? []).map((i) => [i.key, i.id]))), nodes, o.nodeName);
   for (const p of policy.problems) err(`skein ${cmd}: ${p}\n`);
   const policyFor = (name: string) => withServiceSources(engine(ps.state, { ...popts, nodeName: name, podCIDRs: nodes.find((n) => n.name === name)?.podCIDRs ?? [] }, new Map()), nodes, name);
-  return { objects, tables, policy, node: info, nodeIPs, podCIDRs, nodes, policyFor, pods: ps.state.pods, before, policyBefore, errors: errors.length + ps.errors.length + ps.closed.length + tables.conflicts.length };
+  return { objects, tables, policy, node: info, nodeIPs, podCIDRs, nodes, policyFor, services: state.services, pods: ps.state.pods, before, policyBefore, errors: errors.length + ps.errors.length + ps.closed.length + tables.conflicts.length };
 }
 
 /** Returns the exit code: 1 when some object was rejected or some frontend left out (why is on stderr). */

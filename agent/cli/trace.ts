@@ -101,6 +101,7 @@ export async function traceOffline(o: TraceOptions, q: TraceQuery, err: (s: stri
     clusterCIDRs: o.clusterCidr.length ? o.clusterCidr : [...new Set(c.nodes.flatMap((n) => n.podCIDRs))].sort(),
     serviceCIDRs: o.serviceCidr,
     pods: c.pods,
+    services: c.services,
   };
   let r = explain(input, q);
   // a verdict judged on another node: that node's tables, compiled from the same file

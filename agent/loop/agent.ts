@@ -498,6 +498,7 @@ export class Agent implements AgentView {
       clusterCIDRs: this.clusterCIDRs(),
       serviceCIDRs: this.o.serviceCIDRs,
       pods: this.policy.state().pods,
+      services: this.compiler.serviceList(),
       masquerade: this.deps.masquerade !== undefined,
     };
   }

@@ -43,6 +43,7 @@ function inputOf(objects: unknown[], o: { node?: string; mode?: Mode; subnet?: s
     clusterCIDRs: [...CIDRS[NODE_A]!, ...CIDRS[NODE_B]!],
     serviceCIDRs: ["10.96.0.0/16", "fd00:96::/112"],
     pods: ps.pods,
+    services: clusterStateFrom(objects).state.services,
   };
 }
 
@@ -107,6 +108,14 @@ describe("frontend and backend", () => {
     const own = trace(b, "192.168.50.12:5000", "192.168.50.12:30080");
     expect(step(own, "frontend")).toMatchObject({ hook: "output" });
     expect(step(own, "backend")!.candidates.map((c) => c.ip)).toEqual(["10.244.2.10"]);
+  });
+
+  test("internalTrafficPolicy Local: this node's endpoints only; none here is a rejection that says why", () => {
+    const a = trace(input, "10.244.1.5", "10.96.0.50:80");
+    expect(a.outcome).toBe("rejected");
+    expect(step(a, "frontend")!.lines.join("\n")).toMatch(/internalTrafficPolicy Local[^]*no endpoints on this node/);
+    const b = trace(inputOf(cluster(), { node: NODE_B }), "10.244.2.5:7", "10.96.0.50:80");
+    expect(step(b, "backend")!.chosen).toMatchObject({ ip: "10.244.2.10" });
   });
 
   test("an address no Service serves, outside the Service range: untranslated", () => {

@@ -44,6 +44,9 @@ export interface TraceInput {
   serviceCIDRs: string[];
   /** pods by address, to name backends and ends (optional) */
   pods?: Array<{ namespace: string; name: string; nodeName: string; ips: string[] }>;
+  /** the Services' traffic policies, to say why a target holds only this node's endpoints
+   * (the tables keep the backends, not the policy that chose them); optional */
+  services?: Array<{ namespace: string; name: string; internalTrafficLocal: boolean; externalTrafficLocal: boolean }>;
   /** the CNI masquerade of pod traffic leaving the cluster is in force (default true) */
   masquerade?: boolean;
 }
@@ -215,9 +218,13 @@ function frontendStep(input: TraceInput, q: TraceQuery, source: Where, f: Fronte
   const frontend = { kind: f.kind, ip: f.ip, port: f.port, protocol: f.protocol, service: t.service, target: t.id, scope: t.scope, masquerade: f.masquerade, affinity: t.affinity };
   const lines = [`${key} is the ${KIND_TEXT[f.kind]} frontend of ${t.service} (${where}, verdict map svc${f.family} → target t${t.id}, ${t.scope} backends)`];
   if (f.kind !== "cluster") lines.push(f.masquerade ? "externalTrafficPolicy Cluster: any node's endpoints; the connection is masqueraded to this node so that replies come back through it" : "externalTrafficPolicy Local: only this node's endpoints, and the client's address is kept");
+  const name = t.service.slice(0, t.service.indexOf(":"));
+  const svc = input.services?.find((x) => `${x.namespace}/${x.name}` === name);
+  const internalLocal = f.kind === "cluster" && !!svc?.internalTrafficLocal;
+  if (internalLocal) lines.push("internalTrafficPolicy Local: only this node's endpoints");
   if (t.affinity) lines.push("sessionAffinity ClientIP: the ring hashes the client address alone, so one client keeps one backend");
   if (!t.ringSize) {
-    const local = f.kind !== "cluster" && !f.masquerade ? " on this node (the Local traffic policy takes only this node's endpoints)" : "";
+    const local = (f.kind !== "cluster" && !f.masquerade) || internalLocal ? " on this node (the Local traffic policy takes only this node's endpoints)" : "";
     lines.push(`no endpoints${local}: rejected at once (set noep${f.family}: ${q.proto === "TCP" ? "TCP reset" : "ICMP port unreachable"}), never a silent drop`);
     return { kind: "frontend", result: "rejected", frontend, hook, lines };
   }

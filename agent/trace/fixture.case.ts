@@ -37,6 +37,8 @@ export function cluster(o: { policy?: boolean; isolated?: boolean; underlayB?: s
     { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: "empty" }, spec: { clusterIP: "10.96.0.20", ports: [{ port: 53, protocol: "UDP" }] } },
     { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: "sticky" }, spec: { clusterIP: "10.96.0.30", sessionAffinity: "ClientIP", ports: [{ port: 80, targetPort: 8080 }] } },
     slice("default", "sticky-1", "sticky", "IPv4", 8080, [["10.244.1.10", NODE_A], ["10.244.2.10", NODE_B]]),
+    { apiVersion: "v1", kind: "Service", metadata: { namespace: "default", name: "near" }, spec: { clusterIP: "10.96.0.50", internalTrafficPolicy: "Local", ports: [{ port: 80, targetPort: 8080 }] } },
+    slice("default", "near-1", "near", "IPv4", 8080, [["10.244.2.10", NODE_B]]),
     ...(o.isolated
       ? [
           // skein.io/isolation: reachable from its own namespace, and through its Services from anywhere
