@@ -6,7 +6,7 @@
 // own hash (jhash.ts), so the trace says what the kernel does rather than what it should do.
 // Pure: plain data in (TraceInput, which the live agent and the offline CLI both build),
 // JSON-serialisable data out.
-import { addressBytes, addressFamily, cidrsOverlap, parseCidr, type Family } from "../../compiler/address.ts";
+import { addressBytes, addressFamily, cidrsOverlap, parseCidr, type Cidr, type Family } from "../../compiler/address.ts";
 import { backendCount, targetBackends, type Frontend, type Tables, type Target } from "../../compiler/tables.ts";
 import { BLOCKED, IP_PROTOCOL, VIA_SERVICE, WORLD, type AllowElement, type PolicyTables } from "../../compiler/policy/types.ts";
 import { identityOf } from "../../compiler/policy/verdict.ts";
@@ -141,23 +141,53 @@ export interface TraceResult {
 
 // ---------------------------------------------------------------------------------------
 
-function contains(cidr: string, ip: string): boolean {
-  try {
-    const c = parseCidr(cidr);
-    const f = addressFamily(ip);
-    if (f !== c.family) return false;
-    return cidrsOverlap(c, { family: f, bytes: addressBytes(ip), prefix: f === 4 ? 32 : 128, text: ip });
-  } catch {
-    return false;
+/** What explain looks up many times (a ring of 1,000 backends, a cluster of 1,000 peers):
+ * pods by address and CIDRs read once. Inputs are not changed once given: kept beside them. */
+interface Index {
+  pods: Map<string, { pod: string; node: string }>;
+  cidrs: Map<string, Cidr | undefined>;
+  /** addresses as /32 or /128 CIDRs */
+  hosts: Map<string, Cidr>;
+}
+const indexes = new WeakMap<TraceInput, Index>();
+
+function indexOf(input: TraceInput): Index {
+  let x = indexes.get(input);
+  if (!x) {
+    const pods = new Map<string, { pod: string; node: string }>();
+    for (const p of input.pods ?? []) for (const ip of p.ips) if (!pods.has(ip)) pods.set(ip, { pod: `${p.namespace}/${p.name}`, node: p.nodeName });
+    x = { pods, cidrs: new Map(), hosts: new Map() };
+    indexes.set(input, x);
   }
+  return x;
+}
+
+/** Whether `ip` lies in `cidr` (a CIDR that does not read holds nothing). */
+function within(input: TraceInput, cidr: string, ip: string): boolean {
+  const x = indexOf(input);
+  let c = x.cidrs.get(cidr);
+  if (c === undefined && !x.cidrs.has(cidr)) {
+    try {
+      c = parseCidr(cidr);
+    } catch {
+      c = undefined;
+    }
+    x.cidrs.set(cidr, c);
+  }
+  if (!c) return false;
+  let h = x.hosts.get(ip);
+  if (!h) {
+    const f: Family = ip.includes(":") ? 6 : 4;
+    x.hosts.set(ip, (h = { family: f, bytes: addressBytes(ip), prefix: f === 4 ? 32 : 128, text: ip }));
+  }
+  return h.family === c.family && cidrsOverlap(c, h);
 }
 
 const hp = (ip: string, port: number) => (ip.includes(":") ? `[${ip}]:${port}` : `${ip}:${port}`);
 
 /** The pod holding `ip`, as "namespace/name". */
 function podOf(input: TraceInput, ip: string): { pod: string; node: string } | undefined {
-  for (const p of input.pods ?? []) if (p.ips.includes(ip)) return { pod: `${p.namespace}/${p.name}`, node: p.nodeName };
-  return undefined;
+  return indexOf(input).pods.get(ip);
 }
 
 /** Where an address is, seen from this node. */
@@ -165,15 +195,15 @@ function whereIs(input: TraceInput, ip: string): Where {
   const pod = podOf(input, ip);
   const named = pod ? { pod: pod.pod } : {};
   if (input.nodeIPs.includes(ip)) return { ip, kind: "node", node: input.node };
-  if (input.podCIDRs.some((c) => contains(c, ip))) return { ip, kind: "local-pod", node: input.node, ...named };
+  if (input.podCIDRs.some((c) => within(input, c, ip))) return { ip, kind: "local-pod", node: input.node, ...named };
   const path = peerPathOf(input, ip);
   if (path) return { ip, kind: "peer-pod", node: path.peer, ...named };
-  if (input.clusterCIDRs.some((c) => contains(c, ip))) return { ip, kind: "pod-network", ...named, ...(pod ? { node: pod.node } : {}) };
+  if (input.clusterCIDRs.some((c) => within(input, c, ip))) return { ip, kind: "pod-network", ...named, ...(pod ? { node: pod.node } : {}) };
   return { ip, kind: "outside" };
 }
 
 function peerPathOf(input: TraceInput, ip: string): PeerPath | undefined {
-  return input.peers.find((p) => p.cidr !== undefined && contains(p.cidr, ip));
+  return input.peers.find((p) => p.cidr !== undefined && within(input, p.cidr, ip));
 }
 
 const whereText = (w: Where) => {
@@ -206,7 +236,7 @@ function frontendStep(input: TraceInput, q: TraceQuery, source: Where, f: Fronte
   const where = hook === "output" ? "nat output (a packet of the node itself)" : "nat prerouting";
   const key = `${hp(q.dst, q.dport)}/${q.proto.toLowerCase()}`;
   if (!f || !t) {
-    const svc = input.serviceCIDRs.find((c) => contains(c, q.dst));
+    const svc = input.serviceCIDRs.find((c) => within(input, c, q.dst));
     if (svc) {
       return { kind: "frontend", result: "rejected", hook, lines: [`${key} is in the Service range ${svc} but no Service serves it: rejected at once (${q.proto === "TCP" ? "TCP reset" : "ICMP port unreachable"}), as kube-proxy does`] };
     }
@@ -234,6 +264,9 @@ function frontendStep(input: TraceInput, q: TraceQuery, source: Where, f: Fronte
 // ---------------------------------------------------------------------------------------
 // 2. backend
 
+/** Candidates listed in the text; the JSON has them all. */
+const SHOWN = 16;
+
 function backendStep(input: TraceInput, q: TraceQuery, t: Target): BackendStep {
   const backends = targetBackends(t);
   const slots = new Array<number>(backends.length).fill(0);
@@ -243,7 +276,8 @@ function backendStep(input: TraceInput, q: TraceQuery, t: Target): BackendStep {
   const addr = t.family === 4 ? "ip" : "ip6";
   const lines = [
     `the Maglev ring of t${t.id} has ${t.ringSize} slots (the smallest prime ≥ ${input.ringFactor} × ${backendCount(t)} backends); the ring chain looks up slot jhash ${addr} saddr${t.affinity ? "" : " . th sport"} mod ${t.ringSize} seed 0x0`,
-    ...candidates.map((c) => `  ${hp(c.ip, c.port).padEnd(28)} ${String(c.slots).padStart(5)} slots  ${whereText(c.where)}`),
+    ...candidates.slice(0, SHOWN).map((c) => `  ${hp(c.ip, c.port).padEnd(28)} ${String(c.slots).padStart(5)} slots  ${whereText(c.where)}`),
+    ...(candidates.length > SHOWN ? [`  … and ${candidates.length - SHOWN} more (--json lists every one)`] : []),
   ];
   const step: BackendStep = { kind: "backend", ringSize: t.ringSize, hash, candidates, lines };
   if (!t.affinity && q.sport === undefined) {
@@ -358,9 +392,9 @@ function routeStep(input: TraceInput, q: TraceQuery, source: Where, dest: Where,
   if (serviceSnat) snat.push(`to ${serviceSnat}, this node's Service source address (pol_svcsrc: the backend's identity admits connections through a Service, and its node reads this address as VIA_SERVICE)`);
   else if (f?.masquerade) snat.push(`masqueraded to this node's address (${KIND_TEXT[f.kind]} with externalTrafficPolicy Cluster: the ct mark's masquerade bit)`);
   else if (hairpin) snat.push("masqueraded (hairpin: a pod reaching itself through a Service)");
-  const fromPod = input.podCIDRs.some((c) => contains(c, q.src));
+  const fromPod = input.podCIDRs.some((c) => within(input, c, q.src));
   const cluster = input.clusterCIDRs.length ? input.clusterCIDRs : [...input.podCIDRs, ...input.peers.flatMap((p) => (p.cidr ? [p.cidr] : []))];
-  const inCluster = cluster.some((c) => contains(c, dest.ip));
+  const inCluster = cluster.some((c) => within(input, c, dest.ip));
   const lines: string[] = [];
   const out = (r: Omit<RouteStep, "kind" | "lines" | "snat">): RouteStep => ({ kind: "route", ...r, ...(snat.length ? { snat: snat.join("; ") } : {}), lines: [...lines, ...snat.map((s) => `source NAT: ${s}`)] });
   switch (dest.kind) {
@@ -368,7 +402,7 @@ function routeStep(input: TraceInput, q: TraceQuery, source: Where, dest: Where,
       lines.push(`${dest.ip} is this node's address: delivered locally (input)`);
       return out({ how: "this-node" });
     case "local-pod":
-      lines.push(`${dest.ip} is in this node's pod CIDR ${input.podCIDRs.find((c) => contains(c, dest.ip))}: its host route leads into the pod's veth${dest.pod ? ` (pod ${dest.pod})` : ""}`);
+      lines.push(`${dest.ip} is in this node's pod CIDR ${input.podCIDRs.find((c) => within(input, c, dest.ip))}: its host route leads into the pod's veth${dest.pod ? ` (pod ${dest.pod})` : ""}`);
       return out({ how: "local-pod" });
     case "peer-pod": {
       const p = peerPathOf(input, dest.ip)!;
@@ -377,7 +411,7 @@ function routeStep(input: TraceInput, q: TraceQuery, source: Where, dest: Where,
       else if (p.how === "vxlan") {
         lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR: over ${VXLAN_DEV} (VXLAN, UDP ${VXLAN_PORT}) to ${p.endpoint} (${p.why})${from}`);
         // inet skein_cni: a source outside the pod network going into the tunnel
-        if (!snat.length && !cluster.some((c) => contains(c, q.src)) && input.masquerade !== false) snat.push(`masqueraded to ${VXLAN_DEV}'s address: its source is outside the pod network, and replies must come back through the tunnel`);
+        if (!snat.length && !cluster.some((c) => within(input, c, q.src)) && input.masquerade !== false) snat.push(`masqueraded to ${VXLAN_DEV}'s address: its source is outside the pod network, and replies must come back through the tunnel`);
       } else lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR, but this node has no route to it: ${p.why}; the packet follows the node's other routes${from}`);
       return out({ how: p.how === "none" ? "no-route" : p.how, peer: p.peer, ...(p.cidr ? { cidr: p.cidr } : {}), ...(p.endpoint ? { endpoint: p.endpoint } : {}) });
     }
