@@ -8,8 +8,8 @@
 // JSON-serialisable data out.
 import { addressBytes, addressFamily, cidrsOverlap, parseCidr, type Cidr, type Family } from "../../compiler/address.ts";
 import { backendCount, targetBackends, type Frontend, type Tables, type Target } from "../../compiler/tables.ts";
-import { BLOCKED, IP_PROTOCOL, VIA_SERVICE, WORLD, type AllowElement, type PolicyTables } from "../../compiler/policy/types.ts";
-import { identityOf } from "../../compiler/policy/verdict.ts";
+import { BLOCKED, IP_PROTOCOL, VIA_SERVICE, WORLD, type PolicyTables } from "../../compiler/policy/types.ts";
+import { allows, describe, identityOf } from "../../compiler/policy/verdict.ts";
 import type { PeerPath } from "../overlay/plan.ts";
 import { VXLAN_DEV, VXLAN_PORT } from "../sys/devices.ts";
 import { ringKey, ringSlot } from "./jhash.ts";
@@ -296,17 +296,8 @@ function backendStep(input: TraceInput, q: TraceQuery, t: Target): BackendStep {
 // ---------------------------------------------------------------------------------------
 // 3. policy
 
-function allows(set: AllowElement[], src: number, dst: number, proto: number, port: number): AllowElement | undefined {
-  return set.find((e) => e.src <= src && src <= e.srcLast && e.dst <= dst && dst <= e.dstLast && e.proto <= proto && proto <= e.protoLast && e.port <= port && port <= e.portLast);
-}
-
-function identityName(t: PolicyTables, id: number): string {
-  if (id === WORLD) return "WORLD (no pod, no ipBlock)";
-  if (id === VIA_SERVICE) return "VIA_SERVICE (a Service source address)";
-  if (id === BLOCKED) return "BLOCKED";
-  const i = t.identities.find((x) => x.id === id);
-  return i ? `${id} (${i.name})` : String(id);
-}
+const RESERVED: Record<number, string> = { [WORLD]: " (no pod, no ipBlock)", [VIA_SERVICE]: " (a Service source address)" };
+const identityName = (t: PolicyTables, id: number) => describe(t, id) + (RESERVED[id] ?? "");
 
 const BLOCKED_WHY = "BLOCKED: an address of this node's pod CIDRs that no known pod holds, or a pod whose identity could not be given an id; it is cut off both ways until the agent knows it (fail closed)";
 
