@@ -182,6 +182,26 @@ describe("policy", () => {
     expect(direct.outcome).toBe("dropped");
   });
 
+  test("a pod reaching itself through a Service: hairpin, accepted before any policy, masqueraded", () => {
+    let r: TraceResult | undefined;
+    for (let sport = 1; sport < 200 && !r; sport++) {
+      const t = trace(input, `10.244.1.10:${sport}`, "10.96.0.10:80");
+      if (step(t, "backend")!.chosen!.ip === "10.244.1.10") r = t;
+    }
+    expect(r!.outcome).toBe("delivered");
+    expect(step(r!, "policy")).toMatchObject({ sides: [], lines: [expect.stringContaining("hairpin")] });
+    expect(step(r!, "route")!.snat).toContain("hairpin");
+  });
+
+  test("a packet from another node's pod: its egress is that node's to judge (unknown to a live agent), ingress is judged here", () => {
+    const b = inputOf(cluster({ policy: true }), { node: NODE_B, live: true });
+    const r = trace(b, "10.244.1.6:5", "10.244.2.10:8080");
+    expect(r.source).toMatchObject({ kind: "peer-pod", node: NODE_A, pod: "default/other" });
+    expect(step(r, "policy")!.sides.map((s) => [s.direction, s.node, s.result])).toEqual([["egress", NODE_A, "unknown"], ["ingress", NODE_B, "denied"]]);
+    expect(r.outcome).toBe("dropped");
+    expect(r.notes.join("\n")).toContain(`a pod of node ${NODE_A}`);
+  });
+
   test("the node's own packets and traffic to the node are not policed", () => {
     const r = trace(input, "192.168.50.11", "10.244.1.10:9999");
     expect(step(r, "policy")!.sides.map((s) => s.result)).toEqual(["not-policed", "not-policed"]);
@@ -208,6 +228,9 @@ describe("route", () => {
     expect(step(trace(input, "10.244.1.5", "1.1.1.1:443"), "route")).toMatchObject({ how: "outside", snat: expect.stringContaining("skein_cni") });
     expect(step(trace(input, "fd00:10:244:1::5", "[2001:db8::1]:443"), "route")).toMatchObject({ how: "outside", snat: expect.stringContaining("skein_cni") });
     expect(step(trace(input, "192.168.50.11", "1.1.1.1:443"), "route")!.snat).toBeUndefined();
+    const peer = trace(input, "10.244.1.5", "192.168.50.12:10250");
+    expect(peer.destination).toMatchObject({ kind: "outside", node: NODE_B });
+    expect(step(peer, "route")!.lines[0]).toContain("node-b's own address");
     expect(step(trace(inputOf(cluster(), { mode: "vxlan" }), "192.168.50.11", "10.244.2.10:8080"), "route")!.snat).toContain("skein.vxlan");
   });
 

@@ -199,7 +199,9 @@ function whereIs(input: TraceInput, ip: string): Where {
   const path = peerPathOf(input, ip);
   if (path) return { ip, kind: "peer-pod", node: path.peer, ...named };
   if (input.clusterCIDRs.some((c) => within(input, c, ip))) return { ip, kind: "pod-network", ...named, ...(pod ? { node: pod.node } : {}) };
-  return { ip, kind: "outside" };
+  // another node's own address (its underlay or public address, as its path names it)
+  const peer = input.peers.find((p) => p.endpoint === ip);
+  return { ip, kind: "outside", ...(peer ? { node: peer.peer } : {}) };
 }
 
 function peerPathOf(input: TraceInput, ip: string): PeerPath | undefined {
@@ -218,7 +220,7 @@ const whereText = (w: Where) => {
     case "pod-network":
       return `in the pod network, in no node's pod CIDR${pod}`;
     case "outside":
-      return "outside the cluster";
+      return w.node ? `node ${w.node}'s own address` : "outside the cluster";
   }
 };
 
@@ -410,7 +412,7 @@ function routeStep(input: TraceInput, q: TraceQuery, source: Where, dest: Where,
       lines.push(`${dest.ip} is in the pod network but in no known node's pod CIDR: no route of skein's leads there`);
       return out({ how: "no-route" });
     case "outside":
-      lines.push(`${dest.ip} is outside the cluster: it leaves by the node's own routes`);
+      lines.push(dest.node ? `${dest.ip} is node ${dest.node}'s own address, outside the pod network: it leaves by the node's own routes` : `${dest.ip} is outside the cluster: it leaves by the node's own routes`);
       if (fromPod && !inCluster && input.masquerade !== false && !snat.length) snat.push("masqueraded to the node's address (inet skein_cni: pod traffic leaving the cluster)");
       else if (!fromPod && !snat.length) lines.push("its source is not a pod of this node: not masqueraded");
       return out({ how: "outside" });

@@ -32,7 +32,7 @@ function sourceText(r: TraceResult): string {
     case "pod-network":
       return "in the pod network, in no node's pod CIDR";
     case "outside":
-      return "outside the cluster";
+      return r.source.node ? `node ${r.source.node}'s own address` : "outside the cluster";
   }
 }
 
