@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { parseMetrics } from "../../testing/prometheus-text.ts";
+import { metric, parseMetrics } from "../../testing/prometheus-text.ts";
 import { createApp, TraceQueryError, type AgentView, type AppOptions } from "./app.ts";
 import { Metrics } from "./metrics.ts";
 
@@ -59,16 +59,20 @@ describe("endpoints", () => {
     const r = await get(a, "/metrics");
     expect(r.status).toBe(200);
     expect(r.type).toContain("text/plain");
-    const families = parseMetrics(r.text) as Map<string, any>;
-    const api = families.get("skein_api_requests_total");
-    expect(api.type).toBe("COUNTER");
-    expect(api.metrics).toContainEqual({ value: "1", labels: { resource: "pods", verb: "watch", code: "200" } });
-    expect(api.metrics).toContainEqual({ value: "1", labels: { resource: "pods", verb: "get", code: "404" } });
-    expect(families.get("skein_api_request_duration_seconds").type).toBe("HISTOGRAM");
-    expect(families.get("skein_peers").metrics).toContainEqual({ value: "1", labels: { state: "unprobed" } });
-    expect(families.get("skein_peer_reachable").metrics).toEqual(expect.arrayContaining([{ value: "1", labels: { peer: "n2" } }, { value: "0", labels: { peer: "n3" } }]));
-    expect(families.get("skein_cni_requests_total").metrics).toContainEqual({ value: "1", labels: { command: "ADD", result: "ok" } });
-    expect(Number(families.get("process_resident_memory_bytes").metrics[0].value)).toBeGreaterThan(0);
+    const m = parseMetrics(r.text);
+    expect(m.find((x) => x.name === "skein_api_requests_total")?.type).toBe("counter");
+    expect(metric(m, "skein_api_requests_total", { resource: "pods", verb: "watch", code: "200" })).toBe(1);
+    expect(metric(m, "skein_api_requests_total", { resource: "pods", verb: "get", code: "404" })).toBe(1);
+    expect(metric(m, "skein_api_request_duration_seconds_count", { resource: "pods", verb: "watch" })).toBe(1);
+    expect(metric(m, "skein_api_request_duration_seconds_bucket", { resource: "pods", verb: "watch", le: "0.01" })).toBe(1);
+    expect(metric(m, "skein_api_request_duration_seconds_bucket", { resource: "pods", verb: "watch", le: "0.005" })).toBe(0);
+    expect(metric(m, "skein_peers", { state: "unprobed" })).toBe(1);
+    expect(metric(m, "skein_peer_reachable", { peer: "n2" })).toBe(1);
+    expect(metric(m, "skein_peer_reachable", { peer: "n3" })).toBe(0);
+    expect(metric(m, "skein_peer_probe_latency_seconds", { peer: "n2" })).toBe(0.0015);
+    expect(metric(m, "skein_cni_requests_total", { command: "ADD", result: "ok" })).toBe(1);
+    expect(metric(m, "process_resident_memory_bytes")).toBeGreaterThan(0);
+    expect(() => parseMetrics("skein_x{a=} 1\n")).toThrow(/not Prometheus text/);
   });
 
   test("/v1/tables: json, text, one Service or Pod; a Service not there is 404", async () => {
@@ -135,8 +139,9 @@ describe("hostile requests get a 4xx and the app keeps serving", () => {
     expect((await post(JSON.stringify({ command: "RM", result: "ok", seconds: 0.1 }))).status).toBe(400);
     expect((await post(JSON.stringify({ command: "ADD", result: "ok", seconds: -1 }))).status).toBe(400);
     expect((await post(JSON.stringify({ command: "ADD", result: "ok", seconds: 1, pad: "x".repeat(10_000) }))).status).toBe(413);
-    const m = parseMetrics(await u.metrics.render()).get("skein_cni_requests_total")!;
-    expect(m.metrics).toEqual(expect.arrayContaining([{ value: "1", labels: { command: "ADD", result: "ok" } }, { value: "1", labels: { command: "DEL", result: "7" } }]));
+    const m = parseMetrics(await u.metrics.render());
+    expect(metric(m, "skein_cni_requests_total", { command: "ADD", result: "ok" })).toBe(1);
+    expect(metric(m, "skein_cni_requests_total", { command: "DEL", result: "7" })).toBe(1);
   });
 
   test("a non-loopback listener wants the bearer token", async () => {

@@ -168,6 +168,7 @@ export function createApp(o: AppOptions): Hono {
   if (o.healthOnly) return app;
   app.get("/metrics", async (c) => {
     query(c, []);
+    o.metrics.setReady(view.ready().ready);
     return c.text(await o.metrics.render(), 200, { "Content-Type": o.metrics.registry.contentType });
   });
   app.get("/v1/status", (c) => {

@@ -56,7 +56,7 @@ export class Metrics {
     this.tableSize = new Gauge({ name: "skein_table_entries", help: "entries of the compiled tables in force (frontends, targets, backends, ring_slots, identities, pod_addresses, allow_ingress, allow_egress)", labelNames: ["table"], registers });
     this.generation = new Gauge({ name: "skein_table_generation", help: "the sync generation whose tables are in force", registers });
     this.txErrors = new Counter({ name: "skein_kernel_transaction_errors_total", help: "kernel transactions refused or failed (part: services, policy, overlay)", labelNames: ["part"], registers });
-    this.repairs = new Counter({ name: "skein_drift_repairs_total", help: "repairs of what others changed in skein's kernel state (what: table, masquerade)", labelNames: ["what"], registers });
+    this.repairs = new Counter({ name: "skein_drift_repairs_total", help: "repairs of what others changed in skein's kernel state (what: table, masquerade, overlay: routes, device, FDB and neighbour entries put back)", labelNames: ["what"], registers });
     this.peers = new Gauge({ name: "skein_peers", help: "peers by state (up: the health probe answers; down: it does not; unprobed: not probed yet)", labelNames: ["state"], registers });
     this.peerReachable = new Gauge({ name: "skein_peer_reachable", help: "1 when the peer's health endpoint answered the last probe across the pod network", labelNames: ["peer"], registers });
     this.peerLatency = new Gauge({ name: "skein_peer_probe_latency_seconds", help: "round trip of the last answered health probe of the peer", labelNames: ["peer"], registers });
@@ -100,7 +100,7 @@ export class Metrics {
   transactionError(part: "services" | "policy" | "overlay"): void {
     this.txErrors.inc({ part });
   }
-  repaired(what: "table" | "masquerade"): void {
+  repaired(what: "table" | "masquerade" | "overlay"): void {
     this.repairs.inc({ what });
   }
   setReady(ready: boolean): void {
@@ -128,6 +128,21 @@ export class Metrics {
     this.cniRequests.inc({ command, result });
     this.cniSeconds.observe({ command }, seconds);
   }
+  /** Counts another part keeps itself (the overlay's repairs and failed applies), added to
+   * the counters at each scrape by what they grew since the last. */
+  follow(what: { repairs?: () => number; failures?: () => number }, part: "overlay"): void {
+    let repairs = 0;
+    let failures = 0;
+    this.collectors.push(() => {
+      const r = what.repairs?.() ?? 0;
+      const f = what.failures?.() ?? 0;
+      if (r > repairs) this.repairs.inc({ what: part }, r - repairs);
+      if (f > failures) this.txErrors.inc({ part }, f - failures);
+      repairs = r;
+      failures = f;
+    });
+  }
+
   /** The policy counters, read when scraped (`read` may throw: the last values stay). */
   policyCounters(read: () => Map<string, { allowedPackets: number; droppedPackets: number }>): void {
     this.collectors.push(() => {

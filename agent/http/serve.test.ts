@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { parseListen, startHttp } from "./serve.ts";
 import { Metrics } from "./metrics.ts";
 import { reportToAgent } from "../cni/report.ts";
-import { parseMetrics } from "../../testing/prometheus-text.ts";
+import { metric, parseMetrics } from "../../testing/prometheus-text.ts";
 import type { AgentView } from "./app.ts";
 
 const dir = mkdtempSync(`${tmpdir()}/skein-http-`);
@@ -31,7 +31,9 @@ test("the unix socket is root's alone, a stale one is replaced, and the CNI plug
   expect(await reportToAgent({ command: "ADD", result: "ok", seconds: 0.0123 }, socket)).toBe(true);
   expect(await reportToAgent({ command: "DEL", result: 7, seconds: 0.001 }, socket)).toBe(true);
   const m = parseMetrics(await metrics.render());
-  expect(m.get("skein_cni_requests_total")!.metrics).toEqual(expect.arrayContaining([{ value: "1", labels: { command: "ADD", result: "ok" } }, { value: "1", labels: { command: "DEL", result: "7" } }]));
+  expect(metric(m, "skein_cni_requests_total", { command: "ADD", result: "ok" })).toBe(1);
+  expect(metric(m, "skein_cni_request_duration_seconds_sum", { command: "ADD" })).toBeCloseTo(0.0123, 6);
+  expect(metric(m, "skein_cni_requests_total", { command: "DEL", result: "7" })).toBe(1);
   stale.stop();
   // no agent: nothing sent, at once
   const t0 = performance.now();

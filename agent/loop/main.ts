@@ -192,6 +192,10 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const policyCounters = () => readPolicyCounters(nl, o.marks);
   const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   metrics.policyCounters(() => agent.readPolicyCounts());
+  if (network && overlay) {
+    const [n, ov] = [network, overlay];
+    metrics.follow({ repairs: () => ov.repairs, failures: () => n.applyFailures }, "overlay");
+  }
   // the API serves from the start: /healthz answers and /readyz says why not ready while the
   // cluster is listed
   let listening: Listening | undefined;

@@ -98,6 +98,8 @@ export class PodNetwork {
   /** what the plan in force was made from */
   private input = "";
   private retry = false;
+  /** plans the kernel refused (for the metrics) */
+  applyFailures = 0;
 
   constructor(
     private readonly o: NetworkOptions,
@@ -292,6 +294,7 @@ export class PodNetwork {
       // the overlay logs what it wrote; this line says whom the network now reaches
       this.deps.log.info({ peers: peers.map((p) => p.name), changes: r.changes }, "pod network programmed");
     } catch (e) {
+      this.applyFailures++;
       this.deps.log.error({ err: (e as Error).message }, "applying the overlay failed; retrying");
       this.retry = true;
       clearTimeout(this.timer);
