@@ -209,16 +209,15 @@ function peerPathOf(input: TraceInput, ip: string): PeerPath | undefined {
 }
 
 const whereText = (w: Where) => {
-  const pod = w.pod ? ` (pod ${w.pod})` : "";
   switch (w.kind) {
     case "local-pod":
-      return `a pod of this node${pod}`;
+      return w.pod ? `pod ${w.pod} on this node` : "a pod of this node";
     case "peer-pod":
-      return `a pod of node ${w.node}${pod}`;
+      return w.pod ? `pod ${w.pod} on node ${w.node}` : `a pod of node ${w.node}`;
     case "node":
       return "this node itself";
     case "pod-network":
-      return `in the pod network, in no node's pod CIDR${pod}`;
+      return `in the pod network, in no node's pod CIDR${w.pod ? ` (pod ${w.pod})` : ""}`;
     case "outside":
       return w.node ? `node ${w.node}'s own address` : "outside the cluster";
   }
@@ -310,7 +309,8 @@ function judge(t: PolicyTables, node: string, direction: "egress" | "ingress", s
   const d = identityOf(t, dst);
   const own = direction === "egress" ? s : d;
   const base = { direction, node, src, dst, srcIdentity: identityName(t, s), dstIdentity: identityName(t, d) };
-  const lines = [`${direction} on node ${node}: identities ${identityName(t, s)} → ${identityName(t, d)}, protocol ${proto}, port ${port}`];
+  const name = Object.entries(IP_PROTOCOL).find(([, n]) => n === proto)?.[0].toLowerCase() ?? `protocol ${proto}`;
+  const lines = [`${direction} on node ${node}: identities ${identityName(t, s)} → ${identityName(t, d)}, ${name} port ${port}`];
   const isolated = direction === "egress" ? t.isolatedEgress : t.isolatedIngress;
   if (!isolated.includes(own)) {
     lines.push(`the ${direction === "egress" ? "source" : "destination"} is not isolated for ${direction}: no NetworkPolicy selects it for ${direction}, so it is allowed`);
@@ -399,13 +399,13 @@ function routeStep(input: TraceInput, q: TraceQuery, source: Where, dest: Where,
       return out({ how: "local-pod" });
     case "peer-pod": {
       const p = peerPathOf(input, dest.ip)!;
-      const from = input.peersFrom ? ` (${input.peersFrom})` : "";
-      if (p.how === "direct") lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR: routed directly via its underlay address ${p.endpoint} (${p.why})${from}`);
+      if (p.how === "direct") lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR: routed directly via its underlay address ${p.endpoint} (${p.why})`);
       else if (p.how === "vxlan") {
-        lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR: over ${VXLAN_DEV} (VXLAN, UDP ${VXLAN_PORT}) to ${p.endpoint} (${p.why})${from}`);
+        lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR: over ${VXLAN_DEV} (VXLAN, UDP ${VXLAN_PORT}) to ${p.endpoint} (${p.why})`);
         // inet skein_cni: a source outside the pod network going into the tunnel
         if (!snat.length && !cluster.some((c) => within(input, c, q.src)) && input.masquerade !== false) snat.push(`masqueraded to ${VXLAN_DEV}'s address: its source is outside the pod network, and replies must come back through the tunnel`);
-      } else lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR, but this node has no route to it: ${p.why}; the packet follows the node's other routes${from}`);
+      } else lines.push(`${dest.ip} is in ${p.cidr}, node ${p.peer}'s pod CIDR, but this node has no route to it: ${p.why}; the packet follows the node's other routes`);
+      if (input.peersFrom) lines.push(`(paths: ${input.peersFrom})`);
       return out({ how: p.how === "none" ? "no-route" : p.how, peer: p.peer, ...(p.cidr ? { cidr: p.cidr } : {}), ...(p.endpoint ? { endpoint: p.endpoint } : {}) });
     }
     case "pod-network":
