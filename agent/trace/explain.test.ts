@@ -162,6 +162,20 @@ describe("policy", () => {
     expect(step(live, "policy")!.sides.find((s) => s.direction === "ingress")).toMatchObject({ node: NODE_B, result: "unknown" });
   });
 
+  test("egress is judged on the source's node: denied names the policy isolating it, allowed the one allowing it (ipBlock identities)", () => {
+    const e = inputOf(cluster({ egress: true }));
+    const no = trace(e, "10.244.1.6", "8.8.8.8:443");
+    expect(no.outcome).toBe("dropped");
+    expect(step(no, "policy")!.sides[0]).toMatchObject({ direction: "egress", node: NODE_A, result: "denied", isolatedBy: ["default/other-egress"], dstIdentity: expect.stringContaining("WORLD") });
+    const ok = trace(e, "10.244.1.6", "10.1.2.3:53/udp");
+    expect(step(ok, "policy")!.sides[0]).toMatchObject({ direction: "egress", result: "allowed", allowedBy: ["default/other-egress"], dstIdentity: expect.stringContaining("10.0.0.0/8") });
+    expect(ok.outcome).toBe("delivered");
+    // the port decides too
+    expect(trace(e, "10.244.1.6", "10.1.2.3:53/tcp").outcome).toBe("dropped");
+    // and the client, whom no egress policy selects, goes anywhere
+    expect(trace(e, "10.244.1.5", "8.8.8.8:443").outcome).toBe("delivered");
+  });
+
   test("an address of this node's pod CIDRs that no pod holds is BLOCKED (fail closed)", () => {
     const r = trace(input, "10.244.1.5", "10.244.1.99:80");
     expect(r.outcome).toBe("dropped");
@@ -200,6 +214,17 @@ describe("policy", () => {
     expect(step(r, "policy")!.sides.map((s) => [s.direction, s.node, s.result])).toEqual([["egress", NODE_A, "unknown"], ["ingress", NODE_B, "denied"]]);
     expect(r.outcome).toBe("dropped");
     expect(r.notes.join("\n")).toContain(`a pod of node ${NODE_A}`);
+  });
+
+  test("an isolated namespace's Service from the same node: the Service's DNAT admits it as VIA_SERVICE; the pod address itself does not", () => {
+    const b = inputOf(cluster({ isolated: true }), { node: NODE_B });
+    const r = trace(b, "10.244.2.10:1000", "10.96.0.40:5432");
+    expect(r.outcome).toBe("delivered");
+    const ingress = step(r, "policy")!.sides.find((s) => s.direction === "ingress")!;
+    expect(ingress).toMatchObject({ node: NODE_B, result: "allowed", allowedBy: ["iso/skein:isolation"] });
+    expect(ingress.lines.join("\n")).toContain("VIA_SERVICE");
+    expect(step(r, "route")!.snat).toBeUndefined();
+    expect(trace(b, "10.244.2.10:1000", "10.244.2.20:5432").outcome).toBe("dropped");
   });
 
   test("the node's own packets and traffic to the node are not policed", () => {

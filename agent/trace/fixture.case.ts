@@ -17,7 +17,7 @@ const slice = (ns: string, name: string, service: string, type: "IPv4" | "IPv6",
   endpoints: eps.map(([ip, n]) => ({ addresses: [ip], nodeName: n, conditions: { ready: true } })),
 });
 
-export function cluster(o: { policy?: boolean; isolated?: boolean; underlayB?: string } = {}): unknown[] {
+export function cluster(o: { policy?: boolean; egress?: boolean; isolated?: boolean; underlayB?: string } = {}): unknown[] {
   return [
     node(NODE_A, "192.168.50.11", "fd50::11", ["10.244.1.0/24", "fd00:10:244:1::/64"]),
     node(NODE_B, o.underlayB ?? "192.168.50.12", "fd50::12", ["10.244.2.0/24", "fd00:10:244:2::/64"]),
@@ -46,6 +46,16 @@ export function cluster(o: { policy?: boolean; isolated?: boolean; underlayB?: s
           pod("iso", "db", NODE_B, ["10.244.2.20"], { app: "db" }),
           { apiVersion: "v1", kind: "Service", metadata: { namespace: "iso", name: "db" }, spec: { clusterIP: "10.96.0.40", ports: [{ port: 5432 }] } },
           slice("iso", "db-1", "db", "IPv4", 5432, [["10.244.2.20", NODE_B]]),
+        ]
+      : []),
+    ...(o.egress
+      ? [
+          {
+            apiVersion: "networking.k8s.io/v1",
+            kind: "NetworkPolicy",
+            metadata: { namespace: "default", name: "other-egress" },
+            spec: { podSelector: { matchLabels: { app: "other" } }, policyTypes: ["Egress"], egress: [{ to: [{ ipBlock: { cidr: "10.0.0.0/8", except: ["10.96.0.0/16"] } }], ports: [{ protocol: "UDP", port: 53 }] }] },
+          },
         ]
       : []),
     ...(o.policy
