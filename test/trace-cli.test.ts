@@ -45,6 +45,8 @@ test("offline: numbered steps, no colours off a terminal, --json parses; flags a
   expect(j).toMatchObject({ node: "node-a", mode: "offline", outcome: "rejected" });
   expect(skein([...base, "--underlay-subnet", "192.168.50.1/24", "10.0.0.1", "10.96.0.1:80"]).code).toBe(2);
   expect(skein([...base, "--underlay-ip", "127.0.0.1", "10.0.0.1", "10.96.0.1:80"]).err).toContain("skein trace: --underlay-ip");
+  expect(skein([...base, "--agent", "/x.sock", "10.0.0.1", "10.96.0.1:80"])).toMatchObject({ code: 2, err: expect.stringContaining("not with --state") });
+  expect(skein(["trace", "--node-name", "n1", "--service-cidr", "10.96.0.0/16", "10.0.0.1", "10.96.0.1:80"])).toMatchObject({ code: 2, err: expect.stringContaining("--node-name, --service-cidr: only with --state") });
 });
 
 test("without --state and no agent in this network namespace: says so, exit 69", async () => {

@@ -398,6 +398,9 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         if (e instanceof QueryError) throw new UsageError(`skein trace: ${e.message}`);
         throw e;
       }
+      const offline = [o.nodeName && "--node-name", o.nodeIp.length && "--node-ip", o.serviceCidr.length && "--service-cidr", o.clusterCidr.length && "--cluster-cidr", o.underlayIp && "--underlay-ip", o.underlaySubnet && "--underlay-subnet"].filter(Boolean);
+      if (!o.state && offline.length) throw new UsageError(`skein trace: ${offline.join(", ")}: only with --state (the running agent traces with its own)`);
+      if (o.state && (o.agent || o.tokenFile)) throw new UsageError("skein trace: --agent and --token-file ask a running agent: not with --state");
       const { traceOffline, printTrace } = await import("./trace.ts");
       const color = !o.json && colour();
       if (o.state) return printTrace(await traceOffline({ ...o, state: o.state, color, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, q, err), { json: o.json, color }, out);
