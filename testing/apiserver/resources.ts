@@ -3,6 +3,8 @@
 // selector may name (kube-apiserver supports metadata.name and metadata.namespace for every
 // type, plus a few per type).
 
+import { EVENT_FIELDS } from "./events.ts";
+
 export interface ResourceType {
   group: string; // "" for the core group
   version: string;
@@ -56,6 +58,7 @@ export const BUILTIN: ResourceType[] = [
     fields: { "spec.nodeName": (o) => str(at(o, "spec", "nodeName")), "status.phase": (o) => str(at(o, "status", "phase")), "status.podIP": (o) => str(at(o, "status", "podIP")) },
   },
   { group: "", version: "v1", plural: "services", singular: "service", kind: "Service", namespaced: true, status: true, shortNames: ["svc"], categories: ["all"], fields: { "spec.clusterIP": (o) => str(at(o, "spec", "clusterIP")), "spec.type": (o) => str(at(o, "spec", "type")) } },
+  { group: "", version: "v1", plural: "events", singular: "event", kind: "Event", namespaced: true, status: false, shortNames: ["ev"], fields: EVENT_FIELDS },
   { group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true, status: false, shortNames: ["cm"], fields: {} },
   { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true, status: false, shortNames: [], fields: { addressType: (o) => str(o.addressType) } },
   { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", singular: "networkpolicy", kind: "NetworkPolicy", namespaced: true, status: false, shortNames: ["netpol"], fields: {} },

@@ -145,7 +145,7 @@ describe("update rules (old against new) and status writes, as kube-apiserver's 
     const { s, eps } = setup();
     const e = s.create(eps, "default", { metadata: { name: "e" }, addressType: "IPv4", endpoints: [] });
     const st = causes(() => s.update(eps, "default", "e", { ...e, addressType: "IPv6" }));
-    expect(st).toMatchObject({ code: 422, message: 'EndpointSlice "e" is invalid: addressType: Invalid value: "IPv6": field is immutable' });
+    expect(st).toMatchObject({ code: 422, message: 'EndpointSlice.discovery.k8s.io "e" is invalid: addressType: Invalid value: "IPv6": field is immutable' });
     expect(s.update(eps, "default", "e", { ...e, endpoints: [{ addresses: ["10.0.0.1"] }] }).addressType).toBe("IPv4");
   });
 

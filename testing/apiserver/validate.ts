@@ -7,6 +7,7 @@
 import { MAX_JSON_DEPTH } from "./body.ts";
 import { groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
 import { ApiError } from "./errors.ts";
+import { legacyEventErrors } from "./events.ts";
 import { addressFamily, cidrsOverlap, parseCidr, specialUse, type Cidr, type Family } from "../../compiler/address.ts";
 
 const LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
@@ -97,7 +98,8 @@ export function describe(e: FieldError): string {
 export function invalid(t: ResourceType, name: string, errs: FieldError[]): ApiError {
   const lines = errs.map((e) => `${e.field}: ${describe(e)}`);
   const all = lines.length === 1 ? lines[0] : `[${lines.join(", ")}]`;
-  return new ApiError(422, "Invalid", `${t.kind} ${JSON.stringify(name)} is invalid: ${all}`, {
+  // kube names the kind qualified by its group (schema.GroupKind's String)
+  return new ApiError(422, "Invalid", `${t.group ? `${t.kind}.${t.group}` : t.kind} ${JSON.stringify(name)} is invalid: ${all}`, {
     name,
     ...(t.group ? { group: t.group } : {}),
     kind: t.kind,
@@ -492,6 +494,7 @@ const FIELD_RULES: Record<string, (o: Obj) => FieldError[]> = {
   "discovery.k8s.io/EndpointSlice": endpointSlice,
   "/Node": node,
   "/Service": service,
+  "/Event": (o) => legacyEventErrors(o),
 };
 
 const sameJSON = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
