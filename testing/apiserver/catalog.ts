@@ -23,8 +23,6 @@ export interface Served {
   fields?: Record<string, string>;
   /** the Table columns (absent: printers.ts's for the kind) */
   printer?: Printer;
-  /** the version discovery prefers in its group (the first served otherwise) */
-  preferred?: boolean;
 }
 
 const servedKey = (group: string, version: string, plural: string) => `${group}/${version}/${plural}`;
@@ -57,4 +55,21 @@ export function storeCatalog(store: Store): Catalog {
   const events = store.type("", "events");
   if (events) c.add({ type: { ...events, group: "events.k8s.io", shortNames: ["ev"], fields: {} }, stored: events, ...eventsV1View(events) });
   return c;
+}
+
+/** kube's version priority (version.CompareKubeAwareVersionStrings): GA before beta before
+ * alpha, higher numbers first, then any other version alphabetically. Discovery lists a
+ * group's versions so and prefers the first. */
+export function sortVersions(versions: string[]): string[] {
+  const rank = (v: string): [number, number, number, string] => {
+    const m = /^v([1-9]\d*)(?:(alpha|beta)([1-9]\d*))?$/.exec(v);
+    if (!m) return [3, 0, 0, v];
+    return [m[2] === "alpha" ? 2 : m[2] === "beta" ? 1 : 0, -Number(m[1]), -Number(m[3] ?? 0), v];
+  };
+  return [...versions].sort((a, b) => {
+    const x = rank(a);
+    const y = rank(b);
+    for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return (x[i] as number) - (y[i] as number);
+    return x[3] < y[3] ? -1 : x[3] > y[3] ? 1 : 0;
+  });
 }

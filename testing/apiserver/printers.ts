@@ -6,6 +6,7 @@
 import type { KubeObject } from "./resources.ts";
 import { ApiError } from "./store.ts";
 import { eventToCore } from "./events.ts";
+import { firstResult, goText, parseJsonPath } from "./jsonpath.ts";
 
 export interface Column {
   name: string;
@@ -230,6 +231,11 @@ const PRINTERS: Record<string, Printer> = {
     ],
     cells: eventRow,
   },
+  // the default table convertor's, which CRDs themselves are printed with
+  CustomResourceDefinition: {
+    columns: [NAME, col("Created At", "CreationTimestamp is a timestamp representing the server time when this object was created.", { type: "date" })],
+    cells: (o) => [o.metadata.name, o.metadata.creationTimestamp ?? ""],
+  },
   NetworkPolicy: { columns: [NAME, col("Pod-Selector", "Selects the pods to which this NetworkPolicy object applies."), AGE], cells: (o, now) => [o.metadata.name, formatLabelSelector(spec(o).podSelector), age(o, now)] },
   ConfigMap: {
     columns: [NAME, col("Data", "Data contains the configuration data."), AGE],
@@ -240,6 +246,51 @@ const PRINTERS: Record<string, Printer> = {
   },
 };
 const DEFAULT: Printer = { columns: [NAME, AGE], cells: (o, now) => [o.metadata.name, age(o, now)] };
+
+/** A CRD's additionalPrinterColumns entry (validated by crd.ts). */
+export interface ColumnSpec {
+  name: string;
+  type: string;
+  format?: string;
+  description?: string;
+  priority?: number;
+  jsonPath: string;
+}
+
+/** kube's serveDefaultColumnsIfEmpty: a CRD without columns prints its objects' age */
+const AGE_COLUMN: ColumnSpec = { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp", description: AGE.description };
+
+/** cellForJSONValue: a column's value as kube's CRD table convertor makes it a cell (null
+ * when it has no value of the column's type) */
+function customCell(type: string, v: unknown, now: number): unknown {
+  if (v === undefined || v === null) return null;
+  switch (type) {
+    case "string":
+      return goText(v);
+    case "integer":
+      return typeof v === "number" ? Math.trunc(v) : null;
+    case "number":
+      return typeof v === "number" ? v : null;
+    case "boolean":
+      return typeof v === "boolean" ? v : null;
+    case "date": {
+      if (typeof v !== "string") return null;
+      const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(v) ? Date.parse(v) : NaN;
+      return Number.isNaN(t) ? "<invalid>" : humanDuration(now - t);
+    }
+  }
+  return null;
+}
+
+/** The Table of a custom resource's version: Name, then its printer columns (or Age). */
+export function customPrinter(specs: ColumnSpec[]): Printer {
+  const cols = specs.length ? specs : [AGE_COLUMN];
+  const paths = cols.map((c) => parseJsonPath(c.jsonPath));
+  return {
+    columns: [NAME, ...cols.map((c) => ({ name: c.name, type: c.type, format: c.format ?? "", description: c.description ?? "", priority: c.priority ?? 0 }))],
+    cells: (o, now) => [o.metadata.name, ...cols.map((c, i) => customCell(c.type, firstResult(paths[i]!, o), now))],
+  };
+}
 
 /**
  * Whether an Accept header asks for a Table, and of which version: the first media range the

@@ -4,6 +4,7 @@
 // type, plus a few per type).
 
 import { EVENT_FIELDS } from "./events.ts";
+import type { FieldError } from "./validate.ts";
 
 export interface ResourceType {
   group: string; // "" for the core group
@@ -19,6 +20,10 @@ export interface ResourceType {
   categories?: string[];
   /** field selector fields beyond metadata.name and metadata.namespace */
   fields: Record<string, (o: KubeObject) => string>;
+  /** defined by a CustomResourceDefinition (crd.ts) */
+  custom?: boolean;
+  /** the field errors of an object beyond its metadata (a custom resource's schema) */
+  validate?: (o: KubeObject) => FieldError[];
 }
 
 export interface KubeObject {
@@ -61,6 +66,7 @@ export const BUILTIN: ResourceType[] = [
   { group: "", version: "v1", plural: "events", singular: "event", kind: "Event", namespaced: true, status: false, shortNames: ["ev"], fields: EVENT_FIELDS },
   { group: "", version: "v1", plural: "configmaps", singular: "configmap", kind: "ConfigMap", namespaced: true, status: false, shortNames: ["cm"], fields: {} },
   { group: "discovery.k8s.io", version: "v1", plural: "endpointslices", singular: "endpointslice", kind: "EndpointSlice", namespaced: true, status: false, shortNames: [], fields: { addressType: (o) => str(o.addressType) } },
+  { group: "apiextensions.k8s.io", version: "v1", plural: "customresourcedefinitions", singular: "customresourcedefinition", kind: "CustomResourceDefinition", namespaced: false, status: true, shortNames: ["crd", "crds"], categories: ["api-extensions"], fields: {} },
   { group: "networking.k8s.io", version: "v1", plural: "networkpolicies", singular: "networkpolicy", kind: "NetworkPolicy", namespaced: true, status: false, shortNames: ["netpol"], fields: {} },
 ];
 

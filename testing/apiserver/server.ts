@@ -15,8 +15,9 @@ import { checkDepth, readBytes, readJson, readText } from "./body.ts";
 import { pathSegmentProblems } from "./validate.ts";
 import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
 import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
-import { storeCatalog, type Catalog, type Served } from "./catalog.ts";
+import { sortVersions, storeCatalog, type Catalog, type Served } from "./catalog.ts";
 import { attachEvents } from "./events.ts";
+import { attachCrds } from "./crd.ts";
 import { renameFields, SelectorError } from "./selectors.ts";
 import { checkTypeMeta } from "./validate.ts";
 
@@ -82,6 +83,7 @@ export class TestApiServer {
     this.allocationProblems = attachServiceAllocator(this.store, o.services);
     attachEvents(this.store);
     this.catalog = storeCatalog(this.store);
+    attachCrds(this.store, this.catalog);
     const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
@@ -425,7 +427,7 @@ export class TestApiServer {
         this.backlogs.add(backlog);
         try {
           // "0" and "" both start from the current objects, as ADDED events
-          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector, from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(out(e), t.kind, table) : out(e)));
+          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector, from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(out(e), t.kind, table) : out(e)), () => end());
           starting = false;
           if (ended) return stop();
         } catch (e) {
@@ -484,22 +486,6 @@ interface Backlog {
   chunks: Uint8Array[];
   bytes: number;
   drop: () => void;
-}
-
-/** kube's version priority (version.CompareKubeAwareVersionStrings): GA before beta before
- * alpha, higher numbers first, then any other version alphabetically. */
-export function sortVersions(versions: string[]): string[] {
-  const rank = (v: string): [number, number, number, string] => {
-    const m = /^v([1-9]\d*)(?:(alpha|beta)([1-9]\d*))?$/.exec(v);
-    if (!m) return [3, 0, 0, v];
-    return [m[2] === "alpha" ? 2 : m[2] === "beta" ? 1 : 0, -Number(m[1]), -Number(m[3] ?? 0), v];
-  };
-  return [...versions].sort((a, b) => {
-    const x = rank(a);
-    const y = rank(b);
-    for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return (x[i] as number) - (y[i] as number);
-    return x[3] < y[3] ? -1 : x[3] > y[3] ? 1 : 0;
-  });
 }
 
 /** The dryRun values of a request (query and DeleteOptions body): true for All, 400 for any other. */

@@ -49,6 +49,8 @@ interface Watcher {
   type: string;
   match: (o: KubeObject) => boolean;
   send: (e: WatchEvent) => void;
+  /** told when its type is no longer kept (removeType) */
+  ended?: () => void;
 }
 
 /** What a type's registry does beyond storing (kube-apiserver's create/update strategies):
@@ -58,6 +60,8 @@ interface Watcher {
 export interface TypeHooks {
   create?(obj: KubeObject, dryRun: boolean): void;
   update?(next: KubeObject, cur: KubeObject, dryRun: boolean): void;
+  /** before a (real) deletion commits: what has to go first goes (a CRD's objects) */
+  deleting?(obj: KubeObject): void;
   deleted?(obj: KubeObject): void;
 }
 
@@ -134,6 +138,19 @@ export class Store {
   addType(t: ResourceType): void {
     this.types.set(typeKey(t), t);
     if (!this.objects.has(typeKey(t))) this.objects.set(typeKey(t), new Map());
+  }
+
+  /** Stops keeping `t` (a deleted CRD's resource, emptied first): its objects and watchers go. */
+  removeType(t: Pick<ResourceType, "group" | "plural">): void {
+    const k = typeKey(t);
+    this.types.delete(k);
+    this.objects.delete(k);
+    this.hooks.delete(k);
+    for (const w of this.watchers) {
+      if (w.type !== k) continue;
+      this.watchers.delete(w);
+      w.ended?.();
+    }
   }
 
   /** Sets the hooks of `t`'s writes (replacing earlier ones). */
@@ -296,6 +313,7 @@ export class Store {
       return next;
     }
     if (o.dryRun) return cur;
+    this.hooks.get(typeKey(t))?.deleting?.(cur);
     const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
     this.commit(t, key, undefined, cur);
     this.hooks.get(typeKey(t))?.deleted?.(cur);
@@ -428,9 +446,9 @@ export class Store {
    * write after `from`, then the writes as they happen. A `from` older than the history
    * throws 410 Expired. Returns the function that stops it.
    */
-  watch(t: ResourceType, o: WatchOptions, send: (e: WatchEvent) => void): () => void {
+  watch(t: ResourceType, o: WatchOptions, send: (e: WatchEvent) => void, ended?: () => void): () => void {
     const match = matcher(t, o);
-    const w: Watcher = { type: typeKey(t), match, send };
+    const w: Watcher = { type: typeKey(t), match, send, ended };
     if (!o.from) {
       for (const k of [...this.objects.get(typeKey(t))!.keys()].sort()) {
         const obj = this.objects.get(typeKey(t))!.get(k)!;

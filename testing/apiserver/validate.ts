@@ -74,7 +74,7 @@ export interface FieldError {
   field: string;
   value: unknown;
   detail: string;
-  type?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueTypeInvalid" | "FieldValueNotSupported" | "FieldValueForbidden" | "FieldValueDuplicate";
+  type?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueTypeInvalid" | "FieldValueNotSupported" | "FieldValueForbidden" | "FieldValueDuplicate" | "FieldValueTooLong" | "FieldValueTooMany";
 }
 
 const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : typeof v === "object" && v !== null ? "object" : String(v));
@@ -89,6 +89,10 @@ export function describe(e: FieldError): string {
       return `Duplicate value: ${show(e.value)}`;
     case "FieldValueNotSupported":
       return `Unsupported value: ${show(e.value)}: supported values: ${e.detail}`;
+    case "FieldValueTooLong":
+      return `Too long: ${e.detail}`;
+    case "FieldValueTooMany":
+      return `Too many: ${show(e.value)}: ${e.detail}`;
     default:
       return `Invalid value: ${show(e.value)}: ${e.detail}`;
   }
@@ -159,7 +163,7 @@ export function validateObject(t: ResourceType, o: KubeObject, fields = true): v
   }
   errs.push(...stringMap(m.labels, "metadata.labels", true), ...stringMap(m.annotations, "metadata.annotations", false));
   if (depthOf(o, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) errs.push({ field: "<root>", value: "object", detail: `nested deeper than ${MAX_JSON_DEPTH} levels` });
-  else if (fields) errs.push(...(FIELD_RULES[`${t.group}/${t.kind}`]?.(o) ?? []));
+  else if (fields) errs.push(...(FIELD_RULES[`${t.group}/${t.kind}`]?.(o) ?? []), ...(t.validate?.(o) ?? []));
   if (errs.length) throw invalid(t, name, errs);
 }
 
