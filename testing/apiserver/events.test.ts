@@ -1,7 +1,8 @@
 // Events: core v1 and events.k8s.io/v1 as two views of the same objects, kube's field
 // selectors for them, its validation of each version, and the Table kubectl prints.
 import { afterAll, describe, expect, test } from "bun:test";
-import { TestApiServer } from "./server.ts";
+import type { TestApiServer } from "./server.ts";
+import { startServer } from "./testclient.ts";
 import { eventFromCore, eventToCore, legacyEventErrors, strictEventErrors } from "./events.ts";
 import { tableOf } from "./printers.ts";
 import type { KubeObject } from "./resources.ts";
@@ -10,38 +11,11 @@ const servers: TestApiServer[] = [];
 afterAll(async () => {
   for (const s of servers) await s.stop();
 });
-class HttpError extends Error {
-  constructor(
-    readonly code: number,
-    message: string,
-  ) {
-    super(message);
-  }
+function start() {
+  const c = startServer();
+  servers.push(c.s);
+  return { k: { request: c.request }, status: c.failure };
 }
-
-/** A client of the server that says what it accepts (kubectl's Table) and throws the Status. */
-export function start() {
-  const s = TestApiServer.start({ tokens: ["t"] });
-  servers.push(s);
-  const request = async <T = any>(method: string, path: string, body?: unknown, query?: Record<string, string>, headers: Record<string, string> = {}): Promise<T> => {
-    const url = new URL(s.url + path);
-    for (const [k, v] of Object.entries(query ?? {})) url.searchParams.set(k, v);
-    const r = await fetch(url, { method, headers: { authorization: "Bearer t", "content-type": "application/json", ...headers }, body: body === undefined ? undefined : JSON.stringify(body), tls: { ca: s.certs.ca } } as RequestInit);
-    const text = await r.text();
-    if (!r.ok) throw new HttpError(r.status, (JSON.parse(text) as { message: string }).message);
-    return JSON.parse(text) as T;
-  };
-  return { s, k: { request } };
-}
-const status = async (p: Promise<unknown>) => {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof HttpError) return { code: e.code, message: e.message };
-    throw e;
-  }
-  throw new Error("the request succeeded");
-};
 
 const coreEvent = (name: string, involved: Record<string, unknown>, rest: Record<string, unknown> = {}) => ({
   apiVersion: "v1",
@@ -61,7 +35,7 @@ const coreEvent = (name: string, involved: Record<string, unknown>, rest: Record
 });
 
 describe("Events", () => {
-  const { k } = start();
+  const { k, status } = start();
 
   test("a core v1 Event is served as events.k8s.io/v1 under that version's names, and back", async () => {
     await k.request("POST", "/api/v1/namespaces/default/events", coreEvent("web.1", { kind: "Service", name: "web", uid: "u-1", apiVersion: "v1" }));

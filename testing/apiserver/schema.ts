@@ -6,7 +6,7 @@
 // nullable, enum, lengths, item and property counts, bounds, patterns, list-type set,
 // allOf/anyOf/oneOf/not), with kube's field errors. x-kubernetes-validations (CEL rules) and
 // formats are not evaluated: a CRD with CEL rules is refused, formats are accepted unchecked.
-import type { FieldError } from "./validate.ts";
+import { describe, type FieldError } from "./validate.ts";
 
 export type Schema = Record<string, unknown>;
 type Obj = Record<string, unknown>;
@@ -114,7 +114,7 @@ function node(s: Obj, path: string, errs: FieldError[], where: "root" | "field" 
   }
   if (s.default !== undefined && where !== "junctor" && !errs.length) {
     const d = applySchema(s.default, s, false);
-    for (const e of validateValue(d, s, "")) errs.push(bad(`${path}.default`, "", `${e.field ? `${e.field}: ` : ""}${e.detail || e.type}`));
+    for (const e of validateValue(d, s, "")) errs.push(bad(`${path}.default`, s.default, `${e.field === "<root>" ? "" : `${e.field}: `}${describe(e)}`));
   }
 }
 
