@@ -1,6 +1,6 @@
 // Structural schemas, pruning, defaulting and validation of custom objects, as kube's.
 import { describe, expect, test } from "bun:test";
-import { applySchema, structuralErrors, validateValue, type Schema } from "./schema.ts";
+import { applySchema, backtrackingRisk, MAX_CHECKS, structuralErrors, validateValue, type Schema } from "./schema.ts";
 import { describe as text } from "./validate.ts";
 
 const errors = (v: unknown, s: Schema) => validateValue(v, s, "").map((e) => `${e.field}: ${text(e)}`);
@@ -102,5 +102,27 @@ describe("validateValue: kube's field errors", () => {
     expect(errors({ v: 11, w: 7 }, s)).toEqual([]);
     expect(errors({ v: 5, w: 3 }, s)).toEqual(['v: Invalid value: "integer": must validate at least one schema (anyOf)', 'w: Invalid value: "integer": must validate one and only one schema (oneOf)']);
     expect(errors({ v: 20 }, s)).toEqual(['v: Invalid value: "integer": must not validate the schema (not)']);
+  });
+});
+
+describe("bounds: what a hostile CRD could make a write cost", () => {
+  test("patterns that backtrack exponentially (or are not RE2) are refused; the usual ones pass", () => {
+    for (const p of ["^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", "^(\\d+|\\*)$", "^v[0-9]+(alpha|beta)?[0-9]*$", "^[+*(]{2}$"]) expect({ p, why: backtrackingRisk(p) }).toEqual({ p, why: undefined });
+    for (const p of ["^(a+)+$", "(a|aa)*b", "((ab)*c)+", "(x{2,})+", "(?=a)b", "(a)\\1"]) expect(backtrackingRisk(p)).toBeString();
+    // refused when the CRD is written, so no object ever meets it
+    expect(structuralErrors(root({ a: { type: "string", pattern: "^(a+)+$" } }), "s")[0]!.field).toBe("s.properties[a].pattern");
+    // what it prevents: this takes seconds with a string of 30 characters
+    const t0 = performance.now();
+    expect(/^(a+)+$/.test("a".repeat(22) + "b")).toBe(false);
+    expect(performance.now() - t0).toBeGreaterThan(5);
+  });
+
+  test("nested anyOf/oneOf multiply the work: past MAX_CHECKS the value is refused, not validated for ever", () => {
+    let s: Schema = { type: "integer" };
+    for (let i = 0; i < 30; i++) s = { anyOf: [{ ...s, minimum: 1000 }, s] };
+    const t0 = performance.now();
+    const errs = validateValue(1, { type: "object", properties: { v: s } } as Schema, "").concat(validateValue({ v: 1 }, { type: "object", properties: { v: s } } as Schema, ""));
+    expect(errs.map((e) => e.detail)).toContain(`the schema is too complex to validate this value within ${MAX_CHECKS} checks`);
+    expect(performance.now() - t0).toBeLessThan(5000);
   });
 });

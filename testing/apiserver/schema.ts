@@ -73,6 +73,10 @@ function node(s: Obj, path: string, errs: FieldError[], where: "root" | "field" 
   if (s.pattern !== undefined) {
     if (typeof s.pattern !== "string") errs.push(bad(`${path}.pattern`, s.pattern, "must be a string"));
     else if (!regexOf(s.pattern)) errs.push(bad(`${path}.pattern`, s.pattern, "must be a valid regular expression"));
+    else {
+      const why = backtrackingRisk(s.pattern);
+      if (why) errs.push(bad(`${path}.pattern`, s.pattern, why));
+    }
   }
   if (s.required !== undefined && !(Array.isArray(s.required) && s.required.every((r) => typeof r === "string"))) errs.push(bad(`${path}.required`, "", "must be a list of field names"));
   if (s.enum !== undefined && !Array.isArray(s.enum)) errs.push(bad(`${path}.enum`, "", "must be a list"));
@@ -116,6 +120,40 @@ function node(s: Obj, path: string, errs: FieldError[], where: "root" | "field" 
     const d = applySchema(s.default, s, false);
     for (const e of validateValue(d, s, "")) errs.push(bad(`${path}.default`, s.default, `${e.field === "<root>" ? "" : `${e.field}: `}${describe(e)}`));
   }
+}
+
+/**
+ * Why this server will not run `p` on hostile strings, or undefined. kube runs patterns with
+ * RE2, in linear time; an ECMAScript engine backtracks, so a quantified group holding a
+ * quantifier (`(a+)+`) can take exponential time on a 3 MiB string. Those are refused, and so
+ * are lookarounds and backreferences, which RE2 (so kube) does not accept either.
+ */
+export function backtrackingRisk(p: string): string | undefined {
+  if (/\(\?<?[=!]/.test(p) || /\\[1-9]|\\k</.test(p)) return "must be RE2 syntax: lookarounds and backreferences are not";
+  // a group, then a quantifier, where the group's body holds a quantifier or an alternation
+  // of its own (`(a|a)+` backtracks as `(a+)+` does)
+  const stack: boolean[] = [];
+  for (let i = 0; i < p.length; i++) {
+    const c = p[i]!;
+    if (c === "\\") {
+      i++;
+      continue;
+    }
+    if (c === "[") {
+      // a class: skip to its end (a quantifier inside is a literal)
+      for (i++; i < p.length && p[i] !== "]"; i++) if (p[i] === "\\") i++;
+      continue;
+    }
+    if (c === "(") stack.push(false);
+    else if (c === ")") {
+      const inner = stack.pop() ?? false;
+      const next = p[i + 1];
+      const quantified = next === "*" || next === "+" || next === "{" || next === "?";
+      if (inner && quantified && next !== "?") return "a quantified group holding a quantifier or an alternation is refused here (this server's regular expressions backtrack, RE2's do not)";
+      if (stack.length && (inner || quantified)) stack[stack.length - 1] = true;
+    } else if ((c === "*" || c === "+" || c === "{" || c === "|") && stack.length) stack[stack.length - 1] = true;
+  }
+  return undefined;
 }
 
 const regexCache = new Map<string, RegExp | null>();
@@ -164,13 +202,24 @@ const join = (path: string, k: string) => (path ? `${path}.${k}` : k);
 
 /** kube's validation of a custom object's value against its schema: the field errors, paths
  * from the object's root ("spec.replicas", "status.reasons[3]", "spec.map[key]"). */
-export function validateValue(v: unknown, s: Schema, path: string): FieldError[] {
+export function validateValue(v: unknown, s: Schema, path: string, budget = { left: MAX_CHECKS }): FieldError[] {
   const errs: FieldError[] = [];
-  check(v, s, path, errs);
+  try {
+    check(v, s, path, errs, budget);
+  } catch (e) {
+    if (e !== TOO_COMPLEX) throw e;
+    return [bad(path || "<root>", "", `the schema is too complex to validate this value within ${MAX_CHECKS} checks`)];
+  }
   return errs;
 }
 
-function check(v: unknown, s: Schema, path: string, errs: FieldError[]): void {
+/** schema nodes one object's validation may visit: anyOf/oneOf/not validate a value once per
+ * branch, so nested junctors multiply the work; a hostile CRD must not make a write cost more */
+export const MAX_CHECKS = 1_000_000;
+const TOO_COMPLEX = new Error("too complex");
+
+function check(v: unknown, s: Schema, path: string, errs: FieldError[], budget: { left: number }): void {
+  if (--budget.left < 0) throw TOO_COMPLEX;
   const at = path || "<root>";
   const typeErr = (want: string): void => void errs.push({ field: at, value: typeName(v), detail: `${at} in body must be of type ${want}: "${typeName(v)}"`, type: "FieldValueTypeInvalid" });
   if (v === null) {
@@ -201,7 +250,7 @@ function check(v: unknown, s: Schema, path: string, errs: FieldError[]): void {
   if (Array.isArray(v)) {
     if (typeof s.maxItems === "number" && v.length > s.maxItems) errs.push({ field: at, value: v.length, detail: `must have at most ${s.maxItems} ${s.maxItems === 1 ? "item" : "items"}`, type: "FieldValueTooMany" });
     if (typeof s.minItems === "number" && v.length < s.minItems) errs.push(bad(at, v.length, `${at} in body should have at least ${s.minItems} items`));
-    if (isObj(s.items)) v.forEach((x, i) => check(x, s.items as Schema, `${path}[${i}]`, errs));
+    if (isObj(s.items)) v.forEach((x, i) => check(x, s.items as Schema, `${path}[${i}]`, errs, budget));
     if (s["x-kubernetes-list-type"] === "set") {
       const seen = new Set<string>();
       v.forEach((x, i) => {
@@ -218,12 +267,16 @@ function check(v: unknown, s: Schema, path: string, errs: FieldError[]): void {
     if (Array.isArray(s.required)) for (const r of s.required) if (typeof r === "string" && !Object.hasOwn(v, r)) errs.push(required(join(path, r)));
     const props = isObj(s.properties) ? (s.properties as Record<string, Schema>) : {};
     for (const [k, x] of Object.entries(v)) {
-      if (Object.hasOwn(props, k) && isObj(props[k])) check(x, props[k]!, join(path, k), errs);
-      else if (isObj(s.additionalProperties)) check(x, s.additionalProperties, `${path}[${k}]`, errs);
+      if (Object.hasOwn(props, k) && isObj(props[k])) check(x, props[k]!, join(path, k), errs, budget);
+      else if (isObj(s.additionalProperties)) check(x, s.additionalProperties, `${path}[${k}]`, errs, budget);
     }
   }
-  const passes = (x: Schema) => validateValue(v, x, path).length === 0;
-  if (Array.isArray(s.allOf)) for (const x of s.allOf) if (isObj(x)) check(v, x, path, errs);
+  const passes = (x: Schema) => {
+    const e: FieldError[] = [];
+    check(v, x, path, e, budget);
+    return e.length === 0;
+  };
+  if (Array.isArray(s.allOf)) for (const x of s.allOf) if (isObj(x)) check(v, x, path, errs, budget);
   if (Array.isArray(s.anyOf) && s.anyOf.length && !s.anyOf.some((x) => isObj(x) && passes(x))) errs.push(bad(at, typeName(v), "must validate at least one schema (anyOf)"));
   if (Array.isArray(s.oneOf) && s.oneOf.length && s.oneOf.filter((x) => isObj(x) && passes(x)).length !== 1) errs.push(bad(at, typeName(v), "must validate one and only one schema (oneOf)"));
   if (isObj(s.not) && passes(s.not)) errs.push(bad(at, typeName(v), "must not validate the schema (not)"));
