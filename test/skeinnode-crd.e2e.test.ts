@@ -92,7 +92,7 @@ describe("the SkeinNode CRD through kubectl", () => {
     const plain = await ok("get", "skeinnodes");
     expect(headers(plain)).toEqual(["NAME", "READY", "MODE", "PEERS", "GENERATION", "AGE"]);
     const rows = table(plain);
-    expect(rows.map((r) => ({ ...r, AGE: /^\d+s$/.test(r.AGE!) ? "age" : r.AGE }))).toEqual([
+    expect(rows.map((r): Record<string, unknown> => ({ ...r, AGE: /^\d+s$/.test(r.AGE!) ? "age" : r.AGE }))).toEqual([
       { NAME: "n1", READY: "false", MODE: "vxlan", PEERS: "2/3", GENERATION: "17", AGE: "age" },
       { NAME: "n2", READY: "true", MODE: "direct", PEERS: "3/3", GENERATION: "4", AGE: "age" },
     ]);
@@ -197,7 +197,7 @@ describe("Events through kubectl", () => {
     const all = await ok("get", "events", "-A");
     expect(headers(all)).toEqual(["NAMESPACE", "LAST SEEN", "TYPE", "REASON", "OBJECT", "MESSAGE"]);
     const row = table(all).find((r) => r.REASON === "UnsupportedPolicy")!;
-    expect({ ...row, "LAST SEEN": /^\d+s$/.test(row["LAST SEEN"]!) }).toEqual({ NAMESPACE: "default", "LAST SEEN": true, TYPE: "Warning", REASON: "UnsupportedPolicy", OBJECT: "pod/web", MESSAGE: "NetworkPolicy default/deny: endPort is not supported" });
+    expect<Record<string, unknown>>({ ...row, "LAST SEEN": /^\d+s$/.test(row["LAST SEEN"]!) }).toEqual({ NAMESPACE: "default", "LAST SEEN": true, TYPE: "Warning", REASON: "UnsupportedPolicy", OBJECT: "pod/web", MESSAGE: "NetworkPolicy default/deny: endPort is not supported" });
     const wide = table(await ok("get", "events", "-o", "wide")).find((r) => r.REASON === "UnsupportedPolicy")!;
     expect([wide.SOURCE, wide.COUNT, wide.NAME]).toEqual(["skein-agent, n1", "3", "web.skein1"]);
     expect(table(await ok("get", "events", "--field-selector", "type=Warning,involvedObject.kind=Pod")).map((r) => r.REASON)).toEqual(["UnsupportedPolicy"]);
