@@ -171,7 +171,8 @@ describe("a CRD", () => {
     const rv = (await request("GET", W)).metadata.resourceVersion;
     const watched = fetchWatch(W, rv);
     await request("DELETE", `${CRDS}/widgets.example.com`);
-    const events = await (await watched)(2);
+    // the watch ends with the resource (read past its two events: the stream must end)
+    const events = await (await watched)(3);
     expect(events.map((e) => `${e.type} ${e.object.metadata.name}`).sort()).toEqual(["DELETED a", "DELETED b"]);
     expect((await failure(request("GET", W))).code).toBe(404);
     expect((await request("GET", "/apis/example.com/v1")).resources.map((r: { name: string }) => r.name)).toEqual(["plains"]);
@@ -238,7 +239,7 @@ describe("scopes and versions", () => {
 });
 
 describe("refused CRDs (422 naming the field)", () => {
-  const { request, failure } = start();
+  const { s, request, failure } = start();
   const refused = async (crd: unknown) => {
     const f = await failure(request("POST", CRDS, crd));
     expect(f.code).toBe(422);
@@ -280,9 +281,16 @@ describe("refused CRDs (422 naming the field)", () => {
     f = await failure(request("PUT", `${CRDS}/widgets.example.com`, { ...cur, spec: { ...cur.spec, versions: [v2] } }));
     expect(f.message).toContain('status.storedVersions[0]: Invalid value: "v1": missing from spec.versions');
     // adding a version is fine, and serves it
+    await request("POST", "/apis/example.com/v1/namespaces/default/widgets", widget("old", { size: 1 }));
     const ok = await request("PUT", `${CRDS}/widgets.example.com`, { ...cur, spec: { ...cur.spec, versions: [{ ...cur.spec.versions[0], storage: false }, { ...v2, storage: true }] } });
     expect(ok.status.storedVersions).toEqual(["v1", "v2"]);
-    expect((await request("GET", "/apis/example.com/v2/namespaces/default/widgets")).items).toEqual([]);
+    expect((await request("GET", "/apis/example.com/v2/namespaces/default/widgets")).items.map((i: { apiVersion: string }) => i.apiVersion)).toEqual(["example.com/v2"]);
+    // an update writes the object in the new storage version (kube's storage migration)
+    const store = servers.find((x) => x.url === s.url)!.store;
+    const t = store.type("example.com", "widgets")!;
+    expect(store.get(t, "default", "old").apiVersion).toBe("example.com/v1");
+    await request("PATCH", "/apis/example.com/v1/namespaces/default/widgets/old", { metadata: { labels: { migrated: "yes" } } });
+    expect(store.get(t, "default", "old").apiVersion).toBe("example.com/v2");
   });
 });
 

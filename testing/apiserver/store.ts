@@ -4,7 +4,7 @@
 // watch from before them gets 410 Gone), lists as of a past revision from that history (so
 // that paginated lists are consistent snapshots), and watchers told of every write in order.
 // Pure: no sockets, no timers.
-import { fieldsOf, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
+import { fieldsOf, groupVersion, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { ApiError } from "./errors.ts";
 import { checkTypeMeta, validateObject, validateUpdate } from "./validate.ts";
@@ -266,7 +266,8 @@ export class Store {
       // system metadata is the server's: what a client sends for it is ignored (kube's
       // BeforeUpdate), so a patch cannot mark an object as being deleted
       const system = { uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, generation: cur.metadata.generation, deletionTimestamp: cur.metadata.deletionTimestamp, deletionGracePeriodSeconds: cur.metadata.deletionGracePeriodSeconds };
-      next = { ...body, apiVersion: cur.apiVersion, kind: cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
+      // a custom object is rewritten in the storage version of now (how kube migrates storage)
+      next = { ...body, apiVersion: t.custom ? groupVersion(t) : cur.apiVersion, kind: cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
       if (!t.namespaced) delete next.metadata.namespace;
       for (const k of ["deletionTimestamp", "deletionGracePeriodSeconds"] as const) if (next.metadata[k] === undefined) delete next.metadata[k];
       if (t.status) {
