@@ -2,8 +2,10 @@
 // selectors for them, its validation of each version, and the Table kubectl prints.
 import { afterAll, describe, expect, test } from "bun:test";
 import type { TestApiServer } from "./server.ts";
+import { waitFor } from "../../test/harness/index.ts";
 import { startServer } from "./testclient.ts";
-import { eventFromCore, eventToCore, legacyEventErrors, strictEventErrors } from "./events.ts";
+import { attachEvents, eventFromCore, eventToCore, legacyEventErrors, strictEventErrors } from "./events.ts";
+import { newStore } from "./server.ts";
 import { tableOf } from "./printers.ts";
 import type { KubeObject } from "./resources.ts";
 
@@ -139,5 +141,43 @@ describe("conversion and rules", () => {
     expect(strictEventErrors(base)).toEqual([]);
     expect(strictEventErrors({ ...base, count: 3, source: { host: "h" }, series: { count: 1 } }).map((e) => e.field)).toEqual(["series.count", "series.lastObservedTime", "count", "source"]);
     expect(strictEventErrors({ ...base, reportingComponent: "not a name!" }).map((e) => e.field)).toEqual(["reportingController"]);
+  });
+});
+
+describe("the Event TTL (kube-apiserver's --event-ttl)", () => {
+  test("an Event goes ttl after its last write; a write renews it; one loaded at start is judged by its own times", () => {
+    const store = newStore();
+    const t = store.type("", "events")!;
+    let clock = Date.parse("2026-11-29T10:00:00Z");
+    const sweep = attachEvents(store, 3600, () => clock);
+    const ev = (name: string, last: string) => ({ metadata: { name }, involvedObject: { kind: "Node", name: "n1" }, reason: "R", lastTimestamp: last });
+    store.create(t, "default", ev("a", "2026-11-29T10:00:00Z"));
+    store.create(t, "default", ev("b", "2026-11-29T10:00:00Z"));
+    clock += 1800_000;
+    // b written again half an hour later: its hour starts again
+    store.update(t, "default", "b", { ...store.get(t, "default", "b"), count: 2 });
+    clock += 1800_000 + 1000;
+    expect(sweep()).toBe(1);
+    expect(store.list(t).items.map((o) => o.metadata.name)).toEqual(["b"]);
+    clock += 1800_000;
+    expect(sweep()).toBe(1);
+    // a restarted server knows no write times: an Event's own lastTimestamp (or eventTime) says
+    const again = newStore();
+    const t2 = again.type("", "events")!;
+    again.create(t2, "default", ev("old", "2026-11-29T08:00:00Z"));
+    again.create(t2, "default", ev("new", "2026-11-29T11:30:00Z"));
+    const sweep2 = attachEvents(again, 3600, () => Date.parse("2026-11-29T12:00:00Z"));
+    expect(sweep2()).toBe(1);
+    expect(again.list(t2).items.map((o) => o.metadata.name)).toEqual(["new"]);
+    // 0 keeps them for ever
+    expect(attachEvents(again, 0, () => Date.parse("2030-01-01T00:00:00Z"))()).toBe(0);
+  });
+
+  test("a server sweeps them while it runs", async () => {
+    const c = startServer({ eventTtlSeconds: 1 });
+    servers.push(c.s);
+    await c.request("POST", "/api/v1/namespaces/default/events", coreEvent("short.1", { kind: "Pod", name: "p" }));
+    expect((await c.request("GET", "/api/v1/events")).items).toHaveLength(1);
+    await waitFor("the Event is swept", async () => (await c.request("GET", "/api/v1/events")).items.length === 0, 10_000, 100);
   });
 });

@@ -40,6 +40,8 @@ export interface ApiServerProcessOptions {
   watchHistoryBytes?: number;
   /** the journal's size past which a write first saves the snapshot (and empties it) */
   journalMaxBytes?: number;
+  /** seconds an Event is kept after its last write (default an hour; 0: for ever) */
+  eventTtlSeconds?: number;
   /** ClusterIP and NodePort ranges (defaults: 10.96.0.0/12, 30000-32767) */
   services?: Partial<ServiceAllocatorOptions>;
   log: (s: string) => void;
@@ -279,7 +281,7 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
 
   // a socket file left by a killed server would make the listen fail
   if (o.unix && existsSync(o.unix) && lstatSync(o.unix).isSocket()) unlinkSync(o.unix);
-  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError, services: o.services });
+  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError, services: o.services, eventTtlSeconds: o.eventTtlSeconds });
   // as kube-apiserver's repair loop, a Service holding what it may not is reported, not changed
   for (const p of server.allocationProblems) o.log(`warning: ${p}\n`);
   const kubeconfig = () => writeAtomic(`${o.dir}/kubeconfig`, server.kubeconfig());

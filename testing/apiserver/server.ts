@@ -16,7 +16,7 @@ import { pathSegmentProblems } from "./validate.ts";
 import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
 import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
 import { sortVersions, storeCatalog, type Catalog, type Served } from "./catalog.ts";
-import { attachEvents } from "./events.ts";
+import { attachEvents, DEFAULT_EVENT_TTL_S } from "./events.ts";
 import { attachCrds } from "./crd.ts";
 import { renameFields, SelectorError } from "./selectors.ts";
 import { checkTypeMeta } from "./validate.ts";
@@ -47,6 +47,8 @@ export interface ApiServerOptions {
   notReady?: () => string | undefined;
   /** where ClusterIPs and NodePorts come from (default 10.96.0.0/12 and 30000-32767) */
   services?: Partial<ServiceAllocatorOptions>;
+  /** seconds an Event is kept after its last write (kube-apiserver's --event-ttl, 1 h); 0: for ever */
+  eventTtlSeconds?: number;
 }
 
 export const DEFAULT_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
@@ -74,6 +76,7 @@ export class TestApiServer {
   private readonly backlogs = new Set<Backlog>();
   /** the most bytes any watch had queued, since the start */
   maxWatchBacklog = 0;
+  private sweeper: ReturnType<typeof setInterval> | undefined;
   /** what the stored Services held that the allocator could not take back (restart) */
   readonly allocationProblems: string[];
 
@@ -81,7 +84,10 @@ export class TestApiServer {
     this.store = o.store ?? newStore(o.history);
     this.certs = o.certs ?? makeServingCerts();
     this.allocationProblems = attachServiceAllocator(this.store, o.services);
-    attachEvents(this.store);
+    const ttl = o.eventTtlSeconds ?? DEFAULT_EVENT_TTL_S;
+    const sweep = attachEvents(this.store, ttl);
+    // expired Events are swept at a tenth of their lifetime (at most a minute) past it
+    if (ttl) this.sweeper = setInterval(sweep, Math.min(60_000, Math.max(100, ttl * 100)));
     this.catalog = storeCatalog(this.store);
     attachCrds(this.store, this.catalog);
     const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
@@ -185,6 +191,7 @@ export class TestApiServer {
 
   /** Stops serving and ends every open watch (as a killed kube-apiserver drops them). */
   async stop(): Promise<void> {
+    clearInterval(this.sweeper);
     for (const end of [...this.streams]) end();
     await this.server.stop(true);
     for (const s of this.retired.splice(0)) await s.stop(true);
