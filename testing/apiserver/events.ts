@@ -1,31 +1,14 @@
 // Events as kube-apiserver keeps them: one store of core v1 Events, served also as
 // events.k8s.io/v1 Events (the same objects under other field names, as kube's conversion
-// between the two versions names them), the field selectors of kube's event registry, and
-// kube's ValidateEventCreate: the legacy rules for core v1 writes, the strict ones for
+// between the two versions names them, field selectors renamed alike; core v1's are in
+// resources.ts), and kube's ValidateEventCreate: the legacy rules for core v1 writes, the strict ones for
 // events.k8s.io writes (pkg/apis/core/validation/events.go).
-import { invalid, type FieldError } from "./validate.ts";
+import { invalid, type FieldError } from "./errors.ts";
 import type { KubeObject, ResourceType } from "./resources.ts";
-import type { Store } from "./store.ts";
 
 type Obj = Record<string, unknown>;
 const isObj = (v: unknown): v is Obj => typeof v === "object" && v !== null && !Array.isArray(v);
 const str = (v: unknown) => (typeof v === "string" ? v : "");
-const ref = (o: KubeObject, k: string): Obj => (isObj(o[k]) ? (o[k] as Obj) : {});
-
-/** The field selector fields of kube's event registry (ToSelectableFields), beyond metadata. */
-export const EVENT_FIELDS: Record<string, (o: KubeObject) => string> = {
-  "involvedObject.kind": (o) => str(ref(o, "involvedObject").kind),
-  "involvedObject.namespace": (o) => str(ref(o, "involvedObject").namespace),
-  "involvedObject.name": (o) => str(ref(o, "involvedObject").name),
-  "involvedObject.uid": (o) => str(ref(o, "involvedObject").uid),
-  "involvedObject.apiVersion": (o) => str(ref(o, "involvedObject").apiVersion),
-  "involvedObject.resourceVersion": (o) => str(ref(o, "involvedObject").resourceVersion),
-  "involvedObject.fieldPath": (o) => str(ref(o, "involvedObject").fieldPath),
-  reason: (o) => str(o.reason),
-  reportingComponent: (o) => str(o.reportingComponent),
-  source: (o) => str(ref(o, "source").component) || str(o.reportingComponent),
-  type: (o) => str(o.type),
-};
 
 /** events.k8s.io/v1 field selector names → the core ones (kube's AddFieldLabelConversionsForEvent). */
 export const EVENTS_V1_FIELDS: Record<string, string> = {
@@ -181,44 +164,3 @@ export function eventsV1View(core: ResourceType): { toStored: (o: KubeObject) =>
   };
 }
 
-/** kube-apiserver's --event-ttl default: an Event goes an hour after its last write */
-export const DEFAULT_EVENT_TTL_S = 3600;
-
-/** When an Event was last written, by its own times (an Event loaded at start has no other). */
-function lastWritten(o: KubeObject): number {
-  const times = [o.lastTimestamp, o.eventTime, isObj(o.series) ? o.series.lastObservedTime : undefined, o.metadata.creationTimestamp].map((t) => (typeof t === "string" ? Date.parse(t) : NaN)).filter((t) => !Number.isNaN(t));
-  return times.length ? Math.max(...times) : 0;
-}
-
-/**
- * Core Events in `store` get the fields Go always writes for them, and expire `ttlSeconds`
- * after their last write (kube-apiserver's --event-ttl, an etcd lease renewed by each write;
- * 0 keeps them). Returns the sweep that deletes the expired ones (the caller runs it).
- */
-export function attachEvents(store: Store, ttlSeconds = DEFAULT_EVENT_TTL_S, now = () => Date.now()): () => number {
-  const t = store.type("", "events");
-  if (!t) return () => 0;
-  // the time of each Event's last write through this server (a restart falls back to the Event's own times)
-  const written = new Map<string, number>();
-  const key = (o: KubeObject) => `${o.metadata.namespace}/${o.metadata.name}`;
-  const wrote = (o: KubeObject, dryRun: boolean) => {
-    completeCoreEvent(o);
-    if (!dryRun) written.set(key(o), now());
-  };
-  store.setHooks(t, { create: wrote, update: (next, _cur, dryRun) => wrote(next, dryRun), deleted: (o) => written.delete(key(o)) });
-  return () => {
-    if (!ttlSeconds) return 0;
-    const limit = now() - ttlSeconds * 1000;
-    let n = 0;
-    for (const o of store.list(t).items) {
-      if ((written.get(key(o)) ?? lastWritten(o)) > limit) continue;
-      try {
-        store.delete(t, o.metadata.namespace, o.metadata.name!);
-        n++;
-      } catch {
-        // gone meanwhile, or the write refused (the journal): the next sweep tries again
-      }
-    }
-    return n;
-  };
-}

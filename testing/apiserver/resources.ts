@@ -3,8 +3,7 @@
 // selector may name (kube-apiserver supports metadata.name and metadata.namespace for every
 // type, plus a few per type).
 
-import { EVENT_FIELDS } from "./events.ts";
-import type { FieldError } from "./validate.ts";
+import type { FieldError } from "./errors.ts";
 
 export interface ResourceType {
   group: string; // "" for the core group
@@ -46,6 +45,21 @@ export interface KubeObject {
 
 const str = (v: unknown) => (typeof v === "string" ? v : v === undefined || v === null ? "" : String(v));
 const at = (o: KubeObject, ...path: string[]): unknown => path.reduce<unknown>((v, k) => (v && typeof v === "object" ? (v as Record<string, unknown>)[k] : undefined), o);
+
+/** The field selector fields of kube's event registry (ToSelectableFields), beyond metadata. */
+const EVENT_FIELDS: Record<string, (o: KubeObject) => string> = {
+  "involvedObject.kind": (o) => str(at(o, "involvedObject", "kind")),
+  "involvedObject.namespace": (o) => str(at(o, "involvedObject", "namespace")),
+  "involvedObject.name": (o) => str(at(o, "involvedObject", "name")),
+  "involvedObject.uid": (o) => str(at(o, "involvedObject", "uid")),
+  "involvedObject.apiVersion": (o) => str(at(o, "involvedObject", "apiVersion")),
+  "involvedObject.resourceVersion": (o) => str(at(o, "involvedObject", "resourceVersion")),
+  "involvedObject.fieldPath": (o) => str(at(o, "involvedObject", "fieldPath")),
+  reason: (o) => str(o.reason),
+  reportingComponent: (o) => str(o.reportingComponent),
+  source: (o) => str(at(o, "source", "component")) || str(o.reportingComponent),
+  type: (o) => str(o.type),
+};
 
 export const BUILTIN: ResourceType[] = [
   { group: "", version: "v1", plural: "namespaces", singular: "namespace", kind: "Namespace", namespaced: false, status: true, shortNames: ["ns"], fields: { "status.phase": (o) => str(at(o, "status", "phase")) } },

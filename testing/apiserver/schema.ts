@@ -6,7 +6,7 @@
 // nullable, enum, lengths, item and property counts, bounds, patterns, list-type set,
 // allOf/anyOf/oneOf/not), with kube's field errors. x-kubernetes-validations (CEL rules) and
 // formats are not evaluated: a CRD with CEL rules is refused, formats are accepted unchecked.
-import { describe, type FieldError } from "./validate.ts";
+import { describe, type FieldError } from "./errors.ts";
 
 export type Schema = Record<string, unknown>;
 type Obj = Record<string, unknown>;

@@ -16,7 +16,7 @@ import { pathSegmentProblems } from "./validate.ts";
 import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
 import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
 import { sortVersions, storeCatalog, type Catalog, type Served } from "./catalog.ts";
-import { attachEvents, DEFAULT_EVENT_TTL_S } from "./events.ts";
+import { attachEvents, DEFAULT_EVENT_TTL_S } from "./event-ttl.ts";
 import { attachCrds } from "./crd.ts";
 import { renameFields, SelectorError } from "./selectors.ts";
 import { checkTypeMeta } from "./validate.ts";
