@@ -291,6 +291,11 @@ describe("refused CRDs (422 naming the field)", () => {
     expect(store.get(t, "default", "old").apiVersion).toBe("example.com/v1");
     await request("PATCH", "/apis/example.com/v1/namespaces/default/widgets/old", { metadata: { labels: { migrated: "yes" } } });
     expect(store.get(t, "default", "old").apiVersion).toBe("example.com/v2");
+    // a kind renamed: served with the new kind, rewritten with it by the next update
+    const now = await request("GET", `${CRDS}/widgets.example.com`);
+    await request("PUT", `${CRDS}/widgets.example.com`, { ...now, spec: { ...now.spec, names: { ...now.spec.names, kind: "Gadget", listKind: "GadgetList" } } });
+    const renamed = await request("GET", "/apis/example.com/v2/namespaces/default/widgets");
+    expect([renamed.kind, renamed.items[0].kind, store.get(store.type("example.com", "widgets")!, "default", "old").kind]).toEqual(["GadgetList", "Gadget", "Widget"]);
   });
 });
 

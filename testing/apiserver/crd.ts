@@ -233,7 +233,8 @@ export function servedOf(crd: KubeObject, stored: ResourceType): Served[] {
       stored,
       // kube prunes and defaults by the request's version, then keeps the storage version
       toStored: (o) => ({ ...(applySchema(o, v.schema) as KubeObject), apiVersion: groupVersion(stored) }),
-      fromStored: (o) => (o.apiVersion === gv ? o : { ...o, apiVersion: gv }),
+      // (an object written before its CRD renamed its kind is served with the kind of now)
+      fromStored: (o) => (o.apiVersion === gv && o.kind === type.kind ? o : { ...o, apiVersion: gv, kind: type.kind }),
       printer: customPrinter(v.columns),
     };
   });

@@ -135,9 +135,9 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     if (!type) throw bad(`${where}: unknown resource`, f);
     if (!object || typeof object !== "object" || typeof object.metadata?.name !== "string") throw bad(`${where}: no metadata.name`, f);
     try {
-      // a custom object keeps the version it was written in (the storage version then)
+      // a custom object keeps the version and kind it was written in (its CRD's then)
       if (!type.custom) checkTypeMeta(type, object);
-      else if (typeof object.apiVersion !== "string" || !object.apiVersion.startsWith(`${type.group}/`) || object.kind !== type.kind) throw new Error(`apiVersion ${JSON.stringify(object.apiVersion)} and kind ${JSON.stringify(object.kind)} are not of ${type.plural}.${type.group}`);
+      else if (typeof object.apiVersion !== "string" || !object.apiVersion.startsWith(`${type.group}/`) || typeof object.kind !== "string") throw new Error(`apiVersion ${JSON.stringify(object.apiVersion)} and kind ${JSON.stringify(object.kind)} are not of ${type.plural}.${type.group}`);
       validateObject(type, object);
       if (isCrdType(type)) {
         const errs = crdErrors(object);

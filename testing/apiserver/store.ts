@@ -266,8 +266,8 @@ export class Store {
       // system metadata is the server's: what a client sends for it is ignored (kube's
       // BeforeUpdate), so a patch cannot mark an object as being deleted
       const system = { uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, generation: cur.metadata.generation, deletionTimestamp: cur.metadata.deletionTimestamp, deletionGracePeriodSeconds: cur.metadata.deletionGracePeriodSeconds };
-      // a custom object is rewritten in the storage version of now (how kube migrates storage)
-      next = { ...body, apiVersion: t.custom ? groupVersion(t) : cur.apiVersion, kind: cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
+      // a custom object is rewritten in the storage version and kind of now (how kube migrates storage)
+      next = { ...body, apiVersion: t.custom ? groupVersion(t) : cur.apiVersion, kind: t.custom ? t.kind : cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
       if (!t.namespaced) delete next.metadata.namespace;
       for (const k of ["deletionTimestamp", "deletionGracePeriodSeconds"] as const) if (next.metadata[k] === undefined) delete next.metadata[k];
       if (t.status) {
