@@ -310,3 +310,34 @@ describe("a restarted store", () => {
     expect((await b.failure(b.request("POST", "/apis/example.com/v1/namespaces/default/widgets", widget("bad", { size: -1 })))).code).toBe(422);
   });
 });
+
+describe("hostile CRDs", () => {
+  const { request, failure } = start();
+
+  test("a schema nested as deep as a body may be, and objects as deep, are handled without exhausting the stack", async () => {
+    // each level is two JSON levels (properties, then the schema): 240 levels stay within 500
+    let schema: Record<string, unknown> = { type: "string" };
+    for (let i = 0; i < 240; i++) schema = { type: "object", properties: { a: schema } };
+    const crd = widgetCrd({ names: { plural: "deeps", kind: "Deep", shortNames: [], categories: [] }, versions: [{ name: "v1", served: true, storage: true, schema: { openAPIV3Schema: { type: "object", properties: { spec: schema } } } }] });
+    await request("POST", CRDS, crd);
+    let value: unknown = "x";
+    for (let i = 0; i < 240; i++) value = { a: value, junk: { deep: 1 } };
+    const o = await request("POST", "/apis/example.com/v1/namespaces/default/deeps", { metadata: { name: "d" }, spec: value });
+    let depth = 0;
+    for (let v = o.spec; v && typeof v === "object"; v = v.a) {
+      expect(v.junk).toBeUndefined();
+      depth++;
+    }
+    expect(depth).toBe(240);
+    // one level more than a body may nest is refused before any of it is looked at
+    let tooDeep: unknown = 1;
+    for (let i = 0; i < 600; i++) tooDeep = { a: tooDeep };
+    expect((await failure(request("POST", "/apis/example.com/v1/namespaces/default/deeps", { metadata: { name: "e" }, spec: tooDeep }))).code).toBe(400);
+  });
+
+  test("a printer column's JSONPath is bounded", async () => {
+    const v = widgetCrd().spec.versions[0] as Record<string, unknown>;
+    const crd = widgetCrd({ names: { plural: "longs", kind: "Long", shortNames: [], categories: [] }, versions: [{ ...v, additionalPrinterColumns: [{ name: "X", type: "string", jsonPath: "." + "a.".repeat(1000) + "b" }] }] });
+    expect((await failure(request("POST", CRDS, crd))).message).toContain("longer than 1024 characters");
+  });
+});
