@@ -2,7 +2,7 @@
 // an operator meets it: applied and Established, a SkeinNode created and its status written
 // through the status subresource, `kubectl get skeinnodes` and `kubectl get sn -o wide`
 // printing the printer columns with their values, -o json, a watch, a restart that keeps
-// them, an invalid CRD refused, deletion; and Events, as `kubectl get events` and
+// them, one going with its Node, an invalid CRD refused, deletion; and Events, as `kubectl get events` and
 // `kubectl describe` show them.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
@@ -142,6 +142,15 @@ describe("the SkeinNode CRD through kubectl", () => {
       ["n1", "2/3", "17"],
       ["n2", "2/4", "5"],
     ]);
+  }, 60_000);
+
+  test("a SkeinNode owned by its Node goes when the Node is deleted (the garbage collector)", async () => {
+    await apply("node-n3", { apiVersion: "v1", kind: "Node", metadata: { name: "n3" } });
+    const uid = await ok("get", "node", "n3", "-o", "jsonpath={.metadata.uid}");
+    await apply("sn-n3", { apiVersion: "skein.io/v1alpha1", kind: "SkeinNode", metadata: { name: "n3", ownerReferences: [{ apiVersion: "v1", kind: "Node", name: "n3", uid }] }, spec: {} });
+    expect(table(await ok("get", "sn")).map((r) => r.NAME)).toEqual(["n1", "n2", "n3"]);
+    expect(await ok("delete", "node", "n3")).toContain('node "n3" deleted');
+    expect((await kc("get", "sn", "n3")).err).toContain('skeinnodes.skein.io "n3" not found');
   }, 60_000);
 
   test("an invalid CRD is refused, naming the fields", async () => {

@@ -311,6 +311,24 @@ describe("a restarted store", () => {
   });
 });
 
+describe("owned custom objects", () => {
+  const { request, failure } = start();
+
+  test("a SkeinNode-like object owned by its Node goes with it; propagationPolicy Orphan keeps it; other policies are 400", async () => {
+    await request("POST", CRDS, widgetCrd({ scope: "Cluster" }));
+    const W = "/apis/example.com/v1/widgets";
+    for (const n of ["n1", "n2"]) {
+      const node = await request("POST", "/api/v1/nodes", { metadata: { name: n } });
+      await request("POST", W, { metadata: { name: n, ownerReferences: [{ apiVersion: "v1", kind: "Node", name: n, uid: node.metadata.uid }] }, spec: { size: 1 } });
+    }
+    await request("DELETE", "/api/v1/nodes/n1");
+    expect((await request("GET", W)).items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(["n2"]);
+    expect((await failure(request("DELETE", "/api/v1/nodes/n2", { propagationPolicy: "Sometimes" }))).message).toBe('propagationPolicy: Unsupported value: "Sometimes": supported values: "Background", "Foreground", "Orphan"');
+    await request("DELETE", "/api/v1/nodes/n2", { propagationPolicy: "Orphan" });
+    expect((await request("GET", W)).items.map((i: { metadata: { name: string } }) => i.metadata.name)).toEqual(["n2"]);
+  });
+});
+
 describe("hostile CRDs", () => {
   const { request, failure } = start();
 

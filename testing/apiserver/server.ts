@@ -6,7 +6,7 @@
 // kubectl work against it unmodified. Storage semantics live in store.ts.
 import { Hono, type Context } from "hono";
 import { BUILTIN, groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
-import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
+import { ApiError, parseRev, PROPAGATION_POLICIES, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
 import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
@@ -284,9 +284,12 @@ export class TestApiServer {
         if (subresource) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
         const parsed = await readJson(c.req.raw);
         if (parsed !== undefined && (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))) throw new ApiError(400, "BadRequest", "the body of the DELETE request is not DeleteOptions");
-        const { dryRun: inBody, ...opts } = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string }; dryRun?: unknown };
+        const { dryRun: inBody, ...opts } = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string }; propagationPolicy?: string; dryRun?: unknown };
         const grace = q("gracePeriodSeconds");
         if (grace !== null) opts.gracePeriodSeconds = Number(grace);
+        const policy = q("propagationPolicy") ?? opts.propagationPolicy;
+        if (policy !== undefined && !PROPAGATION_POLICIES.includes(policy)) throw new ApiError(400, "BadRequest", `propagationPolicy: Unsupported value: ${JSON.stringify(policy)}: supported values: ${PROPAGATION_POLICIES.map((p) => `"${p}"`).join(", ")}`);
+        if (policy !== undefined) opts.propagationPolicy = policy;
         // kubectl delete --dry-run=server sends it in the DeleteOptions body
         const dry = dryRun(inBody === undefined ? [] : Array.isArray(inBody) ? inBody : [inBody]);
         return c.json(out(this.store.delete(t, namespace, name, { ...opts, dryRun: dry })));

@@ -73,6 +73,16 @@ export interface WriteOptions {
 export interface DeleteOptions extends WriteOptions {
   gracePeriodSeconds?: number;
   preconditions?: { uid?: string; resourceVersion?: string };
+  /** Orphan: the objects it owns stay (Background, Foreground: they go with it) */
+  propagationPolicy?: string;
+}
+
+export const PROPAGATION_POLICIES = ["Background", "Foreground", "Orphan"];
+
+/** the uids an object names as its owners (metadata.ownerReferences) */
+function ownerUids(o: KubeObject): string[] {
+  const refs = o.metadata.ownerReferences;
+  return Array.isArray(refs) ? refs.flatMap((r) => (r && typeof r === "object" && typeof (r as { uid?: unknown }).uid === "string" ? [(r as { uid: string }).uid] : [])) : [];
 }
 
 /** the namespaces kube-apiserver's NamespaceLifecycle admission never lets go */
@@ -111,6 +121,10 @@ export class Store {
   private readonly watchers = new Set<Watcher>();
   private readonly hooks = new Map<string, TypeHooks>();
   private logBytes = 0;
+  /** uid → the object's type and key, and owner uid → the uids of the objects it owns: what
+   * the garbage collector (kube-controller-manager's) follows when an owner goes */
+  private readonly byUid = new Map<string, [string, string]>();
+  private readonly owned = new Map<string, Set<string>>();
   /** called with every write before it takes effect (the new revision is `this.rev + 1`);
    * if it throws, the write fails and nothing changed: where a write is made durable */
   beforeCommit?: (t: ResourceType, key: string, obj: KubeObject | undefined) => void;
@@ -132,7 +146,11 @@ export class Store {
     this.rev = from?.rev ?? 1;
     // a store restarted from a snapshot has no history: every older revision is compacted
     this.compacted = this.rev;
-    for (const { type, object } of from?.objects ?? []) this.objects.get(typeKey(type))!.set(objectKey(object.metadata.namespace, object.metadata.name!), object);
+    for (const { type, object } of from?.objects ?? []) {
+      const key = objectKey(object.metadata.namespace, object.metadata.name!);
+      this.objects.get(typeKey(type))!.set(key, object);
+      this.index(typeKey(type), key, object, undefined);
+    }
   }
 
   addType(t: ResourceType): void {
@@ -318,8 +336,48 @@ export class Store {
     const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
     this.commit(t, key, undefined, cur);
     this.hooks.get(typeKey(t))?.deleted?.(cur);
+    if (o.propagationPolicy !== "Orphan") this.collect(cur.metadata.uid);
     if (t.namespaced && this.emptying !== namespace) this.finishNamespace(namespace!);
     return gone;
+  }
+
+  /**
+   * What kube's garbage collector does once an owner is gone: each object it owned whose
+   * owners are all gone is deleted too (and so on down), as with propagationPolicy
+   * Background; one that still has an owner stays.
+   */
+  private collect(uid: string | undefined): void {
+    for (const dep of [...(uid ? (this.owned.get(uid) ?? []) : [])]) {
+      const at = this.byUid.get(dep);
+      const t = at && this.types.get(at[0]);
+      const o = at && this.objects.get(at[0])?.get(at[1]);
+      if (!t || !o || o.metadata.deletionTimestamp || ownerUids(o).some((u) => this.byUid.has(u))) continue;
+      try {
+        this.delete(t, o.metadata.namespace, o.metadata.name!);
+      } catch (e) {
+        // a write refused (the journal): it stays, as an object the collector has yet to reach
+        if (!(e instanceof ApiError)) throw e;
+      }
+    }
+  }
+
+  private index(type: string, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
+    if (prev?.metadata.uid) {
+      this.byUid.delete(prev.metadata.uid);
+      for (const u of ownerUids(prev)) {
+        const set = this.owned.get(u);
+        set?.delete(prev.metadata.uid);
+        if (set && !set.size) this.owned.delete(u);
+      }
+    }
+    if (obj?.metadata.uid) {
+      this.byUid.set(obj.metadata.uid, [type, key]);
+      for (const u of ownerUids(obj)) {
+        let set = this.owned.get(u);
+        if (!set) this.owned.set(u, (set = new Set()));
+        set.add(obj.metadata.uid);
+      }
+    }
   }
 
   /** the namespace whose objects deleteNamespace is deleting now */
@@ -373,6 +431,7 @@ export class Store {
     const m = this.objects.get(typeKey(t))!;
     if (obj) m.set(key, obj);
     else m.delete(key);
+    this.index(typeKey(t), key, obj, prev);
     const bytes = JSON.stringify(obj ?? prev).length;
     this.log.push({ rev: this.rev, type: typeKey(t), key, obj, prev, bytes });
     this.logBytes += bytes;
