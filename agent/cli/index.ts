@@ -304,7 +304,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--service-cidr <cidrs>", "ClusterIP range: one CIDR, or two of different families for dual-stack (e.g. 10.96.0.0/12,fd00:10:96::/112)", "10.96.0.0/12")
     .option("--service-node-port-range <low-high>", "NodePort range", "30000-32767")
     .addOption(new Option("--watch-history-bytes <bytes>", "the most bytes of past objects kept for watches to resume from (older resourceVersions get 410 Expired)").default(64 * 1024 * 1024).argParser(whole(1024, 2 ** 40)))
-    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number; serviceCidr: string; serviceNodePortRange: string; watchHistoryBytes: number }) => {
+    .addOption(new Option("--event-ttl <seconds>", "how long an Event is kept after its last write, as kube-apiserver's --event-ttl (0: for ever)").default(3600).argParser(whole(0, 10 * 365 * 86_400)))
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number; serviceCidr: string; serviceNodePortRange: string; watchHistoryBytes: number; eventTtl: number }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
       let port: number;
@@ -321,7 +322,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       } catch (e) {
         throw new UsageError(`skein apiserver: ${(e as Error).message}`);
       }
-      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port, tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, watchHistoryBytes: o.watchHistoryBytes, services, log: out });
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port, tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, watchHistoryBytes: o.watchHistoryBytes, eventTtlSeconds: o.eventTtl, services, log: out });
     });
 
   markOptions(program
