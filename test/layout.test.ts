@@ -244,6 +244,14 @@ const RULES: Array<{ applies: (f: string) => boolean; follow: (e: Edge) => boole
       rule: `agent/${part} reaches nothing of agent/${other}, agent/loop, agent/cli, agent/datapath or agent/watch`,
     };
   }),
+  {
+    // the trace is read by the live agent (agent/loop, agent/http) and by the offline CLI: it
+    // knows neither, so both can import it
+    applies: (f: string) => f.startsWith("agent/trace/") && !isTest(f),
+    follow: () => true,
+    bad: (f: string) => ["agent/loop/", "agent/cli/", "agent/http/"].some((d) => f.startsWith(d)),
+    rule: "agent/trace reaches nothing of agent/loop, agent/cli or agent/http",
+  },
 ];
 
 /** Files whose imports, followed, break the layout's rules: each with the way there and the rule. */
@@ -266,7 +274,7 @@ test("no cycle among static imports", () => {
   expect(findCycle(edges.filter((e) => !e.lazy))).toBeUndefined();
 });
 
-test("compiler/ reaches nothing of agent/, testing/, test/ or bench/; agent/sys only compiler/address.ts; agent/ reaches testing/ only lazily from its CLI; agent/gossip and agent/overlay know neither each other nor what is above them", () => {
+test("compiler/ reaches nothing of agent/, testing/, test/ or bench/; agent/sys only compiler/address.ts; agent/ reaches testing/ only lazily from its CLI; agent/gossip and agent/overlay know neither each other nor what is above them; agent/trace knows neither the loop nor the CLI", () => {
   expect(violations(edges)).toEqual([]);
 });
 
@@ -293,6 +301,9 @@ test("the checks fail where they should", () => {
   expect(violations(at("agent/cli/x.ts", `const { Lab } = await import("../../testing/lab.ts");`))).toEqual([]);
   expect(violations(at("agent/sys/x.ts", `import type { Tables } from "../../compiler/tables.ts";`))).toHaveLength(1);
   expect(violations(at("agent/sys/x.ts", `import { addressBytes } from "../../compiler/address.ts";`))).toEqual([]);
+  expect(violations(at("agent/trace/x.ts", `import type { Agent } from "../loop/agent.ts";`))).toHaveLength(1);
+  expect(violations(at("agent/trace/x.ts", `import { readObjects } from "../cli/tables.ts";`))).toHaveLength(1);
+  expect(violations(at("agent/trace/x.ts", `import type { PeerPath } from "../overlay/plan.ts";`))).toEqual([]);
 });
 
 test("require() and types written as import(\"…\") are static edges; imports in comments and strings are not", () => {

@@ -69,14 +69,14 @@ interface AgentFlags {
 }
 
 /** One address a node is reached at, read strictly (compiler/address.ts): one host's. */
-function one(flag: string, s: string): string {
+function one(flag: string, s: string, cmd = "agent"): string {
   try {
     addressFamily(s);
   } catch (e) {
-    throw new UsageError(`skein agent: ${flag}: ${(e as Error).message}`);
+    throw new UsageError(`skein ${cmd}: ${flag}: ${(e as Error).message}`);
   }
   const why = unicastProblem(s);
-  if (why) throw new UsageError(`skein agent: ${flag}: ${JSON.stringify(s)} is ${why}: not an address a node is reached at`);
+  if (why) throw new UsageError(`skein ${cmd}: ${flag}: ${JSON.stringify(s)} is ${why}: not an address a node is reached at`);
   return s;
 }
 
@@ -304,7 +304,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .option("--service-cidr <cidrs>", "ClusterIP range: one CIDR, or two of different families for dual-stack (e.g. 10.96.0.0/12,fd00:10:96::/112)", "10.96.0.0/12")
     .option("--service-node-port-range <low-high>", "NodePort range", "30000-32767")
     .addOption(new Option("--watch-history-bytes <bytes>", "the most bytes of past objects kept for watches to resume from (older resourceVersions get 410 Expired)").default(64 * 1024 * 1024).argParser(whole(1024, 2 ** 40)))
-    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number; serviceCidr: string; serviceNodePortRange: string; watchHistoryBytes: number }) => {
+    .addOption(new Option("--event-ttl <seconds>", "how long an Event is kept after its last write, as kube-apiserver's --event-ttl (0: for ever)").default(3600).argParser(whole(0, 10 * 365 * 86_400)))
+    .action(async (o: { dir: string; listen: string; token: string[]; unix?: string; bookmarkMs: number; certValidity?: number; certRenewBefore?: number; serviceCidr: string; serviceNodePortRange: string; watchHistoryBytes: number; eventTtl: number }) => {
       const m = /^\[?([^\]]+?)\]?:(\d+)$/.exec(o.listen);
       if (!m) throw new UsageError(`skein apiserver: --listen ${JSON.stringify(o.listen)} is not address:port`);
       let port: number;
@@ -321,7 +322,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       } catch (e) {
         throw new UsageError(`skein apiserver: ${(e as Error).message}`);
       }
-      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port, tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, watchHistoryBytes: o.watchHistoryBytes, services, log: out });
+      process.exitCode = await runApiServer({ dir: o.dir, host: m[1]!, port, tokens: o.token, unix: o.unix, bookmarkMs: o.bookmarkMs, certValiditySeconds: o.certValidity, certRenewBeforeSeconds: o.certRenewBefore, watchHistoryBytes: o.watchHistoryBytes, eventTtlSeconds: o.eventTtl, services, log: out });
     });
 
   markOptions(program
@@ -372,12 +373,43 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       if (!(r.json as { ready?: boolean }).ready) process.exitCode = 1;
     });
 
-  program
-    .command("trace")
-    .description("follow a packet through the datapath tables")
-    .argument("<src>", "source address")
-    .argument("<dst>", "destination address[:port]")
-    .action(() => notYet("trace"));
+  markOptions(program
+    .command("trace"))
+    .description("explain what the datapath does with a packet: Service frontend, backend, NetworkPolicy, route")
+    .argument("<src>", "source address, optionally with its port: 10.244.1.5, 10.244.1.5:40000, [fd00::5]:40000")
+    .argument("<dst>", "destination address:port[/tcp|udp|sctp] (tcp when not given): 10.96.0.10:53/udp, [fd00::a]:80")
+    .option("--state <file>", "YAML or JSON list of Kubernetes objects (offline, as `skein tables --state`; without it: the running agent)")
+    .option("--json", "print JSON")
+    .option("--node-name <name>", "with --state: the node whose datapath is traced", "")
+    .option("--node-ip <addr...>", "with --state: node addresses NodePorts listen on (default: the Node's)", strictly("trace", "--node-ip", (s) => addressFamily(s)), [])
+    .option("--service-cidr <cidr>", "with --state: the Service ClusterIP range, repeatable (the agent's flag)", cidrs("--service-cidr", "trace"), [])
+    .option("--cluster-cidr <cidr>", "with --state: the pod network, repeatable (default: every Node's pod CIDRs)", cidrs("--cluster-cidr", "trace"), [])
+    .addOption(new Option("--ring-factor <n>", "with --state: Maglev ring size = smallest prime >= n x backends").default(10).argParser(whole(1, 1000)))
+    .addOption(new Option("--overlay-mode <mode>", "with --state: how peers are reached (the agent's flag)").choices(["auto", "vxlan", "direct"]).default("auto"))
+    .option("--underlay-ip <addr>", "with --state: this node's underlay address (default: the Node's first InternalIP)", (s: string) => one("--underlay-ip", s, "trace"))
+    .option("--underlay-subnet <cidr>", "with --state: the underlay address's subnet (default: read from the interface holding it in this network namespace)", (s: string) => (cidrs("--underlay-subnet", "trace")(s), s))
+    .option("--agent <socket|url>", "the agent to ask (default: the one of this network namespace, over its unix socket)")
+    .option("--token-file <file>", "bearer token for an --agent URL that is not loopback")
+    .action(async (src: string, dst: string, o: { state?: string; json?: boolean; nodeName: string; nodeIp: string[]; serviceCidr: string[]; clusterCidr: string[]; ringFactor: number; overlayMode: "auto" | "vxlan" | "direct"; underlayIp?: string; underlaySubnet?: string; markMask: number; ctMarkMask: number; agent?: string; tokenFile?: string }) => {
+      const { parseQuery, QueryError } = await import("../trace/query.ts");
+      let q;
+      try {
+        q = parseQuery(src, dst);
+      } catch (e) {
+        if (e instanceof QueryError) throw new UsageError(`skein trace: ${e.message}`);
+        throw e;
+      }
+      const offline = [o.nodeName && "--node-name", o.nodeIp.length && "--node-ip", o.serviceCidr.length && "--service-cidr", o.clusterCidr.length && "--cluster-cidr", o.underlayIp && "--underlay-ip", o.underlaySubnet && "--underlay-subnet"].filter(Boolean);
+      if (!o.state && offline.length) throw new UsageError(`skein trace: ${offline.join(", ")}: only with --state (the running agent traces with its own)`);
+      if (o.state && (o.agent || o.tokenFile)) throw new UsageError("skein trace: --agent and --token-file ask a running agent: not with --state");
+      const { traceOffline, printTrace } = await import("./trace.ts");
+      const color = !o.json && colour();
+      if (o.state) return printTrace(await traceOffline({ ...o, state: o.state, color, marks: { mark: o.markMask, ctMark: o.ctMarkMask } }, q, err), { json: o.json, color }, out);
+      // the running agent explains it with the tables in force; printed here, where the terminal is
+      const r = await live(`/v1/trace?${new URLSearchParams({ src, dst })}`, o);
+      if (!r.json) throw new Error(`the agent answered /v1/trace with no JSON: ${r.text.slice(0, 200)}`);
+      printTrace(r.json as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
+    });
 
   program
     .command("demo")
@@ -410,7 +442,7 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .argument("<host>", "address")
     .argument("<port>", "port", parsePort)
     .option("--timeout <ms>", "give up after this many milliseconds", whole(1, 3_600_000), 2000)
-    .option("--source-port <port>", "UDP: send from this port (the same flow to conntrack every time)", parsePort)
+    .option("--source-port <port>", "send from this port (UDP: the same flow to conntrack every time; TCP and UDP: a known 5-tuple, e.g. for skein trace)", parsePort)
     .action(async (proto: string, host: string, port: number, o: { timeout: number; sourcePort?: number }) => {
       if (proto !== "tcp" && proto !== "udp") throw new UsageError(`skein probe connect: protocol must be tcp or udp, not ${JSON.stringify(proto)}`);
       const { connect } = await import("./probe.ts");

@@ -40,7 +40,8 @@ export async function serve(o: { name: string; tcp?: number; udp?: number; host:
   return new Promise<never>(() => {});
 }
 
-/** `sourcePort` (UDP only): send from this port, so that datagrams of several calls are one flow to conntrack. */
+/** `sourcePort`: send from this port (UDP: datagrams of several calls are one flow to conntrack;
+ * either: the 5-tuple, and so the backend a Service's ring picks, is known beforehand). */
 export async function connect(proto: "tcp" | "udp", host: string, port: number, timeoutMs: number, sourcePort?: number): Promise<string> {
   if (proto === "tcp") {
     // node:net rather than Bun.connect: a connection attempt still pending at the deadline
@@ -48,7 +49,7 @@ export async function connect(proto: "tcp" | "udp", host: string, port: number, 
     const { createConnection } = await import("node:net");
     return new Promise<string>((resolve, reject) => {
       let buf = "";
-      const sock = createConnection({ host, port });
+      const sock = createConnection({ host, port, ...(sourcePort ? { localPort: sourcePort } : {}) });
       const fail = (why: string) => {
         clearTimeout(timer);
         sock.destroy();

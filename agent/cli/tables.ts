@@ -8,9 +8,9 @@
 import { readFileSync } from "node:fs";
 import { parseAllDocuments } from "yaml";
 import { compile } from "../../compiler/reference/compile.ts";
-import { targetBackends, type Tables } from "../../compiler/tables.ts";
+import type { Tables } from "../../compiler/tables.ts";
 import { loadCompiler, wasmUnits } from "../../compiler/wasm.ts";
-import { clusterStateFrom } from "../../compiler/state.ts";
+import { clusterStateFrom, type Service } from "../../compiler/state.ts";
 import { fits, model, ringCapacity, ringMap, ringSlots } from "../datapath/model.ts";
 import { renderFull } from "../datapath/nft-text.ts";
 import { IDENTITY_CHAIN, renderPolicyDelta } from "../datapath/policy-text.ts";
@@ -81,33 +81,54 @@ function textlessDelta(before: Tables, tables: Tables, plan: ReturnType<typeof p
   return undefined;
 }
 
-/** Returns the exit code: 1 when some object was rejected or some frontend left out (why is on stderr). */
-export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+/** What the agent would hold, compiled from a state file: its service tables and this
+ * node's policy tables, with what was refused on the way (`skein tables` and `skein trace`). */
+export interface CompiledState {
+  objects: unknown[];
+  tables: Tables;
+  policy: PolicyTables;
+  /** the --node-name Node, read as the agent reads it */
+  node?: ReturnType<typeof nodeInfo>;
+  nodeIPs: string[];
+  podCIDRs: string[];
+  /** every Node's name and pod CIDRs in the file */
+  nodes: Array<{ name: string; podCIDRs: string[] }>;
+  /** compiles the policy for another node of the file (its ingress verdicts) */
+  policyFor(nodeName: string): PolicyTables;
+  /** the Services as compiled (their traffic policies) */
+  services: Service[];
+  /** every pod of the file with its addresses and node */
+  pods: Array<{ namespace: string; name: string; nodeName: string; ips: string[] }>;
+  before?: Tables;
+  policyBefore?: PolicyTables;
+  /** objects skipped, frontends left out, policies closed or with problems: each a line */
+  errors: number;
+}
+
+export async function compileState(o: Pick<TablesOptions, "state" | "since" | "nodeName" | "nodeIp" | "ringFactor" | "marks">, err: (s: string) => void, cmd = "tables"): Promise<CompiledState> {
   const objects = readObjects(o.state);
   const { state, errors } = clusterStateFrom(objects);
-  for (const e of errors) err(`skein tables: skipped ${e}\n`);
+  for (const e of errors) err(`skein ${cmd}: skipped ${e}\n`);
   // the agent takes this node's pod CIDRs (hairpins) and NodePort addresses from its Node
   const node = o.nodeName ? objects.find((x): x is Record<string, unknown> => !!x && typeof x === "object" && (x as { kind?: unknown }).kind === "Node" && (x as { metadata?: { name?: unknown } }).metadata?.name === o.nodeName) : undefined;
   const info = node ? nodeInfo(node) : undefined;
   const nodeIPs = o.nodeIp.length ? o.nodeIp : (info?.addresses ?? []);
   const podCIDRs = info?.podCIDRs ?? [];
-  const serviceCIDRs = o.serviceCidr ?? [];
   const copts = { nodeName: o.nodeName, nodeIPs, ringFactor: o.ringFactor };
   const wasm = await loadCompiler();
   const units = wasmUnits(wasm, copts);
   // The earlier state compiles first, so that targets keep their ids into the new tables.
   const before = o.since ? compile(clusterStateFrom(readObjects(o.since)).state, copts, units) : undefined;
   const tables = compile(state, { ...copts, previous: before }, units);
-  for (const c of tables.conflicts) err(`skein tables: ${c}\n`);
+  for (const c of tables.conflicts) err(`skein ${cmd}: ${c}\n`);
   const marks = o.marks ?? DEFAULT_MARKS;
-  const hairpin = podCIDRs.length ? inCidrs(podCIDRs) : undefined;
   // policy for this node's pods (spec.nodeName), from the Pods, Namespaces and
   // NetworkPolicies in the file
   const ps = policyStateFrom(objects);
   // both readers see every object: what both refuse (not an object, a wrong apiVersion, a
   // second of one name) is said once
-  for (const e of ps.errors) if (!errors.includes(e)) err(`skein tables: skipped ${e}\n`);
-  for (const c of ps.closed) err(`skein tables: ${c}\n`);
+  for (const e of ps.errors) if (!errors.includes(e)) err(`skein ${cmd}: skipped ${e}\n`);
+  for (const c of ps.closed) err(`skein ${cmd}: ${c}\n`);
   const engine = policyEngine(wasm);
   const popts = { nodeName: o.nodeName, podCIDRs, maxIdentity: maxIdentity(marks) };
   const policyBefore = o.since ? engine(policyStateFrom(readObjects(o.since)).state, popts, new Map()) : undefined;
@@ -122,7 +143,17 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
     }
   });
   const policy: PolicyTables = withServiceSources(engine(ps.state, popts, new Map((policyBefore?.identities ?? []).map((i) => [i.key, i.id]))), nodes, o.nodeName);
-  for (const p of policy.problems) err(`skein tables: ${p}\n`);
+  for (const p of policy.problems) err(`skein ${cmd}: ${p}\n`);
+  const policyFor = (name: string) => withServiceSources(engine(ps.state, { ...popts, nodeName: name, podCIDRs: nodes.find((n) => n.name === name)?.podCIDRs ?? [] }, new Map()), nodes, name);
+  return { objects, tables, policy, node: info, nodeIPs, podCIDRs, nodes, policyFor, services: state.services, pods: ps.state.pods, before, policyBefore, errors: errors.length + ps.errors.length + ps.closed.length + tables.conflicts.length };
+}
+
+/** Returns the exit code: 1 when some object was rejected or some frontend left out (why is on stderr). */
+export async function tablesCommand(o: TablesOptions, out: (s: string) => void, err: (s: string) => void): Promise<number> {
+  const { tables, policy, podCIDRs, before, policyBefore, errors } = await compileState(o, err);
+  const serviceCIDRs = o.serviceCidr ?? [];
+  const marks = o.marks ?? DEFAULT_MARKS;
+  const hairpin = podCIDRs.length ? inCidrs(podCIDRs) : undefined;
   if (o.apply) {
     const { Datapath } = await import("../datapath/datapath.ts");
     const { openNft } = await import("../datapath/nft.ts");
@@ -163,5 +194,5 @@ export async function tablesCommand(o: TablesOptions, out: (s: string) => void, 
   } else if (o.nft) out(renderFull(tables, 0, marks, { hairpin, serviceCIDRs }, policy));
   else if (o.json) out(JSON.stringify(tablesJson(tables, policy, true)) + "\n");
   else out(readableServices(tables) + "\n" + readablePolicy(policy));
-  return errors.length || ps.errors.length || ps.closed.length || tables.conflicts.length ? 1 : 0;
+  return errors ? 1 : 0;
 }

@@ -23,7 +23,10 @@ import type { Findings } from "../datapath/owner.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { BLOCKED_POLICY, countersByPolicy, type PolicyCounts, type PolicyReadings } from "../datapath/policy-counters.ts";
 import type { Metrics } from "../http/metrics.ts";
-import type { AgentView, ObjectRef } from "../http/app.ts";
+import { TraceQueryError, type AgentView, type ObjectRef } from "../http/app.ts";
+import { explain, type TraceInput } from "../trace/explain.ts";
+import { parseQuery, QueryError } from "../trace/query.ts";
+import { renderTrace } from "../trace/render.ts";
 import { tablesView } from "../datapath/tables-view.ts";
 import { backendCount } from "../../compiler/tables.ts";
 import type { NetworkStatus } from "./network.ts";
@@ -516,6 +519,41 @@ export class Agent implements AgentView {
   tables(filter: { service?: ObjectRef; pod?: ObjectRef }): { json: unknown; text: string } | { missing: string } | undefined {
     if (!this.lastResult || !this.store) return undefined;
     return tablesView(this.compiler.tables(), this.policy.tables(), this.policy.state().pods, filter);
+  }
+
+  /** What a trace reads (agent/trace): the tables in force and the pod network's paths. */
+  traceInput(): TraceInput {
+    const n = this.deps.network?.status?.();
+    return {
+      node: this.o.nodeName,
+      mode: "live",
+      nodeIPs: this.nodeIPs,
+      tables: this.compiler.tables(),
+      ringFactor: this.o.ringFactor,
+      policy: this.policy.tables(),
+      podCIDRs: this.store.node?.podCIDRs ?? [],
+      peers: (n?.peers ?? []).flatMap((p) => p.paths.map((x) => ({ peer: p.name, ...x }))),
+      peersFrom: n ? `the agent's plan, mode ${n.mode}, gossip ${n.gossip}` : "no pod network between the nodes (--no-overlay)",
+      clusterCIDRs: this.clusterCIDRs(),
+      serviceCIDRs: this.o.serviceCIDRs,
+      pods: this.policy.state().pods,
+      services: this.compiler.serviceList(),
+      masquerade: this.deps.masquerade !== undefined,
+    };
+  }
+
+  /** /v1/trace and `skein trace` on the live agent: a query it cannot read throws TraceQueryError. */
+  trace(src: string, dst: string): { json: unknown; text: string } | undefined {
+    let q;
+    try {
+      q = parseQuery(src, dst);
+    } catch (e) {
+      if (e instanceof QueryError) throw new TraceQueryError(e.message);
+      throw e;
+    }
+    if (!this.lastResult || !this.store) return undefined;
+    const r = explain(this.traceInput(), q);
+    return { json: r, text: renderTrace(r, { color: false }) };
   }
 
   /** Verdicts per policy as last read (allowed and dropped packets and bytes since the

@@ -57,11 +57,13 @@ export function identityOf(tables: PolicyTables, ip: string): number {
   return WORLD;
 }
 
-function allows(set: AllowElement[], src: number, dst: number, proto: number, port: number): AllowElement | undefined {
+/** The allow element holding (src, dst, proto, port), if any (elements never overlap). */
+export function allows(set: AllowElement[], src: number, dst: number, proto: number, port: number): AllowElement | undefined {
   return set.find((e) => e.src <= src && src <= e.srcLast && e.dst <= dst && dst <= e.dstLast && e.proto <= proto && proto <= e.protoLast && e.port <= port && port <= e.portLast);
 }
 
-function describe(tables: PolicyTables, id: number): string {
+/** An identity for people: its id and name, or the reserved one's name. */
+export function describe(tables: PolicyTables, id: number): string {
   if (id === WORLD) return "WORLD";
   if (id === VIA_SERVICE) return "VIA_SERVICE";
   if (id === BLOCKED) return "BLOCKED";

@@ -69,6 +69,34 @@ describe("skein apiserver", () => {
     expect(await b.p.exited).toBe(0);
   }, 60_000);
 
+  test("CRDs and their objects are kept: read back in any order, a custom object without its CRD refused", async () => {
+    const dir = `${tmp}/crds`;
+    mkdirSync(dir);
+    const a = await apiserver(dir);
+    const crd = (group: string) => ({
+      metadata: { name: `gizmos.${group}` },
+      spec: { group, scope: "Namespaced", names: { plural: "gizmos", kind: "Gizmo" }, versions: [{ name: "v1", served: true, storage: true, schema: { openAPIV3Schema: { type: "object", properties: { spec: { type: "object", properties: { n: { type: "integer" } } } } } } }] },
+    });
+    await a.api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd("a.example.com"));
+    await a.api.create("/apis/a.example.com/v1/namespaces/default/gizmos", { metadata: { name: "g" }, spec: { n: 1 } });
+    a.p.kill("SIGTERM");
+    expect(await a.p.exited).toBe(0);
+    // objects before the CRD that defines them (a file written by hand, or by another order)
+    const saved = JSON.parse(readFileSync(`${dir}/state.json`, "utf8"));
+    saved.objects.reverse();
+    writeFileSync(`${dir}/state.json`, JSON.stringify(saved));
+    const b = await apiserver(dir);
+    expect((await b.api.request("GET", "/apis/a.example.com/v1/namespaces/default/gizmos/g")).spec).toEqual({ n: 1 });
+    b.p.kill("SIGTERM");
+    expect(await b.p.exited).toBe(0);
+    // a journal that deletes the CRD but not its object: refused, naming the object
+    const rev = JSON.parse(readFileSync(`${dir}/state.json`, "utf8")).rev as number;
+    writeFileSync(`${dir}/journal.jsonl`, JSON.stringify({ rev: rev + 1, group: "apiextensions.k8s.io", plural: "customresourcedefinitions", name: "gizmos.a.example.com" }) + "\n");
+    const c = await apiserver(dir);
+    expect((await c.exited).code).toBe(1);
+    expect(c.out.err).toContain("(gizmos default/g): its CustomResourceDefinition is gone");
+  }, 60_000);
+
   test.each([['{"rev": 12, "objects": ['], ['{"rev": 12}'], ['{"rev": 12, "objects": [{"group": "", "plural": "pods", "object": {}}]}']])("a state file it cannot read (%s): an error naming it, the file kept as it was", async (text) => {
     const dir = useTempDir("apiserver-corrupt");
     writeFileSync(`${dir}/state.json`, text);

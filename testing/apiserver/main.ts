@@ -17,7 +17,8 @@ import { newStore, TestApiServer } from "./server.ts";
 import { BUILTIN, type KubeObject, type ResourceType } from "./resources.ts";
 import { DEFAULT_VALIDITY_S, makeServingCerts, notAfter, renewCerts, type ServingCerts } from "./tls.ts";
 import { validateStoredService, type ServiceAllocatorOptions } from "./services.ts";
-import { checkTypeMeta, validateObject } from "./validate.ts";
+import { checkTypeMeta, invalid, validateObject } from "./validate.ts";
+import { crdErrors, isCrdType, storedTypeOf } from "./crd.ts";
 import { Journal, readJournal, writeAll, type JournalEntry } from "./journal.ts";
 
 export interface ApiServerProcessOptions {
@@ -39,6 +40,8 @@ export interface ApiServerProcessOptions {
   watchHistoryBytes?: number;
   /** the journal's size past which a write first saves the snapshot (and empties it) */
   journalMaxBytes?: number;
+  /** seconds an Event is kept after its last write (default an hour; 0: for ever) */
+  eventTtlSeconds?: number;
   /** ClusterIP and NodePort ranges (defaults: 10.96.0.0/12, 30000-32767) */
   services?: Partial<ServiceAllocatorOptions>;
   log: (s: string) => void;
@@ -124,6 +127,7 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     throw bad((e as Error).message);
   }
   if (!saved || typeof saved !== "object" || !Number.isSafeInteger(saved.rev) || saved.rev < 1 || !Array.isArray(saved.objects)) throw bad("no revision and object list");
+  // the types a CRD defines come and go with it, as the objects are read
   const byKey = new Map(BUILTIN.map((t) => [typeKey(t), t]));
   const objects = new Map<string, { type: ResourceType; object: KubeObject; where: string; f: string }>();
   const key = (t: ResourceType, ns: string | undefined, name: string) => `${typeKey(t)}/${t.namespaced ? (ns ?? "") : ""}/${name}`;
@@ -131,8 +135,14 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     if (!type) throw bad(`${where}: unknown resource`, f);
     if (!object || typeof object !== "object" || typeof object.metadata?.name !== "string") throw bad(`${where}: no metadata.name`, f);
     try {
-      checkTypeMeta(type, object);
+      // a custom object keeps the version and kind it was written in (its CRD's then)
+      if (!type.custom) checkTypeMeta(type, object);
+      else if (typeof object.apiVersion !== "string" || !object.apiVersion.startsWith(`${type.group}/`) || typeof object.kind !== "string") throw new Error(`apiVersion ${JSON.stringify(object.apiVersion)} and kind ${JSON.stringify(object.kind)} are not of ${type.plural}.${type.group}`);
       validateObject(type, object);
+      if (isCrdType(type)) {
+        const errs = crdErrors(object);
+        if (errs.length) throw invalid(type, object.metadata.name, errs);
+      }
       // ValidateService is the allocator's (services.ts), not a FIELD_RULE
       if (type.kind === "Service" && !type.group) validateStoredService(object);
     } catch (e) {
@@ -141,8 +151,18 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     const k = key(type, object.metadata.namespace, object.metadata.name);
     if (!replace && objects.has(k)) throw bad(`${where} (${type.plural} ${objectName(object)}): saved twice`, f);
     objects.set(k, { type, object, where, f });
+    if (isCrdType(type)) {
+      const t = storedTypeOf(object);
+      byKey.set(typeKey(t), t);
+    }
   };
-  saved.objects.forEach((x, i) => put(byKey.get(`${x?.group}/${x?.plural}`), x?.object, `object ${i}`, file, false));
+  const forget = (type: ResourceType, name: string) => {
+    const crd = objects.get(key(type, undefined, name))?.object;
+    if (isCrdType(type) && crd) byKey.delete(typeKey(storedTypeOf(crd)));
+  };
+  // CRDs first: their objects need the types they define
+  const order = saved.objects.map((x, i) => ({ x, i })).sort((a, b) => Number(!isCrdType(a.x ?? {})) - Number(!isCrdType(b.x ?? {})));
+  for (const { x, i } of order) put(byKey.get(`${x?.group}/${x?.plural}`), x?.object, `object ${i}`, file, false);
   let rev = saved.rev;
   entries.forEach((e, i) => {
     // lines already in the snapshot (a crash between its save and the journal's emptying)
@@ -152,7 +172,10 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
     const type = byKey.get(`${e.group}/${e.plural}`);
     if (e.object) put(type, e.object, `line ${i + 1}`, journalFile, true);
     else if (!type) throw bad(`line ${i + 1}: unknown resource ${e.group}/${e.plural}`, journalFile);
-    else objects.delete(key(type, e.namespace, e.name!));
+    else {
+      forget(type, e.name!);
+      objects.delete(key(type, e.namespace, e.name!));
+    }
   });
   for (const { type, object, where, f } of objects.values()) {
     const rv = object.metadata.resourceVersion;
@@ -160,7 +183,10 @@ function readState(file: string, journalFile: string, log: (s: string) => void, 
       throw bad(`${where} (${type.plural} ${objectName(object)}): resourceVersion ${JSON.stringify(rv)} is not a revision up to the saved one (${rev}), so it would be handed out again`, f);
     }
   }
-  return { store: new Store(BUILTIN, undefined, { rev, objects: [...objects.values()] }, historyBytes), fileRev: saved.rev };
+  for (const { type, object, where, f } of objects.values()) {
+    if (!byKey.has(typeKey(type))) throw bad(`${where} (${type.plural} ${objectName(object)}): its CustomResourceDefinition is gone`, f);
+  }
+  return { store: new Store([...byKey.values()], undefined, { rev, objects: [...objects.values()] }, historyBytes), fileRev: saved.rev };
 }
 
 export async function runApiServer(o: ApiServerProcessOptions): Promise<number> {
@@ -255,7 +281,7 @@ export async function runApiServer(o: ApiServerProcessOptions): Promise<number> 
 
   // a socket file left by a killed server would make the listen fail
   if (o.unix && existsSync(o.unix) && lstatSync(o.unix).isSocket()) unlinkSync(o.unix);
-  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError, services: o.services });
+  const server = TestApiServer.start({ tokens: o.tokens, hostname: o.host, port: o.port, certs, store, unix: o.unix, bookmarkMs: o.bookmarkMs, watchBacklogBytes: o.watchBacklogBytes, notReady: () => saveError, services: o.services, eventTtlSeconds: o.eventTtlSeconds });
   // as kube-apiserver's repair loop, a Service holding what it may not is reported, not changed
   for (const p of server.allocationProblems) o.log(`warning: ${p}\n`);
   const kubeconfig = () => writeAtomic(`${o.dir}/kubeconfig`, server.kubeconfig());

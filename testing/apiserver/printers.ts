@@ -5,15 +5,17 @@
 // (priority 1), as kube-apiserver's table convertor does; kubectl hides them without -o wide.
 import type { KubeObject } from "./resources.ts";
 import { ApiError } from "./store.ts";
+import { eventToCore } from "./events.ts";
+import { firstResult, goText, parseJsonPath } from "./jsonpath.ts";
 
-interface Column {
+export interface Column {
   name: string;
   type: string;
   format: string;
   description: string;
   priority: number;
 }
-type Printer = { columns: Column[]; cells: (o: KubeObject, now: number) => unknown[] };
+export type Printer = { columns: Column[]; cells: (o: KubeObject, now: number) => unknown[] };
 
 const col = (name: string, description: string, o: { priority?: number; format?: string; type?: string } = {}): Column => ({ name, type: o.type ?? "string", format: o.format ?? "", description, priority: o.priority ?? 0 });
 const NAME = col("Name", "Name must be unique within a namespace.", { format: "name" });
@@ -159,6 +161,33 @@ function nodeRow(o: KubeObject, now: number): unknown[] {
   return [o.metadata.name, states.join(","), nodeRoles(o), age(o, now), info.kubeletVersion ?? "", addr("InternalIP"), addr("ExternalIP"), info.osImage || "<unknown>", info.kernelVersion || "<unknown>", info.containerRuntimeVersion || "<unknown>"];
 }
 
+/** translateTimestampSince: the age of a time, "<unknown>" for none */
+function since(v: unknown, now: number): string {
+  const t = typeof v === "string" ? Date.parse(v) : NaN;
+  return Number.isNaN(t) ? "<unknown>" : humanDuration(now - t);
+}
+
+/** printEvent (wide, as the server prints): an events.k8s.io/v1 Event is printed as its core form. */
+function eventRow(obj: KubeObject, now: number): unknown[] {
+  const o = obj.apiVersion === "events.k8s.io/v1" ? eventToCore(obj) : obj;
+  const str = (v: unknown) => (typeof v === "string" ? v : "");
+  const involved = (o.involvedObject ?? {}) as Any;
+  const source = (o.source ?? {}) as Any;
+  const series = o.series && typeof o.series === "object" ? (o.series as Any) : undefined;
+  const first = o.firstTimestamp ? since(o.firstTimestamp, now) : since(o.eventTime, now);
+  let last = o.lastTimestamp ? since(o.lastTimestamp, now) : first;
+  let count = Number(o.count) || 0;
+  if (series) {
+    last = since(series.lastObservedTime, now);
+    count = Number(series.count) || 0;
+  } else if (count === 0) count = 1;
+  const kind = str(involved.kind).toLowerCase();
+  const target = str(involved.name) ? `${kind}/${involved.name}` : kind;
+  const component = str(source.component) || str(o.reportingComponent);
+  const instance = str(source.host) || str(o.reportingInstance);
+  return [last, str(o.type), str(o.reason), target, str(involved.fieldPath), instance ? `${component}, ${instance}` : component, str(o.message).trim(), first, count, o.metadata.name];
+}
+
 /** The printers, by kind (kinds this server does not serve are never looked up). */
 const PRINTERS: Record<string, Printer> = {
   Namespace: { columns: [NAME, col("Status", "The status of the namespace"), AGE], cells: (o, now) => [o.metadata.name, status(o).phase ?? "", age(o, now)] },
@@ -187,6 +216,26 @@ const PRINTERS: Record<string, Printer> = {
       age(o, now),
     ],
   },
+  Event: {
+    columns: [
+      col("Last Seen", "The time at which the most recent occurrence of this event was recorded."),
+      col("Type", "Type of this event (Normal, Warning), new types could be added in the future"),
+      col("Reason", "This should be a short, machine understandable string that gives the reason for the transition into the object's current status."),
+      col("Object", "The object that this event is about."),
+      wide("Subobject", "If referring to a piece of an object instead of an entire object, this string should contain a valid JSON/Go field access statement, such as desiredState.manifest.containers[2]. For example, if the object reference is to a container within a pod, this would take on a value like: \"spec.containers{name}\" (where \"name\" refers to the name of the container that triggered the event) or if no container name is specified \"spec.containers[2]\" (container with index 2 in this pod). This syntax is chosen only to have some well-defined way of referencing a part of an object."),
+      wide("Source", "The component reporting this event. Should be a short machine understandable string."),
+      col("Message", "A human-readable description of the status of this operation."),
+      wide("First Seen", "The time at which the event was first recorded. (Time of server receipt is in TypeMeta.)"),
+      wide("Count", "The number of times this event has occurred."),
+      col("Name", "Name must be unique within a namespace.", { priority: 1, format: "name" }),
+    ],
+    cells: eventRow,
+  },
+  // the default table convertor's, which CRDs themselves are printed with
+  CustomResourceDefinition: {
+    columns: [NAME, col("Created At", "CreationTimestamp is a timestamp representing the server time when this object was created.", { type: "date" })],
+    cells: (o) => [o.metadata.name, o.metadata.creationTimestamp ?? ""],
+  },
   NetworkPolicy: { columns: [NAME, col("Pod-Selector", "Selects the pods to which this NetworkPolicy object applies."), AGE], cells: (o, now) => [o.metadata.name, formatLabelSelector(spec(o).podSelector), age(o, now)] },
   ConfigMap: {
     columns: [NAME, col("Data", "Data contains the configuration data."), AGE],
@@ -197,6 +246,51 @@ const PRINTERS: Record<string, Printer> = {
   },
 };
 const DEFAULT: Printer = { columns: [NAME, AGE], cells: (o, now) => [o.metadata.name, age(o, now)] };
+
+/** A CRD's additionalPrinterColumns entry (validated by crd.ts). */
+export interface ColumnSpec {
+  name: string;
+  type: string;
+  format?: string;
+  description?: string;
+  priority?: number;
+  jsonPath: string;
+}
+
+/** kube's serveDefaultColumnsIfEmpty: a CRD without columns prints its objects' age */
+const AGE_COLUMN: ColumnSpec = { name: "Age", type: "date", jsonPath: ".metadata.creationTimestamp", description: AGE.description };
+
+/** cellForJSONValue: a column's value as kube's CRD table convertor makes it a cell (null
+ * when it has no value of the column's type) */
+function customCell(type: string, v: unknown, now: number): unknown {
+  if (v === undefined || v === null) return null;
+  switch (type) {
+    case "string":
+      return goText(v);
+    case "integer":
+      return typeof v === "number" ? Math.trunc(v) : null;
+    case "number":
+      return typeof v === "number" ? v : null;
+    case "boolean":
+      return typeof v === "boolean" ? v : null;
+    case "date": {
+      if (typeof v !== "string") return null;
+      const t = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$/.test(v) ? Date.parse(v) : NaN;
+      return Number.isNaN(t) ? "<invalid>" : humanDuration(now - t);
+    }
+  }
+  return null;
+}
+
+/** The Table of a custom resource's version: Name, then its printer columns (or Age). */
+export function customPrinter(specs: ColumnSpec[]): Printer {
+  const cols = specs.length ? specs : [AGE_COLUMN];
+  const paths = cols.map((c) => parseJsonPath(c.jsonPath));
+  return {
+    columns: [NAME, ...cols.map((c) => ({ name: c.name, type: c.type, format: c.format ?? "", description: c.description ?? "", priority: c.priority ?? 0 }))],
+    cells: (o, now) => [o.metadata.name, ...cols.map((c, i) => customCell(c.type, firstResult(paths[i]!, o), now))],
+  };
+}
 
 /**
  * Whether an Accept header asks for a Table, and of which version: the first media range the
@@ -222,13 +316,15 @@ export interface TableOptions {
   /** resourceVersion, continue, remainingItemCount */
   listMeta?: Record<string, unknown>;
   now?: number;
+  /** the columns of a type printers.ts does not know (a custom resource's) */
+  printer?: Printer;
 }
 
 /** The Table of `objects` of `kind`. */
 export function tableOf(kind: string, objects: KubeObject[], o: TableOptions): Record<string, unknown> {
   const include = o.includeObject ?? "Metadata";
   if (!["None", "Metadata", "Object"].includes(include)) throw new ApiError(400, "BadRequest", `includeObject: Unsupported value: ${JSON.stringify(include)}: supported values: "None", "Metadata", "Object"`);
-  const printer = PRINTERS[kind] ?? DEFAULT;
+  const printer = o.printer ?? PRINTERS[kind] ?? DEFAULT;
   const now = o.now ?? Date.now();
   return {
     kind: "Table",

@@ -79,3 +79,17 @@ export function parseFieldSelector(s: string | null | undefined, supported: stri
   });
   return (fields) => reqs.every((r) => (fields[r.field] === r.value) !== r.neg);
 }
+
+/** A field selector with its field names mapped through `names` (a view's names to its stored
+ * type's, as kube's field label conversion); a name not in it is not supported. */
+export function renameFields(s: string, names: Record<string, string>): string {
+  return terms(s)
+    .map((t) => {
+      const m = t.match(/^([^=!]+?)\s*(==|=|!=)\s*(.*)$/);
+      if (!m) throw new SelectorError(`invalid field selector: ${JSON.stringify(t)}: expected field=value or field!=value`);
+      const to = Object.hasOwn(names, m[1]!) ? names[m[1]!] : undefined;
+      if (to === undefined) throw new SelectorError(`field label not supported: ${m[1]}`);
+      return `${to}${m[2] === "!=" ? "!=" : "="}${m[3]}`;
+    })
+    .join(",");
+}

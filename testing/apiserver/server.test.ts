@@ -62,7 +62,7 @@ describe("test API server", () => {
     expect(core.resources.find((r) => r.name === "pods/status")).toMatchObject({ verbs: ["get", "patch", "update"] });
     expect(core.resources.find((r) => r.name === "nodes")).toMatchObject({ namespaced: false });
     const groups = await k.request<{ groups: Array<{ name: string; preferredVersion: { groupVersion: string } }> }>("GET", "/apis");
-    expect(groups.groups.map((g) => g.preferredVersion.groupVersion)).toEqual(["discovery.k8s.io/v1", "networking.k8s.io/v1"]);
+    expect(groups.groups.map((g) => g.preferredVersion.groupVersion)).toEqual(["apiextensions.k8s.io/v1", "discovery.k8s.io/v1", "events.k8s.io/v1", "networking.k8s.io/v1"]);
     expect(await k.request("GET", "/apis/discovery.k8s.io/v1")).toMatchObject({ groupVersion: "discovery.k8s.io/v1", resources: [{ name: "endpointslices", kind: "EndpointSlice" }] });
     // as kube-apiserver: `kubectl get all` is the category "all", Pods and Services only here
     const categories = (l: { resources: Array<{ name: string; categories?: string[] }> }) => l.resources.filter((r) => r.categories?.includes("all")).map((r) => r.name);

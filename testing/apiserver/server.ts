@@ -6,7 +6,7 @@
 // kubectl work against it unmodified. Storage semantics live in store.ts.
 import { Hono, type Context } from "hono";
 import { BUILTIN, groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
-import { ApiError, parseRev, Store, type WatchEvent } from "./store.ts";
+import { ApiError, parseRev, PROPAGATION_POLICIES, Store, type WatchEvent } from "./store.ts";
 import { applyPatch } from "./patch.ts";
 import { makeServingCerts, type ServingCerts } from "./tls.ts";
 import { decodeProtobuf, PROTOBUF } from "./protobuf.ts";
@@ -15,6 +15,11 @@ import { checkDepth, readBytes, readJson, readText } from "./body.ts";
 import { pathSegmentProblems } from "./validate.ts";
 import { attachServiceAllocator, type ServiceAllocatorOptions } from "./services.ts";
 import { tableOf, wantsTable, watchTableEvent, type TableOptions } from "./printers.ts";
+import { sortVersions, storeCatalog, type Catalog, type Served } from "./catalog.ts";
+import { attachEvents, DEFAULT_EVENT_TTL_S } from "./event-ttl.ts";
+import { attachCrds } from "./crd.ts";
+import { renameFields, SelectorError } from "./selectors.ts";
+import { checkTypeMeta } from "./validate.ts";
 
 export interface ApiServerOptions {
   /** bearer tokens that authenticate; a request with any other token gets 401 */
@@ -42,6 +47,8 @@ export interface ApiServerOptions {
   notReady?: () => string | undefined;
   /** where ClusterIPs and NodePorts come from (default 10.96.0.0/12 and 30000-32767) */
   services?: Partial<ServiceAllocatorOptions>;
+  /** seconds an Event is kept after its last write (kube-apiserver's --event-ttl, 1 h); 0: for ever */
+  eventTtlSeconds?: number;
 }
 
 export const DEFAULT_WATCH_BACKLOG_BYTES = 32 * 1024 * 1024;
@@ -56,6 +63,8 @@ const encoder = new TextEncoder();
 
 export class TestApiServer {
   readonly store: Store;
+  /** what is served, by group, version and plural, and where each keeps its objects */
+  readonly catalog: Catalog;
   /** what it serves now (setCerts replaces them) */
   certs: ServingCerts;
   private server: ReturnType<typeof Bun.serve>;
@@ -67,6 +76,7 @@ export class TestApiServer {
   private readonly backlogs = new Set<Backlog>();
   /** the most bytes any watch had queued, since the start */
   maxWatchBacklog = 0;
+  private sweeper: ReturnType<typeof setInterval> | undefined;
   /** what the stored Services held that the allocator could not take back (restart) */
   readonly allocationProblems: string[];
 
@@ -74,6 +84,12 @@ export class TestApiServer {
     this.store = o.store ?? newStore(o.history);
     this.certs = o.certs ?? makeServingCerts();
     this.allocationProblems = attachServiceAllocator(this.store, o.services);
+    const ttl = o.eventTtlSeconds ?? DEFAULT_EVENT_TTL_S;
+    const sweep = attachEvents(this.store, ttl);
+    // expired Events are swept at a tenth of their lifetime (at most a minute) past it
+    if (ttl) this.sweeper = setInterval(sweep, Math.min(60_000, Math.max(100, ttl * 100)));
+    this.catalog = storeCatalog(this.store);
+    attachCrds(this.store, this.catalog);
     const app = (this.app = new Hono<{ Bindings: { seg?: string[] } }>());
     app.use("*", async (c, next) => {
       const auth = c.req.header("authorization");
@@ -175,6 +191,7 @@ export class TestApiServer {
 
   /** Stops serving and ends every open watch (as a killed kube-apiserver drops them). */
   async stop(): Promise<void> {
+    clearInterval(this.sweeper);
     for (const end of [...this.streams]) end();
     await this.server.stop(true);
     for (const s of this.retired.splice(0)) await s.stop(true);
@@ -196,7 +213,27 @@ export class TestApiServer {
     if (seg.length === 1 && ["healthz", "livez", "readyz"].includes(seg[0]!)) return c.text("ok");
     const r = this.resolve(seg);
     if (!r) throw new ApiError(404, "NotFound", "the server could not find the requested resource", { causes: [{ reason: "UnexpectedServerResponse", message: "404 page not found" }] });
-    const { type: t, namespace, name, subresource } = r;
+    const { served, namespace, name, subresource } = r;
+    const t = served.stored;
+    const out = (o: KubeObject) => (served.fromStored ? served.fromStored(o) : o);
+    // a view's body is checked against the version it was sent to, then kept in the stored form
+    const toStored = (o: KubeObject) => {
+      if (!served.toStored) return o;
+      checkTypeMeta(served.type, o);
+      // the namespace comes from the path before validation, as kube's
+      const metadata = served.type.namespaced && namespace !== undefined ? { ...o.metadata, namespace: o.metadata.namespace || namespace } : o.metadata;
+      return served.toStored({ ...o, apiVersion: groupVersion(served.type), kind: served.type.kind, metadata });
+    };
+    const fieldSelector = (): string | null => {
+      const f = q("fieldSelector");
+      if (f === null || !served.fields) return f;
+      try {
+        return renameFields(f, served.fields);
+      } catch (e) {
+        if (e instanceof SelectorError) throw new ApiError(400, "BadRequest", e.message);
+        throw e;
+      }
+    };
     for (const [what, v] of [["Namespace", namespace], ["Name", name]] as const) {
       const bad = v === undefined ? [] : pathSegmentProblems(v);
       if (bad.length) throw new ApiError(400, "BadRequest", `${what} parameter invalid: ${JSON.stringify(v)}: ${bad.join(";")}`);
@@ -204,34 +241,34 @@ export class TestApiServer {
     const q = (k: string) => c.req.query(k) ?? null;
     const dryRun = (fromBody: unknown[] = []) => dryRunOf([...(c.req.queries("dryRun") ?? []), ...fromBody]);
     const table = method === "GET" ? wantsTable(c.req.header("accept")) : undefined;
-    const asTable = (objects: KubeObject[], listMeta: Record<string, unknown>) => tableResponse(tableOf(t.kind, objects, { version: table!, includeObject: q("includeObject"), listMeta }), table!);
+    const asTable = (objects: KubeObject[], listMeta: Record<string, unknown>) => tableResponse(tableOf(t.kind, objects.map(out), { version: table!, includeObject: q("includeObject"), listMeta, printer: served.printer }), table!);
     if (!name) {
       if (method === "GET") {
-        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, t, namespace, table && { version: table, includeObject: q("includeObject") });
-        const l = this.store.list(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), limit: q("limit") ? Number(q("limit")) : undefined, continue: q("continue"), resourceVersion: q("resourceVersion"), resourceVersionMatch: q("resourceVersionMatch") });
+        if (q("watch") === "true" || q("watch") === "1") return this.watch(c, served, namespace, fieldSelector(), table && { version: table, includeObject: q("includeObject"), printer: served.printer });
+        const l = this.store.list(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: fieldSelector(), limit: q("limit") ? Number(q("limit")) : undefined, continue: q("continue"), resourceVersion: q("resourceVersion"), resourceVersionMatch: q("resourceVersionMatch") });
         const metadata = { resourceVersion: l.resourceVersion, ...(l.continue ? { continue: l.continue } : {}), ...(l.remainingItemCount !== undefined ? { remainingItemCount: l.remainingItemCount } : {}) };
         if (table) return asTable(l.items, metadata);
-        return c.json({ kind: `${t.kind}List`, apiVersion: groupVersion(t), metadata, items: l.items });
+        return c.json({ kind: `${served.type.kind}List`, apiVersion: groupVersion(served.type), metadata, items: l.items.map(out) });
       }
       if (method === "POST") {
         if (t.namespaced && namespace === undefined) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
         const dry = dryRun();
-        return c.json(this.store.create(t, namespace, await body(c, t), { dryRun: dry }), 201);
+        return c.json(out(this.store.create(t, namespace, toStored(await body(c, served.type)), { dryRun: dry })), 201);
       }
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
     switch (method) {
       case "GET": {
         const o = this.store.get(t, namespace, name);
-        return table ? asTable([o], { resourceVersion: o.metadata.resourceVersion }) : c.json(o);
+        return table ? asTable([o], { resourceVersion: o.metadata.resourceVersion }) : c.json(out(o));
       }
       case "PUT": {
         const dry = dryRun();
-        return c.json(this.store.update(t, namespace, name, await body(c, t), subresource, { dryRun: dry }));
+        return c.json(out(this.store.update(t, namespace, name, toStored(await body(c, served.type)), subresource, { dryRun: dry })));
       }
       case "PATCH": {
         const dry = dryRun();
-        const cur = this.store.get(t, namespace, name);
+        const cur = out(this.store.get(t, namespace, name));
         const type = (c.req.header("content-type") ?? "").split(";")[0]!.trim();
         const text = await readText(c.req.raw);
         checkDepth(text);
@@ -241,50 +278,50 @@ export class TestApiServer {
         // sets one, is checked like an update's
         const rvSet = patched.metadata.resourceVersion !== cur.metadata.resourceVersion;
         const next = { ...patched, metadata: { ...patched.metadata, resourceVersion: rvSet ? patched.metadata.resourceVersion : undefined } };
-        return c.json(this.store.update(t, namespace, name, next, subresource, { dryRun: dry }));
+        return c.json(out(this.store.update(t, namespace, name, toStored(next), subresource, { dryRun: dry })));
       }
       case "DELETE": {
         if (subresource) throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
         const parsed = await readJson(c.req.raw);
         if (parsed !== undefined && (typeof parsed !== "object" || parsed === null || Array.isArray(parsed))) throw new ApiError(400, "BadRequest", "the body of the DELETE request is not DeleteOptions");
-        const { dryRun: inBody, ...opts } = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string }; dryRun?: unknown };
+        const { dryRun: inBody, ...opts } = (parsed ?? {}) as { gracePeriodSeconds?: number; preconditions?: { uid?: string; resourceVersion?: string }; propagationPolicy?: string; dryRun?: unknown };
         const grace = q("gracePeriodSeconds");
         if (grace !== null) opts.gracePeriodSeconds = Number(grace);
+        const policy = q("propagationPolicy") ?? opts.propagationPolicy;
+        if (policy !== undefined && !PROPAGATION_POLICIES.includes(policy)) throw new ApiError(400, "BadRequest", `propagationPolicy: Unsupported value: ${JSON.stringify(policy)}: supported values: ${PROPAGATION_POLICIES.map((p) => `"${p}"`).join(", ")}`);
+        if (policy !== undefined) opts.propagationPolicy = policy;
         // kubectl delete --dry-run=server sends it in the DeleteOptions body
         const dry = dryRun(inBody === undefined ? [] : Array.isArray(inBody) ? inBody : [inBody]);
-        return c.json(this.store.delete(t, namespace, name, { ...opts, dryRun: dry }));
+        return c.json(out(this.store.delete(t, namespace, name, { ...opts, dryRun: dry })));
       }
     }
     throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
   }
 
   /** Path segments to a type, namespace, name and subresource, as kube-apiserver routes them. */
-  private resolve(seg: string[]): { type: ResourceType; namespace?: string; name?: string; subresource?: "status" } | undefined {
+  private resolve(seg: string[]): { served: Served; namespace?: string; name?: string; subresource?: "status" } | undefined {
     let group: string;
     let version: string;
     let rest: string[];
     if (seg[0] === "api" && seg.length >= 3) [group, version, rest] = ["", seg[1]!, seg.slice(2)];
     else if (seg[0] === "apis" && seg.length >= 4) [group, version, rest] = [seg[1]!, seg[2]!, seg.slice(3)];
     else return undefined;
-    const type = (plural: string) => {
-      const t = this.store.type(group, plural);
-      return t && t.version === version ? t : undefined;
-    };
+    const type = (plural: string) => this.catalog.get(group, version, plural);
     const sub = (s: string | undefined) => (s === undefined ? {} : s === "status" ? { subresource: "status" as const } : null);
     if (rest[0] === "namespaces" && rest.length >= 3 && rest[2] !== "status") {
       const t = type(rest[2]!);
       const s = sub(rest[4]);
-      if (!t || !t.namespaced || s === null || rest.length > 5) return undefined;
-      return { type: t, namespace: rest[1], name: rest[3], ...s };
+      if (!t || !t.type.namespaced || s === null || (s.subresource && !t.type.status) || rest.length > 5) return undefined;
+      return { served: t, namespace: rest[1], name: rest[3], ...s };
     }
     const t = type(rest[0]!);
     const s = sub(rest[2]);
-    if (!t || s === null || rest.length > 3 || (t.namespaced && rest.length > 1)) return undefined;
-    return { type: t, name: rest[1], ...s };
+    if (!t || s === null || (s.subresource && !t.type.status) || rest.length > 3 || (t.type.namespaced && rest.length > 1)) return undefined;
+    return { served: t, name: rest[1], ...s };
   }
 
   private discovery(seg: string[]): object | undefined {
-    const types = this.store.allTypes();
+    const types = this.catalog.all().map((s) => s.type);
     const gv = (g: string, v: string) => (g ? `${g}/${v}` : v);
     const groups = [...new Set(types.filter((t) => t.group).map((t) => t.group))].sort();
     const resources = (g: string, v: string) => ({
@@ -299,8 +336,8 @@ export class TestApiServer {
         ]),
     });
     const groupDoc = (g: string) => {
-      const v = types.find((t) => t.group === g)!.version;
-      return { name: g, versions: [{ groupVersion: gv(g, v), version: v }], preferredVersion: { groupVersion: gv(g, v), version: v } };
+      const versions = sortVersions([...new Set(types.filter((t) => t.group === g).map((t) => t.version))]).map((v) => ({ groupVersion: gv(g, v), version: v }));
+      return { name: g, versions, preferredVersion: versions[0] };
     };
     const p = seg.join("/");
     // the release whose schemas k8s-proto.ts decodes, so kubectl of that release sees no skew
@@ -313,7 +350,9 @@ export class TestApiServer {
     return undefined;
   }
 
-  private watch(c: Context, t: ResourceType, namespace: string | undefined, table?: TableOptions): Response {
+  private watch(c: Context, served: Served, namespace: string | undefined, fieldSelector: string | null, table?: TableOptions): Response {
+    const t = served.stored;
+    const out = (e: WatchEvent): WatchEvent => (served.fromStored ? { type: e.type, object: served.fromStored(e.object) } : e);
     const q = (k: string) => c.req.query(k);
     const rv = q("resourceVersion");
     const bookmarks = q("allowWatchBookmarks") === "true";
@@ -383,7 +422,7 @@ export class TestApiServer {
             this.shedBacklogs();
           }
         };
-        const bookmark = (annotations?: Record<string, string>) => send({ type: "BOOKMARK", object: { kind: t.kind, apiVersion: groupVersion(t), metadata: { resourceVersion: String(store.rev), ...(annotations ? { annotations } : {}) } } });
+        const bookmark = (annotations?: Record<string, string>) => send({ type: "BOOKMARK", object: { kind: served.type.kind, apiVersion: groupVersion(served.type), metadata: { resourceVersion: String(store.rev), ...(annotations ? { annotations } : {}) } } });
         let stop = () => {};
         const timers: Array<ReturnType<typeof setTimeout>> = [];
         end = () => {
@@ -398,7 +437,7 @@ export class TestApiServer {
         this.backlogs.add(backlog);
         try {
           // "0" and "" both start from the current objects, as ADDED events
-          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector: q("fieldSelector"), from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(e, t.kind, table) : e));
+          stop = store.watch(t, { namespace, labelSelector: q("labelSelector"), fieldSelector, from: initial ? 0 : from }, (e: WatchEvent) => send(table ? watchTableEvent(out(e), t.kind, table) : out(e)), () => end());
           starting = false;
           if (ended) return stop();
         } catch (e) {

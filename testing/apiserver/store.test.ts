@@ -145,7 +145,7 @@ describe("update rules (old against new) and status writes, as kube-apiserver's 
     const { s, eps } = setup();
     const e = s.create(eps, "default", { metadata: { name: "e" }, addressType: "IPv4", endpoints: [] });
     const st = causes(() => s.update(eps, "default", "e", { ...e, addressType: "IPv6" }));
-    expect(st).toMatchObject({ code: 422, message: 'EndpointSlice "e" is invalid: addressType: Invalid value: "IPv6": field is immutable' });
+    expect(st).toMatchObject({ code: 422, message: 'EndpointSlice.discovery.k8s.io "e" is invalid: addressType: Invalid value: "IPv6": field is immutable' });
     expect(s.update(eps, "default", "e", { ...e, endpoints: [{ addresses: ["10.0.0.1"] }] }).addressType).toBe("IPv4");
   });
 
@@ -516,5 +516,47 @@ describe("patch", () => {
     expect(sizeWithin(v, 1000)).toBeGreaterThanOrEqual(JSON.stringify(v).length);
     expect(sizeWithin(v, 1000)).toBeLessThan(JSON.stringify(v).length + 10);
     expect(sizeWithin(Array.from({ length: 1000 }, () => "x".repeat(100)), 500)).toBe(501);
+  });
+});
+
+describe("garbage collection by ownerReferences (kube-controller-manager's collector)", () => {
+  const owned = (name: string, ...owners: KubeObject[]): KubeObject => ({ metadata: { name, ownerReferences: owners.map((o) => ({ apiVersion: "v1", kind: o.kind ?? "", name: o.metadata.name!, uid: o.metadata.uid! })) }, data: {} });
+
+  test("an owner's deletion deletes what it owned, down the chain; watchers see each go", () => {
+    const { s, node } = setup();
+    const cm = s.type("", "configmaps")!;
+    const n1 = s.create(node, undefined, { metadata: { name: "n1" } });
+    const a = s.create(cm, "default", owned("a", n1));
+    s.create(cm, "default", owned("b", a));
+    s.create(cm, "default", { metadata: { name: "free" } });
+    const seen: string[] = [];
+    s.watch(cm, { from: s.rev }, (e) => seen.push(`${e.type} ${e.object.metadata.name}`));
+    s.delete(node, undefined, "n1");
+    expect(seen).toEqual(["DELETED a", "DELETED b"]);
+    expect(s.list(cm).items.map((o) => o.metadata.name)).toEqual(["free"]);
+  });
+
+  test("an object with another owner alive stays; Orphan leaves them all; dry run deletes nothing", () => {
+    const { s, node } = setup();
+    const cm = s.type("", "configmaps")!;
+    const n1 = s.create(node, undefined, { metadata: { name: "n1" } });
+    const n2 = s.create(node, undefined, { metadata: { name: "n2" } });
+    s.create(cm, "default", owned("both", n1, n2));
+    s.create(cm, "default", owned("orphan", n2));
+    s.delete(node, undefined, "n1", { dryRun: true });
+    s.delete(node, undefined, "n1");
+    expect(s.list(cm).items.map((o) => o.metadata.name)).toEqual(["both", "orphan"]);
+    s.delete(node, undefined, "n2", { propagationPolicy: "Orphan" });
+    expect(s.list(cm).items.map((o) => o.metadata.name)).toEqual(["both", "orphan"]);
+  });
+
+  test("a store restarted from a snapshot still knows who owns what", () => {
+    const { s, node } = setup();
+    const cm = s.type("", "configmaps")!;
+    const n1 = s.create(node, undefined, { metadata: { name: "n1" } });
+    s.create(cm, "default", owned("a", n1));
+    const r = new Store(s.allTypes(), 100, s.snapshot());
+    r.delete(r.type("", "nodes")!, undefined, "n1");
+    expect(r.list(r.type("", "configmaps")!).items).toEqual([]);
   });
 });

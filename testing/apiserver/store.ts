@@ -4,7 +4,7 @@
 // watch from before them gets 410 Gone), lists as of a past revision from that history (so
 // that paginated lists are consistent snapshots), and watchers told of every write in order.
 // Pure: no sockets, no timers.
-import { fieldsOf, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
+import { fieldsOf, groupVersion, selectableFields, type KubeObject, type ResourceType } from "./resources.ts";
 import { parseFieldSelector, parseLabelSelector } from "./selectors.ts";
 import { ApiError } from "./errors.ts";
 import { checkTypeMeta, validateObject, validateUpdate } from "./validate.ts";
@@ -49,6 +49,8 @@ interface Watcher {
   type: string;
   match: (o: KubeObject) => boolean;
   send: (e: WatchEvent) => void;
+  /** told when its type is no longer kept (removeType) */
+  ended?: () => void;
 }
 
 /** What a type's registry does beyond storing (kube-apiserver's create/update strategies):
@@ -58,6 +60,8 @@ interface Watcher {
 export interface TypeHooks {
   create?(obj: KubeObject, dryRun: boolean): void;
   update?(next: KubeObject, cur: KubeObject, dryRun: boolean): void;
+  /** before a (real) deletion commits: what has to go first goes (a CRD's objects) */
+  deleting?(obj: KubeObject): void;
   deleted?(obj: KubeObject): void;
 }
 
@@ -69,6 +73,16 @@ export interface WriteOptions {
 export interface DeleteOptions extends WriteOptions {
   gracePeriodSeconds?: number;
   preconditions?: { uid?: string; resourceVersion?: string };
+  /** Orphan: the objects it owns stay (Background, Foreground: they go with it) */
+  propagationPolicy?: string;
+}
+
+export const PROPAGATION_POLICIES = ["Background", "Foreground", "Orphan"];
+
+/** the uids an object names as its owners (metadata.ownerReferences) */
+function ownerUids(o: KubeObject): string[] {
+  const refs = o.metadata.ownerReferences;
+  return Array.isArray(refs) ? refs.flatMap((r) => (r && typeof r === "object" && typeof (r as { uid?: unknown }).uid === "string" ? [(r as { uid: string }).uid] : [])) : [];
 }
 
 /** the namespaces kube-apiserver's NamespaceLifecycle admission never lets go */
@@ -107,6 +121,10 @@ export class Store {
   private readonly watchers = new Set<Watcher>();
   private readonly hooks = new Map<string, TypeHooks>();
   private logBytes = 0;
+  /** uid → the object's type and key, and owner uid → the uids of the objects it owns: what
+   * the garbage collector (kube-controller-manager's) follows when an owner goes */
+  private readonly byUid = new Map<string, [string, string]>();
+  private readonly owned = new Map<string, Set<string>>();
   /** called with every write before it takes effect (the new revision is `this.rev + 1`);
    * if it throws, the write fails and nothing changed: where a write is made durable */
   beforeCommit?: (t: ResourceType, key: string, obj: KubeObject | undefined) => void;
@@ -128,12 +146,29 @@ export class Store {
     this.rev = from?.rev ?? 1;
     // a store restarted from a snapshot has no history: every older revision is compacted
     this.compacted = this.rev;
-    for (const { type, object } of from?.objects ?? []) this.objects.get(typeKey(type))!.set(objectKey(object.metadata.namespace, object.metadata.name!), object);
+    for (const { type, object } of from?.objects ?? []) {
+      const key = objectKey(object.metadata.namespace, object.metadata.name!);
+      this.objects.get(typeKey(type))!.set(key, object);
+      this.index(typeKey(type), key, object, undefined);
+    }
   }
 
   addType(t: ResourceType): void {
     this.types.set(typeKey(t), t);
     if (!this.objects.has(typeKey(t))) this.objects.set(typeKey(t), new Map());
+  }
+
+  /** Stops keeping `t` (a deleted CRD's resource, emptied first): its objects and watchers go. */
+  removeType(t: Pick<ResourceType, "group" | "plural">): void {
+    const k = typeKey(t);
+    this.types.delete(k);
+    this.objects.delete(k);
+    this.hooks.delete(k);
+    for (const w of this.watchers) {
+      if (w.type !== k) continue;
+      this.watchers.delete(w);
+      w.ended?.();
+    }
   }
 
   /** Sets the hooks of `t`'s writes (replacing earlier ones). */
@@ -249,7 +284,8 @@ export class Store {
       // system metadata is the server's: what a client sends for it is ignored (kube's
       // BeforeUpdate), so a patch cannot mark an object as being deleted
       const system = { uid: cur.metadata.uid, creationTimestamp: cur.metadata.creationTimestamp, generation: cur.metadata.generation, deletionTimestamp: cur.metadata.deletionTimestamp, deletionGracePeriodSeconds: cur.metadata.deletionGracePeriodSeconds };
-      next = { ...body, apiVersion: cur.apiVersion, kind: cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
+      // a custom object is rewritten in the storage version and kind of now (how kube migrates storage)
+      next = { ...body, apiVersion: t.custom ? groupVersion(t) : cur.apiVersion, kind: t.custom ? t.kind : cur.kind, metadata: { ...body.metadata, name, namespace: cur.metadata.namespace, ...system } };
       if (!t.namespaced) delete next.metadata.namespace;
       for (const k of ["deletionTimestamp", "deletionGracePeriodSeconds"] as const) if (next.metadata[k] === undefined) delete next.metadata[k];
       if (t.status) {
@@ -296,11 +332,52 @@ export class Store {
       return next;
     }
     if (o.dryRun) return cur;
+    this.hooks.get(typeKey(t))?.deleting?.(cur);
     const gone: KubeObject = { ...cur, metadata: { ...cur.metadata, resourceVersion: String(this.rev + 1) } };
     this.commit(t, key, undefined, cur);
     this.hooks.get(typeKey(t))?.deleted?.(cur);
+    if (o.propagationPolicy !== "Orphan") this.collect(cur.metadata.uid);
     if (t.namespaced && this.emptying !== namespace) this.finishNamespace(namespace!);
     return gone;
+  }
+
+  /**
+   * What kube's garbage collector does once an owner is gone: each object it owned whose
+   * owners are all gone is deleted too (and so on down), as with propagationPolicy
+   * Background; one that still has an owner stays.
+   */
+  private collect(uid: string | undefined): void {
+    for (const dep of [...(uid ? (this.owned.get(uid) ?? []) : [])]) {
+      const at = this.byUid.get(dep);
+      const t = at && this.types.get(at[0]);
+      const o = at && this.objects.get(at[0])?.get(at[1]);
+      if (!t || !o || o.metadata.deletionTimestamp || ownerUids(o).some((u) => this.byUid.has(u))) continue;
+      try {
+        this.delete(t, o.metadata.namespace, o.metadata.name!);
+      } catch (e) {
+        // a write refused (the journal): it stays, as an object the collector has yet to reach
+        if (!(e instanceof ApiError)) throw e;
+      }
+    }
+  }
+
+  private index(type: string, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
+    if (prev?.metadata.uid) {
+      this.byUid.delete(prev.metadata.uid);
+      for (const u of ownerUids(prev)) {
+        const set = this.owned.get(u);
+        set?.delete(prev.metadata.uid);
+        if (set && !set.size) this.owned.delete(u);
+      }
+    }
+    if (obj?.metadata.uid) {
+      this.byUid.set(obj.metadata.uid, [type, key]);
+      for (const u of ownerUids(obj)) {
+        let set = this.owned.get(u);
+        if (!set) this.owned.set(u, (set = new Set()));
+        set.add(obj.metadata.uid);
+      }
+    }
   }
 
   /** the namespace whose objects deleteNamespace is deleting now */
@@ -354,6 +431,7 @@ export class Store {
     const m = this.objects.get(typeKey(t))!;
     if (obj) m.set(key, obj);
     else m.delete(key);
+    this.index(typeKey(t), key, obj, prev);
     const bytes = JSON.stringify(obj ?? prev).length;
     this.log.push({ rev: this.rev, type: typeKey(t), key, obj, prev, bytes });
     this.logBytes += bytes;
@@ -428,9 +506,9 @@ export class Store {
    * write after `from`, then the writes as they happen. A `from` older than the history
    * throws 410 Expired. Returns the function that stops it.
    */
-  watch(t: ResourceType, o: WatchOptions, send: (e: WatchEvent) => void): () => void {
+  watch(t: ResourceType, o: WatchOptions, send: (e: WatchEvent) => void, ended?: () => void): () => void {
     const match = matcher(t, o);
-    const w: Watcher = { type: typeKey(t), match, send };
+    const w: Watcher = { type: typeKey(t), match, send, ended };
     if (!o.from) {
       for (const k of [...this.objects.get(typeKey(t))!.keys()].sort()) {
         const obj = this.objects.get(typeKey(t))!.get(k)!;

@@ -206,7 +206,7 @@ describe("network objects' fields", () => {
     const store = newStore();
     const t = store.type("networking.k8s.io", "networkpolicies")!;
     const e = errorOf(() => store.create(t, "default", np({ policyTypes: ["Sideways"], ingress: [{ ports: [{ port: 70000 }] }] }) as KubeObject))!;
-    expect(e.message).toBe('NetworkPolicy "p" is invalid: [spec.ingress[0].ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive, spec.policyTypes[0]: Unsupported value: "Sideways": supported values: "Egress", "Ingress"]');
+    expect(e.message).toBe('NetworkPolicy.networking.k8s.io "p" is invalid: [spec.ingress[0].ports[0].port: Invalid value: 70000: must be between 1 and 65535, inclusive, spec.policyTypes[0]: Unsupported value: "Sideways": supported values: "Egress", "Ingress"]');
   });
 
   test("Store.checkFields false (tests of a client's own checks) takes what the field rules refuse, but not bad metadata", () => {

@@ -6,7 +6,8 @@
 // words them, so a client's error message says what to fix.
 import { MAX_JSON_DEPTH } from "./body.ts";
 import { groupVersion, type KubeObject, type ResourceType } from "./resources.ts";
-import { ApiError } from "./errors.ts";
+import { ApiError, describe, invalid, type FieldError } from "./errors.ts";
+import { legacyEventErrors } from "./events.ts";
 import { addressFamily, cidrsOverlap, parseCidr, specialUse, type Cidr, type Family } from "../../compiler/address.ts";
 
 const LABEL = "[a-z0-9]([-a-z0-9]*[a-z0-9])?";
@@ -69,41 +70,7 @@ export function pathSegmentProblems(v: string): string[] {
   return [...(v.includes("/") ? ["may not contain '/'"] : []), ...(v.includes("%") ? ["may not contain '%'"] : [])];
 }
 
-export interface FieldError {
-  field: string;
-  value: unknown;
-  detail: string;
-  type?: "FieldValueInvalid" | "FieldValueRequired" | "FieldValueTypeInvalid" | "FieldValueNotSupported" | "FieldValueForbidden" | "FieldValueDuplicate";
-}
-
-const show = (v: unknown) => (typeof v === "string" ? JSON.stringify(v) : typeof v === "object" && v !== null ? "object" : String(v));
-/** A field error's message as kube-apiserver's field.Error words it. */
-export function describe(e: FieldError): string {
-  switch (e.type) {
-    case "FieldValueRequired":
-      return `Required value${e.detail ? `: ${e.detail}` : ""}`;
-    case "FieldValueForbidden":
-      return `Forbidden: ${e.detail}`;
-    case "FieldValueDuplicate":
-      return `Duplicate value: ${show(e.value)}`;
-    case "FieldValueNotSupported":
-      return `Unsupported value: ${show(e.value)}: supported values: ${e.detail}`;
-    default:
-      return `Invalid value: ${show(e.value)}: ${e.detail}`;
-  }
-}
-
-/** 422 Invalid, worded and shaped as kube-apiserver's (causes name each field). */
-export function invalid(t: ResourceType, name: string, errs: FieldError[]): ApiError {
-  const lines = errs.map((e) => `${e.field}: ${describe(e)}`);
-  const all = lines.length === 1 ? lines[0] : `[${lines.join(", ")}]`;
-  return new ApiError(422, "Invalid", `${t.kind} ${JSON.stringify(name)} is invalid: ${all}`, {
-    name,
-    ...(t.group ? { group: t.group } : {}),
-    kind: t.kind,
-    causes: errs.map((e) => ({ reason: e.type ?? "FieldValueInvalid", message: describe(e), field: e.field })),
-  });
-}
+export { describe, invalid, type FieldError } from "./errors.ts";
 
 /**
  * The body's kind and apiVersion against the path's type: missing ones are taken from the
@@ -157,7 +124,7 @@ export function validateObject(t: ResourceType, o: KubeObject, fields = true): v
   }
   errs.push(...stringMap(m.labels, "metadata.labels", true), ...stringMap(m.annotations, "metadata.annotations", false));
   if (depthOf(o, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) errs.push({ field: "<root>", value: "object", detail: `nested deeper than ${MAX_JSON_DEPTH} levels` });
-  else if (fields) errs.push(...(FIELD_RULES[`${t.group}/${t.kind}`]?.(o) ?? []));
+  else if (fields) errs.push(...(FIELD_RULES[`${t.group}/${t.kind}`]?.(o) ?? []), ...(t.validate?.(o) ?? []));
   if (errs.length) throw invalid(t, name, errs);
 }
 
@@ -492,6 +459,7 @@ const FIELD_RULES: Record<string, (o: Obj) => FieldError[]> = {
   "discovery.k8s.io/EndpointSlice": endpointSlice,
   "/Node": node,
   "/Service": service,
+  "/Event": (o) => legacyEventErrors(o),
 };
 
 const sameJSON = (a: unknown, b: unknown) => JSON.stringify(a ?? null) === JSON.stringify(b ?? null);
