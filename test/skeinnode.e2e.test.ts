@@ -165,3 +165,18 @@ describe("Events", () => {
     await waitFor("a later generation written", async () => (await api.request("GET", `${SN}/node`)).status.tableGeneration > before, 5000);
   });
 });
+
+describe("the Node's lifecycle", () => {
+  test("the SkeinNode goes with its Node, and comes back owned by the Node made anew", async () => {
+    await api.delete("/api/v1/nodes/node");
+    // the garbage collector removes what the Node owned
+    await waitFor("the SkeinNode gone", async () => (await api.request("GET", `${SN}/node`).then(() => false, (e: Error) => e.message.includes(" 404 "))), 10_000);
+    const node = await api.create("/api/v1/nodes", { metadata: { name: "node" }, spec: { podCIDRs: ["10.244.9.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.1.2" }] } });
+    expect(node.metadata.uid).not.toBe(nodeUid);
+    const sn = await waitFor("the SkeinNode made anew", async () => {
+      const o = await api.request("GET", `${SN}/node`).catch(() => undefined);
+      return o?.status?.ready === true ? o : undefined;
+    }, 10_000);
+    expect(sn.metadata.ownerReferences).toEqual([{ apiVersion: "v1", kind: "Node", name: "node", uid: node.metadata.uid }]);
+  });
+});
