@@ -9,6 +9,7 @@ import { resolve } from "node:path";
 import { parse } from "yaml";
 import { ApiDriver } from "../testing/apiserver/driver.ts";
 import { spawnAgent, spawnApiServer, useLab, useTempDir, waitFor } from "./harness/index.ts";
+import { metric, parseMetrics } from "../testing/prometheus-text.ts";
 
 const lab = useLab("sknode");
 const tmp = useTempDir("sknode");
@@ -159,6 +160,11 @@ describe("Events", () => {
     const writes = events.length + events.reduce((n, e) => n + (e.count - 1), 0);
     expect(writes).toBeLessThanOrEqual(10 + Math.ceil(25 * elapsedMin));
     expect(floodEvents.length).toBeLessThan(flood);
+    // and the agent's metrics say so
+    const text = JSON.parse((await lab.exec("node", [process.execPath, resolve(import.meta.dir, "fixtures/http-get.ts"), "http://127.0.0.1:9465/metrics"])).stdout).body;
+    const m = parseMetrics(text);
+    expect(metric(m, "skein_events_total", { outcome: "dropped" })).toBeGreaterThan(0);
+    expect(metric(m, "skein_events_total", { outcome: "written" })).toBeGreaterThanOrEqual(floodEvents.length);
     // the agent kept working through it: a good Service still programmed
     const before = (await api.request("GET", `${SN}/node`)).status.tableGeneration;
     await api.create(SVC, { metadata: { name: "after-flood" }, spec: { clusterIP: "10.96.0.21", ports: [{ port: 80 }] } });

@@ -41,6 +41,7 @@ export class Metrics {
   private readonly cniSeconds: Histogram<"command">;
   private readonly ready: Gauge;
   private readonly httpRequests: Counter<"code">;
+  private readonly events: Counter<"outcome">;
   /** filled at scrape time (the kernel's counters, the process) */
   private readonly collectors: Array<() => void> = [];
 
@@ -65,6 +66,7 @@ export class Metrics {
     this.cniSeconds = new Histogram({ name: "skein_cni_request_duration_seconds", help: "CNI command durations as the plugin measured them", labelNames: ["command"], buckets: REQUEST_BUCKETS, registers });
     this.ready = new Gauge({ name: "skein_ready", help: "1 when /readyz answers ready", registers });
     this.httpRequests = new Counter({ name: "skein_http_requests_total", help: "requests to the agent's HTTP API by status code", labelNames: ["code"], registers });
+    this.events = new Counter({ name: "skein_events_total", help: "Kubernetes Events on objects skein cannot honour (outcome: written, refused by the API server, dropped by the rate limit)", labelNames: ["outcome"], registers });
     const rss = new Gauge({ name: "process_resident_memory_bytes", help: "resident memory", registers });
     const heap = new Gauge({ name: "skein_heap_bytes", help: "JavaScript heap in use", registers });
     const cpu = new Counter({ name: "process_cpu_seconds_total", help: "user and system CPU time", registers });
@@ -140,6 +142,18 @@ export class Metrics {
       if (f > failures) this.txErrors.inc({ part }, f - failures);
       repairs = r;
       failures = f;
+    });
+  }
+
+  /** The Event recorder's own counts (agent/report/events.ts), added at each scrape. */
+  followEvents(r: { writes: number; failed: number; dropped: number }): void {
+    const last = { written: 0, refused: 0, dropped: 0 };
+    this.collectors.push(() => {
+      const now = { written: r.writes, refused: r.failed, dropped: r.dropped };
+      for (const k of ["written", "refused", "dropped"] as const) {
+        if (now[k] > last[k]) this.events.inc({ outcome: k }, now[k] - last[k]);
+        last[k] = now[k];
+      }
     });
   }
 
