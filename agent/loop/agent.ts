@@ -552,7 +552,15 @@ export class Agent implements AgentView {
       throw e;
     }
     if (!this.lastResult || !this.store) return undefined;
-    const r = explain(this.traceInput(), q);
+    const input = this.traceInput();
+    let r = explain(input, q);
+    // a verdict judged on another node: that node's tables, compiled from what this agent
+    // holds of the cluster (every Pod, Namespace and NetworkPolicy, as that node's are)
+    const elsewhere = [...new Set(r.steps.flatMap((s) => (s.kind === "policy" ? s.sides.filter((x) => x.result === "unknown").map((x) => x.node) : [])))];
+    if (elsewhere.length) {
+      input.peerPolicies = Object.fromEntries(elsewhere.slice(0, 2).map((n) => [n, this.policy.tablesFor(n)]));
+      r = explain(input, q);
+    }
     return { json: r, text: renderTrace(r, { color: false }) };
   }
 

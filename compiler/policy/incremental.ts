@@ -126,6 +126,13 @@ export class PolicyCompiler {
     return { namespaces: sorted(this.namespaces), pods: sorted(this.pods), policies: sorted(this.policies) };
   }
 
+  /** The tables another node compiles from the same state (its own pods, its pod CIDRs),
+   * for a verdict judged there (`skein trace`); ids are this compile's own, not that node's. */
+  tablesFor(nodeName: string): PolicyTables {
+    const podCIDRs = this.nodes.find((n) => n.name === nodeName)?.podCIDRs ?? [];
+    return withServiceSources(this.engine(this.state(), { ...this.opts, nodeName, podCIDRs: [...podCIDRs] }, new Map()), this.nodes, nodeName);
+  }
+
   /** Compiles when anything changed since the last compile; undefined when nothing did. */
   compile(): PolicyChange | undefined {
     if (!this.dirty && this.moves.length) {

@@ -165,13 +165,15 @@ describe("the Event TTL (kube-apiserver's --event-ttl)", () => {
     // a restarted server knows no write times: an Event's own lastTimestamp (or eventTime) says
     const again = newStore();
     const t2 = again.type("", "events")!;
-    again.create(t2, "default", ev("old", "2026-11-29T08:00:00Z"));
-    again.create(t2, "default", ev("new", "2026-11-29T11:30:00Z"));
-    const sweep2 = attachEvents(again, 3600, () => Date.parse("2026-11-29T12:00:00Z"));
+    // (times far ahead of the wall clock: the objects' creationTimestamp, set as they are
+    // created here, counts too and must be the older time)
+    again.create(t2, "default", ev("old", "2099-11-29T08:00:00Z"));
+    again.create(t2, "default", ev("new", "2099-11-29T11:30:00Z"));
+    const sweep2 = attachEvents(again, 3600, () => Date.parse("2099-11-29T12:00:00Z"));
     expect(sweep2()).toBe(1);
     expect(again.list(t2).items.map((o) => o.metadata.name)).toEqual(["new"]);
     // 0 keeps them for ever
-    expect(attachEvents(again, 0, () => Date.parse("2030-01-01T00:00:00Z"))()).toBe(0);
+    expect(attachEvents(again, 0, () => Date.parse("2199-01-01T00:00:00Z"))()).toBe(0);
   });
 
   test("a server sweeps them while it runs", async () => {
