@@ -4,40 +4,13 @@
 // restart that keeps what is allocated. Manifests go through `kubectl apply` (JSON bodies);
 // kubectl's typed commands (create namespace|service|configmap, expose) post protobuf.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { SKEIN, useTempDir, waitFor, freePort } from "./harness/index.ts";
-import { runAsync } from "../agent/sys/exec.ts";
+import { SKEIN, useTempDir, waitFor } from "./harness/index.ts";
+import { KUBECTL, KubectlServer } from "./harness/kubectl.ts";
 
-const KUBECTL = Bun.which("kubectl");
 const TOKEN = "kubectl-e2e-token";
 const dir = useTempDir("kubectl");
-let port = 0;
-let server: ReturnType<typeof Bun.spawn> | undefined;
-let serverOut = "";
-
-async function startServer(): Promise<void> {
-  const p = Bun.spawn([SKEIN, "apiserver", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--token", TOKEN, "--service-cidr", "10.96.0.0/24", "--service-node-port-range", "30000-30099"], { stdout: "pipe", stderr: "pipe" });
-  server = p;
-  serverOut = "";
-  const reader = p.stdout.pipeThrough(new TextDecoderStream()).getReader();
-  void (async () => {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) return;
-      serverOut += value;
-    }
-  })();
-  await waitFor("skein apiserver serving", () => serverOut.includes("serving"), 15_000);
-}
-
-async function stopServer(): Promise<void> {
-  server?.kill("SIGTERM");
-  await server?.exited;
-}
-
-async function kc(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await runAsync([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, ...args], { allowFail: true });
-  return { code: r.exitCode, out: r.stdout, err: r.stderr };
-}
+const server = new KubectlServer(dir, TOKEN, ["--service-cidr", "10.96.0.0/24", "--service-node-port-range", "30000-30099"]);
+const kc = (...args: string[]) => server.kc(...args);
 
 /** `kubectl apply` of one Service manifest (JSON), without OpenAPI validation (none is served). */
 async function apply(name: string, spec: Record<string, unknown>): Promise<{ code: number; out: string; err: string }> {
@@ -62,16 +35,10 @@ async function clientMinor(): Promise<number> {
 /** The rows of a kubectl table, split on runs of spaces (no cell here holds a space). */
 const rows = (text: string) => text.trim().split("\n").map((l) => l.trim().split(/\s{2,}|\s+/));
 
-beforeAll(async () => {
-  // kubectl is part of the test environment (scripts/run installs Debian's kubernetes-client)
-  if (!KUBECTL) throw new Error("kubectl is not installed (Debian kubernetes-client)");
-  port = freePort();
-  await startServer();
-}, 30_000);
+// kubectl is part of the test environment (scripts/run installs Debian's kubernetes-client)
+beforeAll(() => server.start(), 30_000);
 
-afterAll(async () => {
-  await stopServer();
-});
+afterAll(() => server.stop());
 
 describe("kubectl against skein apiserver", () => {
   let webIP = "";
@@ -231,8 +198,8 @@ describe("kubectl against skein apiserver", () => {
 
   test("a restarted skein apiserver keeps what its stored Services hold", async () => {
     const n80 = await jsonpath("service np", "{.spec.ports[0].nodePort}");
-    await stopServer();
-    await startServer();
+    await server.stop();
+    await server.start();
     let r = await apply("taken", { clusterIP: webIP, ports: [{ port: 80 }] });
     expect(r.err).toContain("provided IP is already allocated");
     r = await apply("taken", { type: "NodePort", ports: [{ port: 80, nodePort: Number(n80) }] });

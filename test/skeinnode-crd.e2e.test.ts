@@ -6,43 +6,15 @@
 // `kubectl describe` show them.
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { resolve } from "node:path";
-import { SKEIN, useTempDir, waitFor, freePort } from "./harness/index.ts";
-import { runAsync } from "../agent/sys/exec.ts";
+import { useTempDir, waitFor } from "./harness/index.ts";
+import { KUBECTL, KubectlServer } from "./harness/kubectl.ts";
 
-const KUBECTL = Bun.which("kubectl");
 const TOKEN = "skeinnode-e2e-token";
 const MANIFEST = resolve(import.meta.dir, "../deploy/crds/skeinnode.yaml");
 const dir = useTempDir("skeinnode-crd");
-let port = 0;
-let server: ReturnType<typeof Bun.spawn> | undefined;
-let serverOut = "";
-
-async function startServer(): Promise<void> {
-  const p = Bun.spawn([SKEIN, "apiserver", "--dir", dir, "--listen", `127.0.0.1:${port}`, "--token", TOKEN], { stdout: "pipe", stderr: "pipe" });
-  server = p;
-  serverOut = "";
-  void (async () => {
-    for await (const c of p.stdout) serverOut += new TextDecoder().decode(c);
-  })();
-  await waitFor("skein apiserver serving", () => serverOut.includes("serving"), 15_000);
-}
-
-async function stopServer(signal: "SIGTERM" | "SIGKILL" = "SIGTERM"): Promise<void> {
-  server?.kill(signal);
-  await server?.exited;
-}
-
-async function kc(...args: string[]): Promise<{ code: number; out: string; err: string }> {
-  const r = await runAsync([KUBECTL!, "--kubeconfig", `${dir}/kubeconfig`, "--cache-dir", `${dir}/cache`, ...args], { allowFail: true });
-  return { code: r.exitCode, out: r.stdout, err: r.stderr };
-}
-
-/** kubectl that must succeed; its output */
-async function ok(...args: string[]): Promise<string> {
-  const r = await kc(...args);
-  if (r.code !== 0) throw new Error(`kubectl ${args.join(" ")}: exit ${r.code}: ${r.err}`);
-  return r.out;
-}
+const server = new KubectlServer(dir, TOKEN);
+const kc = (...args: string[]) => server.kc(...args);
+const ok = (...args: string[]) => server.ok(...args);
 
 /** `kubectl apply` of a manifest written to a file (no OpenAPI is served: --validate=false). */
 async function apply(name: string, manifest: unknown) {
@@ -60,15 +32,9 @@ function table(text: string): Array<Record<string, string>> {
 }
 const headers = (text: string) => [...text.split("\n")[0]!.matchAll(/\S+(?: \S+)*/g)].map((m) => m[0]);
 
-beforeAll(async () => {
-  if (!KUBECTL) throw new Error("kubectl is not installed (Debian kubernetes-client)");
-  port = freePort();
-  await startServer();
-}, 30_000);
+beforeAll(() => server.start(), 30_000);
 
-afterAll(async () => {
-  await stopServer();
-});
+afterAll(() => server.stop());
 
 describe("the SkeinNode CRD through kubectl", () => {
   test("kubectl apply of deploy/crds/skeinnode.yaml: Established, served as skeinnodes.skein.io (sn, cluster-scoped, status)", async () => {
@@ -135,8 +101,8 @@ describe("the SkeinNode CRD through kubectl", () => {
   }, 60_000);
 
   test("a restarted (killed) skein apiserver still serves the CRD and its SkeinNodes", async () => {
-    await stopServer("SIGKILL");
-    await startServer();
+    await server.stop("SIGKILL");
+    await server.start();
     const rows = table(await ok("get", "skeinnodes"));
     expect(rows.map((r) => [r.NAME, r.PEERS, r.GENERATION])).toEqual([
       ["n1", "2/3", "17"],

@@ -5,7 +5,7 @@
 import { afterAll, describe, expect, test } from "bun:test";
 import { TestApiServer } from "./server.ts";
 import { Store } from "./store.ts";
-import { startServer, TABLE } from "./testclient.ts";
+import { readWatchEvents, startServer, TABLE } from "./testclient.ts";
 
 const servers: TestApiServer[] = [];
 afterAll(async () => {
@@ -185,21 +185,7 @@ describe("a CRD", () => {
   async function fetchWatch(path: string, rv: string) {
     const { s } = servers.length ? { s: servers[0]! } : { s: undefined! };
     const r = await fetch(`${s.url}${path}?watch=true&resourceVersion=${rv}`, { headers: { authorization: "Bearer t" }, tls: { ca: s.certs.ca } } as RequestInit);
-    const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
-    return async (n: number) => {
-      const out: Array<{ type: string; object: Record<string, any> }> = [];
-      let buf = "";
-      while (out.length < n) {
-        const { value, done } = await reader.read();
-        if (done) break;
-        buf += value;
-        const lines = buf.split("\n");
-        buf = lines.pop()!;
-        for (const l of lines) if (l.trim()) out.push(JSON.parse(l));
-      }
-      await reader.cancel();
-      return out;
-    };
+    return (n: number) => readWatchEvents(r.body!, n);
   }
 });
 

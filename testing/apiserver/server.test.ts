@@ -10,6 +10,7 @@ import { schemaOf } from "./protobuf.ts";
 import { SCHEMA } from "./k8s-proto.ts";
 import { Store } from "./store.ts";
 import { parsePortRange, parseServiceCidrs } from "./services.ts";
+import { readWatchEvents } from "./testclient.ts";
 import { KubeClient, KubeError } from "../../agent/watch/kube.ts";
 import { useTempDir, waitFor } from "../../test/harness/index.ts";
 import { runAsync } from "../../agent/sys/exec.ts";
@@ -36,17 +37,7 @@ async function watchLines(k: KubeClient, path: string, query: Record<string, str
   const ctl = new AbortController();
   const r = await k.fetch(path, { query: { ...query, watch: "true" }, signal: ctl.signal });
   expect(r.status).toBe(200);
-  const out: Array<{ type: string; object: Record<string, any> }> = [];
-  const reader = r.body!.pipeThrough(new TextDecoderStream()).getReader();
-  let buf = "";
-  while (out.length < n) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    buf += value;
-    const lines = buf.split("\n");
-    buf = lines.pop()!;
-    for (const l of lines) if (l) out.push(JSON.parse(l));
-  }
+  const out = await readWatchEvents(r.body!, n);
   ctl.abort();
   return out.slice(0, n);
 }

@@ -40,3 +40,25 @@ export function startServer(o: Partial<ApiServerOptions> = {}) {
   };
   return { s, request, failure };
 }
+
+export interface WatchEvent {
+  type: string;
+  object: Record<string, any>;
+}
+
+/** The events of a watch's body, line by line, until `n` arrive or the server ends it. */
+export async function readWatchEvents(body: ReadableStream, n = Infinity): Promise<WatchEvent[]> {
+  const reader = body.pipeThrough(new TextDecoderStream()).getReader();
+  const out: WatchEvent[] = [];
+  let buf = "";
+  while (out.length < n) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    buf += value;
+    const lines = buf.split("\n");
+    buf = lines.pop()!;
+    for (const l of lines) if (l.trim()) out.push(JSON.parse(l));
+  }
+  await reader.cancel().catch(() => {});
+  return out;
+}
