@@ -146,6 +146,8 @@ async function live(path: string, o: { agent?: string; tokenFile?: string }, acc
     throw e;
   }
   if (r.status >= 400) throw new Error(`the agent refused ${path.split("?")[0]}: ${refusal(r)}`);
+  // what is printed or rendered from a JSON answer must be an object, whatever the agent (or an --agent that is none) sent
+  if ((accept ?? "application/json") === "application/json" && (typeof r.json !== "object" || r.json === null || Array.isArray(r.json))) throw new Error(`the agent answered ${path.split("?")[0]} with no JSON object: ${JSON.stringify(r.text.slice(0, 120))}`);
   return r;
 }
 

@@ -1,0 +1,69 @@
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { askAgent } from "./client.ts";
+
+const dir = mkdtempSync(`${tmpdir()}/skein-client-`);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+writeFileSync(`${dir}/token`, "client-test-token-0123456789");
+
+/** A fake agent on loopback answering every request with `answer()`; `seen` the Authorization headers it got. */
+function fake(answer: () => Response) {
+  const seen: Array<string | null> = [];
+  const s = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (r) => (seen.push(r.headers.get("authorization")), answer()) });
+  return { url: `http://127.0.0.1:${s.port}`, seen, stop: () => s.stop(true) };
+}
+
+test("a redirect is not followed: the token and the question stay with the agent asked", async () => {
+  const elsewhere = fake(() => Response.json({ node: "elsewhere", ready: true }));
+  const agent = fake(() => Response.redirect(`${elsewhere.url}/v1/status`, 302));
+  try {
+    await expect(askAgent("/v1/status", { agent: agent.url, tokenFile: `${dir}/token` })).rejects.toThrow(/redirect/);
+    expect(elsewhere.seen).toEqual([]);
+  } finally {
+    agent.stop();
+    elsewhere.stop();
+  }
+});
+
+test("an endless answer is cut at MAX_ANSWER bytes, without holding it all", async () => {
+  let sent = 0;
+  const chunk = new Uint8Array(1 << 16).fill(32);
+  const agent = fake(
+    () =>
+      new Response(
+        new ReadableStream({
+          pull(c) {
+            sent += chunk.length;
+            c.enqueue(chunk);
+          },
+        }),
+        { headers: { "Content-Type": "application/json" } },
+      ),
+  );
+  try {
+    await expect(askAgent("/v1/state", { agent: agent.url, timeoutMs: 60_000 })).rejects.toThrow(/more than 67108864 bytes/);
+    // the read stopped soon after the limit (the kernel's buffers hold some more)
+    expect(sent).toBeLessThan(64 * 1024 * 1024 + (16 << 20));
+  } finally {
+    agent.stop();
+  }
+}, 60_000);
+
+test("an answer that is not a JSON object is refused by name, not printed as 'undefined' or crashed on", async () => {
+  const { cliMain } = await import("./index.ts");
+  for (const body of ['{"node": 1, "peers": "x"', "[1,2,3]", "null", "<html>"]) {
+    const agent = fake(() => new Response(body, { headers: { "Content-Type": "application/json" } }));
+    try {
+      for (const argv of [["status"], ["status", "--json"]]) {
+        let out = "";
+        let err = "";
+        const code = await cliMain([...argv, "--agent", agent.url], (s) => void (out += s), (s) => void (err += s));
+        expect({ body, argv, code, out }).toEqual({ body, argv, code: 1, out: "" });
+        expect(err).toContain("the agent answered /v1/status with no JSON object");
+      }
+    } finally {
+      agent.stop();
+    }
+  }
+});
