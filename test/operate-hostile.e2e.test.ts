@@ -157,3 +157,10 @@ test("slowloris on all three listeners: /healthz still answers, the tables still
   expect(ends.map((e) => e.left)).toEqual([0, 0, 0]);
   for (const e of ends) expect(e.ms).toBeLessThan(15_000);
 }, 45_000);
+
+test("a flood of the health port from many sources, each within its own rate, does not fail the node's probes", async () => {
+  const r = JSON.parse((await lab.exec("n1", [process.execPath, resolve(import.meta.dir, "fixtures/health-flood.ts"), n1, n1, "3"], { timeoutMs: 30_000 })).stdout);
+  // the flood was far past the overall cap (100 a second)
+  expect(r.flood).toBeGreaterThan(1000);
+  expect(r.probes).toEqual({ 200: expect.any(Number) });
+}, 30_000);
