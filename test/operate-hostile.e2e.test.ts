@@ -164,3 +164,92 @@ test("a flood of the health port from many sources, each within its own rate, do
   expect(r.flood).toBeGreaterThan(1000);
   expect(r.probes).toEqual({ 200: expect.any(Number) });
 }, 30_000);
+
+describe("a SkeinNode others have changed", () => {
+  const get = () => c.api.request<any>("GET", `${SN}/n1`);
+  let vip = 20;
+  /** a change the agent writes its SkeinNode for: a new Service raises the table generation */
+  const change = () => service(`change-${vip}`, `10.96.0.${vip++}`);
+
+  test("a status someone else wrote is replaced at the agent's next write", async () => {
+    const sn = await waitFor("n1's SkeinNode", () => get().then((s) => s.status?.tableGeneration > 0 && s, () => false), 10_000);
+    const forged = await c.api.request<any>("PUT", `${SN}/n1/status`, { ...sn, status: { ...sn.status, ready: false, lastError: "forged", tableGeneration: 99_999 } });
+    expect(forged.status.lastError).toBe("forged");
+    await change();
+    const now = await waitFor("the forged status replaced", () => get().then((s) => s.status.lastError === undefined && s), 10_000);
+    expect(now.status).toMatchObject({ ready: true, peersSummary: "0/0" });
+    expect(now.status.tableGeneration).toBeLessThan(99_999);
+  });
+
+  test("a SkeinNode someone deleted is made anew, owned by its Node", async () => {
+    await c.api.request("DELETE", `${SN}/n1`);
+    await change();
+    const sn = await waitFor("made anew", () => get().then((s) => s.status?.ready && s, () => false), 10_000);
+    expect(sn.metadata.ownerReferences).toEqual([expect.objectContaining({ kind: "Node", name: "n1" })]);
+  });
+
+  test("an owner someone else put on it is put right at the next write", async () => {
+    const sn = await get();
+    const right = sn.metadata.ownerReferences;
+    await c.api.request("PUT", `${SN}/n1`, { ...sn, metadata: { ...sn.metadata, ownerReferences: [{ apiVersion: "v1", kind: "Node", name: "other", uid: "00000000-0000-0000-0000-000000000000" }] } });
+    await change();
+    await waitFor("the owner put right", () => get().then((s) => JSON.stringify(s.metadata.ownerReferences) === JSON.stringify(right)), 10_000);
+  });
+});
+
+test("a thousand NetworkPolicies: /metrics stays small and quick to scrape (a series per policy only once it counted packets)", async () => {
+  const t0 = performance.now();
+  await Promise.all(
+    Array.from({ length: 10 }, async (_, w) => {
+      for (let i = w; i < 1000; i += 10) await c.api.create("/apis/networking.k8s.io/v1/namespaces/default/networkpolicies", { metadata: { name: `p-${i}` }, spec: { podSelector: { matchLabels: { app: `a${i}` } }, policyTypes: ["Ingress"] } });
+    }),
+  );
+  console.log(`1000 policies created in ${Math.round(performance.now() - t0)} ms`);
+  await waitFor("1000 policies in the state", async () => (await api("/v1/state")).json?.policies?.length === 1000, 30_000);
+  const t1 = performance.now();
+  const m = await api("/metrics");
+  const ms = performance.now() - t1;
+  const series = m.body!.split("\n").filter((l) => l && !l.startsWith("#")).length;
+  console.log(`/metrics with 1000 policies: ${m.body!.length} bytes, ${series} series, ${Math.round(ms)} ms`);
+  expect(m.status).toBe(200);
+  expect(m.body!.length).toBeLessThan(256 * 1024);
+  expect(series).toBeLessThan(2000);
+  expect(ms).toBeLessThan(2000);
+  const parsed = parseMetrics(m.body!);
+  expect(metric(parsed, "skein_ready")).toBe(1);
+}, 60_000);
+
+test("skein cleanup leaves alone what only looks like skein's, and its dry run changes nothing", async () => {
+  // a namespace of its own: nothing of skein's in it, only look-alikes
+  lab.host("cl");
+  const d = `${tmp}/cl`;
+  mkdirSync(`${d}/sentinel`, { recursive: true });
+  writeFileSync(`${d}/sentinel/10.244.1.5`, "ctr-x\neth0");
+  writeFileSync(`${d}/sentinel/last_reserved_ip.0`, "10.244.1.5");
+  writeFileSync(`${d}/passwd`, "root:x:0:0:root:/root:/bin/bash\n");
+  symlinkSync(`${d}/passwd`, `${d}/node.json`);
+  mkdirSync(`${d}/parent`);
+  symlinkSync(`${d}/sentinel`, `${d}/parent/ipam`);
+  mkdirSync(`${d}/run`);
+  const st = statSync(lab.path("cl"), { bigint: true });
+  symlinkSync(`${d}/passwd`, `${d}/run/agent-${st.dev}-${st.ino}.sock`);
+  for (const cmd of [
+    ["ip", "link", "add", "skein.vxlan", "type", "bridge"],
+    ["ip", "link", "set", "skein.vxlan", "up"],
+    ["ip", "link", "add", "sk0123456789abc", "type", "veth", "peer", "name", "other0"],
+    ["ip", "route", "add", "10.244.6.0/24", "dev", "skein.vxlan", "proto", "static"],
+    ["nft", "add", "table", "inet", "skeinx"],
+    ["nft", "add", "table", "ip", "skein"],
+  ])
+    await lab.exec("cl", cmd);
+  const list = async () => [(await lab.exec("cl", ["ip", "-o", "link"])).stdout.replace(/link\/ether \S+/g, ""), (await lab.exec("cl", ["ip", "route"])).stdout, (await lab.exec("cl", ["nft", "list", "tables"])).stdout, readdirSync(`${d}/sentinel`).sort(), readFileSync(`${d}/passwd`, "utf8"), readdirSync(`${d}/run`), readdirSync(d).sort()];
+  const before = await list();
+  const args = [builtSkein(), "cleanup", "--no-namespaces", "--node-file", `${d}/node.json`, "--data-dir", `${d}/parent/ipam`, "--run-dir", `${d}/run`];
+  const dry = await lab.exec("cl", [...args, "--dry-run"]);
+  expect(await list()).toEqual(before);
+  for (const what of ["link skein.vxlan: it is a bridge", "link sk0123456789abc", `file ${d}/node.json: not a regular file`, `directory ${d}/parent/ipam: not a directory`, "not a socket"]) expect(dry.stdout).toContain(what);
+  for (let i = 0; i < 2; i++) {
+    expect((await lab.exec("cl", args)).exitCode).toBe(0);
+    expect(await list()).toEqual(before);
+  }
+});
