@@ -67,3 +67,28 @@ test("an answer that is not a JSON object is refused by name, not printed as 'un
     }
   }
 });
+
+test("control characters in what an agent answers are shown escaped in human output, never sent to the terminal", async () => {
+  const { cliMain } = await import("./index.ts");
+  const esc = "\u001b[2J\u001b]0;pwned\u0007";
+  const agent = fake(() =>
+    Response.json({ node: `n1${esc}`, version: "0.1.0", mode: "auto", ready: true, reasons: [`r${esc}`], uptimeSeconds: 1, generation: 1, peers: [{ name: `p${esc}`, source: "gossip", paths: [] }] }),
+  );
+  const text = fake(() => new Response(`FRONTENDS ${esc}\n\tline two\n`, { headers: { "Content-Type": "text/plain" } }));
+  try {
+    let out = "";
+    expect(await cliMain(["status", "--agent", agent.url], (s) => void (out += s), () => {})).toBe(0);
+    expect(out).toContain("n1\\x1b[2J");
+    expect(out).not.toMatch(/[\u0000-\u0008\u000b-\u001f\u007f]/);
+    out = "";
+    expect(await cliMain(["tables", "--agent", text.url], (s) => void (out += s), () => {})).toBe(0);
+    expect(out).toBe("FRONTENDS \\x1b[2J\\x1b]0;pwned\\x07\n\tline two\n");
+    // --json keeps the answer as it came (JSON escapes it)
+    out = "";
+    await cliMain(["status", "--json", "--agent", agent.url], (s) => void (out += s), () => {});
+    expect(JSON.parse(out).node).toBe(`n1${esc}`);
+  } finally {
+    agent.stop();
+    text.stop();
+  }
+});

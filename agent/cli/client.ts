@@ -68,5 +68,21 @@ export async function askAgent(path: string, t: AgentTarget, accept = "applicati
   return { status: r.status, text, json };
 }
 
+// C0 and C1 controls but the newline and tab: an escape sequence in an answer could rewrite
+// the terminal it is printed on
+const CONTROLS = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/g;
+
+/** `s` with its control characters shown as \xNN, for a terminal. */
+export const printable = (s: string) => s.replace(CONTROLS, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`);
+
+/** A parsed JSON answer with every string (and key) made printable, for human output. */
+export function printableJson(v: unknown, depth = 0): unknown {
+  if (depth > 64) throw new Error("the agent's answer is nested deeper than 64 levels");
+  if (typeof v === "string") return printable(v);
+  if (Array.isArray(v)) return v.map((x) => printableJson(x, depth + 1));
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [printable(k), printableJson(x, depth + 1)]));
+  return v;
+}
+
 /** The agent's refusal as one line. */
-export const refusal = (r: { status: number; text: string; json?: unknown }) => `${r.status}: ${(r.json as { error?: string } | undefined)?.error ?? r.text.slice(0, 200)}`;
+export const refusal = (r: { status: number; text: string; json?: unknown }) => `${r.status}: ${printable(String((r.json as { error?: unknown } | undefined)?.error ?? r.text).slice(0, 200))}`;

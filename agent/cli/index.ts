@@ -351,7 +351,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         if (o.service) q.set("service", o.service);
         if (o.pod) q.set("pod", o.pod);
         const r = await live(`/v1/tables?${q}`, o, o.json ? "application/json" : "text/plain");
-        out(o.json ? JSON.stringify(r.json) + "\n" : r.text);
+        const { printable } = await import("./client.ts");
+        out(o.json ? JSON.stringify(r.json) + "\n" : printable(r.text));
         return;
       }
       if (o.service || o.pod) throw new UsageError("skein tables: --service and --pod ask the running agent; they do not go with --state");
@@ -370,7 +371,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       if (o.json) out(JSON.stringify(r.json) + "\n");
       else {
         const { renderStatus } = await import("./status.ts");
-        out(renderStatus(r.json as Parameters<typeof renderStatus>[0], colour()));
+        const { printableJson } = await import("./client.ts");
+        out(renderStatus(printableJson(r.json) as Parameters<typeof renderStatus>[0], colour()));
       }
       if (!(r.json as { ready?: boolean }).ready) process.exitCode = 1;
     });
@@ -410,7 +412,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       // the running agent explains it with the tables in force; printed here, where the terminal is
       const r = await live(`/v1/trace?${new URLSearchParams({ src, dst })}`, o);
       if (!r.json) throw new Error(`the agent answered /v1/trace with no JSON: ${r.text.slice(0, 200)}`);
-      printTrace(r.json as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
+      const { printableJson } = await import("./client.ts");
+      printTrace((o.json ? r.json : printableJson(r.json)) as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
     });
 
   program
