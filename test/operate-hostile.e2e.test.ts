@@ -253,3 +253,9 @@ test("skein cleanup leaves alone what only looks like skein's, and its dry run c
     expect(await list()).toEqual(before);
   }
 });
+
+// kube-controller-manager's garbage collector deletes an object whose ownerReferences name
+// only owners that do not exist (a "dangling" owner, verified by uid); the test API server
+// collects only when an owner is deleted, so a SkeinNode re-owned by hand to a Node that
+// never existed stays (seen: still there 70 s later). Part B's (testing/apiserver).
+test.todo("the test API server collects an object whose only owner never existed", () => {});
