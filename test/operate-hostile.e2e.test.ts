@@ -259,3 +259,12 @@ test("skein cleanup leaves alone what only looks like skein's, and its dry run c
 // collects only when an owner is deleted, so a SkeinNode re-owned by hand to a Node that
 // never existed stays (seen: still there 70 s later). Part B's (testing/apiserver).
 test.todo("the test API server collects an object whose only owner never existed", () => {});
+
+// Connections are not capped: 21,000 idle connections to the health port (every address, no
+// token) from one host filled the agent's 20,000 file descriptors (this machine's hard
+// RLIMIT_NOFILE); /healthz on loopback then timed out (kubelet's probes would fail) while the
+// tables still followed a new Service over the netlink socket already open. Each connection
+// closes after Bun's 10 s idle timeout, so an attacker must keep reopening them. Bun.serve has
+// no connection limit to set; a cap needs the listener's accept loop (or a raised nofile limit
+// in the DaemonSet, where kubelet's probes go through the same port).
+test.todo("connections to the health port are capped below the agent's file-descriptor limit", () => {});
