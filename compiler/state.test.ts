@@ -129,3 +129,23 @@ describe("every address field is read strictly (compiler/address.case.ts)", () =
     expect(errors).toEqual(['Service default/web: spec.clusterIPs[1]: "010.0.0.1" is not a valid IPv4 address (leading zero)']);
   });
 });
+
+test("a name or namespace Kubernetes would refuse (control characters, too long) is refused by a quoted name, never printed raw", () => {
+  const bad = [
+    { kind: "Service", metadata: { name: "web\u001b[2J\u001b[31mEVIL", namespace: "default" }, spec: { clusterIP: "10.96.0.10", ports: [{ port: 80 }] } },
+    { kind: "Service", metadata: { name: "x".repeat(5000), namespace: "default" }, spec: { clusterIP: "10.96.0.11", ports: [{ port: 80 }] } },
+    { kind: "Service", metadata: { name: "web", namespace: "de\u0000fault" }, spec: { clusterIP: "10.96.0.12", ports: [{ port: 80 }] } },
+    { kind: "EndpointSlice", metadata: { name: "Web-1", namespace: "default", labels: { "kubernetes.io/service-name": "web" } }, addressType: "IPv4", endpoints: [] },
+  ];
+  const { state, errors } = clusterStateFrom(bad);
+  expect(state.services).toEqual([]);
+  expect(state.slices).toEqual([]);
+  expect(errors).toHaveLength(4);
+  for (const e of errors) {
+    expect(e).not.toMatch(/[\u0000-\u001f]/);
+    expect(e.length).toBeLessThan(300);
+    expect(e).toMatch(/metadata\.(name|namespace)/);
+  }
+  // what Kubernetes takes is taken
+  expect(clusterStateFrom([{ kind: "Service", metadata: { name: "web-1.v2", namespace: "kube-system" }, spec: { clusterIP: "10.96.0.13", ports: [{ port: 80 }] } }]).errors).toEqual([]);
+});

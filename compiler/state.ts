@@ -111,12 +111,21 @@ export function list(v: unknown, obj: string, field: string): unknown[] {
   return v;
 }
 
+/** Kubernetes' syntax for object names (a DNS subdomain) and namespaces (a DNS label). */
+const OBJECT_NAME = /^(?=.{1,253}$)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$/;
+const NAMESPACE_NAME = /^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$/;
+
 export function meta(o: Obj, kind: string): { namespace: string; name: string; id: string; labels: Obj } {
   const m = isObj(o.metadata) ? o.metadata : {};
   const name = typeof m.name === "string" ? m.name : "";
   const namespace = typeof m.namespace === "string" ? m.namespace : "default";
-  const id = `${kind} ${namespace}/${name || "?"}`;
+  // a name the API server would refuse (only a file can hold one) may carry control
+  // characters for the terminal that prints it, or run to any length: quoted in the id then
+  const shown = (v: string) => (/^[\x21-\x7e]{1,253}$/.test(v) ? v : quote(v));
+  const id = `${kind} ${shown(namespace)}/${name ? shown(name) : "?"}`;
   if (!name) throw new ObjectError(id, "metadata.name", "missing");
+  if (!NAMESPACE_NAME.test(namespace)) throw new ObjectError(id, "metadata.namespace", `${quote(namespace)} is not a valid name`);
+  if (!OBJECT_NAME.test(name)) throw new ObjectError(id, "metadata.name", `${quote(name)} is not a valid name`);
   return { namespace, name, id, labels: isObj(m.labels) ? m.labels : {} };
 }
 

@@ -146,6 +146,8 @@ async function live(path: string, o: { agent?: string; tokenFile?: string }, acc
     throw e;
   }
   if (r.status >= 400) throw new Error(`the agent refused ${path.split("?")[0]}: ${refusal(r)}`);
+  // what is printed or rendered from a JSON answer must be an object, whatever the agent (or an --agent that is none) sent
+  if ((accept ?? "application/json") === "application/json" && (typeof r.json !== "object" || r.json === null || Array.isArray(r.json))) throw new Error(`the agent answered ${path.split("?")[0]} with no JSON object: ${JSON.stringify(r.text.slice(0, 120))}`);
   return r;
 }
 
@@ -349,7 +351,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
         if (o.service) q.set("service", o.service);
         if (o.pod) q.set("pod", o.pod);
         const r = await live(`/v1/tables?${q}`, o, o.json ? "application/json" : "text/plain");
-        out(o.json ? JSON.stringify(r.json) + "\n" : r.text);
+        const { printable } = await import("./client.ts");
+        out(o.json ? JSON.stringify(r.json) + "\n" : printable(r.text));
         return;
       }
       if (o.service || o.pod) throw new UsageError("skein tables: --service and --pod ask the running agent; they do not go with --state");
@@ -368,7 +371,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       if (o.json) out(JSON.stringify(r.json) + "\n");
       else {
         const { renderStatus } = await import("./status.ts");
-        out(renderStatus(r.json as Parameters<typeof renderStatus>[0], colour()));
+        const { printableJson } = await import("./client.ts");
+        out(renderStatus(printableJson(r.json) as Parameters<typeof renderStatus>[0], colour()));
       }
       if (!(r.json as { ready?: boolean }).ready) process.exitCode = 1;
     });
@@ -408,7 +412,8 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       // the running agent explains it with the tables in force; printed here, where the terminal is
       const r = await live(`/v1/trace?${new URLSearchParams({ src, dst })}`, o);
       if (!r.json) throw new Error(`the agent answered /v1/trace with no JSON: ${r.text.slice(0, 200)}`);
-      printTrace(r.json as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
+      const { printableJson } = await import("./client.ts");
+      printTrace((o.json ? r.json : printableJson(r.json)) as Parameters<typeof printTrace>[0], { json: o.json, color }, out);
     });
 
   program

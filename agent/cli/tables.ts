@@ -5,7 +5,8 @@
 // of that earlier file, which the kernel must hold, in the bank and maps it lists). Given the
 // agent's inputs (the Node of --node-name in the file, --service-cidr, the mark ranges) it
 // makes the agent's table. Each service is compiled by the embedded compiler.wasm.
-import { readFileSync } from "node:fs";
+import { closeSync, openSync } from "node:fs";
+import { readFdBounded } from "../sys/bounded-read.ts";
 import { parseAllDocuments } from "yaml";
 import { compile } from "../../compiler/reference/compile.ts";
 import type { Tables } from "../../compiler/tables.ts";
@@ -44,8 +45,28 @@ export interface TablesOptions {
   marks?: Marks;
 }
 
+/**
+ * The most read of a --state file: a state of tens of thousands of objects is a few tens of
+ * MiB; an endless source (/dev/zero, a pipe that never ends) must end in an error, not in
+ * the memory running out.
+ */
+export const MAX_STATE_FILE = 256 * 1024 * 1024;
+
 export function readObjects(path: string): unknown[] {
-  const text = readFileSync(path, "utf8");
+  // opened blocking: a pipe (--state /dev/stdin) is read to its end, within the limit
+  const fd = openSync(path, "r");
+  let bytes: Buffer;
+  try {
+    bytes = readFdBounded(fd, MAX_STATE_FILE, `--state ${path}`);
+  } finally {
+    closeSync(fd);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new Error(`${path} is not UTF-8`);
+  }
   let docs: unknown[];
   if (/^\s*[[{]/.test(text)) {
     try {

@@ -166,6 +166,20 @@ describe("hostile requests get a 4xx and the app keeps serving", () => {
     expect((await from("a")).status).toBe(200);
   });
 
+  test("many clients each within their rate cannot starve /healthz and /readyz for the next (kubelet, a peer's probe); the other paths keep the overall cap", async () => {
+    for (const healthOnly of [true, false]) {
+      const r = app({ healthOnly, rate: { perSecond: 5, burst: 10 }, clientOf: (c) => c.req.header("x-test-client"), now: () => 0 });
+      const from = (who: string, path = "/healthz") => get(r.app, path, { headers: { "x-test-client": who } });
+      for (let i = 0; i < 100; i++) for (let k = 0; k < 5; k++) await from(`flood-${i}`);
+      expect((await from("kubelet")).status).toBe(200);
+      expect((await from("peer", "/readyz")).status).toBe(503);
+    }
+    const r = app({ rate: { perSecond: 5, burst: 10 }, clientOf: (c) => c.req.header("x-test-client"), now: () => 0 });
+    const codes: number[] = [];
+    for (let i = 0; i < 100; i++) codes.push((await get(r.app, "/v1/status", { headers: { "x-test-client": `c-${i}` } })).status);
+    expect(codes.filter((c) => c === 429).length).toBe(100 - 40);
+  });
+
   test("health-only listener serves /healthz and /readyz alone", async () => {
     const h = app({ healthOnly: true });
     expect((await get(h.app, "/healthz")).status).toBe(200);

@@ -59,3 +59,37 @@ test("a non-loopback API without a token does not start", () => {
   expect(l.errors).toEqual([expect.stringContaining("bearer token")]);
   l.stop();
 });
+
+/** One raw request, the status line's code (0: none). */
+async function rawStatus(o: { port?: number; unix?: string }, request: string): Promise<number> {
+  const { connect } = await import("node:net");
+  return await new Promise((resolve) => {
+    let got = "";
+    const s = o.unix ? connect(o.unix) : connect(o.port!, "127.0.0.1");
+    s.on("connect", () => s.write(request));
+    s.on("data", (d) => {
+      got += d;
+      const m = /^HTTP\/1\.[01] (\d{3})/.exec(got);
+      if (m) (s.destroy(), resolve(Number(m[1])));
+    });
+    s.on("error", () => resolve(0));
+    s.on("close", () => resolve(0));
+  });
+}
+
+test("a request without a usable Host (HTTP/1.0, CONNECT, a broken Host) is a 400, not an internal error", async () => {
+  const socket = `${dir}/nohost.sock`;
+  const l = startHttp({ view, metrics: new Metrics({ version: "x", node: "n1" }), socket, listen: { host: "127.0.0.1", port: 0 }, healthPort: 0 });
+  try {
+    const port = Number(l.addresses.find((a) => a.startsWith("127."))!.split(":")[1]);
+    for (const where of [{ port }, { unix: socket }]) {
+      expect(await rawStatus(where, "GET /healthz HTTP/1.0\r\n\r\n")).toBe(400);
+      expect(await rawStatus(where, "CONNECT 127.0.0.1:22 HTTP/1.1\r\nHost: x\r\n\r\n")).toBe(400);
+      expect(await rawStatus(where, "GET /v1/status HTTP/1.1\r\nHost: [::1\r\n\r\n")).toBe(400);
+      // and the same request with a Host is served
+      expect(await rawStatus(where, "GET /healthz HTTP/1.0\r\nHost: x\r\n\r\n")).toBe(200);
+    }
+  } finally {
+    l.stop();
+  }
+});

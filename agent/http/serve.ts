@@ -24,6 +24,15 @@ export interface HttpOptions {
   healthPort?: number;
 }
 
+const badRequest = () => new Response(JSON.stringify({ error: "bad request" }), { status: 400, headers: { "Content-Type": "application/json" } });
+
+/**
+ * Bun hands over the request target as it came when it cannot make an absolute URL of it (no
+ * Host in HTTP/1.0, CONNECT's authority form, a broken Host): such a request is the client's
+ * error, where the app's URL parsing would make it a 500.
+ */
+const absoluteOnly = (handle: (req: Request) => Response | Promise<Response>) => (req: Request) => (URL.canParse(req.url) ? handle(req) : badRequest());
+
 export const isLoopback = (host: string) => host === "localhost" || /^127\./.test(host) || host === "::1";
 
 /** `host:port` or `[v6]:port`, read strictly; "none" → undefined. */
@@ -77,8 +86,8 @@ export function startHttp(o: HttpOptions): Listening {
       hostname: host,
       port,
       maxRequestBodySize: MAX_REQUEST_BODY,
-      fetch: (req, server) => app.fetch(req, { ip: server.requestIP(req)?.address }),
-      error: () => new Response(JSON.stringify({ error: "bad request" }), { status: 400, headers: { "Content-Type": "application/json" } }),
+      fetch: (req, server) => absoluteOnly((r) => app.fetch(r, { ip: server.requestIP(r)?.address }))(req),
+      error: badRequest,
     });
     servers.push(s);
     addresses.push(`${host.includes(":") ? `[${host}]` : host}:${s.port}${healthOnly ? " (health)" : ""}`);
@@ -95,7 +104,7 @@ export function startHttp(o: HttpOptions): Listening {
     attempt(`unix socket ${path}`, () => {
       prepareSocket(path);
       const app = createApp({ view: o.view, metrics: o.metrics, via: "unix" });
-      servers.push(Bun.serve({ unix: path, maxRequestBodySize: MAX_REQUEST_BODY, fetch: (req) => app.fetch(req, {}) }));
+      servers.push(Bun.serve({ unix: path, maxRequestBodySize: MAX_REQUEST_BODY, fetch: absoluteOnly((req) => app.fetch(req, {})), error: badRequest }));
       chmodSync(path, 0o600);
       addresses.push(path);
     });

@@ -58,7 +58,9 @@ export class FakeKube {
       if (method === "GET") return structuredClone(cur);
       if (method === "PATCH") {
         // the status subresource writes status alone; the main resource everything else
-        const patch = sub === "status" ? { status: body.status } : { ...body, status: undefined };
+        // (a merge patch's null would delete status; a key left out leaves it as it is)
+        const { status: _ignored, ...rest } = body;
+        const patch = sub === "status" ? { status: body.status } : rest;
         const next = mergePatch(cur, patch) as Obj;
         next.metadata.resourceVersion = String(this.rv++);
         this.objects.set(key, next);

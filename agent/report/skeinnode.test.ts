@@ -182,6 +182,20 @@ describe("SkeinNode writer", () => {
     expect(s.object()!.metadata.ownerReferences.length).toBe(1);
   });
 
+  test("an owner someone else put on the running agent's SkeinNode is put right at its next write", async () => {
+    const s = setup();
+    s.start();
+    await waitFor("the first write", () => s.object()?.status);
+    // owned by a Node that does not exist: kube's garbage collector would delete the object,
+    // and a wrong Node that is deleted would take this node's SkeinNode with it
+    s.object()!.metadata.ownerReferences = [{ apiVersion: "v1", kind: "Node", name: "other", uid: "other-uid" }];
+    s.state.report = report({ tableGeneration: 30 });
+    s.w.changed();
+    await waitFor("generation 30 written", () => s.object()!.status.tableGeneration === 30);
+    await waitFor("the owner put right", () => s.object()!.metadata.ownerReferences[0].uid === "node-uid-1");
+    expect(s.object()!.metadata.ownerReferences).toEqual([{ apiVersion: "v1", kind: "Node", name: "n1", uid: "node-uid-1" }]);
+  });
+
   test("other errors back off, doubling up to the cap", async () => {
     const s = setup({ backoffMs: 40, maxBackoffMs: 160 });
     s.kube.failures.push(500, 500, 500, 500, 500);

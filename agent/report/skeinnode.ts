@@ -90,6 +90,9 @@ export function boundedStatus(r: NodeReport): Omit<SkeinNodeStatus, "lastUpdate"
 }
 
 /** Keeps the node's SkeinNode; see the top of this file. */
+/** Whether the object (as the API server answered) names the Node with `uid` among its owners. */
+const ownedBy = (o: unknown, uid: string) => !!(o as { metadata?: { ownerReferences?: Array<{ uid?: string }> } } | undefined)?.metadata?.ownerReferences?.some((r) => r?.uid === uid);
+
 export class SkeinNodeWriter {
   private readonly o: Required<Omit<WriterOptions, "kube" | "log" | "nodeName">>;
   private source: NodeSource | undefined;
@@ -188,7 +191,9 @@ export class SkeinNodeWriter {
       for (let i = 0; ; i++) {
         try {
           if (!this.exists) await this.ensure(uid);
-          await this.writeStatus(status, now);
+          const written = await this.writeStatus(status, now);
+          // an owner changed by someone else since (by hand, a tool) shows in what the write returns
+          if (!ownedBy(written, uid)) await this.setOwner(uid);
           break;
         } catch (e) {
           if (i > 0 || !(e instanceof KubeError) || (e.statusCode !== 404 && e.statusCode !== 409)) throw e;
@@ -236,9 +241,9 @@ export class SkeinNodeWriter {
         if (again || !(e instanceof KubeError) || e.statusCode !== 409) throw e;
         return this.ensure(uid, true);
       }
-    } else if (!found.metadata?.ownerReferences?.some((r) => r.uid === uid)) {
+    } else if (!ownedBy(found, uid)) {
       // made for a Node of this name that is gone, or by hand
-      await this.w.kube.request("PATCH", this.path, { body: { metadata: { ownerReferences: [owner] } }, contentType: "application/merge-patch+json" });
+      await this.setOwner(uid);
     }
     // a restarted agent keeps the time the condition last flipped
     const conds = found?.status?.conditions;
@@ -247,9 +252,15 @@ export class SkeinNodeWriter {
     this.exists = true;
   }
 
-  private async writeStatus(s: ReturnType<typeof boundedStatus>, now: number): Promise<void> {
+  private async setOwner(uid: string): Promise<void> {
+    const owner = { apiVersion: "v1", kind: "Node", name: this.w.nodeName, uid };
+    await this.w.kube.request("PATCH", this.path, { body: { metadata: { ownerReferences: [owner] } }, contentType: "application/merge-patch+json" });
+  }
+
+  /** The object as the API server answered the write. */
+  private async writeStatus(s: ReturnType<typeof boundedStatus>, now: number): Promise<unknown> {
     const status: SkeinNodeStatus = { ...s, lastUpdate: rfc3339(now), conditions: [this.readyCondition(s, now)] };
-    await this.w.kube.request("PATCH", `${this.path}/status`, { body: { status }, contentType: "application/merge-patch+json" });
+    return await this.w.kube.request("PATCH", `${this.path}/status`, { body: { status }, contentType: "application/merge-patch+json" });
   }
 
   private readyCondition(s: ReturnType<typeof boundedStatus>, now: number): ReadyCondition {
