@@ -254,11 +254,6 @@ test("skein cleanup leaves alone what only looks like skein's, and its dry run c
   }
 });
 
-// kube-controller-manager's garbage collector deletes an object whose ownerReferences name
-// only owners that do not exist (a "dangling" owner, verified by uid); the test API server
-// collects only when an owner is deleted, so a SkeinNode re-owned by hand to a Node that
-// never existed stays (seen: still there 70 s later). Part B's (testing/apiserver).
-test.todo("the test API server collects an object whose only owner never existed", () => {});
 
 // Connections are not capped: 21,000 idle connections to the health port (every address, no
 // token) from one host filled the agent's 20,000 file descriptors (this machine's hard

@@ -550,6 +550,21 @@ describe("garbage collection by ownerReferences (kube-controller-manager's colle
     expect(s.list(cm).items.map((o) => o.metadata.name)).toEqual(["both", "orphan"]);
   });
 
+  test("an object whose owners never existed is collected shortly after its write; an owner of a kind not served is taken to exist", async () => {
+    const { s, node } = setup();
+    const cm = s.type("", "configmaps")!;
+    const n1 = s.create(node, undefined, { metadata: { name: "n1" } });
+    const ghost = { kind: "Node", metadata: { name: "ghost", uid: "00000000-0000-4000-8000-000000000000" } } as KubeObject;
+    s.create(cm, "default", owned("dangling", ghost));
+    s.create(cm, "default", owned("owned", n1));
+    s.create(cm, "default", { metadata: { name: "rs-owned", ownerReferences: [{ apiVersion: "apps/v1", kind: "ReplicaSet", name: "rs", uid: "11111111-0000-4000-8000-000000000000" }] }, data: {} });
+    // re-owned by hand to an owner that does not exist
+    const later = s.create(cm, "default", owned("later", n1));
+    s.update(cm, "default", "later", { ...later, ...owned("later", ghost) });
+    await Bun.sleep(1);
+    expect(s.list(cm).items.map((o) => o.metadata.name).sort()).toEqual(["owned", "rs-owned"]);
+  });
+
   test("a store restarted from a snapshot still knows who owns what", () => {
     const { s, node } = setup();
     const cm = s.type("", "configmaps")!;

@@ -258,6 +258,7 @@ export class Store {
         this.hooks.get(typeKey(t))?.deleted?.(obj);
         throw e;
       }
+      this.collectDangling(obj);
     }
     return obj;
   }
@@ -303,6 +304,7 @@ export class Store {
     if (o.dryRun) return next;
     next.metadata.resourceVersion = String(this.rev + 1);
     this.commit(t, key, next, cur);
+    this.collectDangling(next);
     return next;
   }
 
@@ -359,6 +361,32 @@ export class Store {
         if (!(e instanceof ApiError)) throw e;
       }
     }
+  }
+
+  /**
+   * What kube's garbage collector does with an object whose owners never existed or are gone
+   * (a dangling reference: no object of that kind has the uid): it deletes it, shortly after
+   * the write. Only owners of kinds this server serves are judged; an owner of a kind it does
+   * not know (a ReplicaSet) is taken to exist, as the collector cannot look it up either.
+   */
+  private collectDangling(o: KubeObject): void {
+    const refs = Array.isArray(o.metadata.ownerReferences) ? (o.metadata.ownerReferences as Array<{ apiVersion?: unknown; kind?: unknown; uid?: unknown }>) : [];
+    if (!refs.length) return;
+    const served = (r: { apiVersion?: unknown; kind?: unknown }) => [...this.types.values()].some((t) => groupVersion(t) === r.apiVersion && t.kind === r.kind);
+    if (!refs.every((r) => typeof r.uid === "string" && served(r) && !this.byUid.has(r.uid))) return;
+    const uid = o.metadata.uid;
+    const t = setTimeout(() => {
+      const at = uid ? this.byUid.get(uid) : undefined;
+      const type = at && this.types.get(at[0]);
+      const cur = at && this.objects.get(at[0])?.get(at[1]);
+      if (!type || !cur || cur.metadata.deletionTimestamp || ownerUids(cur).some((u) => this.byUid.has(u)) || !ownerUids(cur).length) return;
+      try {
+        this.delete(type, cur.metadata.namespace, cur.metadata.name!);
+      } catch (e) {
+        if (!(e instanceof ApiError)) throw e;
+      }
+    }, 0);
+    t.unref?.();
   }
 
   private index(type: string, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
