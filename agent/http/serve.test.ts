@@ -1,4 +1,5 @@
-import { afterAll, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
+import { waitFor } from "../../test/harness/index.ts";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { parseListen, startHttp } from "./serve.ts";
@@ -92,4 +93,52 @@ test("a request without a usable Host (HTTP/1.0, CONNECT, a broken Host) is a 40
   } finally {
     l.stop();
   }
+});
+
+describe("the health port", () => {
+  const { listenHealth } = require("./health-listener.ts") as typeof import("./health-listener.ts");
+  const { createApp } = require("./app.ts") as typeof import("./app.ts");
+  const start = (o: { maxConnections?: number; perClient?: number; requestSeconds?: number } = {}) => listenHealth({ host: "127.0.0.1", port: 0, app: createApp({ view, metrics: new Metrics({ version: "x", node: "n1" }), via: "loopback", healthOnly: true, clientOf: (c) => (c.env as { ip?: string }).ip }), ...o });
+  /** one raw exchange: what the server sent until it closed */
+  const exchange = (port: number, text: string) =>
+    new Promise<string>((resolve) => {
+      let got = "";
+      void Bun.connect({ hostname: "127.0.0.1", port, socket: { open: (s) => void s.write(text), data: (_s, d) => void (got += d.toString()), close: () => resolve(got), error: () => resolve(got) } });
+    });
+
+  test("GET /healthz and /readyz answer and close; other paths, methods and malformed requests get 4xx", async () => {
+    const l = start();
+    try {
+      expect(await exchange(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*Connection: close\r\n\r\n\{"ok":true,"node":"n1"\}$/);
+      expect(await exchange(l.port, "GET /readyz HTTP/1.0\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 /);
+      expect(await exchange(l.port, "GET /readyz HTTP/1.1\r\n\r\n")).toMatch(/^HTTP\/1\.1 400 [\s\S]*without a Host/);
+      expect(await exchange(l.port, "HEAD /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 OK\r\n[\s\S]*\r\n\r\n$/);
+      expect(await exchange(l.port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 404 /);
+      expect(await exchange(l.port, "POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc")).toMatch(/^HTTP\/1\.1 405 /);
+      expect(await exchange(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")).toMatch(/^HTTP\/1\.1 413 /);
+      expect(await exchange(l.port, "CONNECT x:1 HTTP/1.1\r\n\r\n")).toMatch(/^HTTP\/1\.1 400 /);
+      expect(await exchange(l.port, "GET /healthz?x=%ff HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 400 /);
+      expect(await exchange(l.port, "GET /\x00 HTTP/1.1\r\n\r\n")).toMatch(/^HTTP\/1\.1 400 /);
+      expect(await exchange(l.port, `GET /healthz HTTP/1.1\r\nX: ${"a".repeat(10_000)}\r\n\r\n`)).toMatch(/^HTTP\/1\.1 431 /);
+    } finally {
+      l.stop();
+    }
+  });
+
+  test("connections are capped per client and in all; a request that does not come in time is closed", async () => {
+    const l = start({ perClient: 4, maxConnections: 8, requestSeconds: 1 });
+    const idle: Array<{ end(): void }> = [];
+    try {
+      // four idle connections from this client fill its share: the fifth is refused at once
+      for (let i = 0; i < 4; i++) idle.push(await Bun.connect({ hostname: "127.0.0.1", port: l.port, socket: { data() {} } }));
+      await waitFor("4 open", () => l.open() === 4);
+      expect(await exchange(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 503 [\s\S]*too many connections/);
+      // the idle ones are closed after the request time, and the client is served again
+      await waitFor("idle connections closed", () => l.open() === 0, 5000);
+      expect(await exchange(l.port, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).toMatch(/^HTTP\/1\.1 200 /);
+    } finally {
+      for (const s of idle) s.end();
+      l.stop();
+    }
+  });
 });

@@ -6,6 +6,7 @@ import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Server } from "bun";
 import { createApp, type AgentView } from "./app.ts";
+import { listenHealth } from "./health-listener.ts";
 import type { Metrics } from "./metrics.ts";
 import { addressFamily } from "../../compiler/address.ts";
 
@@ -76,12 +77,13 @@ function prepareSocket(path: string): void {
  */
 export function startHttp(o: HttpOptions): Listening {
   const servers: Server<unknown>[] = [];
+  const stops: Array<() => void> = [];
   const addresses: string[] = [];
   const errors: string[] = [];
-  const tcp = (host: string, port: number, healthOnly: boolean) => {
-    const remote = !healthOnly && !isLoopback(host);
+  const tcp = (host: string, port: number) => {
+    const remote = !isLoopback(host);
     if (remote && !o.token) throw new Error(`the API on ${host}:${port} is not loopback: it needs a bearer token (--http-token-file)`);
-    const app = createApp({ view: o.view, metrics: o.metrics, via: remote ? "remote" : "loopback", token: o.token, healthOnly, clientOf: (c) => (c.env as { ip?: string } | undefined)?.ip });
+    const app = createApp({ view: o.view, metrics: o.metrics, via: remote ? "remote" : "loopback", token: o.token, clientOf: (c) => (c.env as { ip?: string } | undefined)?.ip });
     const s = Bun.serve({
       hostname: host,
       port,
@@ -90,7 +92,7 @@ export function startHttp(o: HttpOptions): Listening {
       error: badRequest,
     });
     servers.push(s);
-    addresses.push(`${host.includes(":") ? `[${host}]` : host}:${s.port}${healthOnly ? " (health)" : ""}`);
+    addresses.push(`${host.includes(":") ? `[${host}]` : host}:${s.port}`);
   };
   const attempt = (what: string, start: () => void) => {
     try {
@@ -111,16 +113,22 @@ export function startHttp(o: HttpOptions): Listening {
   }
   if (o.listen) {
     const l = o.listen;
-    attempt(`${l.host}:${l.port}`, () => tcp(l.host, l.port, false));
+    attempt(`${l.host}:${l.port}`, () => tcp(l.host, l.port));
   }
   if (o.healthPort) {
     const port = o.healthPort;
+    const app = createApp({ view: o.view, metrics: o.metrics, via: "loopback", healthOnly: true, clientOf: (c) => (c.env as { ip?: string } | undefined)?.ip });
+    const health = (host: string) => {
+      const l = listenHealth({ host, port, app });
+      stops.push(l.stop);
+      addresses.push(`${host.includes(":") ? `[${host}]` : host}:${l.port} (health)`);
+    };
     // every address of both families; IPv4 alone where IPv6 is off
     attempt(`health port ${port}`, () => {
       try {
-        tcp("::", port, true);
+        health("::");
       } catch {
-        tcp("0.0.0.0", port, true);
+        health("0.0.0.0");
       }
     });
   }
@@ -129,6 +137,7 @@ export function startHttp(o: HttpOptions): Listening {
     errors,
     stop() {
       for (const s of servers) s.stop(true);
+      for (const stop of stops) stop();
       if (o.socket) {
         try {
           if (lstatSync(o.socket).isSocket()) unlinkSync(o.socket);
