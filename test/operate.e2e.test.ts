@@ -114,6 +114,7 @@ describe("the agent's HTTP API", () => {
     ]);
     // n3 is probed at its pod-network address (through the tunnel), n2 at the same kind of address over the direct route
     expect(p.peers.map((x: any) => x.probe.address)).toEqual(["10.244.2.0", "10.244.3.0"]);
+    console.log(`health probe round trips from n1: ${p.peers.map((x: any) => `${x.name} (${x.paths[0].how}) ${x.probe.rttMs} ms`).join(", ")}`);
     expect(p.peers.every((x: any) => x.lastHeartbeatMsAgo >= 0)).toBe(true);
     const st = (await api("n1", "/v1/state")).json;
     expect(st.nodes.map((n: any) => n.name).sort()).toEqual(["n1", "n2", "n3"]);
