@@ -152,7 +152,9 @@ test("slowloris on all three listeners: /healthz still answers, the tables still
   const opened = spawned.map((s) => JSON.parse(s.out.text.split("\n")[0]!).open);
   // the health port (every address, no token) holds at most 16 connections of one client and
   // closes the rest at once: idle connections cannot use up the agent's file descriptors
-  expect([opened[0], opened[2]]).toEqual([1000, 1000]);
+  // (the others hold nearly all: a loaded machine may refuse a few connects past a full backlog)
+  expect(opened[0]).toBeGreaterThan(900);
+  expect(opened[2]).toBeGreaterThan(900);
   expect(opened[1]).toBeLessThanOrEqual(16);
   // while the half-sent requests are held
   const t0 = performance.now();
