@@ -48,7 +48,10 @@ describe("the SkeinNode CRD through kubectl", () => {
   }, 60_000);
 
   test("a SkeinNode, its status written through the status subresource, printed with the columns", async () => {
-    const created = await apply("n1", { apiVersion: "skein.io/v1alpha1", kind: "SkeinNode", metadata: { name: "n1", ownerReferences: [{ apiVersion: "v1", kind: "Node", name: "n1", uid: "6f1f7a8e-0000-4000-8000-000000000001" }] }, spec: {} });
+    // owned by its Node, which must exist: an object whose owners never existed is collected
+    await apply("node-n1", { apiVersion: "v1", kind: "Node", metadata: { name: "n1" } });
+    const uid = await ok("get", "node", "n1", "-o", "jsonpath={.metadata.uid}");
+    const created = await apply("n1", { apiVersion: "skein.io/v1alpha1", kind: "SkeinNode", metadata: { name: "n1", ownerReferences: [{ apiVersion: "v1", kind: "Node", name: "n1", uid }] }, spec: {} });
     expect(created.out).toContain("skeinnode.skein.io/n1 created");
     await apply("n2", { apiVersion: "skein.io/v1alpha1", kind: "SkeinNode", metadata: { name: "n2" }, spec: {} });
     const status = { ready: false, reasons: ["peers unknown"], mode: "vxlan", version: "0.1.0", addresses: { underlay: "192.168.50.11", podCIDRs: ["10.244.1.0/24"] }, peers: { total: 3, reachable: 2, unreachable: ["n3"] }, peersSummary: "2/3", tableGeneration: 17, lastError: "route to n3: no reply", lastUpdate: "2026-11-29T10:00:00Z", conditions: [{ type: "Ready", status: "False", reason: "PeersUnreachable", message: "n3 unreachable", lastTransitionTime: "2026-11-29T10:00:00Z" }] };
