@@ -72,3 +72,30 @@ test("render() reads every source in SOURCES, each under its own Source line", (
   const marks = [...out.matchAll(/^# Source: deploy\/(.+)$/gm)].map((m) => m[1]);
   expect(marks).toEqual([...SOURCES]);
 });
+
+// The DaemonSet passes the ConfigMap to the agent through env and $(VAR) in its args: a key or
+// a variable misspelt would reach the agent as a literal "$(SKEIN_…)" or stop the pod.
+test("the DaemonSet's args name only variables it defines, from keys the ConfigMap has, and the conflist is deploy/10-skein.conflist", () => {
+  const docs = parseAllDocuments(readFileSync(join(ROOT, "deploy", OUTPUT), "utf8"));
+  if (!Array.isArray(docs)) throw new Error("no documents");
+  const objs = docs.map((d) => d.toJS() as { kind: string; metadata: { name: string }; data?: Record<string, string>; spec?: any });
+  const cm = objs.find((o) => o.kind === "ConfigMap" && o.metadata.name === "skein-config")!;
+  const ds = objs.find((o) => o.kind === "DaemonSet")!;
+  const agent = ds.spec.template.spec.containers.find((c: { name: string }) => c.name === "agent");
+  const env = new Map<string, { valueFrom?: { configMapKeyRef?: { name: string; key: string; optional?: boolean } } }>(agent.env.map((e: { name: string }) => [e.name, e]));
+  const used = (agent.args as string[]).flatMap((a) => [...a.matchAll(/\$\(([A-Z_]+)\)/g)].map((m) => m[1]!));
+  expect(used.length).toBeGreaterThan(0);
+  for (const v of used) expect({ v, defined: env.has(v) }).toEqual({ v, defined: true });
+  for (const [name, e] of env) {
+    const ref = e.valueFrom?.configMapKeyRef;
+    if (!ref || ref.optional) continue;
+    expect({ name, configMap: ref.name, hasKey: cm.data?.[ref.key] !== undefined }).toEqual({ name, configMap: "skein-config", hasKey: true });
+  }
+  expect(JSON.parse(cm.data!["10-skein.conflist"]!)).toEqual(JSON.parse(readFileSync(join(ROOT, "deploy/10-skein.conflist"), "utf8")));
+  // the password file the agent is given is the one the Secret volume mounts
+  const pw = (agent.args as string[]).find((a) => a.startsWith("--nats-password-file="))!.split("=")[1]!;
+  const mount = agent.volumeMounts.find((m: { mountPath: string }) => pw.startsWith(m.mountPath + "/"));
+  const vol = ds.spec.template.spec.volumes.find((v: { name: string }) => v.name === mount?.name);
+  expect(vol?.secret?.secretName).toBe("skein-nats");
+  expect(vol.secret.items.map((i: { path: string }) => `${mount.mountPath}/${i.path}`)).toContain(pw);
+});
