@@ -4,7 +4,7 @@
 // as the DaemonSet's liveness and readiness checks.
 import { chmodSync, lstatSync, mkdirSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Server } from "bun";
+import type { Context } from "hono";
 import { createApp, type AgentView } from "./app.ts";
 import { listenHealth } from "./health-listener.ts";
 import type { Metrics } from "./metrics.ts";
@@ -76,14 +76,16 @@ function prepareSocket(path: string): void {
  * because a port of its API is taken.
  */
 export function startHttp(o: HttpOptions): Listening {
-  const servers: Server<unknown>[] = [];
   const stops: Array<() => void> = [];
   const addresses: string[] = [];
   const errors: string[] = [];
+  // the TCP listeners' client address, for the per-client rate
+  const clientOf = (c: Context) => (c.env as { ip?: string } | undefined)?.ip;
+  const listed = (host: string, port: number) => `${host.includes(":") ? `[${host}]` : host}:${port}`;
   const tcp = (host: string, port: number) => {
     const remote = !isLoopback(host);
     if (remote && !o.token) throw new Error(`the API on ${host}:${port} is not loopback: it needs a bearer token (--http-token-file)`);
-    const app = createApp({ view: o.view, metrics: o.metrics, via: remote ? "remote" : "loopback", token: o.token, clientOf: (c) => (c.env as { ip?: string } | undefined)?.ip });
+    const app = createApp({ view: o.view, metrics: o.metrics, via: remote ? "remote" : "loopback", token: o.token, clientOf });
     const s = Bun.serve({
       hostname: host,
       port,
@@ -91,8 +93,8 @@ export function startHttp(o: HttpOptions): Listening {
       fetch: (req, server) => absoluteOnly((r) => app.fetch(r, { ip: server.requestIP(r)?.address }))(req),
       error: badRequest,
     });
-    servers.push(s);
-    addresses.push(`${host.includes(":") ? `[${host}]` : host}:${s.port}`);
+    stops.push(() => s.stop(true));
+    addresses.push(listed(host, s.port!));
   };
   const attempt = (what: string, start: () => void) => {
     try {
@@ -106,7 +108,8 @@ export function startHttp(o: HttpOptions): Listening {
     attempt(`unix socket ${path}`, () => {
       prepareSocket(path);
       const app = createApp({ view: o.view, metrics: o.metrics, via: "unix" });
-      servers.push(Bun.serve({ unix: path, maxRequestBodySize: MAX_REQUEST_BODY, fetch: absoluteOnly((req) => app.fetch(req, {})), error: badRequest }));
+      const s = Bun.serve({ unix: path, maxRequestBodySize: MAX_REQUEST_BODY, fetch: absoluteOnly((req) => app.fetch(req, {})), error: badRequest });
+      stops.push(() => s.stop(true));
       chmodSync(path, 0o600);
       addresses.push(path);
     });
@@ -117,11 +120,11 @@ export function startHttp(o: HttpOptions): Listening {
   }
   if (o.healthPort) {
     const port = o.healthPort;
-    const app = createApp({ view: o.view, metrics: o.metrics, via: "loopback", healthOnly: true, clientOf: (c) => (c.env as { ip?: string } | undefined)?.ip });
+    const app = createApp({ view: o.view, metrics: o.metrics, via: "loopback", healthOnly: true, clientOf });
     const health = (host: string) => {
       const l = listenHealth({ host, port, app });
       stops.push(l.stop);
-      addresses.push(`${host.includes(":") ? `[${host}]` : host}:${l.port} (health)`);
+      addresses.push(`${listed(host, l.port)} (health)`);
     };
     // every address of both families; IPv4 alone where IPv6 is off
     attempt(`health port ${port}`, () => {
@@ -136,7 +139,6 @@ export function startHttp(o: HttpOptions): Listening {
     addresses,
     errors,
     stop() {
-      for (const s of servers) s.stop(true);
       for (const stop of stops) stop();
       if (o.socket) {
         try {
