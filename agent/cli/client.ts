@@ -2,7 +2,7 @@
 // `ip netns exec X skein status` asks X's agent), or an HTTP URL given with --agent (with a
 // bearer token for a non-loopback address).
 import { agentSocketPath } from "../sys/flock.ts";
-import { readFileBounded } from "../sys/bounded-read.ts";
+import { readFileBounded, readStreamBounded } from "../sys/bounded-read.ts";
 
 /** The agent could not be asked (none runs here, or it did not answer). */
 export class AgentUnreachable extends Error {}
@@ -19,25 +19,6 @@ export interface AgentTarget {
  * what would make a hostile or broken --agent exhaust this process's memory.
  */
 export const MAX_ANSWER = 64 * 1024 * 1024;
-
-/** The body, refused once it passes `limit` bytes (the rest is not read). */
-async function readBounded(r: Response, limit: number, where: string): Promise<string> {
-  if (!r.body) return "";
-  const reader = r.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.length;
-    if (size > limit) {
-      await reader.cancel().catch(() => {});
-      throw new Error(`the agent at ${where} answered with more than ${limit} bytes: not read further`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
 
 /** What the agent answered: status and body (parsed when JSON). */
 export async function askAgent(path: string, t: AgentTarget, accept = "application/json"): Promise<{ status: number; text: string; json?: unknown }> {
@@ -58,7 +39,7 @@ export async function askAgent(path: string, t: AgentTarget, accept = "applicati
     await r.body?.cancel().catch(() => {});
     throw new Error(`the agent at ${where} answered ${path.split("?")[0]} with a redirect (${r.status}${r.headers.get("location") ? ` to ${JSON.stringify(r.headers.get("location")!.slice(0, 100))}` : ""}): not followed`);
   }
-  const text = await readBounded(r, MAX_ANSWER, where);
+  const text = (await readStreamBounded(r.body, MAX_ANSWER, () => new Error(`the agent at ${where} answered with more than ${MAX_ANSWER} bytes: not read further`))).toString("utf8");
   let json: unknown;
   if ((r.headers.get("content-type") ?? "").includes("application/json")) {
     try {

@@ -53,3 +53,23 @@ export function readFileBounded(path: string, limit: number, what: string): Buff
     closeSync(fd);
   }
 }
+
+/** A stream's bytes, failing with `tooLarge()` (the rest cancelled, not read) once more than
+ * `limit` bytes arrive; an absent stream is empty. */
+export async function readStreamBounded(stream: ReadableStream<Uint8Array> | null, limit: number, tooLarge: () => Error): Promise<Buffer> {
+  if (!stream) return Buffer.alloc(0);
+  const reader = stream.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  return Buffer.concat(chunks);
+}

@@ -4,6 +4,7 @@
 // thousands of levels deep parses, but overflows the stack of every later JSON.stringify,
 // so every list of its type would fail and so would the save.
 import { ApiError } from "./errors.ts";
+import { readStreamBounded } from "../../agent/sys/bounded-read.ts";
 
 /** kube-apiserver's limit for a JSON or YAML request body (3 MiB) */
 export const MAX_BODY_BYTES = 3 * 1024 * 1024;
@@ -17,21 +18,7 @@ const tooLarge = (limit: number) => new ApiError(413, "RequestEntityTooLarge", `
 export async function readBytes(req: Request, limit = MAX_BODY_BYTES): Promise<Uint8Array> {
   const declared = Number(req.headers.get("content-length") ?? 0);
   if (declared > limit) throw tooLarge(limit);
-  if (!req.body) return new Uint8Array();
-  const chunks: Uint8Array[] = [];
-  let n = 0;
-  const reader = req.body.getReader();
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.byteLength;
-    if (n > limit) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(limit);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks);
+  return readStreamBounded(req.body, limit, () => tooLarge(limit));
 }
 
 /** Throws when `text` (JSON) nests arrays and objects deeper than `max`. */
