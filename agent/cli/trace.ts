@@ -6,11 +6,12 @@
 import { PeerBook } from "../gossip/peers.ts";
 import { vtepMacFor } from "../gossip/record.ts";
 import { planOverlay, type Mode, type PeerPath } from "../overlay/plan.ts";
-import { explain, type TraceInput, type TraceResult } from "../trace/explain.ts";
+import { explainAcrossNodes, type TraceInput, type TraceResult } from "../trace/explain.ts";
 import { parseQuery, type TraceQuery } from "../trace/query.ts";
 import { renderTrace } from "../trace/render.ts";
 import { compileState, type CompiledState } from "./tables.ts";
 import { nodeInfo, type NodeInfo } from "../loop/state.ts";
+import { factsOf } from "../loop/network.ts";
 import type { Marks } from "../datapath/marks.ts";
 
 export interface TraceOptions {
@@ -57,7 +58,7 @@ async function offlinePaths(c: CompiledState, o: TraceOptions, err: (s: string) 
       continue; // said by the compile
     }
     // the facts as agent/loop/network.ts hands them to its peer book
-    book.setNode(n.name, { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs, addresses: n.addresses, ...(n.publicIP ? { publicIP: n.publicIP } : {}), ...(n.site ? { site: n.site } : {}) });
+    book.setNode(n.name, factsOf(n));
   }
   const peers = book.peers();
   const unplanned = (why: string) => ({ paths: peers.flatMap((p) => p.podCIDRs.map((cidr) => ({ peer: p.name, cidr, how: "none" as const, why }))), from: "offline: what the Node objects imply" });
@@ -103,14 +104,8 @@ export async function traceOffline(o: TraceOptions, q: TraceQuery, err: (s: stri
     pods: c.pods,
     services: c.services,
   };
-  let r = explain(input, q);
   // a verdict judged on another node: that node's tables, compiled from the same file
-  const elsewhere = [...new Set(r.steps.flatMap((s) => (s.kind === "policy" ? s.sides.filter((x) => x.result === "unknown").map((x) => x.node) : [])))];
-  if (elsewhere.length) {
-    input.peerPolicies = Object.fromEntries(elsewhere.map((n) => [n, c.policyFor(n)]));
-    r = explain(input, q);
-  }
-  return r;
+  return explainAcrossNodes(input, q, c.policyFor);
 }
 
 export function printTrace(r: TraceResult, o: { json?: boolean; color: boolean }, out: (s: string) => void): void {

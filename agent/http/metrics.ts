@@ -95,9 +95,14 @@ export class Metrics {
   applied(part: "services" | "policy", kind: string, seconds: number): void {
     this.applySeconds.observe({ part, kind }, seconds);
   }
-  tables(generation: number, sizes: Record<string, number>): void {
-    this.generation.set(generation);
-    for (const [table, n] of Object.entries(sizes)) this.tableSize.set({ table }, n);
+  /** The tables in force, read when scraped (undefined: none applied yet). */
+  tables(read: () => { generation: number; sizes: Record<string, number> } | undefined): void {
+    this.collectors.push(() => {
+      const t = read();
+      if (!t) return;
+      this.generation.set(t.generation);
+      for (const [table, n] of Object.entries(t.sizes)) this.tableSize.set({ table }, n);
+    });
   }
   transactionError(part: "services" | "policy" | "overlay"): void {
     this.txErrors.inc({ part });
@@ -132,28 +137,26 @@ export class Metrics {
   }
   /** Counts another part keeps itself (the overlay's repairs and failed applies), added to
    * the counters at each scrape by what they grew since the last. */
-  follow(what: { repairs?: () => number; failures?: () => number }, part: "overlay"): void {
-    let repairs = 0;
-    let failures = 0;
-    this.collectors.push(() => {
-      const r = what.repairs?.() ?? 0;
-      const f = what.failures?.() ?? 0;
-      if (r > repairs) this.repairs.inc({ what: part }, r - repairs);
-      if (f > failures) this.txErrors.inc({ part }, f - failures);
-      repairs = r;
-      failures = f;
-    });
+  follow(what: { repairs: () => number; failures: () => number }, part: "overlay"): void {
+    this.track(this.repairs, { what: part }, what.repairs);
+    this.track(this.txErrors, { part }, what.failures);
   }
 
   /** The Event recorder's own counts (agent/report/events.ts), added at each scrape. */
   followEvents(r: { writes: number; failed: number; dropped: number }): void {
-    const last = { written: 0, refused: 0, dropped: 0 };
+    this.track(this.events, { outcome: "written" }, () => r.writes);
+    this.track(this.events, { outcome: "refused" }, () => r.failed);
+    this.track(this.events, { outcome: "dropped" }, () => r.dropped);
+  }
+
+  /** A count another part keeps, added to `counter` at each scrape by what it grew since the
+   * last (a count that went down was started anew: nothing is added for it). */
+  private track<L extends string>(counter: Counter<L>, labels: Partial<Record<L, string>>, read: () => number): void {
+    let last = 0;
     this.collectors.push(() => {
-      const now = { written: r.writes, refused: r.failed, dropped: r.dropped };
-      for (const k of ["written", "refused", "dropped"] as const) {
-        if (now[k] > last[k]) this.events.inc({ outcome: k }, now[k] - last[k]);
-        last[k] = now[k];
-      }
+      const now = read();
+      if (now > last) counter.inc(labels, now - last);
+      last = now;
     });
   }
 

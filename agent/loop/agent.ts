@@ -24,7 +24,7 @@ import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { BLOCKED_POLICY, countersByPolicy, type PolicyCounts, type PolicyReadings } from "../datapath/policy-counters.ts";
 import type { Metrics } from "../http/metrics.ts";
 import { TraceQueryError, type AgentView, type ObjectRef } from "../http/app.ts";
-import { explain, type TraceInput } from "../trace/explain.ts";
+import { explainAcrossNodes, type TraceInput } from "../trace/explain.ts";
 import { parseQuery, QueryError } from "../trace/query.ts";
 import { renderTrace } from "../trace/render.ts";
 import { tablesView } from "../datapath/tables-view.ts";
@@ -340,8 +340,8 @@ export class Agent implements AgentView {
    * answered (without a probe result yet: when the plan has a path to them).
    */
   nodeReport(): NodeReport {
-    const { ready, reasons } = this.ready();
     const net = this.deps.network?.status?.();
+    const { ready, reasons } = this.ready(net);
     const node = this.store?.node;
     const reached = new Set(net?.peers.filter((p) => (p.probe ? p.probe.ok : p.paths.some((x) => x.how !== "none"))).map((p) => p.name));
     // (a Node without pod CIDRs has no pods to reach: not a peer)
@@ -438,8 +438,9 @@ export class Agent implements AgentView {
 
   private lastErrorAt: number | undefined;
 
-  /** Entries of the tables in force, by table (the metrics' skein_table_entries). */
-  private tableSizes(): Record<string, number> {
+  /** Entries of the tables in force, by table (the metrics' skein_table_entries, read when
+   * scraped: counting them walks every target, which a sync need not pay for). */
+  tableSizes(): Record<string, number> {
     const t = this.compiler.tables();
     const p = this.policy.tables();
     let backends = 0;
@@ -462,20 +463,19 @@ export class Agent implements AgentView {
 
   /** /readyz: the cluster listed, the tables applied without error, the pod network planned
    * (the reasons when not). */
-  ready(): { ready: boolean; reasons: string[] } {
+  ready(n = this.deps.network?.status?.()): { ready: boolean; reasons: string[] } {
     const reasons: string[] = [];
     if (!this.synced) reasons.push("the cluster is not listed yet");
     else if (!this.lastResult && !this.lastError) reasons.push("no tables applied yet");
     if (this.lastError) reasons.push(`the last sync failed (the tables before it stay in force): ${this.lastError}`);
-    const n = this.deps.network?.status?.();
     if (n && !n.planned) reasons.push(n.waiting ? `the pod network waits: ${n.waiting}` : "the pod network has no plan yet");
     return { ready: reasons.length === 0, reasons };
   }
 
   /** /v1/status and `skein status`. */
   status(): unknown {
-    const r = this.ready();
     const n = this.deps.network?.status?.();
+    const r = this.ready(n);
     return {
       node: this.o.nodeName,
       version: VERSION,
@@ -552,15 +552,9 @@ export class Agent implements AgentView {
       throw e;
     }
     if (!this.lastResult || !this.store) return undefined;
-    const input = this.traceInput();
-    let r = explain(input, q);
     // a verdict judged on another node: that node's tables, compiled from what this agent
     // holds of the cluster (every Pod, Namespace and NetworkPolicy, as that node's are)
-    const elsewhere = [...new Set(r.steps.flatMap((s) => (s.kind === "policy" ? s.sides.filter((x) => x.result === "unknown").map((x) => x.node) : [])))];
-    if (elsewhere.length) {
-      input.peerPolicies = Object.fromEntries(elsewhere.slice(0, 2).map((n) => [n, this.policy.tablesFor(n)]));
-      r = explain(input, q);
-    }
+    const r = explainAcrossNodes(this.traceInput(), q, (n) => this.policy.tablesFor(n));
     return { json: r, text: renderTrace(r, { color: false }) };
   }
 
@@ -671,9 +665,8 @@ export class Agent implements AgentView {
         // a table made new below takes the policy with its skeleton
         if (this.replace) this.deps.datapath.policy(tables, false);
         else {
-          t0 = performance.now();
           const r = this.deps.datapath.policy(tables, true, this.recover || this.rewrite);
-          if (r.kind !== "none") m?.applied("policy", r.kind, (performance.now() - t0) / 1000);
+          if (r.kind !== "none") m?.applied("policy", r.kind, r.ms / 1000);
           if (r.kind !== "none") this.log.info({ generation: gen, nftLines: r.lines, ms: Math.round(r.ms * 10) / 10, identities: tables.identities.length, ingress: tables.allowIngress.length, egress: tables.allowEgress.length }, "policy applied");
         }
         if (pc) this.reportPolicy(pc.before, pc.after);
@@ -684,9 +677,8 @@ export class Agent implements AgentView {
       m?.compiled("services", (performance.now() - t0) / 1000);
       const rebuild = this.recover || this.rewrite;
       const full = this.resync || this.replace || rebuild;
-      t0 = performance.now();
       const r = full ? this.deps.datapath.sync(this.compiler.tables(), { full: this.replace, rebuild }) : this.deps.datapath.apply(changes, () => this.compiler.tables());
-      if (r.kind !== "none") m?.applied("services", r.kind, (performance.now() - t0) / 1000);
+      if (r.kind !== "none") m?.applied("services", r.kind, r.ms / 1000);
       this.resync = false;
       this.replace = false;
       this.recover = false;
@@ -695,7 +687,6 @@ export class Agent implements AgentView {
       this.lastResult = { ...r, generation: gen };
       this.lastError = undefined;
       this.appliedAt = Date.now();
-      if (m) m.tables(gen, this.tableSizes());
       // latencyMs: from the first event of this update arriving to the kernel holding it
       const latencyMs = since === undefined ? undefined : Math.round((performance.now() - since) * 10) / 10;
       if (r.kind !== "none") this.log.info({ generation: gen, kind: r.kind, services: changes.length, nftLines: r.lines, ringOps: r.ringOps, ms: Math.round(r.ms * 10) / 10, latencyMs }, "tables applied");

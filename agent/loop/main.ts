@@ -195,6 +195,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   metrics.followEvents(report.events);
   const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, report, found: found ? (found.ok ? "adopted" : "replace") : undefined });
   metrics.policyCounters(() => agent.readPolicyCounts());
+  metrics.tables(() => agent.lastResult && { generation: agent.lastResult.generation, sizes: agent.tableSizes() });
   if (network && overlay) {
     const [n, ov] = [network, overlay];
     metrics.follow({ repairs: () => ov.repairs, failures: () => n.applyFailures }, "overlay");

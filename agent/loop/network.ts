@@ -165,7 +165,7 @@ export class PodNetwork {
     const self = this.self;
     return {
       mode: this.o.mode,
-      ...(self ? { self: { underlay: self.underlay, underlayDev: self.underlayDev, ...(self.public ? { public: self.public } : {}), ...(self.site ? { site: self.site } : {}), podCIDRs: self.podCIDRs, podMtu: planOverlay(self, []).podMtu } } : {}),
+      ...(self ? { self: { underlay: self.underlay, underlayDev: self.underlayDev, ...(self.public ? { public: self.public } : {}), ...(self.site ? { site: self.site } : {}), podCIDRs: self.podCIDRs, podMtu: this.podMtu()! } } : {}),
       gossip: this.deps.startBus ? (hb.live ? "live" : "not live") : "off",
       planned: this.plan !== undefined,
       ...(this.waiting ? { waiting: this.waiting } : {}),
@@ -306,6 +306,7 @@ export class PodNetwork {
   }
 }
 
-function factsOf(n: NodeInfo): NodeFacts {
+/** A Node's facts as the peer book takes them (also the offline trace's plan). */
+export function factsOf(n: NodeInfo): NodeFacts {
   return { name: n.name, podCIDRs: n.podCIDRs, internalIPs: n.internalIPs, addresses: n.addresses, ...(n.publicIP ? { publicIP: n.publicIP } : {}), ...(n.site ? { site: n.site } : {}) };
 }

@@ -476,3 +476,16 @@ export function explain(input: TraceInput, q: TraceQuery): TraceResult {
   if (unknown) return result("undecided", `reaches ${to}${pick}, unless ${unknown.direction} policy on node ${unknown.node} drops it`, dest);
   return result("delivered", `delivered to ${to}${pick}`, dest);
 }
+
+/**
+ * `explain`, with a verdict judged on another node (a side "unknown" here) judged again with
+ * that node's tables from `tablesOf` (the live agent and the offline trace both compile them
+ * from the whole cluster's Pods, Namespaces and NetworkPolicies, which every node holds).
+ */
+export function explainAcrossNodes(input: TraceInput, q: TraceQuery, tablesOf: (node: string) => PolicyTables): TraceResult {
+  const r = explain(input, q);
+  const elsewhere = [...new Set(r.steps.flatMap((s) => (s.kind === "policy" ? s.sides.filter((x) => x.result === "unknown").map((x) => x.node) : [])))];
+  if (!elsewhere.length) return r;
+  return explain({ ...input, peerPolicies: Object.fromEntries(elsewhere.map((n) => [n, tablesOf(n)])) }, q);
+}
+
