@@ -8,6 +8,7 @@ import { bearerAuth } from "hono/bearer-auth";
 import { bodyLimit } from "hono/body-limit";
 import * as v from "valibot";
 import type { Metrics } from "./metrics.ts";
+import { TokenBucket } from "../sys/token-bucket.ts";
 
 export interface ObjectRef {
   namespace: string;
@@ -37,28 +38,6 @@ const CniReportSchema = v.strictObject({
   seconds: v.pipe(v.number(), v.minValue(0), v.maxValue(3600)),
 });
 export type CniReport = v.InferOutput<typeof CniReportSchema>;
-
-/** A token bucket: `rate` per second, up to `burst` at once. */
-export class Bucket {
-  private tokens: number;
-  private at: number;
-  constructor(
-    private readonly rate: number,
-    private readonly burst: number,
-    private readonly now: () => number = () => performance.now(),
-  ) {
-    this.tokens = burst;
-    this.at = now();
-  }
-  take(): boolean {
-    const t = this.now();
-    this.tokens = Math.min(this.burst, this.tokens + ((t - this.at) / 1000) * this.rate);
-    this.at = t;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
-  }
-}
 
 export interface AppOptions {
   view: AgentView;
@@ -110,8 +89,8 @@ const json = (c: Context, status: number, body: unknown) => c.json(body as objec
 
 export function createApp(o: AppOptions): Hono {
   const app = new Hono();
-  const global = new Bucket((o.rate?.perSecond ?? 20) * 5, (o.rate?.burst ?? 50) * 4, o.now);
-  const clients = new Map<string, Bucket>();
+  const global = new TokenBucket((o.rate?.perSecond ?? 20) * 5, 1000, (o.rate?.burst ?? 50) * 4, o.now);
+  const clients = new Map<string, TokenBucket>();
   const view = o.view;
 
   app.onError((e, c) => {
@@ -133,12 +112,12 @@ export function createApp(o: AppOptions): Hono {
     if (url.pathname.length > MAX_PATH) return json(c, 414, { error: `path longer than ${MAX_PATH} bytes` });
     if (url.search.length > MAX_QUERY) return json(c, 414, { error: `query longer than ${MAX_QUERY} bytes` });
     const who = o.clientOf?.(c);
-    let b: Bucket | undefined;
+    let b: TokenBucket | undefined;
     if (who !== undefined) {
       b = clients.get(who);
       if (!b) {
         if (clients.size >= MAX_CLIENTS) clients.delete(clients.keys().next().value!);
-        b = new Bucket(o.rate?.perSecond ?? 20, o.rate?.burst ?? 50, o.now);
+        b = new TokenBucket(o.rate?.perSecond ?? 20, 1000, o.rate?.burst ?? 50, o.now);
         clients.set(who, b);
       }
     }

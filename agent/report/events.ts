@@ -11,6 +11,7 @@
 import type { Logger } from "pino";
 import { KubeError, type KubeClient } from "../watch/kube.ts";
 import { clip, within, type ObjectRef, type Outcome } from "./types.ts";
+import { TokenBucket } from "../sys/token-bucket.ts";
 
 export const COMPONENT = "skein-agent";
 export const REPORTING_COMPONENT = "skein.io/agent";
@@ -91,8 +92,7 @@ export class EventRecorder {
   private readonly burst: number;
   private readonly dedupMs: number;
   private readonly now: () => number;
-  private tokens: number;
-  private refilledAt: number;
+  private readonly bucket: TokenBucket;
   private readonly queue: Pending[] = [];
   private readonly sent = new Map<string, Sent>();
   /** the version of each object last reported, by Event key */
@@ -112,8 +112,7 @@ export class EventRecorder {
     this.burst = o.burst ?? 10;
     this.dedupMs = o.dedupMs ?? 600_000;
     this.now = o.now ?? Date.now;
-    this.tokens = this.burst;
-    this.refilledAt = this.now();
+    this.bucket = new TokenBucket(this.perMinute, 60_000, this.burst, this.now);
   }
 
   /** A Warning Event on `ref`; returns at once. */
@@ -153,14 +152,6 @@ export class EventRecorder {
     if (this.dropped++ % 100 === 0) this.o.log.warn({ dropped: this.dropped }, `more than ${this.perMinute} Events a minute: Events dropped`);
   }
 
-  private take(now: number): boolean {
-    this.tokens = Math.min(this.burst, this.tokens + ((now - this.refilledAt) * this.perMinute) / 60_000);
-    this.refilledAt = now;
-    if (this.tokens < 1) return false;
-    this.tokens--;
-    return true;
-  }
-
   private async drain(): Promise<void> {
     for (let p = this.queue.shift(); p && !this.stopped; p = this.queue.shift()) {
       try {
@@ -176,7 +167,7 @@ export class EventRecorder {
     const now = this.now();
     for (const [k, s] of this.sent) if (now - s.lastMs >= this.dedupMs) this.sent.delete(k);
     const seen = this.sent.get(p.key);
-    if (!this.take(now)) {
+    if (!this.bucket.take(now)) {
       // the Event of a repeat counts it when it is next written
       if (seen) seen.count += p.times;
       this.drop();
