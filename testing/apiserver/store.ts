@@ -349,17 +349,22 @@ export class Store {
    * Background; one that still has an owner stays.
    */
   private collect(uid: string | undefined): void {
-    for (const dep of [...(uid ? (this.owned.get(uid) ?? []) : [])]) {
-      const at = this.byUid.get(dep);
-      const t = at && this.types.get(at[0]);
-      const o = at && this.objects.get(at[0])?.get(at[1]);
-      if (!t || !o || o.metadata.deletionTimestamp || ownerUids(o).some((u) => this.byUid.has(u))) continue;
-      try {
-        this.delete(t, o.metadata.namespace, o.metadata.name!);
-      } catch (e) {
-        // a write refused (the journal): it stays, as an object the collector has yet to reach
-        if (!(e instanceof ApiError)) throw e;
-      }
+    for (const dep of [...(uid ? (this.owned.get(uid) ?? []) : [])]) this.collectIfOrphaned(dep);
+  }
+
+  /** Deletes the object of `uid` when it has owners and none of them exists any more. */
+  private collectIfOrphaned(uid: string): void {
+    const at = this.byUid.get(uid);
+    const t = at && this.types.get(at[0]);
+    const o = at && this.objects.get(at[0])?.get(at[1]);
+    if (!t || !o || o.metadata.deletionTimestamp) return;
+    const owners = ownerUids(o);
+    if (!owners.length || owners.some((u) => this.byUid.has(u))) return;
+    try {
+      this.delete(t, o.metadata.namespace, o.metadata.name!);
+    } catch (e) {
+      // a write refused (the journal): it stays, as an object the collector has yet to reach
+      if (!(e instanceof ApiError)) throw e;
     }
   }
 
@@ -375,18 +380,9 @@ export class Store {
     const served = (r: { apiVersion?: unknown; kind?: unknown }) => [...this.types.values()].some((t) => groupVersion(t) === r.apiVersion && t.kind === r.kind);
     if (!refs.every((r) => typeof r.uid === "string" && served(r) && !this.byUid.has(r.uid))) return;
     const uid = o.metadata.uid;
-    const t = setTimeout(() => {
-      const at = uid ? this.byUid.get(uid) : undefined;
-      const type = at && this.types.get(at[0]);
-      const cur = at && this.objects.get(at[0])?.get(at[1]);
-      if (!type || !cur || cur.metadata.deletionTimestamp || ownerUids(cur).some((u) => this.byUid.has(u)) || !ownerUids(cur).length) return;
-      try {
-        this.delete(type, cur.metadata.namespace, cur.metadata.name!);
-      } catch (e) {
-        if (!(e instanceof ApiError)) throw e;
-      }
-    }, 0);
-    t.unref?.();
+    if (!uid) return;
+    // looked at again shortly: by then an owner may have been made, or the object changed
+    setTimeout(() => this.collectIfOrphaned(uid), 0).unref?.();
   }
 
   private index(type: string, key: string, obj: KubeObject | undefined, prev: KubeObject | undefined): void {
