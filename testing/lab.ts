@@ -4,7 +4,7 @@
 import { addNetns, deleteNetnsWithPrefix, netnsPath } from "../agent/sys/netns.ts";
 import { inNetns, run, runAsync, type ExecResult } from "../agent/sys/exec.ts";
 import type { Subprocess } from "bun";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, fstatSync, openSync, readFileSync } from "node:fs";
 import type { CniRuntime, Conflist } from "../agent/cni/runtime.ts";
 
 export { DEMO_PREFIX, TEST_PREFIX } from "../agent/sys/netns.ts";
@@ -148,6 +148,37 @@ export class Lab {
     if (ready === "timeout") throw new Error(`${what} in ${this.name(short)} not ready within ${o.timeoutMs ?? 5000} ms: ${out.text.trim()}`);
     if (ready === "ended") throw new Error(`${what} in ${this.name(short)} exited: ${(out.text + (await new Response(other).text())).trim()}`);
     return { proc, out };
+  }
+
+  /**
+   * Starts a process in a namespace that outlives this one (`skein demo --keep`): a session of
+   * its own (a Ctrl-C in the terminal does not reach it), its output appended to `log`, since
+   * a pipe would break once its reader exits. With `ready`, resolves once the log says so.
+   * Returns its pid; destroy() still ends it, as does removing its namespace.
+   */
+  async spawnDetached(short: string, argv: string[], o: { log: string; ready?: string; timeoutMs?: number; what?: string }): Promise<number> {
+    const fd = openSync(o.log, "a", 0o600);
+    // the log may hold an earlier run's output: only what this one appends counts
+    const from = fstatSync(fd).size;
+    let proc: Subprocess;
+    try {
+      proc = Bun.spawn(["setsid", ...inNetns(this.path(short), argv)], { stdin: "ignore", stdout: fd, stderr: fd });
+    } finally {
+      closeSync(fd);
+    }
+    proc.unref();
+    this.servers.push(proc);
+    if (o.ready === undefined) return proc.pid;
+    const what = o.what ?? argv.join(" ");
+    const timeoutMs = o.timeoutMs ?? 5000;
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const text = existsSync(o.log) ? readFileSync(o.log, "utf8").slice(from) : "";
+      if (text.includes(o.ready)) return proc.pid;
+      if (proc.exitCode !== null) throw new Error(`${what} in ${this.name(short)} exited ${proc.exitCode}: ${text.slice(-2000).trim()}`);
+      if (Date.now() > deadline) throw new Error(`${what} in ${this.name(short)} not ready within ${timeoutMs} ms: ${text.slice(-2000).trim()}`);
+      await Bun.sleep(25);
+    }
   }
 
   /** Starts `skein probe serve` in a namespace and resolves once it listens. */

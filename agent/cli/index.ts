@@ -418,11 +418,29 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
 
   program
     .command("demo")
-    .description("build a virtual cluster in network namespaces and prove pod connectivity (needs root)")
-    .option("--keep", "leave the namespaces in place for exploring (remove them with 'skein cleanup --namespaces-only')")
-    .action(async (o: { keep?: boolean }) => {
+    .description("build a live virtual cluster in network namespaces (nodes, one behind a NAT, API server, NATS, an agent per node), deploy a two-tier app with a NetworkPolicy and prove who reaches whom (needs root)")
+    .option("--keep", "leave the cluster running for kubectl (prints the kubeconfig and commands to try); 'skein demo --stop' ends it")
+    .option("--stop", "end a demo cluster left running by --keep (or an interrupted one)")
+    .addOption(new Option("--nodes <n>", "how many nodes (the third sits behind a NAT)").default(3).argParser(whole(1, 6)))
+    .addOption(new Option("--pods <n>", "pods per tier of the app").default(2).argParser(whole(1, 10)))
+    .addOption(new Option("--control-plane <dir>", "run the control-plane process of the demo cluster in DIR (the demo starts it)").hideHelp())
+    .action(async (o: { keep?: boolean; stop?: boolean; nodes: number; pods: number; controlPlane?: string }) => {
+      if (o.controlPlane !== undefined) {
+        const { runControlPlane } = await import("../../testing/demo/control-plane.ts");
+        const { skeinBinary } = await import("../../testing/skein-bin.ts");
+        await runControlPlane(o.controlPlane, skeinBinary(), out);
+        return;
+      }
+      if (o.stop) {
+        if (o.keep) throw new UsageError("skein demo: --stop and --keep exclude each other");
+        if (process.getuid?.() !== 0) throw new UsageError("skein demo --stop: needs root (it removes network namespaces)");
+        const { stopDemo } = await import("../../testing/demo/cluster.ts");
+        const gone = await stopDemo();
+        out(gone.length ? `demo cluster taken down: ${gone.join(", ")}\n` : "no demo cluster was running\n");
+        return;
+      }
       const { runDemo } = await import("../../testing/demo.ts");
-      const ok = await runDemo({ keep: !!o.keep, log: out });
+      const ok = await runDemo({ keep: !!o.keep, nodes: o.nodes, pods: o.pods, log: out, tty: !!process.stdout.isTTY });
       if (!ok) process.exitCode = 1;
     });
 
@@ -431,14 +449,27 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
     .command("serve")
     .description("answer TCP connections and UDP datagrams with a name and the peer address seen")
     .requiredOption("--name <name>", "name to answer with")
-    .option("--tcp <port>", "TCP port", parsePort)
-    .option("--udp <port>", "UDP port", parsePort)
+    .option("--tcp <port>", "TCP port, repeatable", (s: string, prev: number[] = []) => [...prev, parsePort(s)])
+    .option("--udp <port>", "UDP port, repeatable", (s: string, prev: number[] = []) => [...prev, parsePort(s)])
     .option("--host <addr>", "address to bind", "::")
     .option("--hold", "keep TCP connections open and echo what arrives")
-    .action(async (o: { name: string; tcp?: number; udp?: number; host: string; hold?: boolean }) => {
+    .option("--upstream <addr:port>", "ask this server on every connection or datagram and append its answer (a tier calling the next)")
+    .action(async (o: { name: string; tcp?: number[]; udp?: number[]; host: string; hold?: boolean; upstream?: string }) => {
       if (o.tcp === undefined && o.udp === undefined) throw new UsageError("skein probe serve: give --tcp and/or --udp");
+      let upstream: { host: string; port: number } | undefined;
+      if (o.upstream !== undefined) {
+        const m = /^(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d+)$/.exec(o.upstream);
+        const host = m?.[1] ?? m?.[2];
+        try {
+          if (!m || !host) throw new Error("not address:port ([address]:port for IPv6)");
+          addressFamily(host);
+          upstream = { host, port: parsePort(m[3]!) };
+        } catch (e) {
+          throw new UsageError(`skein probe serve: --upstream ${JSON.stringify(o.upstream)}: ${(e as Error).message}`);
+        }
+      }
       const { serve } = await import("./probe.ts");
-      await serve({ ...o, log: out });
+      await serve({ ...o, upstream, log: out });
     });
   probe
     .command("connect")

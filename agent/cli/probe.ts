@@ -6,14 +6,35 @@
 /** A dual-stack socket reports IPv4 peers as ::ffff:a.b.c.d; people expect a.b.c.d. */
 const plain = (addr: string) => addr.replace(/^::ffff:(\d+\.\d+\.\d+\.\d+)$/, "$1");
 
-export async function serve(o: { name: string; tcp?: number; udp?: number; host: string; hold?: boolean; log: (s: string) => void }): Promise<never> {
-  if (o.tcp !== undefined) {
+export interface ServeOptions {
+  name: string;
+  tcp?: number[];
+  udp?: number[];
+  host: string;
+  hold?: boolean;
+  /** asked on every TCP connection and UDP datagram (the same protocol), its answer appended:
+   * a tier calling the next one, as a frontend calls its backend */
+  upstream?: { host: string; port: number };
+  log: (s: string) => void;
+}
+
+export async function serve(o: ServeOptions): Promise<never> {
+  // what the upstream said, or why it said nothing, as one line of text
+  const ask = async (proto: "tcp" | "udp"): Promise<string> => {
+    if (!o.upstream) return "";
+    try {
+      return ` -> ${await connect(proto, o.upstream.host, o.upstream.port, 1500)}`;
+    } catch (e) {
+      return ` -> ${o.upstream.host}:${o.upstream.port} no answer (${(e as Error).message.replace(/^\S+ \S+: /, "")})`;
+    }
+  };
+  for (const port of o.tcp ?? []) {
     Bun.listen({
       hostname: o.host,
-      port: o.tcp,
+      port,
       socket: {
-        open(s) {
-          const hello = `${o.name} ${plain(s.remoteAddress)}\n`;
+        async open(s) {
+          const hello = `${o.name} ${plain(s.remoteAddress)}${await ask("tcp")}\n`;
           // --hold keeps the connection and echoes what arrives: a long-lived flow
           if (o.hold) s.write(hello);
           else s.end(hello);
@@ -24,19 +45,19 @@ export async function serve(o: { name: string; tcp?: number; udp?: number; host:
       },
     });
   }
-  if (o.udp !== undefined) {
-    const sock = await Bun.udpSocket({
+  for (const port of o.udp ?? []) {
+    await Bun.udpSocket({
       hostname: o.host,
-      port: o.udp,
+      port,
       socket: {
-        data(s, _buf, port, addr) {
-          s.send(`${o.name} ${plain(addr)}\n`, port, addr);
+        async data(s, _buf, port, addr) {
+          s.send(`${o.name} ${plain(addr)}${await ask("udp")}\n`, port, addr);
         },
       },
     });
-    void sock;
   }
-  o.log(`ready ${o.name}${o.tcp !== undefined ? ` tcp/${o.tcp}` : ""}${o.udp !== undefined ? ` udp/${o.udp}` : ""}\n`);
+  const ports = [...(o.tcp ?? []).map((p) => ` tcp/${p}`), ...(o.udp ?? []).map((p) => ` udp/${p}`)].join("");
+  o.log(`ready ${o.name}${ports}${o.upstream ? ` upstream ${o.upstream.host}:${o.upstream.port}` : ""}\n`);
   return new Promise<never>(() => {});
 }
 

@@ -15,7 +15,7 @@ export interface WatchEvent {
   object: KubernetesObject & Record<string, unknown>;
 }
 
-interface Resource {
+export interface Resource {
   kind: Kind;
   path: string;
   fieldSelector?: string;
@@ -36,6 +36,9 @@ export function resources(_nodeName: string): Resource[] {
 
 export interface WatcherOptions {
   nodeName: string;
+  /** what to watch, when not the agent's resources() (the demo cluster's controllers watch a
+   * few kinds, a pod runner only the Pods bound to its node) */
+  resources?: Resource[];
   onEvent: (e: WatchEvent) => void;
   /** every resource has been listed once: the state is complete */
   onSynced?: () => void;
@@ -62,7 +65,7 @@ export class Watcher {
     private readonly client: KubeClient,
     private readonly o: WatcherOptions,
   ) {
-    for (const r of resources(o.nodeName)) {
+    for (const r of o.resources ?? resources(o.nodeName)) {
       const keep = o.keep ? (x: Record<string, unknown>) => o.keep!(r.kind, x) : undefined;
       const lw = new ListWatch<KubernetesObject & Record<string, unknown>>(r.path, client.watcher(keep), () => this.list(r) as never, false, undefined, r.fieldSelector);
       const inf = { r, lw, failures: 0, timer: undefined as ReturnType<typeof setTimeout> | undefined };
