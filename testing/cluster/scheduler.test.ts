@@ -141,6 +141,8 @@ describe("Scheduler against the test API server", () => {
     await create(pod("unrelated"));
     await boundTo("unrelated");
     expect((await get("gpu")).metadata!.resourceVersion).toBe(rv);
+    const failed = await api.request<{ items: Obj[] }>("GET", `${ns}/events`, { query: { fieldSelector: "involvedObject.name=gpu,reason=FailedScheduling" } });
+    expect(failed.items.map((e) => [e.type, e.message])).toEqual([["Warning", cond.message]]);
     await api.request("POST", "/api/v1/nodes", { body: node("n4", { labels: { gpu: "yes" } }) });
     expect(await boundTo("gpu")).toBe("n4");
     expect(((await get("gpu")).status.conditions ?? []).find((c: any) => c.type === "PodScheduled")).toMatchObject({ status: "True" });
