@@ -211,6 +211,16 @@ export class TestApiServer {
       if (why) return c.text(`[-]${why}\nreadyz check failed`, 500);
     }
     if (seg.length === 1 && ["healthz", "livez", "readyz"].includes(seg[0]!)) return c.text("ok");
+    // the Binding kind of kube's BindingREST, decoded and checked as its own type
+    const binding = { ...this.store.type("", "pods")!, plural: "bindings", singular: "binding", kind: "Binding", status: false, shortNames: [], fields: {} };
+    // the older form of a pod's binding: POST /api/v1/namespaces/{ns}/bindings, the pod named in the body
+    if (seg.length === 5 && seg[0] === "api" && seg[1] === "v1" && seg[2] === "namespaces" && seg[4] === "bindings") {
+      if (method !== "POST") throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+      const b = await body(c, binding);
+      checkTypeMeta(binding, b);
+      this.store.bind(seg[3]!, String(b.metadata.name ?? ""), b, { dryRun: dryRunOf(c.req.queries("dryRun") ?? []) });
+      return c.json(bound, 201);
+    }
     const r = this.resolve(seg);
     if (!r) throw new ApiError(404, "NotFound", "the server could not find the requested resource", { causes: [{ reason: "UnexpectedServerResponse", message: "404 page not found" }] });
     const { served, namespace, name, subresource } = r;
@@ -257,6 +267,13 @@ export class TestApiServer {
       }
       throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
     }
+    if (subresource === "binding") {
+      if (method !== "POST") throw new ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource");
+      const b = await body(c, binding);
+      checkTypeMeta(binding, b);
+      this.store.bind(namespace!, name, b, { dryRun: dryRun() });
+      return c.json(bound, 201);
+    }
     switch (method) {
       case "GET": {
         const o = this.store.get(t, namespace, name);
@@ -299,7 +316,7 @@ export class TestApiServer {
   }
 
   /** Path segments to a type, namespace, name and subresource, as kube-apiserver routes them. */
-  private resolve(seg: string[]): { served: Served; namespace?: string; name?: string; subresource?: "status" } | undefined {
+  private resolve(seg: string[]): { served: Served; namespace?: string; name?: string; subresource?: "status" | "binding" } | undefined {
     let group: string;
     let version: string;
     let rest: string[];
@@ -310,6 +327,8 @@ export class TestApiServer {
     const sub = (s: string | undefined) => (s === undefined ? {} : s === "status" ? { subresource: "status" as const } : null);
     if (rest[0] === "namespaces" && rest.length >= 3 && rest[2] !== "status") {
       const t = type(rest[2]!);
+      // pods/binding: a core Pod's only subresource besides status that this server has
+      if (t && rest.length === 5 && rest[4] === "binding" && t.stored.kind === "Pod" && !t.stored.group) return { served: t, namespace: rest[1], name: rest[3], subresource: "binding" };
       const s = sub(rest[4]);
       if (!t || !t.type.namespaced || s === null || (s.subresource && !t.type.status) || rest.length > 5) return undefined;
       return { served: t, namespace: rest[1], name: rest[3], ...s };
@@ -332,6 +351,7 @@ export class TestApiServer {
         .filter((t) => t.group === g && t.version === v)
         .flatMap((t) => [
           { name: t.plural, singularName: t.singular, namespaced: t.namespaced, kind: t.kind, verbs: VERBS, ...(t.shortNames.length ? { shortNames: t.shortNames } : {}), ...(t.categories?.length ? { categories: t.categories } : {}) },
+          ...(isPods(t) ? [{ name: "pods/binding", singularName: "", namespaced: true, kind: "Binding", verbs: ["create"] }] : []),
           ...(t.status ? [{ name: `${t.plural}/status`, singularName: "", namespaced: t.namespaced, kind: t.kind, verbs: ["get", "patch", "update"] }] : []),
         ]),
     });
@@ -340,10 +360,14 @@ export class TestApiServer {
       return { name: g, versions, preferredVersion: versions[0] };
     };
     const p = seg.join("/");
+    if (p === "api/v1") {
+      // kube-apiserver lists the older binding resource too, create only
+      const core = resources("", "v1");
+      return { ...core, resources: [{ name: "bindings", singularName: "binding", namespaced: true, kind: "Binding", verbs: ["create"] }, ...core.resources] };
+    }
     // the release whose schemas k8s-proto.ts decodes, so kubectl of that release sees no skew
     if (p === "version") return { major: "1", minor: SOURCE_TAG.split(".")[1]!, gitVersion: `${SOURCE_TAG.replace(/^v0\./, "v1.")}-skein-test`, platform: "linux/amd64" };
     if (p === "api") return { kind: "APIVersions", versions: ["v1"], serverAddressByClientCIDRs: [{ clientCIDR: "0.0.0.0/0", serverAddress: `${this.o.hostname ?? "127.0.0.1"}:${this.port}` }] };
-    if (p === "api/v1") return resources("", "v1");
     if (p === "apis") return { kind: "APIGroupList", apiVersion: "v1", groups: groups.map(groupDoc) };
     if (seg[0] === "apis" && seg.length === 2 && groups.includes(seg[1]!)) return { kind: "APIGroup", apiVersion: "v1", ...groupDoc(seg[1]!) };
     if (seg[0] === "apis" && seg.length === 3 && types.some((t) => t.group === seg[1] && t.version === seg[2])) return resources(seg[1]!, seg[2]!);
@@ -503,6 +527,10 @@ function dryRunOf(values: unknown[]): boolean {
   for (const v of values) if (v !== "All") throw new ApiError(400, "BadRequest", `dryRun: Unsupported value: ${JSON.stringify(v)}: supported values: "All"`);
   return values.length > 0;
 }
+
+/** what kube-apiserver answers a binding with (the create handler fills in the code) */
+const bound = { kind: "Status", apiVersion: "v1", metadata: {}, status: "Success", code: 201 };
+const isPods = (t: ResourceType) => t.kind === "Pod" && !t.group;
 
 const tableResponse = (table: object, version: string) => new Response(JSON.stringify(table), { headers: { "content-type": `application/json;as=Table;v=${version};g=meta.k8s.io` } });
 

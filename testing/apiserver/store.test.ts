@@ -403,10 +403,10 @@ describe("watch", () => {
     const { s, pod } = setup();
     s.create(pod, "default", { metadata: { name: "p" }, spec: {} });
     const seen: string[] = [];
-    s.watch(pod, { fieldSelector: "spec.nodeName=n1", from: s.rev }, (e) => seen.push(`${e.type} ${e.object.metadata.resourceVersion}`));
-    const bound = s.update(pod, "default", "p", { metadata: { name: "p" }, spec: { nodeName: "n1" } });
-    const moved = s.update(pod, "default", "p", { metadata: { name: "p" }, spec: { nodeName: "n2" } });
-    expect(seen).toEqual([`ADDED ${bound.metadata.resourceVersion}`, `DELETED ${moved.metadata.resourceVersion}`]);
+    s.watch(pod, { fieldSelector: "status.phase=Running", from: s.rev }, (e) => seen.push(`${e.type} ${e.object.metadata.resourceVersion}`));
+    const running = s.update(pod, "default", "p", { metadata: { name: "p" }, status: { phase: "Running" } }, "status");
+    const done = s.update(pod, "default", "p", { metadata: { name: "p" }, status: { phase: "Succeeded" } }, "status");
+    expect(seen).toEqual([`ADDED ${running.metadata.resourceVersion}`, `DELETED ${done.metadata.resourceVersion}`]);
   });
 
   test("from a compacted resourceVersion: 410 too old resource version", () => {

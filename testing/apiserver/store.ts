@@ -280,7 +280,8 @@ export class Store {
     const rv = body.metadata?.resourceVersion;
     if (rv !== undefined && rv !== "" && rv !== cur.metadata.resourceVersion) throw conflict(t, name, "the object has been modified; please apply your changes to the latest version and try again");
     let next: KubeObject;
-    if (subresource === "status") next = { ...cur, status: body.status };
+    // its own metadata: the stored object (in the history, and what watchers were sent) stays as it was
+    if (subresource === "status") next = { ...cur, metadata: { ...cur.metadata }, status: body.status };
     else {
       // system metadata is the server's: what a client sends for it is ignored (kube's
       // BeforeUpdate), so a patch cannot mark an object as being deleted
@@ -305,6 +306,53 @@ export class Store {
     next.metadata.resourceVersion = String(this.rev + 1);
     this.commit(t, key, next, cur);
     this.collectDangling(next);
+    return next;
+  }
+
+  /**
+   * A Pod's binding subresource (kube-apiserver's BindingREST): `binding` names the pod and
+   * the Node it goes to; the pod must be unbound, not terminating and not gated, and the
+   * binding's uid and resourceVersion, when set, must be the pod's. Sets spec.nodeName, adds
+   * the binding's annotations and a PodScheduled=True condition, in one write.
+   */
+  bind(namespace: string, name: string, binding: KubeObject, o: WriteOptions = {}): KubeObject {
+    const t = this.type("", "pods")!;
+    const m = binding.metadata;
+    if (m.namespace && m.namespace !== namespace) throw new ApiError(400, "BadRequest", "the namespace of the provided object does not match the namespace sent on the request");
+    if (m.name !== name) throw new ApiError(400, "BadRequest", "name in URL does not match name in Binding object");
+    const target = (typeof binding.target === "object" && binding.target !== null ? binding.target : {}) as { kind?: unknown; name?: unknown };
+    // ValidatePodBinding's errors reach the client as a plain error, which kube-apiserver
+    // answers as 500 with no reason (not a 422: BindingREST returns errs.ToAggregate())
+    const errs: string[] = [];
+    if (target.kind !== undefined && target.kind !== "" && target.kind !== "Node") errs.push(`target.kind: Unsupported value: ${JSON.stringify(target.kind)}: supported values: "Node", "<empty>"`);
+    if (typeof target.name !== "string" || !target.name) errs.push("target.name: Required value");
+    if (errs.length) throw new ApiError(500, "", errs.length === 1 ? errs[0]! : `[${errs.join(", ")}]`);
+    const key = objectKey(namespace, name);
+    const cur = this.objects.get(typeKey(t))!.get(key);
+    if (!cur) throw notFound(t, name);
+    if (m.uid && m.uid !== cur.metadata.uid) throw conflict(t, name, `Precondition failed: UID in precondition: ${m.uid}, UID in object meta: ${cur.metadata.uid}`);
+    if (m.resourceVersion && m.resourceVersion !== cur.metadata.resourceVersion) throw conflict(t, name, "the object has been modified; please apply your changes to the latest version and try again");
+    const refuse = (why: string) => new ApiError(409, "Conflict", `Operation cannot be fulfilled on pods/binding "${name}": ${why}`, { name, kind: "pods/binding" });
+    const spec = (cur.spec ?? {}) as { nodeName?: string; schedulingGates?: unknown[] };
+    if (cur.metadata.deletionTimestamp) throw refuse(`pod ${name} is being deleted, cannot be assigned to a host`);
+    if (spec.nodeName) throw refuse(`pod ${name} is already assigned to node ${JSON.stringify(spec.nodeName)}`);
+    if (Array.isArray(spec.schedulingGates) && spec.schedulingGates.length) throw refuse(`pod ${name} has non-empty .spec.schedulingGates`);
+    const status = (cur.status ?? {}) as { conditions?: Array<Record<string, unknown>> };
+    const conditions = Array.isArray(status.conditions) ? status.conditions : [];
+    const was = conditions.find((c) => c?.type === "PodScheduled");
+    // podutil.UpdatePodCondition: the transition time moves only when the status does
+    const scheduled = { type: "PodScheduled", status: "True", lastProbeTime: null, lastTransitionTime: was?.status === "True" ? was.lastTransitionTime : now() };
+    const annotations = { ...(cur.metadata.annotations ?? {}), ...(m.annotations ?? {}) };
+    const next: KubeObject = {
+      ...cur,
+      metadata: { ...cur.metadata, ...(Object.keys(annotations).length ? { annotations } : {}) },
+      spec: { ...(cur.spec as object), nodeName: target.name },
+      status: { ...status, conditions: was ? conditions.map((c) => (c === was ? scheduled : c)) : [...conditions, scheduled] },
+    };
+    validateObject(t, next, this.checkFields);
+    if (o.dryRun) return next;
+    next.metadata.resourceVersion = String(this.rev + 1);
+    this.commit(t, key, next, cur);
     return next;
   }
 

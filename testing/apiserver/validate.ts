@@ -478,6 +478,7 @@ const UPDATE_RULES: Record<string, (next: Obj, cur: Obj) => FieldError[]> = {
     if (typeof one === "string" && one !== "" && specField(next, "podCIDR") !== one) errs.push(podCIDRForbidden("spec.podCIDR", specField(next, "podCIDR")));
     return errs;
   },
+  "/Pod": podUpdate,
   "discovery.k8s.io/EndpointSlice": (next, cur) => (sameJSON(next.addressType, cur.addressType) ? [] : [{ field: "addressType", value: next.addressType, detail: "field is immutable" }]),
   "/Namespace": (next, cur) => {
     const phase = isObj(next.status) ? next.status.phase : undefined;
@@ -487,6 +488,27 @@ const UPDATE_RULES: Record<string, (next: Obj, cur: Obj) => FieldError[]> = {
     return phase === undefined || phase === "Active" || sameJSON(phase, isObj(cur.status) ? cur.status.phase : undefined) ? [] : [{ field: "status.phase", value: phase, detail: "may only be 'Active' if `deletionTimestamp` is empty" }];
   },
 };
+
+/** kube 1.32's ValidatePodUpdate words what a pod update may change (InPlacePodVerticalScaling off) */
+const POD_UPDATABLE = "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)";
+
+/**
+ * kube's ValidatePodUpdate: a pod's spec is fixed once created but for its images, deadline,
+ * tolerations, grace period and scheduling gates (taken as they are here, without their own
+ * finer rules). So spec.nodeName is never set or changed by an update: only the binding
+ * subresource (Store.bind) sets it.
+ */
+function podUpdate(next: Obj, cur: Obj): FieldError[] {
+  const a = isObj(next.spec) ? next.spec : {};
+  const b = isObj(cur.spec) ? cur.spec : {};
+  const images = (list: unknown, from: unknown) => (Array.isArray(list) ? list.map((c, i) => (isObj(c) && Array.isArray(from) && isObj(from[i]) ? { ...c, image: from[i].image } : c)) : list);
+  const munged: Obj = { ...a, containers: images(a.containers, b.containers), initContainers: images(a.initContainers, b.initContainers) };
+  for (const k of ["activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"]) munged[k] = b[k];
+  const changed = [...new Set([...Object.keys(munged), ...Object.keys(b)])].filter((k) => !sameJSON(munged[k], b[k])).sort();
+  if (!changed.length) return [];
+  const diff = changed.map((k) => `\n  - ${k}: ${JSON.stringify(b[k] ?? null)}\n  + ${k}: ${JSON.stringify(munged[k] ?? null)}`).join("");
+  return [{ field: "spec", value: next.spec, detail: `${POD_UPDATABLE}${diff}`, type: "FieldValueForbidden" }];
+}
 
 /** The update rules of `t` for `next` replacing `cur`; throws 422 naming each field. */
 export function validateUpdate(t: ResourceType, next: KubeObject, cur: KubeObject): void {
