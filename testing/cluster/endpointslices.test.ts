@@ -49,12 +49,13 @@ describe("desired endpoints", () => {
       pod("f", { ips: ["10.244.1.7"], app: "other" }),
       pod("g", { ips: ["10.244.1.8"], node: "gone" }),
     ];
-    expect(endpoints(desiredEndpoints(s, pods, new Set(["n1"])))).toEqual([
+    const nodes = new Map([["n1", { metadata: { name: "n1", labels: { "topology.kubernetes.io/zone": "z1" } } }]]);
+    expect(endpoints(desiredEndpoints(s, pods, nodes))).toEqual([
       ["IPv4", [["http:8080", ["a=10.244.1.2", "b=10.244.1.3 notready notserving", "c=10.244.1.4 notready terminating"]]]],
       ["IPv6", [["http:8080", ["a=fd00::2"]]]],
     ]);
-    const a = desiredEndpoints(s, pods).get("IPv4")!.values().next().value!.endpoints[0]!;
-    expect(a).toEqual({ addresses: ["10.244.1.2"], conditions: { ready: true, serving: true, terminating: false }, nodeName: "n1", targetRef: { kind: "Pod", namespace: "default", name: "a", uid: "uid-a" } });
+    const a = desiredEndpoints(s, pods, nodes).get("IPv4")!.values().next().value!.endpoints[0]!;
+    expect(a).toEqual({ addresses: ["10.244.1.2"], conditions: { ready: true, serving: true, terminating: false }, nodeName: "n1", zone: "z1", targetRef: { kind: "Pod", namespace: "default", name: "a", uid: "uid-a" } });
     // publishNotReadyAddresses: every endpoint ready and serving
     expect(endpoints(desiredEndpoints(svc("web", { publishNotReadyAddresses: true }), [pods[1]!]))).toEqual([["IPv4", [["http:8080", ["b=10.244.1.3"]]]]]);
   });

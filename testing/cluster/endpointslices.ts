@@ -2,7 +2,7 @@
 // controller writes for a Service with a selector, from the Pods it selects. One endpoint per
 // pod with an IP of the slice's family, on a node that exists, not Succeeded or Failed:
 // conditions ready (Pod Ready and not terminating), serving (Pod Ready), terminating
-// (deletionTimestamp); ports resolved per pod (a named targetPort through the pod's container
+// (deletionTimestamp); nodeName and the node's zone; ports resolved per pod (a named targetPort through the pod's container
 // ports); endpoints grouped by their port list into slices of at most 100, IPv4 and IPv6
 // apart; a placeholder slice with no endpoints when there are none. Only slices labelled as
 // this controller's are touched; each is owned by its Service, so the garbage collector takes
@@ -16,6 +16,7 @@ export const CONTROLLER = "endpointslice-controller.k8s.io";
 export const SERVICE_NAME = "kubernetes.io/service-name";
 export const MAX_ENDPOINTS_PER_SLICE = 100;
 const SLICES = "/apis/discovery.k8s.io/v1";
+const ZONE = "topology.kubernetes.io/zone";
 
 export type AddressType = "IPv4" | "IPv6";
 export interface EndpointPort {
@@ -28,6 +29,7 @@ export interface Endpoint {
   addresses: string[];
   conditions: { ready: boolean; serving: boolean; terminating: boolean };
   nodeName?: string;
+  zone?: string;
   hostname?: string;
   targetRef: { kind: "Pod"; namespace: string; name: string; uid: string };
 }
@@ -90,7 +92,7 @@ export function endpointPorts(svc: Obj, pod: Obj): EndpointPort[] {
 }
 
 /** The endpoint of `pod` in a slice of `type`, or undefined if it has none there. */
-export function endpointOf(svc: Obj, pod: Obj, type: AddressType): Endpoint | undefined {
+export function endpointOf(svc: Obj, pod: Obj, type: AddressType, node?: Obj): Endpoint | undefined {
   const ips: string[] = Array.isArray(pod.status?.podIPs) && pod.status.podIPs.length ? pod.status.podIPs.map((p: any) => p?.ip).filter((ip: unknown) => typeof ip === "string" && ip) : pod.status?.podIP ? [pod.status.podIP] : [];
   const addresses = ips.filter((ip) => familyOf(ip) === type);
   if (!addresses.length) return undefined;
@@ -102,6 +104,7 @@ export function endpointOf(svc: Obj, pod: Obj, type: AddressType): Endpoint | un
     addresses,
     conditions: { ready: publish || (serving && !terminating), serving, terminating },
     ...(pod.spec?.nodeName ? { nodeName: pod.spec.nodeName } : {}),
+    ...(node?.metadata?.labels?.[ZONE] ? { zone: node.metadata.labels[ZONE] as string } : {}),
     // endpointutil.ShouldSetHostname: a pod naming the Service as its subdomain
     ...(pod.spec?.hostname && pod.spec?.subdomain === svc.metadata?.name ? { hostname: pod.spec.hostname } : {}),
     targetRef: { kind: "Pod", namespace: m.namespace!, name: m.name!, uid: m.uid! },
@@ -109,7 +112,7 @@ export function endpointOf(svc: Obj, pod: Obj, type: AddressType): Endpoint | un
 }
 
 /** ShouldPodBeInEndpoints (terminating pods included): an IP, not Succeeded or Failed; and its node exists. */
-function eligible(pod: Obj, nodes: Set<string> | undefined): boolean {
+function eligible(pod: Obj, nodes: Map<string, Obj> | undefined): boolean {
   if (!pod.status?.podIP && !(Array.isArray(pod.status?.podIPs) && pod.status.podIPs.length)) return false;
   if (pod.status?.phase === "Succeeded" || pod.status?.phase === "Failed") return false;
   // kube skips a pod whose Node it cannot find (and looks again when nodes change)
@@ -120,14 +123,14 @@ const portsKey = (ports: EndpointPort[]) => JSON.stringify([...ports].sort((a, b
 const byPod = (a: Endpoint, b: Endpoint) => (a.targetRef.name < b.targetRef.name ? -1 : a.targetRef.name > b.targetRef.name ? 1 : 0);
 
 /** The endpoints of `svc`, per address type and port list: what its slices should hold, before they are cut to size. */
-export function desiredEndpoints(svc: Obj, pods: Obj[], nodes?: Set<string>): Map<AddressType, Map<string, Desired>> {
+export function desiredEndpoints(svc: Obj, pods: Obj[], nodes?: Map<string, Obj>): Map<AddressType, Map<string, Desired>> {
   const out = new Map<AddressType, Map<string, Desired>>();
   for (const type of addressTypes(svc)) out.set(type, new Map());
   for (const pod of pods) {
     if (!selects(svc, pod) || !eligible(pod, nodes)) continue;
     const ports = endpointPorts(svc, pod);
     for (const [type, groups] of out) {
-      const ep = endpointOf(svc, pod, type);
+      const ep = endpointOf(svc, pod, type, nodes?.get(pod.spec?.nodeName ?? ""));
       if (!ep) continue;
       const k = portsKey(ports);
       if (!groups.has(k)) groups.set(k, { addressType: type, ports, endpoints: [] });
@@ -307,7 +310,7 @@ export class EndpointSliceController {
   private async pass(): Promise<void> {
     const services = this.services.items().filter(managedService);
     const pods = this.pods.items();
-    const nodes = new Set(this.nodes.items().map((n) => n.metadata!.name!));
+    const nodes = new Map(this.nodes.items().map((n) => [n.metadata!.name!, n]));
     const live = new Set(services.map(svcKey));
     this.tracker.keep(live);
     for (const k of [...this.backoff.keys()]) if (!live.has(k)) this.backoff.delete(k);
