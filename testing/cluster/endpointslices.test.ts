@@ -36,6 +36,7 @@ describe("desired endpoints", () => {
     const s = svc("web", { ports: [{ name: "http", port: 80, protocol: "TCP", targetPort: "http" }, { name: "dns", port: 53, protocol: "UDP", targetPort: "dns" }, { name: "plain", port: 9000 }] });
     const p = pod("p", { ports: [{ name: "http", containerPort: 8080 }, { name: "dns", containerPort: 5353, protocol: "TCP" }] });
     expect(endpointPorts(s, p)).toEqual([{ name: "http", port: 8080, protocol: "TCP" }, { name: "plain", port: 9000, protocol: "TCP" }]);
+    expect(endpointPorts(svc("web", { ports: [null, { port: 80 }] }), p)).toEqual([{ name: "", port: 80, protocol: "TCP" }]);
   });
 
   test("one endpoint per pod and family; ready, serving, terminating; no IP, finished or nodeless pods left out", () => {

@@ -67,7 +67,7 @@ export function selects(svc: Obj, pod: Obj): boolean {
 
 /** podutil.FindPort: a named targetPort by the pod's container ports (name and protocol), a number as it is, none: the port. */
 export function endpointPorts(svc: Obj, pod: Obj): EndpointPort[] {
-  const ports: any[] = Array.isArray(svc.spec?.ports) ? svc.spec.ports : [];
+  const ports: any[] = Array.isArray(svc.spec?.ports) ? svc.spec.ports.filter((p: unknown) => typeof p === "object" && p !== null) : [];
   const out: EndpointPort[] = [];
   for (const sp of ports) {
     const protocol = sp.protocol || "TCP";
@@ -331,9 +331,9 @@ export class EndpointSliceController {
         this.sync.at(b.at);
         continue;
       }
-      const p = plan(svc, desiredEndpoints(svc, pods, nodes), cached);
       try {
-        await this.write(key, p);
+        // inside: an object the computation trips on holds back its Service only
+        await this.write(key, plan(svc, desiredEndpoints(svc, pods, nodes), cached));
         this.backoff.delete(key);
       } catch (e) {
         const failures = (b?.failures ?? 0) + 1;

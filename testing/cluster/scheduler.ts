@@ -84,7 +84,7 @@ export function matchesNodeAffinity(pod: Obj, node: Obj): boolean {
 
 /** Why `node` cannot take `pod` (kube-scheduler's reason), or undefined if it can. */
 export function unfit(pod: Obj, node: Obj): string | undefined {
-  const tolerations: Toleration[] = Array.isArray(pod.spec?.tolerations) ? pod.spec.tolerations : [];
+  const tolerations: Toleration[] = Array.isArray(pod.spec?.tolerations) ? pod.spec.tolerations.filter((t: unknown) => typeof t === "object" && t !== null) : [];
   if (node.spec?.unschedulable === true && !tolerations.some((t) => tolerates(t, { key: "node.kubernetes.io/unschedulable", effect: "NoSchedule" }))) return "node(s) were unschedulable";
   const untolerated = taintsOf(node).find((taint) => (taint.effect === "NoSchedule" || taint.effect === "NoExecute") && !tolerations.some((t) => tolerates(t, taint)));
   if (untolerated) return `node(s) had untolerated taint {${untolerated.key}: ${untolerated.value ?? ""}}`;
