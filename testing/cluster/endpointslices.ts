@@ -283,6 +283,7 @@ export class EndpointSliceController {
   private readonly tracker = new SliceTracker();
   /** per Service: failed writes in a row and when to try again */
   private readonly backoff = new Map<string, { failures: number; at: number }>();
+  private stopped = false;
 
   constructor(
     private readonly client: KubeClient,
@@ -303,6 +304,8 @@ export class EndpointSliceController {
   }
 
   async stop(): Promise<void> {
+    // a pass under way writes no more
+    this.stopped = true;
     this.sync.stop();
     await Promise.all([this.services.stop(), this.pods.stop(), this.nodes.stop(), this.slices.stop()]);
   }
@@ -322,6 +325,7 @@ export class EndpointSliceController {
       slicesOf.get(k)!.push(s);
     }
     for (const svc of services) {
+      if (this.stopped) return;
       const key = svcKey(svc);
       const cached = slicesOf.get(key) ?? [];
       // its own writes will bring another pass when the watch shows them
