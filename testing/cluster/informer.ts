@@ -25,8 +25,10 @@ export class Informer {
     /** told of every add, update and delete (after the cache has it) */
     onChange: (o: Obj, op: "add" | "update" | "delete") => void,
     log: (msg: string) => void,
+    /** only the objects with these labels (a label selector) */
+    private readonly labelSelector?: string,
   ) {
-    this.lw = new ListWatch<Obj>(path, client.watcher(), () => this.list() as never, false);
+    this.lw = new ListWatch<Obj>(path, client.watcher(), () => this.list() as never, false, labelSelector);
     this.lw.on("add", (o) => ((this.failures = 0), onChange(o, "add")));
     this.lw.on("update", (o) => ((this.failures = 0), onChange(o, "update")));
     this.lw.on("delete", (o) => onChange(o, "delete"));
@@ -46,7 +48,7 @@ export class Informer {
       let rv = "";
       try {
         do {
-          const page = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items: Obj[] }>("GET", this.path, { query: { limit: PAGE, continue: cont } });
+          const page = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items: Obj[] }>("GET", this.path, { query: { limit: PAGE, continue: cont, labelSelector: this.labelSelector } });
           items.push(...page.items);
           cont = page.metadata?.continue || undefined;
           rv = page.metadata?.resourceVersion ?? rv;

@@ -42,6 +42,8 @@ describe("filters", () => {
     expect(unfit(pod("p", { tolerations: [{ key: "node.kubernetes.io/unschedulable", operator: "Exists", effect: "NoSchedule" }] }), node("a", { unschedulable: true }))).toBeUndefined();
     expect(unfit(pod("p", { nodeSelector: { zone: "b" } }), node("a", { taints: [{ key: "gpu", value: "yes", effect: "NoExecute" }] }))).toBe("node(s) had untolerated taint {gpu: yes}");
     expect(unfit(pod("p"), node("a", { taints: [{ key: "soft", effect: "PreferNoSchedule" }] }))).toBeUndefined();
+    // a hostile entry is no toleration, not a failure
+    expect(unfit(pod("p", { tolerations: [null, 7] }), node("a", { taints: [{ key: "x", effect: "NoSchedule" }] }))).toBe("node(s) had untolerated taint {x: }");
     expect(unfit(pod("p", { nodeSelector: { zone: "b" } }), node("a", { labels: { zone: "a" } }))).toBe("node(s) didn't match Pod's node affinity/selector");
     expect(unfit(pod("p", { nodeSelector: { zone: "a" } }), node("a", { labels: { zone: "a", other: "x" } }))).toBeUndefined();
   });

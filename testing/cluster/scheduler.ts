@@ -84,7 +84,7 @@ export function matchesNodeAffinity(pod: Obj, node: Obj): boolean {
 
 /** Why `node` cannot take `pod` (kube-scheduler's reason), or undefined if it can. */
 export function unfit(pod: Obj, node: Obj): string | undefined {
-  const tolerations: Toleration[] = Array.isArray(pod.spec?.tolerations) ? pod.spec.tolerations : [];
+  const tolerations: Toleration[] = Array.isArray(pod.spec?.tolerations) ? pod.spec.tolerations.filter((t: unknown) => typeof t === "object" && t !== null) : [];
   if (node.spec?.unschedulable === true && !tolerations.some((t) => tolerates(t, { key: "node.kubernetes.io/unschedulable", effect: "NoSchedule" }))) return "node(s) were unschedulable";
   const untolerated = taintsOf(node).find((taint) => (taint.effect === "NoSchedule" || taint.effect === "NoExecute") && !tolerations.some((t) => tolerates(t, taint)));
   if (untolerated) return `node(s) had untolerated taint {${untolerated.key}: ${untolerated.value ?? ""}}`;
@@ -149,6 +149,7 @@ export class Scheduler {
   private readonly assumed = new Map<string, string>();
   /** pod key → failed writes in a row and when to try again */
   private readonly backoff = new Map<string, { failures: number; at: number }>();
+  private stopped = false;
 
   constructor(
     private readonly client: KubeClient,
@@ -166,6 +167,8 @@ export class Scheduler {
   }
 
   async stop(): Promise<void> {
+    // a pass under way writes no more
+    this.stopped = true;
     this.sync.stop();
     await Promise.all([this.pods.stop(), this.nodes.stop()]);
   }
@@ -183,6 +186,7 @@ export class Scheduler {
     const load = loadOf(pods, this.assumed);
     const waiting = pods.filter((p) => pending(p) && !this.assumed.has(keyOf(p))).sort((a, b) => (keyOf(a) < keyOf(b) ? -1 : 1));
     for (const pod of waiting) {
+      if (this.stopped) return;
       const k = keyOf(pod);
       const b = this.backoff.get(k);
       if (b && b.at > Date.now()) {
