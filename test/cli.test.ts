@@ -191,15 +191,6 @@ test("tables --state compiles a YAML file, names every rejected object and keeps
   }
 });
 
-test("skein demo builds its cluster, passes every check and leaves nothing behind", () => {
-  const r = skein(["demo"]);
-  expect(r.err).toBe("");
-  expect(r.code).toBe(0);
-  expect(r.out).toMatch(/\n(\d+) of \1 checks passed\n/);
-  expect(r.out).toContain("pod-a -> ClusterIP 10.96.0.10:80");
-  expect(listNetns().filter((n) => n.startsWith("skdemo-"))).toEqual([]);
-}, 120_000);
-
 test("tables --nft uses skein's bits of the marks only; ids the range cannot hold are an error naming the target", () => {
   const dir = useTempDir("marks");
   const objs = (n: number) =>

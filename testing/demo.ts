@@ -1,165 +1,221 @@
-// `skein demo`: a virtual node in network namespaces with a control plane beside it (the test
-// API server, `skein apiserver`), `skein agent` on the node watching it, pods wired by skein's
-// own CNI plugin through the same conflist path a container runtime takes (their addresses
-// from the pod CIDR the agent learned from the Node), Services written to the API as a
-// controller would, and real packets proving who reaches whom. Policy and more nodes join the
-// demo as those parts of skein land.
-import { mkdtempSync, mkdirSync, rmSync, symlinkSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { CniRuntime, type Conflist } from "../agent/cni/runtime.ts";
-import { DEMO_PREFIX, Lab } from "./lab.ts";
+// `skein demo`: a live virtual cluster in network namespaces. Three nodes by default (two on a
+// shared subnet, one behind a NAT), the test API server and NATS on a control-plane host, a
+// skein agent per node, and a control-plane process with a scheduler, an EndpointSlice
+// controller and a pod runner per node. Then a two-tier app is deployed through the API as a
+// user would, and real packets (TCP and UDP) show who reaches whom, with `skein trace`
+// explaining a few verdicts and the compiled tables. The end (or Ctrl-C) takes it all down;
+// `--keep` leaves it running for kubectl until `skein demo --stop`.
+import { hostname } from "node:os";
+import { runAsync, inNetns } from "../agent/sys/exec.ts";
 import { skeinBinary } from "./skein-bin.ts";
-import { ApiDriver } from "./apiserver/driver.ts";
+import { appObjects, APP_NS, APP_PORT, expected, judge, renderMatrix, type Cell, type Source, type Target } from "./demo/app.ts";
+import { buildCluster, DEMO_DIR, demoRunning, stopDemo, type DemoCluster } from "./demo/cluster.ts";
+import { Progress } from "./demo/progress.ts";
+import { OUTSIDE_NS } from "./multinode.ts";
+import { podNetnsName } from "./cluster/pod-runner.ts";
 
-
-interface Check {
-  what: string;
-  expect: string;
-  ok: boolean;
-  detail: string;
+export interface DemoOptions {
+  keep: boolean;
+  nodes: number;
+  pods: number;
+  log: (s: string) => void;
+  /** a terminal: a spinner while a step runs */
+  tty: boolean;
 }
 
-export async function runDemo(o: { keep: boolean; log: (s: string) => void }): Promise<boolean> {
+type Obj = Record<string, any>;
+
+const STEPS = 9;
+
+async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>, ms: number): Promise<T> {
+  const deadline = Date.now() + ms;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await f();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms / 1000} s waiting for ${what}${last ? ` (last: ${(last as Error).message})` : ""}`);
+    await Bun.sleep(100);
+  }
+}
+
+export async function runDemo(o: DemoOptions): Promise<boolean> {
   if (process.getuid?.() !== 0) throw new Error("skein demo builds network namespaces and needs root");
+  const running = demoRunning();
+  if (running) throw new Error(`a demo cluster is running already (started ${running.started}, control plane pid ${running.pid}): 'skein demo --stop' ends it`);
   const bin = skeinBinary();
-  const lab = new Lab(DEMO_PREFIX, bin);
-  lab.destroy(); // leftovers of an earlier, interrupted demo
-  const work = mkdtempSync(`${tmpdir()}/skein-demo-`);
-  const checks: Check[] = [];
-  const step = (s: string) => o.log(`\n== ${s}\n`);
+  // what an earlier demo left (interrupted, or its control plane killed)
+  await stopDemo();
+  const p = new Progress(STEPS, o.log, o.tty);
+  let interrupted = false;
   const onSignal = () => {
-    lab.destroy();
-    process.exit(130);
+    if (interrupted) return;
+    interrupted = true;
+    p.done(false);
+    o.log("\ninterrupted: taking the demo cluster down\n");
+    void stopDemo().finally(() => process.exit(130));
   };
-  process.once("SIGINT", onSignal);
+  process.on("SIGINT", onSignal);
+  process.on("SIGTERM", onSignal);
+  let ok = false;
+  let keep = false;
   try {
-    step("node1: a node namespace with an uplink to an outside host (198.18.0.0/24) and a control plane (198.18.9.0/24)");
-    lab.host("node1");
-    lab.host("outside");
-    lab.host("cp");
-    lab.wire({ ns: "node1", addr: "198.18.0.1/24" }, { ns: "outside", addr: "198.18.0.2/24" });
-    lab.wire({ ns: "cp", addr: "198.18.9.1/24" }, { ns: "node1", addr: "198.18.9.2/24" });
-
-    step("control plane: skein apiserver (a Kubernetes API for tests and demos) with Node node1, pod CIDR 10.244.1.0/24");
-    const token = crypto.randomUUID();
-    await lab.spawn("cp", [bin, "apiserver", "--dir", work, "--listen", "198.18.9.1:6443", "--token", token, "--unix", `${work}/api.sock`], { ready: "serving", what: "skein apiserver" });
-    const api = new ApiDriver(`${work}/api.sock`, token);
-    await api.create("/api/v1/namespaces", { metadata: { name: "demo" } });
-    await api.create("/api/v1/nodes", { metadata: { name: "node1" }, spec: { podCIDRs: ["10.244.1.0/24"] }, status: { addresses: [{ type: "InternalIP", address: "198.18.0.1" }] } });
-
-    step("skein agent on node1: watches the API over HTTPS, writes the node's pod CIDR for CNI, programs Services");
-    await lab.spawn("node1", [bin, "agent", "--kubeconfig", `${work}/kubeconfig`, "--node-name", "node1", "--cluster-cidr", "10.244.0.0/16", "--service-cidr", "10.96.0.0/16", "--node-file", `${work}/node.json`], { ready: "tables applied", timeoutMs: 15_000, what: "skein agent" });
-    o.log("  agent up: the cluster listed, the first tables applied\n");
-
-    const pluginDir = `${work}/bin`;
-    mkdirSync(pluginDir);
-    symlinkSync(bin, `${pluginDir}/skein`);
-    // no podCIDRs here: the plugin reads the ones the agent wrote from the Node
-    const conflist: Conflist = {
-      cniVersion: "1.1.0",
-      name: "skein-demo",
-      plugins: [{ type: "skein", nodeFile: `${work}/node.json`, clusterCIDRs: ["10.244.0.0/16"], dataDir: `${work}/ipam` }],
-    };
-    const cni = new CniRuntime({ path: [pluginDir], hostNetns: lab.path("node1") });
-
-    step("pods: CNI ADD for pod-a and pod-b, as kubelet's runtime would, then registered in the API as kubelet would");
-    const pods: Record<string, string> = {};
-    for (const p of ["pod-a", "pod-b"]) {
-      const pod = await lab.pod(p, cni, conflist, "demo");
-      pods[p] = pod.ip;
-      o.log(`  ${p}: ${pod.addresses.join(", ")}\n`);
-      await api.create("/api/v1/namespaces/demo/pods", { metadata: { name: p, labels: { app: "web" } }, spec: { nodeName: "node1", containers: [{ name: "probe", image: "skein-probe" }] } });
-      await api.request("PATCH", `/api/v1/namespaces/demo/pods/${p}/status`, { status: { phase: "Running", podIP: pods[p], podIPs: [{ ip: pods[p] }] } }, "application/merge-patch+json");
-    }
-    const a = pods["pod-a"]!;
-    const b = pods["pod-b"]!;
-
-    step("servers: TCP and UDP on 8080 in pod-a, pod-b and the outside host");
-    await lab.serve("pod-a", { name: "pod-a", tcp: 8080, udp: 8080 });
-    await lab.serve("pod-b", { name: "pod-b", tcp: 8080, udp: 8080 });
-    await lab.serve("outside", { name: "outside", tcp: 8080, udp: 8080 });
-
-    step("traffic");
-    const record = (what: string, expect: string, ok: boolean, detail: string) => {
-      checks.push({ what, expect, ok, detail });
-      o.log(`  ${ok ? "ok  " : "FAIL"} ${what.padEnd(40)} ${detail}\n`);
-    };
-    for (const [from, to, ip] of [
-      ["pod-a", "pod-b", b],
-      ["pod-b", "pod-a", a],
-      ["pod-a", "node1", "198.18.0.1"],
-    ] as const) {
-      record(`${from} -> ${to} ping`, "reply", await lab.ping(from, ip), ip);
-    }
-    for (const proto of ["tcp", "udp"] as const) {
-      const r = await lab.connect("pod-a", proto, b, 8080);
-      record(`pod-a -> pod-b ${proto}/8080`, "answer from pod-b", r.ok && r.answer.startsWith("pod-b "), r.ok ? r.answer : r.error);
-      const back = await lab.connect("pod-b", proto, a, 8080);
-      record(`pod-b -> pod-a ${proto}/8080`, "answer from pod-a", back.ok && back.answer.startsWith("pod-a "), back.ok ? back.answer : back.error);
-      const out = await lab.connect("pod-a", proto, "198.18.0.2", 8080);
-      record(`pod-a -> outside ${proto}/8080 (masquerade)`, "outside sees the node's address", out.ok && out.answer.endsWith(" 198.18.0.1"), out.ok ? out.answer : out.error);
-    }
-
-    step("Services through the API: ClusterIP 10.96.0.10:80 -> pod-a, pod-b :8080 (named port), and one without endpoints");
-    // written as a user and the EndpointSlice controller would; the agent does the rest
-    const slice = (members: string[]) => ({
-      metadata: { name: "web-1", namespace: "demo", labels: { "kubernetes.io/service-name": "web" } },
-      addressType: "IPv4",
-      ports: [{ name: "http", port: 8080 }],
-      endpoints: members.map((ip) => ({ addresses: [ip], conditions: { ready: true }, nodeName: "node1" })),
-    });
-    const t1 = performance.now();
-    await api.create("/api/v1/namespaces/demo/services", { metadata: { name: "web" }, spec: { clusterIP: "10.96.0.10", selector: { app: "web" }, ports: [{ name: "http", port: 80, targetPort: "http" }] } });
-    await api.create("/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices", slice([a, b]));
-    await api.create("/api/v1/namespaces/demo/services", { metadata: { name: "empty" }, spec: { clusterIP: "10.96.0.99", ports: [{ port: 80 }] } });
-    let first = -1;
-    for (let i = 0; i < 100 && first < 0; i++) if ((await lab.connect("pod-a", "tcp", "10.96.0.10", 80, 300)).ok) first = performance.now() - t1;
-    record("ClusterIP programmed by the agent", "within 1 s of the API write", first >= 0 && first < 1000, first >= 0 ? `${first.toFixed(0)} ms` : "never");
-    const seenBy = async (n: number) => {
-      const seen = new Set<string>();
-      for (let i = 0; i < n; i++) {
-        const r = await lab.connect("pod-a", "tcp", "10.96.0.10", 80);
-        if (r.ok) seen.add(r.answer.split(" ")[0]!);
-      }
-      return [...seen].sort();
-    };
-    const both = await seenBy(20);
-    record("pod-a -> ClusterIP 10.96.0.10:80", "both backends answer", both.length === 2, both.join(", ") || "no answer");
-    const t0 = performance.now();
-    const none = await lab.connect("pod-a", "tcp", "10.96.0.99", 80, 3000);
-    const ms = performance.now() - t0;
-    record("pod-a -> service without endpoints", "refused at once", !none.ok && ms < 1000, `${none.ok ? "answered" : "refused"} in ${ms.toFixed(0)} ms`);
-    const cur = await api.request("GET", "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices/web-1");
-    await api.request("PUT", "/apis/discovery.k8s.io/v1/namespaces/demo/endpointslices/web-1", { ...cur, endpoints: slice([b]).endpoints });
-    let only: string[] = [];
-    for (let i = 0; i < 20 && only.join() !== "pod-b"; i++) only = await seenBy(8);
-    record("scale web to pod-b only", "only pod-b answers", only.join() === "pod-b", only.join(", ") || "no answer");
-
-    step("CNI CHECK, then DEL");
-    const check = async (p: string) =>
-      cni.check(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" }).then(
-        () => "",
-        (e: Error) => e.message,
-      );
-    for (const p of ["pod-a", "pod-b"]) {
-      const error = await check(p);
-      record(`CHECK ${p}`, "passes", error === "", error || "interface, address, routes as ADD left them");
-    }
-    // CHECK is only worth something if it notices: take pod-b's default route away
-    await lab.exec("pod-b", ["ip", "route", "del", "default"]);
-    const broken = await check("pod-b");
-    record("CHECK pod-b without its default route", "fails, naming the route", /route/i.test(broken), broken.split("\n")[0] || "passed");
-    for (const p of ["pod-a", "pod-b"]) await cni.del(conflist, { containerId: `demo-${p}`, netns: lab.path(p), ifname: "eth0" });
-    const links = (await lab.exec("node1", ["ip", "-o", "link", "show"])).stdout.match(/\bsk[0-9a-f]{13}\b/g) ?? [];
-    record("DEL removes the pods' host links", "none left", links.length === 0, links.join(" ") || "none left");
+    const c = await buildCluster({ bin, nodes: o.nodes, step: (s) => p.step(s), info: (s) => p.info(s) });
+    ok = await exercise(c, o, p);
+    keep = o.keep;
+    if (keep) printKeep(c, o);
+  } catch (e) {
+    p.done(false);
+    o.log(`\nthe demo failed: ${(e as Error).message}\nlogs: ${DEMO_DIR}/logs (kept until the cluster is taken down)\n`);
+    ok = false;
+    keep = o.keep;
+    if (keep) o.log(`the cluster is left as it is ('skein demo --stop' ends it)\n`);
   } finally {
     process.off("SIGINT", onSignal);
-    if (o.keep) o.log(`\nkept namespaces ${DEMO_PREFIX}*: remove them with 'skein cleanup --namespaces-only'\n`);
-    else lab.destroy();
-    rmSync(work, { recursive: true, force: true });
+    process.off("SIGTERM", onSignal);
+    if (!keep && !interrupted) {
+      const gone = await stopDemo();
+      o.log(`\ntaken down: ${gone.join(", ")}\n`);
+    }
   }
-  const failed = checks.filter((c) => !c.ok);
-  o.log(`\n${checks.length - failed.length} of ${checks.length} checks passed${failed.length ? `; failed: ${failed.map((c) => c.what).join(", ")}` : ""}\n`);
-  o.log("NetworkPolicy and several nodes join the demo as those parts of skein land (README: What works today).\n");
-  return failed.length === 0;
+  return ok;
+}
+
+/** Deploys the app, waits for it, and runs the matrix, traces and tables. */
+async function exercise(c: DemoCluster, o: DemoOptions, p: Progress): Promise<boolean> {
+  const api = c.api;
+  const app = appObjects(o.pods);
+  p.step(`app: namespace ${APP_NS}, Services backend and frontend (NodePort), ${app.pods.length} pods, NetworkPolicy backend-from-frontend`);
+  await api.create("/api/v1/namespaces", app.namespace);
+  for (const s of app.services) await api.create(`/api/v1/namespaces/${APP_NS}/services`, s);
+  await api.create(`/apis/networking.k8s.io/v1/namespaces/${APP_NS}/networkpolicies`, app.policy);
+  // unbound pods, as `kubectl apply` leaves them: the scheduler binds them, the node's pod
+  // runner starts them. A tier at a time, each bound before the next comes, so that the
+  // scheduler's spreading puts the tiers on different nodes
+  for (const tier of ["backend", "frontend", "client"]) {
+    const these = app.pods.filter((x) => (x.metadata as Obj).labels.app === tier);
+    for (const pod of these) await api.create(`/api/v1/namespaces/${APP_NS}/pods`, pod);
+    await waitFor(
+      `the ${tier} pods bound to nodes`,
+      async () => (await Promise.all(these.map((x) => api.request<Obj>("GET", `/api/v1/namespaces/${APP_NS}/pods/${(x.metadata as Obj).name}`)))).every((x) => x.spec.nodeName),
+      30_000,
+    );
+  }
+  const pods = await waitFor(
+    "every pod Running and Ready",
+    async () => {
+      const l = await api.request<{ items: Obj[] }>("GET", `/api/v1/namespaces/${APP_NS}/pods`);
+      const ready = l.items.filter((x) => x.status?.phase === "Running" && x.status?.conditions?.some((k: Obj) => k.type === "Ready" && k.status === "True"));
+      return ready.length === app.pods.length && ready;
+    },
+    60_000,
+  );
+  const byName = new Map(pods.map((x) => [x.metadata.name as string, x]));
+  for (const x of pods) p.info(`${String(x.metadata.name).padEnd(12)} ${String(x.status.podIP).padEnd(12)} on ${x.spec.nodeName}`);
+  const svc = async (name: string) => api.request<Obj>("GET", `/api/v1/namespaces/${APP_NS}/services/${name}`);
+  const [backend, frontend] = [await svc("backend"), await svc("frontend")];
+  const nodePort = frontend.spec.ports.find((x: Obj) => x.protocol === "TCP").nodePort as number;
+  const nodePortUdp = frontend.spec.ports.find((x: Obj) => x.protocol === "UDP").nodePort as number;
+  p.info(`backend  ClusterIP ${backend.spec.clusterIP}:80; frontend ClusterIP ${frontend.spec.clusterIP}:80, NodePort ${nodePort}/tcp ${nodePortUdp}/udp`);
+
+  p.step("waiting for the agents: the frontend reaches the backend through its Service on every node");
+  const fronts = pods.filter((x) => x.metadata.labels.app === "frontend");
+  const probe = (ns: string, proto: "tcp" | "udp", host: string, port: number, ms = 1500) =>
+    runAsync(inNetns(c.lab.path(ns), [c.lab.skeinBin, "probe", "connect", proto, host, String(port), "--timeout", String(ms)]), { allowFail: true, timeoutMs: ms + 5000 }).then((r) => ({ ok: r.exitCode === 0, answer: r.stdout.trim(), error: r.stderr.trim() }));
+  const t0 = performance.now();
+  for (const f of fronts) await waitFor(`${f.metadata.name} -> frontend Service`, async () => judge("reply", frontTarget(frontend), await probe(podNetnsName(f), "tcp", frontend.spec.clusterIP, 80)), 30_000);
+  p.info(`the app answers end to end after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+
+  p.step("connectivity matrix: real TCP and UDP packets from pods and the outside host");
+  const sources: Source[] = [
+    ...pods.filter((x) => x.metadata.labels.app !== "backend").map((x) => ({ name: x.metadata.name as string, ns: podNetnsName(x), app: x.metadata.labels.app as Source["app"] })),
+    ...pods.filter((x) => x.metadata.labels.app === "backend").slice(0, 1).map((x) => ({ name: x.metadata.name as string, ns: podNetnsName(x), app: "backend" as const })),
+    { name: "outside", ns: OUTSIDE_NS, app: "outside" },
+  ];
+  const reachable = c.nodes.filter((n) => !n.public);
+  const targets: Target[] = [
+    frontTarget(frontend),
+    { label: "backend svc", address: backend.spec.clusterIP, port: 80, app: "backend", via: "clusterip" },
+    ...pods.filter((x) => x.metadata.labels.app === "backend").map((x) => ({ label: `${x.metadata.name} pod`, address: x.status.podIP as string, port: APP_PORT, app: "backend" as const, via: "pod" as const })),
+    ...reachable.map((n) => ({ label: `${n.name}:nodeport`, address: n.address, port: nodePort, app: "frontend" as const, via: "nodeport" as const })),
+  ];
+  const cells: Cell[] = [];
+  const jobs: Array<() => Promise<void>> = [];
+  for (const proto of ["tcp", "udp"] as const) {
+    for (const from of sources) {
+      for (const to of targets) {
+        // a backend to itself, directly or through its own Service (the ring may pick it: a
+        // hairpin, which no policy blocks, as in Cilium): not a question of the policy
+        if (from.app === "backend" && ((to.via === "pod" && byName.get(from.name)?.status.podIP === to.address) || (to.via === "clusterip" && to.app === "backend"))) continue;
+        jobs.push(async () => {
+          const port = to.via === "nodeport" && proto === "udp" ? nodePortUdp : to.port;
+          const want = expected(from, to);
+          const r = await probe(from.ns, proto, to.address, port, want === "reply" ? 3000 : 1000);
+          cells.push({ from, to, proto, expect: want, answered: r.ok, ok: judge(want, to, r), detail: r.ok ? r.answer : r.error });
+        });
+      }
+    }
+  }
+  let next = 0;
+  await Promise.all(Array.from({ length: 6 }, async () => { for (let i = next++; i < jobs.length; i = next++) await jobs[i]!(); }));
+  o.log(`\n${renderMatrix(cells)}\n\n`);
+  const example = cells.find((x) => x.ok && x.to.via === "nodeport" && x.proto === "tcp");
+  if (example) o.log(`e.g. outside -> ${example.to.label}: "${example.detail}"\n  (the frontend pod answers with the address it saw, then what its backend said)\n\n`);
+  for (const bad of cells.filter((x) => !x.ok)) o.log(`  unexpected: ${bad.from.name} -> ${bad.to.label} ${bad.proto}: expected ${bad.expect}, got ${bad.answered ? `"${bad.detail}"` : bad.detail}\n`);
+
+  p.step("skein trace: the agents explain three of those verdicts");
+  const client = byName.get("client")!;
+  const f1 = fronts[0]!;
+  const traces = [
+    { what: `${f1.metadata.name} -> backend Service (allowed)`, node: f1.spec.nodeName, src: f1.status.podIP, dst: `${backend.spec.clusterIP}:80/tcp`, want: /ALLOW|allow/ },
+    { what: "client -> backend Service (denied by backend-from-frontend)", node: client.spec.nodeName, src: client.status.podIP, dst: `${backend.spec.clusterIP}:80/tcp`, want: /backend-from-frontend/ },
+    { what: "client -> frontend Service (no policy selects the frontend)", node: client.spec.nodeName, src: client.status.podIP, dst: `${frontend.spec.clusterIP}:80/udp`, want: /frontend/ },
+  ];
+  let tracesOk = true;
+  for (const t of traces) {
+    const r = await runAsync(inNetns(c.lab.path(t.node), [c.lab.skeinBin, "trace", t.src, t.dst]), { allowFail: true, env: { ...process.env, NO_COLOR: "1" } });
+    const good = r.exitCode === 0 && t.want.test(r.stdout);
+    tracesOk &&= good;
+    o.log(`\n$ ip netns exec ${c.lab.name(t.node)} skein trace ${t.src} ${t.dst}    # ${t.what}\n${r.stdout.trimEnd()}${r.exitCode !== 0 ? `\n${r.stderr.trim()}` : ""}\n`);
+  }
+
+  p.step("the tables the agent compiled for the backend Service (node1)");
+  const tables = await runAsync(inNetns(c.lab.path(c.nodes[0]!.ns), [c.lab.skeinBin, "tables", "--service", `${APP_NS}/backend`]), { allowFail: true, env: { ...process.env, NO_COLOR: "1" } });
+  o.log(`\n$ ip netns exec ${c.lab.name(c.nodes[0]!.ns)} skein tables --service ${APP_NS}/backend\n${tables.stdout.trimEnd()}\n`);
+  p.done();
+
+  const failed = cells.filter((x) => !x.ok).length + (tracesOk ? 0 : 1) + (tables.exitCode === 0 ? 0 : 1);
+  const total = cells.length + 2;
+  o.log(`\n${total - failed} of ${total} checks passed (${cells.length} probes in the matrix, the traces, the tables)\n`);
+  return failed === 0;
+}
+
+function frontTarget(frontend: Obj): Target {
+  return { label: "frontend svc", address: frontend.spec.clusterIP, port: 80, app: "frontend", via: "clusterip" };
+}
+
+function printKeep(c: DemoCluster, o: DemoOptions): void {
+  const n1 = c.lab.name(c.nodes[0]!.ns);
+  o.log(`
+The cluster keeps running (API server, NATS, ${c.nodes.length} agents, the pods). Try:
+
+  export KUBECONFIG=${c.kubeconfig}
+  kubectl get nodes,pods -A -o wide
+  kubectl get skeinnodes
+  kubectl -n ${APP_NS} get svc,endpointslices,networkpolicies
+  kubectl run web --image=any --port=8080          # the image is not run: a built-in server answers
+  kubectl expose pod web --port=80 --target-port=8080
+  kubectl get svc web                              # then, from a pod's namespace:
+  ip netns exec ${c.lab.name("out")} ${c.lab.skeinBin} probe connect tcp ${c.nodes[0]!.address} <nodeport>
+  ip netns exec ${n1} ${c.lab.skeinBin} status
+  ip netns exec ${n1} ${c.lab.skeinBin} tables --service default/web
+  ip netns list | grep ${c.lab.prefix}             # every node, pod and host is a namespace
+  logs: ${c.dir}/logs
+
+End it with: ${c.lab.skeinBin} demo --stop   (or ${c.lab.skeinBin} cleanup)
+(on ${hostname()})
+`);
 }

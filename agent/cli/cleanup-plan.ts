@@ -116,6 +116,7 @@ const HUMAN_KIND: Record<CleanupItem["kind"], string> = {
   neighbour: "neighbour",
   file: "file",
   directory: "directory",
+  demo: "demo cluster",
 };
 
 const VERB: Record<Outcome, string> = { "would-remove": "would remove", removed: "removed", gone: "already gone:", "left-alone": "left alone:", failed: "failed to remove" };

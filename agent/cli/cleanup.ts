@@ -22,6 +22,8 @@ import { planOverlayCleanup, readKernel, removeRtnl, type CleanupItem } from "..
 import { humanLine, ipamEntry, planForeignRoutes, planHostVeths, planNamespaces, planTables, reported, type Outcome, type Reported } from "./cleanup-plan.ts";
 
 export interface CleanupOptions {
+  /** what was done before (the demo cluster ended), reported first */
+  before?: Reported[];
   /** network namespace name prefixes to remove (the demo's and the tests') */
   prefixes: string[];
   namespaces: boolean;
@@ -90,7 +92,7 @@ export function cleanup(o: CleanupOptions): number {
       }
     }
   }
-  const results: Reported[] = [];
+  const results: Reported[] = [...(o.before ?? [])];
   try {
     if (o.namespaces) namespacesStep(o, results);
     // a lock file this run made only to hold is not reported as found

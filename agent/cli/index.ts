@@ -1,6 +1,8 @@
 // The CLI dispatcher. Subcommands that a later part of skein fills in say so and exit 69
 // (EX_UNAVAILABLE) instead of pretending; usage errors exit 2.
 import { Command, CommanderError, InvalidArgumentError, Option } from "commander";
+import { existsSync } from "node:fs";
+import type { Reported } from "./cleanup-plan.ts";
 import { DEMO_PREFIX, TEST_PREFIX } from "../sys/netns.ts";
 import { versionInfo } from "../version.ts";
 import { addressFamily, unicastProblem } from "../../compiler/address.ts";
@@ -514,8 +516,27 @@ export function buildProgram(out: (s: string) => void, err: (s: string) => void)
       for (const [flag, p] of [["--node-file", o.nodeFile], ["--run-dir", o.runDir], ...o.dataDir.map((d) => ["--data-dir", d])] as const) {
         if (!p.startsWith("/")) throw new UsageError(`skein cleanup: ${flag} ${JSON.stringify(p)} must be an absolute path`);
       }
+      // a demo cluster runs processes (its control plane outside any namespace): ended as a
+      // whole before its namespaces go, so that nothing of it keeps running
+      const before: Reported[] = [];
+      if (o.namespaces && o.prefix.includes(DEMO_PREFIX)) {
+        const { DEMO_DIR, demoRunning, stopDemo } = await import("../../testing/demo/cluster.ts");
+        const running = demoRunning();
+        if (running || existsSync(DEMO_DIR)) {
+          const name = running ? `control plane pid ${running.pid}, ${DEMO_DIR}` : DEMO_DIR;
+          if (o.dryRun) before.push({ kind: "demo", name, action: "would-remove" });
+          else {
+            try {
+              before.push({ kind: "demo", name, action: "removed", with: (await stopDemo()).join(", ") });
+            } catch (e) {
+              before.push({ kind: "demo", name, action: "failed", reason: (e as Error).message });
+            }
+          }
+        }
+      }
       const { cleanup } = await import("./cleanup.ts");
       process.exitCode = cleanup({
+        before,
         prefixes: o.prefix,
         namespaces: o.namespaces,
         datapath: !o.namespacesOnly,

@@ -23,7 +23,7 @@ import {
 import type { Netlink } from "../sys/netlink.ts";
 import { VXLAN_DEV } from "./plan.ts";
 
-export type CleanupKind = "netns" | "table" | "link" | "route" | "address" | "fdb" | "neighbour" | "file" | "directory";
+export type CleanupKind = "netns" | "table" | "link" | "route" | "address" | "fdb" | "neighbour" | "file" | "directory" | "demo";
 
 /** One thing `skein cleanup` found: skein's (removed), or like skein's but not (left alone). */
 export interface CleanupItem {

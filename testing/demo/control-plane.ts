@@ -1,0 +1,61 @@
+// `skein demo --control-plane DIR`: the long-lived process of a demo cluster, beside the API
+// server, NATS and the agents. It serves the API to kubectl on the machine's loopback (the
+// API server itself is only reachable inside the lab), and runs what kube-controller-manager,
+// kube-scheduler and each node's kubelet would: the EndpointSlice controller, the scheduler
+// and a pod runner per node. They all talk to the API through that proxy, with the kubeconfig
+// a user gets, so what they do is what kubectl sees.
+import { renameSync, writeFileSync } from "node:fs";
+import { KubeClient, loadKubeConfig } from "../../agent/watch/kube.ts";
+import { PodRunner } from "../cluster/pod-runner.ts";
+import { proxiedKubeconfig, startApiProxy } from "../cluster/api-proxy.ts";
+import { Scheduler } from "../cluster/scheduler.ts";
+import { EndpointSliceController } from "../cluster/endpointslices.ts";
+import { DEMO_PREFIX, Lab } from "../lab.ts";
+import { readState } from "./cluster.ts";
+import { readFileSync } from "node:fs";
+
+/** kubectl's usual port, when free on this machine's loopback */
+const PREFERRED_PORT = 6443;
+
+export async function runControlPlane(dir: string, bin: string, log: (s: string) => void): Promise<never> {
+  const state = readState(dir);
+  if (!state) throw new Error(`${dir}/state.json: no demo state to run (start the demo with 'skein demo')`);
+  const say = (s: string) => log(`${new Date().toISOString()} ${s}\n`);
+  let proxy;
+  try {
+    proxy = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json`, port: PREFERRED_PORT });
+  } catch {
+    proxy = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json` });
+  }
+  const kubeconfig = `${dir}/kubeconfig`;
+  writeFileSync(`${kubeconfig}.tmp`, proxiedKubeconfig(readFileSync(`${dir}/api/kubeconfig`, "utf8"), proxy.url), { mode: 0o600 });
+  renameSync(`${kubeconfig}.tmp`, kubeconfig);
+  const client = () => new KubeClient(loadKubeConfig(kubeconfig), { requestTimeoutMs: 30_000 });
+  const lab = new Lab(DEMO_PREFIX, bin);
+  const parts: Array<{ start(): Promise<void>; stop(): Promise<void> | void }> = [new Scheduler(client(), say), new EndpointSliceController(client(), say)];
+  for (const n of state.nodes) {
+    parts.push(
+      new PodRunner({
+        client: client(),
+        node: n.name,
+        nodeNs: n.ns,
+        lab,
+        conflistFile: `${dir}/nodes/${n.name}/10-skein.conflist`,
+        cniPath: [`${dir}/cni-bin`],
+        logDir: `${dir}/logs`,
+        log: say,
+      }),
+    );
+  }
+  const stop = async () => {
+    say("stopping (the pods, agents and API server keep running: 'skein demo --stop' ends them)");
+    await Promise.all(parts.map((p) => p.stop()));
+    await proxy.stop();
+    process.exit(0);
+  };
+  process.once("SIGTERM", () => void stop());
+  process.once("SIGINT", () => void stop());
+  await Promise.all(parts.map((p) => p.start()));
+  say(`control plane ready: ${proxy.url}`);
+  return new Promise<never>(() => {});
+}
