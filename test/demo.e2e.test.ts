@@ -62,7 +62,7 @@ test("skein demo: a live three-node cluster, every expected allow and deny in it
   expect(r.exitCode).toBe(0);
   expect(out).toMatch(/\n(\d+) of \1 checks passed/);
   // plain progress lines off a terminal
-  expect(out).toContain("[1/8] underlay");
+  expect(out).toContain("[1/9] underlay");
   expect(out).toMatch(/node3 .*behind the NAT/);
   const m = readMatrices(out);
   expect(Object.keys(m).sort()).toEqual(["TCP", "UDP"]);
