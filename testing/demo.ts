@@ -56,7 +56,12 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     interrupted = true;
     p.done(false);
     o.log("\ninterrupted: taking the demo cluster down\n");
-    void stopDemo().finally(() => process.exit(130));
+    // the build goes on meanwhile and may start one more process or write one more file
+    // before it fails: a second pass takes that too
+    void stopDemo()
+      .then(() => Bun.sleep(300))
+      .then(() => stopDemo())
+      .finally(() => process.exit(130));
   };
   process.on("SIGINT", onSignal);
   process.on("SIGTERM", onSignal);

@@ -132,6 +132,38 @@ export class KubeClient {
 }
 
 /**
+ * A whole list, page by page, as one consistent snapshot: each page's items go to `onPage`
+ * (which may trim them), and a continue token that expired (410) starts the list again.
+ * Returns the items and the list's resourceVersion, what a ListWatch's list function gives.
+ */
+export async function listAll<T>(
+  client: KubeClient,
+  path: string,
+  o: { labelSelector?: string; fieldSelector?: string; pageSize: number },
+  onPage: (items: Array<Record<string, unknown>>) => T[] = (items) => items as T[],
+): Promise<{ metadata: { resourceVersion: string }; items: T[] }> {
+  for (;;) {
+    const items: T[] = [];
+    let cont: string | undefined;
+    let rv = "";
+    try {
+      do {
+        const page = await client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items: Array<Record<string, unknown>> }>("GET", path, {
+          query: { limit: o.pageSize, continue: cont, labelSelector: o.labelSelector, fieldSelector: o.fieldSelector },
+        });
+        for (const it of onPage(page.items)) items.push(it);
+        cont = page.metadata?.continue || undefined;
+        rv = page.metadata?.resourceVersion ?? rv;
+      } while (cont);
+    } catch (e) {
+      if (e instanceof KubeError && e.statusCode === 410) continue;
+      throw e;
+    }
+    return { metadata: { resourceVersion: rv }, items };
+  }
+}
+
+/**
  * client-node's Watch, over Bun's fetch: events go to `callback` line by line; `done` is
  * called once, with the error if the request failed (a non-200 answer carries its status
  * code, as ListWatch expects for 410) or with null when the server ended the stream. No data

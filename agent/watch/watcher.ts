@@ -5,7 +5,7 @@
 // retried with a growing delay, which ListWatch leaves to its owner. Every add, update and
 // delete is handed on as a WatchEvent; nothing here interprets the objects.
 import { ListWatch, type KubernetesObject } from "@kubernetes/client-node";
-import { KubeClient, KubeError } from "./kube.ts";
+import { KubeClient, listAll } from "./kube.ts";
 
 export type Kind = "Namespace" | "Node" | "Pod" | "Service" | "EndpointSlice" | "NetworkPolicy";
 
@@ -15,7 +15,7 @@ export interface WatchEvent {
   object: KubernetesObject & Record<string, unknown>;
 }
 
-export interface Resource {
+interface Resource {
   kind: Kind;
   path: string;
   fieldSelector?: string;
@@ -36,9 +36,6 @@ export function resources(_nodeName: string): Resource[] {
 
 export interface WatcherOptions {
   nodeName: string;
-  /** what to watch, when not the agent's resources() (the demo cluster's controllers watch a
-   * few kinds, a pod runner only the Pods bound to its node) */
-  resources?: Resource[];
   onEvent: (e: WatchEvent) => void;
   /** every resource has been listed once: the state is complete */
   onSynced?: () => void;
@@ -65,7 +62,7 @@ export class Watcher {
     private readonly client: KubeClient,
     private readonly o: WatcherOptions,
   ) {
-    for (const r of o.resources ?? resources(o.nodeName)) {
+    for (const r of resources(o.nodeName)) {
       const keep = o.keep ? (x: Record<string, unknown>) => o.keep!(r.kind, x) : undefined;
       const lw = new ListWatch<KubernetesObject & Record<string, unknown>>(r.path, client.watcher(keep), () => this.list(r) as never, false, undefined, r.fieldSelector);
       const inf = { r, lw, failures: 0, timer: undefined as ReturnType<typeof setTimeout> | undefined };
@@ -86,27 +83,15 @@ export class Watcher {
 
   /** Pages of a list (a continue token that expired starts the list again). */
   private async list(r: Resource): Promise<ListOf> {
-    for (;;) {
-      const items: ListOf["items"] = [];
-      let cont: string | undefined;
-      let rv = "";
-      try {
-        do {
-          const page = await this.client.request<ListOf>("GET", r.path, { query: { limit: this.o.pageSize ?? 500, continue: cont, fieldSelector: r.fieldSelector } });
-          for (const it of page.items) items.push(this.o.keep ? this.o.keep(r.kind, it) : it);
-          cont = page.metadata?.continue || undefined;
-          this.o.onPage?.(page.items.length);
-          rv = page.metadata?.resourceVersion ?? rv;
-        } while (cont);
-      } catch (e) {
-        if (e instanceof KubeError && e.statusCode === 410) continue;
-        throw e;
-      }
-      // ListWatch handles the items right after this resolves; the resource counts as synced
-      // once it has
-      setTimeout(() => this.markSynced(r.kind), 0);
-      return { metadata: { resourceVersion: rv }, items };
-    }
+    const l = await listAll<KubernetesObject & Record<string, unknown>>(this.client, r.path, { fieldSelector: r.fieldSelector, pageSize: this.o.pageSize ?? 500 }, (items) => {
+      const kept = this.o.keep ? items.map((it) => this.o.keep!(r.kind, it)) : (items as Array<KubernetesObject & Record<string, unknown>>);
+      this.o.onPage?.(items.length);
+      return kept;
+    });
+    // ListWatch handles the items right after this resolves; the resource counts as synced
+    // once it has
+    setTimeout(() => this.markSynced(r.kind), 0);
+    return l;
   }
 
   private markSynced(kind: Kind): void {

@@ -3,7 +3,7 @@
 // agent's watcher.ts uses it, listing in pages; a failed list or watch is retried with a
 // growing delay (ListWatch leaves that to its owner), a 410 relists (ListWatch does that).
 import { ListWatch, type KubernetesObject } from "@kubernetes/client-node";
-import { KubeError, type KubeClient } from "../../agent/watch/kube.ts";
+import { listAll, type KubeClient } from "../../agent/watch/kube.ts";
 
 export type Obj = KubernetesObject & Record<string, any>;
 
@@ -27,8 +27,10 @@ export class Informer {
     log: (msg: string) => void,
     /** only the objects with these labels (a label selector) */
     private readonly labelSelector?: string,
+    /** only the objects with these fields (a field selector: a node's pods) */
+    private readonly fieldSelector?: string,
   ) {
-    this.lw = new ListWatch<Obj>(path, client.watcher(), () => this.list() as never, false, labelSelector);
+    this.lw = new ListWatch<Obj>(path, client.watcher(), () => this.list() as never, false, labelSelector, fieldSelector);
     this.lw.on("add", (o) => ((this.failures = 0), onChange(o, "add")));
     this.lw.on("update", (o) => ((this.failures = 0), onChange(o, "update")));
     this.lw.on("delete", (o) => onChange(o, "delete"));
@@ -42,26 +44,10 @@ export class Informer {
   }
 
   private async list(): Promise<{ metadata: { resourceVersion: string }; items: Obj[] }> {
-    for (;;) {
-      const items: Obj[] = [];
-      let cont: string | undefined;
-      let rv = "";
-      try {
-        do {
-          const page = await this.client.request<{ metadata?: { resourceVersion?: string; continue?: string }; items: Obj[] }>("GET", this.path, { query: { limit: PAGE, continue: cont, labelSelector: this.labelSelector } });
-          items.push(...page.items);
-          cont = page.metadata?.continue || undefined;
-          rv = page.metadata?.resourceVersion ?? rv;
-        } while (cont);
-      } catch (e) {
-        // an expired continue token: the list starts again
-        if (e instanceof KubeError && e.statusCode === 410) continue;
-        throw e;
-      }
-      // ListWatch puts the items in its cache right after this resolves
-      setTimeout(() => this.synced(), 0);
-      return { metadata: { resourceVersion: rv }, items };
-    }
+    const l = await listAll<Obj>(this.client, this.path, { labelSelector: this.labelSelector, fieldSelector: this.fieldSelector, pageSize: PAGE });
+    // ListWatch puts the items in its cache right after this resolves
+    setTimeout(() => this.synced(), 0);
+    return l;
   }
 
   async start(): Promise<void> {

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { CniRuntime, type Conflist } from "../../agent/cni/runtime.ts";
 import { deleteNetns, listNetns } from "../../agent/sys/netns.ts";
 import { KubeError, type KubeClient } from "../../agent/watch/kube.ts";
-import { Watcher } from "../../agent/watch/watcher.ts";
+import { Informer } from "./informer.ts";
 import type { Lab } from "../lab.ts";
 
 /** a pod annotation naming a Service of its namespace (`name:port`) its server calls on every
@@ -88,7 +88,7 @@ export function runningStatus(pod: Obj, o: { ips: string[]; hostIP: string; now:
 }
 
 export class PodRunner {
-  private readonly watcher: Watcher;
+  private readonly pods: Informer;
   private readonly cni: CniRuntime;
   private readonly running = new Map<string, Running>();
   /** per pod uid, the work queued for it: one ADD or teardown at a time */
@@ -101,21 +101,12 @@ export class PodRunner {
 
   constructor(private readonly o: PodRunnerOptions) {
     this.cni = new CniRuntime({ path: o.cniPath, hostNetns: o.lab.path(o.nodeNs) });
-    this.watcher = new Watcher(o.client, {
-      nodeName: o.node,
-      resources: [
-        { kind: "Pod", path: "/api/v1/pods", fieldSelector: `spec.nodeName=${o.node}` },
-        { kind: "Node", path: "/api/v1/nodes", fieldSelector: `metadata.name=${o.node}` },
-      ],
-      onEvent: (e) => {
-        if (e.kind === "Node") {
-          const a = (e.object.status as Obj | undefined)?.addresses?.find((x: Obj) => x.type === "InternalIP");
-          if (a) this.hostIP = a.address;
-          return;
-        }
-        const pod = e.object as Obj;
-        const uid = String(pod.metadata.uid);
-        if (e.op === "delete") {
+    this.pods = new Informer(
+      o.client,
+      "/api/v1/pods",
+      (pod, op) => {
+        const uid = String(pod.metadata!.uid);
+        if (op === "delete") {
           this.latest.delete(uid);
           this.enqueue(uid, () => this.teardown(uid, undefined));
           return;
@@ -123,8 +114,10 @@ export class PodRunner {
         this.latest.set(uid, pod);
         this.enqueue(uid, () => this.sync(uid));
       },
-      onError: (kind, err) => o.log(`pod runner ${o.node}: watching ${kind}: ${(err as Error).message ?? err}`),
-    });
+      (m) => o.log(`pod runner ${o.node}: ${m}`),
+      undefined,
+      `spec.nodeName=${o.node}`,
+    );
   }
 
   async start(): Promise<void> {
@@ -134,14 +127,14 @@ export class PodRunner {
       body: { status: { conditions: [{ type: "Ready", status: "True", reason: "KubeletReady", message: "skein demo pod runner is posting ready status", lastHeartbeatTime: now, lastTransitionTime: now }] } },
       contentType: "application/strategic-merge-patch+json",
     });
-    await this.watcher.start();
+    await this.pods.start();
   }
 
   /** Stops watching; the pods keep running (a kubelet restart leaves containers alone). */
   async stop(): Promise<void> {
     this.stopped = true;
     for (const r of this.retries.values()) clearTimeout(r.timer);
-    await this.watcher.stop();
+    await this.pods.stop();
     await Promise.all(this.queue.values());
   }
 
@@ -203,6 +196,7 @@ export class PodRunner {
       run.pid = await this.o.lab.spawnDetached(ns, argv, { log: `${this.o.logDir}/pod-${namespace}_${name}.log`, ready: "ready", what: `the server of pod ${run.key}` });
     }
     if (!this.hostIP) {
+      // the node's address, for the pod's hostIP (a Node's addresses do not change in the demo)
       const node = await this.o.client.request<Obj>("GET", `/api/v1/nodes/${this.o.node}`);
       this.hostIP = node.status?.addresses?.find((x: Obj) => x.type === "InternalIP")?.address ?? "";
     }
