@@ -79,6 +79,9 @@ describe("RBAC", () => {
       );
       writeFileSync(join(dir, "agent", "x", "a.test.ts"), 'kube.request("POST", "/api/v1/namespaces");\n');
       expect(apiCalls(dir).map(grant)).toEqual(["apps deployments delete", "core secrets list"]);
+      // a nested type argument, and a list through listAll, are calls too
+      writeFileSync(join(dir, "agent", "x", "c.ts"), 'await k.request<{ items: Array<Record<string, X>> }>("PUT", "/api/v1/namespaces/a/configmaps/b");\nawait listAll<X>(this.client, "/api/v1/nodes", { pageSize: 5 });\n');
+      expect(apiCalls(dir).map(grant).sort()).toEqual(["apps deployments delete", "core configmaps update", "core nodes list", "core secrets list"]);
       writeFileSync(join(dir, "agent", "x", "b.ts"), "kube.request(\"PATCH\", somewhere);\n");
       expect(() => apiCalls(dir)).toThrow("agent/x/b.ts:1: cannot resolve the path somewhere");
     } finally {

@@ -83,6 +83,10 @@ export function parsePath(path: string): { group: string; resource: string; item
   return { group, resource: sub ? `${resource}/${sub}` : resource, item: name !== undefined };
 }
 
+/** the paged list every informer's list goes through (agent/watch/kube.ts): a list of the path
+ * its callers give */
+const LIST_ALL = { file: "agent/watch/kube.ts", pathParam: "path" };
+
 const VERBS: Record<string, (item: boolean) => string> = { GET: (i) => (i ? "get" : "list"), POST: () => "create", PUT: () => "update", PATCH: () => "patch", DELETE: (i) => (i ? "delete" : "deletecollection") };
 
 /**
@@ -110,10 +114,19 @@ export function apiCalls(root: string, dir = "agent"): ApiCall[] {
       if (p === undefined) throw new Error(`${file}:${lineOf(at)}: cannot resolve the path ${expr.trim()}`);
       return [p];
     };
-    for (const x of text.matchAll(/\.request(?:<[^>(]*>)?\(\s*"(GET|POST|PUT|PATCH|DELETE)",\s*((?:`[^`]*`|"[^"]*"|[\w.]+))/g)) {
+    // a type argument may nest (`request<{ items: Array<X> }>`), never hold a parenthesis
+    for (const x of text.matchAll(/\.request(?:<[^()]*?>)?\(\s*"(GET|POST|PUT|PATCH|DELETE)",\s*((?:`[^`]*`|"[^"]*"|[\w.]+))/g)) {
+      // listAll's own request: its path is its caller's, counted at each listAll call below
+      if (file === LIST_ALL.file && x[2] === LIST_ALL.pathParam) continue;
       for (const path of paths(x[2]!, x.index!)) {
         const p = parsePath(path);
         out.push({ file, line: lineOf(x.index!), method: x[1]!, path, verb: VERBS[x[1]!]!(p.item), group: p.group, resource: p.resource });
+      }
+    }
+    for (const x of text.matchAll(/\blistAll(?:<[^()]*?>)?\(\s*[\w.]+,\s*((?:`[^`]*`|"[^"]*"|[\w.]+))/g)) {
+      for (const path of paths(x[1]!, x.index!)) {
+        const p = parsePath(path);
+        out.push({ file, line: lineOf(x.index!), method: "GET", path, verb: "list", group: p.group, resource: p.resource });
       }
     }
     for (const x of text.matchAll(/new ListWatch(?:<[^(]*>)?\(\s*((?:`[^`]*`|"[^"]*"|[\w.]+))/g)) {
