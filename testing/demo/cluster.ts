@@ -8,7 +8,9 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { deleteNetnsWithPrefix, listNetns } from "../../agent/sys/netns.ts";
 import { run } from "../../agent/sys/exec.ts";
+import { parse } from "yaml";
 import { ApiDriver } from "../apiserver/driver.ts";
+import SKEINNODE_CRD from "../../deploy/crds/skeinnode.yaml" with { type: "text" };
 import { DEMO_PREFIX, Lab } from "../lab.ts";
 import { buildUnderlay, CLUSTER_CIDR, nodeSpec, SERVICE_CIDR, type NodeDef, type Segment, type Underlay, type UnderlayNode } from "../multinode.ts";
 
@@ -161,7 +163,9 @@ export async function buildCluster(o: { bin: string; nodes: number; dir?: string
   writeAtomic(`${dir}/nats/client.json`, JSON.stringify({ servers: [`nats://${cp.address}:${NATS_PORT}`], user: "skein", password: natsPassword }));
   await lab.spawnDetached(cp.ns, ["nats-server", "-c", `${dir}/nats/nats.conf`], { log: `${dir}/logs/nats.log`, ready: "Server is ready", timeoutMs: 15_000, what: "nats-server" });
   const api = new ApiDriver(`${dir}/api.sock`, token);
-  o.info(`API server https://${cp.address}:6443, NATS nats://${cp.address}:${NATS_PORT}`);
+  // the CRD the deployment installs, so that each agent keeps its SkeinNode as in a cluster
+  await api.create("/apis/apiextensions.k8s.io/v1/customresourcedefinitions", parse(SKEINNODE_CRD));
+  o.info(`API server https://${cp.address}:6443 (with the SkeinNode CRD), NATS nats://${cp.address}:${NATS_PORT}`);
 
   o.step(`nodes: the Node objects and skein agent on each (${defs.length} in parallel)`);
   // the install step of the DaemonSet's init container: the binary as a CNI plugin, a conflist per node
