@@ -45,7 +45,7 @@ async function waitFor<T>(what: string, f: () => Promise<T | undefined | false>,
 export async function runDemo(o: DemoOptions): Promise<boolean> {
   if (process.getuid?.() !== 0) throw new Error("skein demo builds network namespaces and needs root");
   const running = demoRunning();
-  if (running) throw new Error(`a demo cluster is running already (started ${running.started}, control plane pid ${running.pid}): 'skein demo --stop' ends it`);
+  if (running) throw new Error(`a demo cluster is running already (${running.started ? `started ${running.started}, ` : ""}control plane pid ${running.pid}): 'skein demo --stop' ends it`);
   const bin = skeinBinary();
   // what an earlier demo left (interrupted, or its control plane killed)
   await stopDemo();
@@ -63,8 +63,8 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
       .then(() => stopDemo())
       .finally(() => process.exit(130));
   };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  // a closed terminal (SIGHUP) ends the demo as Ctrl-C does: its processes would run on unseen
+  for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.on(sig, onSignal);
   let ok = false;
   let keep = false;
   try {
@@ -79,8 +79,7 @@ export async function runDemo(o: DemoOptions): Promise<boolean> {
     keep = o.keep;
     if (keep) o.log(`the cluster is left as it is ('skein demo --stop' ends it)\n`);
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"] as const) process.off(sig, onSignal);
     if (!keep && !interrupted) {
       const gone = await stopDemo();
       o.log(`\ntaken down: ${gone.join(", ")}\n`);

@@ -9,16 +9,77 @@ import { readFileSync } from "node:fs";
 
 /** request headers that belong to one hop, not to the request */
 const HOP = ["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection", "te", "trailer", "host"];
+/** as many path segments as the API server serves (testing/apiserver/server.ts) */
+const MAX_SEGMENTS = 8;
+const PARAMS = Array.from({ length: MAX_SEGMENTS }, (_, i) => `s${i}`);
+/** requests in flight at once (watches stay in flight): past it a 429, so that open watches
+ * cannot use up the connections the proxy has to the API server */
+export const DEFAULT_MAX_IN_FLIGHT = 200;
 
 export interface ApiProxy {
   port: number;
   url: string;
+  /** requests in flight now */
+  inFlight(): number;
   stop(): Promise<void>;
 }
 
-export function startApiProxy(o: { unix: string; certsFile: string; host?: string; port?: number; maxBodyBytes?: number }): ApiProxy {
+const status = (code: number, reason: string, message: string) => Response.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, code, message }, { status: code });
+
+export function startApiProxy(o: { unix: string; certsFile: string; host?: string; port?: number; maxBodyBytes?: number; maxInFlight?: number }): ApiProxy {
   const certs = JSON.parse(readFileSync(o.certsFile, "utf8")) as { cert: string; key: string };
   const host = o.host ?? "127.0.0.1";
+  const max = o.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  let inFlight = 0;
+
+  const forward = async (req: Request, segments: string[]): Promise<Response> => {
+    // Bun gives a handler the URL with dot segments already resolved (`/x/%2e%2e/y` is `/y`),
+    // so the path is rebuilt from the raw request-target's segments, and a segment that is a
+    // dot segment or holds a slash once decoded is refused, as the API server refuses it
+    for (const s of segments) {
+      if (s === "." || s === ".." || s.includes("/")) return status(400, "BadRequest", `the path segment ${JSON.stringify(s)} is not allowed in a request path`);
+    }
+    if (inFlight >= max) return new Response(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", reason: "TooManyRequests", code: 429, message: `the demo's kubectl proxy holds ${max} requests and watches at once; close some` }), { status: 429, headers: { "content-type": "application/json", "retry-after": "1" } });
+    inFlight++;
+    let released = false;
+    const release = () => {
+      if (!released) {
+        released = true;
+        inFlight--;
+      }
+    };
+    const headers = new Headers(req.headers);
+    for (const h of HOP) headers.delete(h);
+    const hasBody = req.method !== "GET" && req.method !== "HEAD";
+    const path = `/${segments.map(encodeURIComponent).join("/")}${new URL(req.url).search}`;
+    try {
+      const r = await fetch(`http://localhost${path}`, {
+        unix: o.unix,
+        method: req.method,
+        headers,
+        body: hasBody ? await req.arrayBuffer() : undefined,
+        redirect: "manual",
+        decompress: false,
+        signal: req.signal,
+      } as RequestInit);
+      const out = new Headers(r.headers);
+      for (const h of HOP) out.delete(h);
+      if (!r.body) {
+        release();
+        return new Response(null, { status: r.status, headers: out });
+      }
+      // in flight until the answer has been passed on or the client went away
+      req.signal.addEventListener("abort", release, { once: true });
+      const body = r.body.pipeThrough(new TransformStream({ flush: release }));
+      return new Response(body, { status: r.status, headers: out });
+    } catch (e) {
+      release();
+      return status(503, "ServiceUnavailable", `the demo's API server does not answer on ${o.unix}: ${(e as Error).message}`);
+    }
+  };
+
+  const routes: Record<string, (req: Request & { params: Record<string, string> }) => Promise<Response>> = {};
+  for (let n = 1; n <= MAX_SEGMENTS; n++) routes["/" + PARAMS.slice(0, n).map((p) => `:${p}`).join("/")] = (req) => forward(req, PARAMS.slice(0, n).map((p) => req.params[p]!));
   const server = Bun.serve({
     hostname: host,
     port: o.port ?? 0,
@@ -27,32 +88,14 @@ export function startApiProxy(o: { unix: string; certsFile: string; host?: strin
     idleTimeout: 0,
     // the API server's own limit is 3 MiB; a larger body is refused here already
     maxRequestBodySize: o.maxBodyBytes ?? 4 * 1024 * 1024,
-    async fetch(req) {
-      const u = new URL(req.url);
-      const headers = new Headers(req.headers);
-      for (const h of HOP) headers.delete(h);
-      const hasBody = req.method !== "GET" && req.method !== "HEAD";
-      try {
-        const r = await fetch(`http://localhost${u.pathname}${u.search}`, {
-          unix: o.unix,
-          method: req.method,
-          headers,
-          body: hasBody ? await req.arrayBuffer() : undefined,
-          redirect: "manual",
-          decompress: false,
-          signal: req.signal,
-        } as RequestInit);
-        const out = new Headers(r.headers);
-        for (const h of HOP) out.delete(h);
-        return new Response(r.body, { status: r.status, headers: out });
-      } catch (e) {
-        return Response.json({ kind: "Status", apiVersion: "v1", status: "Failure", reason: "ServiceUnavailable", code: 503, message: `the demo's API server does not answer on ${o.unix}: ${(e as Error).message}` }, { status: 503 });
-      }
-    },
+    routes,
+    // "/", and paths longer than the API server serves
+    fetch: (req) => (new URL(req.url).pathname === "/" ? forward(req, []) : status(404, "NotFound", "the server could not find the requested resource")),
   });
   return {
     port: server.port!,
     url: `https://${host}:${server.port}`,
+    inFlight: () => inFlight,
     stop: () => server.stop(true),
   };
 }

@@ -87,6 +87,13 @@ export function runningStatus(pod: Obj, o: { ips: string[]; hostIP: string; now:
   };
 }
 
+/** An Event's name as client-go's recorder makes it (`<object>.<hex time>`), the object's
+ * name cut so that the whole stays within the 253 characters a name may have. */
+export function eventName(object: string, now = Date.now()): string {
+  const suffix = `.${(now * 1000 + Math.floor(Math.random() * 1000)).toString(16)}`;
+  return `${object.slice(0, 253 - suffix.length).replace(/[.-]+$/, "")}${suffix}`;
+}
+
 export class PodRunner {
   private readonly pods: Informer;
   private readonly cni: CniRuntime;
@@ -193,7 +200,8 @@ export class PodRunner {
     if (ports.length > 0) {
       const upstream = await this.upstream(pod);
       const argv = [this.o.lab.skeinBin, "probe", "serve", "--name", name, ...ports.flatMap((p) => ["--tcp", String(p), "--udp", String(p)]), ...(upstream ? ["--upstream", upstream] : [])];
-      run.pid = await this.o.lab.spawnDetached(ns, argv, { log: `${this.o.logDir}/pod-${namespace}_${name}.log`, ready: "ready", what: `the server of pod ${run.key}` });
+      // named as its namespace is: a pod's name may be as long as a file name may be
+      run.pid = await this.o.lab.spawnDetached(ns, argv, { log: `${this.o.logDir}/pod-${ns}.log`, ready: "ready", what: `the server of pod ${run.key}` });
     }
     if (!this.hostIP) {
       // the node's address, for the pod's hostIP (a Node's addresses do not change in the demo)
@@ -267,7 +275,7 @@ export class PodRunner {
       .request("POST", `/api/v1/namespaces/${pod.metadata.namespace}/events`, {
         body: {
           // named as client-go's recorder names them (a generateName may not end in a dot)
-          metadata: { name: `${pod.metadata.name}.${(Date.now() * 1000 + Math.floor(Math.random() * 1000)).toString(16)}` },
+          metadata: { name: eventName(pod.metadata.name) },
           involvedObject: { kind: "Pod", apiVersion: "v1", namespace: pod.metadata.namespace, name: pod.metadata.name, uid: pod.metadata.uid },
           type,
           reason,

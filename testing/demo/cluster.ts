@@ -5,7 +5,7 @@
 // the EndpointSlice controller and a pod runner per node). Every process runs in a session
 // of its own with its output in DIR/logs, and DIR/state.json says what runs, so that
 // `skein demo --stop` and `skein cleanup` can end it from another shell.
-import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { deleteNetnsWithPrefix, listNetns } from "../../agent/sys/netns.ts";
 import { run } from "../../agent/sys/exec.ts";
 import { parse } from "yaml";
@@ -69,9 +69,21 @@ export function isControlPlane(pid: number, dir = DEMO_DIR): boolean {
 }
 
 /** The demo running now, if one is: its state, with a live control-plane process. */
-export function demoRunning(dir = DEMO_DIR): DemoState | undefined {
-  const s = readState(dir);
-  return s && isControlPlane(s.pid, dir) ? s : undefined;
+export function demoRunning(dir = DEMO_DIR): { pid: number; started?: string } | undefined {
+  const pid = controlPlanes(dir)[0];
+  if (pid === undefined) return undefined;
+  return { pid, started: readState(dir)?.started };
+}
+
+/** Every process running as this demo's control plane, found by its command line: the state
+ * file may be garbage, or name pid 0 while the process starts. */
+export function controlPlanes(dir = DEMO_DIR): number[] {
+  const out: number[] = [];
+  for (const p of readdirSync("/proc")) {
+    if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+    if (isControlPlane(Number(p), dir)) out.push(Number(p));
+  }
+  return out;
 }
 
 async function exited(pid: number, ms: number): Promise<boolean> {
@@ -91,11 +103,14 @@ async function exited(pid: number, ms: number): Promise<boolean> {
  */
 export async function stopDemo(dir = DEMO_DIR): Promise<string[]> {
   const done: string[] = [];
-  const s = readState(dir);
-  if (s && isControlPlane(s.pid, dir)) {
-    process.kill(s.pid, "SIGTERM");
-    if (!(await exited(s.pid, 3000))) process.kill(s.pid, "SIGKILL");
-    done.push(`control plane (pid ${s.pid})`);
+  for (const pid of controlPlanes(dir)) {
+    try {
+      process.kill(pid, "SIGTERM");
+      if (!(await exited(pid, 3000))) process.kill(pid, "SIGKILL");
+    } catch {
+      // gone meanwhile
+    }
+    done.push(`control plane (pid ${pid})`);
   }
   const namespaces = listNetns().filter((n) => n.startsWith(DEMO_PREFIX));
   const pids = namespaces.flatMap((n) => run(["ip", "netns", "pids", n], { allowFail: true }).stdout.split(/\s+/).filter(Boolean).map(Number));
@@ -214,7 +229,8 @@ async function spawnControlPlane(bin: string, dir: string, log: string): Promise
   const fd = openSync(log, "a", 0o600);
   let proc;
   try {
-    proc = Bun.spawn(["setsid", ...controlPlaneArgv(bin, dir)], { stdin: "ignore", stdout: fd, stderr: fd });
+    // Bun's fetch keeps 256 requests in flight by default: the proxies' own caps are the limit
+    proc = Bun.spawn(["setsid", ...controlPlaneArgv(bin, dir)], { stdin: "ignore", stdout: fd, stderr: fd, env: { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: "2048" } });
   } finally {
     closeSync(fd);
   }

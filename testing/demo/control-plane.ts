@@ -3,7 +3,7 @@
 // API server itself is only reachable inside the lab), and runs what kube-controller-manager,
 // kube-scheduler and each node's kubelet would: the EndpointSlice controller, the scheduler
 // and a pod runner per node. They all talk to the API through that proxy, with the kubeconfig
-// a user gets, so what they do is what kubectl sees.
+// a user gets (on a listener of their own), so what they do is what kubectl sees.
 import { renameSync, writeFileSync } from "node:fs";
 import { KubeClient, loadKubeConfig } from "../../agent/watch/kube.ts";
 import { PodRunner } from "../cluster/pod-runner.ts";
@@ -27,10 +27,16 @@ export async function runControlPlane(dir: string, bin: string, log: (s: string)
   } catch {
     proxy = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json` });
   }
-  const kubeconfig = `${dir}/kubeconfig`;
-  writeFileSync(`${kubeconfig}.tmp`, proxiedKubeconfig(readFileSync(`${dir}/api/kubeconfig`, "utf8"), proxy.url), { mode: 0o600 });
-  renameSync(`${kubeconfig}.tmp`, kubeconfig);
-  const client = () => new KubeClient(loadKubeConfig(kubeconfig), { requestTimeoutMs: 30_000 });
+  // the controllers' own listener: what users hold open on theirs (watches up to its cap)
+  // never keeps the scheduler or a pod runner out
+  const own = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json`, maxInFlight: 1000 });
+  const write = (file: string, url: string) => {
+    writeFileSync(`${file}.tmp`, proxiedKubeconfig(readFileSync(`${dir}/api/kubeconfig`, "utf8"), url), { mode: 0o600 });
+    renameSync(`${file}.tmp`, file);
+  };
+  write(`${dir}/kubeconfig`, proxy.url);
+  write(`${dir}/kubeconfig.controllers`, own.url);
+  const client = () => new KubeClient(loadKubeConfig(`${dir}/kubeconfig.controllers`), { requestTimeoutMs: 30_000 });
   const lab = new Lab(DEMO_PREFIX, bin);
   const parts: Array<{ start(): Promise<void>; stop(): Promise<void> | void }> = [new Scheduler(client(), say), new EndpointSliceController(client(), say)];
   for (const n of state.nodes) {
@@ -50,7 +56,7 @@ export async function runControlPlane(dir: string, bin: string, log: (s: string)
   const stop = async () => {
     say("stopping (the pods, agents and API server keep running: 'skein demo --stop' ends them)");
     await Promise.all(parts.map((p) => p.stop()));
-    await proxy.stop();
+    await Promise.all([proxy.stop(), own.stop()]);
     process.exit(0);
   };
   process.once("SIGTERM", () => void stop());
