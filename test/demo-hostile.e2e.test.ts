@@ -49,7 +49,7 @@ const demoProcs = () =>
   pidsWhere((c) => c.includes("--control-plane\0/run/skein-demo") || c.includes("/run/skein-demo/") || (c.startsWith(`${SKEIN}\0probe\0serve`) && c.includes("--name")));
 const leftovers = () => ({ namespaces: listNetns().filter((n) => n.startsWith(PREFIX)), dir: existsSync(DIR), procs: demoProcs() });
 const nothingLeft = { namespaces: [], dir: false, procs: [] };
-const waitNothingLeft = (ms = 10_000) => waitFor("nothing of the demo left", () => {
+const waitNothingLeft = (ms = 6000) => waitFor("nothing of the demo left", () => {
   const l = leftovers();
   return l.namespaces.length === 0 && !l.dir && l.procs.length === 0 ? l : undefined;
 }, ms, 100).catch(() => leftovers());
@@ -238,7 +238,7 @@ describe("one kept cluster, attacked through kubectl and the loopback proxy", ()
     const name = "b".repeat(253);
     await applyJson(pod(name));
     try {
-      await waitFor("the long-named pod Running", async () => (await kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")) === "Running", 10_000, 250);
+      await waitFor("the long-named pod Running", async () => (await kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")) === "Running", 6000, 250);
     } finally {
       await kubectlRaw("delete", "pod", name, "--wait=false");
     }
@@ -386,45 +386,72 @@ describe("state, kill -9 and signals", () => {
     expect(await waitNothingLeft()).toEqual(nothingLeft);
   }, 90_000);
 
-  test("SIGINT to skein demo at several points of the build: exit 130 and nothing left, nothing new in /run/skein", async () => {
-    // the files agents and the CNI keep in /run/skein are named for their namespace's inode
-    const inodes = new Set<string>();
-    for (const afterMs of [300, 1500, 3000, 4500]) {
-      const p = Bun.spawn([SKEIN, "demo", ...SMALL], { env: { ...process.env, NO_COLOR: "1" }, stdout: "pipe", stderr: "pipe" });
-      await Bun.sleep(afterMs); // the point of the build to interrupt, not a wait for a condition
+  /** Starts `skein demo`, waits for a point of its build, sends `sig`; what it left after. */
+  async function interrupt(point: () => boolean | Promise<boolean>, sig: "SIGINT" | "SIGTERM" | "SIGHUP", inodes = new Set<string>()) {
+    const p = Bun.spawn([SKEIN, "demo", ...SMALL], { env: { ...process.env, NO_COLOR: "1" }, stdout: "pipe", stderr: "pipe" });
+    try {
+      await waitFor("the point of the build", point, 30_000, 10);
+      // the files agents and the CNI keep in /run/skein are named for their namespace's inode
       for (const n of listNetns().filter((x) => x.startsWith(PREFIX))) {
         try {
           inodes.add(String(statSync(`/run/netns/${n}`).ino));
         } catch {}
       }
-      p.kill("SIGINT");
-      expect(await p.exited).toBe(130);
-      expect({ afterMs, left: await waitNothingLeft() }).toEqual({ afterMs, left: nothingLeft });
+      p.kill(sig);
+      return { code: await p.exited, left: await waitNothingLeft() };
+    } finally {
+      try {
+        const pid = readState().pid;
+        if (pid > 0) started.add(pid);
+      } catch {}
+      for (const c of pidsWhere((x) => x.includes("--control-plane\0/run/skein-demo"))) started.add(Number(c));
+      await endAll();
+    }
+  }
+  const statePid = () => {
+    try {
+      return readState().pid;
+    } catch {
+      return -1;
+    }
+  };
+
+  test("SIGINT or SIGTERM to skein demo at several points of the build: exit 130, nothing left, nothing of it in /run/skein", async () => {
+    const inodes = new Set<string>();
+    const before = new Set(existsSync("/run/skein") ? readdirSync("/run/skein") : []);
+    const t0 = Date.now();
+    const points: Array<[string, () => boolean, "SIGINT" | "SIGTERM"]> = [
+      ["at once", () => Date.now() - t0 > 200, "SIGINT"],
+      ["namespaces made", () => listNetns().includes(`${PREFIX}node2`), "SIGINT"],
+      ["control plane ready", () => statePid() > 0, "SIGTERM"],
+      ["pods of the app created", () => existsSync(`${DIR}/logs/pod-demo_client.log`), "SIGINT"],
+    ];
+    for (const [what, point, sig] of points) {
+      const r = await interrupt(point, sig, inodes);
+      expect({ what, ...r }).toEqual({ what, code: 130, left: nothingLeft });
     }
     expect(inodes.size).toBeGreaterThan(0);
-    const ours = (existsSync("/run/skein") ? readdirSync("/run/skein") : []).filter((f) => inodes.has(f.match(/-(\d+)\.(lock|sock)$/)?.[1] ?? ""));
+    const ours = (existsSync("/run/skein") ? readdirSync("/run/skein") : []).filter((f) => !before.has(f) && inodes.has(f.match(/-(\d+)\.(lock|sock)$/)?.[1] ?? ""));
     expect(ours).toEqual([]);
   }, 90_000);
+
+  // Found: while the control-plane process starts, state.json says pid 0 (testing/demo/cluster.ts
+  // writes the pid only once the process says it is ready, ~0.3 s later); the process runs
+  // under setsid, so a terminal's Ctrl-C does not reach it either. SIGINT or SIGTERM in that
+  // window (`timeout 1.5 skein demo` hits it every time) takes the namespaces and
+  // /run/skein-demo down but leaves `skein demo --control-plane /run/skein-demo` running for
+  // good, with its port on 127.0.0.1. stopDemo, and so --stop, only ends the pid of state.json.
+  test.failing("SIGINT to skein demo while its control-plane process starts leaves nothing either", async () => {
+    const r = await interrupt(() => statePid() === 0 && existsSync(`${DIR}/logs/control-plane.log`), "SIGINT");
+    expect(r).toEqual({ code: 130, left: nothingLeft });
+  }, 60_000);
 
   // Found: SIGINT and SIGTERM take the half-built cluster down (exit 130), but SIGHUP (the
   // terminal or ssh session closed while `skein demo` builds) kills skein at once and leaves
   // the whole cluster: every skdemo-* namespace, /run/skein-demo, the control plane, the API
   // server, NATS, the agents and the pod servers.
   test.failing("SIGHUP to skein demo during the build (the terminal closed) leaves nothing either", async () => {
-    const p = Bun.spawn([SKEIN, "demo", ...SMALL], { env: { ...process.env, NO_COLOR: "1" }, stdout: "pipe", stderr: "pipe" });
-    try {
-      await waitFor("the build under way", () => existsSync(`${DIR}/state.json`) || listNetns().some((n) => n.startsWith(`${PREFIX}node`)), 20_000, 50);
-      await Bun.sleep(1000); // well into the build: agents and the control plane started
-      p.kill("SIGHUP");
-      await p.exited;
-      expect(await waitNothingLeft()).toEqual(nothingLeft);
-    } finally {
-      if (existsSync(`${DIR}/state.json`)) {
-        try {
-          started.add(readState().pid);
-        } catch {}
-      }
-      await endAll();
-    }
+    const r = await interrupt(() => statePid() > 0, "SIGHUP");
+    expect(r.left).toEqual(nothingLeft);
   }, 60_000);
 });
