@@ -49,7 +49,7 @@ const demoProcs = () =>
   pidsWhere((c) => c.includes("--control-plane\0/run/skein-demo") || c.includes("/run/skein-demo/") || (c.startsWith(`${SKEIN}\0probe\0serve`) && c.includes("--name")));
 const leftovers = () => ({ namespaces: listNetns().filter((n) => n.startsWith(PREFIX)), dir: existsSync(DIR), procs: demoProcs() });
 const nothingLeft = { namespaces: [], dir: false, procs: [] };
-const waitNothingLeft = (ms = 6000) => waitFor("nothing of the demo left", () => {
+const waitNothingLeft = (ms = 4000) => waitFor("nothing of the demo left", () => {
   const l = leftovers();
   return l.namespaces.length === 0 && !l.dir && l.procs.length === 0 ? l : undefined;
 }, ms, 100).catch(() => leftovers());
@@ -258,7 +258,7 @@ describe("one kept cluster, attacked through kubectl and the loopback proxy", ()
     const name = "b".repeat(253);
     await applyJson(pod(name));
     try {
-      await waitFor("the long-named pod Running", async () => (await kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")) === "Running", 6000, 250);
+      await waitFor("the long-named pod Running", async () => (await kubectl("get", "pod", name, "-o", "jsonpath={.status.phase}")) === "Running", 4000, 250);
     } finally {
       await kubectlRaw("delete", "pod", name, "--wait=false");
     }
