@@ -1,6 +1,6 @@
 // The demo's kubectl proxy against the test API server on a Unix socket: requests and watches
 // pass with the client's token (the server still checks it), dot segments are refused rather
-// than resolved, and open watches past the cap get 429 instead of starving everyone.
+// than resolved, and open watches past the cap get 429 instead of starving every other request.
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -13,7 +13,7 @@ import { proxiedKubeconfig, startApiProxy } from "./api-proxy.ts";
 const dir = mkdtempSync(`${tmpdir()}/skein-proxy-`);
 const server = TestApiServer.start({ tokens: ["t"], unix: `${dir}/api.sock` });
 writeFileSync(`${dir}/certs.json`, JSON.stringify(server.certs));
-const proxy = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/certs.json`, maxInFlight: 3 });
+const proxy = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/certs.json`, maxWatches: 3 });
 const kc = new KubeConfig();
 kc.loadFromString(proxiedKubeconfig(server.kubeconfig(), proxy.url));
 const k = new KubeClient(kc);
@@ -50,14 +50,17 @@ test("watches stream through; past the cap a 429, and the slots come back when t
   const open = [new AbortController(), new AbortController(), new AbortController()];
   const watches = await Promise.all(open.map((c) => k.fetch("/api/v1/namespaces", { query: { watch: true }, signal: c.signal })));
   expect(watches.map((w) => w.status)).toEqual([200, 200, 200]);
-  expect(proxy.inFlight()).toBe(3);
-  expect((await k.fetch("/api/v1/namespaces")).status).toBe(429);
+  expect(proxy.inFlight()).toEqual({ all: 3, watches: 3 });
+  expect((await k.fetch("/api/v1/namespaces", { query: { watch: true } })).status).toBe(429);
+  expect((await k.fetch("/api/v1/watch/namespaces")).status).toBe(429);
+  // what is not a watch still passes
+  expect((await k.fetch("/api/v1/namespaces")).status).toBe(200);
   // the first event of a watch arrives through the proxy
   const reader = watches[0]!.body!.getReader();
   expect(new TextDecoder().decode((await reader.read()).value)).toContain('"ADDED"');
   for (const c of open) c.abort();
   const deadline = Date.now() + 5000;
-  while (proxy.inFlight() > 0 && Date.now() < deadline) await Bun.sleep(20);
-  expect(proxy.inFlight()).toBe(0);
-  expect((await k.fetch("/api/v1/namespaces")).status).toBe(200);
+  while (proxy.inFlight().all > 0 && Date.now() < deadline) await Bun.sleep(20);
+  expect(proxy.inFlight()).toEqual({ all: 0, watches: 0 });
+  expect((await k.fetch("/api/v1/namespaces", { query: { watch: true }, signal: AbortSignal.timeout(2000) })).status).toBe(200);
 });

@@ -12,25 +12,31 @@ const HOP = ["connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-
 /** as many path segments as the API server serves (testing/apiserver/server.ts) */
 const MAX_SEGMENTS = 8;
 const PARAMS = Array.from({ length: MAX_SEGMENTS }, (_, i) => `s${i}`);
-/** requests in flight at once (watches stay in flight): past it a 429, so that open watches
- * cannot use up the connections the proxy has to the API server */
-export const DEFAULT_MAX_IN_FLIGHT = 200;
+/** watches open at once: past it a 429, so that open watches cannot use up the connections
+ * the proxy has to the API server and keep other requests out */
+export const DEFAULT_MAX_WATCHES = 200;
+/** requests of any kind in flight at once (below the 2048 the demo lets Bun's fetch hold) */
+export const DEFAULT_MAX_IN_FLIGHT = 1000;
 
 export interface ApiProxy {
   port: number;
   url: string;
-  /** requests in flight now */
-  inFlight(): number;
+  /** requests in flight now, and how many of them are watches */
+  inFlight(): { all: number; watches: number };
   stop(): Promise<void>;
 }
 
 const status = (code: number, reason: string, message: string) => Response.json({ kind: "Status", apiVersion: "v1", metadata: {}, status: "Failure", reason, code, message }, { status: code });
 
-export function startApiProxy(o: { unix: string; certsFile: string; host?: string; port?: number; maxBodyBytes?: number; maxInFlight?: number }): ApiProxy {
+export function startApiProxy(o: { unix: string; certsFile: string; host?: string; port?: number; maxBodyBytes?: number; maxWatches?: number; maxInFlight?: number }): ApiProxy {
   const certs = JSON.parse(readFileSync(o.certsFile, "utf8")) as { cert: string; key: string };
   const host = o.host ?? "127.0.0.1";
   const max = o.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+  const maxWatches = o.maxWatches ?? DEFAULT_MAX_WATCHES;
   let inFlight = 0;
+  let watches = 0;
+  const tooMany = (what: string) =>
+    new Response(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", reason: "TooManyRequests", code: 429, message: `the demo's kubectl proxy holds ${what} at once; close some` }), { status: 429, headers: { "content-type": "application/json", "retry-after": "1" } });
 
   const forward = async (req: Request, segments: string[]): Promise<Response> => {
     // Bun gives a handler the URL with dot segments already resolved (`/x/%2e%2e/y` is `/y`),
@@ -39,13 +45,18 @@ export function startApiProxy(o: { unix: string; certsFile: string; host?: strin
     for (const s of segments) {
       if (s === "." || s === ".." || s.includes("/")) return status(400, "BadRequest", `the path segment ${JSON.stringify(s)} is not allowed in a request path`);
     }
-    if (inFlight >= max) return new Response(JSON.stringify({ kind: "Status", apiVersion: "v1", status: "Failure", reason: "TooManyRequests", code: 429, message: `the demo's kubectl proxy holds ${max} requests and watches at once; close some` }), { status: 429, headers: { "content-type": "application/json", "retry-after": "1" } });
+    const query = new URL(req.url).searchParams;
+    const watch = query.get("watch") === "true" || query.get("watch") === "1" || segments[2] === "watch" || segments[4] === "watch";
+    if (watch && watches >= maxWatches) return tooMany(`${maxWatches} watches`);
+    if (inFlight >= max) return tooMany(`${max} requests`);
     inFlight++;
+    if (watch) watches++;
     let released = false;
     const release = () => {
       if (!released) {
         released = true;
         inFlight--;
+        if (watch) watches--;
       }
     };
     const headers = new Headers(req.headers);
@@ -95,7 +106,7 @@ export function startApiProxy(o: { unix: string; certsFile: string; host?: strin
   return {
     port: server.port!,
     url: `https://${host}:${server.port}`,
-    inFlight: () => inFlight,
+    inFlight: () => ({ all: inFlight, watches }),
     stop: () => server.stop(true),
   };
 }

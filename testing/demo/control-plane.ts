@@ -29,7 +29,7 @@ export async function runControlPlane(dir: string, bin: string, log: (s: string)
   }
   // the controllers' own listener: what users hold open on theirs (watches up to its cap)
   // never keeps the scheduler or a pod runner out
-  const own = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json`, maxInFlight: 1000 });
+  const own = startApiProxy({ unix: `${dir}/api.sock`, certsFile: `${dir}/api/certs.json`, maxWatches: 1000 });
   const write = (file: string, url: string) => {
     writeFileSync(`${file}.tmp`, proxiedKubeconfig(readFileSync(`${dir}/api/kubeconfig`, "utf8"), url), { mode: 0o600 });
     renameSync(`${file}.tmp`, file);
