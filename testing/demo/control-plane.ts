@@ -1,8 +1,8 @@
 // `skein demo --control-plane DIR`: the long-lived process of a demo cluster, beside the API
 // server, NATS and the agents. It serves the API to kubectl on the machine's loopback (the
 // API server itself is only reachable inside the lab), and runs what kube-controller-manager,
-// kube-scheduler and each node's kubelet would: the EndpointSlice controller, the scheduler
-// and a pod runner per node. They all talk to the API through that proxy, with the kubeconfig
+// kube-scheduler and each node's kubelet would: the EndpointSlice controller, the pod garbage
+// collector, the scheduler and a pod runner per node. They all talk to the API through that proxy, with the kubeconfig
 // a user gets (on a listener of their own), so what they do is what kubectl sees.
 import { renameSync, writeFileSync } from "node:fs";
 import { KubeClient, loadKubeConfig } from "../../agent/watch/kube.ts";
@@ -10,6 +10,7 @@ import { PodRunner } from "../cluster/pod-runner.ts";
 import { proxiedKubeconfig, startApiProxy } from "../cluster/api-proxy.ts";
 import { Scheduler } from "../cluster/scheduler.ts";
 import { EndpointSliceController } from "../cluster/endpointslices.ts";
+import { PodGC } from "../cluster/pod-gc.ts";
 import { DEMO_PREFIX, Lab } from "../lab.ts";
 import { readState } from "./cluster.ts";
 import { readFileSync } from "node:fs";
@@ -38,7 +39,7 @@ export async function runControlPlane(dir: string, bin: string, log: (s: string)
   write(`${dir}/kubeconfig.controllers`, own.url);
   const client = () => new KubeClient(loadKubeConfig(`${dir}/kubeconfig.controllers`), { requestTimeoutMs: 30_000 });
   const lab = new Lab(DEMO_PREFIX, bin);
-  const parts: Array<{ start(): Promise<void>; stop(): Promise<void> | void }> = [new Scheduler(client(), say), new EndpointSliceController(client(), say)];
+  const parts: Array<{ start(): Promise<void>; stop(): Promise<void> | void }> = [new Scheduler(client(), say), new EndpointSliceController(client(), say), new PodGC(client(), say)];
   for (const n of state.nodes) {
     parts.push(
       new PodRunner({
