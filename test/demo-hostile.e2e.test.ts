@@ -320,19 +320,22 @@ describe("one kept cluster, attacked through kubectl and the loopback proxy", ()
 describe("state, kill -9 and signals", () => {
   beforeAll(endAll, 60_000);
 
-  test("skein demo --stop with state.json naming an unrelated process, or pid 1, kills neither", async () => {
-    await keep();
-    const real = readState();
+  test("skein demo --stop with state.json garbage, or naming an unrelated process or pid 1: the demo's control plane ends, nothing else", async () => {
     const sleeper = Bun.spawn(["sleep", "300"]);
     try {
-      writeFileSync(`${DIR}/state.json`, JSON.stringify({ ...real, pid: sleeper.pid }));
+      await keep();
+      const real = readState();
+      // garbage, as a crash while writing it could leave: the control plane is found anyway
+      writeFileSync(`${DIR}/state.json`, "garbage{");
       const r = await skein(["demo", "--stop"], 60_000);
       expect(r.exitCode, r.stderr).toBe(0);
-      expect(alive(sleeper.pid)).toBe(true);
-      expect(listNetns().filter((n) => n.startsWith(PREFIX))).toEqual([]);
-      mkdirSync(DIR, { recursive: true, mode: 0o700 });
-      writeFileSync(`${DIR}/state.json`, JSON.stringify({ ...real, pid: 1 }));
-      expect((await skein(["demo", "--stop"], 60_000)).exitCode).toBe(0);
+      expect(await waitNothingLeft()).toEqual(nothingLeft);
+      // no demo now: a state file naming someone else's process kills no one
+      for (const pid of [sleeper.pid, 1]) {
+        mkdirSync(DIR, { recursive: true, mode: 0o700 });
+        writeFileSync(`${DIR}/state.json`, JSON.stringify({ ...real, pid }));
+        expect((await skein(["demo", "--stop"], 60_000)).exitCode).toBe(0);
+      }
       mkdirSync(DIR, { recursive: true, mode: 0o700 });
       writeFileSync(`${DIR}/state.json`, JSON.stringify({ ...real, pid: sleeper.pid }));
       expect((await skein(["cleanup", "--namespaces-only", "--prefix", PREFIX], 60_000)).exitCode).toBe(0);
@@ -370,22 +373,7 @@ describe("state, kill -9 and signals", () => {
     }
   }, 60_000);
 
-  // A crash while writing state.json can leave garbage there: the control-plane process must
-  // be found by what it is, not by what the file says (it would keep its loopback port and
-  // proxy a later demo's API socket at the same path).
-  test("skein demo --stop with a garbage state.json still ends the demo's control-plane process", async () => {
-    await keep();
-    try {
-      writeFileSync(`${DIR}/state.json`, "garbage{");
-      const r = await skein(["demo", "--stop"], 60_000);
-      expect(r.exitCode, r.stderr).toBe(0);
-      expect(await waitNothingLeft()).toEqual(nothingLeft);
-    } finally {
-      await endAll();
-    }
-  }, 60_000);
-
-  test("kill -9 of the control plane: --stop still leaves nothing, and a new skein demo then works", async () => {
+  test("kill -9 of the control plane: --stop still leaves nothing, a new skein demo then works, and skein cleanup ends it", async () => {
     await keep();
     process.kill(readState().pid, "SIGKILL");
     const r = await skein(["demo", "--stop"], 60_000);
@@ -404,8 +392,12 @@ describe("state, kill -9 and signals", () => {
     } finally {
       squatter?.stop(true);
     }
-    await endAll();
+    // skein cleanup ends a running demo as --stop does, and says so
+    const c = await skein(["cleanup", "--namespaces-only", "--prefix", PREFIX], 60_000);
+    expect(c.exitCode, c.stderr).toBe(0);
+    expect(c.stdout).toMatch(/removed demo cluster control plane pid \d+, \/run\/skein-demo/);
     expect(await waitNothingLeft()).toEqual(nothingLeft);
+    await endAll();
   }, 90_000);
 
   /** Starts `skein demo`, waits for a point of its build, sends `sig`; what it left after. */
