@@ -20,6 +20,8 @@ export const MAX_NODES = 6;
 /** where node k sits: two on the shared subnet, the third behind the NAT, then a routed one */
 const PLACEMENT: Segment[] = ["a", "a", "nat", "b", "a", "b"];
 const NATS_PORT = 4222;
+/** a node's name and its namespace's short name, as the lab's underlay allows them */
+const NODE = /^[a-z][a-z0-9-]{0,11}$/;
 
 export interface DemoState {
   version: 1;
@@ -49,15 +51,17 @@ export function readState(dir = DEMO_DIR): DemoState | undefined {
   try {
     const s = JSON.parse(readFileSync(`${dir}/state.json`, "utf8")) as DemoState;
     // pid 0: the control plane is being started
-    if (s.version !== 1 || !Number.isInteger(s.pid) || s.pid < 0 || !Array.isArray(s.nodes)) return undefined;
+    if (s.version !== 1 || !Number.isInteger(s.pid) || s.pid < 0 || !Array.isArray(s.nodes) || s.nodes.length > MAX_NODES) return undefined;
+    // the control plane runs a pod runner per node named here, in the namespace named here
+    if (!s.nodes.every((n) => typeof n?.name === "string" && NODE.test(n.name) && typeof n.ns === "string" && NODE.test(n.ns))) return undefined;
     return s;
   } catch {
     return undefined;
   }
 }
 
-/** Whether `pid` is this demo's control-plane process: alive, the skein binary, run with
- * `--control-plane <dir>` (a pid in a state file someone else wrote is never enough). */
+/** Whether `pid` is this demo's control-plane process: alive and run as `skein demo
+ * --control-plane <dir>` (a pid in a state file is never enough). */
 export function isControlPlane(pid: number, dir = DEMO_DIR): boolean {
   try {
     const argv = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");

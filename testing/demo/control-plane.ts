@@ -2,9 +2,10 @@
 // server, NATS and the agents. It serves the API to kubectl on the machine's loopback (the
 // API server itself is only reachable inside the lab), and runs what kube-controller-manager,
 // kube-scheduler and each node's kubelet would: the EndpointSlice controller, the pod garbage
-// collector, the scheduler and a pod runner per node. They all talk to the API through that proxy, with the kubeconfig
-// a user gets (on a listener of their own), so what they do is what kubectl sees.
-import { renameSync, writeFileSync } from "node:fs";
+// collector, the scheduler and a pod runner per node. They all talk to the API through the
+// proxy with the credentials a user gets (on a listener of their own), so what they do is
+// what kubectl sees.
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { KubeClient, loadKubeConfig } from "../../agent/watch/kube.ts";
 import { PodRunner } from "../cluster/pod-runner.ts";
 import { proxiedKubeconfig, startApiProxy } from "../cluster/api-proxy.ts";
@@ -13,7 +14,6 @@ import { EndpointSliceController } from "../cluster/endpointslices.ts";
 import { PodGC } from "../cluster/pod-gc.ts";
 import { DEMO_PREFIX, Lab } from "../lab.ts";
 import { readState } from "./cluster.ts";
-import { readFileSync } from "node:fs";
 
 /** kubectl's usual port, when free on this machine's loopback */
 const PREFERRED_PORT = 6443;
