@@ -15,17 +15,28 @@ export interface ServeOptions {
   /** asked on every TCP connection and UDP datagram (the same protocol), its answer appended:
    * a tier calling the next one, as a frontend calls its backend */
   upstream?: { host: string; port: number };
+  /** upstream calls in flight at once; past it a request is answered without one (default 32) */
+  maxUpstreamCalls?: number;
   log: (s: string) => void;
 }
 
 export async function serve(o: ServeOptions): Promise<never> {
   // what the upstream said, or why it said nothing, as one line of text
+  // an upstream that leads back here (a pod whose upstream is its own Service) would make
+  // every request a chain of calls without end: the calls in flight are bounded, and a request
+  // past the bound is answered at once, which unwinds the chain
+  const maxCalls = o.maxUpstreamCalls ?? 32;
+  let calls = 0;
   const ask = async (proto: "tcp" | "udp"): Promise<string> => {
     if (!o.upstream) return "";
+    if (calls >= maxCalls) return ` -> ${o.upstream.host}:${o.upstream.port} not asked (${maxCalls} calls in flight)`;
+    calls++;
     try {
       return ` -> ${await connect(proto, o.upstream.host, o.upstream.port, 1500)}`;
     } catch (e) {
       return ` -> ${o.upstream.host}:${o.upstream.port} no answer (${(e as Error).message.replace(/^\S+ \S+: /, "")})`;
+    } finally {
+      calls--;
     }
   };
   for (const port of o.tcp ?? []) {
