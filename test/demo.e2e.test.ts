@@ -4,7 +4,7 @@
 // would (run, expose, reach through ClusterIP and NodePort, delete moves the traffic) and
 // `skein demo --stop`.
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
+import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
 import { listNetns } from "../agent/sys/netns.ts";
 import { runAsync } from "../agent/sys/exec.ts";
 import { KUBECTL } from "./harness/kubectl.ts";
@@ -101,6 +101,9 @@ test("skein demo --keep leaves the cluster running; kubectl run, expose, reach b
   expect(r.stdout).toContain("demo --stop");
   // still running after the command ended
   expect(leftovers().procs.length).toBe(1);
+  // the nodes' identities, which name their agents' and CNI calls' files in /run/skein
+  const ids = ["node1", "node2", "node3"].map((n) => statSync(`/run/netns/${PREFIX}${n}`, { bigint: true })).map((st) => `${st.dev}-${st.ino}`);
+  expect(readdirSync("/run/skein").filter((f) => ids.some((id) => f.startsWith(`cni-${id}.`)))).not.toEqual([]);
   expect(await kubectl("get", "nodes", "--no-headers")).toMatch(/node1\s+Ready/);
 
   await kubectl("run", "web1", "--image=any", "--port=8080", "--labels=app=web");
@@ -135,4 +138,6 @@ test("skein demo --keep leaves the cluster running; kubectl run, expose, reach b
   expect(stop.exitCode).toBe(0);
   expect(stop.stdout).toContain("demo cluster taken down");
   expect(leftovers()).toEqual(nothingLeft);
+  // the CNI plugin keeps its lock file for good: the demo takes its nodes' along
+  expect(readdirSync("/run/skein").filter((f) => ids.some((id) => f.includes(`-${id}.`)))).toEqual([]);
 }, 300_000);

@@ -5,8 +5,9 @@
 // the EndpointSlice controller and a pod runner per node). Every process runs in a session
 // of its own with its output in DIR/logs, and DIR/state.json says what runs, so that
 // `skein demo --stop` and `skein cleanup` can end it from another shell.
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
-import { deleteNetnsWithPrefix, listNetns } from "../../agent/sys/netns.ts";
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { unlinkIfFree } from "../../agent/sys/flock.ts";
+import { deleteNetnsWithPrefix, listNetns, netnsPath } from "../../agent/sys/netns.ts";
 import { run } from "../../agent/sys/exec.ts";
 import { parse } from "yaml";
 import { ApiDriver } from "../apiserver/driver.ts";
@@ -125,6 +126,8 @@ export async function stopDemo(dir = DEMO_DIR): Promise<string[]> {
   }
   await Promise.all(pids.map((p) => exited(p, 3000)));
   if (pids.length) done.push(`${pids.length} processes (API server, NATS, agents, pod servers)`);
+  const files = runFilesOf(namespaces);
+  if (files) done.push(`${files} lock and socket files in ${RUN_DIR}`);
   const gone = deleteNetnsWithPrefix(DEMO_PREFIX);
   if (gone.length) done.push(`${gone.length} network namespaces ${DEMO_PREFIX}*`);
   if (existsSync(dir)) {
@@ -132,6 +135,42 @@ export async function stopDemo(dir = DEMO_DIR): Promise<string[]> {
     done.push(dir);
   }
   return done;
+}
+
+/** where the agents and the CNI plugin keep their lock and socket files (`--run-dir`) */
+const RUN_DIR = "/run/skein";
+
+/**
+ * The lock and socket files the demo's agents and CNI calls made for its namespaces, named
+ * for each namespace's identity (agent/sys/flock.ts); removed while the namespaces still
+ * exist, so that the identity is theirs. The CNI plugin keeps its lock file for good and an
+ * agent killed hard keeps its own: nothing else would take them away. Returns how many went.
+ */
+function runFilesOf(namespaces: string[]): number {
+  let n = 0;
+  for (const name of namespaces) {
+    let id;
+    try {
+      id = statSync(netnsPath(name), { bigint: true });
+    } catch {
+      continue;
+    }
+    for (const kind of ["cni", "agent"]) {
+      const lock = `${RUN_DIR}/${kind}-${id.dev}-${id.ino}.lock`;
+      try {
+        if (existsSync(lock) && unlinkIfFree(lock)) n++;
+      } catch {
+        // not a lock file of skein's: left alone
+      }
+    }
+    const sock = `${RUN_DIR}/agent-${id.dev}-${id.ino}.sock`;
+    // every process of the namespace has ended: no agent serves this socket any more
+    if (existsSync(sock) && lstatSync(sock).isSocket()) {
+      unlinkSync(sock);
+      n++;
+    }
+  }
+  return n;
 }
 
 export interface DemoCluster {
