@@ -125,12 +125,16 @@ async function exercise(c: DemoCluster, o: DemoOptions, p: Progress): Promise<bo
   const nodePortUdp = frontend.spec.ports.find((x: Obj) => x.protocol === "UDP").nodePort as number;
   p.info(`backend  ClusterIP ${backend.spec.clusterIP}:80; frontend ClusterIP ${frontend.spec.clusterIP}:80, NodePort ${nodePort}/tcp ${nodePortUdp}/udp`);
 
-  p.step("waiting for the agents: the frontend reaches the backend through its Service on every node");
+  p.step("waiting for the agents: every pod reaches the frontend Service, which calls the backend");
   const fronts = pods.filter((x) => x.metadata.labels.app === "frontend");
   const probe = (ns: string, proto: "tcp" | "udp", host: string, port: number, ms = 1500) =>
     runAsync(inNetns(c.lab.path(ns), [c.lab.skeinBin, "probe", "connect", proto, host, String(port), "--timeout", String(ms)]), { allowFail: true, timeoutMs: ms + 5000 }).then((r) => ({ ok: r.exitCode === 0, answer: r.stdout.trim(), error: r.stderr.trim() }));
   const t0 = performance.now();
-  for (const f of fronts) await waitFor(`${f.metadata.name} -> frontend Service`, async () => judge("reply", frontTarget(frontend), await probe(podNetnsName(f), "tcp", frontend.spec.clusterIP, 80)), 30_000);
+  // every pod's identity known on every node it talks to (until then a policy fails closed):
+  // each pod reaches the frontend, which calls the backend, and the outside host a NodePort
+  for (const x of pods) await waitFor(`${x.metadata.name} -> frontend Service`, async () => judge("reply", frontTarget(frontend), await probe(podNetnsName(x), "tcp", frontend.spec.clusterIP, 80)), 30_000);
+  const n1 = c.nodes.find((n) => !n.public)!;
+  await waitFor("outside -> NodePort", async () => judge("reply", frontTarget(frontend), await probe(OUTSIDE_NS, "tcp", n1.address, nodePort)), 30_000);
   p.info(`the app answers end to end after ${((performance.now() - t0) / 1000).toFixed(1)} s`);
 
   p.step("connectivity matrix: real TCP and UDP packets from pods and the outside host");
