@@ -7,9 +7,8 @@
 // apart; a placeholder slice with no endpoints when there are none. Only slices labelled as
 // this controller's are touched; each is owned by its Service, so the garbage collector takes
 // them with it. Services without a selector (and ExternalName ones) are left to their users.
-import type { KubeClient } from "../../agent/watch/kube.ts";
 import { KubeError } from "../../agent/watch/kube.ts";
-import { Coalescer, Informer, RETRY_MS, type Obj } from "./informer.ts";
+import { Controller, RETRY_MS, type Obj } from "./informer.ts";
 
 export const MANAGED_BY = "endpointslice.kubernetes.io/managed-by";
 export const CONTROLLER = "endpointslice-controller.k8s.io";
@@ -274,43 +273,16 @@ export class SliceTracker {
   }
 }
 
-export class EndpointSliceController {
-  private readonly services: Informer;
-  private readonly pods: Informer;
-  private readonly nodes: Informer;
-  private readonly slices: Informer;
-  private readonly sync: Coalescer;
+export class EndpointSliceController extends Controller {
+  private readonly services = this.watch("/api/v1/services");
+  private readonly pods = this.watch("/api/v1/pods");
+  private readonly nodes = this.watch("/api/v1/nodes");
+  private readonly slices = this.watch(`${SLICES}/endpointslices`, `${MANAGED_BY}=${CONTROLLER}`);
   private readonly tracker = new SliceTracker();
   /** per Service: failed writes in a row and when to try again */
   private readonly backoff = new Map<string, { failures: number; at: number }>();
-  private stopped = false;
 
-  constructor(
-    private readonly client: KubeClient,
-    private readonly log: (msg: string) => void,
-  ) {
-    const poke = () => this.sync.poke();
-    this.sync = new Coalescer(() => this.pass(), log);
-    this.services = new Informer(client, "/api/v1/services", poke, log);
-    this.pods = new Informer(client, "/api/v1/pods", poke, log);
-    this.nodes = new Informer(client, "/api/v1/nodes", poke, log);
-    this.slices = new Informer(client, `${SLICES}/endpointslices`, poke, log, `${MANAGED_BY}=${CONTROLLER}`);
-  }
-
-  /** Resolves once Services, Pods, Nodes and its slices have been listed (the first pass is under way). */
-  async start(): Promise<void> {
-    await Promise.all([this.services.start(), this.pods.start(), this.nodes.start(), this.slices.start()]);
-    this.sync.poke();
-  }
-
-  async stop(): Promise<void> {
-    // a pass under way writes no more
-    this.stopped = true;
-    this.sync.stop();
-    await Promise.all([this.services.stop(), this.pods.stop(), this.nodes.stop(), this.slices.stop()]);
-  }
-
-  private async pass(): Promise<void> {
+  protected async pass(): Promise<void> {
     const services = this.services.items().filter(managedService);
     const pods = this.pods.items();
     const nodes = new Map(this.nodes.items().map((n) => [n.metadata!.name!, n]));

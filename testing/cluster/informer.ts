@@ -131,3 +131,42 @@ export class Coalescer {
     clearTimeout(this.later);
   }
 }
+
+/**
+ * What the demo's controllers share: informers whose every change pokes one Coalescer running
+ * the controller's pass, listed before the first pass, stopped together. After stop() a pass
+ * under way writes no more (`stopped`).
+ */
+export abstract class Controller {
+  protected readonly sync: Coalescer;
+  protected stopped = false;
+  private readonly informers: Informer[] = [];
+
+  constructor(
+    protected readonly client: KubeClient,
+    protected readonly log: (msg: string) => void,
+  ) {
+    this.sync = new Coalescer(() => this.pass(), log);
+  }
+
+  /** An informer of `path` (only the objects with `labelSelector`) that pokes the pass. */
+  protected watch(path: string, labelSelector?: string): Informer {
+    const i = new Informer(this.client, path, () => this.sync.poke(), this.log, labelSelector);
+    this.informers.push(i);
+    return i;
+  }
+
+  protected abstract pass(): Promise<void>;
+
+  /** Resolves once every informer has listed (the first pass is under way). */
+  async start(): Promise<void> {
+    await Promise.all(this.informers.map((i) => i.start()));
+    this.sync.poke();
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    this.sync.stop();
+    await Promise.all(this.informers.map((i) => i.stop()));
+  }
+}

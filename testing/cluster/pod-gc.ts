@@ -4,7 +4,7 @@
 // missing for a quarantine (kube's 40 s: a Node being re-registered is not missing) the pod is
 // deleted for good, as PodGC does with orphaned pods.
 import { KubeError, type KubeClient } from "../../agent/watch/kube.ts";
-import { Coalescer, Informer, type Obj } from "./informer.ts";
+import { Controller, type Obj } from "./informer.ts";
 
 export const QUARANTINE_MS = 40_000;
 
@@ -26,33 +26,20 @@ export function orphans(pods: Obj[], nodes: Obj[], since: Map<string, number>, n
   return out;
 }
 
-export class PodGC {
-  private readonly pods: Informer;
-  private readonly nodes: Informer;
-  private readonly sync: Coalescer;
+export class PodGC extends Controller {
+  private readonly pods = this.watch("/api/v1/pods");
+  private readonly nodes = this.watch("/api/v1/nodes");
   private readonly since = new Map<string, number>();
 
   constructor(
-    private readonly client: KubeClient,
-    private readonly log: (msg: string) => void,
+    client: KubeClient,
+    log: (msg: string) => void,
     private readonly quarantineMs = QUARANTINE_MS,
   ) {
-    this.sync = new Coalescer(() => this.pass(), log);
-    this.pods = new Informer(client, "/api/v1/pods", () => this.sync.poke(), log);
-    this.nodes = new Informer(client, "/api/v1/nodes", () => this.sync.poke(), log);
+    super(client, log);
   }
 
-  async start(): Promise<void> {
-    await Promise.all([this.pods.start(), this.nodes.start()]);
-    this.sync.poke();
-  }
-
-  async stop(): Promise<void> {
-    this.sync.stop();
-    await Promise.all([this.pods.stop(), this.nodes.stop()]);
-  }
-
-  private async pass(): Promise<void> {
+  protected async pass(): Promise<void> {
     const now = Date.now();
     let next = Infinity;
     for (const p of orphans(this.pods.items(), this.nodes.items(), this.since, now)) {

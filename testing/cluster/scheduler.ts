@@ -7,9 +7,8 @@
 // the node with the fewest pods bound to it, then by name, so the choice is deterministic.
 // A pod no node takes gets PodScheduled=False, reason Unschedulable, with kube-scheduler's
 // message, and is tried again when the nodes change.
-import type { KubeClient } from "../../agent/watch/kube.ts";
 import { KubeError } from "../../agent/watch/kube.ts";
-import { Coalescer, Informer, RETRY_MS, type Obj } from "./informer.ts";
+import { Controller, RETRY_MS, type Obj } from "./informer.ts";
 
 export const SCHEDULER_NAME = "default-scheduler";
 
@@ -141,39 +140,15 @@ export function loadOf(pods: Obj[], assumed: Map<string, string>): Map<string, n
 export const keyOf = (o: Obj) => `${o.metadata?.namespace ?? ""}/${o.metadata?.name}`;
 const now = () => new Date().toISOString().replace(/\.\d+Z$/, "Z");
 
-export class Scheduler {
-  private readonly pods: Informer;
-  private readonly nodes: Informer;
-  private readonly sync: Coalescer;
+export class Scheduler extends Controller {
+  private readonly pods = this.watch("/api/v1/pods");
+  private readonly nodes = this.watch("/api/v1/nodes");
   /** pod key → node it was bound to, until the cache shows the binding (kube-scheduler's assume) */
   private readonly assumed = new Map<string, string>();
   /** pod key → failed writes in a row and when to try again */
   private readonly backoff = new Map<string, { failures: number; at: number }>();
-  private stopped = false;
 
-  constructor(
-    private readonly client: KubeClient,
-    private readonly log: (msg: string) => void,
-  ) {
-    this.sync = new Coalescer(() => this.pass(), log);
-    this.pods = new Informer(client, "/api/v1/pods", () => this.sync.poke(), log);
-    this.nodes = new Informer(client, "/api/v1/nodes", () => this.sync.poke(), log);
-  }
-
-  /** Resolves once Pods and Nodes have been listed (the first pass is under way). */
-  async start(): Promise<void> {
-    await Promise.all([this.pods.start(), this.nodes.start()]);
-    this.sync.poke();
-  }
-
-  async stop(): Promise<void> {
-    // a pass under way writes no more
-    this.stopped = true;
-    this.sync.stop();
-    await Promise.all([this.pods.stop(), this.nodes.stop()]);
-  }
-
-  private async pass(): Promise<void> {
+  protected async pass(): Promise<void> {
     const pods = this.pods.items();
     const nodes = this.nodes.items();
     for (const p of pods) {
