@@ -127,8 +127,7 @@ async function exercise(c: DemoCluster, o: DemoOptions, p: Progress): Promise<bo
 
   p.step("waiting for the agents: every pod reaches the frontend Service, which calls the backend");
   const fronts = pods.filter((x) => x.metadata.labels.app === "frontend");
-  const probe = (ns: string, proto: "tcp" | "udp", host: string, port: number, ms = 1500) =>
-    runAsync(inNetns(c.lab.path(ns), [c.lab.skeinBin, "probe", "connect", proto, host, String(port), "--timeout", String(ms)]), { allowFail: true, timeoutMs: ms + 5000 }).then((r) => ({ ok: r.exitCode === 0, answer: r.stdout.trim(), error: r.stderr.trim() }));
+  const probe = (ns: string, proto: "tcp" | "udp", host: string, port: number, ms = 1500) => c.lab.connect(ns, proto, host, port, ms);
   const t0 = performance.now();
   // every pod's identity known on every node it talks to (until then a policy fails closed):
   // each pod reaches the frontend, which calls the backend, and the outside host a NodePort

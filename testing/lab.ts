@@ -151,18 +151,18 @@ export class Lab {
   }
 
   /**
-   * Starts a process in a namespace that outlives this one (`skein demo --keep`): a session of
+   * Starts a process in a namespace (undefined: this process's) that outlives this one (`skein demo --keep`): a session of
    * its own (a Ctrl-C in the terminal does not reach it), its output appended to `log`, since
    * a pipe would break once its reader exits. With `ready`, resolves once the log says so.
    * Returns its pid; destroy() still ends it, as does removing its namespace.
    */
-  async spawnDetached(short: string, argv: string[], o: { log: string; ready?: string; timeoutMs?: number; what?: string }): Promise<number> {
+  async spawnDetached(short: string | undefined, argv: string[], o: { log: string; ready?: string; timeoutMs?: number; what?: string; env?: Record<string, string | undefined> }): Promise<number> {
     const fd = openSync(o.log, "a", 0o600);
     // the log may hold an earlier run's output: only what this one appends counts
     const from = fstatSync(fd).size;
     let proc: Subprocess;
     try {
-      proc = Bun.spawn(["setsid", ...inNetns(this.path(short), argv)], { stdin: "ignore", stdout: fd, stderr: fd });
+      proc = Bun.spawn(["setsid", ...inNetns(short === undefined ? undefined : this.path(short), argv)], { stdin: "ignore", stdout: fd, stderr: fd, ...(o.env ? { env: o.env } : {}) });
     } finally {
       closeSync(fd);
     }
@@ -175,8 +175,9 @@ export class Lab {
     for (;;) {
       const text = existsSync(o.log) ? readFileSync(o.log, "utf8").slice(from) : "";
       if (text.includes(o.ready)) return proc.pid;
-      if (proc.exitCode !== null) throw new Error(`${what} in ${this.name(short)} exited ${proc.exitCode}: ${text.slice(-2000).trim()}`);
-      if (Date.now() > deadline) throw new Error(`${what} in ${this.name(short)} not ready within ${timeoutMs} ms: ${text.slice(-2000).trim()}`);
+      const where = short === undefined ? "" : ` in ${this.name(short)}`;
+      if (proc.exitCode !== null) throw new Error(`${what}${where} exited ${proc.exitCode}: ${text.slice(-2000).trim()}`);
+      if (Date.now() > deadline) throw new Error(`${what}${where} not ready within ${timeoutMs} ms: ${text.slice(-2000).trim()}`);
       await Bun.sleep(25);
     }
   }

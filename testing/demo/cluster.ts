@@ -257,33 +257,12 @@ export async function buildCluster(o: { bin: string; nodes: number; dir?: string
   };
   writeAtomic(`${dir}/state.json`, JSON.stringify(state, null, 2));
   const log = `${dir}/logs/control-plane.log`;
-  const pid = await spawnControlPlane(o.bin, dir, log);
+  // in this (the machine's) namespace, where kubectl runs. Bun's fetch keeps 256 requests in
+  // flight by default: the proxies' own caps are to be the limit
+  const pid = await lab.spawnDetached(undefined, controlPlaneArgv(o.bin, dir), { log, ready: "control plane ready", timeoutMs: 30_000, what: "the control-plane process", env: { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: "2048" } });
   state.pid = pid;
   writeAtomic(`${dir}/state.json`, JSON.stringify(state, null, 2));
   const url = /control plane ready: (\S+)/.exec(readFileSync(log, "utf8"))?.[1] ?? "";
   o.info(`kubectl: KUBECONFIG=${state.kubeconfig} (API through ${url})`);
   return { dir, lab, underlay, nodes: underlay.nodes, api, token, kubeconfig: state.kubeconfig, apiUrl: url };
-}
-
-/** Starts the control-plane process in this (the machine's) namespace, detached, and waits
- * until it says it is ready. */
-async function spawnControlPlane(bin: string, dir: string, log: string): Promise<number> {
-  const { openSync, closeSync } = await import("node:fs");
-  const fd = openSync(log, "a", 0o600);
-  let proc;
-  try {
-    // Bun's fetch keeps 256 requests in flight by default: the proxies' own caps are the limit
-    proc = Bun.spawn(["setsid", ...controlPlaneArgv(bin, dir)], { stdin: "ignore", stdout: fd, stderr: fd, env: { ...process.env, BUN_CONFIG_MAX_HTTP_REQUESTS: "2048" } });
-  } finally {
-    closeSync(fd);
-  }
-  proc.unref();
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const text = readFileSync(log, "utf8");
-    if (text.includes("control plane ready")) return proc.pid;
-    if (proc.exitCode !== null) throw new Error(`the control-plane process exited ${proc.exitCode}: ${text.slice(-2000).trim()}`);
-    if (Date.now() > deadline) throw new Error(`the control-plane process is not ready within 30 s: ${text.slice(-2000).trim()}`);
-    await Bun.sleep(50);
-  }
 }
