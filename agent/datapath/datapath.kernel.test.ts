@@ -168,4 +168,51 @@ describe("policy in a kernel", () => {
       ref.close();
     }
   });
+  test("an adopted table's policy read back: allow sets as allowKey spells them, pod addresses at their ids; the replace writes only the allow elements that differ, and leaves what a load does", async () => {
+    const { policyTables } = await import("./policy.case.ts");
+    const { readKernelPolicy } = await import("./policy-adopt.ts");
+    const { readTable } = await import("./adopt.ts");
+    const { policyContent } = await import("./policy-text.ts");
+    const { DEFAULT_MARKS } = await import("./marks.ts");
+    const p1 = policyTables();
+    const p2 = policyTables(true);
+    const a = netns("ka");
+    const b = netns("kb");
+    const tables = tablesOf(objects(3));
+    const first = datapathIn(a);
+    const ref = datapathIn(b);
+    try {
+      first.dp.policy(p1, false);
+      first.dp.sync(tables);
+      const kp = readKernelPolicy(first.nl, DEFAULT_MARKS);
+      const want = policyContent(p1, DEFAULT_MARKS).elements;
+      for (const set of ["pol_allow_in", "pol_allow_out"]) expect([set, [...kp.allow.get(set)!].sort()]).toEqual([set, [...want.get(set)!.keys()].sort()]);
+      expect(Object.fromEntries(kp.addressIds)).toEqual(Object.fromEntries(p1.pods.map((p) => [p.ip, p.id])));
+      // a restarted agent adopts the table, then replaces its policy by p2
+      const found = readTable(first.nl)!;
+      expect(found.ok).toBe(true);
+      const scripts: string[] = [];
+      const nl = first.nl;
+      const nft: Nft = { backend: "exec", run: (script) => (scripts.push(script), run(inNetns(a, ["nft", "-f", "-"]), { stdin: script }).stdout) };
+      const adopted = new Datapath(nft, { send: (x) => nl.sendBatch(x) });
+      if (!found.ok) throw new Error(found.why);
+      adopted.adopt(found.model, found.stale, [...policyContent(p1, DEFAULT_MARKS).chains.keys()], kp.allow);
+      adopted.policy(p2);
+      const allowLines = scripts.join("").split("\n").filter((l) => l.includes(" pol_allow_"));
+      const before = policyContent(p1, DEFAULT_MARKS).elements;
+      const after = policyContent(p2, DEFAULT_MARKS).elements;
+      const changed = ["pol_allow_in", "pol_allow_out"].flatMap((set) => [...[...before.get(set)!.keys()].filter((k) => !after.get(set)!.has(k)), ...[...after.get(set)!.keys()].filter((k) => !before.get(set)!.has(k))]);
+      expect(changed.length).toBeGreaterThan(0);
+      // every allow line names a changed element, and no allow set is flushed
+      const named = allowLines.flatMap((l) => l.replace(/^.*\{ | \}$/g, "").split(", "));
+      expect(named.sort()).toEqual(changed.sort());
+      expect(allowLines.every((l) => !l.startsWith("flush"))).toBe(true);
+      ref.dp.policy(p2, false);
+      ref.dp.sync(tables);
+      expect(listing(a)).toEqual(listing(b));
+    } finally {
+      first.close();
+      ref.close();
+    }
+  });
 });

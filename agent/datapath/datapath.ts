@@ -108,6 +108,9 @@ export class Datapath {
   /** identity chains the kernel holds when policyCurrent is not known (from the listing of
    * an adopted table, or of the last tables that went in) */
   private policyChains: string[] = [];
+  /** the policy sets the kernel was read to hold, element by element, while policyCurrent
+   * is not known (an adopted table: policy-adopt.ts); a replace writes only their difference */
+  private policyKnown: ReadonlyMap<string, ReadonlySet<string>> = new Map();
 
   /** `serviceCIDRs`: the node's Service CIDRs, whose unserved addresses are refused; written
    * with every new table and every bank switch (so an adopted table takes the current ones) */
@@ -135,11 +138,12 @@ export class Datapath {
    * a bank switch: the other bank is filled beside the live one and one nft transaction moves
    * every target chain to it, so traffic sees the old tables until the new ones are whole.
    */
-  adopt(md: Model, stale?: { bank: number; chains: string[] }, policyChains: string[] = []): void {
+  adopt(md: Model, stale?: { bank: number; chains: string[] }, policyChains: string[] = [], policySets: ReadonlyMap<string, ReadonlySet<string>> = new Map()): void {
     if (stale) this.dropBank(stale.bank, stale.chains);
     // the policy in the kernel stays in force until the first policy() replaces it whole
     this.policyCurrent = undefined;
     this.policyChains = [...policyChains];
+    this.policyKnown = policySets;
     this.current = md;
     this.capacity = { 4: 0, 6: 0 };
     this.slots = { 4: 0, 6: 0 };
@@ -152,6 +156,7 @@ export class Datapath {
     // the policy the kernel holds is not known: the next policy() replaces it whole
     this.policyCurrent = undefined;
     this.policyChains = [...(kernel?.policyChains ?? [])];
+    this.policyKnown = new Map();
     this.current = model(tables, kernel?.bank ?? 0, this.hairpin, this.marks);
     this.slots = ringSlots(tables);
     this.capacity = kernel?.capacity ?? ringCapacity(this.slots);
@@ -217,7 +222,7 @@ export class Datapath {
   private policyText(next: PolicyTables): string {
     const cur = this.policyCurrent;
     if (cur === next) return "";
-    return cur ? renderPolicyDelta(cur, next, this.marks) : renderPolicyReplace(next, this.marks, this.policyChains);
+    return cur ? renderPolicyDelta(cur, next, this.marks) : renderPolicyReplace(next, this.marks, this.policyChains, this.policyKnown);
   }
 
   private runPolicy(text: string, next: PolicyTables): void {
@@ -228,9 +233,12 @@ export class Datapath {
       // those of the tables in force (or the adopted ones)
       if (this.policyCurrent) this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
       this.policyCurrent = undefined;
+      // refused whole: what was read of the kernel's sets still holds (and after a known
+      // delta, policyKnown is empty already)
       throw e;
     }
     this.policyCurrent = next;
+    this.policyKnown = new Map();
   }
 
   /**
@@ -350,6 +358,7 @@ export class Datapath {
     this.nft.run(skeleton);
     this.policyCurrent = pol;
     this.policyChains = [];
+    this.policyKnown = new Map();
     this.capacity = cap;
     const empty = emptyModel(next.bank);
     // a half-filled new table is made new again by the next try

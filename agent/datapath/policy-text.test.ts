@@ -105,6 +105,26 @@ describe("renderPolicyReplace", () => {
   });
 });
 
+describe("renderPolicyReplace with the allow sets read from the kernel", () => {
+  test("those sets are not flushed: only the elements the kernel lacks are added, only those not wanted deleted; the other sets are flushed and refilled", () => {
+    const next = policyTables(true);
+    const allowIn = linesOf(renderPolicy(next, DEFAULT_MARKS)).find((l) => l.startsWith("add element inet skein pol_allow_in"))!;
+    const wanted = allowIn.replace(/^.*\{ | \}$/g, "").split(", ");
+    const known = new Map([
+      ["pol_allow_in", new Set([...wanted.slice(1), "0x00090000 . 0x00030000 . 6 . 443-443"])],
+      ["pol_allow_out", new Set<string>()],
+    ]);
+    const text = linesOf(renderPolicyReplace(next, DEFAULT_MARKS, [], known));
+    expect(text.filter((l) => l.startsWith("flush set") || l.startsWith("flush map"))).toEqual(POLICY_SETS.filter((s) => !known.has(s)).map((s) => `flush ${/pod|range/.test(s) ? "map" : "set"} inet skein ${s}`));
+    expect(text.filter((l) => l.includes(" pol_allow_in "))).toEqual(["delete element inet skein pol_allow_in { 0x00090000 . 0x00030000 . 6 . 443-443 }", `add element inet skein pol_allow_in { ${wanted[0]} }`]);
+    // an empty set read: every element added, none deleted
+    expect(text.filter((l) => l.includes(" pol_allow_out "))).toEqual(linesOf(renderPolicy(next, DEFAULT_MARKS)).filter((l) => l.includes(" pol_allow_out ")));
+    // the rest as without them
+    const rest = (ls: string[]) => ls.filter((l) => !l.includes(" pol_allow_") && !l.startsWith("flush set") && !l.startsWith("flush map"));
+    expect(rest(text)).toEqual(rest(linesOf(renderPolicyReplace(next, DEFAULT_MARKS, []))));
+  });
+});
+
 describe("through a Service across nodes", () => {
   const base = policyTables();
   const t = { ...base, viaService: [5], serviceSources: [{ family: 4 as const, ip: "10.244.0.1", id: 1 }, { family: 4 as const, ip: "10.244.9.1", id: 1 }], serviceSource: { 4: "10.244.0.1" } };

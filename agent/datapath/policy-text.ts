@@ -283,17 +283,30 @@ export function renderPolicyDelta(prev: PolicyTables, next: PolicyTables, marks:
  * The policy of an adopted table whose content is not known replaced by `next`, in one
  * transaction (no moment where the sets are empty, which would allow everything): every policy
  * set and map flushed, the identity chains among `chainsInKernel` that `next` does not use
- * deleted (the others flushed and refilled), then next's chains and elements.
+ * deleted (the others flushed and refilled), then next's chains and elements. The sets in
+ * `known` (what the kernel was read to hold: policy-adopt.ts) get only the difference instead:
+ * an allow set's element deleted and added again would be missing, however briefly, when the
+ * transaction commits (policy-adopt.ts says why).
  */
-export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKernel: string[]): string {
+export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKernel: string[], known: ReadonlyMap<string, ReadonlySet<string>> = new Map()): string {
   const b = policyContent(next, marks);
   const have = new Set(chainsInKernel.filter((n) => IDENTITY_CHAIN.test(n)));
-  const out: string[] = Object.entries(policyDeclarations()).map(([s, decl]) => `flush ${decl.split(" ")[0]} inet ${TABLE} ${s}`);
+  const out: string[] = Object.entries(policyDeclarations()).flatMap(([s, decl]) => (known.has(s) ? [] : [`flush ${decl.split(" ")[0]} inet ${TABLE} ${s}`]));
   for (const [name, rule] of b.chains) {
     if (have.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `add rule inet ${TABLE} ${name} ${rule}`);
     else out.push(...addChain(name, rule));
   }
   for (const name of have) if (!b.chains.has(name)) out.push(`flush chain inet ${TABLE} ${name}`, `delete chain inet ${TABLE} ${name}`);
-  out.push(`flush chain inet ${TABLE} ${SERVICE_SOURCE_CHAIN}`, ...addAll({ chains: new Map(), elements: b.elements, sourceRules: b.sourceRules }).elements);
+  const elements = new Map<string, Map<string, string>>();
+  for (const [set, items] of b.elements) {
+    const inKernel = known.get(set);
+    if (!inKernel) {
+      elements.set(set, items);
+      continue;
+    }
+    out.push(...elementLines("delete", set, [...inKernel].filter((k) => !items.has(k))));
+    elements.set(set, new Map([...items].filter(([k]) => !inKernel.has(k))));
+  }
+  out.push(`flush chain inet ${TABLE} ${SERVICE_SOURCE_CHAIN}`, ...addAll({ chains: new Map(), elements, sourceRules: b.sourceRules }).elements);
   return lines(out);
 }

@@ -94,6 +94,9 @@ export interface AgentDeps {
   /** what the kernel held at start: an adopted table (the first sync replaces it whole, in a
    * bank switch), one to replace cold (not one this version can adopt), or none */
   found?: "adopted" | "replace";
+  /** the identity ids of the adopted table's pod addresses (agent/datapath/policy-adopt.ts):
+   * the first policy compile keeps them */
+  adoptedIds?: ReadonlyMap<string, number>;
   kube: KubeClient;
   compiler?: CompilerExports;
   /** the policy compile (default: compiler.wasm's) */
@@ -196,6 +199,7 @@ export class Agent implements AgentView {
     const opts = { nodeName: this.o.nodeName, nodeIPs: this.nodeIPs, ringFactor: this.o.ringFactor };
     this.compiler = new IncrementalCompiler(opts, wasmUnits(wasm, opts));
     this.policy = new PolicyCompiler({ nodeName: this.o.nodeName, podCIDRs: [], maxIdentity: maxIdentity(this.o.marks ?? DEFAULT_MARKS) }, this.deps.policyEngine ?? policyEngine(wasm));
+    if (this.deps.adoptedIds) this.policy.adoptIds(this.deps.adoptedIds);
     this.store = new ClusterStore(this.compiler, this.o.nodeName, this.policy, {
       onReject: (what, message, kept, ref) => {
         this.log.warn({ object: what }, `refused; ${kept ? "the earlier version stays in force" : "left out (no earlier version of it is in force)"}: ${message}`);

@@ -4,6 +4,7 @@ import pino from "pino";
 import { Datapath } from "../datapath/datapath.ts";
 import { openNft } from "../datapath/nft.ts";
 import { Netlink } from "../sys/netlink.ts";
+import { readKernelPolicy, type KernelPolicy } from "../datapath/policy-adopt.ts";
 import { adoptedModel, listTable, structureDrift, type Adoption, type Listing } from "../datapath/adopt.ts";
 import { TABLE } from "../datapath/model.ts";
 import { REF_TABLE, renderReference } from "../datapath/nft-text.ts";
@@ -136,8 +137,15 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
     // compiled
     found = { ok: false, why: `it could not be read: ${(e as Error).message}` };
   }
+  let kernelPolicy: KernelPolicy | undefined;
   if (found?.ok) {
-    datapath.adopt(found.model, found.stale, policyChains);
+    try {
+      kernelPolicy = readKernelPolicy(nl, o.marks);
+    } catch (e) {
+      // not read: the first policy write replaces every set whole
+      log.warn({ err: (e as Error).message }, "the policy sets of the adopted table could not be read: the first policy write replaces them whole");
+    }
+    datapath.adopt(found.model, found.stale, policyChains, kernelPolicy?.allow);
     log.info({ bank: found.model.bank, targets: found.model.chains.size }, "adopted the tables in the kernel; they serve until the new ones replace them in one transaction");
   } else if (found) log.warn({ why: found.why }, "the table in the kernel cannot be adopted: it will be replaced cold");
   let network: PodNetwork | undefined;
@@ -193,7 +201,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const policyCounters = () => readPolicyCounters(nl, o.marks);
   const report = clusterReporter({ kube, nodeName: o.nodeName, log: log.child({ part: "report" }) });
   metrics.followEvents(report.events);
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, report, found: found ? (found.ok ? "adopted" : "replace") : undefined });
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, report, found: found ? (found.ok ? "adopted" : "replace") : undefined, adoptedIds: kernelPolicy?.addressIds });
   metrics.policyCounters(() => agent.readPolicyCounts());
   metrics.tables(() => agent.lastResult && { generation: agent.lastResult.generation, sizes: agent.tableSizes() });
   if (network && overlay) {

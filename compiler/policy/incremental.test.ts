@@ -92,3 +92,66 @@ describe("the agent's policy compiler", () => {
     expect(pc.compile()).toBeUndefined();
   });
 });
+
+describe("adopting the ids a table in the kernel holds", () => {
+  const fill = (pc: PolicyCompiler, w: ReturnType<typeof world>, order: PodInfo[]) => {
+    pc.setNodes(NODES);
+    for (const n of w.namespaces) pc.setNamespace(n);
+    for (const p of order) pc.setPod(p);
+    for (const p of w.policies) pc.setPolicy(p);
+  };
+  const idsOf = (t: PolicyTables) => new Map(t.pods.map((p) => [p.ip, p.id]));
+
+  test("a restarted agent's first compile gives every identity the id the kernel has its addresses at, whatever order it saw them in", () => {
+    for (let seed = 1; seed <= 20; seed++) {
+      const w = world(seed);
+      // the earlier agent saw the pods one by one, in reverse, with a policy first: other ids
+      const before = new PolicyCompiler(OPTS, compilePolicy);
+      before.setNodes(NODES);
+      for (const n of w.namespaces) before.setNamespace(n);
+      before.setPolicy(w.policies[0]!);
+      for (const p of [...w.pods].reverse()) {
+        before.setPod(p);
+        before.compile();
+      }
+      for (const p of w.policies) before.setPolicy(p);
+      const inKernel = before.compile()?.after ?? before.tables()!;
+      const fresh = new PolicyCompiler(OPTS, compilePolicy);
+      fill(fresh, w, w.pods);
+      const cold = fresh.compile()!.after;
+      const restarted = new PolicyCompiler(OPTS, compilePolicy);
+      restarted.adoptIds(idsOf(inKernel));
+      fill(restarted, w, w.pods);
+      const after = restarted.compile()!.after;
+      expect([seed, after]).toEqual([seed, inKernel]);
+      // without the kernel's ids the order decides them, and they differ
+      if (seed === 1) expect(idsOf(cold)).not.toEqual(idsOf(inKernel));
+    }
+  });
+
+  test("an identity whose addresses the kernel has at different ids, or not at all, gets a free id; only the first compile adopts ids", () => {
+    const w = world(3);
+    const pc = new PolicyCompiler(OPTS, compilePolicy);
+    fill(pc, w, w.pods);
+    const t = pc.compile()!.after;
+    const [a, b] = t.identities.filter((i) => t.pods.filter((p) => p.id === i.id).length >= 2);
+    const kernel = idsOf(t);
+    // a's addresses split between two ids; b's at an id below FIRST_ID
+    const aIps = t.pods.filter((p) => p.id === a!.id).map((p) => p.ip);
+    kernel.set(aIps[0]!, 900);
+    for (const p of t.pods.filter((p) => p.id === b!.id)) kernel.set(p.ip, 1);
+    const restarted = new PolicyCompiler(OPTS, compilePolicy);
+    restarted.adoptIds(kernel);
+    fill(restarted, w, w.pods);
+    const after = restarted.compile()!.after;
+    const idOf = (key: string) => after.identities.find((i) => i.key === key)!.id;
+    for (const i of t.identities) if (i !== a && i !== b) expect([i.key, idOf(i.key)]).toEqual([i.key, i.id]);
+    expect(idOf(a!.key)).not.toBe(900);
+    expect(idOf(b!.key)).toBeGreaterThanOrEqual(3);
+    expect(new Set(after.identities.map((i) => i.id)).size).toBe(after.identities.length);
+    // only the first compile: a later one keeps its own ids
+    restarted.setPod({ ...w.pods[0]!, labels: { app: "other" } });
+    const next = restarted.compile()!.after;
+    for (const i of after.identities) if (next.identities.some((x) => x.key === i.key)) expect(next.identities.find((x) => x.key === i.key)!.id).toBe(i.id);
+  });
+});

@@ -11,7 +11,7 @@
 // conditions below are those under which the whole compile would give the same tables
 // (incremental.test.ts holds the two equal); any other change compiles everything.
 import { withServiceSources, type NodeCIDRs } from "./via-service.ts";
-import { BLOCKED, type NamespaceInfo, type Policy, type PodInfo, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
+import { BLOCKED, FIRST_ID, type NamespaceInfo, type Policy, type PodInfo, type PolicyOptions, type PolicyState, type PolicyTables } from "./types.ts";
 
 /** The label that app isolation keys its generated policies on (compiler/policy/reference.ts). */
 const APP_LABEL = "skein.io/app";
@@ -60,6 +60,8 @@ export class PolicyCompiler {
   /** label changes that may skip the compile, in order: [before, after] */
   private moves: Array<[PodInfo, PodInfo]> = [];
   private index: Index | undefined;
+  /** the ids the kernel's pod addresses go to, for the first compile (adoptIds) */
+  private adopted: ReadonlyMap<string, number> | undefined;
   /** how the last compile was made, for tests and logs */
   lastKind: "full" | "moved" | undefined;
   private readonly opts: PolicyOptions;
@@ -133,6 +135,35 @@ export class PolicyCompiler {
     return withServiceSources(this.engine(this.state(), { ...this.opts, nodeName, podCIDRs: [...podCIDRs] }, new Map()), this.nodes, nodeName);
   }
 
+  /**
+   * The ids a table adopted from an earlier agent gives pod addresses (address → id): the
+   * first compile keeps an identity's id when the kernel has every address of it at one id,
+   * so the tables that replace the adopted ones differ from them only in what changed while no
+   * agent ran (agent/datapath/policy-adopt.ts says why that matters).
+   */
+  adoptIds(addressIds: ReadonlyMap<string, number>): void {
+    if (!this.last) this.adopted = addressIds;
+  }
+
+  /** `previous` for the first compile after adoptIds: a compile with no ids to keep says
+   * which addresses make each identity, and the kernel which id they have. */
+  private idsInKernel(adopted: ReadonlyMap<string, number>): Map<string, number> {
+    const t = this.engine(this.state(), this.opts, new Map());
+    const kernelIds = new Map<number, Set<number | undefined>>();
+    for (const p of t.pods) {
+      let s = kernelIds.get(p.id);
+      if (!s) kernelIds.set(p.id, (s = new Set()));
+      s.add(adopted.get(p.ip));
+    }
+    const previous = new Map<string, number>();
+    for (const i of t.identities) {
+      const ids = [...(kernelIds.get(i.id) ?? [])];
+      const only = ids.length === 1 ? ids[0] : undefined;
+      if (only !== undefined && only >= FIRST_ID) previous.set(i.key, only);
+    }
+    return previous;
+  }
+
   /** Compiles when anything changed since the last compile; undefined when nothing did. */
   compile(): PolicyChange | undefined {
     if (!this.dirty && this.moves.length) {
@@ -148,8 +179,10 @@ export class PolicyCompiler {
     }
     this.moves = [];
     if (!this.dirty) return undefined;
-    const previous = new Map<string, number>();
+    let previous = new Map<string, number>();
     for (const i of this.last?.identities ?? []) previous.set(i.key, i.id);
+    if (!this.last && this.adopted?.size) previous = this.idsInKernel(this.adopted);
+    this.adopted = undefined;
     const after = withServiceSources(this.engine(this.state(), this.opts, previous), this.nodes, this.opts.nodeName);
     const before = this.last;
     this.last = after;

@@ -1,0 +1,78 @@
+// What the policy of an adopted table holds, read back so that the restarted agent's first
+// policy write changes only what changed while no agent ran.
+//
+// An nft transaction is atomic for chains and hash sets, but not for a set of concatenations
+// with intervals (the allow sets: the kernel's pipapo backend): the generation moves first, and
+// the set's new lookup data is put in place only after the whole transaction has been walked.
+// In between, an element the transaction deletes is already gone and one it adds is not there
+// yet. Flushing the allow sets and adding them again (a replace of unknown content) thus drops
+// every allowed new connection for that moment, and an agent that gives the identities other
+// ids than the kernel holds rewrites every allow element. So the restarted agent reads the
+// ids the kernel's pod addresses go to (the compile keeps them: compiler/policy/incremental.ts
+// adoptIds) and the allow sets' elements (the replace writes the difference: policy-text.ts
+// renderPolicyReplace).
+import { addressFromBytes } from "../../compiler/address.ts";
+import { decodeElems, NFT_MSG, type DumpedElem } from "../sys/nftdump.ts";
+import type { NftDumper } from "./adopt.ts";
+import { identityBits, type Marks } from "./marks.ts";
+import { TABLE } from "./model.ts";
+import { decodeAllowKey } from "./policy-counters.ts";
+import { allowKey } from "./policy-text.ts";
+
+export interface KernelPolicy {
+  /** pod address (canonical text) → the identity its source map element goes to */
+  addressIds: Map<string, number>;
+  /** the allow sets whose every element was read, as allowKey spells them */
+  allow: Map<string, Set<string>>;
+}
+
+/** nftables' verdict code of a goto (NFT_GOTO) */
+const NFT_GOTO = -4;
+const SOURCE_CHAIN = /^pols_(\d+)$/;
+const ALLOW_SETS = ["pol_allow_in", "pol_allow_out"] as const;
+
+const be32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, false);
+
+/** The element's key exactly as skein writes one: marks within their bits, protocol and port
+ * in their bytes of the 4 each takes, nothing else set. */
+function allowBytesValid(b: Uint8Array, marks: Marks): boolean {
+  if (b.length !== 16) return false;
+  const R = marks.mark >>> 0;
+  const I = identityBits(marks);
+  return (be32(b, 0) & ~R) === 0 && (be32(b, 4) & ~I) === 0 && b[9] === 0 && b[10] === 0 && b[11] === 0 && b[14] === 0 && b[15] === 0;
+}
+
+/** The allow set's keys, or undefined when any element is not one skein writes (the set is then flushed). */
+function allowKeys(elems: DumpedElem[], marks: Marks): Set<string> | undefined {
+  const out = new Set<string>();
+  for (const e of elems) {
+    if (!allowBytesValid(e.key, marks) || (e.keyEnd && !allowBytesValid(e.keyEnd, marks))) return undefined;
+    const k = decodeAllowKey(e.key, e.keyEnd, marks);
+    if (!k) return undefined;
+    out.add(allowKey({ ...k, policies: [] }, marks));
+  }
+  return out;
+}
+
+/** The kernel's policy from the elements of its sets (`elems`: a set's name → its elements). Pure. */
+export function kernelPolicy(elems: (set: string) => DumpedElem[], marks: Marks): KernelPolicy {
+  const addressIds = new Map<string, number>();
+  for (const fam of [4, 6] as const) {
+    for (const e of elems(`pol_spod${fam}`)) {
+      const m = e.verdict?.code === NFT_GOTO ? SOURCE_CHAIN.exec(e.verdict.chain ?? "") : null;
+      if (!m || e.key.length !== (fam === 4 ? 4 : 16)) continue;
+      addressIds.set(addressFromBytes(e.key, 0, fam), Number(m[1]));
+    }
+  }
+  const allow = new Map<string, Set<string>>();
+  for (const set of ALLOW_SETS) {
+    const keys = allowKeys(elems(set), marks);
+    if (keys) allow.set(set, keys);
+  }
+  return { addressIds, allow };
+}
+
+/** Reads the policy of `inet skein` through netlink dumps of the four sets it needs. */
+export function readKernelPolicy(nl: NftDumper, marks: Marks): KernelPolicy {
+  return kernelPolicy((set) => nl.nftDump(`list the elements of ${set}`, NFT_MSG.GETSETELEM, "inet", [[1, TABLE], [2, set]]).flatMap(decodeElems), marks);
+}
