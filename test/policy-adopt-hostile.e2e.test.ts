@@ -1,9 +1,9 @@
 // A restarted agent adopts the policy sets the earlier agent left in the kernel and writes only
 // the allow elements that differ (agent/datapath/policy-adopt.ts): here other software changes
 // those sets while no agent runs (foreign allow elements of every shape, deleted ones, pod
-// addresses moved to other identity chains or to ids past the marks, flushed sets), the
-// policies and labels change meanwhile, a table of other mark ranges is left, and the kernel
-// changes between the agent's read and its first write. After the restart the kernel must hold
+// addresses moved to other identity chains or to ids past the marks), the policies and
+// labels change meanwhile, and the kernel changes between the agent's read and its first
+// write. After the restart the kernel must hold
 // exactly the policies in force (no foreign element left allowing anything) and traffic must
 // follow them, without an error logged. Two nodes of the multi-node underlay, n1's agent
 // restarted; the drift check is off (--verify-interval 0), so what the first write leaves is
@@ -303,8 +303,8 @@ describe("a restarted agent adopting policy sets another tool changed", () => {
     }));
   }, 30_000);
 
-  // BREAKS at de8043d: the adopted id is taken past the identity limit, and the pods of that
-  // identity are blocked until a later change compiles everything again
+  // an id past the marks' must not be kept: the identity would be past the identity limit,
+  // and its pods blocked until a later change compiles everything again
   test("pod addresses moved to chains of ids past the marks' (the other pod at pols_40000, the servers at pols_70000)", async () => {
     const moved: Array<[string, number]> = [["oth", 40000], ["srv", 70000], ["rsrv", 70000]];
     const res = await restart("past the marks", {
@@ -321,10 +321,6 @@ describe("a restarted agent adopting policy sets another tool changed", () => {
     held(res);
   }, 40_000);
 
-  test("the allow sets and pol_spod4 flushed", async () => {
-    held(await restart("flushed", { tamper: () => `flush set ${T} pol_allow_in\nflush set ${T} pol_allow_out\nflush map ${T} pol_spod4\n` }));
-  }, 30_000);
-
   test("a policy and a label changed while no agent runs, and a foreign element overlapping the one the new policy wants", async () => {
     held(await restart("api changed", {
       tamper: async () => `add element ${T} pol_allow_in { ${mark(await idNow("oth"))} . ${mark(await idNow("srv"))} . tcp . 8000-9000 }\n`,
@@ -338,22 +334,8 @@ describe("a restarted agent adopting policy sets another tool changed", () => {
     }));
   }, 30_000);
 
-  test("5,000 foreign allow elements", async () => {
-    const many = Array.from({ length: 5_000 }, (_, i) => `${mark(0x7ff0)} . ${mark(0x7ff0 + (i % 8))} . tcp . ${Math.floor(i / 8) + 1}`);
-    held(await restart("5,000 foreign", { tamper: () => `add element ${T} pol_allow_in { ${many.join(", ")} }\n` }));
-  }, 40_000);
-
-  test("a table of other mark ranges: narrow marks replace it cold, and the default marks theirs", async () => {
-    // such a table is not adopted but replaced cold, and the agent says so
-    const cold = (log: string[]) => log.filter((l) => !/^40 at \+\d+ ms: the table in the kernel cannot be adopted/.test(l));
-    const narrow = await restart("to narrow marks", { tamper: async () => `add element ${T} pol_allow_in { ${mark(await idNow("oth"))} . ${mark(await idNow("srv"))} . udp . ${PORT} }\n`, flags: ["--mark-mask", "0x0000ff00", "--ct-mark-mask", "0x000001ff"] });
-    expect({ traffic: narrow.traffic, log: cold(narrow.log) }).toEqual({ traffic: [], log: [] });
-    const back = await restart("back to default marks", {});
-    held({ ...back, log: cold(back.log) });
-  }, 40_000);
-
-  // BREAKS at de8043d: the first write deletes the element it read, which is gone, and the
-  // transaction is refused (an error logged; the retry ~80 ms later writes the table whole)
+  // the first write deletes the element it read, which is gone: that transaction is refused,
+  // and the policy is written whole instead (no error logged)
   test("the kernel changed between the agent's read and its first write (an element it read deleted, a foreign one added)", async () => {
     let foreign = "";
     const res = await restart("changed under the agent", {

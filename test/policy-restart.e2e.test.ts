@@ -7,8 +7,8 @@
 // then n2's by SIGKILL, and established flows exchange all the while. The agents saw the pods
 // arrive one by one, so the ids a cold compile gives their identities are not those in the
 // kernel (the lab's nine and 300 Pod objects of pods that run nowhere): the restarted agent
-// must keep the kernel's ids, since an allow element rewritten in the transaction that
-// replaces the policy is missing for a moment as it commits (agent/datapath/policy-adopt.ts).
+// must keep the kernel's ids, since the allow sets switch a moment after the address maps in
+// the transaction that replaces the policy (agent/datapath/policy-adopt.ts).
 // Every expectation is the oracle's (testing/policy-oracle.ts).
 import { VIA_SERVICE } from "../compiler/policy/types.ts";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";

@@ -172,7 +172,7 @@ describe("policy in a kernel", () => {
     const { policyTables } = await import("./policy.case.ts");
     const { readKernelPolicy } = await import("./policy-adopt.ts");
     const { readTable } = await import("./adopt.ts");
-    const { policyContent } = await import("./policy-text.ts");
+    const { allowKey, policyContent } = await import("./policy-text.ts");
     const { DEFAULT_MARKS } = await import("./marks.ts");
     const p1 = policyTables();
     const p2 = policyTables(true);
@@ -209,6 +209,22 @@ describe("policy in a kernel", () => {
       expect(allowLines.every((l) => !l.startsWith("flush"))).toBe(true);
       ref.dp.policy(p2, false);
       ref.dp.sync(tables);
+      expect(listing(a)).toEqual(listing(b));
+      // the sets changed after they were read (an element the difference deletes is gone): that
+      // transaction is refused, and the policy written whole instead
+      const again = new Datapath(nft, { send: (x) => nl.sendBatch(x) });
+      const read = readKernelPolicy(nl, DEFAULT_MARKS);
+      // the element p3 no longer wants, gone from the kernel after the read
+      const p3 = { ...p2, allowIngress: p2.allowIngress.slice(1) };
+      run(inNetns(a, ["nft", `delete element inet skein pol_allow_in { ${allowKey(p2.allowIngress[0]!, DEFAULT_MARKS)} }`]));
+      const again2 = readTable(nl)!;
+      if (!again2.ok) throw new Error(again2.why);
+      again.adopt(again2.model, again2.stale, [...policyContent(p2, DEFAULT_MARKS).chains.keys()], read.allow);
+      scripts.length = 0;
+      expect(() => again.policy(p3)).not.toThrow();
+      expect(scripts.length).toBe(2);
+      expect(scripts[1]).toContain("flush set inet skein pol_allow_in");
+      ref.dp.policy(p3);
       expect(listing(a)).toEqual(listing(b));
     } finally {
       first.close();

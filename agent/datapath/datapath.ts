@@ -178,6 +178,8 @@ export class Datapath {
       this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
       this.policyCurrent = undefined;
     }
+    // nor what was read of it
+    if (rewrite) this.policyKnown = new Map();
     const moves = this.policyCurrent && podMoves(this.policyCurrent, next);
     if (moves) {
       // only pod addresses moved between identities in use: their map elements, over netlink
@@ -185,8 +187,8 @@ export class Datapath {
       return { kind: moves.length ? "delta" : "none", lines: 0, ringOps: moves.length, ms: performance.now() - t0 };
     }
     const text = this.policyText(next);
-    if (text) this.runPolicy(text, next);
-    return { kind: text ? "delta" : "none", lines: lines(text), ringOps: 0, ms: performance.now() - t0 };
+    const ran = text ? this.runPolicy(text, next) : "";
+    return { kind: text ? "delta" : "none", lines: lines(ran), ringOps: 0, ms: performance.now() - t0 };
   }
 
   private movePods(moves: PodMove[], next: PolicyTables): void {
@@ -225,7 +227,8 @@ export class Datapath {
     return cur ? renderPolicyDelta(cur, next, this.marks) : renderPolicyReplace(next, this.marks, this.policyChains, this.policyKnown);
   }
 
-  private runPolicy(text: string, next: PolicyTables): void {
+  /** Runs `text` (the policy's delta or replace); returns what went in. */
+  private runPolicy(text: string, next: PolicyTables): string {
     try {
       this.nft.run(text);
     } catch (e) {
@@ -233,12 +236,18 @@ export class Datapath {
       // those of the tables in force (or the adopted ones)
       if (this.policyCurrent) this.policyChains = [...policyContent(this.policyCurrent, this.marks).chains.keys()];
       this.policyCurrent = undefined;
-      // refused whole: what was read of the kernel's sets still holds (and after a known
-      // delta, policyKnown is empty already)
-      throw e;
+      if (!this.policyKnown.size) throw e;
+      // a replace writing the difference from what was read: the sets changed since (an
+      // element it deletes is gone). Whole, then, as when nothing was read
+      this.policyKnown = new Map();
+      const whole = renderPolicyReplace(next, this.marks, this.policyChains);
+      this.nft.run(whole);
+      this.policyCurrent = next;
+      return whole;
     }
     this.policyCurrent = next;
     this.policyKnown = new Map();
+    return text;
   }
 
   /**

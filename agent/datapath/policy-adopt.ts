@@ -1,16 +1,19 @@
 // What the policy of an adopted table holds, read back so that the restarted agent's first
 // policy write changes only what changed while no agent ran.
 //
-// An nft transaction is atomic for chains and hash sets, but not for a set of concatenations
-// with intervals (the allow sets: the kernel's pipapo backend): the generation moves first, and
-// the set's new lookup data is put in place only after the whole transaction has been walked.
-// In between, an element the transaction deletes is already gone and one it adds is not there
-// yet. Flushing the allow sets and adding them again (a replace of unknown content) thus drops
-// every allowed new connection for that moment, and an agent that gives the identities other
-// ids than the kernel holds rewrites every allow element. So the restarted agent reads the
-// ids the kernel's pod addresses go to (the compile keeps them: compiler/policy/incremental.ts
-// adoptIds) and the allow sets' elements (the replace writes the difference: policy-text.ts
-// renderPolicyReplace).
+// An nft transaction does not switch everything at one instant. Chains and hash maps (the
+// pod address maps) switch with the generation; a set of concatenations with intervals (the
+// allow sets: the kernel's pipapo backend) switches its lookup data only after the whole
+// transaction has been walked. Until then, kernels since 6.17 (and 6.12.48) look up its old
+// elements, and older ones skip those the transaction deletes and miss those it adds. In
+// between, a packet's identities come from the new maps while the allow set answers as
+// before. A replace that gives the identities other ids than the kernel holds (a cold
+// compile numbers them in the order it meets them) thus judges new ids against old elements
+// for that moment: allowed connections were dropped (docs/measurements.md), and a pair
+// whose new ids an old element names would get through. So the restarted agent reads which
+// id the kernel's pod addresses go to (the compile keeps them: compiler/policy/incremental.ts
+// adoptIds) and the allow sets' elements (the replace writes only their difference, never a
+// flush: policy-text.ts renderPolicyReplace).
 import { addressFromBytes } from "../../compiler/address.ts";
 import { decodeElems, NFT_MSG, type DumpedElem } from "../sys/nftdump.ts";
 import type { NftDumper } from "./adopt.ts";

@@ -285,8 +285,8 @@ export function renderPolicyDelta(prev: PolicyTables, next: PolicyTables, marks:
  * set and map flushed, the identity chains among `chainsInKernel` that `next` does not use
  * deleted (the others flushed and refilled), then next's chains and elements. The sets in
  * `known` (what the kernel was read to hold: policy-adopt.ts) get only the difference instead:
- * an allow set's element deleted and added again would be missing, however briefly, when the
- * transaction commits (policy-adopt.ts says why).
+ * an allow set switches a moment after the maps in the transaction, and on kernels before
+ * 6.17 an element deleted and added again is missing then (policy-adopt.ts says more).
  */
 export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKernel: string[], known: ReadonlyMap<string, ReadonlySet<string>> = new Map()): string {
   const b = policyContent(next, marks);

@@ -129,7 +129,7 @@ describe("adopting the ids a table in the kernel holds", () => {
     }
   });
 
-  test("an identity whose addresses the kernel has at different ids, or not at all, gets a free id; only the first compile adopts ids", () => {
+  test("an identity whose addresses the kernel has at different ids, at one the marks cannot hold, or not at all, gets a free id; only the first compile adopts ids", () => {
     const w = world(3);
     const pc = new PolicyCompiler(OPTS, compilePolicy);
     fill(pc, w, w.pods);
@@ -140,13 +140,17 @@ describe("adopting the ids a table in the kernel holds", () => {
     const aIps = t.pods.filter((p) => p.id === a!.id).map((p) => p.ip);
     kernel.set(aIps[0]!, 900);
     for (const p of t.pods.filter((p) => p.id === b!.id)) kernel.set(p.ip, 1);
+    // c's at an id the mark bits cannot hold
+    const c = t.identities.find((i) => i !== a && i !== b && t.pods.some((p) => p.id === i.id))!;
+    for (const p of t.pods.filter((p) => p.id === c.id)) kernel.set(p.ip, OPTS.maxIdentity + 1);
     const restarted = new PolicyCompiler(OPTS, compilePolicy);
     restarted.adoptIds(kernel);
     fill(restarted, w, w.pods);
     const after = restarted.compile()!.after;
     const idOf = (key: string) => after.identities.find((i) => i.key === key)!.id;
-    for (const i of t.identities) if (i !== a && i !== b) expect([i.key, idOf(i.key)]).toEqual([i.key, i.id]);
+    for (const i of t.identities) if (i !== a && i !== b && i !== c) expect([i.key, idOf(i.key)]).toEqual([i.key, i.id]);
     expect(idOf(a!.key)).not.toBe(900);
+    expect(idOf(c.key)).toBeLessThanOrEqual(OPTS.maxIdentity);
     expect(idOf(b!.key)).toBeGreaterThanOrEqual(3);
     expect(new Set(after.identities.map((i) => i.id)).size).toBe(after.identities.length);
     // only the first compile: a later one keeps its own ids

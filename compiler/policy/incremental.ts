@@ -139,7 +139,8 @@ export class PolicyCompiler {
    * The ids a table adopted from an earlier agent gives pod addresses (address → id): the
    * first compile keeps an identity's id when the kernel has every address of it at one id,
    * so the tables that replace the adopted ones differ from them only in what changed while no
-   * agent ran (agent/datapath/policy-adopt.ts says why that matters).
+   * agent ran (agent/datapath/policy-adopt.ts says why that matters: new ids would be judged
+   * against the old allow elements for a moment).
    */
   adoptIds(addressIds: ReadonlyMap<string, number>): void {
     if (!this.last) this.adopted = addressIds;
@@ -159,7 +160,8 @@ export class PolicyCompiler {
     for (const i of t.identities) {
       const ids = [...(kernelIds.get(i.id) ?? [])];
       const only = ids.length === 1 ? ids[0] : undefined;
-      if (only !== undefined && only >= FIRST_ID) previous.set(i.key, only);
+      // an id the mark bits cannot hold (a forged element, or a table of wider marks) is not kept
+      if (only !== undefined && only >= FIRST_ID && only <= this.opts.maxIdentity) previous.set(i.key, only);
     }
     return previous;
   }
