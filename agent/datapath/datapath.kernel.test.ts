@@ -168,7 +168,7 @@ describe("policy in a kernel", () => {
       ref.close();
     }
   });
-  test("an adopted table's policy read back: allow sets as allowKey spells them, pod addresses at their ids; the replace writes only the allow elements that differ, and leaves what a load does", async () => {
+  test("an adopted table's policy read back: allow sets as allowKey spells them, pod addresses and ranges at their ids; the replace writes only the allow elements that differ, and leaves what a load does", async () => {
     const { policyTables } = await import("./policy.case.ts");
     const { readKernelPolicy } = await import("./policy-adopt.ts");
     const { readTable } = await import("./adopt.ts");
@@ -187,7 +187,8 @@ describe("policy in a kernel", () => {
       const kp = readKernelPolicy(first.nl, DEFAULT_MARKS);
       const want = policyContent(p1, DEFAULT_MARKS).elements;
       for (const set of ["pol_allow_in", "pol_allow_out"]) expect([set, [...kp.allow.get(set)!].sort()]).toEqual([set, [...want.get(set)!.keys()].sort()]);
-      expect(Object.fromEntries(kp.addressIds)).toEqual(Object.fromEntries(p1.pods.map((p) => [p.ip, p.id])));
+      expect(Object.fromEntries(kp.ids.pods)).toEqual(Object.fromEntries(p1.pods.map((p) => [p.ip, p.id])));
+      expect(Object.fromEntries(kp.ids.ranges)).toEqual(Object.fromEntries(p1.ranges.map((r) => [r.first, r.id])));
       // a restarted agent adopts the table, then replaces its policy by p2
       const found = readTable(first.nl)!;
       expect(found.ok).toBe(true);
@@ -228,6 +229,34 @@ describe("policy in a kernel", () => {
       expect(listing(a)).toEqual(listing(b));
     } finally {
       first.close();
+      ref.close();
+    }
+  });
+  test("a pod moved to a new identity: the allow elements no address can match yet go in first, in a transaction of their own; the result is what a load does", async () => {
+    const { policyTables, withNewIdentity } = await import("./policy.case.ts");
+    const p1 = policyTables();
+    const p2 = withNewIdentity(p1);
+    const a = netns("na");
+    const b = netns("nb");
+    const tables = tablesOf(objects(3));
+    const scripts: string[] = [];
+    const nl = Netlink.openNetfilter(a);
+    const nft: Nft = { backend: "exec", run: (script) => (scripts.push(script), run(inNetns(a, ["nft", "-f", "-"]), { stdin: script }).stdout) };
+    const live = new Datapath(nft, { send: (x) => nl.sendBatch(x) });
+    const ref = datapathIn(b);
+    try {
+      live.policy(p1, false);
+      live.sync(tables);
+      scripts.length = 0;
+      live.policy(p2);
+      expect(scripts.length).toBe(2);
+      expect(scripts[0]).toBe("add element inet skein pol_allow_in { 0x00050000 . 0x00080000 . 17 . 53-53 }\nadd element inet skein pol_allow_out { 0x00080000 . 0x00040000 . 6 . 80-80 }\n");
+      expect(scripts[1]).toContain("add chain inet skein pols_8");
+      ref.dp.policy(p2, false);
+      ref.dp.sync(tables);
+      expect(listing(a)).toEqual(listing(b));
+    } finally {
+      nl.close();
       ref.close();
     }
   });

@@ -24,7 +24,7 @@ import { emptyModel, fits, model, patchModel, ringCapacity, ringMap, ringSlots, 
 import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nft-text.ts";
 import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
 import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
-import { policyContent, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
+import { IDENTITY_CHAIN, inertAllowAddsFirst, policyContent, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
 import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { addressBytes } from "../../compiler/address.ts";
 
@@ -227,10 +227,22 @@ export class Datapath {
     return cur ? renderPolicyDelta(cur, next, this.marks) : renderPolicyReplace(next, this.marks, this.policyChains, this.policyKnown);
   }
 
-  /** Runs `text` (the policy's delta or replace); returns what went in. */
+  /** Runs `text` (the policy's delta or replace): the allow elements no packet can match yet
+   * first, in a transaction of their own (policy-text.ts inertAllowAddsFirst), then the rest;
+   * returns what went in. */
   private runPolicy(text: string, next: PolicyTables): string {
+    const chains = this.policyCurrent ? [...policyContent(this.policyCurrent, this.marks).chains.keys()] : this.policyChains;
+    const used = chains.flatMap((n) => (IDENTITY_CHAIN.test(n) ? [Number(n.slice(5))] : []));
+    const { first, then } = inertAllowAddsFirst(text, next, this.marks, used);
     try {
-      this.nft.run(text);
+      if (first) this.nft.run(first);
+      try {
+        this.nft.run(then);
+      } catch (e) {
+        // inert, but not the policy's: taken out again (a failure leaves them to the next replace)
+        if (first) this.tryRun(first.replace(/^add element/gm, "delete element"));
+        throw e;
+      }
     } catch (e) {
       // the transaction was refused whole: the kernel holds what it held, whose chains are
       // those of the tables in force (or the adopted ones)
@@ -248,6 +260,14 @@ export class Datapath {
     this.policyCurrent = next;
     this.policyKnown = new Map();
     return text;
+  }
+
+  private tryRun(text: string): void {
+    try {
+      this.nft.run(text);
+    } catch {
+      // what could not be taken out is replaced with the rest by the next write
+    }
   }
 
   /**

@@ -27,6 +27,13 @@ describe("kernelPolicy", () => {
       { key: Uint8Array.of(10, 244, 0, 5), verdict: goto("pold_5") },
     ],
     pol_spod6: [{ key: Uint8Array.from([0xfd, 0, 2, 0x44, ...Array(11).fill(0), 2]), verdict: goto("pols_3") }],
+    // a range as an interval map holds it: its first address with the verdict, the address past its end without
+    pol_srange4: [
+      { key: Uint8Array.of(192, 0, 2, 0), verdict: goto("pols_6") },
+      { key: Uint8Array.of(192, 0, 3, 0) },
+      { key: Uint8Array.of(10, 244, 0, 0), verdict: goto("pols_2") },
+      { key: Uint8Array.of(10, 244, 1, 0) },
+    ],
     pol_allow_in: [
       { key: key(0x00030000, 0x00040000, 6, 80) },
       { key: key(0x00030000, 0x00050000, 6, 8000), keyEnd: key(0x00030000, 0x00050000, 6, 8100) },
@@ -35,9 +42,10 @@ describe("kernelPolicy", () => {
     pol_allow_out: [{ key: key(0x00070000, 0x00030000, 6, 80), keyEnd: key(0x00070000, 0x00070000, 6, 80) }],
   };
 
-  test("pod addresses at the id of the source chain they go to; allow keys as allowKey spells them", () => {
+  test("pod addresses and ranges' first addresses at the id of the source chain they go to; allow keys as allowKey spells them", () => {
     const k = kernelPolicy((s) => sets[s] ?? [], DEFAULT_MARKS);
-    expect(Object.fromEntries(k.addressIds)).toEqual({ "10.244.0.2": 3, "10.244.0.3": 12, "fd00:244::2": 3 });
+    expect(Object.fromEntries(k.ids.pods)).toEqual({ "10.244.0.2": 3, "10.244.0.3": 12, "fd00:244::2": 3 });
+    expect(Object.fromEntries(k.ids.ranges)).toEqual({ "192.0.2.0": 6, "10.244.0.0": 2 });
     expect([...k.allow.get("pol_allow_in")!]).toEqual(["0x00030000 . 0x00040000 . 6 . 80-80", "0x00030000 . 0x00050000 . 6 . 8000-8100", "0x00010000 . 0x00050000 . 0-255 . 0-65535"]);
     expect([...k.allow.get("pol_allow_out")!]).toEqual(["0x00070000 . 0x00030000-0x00070000 . 6 . 80-80"]);
   });

@@ -23,8 +23,9 @@ import { decodeAllowKey } from "./policy-counters.ts";
 import { allowKey } from "./policy-text.ts";
 
 export interface KernelPolicy {
-  /** pod address (canonical text) → the identity its source map element goes to */
-  addressIds: Map<string, number>;
+  /** pod address (canonical text) → the identity its source map element goes to; a range's
+   * first address → the same, from the range maps */
+  ids: { pods: Map<string, number>; ranges: Map<string, number> };
   /** the allow sets whose every element was read, as allowKey spells them */
   allow: Map<string, Set<string>>;
 }
@@ -59,12 +60,16 @@ function allowKeys(elems: DumpedElem[], marks: Marks): Set<string> | undefined {
 
 /** The kernel's policy from the elements of its sets (`elems`: a set's name → its elements). Pure. */
 export function kernelPolicy(elems: (set: string) => DumpedElem[], marks: Marks): KernelPolicy {
-  const addressIds = new Map<string, number>();
-  for (const fam of [4, 6] as const) {
-    for (const e of elems(`pol_spod${fam}`)) {
-      const m = e.verdict?.code === NFT_GOTO ? SOURCE_CHAIN.exec(e.verdict.chain ?? "") : null;
-      if (!m || e.key.length !== (fam === 4 ? 4 : 16)) continue;
-      addressIds.set(addressFromBytes(e.key, 0, fam), Number(m[1]));
+  const ids = { pods: new Map<string, number>(), ranges: new Map<string, number>() };
+  for (const [kind, out] of [["pod", ids.pods], ["range", ids.ranges]] as const) {
+    for (const fam of [4, 6] as const) {
+      // a range map holds each range as its first address, with the verdict, and an element
+      // past its end without one
+      for (const e of elems(`pol_s${kind}${fam}`)) {
+        const m = e.verdict?.code === NFT_GOTO ? SOURCE_CHAIN.exec(e.verdict.chain ?? "") : null;
+        if (!m || e.key.length !== (fam === 4 ? 4 : 16)) continue;
+        out.set(addressFromBytes(e.key, 0, fam), Number(m[1]));
+      }
     }
   }
   const allow = new Map<string, Set<string>>();
@@ -72,10 +77,10 @@ export function kernelPolicy(elems: (set: string) => DumpedElem[], marks: Marks)
     const keys = allowKeys(elems(set), marks);
     if (keys) allow.set(set, keys);
   }
-  return { addressIds, allow };
+  return { ids, allow };
 }
 
-/** Reads the policy of `inet skein` through netlink dumps of the four sets it needs. */
+/** Reads the policy of `inet skein` through netlink dumps of the six sets it needs. */
 export function readKernelPolicy(nl: NftDumper, marks: Marks): KernelPolicy {
   return kernelPolicy((set) => nl.nftDump(`list the elements of ${set}`, NFT_MSG.GETSETELEM, "inet", [[1, TABLE], [2, set]]).flatMap(decodeElems), marks);
 }

@@ -3,8 +3,8 @@
 import { describe, expect, test } from "bun:test";
 import { DEFAULT_MARKS, type Marks } from "./marks.ts";
 import { renderFull, renderSkeleton } from "./nft-text.ts";
-import { policyTables } from "./policy.case.ts";
-import { POLICY_SETS, renderPolicy, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
+import { policyTables, withNewIdentity } from "./policy.case.ts";
+import { inertAllowAddsFirst, POLICY_SETS, renderPolicy, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
 import { objects, tablesOf } from "./fixtures.case.ts";
 
 const linesOf = (s: string) => s.split("\n").filter(Boolean);
@@ -122,6 +122,33 @@ describe("renderPolicyReplace with the allow sets read from the kernel", () => {
     // the rest as without them
     const rest = (ls: string[]) => ls.filter((l) => !l.includes(" pol_allow_") && !l.startsWith("flush set") && !l.startsWith("flush map"));
     expect(rest(text)).toEqual(rest(linesOf(renderPolicyReplace(next, DEFAULT_MARKS, []))));
+  });
+});
+
+describe("inertAllowAddsFirst", () => {
+  // withNewIdentity: a's IPv4 address at a new identity 8, elements to and from it, and one
+  // between identities in use
+  const prev = policyTables();
+  const next = withNewIdentity(prev);
+  const used = [2, 3, 4, 5, 6, 7];
+  test("the elements one of whose sides no address goes to yet come first, alone; the rest as the delta has them", () => {
+    const delta = renderPolicyDelta(prev, next, DEFAULT_MARKS);
+    const { first, then } = inertAllowAddsFirst(delta, next, DEFAULT_MARKS, used);
+    expect(linesOf(first)).toEqual(["add element inet skein pol_allow_in { 0x00050000 . 0x00080000 . 17 . 53-53 }", "add element inet skein pol_allow_out { 0x00080000 . 0x00040000 . 6 . 80-80 }"]);
+    // a range that takes in a used id (7..8) is not inert; neither is d -> c
+    expect(then).toContain("add element inet skein pol_allow_in { 0x00060000 . 0x00070000-0x00080000 . 17 . 53-53 }");
+    expect(then).toContain("add element inet skein pol_allow_out { 0x00070000 . 0x00050000 . 6 . 443-443 }");
+    // together, the delta's lines, element by element
+    const elems = (text: string) => linesOf(text).flatMap((l) => {
+      const m = /^(.*) \{ (.*) \}$/.exec(l);
+      return m ? m[2]!.split(", ").map((k) => `${m[1]} ${k}`) : [l];
+    }).sort();
+    expect(elems(first + then)).toEqual(elems(delta));
+  });
+  test("nothing first when every identity is in use, or when the text flushes an allow set", () => {
+    expect(inertAllowAddsFirst(renderPolicyDelta(prev, next, DEFAULT_MARKS), next, DEFAULT_MARKS, [...used, 8]).first).toBe("");
+    const replace = renderPolicyReplace(next, DEFAULT_MARKS, []);
+    expect(inertAllowAddsFirst(replace, next, DEFAULT_MARKS, used)).toEqual({ first: "", then: replace });
   });
 });
 

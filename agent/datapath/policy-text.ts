@@ -310,3 +310,49 @@ export function renderPolicyReplace(next: PolicyTables, marks: Marks, chainsInKe
   out.push(`flush chain inet ${TABLE} ${SERVICE_SOURCE_CHAIN}`, ...addAll({ chains: new Map(), elements, sourceRules: b.sourceRules }).elements);
   return lines(out);
 }
+
+const ALLOW_ADD = /^add element inet \S+ (pol_allow_(?:in|out)) \{ (.*) \}$/;
+
+/**
+ * `text` (a delta or a replace of `next`) in two transactions: first the allow elements it adds
+ * that no packet can match yet, then the rest. An element is inert when the identities on one
+ * of its sides are all unused (`used`: the ids the kernel's maps and chains hold now, WORLD and
+ * the reserved ones always): no address goes to them until the rest is in. The allow sets
+ * switch a moment after the maps within a transaction (policy-adopt.ts), so a pod moved to a
+ * new identity would meet the old allow elements, none of them its own; written first, its own
+ * are there. `first` is empty when nothing is inert or `text` flushes an allow set (a replace
+ * of unknown content writes them all again anyway).
+ */
+export function inertAllowAddsFirst(text: string, next: PolicyTables, marks: Marks, used: Iterable<number>): { first: string; then: string } {
+  if (/^flush set inet \S+ pol_allow_/m.test(text)) return { first: "", then: text };
+  const ids = [...new Set([0, 1, 2, ...used])].sort((a, b) => a - b);
+  // whether any used id lies in lo..hi
+  const anyUsed = (lo: number, hi: number) => {
+    let [a, b] = [0, ids.length];
+    while (a < b) {
+      const m = (a + b) >> 1;
+      if (ids[m]! < lo) a = m + 1;
+      else b = m;
+    }
+    return a < ids.length && ids[a]! <= hi;
+  };
+  const inert = new Set<string>();
+  for (const e of [...next.allowIngress, ...next.allowEgress]) if (!anyUsed(e.src, e.srcLast) || !anyUsed(e.dst, e.dstLast)) inert.add(allowKey(e, marks));
+  if (!inert.size) return { first: "", then: text };
+  const first: string[] = [];
+  const then: string[] = [];
+  for (const l of text.split("\n")) {
+    if (!l) continue;
+    const m = ALLOW_ADD.exec(l);
+    if (!m) {
+      then.push(l);
+      continue;
+    }
+    const keys = m[2]!.split(", ");
+    const early = keys.filter((k) => inert.has(k));
+    const late = keys.filter((k) => !inert.has(k));
+    if (early.length) first.push(`add element inet ${TABLE} ${m[1]} { ${early.join(", ")} }`);
+    if (late.length) then.push(`add element inet ${TABLE} ${m[1]} { ${late.join(", ")} }`);
+  }
+  return { first: lines(first), then: lines(then) };
+}

@@ -71,3 +71,15 @@ export function policyTables(moved = false): PolicyTables {
     problems: [],
   };
 }
+
+/** `t` after a's IPv4 address moved to a new identity 8, which may reach b (TCP 80) and be
+ * reached from c (UDP 53) and, as part of a range 7..8, from the ipBlock (UDP 53); d may now
+ * reach c on TCP 443 too (an element between identities in use). */
+export function withNewIdentity(t: PolicyTables): PolicyTables {
+  return {
+    ...t,
+    pods: t.pods.map((p) => (p.ip === POD.a[0] ? { ...p, id: 8 } : p)),
+    allowEgress: [...t.allowEgress, allow(8, 4, 6, 80, ["ns/a-out"]), allow(7, 5, 6, 443, ["ns/d-out"])],
+    allowIngress: [...t.allowIngress, allow(6, [7, 8], 17, 53, ["ns/x"]), allow(5, 8, 17, 53, ["ns/x"])],
+  };
+}

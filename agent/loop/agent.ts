@@ -8,7 +8,7 @@
 import type { Logger } from "pino";
 import { IncrementalCompiler } from "../../compiler/incremental.ts";
 import { loadCompiler, wasmUnits, type CompilerExports } from "../../compiler/wasm.ts";
-import { PolicyCompiler, type PolicyEngine } from "../../compiler/policy/incremental.ts";
+import { PolicyCompiler, type AdoptedIds, type PolicyEngine } from "../../compiler/policy/incremental.ts";
 import { policyEngine } from "../../compiler/policy/engine.ts";
 import { DEFAULT_MARKS, maxIdentity, type Marks } from "../datapath/marks.ts";
 import { writeNodeFile } from "../ipam/node-file.ts";
@@ -96,7 +96,7 @@ export interface AgentDeps {
   found?: "adopted" | "replace";
   /** the identity ids of the adopted table's pod addresses (agent/datapath/policy-adopt.ts):
    * the first policy compile keeps them */
-  adoptedIds?: ReadonlyMap<string, number>;
+  adoptedIds?: AdoptedIds;
   kube: KubeClient;
   compiler?: CompilerExports;
   /** the policy compile (default: compiler.wasm's) */

@@ -201,7 +201,7 @@ export async function runAgent(o: AgentOptions & { kubeconfig?: string; logLevel
   const policyCounters = () => readPolicyCounters(nl, o.marks);
   const report = clusterReporter({ kube, nodeName: o.nodeName, log: log.child({ part: "report" }) });
   metrics.followEvents(report.events);
-  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, report, found: found ? (found.ok ? "adopted" : "replace") : undefined, adoptedIds: kernelPolicy?.addressIds });
+  const agent = new Agent(o, { log, datapath, kube, kernel, masquerade, network, policyCounters, metrics, report, found: found ? (found.ok ? "adopted" : "replace") : undefined, adoptedIds: kernelPolicy?.ids });
   metrics.policyCounters(() => agent.readPolicyCounts());
   metrics.tables(() => agent.lastResult && { generation: agent.lastResult.generation, sizes: agent.tableSizes() });
   if (network && overlay) {

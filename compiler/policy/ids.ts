@@ -9,10 +9,16 @@ export interface IdEntry {
 }
 
 /**
- * Gives each entry its id: the one `previous` had for its key when free, else the lowest free
- * one, this node's entries before the others; then each local entry past `maxIdentity` swaps
- * ids with the remote entry last in key order among those within it. `sorted` is in key order.
+ * Gives each entry its id: the one `previous` had for its key when free, else the lowest id
+ * free and not in `previous` at all (this node's entries before the others), else, past
+ * `maxIdentity`, the lowest free one; then each local entry past `maxIdentity` swaps ids with
+ * the remote entry last in key order among those within it. `sorted` is in key order.
  * Returns the identity-limit problem, or undefined when every entry fits.
+ *
+ * An id `previous` held for a key that is gone is not given to a new key in the same compile:
+ * the tables go into the kernel in a transaction whose allow sets answer with their old
+ * elements for a moment after the address maps have switched (agent/datapath/policy-adopt.ts),
+ * and the old elements of a reused id would judge the new key's addresses meanwhile.
  */
 export function assignIds(sorted: Array<[key: string, entry: IdEntry]>, previous: ReadonlyMap<string, number>, maxIdentity: number): string | undefined {
   const taken = new Set<number>();
@@ -25,11 +31,18 @@ export function assignIds(sorted: Array<[key: string, entry: IdEntry]>, previous
     } else fresh.push(e);
   }
   fresh.sort((a, b) => Number(!a.local) - Number(!b.local));
+  const held = new Set(previous.values());
   let next = FIRST_ID;
+  let reuse = FIRST_ID;
   for (const e of fresh) {
-    while (taken.has(next)) next++;
-    e.id = next;
-    taken.add(next);
+    while (taken.has(next) || held.has(next)) next++;
+    let id = next;
+    if (id > maxIdentity) {
+      while (taken.has(reuse)) reuse++;
+      id = Math.min(reuse, id);
+    }
+    e.id = id;
+    taken.add(id);
   }
   const entries = sorted.map(([, e]) => e);
   const over = entries.filter((e) => e.local && e.id > maxIdentity);

@@ -36,6 +36,14 @@ interface Index {
   at: Map<string, number>;
 }
 
+/** The identity ids an adopted table's maps hold (agent/datapath/policy-adopt.ts). */
+export interface AdoptedIds {
+  /** pod address → id */
+  pods: ReadonlyMap<string, number>;
+  /** a range's first address → id */
+  ranges: ReadonlyMap<string, number>;
+}
+
 export type PolicyEngine = (state: PolicyState, opts: PolicyOptions, previous: Map<string, number>) => PolicyTables;
 
 /** What a compile changed: the tables before (undefined at the first) and after. */
@@ -60,8 +68,8 @@ export class PolicyCompiler {
   /** label changes that may skip the compile, in order: [before, after] */
   private moves: Array<[PodInfo, PodInfo]> = [];
   private index: Index | undefined;
-  /** the ids the kernel's pod addresses go to, for the first compile (adoptIds) */
-  private adopted: ReadonlyMap<string, number> | undefined;
+  /** the ids the kernel's addresses go to, for the first compile (adoptIds) */
+  private adopted: AdoptedIds | undefined;
   /** how the last compile was made, for tests and logs */
   lastKind: "full" | "moved" | undefined;
   private readonly opts: PolicyOptions;
@@ -136,26 +144,29 @@ export class PolicyCompiler {
   }
 
   /**
-   * The ids a table adopted from an earlier agent gives pod addresses (address → id): the
-   * first compile keeps an identity's id when the kernel has every address of it at one id,
-   * so the tables that replace the adopted ones differ from them only in what changed while no
-   * agent ran (agent/datapath/policy-adopt.ts says why that matters: new ids would be judged
-   * against the old allow elements for a moment).
+   * The ids a table adopted from an earlier agent gives its addresses: pod address → id, and
+   * the first address of each range → id. The first compile keeps an identity's id when the
+   * kernel has every address and range of it at one id, and gives new keys none of the ids the
+   * kernel holds, so the tables that replace the adopted ones differ from them only in what
+   * changed while no agent ran (agent/datapath/policy-adopt.ts says why that matters: new ids
+   * would be judged against the old allow elements for a moment).
    */
-  adoptIds(addressIds: ReadonlyMap<string, number>): void {
-    if (!this.last) this.adopted = addressIds;
+  adoptIds(kernel: AdoptedIds): void {
+    if (!this.last) this.adopted = kernel;
   }
 
   /** `previous` for the first compile after adoptIds: a compile with no ids to keep says
    * which addresses make each identity, and the kernel which id they have. */
-  private idsInKernel(adopted: ReadonlyMap<string, number>): Map<string, number> {
+  private idsInKernel(kernel: AdoptedIds): Map<string, number> {
     const t = this.engine(this.state(), this.opts, new Map());
     const kernelIds = new Map<number, Set<number | undefined>>();
-    for (const p of t.pods) {
-      let s = kernelIds.get(p.id);
-      if (!s) kernelIds.set(p.id, (s = new Set()));
-      s.add(adopted.get(p.ip));
-    }
+    const note = (id: number, k: number | undefined) => {
+      let s = kernelIds.get(id);
+      if (!s) kernelIds.set(id, (s = new Set()));
+      s.add(k);
+    };
+    for (const p of t.pods) note(p.id, kernel.pods.get(p.ip));
+    for (const r of t.ranges) note(r.id, kernel.ranges.get(r.first));
     const previous = new Map<string, number>();
     for (const i of t.identities) {
       const ids = [...(kernelIds.get(i.id) ?? [])];
@@ -163,6 +174,8 @@ export class PolicyCompiler {
       // an id the mark bits cannot hold (a forged element, or a table of wider marks) is not kept
       if (only !== undefined && only >= FIRST_ID && only <= this.opts.maxIdentity) previous.set(i.key, only);
     }
+    // every id the kernel holds counts as held: no new key is given one (no key is spelled so)
+    for (const id of new Set([...kernel.pods.values(), ...kernel.ranges.values()])) previous.set(`\u0000kernel ${id}`, id);
     return previous;
   }
 
@@ -183,7 +196,7 @@ export class PolicyCompiler {
     if (!this.dirty) return undefined;
     let previous = new Map<string, number>();
     for (const i of this.last?.identities ?? []) previous.set(i.key, i.id);
-    if (!this.last && this.adopted?.size) previous = this.idsInKernel(this.adopted);
+    if (!this.last && this.adopted && this.adopted.pods.size + this.adopted.ranges.size) previous = this.idsInKernel(this.adopted);
     this.adopted = undefined;
     const after = withServiceSources(this.engine(this.state(), this.opts, previous), this.nodes, this.opts.nodeName);
     const before = this.last;

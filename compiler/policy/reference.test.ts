@@ -99,7 +99,7 @@ describe("identities", () => {
     expect(t.identities.map((i) => i.key)).toEqual(["cidr|10.0.0.0/8 except 10.1.0.0/16,10.1.0.0/24,10.2.0.0/16"]);
   });
 
-  test("ids: kept across compiles, new keys take the lowest free ids in key order, ids of keys gone are free", () => {
+  test("ids: kept across compiles; new keys take the lowest ids the previous compile did not hold, in key order; ids of keys gone are free a compile later", () => {
     const pods = [pod("a", "10.244.1.1", { app: "a" }), pod("b", "10.244.1.2", { app: "b" }), pod("c", "10.244.1.3", { app: "c" })];
     const t1 = compilePolicy(state({ pods }), OPTS);
     expect(t1.identities.map((i) => [i.key, i.id])).toEqual([
@@ -107,14 +107,17 @@ describe("identities", () => {
       ["pod|prod|app=b||", 4],
       ["pod|prod|app=c||", 5],
     ]);
-    // b gone, 0 and d new: 0 sorts first and takes 4 (b's), d takes 6
+    // b gone, 0 and d new: 0 sorts first and takes 6 (b's 4 was held a moment ago), d takes 7
     const t2 = compilePolicy(state({ pods: [pod("z", "10.244.1.9", { app: "0" }), pods[0]!, pods[2]!, pod("d", "10.244.1.4", { app: "d" })] }), OPTS, identityIds(t1));
-    expect(t2.identities.map((i) => [i.key, i.id])).toEqual([
+    expect(t2.identities.map((i) => [i.key, i.id]).sort((x, y) => (x[1] as number) - (y[1] as number))).toEqual([
       ["pod|prod|app=a||", 3],
-      ["pod|prod|app=0||", 4],
       ["pod|prod|app=c||", 5],
-      ["pod|prod|app=d||", 6],
+      ["pod|prod|app=0||", 6],
+      ["pod|prod|app=d||", 7],
     ]);
+    // a compile later, 4 is free again
+    const t2b = compilePolicy(state({ pods: [pod("z", "10.244.1.9", { app: "0" }), pods[0]!, pods[2]!, pod("d", "10.244.1.4", { app: "d" }), pod("e", "10.244.1.5", { app: "e" })] }), OPTS, identityIds(t2));
+    expect(t2b.identities.find((i) => i.key === "pod|prod|app=e||")!.id).toBe(4);
     // the same state again: the same tables
     expect(compilePolicy(state({ pods: [pod("z", "10.244.1.9", { app: "0" }), pods[0]!, pods[2]!, pod("d", "10.244.1.4", { app: "d" })] }), OPTS, identityIds(t2))).toEqual(t2);
     // previous entries that cannot be ids are not taken

@@ -29,6 +29,8 @@
 //     has no peers. Only for directions the policy has (ingress / egress not null).
 //   - `previous` entries with an id below FIRST_ID, or an id taken already by a key earlier
 //     in string order, are ignored (the key takes a free id as a new one would).
+//   - A key without an id takes none that `previous` holds, while one within maxIdentity is
+//     free (ids.ts says why).
 //   - Ids for keys without one go to local keys (some pod of this node holds an address of
 //     them) before the others, each in string order; and when a local key's id is past
 //     maxIdentity, it swaps ids with the remote key last in string order among those within

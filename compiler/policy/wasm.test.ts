@@ -168,15 +168,15 @@ describe("hand-worked tables", () => {
     expect(t.problems).toEqual(["identity limit: 3 identities needed, the mark bits hold 2; this node's pods past it are blocked, other addresses judged by their ipBlocks alone"]);
   });
 
-  test("ids are kept from the previous compile; new keys take the lowest free ids in key order", () => {
+  test("ids are kept from the previous compile; new keys take the lowest ids it did not hold, in key order", () => {
     const t = compile(three, opts, new Map([
       ["pod|n|l=c||", 3],
       ["gone", 4],
     ]));
     expect(t.identities.map((i) => [i.key, i.id])).toEqual([
       ["pod|n|l=c||", 3],
-      ["pod|n|l=a||", 4],
-      ["pod|n|l=b||", 5],
+      ["pod|n|l=a||", 5],
+      ["pod|n|l=b||", 6],
     ]);
   });
 

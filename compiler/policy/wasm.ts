@@ -255,8 +255,8 @@ export function wasmPolicyCompiler(c: CompilerExports, o: { maxStrings?: number 
       intervalKey.push(key);
     }
 
-    // ids: kept where the key was there before, else the lowest free in key order
-    // (a previous id taken already by a key earlier in string order is not kept)
+    // ids: kept where the key was there before, else the lowest free and not held before, in
+    // key order (a previous id taken already by a key earlier in string order is not kept)
     const sortedKeys = [...keys.values()].sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
     const limit = assignIds(
       sortedKeys.map((k) => [k.key, k]),
