@@ -12,13 +12,17 @@ class Recorder implements Nft {
   readonly backend = "exec" as const;
   log: string[] = [];
   failNext = false;
+  /** nft runs to let through before one is refused (-1: none) */
+  failAfter = -1;
   /** batches to refuse from now on (0: none) */
   failBatches = 0;
   run(script: string): string {
-    if (this.failNext) {
+    if (this.failAfter === 0 || this.failNext) {
       this.failNext = false;
+      this.failAfter = -1;
       throw new NftError("/dev/stdin:1:1: Error: injected", script);
     }
+    if (this.failAfter > 0) this.failAfter--;
     this.log.push(`nft: ${script}`);
     return "";
   }
@@ -215,4 +219,27 @@ test("policy: with the skeleton of a new table, then deltas at once; a refused o
   rec.log = [];
   expect(dp.policy(p3).kind).toBe("none");
   expect(rec.log).toEqual([]);
+});
+
+test("policy: the allow elements no address can match yet go first; when the rest is refused they are taken out again, and the next load replaces the policy whole", async () => {
+  const { policyTables, withNewIdentity } = await import("./policy.case.ts");
+  const rec = new Recorder();
+  const dp = new Datapath(rec, rec);
+  const p1 = policyTables();
+  dp.policy(p1);
+  dp.sync(compile(state(["10.244.0.2"]), opts));
+  rec.log = [];
+  const p2 = withNewIdentity(p1);
+  rec.failAfter = 1;
+  expect(() => dp.policy(p2)).toThrow("injected");
+  expect(rec.log).toEqual([
+    "nft: add element inet skein pol_allow_in { 0x00050000 . 0x00080000 . 17 . 53-53 }\nadd element inet skein pol_allow_out { 0x00080000 . 0x00040000 . 6 . 80-80 }\n",
+    "nft: delete element inet skein pol_allow_in { 0x00050000 . 0x00080000 . 17 . 53-53 }\ndelete element inet skein pol_allow_out { 0x00080000 . 0x00040000 . 6 . 80-80 }\n",
+  ]);
+  expect(dp.policyInForce()).toBeUndefined();
+  rec.log = [];
+  dp.policy(p2);
+  expect(rec.log.length).toBe(1);
+  expect(rec.log[0]).toContain("flush set inet skein pol_allow_in");
+  expect(dp.policyInForce()).toBe(p2);
 });
