@@ -4,17 +4,9 @@ import { describe, expect, test } from "bun:test";
 import type { DumpedElem } from "../sys/nftdump.ts";
 import { DEFAULT_MARKS } from "./marks.ts";
 import { kernelPolicy } from "./policy-adopt.ts";
+import { allowKeyBytes } from "./policy.case.ts";
 
-/** An allow set key: marks in network order, protocol and port each in a 4-byte slot. */
-function key(src: number, dst: number, proto: number, port: number): Uint8Array {
-  const b = new Uint8Array(16);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, src, false);
-  v.setUint32(4, dst, false);
-  b[8] = proto;
-  v.setUint16(12, port, false);
-  return b;
-}
+const key = allowKeyBytes;
 const goto = (chain: string) => ({ code: -4, chain });
 
 describe("kernelPolicy", () => {

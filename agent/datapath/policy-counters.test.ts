@@ -5,19 +5,9 @@ import { describe, expect, test } from "bun:test";
 import { BLOCKED } from "../../compiler/policy/types.ts";
 import { DEFAULT_MARKS } from "./marks.ts";
 import { BLOCKED_POLICY, countersByPolicy, decodeAllowKey, type AllowReading, type PolicyReadings } from "./policy-counters.ts";
-import { policyTables } from "./policy.case.ts";
+import { allowKeyBytes, policyTables } from "./policy.case.ts";
 
-/** A key of pol_allow_* as the kernel holds it (nft --debug=netlink shows the same words):
- * marks in network order, protocol and port each in a 4-byte slot. */
-function key(src: number, dst: number, proto: number, port: number): Uint8Array {
-  const b = new Uint8Array(16);
-  const v = new DataView(b.buffer);
-  v.setUint32(0, src, false);
-  v.setUint32(4, dst, false);
-  b[8] = proto;
-  v.setUint16(12, port, false);
-  return b;
-}
+const key = allowKeyBytes;
 
 describe("decodeAllowKey", () => {
   test("identities out of their mark bits, ranges from the key's end; a key of another shape is none", () => {

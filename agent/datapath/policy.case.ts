@@ -83,3 +83,15 @@ export function withNewIdentity(t: PolicyTables): PolicyTables {
     allowIngress: [...t.allowIngress, allow(6, [7, 8], 17, 53, ["ns/x"]), allow(5, 8, 17, 53, ["ns/x"])],
   };
 }
+
+/** A key of pol_allow_* as the kernel holds it (nft --debug=netlink shows the same words):
+ * marks in network order, protocol and port each in a 4-byte slot. */
+export function allowKeyBytes(src: number, dst: number, proto: number, port: number): Uint8Array {
+  const b = new Uint8Array(16);
+  const v = new DataView(b.buffer);
+  v.setUint32(0, src, false);
+  v.setUint32(4, dst, false);
+  b[8] = proto;
+  v.setUint16(12, port, false);
+  return b;
+}
