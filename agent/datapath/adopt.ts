@@ -7,7 +7,7 @@
 // Only a table made with the same mark ranges (marks.ts), recorded in its comment: the ring
 // slots the switch keeps reachable until it is done are keyed by the mark, and the
 // masquerade rule that stays tests one bit of the conntrack mark.
-import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment } from "../sys/nftdump.ts";
+import { decodeChain, decodeElems, decodeNamed, decodeRule, decodeSet, decodeTable, elemJson, NFT_MSG, TABLE_FLAGS, tableOf, udataComment, type DumpedElem } from "../sys/nftdump.ts";
 import { NFT_SET_ANONYMOUS, NFT_SET_MAP } from "../sys/nftmsg.ts";
 import { emptyModel, TABLE, type Model, type RingRule } from "./model.ts";
 import { DEFAULT_MARKS, hex32, marksFromComment, sameMarks, type Marks } from "./marks.ts";
@@ -100,6 +100,11 @@ export interface NftDumper {
   nftDump(what: string, type: number, family: "inet", narrow?: Array<[number, string]>): Uint8Array[];
 }
 
+/** The elements of one set or map of `inet <table>`, through a netlink dump of that set alone. */
+export function setElements(nl: NftDumper, set: string, table = TABLE): DumpedElem[] {
+  return nl.nftDump(`list the elements of ${set} of inet ${table}`, NFT_MSG.GETSETELEM, "inet", [[1, table], [2, set]]).flatMap(decodeElems);
+}
+
 /** The sets whose elements adoption and drift checks read, and how their keys are made. */
 const ELEMENT_SETS: Record<string, ["frontend" | "hairpin", 4 | 6]> = {
   svc4: ["frontend", 4], svc6: ["frontend", 6], noep4: ["frontend", 4], noep6: ["frontend", 6],
@@ -134,7 +139,7 @@ export function listTable(nl: NftDumper, table = TABLE, elements = true): Listin
     if (isRingMap(x.name)) ringMapSizes.set(x.name, x.size);
     const how = ELEMENT_SETS[x.name];
     if (!elements || !how) continue;
-    const elems = dump(`list the elements of ${x.name}`, NFT_MSG.GETSETELEM, [[1, table], [2, x.name]]).flatMap(decodeElems);
+    const elems = setElements(nl, x.name, table);
     sets.set(x.name, elems.map((e) => elemJson(how[0], how[1], e)).filter((e) => e !== undefined));
   }
   for (const o of dump("list the objects", NFT_MSG.GETOBJ).filter(mine).map(decodeNamed)) terse.push({ object: { family: "inet", name: o.name } });

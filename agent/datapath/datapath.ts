@@ -25,7 +25,7 @@ import { addRingMap, renderDelta, renderSkeleton, serviceCidrScript } from "./nf
 import { planDelta, planUnits, type DeltaPlan } from "./plan.ts";
 import { noRingOps, ringBridge, ringDiff, ringOpCount, splitFill, type RingOps } from "./ring-ops.ts";
 import { IDENTITY_CHAIN, inertAllowAddsFirst, policyContent, renderPolicyDelta, renderPolicyReplace } from "./policy-text.ts";
-import { VIA_SERVICE, type PolicyTables } from "../../compiler/policy/types.ts";
+import type { PolicyTables } from "../../compiler/policy/types.ts";
 import { addressBytes } from "../../compiler/address.ts";
 
 /** Where ring batches go: agent/sys/netlink.ts's sendBatch in the agent. */
@@ -231,10 +231,10 @@ export class Datapath {
    * first, in a transaction of their own (policy-text.ts inertAllowAddsFirst), then the rest;
    * returns what went in. */
   private runPolicy(text: string, next: PolicyTables): string {
-    // the ids addresses go to now: those of the tables in force (their pods, ranges and the
-    // Service sources' VIA_SERVICE, as their identity chains), else of the chains listed
+    // the ids addresses go to now: those of the tables in force (their pods' and ranges'; the
+    // reserved ones count as used always), else of the chains listed
     const cur = this.policyCurrent;
-    const used = cur ? [...cur.pods.map((p) => p.id), ...cur.ranges.map((r) => r.id), VIA_SERVICE] : this.policyChains.flatMap((n) => (IDENTITY_CHAIN.test(n) ? [Number(n.slice(5))] : []));
+    const used = cur ? [...cur.pods.map((p) => p.id), ...cur.ranges.map((r) => r.id)] : this.policyChains.flatMap((n) => (IDENTITY_CHAIN.test(n) ? [Number(n.slice(5))] : []));
     const { first, then } = inertAllowAddsFirst(text, next, this.marks, used);
     try {
       if (first) this.nft.run(first);

@@ -15,11 +15,10 @@
 // adoptIds) and the allow sets' elements (the replace writes only their difference, never a
 // flush: policy-text.ts renderPolicyReplace).
 import { addressFromBytes } from "../../compiler/address.ts";
-import { decodeElems, NFT_MSG, type DumpedElem } from "../sys/nftdump.ts";
-import type { NftDumper } from "./adopt.ts";
-import { identityBits, type Marks } from "./marks.ts";
-import { TABLE } from "./model.ts";
-import { decodeAllowKey } from "./policy-counters.ts";
+import { NFT_GOTO, type DumpedElem } from "../sys/nftdump.ts";
+import { setElements, type NftDumper } from "./adopt.ts";
+import type { Marks } from "./marks.ts";
+import { allowKeyExact, decodeAllowKey } from "./policy-counters.ts";
 import { allowKey } from "./policy-text.ts";
 
 export interface KernelPolicy {
@@ -30,27 +29,14 @@ export interface KernelPolicy {
   allow: Map<string, Set<string>>;
 }
 
-/** nftables' verdict code of a goto (NFT_GOTO) */
-const NFT_GOTO = -4;
 const SOURCE_CHAIN = /^pols_(\d+)$/;
 const ALLOW_SETS = ["pol_allow_in", "pol_allow_out"] as const;
-
-const be32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, false);
-
-/** The element's key exactly as skein writes one: marks within their bits, protocol and port
- * in their bytes of the 4 each takes, nothing else set. */
-function allowBytesValid(b: Uint8Array, marks: Marks): boolean {
-  if (b.length !== 16) return false;
-  const R = marks.mark >>> 0;
-  const I = identityBits(marks);
-  return (be32(b, 0) & ~R) === 0 && (be32(b, 4) & ~I) === 0 && b[9] === 0 && b[10] === 0 && b[11] === 0 && b[14] === 0 && b[15] === 0;
-}
 
 /** The allow set's keys, or undefined when any element is not one skein writes (the set is then flushed). */
 function allowKeys(elems: DumpedElem[], marks: Marks): Set<string> | undefined {
   const out = new Set<string>();
   for (const e of elems) {
-    if (!allowBytesValid(e.key, marks) || (e.keyEnd && !allowBytesValid(e.keyEnd, marks))) return undefined;
+    if (!allowKeyExact(e.key, marks) || (e.keyEnd && !allowKeyExact(e.keyEnd, marks))) return undefined;
     const k = decodeAllowKey(e.key, e.keyEnd, marks);
     if (!k) return undefined;
     out.add(allowKey({ ...k, policies: [] }, marks));
@@ -82,5 +68,5 @@ export function kernelPolicy(elems: (set: string) => DumpedElem[], marks: Marks)
 
 /** Reads the policy of `inet skein` through netlink dumps of the six sets it needs. */
 export function readKernelPolicy(nl: NftDumper, marks: Marks): KernelPolicy {
-  return kernelPolicy((set) => nl.nftDump(`list the elements of ${set}`, NFT_MSG.GETSETELEM, "inet", [[1, TABLE], [2, set]]).flatMap(decodeElems), marks);
+  return kernelPolicy((set) => setElements(nl, set), marks);
 }

@@ -5,10 +5,8 @@
 // included: agent/sys/nftdump.ts) and attributes them to the policies that made each element
 // or isolate each identity (pure).
 import { BLOCKED, type AllowElement, type PolicyTables } from "../../compiler/policy/types.ts";
-import { decodeElems, NFT_MSG } from "../sys/nftdump.ts";
-import type { NftDumper } from "./adopt.ts";
+import { setElements, type NftDumper } from "./adopt.ts";
 import { identityBits, markShift, type Marks } from "./marks.ts";
-import { TABLE } from "./model.ts";
 
 /** BLOCKED's name where a policy's would be: drops of addresses blocked for failing closed. */
 export const BLOCKED_POLICY = "skein:blocked";
@@ -63,9 +61,16 @@ export function decodeAllowKey(key: Uint8Array, end: Uint8Array | undefined, mar
   };
 }
 
+/** Whether `key` is an allow set key exactly as skein writes one: marks within their bits,
+ * protocol and port in their bytes of the 4 each takes, nothing else set. */
+export function allowKeyExact(key: Uint8Array, marks: Marks): boolean {
+  if (key.length !== 16) return false;
+  return (u32(key, 0, false) & ~(marks.mark >>> 0)) === 0 && (u32(key, 4, false) & ~identityBits(marks)) === 0 && key[9] === 0 && key[10] === 0 && key[11] === 0 && key[14] === 0 && key[15] === 0;
+}
+
 /** The counters of pol_allow_in/out and pol_drop_in/out in `inet skein`. */
 export function readPolicyCounters(nl: NftDumper, marks: Marks): PolicyReadings {
-  const elems = (set: string) => nl.nftDump(`list the elements of ${set}`, NFT_MSG.GETSETELEM, "inet", [[1, TABLE], [2, set]]).flatMap(decodeElems);
+  const elems = (set: string) => setElements(nl, set);
   const allow = (set: string) => {
     const out: AllowReading[] = [];
     for (const e of elems(set)) {

@@ -7,6 +7,9 @@
 import { addressFromBytes } from "../../compiler/address.ts";
 import { attrs, str } from "./nftmsg.ts";
 
+/** The kernel's verdict codes of a goto and a jump, as decodeElems gives them (signed) */
+export const NFT_GOTO = -4;
+export const NFT_JUMP = -3;
 export const NFT_MSG = { GETTABLE: 1, GETCHAIN: 4, GETRULE: 7, GETSET: 10, GETSETELEM: 13, GETOBJ: 19, GETFLOWTABLE: 23 } as const;
 
 const be32 = (b: Uint8Array, at: number) => new DataView(b.buffer, b.byteOffset + at, 4).getUint32(0, false);
@@ -243,6 +246,6 @@ export function elemJson(kind: "frontend" | "hairpin", family: 4 | 6, e: DumpedE
   }
   if (!e.verdict) return key;
   const v = e.verdict;
-  const verdict = v.code === -4 && v.chain ? { goto: { target: v.chain } } : v.code === -3 && v.chain ? { jump: { target: v.chain } } : { verdict: v.code };
+  const verdict = v.code === NFT_GOTO && v.chain ? { goto: { target: v.chain } } : v.code === NFT_JUMP && v.chain ? { jump: { target: v.chain } } : { verdict: v.code };
   return [key, verdict];
 }
